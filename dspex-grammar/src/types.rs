@@ -1,0 +1,286 @@
+//! The resolved type of a signature field, whichever spelling it was written in.
+
+use crate::Span;
+use std::fmt::Write as _;
+
+/// A field type with the span it was written at.
+#[derive(Debug, Clone, PartialEq)]
+pub struct TypeExpr {
+    /// What the type is.
+    pub kind: TypeKind,
+    /// Where it was written.
+    pub span: Span,
+}
+
+/// Integer widths. [`IntKind::Int`] is DSPy's `int`, which becomes `i64` in Rust.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[allow(missing_docs)]
+pub enum IntKind {
+    Int,
+    I8,
+    I16,
+    I32,
+    I64,
+    I128,
+    Isize,
+    U8,
+    U16,
+    U32,
+    U64,
+    U128,
+    Usize,
+}
+
+impl IntKind {
+    /// The Rust type name (`int` → `i64`).
+    pub fn rust_name(self) -> &'static str {
+        match self {
+            IntKind::Int | IntKind::I64 => "i64",
+            IntKind::I8 => "i8",
+            IntKind::I16 => "i16",
+            IntKind::I32 => "i32",
+            IntKind::I128 => "i128",
+            IntKind::Isize => "isize",
+            IntKind::U8 => "u8",
+            IntKind::U16 => "u16",
+            IntKind::U32 => "u32",
+            IntKind::U64 => "u64",
+            IntKind::U128 => "u128",
+            IntKind::Usize => "usize",
+        }
+    }
+
+    fn from_name(name: &str) -> Option<Self> {
+        Some(match name {
+            "int" => IntKind::Int,
+            "i8" => IntKind::I8,
+            "i16" => IntKind::I16,
+            "i32" => IntKind::I32,
+            "i64" => IntKind::I64,
+            "i128" => IntKind::I128,
+            "isize" => IntKind::Isize,
+            "u8" => IntKind::U8,
+            "u16" => IntKind::U16,
+            "u32" => IntKind::U32,
+            "u64" => IntKind::U64,
+            "u128" => IntKind::U128,
+            "usize" => IntKind::Usize,
+            _ => return None,
+        })
+    }
+}
+
+/// Float widths. [`FloatKind::Float`] is DSPy's `float`, which becomes `f64` in Rust.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[allow(missing_docs)]
+pub enum FloatKind {
+    Float,
+    F32,
+    F64,
+}
+
+/// Which map type a `dict`-like field uses in Rust. DSPy's `dict[str, V]` becomes a `BTreeMap`, so
+/// prompts built from it are deterministic.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum MapKind {
+    /// `dict[str, V]` / `Dict[str, V]`.
+    Dict,
+    /// `HashMap<String, V>`.
+    HashMap,
+    /// `BTreeMap<String, V>`.
+    BTreeMap,
+}
+
+/// One member of a `Literal[...]`.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub enum LiteralValue {
+    /// `'text'`.
+    Str(String),
+    /// `3`, `-1`.
+    Int(i64),
+    /// `True` / `False`.
+    Bool(bool),
+    /// `None`.
+    None,
+}
+
+impl LiteralValue {
+    /// Python's `repr` of the member, as DSPy prints it inside `Literal[...]`.
+    pub fn python_repr(&self) -> String {
+        match self {
+            LiteralValue::Str(s) => python_str_repr(s),
+            other => other.python_str(),
+        }
+    }
+
+    /// Python's `str()` of the member, as DSPy prints it in output type notes.
+    pub fn python_str(&self) -> String {
+        match self {
+            LiteralValue::Str(s) => s.clone(),
+            LiteralValue::Int(i) => i.to_string(),
+            LiteralValue::Bool(true) => "True".to_string(),
+            LiteralValue::Bool(false) => "False".to_string(),
+            LiteralValue::None => "None".to_string(),
+        }
+    }
+}
+
+/// Python's `repr()` of a `str`: single quotes unless the text has a `'` and no `"`.
+pub fn python_str_repr(s: &str) -> String {
+    let quote = if s.contains('\'') && !s.contains('"') {
+        '"'
+    } else {
+        '\''
+    };
+    let mut out = String::with_capacity(s.len() + 2);
+    out.push(quote);
+    for c in s.chars() {
+        match c {
+            '\\' => out.push_str("\\\\"),
+            '\n' => out.push_str("\\n"),
+            '\r' => out.push_str("\\r"),
+            '\t' => out.push_str("\\t"),
+            c if c == quote => {
+                out.push('\\');
+                out.push(c);
+            }
+            c if (c as u32) < 0x20 || c as u32 == 0x7f => {
+                let _ = write!(out, "\\x{:02x}", c as u32);
+            }
+            c => out.push(c),
+        }
+    }
+    out.push(quote);
+    out
+}
+
+/// A field type, independent of the spelling it was written in.
+#[derive(Debug, Clone, PartialEq)]
+pub enum TypeKind {
+    /// `str` / `String`.
+    Str,
+    /// `bool`.
+    Bool,
+    /// `int` / `i64` / `u32` / ….
+    Int(IntKind),
+    /// `float` / `f64` / `f32`.
+    Float(FloatKind),
+    /// `Any` / `serde_json::Value`: any JSON value.
+    Any,
+    /// `list[T]` / `Vec<T>`.
+    List(Box<TypeExpr>),
+    /// `dict[str, V]` / `HashMap<String, V>` / `BTreeMap<String, V>`; keys are always strings.
+    Map(MapKind, Box<TypeExpr>),
+    /// `Optional[T]` / `Option<T>` / `T | None` / `Union[T, None]`.
+    Optional(Box<TypeExpr>),
+    /// `Literal['a', 'b']`: one of fixed values.
+    Literal(Vec<LiteralValue>),
+    /// A user type named by a path (`Citation`, `crate::types::Citation`): a struct deriving
+    /// `JsonSchema`, or an enum deriving `LiteralEnum`.
+    Named(Vec<String>),
+}
+
+impl TypeExpr {
+    /// DSPy's spelling of the type, as its adapters print it: `str`, `list[str]`,
+    /// `dict[str, int]`, `Union[str, NoneType]`, `Literal['a', 'b']`, `Citation`.
+    pub fn dspy_name(&self) -> String {
+        self.kind.dspy_name()
+    }
+
+    /// The Rust spelling of the type: `String`, `Vec<String>`, `Option<i64>`,
+    /// `BTreeMap<String, f64>`; a [`TypeKind::Literal`] is `String`.
+    pub fn rust_name(&self) -> String {
+        self.kind.rust_name()
+    }
+}
+
+impl TypeKind {
+    /// See [`TypeExpr::dspy_name`].
+    pub fn dspy_name(&self) -> String {
+        match self {
+            TypeKind::Str => "str".to_string(),
+            TypeKind::Bool => "bool".to_string(),
+            TypeKind::Int(_) => "int".to_string(),
+            TypeKind::Float(_) => "float".to_string(),
+            TypeKind::Any => "Any".to_string(),
+            TypeKind::List(t) => format!("list[{}]", t.dspy_name()),
+            TypeKind::Map(_, v) => format!("dict[str, {}]", v.dspy_name()),
+            TypeKind::Optional(t) => format!("Union[{}, NoneType]", t.dspy_name()),
+            TypeKind::Literal(values) => format!(
+                "Literal[{}]",
+                values
+                    .iter()
+                    .map(LiteralValue::python_repr)
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            ),
+            TypeKind::Named(path) => path.last().cloned().unwrap_or_default(),
+        }
+    }
+
+    /// See [`TypeExpr::rust_name`].
+    pub fn rust_name(&self) -> String {
+        match self {
+            TypeKind::Str | TypeKind::Literal(_) => "String".to_string(),
+            TypeKind::Bool => "bool".to_string(),
+            TypeKind::Int(k) => k.rust_name().to_string(),
+            TypeKind::Float(FloatKind::F32) => "f32".to_string(),
+            TypeKind::Float(_) => "f64".to_string(),
+            TypeKind::Any => "serde_json::Value".to_string(),
+            TypeKind::List(t) => format!("Vec<{}>", t.rust_name()),
+            TypeKind::Map(MapKind::HashMap, v) => format!("HashMap<String, {}>", v.rust_name()),
+            TypeKind::Map(_, v) => format!("BTreeMap<String, {}>", v.rust_name()),
+            TypeKind::Optional(t) => format!("Option<{}>", t.rust_name()),
+            TypeKind::Named(path) => path.join("::"),
+        }
+    }
+
+    /// Whether the type (and every type inside it) is one dspex knows without user code, so the
+    /// generated structs can derive `PartialEq` for it.
+    pub fn is_builtin(&self) -> bool {
+        match self {
+            TypeKind::List(t) | TypeKind::Map(_, t) | TypeKind::Optional(t) => t.kind.is_builtin(),
+            TypeKind::Named(_) => false,
+            _ => true,
+        }
+    }
+
+    /// Every user-named type inside this one, outermost first.
+    pub fn named_types(&self) -> Vec<&[String]> {
+        match self {
+            TypeKind::List(t) | TypeKind::Map(_, t) | TypeKind::Optional(t) => {
+                t.kind.named_types()
+            }
+            TypeKind::Named(path) => vec![path.as_slice()],
+            _ => Vec::new(),
+        }
+    }
+
+    pub(crate) fn scalar(name: &str) -> Option<TypeKind> {
+        Some(match name {
+            "str" | "String" => TypeKind::Str,
+            "bool" => TypeKind::Bool,
+            "float" => TypeKind::Float(FloatKind::Float),
+            "f64" => TypeKind::Float(FloatKind::F64),
+            "f32" => TypeKind::Float(FloatKind::F32),
+            "Any" | "Value" => TypeKind::Any,
+            other => TypeKind::Int(IntKind::from_name(other)?),
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn literal_repr_follows_python() {
+        assert_eq!(python_str_repr("a"), "'a'");
+        assert_eq!(python_str_repr("b's"), "\"b's\"");
+        assert_eq!(python_str_repr("c\"d"), "'c\"d'");
+        assert_eq!(python_str_repr("e'f\"g"), "'e\\'f\"g'");
+        assert_eq!(python_str_repr("x\ny\\"), "'x\\ny\\\\'");
+        assert_eq!(LiteralValue::Bool(true).python_repr(), "True");
+        assert_eq!(LiteralValue::None.python_repr(), "None");
+    }
+}
