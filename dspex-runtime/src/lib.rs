@@ -1,0 +1,18 @@
+//! The dspex engine: signatures, examples and predictions, typed programs — and, as later issues land,
+//! adapters, LM clients, evaluation, optimizers, retrieval and the Python bridge.
+//!
+//! Users normally depend on the `dspex` facade crate, which re-exports this crate and adds the
+//! macros. Everything here also works without the macros, through [`DynSignature`].
+
+pub mod error;
+pub mod example;
+pub mod program;
+pub mod signature;
+
+pub use error::{Error, Result};
+pub use example::{Example, ExampleError, Prediction};
+pub use program::{FnProgram, Map, Module, PredictorParams, Program, ProgramExt, Then, program_fn};
+pub use signature::{
+    DynSignature, FieldRole, FieldSpec, LiteralValue, Signature, SignatureError, SignatureType,
+    TypeSpec,
+};

@@ -1,0 +1,42 @@
+//! The error type of programs, which every layer's error converts into.
+
+use crate::example::ExampleError;
+use crate::signature::SignatureError;
+
+/// What a program run can fail with. Each layer has its own error type; they convert into this one
+/// at the program boundary so composed programs share one `Result`.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum Error {
+    /// A signature could not be built or edited.
+    #[error(transparent)]
+    Signature(#[from] SignatureError),
+    /// An example or prediction did not have the fields or shape asked for.
+    #[error(transparent)]
+    Example(#[from] ExampleError),
+    /// A step written by the user failed.
+    #[error("{context}: {source}")]
+    Step {
+        /// What the step was doing.
+        context: String,
+        /// The underlying error.
+        #[source]
+        source: Box<dyn std::error::Error + Send + Sync>,
+    },
+}
+
+impl Error {
+    /// Wraps an error from user code with what the step was doing.
+    pub fn step(
+        context: impl Into<String>,
+        source: impl Into<Box<dyn std::error::Error + Send + Sync>>,
+    ) -> Self {
+        Error::Step {
+            context: context.into(),
+            source: source.into(),
+        }
+    }
+}
+
+/// `Result` with dspex's [`Error`].
+pub type Result<T, E = Error> = std::result::Result<T, E>;

@@ -1,0 +1,244 @@
+//! Composition of programs: sequencing, output mapping, and programs from async functions.
+
+use super::{Module, PredictorParams, Program, join_path};
+use crate::Result;
+use std::future::Future;
+use std::marker::PhantomData;
+
+/// Composition methods for every [`Program`].
+pub trait ProgramExt: Program + Sized {
+    /// Runs `self`, then `next` on its output. Compiles only when `next` takes exactly what
+    /// `self` returns.
+    fn then<B>(self, next: B) -> Then<Self, B>
+    where
+        B: Program<Input = Self::Output>,
+    {
+        Then {
+            first: self,
+            second: next,
+        }
+    }
+
+    /// Runs `self`, then `f` on its output.
+    fn map<F, O>(self, f: F) -> Map<Self, F>
+    where
+        F: Fn(Self::Output) -> O + Send + Sync,
+        O: Send + 'static,
+    {
+        Map { inner: self, f }
+    }
+}
+
+impl<P: Program> ProgramExt for P {}
+
+/// `a.then(b)`: `b` runs on `a`'s output. Optimizers see `a`'s predictors under `0` and `b`'s
+/// under `1`; give steps DSPy's names by declaring a struct with `#[derive(Module)]` instead.
+#[derive(Debug, Clone)]
+pub struct Then<A, B> {
+    first: A,
+    second: B,
+}
+
+impl<A, B> Then<A, B> {
+    /// The first step.
+    pub fn first(&self) -> &A {
+        &self.first
+    }
+
+    /// The second step.
+    pub fn second(&self) -> &B {
+        &self.second
+    }
+}
+
+impl<A, B> Program for Then<A, B>
+where
+    A: Program,
+    B: Program<Input = A::Output>,
+{
+    type Input = A::Input;
+    type Output = B::Output;
+
+    async fn forward(&self, input: Self::Input) -> Result<Self::Output> {
+        let mid = self.first.forward(input).await?;
+        self.second.forward(mid).await
+    }
+}
+
+impl<A: Module, B: Module> Module for Then<A, B> {
+    fn visit_predictors<'a>(
+        &'a self,
+        path: &str,
+        visit: &mut dyn FnMut(String, &'a PredictorParams),
+    ) {
+        self.first.visit_predictors(&join_path(path, "0"), visit);
+        self.second.visit_predictors(&join_path(path, "1"), visit);
+    }
+
+    fn visit_predictors_mut<'a>(
+        &'a mut self,
+        path: &str,
+        visit: &mut dyn FnMut(String, &'a mut PredictorParams),
+    ) {
+        self.first.visit_predictors_mut(&join_path(path, "0"), visit);
+        self.second.visit_predictors_mut(&join_path(path, "1"), visit);
+    }
+}
+
+/// `a.map(f)`: `f` applied to `a`'s output. Its predictors are `a`'s, under the same names.
+#[derive(Clone)]
+pub struct Map<P, F> {
+    inner: P,
+    f: F,
+}
+
+impl<P: std::fmt::Debug, F> std::fmt::Debug for Map<P, F> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Map").field("inner", &self.inner).finish_non_exhaustive()
+    }
+}
+
+impl<P, F, O> Program for Map<P, F>
+where
+    P: Program,
+    F: Fn(P::Output) -> O + Send + Sync,
+    O: Send + 'static,
+{
+    type Input = P::Input;
+    type Output = O;
+
+    async fn forward(&self, input: Self::Input) -> Result<O> {
+        let out = self.inner.forward(input).await?;
+        Ok((self.f)(out))
+    }
+}
+
+impl<P: Module, F> Module for Map<P, F> {
+    fn visit_predictors<'a>(
+        &'a self,
+        path: &str,
+        visit: &mut dyn FnMut(String, &'a PredictorParams),
+    ) {
+        self.inner.visit_predictors(path, visit);
+    }
+
+    fn visit_predictors_mut<'a>(
+        &'a mut self,
+        path: &str,
+        visit: &mut dyn FnMut(String, &'a mut PredictorParams),
+    ) {
+        self.inner.visit_predictors_mut(path, visit);
+    }
+}
+
+/// A program made from an async function; see [`program_fn`]. It holds no predictors.
+pub struct FnProgram<F, I, O> {
+    f: F,
+    _types: PhantomData<fn(I) -> O>,
+}
+
+impl<F: Clone, I, O> Clone for FnProgram<F, I, O> {
+    fn clone(&self) -> Self {
+        FnProgram {
+            f: self.f.clone(),
+            _types: PhantomData,
+        }
+    }
+}
+
+impl<F, I, O> std::fmt::Debug for FnProgram<F, I, O> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "FnProgram<{} -> {}>",
+            std::any::type_name::<I>(),
+            std::any::type_name::<O>()
+        )
+    }
+}
+
+/// A program from an async function or closure: glue steps, tools, and test doubles.
+pub fn program_fn<I, O, F, Fut>(f: F) -> FnProgram<F, I, O>
+where
+    F: Fn(I) -> Fut + Send + Sync,
+    Fut: Future<Output = Result<O>> + Send,
+    I: Send + 'static,
+    O: Send + 'static,
+{
+    FnProgram {
+        f,
+        _types: PhantomData,
+    }
+}
+
+impl<F, Fut, I, O> Program for FnProgram<F, I, O>
+where
+    F: Fn(I) -> Fut + Send + Sync,
+    Fut: Future<Output = Result<O>> + Send,
+    I: Send + 'static,
+    O: Send + 'static,
+{
+    type Input = I;
+    type Output = O;
+
+    fn forward(&self, input: I) -> impl Future<Output = Result<O>> + Send {
+        (self.f)(input)
+    }
+}
+
+impl<F, I, O> Module for FnProgram<F, I, O> {
+    fn visit_predictors<'a>(
+        &'a self,
+        _path: &str,
+        _visit: &mut dyn FnMut(String, &'a PredictorParams),
+    ) {
+    }
+
+    fn visit_predictors_mut<'a>(
+        &'a mut self,
+        _path: &str,
+        _visit: &mut dyn FnMut(String, &'a mut PredictorParams),
+    ) {
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::{DynSignature, Error};
+
+    fn block_on<F: Future>(f: F) -> F::Output {
+        tokio::runtime::Builder::new_current_thread()
+            .build()
+            .unwrap()
+            .block_on(f)
+    }
+
+    #[test]
+    fn then_and_map_compose() {
+        let parse = program_fn(|s: String| async move {
+            s.trim()
+                .parse::<i64>()
+                .map_err(|e| Error::step(format!("parsing {s:?}"), e))
+        });
+        let square = program_fn(|n: i64| async move { Ok(n * n) });
+        let pipeline = parse.then(square).map(|n| format!("= {n}"));
+        assert_eq!(block_on(pipeline.forward(" 7 ".into())).unwrap(), "= 49");
+        let err = block_on(pipeline.forward("x".into())).unwrap_err();
+        assert_eq!(err.to_string(), "parsing \"x\": invalid digit found in string");
+    }
+
+    #[test]
+    fn then_names_its_steps() {
+        let p = |s: &str| PredictorParams::new(DynSignature::parse(s).unwrap());
+        let chain = Then {
+            first: p("a -> b"),
+            second: Then {
+                first: p("b -> c"),
+                second: p("c -> d"),
+            },
+        };
+        let names: Vec<_> = chain.named_predictors().into_iter().map(|(n, _)| n).collect();
+        assert_eq!(names, ["0", "1.0", "1.1"]);
+    }
+}

@@ -1,0 +1,62 @@
+//! Typed programs and the parameters optimizers tune.
+//!
+//! - [`Program`] — an async step from a typed input to a typed output. Modules (Predict,
+//!   ChainOfThought, …) are programs; so are compositions of them.
+//! - [`ProgramExt`] — composition checked at compile time: `a.then(b)` compiles only when `b`'s
+//!   input type is `a`'s output type; `a.map(f)` adapts an output.
+//! - [`Module`] and [`PredictorParams`] — how optimizers reach every predictor inside a program by
+//!   DSPy's name (`generate_query.predict`, `answer`) with its instructions and demos.
+
+mod compose;
+mod params;
+
+pub use compose::{FnProgram, Map, ProgramExt, Then, program_fn};
+pub use params::{Module, PredictorParams, join_path};
+
+use crate::Result;
+use std::future::Future;
+
+/// An async step from `Input` to `Output`: DSPy's `Module.forward`, typed.
+///
+/// ```
+/// use dspex_runtime::{Program, ProgramExt, program_fn};
+///
+/// # tokio_test_block(async {
+/// let words = program_fn(|text: String| async move {
+///     Ok(text.split_whitespace().count())
+/// });
+/// let doubled = words.map(|n| n * 2);
+/// assert_eq!(doubled.forward("a b c".to_string()).await?, 6);
+/// # Ok::<(), dspex_runtime::Error>(())
+/// # });
+/// # fn tokio_test_block<F: std::future::Future>(f: F) -> F::Output {
+/// #     tokio::runtime::Builder::new_current_thread().build().unwrap().block_on(f)
+/// # }
+/// ```
+pub trait Program: Send + Sync {
+    /// What the program takes.
+    type Input: Send + 'static;
+    /// What the program returns.
+    type Output: Send + 'static;
+
+    /// Runs the program on one input.
+    fn forward(&self, input: Self::Input) -> impl Future<Output = Result<Self::Output>> + Send;
+}
+
+impl<P: Program + ?Sized> Program for Box<P> {
+    type Input = P::Input;
+    type Output = P::Output;
+
+    fn forward(&self, input: Self::Input) -> impl Future<Output = Result<Self::Output>> + Send {
+        (**self).forward(input)
+    }
+}
+
+impl<P: Program + ?Sized> Program for std::sync::Arc<P> {
+    type Input = P::Input;
+    type Output = P::Output;
+
+    fn forward(&self, input: Self::Input) -> impl Future<Output = Result<Self::Output>> + Send {
+        (**self).forward(input)
+    }
+}

@@ -1,0 +1,363 @@
+//! Field specs and field types.
+
+use super::schema;
+use serde_json::{Value, json};
+
+pub use dspex_grammar::LiteralValue;
+
+/// Whether a field is given to the step or produced by it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum FieldRole {
+    /// An input field (DSPy's `InputField`).
+    Input,
+    /// An output field (DSPy's `OutputField`).
+    Output,
+}
+
+impl FieldRole {
+    /// `"input"` or `"output"`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            FieldRole::Input => "input",
+            FieldRole::Output => "output",
+        }
+    }
+}
+
+/// A field's type as DSPy sees it. Every Rust integer width is [`TypeSpec::Int`], every float
+/// width [`TypeSpec::Float`]: DSPy's prompts and parsing do not tell them apart (the Rust spelling
+/// lives in [`FieldSpec::rust_type`]).
+#[derive(Debug, Clone, PartialEq)]
+#[non_exhaustive]
+pub enum TypeSpec {
+    /// `str`.
+    Str,
+    /// `bool`.
+    Bool,
+    /// `int`.
+    Int,
+    /// `float`.
+    Float,
+    /// `Any`: any JSON value.
+    Any,
+    /// `list[T]`.
+    List(Box<TypeSpec>),
+    /// `dict[str, V]`.
+    Dict(Box<TypeSpec>),
+    /// `Optional[T]`, rendered `Union[T, NoneType]`.
+    Optional(Box<TypeSpec>),
+    /// `Literal[...]`: one of fixed values (Rust enums deriving `LiteralEnum`).
+    Literal(Vec<LiteralValue>),
+    /// A structured type with a JSON schema (a Rust struct deriving `JsonSchema`, DSPy's pydantic
+    /// model).
+    Model {
+        /// The type's name as DSPy prints it (`Citation`).
+        name: String,
+        /// Its JSON schema in pydantic's layout (see [`super::model_schema`]).
+        schema: Value,
+    },
+}
+
+impl TypeSpec {
+    /// DSPy's spelling: `str`, `list[str]`, `dict[str, int]`, `Union[str, NoneType]`,
+    /// `Literal['a', 'b']`, `Citation`.
+    pub fn dspy_name(&self) -> String {
+        match self {
+            TypeSpec::Str => "str".to_string(),
+            TypeSpec::Bool => "bool".to_string(),
+            TypeSpec::Int => "int".to_string(),
+            TypeSpec::Float => "float".to_string(),
+            TypeSpec::Any => "Any".to_string(),
+            TypeSpec::List(t) => format!("list[{}]", t.dspy_name()),
+            TypeSpec::Dict(v) => format!("dict[str, {}]", v.dspy_name()),
+            TypeSpec::Optional(t) => format!("Union[{}, NoneType]", t.dspy_name()),
+            TypeSpec::Literal(values) => format!(
+                "Literal[{}]",
+                values
+                    .iter()
+                    .map(LiteralValue::python_repr)
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            ),
+            TypeSpec::Model { name, .. } => name.clone(),
+        }
+    }
+
+    /// The JSON schema of the type in pydantic's layout (`TypeAdapter(T).json_schema()`), with
+    /// models nested inside containers moved to `$defs`.
+    pub fn json_schema(&self) -> Value {
+        let mut defs = serde_json::Map::new();
+        let mut root = self.schema_into(&mut defs, true);
+        if !defs.is_empty()
+            && let Value::Object(map) = &mut root
+        {
+            let mut with_defs = serde_json::Map::new();
+            with_defs.insert("$defs".to_string(), Value::Object(defs));
+            with_defs.extend(std::mem::take(map));
+            return Value::Object(with_defs);
+        }
+        root
+    }
+
+    fn schema_into(&self, defs: &mut serde_json::Map<String, Value>, top: bool) -> Value {
+        match self {
+            TypeSpec::Str => json!({"type": "string"}),
+            TypeSpec::Bool => json!({"type": "boolean"}),
+            TypeSpec::Int => json!({"type": "integer"}),
+            TypeSpec::Float => json!({"type": "number"}),
+            TypeSpec::Any => json!({}),
+            TypeSpec::List(t) => json!({"items": t.schema_into(defs, false), "type": "array"}),
+            TypeSpec::Dict(v) => {
+                json!({"additionalProperties": v.schema_into(defs, false), "type": "object"})
+            }
+            TypeSpec::Optional(t) => {
+                json!({"anyOf": [t.schema_into(defs, false), {"type": "null"}]})
+            }
+            TypeSpec::Literal(values) => schema::literal_schema(values),
+            TypeSpec::Model { name, schema } => {
+                let mut schema = schema.clone();
+                // A model's own `$defs` always move up to the root.
+                if let Some(Value::Object(inner)) =
+                    schema.as_object_mut().and_then(|m| m.remove("$defs"))
+                {
+                    defs.extend(inner);
+                }
+                if top {
+                    schema
+                } else {
+                    defs.insert(name.clone(), schema);
+                    json!({"$ref": format!("#/$defs/{name}")})
+                }
+            }
+        }
+    }
+
+    /// The schema of a model type, if this is one.
+    pub fn model_schema(&self) -> Option<&Value> {
+        match self {
+            TypeSpec::Model { schema, .. } => Some(schema),
+            _ => None,
+        }
+    }
+
+    /// The Rust type dspex uses for this type when none was written: `String`, `i64`, `f64`,
+    /// `Vec<…>`, `BTreeMap<String, …>`, `Option<…>`, `serde_json::Value`.
+    pub fn default_rust_type(&self) -> String {
+        match self {
+            TypeSpec::Str | TypeSpec::Literal(_) => "String".to_string(),
+            TypeSpec::Bool => "bool".to_string(),
+            TypeSpec::Int => "i64".to_string(),
+            TypeSpec::Float => "f64".to_string(),
+            TypeSpec::Any => "serde_json::Value".to_string(),
+            TypeSpec::List(t) => format!("Vec<{}>", t.default_rust_type()),
+            TypeSpec::Dict(v) => format!("BTreeMap<String, {}>", v.default_rust_type()),
+            TypeSpec::Optional(t) => format!("Option<{}>", t.default_rust_type()),
+            TypeSpec::Model { name, .. } => name.clone(),
+        }
+    }
+}
+
+/// One field of a signature: its name, role, description, DSPy prefix and type.
+///
+/// Equality compares everything DSPy's prompts and parsing depend on (name, role, description,
+/// prefix, DSPy type); the Rust spelling of the type is informational and not compared, so
+/// `count: u32` and `count: int` describe the same field.
+#[derive(Debug, Clone)]
+pub struct FieldSpec {
+    name: String,
+    role: FieldRole,
+    desc: String,
+    prefix: String,
+    ty: TypeSpec,
+    rust_type: String,
+}
+
+impl PartialEq for FieldSpec {
+    fn eq(&self, other: &Self) -> bool {
+        self.name == other.name
+            && self.role == other.role
+            && self.desc == other.desc
+            && self.prefix == other.prefix
+            && self.ty == other.ty
+    }
+}
+
+impl FieldSpec {
+    /// A field with DSPy's defaults: description `${name}`, prefix `Name:` (see
+    /// [`dspex_grammar::infer_prefix`]) and the type's default Rust spelling.
+    pub fn new(name: impl Into<String>, role: FieldRole, ty: TypeSpec) -> Self {
+        let name = name.into();
+        FieldSpec {
+            desc: default_desc(&name),
+            prefix: format!("{}:", dspex_grammar::infer_prefix(&name)),
+            rust_type: ty.default_rust_type(),
+            name,
+            role,
+            ty,
+        }
+    }
+
+    /// An input field with DSPy's defaults.
+    pub fn input(name: impl Into<String>, ty: TypeSpec) -> Self {
+        Self::new(name, FieldRole::Input, ty)
+    }
+
+    /// An output field with DSPy's defaults.
+    pub fn output(name: impl Into<String>, ty: TypeSpec) -> Self {
+        Self::new(name, FieldRole::Output, ty)
+    }
+
+    /// Sets the description (an empty string keeps DSPy's default `${name}`).
+    #[must_use]
+    pub fn with_desc(mut self, desc: impl Into<String>) -> Self {
+        let desc = desc.into();
+        self.desc = if desc.is_empty() {
+            default_desc(&self.name)
+        } else {
+            desc
+        };
+        self
+    }
+
+    /// Sets the prefix DSPy stores (`Question:`); prompts do not use it, optimizers do.
+    #[must_use]
+    pub fn with_prefix(mut self, prefix: impl Into<String>) -> Self {
+        self.prefix = prefix.into();
+        self
+    }
+
+    /// Sets the Rust spelling of the type (`Vec<String>`, `u32`, `my::Citation`).
+    #[must_use]
+    pub fn with_rust_type(mut self, rust_type: impl Into<String>) -> Self {
+        self.rust_type = rust_type.into();
+        self
+    }
+
+    /// The same field with another role.
+    #[must_use]
+    pub fn with_role(mut self, role: FieldRole) -> Self {
+        self.role = role;
+        self
+    }
+
+    /// The field name.
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// Input or output.
+    pub fn role(&self) -> FieldRole {
+        self.role
+    }
+
+    /// DSPy's stored description: the user's text, or `${name}` when none was given.
+    pub fn desc(&self) -> &str {
+        &self.desc
+    }
+
+    /// The description as prompts show it: `None` when it is DSPy's default `${name}`.
+    pub fn description(&self) -> Option<&str> {
+        (!self.has_default_desc()).then_some(self.desc.as_str())
+    }
+
+    /// Whether the description is DSPy's default `${name}`.
+    pub fn has_default_desc(&self) -> bool {
+        self.desc.len() == self.name.len() + 3
+            && self.desc.starts_with("${")
+            && self.desc.ends_with('}')
+            && &self.desc[2..self.desc.len() - 1] == self.name
+    }
+
+    /// DSPy's prefix, such as `Question:`.
+    pub fn prefix(&self) -> &str {
+        &self.prefix
+    }
+
+    /// The field's type.
+    pub fn ty(&self) -> &TypeSpec {
+        &self.ty
+    }
+
+    /// DSPy's spelling of the type (`list[str]`).
+    pub fn dspy_type(&self) -> String {
+        self.ty.dspy_name()
+    }
+
+    /// The Rust spelling of the type (`Vec<String>`).
+    pub fn rust_type(&self) -> &str {
+        &self.rust_type
+    }
+
+    /// The JSON schema of a structured type (DSPy's pydantic models), else `None`.
+    pub fn json_schema(&self) -> Option<&Value> {
+        self.ty.model_schema()
+    }
+}
+
+pub(crate) fn default_desc(name: &str) -> String {
+    format!("${{{name}}}")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn defaults_follow_dspy() {
+        let f = FieldSpec::input("search_query", TypeSpec::Str);
+        assert_eq!(f.desc(), "${search_query}");
+        assert!(f.has_default_desc());
+        assert_eq!(f.description(), None);
+        assert_eq!(f.prefix(), "Search Query:");
+        assert_eq!(f.rust_type(), "String");
+        let f = f.with_desc("what to search");
+        assert_eq!(f.description(), Some("what to search"));
+        assert!(FieldSpec::input("a", TypeSpec::Str).with_desc("").has_default_desc());
+    }
+
+    #[test]
+    fn equality_ignores_rust_spelling() {
+        let a = FieldSpec::output("n", TypeSpec::Int).with_rust_type("u32");
+        let b = FieldSpec::output("n", TypeSpec::Int);
+        assert_eq!(a, b);
+        assert_ne!(a, FieldSpec::input("n", TypeSpec::Int));
+    }
+
+    #[test]
+    fn type_names_and_schemas() {
+        let t = TypeSpec::Optional(Box::new(TypeSpec::Str));
+        assert_eq!(t.dspy_name(), "Union[str, NoneType]");
+        assert_eq!(
+            t.json_schema(),
+            json!({"anyOf": [{"type": "string"}, {"type": "null"}]})
+        );
+        let t = TypeSpec::Dict(Box::new(TypeSpec::Int));
+        assert_eq!(t.dspy_name(), "dict[str, int]");
+        assert_eq!(
+            t.json_schema(),
+            json!({"type": "object", "additionalProperties": {"type": "integer"}})
+        );
+        let lit = TypeSpec::Literal(vec![
+            LiteralValue::Str("positive".into()),
+            LiteralValue::Str("negative".into()),
+        ]);
+        assert_eq!(lit.dspy_name(), "Literal['positive', 'negative']");
+        assert_eq!(
+            lit.json_schema(),
+            json!({"enum": ["positive", "negative"], "type": "string"})
+        );
+        let model = TypeSpec::Model {
+            name: "Citation".into(),
+            schema: json!({"type": "object", "title": "Citation"}),
+        };
+        assert_eq!(
+            TypeSpec::List(Box::new(model)).json_schema(),
+            json!({
+                "$defs": {"Citation": {"type": "object", "title": "Citation"}},
+                "items": {"$ref": "#/$defs/Citation"},
+                "type": "array"
+            })
+        );
+    }
+}
