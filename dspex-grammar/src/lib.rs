@@ -26,7 +26,7 @@ mod lexer;
 mod parser;
 mod types;
 
-pub use parser::{parse_signature, parse_type};
+pub use parser::{parse_signature, parse_signature_partial, parse_type};
 pub use types::{FloatKind, IntKind, LiteralValue, MapKind, TypeExpr, TypeKind, python_str_repr};
 
 use std::fmt;

@@ -13,6 +13,14 @@ const MAX_DEPTH: usize = 32;
 /// Parses a whole signature string (`inputs -> outputs`). Returns every error found, in source
 /// order; the list is never empty on `Err`.
 pub fn parse_signature(src: &str) -> Result<ParsedSignature, Vec<ParseError>> {
+    let (sig, errors) = parse_signature_partial(src);
+    if errors.is_empty() { Ok(sig) } else { Err(errors) }
+}
+
+/// Parses as much of a signature string as is valid: the fields that parsed cleanly (without
+/// duplicates) and every error. The proc-macros use the partial result to keep generating the
+/// structs users refer to, so one mistake does not cascade into many.
+pub fn parse_signature_partial(src: &str) -> (ParsedSignature, Vec<ParseError>) {
     let tokens = lex(src);
     let p = Parser { src, errors: Vec::new() };
     p.signature(&tokens)
@@ -98,7 +106,8 @@ impl Parser<'_> {
         self.errors.push(ParseError::new(self.src, kind, span, message));
     }
 
-    fn signature(mut self, tokens: &[Token]) -> Result<ParsedSignature, Vec<ParseError>> {
+    fn signature(mut self, tokens: &[Token]) -> (ParsedSignature, Vec<ParseError>) {
+        let empty = ParsedSignature { inputs: Vec::new(), outputs: Vec::new() };
         let arrows: Vec<usize> = tokens
             .iter()
             .enumerate()
@@ -112,7 +121,7 @@ impl Parser<'_> {
                     Span::new(0, self.src.len()),
                     "a signature needs `->` between its inputs and outputs",
                 );
-                return Err(self.errors);
+                return (empty, self.errors);
             }
             [one] => *one,
             [_, rest @ ..] => {
@@ -123,7 +132,7 @@ impl Parser<'_> {
                         "a signature has exactly one `->`; found another one here",
                     );
                 }
-                return Err(self.errors);
+                return (empty, self.errors);
             }
         };
         let arrow_span = tokens[arrow].span;
@@ -133,13 +142,9 @@ impl Parser<'_> {
             Side::Output,
             Span::new(self.src.len(), self.src.len()),
         );
-        self.check_names(&inputs, &outputs);
-        if self.errors.is_empty() {
-            Ok(ParsedSignature { inputs, outputs })
-        } else {
-            self.errors.sort_by_key(|e| (e.span.start, e.span.end));
-            Err(self.errors)
-        }
+        let (inputs, outputs) = self.check_names(inputs, outputs);
+        self.errors.sort_by_key(|e| (e.span.start, e.span.end));
+        (ParsedSignature { inputs, outputs }, self.errors)
     }
 
     /// Parses one side of `->`. `end` is where running out of tokens is reported.
@@ -253,30 +258,32 @@ impl Parser<'_> {
         })
     }
 
-    fn check_names(&mut self, inputs: &[ParsedField], outputs: &[ParsedField]) {
-        for (list, side) in [(inputs, Side::Input), (outputs, Side::Output)] {
-            for (i, f) in list.iter().enumerate() {
-                if list[..i].iter().any(|g| g.name == f.name) {
-                    self.error(
-                        ErrorKind::DuplicateField,
-                        f.name_span,
-                        format!("field `{}` is declared twice on the {side} side", f.name),
-                    );
-                }
-            }
-        }
-        for f in outputs {
-            if inputs.iter().any(|g| g.name == f.name) {
-                self.error(
+    /// Reports repeated names and drops the repeats (the first occurrence stays).
+    fn check_names(
+        &mut self,
+        inputs: Vec<ParsedField>,
+        outputs: Vec<ParsedField>,
+    ) -> (Vec<ParsedField>, Vec<ParsedField>) {
+        let mut kept: Vec<ParsedField> = Vec::with_capacity(inputs.len() + outputs.len());
+        for f in inputs.into_iter().chain(outputs) {
+            match kept.iter().find(|g| g.name == f.name) {
+                Some(g) if g.side == f.side => self.error(
+                    ErrorKind::DuplicateField,
+                    f.name_span,
+                    format!("field `{}` is declared twice on the {} side", f.name, f.side),
+                ),
+                Some(_) => self.error(
                     ErrorKind::NameOnBothSides,
                     f.name_span,
                     format!(
                         "`{}` is both an input and an output; inputs and outputs need distinct names",
                         f.name
                     ),
-                );
+                ),
+                None => kept.push(f),
             }
         }
+        kept.into_iter().partition(|f| f.side == Side::Input)
     }
 
     /// A type, possibly a `|` union.
@@ -434,6 +441,14 @@ impl Parser<'_> {
         let name = path.join("::");
         let mut args = Vec::new();
         loop {
+            if cur.peek().is_none() {
+                self.error(
+                    ErrorKind::UnexpectedEnd,
+                    open,
+                    format!("this bracket of `{name}` is never closed; expected {}", close.describe()),
+                );
+                return Err(());
+            }
             if cur.peek().is_some_and(|t| t.tok == close) && !args.is_empty() {
                 cur.next();
                 return Ok(Some(args));

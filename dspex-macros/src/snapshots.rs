@@ -1,0 +1,118 @@
+//! Expansion snapshots of every form, taken at the `proc_macro2` level and formatted with
+//! prettyplease. A change to generated code shows up as a reviewable snapshot diff.
+
+use proc_macro2::TokenStream;
+use quote::quote;
+
+fn pretty(tokens: TokenStream) -> String {
+    let file: syn::File = syn::parse2(tokens).expect("the expansion parses as a file");
+    prettyplease::unparse(&file)
+}
+
+#[test]
+fn string_form_untyped() {
+    let out = crate::signature::attribute(
+        quote!("question -> answer"),
+        quote!(
+            pub struct QA;
+        ),
+    );
+    insta::assert_snapshot!(pretty(out));
+}
+
+#[test]
+fn string_form_rust_types() {
+    let out = crate::signature::attribute(
+        quote!("question: String, context: Vec<String> -> answer: String, confidence: f64"),
+        quote!(
+            struct ContextQA;
+        ),
+    );
+    insta::assert_snapshot!(pretty(out));
+}
+
+#[test]
+fn string_form_dspy_types_with_literal_and_options() {
+    let out = crate::signature::attribute(
+        quote!(
+            "sentence: str, hint: Optional[str] -> sentiment: Literal['positive', 'negative'], counts: dict[str, int], citation: Citation",
+            instructions = "Classify the sentence.",
+            derive(Default)
+        ),
+        quote!(
+            /// Ignored: `instructions` wins over the doc comment.
+            pub(crate) struct Review;
+        ),
+    );
+    insta::assert_snapshot!(pretty(out));
+}
+
+#[test]
+fn field_form() {
+    let out = crate::signature::attribute(
+        quote!(),
+        quote!(
+            /// Answer questions with short factoid answers.
+            pub struct QA {
+                #[input(desc = "a trivia question")]
+                question: String,
+                /// Passages that may help.
+                #[input]
+                context: Vec<String>,
+                #[output(desc = "often 1-5 words", prefix = "Final Answer:")]
+                answer: Option<Citation>,
+            }
+        ),
+    );
+    insta::assert_snapshot!(pretty(out));
+}
+
+#[test]
+fn function_like_form() {
+    let out = crate::signature::function_like(quote!(
+        /// Summaries.
+        pub Summarize: "document -> summary", instructions = "Summarize in one sentence.", crate = my_dspex
+    ));
+    insta::assert_snapshot!(pretty(out));
+}
+
+#[test]
+fn errors_keep_fallback_items() {
+    // Every mistake is reported, and the structs and impl are still generated so uses of them
+    // do not fail a second time.
+    let out = crate::signature::attribute(
+        quote!("question, question -> answer: Vec<"),
+        quote!(
+            struct QA;
+        ),
+    );
+    insta::assert_snapshot!(pretty(out));
+}
+
+#[test]
+fn derive_module() {
+    let out = crate::module::derive(quote!(
+        struct Rag<R> {
+            generate_query: ChainOfThought<GenerateQuery>,
+            answer: Predict<Answer>,
+            hops: Vec<Predict<Hop>>,
+            #[module(skip)]
+            retriever: R,
+        }
+    ));
+    insta::assert_snapshot!(pretty(out));
+}
+
+#[test]
+fn derive_literal_enum() {
+    let out = crate::literal_enum::derive(quote!(
+        #[serde(rename_all = "lowercase")]
+        enum Sentiment {
+            Positive,
+            Negative,
+            #[serde(rename = "meh")]
+            Neutral,
+        }
+    ));
+    insta::assert_snapshot!(pretty(out));
+}

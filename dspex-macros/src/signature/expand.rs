@@ -61,8 +61,8 @@ pub(crate) fn expand(model: &Model) -> TokenStream {
         Some(text) => quote!(#p::Option::Some(#text)),
         None => quote!(#p::Option::None),
     };
-    let input_doc = format!("The input fields of the [`{ident}`] signature.");
-    let output_doc = format!("The output fields of the [`{ident}`] signature.");
+    let input_doc = format!(" The input fields of the [`{ident}`] signature.");
+    let output_doc = format!(" The output fields of the [`{ident}`] signature.");
     let enums = &cx.enums;
 
     quote! {
@@ -170,7 +170,7 @@ impl TypeCx<'_> {
         } else {
             let text = match &field.desc {
                 Some(d) => d.clone(),
-                None => format!("The `{name}` {} field.", side_word(field.side)),
+                None => format!(" The `{name}` {} field.", side_word(field.side)),
             };
             quote!(#[doc = #text])
         };
@@ -291,7 +291,7 @@ impl TypeCx<'_> {
         }
         let variants = variant_names.iter().zip(&strings).map(|(v, s)| {
             let v = Ident::new(v, span);
-            let doc = format!("`{s}`");
+            let doc = format!(" `{s}`");
             quote!(#[doc = #doc] #[serde(rename = #s)] #v)
         });
         let arms = variant_names.iter().zip(&strings).map(|(v, s)| {
@@ -300,7 +300,7 @@ impl TypeCx<'_> {
         });
         let lits = strings.iter().map(|s| quote!(#p::LiteralValue::Str(#p::String::from(#s))));
         let doc = format!(
-            "The choices of the `{field}` field of [`{}`]: {}.",
+            " The choices of the `{field}` field of [`{}`]: {}.",
             self.sig,
             strings.iter().map(|s| format!("`{s}`")).collect::<Vec<_>>().join(", ")
         );

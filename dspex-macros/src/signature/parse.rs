@@ -303,15 +303,10 @@ fn doc_text(docs: &[&Attribute]) -> String {
 
 fn fields_from_string(cx: &mut Ctxt, lit: &LitStr) -> Vec<FieldModel> {
     let src = lit.value();
-    let parsed = match dspex_grammar::parse_signature(&src) {
-        Ok(p) => p,
-        Err(errors) => {
-            for e in &errors {
-                report(cx, lit, e);
-            }
-            return Vec::new();
-        }
-    };
+    let (parsed, errors) = dspex_grammar::parse_signature_partial(&src);
+    for e in &errors {
+        report(cx, lit, e);
+    }
     let mut out = Vec::new();
     for f in parsed.fields() {
         let span = subspan(lit, f.name_span).unwrap_or_else(|| lit.span());
