@@ -108,6 +108,10 @@ impl TypeSpec {
             TypeSpec::Float => json!({"type": "number"}),
             TypeSpec::Any => json!({}),
             TypeSpec::List(t) => json!({"items": t.schema_into(defs, false), "type": "array"}),
+            // Pydantic writes `dict[str, Any]` as `additionalProperties: true`.
+            TypeSpec::Dict(v) if **v == TypeSpec::Any => {
+                json!({"additionalProperties": true, "type": "object"})
+            }
             TypeSpec::Dict(v) => {
                 json!({"additionalProperties": v.schema_into(defs, false), "type": "object"})
             }
@@ -337,6 +341,10 @@ mod tests {
         assert_eq!(
             t.json_schema(),
             json!({"type": "object", "additionalProperties": {"type": "integer"}})
+        );
+        assert_eq!(
+            TypeSpec::Dict(Box::new(TypeSpec::Any)).json_schema(),
+            json!({"type": "object", "additionalProperties": true})
         );
         let lit = TypeSpec::Literal(vec![
             LiteralValue::Str("positive".into()),
