@@ -64,9 +64,15 @@ pub(crate) fn expand(model: &Model) -> TokenStream {
     let input_doc = format!(" The input fields of the [`{ident}`] signature.");
     let output_doc = format!(" The output fields of the [`{ident}`] signature.");
     let enums = &cx.enums;
+    // A marker without a doc comment gets one, so `missing_docs` stays quiet for `sig!` items.
+    let marker_doc = (!attrs.iter().any(|a| a.path().is_ident("doc"))).then(|| {
+        let text = format!(" The `{ident}` signature.");
+        quote!(#[doc = #text])
+    });
 
     quote! {
         #(#attrs)*
+        #marker_doc
         #vis struct #ident;
 
         #[doc = #input_doc]
