@@ -223,3 +223,8 @@ pub mod __private {
         }
     }
 }
+
+/// The README's Rust blocks, compiled and run as doctests so the tour stays true.
+#[cfg(doctest)]
+#[doc = include_str!("../../README.md")]
+pub struct ReadmeDoctests;

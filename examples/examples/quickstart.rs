@@ -1,0 +1,102 @@
+//! dspex quickstart: declare signatures three ways, look at the metadata adapters and optimizers
+//! see, compose a typed program, and move data between typed structs and DSPy-style examples.
+//!
+//! Run it with `cargo run --example quickstart`. No LM is needed yet: LM clients and modules
+//! (Predict, ChainOfThought, …) arrive with the next issues.
+
+use dspex::prelude::*;
+use dspex::{FieldSpec, TypeSpec};
+use serde::{Deserialize, Serialize};
+
+/// Answer questions with short factoid answers.
+#[signature]
+struct FactoidQA {
+    #[input(desc = "a trivia question")]
+    question: String,
+    #[input(desc = "passages that may contain the answer")]
+    context: Vec<String>,
+    #[output(desc = "often 1-5 words")]
+    answer: String,
+    #[output]
+    confidence: f64,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize, LiteralEnum)]
+#[serde(rename_all = "lowercase")]
+enum Sentiment {
+    Positive,
+    Negative,
+    Neutral,
+}
+
+#[signature("sentence -> sentiment: Sentiment, topics: list[str]")]
+struct Classify;
+
+sig!(GenerateQuery: "question -> search_query", instructions = "Write a search query.");
+
+fn print_signature(title: &str, sig: &DynSignature) {
+    println!("== {title}: {}", sig.signature_string());
+    println!("   instructions: {:?}", sig.instructions());
+    for f in sig.fields() {
+        println!(
+            "   {:<6} {:<12} {:<16} {:<22} rust: {:<14} desc: {}",
+            f.role().as_str(),
+            f.name(),
+            f.prefix(),
+            f.dspy_type(),
+            f.rust_type(),
+            f.description().unwrap_or("-"),
+        );
+    }
+}
+
+#[tokio::main(flavor = "current_thread")]
+async fn main() -> dspex::Result<()> {
+    // 1. Signatures, as the adapters and optimizers will see them.
+    print_signature("FactoidQA (field form)", FactoidQA::signature());
+    print_signature("Classify (string form)", Classify::signature());
+    print_signature("GenerateQuery (sig!)", GenerateQuery::signature());
+
+    // 2. The same metadata from a string at run time, in DSPy's spelling.
+    let dynamic = DynSignature::parse("question: str, context: list[str] -> answer: str, confidence: float")?;
+    println!(
+        "\nrun-time `{dynamic}` has the same fields as FactoidQA: {}",
+        dynamic.fields().map(FieldSpec::name).eq(FactoidQA::signature().fields().map(FieldSpec::name))
+    );
+    // ChainOfThought adds `reasoning` as the first output, exactly as DSPy does.
+    let cot = dynamic.prepend(FieldSpec::output("reasoning", TypeSpec::Str))?;
+    println!("with reasoning: {}", cot.signature_string());
+    println!("as JSON: {}", serde_json::to_string(Classify::signature()).unwrap_or_default());
+
+    // 3. A typed program: the compiler checks that each step takes what the previous returns.
+    let retrieve = program_fn(|q: GenerateQueryInput| async move {
+        Ok(FactoidQAInput {
+            context: vec![format!("Passage about {}.", q.question)],
+            question: q.question,
+        })
+    });
+    let answer = program_fn(|input: FactoidQAInput| async move {
+        Ok(FactoidQAOutput {
+            answer: format!("{} passage(s) read", input.context.len()),
+            confidence: 0.5,
+        })
+    });
+    let pipeline = retrieve.then(answer);
+    let out = pipeline
+        .forward(GenerateQueryInput { question: "Why is the sky blue?".into() })
+        .await?;
+    println!("\npipeline output: {out:?}");
+
+    // 4. Typed structs and DSPy-style examples convert both ways.
+    let example = Example::from_typed(&FactoidQAInput {
+        question: "Who wrote Hamlet?".into(),
+        context: vec!["Shakespeare wrote plays.".into()],
+    })?
+    .with("answer", "Shakespeare")
+    .with("confidence", 0.9)
+    .with_inputs(["question", "context"]);
+    println!("example: {example}");
+    let labels: FactoidQAOutput = example.labels()?.to_typed()?;
+    println!("its labels as the typed output: {labels:?}");
+    Ok(())
+}
