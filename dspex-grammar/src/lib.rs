@@ -145,11 +145,7 @@ pub struct ParseError {
 impl ParseError {
     pub(crate) fn new(src: &str, kind: ErrorKind, span: Span, message: impl Into<String>) -> Self {
         let start = span.start.min(src.len());
-        let column = src
-            .char_indices()
-            .take_while(|(i, _)| *i < start)
-            .count()
-            + 1;
+        let column = src.char_indices().take_while(|(i, _)| *i < start).count() + 1;
         ParseError {
             kind,
             span,
@@ -210,7 +206,10 @@ pub fn default_instructions<'a>(
     outputs: impl IntoIterator<Item = &'a str>,
 ) -> String {
     let join = |names: &mut dyn Iterator<Item = &'a str>| {
-        names.map(|n| format!("`{n}`")).collect::<Vec<_>>().join(", ")
+        names
+            .map(|n| format!("`{n}`"))
+            .collect::<Vec<_>>()
+            .join(", ")
     };
     format!(
         "Given the fields {}, produce the fields {}.",
@@ -295,14 +294,18 @@ fn split_between(s: &str, pred: impl Fn(char, char) -> bool) -> String {
 
 /// Python's `str.isupper()`: at least one cased character and no lowercase ones.
 fn is_python_upper(word: &str) -> bool {
-    word.chars().any(|c| c.is_uppercase() || c.is_lowercase()) && !word.chars().any(char::is_lowercase)
+    word.chars().any(|c| c.is_uppercase() || c.is_lowercase())
+        && !word.chars().any(char::is_lowercase)
 }
 
 /// Python's `str.capitalize()`: first character upper-cased, the rest lower-cased.
 fn python_capitalize(word: &str) -> String {
     let mut chars = word.chars();
     match chars.next() {
-        Some(first) => first.to_uppercase().chain(chars.flat_map(char::to_lowercase)).collect(),
+        Some(first) => first
+            .to_uppercase()
+            .chain(chars.flat_map(char::to_lowercase))
+            .collect(),
         None => String::new(),
     }
 }
@@ -323,7 +326,11 @@ pub fn cleandoc(doc: &str) -> String {
         .iter()
         .enumerate()
         .map(|(i, line)| {
-            let skip = if i == 0 { indent(line) } else { margin.unwrap_or(0) };
+            let skip = if i == 0 {
+                indent(line)
+            } else {
+                margin.unwrap_or(0)
+            };
             line.iter().skip(skip).collect()
         })
         .collect();
@@ -389,7 +396,10 @@ mod tests {
     #[test]
     fn cleandoc_matches_python() {
         assert_eq!(cleandoc("  Do X.\n    more  "), "Do X.\nmore  ");
-        assert_eq!(cleandoc(" Answer questions.\n\n with care."), "Answer questions.\n\nwith care.");
+        assert_eq!(
+            cleandoc(" Answer questions.\n\n with care."),
+            "Answer questions.\n\nwith care."
+        );
         assert_eq!(cleandoc("\n\n  a\n   b\n  c\n\n"), "a\n b\nc");
         assert_eq!(cleandoc("   "), "");
         assert_eq!(cleandoc("a\n   \n  b"), "a\n \nb");
@@ -400,9 +410,18 @@ mod tests {
     fn field_names() {
         assert!(check_field_name("question").is_ok());
         assert!(check_field_name("_x1").is_ok());
-        assert_eq!(check_field_name("1a").unwrap_err().0, ErrorKind::InvalidIdentifier);
-        assert_eq!(check_field_name("_").unwrap_err().0, ErrorKind::InvalidIdentifier);
-        assert_eq!(check_field_name("héllo").unwrap_err().0, ErrorKind::InvalidIdentifier);
+        assert_eq!(
+            check_field_name("1a").unwrap_err().0,
+            ErrorKind::InvalidIdentifier
+        );
+        assert_eq!(
+            check_field_name("_").unwrap_err().0,
+            ErrorKind::InvalidIdentifier
+        );
+        assert_eq!(
+            check_field_name("héllo").unwrap_err().0,
+            ErrorKind::InvalidIdentifier
+        );
         assert_eq!(check_field_name("type").unwrap_err().0, ErrorKind::Keyword);
     }
 }

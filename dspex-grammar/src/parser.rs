@@ -3,9 +3,7 @@
 
 use crate::lexer::{Tok, Token, lex};
 use crate::types::{LiteralValue, MapKind, TypeExpr, TypeKind};
-use crate::{
-    ErrorKind, ParseError, ParsedField, ParsedSignature, Side, Span, check_field_name,
-};
+use crate::{ErrorKind, ParseError, ParsedField, ParsedSignature, Side, Span, check_field_name};
 
 /// How deeply types may nest (`Vec<Vec<…>>`); deeper input is an error, not a stack overflow.
 const MAX_DEPTH: usize = 32;
@@ -14,7 +12,11 @@ const MAX_DEPTH: usize = 32;
 /// order; the list is never empty on `Err`.
 pub fn parse_signature(src: &str) -> Result<ParsedSignature, Vec<ParseError>> {
     let (sig, errors) = parse_signature_partial(src);
-    if errors.is_empty() { Ok(sig) } else { Err(errors) }
+    if errors.is_empty() {
+        Ok(sig)
+    } else {
+        Err(errors)
+    }
 }
 
 /// Parses as much of a signature string as is valid: the fields that parsed cleanly (without
@@ -22,20 +24,30 @@ pub fn parse_signature(src: &str) -> Result<ParsedSignature, Vec<ParseError>> {
 /// structs users refer to, so one mistake does not cascade into many.
 pub fn parse_signature_partial(src: &str) -> (ParsedSignature, Vec<ParseError>) {
     let tokens = lex(src);
-    let p = Parser { src, errors: Vec::new() };
+    let p = Parser {
+        src,
+        errors: Vec::new(),
+    };
     p.signature(&tokens)
 }
 
 /// Parses a single type (`Vec<String>`, `list[str]`, `Optional[int]`, …).
 pub fn parse_type(src: &str) -> Result<TypeExpr, Vec<ParseError>> {
     let tokens = lex(src);
-    let mut p = Parser { src, errors: Vec::new() };
+    let mut p = Parser {
+        src,
+        errors: Vec::new(),
+    };
     let end = Span::new(src.len(), src.len());
     if tokens.is_empty() {
         p.error(ErrorKind::UnexpectedEnd, end, "expected a type");
         return Err(p.errors);
     }
-    let mut cur = Cursor { toks: &tokens, pos: 0, end };
+    let mut cur = Cursor {
+        toks: &tokens,
+        pos: 0,
+        end,
+    };
     match p.ty(&mut cur, 0) {
         Ok(ty) => {
             if let Some(t) = cur.peek() {
@@ -103,11 +115,15 @@ type PResult<T> = Result<T, ()>;
 
 impl Parser<'_> {
     fn error(&mut self, kind: ErrorKind, span: Span, message: impl Into<String>) {
-        self.errors.push(ParseError::new(self.src, kind, span, message));
+        self.errors
+            .push(ParseError::new(self.src, kind, span, message));
     }
 
     fn signature(mut self, tokens: &[Token]) -> (ParsedSignature, Vec<ParseError>) {
-        let empty = ParsedSignature { inputs: Vec::new(), outputs: Vec::new() };
+        let empty = ParsedSignature {
+            inputs: Vec::new(),
+            outputs: Vec::new(),
+        };
         let arrows: Vec<usize> = tokens
             .iter()
             .enumerate()
@@ -186,7 +202,11 @@ impl Parser<'_> {
     }
 
     fn field(&mut self, tokens: &[Token], side: Side, end: Span) -> PResult<ParsedField> {
-        let mut cur = Cursor { toks: tokens, pos: 0, end };
+        let mut cur = Cursor {
+            toks: tokens,
+            pos: 0,
+            end,
+        };
         let first = cur.next().ok_or(())?;
         let name = match &first.tok {
             Tok::Word(w) => w.clone(),
@@ -203,40 +223,33 @@ impl Parser<'_> {
             self.error(kind, first.span, message);
             return Err(());
         }
+        // From here on the name is valid: the field is kept (untyped if its type is bad) so
+        // partial results still carry it, while the error is recorded.
         let ty = match cur.next() {
             None => None,
-            Some(Token { tok: Tok::Colon, span }) => {
+            Some(Token {
+                tok: Tok::Colon,
+                span,
+            }) => {
                 if cur.peek().is_none() {
                     self.error(
                         ErrorKind::UnexpectedEnd,
                         *span,
                         format!("expected a type after `{name}:`"),
                     );
-                    return Err(());
+                    None
+                } else {
+                    self.field_type(&mut cur, &name)
                 }
-                let ty = self.ty(&mut cur, 0)?;
-                if let Some(t) = cur.peek() {
-                    let message = if t.tok == Tok::Eq {
-                        format!("default values are not supported in signatures (field `{name}`)")
-                    } else {
-                        format!(
-                            "unexpected {} after the type of `{name}`; expected `,` or `->`",
-                            t.tok.describe()
-                        )
-                    };
-                    self.error(ErrorKind::UnexpectedToken, t.span, message);
-                    return Err(());
-                }
-                Some(ty)
             }
             Some(t) => {
                 let message = match &t.tok {
                     Tok::Word(w) => format!(
                         "expected `,`, `:` or `->` after field name `{name}`, found `{w}` (field names cannot contain spaces)"
                     ),
-                    Tok::Eq => format!(
-                        "default values are not supported in signatures (field `{name}`)"
-                    ),
+                    Tok::Eq => {
+                        format!("default values are not supported in signatures (field `{name}`)")
+                    }
                     other => format!(
                         "expected `,`, `:` or `->` after field name `{name}`, found {}",
                         other.describe()
@@ -247,7 +260,7 @@ impl Parser<'_> {
                     _ => ErrorKind::UnexpectedToken,
                 };
                 self.error(kind, t.span, message);
-                return Err(());
+                None
             }
         };
         Ok(ParsedField {
@@ -256,6 +269,23 @@ impl Parser<'_> {
             ty,
             side,
         })
+    }
+
+    /// The type after `name:`; `None` (with the error recorded) when it is malformed.
+    fn field_type(&mut self, cur: &mut Cursor<'_>, name: &str) -> Option<TypeExpr> {
+        let ty = self.ty(cur, 0).ok()?;
+        if let Some(t) = cur.peek() {
+            let message = if t.tok == Tok::Eq {
+                format!("default values are not supported in signatures (field `{name}`)")
+            } else {
+                format!(
+                    "unexpected {} after the type of `{name}`; expected `,` or `->`",
+                    t.tok.describe()
+                )
+            };
+            self.error(ErrorKind::UnexpectedToken, t.span, message);
+        }
+        Some(ty)
     }
 
     /// Reports repeated names and drops the repeats (the first occurrence stays).
@@ -292,7 +322,11 @@ impl Parser<'_> {
         let mut members = vec![self.primary(cur, depth)?];
         while cur.eat(&Tok::Pipe) {
             if cur.peek().is_none() {
-                self.error(ErrorKind::UnexpectedEnd, cur.last_span(), "expected a type after `|`");
+                self.error(
+                    ErrorKind::UnexpectedEnd,
+                    cur.last_span(),
+                    "expected a type after `|`",
+                );
                 return Err(());
             }
             members.push(self.primary(cur, depth)?);
@@ -404,7 +438,9 @@ impl Parser<'_> {
         while cur.peek().is_some_and(|t| t.tok == Tok::PathSep) {
             cur.next();
             match cur.next() {
-                Some(Token { tok: Tok::Word(w), .. }) => path.push(w.clone()),
+                Some(Token {
+                    tok: Tok::Word(w), ..
+                }) => path.push(w.clone()),
                 Some(t) => {
                     let t = t.clone();
                     self.error(
@@ -415,7 +451,11 @@ impl Parser<'_> {
                     return Err(());
                 }
                 None => {
-                    self.error(ErrorKind::UnexpectedEnd, cur.last_span(), "expected a name after `::`");
+                    self.error(
+                        ErrorKind::UnexpectedEnd,
+                        cur.last_span(),
+                        "expected a name after `::`",
+                    );
                     return Err(());
                 }
             }
@@ -445,7 +485,10 @@ impl Parser<'_> {
                 self.error(
                     ErrorKind::UnexpectedEnd,
                     open,
-                    format!("this bracket of `{name}` is never closed; expected {}", close.describe()),
+                    format!(
+                        "this bracket of `{name}` is never closed; expected {}",
+                        close.describe()
+                    ),
                 );
                 return Err(());
             }
@@ -484,7 +527,10 @@ impl Parser<'_> {
                     self.error(
                         ErrorKind::UnexpectedEnd,
                         open,
-                        format!("this bracket of `{name}` is never closed; expected {}", close.describe()),
+                        format!(
+                            "this bracket of `{name}` is never closed; expected {}",
+                            close.describe()
+                        ),
                     );
                     return Err(());
                 }
@@ -504,17 +550,29 @@ impl Parser<'_> {
         let mut values = Vec::new();
         loop {
             let Some(tok) = cur.next() else {
-                self.error(ErrorKind::UnexpectedEnd, start, "`Literal[` is never closed; expected `]`");
+                self.error(
+                    ErrorKind::UnexpectedEnd,
+                    start,
+                    "`Literal[` is never closed; expected `]`",
+                );
                 return Err(());
             };
             let value = match &tok.tok {
                 Tok::RBracket if values.is_empty() => {
-                    self.error(ErrorKind::InvalidLiteral, start.join(tok.span), "`Literal[]` needs at least one value");
+                    self.error(
+                        ErrorKind::InvalidLiteral,
+                        start.join(tok.span),
+                        "`Literal[]` needs at least one value",
+                    );
                     return Err(());
                 }
                 Tok::Str(Some(s)) => LiteralValue::Str(s.clone()),
                 Tok::Str(None) => {
-                    self.error(ErrorKind::InvalidLiteral, tok.span, "unterminated string in `Literal[...]`");
+                    self.error(
+                        ErrorKind::InvalidLiteral,
+                        tok.span,
+                        "unterminated string in `Literal[...]`",
+                    );
                     return Err(());
                 }
                 Tok::Word(w) if w == "True" => LiteralValue::Bool(true),
@@ -524,11 +582,18 @@ impl Parser<'_> {
                     self.int_literal(w, false, tok.span)?
                 }
                 Tok::Minus => match cur.next() {
-                    Some(Token { tok: Tok::Word(w), span }) if w.chars().all(|c| c.is_ascii_digit()) => {
+                    Some(Token {
+                        tok: Tok::Word(w),
+                        span,
+                    }) if w.chars().all(|c| c.is_ascii_digit()) => {
                         self.int_literal(w, true, tok.span.join(*span))?
                     }
                     _ => {
-                        self.error(ErrorKind::InvalidLiteral, tok.span, "expected a number after `-`");
+                        self.error(
+                            ErrorKind::InvalidLiteral,
+                            tok.span,
+                            "expected a number after `-`",
+                        );
                         return Err(());
                     }
                 },
@@ -557,12 +622,19 @@ impl Parser<'_> {
                     self.error(
                         ErrorKind::InvalidLiteral,
                         t.span,
-                        format!("expected `,` or `]` in `Literal[...]`, found {}", t.tok.describe()),
+                        format!(
+                            "expected `,` or `]` in `Literal[...]`, found {}",
+                            t.tok.describe()
+                        ),
                     );
                     return Err(());
                 }
                 None => {
-                    self.error(ErrorKind::UnexpectedEnd, start, "`Literal[` is never closed; expected `]`");
+                    self.error(
+                        ErrorKind::UnexpectedEnd,
+                        start,
+                        "`Literal[` is never closed; expected `]`",
+                    );
                     return Err(());
                 }
             }
@@ -574,11 +646,19 @@ impl Parser<'_> {
     }
 
     fn int_literal(&mut self, digits: &str, negative: bool, span: Span) -> PResult<LiteralValue> {
-        let text = if negative { format!("-{digits}") } else { digits.to_string() };
+        let text = if negative {
+            format!("-{digits}")
+        } else {
+            digits.to_string()
+        };
         match text.parse::<i64>() {
             Ok(v) => Ok(LiteralValue::Int(v)),
             Err(_) => {
-                self.error(ErrorKind::InvalidLiteral, span, format!("`{text}` does not fit in a 64-bit integer"));
+                self.error(
+                    ErrorKind::InvalidLiteral,
+                    span,
+                    format!("`{text}` does not fit in a 64-bit integer"),
+                );
                 Err(())
             }
         }
@@ -604,7 +684,11 @@ impl Parser<'_> {
 
         if let Some(kind) = TypeKind::scalar(name) {
             if args.is_some() {
-                self.error(ErrorKind::UnsupportedType, span, format!("`{display}` takes no type arguments"));
+                self.error(
+                    ErrorKind::UnsupportedType,
+                    span,
+                    format!("`{display}` takes no type arguments"),
+                );
                 return Err(());
             }
             return mk(kind);
@@ -613,7 +697,10 @@ impl Parser<'_> {
             "Vec" | "list" | "List" => {
                 let kind = match self.exact_args(args, 1, &display, name == "Vec", span)? {
                     Some(mut a) => TypeKind::List(Box::new(a.remove(0))),
-                    None => TypeKind::List(Box::new(TypeExpr { kind: TypeKind::Any, span })),
+                    None => TypeKind::List(Box::new(TypeExpr {
+                        kind: TypeKind::Any,
+                        span,
+                    })),
                 };
                 mk(kind)
             }
@@ -647,13 +734,20 @@ impl Parser<'_> {
                     }
                     None => mk(TypeKind::Map(
                         map_kind,
-                        Box::new(TypeExpr { kind: TypeKind::Any, span }),
+                        Box::new(TypeExpr {
+                            kind: TypeKind::Any,
+                            span,
+                        }),
                     )),
                 }
             }
             "Union" => {
                 let Some(members) = args else {
-                    self.error(ErrorKind::UnsupportedType, span, "`Union` needs type arguments: `Union[T, None]`");
+                    self.error(
+                        ErrorKind::UnsupportedType,
+                        span,
+                        "`Union` needs type arguments: `Union[T, None]`",
+                    );
                     return Err(());
                 };
                 self.union(members, span).map(Parsed::Type)
@@ -712,7 +806,10 @@ impl Parser<'_> {
                 self.error(
                     ErrorKind::UnsupportedType,
                     span,
-                    format!("`{name}` needs {count} type argument{}", if count == 1 { "" } else { "s" }),
+                    format!(
+                        "`{name}` needs {count} type argument{}",
+                        if count == 1 { "" } else { "s" }
+                    ),
                 );
                 return Err(());
             }
@@ -722,7 +819,11 @@ impl Parser<'_> {
             self.error(
                 ErrorKind::UnsupportedType,
                 span,
-                format!("`{name}` takes {count} type argument{}, found {}", if count == 1 { "" } else { "s" }, args.len()),
+                format!(
+                    "`{name}` takes {count} type argument{}, found {}",
+                    if count == 1 { "" } else { "s" },
+                    args.len()
+                ),
             );
             return Err(());
         }
@@ -731,7 +832,11 @@ impl Parser<'_> {
             match a {
                 Parsed::Type(t) => out.push(t),
                 Parsed::None(s) => {
-                    self.error(ErrorKind::UnsupportedType, s, "`None` is only allowed in `Optional`/`Union`/`| None`");
+                    self.error(
+                        ErrorKind::UnsupportedType,
+                        s,
+                        "`None` is only allowed in `Optional`/`Union`/`| None`",
+                    );
                     return Err(());
                 }
             }
@@ -757,16 +862,22 @@ fn split_top_level_commas(tokens: &[Token]) -> Vec<Segment<'_>> {
     let mut start = 0;
     for (i, t) in tokens.iter().enumerate() {
         match t.tok {
-            Tok::Lt | Tok::LBracket => depth += 1,
-            Tok::Gt | Tok::RBracket => depth = depth.saturating_sub(1),
+            Tok::Lt | Tok::LBracket | Tok::Unknown('(') => depth += 1,
+            Tok::Gt | Tok::RBracket | Tok::Unknown(')') => depth = depth.saturating_sub(1),
             Tok::Comma if depth == 0 => {
-                out.push(Segment { tokens: &tokens[start..i], comma: Some(t.span) });
+                out.push(Segment {
+                    tokens: &tokens[start..i],
+                    comma: Some(t.span),
+                });
                 start = i + 1;
             }
             _ => {}
         }
     }
-    out.push(Segment { tokens: &tokens[start..], comma: None });
+    out.push(Segment {
+        tokens: &tokens[start..],
+        comma: None,
+    });
     out
 }
 
@@ -776,7 +887,11 @@ mod tests {
     use crate::{FloatKind, IntKind};
 
     fn kinds(src: &str) -> Vec<ErrorKind> {
-        parse_signature(src).unwrap_err().into_iter().map(|e| e.kind).collect()
+        parse_signature(src)
+            .unwrap_err()
+            .into_iter()
+            .map(|e| e.kind)
+            .collect()
     }
 
     fn ty(src: &str) -> String {
@@ -792,8 +907,10 @@ mod tests {
         assert!(s.outputs[0].ty.is_none());
         assert_eq!(s.outputs[0].name_span, Span::new(12, 18));
 
-        let s = parse_signature("question: String, context: Vec<String> -> answer: String, confidence: f64")
-            .unwrap();
+        let s = parse_signature(
+            "question: String, context: Vec<String> -> answer: String, confidence: f64",
+        )
+        .unwrap();
         let t = |f: &ParsedField| f.ty.as_ref().unwrap().kind.clone();
         assert_eq!(t(&s.inputs[0]), TypeKind::Str);
         assert_eq!(t(&s.outputs[1]), TypeKind::Float(FloatKind::F64));
@@ -812,15 +929,27 @@ mod tests {
         assert_eq!(ty("HashMap<String, i64>"), "dict[str, int]");
         assert_eq!(ty("dict[str, int]"), "dict[str, int]");
         assert_eq!(ty("BTreeMap<String, Vec<f32>>"), "dict[str, list[float]]");
-        assert_eq!(ty("std::collections::HashMap<String, bool>"), "dict[str, bool]");
-        assert_eq!(ty("Literal['a', \"b's\", 3, -2, True, None]"), "Literal['a', \"b's\", 3, -2, True, None]");
+        assert_eq!(
+            ty("std::collections::HashMap<String, bool>"),
+            "dict[str, bool]"
+        );
+        assert_eq!(
+            ty("Literal['a', \"b's\", 3, -2, True, None]"),
+            "Literal['a', \"b's\", 3, -2, True, None]"
+        );
         assert_eq!(ty("list"), "list[Any]");
         assert_eq!(ty("Citation"), "Citation");
         assert_eq!(ty("crate::types::Citation"), "Citation");
-        assert_eq!(parse_type("crate::types::Citation").unwrap().rust_name(), "crate::types::Citation");
+        assert_eq!(
+            parse_type("crate::types::Citation").unwrap().rust_name(),
+            "crate::types::Citation"
+        );
         assert_eq!(parse_type("u32").unwrap().kind, TypeKind::Int(IntKind::U32));
         assert_eq!(parse_type("int").unwrap().rust_name(), "i64");
-        assert_eq!(parse_type("dict[str, int]").unwrap().rust_name(), "BTreeMap<String, i64>");
+        assert_eq!(
+            parse_type("dict[str, int]").unwrap().rust_name(),
+            "BTreeMap<String, i64>"
+        );
         assert_eq!(parse_type("Literal['x']").unwrap().rust_name(), "String");
     }
 

@@ -248,9 +248,7 @@ impl TypeKind {
     /// Every user-named type inside this one, outermost first.
     pub fn named_types(&self) -> Vec<&[String]> {
         match self {
-            TypeKind::List(t) | TypeKind::Map(_, t) | TypeKind::Optional(t) => {
-                t.kind.named_types()
-            }
+            TypeKind::List(t) | TypeKind::Map(_, t) | TypeKind::Optional(t) => t.kind.named_types(),
             TypeKind::Named(path) => vec![path.as_slice()],
             _ => Vec::new(),
         }

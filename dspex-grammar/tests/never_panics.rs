@@ -7,11 +7,67 @@ use proptest::prelude::*;
 /// Pieces that signature strings are made of, so generated strings get deep into the grammar
 /// instead of failing at the first character.
 const PIECES: &[&str] = &[
-    "question", "answer", "a", "b", "ctx", "1a", "type", "_", "é", " ", ",", ":", "::", "->", "-",
-    ">", "<", "[", "]", "|", "=", "&", "(", ")", "'", "\"", "'x'", "\"y's\"", "\\", "str", "String",
-    "int", "i64", "u8", "float", "f32", "bool", "Any", "Vec", "list", "List", "Option",
-    "Optional", "Union", "None", "NoneType", "dict", "HashMap", "BTreeMap", "Literal", "True",
-    "False", "0", "-7", "99999999999999999999", "Citation", "crate", "std", "tuple", "\n", "\t",
+    "question",
+    "answer",
+    "a",
+    "b",
+    "ctx",
+    "1a",
+    "type",
+    "_",
+    "é",
+    " ",
+    ",",
+    ":",
+    "::",
+    "->",
+    "-",
+    ">",
+    "<",
+    "[",
+    "]",
+    "|",
+    "=",
+    "&",
+    "(",
+    ")",
+    "'",
+    "\"",
+    "'x'",
+    "\"y's\"",
+    "\\",
+    "str",
+    "String",
+    "int",
+    "i64",
+    "u8",
+    "float",
+    "f32",
+    "bool",
+    "Any",
+    "Vec",
+    "list",
+    "List",
+    "Option",
+    "Optional",
+    "Union",
+    "None",
+    "NoneType",
+    "dict",
+    "HashMap",
+    "BTreeMap",
+    "Literal",
+    "True",
+    "False",
+    "0",
+    "-7",
+    "99999999999999999999",
+    "Citation",
+    "crate",
+    "std",
+    "tuple",
+    "\n",
+    "\t",
 ];
 
 fn pieces() -> impl Strategy<Value = String> {
@@ -63,7 +119,10 @@ fn check_signature(s: &str) {
         Err(errors) => {
             assert!(!errors.is_empty(), "{s:?}");
             for e in errors {
-                assert!(e.span.start <= e.span.end && e.span.end <= s.len(), "{s:?}: {e:?}");
+                assert!(
+                    e.span.start <= e.span.end && e.span.end <= s.len(),
+                    "{s:?}: {e:?}"
+                );
                 assert!(e.column >= 1 && !e.message.is_empty());
             }
         }

@@ -24,7 +24,10 @@ impl Ctxt {
 
     /// All collected errors as `compile_error!` invocations.
     pub(crate) fn into_compile_errors(self) -> TokenStream {
-        self.errors.into_iter().map(|e| e.to_compile_error()).collect()
+        self.errors
+            .into_iter()
+            .map(|e| e.to_compile_error())
+            .collect()
     }
 }
 
@@ -60,7 +63,9 @@ pub(crate) fn unknown_key_message(what: &str, key: &str, known: &[&str]) -> Stri
         .collect::<Vec<_>>()
         .join(", ");
     match did_you_mean(key, known) {
-        Some(hint) => format!("unknown {what} `{key}`; did you mean `{hint}`? (expected one of {list})"),
+        Some(hint) => {
+            format!("unknown {what} `{key}`; did you mean `{hint}`? (expected one of {list})")
+        }
         None => format!("unknown {what} `{key}` (expected one of {list})"),
     }
 }
@@ -72,7 +77,10 @@ mod tests {
     #[test]
     fn suggestions() {
         assert_eq!(did_you_mean("dsc", &["desc", "prefix"]), Some("desc"));
-        assert_eq!(did_you_mean("instruction", &["instructions", "crate"]), Some("instructions"));
+        assert_eq!(
+            did_you_mean("instruction", &["instructions", "crate"]),
+            Some("instructions")
+        );
         assert_eq!(did_you_mean("zzzzzz", &["desc", "prefix"]), None);
     }
 }

@@ -33,7 +33,10 @@ pub(crate) fn derive(input: TokenStream) -> TokenStream {
         if !matches!(v.fields, Fields::Unit) {
             cx.error_spanned_by(
                 &v.fields,
-                format!("variant `{}` has fields; LiteralEnum variants are plain choices", v.ident),
+                format!(
+                    "variant `{}` has fields; LiteralEnum variants are plain choices",
+                    v.ident
+                ),
             );
             continue;
         }

@@ -3,7 +3,8 @@
 use crate::ctxt::{Ctxt, unknown_key_message};
 use crate::krate::facade_path;
 use proc_macro2::TokenStream;
-use quote::quote;
+use quote::{quote, quote_spanned};
+use syn::spanned::Spanned;
 use syn::{Data, DeriveInput, Index};
 
 pub(crate) fn derive(input: TokenStream) -> TokenStream {
@@ -34,17 +35,22 @@ pub(crate) fn derive(input: TokenStream) -> TokenStream {
             continue;
         }
         let (access, name) = match &field.ident {
-            Some(ident) => (quote!(#ident), ident.to_string().trim_start_matches("r#").to_string()),
+            Some(ident) => (
+                quote!(#ident),
+                ident.to_string().trim_start_matches("r#").to_string(),
+            ),
             None => {
                 let index = Index::from(i);
                 (quote!(#index), i.to_string())
             }
         };
         let ty = &field.ty;
-        visits.push(quote! {
+        // Spanned at the field's type, so "does not implement `Module`" points at the field.
+        let span = ty.span();
+        visits.push(quote_spanned! {span=>
             #p::Module::visit_predictors(&self.#access, &#p::join_path(path, #name), visit);
         });
-        visits_mut.push(quote! {
+        visits_mut.push(quote_spanned! {span=>
             #p::Module::visit_predictors_mut(&mut self.#access, &#p::join_path(path, #name), visit);
         });
         bounds.push(quote!(#ty: #p::Module));
@@ -100,6 +106,9 @@ fn is_skipped(cx: &mut Ctxt, field: &syn::Field) -> bool {
         });
         if let Err(e) = result {
             cx.syn_error(e);
+            // A mistyped option was most likely `skip`; skipping avoids a second error saying the
+            // field's type is not a `Module`.
+            skip = true;
         }
     }
     skip

@@ -143,9 +143,9 @@
 
 pub use dspex_macros::{LiteralEnum, Module, sig, signature};
 pub use dspex_runtime::{
-    DynSignature, Error, Example, ExampleError, FieldRole, FieldSpec, FnProgram, LiteralValue,
-    Map, Module, Prediction, PredictorParams, Program, ProgramExt, Result, Signature,
-    SignatureError, SignatureType, Then, TypeSpec, program_fn,
+    DynSignature, Error, Example, ExampleError, FieldRole, FieldSpec, FnProgram, LiteralValue, Map,
+    Module, Prediction, PredictorParams, Program, ProgramExt, Result, Signature, SignatureError,
+    SignatureType, Then, TypeSpec, program_fn,
 };
 
 /// The runtime crate, for what the facade does not re-export at its root.
@@ -180,8 +180,11 @@ pub mod __private {
 
     use std::marker::PhantomData;
 
-    /// Chooses a field type's [`TypeSpec`] by autoref specialization: a type implementing
-    /// [`SignatureType`] wins; a struct deriving `JsonSchema` is a model.
+    /// Chooses how to describe a field type by autoref specialization: a type implementing
+    /// [`SignatureType`] is described by it; any other type is taken as a model, which must derive
+    /// `schemars::JsonSchema`. Generated code calls
+    /// `(&&Probe::<T>::new()).__dspex_kind().spec::<T>()`; the model path is unconditional, so
+    /// a type that is neither gets a plain "`JsonSchema` is not implemented" error.
     pub struct Probe<T: ?Sized>(PhantomData<T>);
 
     impl<T: ?Sized> Probe<T> {
@@ -191,28 +194,55 @@ pub mod __private {
         }
     }
 
+    /// The field type implements [`SignatureType`].
+    pub struct BuiltinKind;
+    /// The field type is a model (a struct deriving `JsonSchema`).
+    pub struct ModelKind;
+
     pub trait ViaSignatureType {
-        fn __dspex_type_spec(self) -> TypeSpec;
+        fn __dspex_kind(self) -> BuiltinKind;
     }
 
     impl<T: SignatureType + ?Sized> ViaSignatureType for &&Probe<T> {
-        fn __dspex_type_spec(self) -> TypeSpec {
+        fn __dspex_kind(self) -> BuiltinKind {
+            BuiltinKind
+        }
+    }
+
+    pub trait ViaModel {
+        fn __dspex_kind(self) -> ModelKind;
+    }
+
+    impl<T: ?Sized> ViaModel for &Probe<T> {
+        fn __dspex_kind(self) -> ModelKind {
+            ModelKind
+        }
+    }
+
+    impl BuiltinKind {
+        pub fn spec<T: SignatureType + ?Sized>(self) -> TypeSpec {
             T::type_spec()
         }
     }
 
-    pub trait ViaJsonSchema {
-        fn __dspex_type_spec(self) -> TypeSpec;
-    }
-
-    impl<T: schemars::JsonSchema> ViaJsonSchema for &Probe<T> {
-        fn __dspex_type_spec(self) -> TypeSpec {
+    impl ModelKind {
+        pub fn spec<T: FieldModel>(self) -> TypeSpec {
             TypeSpec::Model {
                 name: T::schema_name().into_owned(),
                 schema: model_schema::<T>(),
             }
         }
     }
+
+    /// A struct usable as a field type: one deriving `schemars::JsonSchema` (and serde).
+    #[diagnostic::on_unimplemented(
+        message = "`{Self}` cannot be a signature field type",
+        label = "this type is neither built in nor a model",
+        note = "derive `serde::Serialize`, `serde::Deserialize` and `schemars::JsonSchema` for a struct, `LiteralEnum` for an enum of choices, or use String, bool, integers, floats, Vec, Option or HashMap/BTreeMap<String, _>"
+    )]
+    pub trait FieldModel: schemars::JsonSchema {}
+
+    impl<T: schemars::JsonSchema> FieldModel for T {}
 
     /// The value a `LiteralEnum` variant serializes to (serde renames included); `fallback` is
     /// the variant name, used if it does not serialize to a string.

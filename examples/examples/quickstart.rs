@@ -58,15 +58,22 @@ async fn main() -> dspex::Result<()> {
     print_signature("GenerateQuery (sig!)", GenerateQuery::signature());
 
     // 2. The same metadata from a string at run time, in DSPy's spelling.
-    let dynamic = DynSignature::parse("question: str, context: list[str] -> answer: str, confidence: float")?;
+    let dynamic =
+        DynSignature::parse("question: str, context: list[str] -> answer: str, confidence: float")?;
     println!(
         "\nrun-time `{dynamic}` has the same fields as FactoidQA: {}",
-        dynamic.fields().map(FieldSpec::name).eq(FactoidQA::signature().fields().map(FieldSpec::name))
+        dynamic
+            .fields()
+            .map(FieldSpec::name)
+            .eq(FactoidQA::signature().fields().map(FieldSpec::name))
     );
     // ChainOfThought adds `reasoning` as the first output, exactly as DSPy does.
     let cot = dynamic.prepend(FieldSpec::output("reasoning", TypeSpec::Str))?;
     println!("with reasoning: {}", cot.signature_string());
-    println!("as JSON: {}", serde_json::to_string(Classify::signature()).unwrap_or_default());
+    println!(
+        "as JSON: {}",
+        serde_json::to_string(Classify::signature()).unwrap_or_default()
+    );
 
     // 3. A typed program: the compiler checks that each step takes what the previous returns.
     let retrieve = program_fn(|q: GenerateQueryInput| async move {
@@ -83,7 +90,9 @@ async fn main() -> dspex::Result<()> {
     });
     let pipeline = retrieve.then(answer);
     let out = pipeline
-        .forward(GenerateQueryInput { question: "Why is the sky blue?".into() })
+        .forward(GenerateQueryInput {
+            question: "Why is the sky blue?".into(),
+        })
         .await?;
     println!("\npipeline output: {out:?}");
 

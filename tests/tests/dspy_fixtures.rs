@@ -46,8 +46,8 @@ fn every_dspy_fixture_agrees_with_dspex_signatures() {
     for path in &files {
         let name = path.file_name().unwrap().to_string_lossy().to_string();
         let text = fs::read_to_string(path).unwrap();
-        let fixture: Value = serde_json::from_str(&text)
-            .unwrap_or_else(|e| panic!("{name} is not JSON: {e}"));
+        let fixture: Value =
+            serde_json::from_str(&text).unwrap_or_else(|e| panic!("{name} is not JSON: {e}"));
         match check_fixture(&fixture) {
             Ok(n) if n > 0 => checks += n,
             Ok(_) => failures.push(format!("{name}: nothing was checked")),
@@ -171,7 +171,10 @@ fn check_messages(messages: &Value, candidates: &[DynSignature]) -> Result<usize
             .ok_or_else(|| {
                 format!(
                     "no signature renders this system message's field list.\nDSPy:\n{}\ndspex:\n{}",
-                    content.split("\nAll interactions").next().unwrap_or(content),
+                    content
+                        .split("\nAll interactions")
+                        .next()
+                        .unwrap_or(content),
                     candidates
                         .iter()
                         .map(field_block)
@@ -213,7 +216,9 @@ fn check_messages(messages: &Value, candidates: &[DynSignature]) -> Result<usize
 }
 
 fn program_signature(desc: &Value) -> Result<DynSignature, String> {
-    let string = desc["signature"].as_str().ok_or("program has no signature")?;
+    let string = desc["signature"]
+        .as_str()
+        .ok_or("program has no signature")?;
     let sig = DynSignature::parse(string).map_err(|e| e.to_string())?;
     Ok(match desc["module"].as_str() {
         Some("ChainOfThought") => with_reasoning(&sig),

@@ -69,7 +69,10 @@ fn typed_and_dynamic_signatures_are_one_value() {
         DynSignature::parse("question: str, context: list[str] -> answer: str, confidence: float")
             .unwrap();
     assert_eq!(ContextQA::signature(), &dynamic);
-    assert_eq!(QA::signature(), &DynSignature::parse("question -> answer").unwrap());
+    assert_eq!(
+        QA::signature(),
+        &DynSignature::parse("question -> answer").unwrap()
+    );
     assert_eq!(ContextQA::input_fields()[1].rust_type(), "Vec<String>");
     assert_eq!(ContextQA::output_fields()[1].dspy_type(), "float");
     assert_eq!(ContextQA::output_fields()[1].role(), FieldRole::Output);
@@ -85,7 +88,10 @@ fn field_form_metadata() {
     assert_eq!(inputs[0].description(), Some("a trivia question"));
     assert_eq!(inputs[0].prefix(), "Question:");
     // A doc comment is the description when `desc` is not given.
-    assert_eq!(inputs[1].description(), Some("Passages that may contain the answer."));
+    assert_eq!(
+        inputs[1].description(),
+        Some("Passages that may contain the answer.")
+    );
     assert_eq!(DocQA::output_fields()[0].prefix(), "Final Answer:");
     let input = DocQAInput {
         question: "Who?".into(),
@@ -114,12 +120,18 @@ fn string_literals_become_enums() {
         "Literal['positive', 'negative', 'very negative']"
     );
     assert_eq!(f.rust_type(), "ClassifySentiment");
-    assert_eq!(Classify::output_fields()[1].dspy_type(), "Union[float, NoneType]");
+    assert_eq!(
+        Classify::output_fields()[1].dspy_type(),
+        "Union[float, NoneType]"
+    );
     let out: ClassifyOutput =
         serde_json::from_value(json!({"sentiment": "very negative", "score": null})).unwrap();
     assert_eq!(out.sentiment, ClassifySentiment::VeryNegative);
     assert_eq!(out.sentiment.as_str(), "very negative");
-    assert!(serde_json::from_value::<ClassifyOutput>(json!({"sentiment": "meh", "score": 1.0})).is_err());
+    assert!(
+        serde_json::from_value::<ClassifyOutput>(json!({"sentiment": "meh", "score": 1.0}))
+            .is_err()
+    );
 }
 
 #[test]
@@ -240,8 +252,12 @@ fn programs_compose_with_typed_signatures() {
             confidence: 1.0,
         })
     });
-    let pipeline = retrieve.then(answer).map(|out| QAOutput { answer: out.answer });
-    let rt = tokio::runtime::Builder::new_current_thread().build().unwrap();
+    let pipeline = retrieve
+        .then(answer)
+        .map(|out| QAOutput { answer: out.answer });
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .build()
+        .unwrap();
     let out = rt
         .block_on(pipeline.forward(QAInput {
             question: "tides".into(),

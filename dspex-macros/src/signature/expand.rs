@@ -12,7 +12,9 @@ use syn::Ident;
 pub(crate) fn expand(model: &Model) -> TokenStream {
     let k = facade_path(model.crate_path.as_ref());
     let p = quote!(#k::__private);
-    let Model { attrs, vis, ident, .. } = model;
+    let Model {
+        attrs, vis, ident, ..
+    } = model;
     let input_ident = format_ident!("{}Input", ident);
     let output_ident = format_ident!("{}Output", ident);
 
@@ -100,7 +102,7 @@ pub(crate) fn expand(model: &Model) -> TokenStream {
                 static SIGNATURE: #p::OnceLock<#p::DynSignature> = #p::OnceLock::new();
                 SIGNATURE.get_or_init(|| {
                     #[allow(unused_imports)]
-                    use #p::{ViaJsonSchema as _, ViaSignatureType as _};
+                    use #p::{ViaModel as _, ViaSignatureType as _};
                     #p::DynSignature::from_parts(
                         #instructions,
                         #p::vec![#(#input_specs),*],
@@ -149,12 +151,12 @@ impl TypeCx<'_> {
             } => {
                 let mut rust_name = expr.rust_name();
                 let ty = self.rust_type(expr, *span, &name, &mut rust_name);
-                let spec = self.spec(expr, *span, &name, &mut 0);
+                let spec = self.spec(expr, *span);
                 (ty, spec, rust_name, expr.kind.is_builtin())
             }
             FieldType::Written { ty, expr } => {
                 let span = syn::spanned::Spanned::span(ty);
-                let spec = self.spec(expr, span, &name, &mut 0);
+                let spec = self.spec(expr, span);
                 (quote!(#ty), spec, expr.rust_name(), expr.kind.is_builtin())
             }
         };
@@ -235,7 +237,7 @@ impl TypeCx<'_> {
     }
 
     /// An expression building the field's `TypeSpec`.
-    fn spec(&mut self, expr: &TypeExpr, span: Span, field: &str, literals: &mut usize) -> TokenStream {
+    fn spec(&self, expr: &TypeExpr, span: Span) -> TokenStream {
         let p = self.p.clone();
         match &expr.kind {
             TypeKind::Str => quote!(#p::TypeSpec::Str),
@@ -244,25 +246,24 @@ impl TypeCx<'_> {
             TypeKind::Float(_) => quote!(#p::TypeSpec::Float),
             TypeKind::Any => quote!(#p::TypeSpec::Any),
             TypeKind::List(t) => {
-                let t = self.spec(t, span, field, literals);
+                let t = self.spec(t, span);
                 quote!(#p::TypeSpec::List(#p::Box::new(#t)))
             }
             TypeKind::Optional(t) => {
-                let t = self.spec(t, span, field, literals);
+                let t = self.spec(t, span);
                 quote!(#p::TypeSpec::Optional(#p::Box::new(#t)))
             }
             TypeKind::Map(_, v) => {
-                let v = self.spec(v, span, field, literals);
+                let v = self.spec(v, span);
                 quote!(#p::TypeSpec::Dict(#p::Box::new(#v)))
             }
             TypeKind::Literal(values) => {
                 let lits = values.iter().map(|v| literal_tokens(&p, v));
-                *literals += 1;
                 quote!(#p::TypeSpec::Literal(#p::vec![#(#lits),*]))
             }
             TypeKind::Named(path) => {
                 let path = path_tokens(path, span);
-                quote_spanned!(span=> (&&#p::Probe::<#path>::new()).__dspex_type_spec())
+                quote_spanned!(span=> (&&#p::Probe::<#path>::new()).__dspex_kind().spec::<#path>())
             }
         }
     }
@@ -304,11 +305,17 @@ impl TypeCx<'_> {
             let v = Ident::new(v, span);
             quote!(#name::#v => #s)
         });
-        let lits = strings.iter().map(|s| quote!(#p::LiteralValue::Str(#p::String::from(#s))));
+        let lits = strings
+            .iter()
+            .map(|s| quote!(#p::LiteralValue::Str(#p::String::from(#s))));
         let doc = format!(
             " The choices of the `{field}` field of [`{}`]: {}.",
             self.sig,
-            strings.iter().map(|s| format!("`{s}`")).collect::<Vec<_>>().join(", ")
+            strings
+                .iter()
+                .map(|s| format!("`{s}`"))
+                .collect::<Vec<_>>()
+                .join(", ")
         );
         let vis = self.vis;
         let serde_crate = serde_crate_string(p);

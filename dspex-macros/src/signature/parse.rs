@@ -3,6 +3,7 @@
 use crate::ctxt::{Ctxt, unknown_key_message};
 use dspex_grammar::{ParseError, Side, TypeExpr, TypeKind};
 use proc_macro2::{Span, TokenStream};
+use quote::ToTokens;
 use syn::parse::{Parse, ParseStream};
 use syn::punctuated::Punctuated;
 use syn::spanned::Spanned;
@@ -36,7 +37,7 @@ pub(crate) enum FieldType {
     /// From a signature string; `span` is the string literal.
     FromString { expr: Option<TypeExpr>, span: Span },
     /// Written by the user in the field form.
-    Written { ty: syn::Type, expr: TypeExpr },
+    Written { ty: Box<syn::Type>, expr: TypeExpr },
 }
 
 /// Arguments of `#[signature(...)]` after the optional string.
@@ -70,7 +71,7 @@ fn parse_args(cx: &mut Ctxt, tokens: TokenStream) -> Args {
                 &s,
                 "the signature string must come first: #[signature(\"inputs -> outputs\", ...)]",
             ),
-            ArgItem::Meta(meta) => parse_arg_meta(cx, &mut args, meta),
+            ArgItem::Meta(meta) => parse_arg_meta(cx, &mut args, *meta),
         }
     }
     args
@@ -78,7 +79,7 @@ fn parse_args(cx: &mut Ctxt, tokens: TokenStream) -> Args {
 
 enum ArgItem {
     Str(LitStr),
-    Meta(Meta),
+    Meta(Box<Meta>),
 }
 
 impl Parse for ArgItem {
@@ -91,19 +92,25 @@ impl Parse for ArgItem {
             let eq: Token![=] = input.parse()?;
             let value: Expr = input.parse()?;
             let path = syn::Path::from(Ident::new("crate", kw.span));
-            Ok(ArgItem::Meta(Meta::NameValue(syn::MetaNameValue {
-                path,
-                eq_token: eq,
-                value,
-            })))
+            Ok(ArgItem::Meta(Box::new(Meta::NameValue(
+                syn::MetaNameValue {
+                    path,
+                    eq_token: eq,
+                    value,
+                },
+            ))))
         } else {
-            Ok(ArgItem::Meta(input.parse()?))
+            Ok(ArgItem::Meta(Box::new(input.parse()?)))
         }
     }
 }
 
 fn parse_arg_meta(cx: &mut Ctxt, args: &mut Args, meta: Meta) {
-    let key = meta.path().get_ident().map(ToString::to_string).unwrap_or_default();
+    let key = meta
+        .path()
+        .get_ident()
+        .map(ToString::to_string)
+        .unwrap_or_default();
     match (key.as_str(), &meta) {
         ("instructions", Meta::NameValue(nv)) => match lit_str(&nv.value) {
             Some(s) => args.instructions = Some(s),
@@ -116,7 +123,9 @@ fn parse_arg_meta(cx: &mut Ctxt, args: &mut Args, meta: Meta) {
             };
             match path {
                 Some(p) => args.crate_path = Some(p),
-                None => cx.error_spanned_by(&nv.value, "`crate` takes a path, e.g. `crate = my_dspex`"),
+                None => {
+                    cx.error_spanned_by(&nv.value, "`crate` takes a path, e.g. `crate = my_dspex`")
+                }
             }
         }
         ("derive", Meta::List(list)) => {
@@ -129,13 +138,19 @@ fn parse_arg_meta(cx: &mut Ctxt, args: &mut Args, meta: Meta) {
             &meta,
             "expected `instructions = \"...\"`, `crate = path` or `derive(Trait, ...)`",
         ),
-        _ => cx.error_spanned_by(meta.path(), unknown_key_message("signature option", &key, SIGNATURE_KEYS)),
+        _ => cx.error_spanned_by(
+            meta.path(),
+            unknown_key_message("signature option", &key, SIGNATURE_KEYS),
+        ),
     }
 }
 
 fn lit_str(expr: &Expr) -> Option<LitStr> {
     match expr {
-        Expr::Lit(syn::ExprLit { lit: syn::Lit::Str(s), .. }) => Some(s.clone()),
+        Expr::Lit(syn::ExprLit {
+            lit: syn::Lit::Str(s),
+            ..
+        }) => Some(s.clone()),
         _ => None,
     }
 }
@@ -143,13 +158,23 @@ fn lit_str(expr: &Expr) -> Option<LitStr> {
 /// `#[signature(args)] item`.
 pub(crate) fn from_attribute(cx: &mut Ctxt, args: TokenStream, item: TokenStream) -> Option<Model> {
     let args = parse_args(cx, args);
-    let item: ItemStruct = match syn::parse2(item) {
+    let item: ItemStruct = match syn::parse2(item.clone()) {
         Ok(s) => s,
         Err(_) => {
-            cx.error_at(
-                Span::call_site(),
-                "#[signature] goes on a struct: `#[signature(\"question -> answer\")] struct QA;` or a struct with #[input]/#[output] fields",
-            );
+            let message = "#[signature] goes on a struct: `#[signature(\"question -> answer\")] struct QA;` or a struct with #[input]/#[output] fields";
+            // Point at `enum Name` (or `union Name`, `fn name`) rather than at the attribute.
+            let what = match syn::parse2::<syn::Item>(item) {
+                Ok(syn::Item::Enum(e)) => Some((e.enum_token.to_token_stream(), e.ident)),
+                Ok(syn::Item::Union(u)) => Some((u.union_token.to_token_stream(), u.ident)),
+                Ok(syn::Item::Fn(f)) => Some((f.sig.fn_token.to_token_stream(), f.sig.ident)),
+                _ => None,
+            };
+            match what {
+                Some((keyword, name)) => {
+                    cx.error_spanned_by(quote::quote!(#keyword #name), message)
+                }
+                None => cx.error_at(Span::call_site(), message),
+            }
             return None;
         }
     };
@@ -199,9 +224,14 @@ impl Parse for SigInput {
         let ident: Ident = input.parse().map_err(|e| {
             syn::Error::new(e.span(), "expected `Name: \"inputs -> outputs\"`, e.g. `sig!(pub QA: \"question -> answer\");`")
         })?;
-        input.parse::<Token![:]>()?;
+        input.parse::<Token![:]>().map_err(|e| {
+            syn::Error::new(e.span(), "expected `:` between the name and the signature string, e.g. `sig!(pub QA: \"question -> answer\");`")
+        })?;
         let string: LitStr = input.parse().map_err(|e| {
-            syn::Error::new(e.span(), "expected the signature string, e.g. \"question -> answer\"")
+            syn::Error::new(
+                e.span(),
+                "expected the signature string, e.g. \"question -> answer\"",
+            )
         })?;
         let mut options = Vec::new();
         while input.parse::<Option<Token![,]>>()?.is_some() {
@@ -210,7 +240,7 @@ impl Parse for SigInput {
             }
             if input.peek(Token![crate]) {
                 match input.parse::<ArgItem>()? {
-                    ArgItem::Meta(m) => options.push(m),
+                    ArgItem::Meta(m) => options.push(*m),
                     ArgItem::Str(s) => return Err(syn::Error::new(s.span(), "unexpected string")),
                 }
             } else {
@@ -220,7 +250,13 @@ impl Parse for SigInput {
         if !input.is_empty() {
             return Err(input.error("expected `,` followed by `instructions = \"...\"`, `crate = path` or `derive(...)`"));
         }
-        Ok(SigInput { attrs, vis, ident, string, options })
+        Ok(SigInput {
+            attrs,
+            vis,
+            ident,
+            string,
+            options,
+        })
     }
 }
 
@@ -236,7 +272,11 @@ fn model(cx: &mut Ctxt, args: Args, item: ItemStruct) -> Model {
             format!("a signature struct cannot have {what}: it is a marker type, and its fields become the `{}Input`/`{}Output` structs", item.ident, item.ident),
         );
     }
-    let docs: Vec<&Attribute> = item.attrs.iter().filter(|a| a.path().is_ident("doc")).collect();
+    let docs: Vec<&Attribute> = item
+        .attrs
+        .iter()
+        .filter(|a| a.path().is_ident("doc"))
+        .collect();
     let instructions = match &args.instructions {
         Some(s) => Some(s.value()),
         None if !docs.is_empty() => Some(doc_text(&docs)),
@@ -319,7 +359,10 @@ fn fields_from_string(cx: &mut Ctxt, lit: &LitStr) -> Vec<FieldModel> {
             desc: None,
             prefix: None,
             docs: Vec::new(),
-            ty: FieldType::FromString { expr: ty, span: lit.span() },
+            ty: FieldType::FromString {
+                expr: ty,
+                span: lit.span(),
+            },
         });
     }
     out
@@ -329,9 +372,14 @@ fn fields_from_string(cx: &mut Ctxt, lit: &LitStr) -> Vec<FieldModel> {
 /// Returns whether the type is usable.
 fn check_named_types(cx: &mut Ctxt, lit: &LitStr, ty: &TypeExpr) -> bool {
     match &ty.kind {
-        TypeKind::List(t) | TypeKind::Map(_, t) | TypeKind::Optional(t) => check_named_types(cx, lit, t),
+        TypeKind::List(t) | TypeKind::Map(_, t) | TypeKind::Optional(t) => {
+            check_named_types(cx, lit, t)
+        }
         TypeKind::Named(path) => {
-            if path.iter().any(|seg| syn::parse_str::<Ident>(seg).is_err() && !matches!(seg.as_str(), "crate" | "self" | "super" | "Self")) {
+            if path.iter().any(|seg| {
+                syn::parse_str::<Ident>(seg).is_err()
+                    && !matches!(seg.as_str(), "crate" | "self" | "super" | "Self")
+            }) {
                 let e = ParseError {
                     kind: dspex_grammar::ErrorKind::UnsupportedType,
                     span: ty.span,
@@ -344,7 +392,10 @@ fn check_named_types(cx: &mut Ctxt, lit: &LitStr, ty: &TypeExpr) -> bool {
             true
         }
         TypeKind::Literal(values) => {
-            if values.iter().any(|v| !matches!(v, dspex_grammar::LiteralValue::Str(_))) {
+            if values
+                .iter()
+                .any(|v| !matches!(v, dspex_grammar::LiteralValue::Str(_)))
+            {
                 let e = ParseError {
                     kind: dspex_grammar::ErrorKind::UnsupportedType,
                     span: ty.span,
@@ -396,7 +447,9 @@ fn fields_from_struct(cx: &mut Ctxt, named: &syn::FieldsNamed) -> Vec<FieldModel
     let mut sides_seen = Vec::new();
     let mut unmarked = false;
     for field in &named.named {
-        let Some(ident) = field.ident.clone() else { continue };
+        let Some(ident) = field.ident.clone() else {
+            continue;
+        };
         let mut side = None;
         let mut desc = None;
         let mut prefix = None;
@@ -421,24 +474,38 @@ fn fields_from_struct(cx: &mut Ctxt, named: &syn::FieldsNamed) -> Vec<FieldModel
             }
             side = Some(this);
             if let Meta::List(list) = &attr.meta {
-                let parsed = list.parse_args_with(Punctuated::<syn::MetaNameValue, Token![,]>::parse_terminated);
+                let parsed = list
+                    .parse_args_with(Punctuated::<syn::MetaNameValue, Token![,]>::parse_terminated);
                 match parsed {
                     Ok(items) => {
                         for nv in items {
-                            let key = nv.path.get_ident().map(ToString::to_string).unwrap_or_default();
+                            let key = nv
+                                .path
+                                .get_ident()
+                                .map(ToString::to_string)
+                                .unwrap_or_default();
                             let value = lit_str(&nv.value);
                             match (key.as_str(), value) {
                                 ("desc", Some(v)) => desc = Some(v.value()),
                                 ("prefix", Some(v)) => prefix = Some(v.value()),
-                                ("desc" | "prefix", None) => cx.error_spanned_by(&nv.value, format!("`{key}` takes a string literal")),
-                                _ => cx.error_spanned_by(&nv.path, unknown_key_message("field option", &key, FIELD_KEYS)),
+                                ("desc" | "prefix", None) => cx.error_spanned_by(
+                                    &nv.value,
+                                    format!("`{key}` takes a string literal"),
+                                ),
+                                _ => cx.error_spanned_by(
+                                    &nv.path,
+                                    unknown_key_message("field option", &key, FIELD_KEYS),
+                                ),
                             }
                         }
                     }
                     Err(e) => cx.syn_error(e),
                 }
             } else if let Meta::NameValue(nv) = &attr.meta {
-                cx.error_spanned_by(nv, "write #[input(desc = \"...\")] / #[output(desc = \"...\")]");
+                cx.error_spanned_by(
+                    nv,
+                    "write #[input(desc = \"...\")] / #[output(desc = \"...\")]",
+                );
             }
         }
         let Some(side) = side else {
@@ -450,13 +517,34 @@ fn fields_from_struct(cx: &mut Ctxt, named: &syn::FieldsNamed) -> Vec<FieldModel
             continue;
         };
         sides_seen.push(side);
-        if let Err((_, reason)) = dspex_grammar::check_field_name(ident.to_string().trim_start_matches("r#")) {
+        if let Err((_, reason)) =
+            dspex_grammar::check_field_name(ident.to_string().trim_start_matches("r#"))
+        {
             cx.error_spanned_by(&ident, reason);
+            continue;
+        }
+        // The struct is rewritten, so rustc never sees these; the messages match the string form's.
+        if let Some(first) = out.iter().find(|f| f.ident == ident) {
+            let message = if first.side == side {
+                format!("field `{ident}` is declared twice on the {side} side")
+            } else {
+                format!(
+                    "`{ident}` is both an input and an output; inputs and outputs need distinct names"
+                )
+            };
+            cx.error_spanned_by(&ident, message);
             continue;
         }
         if desc.is_none() && !docs.is_empty() {
             let text = doc_text(&docs.iter().collect::<Vec<_>>());
-            desc = Some(text.lines().map(str::trim).collect::<Vec<_>>().join(" ").trim().to_string());
+            desc = Some(
+                text.lines()
+                    .map(str::trim)
+                    .collect::<Vec<_>>()
+                    .join(" ")
+                    .trim()
+                    .to_string(),
+            );
         }
         let field_ty = &field.ty;
         let text = quote::ToTokens::to_token_stream(field_ty).to_string();
@@ -464,20 +552,62 @@ fn fields_from_struct(cx: &mut Ctxt, named: &syn::FieldsNamed) -> Vec<FieldModel
             Ok(expr) => expr,
             Err(errors) => {
                 for e in errors {
-                    cx.error_spanned_by(field_ty, format!("unsupported field type `{}`: {}", text.replace(' ', ""), e.message));
+                    cx.error_spanned_by(
+                        field_ty,
+                        format!(
+                            "unsupported field type `{}`: {}",
+                            type_text(&text),
+                            e.message
+                        ),
+                    );
                 }
                 continue;
             }
         };
-        out.push(FieldModel { ident, side, desc, prefix, docs, ty: FieldType::Written { ty: field.ty.clone(), expr } });
+        out.push(FieldModel {
+            ident,
+            side,
+            desc,
+            prefix,
+            docs,
+            ty: FieldType::Written {
+                ty: Box::new(field.ty.clone()),
+                expr,
+            },
+        });
     }
     for side in [Side::Input, Side::Output] {
         if !unmarked && !sides_seen.contains(&side) {
-            let which = if side == Side::Input { "#[input]" } else { "#[output]" };
+            let which = if side == Side::Input {
+                "#[input]"
+            } else {
+                "#[output]"
+            };
             cx.error_at(
                 named.span(),
                 format!("a signature needs at least one {which} field"),
             );
+        }
+    }
+    out
+}
+
+/// A type's tokens as the user would write them: `& 'a str` → `&'a str`, `(String , i32)` →
+/// `(String, i32)`. Spaces stay only between two words.
+fn type_text(tokens: &str) -> String {
+    let word = |c: char| c.is_alphanumeric() || c == '_' || c == '\'';
+    let chars: Vec<char> = tokens.chars().collect();
+    let mut out = String::with_capacity(tokens.len());
+    for (i, &c) in chars.iter().enumerate() {
+        if c == ' ' {
+            if out.ends_with(word) && chars.get(i + 1).is_some_and(|&c| word(c)) {
+                out.push(' ');
+            }
+        } else {
+            out.push(c);
+            if c == ',' {
+                out.push(' ');
+            }
         }
     }
     out

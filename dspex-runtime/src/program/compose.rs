@@ -80,8 +80,10 @@ impl<A: Module, B: Module> Module for Then<A, B> {
         path: &str,
         visit: &mut dyn FnMut(String, &'a mut PredictorParams),
     ) {
-        self.first.visit_predictors_mut(&join_path(path, "0"), visit);
-        self.second.visit_predictors_mut(&join_path(path, "1"), visit);
+        self.first
+            .visit_predictors_mut(&join_path(path, "0"), visit);
+        self.second
+            .visit_predictors_mut(&join_path(path, "1"), visit);
     }
 }
 
@@ -94,7 +96,9 @@ pub struct Map<P, F> {
 
 impl<P: std::fmt::Debug, F> std::fmt::Debug for Map<P, F> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Map").field("inner", &self.inner).finish_non_exhaustive()
+        f.debug_struct("Map")
+            .field("inner", &self.inner)
+            .finish_non_exhaustive()
     }
 }
 
@@ -225,7 +229,10 @@ mod tests {
         let pipeline = parse.then(square).map(|n| format!("= {n}"));
         assert_eq!(block_on(pipeline.forward(" 7 ".into())).unwrap(), "= 49");
         let err = block_on(pipeline.forward("x".into())).unwrap_err();
-        assert_eq!(err.to_string(), "parsing \"x\": invalid digit found in string");
+        assert_eq!(
+            err.to_string(),
+            "parsing \"x\": invalid digit found in string"
+        );
     }
 
     #[test]
@@ -238,7 +245,11 @@ mod tests {
                 second: p("c -> d"),
             },
         };
-        let names: Vec<_> = chain.named_predictors().into_iter().map(|(n, _)| n).collect();
+        let names: Vec<_> = chain
+            .named_predictors()
+            .into_iter()
+            .map(|(n, _)| n)
+            .collect();
         assert_eq!(names, ["0", "1.0", "1.1"]);
     }
 }

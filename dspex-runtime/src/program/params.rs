@@ -211,7 +211,11 @@ mod tests {
     #[test]
     fn containers_name_their_items() {
         let mut layers = vec![params("a -> b"), params("b -> c")];
-        let names: Vec<_> = layers.named_predictors().into_iter().map(|(n, _)| n).collect();
+        let names: Vec<_> = layers
+            .named_predictors()
+            .into_iter()
+            .map(|(n, _)| n)
+            .collect();
         assert_eq!(names, ["[0]", "[1]"]);
         layers
             .predictor_mut("[1]")
@@ -221,6 +225,9 @@ mod tests {
         let none: Option<PredictorParams> = None;
         assert!(none.named_predictors().is_empty());
         assert_eq!(join_path("", "answer"), "answer");
-        assert_eq!(join_path("generate_query", "predict"), "generate_query.predict");
+        assert_eq!(
+            join_path("generate_query", "predict"),
+            "generate_query.predict"
+        );
     }
 }

@@ -60,10 +60,11 @@ impl DynSignature {
         src: &str,
         resolve: impl Fn(&str) -> Option<TypeSpec>,
     ) -> Result<Self, SignatureError> {
-        let parsed = dspex_grammar::parse_signature(src).map_err(|errors| SignatureError::Parse {
-            input: src.to_string(),
-            errors,
-        })?;
+        let parsed =
+            dspex_grammar::parse_signature(src).map_err(|errors| SignatureError::Parse {
+                input: src.to_string(),
+                errors,
+            })?;
         let field = |f: &dspex_grammar::ParsedField| -> Result<FieldSpec, SignatureError> {
             let role = match f.side {
                 dspex_grammar::Side::Input => FieldRole::Input,
@@ -75,8 +76,16 @@ impl DynSignature {
                     .with_rust_type(ty.rust_name()),
             })
         };
-        let inputs = parsed.inputs.iter().map(field).collect::<Result<Vec<_>, _>>()?;
-        let outputs = parsed.outputs.iter().map(field).collect::<Result<Vec<_>, _>>()?;
+        let inputs = parsed
+            .inputs
+            .iter()
+            .map(field)
+            .collect::<Result<Vec<_>, _>>()?;
+        let outputs = parsed
+            .outputs
+            .iter()
+            .map(field)
+            .collect::<Result<Vec<_>, _>>()?;
         Ok(Self::from_parts(None, inputs, outputs))
     }
 
@@ -454,10 +463,9 @@ mod tests {
             "q: String, n: Option<i32>, m: HashMap<String, f64> -> out: Vec<bool>",
         )
         .unwrap();
-        let b = DynSignature::parse(
-            "q: str, n: Optional[int], m: dict[str, float] -> out: list[bool]",
-        )
-        .unwrap();
+        let b =
+            DynSignature::parse("q: str, n: Optional[int], m: dict[str, float] -> out: list[bool]")
+                .unwrap();
         assert_eq!(a, b);
         assert_eq!(a.inputs()[1].rust_type(), "Option<i32>");
         assert_eq!(b.inputs()[1].rust_type(), "Option<i64>");
@@ -487,7 +495,10 @@ mod tests {
             DynSignature::parse_with_types("claim -> citation: Citation", &[("Citation", model)])
                 .unwrap();
         assert_eq!(sig.outputs()[0].dspy_type(), "Citation");
-        assert_eq!(sig.outputs()[0].json_schema(), Some(&json!({"type": "object"})));
+        assert_eq!(
+            sig.outputs()[0].json_schema(),
+            Some(&json!({"type": "object"}))
+        );
     }
 
     #[test]
@@ -495,9 +506,18 @@ mod tests {
         let sig = DynSignature::parse("a -> b, c").unwrap();
         let r = FieldSpec::output("reasoning", TypeSpec::Str);
         let names = |s: &DynSignature| s.output_names().map(String::from).collect::<Vec<_>>();
-        assert_eq!(names(&sig.prepend(r.clone()).unwrap()), ["reasoning", "b", "c"]);
-        assert_eq!(names(&sig.append(r.clone()).unwrap()), ["b", "c", "reasoning"]);
-        assert_eq!(names(&sig.insert(-2, r.clone()).unwrap()), ["b", "reasoning", "c"]);
+        assert_eq!(
+            names(&sig.prepend(r.clone()).unwrap()),
+            ["reasoning", "b", "c"]
+        );
+        assert_eq!(
+            names(&sig.append(r.clone()).unwrap()),
+            ["b", "c", "reasoning"]
+        );
+        assert_eq!(
+            names(&sig.insert(-2, r.clone()).unwrap()),
+            ["b", "reasoning", "c"]
+        );
         assert_eq!(
             sig.insert(4, r.clone()).unwrap_err().to_string(),
             "cannot insert `reasoning` at index 4: the output fields have 2 entries (valid: -3 to 2)"
@@ -553,7 +573,9 @@ mod tests {
         assert_eq!(sig.outputs()[0].dspy_type(), "Citation");
         assert_eq!(sig.outputs()[1].dspy_type(), "Union[str, NoneType]");
         let bad = json!({"inputs": [{"name": "a", "type": "Vec<"}], "outputs": [{"name": "b"}]});
-        let err = serde_json::from_value::<DynSignature>(bad).unwrap_err().to_string();
+        let err = serde_json::from_value::<DynSignature>(bad)
+            .unwrap_err()
+            .to_string();
         assert!(err.contains("field `a` has type \"Vec<\""), "{err}");
     }
 }

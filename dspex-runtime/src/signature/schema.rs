@@ -112,7 +112,10 @@ pub(crate) fn literal_schema(values: &[LiteralValue]) -> Value {
     if let Some(first) = json_values.first()
         && json_values.iter().all(|v| json_type(v) == json_type(first))
     {
-        out.insert("type".to_string(), Value::String(json_type(first).to_string()));
+        out.insert(
+            "type".to_string(),
+            Value::String(json_type(first).to_string()),
+        );
     }
     Value::Object(out)
 }

@@ -267,10 +267,10 @@ impl FieldSpec {
 
     /// Whether the description is DSPy's default `${name}`.
     pub fn has_default_desc(&self) -> bool {
-        self.desc.len() == self.name.len() + 3
-            && self.desc.starts_with("${")
-            && self.desc.ends_with('}')
-            && &self.desc[2..self.desc.len() - 1] == self.name
+        self.desc
+            .strip_prefix("${")
+            .and_then(|rest| rest.strip_suffix('}'))
+            == Some(self.name.as_str())
     }
 
     /// DSPy's prefix, such as `Question:`.
@@ -317,7 +317,11 @@ mod tests {
         assert_eq!(f.rust_type(), "String");
         let f = f.with_desc("what to search");
         assert_eq!(f.description(), Some("what to search"));
-        assert!(FieldSpec::input("a", TypeSpec::Str).with_desc("").has_default_desc());
+        assert!(
+            FieldSpec::input("a", TypeSpec::Str)
+                .with_desc("")
+                .has_default_desc()
+        );
     }
 
     #[test]

@@ -125,12 +125,18 @@ mod tests {
     #[test]
     fn rust_types_map_to_dspy_types() {
         assert_eq!(<Vec<String>>::type_spec().dspy_name(), "list[str]");
-        assert_eq!(<Option<u8>>::type_spec().dspy_name(), "Union[int, NoneType]");
+        assert_eq!(
+            <Option<u8>>::type_spec().dspy_name(),
+            "Union[int, NoneType]"
+        );
         assert_eq!(
             <HashMap<String, Vec<f32>>>::type_spec().dspy_name(),
             "dict[str, list[float]]"
         );
-        assert_eq!(<BTreeMap<String, bool>>::type_spec().dspy_name(), "dict[str, bool]");
+        assert_eq!(
+            <BTreeMap<String, bool>>::type_spec().dspy_name(),
+            "dict[str, bool]"
+        );
         assert_eq!(serde_json::Value::type_spec().dspy_name(), "Any");
     }
 }

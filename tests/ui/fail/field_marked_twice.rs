@@ -1,0 +1,15 @@
+use dspex::prelude::*;
+
+#[signature]
+struct QA {
+    #[input]
+    #[output]
+    question: String,
+    #[output]
+    answer: String,
+}
+
+fn main() {
+    let _ = QAInput { question: String::new() };
+    let _ = QAOutput { answer: String::new() };
+}

@@ -1,0 +1,11 @@
+use dspex::prelude::*;
+
+#[signature("type -> answer")]
+struct QA;
+
+fn main() {
+    // The fields that parsed are still generated, so using them does not fail a second time.
+    let _ = QAOutput { answer: String::new() };
+    let _: Option<QAInput> = None;
+    let _ = QA::input_fields();
+}

@@ -1,0 +1,15 @@
+use dspex::prelude::*;
+
+#[signature]
+struct QA<'a> {
+    #[input]
+    question: String,
+    #[output]
+    answer: String,
+}
+
+fn main() {
+    let _ = QAInput { question: String::new() };
+    let _ = QAOutput { answer: String::new() };
+    let _ = QA::input_fields();
+}

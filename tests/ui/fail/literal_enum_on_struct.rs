@@ -1,0 +1,8 @@
+use dspex::prelude::*;
+
+#[derive(LiteralEnum)]
+struct Sentiment {
+    positive: bool,
+}
+
+fn main() {}

@@ -1,0 +1,8 @@
+use dspex::prelude::*;
+
+#[derive(Module)]
+enum Pipeline {
+    One(PredictorParams),
+}
+
+fn main() {}

@@ -1,0 +1,5 @@
+use dspex::prelude::*;
+
+sig!(pub QA "question -> answer");
+
+fn main() {}

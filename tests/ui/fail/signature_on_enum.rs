@@ -1,0 +1,9 @@
+use dspex::prelude::*;
+
+#[signature("question -> answer")]
+enum QA {
+    Question,
+    Answer,
+}
+
+fn main() {}

@@ -1,0 +1,14 @@
+use dspex::prelude::*;
+
+#[signature]
+struct QA {
+    #[input(dsc = "a trivia question")]
+    question: String,
+    #[output]
+    answer: String,
+}
+
+fn main() {
+    let _ = QAInput { question: String::new() };
+    let _ = QAOutput { answer: String::new() };
+}
