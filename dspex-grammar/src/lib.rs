@@ -27,7 +27,10 @@ mod parser;
 mod types;
 
 pub use parser::{parse_signature, parse_signature_partial, parse_type};
-pub use types::{FloatKind, IntKind, LiteralValue, MapKind, TypeExpr, TypeKind, python_str_repr};
+pub use types::{
+    FloatKind, IntKind, LiteralValue, MapKind, TypeExpr, TypeKind, literal_type_name,
+    python_str_repr,
+};
 
 use std::fmt;
 

@@ -482,15 +482,7 @@ impl Parser<'_> {
         let mut args = Vec::new();
         loop {
             if cur.peek().is_none() {
-                self.error(
-                    ErrorKind::UnexpectedEnd,
-                    open,
-                    format!(
-                        "this bracket of `{name}` is never closed; expected {}",
-                        close.describe()
-                    ),
-                );
-                return Err(());
+                return self.unclosed(open, &name, &close);
             }
             if cur.peek().is_some_and(|t| t.tok == close) && !args.is_empty() {
                 cur.next();
@@ -523,19 +515,21 @@ impl Parser<'_> {
                     );
                     return Err(());
                 }
-                None => {
-                    self.error(
-                        ErrorKind::UnexpectedEnd,
-                        open,
-                        format!(
-                            "this bracket of `{name}` is never closed; expected {}",
-                            close.describe()
-                        ),
-                    );
-                    return Err(());
-                }
+                None => return self.unclosed(open, &name, &close),
             }
         }
+    }
+
+    fn unclosed<T>(&mut self, open: Span, name: &str, close: &Tok) -> PResult<T> {
+        self.error(
+            ErrorKind::UnexpectedEnd,
+            open,
+            format!(
+                "this bracket of `{name}` is never closed; expected {}",
+                close.describe()
+            ),
+        );
+        Err(())
     }
 
     fn literal(&mut self, cur: &mut Cursor<'_>, start: Span) -> PResult<TypeExpr> {

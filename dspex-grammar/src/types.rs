@@ -125,6 +125,12 @@ impl LiteralValue {
     }
 }
 
+/// DSPy's name of a `Literal` type: `Literal['a', 'b']`.
+pub fn literal_type_name(values: &[LiteralValue]) -> String {
+    let members: Vec<String> = values.iter().map(LiteralValue::python_repr).collect();
+    format!("Literal[{}]", members.join(", "))
+}
+
 /// Python's `repr()` of a `str`: single quotes unless the text has a `'` and no `"`.
 pub fn python_str_repr(s: &str) -> String {
     let quote = if s.contains('\'') && !s.contains('"') {
@@ -206,14 +212,7 @@ impl TypeKind {
             TypeKind::List(t) => format!("list[{}]", t.dspy_name()),
             TypeKind::Map(_, v) => format!("dict[str, {}]", v.dspy_name()),
             TypeKind::Optional(t) => format!("Union[{}, NoneType]", t.dspy_name()),
-            TypeKind::Literal(values) => format!(
-                "Literal[{}]",
-                values
-                    .iter()
-                    .map(LiteralValue::python_repr)
-                    .collect::<Vec<_>>()
-                    .join(", ")
-            ),
+            TypeKind::Literal(values) => literal_type_name(values),
             TypeKind::Named(path) => path.last().cloned().unwrap_or_default(),
         }
     }

@@ -28,6 +28,62 @@
 //! assert_eq!(pred, ex.without(["question"]));
 //! ```
 
+/// The read accessors `Example` and `Prediction` share, over their `fields` map (keys starting
+/// with `dspy_` hidden from `len`/`keys`/`values`/`iter`, as in DSPy).
+macro_rules! field_accessors {
+    () => {
+        /// The value of `key`, hidden keys included.
+        pub fn get(&self, key: &str) -> Option<&Value> {
+            self.fields.get(key)
+        }
+
+        /// The value of `key` if it is a JSON string.
+        pub fn get_str(&self, key: &str) -> Option<&str> {
+            self.fields.get(key).and_then(Value::as_str)
+        }
+
+        /// Whether `key` is present, hidden keys included.
+        pub fn contains_key(&self, key: &str) -> bool {
+            self.fields.contains_key(key)
+        }
+
+        /// The number of visible fields (keys starting with `dspy_` are not counted).
+        pub fn len(&self) -> usize {
+            self.fields.keys().filter(|k| !is_hidden_key(k)).count()
+        }
+
+        /// Whether there are no visible fields (there may still be hidden `dspy_` ones).
+        pub fn is_empty(&self) -> bool {
+            self.len() == 0
+        }
+
+        /// The visible keys, in order.
+        pub fn keys(&self) -> impl Iterator<Item = &str> {
+            self.iter().map(|(k, _)| k)
+        }
+
+        /// The visible values, in order.
+        pub fn values(&self) -> impl Iterator<Item = &Value> {
+            self.iter().map(|(_, v)| v)
+        }
+
+        /// The visible `(key, value)` pairs, in order.
+        pub fn iter(&self) -> impl Iterator<Item = (&str, &Value)> {
+            self.iter_all().filter(|(k, _)| !is_hidden_key(k))
+        }
+
+        /// Every `(key, value)` pair, hidden `dspy_` keys included, in order.
+        pub fn iter_all(&self) -> impl Iterator<Item = (&str, &Value)> {
+            self.fields.iter().map(|(k, v)| (k.as_str(), v))
+        }
+
+        /// All the fields, hidden `dspy_` keys included.
+        pub fn as_map(&self) -> &Map<String, Value> {
+            &self.fields
+        }
+    };
+}
+
 #[allow(clippy::module_inception)]
 mod example;
 mod prediction;

@@ -72,14 +72,7 @@ impl TypeSpec {
             TypeSpec::List(t) => format!("list[{}]", t.dspy_name()),
             TypeSpec::Dict(v) => format!("dict[str, {}]", v.dspy_name()),
             TypeSpec::Optional(t) => format!("Union[{}, NoneType]", t.dspy_name()),
-            TypeSpec::Literal(values) => format!(
-                "Literal[{}]",
-                values
-                    .iter()
-                    .map(LiteralValue::python_repr)
-                    .collect::<Vec<_>>()
-                    .join(", ")
-            ),
+            TypeSpec::Literal(values) => dspex_grammar::literal_type_name(values),
             TypeSpec::Model { name, .. } => name.clone(),
         }
     }
