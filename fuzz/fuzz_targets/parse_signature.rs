@@ -1,6 +1,6 @@
 //! Fuzzes the signature-string grammar: it must never panic, and every error must point inside
-//! the input. Run with `cargo fuzz run parse_signature` (nightly), or build it on stable with
-//! `cargo build --manifest-path fuzz/Cargo.toml`.
+//! the input. Run it with `scripts/fuzz SECONDS` (stable) or `cargo fuzz run parse_signature`
+//! (nightly); CI builds it with `cargo build --manifest-path fuzz/Cargo.toml`.
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
