@@ -6,8 +6,11 @@
 
 pub mod error;
 pub mod example;
+pub mod lm;
 pub mod program;
 pub mod signature;
+#[cfg(feature = "testing")]
+pub mod testing;
 
 pub use error::{Error, Result};
 pub use example::{Example, ExampleError, Prediction};

@@ -151,6 +151,14 @@ pub use dspex_runtime::{
 /// The runtime crate, for what the facade does not re-export at its root.
 pub use dspex_runtime as runtime;
 
+/// The LM layer: the [`lm::LanguageModel`] trait, the OpenAI-compatible [`lm::LM`] client, and
+/// the values that cross them.
+pub use dspex_runtime::lm;
+
+/// Test helpers: the mock LM server (feature `testing`, on with the default `cli` feature).
+#[cfg(feature = "testing")]
+pub use dspex_runtime::testing;
+
 /// The usual imports: `use dspex::prelude::*;`.
 pub mod prelude {
     pub use crate::{

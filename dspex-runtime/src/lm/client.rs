@@ -1,0 +1,1405 @@
+//! [`LM`]: the OpenAI-compatible client and the reliability stack around each call.
+
+use super::LanguageModel;
+use super::breaker::{Breaker, BreakerConfig, BreakerState};
+use super::cache::{CacheConfig, CacheKey, ResponseCache};
+use super::error::{LmError, excerpt};
+use super::history::{History, HistoryEntry, render_history};
+use super::limit::{Limiter, RateLimit};
+use super::provider::{self, ModelType, Provider};
+use super::retry::RetryPolicy;
+use super::secret::ApiKey;
+use super::stream::{SseData, SseDecoder, StreamEvent, parse_chunk};
+use super::types::{
+    Choice, Embeddings, FinishReason, LmRequest, LmResponse, Message, ResponseFormat, Usage,
+};
+use super::usage::{Price, UsageReport, record_current};
+use futures_util::future::BoxFuture;
+use futures_util::{Stream, StreamExt};
+use serde_json::{Map, Value, json};
+use std::collections::HashMap;
+use std::fmt;
+use std::future::Future;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, SystemTime};
+use tokio::sync::broadcast;
+use tokio::time::Instant;
+use tracing::Instrument;
+
+/// Per-call overrides of an LM's policy: the caller owns retries, timeouts and caching.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct CallOptions {
+    /// Use the cache for this call (`None`: the LM's setting).
+    pub cache: Option<bool>,
+    /// Retry policy for this call (`None`: the LM's).
+    pub retry: Option<RetryPolicy>,
+    /// Timeout of each attempt (`None`: the LM's).
+    pub timeout: Option<Duration>,
+    /// Bound on the whole call, retries and waits included (`None`: the LM's).
+    pub deadline: Option<Duration>,
+}
+
+/// An OpenAI-compatible language model client, named as in DSPy (`dspy.LM`).
+///
+/// Cheap to clone: clones share the connection pool, cache, limits, breaker, history and usage
+/// totals. `with_*` methods give a clone with another policy (a program that needs a different
+/// retry policy or timeout takes its own clone).
+///
+/// ```no_run
+/// use dspex::lm::{LM, LmRequest};
+///
+/// # async fn run() -> Result<(), dspex::lm::LmError> {
+/// // The key comes from OPENAI_API_KEY; `api_base` points at any compatible server.
+/// let lm = LM::builder("openai/gpt-4o-mini").temperature(0.0).build()?;
+/// let local = LM::builder("openai/llama3").api_base("http://localhost:8000/v1").build()?;
+/// let answer = lm.call(LmRequest::prompt("Say hi.")).await?;
+/// println!("{}", answer.text());
+/// # let _ = local; Ok(()) }
+/// ```
+#[allow(clippy::upper_case_acronyms)]
+#[derive(Clone)]
+pub struct LM {
+    shared: Arc<Shared>,
+    settings: Arc<Settings>,
+}
+
+struct Shared {
+    http: reqwest::Client,
+    cache: Option<ResponseCache>,
+    limiter: Limiter,
+    breaker: Breaker,
+    history: History,
+    totals: Mutex<UsageReport>,
+    inflight: Mutex<HashMap<CacheKey, broadcast::Sender<Result<LmResponse, LmError>>>>,
+}
+
+#[derive(Clone)]
+struct Settings {
+    model: String,
+    provider: Provider,
+    model_type: ModelType,
+    api_base: String,
+    endpoint: String,
+    api_key: Option<ApiKey>,
+    headers: reqwest::header::HeaderMap,
+    temperature: Option<f64>,
+    max_tokens: Option<u32>,
+    extra: Map<String, Value>,
+    cache: bool,
+    retry: RetryPolicy,
+    timeout: Duration,
+    deadline: Option<Duration>,
+    price: Option<Price>,
+}
+
+impl fmt::Debug for LM {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let s = &self.settings;
+        f.debug_struct("LM")
+            .field("model", &s.model)
+            .field("model_type", &s.model_type)
+            .field("endpoint", &s.endpoint)
+            .field("api_key", &s.api_key.as_ref().map(|_| "***"))
+            .field(
+                "headers",
+                &s.headers.keys().map(|k| k.as_str()).collect::<Vec<_>>(),
+            )
+            .field("temperature", &s.temperature)
+            .field("max_tokens", &s.max_tokens)
+            .field("cache", &s.cache)
+            .field("retry", &s.retry)
+            .field("timeout", &s.timeout)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Builds an [`LM`]; every setting has a sane default.
+#[derive(Debug, Clone)]
+#[must_use]
+pub struct LmBuilder {
+    model: String,
+    model_type: Option<ModelType>,
+    api_base: Option<String>,
+    api_key: Option<ApiKey>,
+    headers: Vec<(String, String)>,
+    temperature: Option<f64>,
+    max_tokens: Option<u32>,
+    extra: Map<String, Value>,
+    cache: bool,
+    cache_config: Option<CacheConfig>,
+    shared_cache: Option<ResponseCache>,
+    retry: RetryPolicy,
+    timeout: Duration,
+    deadline: Option<Duration>,
+    max_concurrency: Option<usize>,
+    rate_limit: RateLimit,
+    breaker: BreakerConfig,
+    history_size: usize,
+    price: Option<Price>,
+    http: Option<reqwest::Client>,
+}
+
+impl LM {
+    /// An LM for a DSPy model string with default settings (key from the provider's environment
+    /// variable, e.g. `OPENAI_API_KEY`).
+    pub fn new(model: impl Into<String>) -> Result<LM, LmError> {
+        Self::builder(model).build()
+    }
+
+    /// A builder for `model` (`openai/gpt-4o-mini`, `ollama_chat/llama3`, `hosted_vllm/…`).
+    pub fn builder(model: impl Into<String>) -> LmBuilder {
+        LmBuilder {
+            model: model.into(),
+            model_type: None,
+            api_base: None,
+            api_key: None,
+            headers: Vec::new(),
+            temperature: None,
+            max_tokens: None,
+            extra: Map::new(),
+            cache: true,
+            cache_config: None,
+            shared_cache: None,
+            retry: RetryPolicy::default(),
+            timeout: Duration::from_secs(120),
+            deadline: None,
+            max_concurrency: None,
+            rate_limit: RateLimit::default(),
+            breaker: BreakerConfig::default(),
+            history_size: 1000,
+            price: None,
+            http: None,
+        }
+    }
+
+    /// The model string.
+    pub fn model(&self) -> &str {
+        &self.settings.model
+    }
+
+    /// The base URL calls go to (credentials removed).
+    pub fn endpoint(&self) -> &str {
+        &self.settings.endpoint
+    }
+
+    /// A clone with another retry policy (sharing pool, cache, limits and breaker).
+    #[must_use]
+    pub fn with_retry(&self, retry: RetryPolicy) -> LM {
+        self.with_settings(|s| s.retry = retry)
+    }
+
+    /// A clone with another per-attempt timeout.
+    #[must_use]
+    pub fn with_timeout(&self, timeout: Duration) -> LM {
+        self.with_settings(|s| s.timeout = timeout)
+    }
+
+    /// A clone with a bound on each whole call.
+    #[must_use]
+    pub fn with_deadline(&self, deadline: Option<Duration>) -> LM {
+        self.with_settings(|s| s.deadline = deadline)
+    }
+
+    /// A clone that uses the cache or not.
+    #[must_use]
+    pub fn with_cache(&self, cache: bool) -> LM {
+        self.with_settings(|s| s.cache = cache)
+    }
+
+    /// A clone with another default temperature.
+    #[must_use]
+    pub fn with_temperature(&self, temperature: Option<f64>) -> LM {
+        self.with_settings(|s| s.temperature = temperature)
+    }
+
+    fn with_settings(&self, change: impl FnOnce(&mut Settings)) -> LM {
+        let mut settings = (*self.settings).clone();
+        change(&mut settings);
+        LM {
+            shared: Arc::clone(&self.shared),
+            settings: Arc::new(settings),
+        }
+    }
+
+    /// The response cache, when this LM has one.
+    pub fn cache(&self) -> Option<&ResponseCache> {
+        self.shared.cache.as_ref()
+    }
+
+    /// The endpoint's circuit breaker state.
+    pub fn breaker_state(&self) -> BreakerState {
+        self.shared.breaker.state()
+    }
+
+    /// What every clone of this LM has used so far.
+    pub fn usage(&self) -> UsageReport {
+        self.shared
+            .totals
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+    }
+
+    /// The last `n` calls, oldest first.
+    pub fn history(&self, n: usize) -> Vec<HistoryEntry> {
+        self.shared.history.last(n)
+    }
+
+    /// Forgets the recorded calls.
+    pub fn clear_history(&self) {
+        self.shared.history.clear();
+    }
+
+    /// The last `n` calls as DSPy's `inspect_history(n)` prints them (without colours).
+    pub fn inspect_history(&self, n: usize) -> String {
+        render_history(&self.history(n), false)
+    }
+
+    /// Runs one request with this LM's policy.
+    pub async fn call(&self, request: LmRequest) -> Result<LmResponse, LmError> {
+        self.call_with(request, &CallOptions::default()).await
+    }
+
+    /// Runs one request with per-call overrides.
+    pub async fn call_with(
+        &self,
+        request: LmRequest,
+        options: &CallOptions,
+    ) -> Result<LmResponse, LmError> {
+        let start = Instant::now();
+        let request = self.merge_defaults(request);
+        let cache = match (
+            &self.shared.cache,
+            options.cache.unwrap_or(self.settings.cache),
+        ) {
+            (Some(cache), true) => Some(cache),
+            _ => None,
+        };
+        let result = match cache {
+            Some(cache) => self.cached(cache, &request, options, start).await,
+            None => self.complete(&request, options, start).await,
+        };
+        match &result {
+            Ok(response) => self.record(&request, response),
+            Err(error) => tracing::warn!(model = %self.settings.model, %error, "LM call failed"),
+        }
+        result
+    }
+
+    /// Cache lookup, then one in-flight call per key: identical concurrent requests share it.
+    async fn cached(
+        &self,
+        cache: &ResponseCache,
+        request: &LmRequest,
+        options: &CallOptions,
+        start: Instant,
+    ) -> Result<LmResponse, LmError> {
+        let key = CacheKey::for_request(&self.settings.model, self.kind(), request);
+        if let Some(hit) = cache.get(&key).await {
+            return Ok(hit);
+        }
+        loop {
+            let role = {
+                let mut inflight = self.inflight();
+                match inflight.get(&key) {
+                    Some(tx) => Err(tx.subscribe()),
+                    None => {
+                        let (tx, _) = broadcast::channel(1);
+                        inflight.insert(key, tx.clone());
+                        Ok(tx)
+                    }
+                }
+            };
+            match role {
+                Err(mut rx) => match rx.recv().await {
+                    // A shared answer cost this caller nothing: report it like a cache hit.
+                    Ok(result) => {
+                        return result.map(|mut r| {
+                            r.cache_hit = true;
+                            r.usage = Usage::default();
+                            r.latency = start.elapsed();
+                            r
+                        });
+                    }
+                    // The leader was cancelled before answering: take over.
+                    Err(_) => continue,
+                },
+                Ok(tx) => {
+                    let guard = InflightGuard { lm: self, key };
+                    // Another leader may have just finished and stored the answer.
+                    let result = match cache.get(&key).await {
+                        Some(hit) => Ok(hit),
+                        None => {
+                            let result = self.complete(request, options, start).await;
+                            if let Ok(response) = &result {
+                                cache.put(key, response).await;
+                            }
+                            result
+                        }
+                    };
+                    drop(guard);
+                    let _ = tx.send(result.clone());
+                    return result;
+                }
+            }
+        }
+    }
+
+    fn inflight(
+        &self,
+    ) -> std::sync::MutexGuard<'_, HashMap<CacheKey, broadcast::Sender<Result<LmResponse, LmError>>>>
+    {
+        self.shared
+            .inflight
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// One logical call: retries, then top-up requests when the server returned fewer than `n`
+    /// choices.
+    async fn complete(
+        &self,
+        request: &LmRequest,
+        options: &CallOptions,
+        start: Instant,
+    ) -> Result<LmResponse, LmError> {
+        let mut response = self
+            .retrying(options, start, |timeout, deadline| {
+                self.guarded(
+                    estimate_tokens(request),
+                    timeout,
+                    deadline,
+                    self.send(request),
+                )
+            })
+            .await?;
+        let wanted = request.n.unwrap_or(1) as usize;
+        if response.choices.len() < wanted {
+            let single = LmRequest {
+                n: None,
+                ..request.clone()
+            };
+            let extra =
+                futures_util::future::join_all((response.choices.len()..wanted).map(|_| {
+                    self.retrying(options, start, |timeout, deadline| {
+                        self.guarded(
+                            estimate_tokens(&single),
+                            timeout,
+                            deadline,
+                            self.send(&single),
+                        )
+                    })
+                }))
+                .await;
+            for r in extra {
+                let r = r?;
+                response.usage += r.usage;
+                response.choices.extend(r.choices);
+            }
+        }
+        response.latency = start.elapsed();
+        Ok(response)
+    }
+
+    /// Runs `attempt` under the caller's retry policy. `attempt` gets the per-attempt timeout
+    /// and the overall deadline.
+    async fn retrying<T, F, Fut>(
+        &self,
+        options: &CallOptions,
+        start: Instant,
+        mut attempt: F,
+    ) -> Result<T, LmError>
+    where
+        F: FnMut(Duration, Option<Instant>) -> Fut,
+        Fut: Future<Output = Result<T, LmError>>,
+    {
+        let policy = options.retry.as_ref().unwrap_or(&self.settings.retry);
+        let timeout = options.timeout.unwrap_or(self.settings.timeout);
+        let deadline = options
+            .deadline
+            .or(self.settings.deadline)
+            .map(|d| start + d);
+        let mut backoff = policy.schedule();
+        let mut attempts = 0u32;
+        loop {
+            attempts += 1;
+            let span = tracing::debug_span!("lm.attempt", model = %self.settings.model, attempt = attempts);
+            let error = match attempt(timeout, deadline).instrument(span).await {
+                Ok(value) => return Ok(value),
+                Err(error) => error,
+            };
+            let give_up = |last: LmError| {
+                if attempts == 1 {
+                    last
+                } else {
+                    LmError::GaveUp {
+                        model: self.settings.model.clone(),
+                        attempts,
+                        elapsed: start.elapsed(),
+                        last: Box::new(last),
+                    }
+                }
+            };
+            if !error.is_retryable() {
+                return Err(give_up(error));
+            }
+            let Some(delay) = backoff.next_delay(error.retry_after()) else {
+                return Err(give_up(error));
+            };
+            let elapsed = start.elapsed();
+            if policy.max_elapsed.is_some_and(|max| elapsed + delay > max)
+                || deadline.is_some_and(|d| Instant::now() + delay >= d)
+            {
+                return Err(give_up(error));
+            }
+            tracing::info!(model = %self.settings.model, attempt = attempts, ?delay, %error, "retrying LM call");
+            tokio::time::sleep(delay).await;
+        }
+    }
+
+    /// One attempt behind the breaker, the limits and the timeout.
+    async fn guarded<T: HasUsage>(
+        &self,
+        estimated_tokens: u64,
+        timeout: Duration,
+        deadline: Option<Instant>,
+        send: impl Future<Output = Result<T, LmError>>,
+    ) -> Result<T, LmError> {
+        let s = &self.settings;
+        let admission = self
+            .shared
+            .breaker
+            .admit()
+            .map_err(|retry_in| LmError::BreakerOpen {
+                model: s.model.clone(),
+                endpoint: s.endpoint.clone(),
+                retry_in,
+            })?;
+        let slot = match self
+            .shared
+            .limiter
+            .acquire(estimated_tokens, deadline)
+            .await
+        {
+            Ok(slot) => slot,
+            Err(wait) => {
+                self.shared.breaker.release(admission);
+                return Err(LmError::LocalRateLimit {
+                    model: s.model.clone(),
+                    message: format!("the next slot is {wait:?} away, past the call's deadline"),
+                });
+            }
+        };
+        let (limit, by_deadline) = match deadline {
+            Some(d) => {
+                let left = d.saturating_duration_since(Instant::now());
+                (timeout.min(left), left < timeout)
+            }
+            None => (timeout, false),
+        };
+        let result = match tokio::time::timeout(limit, send).await {
+            Ok(result) => result,
+            Err(_) if by_deadline => Err(LmError::DeadlineExceeded {
+                model: s.model.clone(),
+                endpoint: s.endpoint.clone(),
+                deadline: limit,
+                attempts: 1,
+            }),
+            Err(_) => Err(LmError::Timeout {
+                model: s.model.clone(),
+                endpoint: s.endpoint.clone(),
+                timeout,
+            }),
+        };
+        let failure = result
+            .as_ref()
+            .err()
+            .is_some_and(LmError::counts_against_endpoint);
+        self.shared.breaker.record(admission, failure);
+        if let Ok(value) = &result {
+            self.shared
+                .limiter
+                .settle(&slot, value.usage().total_tokens);
+        }
+        result
+    }
+
+    /// The HTTP exchange of one attempt.
+    async fn send(&self, request: &LmRequest) -> Result<LmResponse, LmError> {
+        let s = &self.settings;
+        let started = Instant::now();
+        let (path, body) = match s.model_type {
+            ModelType::Chat => ("chat/completions", self.chat_body(request)),
+            ModelType::Text => ("completions", self.text_body(request)),
+        };
+        let value = self.post_json(path, &body).await?;
+        let choices = parse_choices(&value, s.model_type)
+            .map_err(|message| self.decode_error(message, &value))?;
+        if choices.is_empty() {
+            return Err(self.decode_error("the response has no choices".to_string(), &value));
+        }
+        Ok(LmResponse {
+            choices,
+            usage: parse_usage(&value),
+            model: value
+                .get("model")
+                .and_then(Value::as_str)
+                .unwrap_or(&s.provider.model_id)
+                .to_string(),
+            latency: started.elapsed(),
+            cache_hit: false,
+        })
+    }
+
+    fn decode_error(&self, message: String, value: &Value) -> LmError {
+        LmError::Decode {
+            model: self.settings.model.clone(),
+            endpoint: self.settings.endpoint.clone(),
+            message,
+            raw: excerpt(&value.to_string(), 500),
+        }
+    }
+
+    /// POSTs JSON to `{api_base}/{path}` and reads a JSON answer, mapping every failure to a
+    /// typed error.
+    async fn post_json(&self, path: &str, body: &Value) -> Result<Value, LmError> {
+        let response = self.post(path, body).await?;
+        let bytes = response
+            .bytes()
+            .await
+            .map_err(|e| self.transport_error(&e))?;
+        serde_json::from_slice(&bytes).map_err(|e| LmError::Decode {
+            model: self.settings.model.clone(),
+            endpoint: self.settings.endpoint.clone(),
+            message: format!("invalid JSON: {e}"),
+            raw: excerpt(&String::from_utf8_lossy(&bytes), 500),
+        })
+    }
+
+    /// POSTs and checks the status; the body is left unread.
+    async fn post(&self, path: &str, body: &Value) -> Result<reqwest::Response, LmError> {
+        let s = &self.settings;
+        let mut builder = self
+            .shared
+            .http
+            .post(format!("{}/{path}", s.api_base))
+            .headers(s.headers.clone())
+            .json(body);
+        if let Some(key) = &s.api_key {
+            builder = builder.bearer_auth(key.expose());
+        }
+        let response = builder.send().await.map_err(|e| self.transport_error(&e))?;
+        let status = response.status();
+        if status.is_success() {
+            return Ok(response);
+        }
+        let retry_after = retry_after(response.headers());
+        let text = response.text().await.unwrap_or_default();
+        let body = excerpt(&provider_message(&text), 500);
+        Err(if status.as_u16() == 429 {
+            LmError::RateLimited {
+                model: s.model.clone(),
+                endpoint: s.endpoint.clone(),
+                retry_after,
+                body,
+            }
+        } else {
+            LmError::Http {
+                model: s.model.clone(),
+                endpoint: s.endpoint.clone(),
+                status: status.as_u16(),
+                body,
+                retry_after,
+            }
+        })
+    }
+
+    fn transport_error(&self, e: &reqwest::Error) -> LmError {
+        let s = &self.settings;
+        if e.is_timeout() {
+            return LmError::Timeout {
+                model: s.model.clone(),
+                endpoint: s.endpoint.clone(),
+                timeout: s.timeout,
+            };
+        }
+        // The kind and the error chain, without reqwest's Display (which carries the full URL,
+        // credentials included; the redacted endpoint is in the error already).
+        let mut message = if e.is_connect() {
+            "cannot connect"
+        } else if e.is_body() || e.is_decode() {
+            "the response body broke off"
+        } else if e.is_request() {
+            "the request failed"
+        } else {
+            "transport error"
+        }
+        .to_string();
+        let mut source = std::error::Error::source(e);
+        while let Some(inner) = source {
+            message.push_str(": ");
+            message.push_str(&inner.to_string());
+            source = inner.source();
+        }
+        LmError::Connect {
+            model: s.model.clone(),
+            endpoint: s.endpoint.clone(),
+            message,
+        }
+    }
+
+    fn chat_body(&self, request: &LmRequest) -> Value {
+        let s = &self.settings;
+        let mut body = Map::new();
+        body.insert("model".into(), json!(s.provider.model_id));
+        body.insert("messages".into(), json!(request.messages));
+        self.common_params(request, &mut body, s.provider.max_tokens_key);
+        Value::Object(body)
+    }
+
+    fn text_body(&self, request: &LmRequest) -> Value {
+        let s = &self.settings;
+        let prompt: Vec<&str> = request
+            .messages
+            .iter()
+            .map(|m| m.content.as_str())
+            .collect();
+        let mut body = Map::new();
+        body.insert("model".into(), json!(s.provider.model_id));
+        body.insert("prompt".into(), json!(prompt.join("\n\n")));
+        self.common_params(request, &mut body, "max_tokens");
+        Value::Object(body)
+    }
+
+    fn common_params(&self, request: &LmRequest, body: &mut Map<String, Value>, max_key: &str) {
+        if let Some(v) = request.max_tokens {
+            body.insert(max_key.into(), json!(v));
+        }
+        if let Some(v) = request.temperature {
+            body.insert("temperature".into(), json!(v));
+        }
+        if let Some(n) = request.n.filter(|n| *n > 1) {
+            body.insert("n".into(), json!(n));
+        }
+        if let Some(v) = request.seed {
+            body.insert("seed".into(), json!(v));
+        }
+        if !request.stop.is_empty() {
+            body.insert("stop".into(), json!(request.stop));
+        }
+        match &request.response_format {
+            None | Some(ResponseFormat::Text) => {}
+            Some(format) => {
+                body.insert("response_format".into(), json!(format));
+            }
+        }
+        for (k, v) in &request.extra {
+            body.insert(k.clone(), v.clone());
+        }
+    }
+
+    fn merge_defaults(&self, mut request: LmRequest) -> LmRequest {
+        let s = &self.settings;
+        request.temperature = request.temperature.or(s.temperature);
+        request.max_tokens = request.max_tokens.or(s.max_tokens);
+        for (k, v) in &s.extra {
+            request.extra.entry(k.clone()).or_insert_with(|| v.clone());
+        }
+        request
+    }
+
+    fn kind(&self) -> &'static str {
+        match self.settings.model_type {
+            ModelType::Chat => "dspex.chat",
+            ModelType::Text => "dspex.text",
+        }
+    }
+
+    /// Usage totals, trackers, history and a trace event for a finished call.
+    fn record(&self, request: &LmRequest, response: &LmResponse) {
+        let s = &self.settings;
+        let cost = (!response.cache_hit)
+            .then(|| s.price.map(|p| p.cost(response.usage)))
+            .flatten();
+        self.shared
+            .totals
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .record(&s.model, response.usage, response.cache_hit, s.price);
+        record_current(&s.model, response.usage, response.cache_hit, s.price);
+        tracing::info!(
+            model = %s.model,
+            cache_hit = response.cache_hit,
+            prompt_tokens = response.usage.prompt_tokens,
+            completion_tokens = response.usage.completion_tokens,
+            latency_ms = response.latency.as_secs_f64() * 1000.0,
+            "LM call"
+        );
+        self.shared.history.push(HistoryEntry {
+            timestamp: SystemTime::now(),
+            model: s.model.clone(),
+            messages: request.messages.clone(),
+            request: LmRequest {
+                messages: Vec::new(),
+                ..request.clone()
+            },
+            outputs: response.texts().map(str::to_string).collect(),
+            usage: response.usage,
+            cost_usd: cost,
+            cache_hit: response.cache_hit,
+            latency: response.latency,
+        });
+    }
+
+    /// Streams a chat completion as it is generated. Failures before the first byte are retried
+    /// under the LM's policy; a stream that breaks off ends with an error item. Streams bypass
+    /// the cache.
+    pub async fn stream(
+        &self,
+        request: LmRequest,
+    ) -> Result<impl Stream<Item = Result<StreamEvent, LmError>> + Send + 'static, LmError> {
+        let start = Instant::now();
+        let request = self.merge_defaults(request);
+        let mut body = self.chat_body(&request);
+        if let Value::Object(map) = &mut body {
+            map.insert("stream".into(), json!(true));
+            map.insert("stream_options".into(), json!({"include_usage": true}));
+        }
+        let options = CallOptions::default();
+        let response = self
+            .retrying(&options, start, |timeout, deadline| {
+                self.guarded(estimate_tokens(&request), timeout, deadline, async {
+                    self.post("chat/completions", &body).await.map(NoUsage)
+                })
+            })
+            .await?
+            .0;
+        let lm = self.clone();
+        let idle = self.settings.timeout;
+        let state = StreamState {
+            bytes: Box::pin(response.bytes_stream()),
+            decoder: SseDecoder::default(),
+            pending: std::collections::VecDeque::new(),
+            done: false,
+            lm,
+            idle,
+        };
+        Ok(futures_util::stream::unfold(state, |mut st| async move {
+            loop {
+                if let Some(event) = st.pending.pop_front() {
+                    return Some((event, st));
+                }
+                if st.done {
+                    return None;
+                }
+                let next = tokio::time::timeout(st.idle, st.bytes.next()).await;
+                match next {
+                    Err(_) => {
+                        st.done = true;
+                        st.pending.push_back(Err(LmError::Timeout {
+                            model: st.lm.settings.model.clone(),
+                            endpoint: st.lm.settings.endpoint.clone(),
+                            timeout: st.idle,
+                        }));
+                    }
+                    Ok(None) => {
+                        st.done = true;
+                        st.pending.push_back(Err(LmError::Connect {
+                            model: st.lm.settings.model.clone(),
+                            endpoint: st.lm.settings.endpoint.clone(),
+                            message: "the stream ended before `data: [DONE]`".to_string(),
+                        }));
+                    }
+                    Ok(Some(Err(e))) => {
+                        st.done = true;
+                        st.pending.push_back(Err(st.lm.transport_error(&e)));
+                    }
+                    Ok(Some(Ok(bytes))) => {
+                        for data in st.decoder.feed(&bytes) {
+                            match data {
+                                SseData::Done => {
+                                    st.done = true;
+                                    break;
+                                }
+                                SseData::Json(text) => match parse_chunk(&text) {
+                                    Ok(events) => st.pending.extend(events.into_iter().map(Ok)),
+                                    Err(message) => {
+                                        st.done = true;
+                                        st.pending.push_back(Err(LmError::Decode {
+                                            model: st.lm.settings.model.clone(),
+                                            endpoint: st.lm.settings.endpoint.clone(),
+                                            message: format!("invalid stream chunk: {message}"),
+                                            raw: excerpt(&text, 500),
+                                        }));
+                                        break;
+                                    }
+                                },
+                            }
+                        }
+                    }
+                }
+            }
+        }))
+    }
+
+    /// Embeds `inputs` with the provider's `/embeddings` endpoint (one vector per input, in
+    /// order), under the LM's retry policy, limits and breaker. Not cached.
+    pub async fn embed<S: AsRef<str>>(&self, inputs: &[S]) -> Result<Embeddings, LmError> {
+        let start = Instant::now();
+        let inputs: Vec<&str> = inputs.iter().map(AsRef::as_ref).collect();
+        let body = json!({"model": self.settings.provider.model_id, "input": inputs});
+        let estimate = inputs.iter().map(|t| t.len() as u64 / 4 + 1).sum();
+        let options = CallOptions::default();
+        self.retrying(&options, start, |timeout, deadline| {
+            self.guarded(estimate, timeout, deadline, async {
+                let value = self.post_json("embeddings", &body).await?;
+                let mut rows: Vec<(u64, Vec<f32>)> = value
+                    .get("data")
+                    .and_then(Value::as_array)
+                    .ok_or_else(|| self.decode_error("no `data` list".to_string(), &value))?
+                    .iter()
+                    .enumerate()
+                    .map(|(i, row)| {
+                        let index = row.get("index").and_then(Value::as_u64).unwrap_or(i as u64);
+                        let vector = row
+                            .get("embedding")
+                            .and_then(Value::as_array)
+                            .map(|v| {
+                                v.iter()
+                                    .filter_map(Value::as_f64)
+                                    .map(|x| x as f32)
+                                    .collect()
+                            })
+                            .unwrap_or_default();
+                        (index, vector)
+                    })
+                    .collect();
+                if rows.len() != inputs.len() {
+                    return Err(self.decode_error(
+                        format!("{} embeddings for {} inputs", rows.len(), inputs.len()),
+                        &value,
+                    ));
+                }
+                rows.sort_by_key(|(i, _)| *i);
+                Ok(Embeddings {
+                    vectors: rows.into_iter().map(|(_, v)| v).collect(),
+                    usage: parse_usage(&value),
+                    model: value
+                        .get("model")
+                        .and_then(Value::as_str)
+                        .unwrap_or(&self.settings.provider.model_id)
+                        .to_string(),
+                })
+            })
+        })
+        .await
+    }
+}
+
+struct StreamState {
+    bytes: std::pin::Pin<Box<dyn Stream<Item = reqwest::Result<bytes::Bytes>> + Send>>,
+    decoder: SseDecoder,
+    pending: std::collections::VecDeque<Result<StreamEvent, LmError>>,
+    done: bool,
+    lm: LM,
+    idle: Duration,
+}
+
+/// Removes the in-flight entry when the leader finishes or is cancelled, so followers of a
+/// cancelled leader take over instead of waiting forever.
+struct InflightGuard<'a> {
+    lm: &'a LM,
+    key: CacheKey,
+}
+
+impl Drop for InflightGuard<'_> {
+    fn drop(&mut self) {
+        self.lm.inflight().remove(&self.key);
+    }
+}
+
+/// Results whose token use settles the token-rate bucket.
+trait HasUsage {
+    fn usage(&self) -> Usage;
+}
+
+impl HasUsage for LmResponse {
+    fn usage(&self) -> Usage {
+        self.usage
+    }
+}
+
+impl HasUsage for Embeddings {
+    fn usage(&self) -> Usage {
+        self.usage
+    }
+}
+
+/// A streamed response, whose usage is not known when its attempt ends.
+struct NoUsage(reqwest::Response);
+
+impl HasUsage for NoUsage {
+    fn usage(&self) -> Usage {
+        Usage::default()
+    }
+}
+
+impl LanguageModel for LM {
+    fn model(&self) -> &str {
+        &self.settings.model
+    }
+
+    fn call(&self, request: LmRequest) -> BoxFuture<'_, Result<LmResponse, LmError>> {
+        Box::pin(LM::call(self, request))
+    }
+}
+
+impl LmBuilder {
+    /// Chat (default) or text completions.
+    pub fn model_type(mut self, model_type: ModelType) -> Self {
+        self.model_type = Some(model_type);
+        self
+    }
+
+    /// The base URL of an OpenAI-compatible server (`http://localhost:8000/v1`).
+    pub fn api_base(mut self, url: impl Into<String>) -> Self {
+        self.api_base = Some(url.into());
+        self
+    }
+
+    /// The API key (else the provider's environment variable).
+    pub fn api_key(mut self, key: impl Into<ApiKey>) -> Self {
+        self.api_key = Some(key.into());
+        self
+    }
+
+    /// An extra HTTP header sent with every request (its value never appears in `Debug`).
+    pub fn header(mut self, name: impl Into<String>, value: impl Into<String>) -> Self {
+        self.headers.push((name.into(), value.into()));
+        self
+    }
+
+    /// Default sampling temperature.
+    pub fn temperature(mut self, temperature: f64) -> Self {
+        self.temperature = Some(temperature);
+        self
+    }
+
+    /// Default token limit.
+    pub fn max_tokens(mut self, max_tokens: u32) -> Self {
+        self.max_tokens = Some(max_tokens);
+        self
+    }
+
+    /// A default provider parameter (`top_p`, …) sent with every request.
+    pub fn param(mut self, key: impl Into<String>, value: impl Into<Value>) -> Self {
+        self.extra.insert(key.into(), value.into());
+        self
+    }
+
+    /// Use the response cache (default true).
+    pub fn cache(mut self, on: bool) -> Self {
+        self.cache = on;
+        self
+    }
+
+    /// The cache's tiers and location (default: memory, and disk under `DSPEX_CACHE_DIR` or
+    /// `~/.dspex/cache`, created on first use).
+    pub fn cache_config(mut self, config: CacheConfig) -> Self {
+        self.cache_config = Some(config);
+        self
+    }
+
+    /// Share an existing cache (several LMs, one cache).
+    pub fn shared_cache(mut self, cache: ResponseCache) -> Self {
+        self.shared_cache = Some(cache);
+        self
+    }
+
+    /// The retry policy (default: 4 attempts, exponential backoff with full jitter).
+    pub fn retry(mut self, retry: RetryPolicy) -> Self {
+        self.retry = retry;
+        self
+    }
+
+    /// Timeout of each attempt (default 120 s).
+    pub fn timeout(mut self, timeout: Duration) -> Self {
+        self.timeout = timeout;
+        self
+    }
+
+    /// Bound on each whole call, retries included (default none).
+    pub fn deadline(mut self, deadline: Duration) -> Self {
+        self.deadline = Some(deadline);
+        self
+    }
+
+    /// Most calls in flight at once across clones (default unlimited).
+    pub fn max_concurrency(mut self, n: usize) -> Self {
+        self.max_concurrency = Some(n);
+        self
+    }
+
+    /// Request and token rates per minute.
+    pub fn rate_limit(mut self, rate: RateLimit) -> Self {
+        self.rate_limit = rate;
+        self
+    }
+
+    /// The endpoint's circuit breaker (default: opens after 5 consecutive failures for 10 s).
+    pub fn breaker(mut self, breaker: BreakerConfig) -> Self {
+        self.breaker = breaker;
+        self
+    }
+
+    /// How many calls the history keeps (default 1,000; 0 keeps none).
+    pub fn history_size(mut self, n: usize) -> Self {
+        self.history_size = n;
+        self
+    }
+
+    /// Prices for cost estimates.
+    pub fn price(mut self, price: Price) -> Self {
+        self.price = Some(price);
+        self
+    }
+
+    /// Use this HTTP client (to share a connection pool between LMs).
+    pub fn http_client(mut self, client: reqwest::Client) -> Self {
+        self.http = Some(client);
+        self
+    }
+
+    /// Builds the LM, resolving the provider, base URL and key.
+    pub fn build(self) -> Result<LM, LmError> {
+        let provider = provider::resolve(&self.model)?;
+        let config = |message: String| LmError::Config {
+            model: self.model.clone(),
+            message,
+        };
+        let env = |names: &[&str]| {
+            names
+                .iter()
+                .find_map(|n| std::env::var(n).ok().filter(|v| !v.trim().is_empty()))
+        };
+        let explicit_base = self.api_base.clone().or_else(|| env(provider.base_env));
+        let base = match explicit_base
+            .clone()
+            .or_else(|| provider.default_base.clone())
+        {
+            Some(base) => provider::normalize_base(&provider, &base),
+            None => {
+                return Err(config(format!(
+                    "`{}` needs a base URL: call .api_base(\"http://host:port/v1\") or set {}",
+                    provider.name,
+                    provider.base_env.join(" or ")
+                )));
+            }
+        };
+        if !(base.starts_with("http://") || base.starts_with("https://")) {
+            return Err(config(format!(
+                "the base URL `{}` must start with http:// or https://",
+                provider::redact_url(&base)
+            )));
+        }
+        let api_key = self
+            .api_key
+            .clone()
+            .or_else(|| env(provider.key_env).map(ApiKey::new));
+        if api_key.is_none() && provider.key_required && explicit_base.is_none() {
+            return Err(config(format!(
+                "no API key: set {} or call .api_key(...)",
+                provider.key_env.join(" or ")
+            )));
+        }
+        let mut headers = reqwest::header::HeaderMap::new();
+        for (name, value) in &self.headers {
+            let name = reqwest::header::HeaderName::from_bytes(name.as_bytes())
+                .map_err(|_| config(format!("`{name}` is not a valid header name")))?;
+            let mut value = reqwest::header::HeaderValue::from_str(value)
+                .map_err(|_| config(format!("the value of header `{name}` is not valid")))?;
+            value.set_sensitive(true);
+            headers.insert(name, value);
+        }
+        let http = match self.http {
+            Some(client) => client,
+            None => {
+                http_client().map_err(|e| config(format!("cannot build the HTTP client: {e}")))?
+            }
+        };
+        let cache = match (self.shared_cache, self.cache_config) {
+            (Some(cache), _) => Some(cache),
+            (None, Some(config)) => Some(ResponseCache::new(config)),
+            (None, None) if self.cache => Some(ResponseCache::new(CacheConfig::default())),
+            (None, None) => None,
+        };
+        let model_type = self.model_type.unwrap_or(provider.model_type);
+        let endpoint = provider::redact_url(&base);
+        Ok(LM {
+            shared: Arc::new(Shared {
+                http,
+                cache,
+                limiter: Limiter::new(self.max_concurrency, self.rate_limit),
+                breaker: Breaker::new(self.breaker),
+                history: History::new(self.history_size),
+                totals: Mutex::new(UsageReport::default()),
+                inflight: Mutex::new(HashMap::new()),
+            }),
+            settings: Arc::new(Settings {
+                model: self.model,
+                provider,
+                model_type,
+                api_base: base,
+                endpoint,
+                api_key,
+                headers,
+                temperature: self.temperature,
+                max_tokens: self.max_tokens,
+                extra: self.extra,
+                cache: self.cache,
+                retry: self.retry,
+                timeout: self.timeout,
+                deadline: self.deadline,
+                price: self.price,
+            }),
+        })
+    }
+}
+
+/// The HTTP client: rustls with the ring provider, pooled connections, HTTP/2 where the server
+/// offers it (ALPN).
+fn http_client() -> reqwest::Result<reqwest::Client> {
+    // Installing twice is harmless: the first provider stays.
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    reqwest::Client::builder()
+        .user_agent(concat!("dspex/", env!("CARGO_PKG_VERSION")))
+        .connect_timeout(Duration::from_secs(10))
+        .tcp_nodelay(true)
+        .pool_idle_timeout(Duration::from_secs(90))
+        .build()
+}
+
+/// A rough upper bound of the tokens a request will use, for the token-rate limit: four
+/// characters a token for the prompt, plus the completion limit (or 256).
+fn estimate_tokens(request: &LmRequest) -> u64 {
+    let chars: usize = request
+        .messages
+        .iter()
+        .map(|m: &Message| m.content.len())
+        .sum();
+    chars as u64 / 4
+        + u64::from(request.max_tokens.unwrap_or(256)) * u64::from(request.n.unwrap_or(1))
+}
+
+fn parse_choices(value: &Value, model_type: ModelType) -> Result<Vec<Choice>, String> {
+    let choices = value
+        .get("choices")
+        .and_then(Value::as_array)
+        .ok_or("no `choices` list")?;
+    let mut indexed: Vec<(u64, Choice)> = Vec::with_capacity(choices.len());
+    for (i, c) in choices.iter().enumerate() {
+        let text = match model_type {
+            ModelType::Chat => c.pointer("/message/content"),
+            ModelType::Text => c.get("text"),
+        };
+        let text = match text {
+            Some(Value::String(s)) => s.clone(),
+            Some(Value::Null) | None => String::new(),
+            Some(other) => return Err(format!("choice {i} has non-text content {other}")),
+        };
+        let finish_reason = c
+            .get("finish_reason")
+            .and_then(Value::as_str)
+            .map(FinishReason::from_provider);
+        let index = c.get("index").and_then(Value::as_u64).unwrap_or(i as u64);
+        indexed.push((
+            index,
+            Choice {
+                text,
+                finish_reason,
+            },
+        ));
+    }
+    indexed.sort_by_key(|(i, _)| *i);
+    Ok(indexed.into_iter().map(|(_, c)| c).collect())
+}
+
+fn parse_usage(value: &Value) -> Usage {
+    let n = |k: &str| {
+        value
+            .pointer(&format!("/usage/{k}"))
+            .and_then(Value::as_u64)
+            .unwrap_or(0)
+    };
+    let (prompt, completion) = (n("prompt_tokens"), n("completion_tokens"));
+    let total = n("total_tokens");
+    Usage {
+        prompt_tokens: prompt,
+        completion_tokens: completion,
+        total_tokens: if total == 0 {
+            prompt + completion
+        } else {
+            total
+        },
+    }
+}
+
+/// The provider's error message from an OpenAI-style error body, else the body.
+fn provider_message(text: &str) -> String {
+    serde_json::from_str::<Value>(text)
+        .ok()
+        .and_then(|v| {
+            v.pointer("/error/message")
+                .and_then(Value::as_str)
+                .map(str::to_string)
+        })
+        .unwrap_or_else(|| text.trim().to_string())
+}
+
+/// `Retry-After` (seconds, fractional allowed, or an HTTP date), else `retry-after-ms`.
+fn retry_after(headers: &reqwest::header::HeaderMap) -> Option<Duration> {
+    let get = |name: &str| {
+        headers
+            .get(name)
+            .and_then(|v| v.to_str().ok())
+            .map(str::trim)
+    };
+    if let Some(v) = get("retry-after") {
+        if let Ok(secs) = v.parse::<f64>() {
+            return (secs.is_finite() && secs >= 0.0).then(|| Duration::from_secs_f64(secs));
+        }
+        if let Some(at) = parse_http_date(v) {
+            return Some(
+                at.duration_since(SystemTime::now())
+                    .unwrap_or(Duration::ZERO),
+            );
+        }
+    }
+    get("retry-after-ms")
+        .and_then(|v| v.parse::<f64>().ok())
+        .filter(|ms| ms.is_finite() && *ms >= 0.0)
+        .map(|ms| Duration::from_secs_f64(ms / 1000.0))
+}
+
+/// Parses an IMF-fixdate (`Sun, 06 Nov 1994 08:49:37 GMT`).
+fn parse_http_date(s: &str) -> Option<SystemTime> {
+    let parts: Vec<&str> = s.split_whitespace().collect();
+    let [_, day, month, year, time, "GMT"] = parts.as_slice() else {
+        return None;
+    };
+    let month = [
+        "Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec",
+    ]
+    .iter()
+    .position(|m| m == month)? as i64
+        + 1;
+    let (day, year): (i64, i64) = (day.parse().ok()?, year.parse().ok()?);
+    let hms: Vec<i64> = time.split(':').filter_map(|x| x.parse().ok()).collect();
+    let [h, m, sec] = hms.as_slice() else {
+        return None;
+    };
+    // Days from civil (Howard Hinnant's algorithm).
+    let y = if month <= 2 { year - 1 } else { year };
+    let era = y.div_euclid(400);
+    let yoe = y.rem_euclid(400);
+    let mp = (month + 9) % 12;
+    let doy = (153 * mp + 2) / 5 + day - 1;
+    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+    let days = era * 146_097 + doe - 719_468;
+    let secs = days * 86_400 + h * 3600 + m * 60 + sec;
+    u64::try_from(secs)
+        .ok()
+        .map(|s| SystemTime::UNIX_EPOCH + Duration::from_secs(s))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn retry_after_forms() {
+        let mut h = reqwest::header::HeaderMap::new();
+        h.insert("retry-after", "0.25".parse().unwrap());
+        assert_eq!(retry_after(&h), Some(Duration::from_millis(250)));
+        h.insert(
+            "retry-after",
+            "Sun, 06 Nov 1994 08:49:37 GMT".parse().unwrap(),
+        );
+        assert_eq!(retry_after(&h), Some(Duration::ZERO));
+        assert_eq!(
+            parse_http_date("Sun, 06 Nov 1994 08:49:37 GMT"),
+            Some(SystemTime::UNIX_EPOCH + Duration::from_secs(784_111_777))
+        );
+        let mut h = reqwest::header::HeaderMap::new();
+        h.insert("retry-after-ms", "100".parse().unwrap());
+        assert_eq!(retry_after(&h), Some(Duration::from_millis(100)));
+        h.insert("retry-after", "soon".parse().unwrap());
+        assert_eq!(retry_after(&h), Some(Duration::from_millis(100)));
+    }
+
+    #[test]
+    fn bodies_and_responses() {
+        let lm = LM::builder("openai/gpt-4o-mini")
+            .api_base("http://127.0.0.1:9/v1")
+            .cache(false)
+            .param("top_p", 0.9)
+            .build()
+            .unwrap();
+        let mut req = LmRequest::prompt("hi");
+        req.max_tokens = Some(10);
+        req.n = Some(1);
+        let body = lm.chat_body(&lm.merge_defaults(req));
+        assert_eq!(
+            body,
+            json!({"model": "gpt-4o-mini", "messages": [{"role": "user", "content": "hi"}],
+                   "max_completion_tokens": 10, "top_p": 0.9})
+        );
+        let text = LM::builder("openai/x")
+            .api_base("http://h/v1")
+            .model_type(ModelType::Text)
+            .build()
+            .unwrap();
+        let req = LmRequest::new(vec![Message::system("a"), Message::user("b")]);
+        assert_eq!(text.text_body(&req)["prompt"], "a\n\nb");
+
+        let v = json!({"choices": [{"index": 1, "message": {"content": "B"}, "finish_reason": "length"},
+                                   {"index": 0, "message": {"content": null}}],
+                       "usage": {"prompt_tokens": 3, "completion_tokens": 4}});
+        let choices = parse_choices(&v, ModelType::Chat).unwrap();
+        assert_eq!(choices[0].text, "");
+        assert_eq!(choices[1].finish_reason, Some(FinishReason::Length));
+        assert_eq!(parse_usage(&v).total_tokens, 7);
+        assert_eq!(
+            provider_message(r#"{"error": {"message": "bad key"}}"#),
+            "bad key"
+        );
+    }
+
+    #[test]
+    fn configuration_errors_and_secrets() {
+        let err = LM::builder("hosted_vllm/m")
+            .build()
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("needs a base URL"), "{err}");
+        let err = LM::builder("openai/m")
+            .api_base("ftp://x")
+            .build()
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("must start with http"), "{err}");
+        let lm = LM::builder("openai/m")
+            .api_base("http://user:pw@127.0.0.1:9/v1")
+            .api_key("sk-very-secret")
+            .header("x-api-key", "also-secret")
+            .build()
+            .unwrap();
+        let debug = format!("{lm:?}");
+        assert!(
+            !debug.contains("sk-very-secret") && !debug.contains("also-secret"),
+            "{debug}"
+        );
+        assert!(!debug.contains("pw@"), "{debug}");
+        assert_eq!(lm.endpoint(), "http://127.0.0.1:9/v1");
+    }
+}

@@ -1,0 +1,208 @@
+//! A bounded history of LM calls and DSPy's `inspect_history` rendering.
+
+use super::types::{LmRequest, Message, Usage};
+use std::collections::VecDeque;
+use std::fmt::Write as _;
+use std::sync::Mutex;
+use std::time::{Duration, SystemTime};
+
+/// One recorded call.
+#[derive(Debug, Clone, PartialEq)]
+pub struct HistoryEntry {
+    /// When the call finished.
+    pub timestamp: SystemTime,
+    /// The model string.
+    pub model: String,
+    /// The messages sent.
+    pub messages: Vec<Message>,
+    /// The request's parameters (messages left empty).
+    pub request: LmRequest,
+    /// Every completion's text.
+    pub outputs: Vec<String>,
+    /// Token counts (zero for cache hits).
+    pub usage: Usage,
+    /// Estimated cost in US dollars, when the LM has a price.
+    pub cost_usd: Option<f64>,
+    /// Whether the answer came from the cache.
+    pub cache_hit: bool,
+    /// Wall time of the call.
+    pub latency: Duration,
+}
+
+/// The last `capacity` calls (oldest dropped first). DSPy's history is unbounded per LM, which
+/// grows without limit in long runs; this one is not.
+#[derive(Debug)]
+pub(crate) struct History {
+    capacity: usize,
+    entries: Mutex<VecDeque<HistoryEntry>>,
+}
+
+impl History {
+    pub(crate) fn new(capacity: usize) -> Self {
+        History {
+            capacity,
+            entries: Mutex::new(VecDeque::with_capacity(capacity.min(1024))),
+        }
+    }
+
+    pub(crate) fn push(&self, entry: HistoryEntry) {
+        if self.capacity == 0 {
+            return;
+        }
+        let mut entries = self.entries.lock().unwrap_or_else(|e| e.into_inner());
+        while entries.len() >= self.capacity {
+            entries.pop_front();
+        }
+        entries.push_back(entry);
+    }
+
+    /// The last `n` entries, oldest first.
+    pub(crate) fn last(&self, n: usize) -> Vec<HistoryEntry> {
+        let entries = self.entries.lock().unwrap_or_else(|e| e.into_inner());
+        entries
+            .iter()
+            .skip(entries.len().saturating_sub(n))
+            .cloned()
+            .collect()
+    }
+
+    #[cfg(test)]
+    pub(crate) fn len(&self) -> usize {
+        self.entries.lock().unwrap_or_else(|e| e.into_inner()).len()
+    }
+
+    pub(crate) fn clear(&self) {
+        self.entries
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clear();
+    }
+}
+
+/// Renders entries as DSPy's `inspect_history` prints them; `color` adds its ANSI colours.
+pub fn render_history(entries: &[HistoryEntry], color: bool) -> String {
+    let paint = |code: &str, text: &str| {
+        if color {
+            format!("\x1b[{code}m{text}\x1b[0m")
+        } else {
+            text.to_string()
+        }
+    };
+    let mut out = String::new();
+    for entry in entries {
+        let _ = write!(
+            out,
+            "\n\n\n\n{}\n\n",
+            paint("34", &format!("[{}]", iso_timestamp(entry.timestamp)))
+        );
+        for m in &entry.messages {
+            let role = capitalize(m.role.as_str());
+            let _ = write!(
+                out,
+                "{}\n\n{}\n\n\n",
+                paint("31", &format!("{role} message:")),
+                m.content.trim()
+            );
+        }
+        let first = entry.outputs.first().map_or("", |s| s.trim());
+        let response = if color { first.trim_start() } else { first };
+        let _ = write!(
+            out,
+            "{}\n\n{}\n\n",
+            paint("31", "Response:"),
+            paint("32", response)
+        );
+        if entry.outputs.len() > 1 {
+            let _ = writeln!(
+                out,
+                " \t (and {} other completions)",
+                entry.outputs.len() - 1
+            );
+        }
+    }
+    out.push_str("\n\n\n\n");
+    out
+}
+
+fn capitalize(s: &str) -> String {
+    let mut chars = s.chars();
+    chars
+        .next()
+        .map(|c| {
+            c.to_uppercase()
+                .chain(chars.flat_map(char::to_lowercase))
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+/// `YYYY-MM-DDTHH:MM:SS.ffffff` in UTC (DSPy prints local time; UTC needs no time-zone data).
+fn iso_timestamp(t: SystemTime) -> String {
+    let d = t.duration_since(SystemTime::UNIX_EPOCH).unwrap_or_default();
+    let secs = d.as_secs();
+    let (days, rem) = (secs / 86_400, secs % 86_400);
+    let (h, m, s) = (rem / 3600, rem % 3600 / 60, rem % 60);
+    // Civil-from-days (Howard Hinnant's algorithm).
+    let z = days as i64 + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let day = doy - (153 * mp + 2) / 5 + 1;
+    let month = if mp < 10 { mp + 3 } else { mp - 9 };
+    let year = yoe + era * 400 + i64::from(month <= 2);
+    format!(
+        "{year:04}-{month:02}-{day:02}T{h:02}:{m:02}:{s:02}.{:06}",
+        d.subsec_micros()
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn entry(outputs: &[&str]) -> HistoryEntry {
+        HistoryEntry {
+            timestamp: SystemTime::UNIX_EPOCH + Duration::from_micros(1_700_000_000_123_456),
+            model: "openai/m".into(),
+            messages: vec![Message::system(" Be brief. "), Message::user("hi\n")],
+            request: LmRequest::default(),
+            outputs: outputs.iter().map(|s| s.to_string()).collect(),
+            usage: Usage::default(),
+            cost_usd: None,
+            cache_hit: false,
+            latency: Duration::ZERO,
+        }
+    }
+
+    #[test]
+    fn bounded() {
+        let h = History::new(3);
+        for i in 0..10 {
+            h.push(entry(&[&i.to_string()]));
+        }
+        assert_eq!(h.len(), 3);
+        let last: Vec<_> = h
+            .last(2)
+            .into_iter()
+            .map(|e| e.outputs[0].clone())
+            .collect();
+        assert_eq!(last, ["8", "9"]);
+        let none = History::new(0);
+        none.push(entry(&["x"]));
+        assert_eq!(none.len(), 0);
+    }
+
+    #[test]
+    fn renders_like_dspy() {
+        let text = render_history(&[entry(&[" Hello! ", "Hi"])], false);
+        assert_eq!(
+            text,
+            "\n\n\n\n[2023-11-14T22:13:20.123456]\n\nSystem message:\n\nBe brief.\n\n\nUser message:\n\nhi\n\n\nResponse:\n\nHello!\n\n \t (and 1 other completions)\n\n\n\n\n"
+        );
+        let colored = render_history(&[entry(&["ok"])], true);
+        assert!(colored.contains("\x1b[34m[2023-11-14T22:13:20.123456]\x1b[0m"));
+        assert!(colored.contains("\x1b[32mok\x1b[0m"));
+    }
+}

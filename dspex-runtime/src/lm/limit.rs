@@ -1,0 +1,192 @@
+//! Limits shared by every clone of an LM: a concurrency cap and optional request and token
+//! rates per minute (token buckets).
+
+use std::sync::Arc;
+use std::sync::Mutex;
+use std::time::Duration;
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+use tokio::time::Instant;
+
+/// Rates an LM may not exceed.
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub struct RateLimit {
+    /// Requests per minute (`None`: unlimited).
+    pub requests_per_minute: Option<u32>,
+    /// Tokens per minute, counted as prompt estimate + `max_tokens` up front and corrected with
+    /// the reported usage afterwards (`None`: unlimited).
+    pub tokens_per_minute: Option<u32>,
+}
+
+/// A token bucket refilled continuously at `per_minute / 60` per second, holding at most
+/// `per_minute`.
+#[derive(Debug)]
+struct Bucket {
+    capacity: f64,
+    per_sec: f64,
+    state: Mutex<(f64, Instant)>,
+}
+
+impl Bucket {
+    fn new(per_minute: u32) -> Self {
+        let capacity = f64::from(per_minute.max(1));
+        Bucket {
+            capacity,
+            per_sec: capacity / 60.0,
+            state: Mutex::new((capacity, Instant::now())),
+        }
+    }
+
+    /// Takes `amount` now, or returns how long to wait before trying again. An amount larger
+    /// than the capacity is taken once the bucket is full (it goes into debt).
+    fn try_take(&self, amount: f64) -> Result<(), Duration> {
+        let mut guard = self.state.lock().unwrap_or_else(|e| e.into_inner());
+        let (level, at) = &mut *guard;
+        let now = Instant::now();
+        *level = (*level + now.duration_since(*at).as_secs_f64() * self.per_sec).min(self.capacity);
+        *at = now;
+        let needed = amount.min(self.capacity);
+        if *level >= needed {
+            *level -= amount;
+            Ok(())
+        } else {
+            Err(Duration::from_secs_f64((needed - *level) / self.per_sec))
+        }
+    }
+
+    /// Gives back (or, negative, takes more of) `amount` after the real usage is known.
+    fn adjust(&self, amount: f64) {
+        let mut guard = self.state.lock().unwrap_or_else(|e| e.into_inner());
+        guard.0 = (guard.0 + amount).min(self.capacity);
+    }
+}
+
+/// The limits of one LM (shared by its clones).
+#[derive(Debug)]
+pub(crate) struct Limiter {
+    concurrency: Option<Arc<Semaphore>>,
+    requests: Option<Bucket>,
+    tokens: Option<Bucket>,
+}
+
+/// What a call holds while it runs.
+#[derive(Debug)]
+pub(crate) struct Slot {
+    _permit: Option<OwnedSemaphorePermit>,
+    reserved_tokens: f64,
+}
+
+impl Limiter {
+    pub(crate) fn new(max_concurrency: Option<usize>, rate: RateLimit) -> Self {
+        Limiter {
+            concurrency: max_concurrency.map(|n| Arc::new(Semaphore::new(n.max(1)))),
+            requests: rate.requests_per_minute.map(Bucket::new),
+            tokens: rate.tokens_per_minute.map(Bucket::new),
+        }
+    }
+
+    /// Waits for a slot for a call expected to use `estimated_tokens`. Fails with the wait that
+    /// would be needed when it would pass `deadline`.
+    pub(crate) async fn acquire(
+        &self,
+        estimated_tokens: u64,
+        deadline: Option<Instant>,
+    ) -> Result<Slot, Duration> {
+        let permit = match &self.concurrency {
+            Some(sem) => {
+                let acquire = Arc::clone(sem).acquire_owned();
+                let permit = match deadline {
+                    Some(d) => tokio::time::timeout_at(d, acquire)
+                        .await
+                        .map_err(|_| Duration::ZERO)?,
+                    None => acquire.await,
+                };
+                // The semaphore is never closed.
+                permit.ok()
+            }
+            None => None,
+        };
+        let tokens = estimated_tokens as f64;
+        for (bucket, amount) in [(&self.requests, 1.0), (&self.tokens, tokens)] {
+            let Some(bucket) = bucket else { continue };
+            loop {
+                match bucket.try_take(amount) {
+                    Ok(()) => break,
+                    Err(wait) => {
+                        if deadline.is_some_and(|d| Instant::now() + wait > d) {
+                            return Err(wait);
+                        }
+                        tokio::time::sleep(wait).await;
+                    }
+                }
+            }
+        }
+        Ok(Slot {
+            _permit: permit,
+            reserved_tokens: tokens,
+        })
+    }
+
+    /// Corrects the token bucket once the real usage is known.
+    pub(crate) fn settle(&self, slot: &Slot, actual_tokens: u64) {
+        if let Some(bucket) = &self.tokens {
+            bucket.adjust(slot.reserved_tokens - actual_tokens as f64);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test(start_paused = true)]
+    async fn requests_per_minute_are_spread_out() {
+        let limiter = Limiter::new(
+            None,
+            RateLimit {
+                requests_per_minute: Some(120),
+                tokens_per_minute: None,
+            },
+        );
+        let start = tokio::time::Instant::now();
+        // The bucket starts full (120), so the first 120 pass at once and the next 60 need 30 s.
+        for _ in 0..180 {
+            limiter.acquire(0, None).await.unwrap();
+        }
+        let elapsed = start.elapsed();
+        assert!(
+            elapsed >= Duration::from_secs(29) && elapsed <= Duration::from_secs(31),
+            "{elapsed:?}"
+        );
+    }
+
+    #[tokio::test]
+    async fn a_deadline_turns_a_long_wait_into_an_error() {
+        let limiter = Limiter::new(
+            None,
+            RateLimit {
+                requests_per_minute: None,
+                tokens_per_minute: Some(1000),
+            },
+        );
+        limiter.acquire(1000, None).await.unwrap();
+        let deadline = Instant::now() + Duration::from_millis(50);
+        let wait = limiter.acquire(500, Some(deadline)).await.unwrap_err();
+        assert!(wait > Duration::from_secs(20), "{wait:?}");
+    }
+
+    #[tokio::test]
+    async fn concurrency_is_capped() {
+        let limiter = Arc::new(Limiter::new(Some(2), RateLimit::default()));
+        let a = limiter.acquire(0, None).await.unwrap();
+        let _b = limiter.acquire(0, None).await.unwrap();
+        let deadline = Instant::now() + Duration::from_millis(20);
+        assert!(limiter.acquire(0, Some(deadline)).await.is_err());
+        drop(a);
+        assert!(
+            limiter
+                .acquire(0, Some(deadline + Duration::from_secs(1)))
+                .await
+                .is_ok()
+        );
+    }
+}
