@@ -57,3 +57,45 @@ fn a_bad_signature_exits_2_naming_position_and_reason() {
     );
     assert!(stderr.contains("never closed"), "{stderr}");
 }
+
+#[test]
+fn mock_lm_prints_its_address_first_and_serves() {
+    use std::io::{BufRead, BufReader, Read, Write};
+    use std::process::Stdio;
+
+    let mut child = Command::new(env!("CARGO_BIN_EXE_dspex"))
+        .args(["mock-lm", "--port", "0"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("dspex mock-lm starts");
+    let mut first = String::new();
+    BufReader::new(child.stdout.take().unwrap())
+        .read_line(&mut first)
+        .unwrap();
+    let addr = first
+        .trim()
+        .strip_prefix("listening on http://")
+        .unwrap_or_else(|| panic!("first line was {first:?}"))
+        .to_string();
+    let mut stream = std::net::TcpStream::connect(&addr).expect("the server accepts connections");
+    let body = r#"{"model":"mock","messages":[{"role":"user","content":"hi"}]}"#;
+    write!(
+        stream,
+        "POST /v1/chat/completions HTTP/1.1\r\nHost: {addr}\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        body.len()
+    )
+    .unwrap();
+    let mut response = String::new();
+    stream.read_to_string(&mut response).unwrap();
+    child.kill().unwrap();
+    let _ = child.wait();
+    assert!(response.starts_with("HTTP/1.1 200"), "{response}");
+    assert!(response.contains("\"chat.completion\""), "{response}");
+}
+
+#[test]
+fn mock_lm_rejects_bad_options_with_exit_2() {
+    let (code, _, stderr) = dspex(&["mock-lm", "--fault", "explode"]);
+    assert_eq!(code, 2, "{stderr}");
+}

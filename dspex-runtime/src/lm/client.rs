@@ -46,9 +46,9 @@ pub struct CallOptions {
 /// retry policy or timeout takes its own clone).
 ///
 /// ```no_run
-/// use dspex::lm::{LM, LmRequest};
+/// use dspex_runtime::lm::{LM, LmRequest};
 ///
-/// # async fn run() -> Result<(), dspex::lm::LmError> {
+/// # async fn run() -> Result<(), dspex_runtime::lm::LmError> {
 /// // The key comes from OPENAI_API_KEY; `api_base` points at any compatible server.
 /// let lm = LM::builder("openai/gpt-4o-mini").temperature(0.0).build()?;
 /// let local = LM::builder("openai/llama3").api_base("http://localhost:8000/v1").build()?;

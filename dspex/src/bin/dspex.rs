@@ -1,8 +1,12 @@
 //! The `dspex` command-line tool.
 
-use clap::{Parser, Subcommand};
+use clap::{Args, Parser, Subcommand};
 use dspex::DynSignature;
+use dspex::testing::{Fault, FaultWhen, Latency, MockLm, MockLmBuilder, Rule};
+use std::io::Write;
+use std::path::PathBuf;
 use std::process::ExitCode;
+use std::time::Duration;
 
 /// DSPy-style declarative language-model programming for Rust.
 #[derive(Parser)]
@@ -25,15 +29,175 @@ enum Command {
         #[arg(long)]
         instructions: Option<String>,
     },
+    /// Run the mock OpenAI-compatible LM server on 127.0.0.1 until SIGINT or SIGTERM.
+    ///
+    /// Serves /v1/chat/completions, /v1/completions, /v1/embeddings, /v1/models, /stats and
+    /// /health. DSPy prompts get well-formed, deterministic answers for every output field. The
+    /// first line on stdout is `listening on http://127.0.0.1:PORT`.
+    MockLm(MockLmArgs),
 }
 
-fn main() -> ExitCode {
+/// Options of `dspex mock-lm`.
+#[derive(Args)]
+struct MockLmArgs {
+    /// Port on 127.0.0.1 (0 picks a free one).
+    #[arg(long, default_value_t = 0)]
+    port: u16,
+    /// Latency added to every answer, in milliseconds.
+    #[arg(long, value_name = "MS", default_value_t = 0)]
+    latency_ms: u64,
+    /// Uniform jitter around --latency-ms: each answer waits between latency-jitter and
+    /// latency+jitter milliseconds (never below 0).
+    #[arg(long, value_name = "MS", default_value_t = 0)]
+    latency_jitter_ms: u64,
+    /// Seed for latency jitter and fault rates (reproducible runs).
+    #[arg(long)]
+    seed: Option<u64>,
+    /// A fault to inject: a status code (500, 503, ...), 429, hang, reset, malformed, empty or
+    /// truncate. Repeatable; each pairs with the --fault-rate at the same position (one rate
+    /// applies to all; no rate means every request).
+    #[arg(long = "fault", value_name = "KIND", value_parser = parse_fault)]
+    faults: Vec<Fault>,
+    /// Fraction of requests (0.0-1.0) that get the matching --fault.
+    #[arg(long = "fault-rate", value_name = "RATE", value_parser = parse_rate)]
+    fault_rates: Vec<f64>,
+    /// How long a `hang` fault sleeps, in milliseconds.
+    #[arg(long, value_name = "MS", default_value_t = 60_000)]
+    hang_ms: u64,
+    /// The Retry-After a `429` fault sends, in milliseconds.
+    #[arg(long, value_name = "MS", default_value_t = 1_000)]
+    retry_after_ms: u64,
+    /// Dimension of embedding vectors.
+    #[arg(long, value_name = "N", default_value_t = 64)]
+    embedding_dim: usize,
+    /// Canned answers: a JSON-lines file of {"match": "regex", "completion": "text"}.
+    #[arg(long, value_name = "FILE")]
+    rules: Option<PathBuf>,
+    /// Answer every prompt with `mock completion <hash>` instead of DSPy-formatted fields.
+    #[arg(long)]
+    no_dspy: bool,
+}
+
+#[tokio::main]
+async fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.command {
         Command::Signature {
             signature,
             instructions,
         } => signature_command(&signature, instructions.as_deref()),
+        Command::MockLm(args) => mock_lm_command(args).await,
+    }
+}
+
+fn parse_fault(text: &str) -> Result<Fault, String> {
+    text.parse::<Fault>().map_err(|e| e.to_string())
+}
+
+fn parse_rate(text: &str) -> Result<f64, String> {
+    match text.parse::<f64>() {
+        Ok(rate) if (0.0..=1.0).contains(&rate) => Ok(rate),
+        _ => Err(format!("`{text}` is not a rate between 0.0 and 1.0")),
+    }
+}
+
+/// The server configuration the options describe; `Err` is a usage error.
+fn mock_lm_builder(args: &MockLmArgs) -> Result<MockLmBuilder, String> {
+    let mut builder = MockLm::builder()
+        .port(args.port)
+        .embedding_dim(args.embedding_dim)
+        .dspy_aware(!args.no_dspy);
+    if let Some(seed) = args.seed {
+        builder = builder.seed(seed);
+    }
+    let base = Duration::from_millis(args.latency_ms);
+    let jitter = Duration::from_millis(args.latency_jitter_ms);
+    builder = builder.latency(match (args.latency_ms, args.latency_jitter_ms) {
+        (0, 0) => Latency::None,
+        (_, 0) => Latency::Fixed(base),
+        _ => Latency::Uniform {
+            min: base.saturating_sub(jitter),
+            max: base + jitter,
+        },
+    });
+    let rates = &args.fault_rates;
+    if rates.len() > 1 && rates.len() != args.faults.len() {
+        return Err(format!(
+            "{} --fault-rate values for {} --fault values (give one rate, or one per fault)",
+            rates.len(),
+            args.faults.len()
+        ));
+    }
+    if args.faults.is_empty() && !rates.is_empty() {
+        return Err("--fault-rate needs a --fault".to_owned());
+    }
+    for (i, fault) in args.faults.iter().enumerate() {
+        let fault = match fault {
+            Fault::Hang(_) => Fault::Hang(Duration::from_millis(args.hang_ms)),
+            Fault::RateLimited { .. } => Fault::RateLimited {
+                retry_after: Duration::from_millis(args.retry_after_ms),
+            },
+            other => other.clone(),
+        };
+        let when = match rates.get(i).or(rates.first()) {
+            Some(rate) => FaultWhen::Rate(*rate),
+            None => FaultWhen::Always,
+        };
+        builder = builder.fault(fault, when);
+    }
+    if let Some(path) = &args.rules {
+        let text = std::fs::read_to_string(path)
+            .map_err(|e| format!("cannot read {}: {e}", path.display()))?;
+        let rules =
+            Rule::parse_json_lines(&text).map_err(|e| format!("{}: {e}", path.display()))?;
+        builder = builder.rules(rules);
+    }
+    Ok(builder)
+}
+
+async fn mock_lm_command(args: MockLmArgs) -> ExitCode {
+    let builder = match mock_lm_builder(&args) {
+        Ok(builder) => builder,
+        Err(message) => {
+            eprintln!("error: {message}");
+            return ExitCode::from(2);
+        }
+    };
+    let server = match builder.start().await {
+        Ok(server) => server,
+        Err(e) => {
+            eprintln!("error: cannot listen on 127.0.0.1:{}: {e}", args.port);
+            return ExitCode::FAILURE;
+        }
+    };
+    let mut stdout = std::io::stdout();
+    // If stdout is gone there is nobody to tell the port to; keep serving regardless.
+    let _ = writeln!(stdout, "listening on {}", server.url());
+    let _ = stdout.flush();
+    if let Err(e) = shutdown_signal().await {
+        eprintln!("error: cannot wait for a shutdown signal: {e}");
+    }
+    let stats = server.stats();
+    server.shutdown().await;
+    if let Ok(json) = serde_json::to_string(&stats) {
+        eprintln!("mock-lm stats: {json}");
+    }
+    ExitCode::SUCCESS
+}
+
+/// Resolves on SIGINT (Ctrl-C) or, on Unix, SIGTERM.
+async fn shutdown_signal() -> std::io::Result<()> {
+    #[cfg(unix)]
+    {
+        let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
+        tokio::select! {
+            result = tokio::signal::ctrl_c() => result,
+            _ = term.recv() => Ok(()),
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        tokio::signal::ctrl_c().await
     }
 }
 

@@ -1,0 +1,782 @@
+//! The HTTP side: routes, request handling, fault injection and OpenAI-shaped responses.
+//!
+//! Every handler reads the whole body itself and parses it with `serde_json`, so a malformed
+//! request always gets a 400 with an OpenAI-style error object, never a panic.
+
+use super::Shared;
+use super::answer::{self, Format, Prompt};
+use super::fault::{Api, Fault, effective_status};
+use super::openai::{
+    AssistantMessage, ChatChoice, ChatChunk, ChatCompletion, ChatRequest, ChunkChoice,
+    CompletionRequest, Delta, EmbeddingData, EmbeddingItem, EmbeddingList, EmbeddingRequest,
+    EmbeddingUsage, ErrorBody, ErrorDetail, PromptInput, TextChoice, TextCompletion, Usage,
+    response_format,
+};
+use super::stats::Route;
+use super::util::{
+    base64, mix_all, seconds_text, sha_u64, split_deltas, truncate_words, unit, words,
+};
+use axum::Router;
+use axum::body::{Body, Bytes};
+use axum::extract::Request;
+use axum::http::{HeaderValue, StatusCode, header};
+use axum::response::Response;
+use axum::routing::{get, post};
+use futures_util::stream;
+use serde::Serialize;
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+/// Largest accepted request body.
+const BODY_LIMIT: usize = 64 << 20;
+/// Largest `n`.
+const MAX_N: u64 = 128;
+/// Largest embedding dimension.
+const MAX_DIM: u64 = 65_536;
+/// Content pieces per streamed choice.
+const STREAM_PIECES: usize = 4;
+/// How long a reset response waits between its partial body and the reset.
+const RESET_DELAY: Duration = Duration::from_millis(20);
+
+/// All routes.
+pub(super) fn router(shared: Arc<Shared>) -> Router {
+    let chat = |route: Route| {
+        let s = Arc::clone(&shared);
+        post(move |req: Request| chat(Arc::clone(&s), route, req))
+    };
+    let completions = |route: Route| {
+        let s = Arc::clone(&shared);
+        post(move |req: Request| completions(Arc::clone(&s), route, req))
+    };
+    let embeddings = |route: Route| {
+        let s = Arc::clone(&shared);
+        post(move |req: Request| embeddings(Arc::clone(&s), route, req))
+    };
+    let models = |route: Route| {
+        let s = Arc::clone(&shared);
+        get(move || {
+            let s = Arc::clone(&s);
+            async move {
+                s.stats.count_request(route);
+                json(StatusCode::OK, &model_list())
+            }
+        })
+    };
+    let stats_shared = Arc::clone(&shared);
+    Router::new()
+        .route("/v1/chat/completions", chat(Route::ChatV1))
+        .route("/chat/completions", chat(Route::Chat))
+        .route("/v1/completions", completions(Route::CompletionsV1))
+        .route("/completions", completions(Route::Completions))
+        .route("/v1/embeddings", embeddings(Route::EmbeddingsV1))
+        .route("/embeddings", embeddings(Route::Embeddings))
+        .route("/v1/models", models(Route::ModelsV1))
+        .route("/models", models(Route::Models))
+        .route(
+            "/stats",
+            get(move || {
+                let s = Arc::clone(&stats_shared);
+                async move { json(StatusCode::OK, &s.stats.snapshot()) }
+            }),
+        )
+        .route(
+            "/health",
+            get(|| async { json(StatusCode::OK, &serde_json::json!({"status": "ok"})) }),
+        )
+        .fallback(not_found)
+        .method_not_allowed_fallback(method_not_allowed)
+}
+
+// ---------------------------------------------------------------------------------------------
+// Chat completions
+// ---------------------------------------------------------------------------------------------
+
+async fn chat(shared: Arc<Shared>, route: Route, req: Request) -> Response {
+    shared.stats.count_request(route);
+    let body = match read_body(req).await {
+        Ok(body) => body,
+        Err(resp) => return resp,
+    };
+    let request: ChatRequest = match serde_json::from_slice(&body) {
+        Ok(r) => r,
+        Err(e) => return bad_request(&format!("Invalid chat completion request: {e}")),
+    };
+    if request.messages.is_empty() {
+        return bad_request("'messages' must contain at least one message.");
+    }
+    let n = request.n.unwrap_or(1);
+    if n == 0 || n > MAX_N {
+        return bad_request(&format!("'n' must be between 1 and {MAX_N}, got {n}."));
+    }
+    let format = match response_format(request.response_format.as_ref()) {
+        Ok(f) => f,
+        Err(message) => return bad_request(&message),
+    };
+    let streaming = request.stream.unwrap_or(false);
+    let system = request
+        .messages
+        .iter()
+        .find(|m| m.role == "system" || m.role == "developer")
+        .map(|m| m.text());
+    let user = request
+        .messages
+        .iter()
+        .rev()
+        .find(|m| m.role == "user")
+        .or(request.messages.last())
+        .map(|m| m.text())
+        .unwrap_or_default();
+
+    let fault = match prelude(&shared, Api::Chat, streaming, &user).await {
+        Ok(fault) => fault,
+        Err(resp) => return resp,
+    };
+
+    let prompt_tokens: u64 = request.messages.iter().map(|m| words(&m.text())).sum();
+    let empty = fault == Some(Fault::EmptyChoices);
+    let prompt = Prompt {
+        system: system.as_deref(),
+        user: &user,
+    };
+    let max_words = request.max_completion_tokens.or(request.max_tokens);
+    let distinct = request.temperature.is_some_and(|t| t > 0.0);
+    let choices = if empty {
+        Vec::new()
+    } else {
+        generate(&shared, prompt, format, n, distinct, max_words)
+    };
+    let completion_tokens = choices.iter().map(|(c, _)| words(c)).sum();
+    let usage = Usage::new(prompt_tokens, completion_tokens);
+    let id = format!(
+        "chatcmpl-mock{}",
+        shared.seq.fetch_add(1, Ordering::Relaxed)
+    );
+    let created = now();
+    let model = request.model.as_deref().unwrap_or("mock");
+
+    if streaming {
+        let include_usage = request
+            .stream_options
+            .as_ref()
+            .and_then(|o| o.include_usage)
+            .unwrap_or(false);
+        let meta = Meta {
+            id: &id,
+            created,
+            model,
+        };
+        let events = chat_events(&meta, &choices, include_usage.then_some(usage), empty);
+        return sse(events, fault.as_ref());
+    }
+    let response = ChatCompletion {
+        id: &id,
+        object: "chat.completion",
+        created,
+        model,
+        choices: choices
+            .iter()
+            .enumerate()
+            .map(|(i, (content, finish))| ChatChoice {
+                index: i as u64,
+                message: AssistantMessage {
+                    role: "assistant",
+                    content,
+                    refusal: None,
+                },
+                logprobs: None,
+                finish_reason: finish,
+            })
+            .collect(),
+        usage,
+        system_fingerprint: "fp_mock",
+    };
+    json_with_fault(&response, fault.as_ref())
+}
+
+/// The `n` completions for a prompt, each with its finish reason.
+fn generate(
+    shared: &Shared,
+    prompt: Prompt<'_>,
+    format: Format<'_>,
+    n: u64,
+    distinct: bool,
+    max_words: Option<u64>,
+) -> Vec<(String, &'static str)> {
+    let finish = |text: String| match max_words.and_then(|m| truncate_words(&text, m)) {
+        Some(cut) => (cut.to_owned(), "length"),
+        None => (text, "stop"),
+    };
+    if let Some(text) = shared.rule_for(prompt.user) {
+        let one = finish(text);
+        return vec![one; n as usize];
+    }
+    if distinct {
+        (0..n)
+            .map(|i| finish(answer::answer(prompt, format, shared.dspy_aware, i)))
+            .collect()
+    } else {
+        let one = finish(answer::answer(prompt, format, shared.dspy_aware, 0));
+        vec![one; n as usize]
+    }
+}
+
+/// What every chunk of one response repeats.
+struct Meta<'a> {
+    id: &'a str,
+    created: u64,
+    model: &'a str,
+}
+
+fn chat_chunk(meta: &Meta<'_>, choices: Vec<ChunkChoice<'_>>, usage: Option<Usage>) -> Bytes {
+    event(&ChatChunk {
+        id: meta.id,
+        object: "chat.completion.chunk",
+        created: meta.created,
+        model: meta.model,
+        system_fingerprint: "fp_mock",
+        choices,
+        usage,
+    })
+}
+
+fn chat_delta(
+    meta: &Meta<'_>,
+    index: usize,
+    delta: Delta<'_>,
+    finish_reason: Option<&'static str>,
+) -> Bytes {
+    let choice = ChunkChoice {
+        index: index as u64,
+        delta,
+        logprobs: None,
+        finish_reason,
+    };
+    chat_chunk(meta, vec![choice], None)
+}
+
+/// The SSE events of a streamed chat completion, `data: [DONE]` last.
+fn chat_events(
+    meta: &Meta<'_>,
+    choices: &[(String, &'static str)],
+    usage: Option<Usage>,
+    empty: bool,
+) -> Vec<Bytes> {
+    let mut events = Vec::new();
+    if empty {
+        events.push(chat_chunk(meta, Vec::new(), None));
+    }
+    for (index, (content, finish)) in choices.iter().enumerate() {
+        let role = Delta {
+            role: Some("assistant"),
+            content: Some(""),
+        };
+        events.push(chat_delta(meta, index, role, None));
+        for piece in split_deltas(content, STREAM_PIECES) {
+            let delta = Delta {
+                role: None,
+                content: Some(piece),
+            };
+            events.push(chat_delta(meta, index, delta, None));
+        }
+        events.push(chat_delta(meta, index, Delta::default(), Some(finish)));
+    }
+    if let Some(usage) = usage {
+        events.push(chat_chunk(meta, Vec::new(), Some(usage)));
+    }
+    events.push(Bytes::from_static(b"data: [DONE]\n\n"));
+    events
+}
+
+// ---------------------------------------------------------------------------------------------
+// Text completions
+// ---------------------------------------------------------------------------------------------
+
+async fn completions(shared: Arc<Shared>, route: Route, req: Request) -> Response {
+    shared.stats.count_request(route);
+    let body = match read_body(req).await {
+        Ok(body) => body,
+        Err(resp) => return resp,
+    };
+    let request: CompletionRequest = match serde_json::from_slice(&body) {
+        Ok(r) => r,
+        Err(e) => return bad_request(&format!("Invalid completion request: {e}")),
+    };
+    let prompts: Vec<&str> = match &request.prompt {
+        PromptInput::One(p) => vec![p.as_str()],
+        PromptInput::Many(ps) => ps.iter().map(String::as_str).collect(),
+    };
+    if prompts.is_empty() {
+        return bad_request("'prompt' must not be an empty list.");
+    }
+    let n = request.n.unwrap_or(1);
+    if n == 0 || n > MAX_N {
+        return bad_request(&format!("'n' must be between 1 and {MAX_N}, got {n}."));
+    }
+    let streaming = request.stream.unwrap_or(false);
+    let fault = match prelude(&shared, Api::Completions, streaming, prompts[0]).await {
+        Ok(fault) => fault,
+        Err(resp) => return resp,
+    };
+    let empty = fault == Some(Fault::EmptyChoices);
+    let distinct = request.temperature.is_some_and(|t| t > 0.0);
+    let mut choices: Vec<(String, &'static str)> = Vec::new();
+    if !empty {
+        for p in &prompts {
+            let prompt = Prompt {
+                system: Some(p),
+                user: p,
+            };
+            choices.extend(generate(
+                &shared,
+                prompt,
+                Format::Text,
+                n,
+                distinct,
+                request.max_tokens,
+            ));
+        }
+    }
+    let prompt_tokens = prompts.iter().map(|p| words(p)).sum();
+    let usage = Usage::new(prompt_tokens, choices.iter().map(|(c, _)| words(c)).sum());
+    let id = format!("cmpl-mock{}", shared.seq.fetch_add(1, Ordering::Relaxed));
+    let created = now();
+    let model = request.model.as_deref().unwrap_or("mock");
+    let meta = Meta {
+        id: &id,
+        created,
+        model,
+    };
+    if streaming {
+        let mut events = Vec::new();
+        if empty {
+            events.push(event(&text_completion(&meta, Vec::new(), None)));
+        }
+        for (index, (text, finish)) in choices.iter().enumerate() {
+            for piece in split_deltas(text, STREAM_PIECES) {
+                let c = text_choice(piece, index, None);
+                events.push(event(&text_completion(&meta, vec![c], None)));
+            }
+            let last = text_choice("", index, Some(finish));
+            events.push(event(&text_completion(&meta, vec![last], None)));
+        }
+        let include_usage = request
+            .stream_options
+            .as_ref()
+            .and_then(|o| o.include_usage)
+            .unwrap_or(false);
+        if include_usage {
+            events.push(event(&text_completion(&meta, Vec::new(), Some(usage))));
+        }
+        events.push(Bytes::from_static(b"data: [DONE]\n\n"));
+        return sse(events, fault.as_ref());
+    }
+    let all = choices
+        .iter()
+        .enumerate()
+        .map(|(index, (text, finish))| text_choice(text, index, Some(finish)))
+        .collect();
+    json_with_fault(&text_completion(&meta, all, Some(usage)), fault.as_ref())
+}
+
+fn text_completion<'a>(
+    meta: &Meta<'a>,
+    choices: Vec<TextChoice<'a>>,
+    usage: Option<Usage>,
+) -> TextCompletion<'a> {
+    TextCompletion {
+        id: meta.id,
+        object: "text_completion",
+        created: meta.created,
+        model: meta.model,
+        choices,
+        usage,
+    }
+}
+
+fn text_choice<'a>(
+    text: &'a str,
+    index: usize,
+    finish_reason: Option<&'static str>,
+) -> TextChoice<'a> {
+    TextChoice {
+        text,
+        index: index as u64,
+        logprobs: None,
+        finish_reason,
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Embeddings and the model list
+// ---------------------------------------------------------------------------------------------
+
+async fn embeddings(shared: Arc<Shared>, route: Route, req: Request) -> Response {
+    shared.stats.count_request(route);
+    let body = match read_body(req).await {
+        Ok(body) => body,
+        Err(resp) => return resp,
+    };
+    let request: EmbeddingRequest = match serde_json::from_slice(&body) {
+        Ok(r) => r,
+        Err(e) => {
+            return bad_request(&format!(
+                "Invalid embeddings request ('input' must be a string, a list of strings or token ids): {e}"
+            ));
+        }
+    };
+    let texts = request.input.texts();
+    if texts.is_empty() {
+        return bad_request("'input' must not be an empty list.");
+    }
+    let dim = match request.dimensions {
+        None => shared.embedding_dim,
+        Some(d) if (1..=MAX_DIM).contains(&d) => d as usize,
+        Some(d) => {
+            return bad_request(&format!(
+                "'dimensions' must be between 1 and {MAX_DIM}, got {d}."
+            ));
+        }
+    };
+    let base64_format = match request.encoding_format.as_deref() {
+        None | Some("float") => false,
+        Some("base64") => true,
+        Some(other) => {
+            return bad_request(&format!(
+                "Invalid value for 'encoding_format': '{other}'. Supported values are: 'float' and 'base64'."
+            ));
+        }
+    };
+    let first = texts.first().map_or("", |t| t.as_ref());
+    let fault = match prelude(&shared, Api::Embeddings, false, first).await {
+        Ok(fault) => fault,
+        Err(resp) => return resp,
+    };
+    let data = if fault == Some(Fault::EmptyChoices) {
+        Vec::new()
+    } else {
+        texts
+            .iter()
+            .enumerate()
+            .map(|(index, text)| {
+                let v = embed(text, dim);
+                let embedding = if base64_format {
+                    let bytes: Vec<u8> = v.iter().flat_map(|x| x.to_le_bytes()).collect();
+                    EmbeddingData::Base64(base64(&bytes))
+                } else {
+                    EmbeddingData::Floats(v)
+                };
+                EmbeddingItem {
+                    object: "embedding",
+                    index: index as u64,
+                    embedding,
+                }
+            })
+            .collect()
+    };
+    let tokens = texts.iter().map(|t| words(t)).sum();
+    let response = EmbeddingList {
+        object: "list",
+        data,
+        model: request.model.as_deref().unwrap_or("mock-embedding"),
+        usage: EmbeddingUsage {
+            prompt_tokens: tokens,
+            total_tokens: tokens,
+        },
+    };
+    json_with_fault(&response, fault.as_ref())
+}
+
+/// A deterministic unit vector for `text`: the same text always gives the same vector.
+pub(super) fn embed(text: &str, dim: usize) -> Vec<f32> {
+    let seed = sha_u64(&[b"embedding\0", text.as_bytes()]);
+    let raw: Vec<f64> = (0..dim as u64)
+        .map(|i| unit(mix_all(&[seed, i])) * 2.0 - 1.0)
+        .collect();
+    let norm = raw.iter().map(|x| x * x).sum::<f64>().sqrt();
+    if norm == 0.0 {
+        let mut v = vec![0.0; dim];
+        if let Some(first) = v.first_mut() {
+            *first = 1.0;
+        }
+        return v;
+    }
+    raw.iter().map(|x| (x / norm) as f32).collect()
+}
+
+fn model_list() -> serde_json::Value {
+    serde_json::json!({
+        "object": "list",
+        "data": [
+            {"id": "mock", "object": "model", "created": 0, "owned_by": "dspex"},
+            {"id": "mock-embedding", "object": "model", "created": 0, "owned_by": "dspex"}
+        ]
+    })
+}
+
+// ---------------------------------------------------------------------------------------------
+// Faults and latency
+// ---------------------------------------------------------------------------------------------
+
+/// Picks the request's fault, counts it, sleeps the latency (and a hang), and answers the
+/// faults that replace the response entirely. `Ok` carries a fault that alters the response.
+async fn prelude(
+    shared: &Shared,
+    api: Api,
+    streaming: bool,
+    user: &str,
+) -> Result<Option<Fault>, Response> {
+    let faults = shared.faults();
+    let fault = if faults.is_empty() {
+        None
+    } else {
+        faults.select(api, streaming, user).cloned()
+    };
+    drop(faults);
+    if let Some(f) = &fault {
+        shared.stats.count_fault(f.kind());
+    }
+    if shared.latency != super::Latency::None {
+        let k = shared.draws.fetch_add(1, Ordering::Relaxed);
+        let latency = shared.latency.sample(shared.seed, k);
+        if !shared.pause(latency).await {
+            return Err(shutting_down());
+        }
+    }
+    match fault {
+        Some(Fault::Status(code)) => {
+            let status = StatusCode::from_u16(effective_status(code))
+                .unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+            let kind = if status.is_client_error() {
+                "invalid_request_error"
+            } else {
+                "server_error"
+            };
+            let message = format!(
+                "The server had an error while processing your request (mock fault: HTTP {}).",
+                status.as_u16()
+            );
+            Err(error(status, &message, kind, Some("mock_fault")))
+        }
+        Some(Fault::RateLimited { retry_after }) => {
+            let secs = seconds_text(retry_after);
+            let message = format!(
+                "Rate limit reached for requests (mock fault). Please try again in {secs}s."
+            );
+            let mut resp = error(
+                StatusCode::TOO_MANY_REQUESTS,
+                &message,
+                "requests",
+                Some("rate_limit_exceeded"),
+            );
+            let headers = resp.headers_mut();
+            if let Ok(v) = HeaderValue::from_str(&secs) {
+                headers.insert(header::RETRY_AFTER, v);
+            }
+            if let Ok(v) = HeaderValue::from_str(&retry_after.as_millis().to_string()) {
+                headers.insert("retry-after-ms", v);
+            }
+            Err(resp)
+        }
+        Some(Fault::Hang(d)) => {
+            if shared.pause(d).await {
+                Ok(None)
+            } else {
+                Err(shutting_down())
+            }
+        }
+        other => Ok(other),
+    }
+}
+
+/// A JSON response, altered by a body fault.
+fn json_with_fault<T: Serialize>(value: &T, fault: Option<&Fault>) -> Response {
+    let body = match serde_json::to_vec(value) {
+        Ok(b) => b,
+        Err(e) => return internal(&e.to_string()),
+    };
+    match fault {
+        Some(Fault::ResetMidBody) => reset(body.into(), "application/json", true),
+        Some(Fault::MalformedJson) => {
+            let cut = (body.len() / 2).max(1).min(body.len());
+            bytes_response(StatusCode::OK, "application/json", body[..cut].to_vec())
+        }
+        _ => bytes_response(StatusCode::OK, "application/json", body),
+    }
+}
+
+/// A server-sent-events response, altered by a body fault.
+fn sse(mut events: Vec<Bytes>, fault: Option<&Fault>) -> Response {
+    match fault {
+        Some(Fault::ResetMidBody) => {
+            return reset(events.concat().into(), "text/event-stream", false);
+        }
+        Some(Fault::MalformedJson) => {
+            // The first event's JSON is cut off; the stream still ends properly.
+            if let Some(first) = events.first() {
+                let cut = first.len() / 2;
+                let mut broken = first[..cut].to_vec();
+                broken.extend_from_slice(b"\n\n");
+                events = vec![Bytes::from(broken), Bytes::from_static(b"data: [DONE]\n\n")];
+            }
+        }
+        Some(Fault::TruncatedStream) => {
+            // Keep the first half of the data events: no final chunk, no [DONE].
+            let data_events = events.len().saturating_sub(1);
+            events.truncate((data_events / 2).max(1));
+        }
+        _ => {}
+    }
+    let body = Body::from_stream(stream::iter(
+        events.into_iter().map(Ok::<_, std::convert::Infallible>),
+    ));
+    let mut resp = Response::new(body);
+    let headers = resp.headers_mut();
+    headers.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("text/event-stream"),
+    );
+    headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache"));
+    resp
+}
+
+/// Sends the status, the headers and half the body, then fails the body so the connection is
+/// dropped. With `declare_length`, `Content-Length` announces the whole body.
+fn reset(full: Bytes, content_type: &'static str, declare_length: bool) -> Response {
+    let total = full.len();
+    let half = full.slice(..total / 2);
+    let parts = stream::unfold(0u8, move |state| {
+        let half = half.clone();
+        async move {
+            match state {
+                0 => Some((Ok(half), 1)),
+                1 => {
+                    // Let the partial body reach the socket before the connection dies.
+                    tokio::time::sleep(RESET_DELAY).await;
+                    let err = std::io::Error::new(
+                        std::io::ErrorKind::ConnectionReset,
+                        "mock fault: connection reset mid-body",
+                    );
+                    Some((Err(err), 2))
+                }
+                _ => None,
+            }
+        }
+    });
+    let mut resp = Response::new(Body::from_stream(parts));
+    let headers = resp.headers_mut();
+    headers.insert(header::CONTENT_TYPE, HeaderValue::from_static(content_type));
+    if declare_length {
+        headers.insert(header::CONTENT_LENGTH, HeaderValue::from(total));
+    }
+    resp
+}
+
+// ---------------------------------------------------------------------------------------------
+// Plumbing
+// ---------------------------------------------------------------------------------------------
+
+async fn read_body(req: Request) -> Result<Bytes, Response> {
+    axum::body::to_bytes(req.into_body(), BODY_LIMIT)
+        .await
+        .map_err(|e| bad_request(&format!("Could not read the request body: {e}")))
+}
+
+fn event<T: Serialize>(value: &T) -> Bytes {
+    let mut out = b"data: ".to_vec();
+    // Serializing these plain structs cannot fail; an error would only drop the payload.
+    let _ = serde_json::to_writer(&mut out, value);
+    out.extend_from_slice(b"\n\n");
+    Bytes::from(out)
+}
+
+fn now() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
+}
+
+fn bytes_response(status: StatusCode, content_type: &'static str, body: Vec<u8>) -> Response {
+    let mut resp = Response::new(Body::from(body));
+    *resp.status_mut() = status;
+    resp.headers_mut()
+        .insert(header::CONTENT_TYPE, HeaderValue::from_static(content_type));
+    resp
+}
+
+fn json<T: Serialize>(status: StatusCode, value: &T) -> Response {
+    match serde_json::to_vec(value) {
+        Ok(body) => bytes_response(status, "application/json", body),
+        Err(e) => internal(&e.to_string()),
+    }
+}
+
+fn error(status: StatusCode, message: &str, kind: &str, code: Option<&str>) -> Response {
+    let body = ErrorBody {
+        error: ErrorDetail {
+            message,
+            kind,
+            param: None,
+            code,
+        },
+    };
+    let bytes = serde_json::to_vec(&body).unwrap_or_else(|_| {
+        br#"{"error":{"message":"error","type":"server_error","param":null,"code":null}}"#.to_vec()
+    });
+    bytes_response(status, "application/json", bytes)
+}
+
+fn bad_request(message: &str) -> Response {
+    error(
+        StatusCode::BAD_REQUEST,
+        message,
+        "invalid_request_error",
+        Some("invalid_request"),
+    )
+}
+
+fn internal(message: &str) -> Response {
+    error(
+        StatusCode::INTERNAL_SERVER_ERROR,
+        message,
+        "server_error",
+        None,
+    )
+}
+
+fn shutting_down() -> Response {
+    error(
+        StatusCode::SERVICE_UNAVAILABLE,
+        "The mock server is shutting down.",
+        "server_error",
+        Some("shutting_down"),
+    )
+}
+
+async fn not_found(req: Request) -> Response {
+    let message = format!(
+        "Unknown request URL: {} {}. Please check the URL for typos.",
+        req.method(),
+        req.uri().path()
+    );
+    error(
+        StatusCode::NOT_FOUND,
+        &message,
+        "invalid_request_error",
+        Some("unknown_url"),
+    )
+}
+
+async fn method_not_allowed(req: Request) -> Response {
+    let message = format!(
+        "Method {} is not allowed for {}.",
+        req.method(),
+        req.uri().path()
+    );
+    error(
+        StatusCode::METHOD_NOT_ALLOWED,
+        &message,
+        "invalid_request_error",
+        Some("method_not_allowed"),
+    )
+}

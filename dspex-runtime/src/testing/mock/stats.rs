@@ -1,0 +1,131 @@
+//! Request and fault counters: plain atomics, no lock on the hot path.
+
+use super::fault::FaultKind;
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+/// What the mock server has served since it started (or since
+/// [`MockLmServer::reset_stats`](super::MockLmServer::reset_stats)). Also served as JSON at
+/// `GET /stats`. Only the API endpoints are counted (`/stats` and `/health` are not); keys with
+/// a zero count are left out.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MockStats {
+    /// Requests per path as sent, e.g. `"/v1/chat/completions"` (bad requests included).
+    pub requests: BTreeMap<String, u64>,
+    /// Injected faults per [`Fault::name`](super::Fault::name), e.g. `"status_503"`, `"hang"`.
+    pub faults: BTreeMap<String, u64>,
+    /// All counted requests.
+    pub total: u64,
+}
+
+impl MockStats {
+    /// Requests to `path` (0 when none).
+    pub fn requests_to(&self, path: &str) -> u64 {
+        self.requests.get(path).copied().unwrap_or(0)
+    }
+
+    /// Injected faults named `name` (0 when none).
+    pub fn faults_of(&self, name: &str) -> u64 {
+        self.faults.get(name).copied().unwrap_or(0)
+    }
+
+    /// All injected faults.
+    pub fn total_faults(&self) -> u64 {
+        self.faults.values().sum()
+    }
+}
+
+/// The counted API routes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Route {
+    ChatV1,
+    Chat,
+    CompletionsV1,
+    Completions,
+    EmbeddingsV1,
+    Embeddings,
+    ModelsV1,
+    Models,
+}
+
+impl Route {
+    pub(crate) const ALL: [Route; 8] = [
+        Route::ChatV1,
+        Route::Chat,
+        Route::CompletionsV1,
+        Route::Completions,
+        Route::EmbeddingsV1,
+        Route::Embeddings,
+        Route::ModelsV1,
+        Route::Models,
+    ];
+
+    pub(crate) fn path(self) -> &'static str {
+        match self {
+            Route::ChatV1 => "/v1/chat/completions",
+            Route::Chat => "/chat/completions",
+            Route::CompletionsV1 => "/v1/completions",
+            Route::Completions => "/completions",
+            Route::EmbeddingsV1 => "/v1/embeddings",
+            Route::Embeddings => "/embeddings",
+            Route::ModelsV1 => "/v1/models",
+            Route::Models => "/models",
+        }
+    }
+}
+
+/// The live counters.
+pub(crate) struct Stats {
+    requests: [AtomicU64; Route::ALL.len()],
+    faults: Box<[AtomicU64]>,
+}
+
+impl Stats {
+    pub(crate) fn new() -> Self {
+        Stats {
+            requests: std::array::from_fn(|_| AtomicU64::new(0)),
+            faults: (0..FaultKind::SLOTS).map(|_| AtomicU64::new(0)).collect(),
+        }
+    }
+
+    pub(crate) fn count_request(&self, route: Route) {
+        self.requests[route as usize].fetch_add(1, Ordering::Relaxed);
+    }
+
+    pub(crate) fn count_fault(&self, kind: FaultKind) {
+        if let Some(counter) = self.faults.get(kind.slot()) {
+            counter.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+
+    pub(crate) fn snapshot(&self) -> MockStats {
+        let mut stats = MockStats::default();
+        for route in Route::ALL {
+            let n = self.requests[route as usize].load(Ordering::Relaxed);
+            if n > 0 {
+                stats.requests.insert(route.path().to_owned(), n);
+                stats.total += n;
+            }
+        }
+        for code in 100..=999u16 {
+            let n = self.faults[FaultKind::Status(code).slot()].load(Ordering::Relaxed);
+            if n > 0 {
+                stats.faults.insert(format!("status_{code}"), n);
+            }
+        }
+        for kind in FaultKind::OTHERS {
+            let n = self.faults[kind.slot()].load(Ordering::Relaxed);
+            if n > 0 {
+                stats.faults.insert(kind.name().to_owned(), n);
+            }
+        }
+        stats
+    }
+
+    pub(crate) fn reset(&self) {
+        for counter in self.requests.iter().chain(self.faults.iter()) {
+            counter.store(0, Ordering::Relaxed);
+        }
+    }
+}

@@ -1,0 +1,301 @@
+//! LM-layer benchmark: dspex's client against DSPy 3.4.1's `dspy.LM`, on one loopback mock
+//! server (dspex's own), in one run. Prints a Markdown table.
+//!
+//! Run it with `scripts/bench-lm` (release build, the project venv, a raised file limit). Each
+//! measurement runs in a fresh worker process (this binary with `worker …`) so peak RSS and
+//! warm caches do not leak between them.
+
+use dspex::lm::{CacheConfig, LM, LmRequest, RetryPolicy};
+use serde_json::{Value, json};
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
+
+fn main() {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    if args.first().map(String::as_str) == Some("worker") {
+        let result = tokio::runtime::Builder::new_multi_thread()
+            .enable_all()
+            .build()
+            .expect("a tokio runtime")
+            .block_on(worker(&args[1..]));
+        println!("{result}");
+        return;
+    }
+    orchestrate(args.iter().any(|a| a == "--quick"));
+}
+
+/// Starts `dspex mock-lm` and returns it with its base URL (no `/v1`).
+fn start_mock(dspex: &Path, extra: &[&str]) -> (Child, String) {
+    let mut child = Command::new(dspex)
+        .args(["mock-lm", "--port", "0"])
+        .args(extra)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .unwrap_or_else(|e| panic!("cannot start {}: {e}", dspex.display()));
+    let mut line = String::new();
+    BufReader::new(child.stdout.take().expect("piped stdout"))
+        .read_line(&mut line)
+        .expect("the mock server prints its address");
+    let url = line
+        .trim()
+        .strip_prefix("listening on ")
+        .unwrap_or_else(|| panic!("unexpected first line from mock-lm: {line:?}"))
+        .to_string();
+    (child, url)
+}
+
+fn run_json(cmd: &mut Command) -> Value {
+    let out = cmd.output().expect("the worker runs");
+    assert!(
+        out.status.success(),
+        "{cmd:?} failed:\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let last = stdout.lines().last().unwrap_or_default();
+    serde_json::from_str(last).unwrap_or_else(|e| panic!("{cmd:?} printed {last:?}: {e}"))
+}
+
+fn orchestrate(quick: bool) {
+    let exe = std::env::current_exe().expect("the bench's own path");
+    // target/<profile>/examples/bench_lm → target/<profile>/dspex
+    let dspex = exe
+        .parent()
+        .and_then(Path::parent)
+        .map(|d| d.join("dspex"))
+        .filter(|p| p.exists())
+        .expect("build the dspex binary first: cargo build --release -p dspex");
+    let root = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..");
+    let python = {
+        let out = Command::new(root.join("scripts/python-env"))
+            .output()
+            .expect("scripts/python-env runs");
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        root.join(
+            String::from_utf8_lossy(&out.stdout)
+                .lines()
+                .last()
+                .unwrap_or_default()
+                .trim(),
+        )
+    };
+    let dspy_side = root.join("../shared/bench/dspy_side.py");
+    assert!(dspy_side.exists(), "missing {}", dspy_side.display());
+
+    let (mut fast, fast_url) = start_mock(&dspex, &[]);
+    let (mut slow, slow_url) = start_mock(&dspex, &["--latency-ms", "50"]);
+
+    let mut rows = Vec::new();
+    for (concurrency, requests) in [(1, 1000), (16, 4000), (64, 4000)] {
+        let requests = if quick { requests / 10 } else { requests };
+        let rust = run_json(Command::new(&exe).args([
+            "worker",
+            "rps",
+            &fast_url,
+            &concurrency.to_string(),
+            &requests.to_string(),
+        ]));
+        let dspy = run_json(
+            Command::new(&python)
+                .arg(&dspy_side)
+                .args(["lm", "--url", &fast_url])
+                .args(["--concurrency", &concurrency.to_string()])
+                .args(["--requests", &requests.to_string()])
+                .env("LITELLM_LOCAL_MODEL_COST_MAP", "True"),
+        );
+        rows.push((concurrency, requests, rust, dspy));
+    }
+    let (burst_c, burst_n) = if quick { (100, 1000) } else { (1000, 10_000) };
+    let burst = run_json(Command::new(&exe).args([
+        "worker",
+        "rps",
+        &slow_url,
+        &burst_c.to_string(),
+        &burst_n.to_string(),
+    ]));
+    let cache = run_json(Command::new(&exe).args(["worker", "cache", &fast_url]));
+    let _ = fast.kill();
+    let _ = slow.kill();
+
+    println!("### LM client: requests/s against the same mock server (0 ms latency, cache off)\n");
+    println!(
+        "| concurrency | requests | dspex req/s | DSPy 3.4.1 req/s | ratio | dspex peak RSS | DSPy peak RSS |"
+    );
+    println!("|---:|---:|---:|---:|---:|---:|---:|");
+    for (c, n, rust, dspy) in &rows {
+        let r = rust["requests_per_s"].as_f64().unwrap_or(0.0);
+        let d = dspy["requests_per_s"].as_f64().unwrap_or(f64::NAN);
+        println!(
+            "| {c} | {n} | {r:.0} | {d:.0} | {:.1}× | {:.0} MB | {:.0} MB |",
+            r / d,
+            rust["peak_rss_mb"].as_f64().unwrap_or(0.0),
+            dspy["peak_rss_mb"].as_f64().unwrap_or(0.0)
+        );
+    }
+    let wall = burst["wall_s"].as_f64().unwrap_or(0.0);
+    let floor = burst_n as f64 / burst_c as f64 * 0.050;
+    println!("\n### {burst_n} requests at concurrency {burst_c}, 50 ms server latency\n");
+    println!("| wall time | floor | wall / floor | peak RSS | errors |");
+    println!("|---:|---:|---:|---:|---:|");
+    println!(
+        "| {wall:.3} s | {floor:.3} s | {:.2}× | {:.0} MB | {} |",
+        wall / floor,
+        burst["peak_rss_mb"].as_f64().unwrap_or(0.0),
+        burst["errors"]
+    );
+    println!("\n### Cache hits (10,000 lookups each)\n");
+    println!("| tier | LM call p50 | LM call p99 | cache get p50 | cache get p99 |");
+    println!("|---|---:|---:|---:|---:|");
+    for tier in ["memory", "disk"] {
+        let t = &cache[tier];
+        println!(
+            "| {tier} | {:.1} µs | {:.1} µs | {:.1} µs | {:.1} µs |",
+            t["call_p50_us"].as_f64().unwrap_or(0.0),
+            t["call_p99_us"].as_f64().unwrap_or(0.0),
+            t["get_p50_us"].as_f64().unwrap_or(0.0),
+            t["get_p99_us"].as_f64().unwrap_or(0.0),
+        );
+    }
+}
+
+/// Peak resident set size of this process, in MB (Linux `VmHWM`).
+fn peak_rss_mb() -> f64 {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            s.lines().find(|l| l.starts_with("VmHWM:")).and_then(|l| {
+                l.split_whitespace()
+                    .nth(1)
+                    .and_then(|kb| kb.parse::<f64>().ok())
+            })
+        })
+        .map_or(0.0, |kb| kb / 1024.0)
+}
+
+async fn worker(args: &[String]) -> Value {
+    match args.first().map(String::as_str) {
+        Some("rps") => {
+            let url = &args[1];
+            let concurrency: usize = args[2].parse().expect("concurrency");
+            let requests: usize = args[3].parse().expect("requests");
+            rps(url, concurrency, requests).await
+        }
+        Some("cache") => cache_hits(&args[1]).await,
+        other => panic!("unknown worker {other:?}"),
+    }
+}
+
+fn client(url: &str) -> LM {
+    LM::builder("openai/mock")
+        .api_base(format!("{url}/v1"))
+        .api_key("x")
+        .cache(false)
+        .retry(RetryPolicy::none())
+        .timeout(Duration::from_secs(60))
+        .history_size(0)
+        .build()
+        .expect("the LM builds")
+}
+
+/// `requests` calls from `concurrency` tasks, as DSPy's side does from threads.
+async fn rps(url: &str, concurrency: usize, requests: usize) -> Value {
+    let lm = client(url);
+    lm.call(LmRequest::prompt("warm up"))
+        .await
+        .expect("warm-up call");
+    let next = Arc::new(AtomicUsize::new(0));
+    let errors = Arc::new(AtomicUsize::new(0));
+    let start = Instant::now();
+    let tasks: Vec<_> = (0..concurrency)
+        .map(|_| {
+            let (lm, next, errors) = (lm.clone(), Arc::clone(&next), Arc::clone(&errors));
+            tokio::spawn(async move {
+                loop {
+                    let i = next.fetch_add(1, Ordering::Relaxed);
+                    if i >= requests {
+                        break;
+                    }
+                    if lm
+                        .call(LmRequest::prompt(format!("request {i}")))
+                        .await
+                        .is_err()
+                    {
+                        errors.fetch_add(1, Ordering::Relaxed);
+                    }
+                }
+            })
+        })
+        .collect();
+    for t in tasks {
+        t.await.expect("a worker task");
+    }
+    let wall = start.elapsed().as_secs_f64();
+    json!({
+        "requests": requests,
+        "concurrency": concurrency,
+        "wall_s": wall,
+        "requests_per_s": requests as f64 / wall,
+        "errors": errors.load(Ordering::Relaxed),
+        "peak_rss_mb": peak_rss_mb(),
+    })
+}
+
+fn percentiles(mut samples: Vec<Duration>) -> (f64, f64) {
+    samples.sort();
+    let at = |q: f64| samples[((samples.len() - 1) as f64 * q) as usize].as_secs_f64() * 1e6;
+    (at(0.5), at(0.99))
+}
+
+/// Hit latency of each tier, through `LM::call` and through the cache alone.
+async fn cache_hits(url: &str) -> Value {
+    let dir = tempfile::tempdir().expect("a temp dir");
+    let mut out = serde_json::Map::new();
+    for (tier, config) in [
+        ("memory", CacheConfig::memory_only()),
+        (
+            "disk",
+            CacheConfig::with_disk_dir(dir.path()).memory_capacity(0),
+        ),
+    ] {
+        let lm = LM::builder("openai/mock")
+            .api_base(format!("{url}/v1"))
+            .api_key("x")
+            .cache_config(config)
+            .history_size(0)
+            .build()
+            .expect("the LM builds");
+        let request = LmRequest::prompt("What is the capital of France?");
+        lm.call(request.clone()).await.expect("the first call");
+        let mut calls = Vec::with_capacity(10_000);
+        for _ in 0..10_000 {
+            let t = Instant::now();
+            let r = lm.call(request.clone()).await.expect("a hit");
+            calls.push(t.elapsed());
+            assert!(r.cache_hit);
+        }
+        let cache = lm.cache().expect("a cache");
+        let key = dspex::lm::CacheKey::for_request("openai/mock", "dspex.chat", &request);
+        let mut gets = Vec::with_capacity(10_000);
+        for _ in 0..10_000 {
+            let t = Instant::now();
+            assert!(cache.get(&key).await.is_some());
+            gets.push(t.elapsed());
+        }
+        let (c50, c99) = percentiles(calls);
+        let (g50, g99) = percentiles(gets);
+        out.insert(
+            tier.to_string(),
+            json!({"call_p50_us": c50, "call_p99_us": c99, "get_p50_us": g50, "get_p99_us": g99}),
+        );
+    }
+    Value::Object(out)
+}

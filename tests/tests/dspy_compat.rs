@@ -1,0 +1,78 @@
+//! Real DSPy 3.4.1 runs unchanged against dspex's mock LM server. The Python side runs in the
+//! project's venv, created (or reused) by `scripts/python-env`; nothing leaves loopback.
+
+use dspex::testing::MockLm;
+use std::path::PathBuf;
+use std::process::Command;
+
+fn repo_root() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..")
+}
+
+/// The venv's Python, creating the venv if needed (fails loudly if it cannot).
+fn venv_python() -> PathBuf {
+    let out = Command::new(repo_root().join("scripts/python-env"))
+        .output()
+        .expect("scripts/python-env runs");
+    assert!(
+        out.status.success(),
+        "scripts/python-env failed:\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let path = stdout
+        .lines()
+        .last()
+        .expect("python-env prints the python path")
+        .trim();
+    repo_root().join(path)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dspy_predict_gets_parsed_answers_from_the_mock() {
+    let server = MockLm::builder()
+        .start()
+        .await
+        .expect("the mock server starts");
+    let python = venv_python();
+    let cache = tempfile::tempdir().unwrap();
+    let api_base = server.api_base();
+    let out = tokio::task::spawn_blocking(move || {
+        Command::new(python)
+            .arg(repo_root().join("tests/python/dspy_against_mock.py"))
+            .arg(api_base)
+            .env("LITELLM_LOCAL_MODEL_COST_MAP", "True")
+            .env("DSPY_CACHEDIR", cache.path())
+            .output()
+            .expect("python runs")
+    })
+    .await
+    .unwrap();
+    assert!(
+        out.status.success(),
+        "DSPy failed against the mock:\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let result: serde_json::Value = serde_json::from_slice(&out.stdout).expect("one JSON object");
+    assert_eq!(result["dspy_version"], "3.4.1");
+    for key in [
+        "predict_answer",
+        "cot_reasoning",
+        "cot_answer",
+        "json_answer",
+    ] {
+        let text = result[key].as_str().unwrap_or_default();
+        assert!(!text.trim().is_empty(), "{key} is empty: {result}");
+    }
+    assert!(result["typed"]["count"].is_i64(), "{result}");
+    assert!(result["typed"]["words"].is_array(), "{result}");
+    assert!(result["typed"]["flag"].is_boolean(), "{result}");
+    let chat: u64 = server
+        .stats()
+        .requests
+        .iter()
+        .filter(|(path, _)| path.contains("chat/completions"))
+        .map(|(_, n)| *n)
+        .sum();
+    assert_eq!(chat, 4, "one request per DSPy call");
+}
