@@ -91,8 +91,10 @@ fn orchestrate(quick: bool) {
     let dspy_side = root.join("../shared/bench/dspy_side.py");
     assert!(dspy_side.exists(), "missing {}", dspy_side.display());
 
-    let (mut fast, fast_url) = start_mock(&dspex, &[]);
-    let (mut slow, slow_url) = start_mock(&dspex, &["--latency-ms", "50"]);
+    // One runtime thread per server: on a small machine the server shares the cores with the
+    // client under test, and a single-threaded server wastes the least of them.
+    let (mut fast, fast_url) = start_mock(&dspex, &["--threads", "1"]);
+    let (mut slow, slow_url) = start_mock(&dspex, &["--threads", "1", "--latency-ms", "50"]);
 
     let mut rows = Vec::new();
     for (concurrency, requests) in [(1, 1000), (16, 4000), (64, 4000)] {
@@ -201,7 +203,6 @@ fn client(url: &str) -> LM {
         .cache(false)
         .retry(RetryPolicy::none())
         .timeout(Duration::from_secs(60))
-        .history_size(0)
         .build()
         .expect("the LM builds")
 }
@@ -270,7 +271,6 @@ async fn cache_hits(url: &str) -> Value {
             .api_base(format!("{url}/v1"))
             .api_key("x")
             .cache_config(config)
-            .history_size(0)
             .build()
             .expect("the LM builds");
         let request = LmRequest::prompt("What is the capital of France?");

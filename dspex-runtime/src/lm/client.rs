@@ -10,13 +10,12 @@ use super::provider::{self, ModelType, Provider};
 use super::retry::RetryPolicy;
 use super::secret::ApiKey;
 use super::stream::{SseData, SseDecoder, StreamEvent, parse_chunk};
-use super::types::{
-    Choice, Embeddings, FinishReason, LmRequest, LmResponse, Message, ResponseFormat, Usage,
-};
+use super::types::{Embeddings, LmRequest, LmResponse, Message, Usage};
 use super::usage::{Price, UsageReport, record_current};
+use super::wire::{Body, CompletionResponse, EmbeddingBody, EmbeddingResponse, provider_message};
 use futures_util::future::BoxFuture;
 use futures_util::{Stream, StreamExt};
-use serde_json::{Map, Value, json};
+use serde_json::{Map, Value};
 use std::collections::HashMap;
 use std::fmt;
 use std::future::Future;
@@ -78,9 +77,11 @@ struct Settings {
     model: String,
     provider: Provider,
     model_type: ModelType,
-    api_base: String,
+    urls: Urls,
     endpoint: String,
     api_key: Option<ApiKey>,
+    /// `Bearer <key>`, built once and marked sensitive.
+    auth: Option<reqwest::header::HeaderValue>,
     headers: reqwest::header::HeaderMap,
     temperature: Option<f64>,
     max_tokens: Option<u32>,
@@ -111,6 +112,14 @@ impl fmt::Debug for LM {
             .field("timeout", &s.timeout)
             .finish_non_exhaustive()
     }
+}
+
+/// The endpoints, parsed once.
+#[derive(Clone)]
+struct Urls {
+    chat: reqwest::Url,
+    text: reqwest::Url,
+    embeddings: reqwest::Url,
 }
 
 /// Builds an [`LM`]; every setting has a sane default.
@@ -280,7 +289,7 @@ impl LM {
             None => self.complete(&request, options, start).await,
         };
         match &result {
-            Ok(response) => self.record(&request, response),
+            Ok(response) => self.record(request, response),
             Err(error) => tracing::warn!(model = %self.settings.model, %error, "LM call failed"),
         }
         result
@@ -528,65 +537,75 @@ impl LM {
     async fn send(&self, request: &LmRequest) -> Result<LmResponse, LmError> {
         let s = &self.settings;
         let started = Instant::now();
-        let (path, body) = match s.model_type {
-            ModelType::Chat => ("chat/completions", self.chat_body(request)),
-            ModelType::Text => ("completions", self.text_body(request)),
+        let url = match s.model_type {
+            ModelType::Chat => &s.urls.chat,
+            ModelType::Text => &s.urls.text,
         };
-        let value = self.post_json(path, &body).await?;
-        let choices = parse_choices(&value, s.model_type)
-            .map_err(|message| self.decode_error(message, &value))?;
-        if choices.is_empty() {
-            return Err(self.decode_error("the response has no choices".to_string(), &value));
-        }
+        let body = Body::new(
+            &s.provider.model_id,
+            s.model_type,
+            s.provider.max_tokens_key,
+            request,
+        );
+        let (mut parsed, bytes) = self
+            .post_json::<CompletionResponse>(url, body.to_bytes())
+            .await?;
+        let choices = parsed
+            .choices(s.model_type)
+            .map_err(|message| self.decode_error(message, &bytes))?;
         Ok(LmResponse {
             choices,
-            usage: parse_usage(&value),
-            model: value
-                .get("model")
-                .and_then(Value::as_str)
-                .unwrap_or(&s.provider.model_id)
-                .to_string(),
+            usage: parsed.usage(),
+            model: parsed
+                .model
+                .take()
+                .unwrap_or_else(|| s.provider.model_id.clone()),
             latency: started.elapsed(),
             cache_hit: false,
         })
     }
 
-    fn decode_error(&self, message: String, value: &Value) -> LmError {
+    fn decode_error(&self, message: String, raw: &[u8]) -> LmError {
         LmError::Decode {
             model: self.settings.model.clone(),
             endpoint: self.settings.endpoint.clone(),
             message,
-            raw: excerpt(&value.to_string(), 500),
+            raw: excerpt(&String::from_utf8_lossy(raw), 500),
         }
     }
 
-    /// POSTs JSON to `{api_base}/{path}` and reads a JSON answer, mapping every failure to a
-    /// typed error.
-    async fn post_json(&self, path: &str, body: &Value) -> Result<Value, LmError> {
-        let response = self.post(path, body).await?;
+    /// POSTs a JSON body and reads a typed JSON answer (with its raw bytes, for error messages),
+    /// mapping every failure to a typed error.
+    async fn post_json<T: serde::de::DeserializeOwned>(
+        &self,
+        url: &reqwest::Url,
+        body: Vec<u8>,
+    ) -> Result<(T, bytes::Bytes), LmError> {
+        let response = self.post(url, body).await?;
         let bytes = response
             .bytes()
             .await
             .map_err(|e| self.transport_error(&e))?;
-        serde_json::from_slice(&bytes).map_err(|e| LmError::Decode {
-            model: self.settings.model.clone(),
-            endpoint: self.settings.endpoint.clone(),
-            message: format!("invalid JSON: {e}"),
-            raw: excerpt(&String::from_utf8_lossy(&bytes), 500),
-        })
+        match serde_json::from_slice(&bytes) {
+            Ok(parsed) => Ok((parsed, bytes)),
+            Err(e) => Err(self.decode_error(format!("invalid JSON: {e}"), &bytes)),
+        }
     }
 
     /// POSTs and checks the status; the body is left unread.
-    async fn post(&self, path: &str, body: &Value) -> Result<reqwest::Response, LmError> {
+    async fn post(&self, url: &reqwest::Url, body: Vec<u8>) -> Result<reqwest::Response, LmError> {
         let s = &self.settings;
         let mut builder = self
             .shared
             .http
-            .post(format!("{}/{path}", s.api_base))
-            .headers(s.headers.clone())
-            .json(body);
-        if let Some(key) = &s.api_key {
-            builder = builder.bearer_auth(key.expose());
+            .post(url.clone())
+            .header(reqwest::header::CONTENT_TYPE, "application/json")
+            .body(body);
+        if !s.headers.is_empty() {
+            builder = builder.headers(s.headers.clone());
+        }
+        if let Some(auth) = &s.auth {
+            builder = builder.header(reqwest::header::AUTHORIZATION, auth.clone());
         }
         let response = builder.send().await.map_err(|e| self.transport_error(&e))?;
         let status = response.status();
@@ -648,56 +667,6 @@ impl LM {
         }
     }
 
-    fn chat_body(&self, request: &LmRequest) -> Value {
-        let s = &self.settings;
-        let mut body = Map::new();
-        body.insert("model".into(), json!(s.provider.model_id));
-        body.insert("messages".into(), json!(request.messages));
-        self.common_params(request, &mut body, s.provider.max_tokens_key);
-        Value::Object(body)
-    }
-
-    fn text_body(&self, request: &LmRequest) -> Value {
-        let s = &self.settings;
-        let prompt: Vec<&str> = request
-            .messages
-            .iter()
-            .map(|m| m.content.as_str())
-            .collect();
-        let mut body = Map::new();
-        body.insert("model".into(), json!(s.provider.model_id));
-        body.insert("prompt".into(), json!(prompt.join("\n\n")));
-        self.common_params(request, &mut body, "max_tokens");
-        Value::Object(body)
-    }
-
-    fn common_params(&self, request: &LmRequest, body: &mut Map<String, Value>, max_key: &str) {
-        if let Some(v) = request.max_tokens {
-            body.insert(max_key.into(), json!(v));
-        }
-        if let Some(v) = request.temperature {
-            body.insert("temperature".into(), json!(v));
-        }
-        if let Some(n) = request.n.filter(|n| *n > 1) {
-            body.insert("n".into(), json!(n));
-        }
-        if let Some(v) = request.seed {
-            body.insert("seed".into(), json!(v));
-        }
-        if !request.stop.is_empty() {
-            body.insert("stop".into(), json!(request.stop));
-        }
-        match &request.response_format {
-            None | Some(ResponseFormat::Text) => {}
-            Some(format) => {
-                body.insert("response_format".into(), json!(format));
-            }
-        }
-        for (k, v) in &request.extra {
-            body.insert(k.clone(), v.clone());
-        }
-    }
-
     fn merge_defaults(&self, mut request: LmRequest) -> LmRequest {
         let s = &self.settings;
         request.temperature = request.temperature.or(s.temperature);
@@ -716,7 +685,7 @@ impl LM {
     }
 
     /// Usage totals, trackers, history and a trace event for a finished call.
-    fn record(&self, request: &LmRequest, response: &LmResponse) {
+    fn record(&self, mut request: LmRequest, response: &LmResponse) {
         let s = &self.settings;
         let cost = (!response.cache_hit)
             .then(|| s.price.map(|p| p.cost(response.usage)))
@@ -738,11 +707,8 @@ impl LM {
         self.shared.history.push(HistoryEntry {
             timestamp: SystemTime::now(),
             model: s.model.clone(),
-            messages: request.messages.clone(),
-            request: LmRequest {
-                messages: Vec::new(),
-                ..request.clone()
-            },
+            messages: std::mem::take(&mut request.messages),
+            request,
             outputs: response.texts().map(str::to_string).collect(),
             usage: response.usage,
             cost_usd: cost,
@@ -760,16 +726,22 @@ impl LM {
     ) -> Result<impl Stream<Item = Result<StreamEvent, LmError>> + Send + 'static, LmError> {
         let start = Instant::now();
         let request = self.merge_defaults(request);
-        let mut body = self.chat_body(&request);
-        if let Value::Object(map) = &mut body {
-            map.insert("stream".into(), json!(true));
-            map.insert("stream_options".into(), json!({"include_usage": true}));
-        }
+        let s = &self.settings;
+        let body = Body::new(
+            &s.provider.model_id,
+            ModelType::Chat,
+            s.provider.max_tokens_key,
+            &request,
+        )
+        .streaming()
+        .to_bytes();
         let options = CallOptions::default();
         let response = self
             .retrying(&options, start, |timeout, deadline| {
                 self.guarded(estimate_tokens(&request), timeout, deadline, async {
-                    self.post("chat/completions", &body).await.map(NoUsage)
+                    self.post(&self.settings.urls.chat, body.clone())
+                        .await
+                        .map(NoUsage)
                 })
             })
             .await?
@@ -847,48 +819,28 @@ impl LM {
     pub async fn embed<S: AsRef<str>>(&self, inputs: &[S]) -> Result<Embeddings, LmError> {
         let start = Instant::now();
         let inputs: Vec<&str> = inputs.iter().map(AsRef::as_ref).collect();
-        let body = json!({"model": self.settings.provider.model_id, "input": inputs});
+        let body = serde_json::to_vec(&EmbeddingBody {
+            model: &self.settings.provider.model_id,
+            input: &inputs,
+        })
+        .unwrap_or_default();
         let estimate = inputs.iter().map(|t| t.len() as u64 / 4 + 1).sum();
         let options = CallOptions::default();
         self.retrying(&options, start, |timeout, deadline| {
             self.guarded(estimate, timeout, deadline, async {
-                let value = self.post_json("embeddings", &body).await?;
-                let mut rows: Vec<(u64, Vec<f32>)> = value
-                    .get("data")
-                    .and_then(Value::as_array)
-                    .ok_or_else(|| self.decode_error("no `data` list".to_string(), &value))?
-                    .iter()
-                    .enumerate()
-                    .map(|(i, row)| {
-                        let index = row.get("index").and_then(Value::as_u64).unwrap_or(i as u64);
-                        let vector = row
-                            .get("embedding")
-                            .and_then(Value::as_array)
-                            .map(|v| {
-                                v.iter()
-                                    .filter_map(Value::as_f64)
-                                    .map(|x| x as f32)
-                                    .collect()
-                            })
-                            .unwrap_or_default();
-                        (index, vector)
-                    })
-                    .collect();
-                if rows.len() != inputs.len() {
-                    return Err(self.decode_error(
-                        format!("{} embeddings for {} inputs", rows.len(), inputs.len()),
-                        &value,
-                    ));
-                }
-                rows.sort_by_key(|(i, _)| *i);
+                let (mut parsed, bytes) = self
+                    .post_json::<EmbeddingResponse>(&self.settings.urls.embeddings, body.clone())
+                    .await?;
+                let vectors = parsed
+                    .vectors(inputs.len())
+                    .map_err(|message| self.decode_error(message, &bytes))?;
                 Ok(Embeddings {
-                    vectors: rows.into_iter().map(|(_, v)| v).collect(),
-                    usage: parse_usage(&value),
-                    model: value
-                        .get("model")
-                        .and_then(Value::as_str)
-                        .unwrap_or(&self.settings.provider.model_id)
-                        .to_string(),
+                    vectors,
+                    usage: parsed.usage(),
+                    model: parsed
+                        .model
+                        .take()
+                        .unwrap_or_else(|| self.settings.provider.model_id.clone()),
                 })
             })
         })
@@ -1135,6 +1087,30 @@ impl LmBuilder {
         };
         let model_type = self.model_type.unwrap_or(provider.model_type);
         let endpoint = provider::redact_url(&base);
+        let url = |path: &str| {
+            reqwest::Url::parse(&format!("{base}/{path}"))
+                .map_err(|e| config(format!("the base URL `{endpoint}` is not a valid URL: {e}")))
+        };
+        let urls = Urls {
+            chat: url("chat/completions")?,
+            text: url("completions")?,
+            embeddings: url("embeddings")?,
+        };
+        let auth = match &api_key {
+            Some(key) => {
+                let mut value =
+                    reqwest::header::HeaderValue::from_str(&format!("Bearer {}", key.expose()))
+                        .map_err(|_| {
+                            config(
+                                "the API key contains characters not allowed in a header"
+                                    .to_string(),
+                            )
+                        })?;
+                value.set_sensitive(true);
+                Some(value)
+            }
+            None => None,
+        };
         Ok(LM {
             shared: Arc::new(Shared {
                 http,
@@ -1149,9 +1125,10 @@ impl LmBuilder {
                 model: self.model,
                 provider,
                 model_type,
-                api_base: base,
+                urls,
                 endpoint,
                 api_key,
+                auth,
                 headers,
                 temperature: self.temperature,
                 max_tokens: self.max_tokens,
@@ -1176,6 +1153,8 @@ fn http_client() -> reqwest::Result<reqwest::Client> {
         .connect_timeout(Duration::from_secs(10))
         .tcp_nodelay(true)
         .pool_idle_timeout(Duration::from_secs(90))
+        // Proxies from the environment are not consulted: LM endpoints are configured explicitly.
+        .no_proxy()
         .build()
 }
 
@@ -1189,71 +1168,6 @@ fn estimate_tokens(request: &LmRequest) -> u64 {
         .sum();
     chars as u64 / 4
         + u64::from(request.max_tokens.unwrap_or(256)) * u64::from(request.n.unwrap_or(1))
-}
-
-fn parse_choices(value: &Value, model_type: ModelType) -> Result<Vec<Choice>, String> {
-    let choices = value
-        .get("choices")
-        .and_then(Value::as_array)
-        .ok_or("no `choices` list")?;
-    let mut indexed: Vec<(u64, Choice)> = Vec::with_capacity(choices.len());
-    for (i, c) in choices.iter().enumerate() {
-        let text = match model_type {
-            ModelType::Chat => c.pointer("/message/content"),
-            ModelType::Text => c.get("text"),
-        };
-        let text = match text {
-            Some(Value::String(s)) => s.clone(),
-            Some(Value::Null) | None => String::new(),
-            Some(other) => return Err(format!("choice {i} has non-text content {other}")),
-        };
-        let finish_reason = c
-            .get("finish_reason")
-            .and_then(Value::as_str)
-            .map(FinishReason::from_provider);
-        let index = c.get("index").and_then(Value::as_u64).unwrap_or(i as u64);
-        indexed.push((
-            index,
-            Choice {
-                text,
-                finish_reason,
-            },
-        ));
-    }
-    indexed.sort_by_key(|(i, _)| *i);
-    Ok(indexed.into_iter().map(|(_, c)| c).collect())
-}
-
-fn parse_usage(value: &Value) -> Usage {
-    let n = |k: &str| {
-        value
-            .pointer(&format!("/usage/{k}"))
-            .and_then(Value::as_u64)
-            .unwrap_or(0)
-    };
-    let (prompt, completion) = (n("prompt_tokens"), n("completion_tokens"));
-    let total = n("total_tokens");
-    Usage {
-        prompt_tokens: prompt,
-        completion_tokens: completion,
-        total_tokens: if total == 0 {
-            prompt + completion
-        } else {
-            total
-        },
-    }
-}
-
-/// The provider's error message from an OpenAI-style error body, else the body.
-fn provider_message(text: &str) -> String {
-    serde_json::from_str::<Value>(text)
-        .ok()
-        .and_then(|v| {
-            v.pointer("/error/message")
-                .and_then(Value::as_str)
-                .map(str::to_string)
-        })
-        .unwrap_or_else(|| text.trim().to_string())
 }
 
 /// `Retry-After` (seconds, fractional allowed, or an HTTP date), else `retry-after-ms`.
@@ -1335,44 +1249,6 @@ mod tests {
         assert_eq!(retry_after(&h), Some(Duration::from_millis(100)));
         h.insert("retry-after", "soon".parse().unwrap());
         assert_eq!(retry_after(&h), Some(Duration::from_millis(100)));
-    }
-
-    #[test]
-    fn bodies_and_responses() {
-        let lm = LM::builder("openai/gpt-4o-mini")
-            .api_base("http://127.0.0.1:9/v1")
-            .cache(false)
-            .param("top_p", 0.9)
-            .build()
-            .unwrap();
-        let mut req = LmRequest::prompt("hi");
-        req.max_tokens = Some(10);
-        req.n = Some(1);
-        let body = lm.chat_body(&lm.merge_defaults(req));
-        assert_eq!(
-            body,
-            json!({"model": "gpt-4o-mini", "messages": [{"role": "user", "content": "hi"}],
-                   "max_completion_tokens": 10, "top_p": 0.9})
-        );
-        let text = LM::builder("openai/x")
-            .api_base("http://h/v1")
-            .model_type(ModelType::Text)
-            .build()
-            .unwrap();
-        let req = LmRequest::new(vec![Message::system("a"), Message::user("b")]);
-        assert_eq!(text.text_body(&req)["prompt"], "a\n\nb");
-
-        let v = json!({"choices": [{"index": 1, "message": {"content": "B"}, "finish_reason": "length"},
-                                   {"index": 0, "message": {"content": null}}],
-                       "usage": {"prompt_tokens": 3, "completion_tokens": 4}});
-        let choices = parse_choices(&v, ModelType::Chat).unwrap();
-        assert_eq!(choices[0].text, "");
-        assert_eq!(choices[1].finish_reason, Some(FinishReason::Length));
-        assert_eq!(parse_usage(&v).total_tokens, 7);
-        assert_eq!(
-            provider_message(r#"{"error": {"message": "bad key"}}"#),
-            "bad key"
-        );
     }
 
     #[test]

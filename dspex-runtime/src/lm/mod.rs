@@ -19,6 +19,7 @@ mod secret;
 mod stream;
 mod types;
 mod usage;
+mod wire;
 
 pub use breaker::{BreakerConfig, BreakerState};
 pub use cache::{CacheConfig, CacheKey, CacheStats, ResponseCache};

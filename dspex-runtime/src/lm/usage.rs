@@ -66,7 +66,14 @@ impl UsageReport {
         cache_hit: bool,
         price: Option<Price>,
     ) {
-        let entry = self.per_model.entry(model.to_string()).or_default();
+        // The model is almost always known already: avoid allocating its name on every call.
+        if !self.per_model.contains_key(model) {
+            self.per_model
+                .insert(model.to_string(), ModelUsage::default());
+        }
+        let Some(entry) = self.per_model.get_mut(model) else {
+            return;
+        };
         if cache_hit {
             entry.cache_hits += 1;
             return;

@@ -76,17 +76,40 @@ struct MockLmArgs {
     /// Answer every prompt with `mock completion <hash>` instead of DSPy-formatted fields.
     #[arg(long)]
     no_dspy: bool,
+    /// Runtime worker threads (0: one per core). One thread avoids cross-thread wake-ups and
+    /// is the most CPU-efficient when the server shares a small machine with its clients.
+    #[arg(long, value_name = "N", default_value_t = 0)]
+    threads: usize,
 }
 
-#[tokio::main]
-async fn main() -> ExitCode {
+fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.command {
         Command::Signature {
             signature,
             instructions,
         } => signature_command(&signature, instructions.as_deref()),
-        Command::MockLm(args) => mock_lm_command(args).await,
+        Command::MockLm(args) => {
+            let runtime = match args.threads {
+                1 => tokio::runtime::Builder::new_current_thread()
+                    .enable_all()
+                    .build(),
+                0 => tokio::runtime::Builder::new_multi_thread()
+                    .enable_all()
+                    .build(),
+                n => tokio::runtime::Builder::new_multi_thread()
+                    .worker_threads(n)
+                    .enable_all()
+                    .build(),
+            };
+            match runtime {
+                Ok(runtime) => runtime.block_on(mock_lm_command(args)),
+                Err(e) => {
+                    eprintln!("error: cannot start the async runtime: {e}");
+                    ExitCode::FAILURE
+                }
+            }
+        }
     }
 }
 
