@@ -4,6 +4,7 @@
 //! Users normally depend on the `dspex` facade crate, which re-exports this crate and adds the
 //! macros. Everything here also works without the macros, through [`DynSignature`].
 
+pub mod adapter;
 pub mod error;
 pub mod example;
 pub mod lm;

@@ -284,13 +284,33 @@ impl LM {
             (Some(cache), true) => Some(cache),
             _ => None,
         };
-        let result = match cache {
-            Some(cache) => self.cached(cache, &request, options, start).await,
-            None => self.complete(&request, options, start).await,
-        };
+        let span = tracing::info_span!(
+            "lm.call",
+            model = %self.settings.model,
+            endpoint = %self.settings.endpoint,
+            cache_hit = tracing::field::Empty,
+            prompt_tokens = tracing::field::Empty,
+            completion_tokens = tracing::field::Empty,
+            latency_ms = tracing::field::Empty,
+        );
+        let result = async {
+            match cache {
+                Some(cache) => self.cached(cache, &request, options, start).await,
+                None => self.complete(&request, options, start).await,
+            }
+        }
+        .instrument(span.clone())
+        .await;
+        let _entered = span.enter();
         match &result {
-            Ok(response) => self.record(request, response),
-            Err(error) => tracing::warn!(model = %self.settings.model, %error, "LM call failed"),
+            Ok(response) => {
+                span.record("cache_hit", response.cache_hit);
+                span.record("prompt_tokens", response.usage.prompt_tokens);
+                span.record("completion_tokens", response.usage.completion_tokens);
+                span.record("latency_ms", response.latency.as_secs_f64() * 1000.0);
+                self.record(request, response);
+            }
+            Err(error) => tracing::warn!(%error, "LM call failed"),
         }
         result
     }
@@ -696,14 +716,7 @@ impl LM {
             .unwrap_or_else(|e| e.into_inner())
             .record(&s.model, response.usage, response.cache_hit, s.price);
         record_current(&s.model, response.usage, response.cache_hit, s.price);
-        tracing::info!(
-            model = %s.model,
-            cache_hit = response.cache_hit,
-            prompt_tokens = response.usage.prompt_tokens,
-            completion_tokens = response.usage.completion_tokens,
-            latency_ms = response.latency.as_secs_f64() * 1000.0,
-            "LM call"
-        );
+        tracing::debug!("LM call");
         self.shared.history.push(HistoryEntry {
             timestamp: SystemTime::now(),
             model: s.model.clone(),
