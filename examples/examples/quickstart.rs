@@ -1,10 +1,14 @@
 //! dspex quickstart: declare signatures three ways, look at the metadata adapters and optimizers
 //! see, compose a typed program, and move data between typed structs and DSPy-style examples.
 //!
-//! Run it with `cargo run --example quickstart`. No LM is needed yet: LM clients and modules
-//! (Predict, ChainOfThought, …) arrive with the next issues.
+//! Run it with `cargo run --example quickstart`. With no configuration it talks to dspex's mock
+//! LM server, started in-process on 127.0.0.1; set `DSPEX_LM=openai/<model>` (and
+//! `OPENAI_API_KEY`, or `DSPEX_API_BASE` for any OpenAI-compatible server) to use a real one.
+//! Modules (Predict, ChainOfThought, …) arrive with the next issue.
 
+use dspex::lm::{CacheConfig, LM, LmError, LmRequest, Message, track_usage};
 use dspex::prelude::*;
+use dspex::testing::{MockLm, MockLmServer};
 use dspex::{FieldSpec, TypeSpec};
 use serde::{Deserialize, Serialize};
 
@@ -107,5 +111,52 @@ async fn main() -> dspex::Result<()> {
     println!("example: {example}");
     let labels: FactoidQAOutput = example.labels()?.to_typed()?;
     println!("its labels as the typed output: {labels:?}");
+
+    // 5. The LM layer: a real HTTP client with cache, retries, limits and usage accounting.
+    let (lm, _server) = connect_lm().await?;
+    let request = LmRequest::new(vec![
+        Message::system("Answer in one short sentence."),
+        Message::user("Why is the sky blue?"),
+    ]);
+    let (answer, usage) = track_usage(lm.call(request.clone())).await;
+    let answer = answer.map_err(|e| dspex::Error::step("calling the LM", e))?;
+    let again = lm
+        .call(request)
+        .await
+        .map_err(|e| dspex::Error::step("calling the LM", e))?;
+    println!("\nLM {}: {:?}", lm.model(), answer.text());
+    println!(
+        "second call served from the cache: {}; tokens used: {}",
+        again.cache_hit,
+        usage.total().usage.total_tokens
+    );
+    print!("{}", lm.inspect_history(1));
     Ok(())
+}
+
+/// The LM named by `DSPEX_LM`, or dspex's mock LM server started in-process (kept alive by the
+/// returned handle).
+async fn connect_lm() -> dspex::Result<(LM, Option<MockLmServer>)> {
+    let step = |e: LmError| dspex::Error::step("configuring the LM", e);
+    if let Ok(model) = std::env::var("DSPEX_LM") {
+        let mut builder = LM::builder(model);
+        if let Ok(base) = std::env::var("DSPEX_API_BASE") {
+            builder = builder.api_base(base);
+        }
+        return Ok((builder.build().map_err(step)?, None));
+    }
+    let server = MockLm::builder()
+        .start()
+        .await
+        .map_err(|e| dspex::Error::step("starting the mock LM", e))?;
+    println!(
+        "\nno DSPEX_LM set: using dspex's mock LM server at {}",
+        server.url()
+    );
+    let lm = LM::builder("openai/mock")
+        .api_base(server.api_base())
+        .cache_config(CacheConfig::memory_only())
+        .build()
+        .map_err(step)?;
+    Ok((lm, Some(server)))
 }
