@@ -9,6 +9,7 @@ pub mod error;
 pub mod example;
 pub mod lm;
 pub mod program;
+pub mod settings;
 pub mod signature;
 #[cfg(feature = "testing")]
 pub mod testing;

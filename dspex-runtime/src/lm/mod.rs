@@ -15,6 +15,7 @@ mod history;
 mod limit;
 mod provider;
 mod retry;
+mod scripted;
 mod secret;
 mod stream;
 mod types;
@@ -29,6 +30,7 @@ pub use history::{HistoryEntry, render_history};
 pub use limit::RateLimit;
 pub use provider::ModelType;
 pub use retry::RetryPolicy;
+pub use scripted::ScriptedLM;
 pub use secret::ApiKey;
 pub use stream::StreamEvent;
 pub use types::{
