@@ -1,6 +1,8 @@
 //! The error type of programs, which every layer's error converts into.
 
+use crate::adapter::AdapterError;
 use crate::example::ExampleError;
+use crate::lm::LmError;
 use crate::signature::SignatureError;
 
 /// What a program run can fail with. Each layer has its own error type; they convert into this one
@@ -14,6 +16,17 @@ pub enum Error {
     /// An example or prediction did not have the fields or shape asked for.
     #[error(transparent)]
     Example(#[from] ExampleError),
+    /// An LM call failed (after the caller's retries).
+    #[error(transparent)]
+    Lm(#[from] LmError),
+    /// The prompt could not be formatted, or the LM's answer parsed.
+    #[error(transparent)]
+    Adapter(#[from] AdapterError),
+    /// A module was called with no LM: neither in its config nor in the settings.
+    #[error(
+        "no LM is configured: call dspex::settings::configure(Settings::new().lm(...)), wrap the call in with_settings(...), or give the module a CallConfig with an LM"
+    )]
+    NoLm,
     /// A step written by the user failed.
     #[error("{context}: {source}")]
     Step {

@@ -413,6 +413,17 @@ async fn the_breaker_opens_probes_and_closes() {
         ));
     }
     assert!(matches!(lm.breaker_state(), BreakerState::Open { .. }));
+    // The breaker belongs to the endpoint: another LM calling it sees it open too.
+    let sibling = LM::builder("openai/other-model")
+        .api_base(server.api_base())
+        .cache(false)
+        .breaker(BreakerConfig {
+            failure_threshold: 3,
+            cool_down: Duration::from_millis(300),
+        })
+        .build()
+        .unwrap();
+    assert!(matches!(sibling.breaker_state(), BreakerState::Open { .. }));
     // Open: fail fast without touching the server.
     let err = lm.call(LmRequest::prompt("x")).await.unwrap_err();
     assert!(matches!(err, LmError::BreakerOpen { .. }), "{err}");

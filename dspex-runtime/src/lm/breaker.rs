@@ -6,7 +6,7 @@ use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 /// When a breaker opens and how long it stays open.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub struct BreakerConfig {
     /// Consecutive failures that open the breaker (0 disables it).
     pub failure_threshold: u32,
@@ -69,6 +69,28 @@ pub(crate) struct Breaker {
 #[must_use]
 pub(crate) struct Admission {
     probe: bool,
+}
+
+/// The breaker of `endpoint`, shared by every LM in the process that calls it with the same
+/// configuration: an unhealthy server is unhealthy for all of them.
+pub(crate) fn for_endpoint(endpoint: &str, config: BreakerConfig) -> std::sync::Arc<Breaker> {
+    use std::collections::HashMap;
+    use std::sync::{Arc, Weak};
+    type Registry = Mutex<HashMap<(String, BreakerConfig), Weak<Breaker>>>;
+    static REGISTRY: std::sync::OnceLock<Registry> = std::sync::OnceLock::new();
+    let mut map = REGISTRY
+        .get_or_init(Default::default)
+        .lock()
+        .unwrap_or_else(|e| e.into_inner());
+    let key = (endpoint.to_string(), config);
+    if let Some(existing) = map.get(&key).and_then(Weak::upgrade) {
+        return existing;
+    }
+    // Forget breakers no LM holds any more, so the registry stays small.
+    map.retain(|_, weak| weak.strong_count() > 0);
+    let breaker = Arc::new(Breaker::new(config));
+    map.insert(key, Arc::downgrade(&breaker));
+    breaker
 }
 
 impl Breaker {

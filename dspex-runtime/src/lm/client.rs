@@ -1,7 +1,7 @@
 //! [`LM`]: the OpenAI-compatible client and the reliability stack around each call.
 
 use super::LanguageModel;
-use super::breaker::{Breaker, BreakerConfig, BreakerState};
+use super::breaker::{self, Breaker, BreakerConfig, BreakerState};
 use super::cache::{CacheConfig, CacheKey, ResponseCache};
 use super::error::{LmError, excerpt};
 use super::history::{History, HistoryEntry, render_history};
@@ -66,7 +66,7 @@ struct Shared {
     http: reqwest::Client,
     cache: Option<ResponseCache>,
     limiter: Limiter,
-    breaker: Breaker,
+    breaker: Arc<Breaker>,
     history: History,
     totals: Mutex<UsageReport>,
     inflight: Mutex<HashMap<CacheKey, broadcast::Sender<Result<LmResponse, LmError>>>>,
@@ -917,6 +917,10 @@ impl LanguageModel for LM {
     fn call(&self, request: LmRequest) -> BoxFuture<'_, Result<LmResponse, LmError>> {
         Box::pin(LM::call(self, request))
     }
+
+    fn default_temperature(&self) -> Option<f64> {
+        self.settings.temperature
+    }
 }
 
 impl LmBuilder {
@@ -1012,6 +1016,7 @@ impl LmBuilder {
     }
 
     /// The endpoint's circuit breaker (default: opens after 5 consecutive failures for 10 s).
+    /// LMs calling the same endpoint with the same breaker configuration share one breaker.
     pub fn breaker(mut self, breaker: BreakerConfig) -> Self {
         self.breaker = breaker;
         self
@@ -1129,7 +1134,7 @@ impl LmBuilder {
                 http,
                 cache,
                 limiter: Limiter::new(self.max_concurrency, self.rate_limit),
-                breaker: Breaker::new(self.breaker),
+                breaker: breaker::for_endpoint(&endpoint, self.breaker),
                 history: History::new(self.history_size),
                 totals: Mutex::new(UsageReport::default()),
                 inflight: Mutex::new(HashMap::new()),

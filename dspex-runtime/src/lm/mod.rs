@@ -48,4 +48,9 @@ pub trait LanguageModel: Send + Sync {
 
     /// Runs one request.
     fn call(&self, request: LmRequest) -> BoxFuture<'_, Result<LmResponse, LmError>>;
+
+    /// The temperature used when a request sets none (DSPy's `lm.kwargs["temperature"]`).
+    fn default_temperature(&self) -> Option<f64> {
+        None
+    }
 }
