@@ -1,7 +1,7 @@
 //! LM-layer benchmark: dspex's client against DSPy 3.4.1's `dspy.LM`, on one loopback mock
 //! server (dspex's own), in one run. Prints a Markdown table.
 //!
-//! Run it with `scripts/bench-lm` (release build, the project venv, a raised file limit). Each
+//! Run it with `scripts/bench lm` (release build, the project venv, a raised file limit). Each
 //! measurement runs in a fresh worker process (this binary with `worker …`) so peak RSS and
 //! warm caches do not leak between them.
 

@@ -34,6 +34,7 @@ struct Inner {
     model: String,
     completions: Vec<String>,
     repeat_last: bool,
+    record: bool,
     state: Mutex<State>,
 }
 
@@ -51,6 +52,7 @@ impl ScriptedLM {
                 model: "scripted".to_string(),
                 completions: completions.into_iter().map(Into::into).collect(),
                 repeat_last: false,
+                record: true,
                 state: Mutex::new(State::default()),
             }),
         }
@@ -69,17 +71,27 @@ impl ScriptedLM {
     /// After the script is used up, keep answering with its last completion instead of failing.
     #[must_use]
     pub fn repeat_last(self) -> Self {
-        let inner = Arc::try_unwrap(self.inner).unwrap_or_else(|shared| Inner {
+        self.reconfigure(|inner| inner.repeat_last = true)
+    }
+
+    /// Stop recording requests (for long runs such as benchmarks, where the record would grow
+    /// without bound).
+    #[must_use]
+    pub fn without_recording(self) -> Self {
+        self.reconfigure(|inner| inner.record = false)
+    }
+
+    fn reconfigure(self, change: impl FnOnce(&mut Inner)) -> Self {
+        let mut inner = Arc::try_unwrap(self.inner).unwrap_or_else(|shared| Inner {
             model: shared.model.clone(),
             completions: shared.completions.clone(),
             repeat_last: shared.repeat_last,
+            record: shared.record,
             state: Mutex::new(State::default()),
         });
+        change(&mut inner);
         ScriptedLM {
-            inner: Arc::new(Inner {
-                repeat_last: true,
-                ..inner
-            }),
+            inner: Arc::new(inner),
         }
     }
 
@@ -133,7 +145,9 @@ impl ScriptedLM {
                 finish_reason: Some(FinishReason::Stop),
             });
         }
-        state.requests.push(request);
+        if self.inner.record {
+            state.requests.push(request);
+        }
         Ok(LmResponse {
             choices,
             usage: Usage::default(),
