@@ -8,6 +8,7 @@ pub mod adapter;
 pub mod error;
 pub mod example;
 pub mod lm;
+pub mod module;
 pub mod program;
 pub mod settings;
 pub mod signature;

@@ -1,0 +1,13 @@
+//! Modules: programs that call an LM through an adapter.
+//!
+//! - [`Predict`] / [`DynPredict`] — one LM call: format the signature with demos and inputs, call
+//!   the LM, parse the outputs (DSPy's `dspy.Predict`).
+//! - [`ChainOfThought`] — Predict with a `reasoning` output first (DSPy's `dspy.ChainOfThought`).
+//! - [`CallConfig`] — the LM, adapter and sampling parameters of a predictor or of one call; what
+//!   it leaves unset comes from [`crate::settings`].
+
+mod chain_of_thought;
+mod predict;
+
+pub use chain_of_thought::{ChainOfThought, Reasoned};
+pub use predict::{CallConfig, DynPredict, Predict};

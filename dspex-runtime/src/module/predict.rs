@@ -1,0 +1,344 @@
+//! [`Predict`]: one formatted LM call, parsed into typed outputs.
+
+use crate::adapter::{Adapter, AdapterError, ChatAdapter, JSONAdapter};
+use crate::error::{Error, Result};
+use crate::example::{Example, Prediction};
+use crate::lm::{LanguageModel, LmRequest};
+use crate::program::{Module, PredictorParams, Program};
+use crate::settings::Settings;
+use crate::signature::{DynSignature, Signature};
+use serde_json::{Map, Value};
+use std::marker::PhantomData;
+use std::sync::Arc;
+
+/// The LM, adapter and sampling parameters for a predictor or one call. Unset fields fall back
+/// to the predictor's config, then to the settings in effect ([`crate::settings`]), then to the
+/// LM's own defaults.
+#[derive(Clone, Default)]
+pub struct CallConfig {
+    /// The LM to call.
+    pub lm: Option<Arc<dyn LanguageModel>>,
+    /// The adapter to format and parse with (default: `ChatAdapter`).
+    pub adapter: Option<Arc<dyn Adapter>>,
+    /// Sampling temperature.
+    pub temperature: Option<f64>,
+    /// Most tokens to generate.
+    pub max_tokens: Option<u32>,
+    /// Completions wanted; `n > 1` returns all of them.
+    pub n: Option<u32>,
+    /// Distinguishes deliberate resamples (part of the cache key, never sent).
+    pub rollout_id: Option<u64>,
+    /// Other provider parameters.
+    pub extra: Map<String, Value>,
+}
+
+impl std::fmt::Debug for CallConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("CallConfig")
+            .field("lm", &self.lm.as_ref().map(|lm| lm.model().to_string()))
+            .field("adapter", &self.adapter.as_ref().map(|a| a.name()))
+            .field("temperature", &self.temperature)
+            .field("max_tokens", &self.max_tokens)
+            .field("n", &self.n)
+            .field("rollout_id", &self.rollout_id)
+            .field("extra", &self.extra)
+            .finish()
+    }
+}
+
+impl CallConfig {
+    /// Nothing set.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Call this LM.
+    #[must_use]
+    pub fn lm(mut self, lm: impl LanguageModel + 'static) -> Self {
+        self.lm = Some(Arc::new(lm));
+        self
+    }
+
+    /// Format and parse with this adapter.
+    #[must_use]
+    pub fn adapter(mut self, adapter: impl Adapter + 'static) -> Self {
+        self.adapter = Some(Arc::new(adapter));
+        self
+    }
+
+    /// Sample at this temperature.
+    #[must_use]
+    pub fn temperature(mut self, t: f64) -> Self {
+        self.temperature = Some(t);
+        self
+    }
+
+    /// Generate at most this many tokens.
+    #[must_use]
+    pub fn max_tokens(mut self, n: u32) -> Self {
+        self.max_tokens = Some(n);
+        self
+    }
+
+    /// Ask for `n` completions.
+    #[must_use]
+    pub fn n(mut self, n: u32) -> Self {
+        self.n = Some(n);
+        self
+    }
+
+    /// `self`, with what `over` sets replacing it.
+    #[must_use]
+    pub fn merged(&self, over: &CallConfig) -> CallConfig {
+        let mut extra = self.extra.clone();
+        extra.extend(over.extra.iter().map(|(k, v)| (k.clone(), v.clone())));
+        CallConfig {
+            lm: over.lm.clone().or_else(|| self.lm.clone()),
+            adapter: over.adapter.clone().or_else(|| self.adapter.clone()),
+            temperature: over.temperature.or(self.temperature),
+            max_tokens: over.max_tokens.or(self.max_tokens),
+            n: over.n.or(self.n),
+            rollout_id: over.rollout_id.or(self.rollout_id),
+            extra,
+        }
+    }
+}
+
+/// A predictor over a run-time signature: inputs and outputs are [`Example`] / [`Prediction`].
+#[derive(Debug, Clone)]
+pub struct DynPredict {
+    params: PredictorParams,
+    config: CallConfig,
+}
+
+impl DynPredict {
+    /// A predictor for `signature` with no demos.
+    pub fn new(signature: DynSignature) -> Self {
+        DynPredict {
+            params: PredictorParams::new(signature),
+            config: CallConfig::default(),
+        }
+    }
+
+    /// The same predictor with these defaults for every call.
+    #[must_use]
+    pub fn with_config(mut self, config: CallConfig) -> Self {
+        self.config = config;
+        self
+    }
+
+    /// Its parameters (signature with instructions, demos).
+    pub fn params(&self) -> &PredictorParams {
+        &self.params
+    }
+
+    /// Its parameters, to change instructions or demos.
+    pub fn params_mut(&mut self) -> &mut PredictorParams {
+        &mut self.params
+    }
+
+    /// Runs the predictor on `inputs` with its own config.
+    pub async fn call(&self, inputs: &Example) -> Result<Prediction> {
+        self.call_with(inputs, &CallConfig::default()).await
+    }
+
+    /// Runs the predictor with per-call overrides.
+    pub async fn call_with(&self, inputs: &Example, overrides: &CallConfig) -> Result<Prediction> {
+        let settings = Settings::current();
+        let config = self.config.merged(overrides);
+        let lm = config.lm.clone().or(settings.lm).ok_or(Error::NoLm)?;
+        let adapter = config
+            .adapter
+            .clone()
+            .or(settings.adapter)
+            .unwrap_or_else(|| Arc::new(ChatAdapter));
+        let signature = &self.params.signature;
+        let demos = &self.params.demos;
+        match run(&*lm, &*adapter, &config, signature, demos, inputs).await {
+            // DSPy's ChatAdapter retries once with JSONAdapter when its output cannot be parsed.
+            Err(Error::Adapter(AdapterError::Parse { .. })) if adapter.name() == "ChatAdapter" => {
+                run(&*lm, &JSONAdapter, &config, signature, demos, inputs).await
+            }
+            other => other,
+        }
+    }
+}
+
+/// Format → LM → parse every completion.
+async fn run(
+    lm: &dyn LanguageModel,
+    adapter: &dyn Adapter,
+    config: &CallConfig,
+    signature: &DynSignature,
+    demos: &[Example],
+    inputs: &Example,
+) -> Result<Prediction> {
+    let messages = adapter.format(signature, demos, inputs)?;
+    let mut request = LmRequest::new(messages);
+    request.max_tokens = config.max_tokens;
+    request.n = config.n;
+    request.rollout_id = config.rollout_id;
+    request.extra = config.extra.clone();
+    request.response_format = adapter.response_format(signature);
+    // DSPy's rule: several completions at a (near-)zero or unset temperature would all be the
+    // same, so they are sampled at 0.7.
+    let effective = config.temperature.or_else(|| lm.default_temperature());
+    request.temperature = if config.n.unwrap_or(1) > 1 && effective.is_none_or(|t| t <= 0.15) {
+        Some(0.7)
+    } else {
+        config.temperature
+    };
+    let response = lm.call(request).await?;
+    let completions = response
+        .choices
+        .iter()
+        .map(|c| adapter.parse(signature, &c.text))
+        .collect::<std::result::Result<Vec<_>, _>>()?;
+    Ok(Prediction::from_completions(completions)?)
+}
+
+/// A typed predictor for signature `S` (DSPy's `dspy.Predict`): formats the signature with its
+/// demos and the inputs, calls the LM, and parses the output struct.
+///
+/// ```
+/// use dspex::lm::ScriptedLM;
+/// use dspex::module::{CallConfig, Predict};
+/// use dspex::prelude::*;
+/// use serde_json::json;
+///
+/// #[signature("question -> answer")]
+/// struct QA;
+///
+/// # tokio::runtime::Builder::new_current_thread().build().unwrap().block_on(async {
+/// let lm = ScriptedLM::from_fields([json!({"answer": "Paris"})]);
+/// let qa = Predict::<QA>::new().with_config(CallConfig::new().lm(lm));
+/// let out = qa.forward(QAInput { question: "Capital of France?".into() }).await?;
+/// assert_eq!(out.answer, "Paris");
+/// # Ok::<(), dspex::Error>(())
+/// # }).unwrap();
+/// ```
+pub struct Predict<S> {
+    inner: DynPredict,
+    _signature: PhantomData<fn() -> S>,
+}
+
+impl<S> Clone for Predict<S> {
+    fn clone(&self) -> Self {
+        Predict {
+            inner: self.inner.clone(),
+            _signature: PhantomData,
+        }
+    }
+}
+
+impl<S> std::fmt::Debug for Predict<S> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Predict")
+            .field("inner", &self.inner)
+            .finish()
+    }
+}
+
+impl<S: Signature> Default for Predict<S> {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl<S: Signature> Predict<S> {
+    /// A predictor for `S` with no demos.
+    pub fn new() -> Self {
+        Predict {
+            inner: DynPredict::new(S::signature().clone()),
+            _signature: PhantomData,
+        }
+    }
+
+    /// The same predictor with these defaults for every call.
+    #[must_use]
+    pub fn with_config(mut self, config: CallConfig) -> Self {
+        self.inner = self.inner.with_config(config);
+        self
+    }
+
+    /// Its parameters (signature with instructions, demos).
+    pub fn params(&self) -> &PredictorParams {
+        self.inner.params()
+    }
+
+    /// Its parameters, to change instructions or demos.
+    pub fn params_mut(&mut self) -> &mut PredictorParams {
+        self.inner.params_mut()
+    }
+
+    /// Runs on `input` with per-call overrides; returns every completion (`n > 1`), parsed.
+    pub async fn forward_all(
+        &self,
+        input: S::Input,
+        config: &CallConfig,
+    ) -> Result<Vec<S::Output>> {
+        let prediction = self
+            .inner
+            .call_with(&Example::from_typed(&input)?, config)
+            .await?;
+        prediction
+            .completions()
+            .iter()
+            .map(|fields| Ok(Prediction::new(fields.clone()).to_typed()?))
+            .collect()
+    }
+
+    /// Runs on `input` with per-call overrides, returning the first completion.
+    pub async fn forward_with(&self, input: S::Input, config: &CallConfig) -> Result<S::Output> {
+        let prediction = self
+            .inner
+            .call_with(&Example::from_typed(&input)?, config)
+            .await?;
+        Ok(prediction.to_typed()?)
+    }
+}
+
+impl<S: Signature> Program for Predict<S> {
+    type Input = S::Input;
+    type Output = S::Output;
+
+    async fn forward(&self, input: S::Input) -> Result<S::Output> {
+        self.forward_with(input, &CallConfig::default()).await
+    }
+}
+
+impl Module for DynPredict {
+    fn visit_predictors<'a>(
+        &'a self,
+        path: &str,
+        visit: &mut dyn FnMut(String, &'a PredictorParams),
+    ) {
+        self.params.visit_predictors(path, visit);
+    }
+
+    fn visit_predictors_mut<'a>(
+        &'a mut self,
+        path: &str,
+        visit: &mut dyn FnMut(String, &'a mut PredictorParams),
+    ) {
+        self.params.visit_predictors_mut(path, visit);
+    }
+}
+
+impl<S> Module for Predict<S> {
+    fn visit_predictors<'a>(
+        &'a self,
+        path: &str,
+        visit: &mut dyn FnMut(String, &'a PredictorParams),
+    ) {
+        self.inner.visit_predictors(path, visit);
+    }
+
+    fn visit_predictors_mut<'a>(
+        &'a mut self,
+        path: &str,
+        visit: &mut dyn FnMut(String, &'a mut PredictorParams),
+    ) {
+        self.inner.visit_predictors_mut(path, visit);
+    }
+}

@@ -1,0 +1,174 @@
+//! Predict and ChainOfThought end to end with a scripted LM: the exact prompts DSPy sends, typed
+//! outputs, several completions, the JSON fallback, settings, and predictor names.
+
+use dspex::lm::{LmRequest, ScriptedLM};
+use dspex::module::{CallConfig, ChainOfThought, Predict};
+use dspex::prelude::*;
+use dspex::settings::{Settings, with_settings};
+use serde_json::{Value, json};
+use std::path::PathBuf;
+
+#[signature("question -> answer")]
+struct QA;
+
+fn fixture(name: &str) -> Value {
+    let path = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("../../shared/fixtures/dspy")
+        .join(name);
+    let text = std::fs::read_to_string(&path)
+        .unwrap_or_else(|e| panic!("cannot read {}: {e}", path.display()));
+    serde_json::from_str(&text).unwrap()
+}
+
+fn messages_json(request: &LmRequest) -> Value {
+    serde_json::to_value(&request.messages).unwrap()
+}
+
+#[tokio::test]
+async fn predict_sends_dspys_prompt_and_parses_typed_outputs() {
+    let fx = fixture("format_chat_00_qa.json");
+    let lm = ScriptedLM::from_fields([json!({"answer": "Paris"})]);
+    let mut qa = Predict::<QA>::new().with_config(CallConfig::new().lm(lm.clone()));
+    if let Some(instructions) = fx["signature"]["instructions"].as_str() {
+        qa.params_mut().set_instructions(instructions);
+    }
+    for demo in fx["demos"].as_array().unwrap() {
+        qa.params_mut()
+            .demos
+            .push(serde_json::from_value(demo.clone()).unwrap());
+    }
+    let input: QAInput = serde_json::from_value(fx["inputs"].clone()).unwrap();
+    let out = qa.forward(input).await.unwrap();
+    assert_eq!(out.answer, "Paris");
+    assert_eq!(messages_json(&lm.requests()[0]), fx["expected_messages"]);
+}
+
+#[tokio::test]
+async fn chain_of_thought_adds_reasoning_first() {
+    let fx = fixture("format_chat_cot_qa.json");
+    let lm = ScriptedLM::from_fields([json!({"reasoning": "Think.", "answer": "42"})]);
+    let mut cot = ChainOfThought::<QA>::new().with_config(CallConfig::new().lm(lm.clone()));
+    if let Some(instructions) = fx["signature"]["instructions"].as_str() {
+        cot.params_mut().set_instructions(instructions);
+    }
+    for demo in fx["demos"].as_array().unwrap() {
+        cot.params_mut()
+            .demos
+            .push(serde_json::from_value(demo.clone()).unwrap());
+    }
+    let input: QAInput = serde_json::from_value(fx["inputs"].clone()).unwrap();
+    let out = cot.forward(input).await.unwrap();
+    assert_eq!(out.reasoning, "Think.");
+    assert_eq!(out.output.answer, "42");
+    assert_eq!(messages_json(&lm.requests()[0]), fx["expected_messages"]);
+    let names: Vec<String> = cot.named_predictors().into_iter().map(|(n, _)| n).collect();
+    assert_eq!(names, ["predict"]);
+}
+
+#[tokio::test]
+async fn several_completions_sample_warm() {
+    let lm = ScriptedLM::from_fields([
+        json!({"answer": "a"}),
+        json!({"answer": "b"}),
+        json!({"answer": "c"}),
+    ]);
+    let qa = Predict::<QA>::new();
+    let outs = qa
+        .forward_all(
+            QAInput {
+                question: "q".into(),
+            },
+            &CallConfig::new().lm(lm.clone()).n(3).temperature(0.0),
+        )
+        .await
+        .unwrap();
+    let answers: Vec<&str> = outs.iter().map(|o| o.answer.as_str()).collect();
+    assert_eq!(answers, ["a", "b", "c"]);
+    // DSPy's rule: n > 1 at temperature 0 samples at 0.7.
+    assert_eq!(lm.requests()[0].temperature, Some(0.7));
+    assert_eq!(lm.requests()[0].n, Some(3));
+}
+
+#[tokio::test]
+async fn an_unparsable_chat_answer_falls_back_to_json() {
+    let lm = ScriptedLM::new(["no markers at all", r#"{"answer": "from json"}"#]);
+    let qa = Predict::<QA>::new().with_config(CallConfig::new().lm(lm.clone()));
+    let out = qa
+        .forward(QAInput {
+            question: "q".into(),
+        })
+        .await
+        .unwrap();
+    assert_eq!(out.answer, "from json");
+    let second = &lm.requests()[1];
+    assert!(
+        second.messages[0]
+            .content
+            .contains("Outputs will be a JSON object"),
+        "the second call uses JSONAdapter's prompt"
+    );
+
+    // When the JSON attempt fails too, the error names the adapter and keeps the completion.
+    let lm = ScriptedLM::new(["still nothing", "nor here"]);
+    let err = Predict::<QA>::new()
+        .with_config(CallConfig::new().lm(lm))
+        .forward(QAInput {
+            question: "q".into(),
+        })
+        .await
+        .unwrap_err();
+    let text = err.to_string();
+    assert!(
+        text.contains("JSONAdapter") && text.contains("nor here"),
+        "{text}"
+    );
+}
+
+#[tokio::test]
+async fn settings_supply_the_lm_per_task() {
+    let qa = Predict::<QA>::new();
+    let err = qa
+        .forward(QAInput {
+            question: "q".into(),
+        })
+        .await
+        .unwrap_err();
+    assert!(matches!(err, dspex::Error::NoLm), "{err}");
+    let lm = ScriptedLM::from_fields([json!({"answer": "scoped"})]);
+    let out = with_settings(
+        Settings::new().lm(lm),
+        qa.forward(QAInput {
+            question: "q".into(),
+        }),
+    )
+    .await
+    .unwrap();
+    assert_eq!(out.answer, "scoped");
+}
+
+#[signature("question -> search_query")]
+struct GenerateQuery;
+
+#[signature("context: list[str], question -> answer")]
+struct Answer;
+
+#[derive(Module)]
+struct Rag {
+    generate_query: ChainOfThought<GenerateQuery>,
+    answer: Predict<Answer>,
+}
+
+#[test]
+fn optimizers_see_dspys_predictor_names() {
+    let rag = Rag {
+        generate_query: ChainOfThought::new(),
+        answer: Predict::new(),
+    };
+    let names: Vec<String> = rag.named_predictors().into_iter().map(|(n, _)| n).collect();
+    assert_eq!(names, ["generate_query.predict", "answer"]);
+    let gq = rag.predictor("generate_query.predict").unwrap();
+    assert_eq!(
+        gq.signature.output_names().collect::<Vec<_>>(),
+        ["reasoning", "search_query"]
+    );
+}
