@@ -9,11 +9,18 @@
 //!   descriptions;
 //! - every JSON schema DSPy printed in an output type note equals `TypeSpec::json_schema`;
 //! - a signature string parses to the same fields as the signature JSON beside it;
-//! - saved program state lists the same prefixes and descriptions dspex computes.
-//!
-//! The adapters issue extends this to whole prompts and parsing.
+//! - saved program state lists the same prefixes and descriptions dspex computes;
+//! - whole prompts: every `format` fixture's `expected_messages` equal what `ChatAdapter` /
+//!   `JSONAdapter` produce, byte for byte; so do the calls recorded in `program_state` fixtures
+//!   (each predictor's signature from the program description, with the saved instructions and
+//!   demos) and the final call of the BootstrapFewShot trace (the compiled program's demos). The
+//!   ReAct trace's prompts are the ReAct module's to reproduce; here only its signatures are
+//!   checked;
+//! - parsing: every `parse` fixture's completion parses to exactly the `expected` values (an int
+//!   field gives an integer, a float field a float) or fails with `AdapterError::Parse`.
 
-use dspex::{DynSignature, FieldSpec, TypeSpec};
+use dspex::runtime::adapter::{Adapter, AdapterError, ChatAdapter, JSONAdapter};
+use dspex::{DynSignature, Example, FieldSpec, TypeSpec};
 use serde_json::Value;
 use std::fs;
 use std::path::PathBuf;
@@ -73,7 +80,16 @@ fn check_fixture(fx: &Value) -> Result<usize, String> {
                 sig = with_reasoning(&sig);
             }
             let mut n = check_string_form(&fx["signature"], &sig)?;
-            n += check_messages(&fx["expected_messages"], &[sig])?;
+            n += check_messages(&fx["expected_messages"], std::slice::from_ref(&sig))?;
+            let demos = examples(&fx["demos"])?;
+            let inputs = example(&fx["inputs"])?;
+            n += check_prompt(
+                adapter_of(fx)?,
+                &sig,
+                &demos,
+                &inputs,
+                &fx["expected_messages"],
+            )?;
             Ok(n)
         }
         Some("parse") => {
@@ -87,7 +103,7 @@ fn check_fixture(fx: &Value) -> Result<usize, String> {
                     }
                 }
             }
-            Ok(n + 1)
+            Ok(n + 1 + check_parse(fx, &sig)?)
         }
         Some("program_state") => check_program_state(fx),
         Some("trace") => check_trace(fx),
@@ -264,9 +280,19 @@ fn check_program_state(fx: &Value) -> Result<usize, String> {
         let state = &fx["state"][name];
         n += check_state_fields(state, &sig)?;
         let sig = sig.with_instructions(state["signature"]["instructions"].as_str().unwrap_or(""));
+        let demos = examples(&state["demos"])?;
         for call in fx["calls"].as_array().ok_or("no calls")? {
             if call["predictor"] == name.as_str() {
                 n += check_messages(&call["expected_messages"], std::slice::from_ref(&sig))?;
+                let inputs = example(&call["inputs"])?;
+                n += check_prompt(
+                    &ChatAdapter,
+                    &sig,
+                    &demos,
+                    &inputs,
+                    &call["expected_messages"],
+                )
+                .map_err(|e| format!("call of `{name}`: {e}"))?;
             }
         }
     }
@@ -311,6 +337,169 @@ fn check_trace(fx: &Value) -> Result<usize, String> {
         for (_, predictor) in state {
             n += check_state_fields(predictor, &sig)?;
         }
+        // The compiled program's own call (the last one, after compiling) sends exactly the
+        // prompt its saved state describes.
+        if let [(_, predictor)] = state.iter().collect::<Vec<_>>().as_slice() {
+            let compiled = match predictor["signature"]["instructions"].as_str() {
+                Some(i) => sig.with_instructions(i),
+                None => sig.clone(),
+            };
+            let demos = examples(&predictor["demos"])?;
+            let inputs = example(&fx["inputs"])?;
+            let last = fx["calls"]
+                .as_array()
+                .and_then(|c| c.last())
+                .ok_or("the trace records no calls")?;
+            n += check_prompt(&ChatAdapter, &compiled, &demos, &inputs, &last["messages"])
+                .map_err(|e| format!("the compiled program's call: {e}"))?;
+        }
     }
     Ok(n)
+}
+
+/// The adapter a fixture names (`adapter`: `chat` | `json`).
+fn adapter_of(fx: &Value) -> Result<&'static dyn Adapter, String> {
+    match fx["adapter"].as_str() {
+        Some("chat") => Ok(&ChatAdapter),
+        Some("json") => Ok(&JSONAdapter),
+        other => Err(format!("unknown adapter {other:?}")),
+    }
+}
+
+fn example(v: &Value) -> Result<Example, String> {
+    match v {
+        Value::Object(map) => Ok(Example::from_map(map.clone())),
+        other => Err(format!("expected an object of field values, found {other}")),
+    }
+}
+
+fn examples(v: &Value) -> Result<Vec<Example>, String> {
+    match v {
+        Value::Null => Ok(Vec::new()),
+        Value::Array(items) => items.iter().map(example).collect(),
+        other => Err(format!("expected a list of demos, found {other}")),
+    }
+}
+
+/// dspex's messages for the call equal DSPy's, role and content byte for byte. On a difference
+/// the error shows the first differing message and, inside it, the first differing line.
+fn check_prompt(
+    adapter: &dyn Adapter,
+    sig: &DynSignature,
+    demos: &[Example],
+    inputs: &Example,
+    expected: &Value,
+) -> Result<usize, String> {
+    let expected = expected
+        .as_array()
+        .ok_or("expected messages are not a list")?;
+    let ours = adapter
+        .format(sig, demos, inputs)
+        .map_err(|e| format!("{} cannot format the call: {e}", adapter.name()))?;
+    for (i, want) in expected.iter().enumerate() {
+        let role = want["role"].as_str().ok_or("a message has no role")?;
+        let content = want["content"]
+            .as_str()
+            .ok_or("a message's content is not text")?;
+        let Some(got) = ours.get(i) else {
+            return Err(format!(
+                "{}: DSPy sends {} messages, dspex only {}; the first missing one is {role}:\n{content}",
+                adapter.name(),
+                expected.len(),
+                ours.len()
+            ));
+        };
+        if got.role.as_str() != role {
+            return Err(format!(
+                "{}: message {i} is {role} in DSPy but {} in dspex",
+                adapter.name(),
+                got.role.as_str()
+            ));
+        }
+        if got.content != content {
+            return Err(format!(
+                "{}: message {i} ({role}) differs.\n{}",
+                adapter.name(),
+                first_difference(content, &got.content)
+            ));
+        }
+    }
+    if ours.len() != expected.len() {
+        return Err(format!(
+            "{}: DSPy sends {} messages, dspex {}; the extra one is:\n{}",
+            adapter.name(),
+            expected.len(),
+            ours.len(),
+            ours[expected.len()].content
+        ));
+    }
+    Ok(expected.len())
+}
+
+/// The first line where two texts differ, both versions shown with escapes visible.
+fn first_difference(dspy: &str, ours: &str) -> String {
+    let (a, b): (Vec<&str>, Vec<&str>) = (dspy.split('\n').collect(), ours.split('\n').collect());
+    for i in 0..a.len().max(b.len()) {
+        let (x, y) = (a.get(i), b.get(i));
+        if x != y {
+            return format!(
+                "first differing line {}:\n  DSPy:  {}\n  dspex: {}",
+                i + 1,
+                x.map_or("<no line>".to_string(), |l| format!("{l:?}")),
+                y.map_or("<no line>".to_string(), |l| format!("{l:?}"))
+            );
+        }
+    }
+    "the texts differ only in line endings".to_string()
+}
+
+/// The fixture's completion parses as DSPy parsed it: the same values (integers stay integers,
+/// floats floats) or an `AdapterError::Parse` naming the completion.
+fn check_parse(fx: &Value, sig: &DynSignature) -> Result<usize, String> {
+    let adapter = adapter_of(fx)?;
+    let completion = fx["completion"]
+        .as_str()
+        .ok_or("the completion is not text")?;
+    let got = adapter.parse(sig, completion);
+    match (&fx["expected"]["ok"], fx["expected"]["error"].as_str(), got) {
+        (Value::Object(want), _, Ok(got)) => {
+            // `Value` equality tells integers from floats; the fields also come in DSPy's order.
+            if !got.keys().eq(want.keys()) || got != *want {
+                return Err(format!(
+                    "{} parses {completion:?} to {} but DSPy to {}",
+                    adapter.name(),
+                    Value::Object(got),
+                    Value::Object(want.clone())
+                ));
+            }
+        }
+        (Value::Object(want), _, Err(e)) => {
+            return Err(format!(
+                "{} fails on {completion:?} ({e}) but DSPy parses {}",
+                adapter.name(),
+                Value::Object(want.clone())
+            ));
+        }
+        (_, Some("AdapterParseError"), Err(AdapterError::Parse { completion: c, .. })) => {
+            if c.is_empty() || !completion.contains(c.as_str()) {
+                return Err(format!(
+                    "the parse error should carry the completion, it carries {c:?}"
+                ));
+            }
+        }
+        (_, Some(kind), Err(e)) => {
+            return Err(format!(
+                "DSPy raises {kind}; dspex fails differently: {e:?}"
+            ));
+        }
+        (_, Some(kind), Ok(got)) => {
+            return Err(format!(
+                "DSPy raises {kind} on {completion:?} but {} parses {}",
+                adapter.name(),
+                Value::Object(got)
+            ));
+        }
+        (other, None, _) => return Err(format!("unknown expected result {other}")),
+    }
+    Ok(1)
 }

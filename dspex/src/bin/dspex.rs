@@ -1,8 +1,10 @@
 //! The `dspex` command-line tool.
 
 use clap::{Args, Parser, Subcommand};
-use dspex::DynSignature;
+use dspex::runtime::adapter::{Adapter, AdapterError, ChatAdapter, JSONAdapter};
 use dspex::testing::{Fault, FaultWhen, Latency, MockLm, MockLmBuilder, Rule};
+use dspex::{DynSignature, Example, FieldSpec, TypeSpec};
+use serde_json::{Map, Value, json};
 use std::io::Write;
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -35,6 +37,27 @@ enum Command {
     /// /health. DSPy prompts get well-formed, deterministic answers for every output field. The
     /// first line on stdout is `listening on http://127.0.0.1:PORT`.
     MockLm(MockLmArgs),
+    /// Print the chat messages DSPy's adapter would send, as a JSON array of {role, content}.
+    ///
+    /// FILE is JSON in the layout of the `format` fixtures: `adapter` ("chat" or "json",
+    /// default "chat"), `signature` ({instructions, inputs, outputs}), `demos` (a list of
+    /// objects, optional), `inputs` (an object) and optionally `module: "ChainOfThought"`.
+    /// Exits 1 when the values cannot be formatted, 2 when the file is missing or malformed.
+    Prompt {
+        /// The JSON file to read.
+        file: PathBuf,
+    },
+    /// Parse a completion into output fields as DSPy's adapter does.
+    ///
+    /// FILE is JSON in the layout of the `parse` fixtures: `adapter` ("chat" or "json",
+    /// default "chat"), `signature`, `completion` (a string) and optionally
+    /// `module: "ChainOfThought"`. Prints {"ok": {field: value}} and exits 0, or prints
+    /// {"error": "AdapterParseError"} (the reason on stderr) and exits 1; exits 2 when the file is
+    /// missing or malformed.
+    Parse {
+        /// The JSON file to read.
+        file: PathBuf,
+    },
 }
 
 /// Options of `dspex mock-lm`.
@@ -89,6 +112,8 @@ fn main() -> ExitCode {
             signature,
             instructions,
         } => signature_command(&signature, instructions.as_deref()),
+        Command::Prompt { file } => prompt_command(&file),
+        Command::Parse { file } => parse_command(&file),
         Command::MockLm(args) => {
             let runtime = match args.threads {
                 1 => tokio::runtime::Builder::new_current_thread()
@@ -255,6 +280,226 @@ fn signature_command(text: &str, instructions: Option<&str>) -> ExitCode {
                 eprintln!("  {}{} {}", " ".repeat(start), "^".repeat(len), e.message);
             }
             ExitCode::from(2)
+        }
+    }
+}
+
+/// A usage error about an input file: the message names the file and what is wrong; exit 2.
+fn bad_file(path: &std::path::Path, what: impl std::fmt::Display) -> ExitCode {
+    eprintln!("error: {}: {what}", path.display());
+    ExitCode::from(2)
+}
+
+/// Reads a JSON object from `path`.
+fn read_object(path: &std::path::Path) -> Result<Map<String, Value>, ExitCode> {
+    let text = std::fs::read_to_string(path)
+        .map_err(|e| bad_file(path, format!("cannot read the file: {e}")))?;
+    match serde_json::from_str::<Value>(&text) {
+        Ok(Value::Object(map)) => Ok(map),
+        Ok(other) => Err(bad_file(
+            path,
+            format!("expected a JSON object, found {}", json_kind(&other)),
+        )),
+        Err(e) => Err(bad_file(path, format!("not valid JSON: {e}"))),
+    }
+}
+
+/// When a file says which fixture kind it is, a pointer to the command that reads it.
+fn kind_hint(doc: &Map<String, Value>) -> String {
+    match doc.get("kind").and_then(Value::as_str) {
+        Some("format") => "; this is a `format` file, which `dspex prompt` reads".to_string(),
+        Some("parse") => "; this is a `parse` file, which `dspex parse` reads".to_string(),
+        Some(kind) => format!(
+            "; this is a `{kind}` file, but `dspex prompt` reads `format` files and `dspex parse` reads `parse` files"
+        ),
+        None => String::new(),
+    }
+}
+
+fn json_kind(v: &Value) -> &'static str {
+    match v {
+        Value::Null => "null",
+        Value::Bool(_) => "a boolean",
+        Value::Number(_) => "a number",
+        Value::String(_) => "a string",
+        Value::Array(_) => "an array",
+        Value::Object(_) => "an object",
+    }
+}
+
+/// The adapter, signature (with `reasoning` for ChainOfThought) of a fixture-layout file.
+fn adapter_and_signature(
+    path: &std::path::Path,
+    doc: &Map<String, Value>,
+) -> Result<(&'static dyn Adapter, DynSignature), ExitCode> {
+    static CHAT: ChatAdapter = ChatAdapter;
+    static JSON: JSONAdapter = JSONAdapter;
+    let adapter: &'static dyn Adapter = match doc.get("adapter") {
+        None => &CHAT,
+        Some(Value::String(a)) if a == "chat" => &CHAT,
+        Some(Value::String(a)) if a == "json" => &JSON,
+        Some(other) => {
+            return Err(bad_file(
+                path,
+                format!("`adapter` must be \"chat\" or \"json\", not {other}"),
+            ));
+        }
+    };
+    let signature = match doc.get("signature") {
+        Some(v @ Value::Object(_)) => serde_json::from_value::<DynSignature>(v.clone())
+            .map_err(|e| bad_file(path, format!("`signature` does not load: {e}")))?,
+        Some(other) => {
+            return Err(bad_file(
+                path,
+                format!("`signature` must be an object, found {}", json_kind(other)),
+            ));
+        }
+        None => {
+            return Err(bad_file(
+                path,
+                format!(
+                    "missing `signature` (an object with instructions, inputs, outputs){}",
+                    kind_hint(doc)
+                ),
+            ));
+        }
+    };
+    let signature = match doc.get("module") {
+        None => signature,
+        Some(Value::String(m)) if m == "Predict" => signature,
+        Some(Value::String(m)) if m == "ChainOfThought" => signature
+            .prepend(FieldSpec::output("reasoning", TypeSpec::Str))
+            .map_err(|e| {
+                bad_file(
+                    path,
+                    format!("cannot add ChainOfThought's `reasoning`: {e}"),
+                )
+            })?,
+        Some(other) => {
+            return Err(bad_file(
+                path,
+                format!("`module` must be \"Predict\" or \"ChainOfThought\", not {other}"),
+            ));
+        }
+    };
+    Ok((adapter, signature))
+}
+
+fn prompt_command(path: &std::path::Path) -> ExitCode {
+    let doc = match read_object(path) {
+        Ok(doc) => doc,
+        Err(code) => return code,
+    };
+    let (adapter, signature) = match adapter_and_signature(path, &doc) {
+        Ok(x) => x,
+        Err(code) => return code,
+    };
+    let inputs = match doc.get("inputs") {
+        Some(Value::Object(map)) => Example::from_map(map.clone()),
+        Some(other) => {
+            return bad_file(
+                path,
+                format!("`inputs` must be an object, found {}", json_kind(other)),
+            );
+        }
+        None => {
+            return bad_file(
+                path,
+                format!(
+                    "missing `inputs` (an object of input field values){}",
+                    kind_hint(&doc)
+                ),
+            );
+        }
+    };
+    let demos = match doc.get("demos") {
+        None | Some(Value::Null) => Vec::new(),
+        Some(Value::Array(items)) => {
+            let mut demos = Vec::with_capacity(items.len());
+            for (i, item) in items.iter().enumerate() {
+                match item {
+                    Value::Object(map) => demos.push(Example::from_map(map.clone())),
+                    other => {
+                        return bad_file(
+                            path,
+                            format!("`demos[{i}]` must be an object, found {}", json_kind(other)),
+                        );
+                    }
+                }
+            }
+            demos
+        }
+        Some(other) => {
+            return bad_file(
+                path,
+                format!(
+                    "`demos` must be a list of objects, found {}",
+                    json_kind(other)
+                ),
+            );
+        }
+    };
+    match adapter.format(&signature, &demos, &inputs) {
+        Ok(messages) => {
+            let list: Vec<Value> = messages
+                .iter()
+                .map(|m| json!({"role": m.role.as_str(), "content": m.content}))
+                .collect();
+            match serde_json::to_string_pretty(&list) {
+                Ok(text) => {
+                    println!("{text}");
+                    ExitCode::SUCCESS
+                }
+                Err(e) => {
+                    eprintln!("error: cannot print the messages as JSON: {e}");
+                    ExitCode::FAILURE
+                }
+            }
+        }
+        Err(e) => {
+            eprintln!("error: {}: {e}", path.display());
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn parse_command(path: &std::path::Path) -> ExitCode {
+    let doc = match read_object(path) {
+        Ok(doc) => doc,
+        Err(code) => return code,
+    };
+    let (adapter, signature) = match adapter_and_signature(path, &doc) {
+        Ok(x) => x,
+        Err(code) => return code,
+    };
+    let completion = match doc.get("completion") {
+        Some(Value::String(text)) => text,
+        Some(other) => {
+            return bad_file(
+                path,
+                format!("`completion` must be a string, found {}", json_kind(other)),
+            );
+        }
+        None => {
+            return bad_file(
+                path,
+                format!("missing `completion` (the LM's text){}", kind_hint(&doc)),
+            );
+        }
+    };
+    match adapter.parse(&signature, completion) {
+        Ok(fields) => {
+            println!("{}", json!({ "ok": fields }));
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            let kind = match e {
+                AdapterError::Parse { .. } => "AdapterParseError",
+                _ => "AdapterError",
+            };
+            println!("{}", json!({ "error": kind }));
+            eprintln!("error: {e}");
+            ExitCode::FAILURE
         }
     }
 }

@@ -1,0 +1,371 @@
+//! Python's string semantics where DSPy's prompts and parsers depend on them: `str.isspace`,
+//! `str.strip`, `str.splitlines`, `textwrap.dedent`, float `repr` and `json.dumps`.
+
+use serde_json::Value;
+use std::fmt::Write as _;
+
+/// Python's `str.isspace()` for one character. Unlike Rust's `char::is_whitespace` it also
+/// counts the information separators `\x1c`–`\x1f`.
+pub(crate) fn is_py_space(c: char) -> bool {
+    c.is_whitespace() || ('\x1c'..='\x1f').contains(&c)
+}
+
+/// Python's `str.strip()` (no arguments).
+pub(crate) fn py_strip(s: &str) -> &str {
+    s.trim_matches(is_py_space)
+}
+
+/// Python's `str.strip()` applied to an owned string in place.
+pub(crate) fn py_strip_in_place(s: &mut String) {
+    let end = s.trim_end_matches(is_py_space).len();
+    s.truncate(end);
+    let start = s.len() - s.trim_start_matches(is_py_space).len();
+    if start > 0 {
+        s.drain(..start);
+    }
+}
+
+/// Whether Python's `str.splitlines()` ends a line at `c` (`\r\n` is handled by the caller).
+fn is_line_break(c: char) -> bool {
+    matches!(
+        c,
+        '\n' | '\r'
+            | '\x0b'
+            | '\x0c'
+            | '\x1c'
+            | '\x1d'
+            | '\x1e'
+            | '\u{85}'
+            | '\u{2028}'
+            | '\u{2029}'
+    )
+}
+
+/// Python's `str.splitlines()`: splits on every Unicode line boundary (`\n`, `\r\n`, `\r`,
+/// `\x0b`, `\x0c`, `\x1c`–`\x1e`, `\x85`, `\u2028`, `\u2029`) and drops the terminators; a
+/// trailing terminator does not produce an empty last line.
+pub(crate) fn py_splitlines(s: &str) -> Vec<&str> {
+    let mut out = Vec::new();
+    let mut start = 0;
+    let mut chars = s.char_indices().peekable();
+    while let Some((i, c)) = chars.next() {
+        if is_line_break(c) {
+            out.push(&s[start..i]);
+            let mut end = i + c.len_utf8();
+            if c == '\r'
+                && let Some(&(_, '\n')) = chars.peek()
+            {
+                chars.next();
+                end += 1;
+            }
+            start = end;
+        }
+    }
+    if start < s.len() {
+        out.push(&s[start..]);
+    }
+    out
+}
+
+/// Python's `textwrap.dedent`: lines made only of spaces and tabs become empty, then the
+/// longest run of leading spaces/tabs common to every other line is removed. Lines are
+/// `\n`-separated here (as `textwrap`'s regular expressions see them).
+pub(crate) fn dedent(text: &str) -> std::borrow::Cow<'_, str> {
+    let is_blank = |line: &str| !line.is_empty() && line.chars().all(|c| c == ' ' || c == '\t');
+    let mut margin: Option<&str> = None;
+    let mut has_blank = false;
+    for line in text.split('\n') {
+        if is_blank(line) {
+            has_blank = true;
+            continue;
+        }
+        let indent_len = line.len() - line.trim_start_matches([' ', '\t']).len();
+        if indent_len == line.len() {
+            // An empty line: no text, so it does not constrain the margin.
+            continue;
+        }
+        let indent = &line[..indent_len];
+        margin = Some(match margin {
+            None => indent,
+            Some(m) if indent.starts_with(m) => m,
+            Some(m) if m.starts_with(indent) => indent,
+            Some(m) => {
+                let common = m
+                    .bytes()
+                    .zip(indent.bytes())
+                    .take_while(|(a, b)| a == b)
+                    .count();
+                &m[..common]
+            }
+        });
+    }
+    let margin = margin.unwrap_or("");
+    if margin.is_empty() && !has_blank {
+        return std::borrow::Cow::Borrowed(text);
+    }
+    let mut out = String::with_capacity(text.len());
+    for (i, line) in text.split('\n').enumerate() {
+        if i > 0 {
+            out.push('\n');
+        }
+        if is_blank(line) {
+            continue;
+        }
+        out.push_str(line.strip_prefix(margin).unwrap_or(line));
+    }
+    std::borrow::Cow::Owned(out)
+}
+
+/// Appends Python's `repr()` of a float: the shortest digits that round-trip, in positional
+/// notation with a `.0` for integral values when the decimal exponent is in `-4..16`, otherwise
+/// in exponent notation with a signed, at least two-digit exponent (`1e+16`, `1e-05`);
+/// `nan`, `inf`, `-inf` for the non-finite values.
+pub(crate) fn write_py_float(out: &mut String, f: f64) {
+    if f.is_nan() {
+        out.push_str("nan");
+        return;
+    }
+    if f.is_infinite() {
+        out.push_str(if f > 0.0 { "inf" } else { "-inf" });
+        return;
+    }
+    // Rust's `{:e}` gives the shortest round-trip digits: `-1.2345e-7`.
+    let sci = format!("{f:e}");
+    let (mantissa, exp) = sci.split_once('e').unwrap_or((sci.as_str(), "0"));
+    let exp: i32 = exp.parse().unwrap_or(0);
+    let (negative, mantissa) = match mantissa.strip_prefix('-') {
+        Some(m) => (true, m),
+        None => (false, mantissa),
+    };
+    let digits: String = mantissa.chars().filter(char::is_ascii_digit).collect();
+    if negative {
+        out.push('-');
+    }
+    if (-4..16).contains(&exp) {
+        let decpt = exp + 1;
+        if decpt <= 0 {
+            out.push_str("0.");
+            for _ in 0..(-decpt) {
+                out.push('0');
+            }
+            out.push_str(&digits);
+        } else {
+            let decpt = decpt as usize;
+            if decpt >= digits.len() {
+                out.push_str(&digits);
+                for _ in digits.len()..decpt {
+                    out.push('0');
+                }
+                out.push_str(".0");
+            } else {
+                out.push_str(&digits[..decpt]);
+                out.push('.');
+                out.push_str(&digits[decpt..]);
+            }
+        }
+    } else {
+        out.push_str(&digits[..1]);
+        if digits.len() > 1 {
+            out.push('.');
+            out.push_str(&digits[1..]);
+        }
+        let _ = write!(out, "e{}{:02}", if exp < 0 { '-' } else { '+' }, exp.abs());
+    }
+}
+
+/// Python's `repr()` of a float as a new string.
+#[cfg(test)]
+pub(crate) fn py_float(f: f64) -> String {
+    let mut s = String::new();
+    write_py_float(&mut s, f);
+    s
+}
+
+/// Appends a JSON number as Python prints it: integers as they are, floats per
+/// [`write_py_float`].
+pub(crate) fn write_py_number(out: &mut String, n: &serde_json::Number) {
+    if let Some(i) = n.as_i64() {
+        let _ = write!(out, "{i}");
+    } else if let Some(u) = n.as_u64() {
+        let _ = write!(out, "{u}");
+    } else {
+        write_py_float(out, n.as_f64().unwrap_or(f64::NAN));
+    }
+}
+
+/// Appends a JSON string literal as Python's `json.dumps(..., ensure_ascii=False)` writes it.
+pub(crate) fn write_json_str(out: &mut String, s: &str) {
+    out.reserve(s.len() + 2);
+    out.push('"');
+    let mut plain_start = 0;
+    for (i, c) in s.char_indices() {
+        let escape = match c {
+            '"' => "\\\"",
+            '\\' => "\\\\",
+            '\n' => "\\n",
+            '\r' => "\\r",
+            '\t' => "\\t",
+            '\x08' => "\\b",
+            '\x0c' => "\\f",
+            c if (c as u32) < 0x20 => "",
+            _ => continue,
+        };
+        out.push_str(&s[plain_start..i]);
+        if escape.is_empty() {
+            let _ = write!(out, "\\u{:04x}", c as u32);
+        } else {
+            out.push_str(escape);
+        }
+        plain_start = i + c.len_utf8();
+    }
+    out.push_str(&s[plain_start..]);
+    out.push('"');
+}
+
+/// Appends Python's `json.dumps(value, ensure_ascii=False)`: `", "` and `": "` separators,
+/// floats in Python's `repr`.
+pub(crate) fn write_py_json(out: &mut String, value: &Value) {
+    match value {
+        Value::Null => out.push_str("null"),
+        Value::Bool(true) => out.push_str("true"),
+        Value::Bool(false) => out.push_str("false"),
+        Value::Number(n) => write_py_number(out, n),
+        Value::String(s) => write_json_str(out, s),
+        Value::Array(items) => {
+            out.push('[');
+            for (i, item) in items.iter().enumerate() {
+                if i > 0 {
+                    out.push_str(", ");
+                }
+                write_py_json(out, item);
+            }
+            out.push(']');
+        }
+        Value::Object(map) => {
+            out.push('{');
+            for (i, (k, v)) in map.iter().enumerate() {
+                if i > 0 {
+                    out.push_str(", ");
+                }
+                write_json_str(out, k);
+                out.push_str(": ");
+                write_py_json(out, v);
+            }
+            out.push('}');
+        }
+    }
+}
+
+/// Appends Python's `json.dumps(value, indent=2, ensure_ascii=False)` of a nested value at
+/// nesting `level` (`","` item separator, `": "` key separator, empty containers as `[]`/`{}`).
+pub(crate) fn write_py_json_indented(out: &mut String, value: &Value, level: usize) {
+    match value {
+        Value::Array(items) if !items.is_empty() => {
+            out.push('[');
+            for (i, item) in items.iter().enumerate() {
+                if i > 0 {
+                    out.push(',');
+                }
+                newline_indent(out, level + 1);
+                write_py_json_indented(out, item, level + 1);
+            }
+            newline_indent(out, level);
+            out.push(']');
+        }
+        Value::Object(map) if !map.is_empty() => {
+            out.push('{');
+            for (i, (k, v)) in map.iter().enumerate() {
+                if i > 0 {
+                    out.push(',');
+                }
+                newline_indent(out, level + 1);
+                write_json_str(out, k);
+                out.push_str(": ");
+                write_py_json_indented(out, v, level + 1);
+            }
+            newline_indent(out, level);
+            out.push('}');
+        }
+        other => write_py_json(out, other),
+    }
+}
+
+/// A newline and two spaces per level.
+pub(crate) fn newline_indent(out: &mut String, level: usize) {
+    out.push('\n');
+    for _ in 0..level {
+        out.push_str("  ");
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn python_float_repr() {
+        let cases = [
+            (3.0, "3.0"),
+            (0.1 + 0.2, "0.30000000000000004"),
+            (1e20, "1e+20"),
+            (1e16, "1e+16"),
+            (1e15, "1000000000000000.0"),
+            (1.5e16, "1.5e+16"),
+            (1e-5, "1e-05"),
+            (1e-4, "0.0001"),
+            (0.00012345, "0.00012345"),
+            (-2.5e-7, "-2.5e-07"),
+            (0.0, "0.0"),
+            (-0.0, "-0.0"),
+            (0.85, "0.85"),
+            (123456.789, "123456.789"),
+            (1.7976931348623157e308, "1.7976931348623157e+308"),
+            (5e-324, "5e-324"),
+            (f64::NAN, "nan"),
+            (f64::NEG_INFINITY, "-inf"),
+        ];
+        for (f, want) in cases {
+            assert_eq!(py_float(f), want, "{f:e}");
+        }
+    }
+
+    #[test]
+    fn python_strip_and_lines() {
+        assert_eq!(py_strip("\x1c a \u{3000}"), "a");
+        assert_eq!(
+            py_splitlines("a\r\nb\rc\u{2028}d\n"),
+            vec!["a", "b", "c", "d"]
+        );
+        assert_eq!(py_splitlines("a\n\nb"), vec!["a", "", "b"]);
+        assert!(py_splitlines("").is_empty());
+        let mut s = String::from("\n\n x \t");
+        py_strip_in_place(&mut s);
+        assert_eq!(s, "x");
+    }
+
+    #[test]
+    fn textwrap_dedent() {
+        assert_eq!(dedent("  a\n    b\n  c"), "a\n  b\nc");
+        assert_eq!(dedent("a\n   \nb"), "a\n\nb");
+        assert_eq!(dedent("\ta\n  b"), "\ta\n  b");
+        assert_eq!(dedent("  a\n\n  b"), "a\n\nb");
+    }
+
+    #[test]
+    fn python_json_dumps() {
+        let v = json!({"k": "v\n\"é\u{1}", "n": [1, 2.5, 1e20, null, true], "e": {}});
+        let mut s = String::new();
+        write_py_json(&mut s, &v);
+        assert_eq!(
+            s,
+            r#"{"k": "v\n\"é\u0001", "n": [1, 2.5, 1e+20, null, true], "e": {}}"#
+        );
+        let mut s = String::new();
+        write_py_json_indented(&mut s, &json!({"a": [1, {"b": []}], "c": {}}), 0);
+        assert_eq!(
+            s,
+            "{\n  \"a\": [\n    1,\n    {\n      \"b\": []\n    }\n  ],\n  \"c\": {}\n}"
+        );
+    }
+}
