@@ -125,9 +125,18 @@ impl LiteralValue {
     }
 }
 
-/// DSPy's name of a `Literal` type: `Literal['a', 'b']`.
+/// DSPy's name of a `Literal` type: `Literal['a', 'b']`. Strings are quoted as DSPy's
+/// `get_annotation_name` quotes them (`'…'`; `"…"` when the text has `'` but no `"`; else `'…'`
+/// with `\'`), without Python's other escapes.
 pub fn literal_type_name(values: &[LiteralValue]) -> String {
-    let members: Vec<String> = values.iter().map(LiteralValue::python_repr).collect();
+    let members: Vec<String> = values
+        .iter()
+        .map(|v| match v {
+            LiteralValue::Str(s) if s.contains('\'') && !s.contains('"') => format!("\"{s}\""),
+            LiteralValue::Str(s) => format!("'{}'", s.replace('\'', "\\'")),
+            other => other.python_repr(),
+        })
+        .collect();
     format!("Literal[{}]", members.join(", "))
 }
 
@@ -279,5 +288,12 @@ mod tests {
         assert_eq!(python_str_repr("x\ny\\"), "'x\\ny\\\\'");
         assert_eq!(LiteralValue::Bool(true).python_repr(), "True");
         assert_eq!(LiteralValue::None.python_repr(), "None");
+        let name = literal_type_name(&[
+            LiteralValue::Str("a\nb".into()),
+            LiteralValue::Str("b's".into()),
+            LiteralValue::Str("c'd\"".into()),
+            LiteralValue::Int(3),
+        ]);
+        assert_eq!(name, "Literal['a\nb', \"b's\", 'c\\'d\"', 3]");
     }
 }

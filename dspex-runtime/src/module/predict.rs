@@ -1,6 +1,6 @@
 //! [`Predict`]: one formatted LM call, parsed into typed outputs.
 
-use crate::adapter::{Adapter, AdapterError, ChatAdapter, JSONAdapter};
+use crate::adapter::{Adapter, AdapterError, ChatAdapter};
 use crate::error::{Error, Result};
 use crate::example::{Example, Prediction};
 use crate::lm::{LanguageModel, LmRequest};
@@ -154,12 +154,13 @@ impl DynPredict {
             .unwrap_or_else(|| Arc::new(ChatAdapter));
         let signature = &self.params.signature;
         let demos = &self.params.demos;
-        match run(&*lm, &*adapter, &config, signature, demos, inputs).await {
+        let result = run(&*lm, &*adapter, &config, signature, demos, inputs).await;
+        match (result, adapter.fallback()) {
             // DSPy's ChatAdapter retries once with JSONAdapter when its output cannot be parsed.
-            Err(Error::Adapter(AdapterError::Parse { .. })) if adapter.name() == "ChatAdapter" => {
-                run(&*lm, &JSONAdapter, &config, signature, demos, inputs).await
+            (Err(Error::Adapter(AdapterError::Parse { .. })), Some(fallback)) => {
+                run(&*lm, fallback, &config, signature, demos, inputs).await
             }
-            other => other,
+            (other, _) => other,
         }
     }
 }

@@ -212,6 +212,11 @@ impl DynSignature {
             });
         }
         section.insert(shifted as usize, field);
+        // DSPy rebuilds the signature with its instructions, and empty instructions mean "the
+        // default" there: they are generated anew for the new fields.
+        if out.instructions.is_empty() {
+            out.instructions = out.default_instructions();
+        }
         Ok(out)
     }
 
@@ -231,6 +236,9 @@ impl DynSignature {
         let mut out = self.clone();
         out.inputs.retain(|f| f.name() != name);
         out.outputs.retain(|f| f.name() != name);
+        if out.instructions.is_empty() {
+            out.instructions = out.default_instructions();
+        }
         out
     }
 

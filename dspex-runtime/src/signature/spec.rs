@@ -116,7 +116,7 @@ impl TypeSpec {
                 let mut schema = schema.clone();
                 // A model's own `$defs` always move up to the root.
                 if let Some(Value::Object(inner)) =
-                    schema.as_object_mut().and_then(|m| m.remove("$defs"))
+                    schema.as_object_mut().and_then(|m| m.shift_remove("$defs"))
                 {
                     defs.extend(inner);
                 }
