@@ -99,3 +99,49 @@ fn mock_lm_rejects_bad_options_with_exit_2() {
     let (code, _, stderr) = dspex(&["mock-lm", "--fault", "explode"]);
     assert_eq!(code, 2, "{stderr}");
 }
+
+#[test]
+fn prompt_and_parse_accept_every_fixture() {
+    let dir =
+        std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../shared/fixtures/dspy");
+    let entries = std::fs::read_dir(&dir)
+        .unwrap_or_else(|e| panic!("the DSPy fixtures at {} cannot be read: {e}", dir.display()));
+    let mut checked = 0;
+    for entry in entries {
+        let path = entry.unwrap().path();
+        let fixture: serde_json::Value =
+            serde_json::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap();
+        let file = path.to_str().unwrap();
+        match fixture["kind"].as_str() {
+            Some("format") => {
+                let (code, stdout, stderr) = dspex(&["prompt", file]);
+                assert_eq!(code, 0, "{file}: {stderr}");
+                let messages: serde_json::Value = serde_json::from_str(&stdout).unwrap();
+                assert_eq!(messages, fixture["expected_messages"], "{file}");
+                checked += 1;
+            }
+            Some("parse") => {
+                let (code, stdout, _) = dspex(&["parse", file]);
+                let got: serde_json::Value = serde_json::from_str(&stdout).unwrap();
+                let ok = fixture["expected"].get("ok").is_some();
+                assert_eq!(code, if ok { 0 } else { 1 }, "{file}");
+                if ok {
+                    assert_eq!(got, fixture["expected"], "{file}");
+                } else {
+                    assert!(got.get("error").is_some(), "{file}: {got}");
+                }
+                checked += 1;
+            }
+            _ => {
+                // Other kinds are not prompt/parse files: a clear refusal, not a crash.
+                let (code, _, stderr) = dspex(&["prompt", file]);
+                assert_eq!(code, 2, "{file}");
+                assert!(!stderr.is_empty());
+            }
+        }
+    }
+    assert!(checked >= 69, "only {checked} fixtures checked");
+    let (code, _, stderr) = dspex(&["prompt", "/nonexistent.json"]);
+    assert_eq!(code, 2);
+    assert!(stderr.contains("/nonexistent.json"), "{stderr}");
+}
