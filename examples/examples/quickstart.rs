@@ -1,12 +1,12 @@
 //! dspex quickstart: declare signatures three ways, look at the metadata adapters and optimizers
-//! see, compose a typed program, and move data between typed structs and DSPy-style examples.
+//! see, compose a typed program, move data between typed structs and DSPy-style examples, and run
+//! a typed ChainOfThought program on an LM.
 //!
 //! Run it with `cargo run --example quickstart`. With no configuration it talks to dspex's mock
 //! LM server, started in-process on 127.0.0.1; set `DSPEX_LM=openai/<model>` (and
 //! `OPENAI_API_KEY`, or `DSPEX_API_BASE` for any OpenAI-compatible server) to use a real one.
-//! Modules (Predict, ChainOfThought, …) arrive with the next issue.
 
-use dspex::lm::{CacheConfig, LM, LmError, LmRequest, Message, track_usage};
+use dspex::lm::{CacheConfig, LM, LmError, track_usage};
 use dspex::prelude::*;
 use dspex::testing::{MockLm, MockLmServer};
 use dspex::{FieldSpec, TypeSpec};
@@ -112,24 +112,31 @@ async fn main() -> dspex::Result<()> {
     let labels: FactoidQAOutput = example.labels()?.to_typed()?;
     println!("its labels as the typed output: {labels:?}");
 
-    // 5. The LM layer: a real HTTP client with cache, retries, limits and usage accounting.
+    // 5. A typed ChainOfThought program on a real LM client: DSPy's exact prompt goes over HTTP
+    //    (cache, retries, limits and usage accounting included) and the answer comes back typed.
     let (lm, _server) = connect_lm().await?;
-    let request = LmRequest::new(vec![
-        Message::system("Answer in one short sentence."),
-        Message::user("Why is the sky blue?"),
-    ]);
-    let (answer, usage) = track_usage(lm.call(request.clone())).await;
-    let answer = answer.map_err(|e| dspex::Error::step("calling the LM", e))?;
-    let again = lm
-        .call(request)
-        .await
-        .map_err(|e| dspex::Error::step("calling the LM", e))?;
-    println!("\nLM {}: {:?}", lm.model(), answer.text());
+    let qa = ChainOfThought::<FactoidQA>::new();
+    let input = FactoidQAInput {
+        question: "Why is the sky blue?".into(),
+        context: vec!["Rayleigh scattering affects short wavelengths most.".into()],
+    };
+    let settings = dspex::settings::Settings::new().lm(lm.clone());
+    let (out, usage) =
+        track_usage(dspex::settings::with_settings(settings, qa.forward(input))).await;
+    let out = out?;
+    println!("\nChainOfThought<FactoidQA> on {}:", lm.model());
+    println!("  reasoning:  {}", out.reasoning);
+    println!("  answer:     {}", out.output.answer);
+    println!("  confidence: {}", out.output.confidence);
     println!(
-        "second call served from the cache: {}; tokens used: {}",
-        again.cache_hit,
-        usage.total().usage.total_tokens
+        "  tokens used: {}; predictor names for optimizers: {:?}",
+        usage.total().usage.total_tokens,
+        qa.named_predictors()
+            .into_iter()
+            .map(|(n, _)| n)
+            .collect::<Vec<_>>()
     );
+    println!("\nThe exact prompt sent (DSPy's ChatAdapter format):");
     print!("{}", lm.inspect_history(1));
     Ok(())
 }
