@@ -199,23 +199,23 @@ async fn run(
 }
 
 /// A typed predictor for signature `S` (DSPy's `dspy.Predict`): formats the signature with its
-/// demos and the inputs, calls the LM, and parses the output struct.
+/// demos and the inputs, calls the LM, and parses the output struct. Declare `S` with the
+/// `#[signature]` macro of the `dspex` crate (its README shows `Predict` and `ChainOfThought` in
+/// use); over a run-time signature, use [`DynPredict`]:
 ///
 /// ```
-/// use dspex::lm::ScriptedLM;
-/// use dspex::module::{CallConfig, Predict};
-/// use dspex::prelude::*;
+/// use dspex_runtime::lm::ScriptedLM;
+/// use dspex_runtime::module::{CallConfig, DynPredict};
+/// use dspex_runtime::{DynSignature, Example};
 /// use serde_json::json;
-///
-/// #[signature("question -> answer")]
-/// struct QA;
 ///
 /// # tokio::runtime::Builder::new_current_thread().build().unwrap().block_on(async {
 /// let lm = ScriptedLM::from_fields([json!({"answer": "Paris"})]);
-/// let qa = Predict::<QA>::new().with_config(CallConfig::new().lm(lm));
-/// let out = qa.forward(QAInput { question: "Capital of France?".into() }).await?;
-/// assert_eq!(out.answer, "Paris");
-/// # Ok::<(), dspex::Error>(())
+/// let qa = DynPredict::new(DynSignature::parse("question -> answer")?)
+///     .with_config(CallConfig::new().lm(lm));
+/// let out = qa.call(&Example::new().with("question", "Capital of France?")).await?;
+/// assert_eq!(out.get_str("answer"), Some("Paris"));
+/// # Ok::<(), dspex_runtime::Error>(())
 /// # }).unwrap();
 /// ```
 pub struct Predict<S> {
