@@ -140,14 +140,24 @@ pub fn literal_type_name(values: &[LiteralValue]) -> String {
     format!("Literal[{}]", members.join(", "))
 }
 
-/// Python's `repr()` of a `str`: single quotes unless the text has a `'` and no `"`.
+/// Python's `repr()` of a `str`: single quotes unless the text has a `'` and no `"`; `\\`,
+/// `\n`, `\r`, `\t` and the quote escaped; characters Python does not print as they are
+/// written as `\x..`, `\u....` or `\U........`.
 pub fn python_str_repr(s: &str) -> String {
+    let mut out = String::with_capacity(s.len() + 2);
+    write_python_str_repr(&mut out, s);
+    out
+}
+
+/// Appends Python's `repr()` of a `str`: single quotes unless the text has a `'` and no `"`;
+/// backslash, the quote, `\t`, `\n`, `\r` escaped; other non-printable characters as `\xNN`,
+/// `\uNNNN` or `\UNNNNNNNN`.
+pub fn write_python_str_repr(out: &mut String, s: &str) {
     let quote = if s.contains('\'') && !s.contains('"') {
         '"'
     } else {
         '\''
     };
-    let mut out = String::with_capacity(s.len() + 2);
     out.push(quote);
     for c in s.chars() {
         match c {
@@ -159,14 +169,59 @@ pub fn python_str_repr(s: &str) -> String {
                 out.push('\\');
                 out.push(c);
             }
-            c if (c as u32) < 0x20 || c as u32 == 0x7f => {
-                let _ = write!(out, "\\x{:02x}", c as u32);
+            c if !is_printable(c) => {
+                let code = c as u32;
+                let _ = if code < 0x100 {
+                    write!(out, "\\x{code:02x}")
+                } else if code < 0x10000 {
+                    write!(out, "\\u{code:04x}")
+                } else {
+                    write!(out, "\\U{code:08x}")
+                };
             }
             c => out.push(c),
         }
     }
     out.push(quote);
-    out
+}
+
+/// Python's `str.isprintable()` for one character: false for controls, separators other than
+/// the ASCII space, format characters, private-use characters and noncharacters (the
+/// unassigned code points Python also escapes are not known here).
+fn is_printable(c: char) -> bool {
+    let code = c as u32;
+    if c == ' ' {
+        return true;
+    }
+    if c.is_control() || c.is_whitespace() {
+        return false;
+    }
+    let format = matches!(
+        code,
+        0xAD | 0x600..=0x605
+            | 0x61C
+            | 0x6DD
+            | 0x70F
+            | 0x890..=0x891
+            | 0x8E2
+            | 0x180E
+            | 0x200B..=0x200F
+            | 0x202A..=0x202E
+            | 0x2060..=0x2064
+            | 0x2066..=0x206F
+            | 0xFEFF
+            | 0xFFF9..=0xFFFB
+            | 0x110BD
+            | 0x110CD
+            | 0x13430..=0x1343F
+            | 0x1BCA0..=0x1BCA3
+            | 0x1D173..=0x1D17A
+            | 0xE0001
+            | 0xE0020..=0xE007F
+    );
+    let private_or_nonchar = matches!(code, 0xE000..=0xF8FF | 0xF0000..=0x10FFFF | 0xFDD0..=0xFDEF)
+        || (code & 0xFFFE) == 0xFFFE;
+    !(format || private_or_nonchar)
 }
 
 /// A field type, independent of the spelling it was written in.

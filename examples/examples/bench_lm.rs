@@ -6,9 +6,10 @@
 //! warm caches do not leak between them.
 
 use dspex::lm::{CacheConfig, LM, LmRequest, RetryPolicy};
+use dspex_examples::{dspy_side, peak_rss_mb, run_json, venv_python};
 use serde_json::{Value, json};
 use std::io::{BufRead, BufReader};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -49,18 +50,6 @@ fn start_mock(dspex: &Path, extra: &[&str]) -> (Child, String) {
     (child, url)
 }
 
-fn run_json(cmd: &mut Command) -> Value {
-    let out = cmd.output().expect("the worker runs");
-    assert!(
-        out.status.success(),
-        "{cmd:?} failed:\n{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    let last = stdout.lines().last().unwrap_or_default();
-    serde_json::from_str(last).unwrap_or_else(|e| panic!("{cmd:?} printed {last:?}: {e}"))
-}
-
 fn orchestrate(quick: bool) {
     let exe = std::env::current_exe().expect("the bench's own path");
     // target/<profile>/examples/bench_lm → target/<profile>/dspex
@@ -70,26 +59,8 @@ fn orchestrate(quick: bool) {
         .map(|d| d.join("dspex"))
         .filter(|p| p.exists())
         .expect("build the dspex binary first: cargo build --release -p dspex");
-    let root = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..");
-    let python = {
-        let out = Command::new(root.join("scripts/python-env"))
-            .output()
-            .expect("scripts/python-env runs");
-        assert!(
-            out.status.success(),
-            "{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        root.join(
-            String::from_utf8_lossy(&out.stdout)
-                .lines()
-                .last()
-                .unwrap_or_default()
-                .trim(),
-        )
-    };
-    let dspy_side = root.join("../shared/bench/dspy_side.py");
-    assert!(dspy_side.exists(), "missing {}", dspy_side.display());
+    let python = venv_python();
+    let dspy_side = dspy_side();
 
     // One runtime thread per server: on a small machine the server shares the cores with the
     // client under test, and a single-threaded server wastes the least of them.
@@ -167,20 +138,6 @@ fn orchestrate(quick: bool) {
             t["get_p99_us"].as_f64().unwrap_or(0.0),
         );
     }
-}
-
-/// Peak resident set size of this process, in MB (Linux `VmHWM`).
-fn peak_rss_mb() -> f64 {
-    std::fs::read_to_string("/proc/self/status")
-        .ok()
-        .and_then(|s| {
-            s.lines().find(|l| l.starts_with("VmHWM:")).and_then(|l| {
-                l.split_whitespace()
-                    .nth(1)
-                    .and_then(|kb| kb.parse::<f64>().ok())
-            })
-        })
-        .map_or(0.0, |kb| kb / 1024.0)
 }
 
 async fn worker(args: &[String]) -> Value {

@@ -5,8 +5,8 @@
 use dspex::lm::ScriptedLM;
 use dspex::module::{CallConfig, Predict};
 use dspex::prelude::*;
+use dspex_examples::{dspy_side, peak_rss_mb, run_json, venv_python};
 use serde_json::{Value, json};
-use std::path::PathBuf;
 use std::process::Command;
 use std::time::Instant;
 
@@ -26,29 +26,12 @@ fn main() {
     }
     let quick = args.iter().any(|a| a == "--quick");
     let exe = std::env::current_exe().expect("the bench's own path");
-    let root = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..");
-    let python = {
-        let out = Command::new(root.join("scripts/python-env"))
-            .output()
-            .expect("scripts/python-env runs");
-        assert!(
-            out.status.success(),
-            "{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        root.join(
-            String::from_utf8_lossy(&out.stdout)
-                .lines()
-                .last()
-                .unwrap_or_default()
-                .trim(),
-        )
-    };
+    let python = venv_python();
     let (rust_calls, dspy_calls) = if quick { (2_000, 200) } else { (20_000, 2_000) };
     let rust = run_json(Command::new(&exe).args(["worker", &rust_calls.to_string()]));
     let dspy = run_json(
         Command::new(&python)
-            .arg(root.join("../shared/bench/dspy_side.py"))
+            .arg(dspy_side())
             .args(["predict", "--calls", &dspy_calls.to_string()])
             .env("LITELLM_LOCAL_MODEL_COST_MAP", "True"),
     );
@@ -68,30 +51,6 @@ fn main() {
         dspy["peak_rss_mb"].as_f64().unwrap_or(0.0)
     );
     println!("\ndspex is {:.0}× faster per call.", d / r);
-}
-
-fn run_json(cmd: &mut Command) -> Value {
-    let out = cmd.output().expect("the worker runs");
-    assert!(
-        out.status.success(),
-        "{cmd:?} failed:\n{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    serde_json::from_str(stdout.lines().last().unwrap_or_default()).expect("one JSON line")
-}
-
-fn peak_rss_mb() -> f64 {
-    std::fs::read_to_string("/proc/self/status")
-        .ok()
-        .and_then(|s| {
-            s.lines().find(|l| l.starts_with("VmHWM:")).and_then(|l| {
-                l.split_whitespace()
-                    .nth(1)
-                    .and_then(|kb| kb.parse::<f64>().ok())
-            })
-        })
-        .map_or(0.0, |kb| kb / 1024.0)
 }
 
 /// The same shape as DSPy's side: three demos, one question per call, answers parsed.

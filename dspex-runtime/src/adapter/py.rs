@@ -139,79 +139,9 @@ pub(crate) fn write_repr(out: &mut String, v: &Py) {
     }
 }
 
-/// Appends Python's `repr()` of a `str`: single quotes unless the text has a `'` and no `"`;
-/// backslash, the quote, `\t`, `\n`, `\r` escaped; other non-printable characters as `\xNN`,
-/// `\uNNNN` or `\UNNNNNNNN`.
+/// Python's `repr()` of a `str`, written into `out`.
 pub(crate) fn write_str_repr(out: &mut String, s: &str) {
-    let quote = if s.contains('\'') && !s.contains('"') {
-        '"'
-    } else {
-        '\''
-    };
-    out.push(quote);
-    for c in s.chars() {
-        match c {
-            '\\' => out.push_str("\\\\"),
-            '\n' => out.push_str("\\n"),
-            '\r' => out.push_str("\\r"),
-            '\t' => out.push_str("\\t"),
-            c if c == quote => {
-                out.push('\\');
-                out.push(c);
-            }
-            c if !is_printable(c) => {
-                let code = c as u32;
-                let _ = if code < 0x100 {
-                    write!(out, "\\x{code:02x}")
-                } else if code < 0x10000 {
-                    write!(out, "\\u{code:04x}")
-                } else {
-                    write!(out, "\\U{code:08x}")
-                };
-            }
-            c => out.push(c),
-        }
-    }
-    out.push(quote);
-}
-
-/// Python's `str.isprintable()` for one character: false for controls, separators other than
-/// the ASCII space, format characters, private-use characters and noncharacters (the
-/// unassigned code points Python also escapes are not known here).
-fn is_printable(c: char) -> bool {
-    let code = c as u32;
-    if c == ' ' {
-        return true;
-    }
-    if c.is_control() || c.is_whitespace() {
-        return false;
-    }
-    let format = matches!(
-        code,
-        0xAD | 0x600..=0x605
-            | 0x61C
-            | 0x6DD
-            | 0x70F
-            | 0x890..=0x891
-            | 0x8E2
-            | 0x180E
-            | 0x200B..=0x200F
-            | 0x202A..=0x202E
-            | 0x2060..=0x2064
-            | 0x2066..=0x206F
-            | 0xFEFF
-            | 0xFFF9..=0xFFFB
-            | 0x110BD
-            | 0x110CD
-            | 0x13430..=0x1343F
-            | 0x1BCA0..=0x1BCA3
-            | 0x1D173..=0x1D17A
-            | 0xE0001
-            | 0xE0020..=0xE007F
-    );
-    let private_or_nonchar = matches!(code, 0xE000..=0xF8FF | 0xF0000..=0x10FFFF | 0xFDD0..=0xFDEF)
-        || (code & 0xFFFE) == 0xFFFE;
-    !(format || private_or_nonchar)
+    dspex_grammar::write_python_str_repr(out, s);
 }
 
 /// Python's `str()`: the text itself for a string, the repr otherwise.
