@@ -172,3 +172,32 @@ fn optimizers_see_dspys_predictor_names() {
         ["reasoning", "search_query"]
     );
 }
+
+#[tokio::test]
+async fn parallel_runs_a_module_over_a_batch_in_order() {
+    use dspex::module::Parallel;
+    let lm = ScriptedLM::new(
+        (0..5).map(|i| format!("[[ ## answer ## ]]\nanswer {i}\n\n[[ ## completed ## ]]")),
+    );
+    let batch = Parallel::new(Predict::<QA>::new(), 3);
+    let inputs = (0..5)
+        .map(|i| QAInput {
+            question: format!("q{i}"),
+        })
+        .collect();
+    let out = with_settings(Settings::new().lm(lm.clone()), batch.forward(inputs))
+        .await
+        .unwrap();
+    let answers: Vec<String> = out.into_iter().map(|r| r.unwrap().answer).collect();
+    assert_eq!(
+        answers,
+        ["answer 0", "answer 1", "answer 2", "answer 3", "answer 4"]
+    );
+    assert_eq!(lm.calls(), 5);
+    let names: Vec<String> = batch
+        .named_predictors()
+        .into_iter()
+        .map(|(n, _)| n)
+        .collect();
+    assert_eq!(names, ["self"]);
+}

@@ -3,11 +3,14 @@
 //! - [`Predict`] / [`DynPredict`] — one LM call: format the signature with demos and inputs, call
 //!   the LM, parse the outputs (DSPy's `dspy.Predict`).
 //! - [`ChainOfThought`] — Predict with a `reasoning` output first (DSPy's `dspy.ChainOfThought`).
+//! - [`Parallel`] — a program over a batch under a concurrency limit, results in input order.
 //! - [`CallConfig`] — the LM, adapter and sampling parameters of a predictor or of one call; what
 //!   it leaves unset comes from [`crate::settings`].
 
 mod chain_of_thought;
+mod parallel;
 mod predict;
 
 pub use chain_of_thought::{ChainOfThought, Reasoned};
+pub use parallel::Parallel;
 pub use predict::{CallConfig, DynPredict, Predict};
