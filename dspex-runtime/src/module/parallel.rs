@@ -1,7 +1,8 @@
 //! [`Parallel`]: a program over a batch, under a concurrency limit.
 
 use crate::error::{Error, Result};
-use crate::program::{Module, PredictorParams, Program};
+use crate::program::delegate_module;
+use crate::program::{Module, Program};
 use futures_util::StreamExt;
 
 /// Runs a program over a batch of inputs with at most `limit` in flight, keeping the results in
@@ -60,23 +61,7 @@ impl<P: Program> Program for Parallel<P> {
     }
 }
 
-impl<P: Module> Module for Parallel<P> {
-    fn visit_predictors<'a>(
-        &'a self,
-        path: &str,
-        visit: &mut dyn FnMut(String, &'a PredictorParams),
-    ) {
-        self.program.visit_predictors(path, visit);
-    }
-
-    fn visit_predictors_mut<'a>(
-        &'a mut self,
-        path: &str,
-        visit: &mut dyn FnMut(String, &'a mut PredictorParams),
-    ) {
-        self.program.visit_predictors_mut(path, visit);
-    }
-}
+delegate_module!(impl[P: Module] Parallel<P> => program);
 
 #[cfg(test)]
 mod tests {

@@ -4,7 +4,8 @@ use crate::adapter::{Adapter, AdapterError, ChatAdapter};
 use crate::error::{Error, Result};
 use crate::example::{Example, Prediction};
 use crate::lm::{LanguageModel, LmRequest};
-use crate::program::{Module, PredictorParams, Program};
+use crate::program::delegate_module;
+use crate::program::{PredictorParams, Program};
 use crate::settings::Settings;
 use crate::signature::{DynSignature, Signature};
 use serde_json::{Map, Value};
@@ -308,38 +309,6 @@ impl<S: Signature> Program for Predict<S> {
     }
 }
 
-impl Module for DynPredict {
-    fn visit_predictors<'a>(
-        &'a self,
-        path: &str,
-        visit: &mut dyn FnMut(String, &'a PredictorParams),
-    ) {
-        self.params.visit_predictors(path, visit);
-    }
+delegate_module!(impl[] DynPredict => params);
 
-    fn visit_predictors_mut<'a>(
-        &'a mut self,
-        path: &str,
-        visit: &mut dyn FnMut(String, &'a mut PredictorParams),
-    ) {
-        self.params.visit_predictors_mut(path, visit);
-    }
-}
-
-impl<S> Module for Predict<S> {
-    fn visit_predictors<'a>(
-        &'a self,
-        path: &str,
-        visit: &mut dyn FnMut(String, &'a PredictorParams),
-    ) {
-        self.inner.visit_predictors(path, visit);
-    }
-
-    fn visit_predictors_mut<'a>(
-        &'a mut self,
-        path: &str,
-        visit: &mut dyn FnMut(String, &'a mut PredictorParams),
-    ) {
-        self.inner.visit_predictors_mut(path, visit);
-    }
-}
+delegate_module!(impl[S] Predict<S> => inner);

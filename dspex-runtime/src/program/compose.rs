@@ -1,5 +1,6 @@
 //! Composition of programs: sequencing, output mapping, and programs from async functions.
 
+use super::delegate_module;
 use super::{Module, PredictorParams, Program, join_path};
 use crate::Result;
 use std::future::Future;
@@ -117,23 +118,7 @@ where
     }
 }
 
-impl<P: Module, F> Module for Map<P, F> {
-    fn visit_predictors<'a>(
-        &'a self,
-        path: &str,
-        visit: &mut dyn FnMut(String, &'a PredictorParams),
-    ) {
-        self.inner.visit_predictors(path, visit);
-    }
-
-    fn visit_predictors_mut<'a>(
-        &'a mut self,
-        path: &str,
-        visit: &mut dyn FnMut(String, &'a mut PredictorParams),
-    ) {
-        self.inner.visit_predictors_mut(path, visit);
-    }
-}
+delegate_module!(impl[P: Module, F] Map<P, F> => inner);
 
 /// A program made from an async function; see [`program_fn`]. It holds no predictors.
 pub struct FnProgram<F, I, O> {

@@ -11,6 +11,7 @@ mod compose;
 mod params;
 
 pub use compose::{FnProgram, Map, ProgramExt, Then, program_fn};
+pub(crate) use params::delegate_module;
 pub use params::{Module, PredictorParams, join_path};
 
 use crate::Result;

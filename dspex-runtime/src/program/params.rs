@@ -102,6 +102,31 @@ pub trait Module {
     }
 }
 
+/// Implements [`Module`] for a wrapper by visiting one of its fields under the same path:
+/// `delegate_module!(impl[P: Module, F] Map<P, F> => inner);`.
+macro_rules! delegate_module {
+    (impl[$($generics:tt)*] $ty:ty => $field:ident) => {
+        impl<$($generics)*> $crate::program::Module for $ty {
+            fn visit_predictors<'a>(
+                &'a self,
+                path: &str,
+                visit: &mut dyn FnMut(String, &'a $crate::program::PredictorParams),
+            ) {
+                $crate::program::Module::visit_predictors(&self.$field, path, visit);
+            }
+
+            fn visit_predictors_mut<'a>(
+                &'a mut self,
+                path: &str,
+                visit: &mut dyn FnMut(String, &'a mut $crate::program::PredictorParams),
+            ) {
+                $crate::program::Module::visit_predictors_mut(&mut self.$field, path, visit);
+            }
+        }
+    };
+}
+pub(crate) use delegate_module;
+
 /// `path.name`, or `name` at the root: how DSPy names nested predictors.
 pub fn join_path(path: &str, name: &str) -> String {
     if path.is_empty() {
