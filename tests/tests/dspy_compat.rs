@@ -67,12 +67,9 @@ async fn dspy_predict_gets_parsed_answers_from_the_mock() {
     assert!(result["typed"]["count"].is_i64(), "{result}");
     assert!(result["typed"]["words"].is_array(), "{result}");
     assert!(result["typed"]["flag"].is_boolean(), "{result}");
-    let chat: u64 = server
-        .stats()
-        .requests
-        .iter()
-        .filter(|(path, _)| path.contains("chat/completions"))
-        .map(|(_, n)| *n)
-        .sum();
-    assert_eq!(chat, 4, "one request per DSPy call");
+    assert_eq!(
+        server.stats().requests_to("/v1/chat/completions"),
+        4,
+        "one request per DSPy call"
+    );
 }

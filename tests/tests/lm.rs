@@ -38,13 +38,7 @@ async fn server_with(faults: Vec<(Fault, FaultWhen)>) -> MockLmServer {
 }
 
 fn chat_requests(server: &MockLmServer) -> u64 {
-    server
-        .stats()
-        .requests
-        .iter()
-        .filter(|(path, _)| path.contains("chat/completions"))
-        .map(|(_, n)| *n)
-        .sum()
+    server.stats().requests_to("/v1/chat/completions")
 }
 
 #[tokio::test]
