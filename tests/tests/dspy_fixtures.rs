@@ -13,13 +13,16 @@
 //! - whole prompts: every `format` fixture's `expected_messages` equal what `ChatAdapter` /
 //!   `JSONAdapter` produce, byte for byte; so do the calls recorded in `program_state` fixtures
 //!   (each predictor's signature from the program description, with the saved instructions and
-//!   demos) and the final call of the BootstrapFewShot trace (the compiled program's demos). The
-//!   ReAct trace's prompts are the ReAct module's to reproduce; here only its signatures are
-//!   checked;
+//!   demos) and the final call of the BootstrapFewShot trace (the compiled program's demos);
+//! - ReAct traces are replayed: dspex's `DynReAct`, given the recorded completions in order and
+//!   tools that return the recorded observations, sends every recorded prompt byte for byte and
+//!   returns the recorded outputs and trajectory;
 //! - parsing: every `parse` fixture's completion parses to exactly the `expected` values (an int
 //!   field gives an integer, a float field a float) or fails with `AdapterError::Parse`.
 
 use dspex::runtime::adapter::{Adapter, AdapterError, ChatAdapter, JSONAdapter};
+use dspex::runtime::lm::{Message, ScriptedLM};
+use dspex::runtime::module::{CallConfig, DynReAct, Tool};
 use dspex::{DynSignature, Example, FieldSpec, TypeSpec};
 use serde_json::Value;
 use std::fs;
@@ -333,6 +336,9 @@ fn check_trace(fx: &Value) -> Result<usize, String> {
     for call in fx["calls"].as_array().ok_or("no calls")? {
         n += check_messages(&call["messages"], &candidates)?;
     }
+    if program["module"] == "ReAct" {
+        n += replay_react(fx, &sig)?;
+    }
     if let Some(state) = fx["compiled_state"].as_object() {
         for (_, predictor) in state {
             n += check_state_fields(predictor, &sig)?;
@@ -353,6 +359,100 @@ fn check_trace(fx: &Value) -> Result<usize, String> {
             n += check_prompt(&ChatAdapter, &compiled, &demos, &inputs, &last["messages"])
                 .map_err(|e| format!("the compiled program's call: {e}"))?;
         }
+    }
+    Ok(n)
+}
+
+/// Replays a ReAct trace: the recorded completions in order, and tools that return the
+/// observation DSPy recorded for the same tool and arguments. dspex's ReAct must send every
+/// recorded message list exactly and end with the recorded outputs and trajectory.
+fn replay_react(fx: &Value, sig: &DynSignature) -> Result<usize, String> {
+    let program = &fx["program"];
+    let output = fx["output"].as_object().ok_or("the trace has no output")?;
+    let recorded = output
+        .get("trajectory")
+        .and_then(Value::as_object)
+        .cloned()
+        .ok_or("the trace's output has no trajectory")?;
+    let mut tools = Vec::new();
+    for t in program["tools"]
+        .as_array()
+        .ok_or("ReAct program lists no tools")?
+    {
+        let name = t["name"].as_str().ok_or("a tool has no name")?.to_string();
+        let args = t["args"].as_object().cloned().unwrap_or_default();
+        let trajectory = recorded.clone();
+        let tool_name = name.clone();
+        let tool = Tool::from_json_fn(&name, t["desc"].as_str(), args, move |args| {
+            let trajectory = trajectory.clone();
+            let tool_name = tool_name.clone();
+            async move {
+                (0..)
+                    .map_while(|i| Some((i, trajectory.get(&format!("tool_name_{i}"))?)))
+                    .find(|(i, name)| {
+                        *name == tool_name.as_str()
+                            && trajectory.get(&format!("tool_args_{i}"))
+                                == Some(&Value::Object(args.clone()))
+                    })
+                    .and_then(|(i, _)| trajectory.get(&format!("observation_{i}")).cloned())
+                    .ok_or_else(|| format!("DSPy never called {tool_name} with {args:?}"))
+            }
+        })
+        .map_err(|e| e.to_string())?;
+        tools.push(tool);
+    }
+    let calls = fx["calls"].as_array().ok_or("no calls")?;
+    let lm = ScriptedLM::new(
+        calls
+            .iter()
+            .map(|c| c["completion"].as_str().unwrap_or_default()),
+    );
+    let mut agent = DynReAct::new(sig.clone(), tools)
+        .map_err(|e| e.to_string())?
+        .with_config(CallConfig::new().lm(lm.clone()));
+    if let Some(max) = program["max_iters"].as_u64() {
+        agent = agent.with_max_iters(max as usize);
+    }
+    let inputs = example(&fx["inputs"])?;
+    let result = tokio::runtime::Builder::new_current_thread()
+        .build()
+        .map_err(|e| e.to_string())?
+        .block_on(agent.call(&inputs));
+    let sent = lm.messages();
+    let mut n = 0;
+    for (i, call) in calls.iter().enumerate() {
+        let expected = call["messages"]
+            .as_array()
+            .ok_or("a call has no messages")?;
+        let ours = sent.get(i).ok_or_else(|| {
+            format!(
+                "DSPy made {} LM calls, dspex's ReAct {}; {}",
+                calls.len(),
+                sent.len(),
+                match &result {
+                    Err(e) => format!("it failed with {e}"),
+                    Ok(_) => "it finished early".to_string(),
+                }
+            )
+        })?;
+        n += compare_messages(&format!("ReAct call {i}"), expected, ours)?;
+    }
+    if sent.len() != calls.len() {
+        return Err(format!(
+            "DSPy made {} LM calls, dspex's ReAct {}",
+            calls.len(),
+            sent.len()
+        ));
+    }
+    let prediction = result.map_err(|e| format!("dspex's ReAct failed: {e}"))?;
+    for (key, want) in output {
+        if prediction.get(key) != Some(want) {
+            return Err(format!(
+                "ReAct output `{key}`: DSPy {want}, dspex {:?}",
+                prediction.get(key)
+            ));
+        }
+        n += 1;
     }
     Ok(n)
 }
@@ -396,6 +496,11 @@ fn check_prompt(
     let ours = adapter
         .format(sig, demos, inputs)
         .map_err(|e| format!("{} cannot format the call: {e}", adapter.name()))?;
+    compare_messages(adapter.name(), expected, &ours)
+}
+
+/// Checks dspex's messages against the list DSPy sent, naming the first difference.
+fn compare_messages(label: &str, expected: &[Value], ours: &[Message]) -> Result<usize, String> {
     for (i, want) in expected.iter().enumerate() {
         let role = want["role"].as_str().ok_or("a message has no role")?;
         let content = want["content"]
@@ -404,7 +509,7 @@ fn check_prompt(
         let Some(got) = ours.get(i) else {
             return Err(format!(
                 "{}: DSPy sends {} messages, dspex only {}; the first missing one is {role}:\n{content}",
-                adapter.name(),
+                label,
                 expected.len(),
                 ours.len()
             ));
@@ -412,14 +517,14 @@ fn check_prompt(
         if got.role.as_str() != role {
             return Err(format!(
                 "{}: message {i} is {role} in DSPy but {} in dspex",
-                adapter.name(),
+                label,
                 got.role.as_str()
             ));
         }
         if got.content != content {
             return Err(format!(
                 "{}: message {i} ({role}) differs.\n{}",
-                adapter.name(),
+                label,
                 first_difference(content, &got.content)
             ));
         }
@@ -427,7 +532,7 @@ fn check_prompt(
     if ours.len() != expected.len() {
         return Err(format!(
             "{}: DSPy sends {} messages, dspex {}; the extra one is:\n{}",
-            adapter.name(),
+            label,
             expected.len(),
             ours.len(),
             ours[expected.len()].content

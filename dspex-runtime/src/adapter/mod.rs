@@ -40,7 +40,7 @@ mod format;
 mod json;
 mod json_repair;
 mod literal_eval;
-mod py;
+pub(crate) mod py;
 mod text;
 mod value;
 
@@ -84,6 +84,20 @@ pub trait Adapter: Send + Sync + fmt::Debug {
     /// with `fallback.parse(...)`; its error, if any, is final (there is no third attempt).
     fn fallback(&self) -> Option<&'static dyn Adapter> {
         None
+    }
+
+    /// DSPy's `format_user_message_content(signature, values)` without the output reminder: the
+    /// `[[ ## name ## ]]` block of every input of `signature` present in `values`, in the
+    /// signature's order, values printed as in a prompt, joined by blank lines. ReAct formats
+    /// its trajectory this way; both DSPy adapters share ChatAdapter's layout.
+    fn format_fields(
+        &self,
+        signature: &DynSignature,
+        values: &Map<String, Value>,
+    ) -> Result<String, AdapterError> {
+        let mut out = String::new();
+        format::write_user_content(&mut out, self.name(), signature, values, "", None)?;
+        Ok(out)
     }
 }
 

@@ -139,6 +139,33 @@ impl LmError {
         }
     }
 
+    /// Whether the prompt was too long for the model's context window (LiteLLM's
+    /// `ContextWindowExceededError`): an HTTP 400/413 whose body carries OpenAI's
+    /// `context_length_exceeded` code or the wording vLLM, Ollama and llama.cpp's server use.
+    /// ReAct drops its oldest steps and retries on this error.
+    pub fn is_context_window_exceeded(&self) -> bool {
+        match self.root() {
+            LmError::Http {
+                status: 400 | 413,
+                body,
+                ..
+            } => {
+                let body = body.to_ascii_lowercase();
+                [
+                    "context_length_exceeded",
+                    "maximum context length",
+                    "context window",
+                    "context length",
+                    "exceeds the available context size",
+                    "prompt is too long",
+                ]
+                .iter()
+                .any(|needle| body.contains(needle))
+            }
+            _ => false,
+        }
+    }
+
     /// The error behind retries: the last attempt's, or this one.
     pub fn root(&self) -> &LmError {
         match self {
