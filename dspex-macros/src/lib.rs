@@ -10,6 +10,7 @@ mod krate;
 mod literal_enum;
 mod module;
 mod signature;
+mod tool;
 
 use proc_macro::TokenStream;
 
@@ -35,6 +36,12 @@ pub fn derive_module(input: TokenStream) -> TokenStream {
 #[proc_macro_derive(LiteralEnum)]
 pub fn derive_literal_enum(input: TokenStream) -> TokenStream {
     literal_enum::derive(input.into()).into()
+}
+
+/// Turns a function into a ReAct tool (`<name>_tool()`). See the `dspex` crate.
+#[proc_macro_attribute]
+pub fn tool(args: TokenStream, item: TokenStream) -> TokenStream {
+    tool::attribute(args.into(), item.into()).into()
 }
 
 #[cfg(test)]

@@ -116,3 +116,30 @@ fn derive_literal_enum() {
     ));
     insta::assert_snapshot!(pretty(out));
 }
+
+#[test]
+fn tool_async_with_doc() {
+    let out = crate::tool::attribute(
+        quote!(),
+        quote!(
+            /// Add two integers.
+            pub async fn add(a: i64, b: i64) -> i64 {
+                a + b
+            }
+        ),
+    );
+    insta::assert_snapshot!(pretty(out));
+}
+
+#[test]
+fn tool_sync_result_with_options() {
+    let out = crate::tool::attribute(
+        quote!(name = "lookup_fact", desc = "Look up a fact by its key."),
+        quote!(
+            fn lookup(key: String) -> Result<String, LookupError> {
+                Err(LookupError)
+            }
+        ),
+    );
+    insta::assert_snapshot!(pretty(out));
+}

@@ -131,6 +131,46 @@
 //! # Ok::<(), dspex::SignatureError>(())
 //! ```
 //!
+//! ## Agents and tools
+//!
+//! `#[tool]` turns a function (async or not) into a tool for [`module::ReAct`]: the function
+//! stays as written, and `<name>_tool()` builds a [`module::Tool`] whose arguments are its
+//! parameters (JSON schemas from `schemars`), whose description is its doc comment, and whose
+//! body deserializes the model's arguments and calls it. A returned `Err` becomes the
+//! observation the model sees next, as in DSPy. `#[tool(name = "…", desc = "…")]` overrides
+//! either; `Tool::new` builds the same from an argument struct and a closure.
+//!
+//! ```
+//! use dspex::prelude::*;
+//!
+//! /// Add two integers.
+//! #[tool]
+//! async fn add(a: i64, b: i64) -> i64 {
+//!     a + b
+//! }
+//!
+//! /// Look up a fact by its key.
+//! #[tool]
+//! fn lookup(key: String) -> Result<String, String> {
+//!     match key.as_str() {
+//!         "capital of France" => Ok("Paris".into()),
+//!         _ => Err(format!("no fact for {key:?}")),
+//!     }
+//! }
+//!
+//! #[signature("question -> answer")]
+//! struct QA;
+//!
+//! assert_eq!(
+//!     add_tool().to_string(),
+//!     "add, whose description is <desc>Add two integers.</desc>. \
+//!      It takes arguments {'a': {'type': 'integer'}, 'b': {'type': 'integer'}}."
+//! );
+//! let agent = ReAct::<QA>::new([add_tool(), lookup_tool()])?.with_max_iters(5);
+//! assert_eq!(agent.as_dyn().tools().len(), 3); // `finish` comes last
+//! # Ok::<(), dspex::Error>(())
+//! ```
+//!
 //! ## What works and what does not yet
 //!
 //! Works: compile-time and run-time signatures with DSPy's metadata (prefixes, default
@@ -141,7 +181,7 @@
 //! modules (`Predict`, `ChainOfThought`, `ReAct`, …), evaluation, optimizers, persistence in DSPy's
 //! state format, retrieval, and the Python bridge. They arrive in that order.
 
-pub use dspex_macros::{LiteralEnum, Module, sig, signature};
+pub use dspex_macros::{LiteralEnum, Module, sig, signature, tool};
 pub use dspex_runtime::{
     DynSignature, Error, Example, ExampleError, FieldRole, FieldSpec, FnProgram, LiteralValue, Map,
     Module, Prediction, PredictorParams, Program, ProgramExt, Result, Signature, SignatureError,
@@ -170,10 +210,10 @@ pub use dspex_runtime::testing;
 
 /// The usual imports: `use dspex::prelude::*;`.
 pub mod prelude {
-    pub use crate::module::{CallConfig, ChainOfThought, Predict};
+    pub use crate::module::{CallConfig, ChainOfThought, Predict, ReAct, Tool};
     pub use crate::{
         DynSignature, Example, LiteralEnum, Module, Prediction, PredictorParams, Program,
-        ProgramExt, Signature, SignatureType, program_fn, sig, signature,
+        ProgramExt, Signature, SignatureType, program_fn, sig, signature, tool,
     };
 }
 

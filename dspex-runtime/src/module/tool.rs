@@ -203,6 +203,29 @@ impl Tool {
         })
     }
 
+    /// [`Tool::new`] for the `#[tool]` attribute, whose argument struct is always an object
+    /// and whose name is a function's: it cannot fail, so it returns the tool itself.
+    #[doc(hidden)]
+    pub fn from_macro<A, R, E, F, Fut>(name: &str, func: F) -> Tool
+    where
+        A: JsonSchema + DeserializeOwned + Send + 'static,
+        R: Serialize + 'static,
+        E: fmt::Display + 'static,
+        F: Fn(A) -> Fut + Send + Sync + 'static,
+        Fut: Future<Output = Result<R, E>> + Send + 'static,
+    {
+        Tool::new(name, func).unwrap_or_else(|e| Tool {
+            name: name.to_string(),
+            desc: Some(format!("(unusable: {e})")),
+            args: Map::new(),
+            open: false,
+            func: Arc::new(move |_| {
+                let e = e.clone();
+                Box::pin(std::future::ready(Err(e)))
+            }),
+        })
+    }
+
     /// A tool over JSON: `args` maps each argument name to its JSON schema (shown to the model
     /// as given), and the body receives the model's arguments as an object. Arguments not in
     /// `args` are refused before the body runs unless [`Tool::accepting_any_args`] is set.

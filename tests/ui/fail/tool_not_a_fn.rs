@@ -1,0 +1,6 @@
+use dspex::prelude::*;
+
+#[tool]
+struct Calculator;
+
+fn main() {}
