@@ -4,6 +4,7 @@ use crate::adapter::AdapterError;
 use crate::example::ExampleError;
 use crate::lm::LmError;
 use crate::module::ToolError;
+use crate::program::StateError;
 use crate::signature::SignatureError;
 
 /// What a program run can fail with. Each layer has its own error type; they convert into this one
@@ -26,6 +27,9 @@ pub enum Error {
     /// A tool could not be defined, or an agent built from its tools.
     #[error(transparent)]
     Tool(#[from] ToolError),
+    /// A program's state could not be saved or loaded.
+    #[error(transparent)]
+    State(#[from] StateError),
     /// A module was called with no LM: neither in its config nor in the settings.
     #[error(
         "no LM is configured: call dspex::settings::configure(Settings::new().lm(...)), wrap the call in with_settings(...), or give the module a CallConfig with an LM"

@@ -6,13 +6,16 @@
 //!   input type is `a`'s output type; `a.map(f)` adapts an output.
 //! - [`Module`] and [`PredictorParams`] — how optimizers reach every predictor inside a program by
 //!   DSPy's name (`generate_query.predict`, `answer`) with its instructions and demos.
+//! - [`state`] — `save`/`load` of those parameters in DSPy's JSON state format.
 
 mod compose;
 mod params;
+pub mod state;
 
 pub use compose::{FnProgram, Map, ProgramExt, Then, program_fn};
 pub(crate) use params::delegate_module;
 pub use params::{Module, PredictorParams, join_path};
+pub use state::StateError;
 
 use crate::Result;
 use std::future::Future;

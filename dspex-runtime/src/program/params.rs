@@ -100,6 +100,34 @@ pub trait Module {
             .find(|(n, _)| n == name)
             .map(|(_, p)| p)
     }
+
+    /// Every predictor's demos, instructions and field metadata in DSPy's state format
+    /// (`dump_state()`); see [`super::state`].
+    fn dump_state(&self) -> serde_json::Value {
+        super::state::dump_state(self)
+    }
+
+    /// Applies a state from [`Module::dump_state`] or DSPy's `dump_state()`; nothing changes
+    /// when it fails. See [`super::state::load_state`].
+    fn load_state(&mut self, state: &serde_json::Value) -> Result<(), super::StateError> {
+        super::state::load_state(self, state)
+    }
+
+    /// Saves the parameters to a `.json` file DSPy 3.4.1 can `load` (DSPy's `save`).
+    fn save(&self, path: impl AsRef<std::path::Path>) -> Result<(), super::StateError>
+    where
+        Self: Sized,
+    {
+        super::state::save(self, path.as_ref())
+    }
+
+    /// Loads parameters saved by [`Module::save`] or by DSPy's `save` (DSPy's `load`).
+    fn load(&mut self, path: impl AsRef<std::path::Path>) -> Result<(), super::StateError>
+    where
+        Self: Sized,
+    {
+        super::state::load(self, path.as_ref())
+    }
 }
 
 /// Implements [`Module`] for a wrapper by visiting one of its fields under the same path:

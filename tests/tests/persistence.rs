@@ -1,0 +1,126 @@
+//! Programs saved in DSPy's JSON state format: the `program_state_rag` fixture (saved by DSPy
+//! 3.4.1) loads into the equivalent typed Rust program, which then sends exactly the recorded
+//! prompts; saving it back writes the same state.
+
+use dspex::lm::ScriptedLM;
+use dspex::module::{ChainOfThought, Predict};
+use dspex::prelude::*;
+use dspex::runtime::program::StateError;
+use dspex::settings::{Settings, with_settings};
+use serde_json::{Value, json};
+use std::path::PathBuf;
+
+#[signature("question -> search_query")]
+struct GenerateQuery;
+
+#[signature("context: list[str], question -> answer")]
+struct Answer;
+
+#[derive(Module)]
+struct Rag {
+    generate_query: ChainOfThought<GenerateQuery>,
+    answer: Predict<Answer>,
+}
+
+impl Rag {
+    fn new() -> Self {
+        Rag {
+            generate_query: ChainOfThought::new(),
+            answer: Predict::new(),
+        }
+    }
+}
+
+fn fixture() -> Value {
+    let path = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("../../shared/fixtures/dspy/program_state_rag.json");
+    let text = std::fs::read_to_string(&path)
+        .unwrap_or_else(|e| panic!("cannot read {}: {e}", path.display()));
+    serde_json::from_str(&text).unwrap()
+}
+
+#[tokio::test]
+async fn a_program_saved_by_dspy_loads_and_sends_the_recorded_prompts() {
+    let fx = fixture();
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("rag.json");
+    std::fs::write(&path, serde_json::to_string(&fx["state"]).unwrap()).unwrap();
+    let mut rag = Rag::new();
+    rag.load(&path).unwrap();
+    assert_eq!(
+        rag.answer.params().instructions(),
+        "Answer in at most five words."
+    );
+
+    for call in fx["calls"].as_array().unwrap() {
+        let lm = ScriptedLM::from_fields([json!({
+            "reasoning": "r", "search_query": "q", "answer": "a"
+        })]);
+        let settings = Settings::new().lm(lm.clone());
+        match call["predictor"].as_str().unwrap() {
+            "generate_query.predict" => {
+                let input = serde_json::from_value(call["inputs"].clone()).unwrap();
+                with_settings(settings, rag.generate_query.forward(input))
+                    .await
+                    .unwrap();
+            }
+            "answer" => {
+                let input = serde_json::from_value(call["inputs"].clone()).unwrap();
+                with_settings(settings, rag.answer.forward(input))
+                    .await
+                    .unwrap();
+            }
+            other => panic!("the fixture calls an unknown predictor {other}"),
+        }
+        assert_eq!(
+            serde_json::to_value(&lm.messages()[0]).unwrap(),
+            call["expected_messages"],
+            "predictor {}",
+            call["predictor"]
+        );
+    }
+
+    // Saved back, the state is DSPy's, key for key (metadata aside).
+    let again = dir.path().join("again.json");
+    rag.save(&again).unwrap();
+    let mut saved: Value = serde_json::from_str(&std::fs::read_to_string(&again).unwrap()).unwrap();
+    let mut original = fx["state"].clone();
+    assert_eq!(
+        saved["metadata"]["dependency_versions"],
+        original["metadata"]["dependency_versions"]
+    );
+    saved.as_object_mut().unwrap().remove("metadata");
+    original.as_object_mut().unwrap().remove("metadata");
+    assert_eq!(saved, original);
+    assert_eq!(
+        serde_json::to_string(&saved).unwrap(),
+        serde_json::to_string(&original).unwrap(),
+        "same key order"
+    );
+}
+
+#[test]
+fn loading_into_a_program_of_another_shape_names_what_is_missing() {
+    #[derive(Module)]
+    struct Other {
+        summarize: Predict<GenerateQuery>,
+    }
+    let fx = fixture();
+    let mut other = Other {
+        summarize: Predict::new(),
+    };
+    let err = other.load_state(&fx["state"]).unwrap_err();
+    assert!(
+        matches!(&err, StateError::MissingPredictor { predictor, .. } if predictor == "summarize"),
+        "{err}"
+    );
+    let mut broken = fx["state"].clone();
+    broken["answer"]["demos"] = json!("not a list");
+    let mut rag = Rag::new();
+    let err = rag.load_state(&broken).unwrap_err();
+    assert_eq!(
+        err.to_string(),
+        "predictor `answer`, key `demos`: must be a list of objects"
+    );
+    assert!(rag.answer.params().demos.is_empty(), "nothing applied");
+}
