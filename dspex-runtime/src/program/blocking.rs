@@ -40,7 +40,7 @@ pub enum BlockingError {
 }
 
 /// Runs `future` to completion on dspex's shared runtime and returns its result, or
-/// [`BlockingError::InsideRuntime`] (as [`Error::Blocking`]) when called inside a tokio runtime.
+/// [`BlockingError::InsideRuntime`] (as [`Error::Blocking`](crate::Error::Blocking)) when called inside a tokio runtime.
 ///
 /// ```
 /// use dspex_runtime::lm::ScriptedLM;
