@@ -29,9 +29,9 @@ use crate::Result;
 /// # }).unwrap();
 /// ```
 ///
-/// Optimizers see the two programs' predictors under `if_true` and `if_false` (the parameter
-/// names), e.g. `if_true.1` for the answer step above if it were a predictor, whichever way an
-/// input goes.
+/// Optimizers see the predictors of both programs, whichever way inputs go, under the parameter
+/// names `if_true` and `if_false`: were `answer_with` above a predictor, it would be `if_true.1`
+/// (the second step of a `then`).
 pub fn branch<C, T, F>(condition: C, if_true: T, if_false: F) -> Branch<C, T, F>
 where
     T: Program,
