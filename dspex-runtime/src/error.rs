@@ -5,6 +5,7 @@ use crate::example::ExampleError;
 use crate::lm::LmError;
 use crate::module::ToolError;
 use crate::program::StateError;
+use crate::program::BlockingError;
 use crate::signature::SignatureError;
 
 /// What a program run can fail with. Each layer has its own error type; they convert into this one
@@ -35,6 +36,10 @@ pub enum Error {
         "no LM is configured: call dspex::settings::configure(Settings::new().lm(...)), wrap the call in with_settings(...), or give the module a CallConfig with an LM"
     )]
     NoLm,
+    /// A blocking call (`forward_blocking`, `blocking::block_on`) could not run: it was made
+    /// inside a tokio runtime, or the runtime could not start.
+    #[error(transparent)]
+    Blocking(#[from] BlockingError),
     /// A step written by the user failed.
     #[error("{context}: {source}")]
     Step {

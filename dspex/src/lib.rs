@@ -171,6 +171,45 @@
 //! # Ok::<(), dspex::Error>(())
 //! ```
 //!
+//! ## Composition: fan-out, branches, and calls from synchronous code
+//!
+//! `a.join(b)` runs two programs on clones of one input at the same time and returns both outputs
+//! as a tuple; [`fan_out`]`((a, b, c, …))` does it for up to 8. The branches share the caller's
+//! task — nothing is spawned, and settings from `with_settings` apply in every branch — and the
+//! first error fails the step and cancels the rest ([`FanOut::settled`] keeps every result
+//! instead). [`branch`]`(condition, if_true, if_false)` runs one of two programs with the same
+//! input and output, [`branch_either`] one of two with different outputs. All of it is checked at
+//! compile time, like `then`.
+//!
+//! [`ProgramExt::forward_blocking`] runs a program from synchronous code on a shared runtime built
+//! on first use; inside an async context it returns [`Error::Blocking`] instead of blocking —
+//! `.await` `forward` there. See [`blocking`].
+//!
+//! ```
+//! use dspex::prelude::*;
+//!
+//! let question = program_fn(|q: String| async move { Ok(q) });
+//! let retrieve = program_fn(|q: String| async move { Ok(vec![format!("a passage on {q}")]) });
+//! let answer_with_context = program_fn(|(q, docs): (String, Vec<String>)| async move {
+//!     Ok(format!("{q} -> {}", docs.join("; ")))
+//! });
+//! let answer_directly = program_fn(|q: String| async move { Ok(format!("{q} -> 4")) });
+//!
+//! // If the question needs retrieval, retrieve (keeping the question) then answer; else answer.
+//! let rag = branch(
+//!     |q: &String| !q.contains('+'),
+//!     question.join(retrieve).then(answer_with_context),
+//!     answer_directly,
+//! );
+//! assert_eq!(rag.forward_blocking("who is Ada?".into())?, "who is Ada? -> a passage on who is Ada?");
+//! assert_eq!(rag.forward_blocking("2 + 2".into())?, "2 + 2 -> 4");
+//! # Ok::<(), dspex::Error>(())
+//! ```
+//!
+//! Optimizers see predictors inside compositions under field-like names: `then`'s steps are `0`
+//! and `1`, a fan-out's branches `0`, `1`, `2`, …, a branch's programs `if_true` and `if_false`
+//! (so the answer predictor above, were it one, would be `if_true.1`).
+//!
 //! ## What works and what does not yet
 //!
 //! Works: compile-time and run-time signatures with DSPy's metadata (prefixes, default
@@ -182,11 +221,19 @@
 //! state format, retrieval, and the Python bridge. They arrive in that order.
 
 pub use dspex_macros::{LiteralEnum, Module, sig, signature, tool};
+pub use dspex_runtime::program::{
+    Branch, BranchEither, Branches, Either, FanOut, FanOutSettled, branch, branch_either, fan_out,
+};
 pub use dspex_runtime::{
     DynSignature, Error, Example, ExampleError, FieldRole, FieldSpec, FnProgram, LiteralValue, Map,
     Module, Prediction, PredictorParams, Program, ProgramExt, Result, Signature, SignatureError,
     SignatureType, Then, TypeSpec, program_fn,
 };
+
+/// Running programs from synchronous code: [`ProgramExt::forward_blocking`] and
+/// [`blocking::block_on`], on a shared runtime; inside a tokio runtime they return
+/// [`Error::Blocking`] instead of blocking.
+pub use dspex_runtime::program::blocking;
 
 /// The runtime crate, for what the facade does not re-export at its root.
 pub use dspex_runtime as runtime;
@@ -212,8 +259,9 @@ pub use dspex_runtime::testing;
 pub mod prelude {
     pub use crate::module::{CallConfig, ChainOfThought, Predict, ReAct, Tool};
     pub use crate::{
-        DynSignature, Example, LiteralEnum, Module, Prediction, PredictorParams, Program,
-        ProgramExt, Signature, SignatureType, program_fn, sig, signature, tool,
+        DynSignature, Either, Example, LiteralEnum, Module, Prediction, PredictorParams, Program,
+        ProgramExt, Signature, SignatureType, branch, branch_either, fan_out, program_fn, sig,
+        signature, tool,
     };
 }
 

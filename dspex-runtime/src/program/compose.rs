@@ -1,6 +1,8 @@
-//! Composition of programs: sequencing, output mapping, and programs from async functions.
+//! Composition of programs: sequencing, output mapping, fan-out, blocking calls, and programs
+//! from async functions.
 
 use super::delegate_module;
+use super::fan_out::FanOut;
 use super::{Module, PredictorParams, Program, join_path};
 use crate::Result;
 use std::future::Future;
@@ -27,6 +29,47 @@ pub trait ProgramExt: Program + Sized {
         O: Send + 'static,
     {
         Map { inner: self, f }
+    }
+
+    /// Runs `self` and `other` on clones of the same input, concurrently on the calling task,
+    /// and returns both outputs: `(self's, other's)`. Compiles only when both take the same
+    /// input type, and that type is `Clone`. The first error fails the step and cancels the other
+    /// branch; see [`FanOut`] for the details and names (`0`, `1`), and
+    /// [`fan_out`](super::fan_out()) for three branches or more.
+    ///
+    /// ```
+    /// use dspex_runtime::{Program, ProgramExt, program_fn};
+    ///
+    /// # tokio::runtime::Builder::new_current_thread().build().unwrap().block_on(async {
+    /// let words = program_fn(|s: String| async move { Ok(s.split_whitespace().count()) });
+    /// let shout = program_fn(|s: String| async move { Ok(s.to_uppercase()) });
+    /// let both = words.join(shout).map(|(n, loud)| format!("{loud} ({n})"));
+    /// assert_eq!(both.forward("hi there".into()).await?, "HI THERE (2)");
+    /// # Ok::<(), dspex_runtime::Error>(())
+    /// # }).unwrap();
+    /// ```
+    fn join<B>(self, other: B) -> FanOut<(Self, B)>
+    where
+        B: Program<Input = Self::Input>,
+        Self::Input: Clone,
+    {
+        super::fan_out((self, other))
+    }
+
+    /// Runs the program to completion from synchronous code, on a tokio runtime shared by the
+    /// process and built on first use. Inside a tokio runtime it does not block but returns
+    /// [`Error::Blocking`](crate::Error::Blocking): `.await` [`forward`](Program::forward)
+    /// there. See [`blocking`](super::blocking).
+    ///
+    /// ```
+    /// use dspex_runtime::{ProgramExt, program_fn};
+    ///
+    /// let words = program_fn(|s: String| async move { Ok(s.split_whitespace().count()) });
+    /// assert_eq!(words.forward_blocking("no async here".into())?, 3);
+    /// # Ok::<(), dspex_runtime::Error>(())
+    /// ```
+    fn forward_blocking(&self, input: Self::Input) -> Result<Self::Output> {
+        super::blocking::block_on(self.forward(input))
     }
 }
 
