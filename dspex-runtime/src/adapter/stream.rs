@@ -1,29 +1,4 @@
 //! [`FieldStreamParser`]: output fields read from a completion while it streams.
-//!
-//! Feed text deltas as they arrive; out come [`FieldDelta`]s, the new text of each output field,
-//! without the adapter's syntax around it. The final value of a call is always parsed by the
-//! adapter's [`parse`](super::Adapter::parse) on the whole completion; the deltas are a preview
-//! that matches it:
-//!
-//! - **ChatAdapter.** A field's deltas concatenate to exactly the text `parse` reads for it (for
-//!   a `str` field, its value): the section after the field's first `[[ ## name ## ]]` header
-//!   line, its lines joined with `\n`, stripped as Python strips. Header lines are recognised as
-//!   `parse` recognises them (Python's line boundaries, leading whitespace, DSPy's offset quirk
-//!   for indented headers), and a line that might still become a header is held back until it is
-//!   decided, so no marker text (`[[ ## answer ## ]]`, `[[ ## completed ## ]]`, or a fragment of
-//!   one) ever appears in a delta. Trailing whitespace is held back until more text follows, as
-//!   DSPy's `StreamListener` does, since `parse` strips it.
-//! - **JSONAdapter.** The completion's first top-level JSON object is scanned as it arrives. A
-//!   field whose value is a JSON string streams the decoded string (no quotes, escapes decoded):
-//!   for a `str` field, exactly its parsed value. Any other value (number, list, object) streams
-//!   as its JSON text, leading and trailing whitespace dropped; the typed value comes from
-//!   `parse`. JSON that the scanner cannot follow (single-quoted keys, comments) stops the
-//!   deltas; `parse`, which repairs such JSON, still gives the final value.
-//!
-//! Only the first occurrence of a field streams (ChatAdapter's `parse` also keeps the first; for a
-//! JSON object with a repeated key, `parse` keeps the last, so there the deltas and the final
-//! value differ). Each field that streams ends with a delta whose `is_last` is set (possibly with
-//! empty text), when the next field starts or the completion ends.
 
 use super::Adapter;
 use super::text::is_py_space;
@@ -42,7 +17,32 @@ pub struct FieldDelta {
 }
 
 /// Reads output fields from a completion while it streams (DSPy's `StreamListener`, for every
-/// listened field at once). See the [module documentation](self) for what the deltas hold.
+/// listened field at once).
+///
+/// Feed text deltas as they arrive; out come [`FieldDelta`]s, the new text of each output field,
+/// without the adapter's syntax around it. The final value of a call is always parsed by the
+/// adapter's [`parse`](super::Adapter::parse) on the whole completion; the deltas are a preview
+/// that matches it:
+///
+/// - **ChatAdapter.** A field's deltas concatenate to exactly the text `parse` reads for it (for
+///   a `str` field, its value): the section after the field's first `[[ ## name ## ]]` header
+///   line, its lines joined with `\n`, stripped as Python strips. Header lines are recognised as
+///   `parse` recognises them (Python's line boundaries, leading whitespace, DSPy's offset quirk
+///   for indented headers), and a line that might still become a header is held back until it is
+///   decided, so no marker text (`[[ ## answer ## ]]`, `[[ ## completed ## ]]`, or a fragment of
+///   one) ever appears in a delta. Trailing whitespace is held back until more text follows, as
+///   DSPy's `StreamListener` does, since `parse` strips it.
+/// - **JSONAdapter.** The completion's first top-level JSON object is scanned as it arrives. A
+///   field whose value is a JSON string streams the decoded string (no quotes, escapes decoded):
+///   for a `str` field, exactly its parsed value. Any other value (number, list, object) streams
+///   as its JSON text, leading and trailing whitespace dropped; the typed value comes from
+///   `parse`. JSON that the scanner cannot follow (single-quoted keys, comments) stops the
+///   deltas; `parse`, which repairs such JSON, still gives the final value.
+///
+/// Only the first occurrence of a field streams (ChatAdapter's `parse` also keeps the first; for a
+/// JSON object with a repeated key, `parse` keeps the last, so there the deltas and the final
+/// value differ). Each field that streams ends with a delta whose `is_last` is set (possibly with
+/// empty text), when the next field starts or the completion ends.
 ///
 /// ```
 /// use dspex_runtime::DynSignature;
@@ -50,17 +50,30 @@ pub struct FieldDelta {
 ///
 /// let sig = DynSignature::parse("question -> reasoning, answer")?;
 /// let mut parser = FieldStreamParser::new(&ChatAdapter, &sig).expect("ChatAdapter streams");
-/// let mut text = String::new();
-/// for delta in ["[[ ## reas", "oning ## ]]\nTwo and", " two.\n\n[[ ## ans", "wer ## ]]\n4\n\n[[ ## comp", "leted ## ]]"] {
-///     for d in parser.feed(delta) {
-///         assert!(!d.delta.contains("[[") && !d.delta.contains("##"));
-///         text.push_str(&format!("{}:{:?} ", d.field, d.delta));
+/// let pieces = [
+///     "[[ ## reas",
+///     "oning ## ]]\nTwo and",
+///     " two.\n\n[[ ## ans",
+///     "wer ## ]]\n4\n\n[[ ## comp",
+///     "leted ## ]]",
+/// ];
+/// let mut seen = Vec::new();
+/// for piece in pieces {
+///     for d in parser.feed(piece) {
+///         seen.push(format!("{}:{:?}{}", d.field, d.delta, if d.is_last { " (last)" } else { "" }));
 ///     }
 /// }
-/// for d in parser.finish() {
-///     text.push_str(&format!("{}:{:?} ", d.field, d.delta));
-/// }
-/// assert_eq!(text, r#"reasoning:"Two and" reasoning:" two." answer:"" answer:"4" answer:"" "#);
+/// assert!(parser.finish().is_empty());
+/// assert_eq!(
+///     seen,
+///     [
+///         r#"reasoning:"Two and""#,
+///         r#"reasoning:" two.""#,
+///         r#"reasoning:"" (last)"#,
+///         r#"answer:"4""#,
+///         r#"answer:"" (last)"#,
+///     ]
+/// );
 /// # Ok::<(), dspex_runtime::SignatureError>(())
 /// ```
 #[derive(Debug, Clone)]

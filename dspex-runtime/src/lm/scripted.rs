@@ -280,7 +280,7 @@ mod tests {
         assert_eq!(lm.calls(), 1);
         assert_eq!(lm.requests().len(), 1);
         assert_eq!(chunks("", 2).count(), 0);
-        lm.stream(LmRequest::prompt("b")).await.unwrap();
+        drop(lm.stream(LmRequest::prompt("b")).await.unwrap());
         assert!(lm.stream(LmRequest::prompt("c")).await.is_err());
     }
 
