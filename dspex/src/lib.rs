@@ -158,7 +158,8 @@ pub use dspex_runtime::lm;
 /// Adapters: DSPy's exact prompt formats (`ChatAdapter`, `JSONAdapter`) and their parsers.
 pub use dspex_runtime::adapter;
 
-/// Modules: `Predict`, `ChainOfThought` and their call configuration.
+/// Modules: `Predict`, `ChainOfThought`, their call configuration, and output-field streaming
+/// (`stream`, `StreamItem`).
 pub use dspex_runtime::module;
 
 /// Settings: the default LM and adapter, per process and per task.
@@ -170,7 +171,7 @@ pub use dspex_runtime::testing;
 
 /// The usual imports: `use dspex::prelude::*;`.
 pub mod prelude {
-    pub use crate::module::{CallConfig, ChainOfThought, Predict};
+    pub use crate::module::{CallConfig, ChainOfThought, Predict, StreamItem, StreamOptions};
     pub use crate::{
         DynSignature, Example, LiteralEnum, Module, Prediction, PredictorParams, Program,
         ProgramExt, Signature, SignatureType, program_fn, sig, signature,
