@@ -60,7 +60,8 @@ pub struct FieldDelta {
 /// let mut seen = Vec::new();
 /// for piece in pieces {
 ///     for d in parser.feed(piece) {
-///         seen.push(format!("{}:{:?}{}", d.field, d.delta, if d.is_last { " (last)" } else { "" }));
+///         let mark = if d.is_last { " (last)" } else { "" };
+///         seen.push(format!("{}:{:?}{mark}", d.field, d.delta));
 ///     }
 /// }
 /// assert!(parser.finish().is_empty());

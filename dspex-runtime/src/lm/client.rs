@@ -756,6 +756,20 @@ impl LM {
         request: LmRequest,
         options: &CallOptions,
     ) -> Result<EventStream, LmError> {
+        let span = tracing::info_span!(
+            "lm.stream",
+            model = %self.settings.model,
+            endpoint = %self.settings.endpoint,
+        );
+        self.open_stream(request, options).instrument(span).await
+    }
+
+    /// Everything of [`stream_with`](LM::stream_with) up to the first byte of the answer.
+    async fn open_stream(
+        &self,
+        request: LmRequest,
+        options: &CallOptions,
+    ) -> Result<EventStream, LmError> {
         let start = Instant::now();
         let request = self.merge_defaults(request);
         let s = &self.settings;

@@ -178,13 +178,14 @@ impl DynPredict {
     /// to (DSPy's `dspy.streamify` with `StreamListener`s); chunks are named `self` unless
     /// `options` names the predictor.
     ///
-    /// The stream yields [`StreamItem::Chunk`](crate::module::StreamItem::Chunk)s as the completion arrives, then
-    /// [`StreamItem::Final`](crate::module::StreamItem::Final) with the prediction `call_with` would return for the same completion
-    /// (the same request is sent, so plain and streamed calls share cache entries). When the
-    /// ChatAdapter cannot parse the completion, [`StreamItem::Fallback`](crate::module::StreamItem::Fallback) announces a plain
-    /// JSONAdapter call whose result is the final value. Any failure is a last `Err` item. The LM
-    /// and adapter are resolved from the config and the [settings](crate::settings) in effect
-    /// when `stream_with` is called; nothing runs until the stream is polled.
+    /// The stream yields [`Chunk`](crate::module::StreamItem::Chunk)s as the completion
+    /// arrives, then [`Final`](crate::module::StreamItem::Final) with the prediction `call_with`
+    /// would return for the same completion (the same request is sent, so plain and streamed
+    /// calls share cache entries). When the ChatAdapter cannot parse the completion,
+    /// [`Fallback`](crate::module::StreamItem::Fallback) announces a plain JSONAdapter call whose
+    /// result is the final value. Any failure is a last `Err` item. The LM and adapter are
+    /// resolved from the config and the [settings](crate::settings) in effect when `stream_with`
+    /// is called; nothing runs until the stream is polled.
     ///
     /// ```
     /// use dspex_runtime::lm::ScriptedLM;
