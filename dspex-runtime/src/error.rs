@@ -4,8 +4,8 @@ use crate::adapter::AdapterError;
 use crate::example::ExampleError;
 use crate::lm::LmError;
 use crate::module::ToolError;
-use crate::program::StateError;
 use crate::program::BlockingError;
+use crate::program::StateError;
 use crate::signature::SignatureError;
 
 /// What a program run can fail with. Each layer has its own error type; they convert into this one

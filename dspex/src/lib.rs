@@ -245,7 +245,8 @@ pub use dspex_runtime::lm;
 /// Adapters: DSPy's exact prompt formats (`ChatAdapter`, `JSONAdapter`) and their parsers.
 pub use dspex_runtime::adapter;
 
-/// Modules: `Predict`, `ChainOfThought` and their call configuration.
+/// Modules: `Predict`, `ChainOfThought`, their call configuration, and output-field streaming
+/// (`stream`, `StreamItem`).
 pub use dspex_runtime::module;
 
 /// Settings: the default LM and adapter, per process and per task.
@@ -257,7 +258,9 @@ pub use dspex_runtime::testing;
 
 /// The usual imports: `use dspex::prelude::*;`.
 pub mod prelude {
-    pub use crate::module::{CallConfig, ChainOfThought, Predict, ReAct, Tool};
+    pub use crate::module::{
+        CallConfig, ChainOfThought, Predict, ReAct, StreamItem, StreamOptions, Tool,
+    };
     pub use crate::{
         DynSignature, Either, Example, LiteralEnum, Module, Prediction, PredictorParams, Program,
         ProgramExt, Signature, SignatureType, branch, branch_either, fan_out, program_fn, sig,

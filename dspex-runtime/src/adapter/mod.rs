@@ -31,6 +31,9 @@
 //! - a list with non-string items given to a `str` field is [`AdapterError::Format`] (DSPy raises
 //!   a `TypeError`).
 //!
+//! [`FieldStreamParser`] reads output fields from a completion while it streams (for
+//! `Predict::stream` and friends); the final value is still `parse`'s.
+//!
 //! The module layer owns the LM calls: DSPy's retry with [`JSONAdapter`] after a ChatAdapter
 //! parse failure is [`Adapter::fallback`]; with `n > 1`, every completion is parsed and one
 //! failure fails the call.
@@ -41,11 +44,13 @@ mod json;
 mod json_repair;
 mod literal_eval;
 pub(crate) mod py;
+mod stream;
 mod text;
 mod value;
 
 pub use chat::ChatAdapter;
 pub use json::JSONAdapter;
+pub use stream::{FieldDelta, FieldStreamParser};
 
 use crate::example::Example;
 use crate::lm::{Message, ResponseFormat};

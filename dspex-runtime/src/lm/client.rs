@@ -9,8 +9,8 @@ use super::limit::{Limiter, RateLimit};
 use super::provider::{self, ModelType, Provider};
 use super::retry::RetryPolicy;
 use super::secret::ApiKey;
-use super::stream::{SseData, SseDecoder, StreamEvent, parse_chunk};
-use super::types::{Embeddings, LmRequest, LmResponse, Message, Usage};
+use super::stream::{EventStream, SseData, SseDecoder, StreamEvent, parse_chunk};
+use super::types::{Choice, Embeddings, LmRequest, LmResponse, Message, Usage};
 use super::usage::{Price, UsageReport, record_current};
 use super::wire::{Body, CompletionResponse, EmbeddingBody, EmbeddingResponse, provider_message};
 use futures_util::future::BoxFuture;
@@ -730,16 +730,66 @@ impl LM {
         });
     }
 
-    /// Streams a chat completion as it is generated. Failures before the first byte are retried
-    /// under the LM's policy; a stream that breaks off ends with an error item. Streams bypass
-    /// the cache.
-    pub async fn stream(
+    /// Streams a chat completion as it is generated, with the LM's policy
+    /// ([`stream_with`](LM::stream_with) with default options).
+    pub async fn stream(&self, request: LmRequest) -> Result<EventStream, LmError> {
+        self.stream_with(request, &CallOptions::default()).await
+    }
+
+    /// Streams a chat completion as it is generated, with per-call overrides.
+    ///
+    /// - **Retries and limits.** Failures before the first byte (connection, status, breaker,
+    ///   limits) are retried under the retry policy and come back as the outer error; a stream
+    ///   that breaks off, stalls for longer than the per-attempt timeout, or sends a bad chunk
+    ///   ends with an error item and is not retried (its text was already delivered).
+    /// - **Cache.** With the cache on, a hit is streamed at once (one delta per completion, see
+    ///   [`StreamEvent::from_response`]); a stream that completes (`data: [DONE]`, every
+    ///   completion asked for) is stored under the same key as the equivalent
+    ///   [`call_with`](LM::call_with), so streamed and plain calls share entries. Streams are
+    ///   not coalesced with identical requests in flight.
+    /// - **Accounting.** A completed stream (or a hit) is recorded like a call: usage totals,
+    ///   usage trackers, history. A stream that fails or is dropped early records nothing.
+    /// - **Text models** (`ModelType::Text`) are not streamed over SSE: the answer comes from a
+    ///   plain call and is streamed at once.
+    pub async fn stream_with(
         &self,
         request: LmRequest,
-    ) -> Result<impl Stream<Item = Result<StreamEvent, LmError>> + Send + 'static, LmError> {
+        options: &CallOptions,
+    ) -> Result<EventStream, LmError> {
+        let span = tracing::info_span!(
+            "lm.stream",
+            model = %self.settings.model,
+            endpoint = %self.settings.endpoint,
+        );
+        self.open_stream(request, options).instrument(span).await
+    }
+
+    /// Everything of [`stream_with`](LM::stream_with) up to the first byte of the answer.
+    async fn open_stream(
+        &self,
+        request: LmRequest,
+        options: &CallOptions,
+    ) -> Result<EventStream, LmError> {
         let start = Instant::now();
         let request = self.merge_defaults(request);
         let s = &self.settings;
+        let cache = match (&self.shared.cache, options.cache.unwrap_or(s.cache)) {
+            (Some(cache), true) => Some(cache.clone()),
+            _ => None,
+        };
+        if s.model_type == ModelType::Text {
+            let response = self.call_with(request, options).await?;
+            return Ok(StreamEvent::stream_of(&response));
+        }
+        let key = CacheKey::for_request(&s.model, self.kind(), &request);
+        if let Some(cache) = &cache
+            && let Some(hit) = cache.get(&key).await
+        {
+            tracing::debug!(model = %s.model, "LM stream answered from the cache");
+            let events = StreamEvent::stream_of(&hit);
+            self.record(request, &hit);
+            return Ok(events);
+        }
         let body = Body::new(
             &s.provider.model_id,
             ModelType::Chat,
@@ -748,9 +798,8 @@ impl LM {
         )
         .streaming()
         .to_bytes();
-        let options = CallOptions::default();
         let response = self
-            .retrying(&options, start, |timeout, deadline| {
+            .retrying(options, start, |timeout, deadline| {
                 self.guarded(estimate_tokens(&request), timeout, deadline, async {
                     self.post(&self.settings.urls.chat, body.clone())
                         .await
@@ -760,7 +809,7 @@ impl LM {
             .await?
             .0;
         let lm = self.clone();
-        let idle = self.settings.timeout;
+        let idle = options.timeout.unwrap_or(s.timeout);
         let state = StreamState {
             bytes: Box::pin(response.bytes_stream()),
             decoder: SseDecoder::default(),
@@ -768,63 +817,38 @@ impl LM {
             done: false,
             lm,
             idle,
+            completed: Some(Completed {
+                request,
+                key,
+                cache,
+                start,
+                choices: Vec::new(),
+                usage: Usage::default(),
+            }),
         };
-        Ok(futures_util::stream::unfold(state, |mut st| async move {
-            loop {
-                if let Some(event) = st.pending.pop_front() {
-                    return Some((event, st));
-                }
-                if st.done {
-                    return None;
-                }
-                let next = tokio::time::timeout(st.idle, st.bytes.next()).await;
-                match next {
-                    Err(_) => {
-                        st.done = true;
-                        st.pending.push_back(Err(LmError::Timeout {
-                            model: st.lm.settings.model.clone(),
-                            endpoint: st.lm.settings.endpoint.clone(),
-                            timeout: st.idle,
-                        }));
-                    }
-                    Ok(None) => {
-                        st.done = true;
-                        st.pending.push_back(Err(LmError::Connect {
-                            model: st.lm.settings.model.clone(),
-                            endpoint: st.lm.settings.endpoint.clone(),
-                            message: "the stream ended before `data: [DONE]`".to_string(),
-                        }));
-                    }
-                    Ok(Some(Err(e))) => {
-                        st.done = true;
-                        st.pending.push_back(Err(st.lm.transport_error(&e)));
-                    }
-                    Ok(Some(Ok(bytes))) => {
-                        for data in st.decoder.feed(&bytes) {
-                            match data {
-                                SseData::Done => {
-                                    st.done = true;
-                                    break;
-                                }
-                                SseData::Json(text) => match parse_chunk(&text) {
-                                    Ok(events) => st.pending.extend(events.into_iter().map(Ok)),
-                                    Err(message) => {
-                                        st.done = true;
-                                        st.pending.push_back(Err(LmError::Decode {
-                                            model: st.lm.settings.model.clone(),
-                                            endpoint: st.lm.settings.endpoint.clone(),
-                                            message: format!("invalid stream chunk: {message}"),
-                                            raw: excerpt(&text, 500),
-                                        }));
-                                        break;
-                                    }
-                                },
+        Ok(
+            Box::pin(futures_util::stream::unfold(state, |mut st| async move {
+                loop {
+                    if let Some(event) = st.pending.pop_front() {
+                        if let Some(completed) = &mut st.completed {
+                            match &event {
+                                Ok(event) => completed.observe(event),
+                                // A failed stream is neither stored nor recorded.
+                                Err(_) => st.completed = None,
                             }
                         }
+                        return Some((event, st));
                     }
+                    if st.done {
+                        if let Some(completed) = st.completed.take() {
+                            completed.finish(&st.lm).await;
+                        }
+                        return None;
+                    }
+                    st.read().await;
                 }
-            }
-        }))
+            })) as EventStream,
+        )
     }
 
     /// Embeds `inputs` with the provider's `/embeddings` endpoint (one vector per input, in
@@ -868,6 +892,130 @@ struct StreamState {
     done: bool,
     lm: LM,
     idle: Duration,
+    /// What the stream delivered so far, to store and record once it completes (`None` once it
+    /// failed).
+    completed: Option<Completed>,
+}
+
+impl StreamState {
+    /// Reads the next bytes and queues the events they complete (or the error that ends the
+    /// stream).
+    async fn read(&mut self) {
+        let lm = &self.lm;
+        let s = &lm.settings;
+        match tokio::time::timeout(self.idle, self.bytes.next()).await {
+            Err(_) => {
+                self.done = true;
+                self.pending.push_back(Err(LmError::Timeout {
+                    model: s.model.clone(),
+                    endpoint: s.endpoint.clone(),
+                    timeout: self.idle,
+                }));
+            }
+            Ok(None) => {
+                self.done = true;
+                self.pending.push_back(Err(LmError::Connect {
+                    model: s.model.clone(),
+                    endpoint: s.endpoint.clone(),
+                    message: "the stream ended before `data: [DONE]`".to_string(),
+                }));
+            }
+            Ok(Some(Err(e))) => {
+                self.done = true;
+                self.pending.push_back(Err(lm.transport_error(&e)));
+            }
+            Ok(Some(Ok(bytes))) => {
+                for data in self.decoder.feed(&bytes) {
+                    match data {
+                        SseData::Done => {
+                            self.done = true;
+                            break;
+                        }
+                        SseData::Json(text) => match parse_chunk(&text) {
+                            Ok(events) => self.pending.extend(events.into_iter().map(Ok)),
+                            Err(message) => {
+                                self.done = true;
+                                self.pending.push_back(Err(LmError::Decode {
+                                    model: s.model.clone(),
+                                    endpoint: s.endpoint.clone(),
+                                    message: format!("invalid stream chunk: {message}"),
+                                    raw: excerpt(&text, 500),
+                                }));
+                                break;
+                            }
+                        },
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// A streamed response being put together, to be cached and recorded when it completes.
+struct Completed {
+    request: LmRequest,
+    key: CacheKey,
+    cache: Option<ResponseCache>,
+    start: Instant,
+    choices: Vec<Choice>,
+    usage: Usage,
+}
+
+impl Completed {
+    fn observe(&mut self, event: &StreamEvent) {
+        match event {
+            StreamEvent::Delta { index, text } => {
+                if let Some(choice) = self.choice(*index) {
+                    choice.text.push_str(text);
+                }
+            }
+            StreamEvent::Finish { index, reason } => {
+                if let Some(choice) = self.choice(*index) {
+                    choice.finish_reason = Some(reason.clone());
+                }
+            }
+            StreamEvent::Usage(usage) => self.usage = *usage,
+        }
+    }
+
+    /// Completion `index`, unless nobody asked for it (a server cannot make us allocate for
+    /// indexes beyond `n`).
+    fn choice(&mut self, index: u32) -> Option<&mut Choice> {
+        let index = index as usize;
+        if index >= self.wanted() {
+            return None;
+        }
+        if self.choices.len() <= index {
+            self.choices.resize_with(index + 1, || Choice {
+                text: String::new(),
+                finish_reason: None,
+            });
+        }
+        self.choices.get_mut(index)
+    }
+
+    /// How many completions were asked for.
+    fn wanted(&self) -> usize {
+        self.request.n.unwrap_or(1).max(1) as usize
+    }
+
+    /// Stores the whole response (when every completion asked for arrived) and records it.
+    async fn finish(self, lm: &LM) {
+        let wanted = self.wanted();
+        let response = LmResponse {
+            choices: self.choices,
+            usage: self.usage,
+            model: lm.settings.provider.model_id.clone(),
+            latency: self.start.elapsed(),
+            cache_hit: false,
+        };
+        if let Some(cache) = &self.cache
+            && response.choices.len() >= wanted
+        {
+            cache.put(self.key, &response).await;
+        }
+        lm.record(self.request, &response);
+    }
 }
 
 /// Removes the in-flight entry when the leader finishes or is cancelled, so followers of a
@@ -916,6 +1064,13 @@ impl LanguageModel for LM {
 
     fn call(&self, request: LmRequest) -> BoxFuture<'_, Result<LmResponse, LmError>> {
         Box::pin(LM::call(self, request))
+    }
+
+    fn stream(&self, request: LmRequest) -> BoxFuture<'_, Result<EventStream, LmError>> {
+        Box::pin(async move {
+            let events = LM::stream(self, request).await?;
+            Ok(Box::pin(events) as EventStream)
+        })
     }
 
     fn default_temperature(&self) -> Option<f64> {

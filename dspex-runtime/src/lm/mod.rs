@@ -1,6 +1,7 @@
 //! The LM layer: one trait every module calls, and the production OpenAI-compatible client.
 //!
-//! - [`LanguageModel`] — the async trait (`call`), object-safe so programs hold `Arc<dyn LanguageModel>`.
+//! - [`LanguageModel`] — the async trait (`call`, and `stream` for completions as they are
+//!   generated), object-safe so programs hold `Arc<dyn LanguageModel>`.
 //! - [`LM`] — the OpenAI-compatible HTTP client (chat, text completions, embeddings, streaming)
 //!   with DSPy's model names, and the reliability stack around each call: cache (memory → disk)
 //!   with coalescing of identical in-flight requests → concurrency and rate limits → circuit
@@ -32,7 +33,7 @@ pub use provider::ModelType;
 pub use retry::RetryPolicy;
 pub use scripted::ScriptedLM;
 pub use secret::ApiKey;
-pub use stream::StreamEvent;
+pub use stream::{EventStream, StreamEvent};
 pub use types::{
     Choice, Embeddings, FinishReason, LmRequest, LmResponse, Message, ResponseFormat, Role, Usage,
 };
@@ -48,6 +49,38 @@ pub trait LanguageModel: Send + Sync {
 
     /// Runs one request.
     fn call(&self, request: LmRequest) -> BoxFuture<'_, Result<LmResponse, LmError>>;
+
+    /// Runs one request, streaming the completion as it is generated: text deltas, then each
+    /// completion's finish, then usage when known. Failures before the stream starts are the
+    /// outer error; a stream that breaks off ends with an error item.
+    ///
+    /// The default runs [`call`](LanguageModel::call) and streams the whole answer at once
+    /// ([`StreamEvent::from_response`]), so every LM can be streamed; [`LM`] streams over
+    /// server-sent events and [`ScriptedLM`] in small chunks.
+    ///
+    /// ```
+    /// use dspex_runtime::lm::{LanguageModel, LmRequest, ScriptedLM, StreamEvent};
+    /// use futures_util::StreamExt;
+    ///
+    /// # tokio::runtime::Builder::new_current_thread().build().unwrap().block_on(async {
+    /// let lm = ScriptedLM::new(["Hello there"]).chunk_size(4);
+    /// let mut events = lm.stream(LmRequest::prompt("Hi")).await?;
+    /// let mut deltas = Vec::new();
+    /// while let Some(event) = events.next().await {
+    ///     if let StreamEvent::Delta { text, .. } = event? {
+    ///         deltas.push(text);
+    ///     }
+    /// }
+    /// assert_eq!(deltas, ["Hell", "o th", "ere"]);
+    /// # Ok::<(), dspex_runtime::lm::LmError>(())
+    /// # }).unwrap();
+    /// ```
+    fn stream(&self, request: LmRequest) -> BoxFuture<'_, Result<EventStream, LmError>> {
+        Box::pin(async move {
+            let response = self.call(request).await?;
+            Ok(StreamEvent::stream_of(&response))
+        })
+    }
 
     /// The temperature used when a request sets none (DSPy's `lm.kwargs["temperature"]`).
     fn default_temperature(&self) -> Option<f64> {

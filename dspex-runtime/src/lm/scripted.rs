@@ -3,13 +3,17 @@
 
 use super::LanguageModel;
 use super::error::LmError;
+use super::stream::{EventStream, StreamEvent};
 use super::types::{Choice, FinishReason, LmRequest, LmResponse, Message, Usage};
 use futures_util::future::BoxFuture;
 use serde_json::{Map, Value};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-/// Replays completions in order, one per call, and records every request.
+/// Replays completions in order, one per call, and records every request. Streamed
+/// ([`LanguageModel::stream`]), each completion arrives in chunks of
+/// [`chunk_size`](ScriptedLM::chunk_size) characters (default 4), so tests see text split at
+/// awkward places.
 ///
 /// ```
 /// use dspex_runtime::lm::{LanguageModel, LmRequest, ScriptedLM};
@@ -35,8 +39,12 @@ struct Inner {
     completions: Vec<String>,
     repeat_last: bool,
     record: bool,
+    chunk_chars: usize,
     state: Mutex<State>,
 }
+
+/// Characters per streamed chunk unless [`ScriptedLM::chunk_size`] says otherwise.
+const DEFAULT_CHUNK_CHARS: usize = 4;
 
 #[derive(Debug, Default)]
 struct State {
@@ -53,6 +61,7 @@ impl ScriptedLM {
                 completions: completions.into_iter().map(Into::into).collect(),
                 repeat_last: false,
                 record: true,
+                chunk_chars: DEFAULT_CHUNK_CHARS,
                 state: Mutex::new(State::default()),
             }),
         }
@@ -81,12 +90,19 @@ impl ScriptedLM {
         self.reconfigure(|inner| inner.record = false)
     }
 
+    /// Streams completions in chunks of `chars` characters (at least 1; default 4).
+    #[must_use]
+    pub fn chunk_size(self, chars: usize) -> Self {
+        self.reconfigure(|inner| inner.chunk_chars = chars.max(1))
+    }
+
     fn reconfigure(self, change: impl FnOnce(&mut Inner)) -> Self {
         let mut inner = Arc::try_unwrap(self.inner).unwrap_or_else(|shared| Inner {
             model: shared.model.clone(),
             completions: shared.completions.clone(),
             repeat_last: shared.repeat_last,
             record: shared.record,
+            chunk_chars: shared.chunk_chars,
             state: Mutex::new(State::default()),
         });
         change(&mut inner);
@@ -167,6 +183,48 @@ impl LanguageModel for ScriptedLM {
         let result = self.answer(request);
         Box::pin(std::future::ready(result))
     }
+
+    fn stream(&self, request: LmRequest) -> BoxFuture<'_, Result<EventStream, LmError>> {
+        let result = self.answer(request).map(|response| {
+            let mut events = Vec::new();
+            for (index, choice) in response.choices.iter().enumerate() {
+                let index = u32::try_from(index).unwrap_or(u32::MAX);
+                events.extend(chunks(&choice.text, self.inner.chunk_chars).map(|text| {
+                    StreamEvent::Delta {
+                        index,
+                        text: text.to_string(),
+                    }
+                }));
+                if let Some(reason) = &choice.finish_reason {
+                    events.push(StreamEvent::Finish {
+                        index,
+                        reason: reason.clone(),
+                    });
+                }
+            }
+            let stream: EventStream =
+                Box::pin(futures_util::stream::iter(events.into_iter().map(Ok)));
+            stream
+        });
+        Box::pin(std::future::ready(result))
+    }
+}
+
+/// `text` in pieces of `chars` characters (the last one shorter).
+fn chunks(text: &str, chars: usize) -> impl Iterator<Item = &str> {
+    let mut rest = text;
+    std::iter::from_fn(move || {
+        if rest.is_empty() {
+            return None;
+        }
+        let end = rest
+            .char_indices()
+            .nth(chars)
+            .map_or(rest.len(), |(i, _)| i);
+        let (piece, tail) = rest.split_at(end);
+        rest = tail;
+        Some(piece)
+    })
 }
 
 /// Field values as a ChatAdapter completion.
@@ -190,6 +248,41 @@ fn chat_completion(fields: &Map<String, Value>) -> String {
 mod tests {
     use super::*;
     use serde_json::json;
+
+    #[tokio::test]
+    async fn streams_in_chunks_and_uses_up_the_script() {
+        use futures_util::StreamExt;
+        let lm = ScriptedLM::new(["héllo wörld", "x"]).chunk_size(3);
+        let events: Vec<_> = lm
+            .stream(LmRequest::prompt("a"))
+            .await
+            .unwrap()
+            .map(Result::unwrap)
+            .collect()
+            .await;
+        let delta = |t: &str| StreamEvent::Delta {
+            index: 0,
+            text: t.into(),
+        };
+        assert_eq!(
+            events,
+            [
+                delta("hél"),
+                delta("lo "),
+                delta("wör"),
+                delta("ld"),
+                StreamEvent::Finish {
+                    index: 0,
+                    reason: FinishReason::Stop
+                }
+            ]
+        );
+        assert_eq!(lm.calls(), 1);
+        assert_eq!(lm.requests().len(), 1);
+        assert_eq!(chunks("", 2).count(), 0);
+        drop(lm.stream(LmRequest::prompt("b")).await.unwrap());
+        assert!(lm.stream(LmRequest::prompt("c")).await.is_err());
+    }
 
     #[tokio::test]
     async fn replays_records_and_runs_out() {

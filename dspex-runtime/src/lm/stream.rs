@@ -1,6 +1,13 @@
-//! Server-sent events of streamed chat completions.
+//! Streamed completions: the events a [`LanguageModel::stream`](super::LanguageModel::stream)
+//! yields, and the server-sent-events decoding behind [`LM`](super::LM)'s streams.
 
-use super::types::{FinishReason, Usage};
+use super::error::LmError;
+use super::types::{FinishReason, LmResponse, Usage};
+use futures_util::stream::BoxStream;
+
+/// A streamed completion: events as they arrive; an error item ends it early (a stream that
+/// ends without an error item is complete).
+pub type EventStream = BoxStream<'static, Result<StreamEvent, LmError>>;
 
 /// One piece of a streamed completion.
 #[derive(Debug, Clone, PartialEq)]
@@ -21,6 +28,63 @@ pub enum StreamEvent {
     },
     /// Token counts (sent last when the server includes usage).
     Usage(Usage),
+}
+
+impl StreamEvent {
+    /// A whole response as the events a stream of it would end up with: per completion, one
+    /// [`Delta`](StreamEvent::Delta) with all its text (none for an empty text) and a
+    /// [`Finish`](StreamEvent::Finish) when its finish reason is known; then
+    /// [`Usage`](StreamEvent::Usage) when any tokens were counted. This is how a response that was
+    /// not streamed (a cache hit, an LM without streaming) is streamed.
+    ///
+    /// ```
+    /// use dspex_runtime::lm::{Choice, FinishReason, LmResponse, StreamEvent, Usage};
+    /// use std::time::Duration;
+    ///
+    /// let response = LmResponse {
+    ///     choices: vec![Choice { text: "Hi".into(), finish_reason: Some(FinishReason::Stop) }],
+    ///     usage: Usage::default(),
+    ///     model: "m".into(),
+    ///     latency: Duration::ZERO,
+    ///     cache_hit: true,
+    /// };
+    /// assert_eq!(
+    ///     StreamEvent::from_response(&response),
+    ///     [
+    ///         StreamEvent::Delta { index: 0, text: "Hi".into() },
+    ///         StreamEvent::Finish { index: 0, reason: FinishReason::Stop },
+    ///     ]
+    /// );
+    /// ```
+    pub fn from_response(response: &LmResponse) -> Vec<StreamEvent> {
+        let mut events = Vec::with_capacity(2 * response.choices.len() + 1);
+        for (index, choice) in response.choices.iter().enumerate() {
+            let index = u32::try_from(index).unwrap_or(u32::MAX);
+            if !choice.text.is_empty() {
+                events.push(StreamEvent::Delta {
+                    index,
+                    text: choice.text.clone(),
+                });
+            }
+            if let Some(reason) = &choice.finish_reason {
+                events.push(StreamEvent::Finish {
+                    index,
+                    reason: reason.clone(),
+                });
+            }
+        }
+        if response.usage != Usage::default() {
+            events.push(StreamEvent::Usage(response.usage));
+        }
+        events
+    }
+
+    /// The events of a whole response as an [`EventStream`].
+    pub(crate) fn stream_of(response: &LmResponse) -> EventStream {
+        Box::pin(futures_util::stream::iter(
+            Self::from_response(response).into_iter().map(Ok),
+        ))
+    }
 }
 
 /// Splits an SSE byte stream into `data:` payloads. Feed bytes as they arrive; complete events

@@ -1,6 +1,7 @@
 //! [`ChainOfThought`]: Predict with a `reasoning` output first.
 
 use super::predict::{CallConfig, DynPredict};
+use super::streaming::{self, FieldStream, StreamError, StreamOptions};
 use crate::error::Result;
 use crate::example::{Example, Prediction};
 use crate::program::{Module, PredictorParams, Program, join_path};
@@ -89,6 +90,81 @@ impl<S: Signature> ChainOfThought<S> {
             .call_with(&Example::from_typed(&input)?, config)
             .await?;
         Ok(prediction.to_typed()?)
+    }
+}
+
+impl<S: Signature> ChainOfThought<S> {
+    /// Runs on `input`, streaming the reasoning and every output field as the LM writes them,
+    /// then the typed output with its reasoning.
+    pub fn stream(&self, input: S::Input) -> FieldStream<Reasoned<S::Output>> {
+        self.stream_with(input, &CallConfig::default(), &StreamOptions::default())
+    }
+
+    /// Runs on `input` with per-call overrides, streaming the fields `options` listens to
+    /// (`reasoning` is one of them), then the typed output with its reasoning. Chunks are named
+    /// `predict` (DSPy's name for the inner predictor) unless `options` names the predictor;
+    /// [`DynPredict::stream_with`] describes the items.
+    ///
+    /// ```
+    /// use dspex_runtime::lm::ScriptedLM;
+    /// use dspex_runtime::module::{CallConfig, ChainOfThought, StreamItem, StreamOptions};
+    /// use dspex_runtime::{DynSignature, Signature};
+    /// use futures_util::StreamExt;
+    /// use serde::{Deserialize, Serialize};
+    /// use serde_json::json;
+    /// use std::sync::OnceLock;
+    ///
+    /// #[derive(Debug, Clone, Serialize, Deserialize)]
+    /// struct In { question: String }
+    /// #[derive(Debug, Clone, Serialize, Deserialize)]
+    /// struct Out { answer: i64 }
+    /// struct Sum;
+    /// impl Signature for Sum {
+    ///     type Input = In;
+    ///     type Output = Out;
+    ///     fn signature() -> &'static DynSignature {
+    ///         static SIG: OnceLock<DynSignature> = OnceLock::new();
+    ///         SIG.get_or_init(|| DynSignature::parse("question -> answer: int").expect("valid"))
+    ///     }
+    /// }
+    ///
+    /// # tokio::runtime::Builder::new_current_thread().build().unwrap().block_on(async {
+    /// let lm = ScriptedLM::from_fields([json!({"reasoning": "Two plus two.", "answer": 4})]);
+    /// let cot = ChainOfThought::<Sum>::new().with_config(CallConfig::new().lm(lm));
+    /// let items: Vec<_> = cot
+    ///     .stream_with(
+    ///         In { question: "2 + 2?".into() },
+    ///         &CallConfig::default(),
+    ///         &StreamOptions::new().listen("reasoning"),
+    ///     )
+    ///     .collect()
+    ///     .await;
+    /// let reasoning: String = items
+    ///     .iter()
+    ///     .filter_map(|i| match i {
+    ///         Ok(StreamItem::Chunk(c)) if c.predictor == "predict" => Some(c.delta.as_str()),
+    ///         _ => None,
+    ///     })
+    ///     .collect();
+    /// assert_eq!(reasoning, "Two plus two.");
+    /// let Some(Ok(StreamItem::Final(out))) = items.last() else { panic!("{items:?}") };
+    /// assert_eq!((out.reasoning.as_str(), out.output.answer), ("Two plus two.", 4));
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// # }).unwrap();
+    /// ```
+    pub fn stream_with(
+        &self,
+        input: S::Input,
+        config: &CallConfig,
+        options: &StreamOptions,
+    ) -> FieldStream<Reasoned<S::Output>> {
+        match Example::from_typed(&input) {
+            Ok(inputs) => streaming::typed(
+                self.predict
+                    .stream_named(&inputs, config, options, "predict"),
+            ),
+            Err(e) => streaming::failed(StreamError::Call(e.into())),
+        }
     }
 }
 

@@ -4,6 +4,7 @@ use crate::adapter::{Adapter, AdapterError, ChatAdapter};
 use crate::error::{Error, Result};
 use crate::example::{Example, Prediction};
 use crate::lm::{LanguageModel, LmRequest};
+use crate::module::streaming::{self, FieldStream, StreamCall, StreamError, StreamOptions};
 use crate::program::delegate_module;
 use crate::program::{PredictorParams, Program};
 use crate::settings::Settings;
@@ -166,8 +167,94 @@ impl DynPredict {
     }
 }
 
+impl DynPredict {
+    /// Runs the predictor on `inputs` with its own config, streaming every output field as the
+    /// LM writes it, then the parsed prediction ([`stream_with`](DynPredict::stream_with)).
+    pub fn stream(&self, inputs: &Example) -> FieldStream<Prediction> {
+        self.stream_with(inputs, &CallConfig::default(), &StreamOptions::default())
+    }
+
+    /// Runs the predictor with per-call overrides, streaming the output fields `options` listens
+    /// to (DSPy's `dspy.streamify` with `StreamListener`s); chunks are named `self` unless
+    /// `options` names the predictor.
+    ///
+    /// The stream yields [`Chunk`](crate::module::StreamItem::Chunk)s as the completion
+    /// arrives, then [`Final`](crate::module::StreamItem::Final) with the prediction `call_with`
+    /// would return for the same completion (the same request is sent, so plain and streamed
+    /// calls share cache entries). When the ChatAdapter cannot parse the completion,
+    /// [`Fallback`](crate::module::StreamItem::Fallback) announces a plain JSONAdapter call whose
+    /// result is the final value. Any failure is a last `Err` item. The LM and adapter are
+    /// resolved from the config and the [settings](crate::settings) in effect when `stream_with`
+    /// is called; nothing runs until the stream is polled.
+    ///
+    /// ```
+    /// use dspex_runtime::lm::ScriptedLM;
+    /// use dspex_runtime::module::{CallConfig, DynPredict, StreamItem, StreamOptions};
+    /// use dspex_runtime::{DynSignature, Example};
+    /// use futures_util::StreamExt;
+    /// use serde_json::json;
+    ///
+    /// # tokio::runtime::Builder::new_current_thread().build().unwrap().block_on(async {
+    /// let lm = ScriptedLM::from_fields([json!({"reasoning": "Count them.", "answer": 3})]);
+    /// let counter = DynPredict::new(DynSignature::parse("items -> reasoning, answer: int")?);
+    /// let items: Vec<_> = counter
+    ///     .stream_with(
+    ///         &Example::new().with("items", "a, b, c"),
+    ///         &CallConfig::new().lm(lm),
+    ///         &StreamOptions::new().listen("reasoning"),
+    ///     )
+    ///     .collect()
+    ///     .await;
+    /// let Ok(StreamItem::Chunk(first)) = &items[0] else { panic!("{items:?}") };
+    /// assert_eq!((first.predictor.as_str(), first.field.as_str()), ("self", "reasoning"));
+    /// let Some(Ok(StreamItem::Final(prediction))) = items.last() else { panic!("{items:?}") };
+    /// assert_eq!(prediction.get("answer"), Some(&json!(3)));
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// # }).unwrap();
+    /// ```
+    pub fn stream_with(
+        &self,
+        inputs: &Example,
+        overrides: &CallConfig,
+        options: &StreamOptions,
+    ) -> FieldStream<Prediction> {
+        self.stream_named(inputs, overrides, options, "self")
+    }
+
+    /// [`stream_with`](DynPredict::stream_with), with `default_name` for chunks when `options`
+    /// names no predictor.
+    pub(super) fn stream_named(
+        &self,
+        inputs: &Example,
+        overrides: &CallConfig,
+        options: &StreamOptions,
+        default_name: &'static str,
+    ) -> FieldStream<Prediction> {
+        let settings = Settings::current();
+        let config = self.config.merged(overrides);
+        let Some(lm) = config.lm.clone().or(settings.lm) else {
+            return streaming::failed(StreamError::Call(Error::NoLm));
+        };
+        let adapter = config
+            .adapter
+            .clone()
+            .or(settings.adapter)
+            .unwrap_or_else(|| Arc::new(ChatAdapter));
+        streaming::stream_prediction(StreamCall {
+            lm,
+            adapter,
+            config,
+            signature: self.params.signature.clone(),
+            demos: self.params.demos.clone(),
+            inputs: inputs.clone(),
+            options: options.clone(),
+            default_name,
+        })
+    }
+}
+
 /// Format → LM → parse every completion.
-async fn run(
+pub(super) async fn run(
     lm: &dyn LanguageModel,
     adapter: &dyn Adapter,
     config: &CallConfig,
@@ -175,6 +262,26 @@ async fn run(
     demos: &[Example],
     inputs: &Example,
 ) -> Result<Prediction> {
+    let request = request_for(lm, adapter, config, signature, demos, inputs)?;
+    let response = lm.call(request).await?;
+    let completions = response
+        .choices
+        .iter()
+        .map(|c| adapter.parse(signature, &c.text))
+        .collect::<std::result::Result<Vec<_>, _>>()?;
+    Ok(Prediction::from_completions(completions)?)
+}
+
+/// The LM request of one call: the adapter's messages with the call's parameters. Plain and
+/// streamed calls send the same request, so they share cache entries.
+pub(super) fn request_for(
+    lm: &dyn LanguageModel,
+    adapter: &dyn Adapter,
+    config: &CallConfig,
+    signature: &DynSignature,
+    demos: &[Example],
+    inputs: &Example,
+) -> Result<LmRequest> {
     let messages = adapter.format(signature, demos, inputs)?;
     let mut request = LmRequest::new(messages);
     request.max_tokens = config.max_tokens;
@@ -190,13 +297,7 @@ async fn run(
     } else {
         config.temperature
     };
-    let response = lm.call(request).await?;
-    let completions = response
-        .choices
-        .iter()
-        .map(|c| adapter.parse(signature, &c.text))
-        .collect::<std::result::Result<Vec<_>, _>>()?;
-    Ok(Prediction::from_completions(completions)?)
+    Ok(request)
 }
 
 /// A typed predictor for signature `S` (DSPy's `dspy.Predict`): formats the signature with its
@@ -297,6 +398,75 @@ impl<S: Signature> Predict<S> {
             .call_with(&Example::from_typed(&input)?, config)
             .await?;
         Ok(prediction.to_typed()?)
+    }
+}
+
+impl<S: Signature> Predict<S> {
+    /// Runs on `input`, streaming every output field as the LM writes it, then the typed output
+    /// ([`DynPredict::stream_with`] describes the items).
+    pub fn stream(&self, input: S::Input) -> FieldStream<S::Output> {
+        self.stream_with(input, &CallConfig::default(), &StreamOptions::default())
+    }
+
+    /// Runs on `input` with per-call overrides, streaming the fields `options` listens to, then
+    /// the typed output.
+    ///
+    /// ```
+    /// use dspex_runtime::lm::ScriptedLM;
+    /// use dspex_runtime::module::{CallConfig, Predict, StreamItem, StreamOptions};
+    /// use dspex_runtime::{DynSignature, Signature};
+    /// use futures_util::StreamExt;
+    /// use serde::{Deserialize, Serialize};
+    /// use serde_json::json;
+    /// use std::sync::OnceLock;
+    ///
+    /// #[derive(Debug, Clone, Serialize, Deserialize)]
+    /// struct In { question: String }
+    /// #[derive(Debug, Clone, Serialize, Deserialize)]
+    /// struct Out { answer: String }
+    /// struct QA;
+    /// impl Signature for QA {
+    ///     type Input = In;
+    ///     type Output = Out;
+    ///     fn signature() -> &'static DynSignature {
+    ///         static SIG: OnceLock<DynSignature> = OnceLock::new();
+    ///         SIG.get_or_init(|| DynSignature::parse("question -> answer").expect("valid"))
+    ///     }
+    /// }
+    ///
+    /// # tokio::runtime::Builder::new_current_thread().build().unwrap().block_on(async {
+    /// let lm = ScriptedLM::from_fields([json!({"answer": "Paris"})]).chunk_size(2);
+    /// let qa = Predict::<QA>::new().with_config(CallConfig::new().lm(lm));
+    /// let mut stream = qa.stream_with(
+    ///     In { question: "Capital of France?".into() },
+    ///     &CallConfig::default(),
+    ///     &StreamOptions::new().predictor_name("qa"),
+    /// );
+    /// let mut deltas = Vec::new();
+    /// let mut output = None;
+    /// while let Some(item) = stream.next().await {
+    ///     match item? {
+    ///         StreamItem::Chunk(c) => deltas.push((c.predictor, c.delta)),
+    ///         StreamItem::Final(out) => output = Some(out),
+    ///         _ => {}
+    ///     }
+    /// }
+    /// assert_eq!(deltas.iter().map(|(_, d)| d.as_str()).collect::<String>(), "Paris");
+    /// assert!(deltas.iter().all(|(p, _)| p == "qa"));
+    /// assert_eq!(output.expect("a final value").answer, "Paris");
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// # }).unwrap();
+    /// ```
+    pub fn stream_with(
+        &self,
+        input: S::Input,
+        config: &CallConfig,
+        options: &StreamOptions,
+    ) -> FieldStream<S::Output> {
+        match Example::from_typed(&input) {
+            Ok(inputs) => streaming::typed(self.inner.stream_with(&inputs, config, options)),
+            Err(e) => streaming::failed(StreamError::Call(e.into())),
+        }
     }
 }
 

@@ -32,14 +32,14 @@ fn main() {
     rt.block_on(async {
         assert_eq!(add(1, 2).await, 3);
         assert_eq!(add_tool().call(args(json!({"a": 2, "b": 3}))).await.unwrap(), 5);
-        let lookup = lookup_tool();
-        assert_eq!(lookup.name(), "lookup_fact");
-        assert_eq!(lookup.desc(), Some("Look up a fact\nby its key."));
+        let fact = lookup_tool();
+        assert_eq!(fact.name(), "lookup_fact");
+        assert_eq!(fact.desc(), Some("Look up a fact\nby its key."));
         assert_eq!(
-            lookup.call(args(json!({"key": "capital of France"}))).await.unwrap(),
+            fact.call(args(json!({"key": "capital of France"}))).await.unwrap(),
             "Paris"
         );
-        let err = lookup.call(args(json!({"key": "x"}))).await.unwrap_err();
+        let err = fact.call(args(json!({"key": "x"}))).await.unwrap_err();
         assert_eq!(err.to_string(), "no fact for \"x\"");
         assert_eq!(
             words_tool().to_string(),
