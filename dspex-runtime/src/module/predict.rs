@@ -143,26 +143,37 @@ impl DynPredict {
         self.call_with(inputs, &CallConfig::default()).await
     }
 
-    /// Runs the predictor with per-call overrides.
+    /// Runs the predictor with per-call overrides. What they leave unset comes from the
+    /// predictor's config, then from the [call defaults](Settings::call_defaults) in scope; the
+    /// call is recorded in the [trace](Settings::trace) in scope, if any.
     pub async fn call_with(&self, inputs: &Example, overrides: &CallConfig) -> Result<Prediction> {
         let settings = Settings::current();
-        let config = self.config.merged(overrides);
-        let lm = config.lm.clone().or(settings.lm).ok_or(Error::NoLm)?;
+        let config = settings.call_config(&self.config, overrides);
+        let lm = config
+            .lm
+            .clone()
+            .or(settings.lm.clone())
+            .ok_or(Error::NoLm)?;
         let adapter = config
             .adapter
             .clone()
-            .or(settings.adapter)
+            .or(settings.adapter.clone())
             .unwrap_or_else(|| Arc::new(ChatAdapter));
-        let signature = &self.params.signature;
+        // Borrowed unless a module in scope adds an input (Refine's `hint_`).
+        let (signature, inputs) = settings.hinted(&self.params, inputs)?;
         let demos = &self.params.demos;
-        let result = run(&*lm, &*adapter, &config, signature, demos, inputs).await;
-        match (result, adapter.fallback()) {
+        let result = run(&*lm, &*adapter, &config, &signature, demos, &inputs).await;
+        let result = match (result, adapter.fallback()) {
             // DSPy's ChatAdapter retries once with JSONAdapter when its output cannot be parsed.
             (Err(Error::Adapter(AdapterError::Parse { .. })), Some(fallback)) => {
-                run(&*lm, fallback, &config, signature, demos, inputs).await
+                run(&*lm, fallback, &config, &signature, demos, &inputs).await
             }
             (other, _) => other,
+        };
+        if let (Some(trace), Ok(prediction)) = (&settings.trace, &result) {
+            trace.record(&self.params, &inputs, prediction);
         }
+        result
     }
 }
 
