@@ -268,28 +268,41 @@ where
 ///
 /// ```
 /// use dspex_runtime::lm::ScriptedLM;
-/// use dspex_runtime::module::{BestOfN, CallConfig, DynPredict};
-/// use dspex_runtime::{DynSignature, Example, Prediction, Program, program_fn};
+/// use dspex_runtime::module::{BestOfN, CallConfig, Predict};
+/// use dspex_runtime::Program;
 /// use serde_json::json;
+/// # use dspex_runtime::{DynSignature, Signature};
+/// # use serde::{Deserialize, Serialize};
+/// # #[derive(Debug, Clone, Serialize, Deserialize)]
+/// # pub struct QAInput { pub question: String }
+/// # #[derive(Debug, Clone, Serialize, Deserialize)]
+/// # pub struct QAOutput { pub answer: String }
+/// # pub struct QA;
+/// # impl Signature for QA {
+/// #     type Input = QAInput;
+/// #     type Output = QAOutput;
+/// #     fn signature() -> &'static DynSignature {
+/// #         static SIG: std::sync::OnceLock<DynSignature> = std::sync::OnceLock::new();
+/// #         SIG.get_or_init(|| DynSignature::parse("question -> answer").expect("valid"))
+/// #     }
+/// # }
 ///
+/// // With the `dspex` facade, `#[signature("question -> answer")] struct QA;` declares QA.
 /// # tokio::runtime::Builder::new_current_thread().build().unwrap().block_on(async {
 /// let lm = ScriptedLM::from_fields([
 ///     json!({"answer": "It is Brussels."}),
 ///     json!({"answer": "Brussels"}),
 /// ]);
-/// let qa = DynPredict::new(DynSignature::parse("question -> answer")?)
-///     .with_config(CallConfig::new().lm(lm.clone()));
-/// let one_word = |_: &Example, p: &Prediction| {
-///     let words = p.get_str("answer").map_or(0, |a| a.split_whitespace().count());
-///     if words == 1 { 1.0 } else { 0.0 }
+/// let qa = Predict::<QA>::new().with_config(CallConfig::new().lm(lm.clone()));
+/// let one_word = |_: &QAInput, out: &QAOutput| {
+///     if out.answer.split_whitespace().count() == 1 { 1.0 } else { 0.0 }
 /// };
-/// let best = BestOfN::new(qa, 3, one_word, 1.0);
-/// let out = best.forward(Example::new().with("question", "Capital of Belgium?")).await?;
-/// assert_eq!(out.get_str("answer"), Some("Brussels"));
-/// // Two attempts, rollout ids 0 and 1, both at temperature 1.0.
-/// let requests = lm.requests();
-/// assert_eq!(requests.iter().map(|r| r.rollout_id).collect::<Vec<_>>(), [Some(0), Some(1)]);
-/// assert!(requests.iter().all(|r| r.temperature == Some(1.0)));
+/// let best_of_3 = BestOfN::new(qa, 3, one_word, 1.0);
+/// let question = QAInput { question: "What is the capital of Belgium?".into() };
+/// assert_eq!(best_of_3.forward(question).await?.answer, "Brussels");
+/// // Two attempts (the second reached the threshold), rollout ids 0 and 1, at temperature 1.0.
+/// let sampling: Vec<_> = lm.requests().iter().map(|r| (r.temperature, r.rollout_id)).collect();
+/// assert_eq!(sampling, [(Some(1.0), Some(0)), (Some(1.0), Some(1))]);
 /// # Ok::<(), dspex_runtime::Error>(())
 /// # }).unwrap();
 /// ```

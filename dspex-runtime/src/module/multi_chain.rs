@@ -532,3 +532,206 @@ impl<S> Module for MultiChainComparison<S> {
         self.inner.visit_predictors_mut(path, visit);
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::super::best_of_n::testing::{QA, QAOutput, question};
+    use super::*;
+    use crate::lm::ScriptedLM;
+    use serde_json::json;
+
+    /// Captured from DSPy 3.4.1: `MultiChainComparison("question -> answer", M=2)`.
+    const SYSTEM: &str = concat!(
+        "Your input fields are:\n",
+        "1. `question` (str): \n",
+        "2. `reasoning_attempt_1` (str): ${reasoning attempt}\n",
+        "3. `reasoning_attempt_2` (str): ${reasoning attempt}\n",
+        "Your output fields are:\n",
+        "1. `rationale` (str): ${corrected reasoning}\n",
+        "2. `answer` (str):\n",
+        "All interactions will be structured in the following way, with the appropriate values filled in.\n",
+        "\n",
+        "[[ ## question ## ]]\n",
+        "{question}\n",
+        "\n",
+        "[[ ## reasoning_attempt_1 ## ]]\n",
+        "{reasoning_attempt_1}\n",
+        "\n",
+        "[[ ## reasoning_attempt_2 ## ]]\n",
+        "{reasoning_attempt_2}\n",
+        "\n",
+        "[[ ## rationale ## ]]\n",
+        "{rationale}\n",
+        "\n",
+        "[[ ## answer ## ]]\n",
+        "{answer}\n",
+        "\n",
+        "[[ ## completed ## ]]\n",
+        "In adhering to this structure, your objective is: \n",
+        "        Given the fields `question`, produce the fields `answer`.",
+    );
+
+    /// The user turn of the same call.
+    const USER: &str = concat!(
+        "[[ ## question ## ]]\n",
+        "What is 2+2?\n",
+        "\n",
+        "[[ ## reasoning_attempt_1 ## ]]\n",
+        "«I'm trying to Think A. I'm not sure but my prediction is 4»\n",
+        "\n",
+        "[[ ## reasoning_attempt_2 ## ]]\n",
+        "«I'm trying to Think B. I'm not sure but my prediction is 5»\n",
+        "\n",
+        "Respond with the corresponding output fields, starting with the field `[[ ## rationale ## ]]`, then `[[ ## answer ## ]]`, and then ending with the marker for `[[ ## completed ## ]]`.",
+    );
+
+    fn records(values: &[Value]) -> Vec<Map<String, Value>> {
+        values
+            .iter()
+            .map(|v| v.as_object().unwrap().clone())
+            .collect()
+    }
+
+    #[tokio::test]
+    async fn sends_dspys_prompt_at_temperature_point_seven() {
+        let lm = ScriptedLM::from_fields([json!({"rationale": "combined", "answer": "4"})]);
+        let mcc =
+            DynMultiChainComparison::new(&DynSignature::parse("question -> answer").unwrap(), 2)
+                .unwrap()
+                .with_config(CallConfig::new().lm(lm.clone()));
+        assert_eq!(mcc.named_predictors()[0].0, "predict");
+        assert_eq!(
+            mcc.params()
+                .signature
+                .field("reasoning_attempt_2")
+                .unwrap()
+                .prefix(),
+            "Student Attempt #2:"
+        );
+        let completions = records(&[
+            json!({"reasoning": "Think A.\nmore", "answer": "4"}),
+            json!({"rationale": "  Think B. ", "reasoning": "ignored", "answer": " 5\nx"}),
+        ]);
+        let out = mcc
+            .call(
+                &completions,
+                &Example::new().with("question", "What is 2+2?"),
+            )
+            .await
+            .unwrap();
+        assert_eq!(out.get_str("rationale"), Some("combined"));
+        assert_eq!(out.get_str("answer"), Some("4"));
+        let request = &lm.requests()[0];
+        assert_eq!(request.messages[0].content, SYSTEM);
+        assert_eq!(request.messages[1].content, USER);
+        assert_eq!(request.temperature, Some(0.7));
+    }
+
+    #[tokio::test]
+    async fn typed_forward_and_config() {
+        let lm =
+            ScriptedLM::from_fields([json!({"rationale": "R", "answer": "Paris"})]).repeat_last();
+        let mcc = MultiChainComparison::<QA>::new(3)
+            .unwrap()
+            .with_config(CallConfig::new().lm(lm.clone()).temperature(0.2));
+        let attempt = |r: &str, a: &str| Reasoned {
+            reasoning: r.to_string(),
+            output: QAOutput {
+                answer: a.to_string(),
+            },
+        };
+        let input = CompareInput {
+            completions: vec![
+                attempt("A", "Paris"),
+                attempt("B", "Lyon"),
+                attempt("C", "Paris"),
+            ],
+            input: question("Capital?"),
+        };
+        let out = mcc.forward(input.clone()).await.unwrap();
+        assert_eq!(
+            out,
+            Corrected {
+                rationale: "R".into(),
+                output: QAOutput {
+                    answer: "Paris".into()
+                }
+            }
+        );
+        let request = &lm.requests()[0];
+        assert_eq!(request.temperature, Some(0.2));
+        assert!(request.messages[1].content.contains(
+            "[[ ## reasoning_attempt_3 ## ]]\n«I'm trying to C I'm not sure but my prediction is Paris»"
+        ));
+
+        // Wrong number of attempts: DSPy's assertion, as a typed error.
+        let two = CompareInput {
+            completions: input.completions[..2].to_vec(),
+            input: question("Q"),
+        };
+        let err = mcc.forward(two).await.unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "MultiChainComparison: The number of attempts (2) doesn't match the expected number M (3). Please set the correct value for M when initializing MultiChainComparison."
+        );
+        assert_eq!(lm.calls(), 1);
+    }
+
+    #[tokio::test]
+    async fn attempts_need_a_rationale_and_the_answer() {
+        let sig = DynSignature::parse("question -> answer").unwrap();
+        let mcc = DynMultiChainComparison::new(&sig, 1).unwrap();
+        let q = Example::new().with("question", "Q");
+        let err = mcc
+            .call(&records(&[json!({"answer": "4"})]), &q)
+            .await
+            .unwrap_err();
+        assert!(
+            err.to_string()
+                .contains("neither a `rationale` nor a `reasoning`"),
+            "{err}"
+        );
+        let err = mcc
+            .call(&records(&[json!({"reasoning": "r"})]), &q)
+            .await
+            .unwrap_err();
+        assert!(
+            err.to_string()
+                .contains("completion 0 has no `answer` field"),
+            "{err}"
+        );
+        let none = DynSignature::from_fields(None, [FieldSpec::input("q", TypeSpec::Str)]).unwrap();
+        assert_eq!(
+            DynMultiChainComparison::new(&none, 1).unwrap_err(),
+            MultiChainError::NoOutputs
+        );
+        let taken = DynSignature::parse("question -> rationale, answer").unwrap();
+        assert!(matches!(
+            DynMultiChainComparison::new(&taken, 1),
+            Err(MultiChainError::Signature(
+                SignatureError::DuplicateField { .. }
+            ))
+        ));
+    }
+
+    #[test]
+    fn non_text_answers_are_written_as_python_str() {
+        let mcc = DynMultiChainComparison::new(&DynSignature::parse("q -> a").unwrap(), 1).unwrap();
+        let attempt = |a: Value| {
+            mcc.attempt(0, &records(&[json!({"reasoning": "r", "a": a})])[0])
+                .unwrap()
+        };
+        let expect = |a: &str| format!("«I'm trying to r I'm not sure but my prediction is {a}»");
+        assert_eq!(attempt(json!(4)), expect("4"));
+        assert_eq!(attempt(json!(4.0)), expect("4.0"));
+        assert_eq!(attempt(json!(1e16)), expect("1e+16"));
+        assert_eq!(attempt(json!(1e-5)), expect("1e-05"));
+        assert_eq!(attempt(json!(0.0001)), expect("0.0001"));
+        assert_eq!(attempt(json!(true)), expect("True"));
+        assert_eq!(attempt(json!(null)), expect("None"));
+        assert_eq!(
+            attempt(json!(["it's", 1, {"k": false}])),
+            expect("[\"it's\", 1, {'k': False}]")
+        );
+    }
+}

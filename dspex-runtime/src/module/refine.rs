@@ -604,3 +604,443 @@ fn write_orjson_float(out: &mut String, f: f64) {
         out.push_str(&exp.to_string());
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::super::best_of_n::testing::{QA, QAInput, QAOutput, question};
+    use super::*;
+    use crate::lm::ScriptedLM;
+    use crate::module::{ChainOfThought, Predict, Reasoned};
+    use crate::program::program_fn;
+    use crate::settings::{Trace, with_settings};
+    use serde_json::json;
+
+    /// Captured from DSPy 3.4.1 (`Refine` over `ChainOfThought(QA)`, DummyLM).
+    const FEEDBACK_SYSTEM: &str = concat!(
+        "Your input fields are:\n",
+        "1. `program_code` (str): The code of the program that we are analyzing\n",
+        "2. `modules_defn` (str): The definition of each module in the program, including its I/O\n",
+        "3. `program_inputs` (str): The inputs to the program that we are analyzing\n",
+        "4. `program_trajectory` (str): The trajectory of the program's execution, showing each module's I/O\n",
+        "5. `program_outputs` (str): The outputs of the program that we are analyzing\n",
+        "6. `reward_code` (str): The code of the reward function that we are analyzing\n",
+        "7. `target_threshold` (float): The target threshold for the reward function\n",
+        "8. `reward_value` (float): The reward value assigned to the program's outputs\n",
+        "9. `module_names` (list[str]): The names of the modules in the program, for which we seek advice\n",
+        "Your output fields are:\n",
+        "1. `discussion` (str): Discussing blame of where each module went wrong, if it did\n",
+        "2. `advice` (dict[str, str]): For each module, describe very concretely, in this order: the specific scenarios in which it has made mistakes in the past and what each mistake was, followed by what it should do differently in that kind ofscenario in the future. If the module is not to blame, write N/A.\n",
+        "All interactions will be structured in the following way, with the appropriate values filled in.\n",
+        "\n",
+        "[[ ## program_code ## ]]\n",
+        "{program_code}\n",
+        "\n",
+        "[[ ## modules_defn ## ]]\n",
+        "{modules_defn}\n",
+        "\n",
+        "[[ ## program_inputs ## ]]\n",
+        "{program_inputs}\n",
+        "\n",
+        "[[ ## program_trajectory ## ]]\n",
+        "{program_trajectory}\n",
+        "\n",
+        "[[ ## program_outputs ## ]]\n",
+        "{program_outputs}\n",
+        "\n",
+        "[[ ## reward_code ## ]]\n",
+        "{reward_code}\n",
+        "\n",
+        "[[ ## target_threshold ## ]]\n",
+        "{target_threshold}\n",
+        "\n",
+        "[[ ## reward_value ## ]]\n",
+        "{reward_value}\n",
+        "\n",
+        "[[ ## module_names ## ]]\n",
+        "{module_names}\n",
+        "\n",
+        "[[ ## discussion ## ]]\n",
+        "{discussion}\n",
+        "\n",
+        "[[ ## advice ## ]]\n",
+        "{advice}        # note: the value you produce must adhere to the JSON schema: {\"type\": \"object\", \"additionalProperties\": {\"type\": \"string\"}}\n",
+        "\n",
+        "[[ ## completed ## ]]\n",
+        "In adhering to this structure, your objective is: \n",
+        "        In the discussion, assign blame to each module that contributed to the final reward being below the threshold, if\n",
+        "        any. Then, prescribe concrete advice of how the module should act on its future input when we retry the process, if\n",
+        "        it were to receive the same or similar inputs. If a module is not to blame, the advice should be N/A.\n",
+        "        The module will not see its own history, so it needs to rely on entirely concrete and actionable advice from you\n",
+        "        to avoid the same mistake on the same or similar inputs.",
+    );
+
+    /// Captured from DSPy 3.4.1 (`Refine` over `ChainOfThought(QA)`, DummyLM).
+    const FEEDBACK_USER_1: &str = concat!(
+        "[[ ## program_code ## ]]\n",
+        "PROGRAM CODE\n",
+        "\n",
+        "[[ ## modules_defn ## ]]\n",
+        "--------------------------------------------------------------------------------\n",
+        "Module predict\n",
+        "\tInput Fields:\n",
+        "\t\t1. `question` (str): a question\n",
+        "\tOutput Fields:\n",
+        "\t\t1. `reasoning` (str): \n",
+        "\t\t2. `answer` (str):\n",
+        "\tOriginal Instructions: \n",
+        "\t\tAnswer the question.\n",
+        "--------------------------------------------------------------------------------\n",
+        "\n",
+        "[[ ## program_inputs ## ]]\n",
+        "{\n",
+        "  \"question\": \"What is the capital of France?\"\n",
+        "}\n",
+        "\n",
+        "[[ ## program_trajectory ## ]]\n",
+        "[\n",
+        "  {\n",
+        "    \"module_name\": \"predict\",\n",
+        "    \"inputs\": {\n",
+        "      \"question\": \"What is the capital of France?\"\n",
+        "    },\n",
+        "    \"outputs\": {\n",
+        "      \"reasoning\": \"r1\",\n",
+        "      \"answer\": \"Lyon\"\n",
+        "    }\n",
+        "  }\n",
+        "]\n",
+        "\n",
+        "[[ ## program_outputs ## ]]\n",
+        "{\n",
+        "  \"reasoning\": \"r1\",\n",
+        "  \"answer\": \"Lyon\"\n",
+        "}\n",
+        "\n",
+        "[[ ## reward_code ## ]]\n",
+        "REWARD CODE\n",
+        "\n",
+        "[[ ## target_threshold ## ]]\n",
+        "1.0\n",
+        "\n",
+        "[[ ## reward_value ## ]]\n",
+        "0.0\n",
+        "\n",
+        "[[ ## module_names ## ]]\n",
+        "[\n",
+        "  \"predict\"\n",
+        "]\n",
+        "\n",
+        "Respond with the corresponding output fields, starting with the field `[[ ## discussion ## ]]`, then `[[ ## advice ## ]]` (must be formatted as a valid Python dict[str, str]), and then ending with the marker for `[[ ## completed ## ]]`.",
+    );
+
+    /// Captured from DSPy 3.4.1 (`Refine` over `ChainOfThought(QA)`, DummyLM).
+    const HINTED_SYSTEM: &str = concat!(
+        "Your input fields are:\n",
+        "1. `question` (str): a question\n",
+        "2. `hint_` (str): A hint to the module from an earlier run\n",
+        "Your output fields are:\n",
+        "1. `reasoning` (str): \n",
+        "2. `answer` (str):\n",
+        "All interactions will be structured in the following way, with the appropriate values filled in.\n",
+        "\n",
+        "[[ ## question ## ]]\n",
+        "{question}\n",
+        "\n",
+        "[[ ## hint_ ## ]]\n",
+        "{hint_}\n",
+        "\n",
+        "[[ ## reasoning ## ]]\n",
+        "{reasoning}\n",
+        "\n",
+        "[[ ## answer ## ]]\n",
+        "{answer}\n",
+        "\n",
+        "[[ ## completed ## ]]\n",
+        "In adhering to this structure, your objective is: \n",
+        "        Answer the question.",
+    );
+
+    /// Captured from DSPy 3.4.1 (`Refine` over `ChainOfThought(QA)`, DummyLM).
+    const HINTED_USER_1: &str = concat!(
+        "[[ ## question ## ]]\n",
+        "What is the capital of France?\n",
+        "\n",
+        "[[ ## hint_ ## ]]\n",
+        "Say Paris.\n",
+        "\n",
+        "Respond with the corresponding output fields, starting with the field `[[ ## reasoning ## ]]`, then `[[ ## answer ## ]]`, and then ending with the marker for `[[ ## completed ## ]]`.",
+    );
+
+    /// Captured from DSPy 3.4.1 (`Refine` over `ChainOfThought(QA)`, DummyLM).
+    const FEEDBACK_USER_2: &str = concat!(
+        "[[ ## program_code ## ]]\n",
+        "PROGRAM CODE\n",
+        "\n",
+        "[[ ## modules_defn ## ]]\n",
+        "--------------------------------------------------------------------------------\n",
+        "Module predict\n",
+        "\tInput Fields:\n",
+        "\t\t1. `question` (str): a question\n",
+        "\tOutput Fields:\n",
+        "\t\t1. `reasoning` (str): \n",
+        "\t\t2. `answer` (str):\n",
+        "\tOriginal Instructions: \n",
+        "\t\tAnswer the question.\n",
+        "--------------------------------------------------------------------------------\n",
+        "\n",
+        "[[ ## program_inputs ## ]]\n",
+        "{\n",
+        "  \"question\": \"What is the capital of France?\"\n",
+        "}\n",
+        "\n",
+        "[[ ## program_trajectory ## ]]\n",
+        "[\n",
+        "  {\n",
+        "    \"module_name\": \"predict\",\n",
+        "    \"inputs\": {\n",
+        "      \"question\": \"What is the capital of France?\",\n",
+        "      \"hint_\": \"Say Paris.\"\n",
+        "    },\n",
+        "    \"outputs\": {\n",
+        "      \"reasoning\": \"r2\",\n",
+        "      \"answer\": \"Lyon again\"\n",
+        "    }\n",
+        "  }\n",
+        "]\n",
+        "\n",
+        "[[ ## program_outputs ## ]]\n",
+        "{\n",
+        "  \"reasoning\": \"r2\",\n",
+        "  \"answer\": \"Lyon again\"\n",
+        "}\n",
+        "\n",
+        "[[ ## reward_code ## ]]\n",
+        "REWARD CODE\n",
+        "\n",
+        "[[ ## target_threshold ## ]]\n",
+        "1.0\n",
+        "\n",
+        "[[ ## reward_value ## ]]\n",
+        "0.0\n",
+        "\n",
+        "[[ ## module_names ## ]]\n",
+        "[\n",
+        "  \"predict\"\n",
+        "]\n",
+        "\n",
+        "Respond with the corresponding output fields, starting with the field `[[ ## discussion ## ]]`, then `[[ ## advice ## ]]` (must be formatted as a valid Python dict[str, str]), and then ending with the marker for `[[ ## completed ## ]]`.",
+    );
+
+    /// Captured from DSPy 3.4.1 (`Refine` over `ChainOfThought(QA)`, DummyLM).
+    const HINTED_USER_2: &str = concat!(
+        "[[ ## question ## ]]\n",
+        "What is the capital of France?\n",
+        "\n",
+        "[[ ## hint_ ## ]]\n",
+        "Really, say Paris.\n",
+        "\n",
+        "Respond with the corresponding output fields, starting with the field `[[ ## reasoning ## ]]`, then `[[ ## answer ## ]]`, and then ending with the marker for `[[ ## completed ## ]]`.",
+    );
+
+    fn paris(_: &QAInput, out: &Reasoned<QAOutput>) -> f64 {
+        if out.output.answer == "Paris" {
+            1.0
+        } else {
+            0.0
+        }
+    }
+
+    fn roles(lm: &ScriptedLM, call: usize) -> (String, String) {
+        let messages = &lm.requests()[call].messages;
+        assert_eq!(messages.len(), 2);
+        (messages[0].content.clone(), messages[1].content.clone())
+    }
+
+    #[tokio::test]
+    async fn sends_dspys_feedback_prompt_then_hints_every_predictor() {
+        let lm = ScriptedLM::from_fields([
+            json!({"reasoning": "r1", "answer": "Lyon"}),
+            json!({"discussion": "d1", "advice": {"predict": "Say Paris."}}),
+            json!({"reasoning": "r2", "answer": "Lyon again"}),
+            json!({"discussion": "d2", "advice": {"predict": "Really, say Paris."}}),
+            json!({"reasoning": "r3", "answer": "Paris"}),
+        ]);
+        let refine = Refine::new(ChainOfThought::<QA>::new(), 3, paris, 1.0)
+            .program_code("PROGRAM CODE")
+            .reward_code("REWARD CODE");
+        assert_eq!(refine.named_predictors()[0].0, "module.predict");
+        let trace = Trace::new();
+        let settings = Settings::new().lm(lm.clone()).trace(trace.clone());
+        let input = question("What is the capital of France?");
+        let out = with_settings(settings, refine.forward(input))
+            .await
+            .unwrap();
+        assert_eq!(out.output.answer, "Paris");
+
+        assert_eq!(lm.calls(), 5);
+        assert_eq!(
+            roles(&lm, 1),
+            (FEEDBACK_SYSTEM.into(), FEEDBACK_USER_1.into())
+        );
+        assert_eq!(roles(&lm, 2), (HINTED_SYSTEM.into(), HINTED_USER_1.into()));
+        assert_eq!(
+            roles(&lm, 3),
+            (FEEDBACK_SYSTEM.into(), FEEDBACK_USER_2.into())
+        );
+        assert_eq!(roles(&lm, 4), (HINTED_SYSTEM.into(), HINTED_USER_2.into()));
+        // Attempts sample at 1.0 with rollout ids 0, 1, 2; feedback calls use the ambient LM as is.
+        let sampling: Vec<_> = lm
+            .requests()
+            .iter()
+            .map(|r| (r.temperature, r.rollout_id))
+            .collect();
+        assert_eq!(
+            sampling,
+            [
+                (Some(1.0), Some(0)),
+                (None, None),
+                (Some(1.0), Some(1)),
+                (None, None),
+                (Some(1.0), Some(2)),
+            ]
+        );
+        // As in DSPy, the outer trace holds both feedback calls, then the chosen attempt's call
+        // with its `hint_`.
+        let entries = trace.entries();
+        assert_eq!(entries.len(), 3);
+        assert_eq!(entries[0].outputs.get_str("discussion"), Some("d1"));
+        assert_eq!(entries[1].outputs.get_str("discussion"), Some("d2"));
+        assert_eq!(
+            entries[2].inputs.get_str("hint_"),
+            Some("Really, say Paris.")
+        );
+        assert_eq!(entries[2].outputs.get_str("answer"), Some("Paris"));
+    }
+
+    #[tokio::test]
+    async fn advice_for_no_module_gives_na_and_empty_advice_gives_no_hint() {
+        let lm = ScriptedLM::from_fields([
+            json!({"reasoning": "r1", "answer": "Lyon"}),
+            json!({"discussion": "d1", "advice": {"someone_else": "x"}}),
+            json!({"reasoning": "r2", "answer": "Nice"}),
+            json!({"discussion": "d2", "advice": {}}),
+            json!({"reasoning": "r3", "answer": "Paris"}),
+        ]);
+        let refine = Refine::new(ChainOfThought::<QA>::new(), 3, paris, 1.0);
+        let settings = Settings::new().lm(lm.clone());
+        let out = with_settings(settings, refine.forward(question("Q")))
+            .await
+            .unwrap();
+        assert_eq!(out.output.answer, "Paris");
+        assert!(roles(&lm, 2).1.contains("[[ ## hint_ ## ]]\nN/A\n\n"));
+        assert!(!roles(&lm, 4).1.contains("hint_"));
+        // The default program and reward code say the source is not available.
+        let feedback = roles(&lm, 1).1;
+        assert!(
+            feedback.contains(
+                "It is the Rust type `dspex_runtime::module::chain_of_thought::ChainOfThought<"
+            ),
+            "{feedback}"
+        );
+        assert!(feedback.contains(
+            "[[ ## reward_code ## ]]\nThe source code of the reward function is not available."
+        ));
+    }
+
+    #[tokio::test]
+    async fn a_failed_feedback_call_fails_the_attempt_and_the_loop_goes_on() {
+        let lm = ScriptedLM::new([
+            "[[ ## reasoning ## ]]\nr1\n\n[[ ## answer ## ]]\nLyon\n\n[[ ## completed ## ]]",
+            "no fields here",
+            "nor here",
+            "[[ ## reasoning ## ]]\nr2\n\n[[ ## answer ## ]]\nParis\n\n[[ ## completed ## ]]",
+        ]);
+        let refine = Refine::new(ChainOfThought::<QA>::new(), 3, paris, 1.0);
+        let out = with_settings(
+            Settings::new().lm(lm.clone()),
+            refine.forward(question("Q")),
+        )
+        .await
+        .unwrap();
+        assert_eq!(out.output.answer, "Paris");
+        // The feedback failed (Chat, then JSON), so there is no advice and no hint.
+        assert_eq!(lm.calls(), 4);
+        assert!(!roles(&lm, 3).1.contains("hint_"));
+    }
+
+    #[tokio::test]
+    async fn a_predictor_the_program_does_not_expose_fails_the_attempt() {
+        let lm = ScriptedLM::from_fields([json!({"answer": "a"}), json!({"answer": "b"})]);
+        let hidden = Predict::<QA>::new().with_config(CallConfig::new().lm(lm.clone()));
+        let program = program_fn(move |input: QAInput| {
+            let hidden = hidden.clone();
+            async move { hidden.forward(input).await }
+        });
+        let refine = Refine::new(program, 2, |_: &QAInput, _: &QAOutput| 0.0, 1.0);
+        let out = refine.forward(question("Q")).await.unwrap();
+        // Attempt 1 failed when its call could not be named, so no feedback call was made; its
+        // output was already the best (attempt 2 only ties it).
+        assert_eq!(out.answer, "a");
+        assert_eq!(lm.calls(), 2);
+    }
+
+    #[test]
+    fn modules_defn_matches_dspy() {
+        let generate = DynSignature::from_fields(
+            Some("Write a search query.\n\n    Keep it short:\n       one line only."),
+            [
+                FieldSpec::input("context", TypeSpec::List(Box::new(TypeSpec::Str)))
+                    .with_desc("passages\nmay be empty"),
+                FieldSpec::input("question", TypeSpec::Str),
+                FieldSpec::output("query", TypeSpec::Str).with_desc("a query"),
+            ],
+        )
+        .unwrap()
+        .prepend(FieldSpec::output("reasoning", TypeSpec::Str))
+        .unwrap();
+        let answer =
+            DynSignature::parse("context: list[str], question -> answer: int, confident: bool")
+                .unwrap();
+        let (generate, answer) = (PredictorParams::new(generate), PredictorParams::new(answer));
+        let named = [
+            ("generate_query.predict".to_string(), &generate),
+            ("answer".to_string(), &answer),
+        ];
+        // DSPy 3.4.1's `inspect_modules` of the same two predictors.
+        let expected = "--------------------------------------------------------------------------------\nModule generate_query.predict\n\tInput Fields:\n\t\t1. `context` (list[str]): passages\n\t\tmay be empty\n\t\t2. `question` (str):\n\tOutput Fields:\n\t\t1. `reasoning` (str): \n\t\t2. `query` (str): a query\n\tOriginal Instructions: \n\t\tWrite a search query.\n\t\t\n\t\tKeep it short:\n\t\t   one line only.\n--------------------------------------------------------------------------------\nModule answer\n\tInput Fields:\n\t\t1. `context` (list[str]): \n\t\t2. `question` (str):\n\tOutput Fields:\n\t\t1. `answer` (int): \n\t\t2. `confident` (bool):\n\tOriginal Instructions: \n\t\tGiven the fields `context`, `question`, produce the fields `answer`, `confident`.\n--------------------------------------------------------------------------------";
+        assert_eq!(inspect_modules(&named), expected);
+    }
+
+    #[test]
+    fn json_is_written_as_orjson_writes_it() {
+        // Expected strings from `orjson.dumps(v, option=orjson.OPT_INDENT_2)`.
+        let floats = [
+            (1.0, "1.0"),
+            (0.0, "0.0"),
+            (-0.0, "-0.0"),
+            (0.5, "0.5"),
+            (1e15, "1000000000000000.0"),
+            (9.99e15, "9990000000000000.0"),
+            (1e16, "1e+16"),
+            (1.5e16, "1.5e+16"),
+            (1e-5, "0.00001"),
+            (2.5e-5, "0.000025"),
+            (1e-6, "1e-6"),
+            (1.5e-7, "1.5e-7"),
+            (12345.678, "12345.678"),
+            (5e-324, "5e-324"),
+            (f64::NAN, "null"),
+        ];
+        for (f, expected) in floats {
+            let mut s = String::new();
+            write_orjson_float(&mut s, f);
+            assert_eq!(s, expected, "{f:e}");
+        }
+        let value =
+            json!({"a": "é\u{2028}\u{7f}\u{1f}/", "b": [], "c": {}, "d": [1, [2, {}]], "e": null});
+        assert_eq!(
+            orjson_pretty(&value),
+            "{\n  \"a\": \"é\u{2028}\u{7f}\\u001f/\",\n  \"b\": [],\n  \"c\": {},\n  \"d\": [\n    1,\n    [\n      2,\n      {}\n    ]\n  ],\n  \"e\": null\n}"
+        );
+    }
+}
