@@ -158,10 +158,12 @@ pub use dspex_runtime::lm;
 /// Adapters: DSPy's exact prompt formats (`ChatAdapter`, `JSONAdapter`) and their parsers.
 pub use dspex_runtime::adapter;
 
-/// Modules: `Predict`, `ChainOfThought` and their call configuration.
+/// Modules: `Predict`, `ChainOfThought`, `BestOfN`, `Refine`, `MultiChainComparison`,
+/// `Parallel`, `majority`, and their call configuration.
 pub use dspex_runtime::module;
 
-/// Settings: the default LM and adapter, per process and per task.
+/// Settings: the default LM and adapter, call defaults and the trace of predictor calls, per
+/// process and per task.
 pub use dspex_runtime::settings;
 
 /// Test helpers: the mock LM server (feature `testing`, on with the default `cli` feature).
@@ -170,7 +172,9 @@ pub use dspex_runtime::testing;
 
 /// The usual imports: `use dspex::prelude::*;`.
 pub mod prelude {
-    pub use crate::module::{CallConfig, ChainOfThought, Predict};
+    pub use crate::module::{
+        BestOfN, CallConfig, ChainOfThought, MultiChainComparison, Predict, Refine, majority,
+    };
     pub use crate::{
         DynSignature, Example, LiteralEnum, Module, Prediction, PredictorParams, Program,
         ProgramExt, Signature, SignatureType, program_fn, sig, signature,

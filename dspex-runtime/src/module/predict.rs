@@ -152,12 +152,12 @@ impl DynPredict {
         let lm = config
             .lm
             .clone()
-            .or(settings.lm.clone())
+            .or_else(|| settings.lm.clone())
             .ok_or(Error::NoLm)?;
         let adapter = config
             .adapter
             .clone()
-            .or(settings.adapter.clone())
+            .or_else(|| settings.adapter.clone())
             .unwrap_or_else(|| Arc::new(ChatAdapter));
         // Borrowed unless a module in scope adds an input (Refine's `hint_`).
         let (signature, inputs) = settings.hinted(&self.params, inputs)?;
