@@ -337,4 +337,40 @@ mod tests {
         let _ = with_settings(named("x"), async { tokio::task::yield_now().await }).await;
         assert_eq!(other.await.unwrap().as_deref(), Some("scripted"));
     }
+
+    #[tokio::test]
+    async fn call_defaults_merge_and_traces_nest() {
+        let outer = Settings::new()
+            .call_defaults(CallConfig {
+                rollout_id: Some(3),
+                ..CallConfig::new().temperature(0.5)
+            })
+            .trace(Trace::new());
+        let inner_trace = Trace::new();
+        let inner = Settings::new()
+            .call_defaults(CallConfig::new().temperature(1.0))
+            .trace(inner_trace.clone());
+        let merged = outer.merged(&inner);
+        let defaults = merged.call_defaults.as_deref().unwrap();
+        assert_eq!(
+            (defaults.temperature, defaults.rollout_id),
+            (Some(1.0), Some(3))
+        );
+        // The inner trace replaces the outer one.
+        merged.trace.as_ref().unwrap().extend([TraceEntry {
+            predictor: PredictorId(1),
+            inputs: Example::new(),
+            outputs: Prediction::default(),
+        }]);
+        assert_eq!(inner_trace.len(), 1);
+        assert!(outer.trace.as_ref().unwrap().is_empty());
+        // A predictor's own config sits above the defaults, a call's overrides above both.
+        let predictor = CallConfig::new().temperature(0.2);
+        let call = CallConfig::new().max_tokens(7);
+        let config = merged.call_config(&predictor, &call);
+        assert_eq!(
+            (config.temperature, config.rollout_id, config.max_tokens),
+            (Some(0.2), Some(3), Some(7))
+        );
+    }
 }

@@ -95,7 +95,7 @@ fn last(failures: &[AttemptFailure]) -> Option<&AttemptFailure> {
 
 fn no_prediction_message(failures: &[AttemptFailure]) -> String {
     match failures.last() {
-        None => "no attempt scored a reward above -inf".to_string(),
+        None => "no attempt produced an output with a reward above -inf".to_string(),
         Some(f) => format!(
             "no attempt succeeded: {} failed, the last (attempt {}, rollout id {}) with: {}",
             failures.len(),

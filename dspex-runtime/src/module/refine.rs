@@ -90,7 +90,8 @@ pub fn offer_feedback_signature() -> &'static DynSignature {
 ///   from an earlier run"): the advice for that predictor's name, or `N/A`. Few-shot demos have
 ///   no `hint_`, so, as in DSPy, they are shown as incomplete demos in those attempts.
 ///
-/// A failed feedback call counts as a failed attempt. Predictor names are those of the wrapped
+/// A failed feedback call counts as a failed attempt. DSPy's `threshold=None` (never stop early)
+/// is `f64::INFINITY` here. Predictor names are those of the wrapped
 /// program (`predict` for a ChainOfThought, `self` for a lone Predict); optimizers see them under
 /// `module`, as in DSPy. Every predictor call in an attempt must come from a predictor the
 /// program exposes through [`Module`]: a call from any other (say, one captured by a
