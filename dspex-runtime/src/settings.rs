@@ -6,11 +6,22 @@
 //! other tasks are unaffected, so concurrent programs can use different LMs safely.
 //! Task-locals do not follow `tokio::spawn`: carry them with [`Settings::current`] and
 //! [`with_settings`].
+//!
+//! Besides the LM and adapter, settings carry [call defaults](Settings::call_defaults) (sampling
+//! parameters beneath every predictor's own config, as the kwargs of DSPy's LM) and a
+//! [`Trace`] that records every predictor call in scope (DSPy's `settings.trace`).
 
 use crate::adapter::Adapter;
+use crate::error::Result;
+use crate::example::{Example, Prediction};
 use crate::lm::LanguageModel;
+use crate::module::CallConfig;
+use crate::program::PredictorParams;
+use crate::signature::{DynSignature, FieldSpec};
+use serde_json::Value;
+use std::borrow::Cow;
 use std::future::Future;
-use std::sync::{Arc, RwLock};
+use std::sync::{Arc, Mutex, RwLock};
 
 /// The settings in effect: each field is `None` when not set at that level.
 #[derive(Clone, Default)]
@@ -19,6 +30,16 @@ pub struct Settings {
     pub lm: Option<Arc<dyn LanguageModel>>,
     /// The adapter modules format and parse with.
     pub adapter: Option<Arc<dyn Adapter>>,
+    /// Call parameters every predictor call starts from, beneath the predictor's own config and
+    /// the per-call overrides — the kwargs of DSPy's LM. `BestOfN` and `Refine` set
+    /// `temperature = 1.0` and a `rollout_id` here for each attempt, as DSPy's
+    /// `lm.copy(rollout_id=…, temperature=1.0)` does: a temperature the predictor itself sets
+    /// still wins, exactly as in DSPy.
+    pub call_defaults: Option<Arc<CallConfig>>,
+    /// Where predictor calls are recorded (DSPy's `settings.trace`); `None` records nothing.
+    pub trace: Option<Trace>,
+    /// An extra input for every predictor call in scope (Refine's `hint_`).
+    pub(crate) hints: Option<Arc<InputHints>>,
 }
 
 impl std::fmt::Debug for Settings {
@@ -26,6 +47,9 @@ impl std::fmt::Debug for Settings {
         f.debug_struct("Settings")
             .field("lm", &self.lm.as_ref().map(|lm| lm.model().to_string()))
             .field("adapter", &self.adapter.as_ref().map(|a| a.name()))
+            .field("call_defaults", &self.call_defaults)
+            .field("trace", &self.trace.as_ref().map(Trace::len))
+            .field("hints", &self.hints.is_some())
             .finish()
     }
 }
@@ -57,12 +81,36 @@ impl Settings {
         self
     }
 
-    /// `self`, with the fields that `over` sets replaced.
+    /// With these call defaults (see [`Settings::call_defaults`]). Nested scopes merge them: what
+    /// the inner scope sets replaces the outer's.
+    #[must_use]
+    pub fn call_defaults(mut self, config: CallConfig) -> Self {
+        self.call_defaults = Some(Arc::new(config));
+        self
+    }
+
+    /// Recording predictor calls into `trace`. A nested scope with its own trace records there
+    /// instead (DSPy's `dspy.context(trace=[])`).
+    #[must_use]
+    pub fn trace(mut self, trace: Trace) -> Self {
+        self.trace = Some(trace);
+        self
+    }
+
+    /// `self`, with the fields that `over` sets replaced (call defaults are merged field by
+    /// field).
     #[must_use]
     pub fn merged(&self, over: &Settings) -> Settings {
+        let call_defaults = match (&self.call_defaults, &over.call_defaults) {
+            (Some(base), Some(over)) => Some(Arc::new(base.merged(over))),
+            (base, over) => over.clone().or_else(|| base.clone()),
+        };
         Settings {
             lm: over.lm.clone().or_else(|| self.lm.clone()),
             adapter: over.adapter.clone().or_else(|| self.adapter.clone()),
+            call_defaults,
+            trace: over.trace.clone().or_else(|| self.trace.clone()),
+            hints: over.hints.clone().or_else(|| self.hints.clone()),
         }
     }
 
@@ -74,11 +122,23 @@ impl Settings {
             Err(_) => global,
         }
     }
+
+    /// The config of one predictor call: the call defaults, then the predictor's own config,
+    /// then the per-call overrides.
+    pub(crate) fn call_config(&self, predictor: &CallConfig, call: &CallConfig) -> CallConfig {
+        match &self.call_defaults {
+            Some(defaults) => defaults.merged(predictor).merged(call),
+            None => predictor.merged(call),
+        }
+    }
 }
 
 static GLOBAL: RwLock<Settings> = RwLock::new(Settings {
     lm: None,
     adapter: None,
+    call_defaults: None,
+    trace: None,
+    hints: None,
 });
 
 tokio::task_local! {
@@ -100,6 +160,144 @@ pub async fn with_settings<F: Future>(overrides: Settings, fut: F) -> F::Output 
         Err(_) => overrides,
     };
     SCOPED.scope(scoped, fut).await
+}
+
+/// Which predictor made a call: the identity of its [`PredictorParams`] while the program that
+/// holds them is borrowed. Match it against a program's predictors with
+/// [`PredictorId::of`] over [`crate::Module::named_predictors`]; an id means nothing once that
+/// program has moved or been dropped.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct PredictorId(usize);
+
+impl PredictorId {
+    /// The id of the predictor whose parameters these are.
+    pub fn of(params: &PredictorParams) -> Self {
+        PredictorId(std::ptr::from_ref(params).addr())
+    }
+}
+
+/// One recorded predictor call: who made it, with which inputs, and what it returned (DSPy's
+/// `(predictor, inputs, prediction)` trace tuple).
+#[derive(Debug, Clone, PartialEq)]
+pub struct TraceEntry {
+    /// The predictor that was called.
+    pub predictor: PredictorId,
+    /// The inputs it was given (including an input such as Refine's `hint_` added in scope).
+    pub inputs: Example,
+    /// What it returned.
+    pub outputs: Prediction,
+}
+
+/// A shared, growing record of predictor calls (DSPy's `settings.trace`). Clones share the same
+/// record. Install it for a scope with [`Settings::trace`] and [`with_settings`]; only successful
+/// calls are recorded, in the order they finished.
+///
+/// ```
+/// use dspex_runtime::lm::ScriptedLM;
+/// use dspex_runtime::module::DynPredict;
+/// use dspex_runtime::settings::{PredictorId, Settings, Trace, with_settings};
+/// use dspex_runtime::{DynSignature, Example, Module};
+/// use serde_json::json;
+///
+/// # tokio::runtime::Builder::new_current_thread().build().unwrap().block_on(async {
+/// let qa = DynPredict::new(DynSignature::parse("question -> answer")?);
+/// let trace = Trace::new();
+/// let settings = Settings::new()
+///     .lm(ScriptedLM::from_fields([json!({"answer": "4"})]))
+///     .trace(trace.clone());
+/// let input = Example::new().with("question", "2 + 2?");
+/// with_settings(settings, qa.call(&input)).await?;
+/// let entries = trace.entries();
+/// assert_eq!(entries.len(), 1);
+/// assert_eq!(entries[0].predictor, PredictorId::of(qa.named_predictors()[0].1));
+/// assert_eq!(entries[0].outputs.get_str("answer"), Some("4"));
+/// # Ok::<(), dspex_runtime::Error>(())
+/// # }).unwrap();
+/// ```
+#[derive(Debug, Clone, Default)]
+pub struct Trace {
+    entries: Arc<Mutex<Vec<TraceEntry>>>,
+}
+
+impl Trace {
+    /// An empty trace.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// A copy of the entries so far.
+    pub fn entries(&self) -> Vec<TraceEntry> {
+        self.lock().clone()
+    }
+
+    /// Removes and returns the entries so far.
+    pub fn take(&self) -> Vec<TraceEntry> {
+        std::mem::take(&mut *self.lock())
+    }
+
+    /// How many calls were recorded.
+    pub fn len(&self) -> usize {
+        self.lock().len()
+    }
+
+    /// Whether nothing was recorded.
+    pub fn is_empty(&self) -> bool {
+        self.lock().is_empty()
+    }
+
+    /// Appends entries (a module passing on the calls of its chosen attempt).
+    pub fn extend(&self, entries: impl IntoIterator<Item = TraceEntry>) {
+        self.lock().extend(entries);
+    }
+
+    /// Records one call.
+    pub(crate) fn record(&self, params: &PredictorParams, inputs: &Example, outputs: &Prediction) {
+        let entry = TraceEntry {
+            predictor: PredictorId::of(params),
+            inputs: inputs.clone(),
+            outputs: outputs.clone(),
+        };
+        self.lock().push(entry);
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Vec<TraceEntry>> {
+        self.entries.lock().unwrap_or_else(|e| e.into_inner())
+    }
+}
+
+/// An input added to every predictor call in scope: the field is appended to the predictor's
+/// signature and its value set per predictor (Refine's `hint_`, DSPy's `WrapperAdapter`).
+#[derive(Debug)]
+pub(crate) struct InputHints {
+    /// The input field added.
+    pub(crate) field: FieldSpec,
+    /// The value for each known predictor.
+    pub(crate) values: Vec<(PredictorId, Value)>,
+    /// The value for any other predictor.
+    pub(crate) default: Value,
+}
+
+impl Settings {
+    /// The signature and inputs a predictor call uses: its own, or with the hint in scope added.
+    pub(crate) fn hinted<'a>(
+        &self,
+        params: &'a PredictorParams,
+        inputs: &'a Example,
+    ) -> Result<(Cow<'a, DynSignature>, Cow<'a, Example>)> {
+        let Some(hints) = &self.hints else {
+            return Ok((Cow::Borrowed(&params.signature), Cow::Borrowed(inputs)));
+        };
+        let id = PredictorId::of(params);
+        let value = hints
+            .values
+            .iter()
+            .find(|(p, _)| *p == id)
+            .map_or(&hints.default, |(_, v)| v);
+        let signature = params.signature.append(hints.field.clone())?;
+        let mut inputs = inputs.clone();
+        inputs.insert(hints.field.name(), value.clone());
+        Ok((Cow::Owned(signature), Cow::Owned(inputs)))
+    }
 }
 
 #[cfg(test)]
@@ -138,5 +336,41 @@ mod tests {
         let other = tokio::spawn(async { model() });
         let _ = with_settings(named("x"), async { tokio::task::yield_now().await }).await;
         assert_eq!(other.await.unwrap().as_deref(), Some("scripted"));
+    }
+
+    #[tokio::test]
+    async fn call_defaults_merge_and_traces_nest() {
+        let outer = Settings::new()
+            .call_defaults(CallConfig {
+                rollout_id: Some(3),
+                ..CallConfig::new().temperature(0.5)
+            })
+            .trace(Trace::new());
+        let inner_trace = Trace::new();
+        let inner = Settings::new()
+            .call_defaults(CallConfig::new().temperature(1.0))
+            .trace(inner_trace.clone());
+        let merged = outer.merged(&inner);
+        let defaults = merged.call_defaults.as_deref().unwrap();
+        assert_eq!(
+            (defaults.temperature, defaults.rollout_id),
+            (Some(1.0), Some(3))
+        );
+        // The inner trace replaces the outer one.
+        merged.trace.as_ref().unwrap().extend([TraceEntry {
+            predictor: PredictorId(1),
+            inputs: Example::new(),
+            outputs: Prediction::default(),
+        }]);
+        assert_eq!(inner_trace.len(), 1);
+        assert!(outer.trace.as_ref().unwrap().is_empty());
+        // A predictor's own config sits above the defaults, a call's overrides above both.
+        let predictor = CallConfig::new().temperature(0.2);
+        let call = CallConfig::new().max_tokens(7);
+        let config = merged.call_config(&predictor, &call);
+        assert_eq!(
+            (config.temperature, config.rollout_id, config.max_tokens),
+            (Some(0.2), Some(3), Some(7))
+        );
     }
 }

@@ -245,11 +245,13 @@ pub use dspex_runtime::lm;
 /// Adapters: DSPy's exact prompt formats (`ChatAdapter`, `JSONAdapter`) and their parsers.
 pub use dspex_runtime::adapter;
 
-/// Modules: `Predict`, `ChainOfThought`, their call configuration, and output-field streaming
-/// (`stream`, `StreamItem`).
+/// Modules: `Predict`, `ChainOfThought`, `ReAct` with tools, `BestOfN`, `Refine`,
+/// `MultiChainComparison`, `Parallel`, `majority`, their call configuration, and output-field
+/// streaming (`stream`, `StreamItem`).
 pub use dspex_runtime::module;
 
-/// Settings: the default LM and adapter, per process and per task.
+/// Settings: the default LM and adapter, call defaults and the trace of predictor calls, per
+/// process and per task.
 pub use dspex_runtime::settings;
 
 /// Test helpers: the mock LM server (feature `testing`, on with the default `cli` feature).
@@ -259,7 +261,8 @@ pub use dspex_runtime::testing;
 /// The usual imports: `use dspex::prelude::*;`.
 pub mod prelude {
     pub use crate::module::{
-        CallConfig, ChainOfThought, Predict, ReAct, StreamItem, StreamOptions, Tool,
+        BestOfN, CallConfig, ChainOfThought, MultiChainComparison, Predict, ReAct, Refine,
+        StreamItem, StreamOptions, Tool, majority,
     };
     pub use crate::{
         DynSignature, Either, Example, LiteralEnum, Module, Prediction, PredictorParams, Program,

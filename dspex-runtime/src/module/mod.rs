@@ -9,19 +9,37 @@
 //! - [`StreamItem`], [`FieldChunk`], [`StreamOptions`], [`StreamError`] — output-field streaming
 //!   of `Predict`, `DynPredict` and `ChainOfThought` (`stream`, `stream_with`; DSPy's
 //!   `dspy.streamify` with `StreamListener`s).
+//! - [`BestOfN`] — a program run up to N times at temperature 1.0, the best-rewarded output kept
+//!   (DSPy's `dspy.BestOfN`).
+//! - [`Refine`] — BestOfN with LM feedback between attempts, passed to every predictor as a
+//!   `hint_` input (DSPy's `dspy.Refine`).
+//! - [`MultiChainComparison`] / [`DynMultiChainComparison`] — one call that compares M earlier
+//!   reasoning attempts and answers anew (DSPy's `dspy.MultiChainComparison`).
+//! - [`majority`] — the most common answer among completions, compared after [`normalize_text`]
+//!   (DSPy's `dspy.majority`).
 //! - [`CallConfig`] — the LM, adapter and sampling parameters of a predictor or of one call; what
 //!   it leaves unset comes from [`crate::settings`].
 
+mod best_of_n;
 mod chain_of_thought;
+mod majority;
+mod multi_chain;
 mod parallel;
 mod predict;
 mod react;
+mod refine;
 mod streaming;
 mod tool;
 
+pub use best_of_n::{AttemptFailure, AttemptsError, BestOfN, FnReward, Reward};
 pub use chain_of_thought::{ChainOfThought, Reasoned};
+pub use majority::{MajorityError, majority, majority_by, normalize_text};
+pub use multi_chain::{
+    CompareInput, Corrected, DynMultiChainComparison, MultiChainComparison, MultiChainError,
+};
 pub use parallel::Parallel;
 pub use predict::{CallConfig, DynPredict, Predict};
 pub use react::{DynReAct, ReAct, ReActOutput, ToolStep, Trajectory};
+pub use refine::{Refine, offer_feedback_signature};
 pub use streaming::{FieldChunk, FieldStream, StreamError, StreamItem, StreamOptions};
 pub use tool::{Tool, ToolError};

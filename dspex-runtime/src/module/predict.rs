@@ -144,26 +144,27 @@ impl DynPredict {
         self.call_with(inputs, &CallConfig::default()).await
     }
 
-    /// Runs the predictor with per-call overrides.
+    /// Runs the predictor with per-call overrides. What they leave unset comes from the
+    /// predictor's config, then from the [call defaults](Settings::call_defaults) in scope; the
+    /// call is recorded in the [trace](Settings::trace) in scope, if any.
     pub async fn call_with(&self, inputs: &Example, overrides: &CallConfig) -> Result<Prediction> {
         let settings = Settings::current();
-        let config = self.config.merged(overrides);
-        let lm = config.lm.clone().or(settings.lm).ok_or(Error::NoLm)?;
-        let adapter = config
-            .adapter
-            .clone()
-            .or(settings.adapter)
-            .unwrap_or_else(|| Arc::new(ChatAdapter));
-        let signature = &self.params.signature;
+        let (config, lm, adapter) = self.resolve(&settings, overrides)?;
+        // Borrowed unless a module in scope adds an input (Refine's `hint_`).
+        let (signature, inputs) = settings.hinted(&self.params, inputs)?;
         let demos = &self.params.demos;
-        let result = run(&*lm, &*adapter, &config, signature, demos, inputs).await;
-        match (result, adapter.fallback()) {
+        let result = run(&*lm, &*adapter, &config, &signature, demos, &inputs).await;
+        let result = match (result, adapter.fallback()) {
             // DSPy's ChatAdapter retries once with JSONAdapter when its output cannot be parsed.
             (Err(Error::Adapter(AdapterError::Parse { .. })), Some(fallback)) => {
-                run(&*lm, fallback, &config, signature, demos, inputs).await
+                run(&*lm, fallback, &config, &signature, demos, &inputs).await
             }
             (other, _) => other,
+        };
+        if let (Some(trace), Ok(prediction)) = (&settings.trace, &result) {
+            trace.record(&self.params, &inputs, prediction);
         }
+        result
     }
 }
 
@@ -231,25 +232,55 @@ impl DynPredict {
         default_name: &'static str,
     ) -> FieldStream<Prediction> {
         let settings = Settings::current();
-        let config = self.config.merged(overrides);
-        let Some(lm) = config.lm.clone().or(settings.lm) else {
-            return streaming::failed(StreamError::Call(Error::NoLm));
+        let resolved = self
+            .resolve(&settings, overrides)
+            .and_then(|(config, lm, adapter)| {
+                let (signature, inputs) = settings.hinted(&self.params, inputs)?;
+                Ok((
+                    config,
+                    lm,
+                    adapter,
+                    signature.into_owned(),
+                    inputs.into_owned(),
+                ))
+            });
+        let (config, lm, adapter, signature, inputs) = match resolved {
+            Ok(resolved) => resolved,
+            Err(e) => return streaming::failed(StreamError::Call(e)),
         };
-        let adapter = config
-            .adapter
-            .clone()
-            .or(settings.adapter)
-            .unwrap_or_else(|| Arc::new(ChatAdapter));
         streaming::stream_prediction(StreamCall {
             lm,
             adapter,
             config,
-            signature: self.params.signature.clone(),
+            signature,
             demos: self.params.demos.clone(),
-            inputs: inputs.clone(),
+            inputs,
             options: options.clone(),
             default_name,
         })
+    }
+}
+
+impl DynPredict {
+    /// The config of one call (the predictor's, under `overrides`, over the settings' call
+    /// defaults), its LM and its adapter: what `call_with` and `stream_with` both use.
+    fn resolve(
+        &self,
+        settings: &Settings,
+        overrides: &CallConfig,
+    ) -> Result<(CallConfig, Arc<dyn LanguageModel>, Arc<dyn Adapter>)> {
+        let config = settings.call_config(&self.config, overrides);
+        let lm = config
+            .lm
+            .clone()
+            .or_else(|| settings.lm.clone())
+            .ok_or(Error::NoLm)?;
+        let adapter = config
+            .adapter
+            .clone()
+            .or_else(|| settings.adapter.clone())
+            .unwrap_or_else(|| Arc::new(ChatAdapter));
+        Ok((config, lm, adapter))
     }
 }
 
