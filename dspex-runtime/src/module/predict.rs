@@ -149,7 +149,11 @@ impl DynPredict {
     /// call is recorded in the [trace](Settings::trace) in scope, if any.
     pub async fn call_with(&self, inputs: &Example, overrides: &CallConfig) -> Result<Prediction> {
         let settings = Settings::current();
-        let (config, lm, adapter) = self.resolve(&settings, overrides)?;
+        let Resolved {
+            config,
+            lm,
+            adapter,
+        } = self.resolve(&settings, overrides)?;
         // Borrowed unless a module in scope adds an input (Refine's `hint_`).
         let (signature, inputs) = settings.hinted(&self.params, inputs)?;
         let demos = &self.params.demos;
@@ -232,18 +236,21 @@ impl DynPredict {
         default_name: &'static str,
     ) -> FieldStream<Prediction> {
         let settings = Settings::current();
-        let resolved = self
-            .resolve(&settings, overrides)
-            .and_then(|(config, lm, adapter)| {
-                let (signature, inputs) = settings.hinted(&self.params, inputs)?;
-                Ok((
-                    config,
-                    lm,
-                    adapter,
-                    signature.into_owned(),
-                    inputs.into_owned(),
-                ))
-            });
+        let resolved = self.resolve(&settings, overrides).and_then(|r| {
+            let Resolved {
+                config,
+                lm,
+                adapter,
+            } = r;
+            let (signature, inputs) = settings.hinted(&self.params, inputs)?;
+            Ok((
+                config,
+                lm,
+                adapter,
+                signature.into_owned(),
+                inputs.into_owned(),
+            ))
+        });
         let (config, lm, adapter, signature, inputs) = match resolved {
             Ok(resolved) => resolved,
             Err(e) => return streaming::failed(StreamError::Call(e)),
@@ -264,11 +271,7 @@ impl DynPredict {
 impl DynPredict {
     /// The config of one call (the predictor's, under `overrides`, over the settings' call
     /// defaults), its LM and its adapter: what `call_with` and `stream_with` both use.
-    fn resolve(
-        &self,
-        settings: &Settings,
-        overrides: &CallConfig,
-    ) -> Result<(CallConfig, Arc<dyn LanguageModel>, Arc<dyn Adapter>)> {
+    fn resolve(&self, settings: &Settings, overrides: &CallConfig) -> Result<Resolved> {
         let config = settings.call_config(&self.config, overrides);
         let lm = config
             .lm
@@ -280,8 +283,19 @@ impl DynPredict {
             .clone()
             .or_else(|| settings.adapter.clone())
             .unwrap_or_else(|| Arc::new(ChatAdapter));
-        Ok((config, lm, adapter))
+        Ok(Resolved {
+            config,
+            lm,
+            adapter,
+        })
     }
+}
+
+/// What one call runs with.
+struct Resolved {
+    config: CallConfig,
+    lm: Arc<dyn LanguageModel>,
+    adapter: Arc<dyn Adapter>,
 }
 
 /// Format → LM → parse every completion.
@@ -321,8 +335,12 @@ pub(super) fn request_for(
     request.extra = config.extra.clone();
     request.response_format = adapter.response_format(signature);
     // DSPy's rule: several completions at a (near-)zero or unset temperature would all be the
-    // same, so they are sampled at 0.7.
-    let effective = config.temperature.or_else(|| lm.default_temperature());
+    // same, so they are sampled at 0.7. An explicit 0 counts as unset there, as Python's `or`
+    // does (`config.get("temperature") or lm.kwargs.get("temperature")`).
+    let effective = config
+        .temperature
+        .filter(|t| *t != 0.0)
+        .or_else(|| lm.default_temperature());
     request.temperature = if config.n.unwrap_or(1) > 1 && effective.is_none_or(|t| t <= 0.15) {
         Some(0.7)
     } else {
@@ -507,6 +525,15 @@ impl<S: Signature> Program for Predict<S> {
 
     async fn forward(&self, input: S::Input) -> Result<S::Output> {
         self.forward_with(input, &CallConfig::default()).await
+    }
+}
+
+impl Program for DynPredict {
+    type Input = Example;
+    type Output = Prediction;
+
+    async fn forward(&self, input: Example) -> Result<Prediction> {
+        self.call(&input).await
     }
 }
 
