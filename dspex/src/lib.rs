@@ -214,11 +214,15 @@
 //!
 //! Works: compile-time and run-time signatures with DSPy's metadata (prefixes, default
 //! instructions, type spellings, JSON schemas), `Example`/`Prediction`, the `Program` and `Module`
-//! traits with sequential composition, and the `dspex signature` command.
+//! traits with sequential, fan-out and conditional composition; DSPy's `ChatAdapter` and
+//! `JSONAdapter` byte for byte; the OpenAI-compatible LM client with cache, retries, breaker,
+//! limits, usage and history, and the mock LM server; `Predict`, `ChainOfThought`, `ReAct` with
+//! tools, `BestOfN`, `Refine`, `MultiChainComparison`, `Parallel`, `majority`; output-field
+//! streaming; `save`/`load` in DSPy's JSON state format; the `dspex` command (`signature`,
+//! `prompt`, `parse`, `mock-lm`).
 //!
-//! Not yet: adapters (ChatAdapter/JSONAdapter prompts), LM clients and the mock LM server, the
-//! modules (`Predict`, `ChainOfThought`, `ReAct`, …), evaluation, optimizers, persistence in DSPy's
-//! state format, retrieval, and the Python bridge. They arrive in that order.
+//! Not yet: evaluation and optimizers, retrieval, and the Python bridge. They arrive in that
+//! order.
 
 pub use dspex_macros::{LiteralEnum, Module, sig, signature, tool};
 pub use dspex_runtime::program::{
