@@ -6,9 +6,11 @@
 
 pub mod adapter;
 pub mod error;
+pub mod evaluate;
 pub mod example;
 pub mod lm;
 pub mod module;
+pub mod optimize;
 pub mod program;
 pub mod settings;
 pub mod signature;

@@ -57,6 +57,27 @@ impl Prediction {
         }
     }
 
+    /// A prediction with these fields, in order.
+    ///
+    /// ```
+    /// use dspex_runtime::Prediction;
+    ///
+    /// let pred = Prediction::from_pairs([("answer", "4")]);
+    /// assert_eq!(pred.get_str("answer"), Some("4"));
+    /// ```
+    pub fn from_pairs<K, V>(pairs: impl IntoIterator<Item = (K, V)>) -> Self
+    where
+        K: Into<String>,
+        V: Into<Value>,
+    {
+        Self::new(
+            pairs
+                .into_iter()
+                .map(|(k, v)| (k.into(), v.into()))
+                .collect(),
+        )
+    }
+
     /// A prediction from every completion of one call: its fields are the first completion's.
     ///
     /// # Errors

@@ -1,0 +1,64 @@
+//! Optimizers: compile better demos and instructions into a program (DSPy's teleprompters).
+//!
+//! - [`Optimizer`] — `compile(student, trainset)` returns the optimized copy of the student;
+//!   every optimizer keeps DSPy's name and knobs.
+//! - [`Job`] / [`JobContext`] — an optimization run as a job: a handle at once, progress,
+//!   cancellation that returns the best program so far, and a JSONL log of trials.
+
+mod job;
+
+pub use job::{Job, JobContext, Progress, TrialEvent};
+
+use crate::error::Result;
+use crate::evaluate::ExampleProgram;
+use crate::example::Example;
+use crate::program::Module;
+use std::future::Future;
+use std::path::Path;
+use std::sync::Arc;
+
+/// What every program an optimizer can compile is: runnable on examples, with named predictors
+/// to tune, and cloneable (optimizers copy the student for the teacher and for candidates).
+pub trait Optimizable: ExampleProgram + Module + Clone + Send + Sync + 'static {}
+
+impl<P: ExampleProgram + Module + Clone + Send + Sync + 'static> Optimizable for P {}
+
+/// An optimizer (DSPy's `Teleprompter`): compiles a student program on a training set into an
+/// optimized copy. The student itself is left as it was.
+pub trait Optimizer: Send + Sync {
+    /// Compiles `student`, reporting to and checking `ctx` (progress, trials, cancellation).
+    fn compile_in<P: Optimizable>(
+        &self,
+        student: P,
+        trainset: &[Example],
+        ctx: &JobContext,
+    ) -> impl Future<Output = Result<P>> + Send;
+
+    /// Compiles `student` on `trainset` (DSPy's `compile(student, trainset=...)`).
+    fn compile<P: Optimizable>(
+        &self,
+        student: P,
+        trainset: &[Example],
+    ) -> impl Future<Output = Result<P>> + Send {
+        async move {
+            self.compile_in(student, trainset, &JobContext::detached())
+                .await
+        }
+    }
+
+    /// Starts compiling as a [`Job`] and returns its handle at once; with `log`, each trial is
+    /// appended to that JSONL file.
+    fn spawn<P: Optimizable>(
+        self: Arc<Self>,
+        student: P,
+        trainset: Vec<Example>,
+        log: Option<&Path>,
+    ) -> Result<Job<P>>
+    where
+        Self: Sized + 'static,
+    {
+        Job::spawn(log, move |ctx| async move {
+            self.compile_in(student, &trainset, &ctx).await
+        })
+    }
+}
