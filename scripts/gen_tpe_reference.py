@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """Writes dspex-runtime/src/optimize/testdata/tpe_optuna_5_0_0.json: the trials optuna 5.0.0's
 TPESampler(seed, multivariate=True) asks for over categorical parameters, driven as DSPy's MIPROv2 drives it
-(a baseline trial added first, a hand-added trial after every fourth asked one).
+(a baseline trial added first, and a trial added by hand while every fourth asked one runs).
 
 Run it in a scratch venv with `pip install optuna==5.0.0 numpy`:
     python scripts/gen_tpe_reference.py > dspex-runtime/src/optimize/testdata/tpe_optuna_5_0_0.json
@@ -31,11 +31,12 @@ def run(seed, n_instr, n_demos, n_pred, n_trials, score):
             if n_demos:
                 params[f"{i}_predictor_demos"] = trial.suggest_categorical(f"{i}_predictor_demos", range(n_demos))
         v = score(params, t)
+        if t % 4 == 3:
+            # a hand-added "full evaluation" trial, added while the asked trial still runs, as
+            # MIPROv2 adds them from inside its objective
+            study.add_trial(optuna.trial.create_trial(params=params, distributions=dists, value=v - 1.0))
         study.tell(trial, v)
         asked.append([params[k] for k in params])
-        if t % 4 == 3:
-            # a hand-added "full evaluation" trial, as MIPROv2 adds
-            study.add_trial(optuna.trial.create_trial(params=params, distributions=dists, value=v - 1.0))
     return asked
 
 def score_a(p, t):

@@ -134,10 +134,12 @@ pub(crate) struct TpeTrial {
     pub(crate) value: f64,
 }
 
-/// The sampler: categorical parameters by name with their number of choices, the trials so far,
-/// and optuna's two generators (the TPE sampler's and its random fallback's, both seeded alike).
+/// The sampler: the finished trials (kept in trial-number order, as optuna's storage returns
+/// them) and optuna's two generators (the TPE sampler's and its random fallback's, both seeded
+/// alike).
 pub(crate) struct CategoricalTpe {
     trials: Vec<TpeTrial>,
+    next_number: usize,
     tpe_rng: NumpyRandom,
     random_rng: NumpyRandom,
 }
@@ -147,28 +149,46 @@ impl CategoricalTpe {
     pub(crate) fn new(seed: u32) -> Self {
         CategoricalTpe {
             trials: Vec::new(),
+            next_number: 0,
             tpe_rng: NumpyRandom::new(seed),
             random_rng: NumpyRandom::new(seed),
         }
     }
 
-    /// Records a finished trial (an asked one, or one added by hand as MIPROv2 adds its
-    /// baseline and full evaluations); NaN scores are not recorded, as optuna fails them.
-    pub(crate) fn tell(&mut self, params: BTreeMap<String, usize>, value: f64) {
+    /// Adds a finished trial by hand (`study.add_trial`), as MIPROv2 adds its baseline and its
+    /// full evaluations; it takes the next trial number.
+    pub(crate) fn add(&mut self, params: BTreeMap<String, usize>, value: f64) {
+        let number = self.next_number;
+        self.next_number += 1;
+        self.tell(number, params, value);
+    }
+
+    /// Records the score of trial `number` (from [`CategoricalTpe::ask`]); NaN scores are not
+    /// recorded, as optuna fails such trials.
+    pub(crate) fn tell(&mut self, number: usize, params: BTreeMap<String, usize>, value: f64) {
         if value.is_nan() {
             return;
         }
-        let number = self.trials.len();
-        self.trials.push(TpeTrial {
-            number,
-            params,
-            value,
-        });
+        let at = self.trials.partition_point(|t| t.number < number);
+        self.trials.insert(
+            at,
+            TpeTrial {
+                number,
+                params,
+                value,
+            },
+        );
     }
 
-    /// The parameters of the next trial. `space` lists `(name, n_choices)` in the order the
-    /// objective suggests them (which decides the random startup draws).
-    pub(crate) fn ask(&mut self, space: &[(String, usize)]) -> BTreeMap<String, usize> {
+    /// The number and parameters of the next trial. `space` lists `(name, n_choices)` in the
+    /// order the objective suggests them (which decides the random startup draws).
+    pub(crate) fn ask(&mut self, space: &[(String, usize)]) -> (usize, BTreeMap<String, usize>) {
+        let number = self.next_number;
+        self.next_number += 1;
+        (number, self.sample(space))
+    }
+
+    fn sample(&mut self, space: &[(String, usize)]) -> BTreeMap<String, usize> {
         let mut out = BTreeMap::new();
         if self.trials.len() >= N_STARTUP_TRIALS {
             // The relative search space: parameters every trial has with the same choices,
@@ -407,8 +427,8 @@ mod tests {
     }
 
     /// Trials asked from optuna 5.0.0's `TPESampler(seed, multivariate=True)`, driven the way
-    /// MIPROv2 drives it (a baseline trial added first, and every fourth asked trial followed
-    /// by a hand-added trial): `scripts/gen_tpe_reference.py` wrote the file.
+    /// MIPROv2 drives it (a baseline trial added first, and a trial added by hand while every
+    /// fourth asked one runs): `scripts/gen_tpe_reference.py` wrote the file.
     #[test]
     fn proposes_what_optuna_proposes() {
         let cases: Value =
@@ -436,9 +456,9 @@ mod tests {
             };
             let mut tpe = CategoricalTpe::new(seed);
             let base: BTreeMap<String, usize> = space.iter().map(|(k, _)| (k.clone(), 0)).collect();
-            tpe.tell(base.clone(), score(&base, -1));
+            tpe.add(base.clone(), score(&base, -1));
             for (t, want) in case["asked"].as_array().unwrap().iter().enumerate() {
-                let params = tpe.ask(&space);
+                let (number, params) = tpe.ask(&space);
                 let got: Vec<usize> = space.iter().map(|(k, _)| params[k]).collect();
                 let want: Vec<usize> = want
                     .as_array()
@@ -448,10 +468,11 @@ mod tests {
                     .collect();
                 assert_eq!(got, want, "case {c}, trial {t}");
                 let v = score(&params, t as i64);
-                tpe.tell(params.clone(), v);
                 if t % 4 == 3 {
-                    tpe.tell(params, v - 1.0);
+                    // Added while trial `number` still runs, so it takes the next number.
+                    tpe.add(params.clone(), v - 1.0);
                 }
+                tpe.tell(number, params, v);
             }
         }
     }
