@@ -6,6 +6,7 @@
 //!   cancellation that returns the best program so far, and a JSONL log of trials.
 
 mod job;
+mod propose;
 mod tpe;
 
 pub use job::{Job, JobContext, Progress, TrialEvent};
