@@ -7,10 +7,12 @@
 //!   with coalescing of identical in-flight requests → concurrency and rate limits → circuit
 //!   breaker → HTTP with a per-call timeout → caller-owned retries → usage and history.
 //! - [`LmRequest`], [`LmResponse`], [`LmError`] — the values that cross the trait.
+//! - [`Embedder`] — texts to vectors, from an [`LM`]'s embeddings endpoint or a function.
 
 mod breaker;
 mod cache;
 mod client;
+mod embedder;
 mod error;
 mod history;
 mod limit;
@@ -26,6 +28,7 @@ mod wire;
 pub use breaker::{BreakerConfig, BreakerState};
 pub use cache::{CacheConfig, CacheKey, CacheStats, ResponseCache};
 pub use client::{CallOptions, LM, LmBuilder};
+pub use embedder::{Embedder, EmbedderFn, embedder_fn};
 pub use error::LmError;
 pub use history::{HistoryEntry, render_history};
 pub use limit::RateLimit;

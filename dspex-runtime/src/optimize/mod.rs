@@ -2,14 +2,17 @@
 //!
 //! - [`Optimizer`] — `compile(student, trainset)` returns the optimized copy of the student;
 //!   every optimizer keeps DSPy's name and knobs.
+//! - [`KNN`] — the training examples nearest to an input, by embedding.
 //! - [`Job`] / [`JobContext`] — an optimization run as a job: a handle at once, progress,
 //!   cancellation that returns the best program so far, and a JSONL log of trials.
 
 mod job;
+mod knn;
 mod propose;
 mod tpe;
 
 pub use job::{Job, JobContext, Progress, TrialEvent};
+pub use knn::KNN;
 
 use crate::error::Result;
 use crate::evaluate::ExampleProgram;
