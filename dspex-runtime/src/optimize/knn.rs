@@ -117,7 +117,7 @@ mod tests {
 
     /// A bag-of-letters embedding: similar texts share letters.
     fn letters(text: &str) -> Vec<f32> {
-        let mut v = vec![0.0f32; 26];
+        let mut v = [0.0f32; 26];
         for c in text.chars().filter(char::is_ascii_lowercase) {
             v[(c as u8 - b'a') as usize] += 1.0;
         }
