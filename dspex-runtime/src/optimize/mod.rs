@@ -2,20 +2,23 @@
 //!
 //! - [`Optimizer`] — `compile(student, trainset)` returns the optimized copy of the student;
 //!   every optimizer keeps DSPy's name and knobs.
+//! - [`COPRO`] — instructions proposed by a prompt model and kept by coordinate ascent.
 //! - [`KNN`] — the training examples nearest to an input, by embedding.
 //! - [`Job`] / [`JobContext`] — an optimization run as a job: a handle at once, progress,
 //!   cancellation that returns the best program so far, and a JSONL log of trials.
 
+mod copro;
 mod job;
 mod knn;
 mod propose;
 mod tpe;
 
+pub use copro::COPRO;
 pub use job::{Job, JobContext, Progress, TrialEvent};
 pub use knn::KNN;
 
 use crate::error::Result;
-use crate::evaluate::ExampleProgram;
+use crate::evaluate::{ExampleProgram, Metric};
 use crate::example::Example;
 use crate::program::Module;
 use std::future::Future;
@@ -66,4 +69,41 @@ pub trait Optimizer: Send + Sync {
             self.compile_in(student, &trainset, &ctx).await
         })
     }
+}
+
+/// The score DSPy's `Evaluate` gives `program` on `devset`: the metric's mean as a percentage,
+/// rounded to 2 decimals; a failing example scores 0.
+pub(crate) async fn score_program<P: ExampleProgram + ?Sized>(
+    program: &P,
+    devset: &[Example],
+    metric: &dyn Metric,
+    concurrency: usize,
+) -> Result<f64> {
+    use futures_util::StreamExt;
+    if devset.is_empty() {
+        return Ok(0.0);
+    }
+    // The futures are made (lazily, they do nothing until polled) before the stream, so no
+    // closure lives in the returned future: it stays `Send` for any caller.
+    let work: Vec<futures_util::future::BoxFuture<'_, f64>> = devset
+        .iter()
+        .map(|example| -> futures_util::future::BoxFuture<'_, f64> {
+            Box::pin(async move {
+                match program.run_example(example).await {
+                    Ok(prediction) => metric
+                        .score(example, &prediction, None)
+                        .await
+                        .unwrap_or(0.0),
+                    Err(_) => 0.0,
+                }
+            })
+        })
+        .collect();
+    let scores: Vec<f64> = futures_util::stream::iter(work)
+        .buffered(concurrency.max(1))
+        .collect()
+        .await;
+    let total: f64 = scores.iter().sum();
+    let pct = 100.0 * total / devset.len() as f64;
+    Ok(format!("{pct:.2}").parse().unwrap_or(pct))
 }

@@ -1,14 +1,16 @@
 #!/usr/bin/env python3
-"""Writes tests/data/mipro_light_trace.json: DSPy 3.4.1's MIPROv2 (auto="light", seed 9) compiling a
-ChainOfThought QA program against a deterministic scripted LM, for dspex's MIPROv2 parity test.
+"""Writes tests/data/{mipro_light_trace,copro_trace}.json: DSPy 3.4.1's MIPROv2 (auto="light",
+seed 9) and COPRO (breadth 3, depth 2) compiling a ChainOfThought QA program against a
+deterministic scripted LM, for dspex's optimizer parity tests.
 
-The LM answers every prompt with a function of the prompt alone (a SHA-256 of its messages), so a
-re-implementation that sends the same prompts gets the same answers in any order. The file holds
-the trainset, the digest of every prompt DSPy sent (a multiset), each trial's parameters and
-score, and the compiled program's saved state.
+The LM answers every prompt with a function of the prompt alone (a SHA-256 of its messages, and
+the completion's index when several are asked for), so a re-implementation that sends the same
+prompts gets the same answers in any order; `tests/tests/optimizer_parity.rs` implements the same
+function. Each file holds the digest of every prompt DSPy sent (a multiset), the trials where the
+optimizer logs them, and the compiled program's saved state.
 
 Needs a venv with `dspy==3.4.1` and `optuna==5.0.0` (the project venv has no optuna):
-    python scripts/gen_mipro_trace.py tests/data/mipro_light_trace.json
+    python scripts/gen_optimizer_traces.py tests/data
 """
 import hashlib
 import json
@@ -43,11 +45,13 @@ def digest(messages):
     return h.hexdigest()
 
 
-def answer(messages):
-    """The scripted completion for a prompt (ChatAdapter format)."""
+def answer(messages, index=0):
+    """The scripted completion `index` for a prompt (ChatAdapter format)."""
     system = messages[0]["content"]
     user = messages[-1]["content"]
     h = digest(messages)
+    if index:
+        h = hashlib.sha256(f"{h}:{index}".encode()).hexdigest()
     block = system.split("Your output fields are:")[1].split("All interactions")[0]
     outs = re.findall(r"^\d+\. `(\w+)` \(", block, re.M)
     values = []
@@ -77,10 +81,19 @@ SEEN = []
 
 
 class ScriptEngine(DummyEngine):
-    def _complete_messages(self, messages):
-        SEEN.append(digest(messages))
-        return Response(id=None, model="dummy", message=Message.assistant([TextPart(answer(messages))]),
+    def _complete_messages(self, messages, index=0):
+        if index == 0:
+            SEEN.append(digest(messages))
+        return Response(id=None, model="dummy", message=Message.assistant([TextPart(answer(messages, index))]),
                         finish_reason="stop", usage=Usage(input_tokens=0, output_tokens=0, total_tokens=0))
+
+    def complete_legacy(self, lm, request, *, prompt=None, messages=None, **context):
+        from dspy.clients.call_result import CallResult, combine
+
+        messages = request["messages"] if messages is None else messages
+        count = request.get("n") or 1
+        results = [CallResult.native(self._complete_messages(messages, i)) for i in range(count)]
+        return results[0] if count == 1 else combine(results, model_type="chat")
 
 
 class ScriptLM(DummyLM):
@@ -100,7 +113,8 @@ def metric(example, prediction, trace=None):
     return example.answer == prediction.answer
 
 
-def main():
+def mipro(path):
+    SEEN.clear()
     lm = ScriptLM()
     dspy.configure(lm=lm)
     program = dspy.ChainOfThought("question -> answer")
@@ -113,7 +127,6 @@ def main():
             if k in log:
                 entry[k] = log[k]
         trials.append(entry)
-    state = compiled.dump_state(json_mode=True)
     out = {
         "dspy_version": dspy.__version__,
         "program": {"module": "ChainOfThought", "signature": "question -> answer"},
@@ -122,11 +135,43 @@ def main():
         "prompt_digests": sorted(SEEN),
         "trials": trials,
         "score": compiled.score,
-        "compiled_state": state,
+        "compiled_state": compiled.dump_state(json_mode=True),
     }
-    with open(sys.argv[1], "w") as f:
+    write(path, out)
+
+
+def copro(path):
+    SEEN.clear()
+    lm = ScriptLM()
+    dspy.configure(lm=lm)
+    program = dspy.ChainOfThought("question -> answer")
+    trainset = TRAIN[:20]
+    opt = dspy.COPRO(metric=metric, breadth=3, depth=2)
+    compiled = opt.compile(program, trainset=trainset, eval_kwargs={"num_threads": 1, "display_progress": False})
+    out = {
+        "dspy_version": dspy.__version__,
+        "program": {"module": "ChainOfThought", "signature": "question -> answer"},
+        "optimizer": {"name": "COPRO", "breadth": 3, "depth": 2, "init_temperature": 1.4, "metric": "exact answer match"},
+        "trainset": [ex.toDict() for ex in trainset],
+        "prompt_digests": sorted(SEEN),
+        "total_calls": compiled.total_calls,
+        "candidate_scores": [c["score"] for c in compiled.candidate_programs],
+        "compiled_state": compiled.dump_state(json_mode=True),
+    }
+    write(path, out)
+
+
+def write(path, out):
+    with open(path, "w") as f:
         json.dump(out, f, indent=1)
         f.write("\n")
+
+
+def main():
+    import os
+    folder = sys.argv[1]
+    mipro(os.path.join(folder, "mipro_light_trace.json"))
+    copro(os.path.join(folder, "copro_trace.json"))
 
 
 if __name__ == "__main__":

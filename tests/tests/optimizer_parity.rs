@@ -1,0 +1,221 @@
+//! Optimizers against DSPy 3.4.1: `scripts/gen_optimizer_traces.py` ran DSPy's COPRO and
+//! MIPROv2 on a ChainOfThought QA program with a scripted LM that answers each prompt with a
+//! function of the prompt alone. `TraceLM` is the same function in Rust, so when dspex sends
+//! DSPy's prompts it gets DSPy's answers, in any order. Each test checks every prompt (by
+//! digest, as a multiset) and the compiled program's saved state.
+
+use dspex::lm::{Choice, FinishReason, LanguageModel, LmError, LmRequest, LmResponse, Usage};
+use dspex::module::ChainOfThought;
+use dspex::prelude::*;
+use dspex::runtime::evaluate::metric_fn;
+use dspex::runtime::optimize::{COPRO, Optimizer};
+use futures_util::future::BoxFuture;
+use regex::Regex;
+use serde_json::Value;
+use sha2::{Digest, Sha256};
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+#[signature("question -> answer")]
+struct QA;
+
+fn trace(name: &str) -> Value {
+    let path = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("data")
+        .join(name);
+    let text = std::fs::read_to_string(&path)
+        .unwrap_or_else(|e| panic!("cannot read {}: {e}", path.display()));
+    serde_json::from_str(&text).unwrap()
+}
+
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// The Python script's scripted LM.
+#[derive(Clone)]
+struct TraceLM {
+    answers: Arc<HashMap<String, String>>,
+    seen: Arc<Mutex<Vec<String>>>,
+    outputs: Regex,
+    question: Regex,
+}
+
+impl TraceLM {
+    fn new(trainset: &Value) -> Self {
+        let answers = trainset
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|ex| {
+                (
+                    ex["question"].as_str().unwrap().to_string(),
+                    ex["answer"].as_str().unwrap().to_string(),
+                )
+            })
+            .collect();
+        TraceLM {
+            answers: Arc::new(answers),
+            seen: Arc::default(),
+            outputs: Regex::new(r"(?m)^\d+\. `(\w+)` \(").unwrap(),
+            question: Regex::new(r"\[\[ ## question ## \]\]\n(.*)").unwrap(),
+        }
+    }
+
+    fn digest(messages: &[dspex::lm::Message]) -> String {
+        let mut h = Sha256::new();
+        for m in messages {
+            h.update(m.role.as_str().as_bytes());
+            h.update([1u8]);
+            h.update(m.content.as_bytes());
+            h.update([0u8]);
+        }
+        hex(&h.finalize())
+    }
+
+    fn answer(&self, messages: &[dspex::lm::Message], index: usize) -> String {
+        let system = &messages[0].content;
+        let user = &messages[messages.len() - 1].content;
+        let mut h = Self::digest(messages);
+        if index > 0 {
+            h = hex(&Sha256::digest(format!("{h}:{index}").as_bytes()));
+        }
+        let block = system
+            .split("Your output fields are:")
+            .nth(1)
+            .and_then(|b| b.split("All interactions").next())
+            .unwrap_or_default();
+        let mut values = Vec::new();
+        for cap in self.outputs.captures_iter(block) {
+            let f = &cap[1];
+            let v = match f {
+                "answer" => {
+                    let q = self
+                        .question
+                        .captures(user)
+                        .map(|c| c[1].to_string())
+                        .unwrap_or_default();
+                    let mut odds = 60;
+                    if messages.iter().any(|m| m.role.as_str() == "assistant") {
+                        odds += 25;
+                    }
+                    if system.contains("arithmetic question") {
+                        odds += 10;
+                    }
+                    let right = u64::from_str_radix(&h[..8], 16).unwrap() % 100 < odds;
+                    if right {
+                        self.answers.get(&q).cloned().unwrap_or_else(|| "0".into())
+                    } else {
+                        "wrong".into()
+                    }
+                }
+                "proposed_instruction" => format!(
+                    "Proposed Instruction: Answer the arithmetic question with a number ({}).",
+                    &h[..6]
+                ),
+                "reasoning" => format!("Adding the numbers ({}).", &h[..6]),
+                other => format!("{} {}", other.replace('_', " "), &h[..8]),
+            };
+            values.push(format!("[[ ## {f} ## ]]\n{v}"));
+        }
+        values.join("\n\n") + "\n\n[[ ## completed ## ]]"
+    }
+
+    fn seen_sorted(&self) -> Vec<String> {
+        let mut seen = self.seen.lock().unwrap().clone();
+        seen.sort();
+        seen
+    }
+}
+
+impl LanguageModel for TraceLM {
+    fn model(&self) -> &str {
+        "dummy"
+    }
+
+    fn call(&self, request: LmRequest) -> BoxFuture<'_, Result<LmResponse, LmError>> {
+        self.seen
+            .lock()
+            .unwrap()
+            .push(Self::digest(&request.messages));
+        let n = request.n.unwrap_or(1).max(1) as usize;
+        let choices = (0..n)
+            .map(|i| Choice {
+                text: self.answer(&request.messages, i),
+                finish_reason: Some(FinishReason::Stop),
+            })
+            .collect();
+        Box::pin(std::future::ready(Ok(LmResponse {
+            choices,
+            usage: Usage::default(),
+            model: "dummy".into(),
+            latency: Duration::ZERO,
+            cache_hit: false,
+        })))
+    }
+}
+
+fn trainset(trace: &Value) -> Vec<Example> {
+    trace["trainset"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|ex| {
+            serde_json::from_value::<Example>(ex.clone())
+                .unwrap()
+                .with_inputs(["question"])
+        })
+        .collect()
+}
+
+/// Which of DSPy's prompts dspex did not send, and which it sent that DSPy did not.
+fn prompt_difference(dspy: &Value, ours: &[String]) -> (usize, usize) {
+    let mut want: HashMap<&str, i64> = HashMap::new();
+    for d in dspy.as_array().unwrap() {
+        *want.entry(d.as_str().unwrap()).or_default() += 1;
+    }
+    let mut extra = 0;
+    for d in ours {
+        match want.get_mut(d.as_str()) {
+            Some(n) if *n > 0 => *n -= 1,
+            _ => extra += 1,
+        }
+    }
+    let missing = want.values().filter(|n| **n > 0).map(|n| *n as usize).sum();
+    (missing, extra)
+}
+
+fn exact() -> impl dspex::runtime::evaluate::Metric {
+    metric_fn("metric", |ex: &Example, pred: &Prediction| {
+        ex.get_str("answer") == pred.get_str("answer")
+    })
+}
+
+#[tokio::test]
+async fn copro_compiles_what_dspy_compiles() {
+    let fx = trace("copro_trace.json");
+    let lm = TraceLM::new(&fx["trainset"]);
+    let student = ChainOfThought::<QA>::new();
+    let copro = COPRO::new(exact())
+        .breadth(3)
+        .unwrap()
+        .depth(2)
+        .concurrency(4);
+    let compiled = dspex::settings::with_settings(
+        dspex::settings::Settings::new().lm(lm.clone()),
+        copro.compile(student, &trainset(&fx)),
+    )
+    .await
+    .unwrap();
+    let (missing, extra) = prompt_difference(&fx["prompt_digests"], &lm.seen_sorted());
+    assert_eq!(
+        (missing, extra),
+        (0, 0),
+        "prompts DSPy sent that dspex did not, and the reverse"
+    );
+    let mut state = compiled.dump_state();
+    state.as_object_mut().unwrap().remove("metadata");
+    assert_eq!(state, fx["compiled_state"]);
+}
