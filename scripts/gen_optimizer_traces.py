@@ -23,6 +23,7 @@ warnings.filterwarnings("ignore")
 import dspy
 from dspy.clients.engines.dummy_engine import AsyncDummyEngine, DummyEngine
 from dspy.lm15 import Message, Response, TextPart, Usage
+from dspy.propose.utils import get_dspy_source_code
 from dspy.utils.dummies import DummyLM
 
 logging.disable(logging.CRITICAL)
@@ -132,6 +133,9 @@ def mipro(path):
         "program": {"module": "ChainOfThought", "signature": "question -> answer"},
         "optimizer": {"name": "MIPROv2", "auto": "light", "seed": 9, "metric": "exact answer match"},
         "trainset": [ex.toDict() for ex in TRAIN],
+        # What DSPy shows the prompt model as the program's code (Python-specific; dspex takes it
+        # as the `program_code` option to reproduce these prompts).
+        "program_code": get_dspy_source_code(dspy.ChainOfThought("question -> answer")),
         "prompt_digests": sorted(SEEN),
         "trials": trials,
         "score": compiled.score,
