@@ -39,13 +39,13 @@
 //! failure fails the call.
 
 mod chat;
-mod format;
+pub(crate) mod format;
 mod json;
 mod json_repair;
 mod literal_eval;
 pub(crate) mod py;
 mod stream;
-mod text;
+pub(crate) mod text;
 mod value;
 
 pub use chat::ChatAdapter;

@@ -2,6 +2,8 @@
 
 use super::best_of_n::{Attempt, Attempts, FnReward, Reward, first_rollout_id, run_attempt};
 use super::predict::{CallConfig, DynPredict};
+use crate::adapter::format::write_field_list;
+use crate::adapter::text::{dedent, py_splitlines, write_json_indented, write_shortest_float};
 use crate::error::{Error, Result};
 use crate::example::Example;
 use crate::program::{Module, PredictorParams, Program, join_path};
@@ -402,6 +404,12 @@ fn inspect_modules(named: &[(String, &PredictorParams)]) -> String {
         }
         out
     };
+    // DSPy's `get_field_description_string`, as the adapters write it.
+    let field_list = |fields: &[FieldSpec]| -> String {
+        let mut out = String::new();
+        write_field_list(&mut out, fields);
+        out
+    };
     for (name, params) in named {
         let signature = &params.signature;
         parts.push(format!("Module {name}"));
@@ -419,190 +427,30 @@ fn inspect_modules(named: &[(String, &PredictorParams)]) -> String {
     stripped.join("\n")
 }
 
-/// DSPy's `get_field_description_string`: `1. `name` (type): description` lines, stripped.
-fn field_list(fields: &[FieldSpec]) -> String {
-    let lines: Vec<String> = fields
-        .iter()
-        .enumerate()
-        .map(|(i, f)| {
-            format!(
-                "{}. `{}` ({}): {}",
-                i + 1,
-                f.name(),
-                f.dspy_type(),
-                f.description().unwrap_or("")
-            )
-        })
-        .collect();
-    lines.join("\n").trim_matches(is_py_space).to_string()
-}
-
-/// Python's `str.isspace()` for one character.
-fn is_py_space(c: char) -> bool {
-    c.is_whitespace() || ('\x1c'..='\x1f').contains(&c)
-}
-
-/// Python's `str.splitlines()`: every Unicode line boundary, terminators dropped, no empty last
-/// line for a trailing terminator.
-fn py_splitlines(s: &str) -> Vec<&str> {
-    let is_break = |c: char| {
-        matches!(
-            c,
-            '\n' | '\r'
-                | '\x0b'
-                | '\x0c'
-                | '\x1c'
-                | '\x1d'
-                | '\x1e'
-                | '\u{85}'
-                | '\u{2028}'
-                | '\u{2029}'
-        )
-    };
-    let mut out = Vec::new();
-    let mut start = 0;
-    let mut chars = s.char_indices().peekable();
-    while let Some((i, c)) = chars.next() {
-        if is_break(c) {
-            out.push(&s[start..i]);
-            let mut end = i + c.len_utf8();
-            if c == '\r' && matches!(chars.peek(), Some(&(_, '\n'))) {
-                chars.next();
-                end += 1;
-            }
-            start = end;
-        }
-    }
-    if start < s.len() {
-        out.push(&s[start..]);
-    }
-    out
-}
-
-/// Python's `textwrap.dedent`: lines of only spaces and tabs become empty, then the indentation
-/// common to the other non-empty lines is removed.
-fn dedent(text: &str) -> String {
-    let is_blank = |line: &str| line.chars().all(|c| c == ' ' || c == '\t');
-    let mut margin: Option<&str> = None;
-    for line in text.split('\n').filter(|l| !is_blank(l)) {
-        let indent = &line[..line.len() - line.trim_start_matches([' ', '\t']).len()];
-        margin = Some(match margin {
-            None => indent,
-            Some(m) => {
-                let common = m
-                    .bytes()
-                    .zip(indent.bytes())
-                    .take_while(|(a, b)| a == b)
-                    .count();
-                &m[..common]
-            }
-        });
-    }
-    let margin = margin.unwrap_or("");
-    text.split('\n')
-        .map(|line| {
-            if is_blank(line) {
-                ""
-            } else {
-                line.strip_prefix(margin).unwrap_or(line)
-            }
-        })
-        .collect::<Vec<_>>()
-        .join("\n")
-}
-
 /// `orjson.dumps(value, option=OPT_INDENT_2)`: two-space indentation, `": "` after keys, empty
-/// containers as `[]`/`{}`, non-ASCII kept, and orjson's float format.
+/// containers as `[]`/`{}`, non-ASCII kept, and orjson's number format.
 fn orjson_pretty(value: &Value) -> String {
     let mut out = String::new();
-    write_orjson(&mut out, value, 0);
+    write_json_indented(&mut out, value, 0, write_orjson_number);
     out
 }
 
-fn write_orjson(out: &mut String, value: &Value, level: usize) {
-    let newline = |out: &mut String, level: usize| {
-        out.push('\n');
-        for _ in 0..level {
-            out.push_str("  ");
-        }
-    };
-    match value {
-        Value::Array(items) if !items.is_empty() => {
-            out.push('[');
-            for (i, item) in items.iter().enumerate() {
-                if i > 0 {
-                    out.push(',');
-                }
-                newline(out, level + 1);
-                write_orjson(out, item, level + 1);
-            }
-            newline(out, level);
-            out.push(']');
-        }
-        Value::Object(map) if !map.is_empty() => {
-            out.push('{');
-            for (i, (k, v)) in map.iter().enumerate() {
-                if i > 0 {
-                    out.push(',');
-                }
-                newline(out, level + 1);
-                out.push_str(&Value::from(k.as_str()).to_string());
-                out.push_str(": ");
-                write_orjson(out, v, level + 1);
-            }
-            newline(out, level);
-            out.push('}');
-        }
-        Value::Number(n) => match n.as_f64() {
-            Some(f) if n.is_f64() => write_orjson_float(out, f),
-            _ => out.push_str(&n.to_string()),
-        },
-        // Strings, literals and empty containers: serde_json writes them as orjson does.
-        other => out.push_str(&other.to_string()),
+/// orjson's number format: integers as they are, floats per [`write_orjson_float`].
+fn write_orjson_number(out: &mut String, n: &serde_json::Number) {
+    match n.as_f64() {
+        Some(f) if n.is_f64() => write_orjson_float(out, f),
+        _ => out.push_str(&n.to_string()),
     }
 }
 
 /// orjson's float format: positional (with `.0` when integral) for decimal exponents -5 to 15,
-/// else `1.5e+16` / `1e-6`.
+/// else `1.5e+16` / `1e-6`; `null` for NaN and infinities. Not Python's `repr` (which the
+/// adapters write): orjson goes positional down to `1e-5` and does not pad the exponent.
 fn write_orjson_float(out: &mut String, f: f64) {
-    if !f.is_finite() {
-        out.push_str("null");
-        return;
-    }
-    // Rust's `{:e}` gives the shortest digits that round-trip: `-1.2345e-7`.
-    let sci = format!("{f:e}");
-    let (mantissa, exp) = sci.split_once('e').unwrap_or((sci.as_str(), "0"));
-    let exp: i32 = exp.parse().unwrap_or(0);
-    let (sign, mantissa) = match mantissa.strip_prefix('-') {
-        Some(m) => ("-", m),
-        None => ("", mantissa),
-    };
-    out.push_str(sign);
-    let digits: String = mantissa.chars().filter(char::is_ascii_digit).collect();
-    if (-5..16).contains(&exp) {
-        if exp >= 0 {
-            let int_len = exp as usize + 1;
-            if digits.len() <= int_len {
-                out.push_str(&digits);
-                out.extend(std::iter::repeat_n('0', int_len - digits.len()));
-                out.push_str(".0");
-            } else {
-                out.push_str(&digits[..int_len]);
-                out.push('.');
-                out.push_str(&digits[int_len..]);
-            }
-        } else {
-            out.push_str("0.");
-            out.extend(std::iter::repeat_n('0', (-exp - 1) as usize));
-            out.push_str(&digits);
-        }
+    if f.is_finite() {
+        write_shortest_float(out, f, -5..16, 1);
     } else {
-        out.push_str(mantissa);
-        out.push('e');
-        if exp > 0 {
-            out.push('+');
-        }
-        out.push_str(&exp.to_string());
+        out.push_str("null");
     }
 }
 
