@@ -6,7 +6,7 @@ use crate::adapter::py::{from_json, py_str};
 use crate::adapter::text::py_strip;
 use crate::error::{Error, Result};
 use crate::example::{Example, Prediction};
-use crate::program::{Module, PredictorParams, Program, join_path};
+use crate::program::{PredictorParams, Program};
 use crate::signature::{DynSignature, FieldSpec, Signature, SignatureError, TypeSpec};
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
@@ -280,22 +280,7 @@ pub struct MultiChainComparison<S> {
     _signature: PhantomData<fn() -> S>,
 }
 
-impl<S> Clone for MultiChainComparison<S> {
-    fn clone(&self) -> Self {
-        MultiChainComparison {
-            inner: self.inner.clone(),
-            _signature: PhantomData,
-        }
-    }
-}
-
-impl<S> std::fmt::Debug for MultiChainComparison<S> {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("MultiChainComparison")
-            .field("inner", &self.inner)
-            .finish()
-    }
-}
+typed_wrapper_impls!(MultiChainComparison => inner);
 
 impl<S: Signature> MultiChainComparison<S> {
     /// Compares `m` attempts at `S`'s task.
@@ -395,49 +380,16 @@ impl<S: Signature> Program for MultiChainComparison<S> {
     }
 }
 
-impl Module for DynMultiChainComparison {
-    fn visit_predictors<'a>(
-        &'a self,
-        path: &str,
-        visit: &mut dyn FnMut(String, &'a PredictorParams),
-    ) {
-        self.predict
-            .visit_predictors(&join_path(path, "predict"), visit);
-    }
+crate::program::delegate_module!(impl[] DynMultiChainComparison => predict as "predict");
 
-    fn visit_predictors_mut<'a>(
-        &'a mut self,
-        path: &str,
-        visit: &mut dyn FnMut(String, &'a mut PredictorParams),
-    ) {
-        self.predict
-            .visit_predictors_mut(&join_path(path, "predict"), visit);
-    }
-}
-
-impl<S> Module for MultiChainComparison<S> {
-    fn visit_predictors<'a>(
-        &'a self,
-        path: &str,
-        visit: &mut dyn FnMut(String, &'a PredictorParams),
-    ) {
-        self.inner.visit_predictors(path, visit);
-    }
-
-    fn visit_predictors_mut<'a>(
-        &'a mut self,
-        path: &str,
-        visit: &mut dyn FnMut(String, &'a mut PredictorParams),
-    ) {
-        self.inner.visit_predictors_mut(path, visit);
-    }
-}
+crate::program::delegate_module!(impl[S] MultiChainComparison<S> => inner);
 
 #[cfg(test)]
 mod tests {
     use super::super::best_of_n::testing::{QA, QAOutput, question};
     use super::*;
     use crate::lm::ScriptedLM;
+    use crate::program::Module;
     use serde_json::json;
 
     /// Captured from DSPy 3.4.1: `MultiChainComparison("question -> answer", M=2)`.

@@ -1,13 +1,13 @@
 //! [`Refine`]: BestOfN with LM feedback between attempts, given to every predictor as a hint.
 
-use super::best_of_n::{Attempt, Attempts, FnReward, Reward, first_rollout_id, run_attempt};
+use super::best_of_n::{Attempt, Attempts, FnReward, Reward, run_attempt};
 use super::predict::{CallConfig, DynPredict};
 use crate::adapter::format::write_field_list;
 use crate::adapter::text::{dedent, py_splitlines, write_json_indented, write_shortest_float};
 use crate::error::{Error, Result};
 use crate::example::Example;
-use crate::program::{Module, PredictorParams, Program, join_path};
-use crate::settings::{InputHints, PredictorId, Settings};
+use crate::program::{Module, PredictorParams, Program};
+use crate::settings::{InputHints, PredictorId};
 use crate::signature::{DynSignature, FieldSpec, TypeSpec};
 use serde::Serialize;
 use serde_json::{Map, Value};
@@ -99,6 +99,7 @@ pub fn offer_feedback_signature() -> &'static DynSignature {
 /// program exposes through [`Module`]: a call from any other (say, one captured by a
 /// [`crate::program_fn`] closure) cannot be named in the feedback and fails the attempt, as
 /// DSPy's lookup does.
+#[derive(Clone)]
 pub struct Refine<P, R> {
     module: P,
     n: usize,
@@ -108,21 +109,6 @@ pub struct Refine<P, R> {
     program_code: String,
     reward_code: String,
     feedback: DynPredict,
-}
-
-impl<P: Clone, R: Clone> Clone for Refine<P, R> {
-    fn clone(&self) -> Self {
-        Refine {
-            module: self.module.clone(),
-            n: self.n,
-            reward: self.reward.clone(),
-            threshold: self.threshold,
-            fail_count: self.fail_count,
-            program_code: self.program_code.clone(),
-            reward_code: self.reward_code.clone(),
-            feedback: self.feedback.clone(),
-        }
-    }
 }
 
 impl<P: fmt::Debug, R> fmt::Debug for Refine<P, R> {
@@ -311,20 +297,16 @@ where
     type Output = P::Output;
 
     async fn forward(&self, input: P::Input) -> Result<P::Output> {
-        let outer = Settings::current();
-        let start = first_rollout_id(&outer);
+        let mut attempts = Attempts::new("Refine", self.fail_count);
         let named = self.module.named_predictors();
         let modules_defn = inspect_modules(&named);
         let names: Vec<(PredictorId, String)> = named
             .iter()
             .map(|(name, params)| (PredictorId::of(params), name.clone()))
             .collect();
-        let mut attempts = Attempts::new("Refine", self.fail_count);
-        let mut best: Option<Attempt<P::Output>> = None;
-        let mut best_reward = f64::NEG_INFINITY;
         let mut advice: Option<Map<String, Value>> = None;
         for idx in 0..self.n {
-            let rollout_id = start + idx as u64;
+            let rollout_id = attempts.rollout_id(idx);
             // DSPy passes hints only once there is some advice (`if not advice`).
             let hints = advice.as_ref().filter(|a| !a.is_empty()).map(|advice| {
                 let na = Value::from("N/A");
@@ -341,18 +323,14 @@ where
                 match run_attempt(&self.module, &self.reward, &input, rollout_id, hints).await {
                     Ok(attempt) => attempt,
                     Err(error) => {
-                        attempts.failed(idx, rollout_id, error)?;
+                        attempts.failed(idx, error)?;
                         continue;
                     }
                 };
-            let reward = attempt.reward;
-            let last = reward >= self.threshold || idx + 1 == self.n;
+            let last = attempt.reward >= self.threshold || idx + 1 == self.n;
             let feedback =
                 (!last).then(|| self.feedback_inputs(&input, &attempt, &names, &modules_defn));
-            if reward > best_reward {
-                best_reward = reward;
-                best = Some(attempt);
-            }
+            attempts.succeeded(attempt);
             let Some(feedback) = feedback else { break };
             let advised = match feedback {
                 Ok(inputs) => self.advise(&inputs).await,
@@ -360,36 +338,14 @@ where
             };
             match advised {
                 Ok(a) => advice = Some(a),
-                Err(error) => attempts.failed(idx, rollout_id, error)?,
+                Err(error) => attempts.failed(idx, error)?,
             }
         }
-        let best = best.ok_or_else(|| attempts.no_prediction())?;
-        if let Some(trace) = &outer.trace {
-            trace.extend(best.trace);
-        }
-        Ok(best.output)
+        attempts.finish()
     }
 }
 
-impl<P: Module, R> Module for Refine<P, R> {
-    fn visit_predictors<'a>(
-        &'a self,
-        path: &str,
-        visit: &mut dyn FnMut(String, &'a PredictorParams),
-    ) {
-        self.module
-            .visit_predictors(&join_path(path, "module"), visit);
-    }
-
-    fn visit_predictors_mut<'a>(
-        &'a mut self,
-        path: &str,
-        visit: &mut dyn FnMut(String, &'a mut PredictorParams),
-    ) {
-        self.module
-            .visit_predictors_mut(&join_path(path, "module"), visit);
-    }
-}
+crate::program::delegate_module!(impl[P: Module, R] Refine<P, R> => module as "module");
 
 /// DSPy's `inspect_modules`: for every predictor, its name, field lists and instructions,
 /// tab-indented between lines of 80 dashes.
@@ -461,7 +417,7 @@ mod tests {
     use crate::lm::ScriptedLM;
     use crate::module::{ChainOfThought, Predict, Reasoned};
     use crate::program::program_fn;
-    use crate::settings::{Trace, with_settings};
+    use crate::settings::{Settings, Trace, with_settings};
     use serde_json::json;
 
     /// Captured from DSPy 3.4.1 (`Refine` over `ChainOfThought(QA)`, DummyLM).
@@ -523,63 +479,104 @@ mod tests {
         "        to avoid the same mistake on the same or similar inputs.",
     );
 
-    /// Captured from DSPy 3.4.1 (`Refine` over `ChainOfThought(QA)`, DummyLM).
-    const FEEDBACK_USER_1: &str = concat!(
-        "[[ ## program_code ## ]]\n",
-        "PROGRAM CODE\n",
-        "\n",
-        "[[ ## modules_defn ## ]]\n",
-        "--------------------------------------------------------------------------------\n",
-        "Module predict\n",
-        "\tInput Fields:\n",
-        "\t\t1. `question` (str): a question\n",
-        "\tOutput Fields:\n",
-        "\t\t1. `reasoning` (str): \n",
-        "\t\t2. `answer` (str):\n",
-        "\tOriginal Instructions: \n",
-        "\t\tAnswer the question.\n",
-        "--------------------------------------------------------------------------------\n",
-        "\n",
-        "[[ ## program_inputs ## ]]\n",
-        "{\n",
-        "  \"question\": \"What is the capital of France?\"\n",
-        "}\n",
-        "\n",
-        "[[ ## program_trajectory ## ]]\n",
-        "[\n",
-        "  {\n",
-        "    \"module_name\": \"predict\",\n",
-        "    \"inputs\": {\n",
-        "      \"question\": \"What is the capital of France?\"\n",
-        "    },\n",
-        "    \"outputs\": {\n",
-        "      \"reasoning\": \"r1\",\n",
-        "      \"answer\": \"Lyon\"\n",
-        "    }\n",
-        "  }\n",
-        "]\n",
-        "\n",
-        "[[ ## program_outputs ## ]]\n",
-        "{\n",
-        "  \"reasoning\": \"r1\",\n",
-        "  \"answer\": \"Lyon\"\n",
-        "}\n",
-        "\n",
-        "[[ ## reward_code ## ]]\n",
-        "REWARD CODE\n",
-        "\n",
-        "[[ ## target_threshold ## ]]\n",
-        "1.0\n",
-        "\n",
-        "[[ ## reward_value ## ]]\n",
-        "0.0\n",
-        "\n",
-        "[[ ## module_names ## ]]\n",
-        "[\n",
-        "  \"predict\"\n",
-        "]\n",
-        "\n",
-        "Respond with the corresponding output fields, starting with the field `[[ ## discussion ## ]]`, then `[[ ## advice ## ]]` (must be formatted as a valid Python dict[str, str]), and then ending with the marker for `[[ ## completed ## ]]`.",
+    /// The user turn of a feedback call, captured from DSPy 3.4.1 (`Refine` over
+    /// `ChainOfThought(QA)`, DummyLM). The two feedback calls differ only in the attempt's
+    /// predictor inputs (`$input`: the lines of its `inputs` object) and its outputs.
+    macro_rules! feedback_user {
+        (
+            inputs: [$($input:literal),+ $(,)?],
+            reasoning: $reasoning:literal,
+            answer: $answer:literal
+        ) => {
+            concat!(
+                "[[ ## program_code ## ]]\n",
+                "PROGRAM CODE\n",
+                "\n",
+                "[[ ## modules_defn ## ]]\n",
+                "--------------------------------------------------------------------------------\n",
+                "Module predict\n",
+                "\tInput Fields:\n",
+                "\t\t1. `question` (str): a question\n",
+                "\tOutput Fields:\n",
+                "\t\t1. `reasoning` (str): \n",
+                "\t\t2. `answer` (str):\n",
+                "\tOriginal Instructions: \n",
+                "\t\tAnswer the question.\n",
+                "--------------------------------------------------------------------------------\n",
+                "\n",
+                "[[ ## program_inputs ## ]]\n",
+                "{\n",
+                "  \"question\": \"What is the capital of France?\"\n",
+                "}\n",
+                "\n",
+                "[[ ## program_trajectory ## ]]\n",
+                "[\n",
+                "  {\n",
+                "    \"module_name\": \"predict\",\n",
+                "    \"inputs\": {\n",
+                $($input,)+
+                "    },\n",
+                "    \"outputs\": {\n",
+                "      \"reasoning\": \"", $reasoning, "\",\n",
+                "      \"answer\": \"", $answer, "\"\n",
+                "    }\n",
+                "  }\n",
+                "]\n",
+                "\n",
+                "[[ ## program_outputs ## ]]\n",
+                "{\n",
+                "  \"reasoning\": \"", $reasoning, "\",\n",
+                "  \"answer\": \"", $answer, "\"\n",
+                "}\n",
+                "\n",
+                "[[ ## reward_code ## ]]\n",
+                "REWARD CODE\n",
+                "\n",
+                "[[ ## target_threshold ## ]]\n",
+                "1.0\n",
+                "\n",
+                "[[ ## reward_value ## ]]\n",
+                "0.0\n",
+                "\n",
+                "[[ ## module_names ## ]]\n",
+                "[\n",
+                "  \"predict\"\n",
+                "]\n",
+                "\n",
+                "Respond with the corresponding output fields, starting with the field `[[ ## discussion ## ]]`, then `[[ ## advice ## ]]` (must be formatted as a valid Python dict[str, str]), and then ending with the marker for `[[ ## completed ## ]]`.",
+            )
+        };
+    }
+
+    /// The user turn of a hinted attempt, captured from DSPy 3.4.1 (`Refine` over
+    /// `ChainOfThought(QA)`, DummyLM).
+    macro_rules! hinted_user {
+        ($hint:literal) => {
+            concat!(
+                "[[ ## question ## ]]\n",
+                "What is the capital of France?\n",
+                "\n",
+                "[[ ## hint_ ## ]]\n",
+                $hint,
+                "\n\n",
+                "Respond with the corresponding output fields, starting with the field `[[ ## reasoning ## ]]`, then `[[ ## answer ## ]]`, and then ending with the marker for `[[ ## completed ## ]]`.",
+            )
+        };
+    }
+
+    const FEEDBACK_USER_1: &str = feedback_user!(
+        inputs: ["      \"question\": \"What is the capital of France?\"\n"],
+        reasoning: "r1",
+        answer: "Lyon"
+    );
+
+    const FEEDBACK_USER_2: &str = feedback_user!(
+        inputs: [
+            "      \"question\": \"What is the capital of France?\",\n",
+            "      \"hint_\": \"Say Paris.\"\n",
+        ],
+        reasoning: "r2",
+        answer: "Lyon again"
     );
 
     /// Captured from DSPy 3.4.1 (`Refine` over `ChainOfThought(QA)`, DummyLM).
@@ -609,87 +606,9 @@ mod tests {
         "        Answer the question.",
     );
 
-    /// Captured from DSPy 3.4.1 (`Refine` over `ChainOfThought(QA)`, DummyLM).
-    const HINTED_USER_1: &str = concat!(
-        "[[ ## question ## ]]\n",
-        "What is the capital of France?\n",
-        "\n",
-        "[[ ## hint_ ## ]]\n",
-        "Say Paris.\n",
-        "\n",
-        "Respond with the corresponding output fields, starting with the field `[[ ## reasoning ## ]]`, then `[[ ## answer ## ]]`, and then ending with the marker for `[[ ## completed ## ]]`.",
-    );
+    const HINTED_USER_1: &str = hinted_user!("Say Paris.");
 
-    /// Captured from DSPy 3.4.1 (`Refine` over `ChainOfThought(QA)`, DummyLM).
-    const FEEDBACK_USER_2: &str = concat!(
-        "[[ ## program_code ## ]]\n",
-        "PROGRAM CODE\n",
-        "\n",
-        "[[ ## modules_defn ## ]]\n",
-        "--------------------------------------------------------------------------------\n",
-        "Module predict\n",
-        "\tInput Fields:\n",
-        "\t\t1. `question` (str): a question\n",
-        "\tOutput Fields:\n",
-        "\t\t1. `reasoning` (str): \n",
-        "\t\t2. `answer` (str):\n",
-        "\tOriginal Instructions: \n",
-        "\t\tAnswer the question.\n",
-        "--------------------------------------------------------------------------------\n",
-        "\n",
-        "[[ ## program_inputs ## ]]\n",
-        "{\n",
-        "  \"question\": \"What is the capital of France?\"\n",
-        "}\n",
-        "\n",
-        "[[ ## program_trajectory ## ]]\n",
-        "[\n",
-        "  {\n",
-        "    \"module_name\": \"predict\",\n",
-        "    \"inputs\": {\n",
-        "      \"question\": \"What is the capital of France?\",\n",
-        "      \"hint_\": \"Say Paris.\"\n",
-        "    },\n",
-        "    \"outputs\": {\n",
-        "      \"reasoning\": \"r2\",\n",
-        "      \"answer\": \"Lyon again\"\n",
-        "    }\n",
-        "  }\n",
-        "]\n",
-        "\n",
-        "[[ ## program_outputs ## ]]\n",
-        "{\n",
-        "  \"reasoning\": \"r2\",\n",
-        "  \"answer\": \"Lyon again\"\n",
-        "}\n",
-        "\n",
-        "[[ ## reward_code ## ]]\n",
-        "REWARD CODE\n",
-        "\n",
-        "[[ ## target_threshold ## ]]\n",
-        "1.0\n",
-        "\n",
-        "[[ ## reward_value ## ]]\n",
-        "0.0\n",
-        "\n",
-        "[[ ## module_names ## ]]\n",
-        "[\n",
-        "  \"predict\"\n",
-        "]\n",
-        "\n",
-        "Respond with the corresponding output fields, starting with the field `[[ ## discussion ## ]]`, then `[[ ## advice ## ]]` (must be formatted as a valid Python dict[str, str]), and then ending with the marker for `[[ ## completed ## ]]`.",
-    );
-
-    /// Captured from DSPy 3.4.1 (`Refine` over `ChainOfThought(QA)`, DummyLM).
-    const HINTED_USER_2: &str = concat!(
-        "[[ ## question ## ]]\n",
-        "What is the capital of France?\n",
-        "\n",
-        "[[ ## hint_ ## ]]\n",
-        "Really, say Paris.\n",
-        "\n",
-        "Respond with the corresponding output fields, starting with the field `[[ ## reasoning ## ]]`, then `[[ ## answer ## ]]`, and then ending with the marker for `[[ ## completed ## ]]`.",
-    );
+    const HINTED_USER_2: &str = hinted_user!("Really, say Paris.");
 
     fn paris(_: &QAInput, out: &Reasoned<QAOutput>) -> f64 {
         if out.output.answer == "Paris" {
