@@ -1,24 +1,17 @@
 //! Predict and ChainOfThought end to end with a scripted LM: the exact prompts DSPy sends, typed
 //! outputs, several completions, the JSON fallback, settings, and predictor names.
 
+mod common;
+
+use common::fixture;
 use dspex::lm::{LmRequest, ScriptedLM};
 use dspex::module::{CallConfig, ChainOfThought, Predict};
 use dspex::prelude::*;
 use dspex::settings::{Settings, with_settings};
 use serde_json::{Value, json};
-use std::path::PathBuf;
 
 #[signature("question -> answer")]
 struct QA;
-
-fn fixture(name: &str) -> Value {
-    let path = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-        .join("../../shared/fixtures/dspy")
-        .join(name);
-    let text = std::fs::read_to_string(&path)
-        .unwrap_or_else(|e| panic!("cannot read {}: {e}", path.display()));
-    serde_json::from_str(&text).unwrap()
-}
 
 fn messages_json(request: &LmRequest) -> Value {
     serde_json::to_value(&request.messages).unwrap()
