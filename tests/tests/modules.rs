@@ -4,6 +4,7 @@
 mod common;
 
 use common::fixture;
+use common::rag::Rag;
 use dspex::lm::{LmRequest, ScriptedLM};
 use dspex::module::{CallConfig, ChainOfThought, Predict};
 use dspex::prelude::*;
@@ -139,24 +140,9 @@ async fn settings_supply_the_lm_per_task() {
     assert_eq!(out.answer, "scoped");
 }
 
-#[signature("question -> search_query")]
-struct GenerateQuery;
-
-#[signature("context: list[str], question -> answer")]
-struct Answer;
-
-#[derive(Module)]
-struct Rag {
-    generate_query: ChainOfThought<GenerateQuery>,
-    answer: Predict<Answer>,
-}
-
 #[test]
 fn optimizers_see_dspys_predictor_names() {
-    let rag = Rag {
-        generate_query: ChainOfThought::new(),
-        answer: Predict::new(),
-    };
+    let rag = Rag::new();
     let names: Vec<String> = rag.named_predictors().into_iter().map(|(n, _)| n).collect();
     assert_eq!(names, ["generate_query.predict", "answer"]);
     let gq = rag.predictor("generate_query.predict").unwrap();

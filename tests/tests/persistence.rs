@@ -5,33 +5,13 @@
 mod common;
 
 use common::fixture;
+use common::rag::{GenerateQuery, Rag};
 use dspex::lm::ScriptedLM;
-use dspex::module::{ChainOfThought, Predict};
+use dspex::module::Predict;
 use dspex::prelude::*;
 use dspex::runtime::program::StateError;
 use dspex::settings::{Settings, with_settings};
 use serde_json::{Value, json};
-
-#[signature("question -> search_query")]
-struct GenerateQuery;
-
-#[signature("context: list[str], question -> answer")]
-struct Answer;
-
-#[derive(Module)]
-struct Rag {
-    generate_query: ChainOfThought<GenerateQuery>,
-    answer: Predict<Answer>,
-}
-
-impl Rag {
-    fn new() -> Self {
-        Rag {
-            generate_query: ChainOfThought::new(),
-            answer: Predict::new(),
-        }
-    }
-}
 
 #[tokio::test]
 async fn a_program_saved_by_dspy_loads_and_sends_the_recorded_prompts() {
