@@ -6,10 +6,10 @@
 //! LM server, started in-process on 127.0.0.1; set `DSPEX_LM=openai/<model>` (and
 //! `OPENAI_API_KEY`, or `DSPEX_API_BASE` for any OpenAI-compatible server) to use a real one.
 
-use dspex::lm::{CacheConfig, LM, LmError, track_usage};
+use dspex::lm::track_usage;
 use dspex::prelude::*;
-use dspex::testing::{MockLm, MockLmServer};
 use dspex::{FieldSpec, TypeSpec};
+use dspex_examples::connect_lm;
 use serde::{Deserialize, Serialize};
 
 /// Answer questions with short factoid answers.
@@ -114,7 +114,13 @@ async fn main() -> dspex::Result<()> {
 
     // 5. A typed ChainOfThought program on a real LM client: DSPy's exact prompt goes over HTTP
     //    (cache, retries, limits and usage accounting included) and the answer comes back typed.
-    let (lm, _server) = connect_lm().await?;
+    let (lm, server) = connect_lm(Vec::new()).await?;
+    if let Some(server) = &server {
+        println!(
+            "\nno DSPEX_LM set: using dspex's mock LM server at {}",
+            server.url()
+        );
+    }
     let qa = ChainOfThought::<FactoidQA>::new();
     let input = FactoidQAInput {
         question: "Why is the sky blue?".into(),
@@ -139,31 +145,4 @@ async fn main() -> dspex::Result<()> {
     println!("\nThe exact prompt sent (DSPy's ChatAdapter format):");
     print!("{}", lm.inspect_history(1));
     Ok(())
-}
-
-/// The LM named by `DSPEX_LM`, or dspex's mock LM server started in-process (kept alive by the
-/// returned handle).
-async fn connect_lm() -> dspex::Result<(LM, Option<MockLmServer>)> {
-    let step = |e: LmError| dspex::Error::step("configuring the LM", e);
-    if let Ok(model) = std::env::var("DSPEX_LM") {
-        let mut builder = LM::builder(model);
-        if let Ok(base) = std::env::var("DSPEX_API_BASE") {
-            builder = builder.api_base(base);
-        }
-        return Ok((builder.build().map_err(step)?, None));
-    }
-    let server = MockLm::builder()
-        .start()
-        .await
-        .map_err(|e| dspex::Error::step("starting the mock LM", e))?;
-    println!(
-        "\nno DSPEX_LM set: using dspex's mock LM server at {}",
-        server.url()
-    );
-    let lm = LM::builder("openai/mock")
-        .api_base(server.api_base())
-        .cache_config(CacheConfig::memory_only())
-        .build()
-        .map_err(step)?;
-    Ok((lm, Some(server)))
 }

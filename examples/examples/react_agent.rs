@@ -7,10 +7,10 @@
 //! time. Set `DSPEX_LM=openai/<model>` (and `OPENAI_API_KEY`, or `DSPEX_API_BASE` for any
 //! OpenAI-compatible server) to let a real model drive the same agent.
 
-use dspex::lm::{CacheConfig, LM, LmError};
 use dspex::module::{CallConfig, ReAct, Tool};
 use dspex::prelude::*;
-use dspex::testing::{MockLm, MockLmServer, Rule};
+use dspex::testing::Rule;
+use dspex_examples::connect_lm;
 use schemars::JsonSchema;
 use serde::Deserialize;
 use std::collections::HashMap;
@@ -84,7 +84,13 @@ fn lookup() -> Result<Tool, dspex::Error> {
 
 #[tokio::main(flavor = "current_thread")]
 async fn main() -> dspex::Result<()> {
-    let (lm, _server) = connect_lm().await?;
+    let (lm, server) = connect_lm(scripted_trajectory()).await?;
+    if let Some(server) = &server {
+        println!(
+            "no DSPEX_LM set: using dspex's mock LM server at {} with a scripted trajectory\n",
+            server.url()
+        );
+    }
     let agent = ReAct::<AgentQA>::new([calculator()?, lookup()?])?
         .with_max_iters(6)
         .with_config(CallConfig::new().lm(lm.clone()));
@@ -162,32 +168,4 @@ fn scripted_trajectory() -> Vec<Rule> {
             ),
         ),
     ]
-}
-
-/// The LM named by `DSPEX_LM`, or the mock LM server with the scripted trajectory (kept alive
-/// by the returned handle).
-async fn connect_lm() -> dspex::Result<(LM, Option<MockLmServer>)> {
-    let step = |e: LmError| dspex::Error::step("configuring the LM", e);
-    if let Ok(model) = std::env::var("DSPEX_LM") {
-        let mut builder = LM::builder(model);
-        if let Ok(base) = std::env::var("DSPEX_API_BASE") {
-            builder = builder.api_base(base);
-        }
-        return Ok((builder.build().map_err(step)?, None));
-    }
-    let server = MockLm::builder()
-        .rules(scripted_trajectory())
-        .start()
-        .await
-        .map_err(|e| dspex::Error::step("starting the mock LM", e))?;
-    println!(
-        "no DSPEX_LM set: using dspex's mock LM server at {} with a scripted trajectory\n",
-        server.url()
-    );
-    let lm = LM::builder("openai/mock")
-        .api_base(server.api_base())
-        .cache_config(CacheConfig::memory_only())
-        .build()
-        .map_err(step)?;
-    Ok((lm, Some(server)))
 }

@@ -1,24 +1,18 @@
 //! Predict and ChainOfThought end to end with a scripted LM: the exact prompts DSPy sends, typed
 //! outputs, several completions, the JSON fallback, settings, and predictor names.
 
+mod common;
+
+use common::fixture;
+use common::rag::Rag;
 use dspex::lm::{LmRequest, ScriptedLM};
 use dspex::module::{CallConfig, ChainOfThought, Predict};
 use dspex::prelude::*;
 use dspex::settings::{Settings, with_settings};
 use serde_json::{Value, json};
-use std::path::PathBuf;
 
 #[signature("question -> answer")]
 struct QA;
-
-fn fixture(name: &str) -> Value {
-    let path = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-        .join("../../shared/fixtures/dspy")
-        .join(name);
-    let text = std::fs::read_to_string(&path)
-        .unwrap_or_else(|e| panic!("cannot read {}: {e}", path.display()));
-    serde_json::from_str(&text).unwrap()
-}
 
 fn messages_json(request: &LmRequest) -> Value {
     serde_json::to_value(&request.messages).unwrap()
@@ -146,24 +140,9 @@ async fn settings_supply_the_lm_per_task() {
     assert_eq!(out.answer, "scoped");
 }
 
-#[signature("question -> search_query")]
-struct GenerateQuery;
-
-#[signature("context: list[str], question -> answer")]
-struct Answer;
-
-#[derive(Module)]
-struct Rag {
-    generate_query: ChainOfThought<GenerateQuery>,
-    answer: Predict<Answer>,
-}
-
 #[test]
 fn optimizers_see_dspys_predictor_names() {
-    let rag = Rag {
-        generate_query: ChainOfThought::new(),
-        answer: Predict::new(),
-    };
+    let rag = Rag::new();
     let names: Vec<String> = rag.named_predictors().into_iter().map(|(n, _)| n).collect();
     assert_eq!(names, ["generate_query.predict", "answer"]);
     let gq = rag.predictor("generate_query.predict").unwrap();

@@ -2,46 +2,20 @@
 //! 3.4.1) loads into the equivalent typed Rust program, which then sends exactly the recorded
 //! prompts; saving it back writes the same state.
 
+mod common;
+
+use common::fixture;
+use common::rag::{GenerateQuery, Rag};
 use dspex::lm::ScriptedLM;
-use dspex::module::{ChainOfThought, Predict};
+use dspex::module::Predict;
 use dspex::prelude::*;
 use dspex::runtime::program::StateError;
 use dspex::settings::{Settings, with_settings};
 use serde_json::{Value, json};
-use std::path::PathBuf;
-
-#[signature("question -> search_query")]
-struct GenerateQuery;
-
-#[signature("context: list[str], question -> answer")]
-struct Answer;
-
-#[derive(Module)]
-struct Rag {
-    generate_query: ChainOfThought<GenerateQuery>,
-    answer: Predict<Answer>,
-}
-
-impl Rag {
-    fn new() -> Self {
-        Rag {
-            generate_query: ChainOfThought::new(),
-            answer: Predict::new(),
-        }
-    }
-}
-
-fn fixture() -> Value {
-    let path = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-        .join("../../shared/fixtures/dspy/program_state_rag.json");
-    let text = std::fs::read_to_string(&path)
-        .unwrap_or_else(|e| panic!("cannot read {}: {e}", path.display()));
-    serde_json::from_str(&text).unwrap()
-}
 
 #[tokio::test]
 async fn a_program_saved_by_dspy_loads_and_sends_the_recorded_prompts() {
-    let fx = fixture();
+    let fx = fixture("program_state_rag.json");
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("rag.json");
     std::fs::write(&path, serde_json::to_string(&fx["state"]).unwrap()).unwrap();
@@ -105,7 +79,7 @@ fn loading_into_a_program_of_another_shape_names_what_is_missing() {
     struct Other {
         summarize: Predict<GenerateQuery>,
     }
-    let fx = fixture();
+    let fx = fixture("program_state_rag.json");
     let mut other = Other {
         summarize: Predict::new(),
     };

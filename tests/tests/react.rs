@@ -2,13 +2,15 @@
 //! with real Rust tools whose argument schemas come from schemars, and the mock LM server driving
 //! an agent over HTTP.
 
+mod common;
+
+use common::fixture;
 use dspex::lm::ScriptedLM;
 use dspex::module::{CallConfig, ReAct, Tool};
 use dspex::prelude::*;
 use schemars::JsonSchema;
 use serde::Deserialize;
 use serde_json::{Value, json};
-use std::path::PathBuf;
 
 #[signature("question -> answer")]
 struct QA;
@@ -40,15 +42,6 @@ fn tools() -> Vec<Tool> {
         })
         .unwrap(),
     ]
-}
-
-fn fixture(name: &str) -> Value {
-    let path = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-        .join("../../shared/fixtures/dspy")
-        .join(name);
-    let text = std::fs::read_to_string(&path)
-        .unwrap_or_else(|e| panic!("cannot read {}: {e}", path.display()));
-    serde_json::from_str(&text).unwrap()
 }
 
 #[tokio::test]

@@ -97,7 +97,7 @@ fn write_literal_quoted(out: &mut String, s: &str) {
 
 /// Appends the numbered field list of `get_field_description_string`, stripped as DSPy strips
 /// it (the trailing space of an empty description survives except on the last line).
-fn write_field_list(out: &mut String, fields: &[FieldSpec]) {
+pub(crate) fn write_field_list(out: &mut String, fields: &[FieldSpec]) {
     let start = out.len();
     for (i, f) in fields.iter().enumerate() {
         if i > 0 {

@@ -39,13 +39,13 @@
 //! failure fails the call.
 
 mod chat;
-mod format;
+pub(crate) mod format;
 mod json;
 mod json_repair;
 mod literal_eval;
 pub(crate) mod py;
 mod stream;
-mod text;
+pub(crate) mod text;
 mod value;
 
 pub use chat::ChatAdapter;
@@ -174,11 +174,12 @@ mod tests {
             .collect()
     }
 
-    /// A deterministic xorshift generator, so failures reproduce.
-    struct Rng(u64);
+    /// A deterministic xorshift generator, so failures reproduce (the stream parser's tests
+    /// use it too).
+    pub(super) struct Rng(pub(super) u64);
 
     impl Rng {
-        fn next(&mut self) -> u64 {
+        pub(super) fn next(&mut self) -> u64 {
             self.0 ^= self.0 << 13;
             self.0 ^= self.0 >> 7;
             self.0 ^= self.0 << 17;

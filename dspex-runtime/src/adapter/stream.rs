@@ -1,7 +1,7 @@
 //! [`FieldStreamParser`]: output fields read from a completion while it streams.
 
 use super::Adapter;
-use super::text::is_py_space;
+use super::text::{is_line_break, is_py_space};
 use crate::signature::DynSignature;
 use std::collections::HashSet;
 
@@ -265,22 +265,6 @@ impl Value {
 // ---------------------------------------------------------------------------------------------
 // ChatAdapter
 // ---------------------------------------------------------------------------------------------
-
-/// Python's `str.splitlines()` boundaries (`\r\n` is one, handled by the caller).
-fn is_line_break(c: char) -> bool {
-    matches!(
-        c,
-        '\n' | '\r'
-            | '\x0b'
-            | '\x0c'
-            | '\x1c'
-            | '\x1d'
-            | '\x1e'
-            | '\u{85}'
-            | '\u{2028}'
-            | '\u{2029}'
-    )
-}
 
 const HEADER_OPEN: &[u8] = b"[[ ## ";
 const HEADER_CLOSE: &[u8] = b" ## ]]";

@@ -2,6 +2,7 @@
 
 use super::*;
 use crate::adapter::chat::split_sections;
+use crate::adapter::tests::Rng;
 use crate::adapter::{ChatAdapter, JSONAdapter};
 use serde_json::Value as Json;
 
@@ -73,17 +74,7 @@ fn splits(text: &str) -> Vec<Vec<&str>> {
     out
 }
 
-/// A deterministic xorshift generator, so failures reproduce.
-struct Rng(u64);
-
 impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 ^= self.0 << 13;
-        self.0 ^= self.0 >> 7;
-        self.0 ^= self.0 << 17;
-        self.0
-    }
-
     /// `text` cut into random pieces of 1 to 6 characters.
     fn chunks<'a>(&mut self, text: &'a str) -> Vec<&'a str> {
         let mut out = Vec::new();

@@ -26,7 +26,7 @@ pub(crate) fn py_strip_in_place(s: &mut String) {
 }
 
 /// Whether Python's `str.splitlines()` ends a line at `c` (`\r\n` is handled by the caller).
-fn is_line_break(c: char) -> bool {
+pub(crate) fn is_line_break(c: char) -> bool {
     matches!(
         c,
         '\n' | '\r'
@@ -129,6 +129,19 @@ pub(crate) fn write_py_float(out: &mut String, f: f64) {
         out.push_str(if f > 0.0 { "inf" } else { "-inf" });
         return;
     }
+    write_shortest_float(out, f, -4..16, 2);
+}
+
+/// Appends a finite float in the shortest digits that round-trip: positional notation (with a
+/// `.0` for integral values) when the decimal exponent is in `positional`, otherwise `d.ddd`
+/// then `e`, the exponent's sign and at least `exp_digits` digits of it. Python's `repr` and
+/// orjson differ only in those two choices.
+pub(crate) fn write_shortest_float(
+    out: &mut String,
+    f: f64,
+    positional: std::ops::Range<i32>,
+    exp_digits: usize,
+) {
     // Rust's `{:e}` gives the shortest round-trip digits: `-1.2345e-7`.
     let sci = format!("{f:e}");
     let (mantissa, exp) = sci.split_once('e').unwrap_or((sci.as_str(), "0"));
@@ -141,7 +154,7 @@ pub(crate) fn write_py_float(out: &mut String, f: f64) {
     if negative {
         out.push('-');
     }
-    if (-4..16).contains(&exp) {
+    if positional.contains(&exp) {
         let decpt = exp + 1;
         if decpt <= 0 {
             out.push_str("0.");
@@ -169,7 +182,8 @@ pub(crate) fn write_py_float(out: &mut String, f: f64) {
             out.push('.');
             out.push_str(&digits[1..]);
         }
-        let _ = write!(out, "e{}{:02}", if exp < 0 { '-' } else { '+' }, exp.abs());
+        let sign = if exp < 0 { '-' } else { '+' };
+        let _ = write!(out, "e{sign}{:0exp_digits$}", exp.unsigned_abs());
     }
 }
 
@@ -259,6 +273,19 @@ pub(crate) fn write_py_json(out: &mut String, value: &Value) {
 /// Appends Python's `json.dumps(value, indent=2, ensure_ascii=False)` of a nested value at
 /// nesting `level` (`","` item separator, `": "` key separator, empty containers as `[]`/`{}`).
 pub(crate) fn write_py_json_indented(out: &mut String, value: &Value, level: usize) {
+    write_json_indented(out, value, level, write_py_number);
+}
+
+/// Appends `value` as JSON indented by two spaces a level, from nesting `level`: `","` item
+/// separator, `": "` key separator, empty containers as `[]`/`{}`, strings as
+/// [`write_json_str`] writes them, and numbers as `number` writes them (Python's `json.dumps`
+/// and orjson's `OPT_INDENT_2` differ only there).
+pub(crate) fn write_json_indented(
+    out: &mut String,
+    value: &Value,
+    level: usize,
+    number: fn(&mut String, &serde_json::Number),
+) {
     match value {
         Value::Array(items) if !items.is_empty() => {
             out.push('[');
@@ -267,7 +294,7 @@ pub(crate) fn write_py_json_indented(out: &mut String, value: &Value, level: usi
                     out.push(',');
                 }
                 newline_indent(out, level + 1);
-                write_py_json_indented(out, item, level + 1);
+                write_json_indented(out, item, level + 1, number);
             }
             newline_indent(out, level);
             out.push(']');
@@ -281,11 +308,12 @@ pub(crate) fn write_py_json_indented(out: &mut String, value: &Value, level: usi
                 newline_indent(out, level + 1);
                 write_json_str(out, k);
                 out.push_str(": ");
-                write_py_json_indented(out, v, level + 1);
+                write_json_indented(out, v, level + 1, number);
             }
             newline_indent(out, level);
             out.push('}');
         }
+        Value::Number(n) => number(out, n),
         other => write_py_json(out, other),
     }
 }

@@ -3,7 +3,7 @@
 
 use super::predict::CallConfig;
 use crate::error::{Error, Result};
-use crate::program::{Module, PredictorParams, Program, join_path};
+use crate::program::{Module, Program};
 use crate::settings::{InputHints, Settings, Trace, TraceEntry, with_settings};
 use std::fmt;
 use std::future::Future;
@@ -128,32 +128,62 @@ impl AttemptsError {
     }
 }
 
-/// DSPy's failure accounting for `BestOfN` and `Refine`, per call.
+/// The attempt loop of one `BestOfN` or `Refine` call: rollout ids, DSPy's failure accounting,
+/// and the best attempt so far.
 ///
-/// DSPy checks `idx > fail_count` when attempt `idx` (0-based) fails, then decrements
-/// `fail_count`; with the default `fail_count = N` a run where everything fails therefore stops
-/// after `N / 2 + 1` attempts (all of them for N ≤ 4). DSPy keeps the decremented count on the
-/// module, so each later call tolerates fewer failures and concurrent calls race on it; here
-/// every call starts from the configured `fail_count`.
-pub(super) struct Attempts {
+/// Rollout ids start at the `rollout_id` of the call defaults in scope (DSPy reads the LM's
+/// `rollout_id`), else 0. DSPy checks `idx > fail_count` when attempt `idx` (0-based) fails,
+/// then decrements `fail_count`; with the default `fail_count = N` a run where everything fails
+/// therefore stops after `N / 2 + 1` attempts (all of them for N ≤ 4). DSPy keeps the
+/// decremented count on the module, so each later call tolerates fewer failures and concurrent
+/// calls race on it; here every call starts from the configured `fail_count`.
+pub(super) struct Attempts<O> {
     module: &'static str,
+    outer: Settings,
+    start: u64,
     fail_count: usize,
     remaining: i64,
     failures: Vec<AttemptFailure>,
+    best: Option<Attempt<O>>,
 }
 
-impl Attempts {
+impl<O> Attempts<O> {
+    /// A new loop under the settings in scope.
     pub(super) fn new(module: &'static str, fail_count: usize) -> Self {
+        let outer = Settings::current();
+        let start = outer
+            .call_defaults
+            .as_ref()
+            .and_then(|c| c.rollout_id)
+            .unwrap_or(0);
         Attempts {
             module,
+            outer,
+            start,
             fail_count,
             remaining: i64::try_from(fail_count).unwrap_or(i64::MAX),
             failures: Vec::new(),
+            best: None,
+        }
+    }
+
+    /// The rollout id of attempt `idx` (0-based).
+    pub(super) fn rollout_id(&self, idx: usize) -> u64 {
+        self.start + idx as u64
+    }
+
+    /// Keeps a successful attempt if its reward is strictly greater than the best so far (ties
+    /// keep the earlier attempt; a reward of negative infinity or NaN is never kept).
+    pub(super) fn succeeded(&mut self, attempt: Attempt<O>) {
+        let best = self.best.as_ref().map_or(f64::NEG_INFINITY, |b| b.reward);
+        if attempt.reward > best {
+            self.best = Some(attempt);
         }
     }
 
     /// Records a failed attempt (logged in DSPy's wording); an error when the budget is spent.
-    pub(super) fn failed(&mut self, idx: usize, rollout_id: u64, error: Error) -> Result<()> {
+    pub(super) fn failed(&mut self, idx: usize, error: Error) -> Result<()> {
+        let rollout_id = self.rollout_id(idx);
         if self.module == "Refine" {
             tracing::warn!("Refine: Attempt failed with rollout id {rollout_id}: {error}");
         } else {
@@ -182,25 +212,22 @@ impl Attempts {
         Ok(())
     }
 
-    /// The error when the loop ended without an output.
-    pub(super) fn no_prediction(self) -> Error {
-        Error::step(
-            self.module,
-            AttemptsError::NoPrediction {
-                failures: self.failures,
-            },
-        )
+    /// The best attempt's output, its predictor calls appended to the trace in scope; the
+    /// error when no attempt produced an output.
+    pub(super) fn finish(self) -> Result<O> {
+        let Some(best) = self.best else {
+            return Err(Error::step(
+                self.module,
+                AttemptsError::NoPrediction {
+                    failures: self.failures,
+                },
+            ));
+        };
+        if let Some(trace) = &self.outer.trace {
+            trace.extend(best.trace);
+        }
+        Ok(best.output)
     }
-}
-
-/// The first rollout id: the one in the call defaults in scope (DSPy reads the LM's
-/// `rollout_id`), else 0.
-pub(super) fn first_rollout_id(settings: &Settings) -> u64 {
-    settings
-        .call_defaults
-        .as_ref()
-        .and_then(|c| c.rollout_id)
-        .unwrap_or(0)
 }
 
 /// What one successful attempt produced.
@@ -306,24 +333,13 @@ where
 /// # Ok::<(), dspex_runtime::Error>(())
 /// # }).unwrap();
 /// ```
+#[derive(Clone)]
 pub struct BestOfN<P, R> {
     module: P,
     n: usize,
     reward: R,
     threshold: f64,
     fail_count: usize,
-}
-
-impl<P: Clone, R: Clone> Clone for BestOfN<P, R> {
-    fn clone(&self) -> Self {
-        BestOfN {
-            module: self.module.clone(),
-            n: self.n,
-            reward: self.reward.clone(),
-            threshold: self.threshold,
-            fail_count: self.fail_count,
-        }
-    }
 }
 
 impl<P: fmt::Debug, R> fmt::Debug for BestOfN<P, R> {
@@ -392,54 +408,25 @@ where
     type Output = P::Output;
 
     async fn forward(&self, input: P::Input) -> Result<P::Output> {
-        let outer = Settings::current();
-        let start = first_rollout_id(&outer);
         let mut attempts = Attempts::new("BestOfN", self.fail_count);
-        let mut best: Option<Attempt<P::Output>> = None;
-        let mut best_reward = f64::NEG_INFINITY;
         for idx in 0..self.n {
-            let rollout_id = start + idx as u64;
+            let rollout_id = attempts.rollout_id(idx);
             match run_attempt(&self.module, &self.reward, &input, rollout_id, None).await {
                 Ok(attempt) => {
-                    let reward = attempt.reward;
-                    if reward > best_reward {
-                        best_reward = reward;
-                        best = Some(attempt);
-                    }
-                    if reward >= self.threshold {
+                    let done = attempt.reward >= self.threshold;
+                    attempts.succeeded(attempt);
+                    if done {
                         break;
                     }
                 }
-                Err(error) => attempts.failed(idx, rollout_id, error)?,
+                Err(error) => attempts.failed(idx, error)?,
             }
         }
-        let best = best.ok_or_else(|| attempts.no_prediction())?;
-        if let Some(trace) = &outer.trace {
-            trace.extend(best.trace);
-        }
-        Ok(best.output)
+        attempts.finish()
     }
 }
 
-impl<P: Module, R> Module for BestOfN<P, R> {
-    fn visit_predictors<'a>(
-        &'a self,
-        path: &str,
-        visit: &mut dyn FnMut(String, &'a PredictorParams),
-    ) {
-        self.module
-            .visit_predictors(&join_path(path, "module"), visit);
-    }
-
-    fn visit_predictors_mut<'a>(
-        &'a mut self,
-        path: &str,
-        visit: &mut dyn FnMut(String, &'a mut PredictorParams),
-    ) {
-        self.module
-            .visit_predictors_mut(&join_path(path, "module"), visit);
-    }
-}
+crate::program::delegate_module!(impl[P: Module, R] BestOfN<P, R> => module as "module");
 
 /// Typed signatures for the tests of this folder (the `#[signature]` macro lives in `dspex`).
 #[cfg(test)]

@@ -4,7 +4,7 @@ use super::predict::{CallConfig, DynPredict};
 use super::streaming::{self, FieldStream, StreamError, StreamOptions};
 use crate::error::Result;
 use crate::example::{Example, Prediction};
-use crate::program::{Module, PredictorParams, Program, join_path};
+use crate::program::{PredictorParams, Program};
 use crate::signature::{FieldSpec, Signature, TypeSpec};
 use serde::{Deserialize, Serialize};
 use std::marker::PhantomData;
@@ -26,22 +26,7 @@ pub struct ChainOfThought<S> {
     _signature: PhantomData<fn() -> S>,
 }
 
-impl<S> Clone for ChainOfThought<S> {
-    fn clone(&self) -> Self {
-        ChainOfThought {
-            predict: self.predict.clone(),
-            _signature: PhantomData,
-        }
-    }
-}
-
-impl<S> std::fmt::Debug for ChainOfThought<S> {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("ChainOfThought")
-            .field("predict", &self.predict)
-            .finish()
-    }
-}
+typed_wrapper_impls!(ChainOfThought => predict);
 
 impl<S: Signature> Default for ChainOfThought<S> {
     fn default() -> Self {
@@ -177,22 +162,4 @@ impl<S: Signature> Program for ChainOfThought<S> {
     }
 }
 
-impl<S> Module for ChainOfThought<S> {
-    fn visit_predictors<'a>(
-        &'a self,
-        path: &str,
-        visit: &mut dyn FnMut(String, &'a PredictorParams),
-    ) {
-        self.predict
-            .visit_predictors(&join_path(path, "predict"), visit);
-    }
-
-    fn visit_predictors_mut<'a>(
-        &'a mut self,
-        path: &str,
-        visit: &mut dyn FnMut(String, &'a mut PredictorParams),
-    ) {
-        self.predict
-            .visit_predictors_mut(&join_path(path, "predict"), visit);
-    }
-}
+crate::program::delegate_module!(impl[S] ChainOfThought<S> => predict as "predict");

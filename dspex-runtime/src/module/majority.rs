@@ -1,5 +1,6 @@
 //! [`majority`]: the most common answer among completions, and DSPy's [`normalize_text`].
 
+use crate::adapter::text::is_py_space;
 use crate::error::Error;
 use crate::example::Prediction;
 use serde_json::{Map, Value};
@@ -201,11 +202,6 @@ pub fn normalize_text(s: &str) -> String {
 /// Python's `\w` for `str` patterns (approximately: see [`normalize_text`]).
 fn is_word_char(c: char) -> bool {
     c.is_alphanumeric() || c == '_'
-}
-
-/// Python's `str.isspace()`: Unicode whitespace plus the separators `\x1c`–`\x1f`.
-fn is_py_space(c: char) -> bool {
-    c.is_whitespace() || ('\x1c'..='\x1f').contains(&c)
 }
 
 #[cfg(test)]

@@ -20,6 +20,30 @@
 //! - [`CallConfig`] — the LM, adapter and sampling parameters of a predictor or of one call; what
 //!   it leaves unset comes from [`crate::settings`].
 
+/// `Clone` and `Debug` for a typed wrapper `Name<S> { field, _signature: PhantomData<fn() -> S> }`
+/// around a run-time module, without the bounds on `S` that `#[derive]` would add:
+/// `typed_wrapper_impls!(Predict => inner);`. `Debug` shows the one field.
+macro_rules! typed_wrapper_impls {
+    ($name:ident => $field:ident) => {
+        impl<S> Clone for $name<S> {
+            fn clone(&self) -> Self {
+                $name {
+                    $field: self.$field.clone(),
+                    _signature: std::marker::PhantomData,
+                }
+            }
+        }
+
+        impl<S> std::fmt::Debug for $name<S> {
+            fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.debug_struct(stringify!($name))
+                    .field(stringify!($field), &self.$field)
+                    .finish()
+            }
+        }
+    };
+}
+
 mod best_of_n;
 mod chain_of_thought;
 mod majority;

@@ -2,9 +2,11 @@
 
 use super::chain_of_thought::Reasoned;
 use super::predict::{CallConfig, DynPredict};
+use crate::adapter::py::{from_json, py_str};
+use crate::adapter::text::py_strip;
 use crate::error::{Error, Result};
 use crate::example::{Example, Prediction};
-use crate::program::{Module, PredictorParams, Program, join_path};
+use crate::program::{PredictorParams, Program};
 use crate::signature::{DynSignature, FieldSpec, Signature, SignatureError, TypeSpec};
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
@@ -254,10 +256,8 @@ impl DynMultiChainComparison {
                     index,
                     field: self.last_key.clone(),
                 })?;
-        let answer = match answer {
-            Value::String(s) => s.clone(),
-            other => py_str(other),
-        };
+        // Python's `str()`: a string as it is, anything else as its repr.
+        let answer = py_str(&from_json(answer));
         Ok(format!(
             "«I'm trying to {} I'm not sure but my prediction is {}»",
             first_line(rationale),
@@ -268,107 +268,7 @@ impl DynMultiChainComparison {
 
 /// `s.strip().split("\n")[0].strip()` with Python's whitespace.
 fn first_line(s: &str) -> &str {
-    let stripped = s.trim_matches(is_py_space);
-    stripped
-        .split('\n')
-        .next()
-        .unwrap_or_default()
-        .trim_matches(is_py_space)
-}
-
-/// Python's `str.isspace()` for one character.
-fn is_py_space(c: char) -> bool {
-    c.is_whitespace() || ('\x1c'..='\x1f').contains(&c)
-}
-
-/// Python's `str()` of a JSON value that is not a string: `None`, `True`, `4`, `4.0`,
-/// `['a', 1]`, `{'k': 'v'}`.
-fn py_str(value: &Value) -> String {
-    let mut out = String::new();
-    write_py_repr(&mut out, value);
-    out
-}
-
-fn write_py_repr(out: &mut String, value: &Value) {
-    match value {
-        Value::Null => out.push_str("None"),
-        Value::Bool(b) => out.push_str(if *b { "True" } else { "False" }),
-        Value::Number(n) => match n.as_f64() {
-            Some(f) if n.is_f64() => write_py_float(out, f),
-            _ => out.push_str(&n.to_string()),
-        },
-        Value::String(s) => dspex_grammar::write_python_str_repr(out, s),
-        Value::Array(items) => {
-            out.push('[');
-            for (i, item) in items.iter().enumerate() {
-                if i > 0 {
-                    out.push_str(", ");
-                }
-                write_py_repr(out, item);
-            }
-            out.push(']');
-        }
-        Value::Object(map) => {
-            out.push('{');
-            for (i, (k, v)) in map.iter().enumerate() {
-                if i > 0 {
-                    out.push_str(", ");
-                }
-                dspex_grammar::write_python_str_repr(out, k);
-                out.push_str(": ");
-                write_py_repr(out, v);
-            }
-            out.push('}');
-        }
-    }
-}
-
-/// Python's float `repr`: positional (with `.0` when integral) for decimal exponents -4 to 15,
-/// else `1e+16` / `1.5e-05`.
-fn write_py_float(out: &mut String, f: f64) {
-    if f.is_nan() {
-        out.push_str("nan");
-        return;
-    }
-    if f.is_infinite() {
-        out.push_str(if f > 0.0 { "inf" } else { "-inf" });
-        return;
-    }
-    let sci = format!("{f:e}");
-    let (mantissa, exp) = sci.split_once('e').unwrap_or((sci.as_str(), "0"));
-    let exp: i32 = exp.parse().unwrap_or(0);
-    let (sign, mantissa) = match mantissa.strip_prefix('-') {
-        Some(m) => ("-", m),
-        None => ("", mantissa),
-    };
-    out.push_str(sign);
-    let digits: String = mantissa.chars().filter(char::is_ascii_digit).collect();
-    if (-4..16).contains(&exp) {
-        if exp >= 0 {
-            let int_len = exp as usize + 1;
-            if digits.len() <= int_len {
-                out.push_str(&digits);
-                out.extend(std::iter::repeat_n('0', int_len - digits.len()));
-                out.push_str(".0");
-            } else {
-                out.push_str(&digits[..int_len]);
-                out.push('.');
-                out.push_str(&digits[int_len..]);
-            }
-        } else {
-            out.push_str("0.");
-            out.extend(std::iter::repeat_n('0', (-exp - 1) as usize));
-            out.push_str(&digits);
-        }
-    } else {
-        out.push_str(mantissa);
-        out.push_str(if exp < 0 { "e-" } else { "e+" });
-        let abs = exp.unsigned_abs();
-        if abs < 10 {
-            out.push('0');
-        }
-        out.push_str(&abs.to_string());
-    }
+    py_strip(py_strip(s).split('\n').next().unwrap_or_default())
 }
 
 /// DSPy's `dspy.MultiChainComparison` for signature `S`: shows the model M earlier attempts and
@@ -380,22 +280,7 @@ pub struct MultiChainComparison<S> {
     _signature: PhantomData<fn() -> S>,
 }
 
-impl<S> Clone for MultiChainComparison<S> {
-    fn clone(&self) -> Self {
-        MultiChainComparison {
-            inner: self.inner.clone(),
-            _signature: PhantomData,
-        }
-    }
-}
-
-impl<S> std::fmt::Debug for MultiChainComparison<S> {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("MultiChainComparison")
-            .field("inner", &self.inner)
-            .finish()
-    }
-}
+typed_wrapper_impls!(MultiChainComparison => inner);
 
 impl<S: Signature> MultiChainComparison<S> {
     /// Compares `m` attempts at `S`'s task.
@@ -495,49 +380,16 @@ impl<S: Signature> Program for MultiChainComparison<S> {
     }
 }
 
-impl Module for DynMultiChainComparison {
-    fn visit_predictors<'a>(
-        &'a self,
-        path: &str,
-        visit: &mut dyn FnMut(String, &'a PredictorParams),
-    ) {
-        self.predict
-            .visit_predictors(&join_path(path, "predict"), visit);
-    }
+crate::program::delegate_module!(impl[] DynMultiChainComparison => predict as "predict");
 
-    fn visit_predictors_mut<'a>(
-        &'a mut self,
-        path: &str,
-        visit: &mut dyn FnMut(String, &'a mut PredictorParams),
-    ) {
-        self.predict
-            .visit_predictors_mut(&join_path(path, "predict"), visit);
-    }
-}
-
-impl<S> Module for MultiChainComparison<S> {
-    fn visit_predictors<'a>(
-        &'a self,
-        path: &str,
-        visit: &mut dyn FnMut(String, &'a PredictorParams),
-    ) {
-        self.inner.visit_predictors(path, visit);
-    }
-
-    fn visit_predictors_mut<'a>(
-        &'a mut self,
-        path: &str,
-        visit: &mut dyn FnMut(String, &'a mut PredictorParams),
-    ) {
-        self.inner.visit_predictors_mut(path, visit);
-    }
-}
+crate::program::delegate_module!(impl[S] MultiChainComparison<S> => inner);
 
 #[cfg(test)]
 mod tests {
     use super::super::best_of_n::testing::{QA, QAOutput, question};
     use super::*;
     use crate::lm::ScriptedLM;
+    use crate::program::Module;
     use serde_json::json;
 
     /// Captured from DSPy 3.4.1: `MultiChainComparison("question -> answer", M=2)`.

@@ -374,22 +374,7 @@ pub struct Predict<S> {
     _signature: PhantomData<fn() -> S>,
 }
 
-impl<S> Clone for Predict<S> {
-    fn clone(&self) -> Self {
-        Predict {
-            inner: self.inner.clone(),
-            _signature: PhantomData,
-        }
-    }
-}
-
-impl<S> std::fmt::Debug for Predict<S> {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Predict")
-            .field("inner", &self.inner)
-            .finish()
-    }
-}
+typed_wrapper_impls!(Predict => inner);
 
 impl<S: Signature> Default for Predict<S> {
     fn default() -> Self {

@@ -5,7 +5,7 @@ use super::tool::{Tool, ToolError};
 use crate::adapter::{Adapter, ChatAdapter};
 use crate::error::{Error, Result};
 use crate::example::{Example, Prediction};
-use crate::program::{Module, PredictorParams, Program, join_path};
+use crate::program::Program;
 use crate::settings::Settings;
 use crate::signature::{DynSignature, FieldSpec, LiteralValue, Signature, TypeSpec};
 use serde::{Deserialize, Serialize, Serializer};
@@ -460,20 +460,7 @@ pub struct ReAct<S> {
     _signature: PhantomData<fn() -> S>,
 }
 
-impl<S> Clone for ReAct<S> {
-    fn clone(&self) -> Self {
-        ReAct {
-            inner: self.inner.clone(),
-            _signature: PhantomData,
-        }
-    }
-}
-
-impl<S> std::fmt::Debug for ReAct<S> {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("ReAct").field("inner", &self.inner).finish()
-    }
-}
+typed_wrapper_impls!(ReAct => inner);
 
 impl<S: Signature> ReAct<S> {
     /// An agent for `S` with `tools`; see [`DynReAct::new`].
@@ -531,29 +518,7 @@ impl<S: Signature> Program for ReAct<S> {
     }
 }
 
-impl Module for DynReAct {
-    fn visit_predictors<'a>(
-        &'a self,
-        path: &str,
-        visit: &mut dyn FnMut(String, &'a PredictorParams),
-    ) {
-        self.react
-            .visit_predictors(&join_path(path, "react"), visit);
-        self.extract
-            .visit_predictors(&join_path(path, "extract.predict"), visit);
-    }
-
-    fn visit_predictors_mut<'a>(
-        &'a mut self,
-        path: &str,
-        visit: &mut dyn FnMut(String, &'a mut PredictorParams),
-    ) {
-        self.react
-            .visit_predictors_mut(&join_path(path, "react"), visit);
-        self.extract
-            .visit_predictors_mut(&join_path(path, "extract.predict"), visit);
-    }
-}
+crate::program::delegate_module!(impl[] DynReAct => react as "react", extract as "extract.predict");
 
 crate::program::delegate_module!(impl[S] ReAct<S> => inner);
 
@@ -561,6 +526,7 @@ crate::program::delegate_module!(impl[S] ReAct<S> => inner);
 mod tests {
     use super::*;
     use crate::lm::{LanguageModel, LmError, LmRequest, LmResponse, ScriptedLM};
+    use crate::program::Module;
     use futures_util::future::BoxFuture;
     use schemars::JsonSchema;
     use serde_json::json;
@@ -580,6 +546,20 @@ mod tests {
             }
         })
         .unwrap()
+    }
+
+    /// A `question -> answer` agent with the `lookup` tool.
+    fn agent() -> DynReAct {
+        DynReAct::new(
+            DynSignature::parse("question -> answer").unwrap(),
+            [lookup()],
+        )
+        .unwrap()
+    }
+
+    /// The agent's answer to the question `q`.
+    fn ask(agent: &DynReAct) -> Result<Prediction> {
+        block(agent.call(&Example::new().with("question", "q")))
     }
 
     fn block<F: std::future::Future>(f: F) -> F::Output {
@@ -607,13 +587,8 @@ mod tests {
             step("Done.", "finish", json!({})),
             json!({"reasoning": "r", "answer": "Paris"}),
         ]);
-        let agent = DynReAct::new(
-            DynSignature::parse("question -> answer").unwrap(),
-            [lookup()],
-        )
-        .unwrap()
-        .with_config(CallConfig::new().lm(lm.clone()));
-        let out = block(agent.call(&Example::new().with("question", "q"))).unwrap();
+        let agent = agent().with_config(CallConfig::new().lm(lm.clone()));
+        let out = ask(&agent).unwrap();
         let t = out.get("trajectory").unwrap();
         assert_eq!(
             t["observation_0"],
@@ -644,14 +619,10 @@ mod tests {
             step("b", "lookup", json!({"key": "capital of France"})),
             json!({"reasoning": "r", "answer": "Paris"}),
         ]);
-        let agent = DynReAct::new(
-            DynSignature::parse("question -> answer").unwrap(),
-            [lookup()],
-        )
-        .unwrap()
-        .with_max_iters(2)
-        .with_config(CallConfig::new().lm(lm.clone()));
-        let out = block(agent.call(&Example::new().with("question", "q"))).unwrap();
+        let agent = agent()
+            .with_max_iters(2)
+            .with_config(CallConfig::new().lm(lm.clone()));
+        let out = ask(&agent).unwrap();
         assert_eq!(out.get("trajectory").unwrap().as_object().unwrap().len(), 8);
         assert_eq!(lm.calls(), 3);
 
@@ -659,7 +630,7 @@ mod tests {
         let agent = agent
             .with_max_iters(0)
             .with_config(CallConfig::new().lm(lm.clone()));
-        let out = block(agent.call(&Example::new().with("question", "q"))).unwrap();
+        let out = ask(&agent).unwrap();
         assert_eq!(out.get("trajectory"), Some(&json!({})));
         assert_eq!(lm.calls(), 1);
     }
@@ -670,13 +641,8 @@ mod tests {
             step("Hmm.", "search", json!({})),
             step("Hmm.", "search", json!({})),
         ]);
-        let agent = DynReAct::new(
-            DynSignature::parse("question -> answer").unwrap(),
-            [lookup()],
-        )
-        .unwrap()
-        .with_config(CallConfig::new().lm(lm));
-        let err = block(agent.call(&Example::new().with("question", "q"))).unwrap_err();
+        let agent = agent().with_config(CallConfig::new().lm(lm));
+        let err = ask(&agent).unwrap_err();
         assert!(matches!(err, Error::Adapter(_)), "{err}");
         assert!(err.to_string().contains("next_tool_name"), "{err}");
     }
@@ -696,11 +662,7 @@ mod tests {
 
     #[test]
     fn predictors_have_dspy_names() {
-        let agent = DynReAct::new(
-            DynSignature::parse("question -> answer").unwrap(),
-            [lookup()],
-        )
-        .unwrap();
+        let agent = agent();
         let names: Vec<String> = agent
             .named_predictors()
             .into_iter()
@@ -756,13 +718,8 @@ mod tests {
             script: script.clone(),
             seen: Arc::default(),
         };
-        let agent = DynReAct::new(
-            DynSignature::parse("question -> answer").unwrap(),
-            [lookup()],
-        )
-        .unwrap()
-        .with_config(CallConfig::new().lm(lm.clone()));
-        let out = block(agent.call(&Example::new().with("question", "q"))).unwrap();
+        let agent = agent().with_config(CallConfig::new().lm(lm.clone()));
+        let out = ask(&agent).unwrap();
         assert_eq!(
             lm.seen.lock().unwrap().len(),
             5,
@@ -785,7 +742,7 @@ mod tests {
             seen: Arc::default(),
         };
         let agent = agent.with_config(CallConfig::new().lm(lm));
-        let err = block(agent.call(&Example::new().with("question", "q"))).unwrap_err();
+        let err = ask(&agent).unwrap_err();
         assert!(
             matches!(&err, Error::Lm(e) if e.is_context_window_exceeded()),
             "{err}"

@@ -1,11 +1,13 @@
 //! [`Refine`]: BestOfN with LM feedback between attempts, given to every predictor as a hint.
 
-use super::best_of_n::{Attempt, Attempts, FnReward, Reward, first_rollout_id, run_attempt};
+use super::best_of_n::{Attempt, Attempts, FnReward, Reward, run_attempt};
 use super::predict::{CallConfig, DynPredict};
+use crate::adapter::format::write_field_list;
+use crate::adapter::text::{dedent, py_splitlines, write_json_indented, write_shortest_float};
 use crate::error::{Error, Result};
 use crate::example::Example;
-use crate::program::{Module, PredictorParams, Program, join_path};
-use crate::settings::{InputHints, PredictorId, Settings};
+use crate::program::{Module, PredictorParams, Program};
+use crate::settings::{InputHints, PredictorId};
 use crate::signature::{DynSignature, FieldSpec, TypeSpec};
 use serde::Serialize;
 use serde_json::{Map, Value};
@@ -97,6 +99,7 @@ pub fn offer_feedback_signature() -> &'static DynSignature {
 /// program exposes through [`Module`]: a call from any other (say, one captured by a
 /// [`crate::program_fn`] closure) cannot be named in the feedback and fails the attempt, as
 /// DSPy's lookup does.
+#[derive(Clone)]
 pub struct Refine<P, R> {
     module: P,
     n: usize,
@@ -106,21 +109,6 @@ pub struct Refine<P, R> {
     program_code: String,
     reward_code: String,
     feedback: DynPredict,
-}
-
-impl<P: Clone, R: Clone> Clone for Refine<P, R> {
-    fn clone(&self) -> Self {
-        Refine {
-            module: self.module.clone(),
-            n: self.n,
-            reward: self.reward.clone(),
-            threshold: self.threshold,
-            fail_count: self.fail_count,
-            program_code: self.program_code.clone(),
-            reward_code: self.reward_code.clone(),
-            feedback: self.feedback.clone(),
-        }
-    }
 }
 
 impl<P: fmt::Debug, R> fmt::Debug for Refine<P, R> {
@@ -309,20 +297,16 @@ where
     type Output = P::Output;
 
     async fn forward(&self, input: P::Input) -> Result<P::Output> {
-        let outer = Settings::current();
-        let start = first_rollout_id(&outer);
+        let mut attempts = Attempts::new("Refine", self.fail_count);
         let named = self.module.named_predictors();
         let modules_defn = inspect_modules(&named);
         let names: Vec<(PredictorId, String)> = named
             .iter()
             .map(|(name, params)| (PredictorId::of(params), name.clone()))
             .collect();
-        let mut attempts = Attempts::new("Refine", self.fail_count);
-        let mut best: Option<Attempt<P::Output>> = None;
-        let mut best_reward = f64::NEG_INFINITY;
         let mut advice: Option<Map<String, Value>> = None;
         for idx in 0..self.n {
-            let rollout_id = start + idx as u64;
+            let rollout_id = attempts.rollout_id(idx);
             // DSPy passes hints only once there is some advice (`if not advice`).
             let hints = advice.as_ref().filter(|a| !a.is_empty()).map(|advice| {
                 let na = Value::from("N/A");
@@ -339,18 +323,14 @@ where
                 match run_attempt(&self.module, &self.reward, &input, rollout_id, hints).await {
                     Ok(attempt) => attempt,
                     Err(error) => {
-                        attempts.failed(idx, rollout_id, error)?;
+                        attempts.failed(idx, error)?;
                         continue;
                     }
                 };
-            let reward = attempt.reward;
-            let last = reward >= self.threshold || idx + 1 == self.n;
+            let last = attempt.reward >= self.threshold || idx + 1 == self.n;
             let feedback =
                 (!last).then(|| self.feedback_inputs(&input, &attempt, &names, &modules_defn));
-            if reward > best_reward {
-                best_reward = reward;
-                best = Some(attempt);
-            }
+            attempts.succeeded(attempt);
             let Some(feedback) = feedback else { break };
             let advised = match feedback {
                 Ok(inputs) => self.advise(&inputs).await,
@@ -358,36 +338,14 @@ where
             };
             match advised {
                 Ok(a) => advice = Some(a),
-                Err(error) => attempts.failed(idx, rollout_id, error)?,
+                Err(error) => attempts.failed(idx, error)?,
             }
         }
-        let best = best.ok_or_else(|| attempts.no_prediction())?;
-        if let Some(trace) = &outer.trace {
-            trace.extend(best.trace);
-        }
-        Ok(best.output)
+        attempts.finish()
     }
 }
 
-impl<P: Module, R> Module for Refine<P, R> {
-    fn visit_predictors<'a>(
-        &'a self,
-        path: &str,
-        visit: &mut dyn FnMut(String, &'a PredictorParams),
-    ) {
-        self.module
-            .visit_predictors(&join_path(path, "module"), visit);
-    }
-
-    fn visit_predictors_mut<'a>(
-        &'a mut self,
-        path: &str,
-        visit: &mut dyn FnMut(String, &'a mut PredictorParams),
-    ) {
-        self.module
-            .visit_predictors_mut(&join_path(path, "module"), visit);
-    }
-}
+crate::program::delegate_module!(impl[P: Module, R] Refine<P, R> => module as "module");
 
 /// DSPy's `inspect_modules`: for every predictor, its name, field lists and instructions,
 /// tab-indented between lines of 80 dashes.
@@ -400,6 +358,12 @@ fn inspect_modules(named: &[(String, &PredictorParams)]) -> String {
             out.push_str("\n\t\t");
             out.push_str(line);
         }
+        out
+    };
+    // DSPy's `get_field_description_string`, as the adapters write it.
+    let field_list = |fields: &[FieldSpec]| -> String {
+        let mut out = String::new();
+        write_field_list(&mut out, fields);
         out
     };
     for (name, params) in named {
@@ -419,190 +383,30 @@ fn inspect_modules(named: &[(String, &PredictorParams)]) -> String {
     stripped.join("\n")
 }
 
-/// DSPy's `get_field_description_string`: `1. `name` (type): description` lines, stripped.
-fn field_list(fields: &[FieldSpec]) -> String {
-    let lines: Vec<String> = fields
-        .iter()
-        .enumerate()
-        .map(|(i, f)| {
-            format!(
-                "{}. `{}` ({}): {}",
-                i + 1,
-                f.name(),
-                f.dspy_type(),
-                f.description().unwrap_or("")
-            )
-        })
-        .collect();
-    lines.join("\n").trim_matches(is_py_space).to_string()
-}
-
-/// Python's `str.isspace()` for one character.
-fn is_py_space(c: char) -> bool {
-    c.is_whitespace() || ('\x1c'..='\x1f').contains(&c)
-}
-
-/// Python's `str.splitlines()`: every Unicode line boundary, terminators dropped, no empty last
-/// line for a trailing terminator.
-fn py_splitlines(s: &str) -> Vec<&str> {
-    let is_break = |c: char| {
-        matches!(
-            c,
-            '\n' | '\r'
-                | '\x0b'
-                | '\x0c'
-                | '\x1c'
-                | '\x1d'
-                | '\x1e'
-                | '\u{85}'
-                | '\u{2028}'
-                | '\u{2029}'
-        )
-    };
-    let mut out = Vec::new();
-    let mut start = 0;
-    let mut chars = s.char_indices().peekable();
-    while let Some((i, c)) = chars.next() {
-        if is_break(c) {
-            out.push(&s[start..i]);
-            let mut end = i + c.len_utf8();
-            if c == '\r' && matches!(chars.peek(), Some(&(_, '\n'))) {
-                chars.next();
-                end += 1;
-            }
-            start = end;
-        }
-    }
-    if start < s.len() {
-        out.push(&s[start..]);
-    }
-    out
-}
-
-/// Python's `textwrap.dedent`: lines of only spaces and tabs become empty, then the indentation
-/// common to the other non-empty lines is removed.
-fn dedent(text: &str) -> String {
-    let is_blank = |line: &str| line.chars().all(|c| c == ' ' || c == '\t');
-    let mut margin: Option<&str> = None;
-    for line in text.split('\n').filter(|l| !is_blank(l)) {
-        let indent = &line[..line.len() - line.trim_start_matches([' ', '\t']).len()];
-        margin = Some(match margin {
-            None => indent,
-            Some(m) => {
-                let common = m
-                    .bytes()
-                    .zip(indent.bytes())
-                    .take_while(|(a, b)| a == b)
-                    .count();
-                &m[..common]
-            }
-        });
-    }
-    let margin = margin.unwrap_or("");
-    text.split('\n')
-        .map(|line| {
-            if is_blank(line) {
-                ""
-            } else {
-                line.strip_prefix(margin).unwrap_or(line)
-            }
-        })
-        .collect::<Vec<_>>()
-        .join("\n")
-}
-
 /// `orjson.dumps(value, option=OPT_INDENT_2)`: two-space indentation, `": "` after keys, empty
-/// containers as `[]`/`{}`, non-ASCII kept, and orjson's float format.
+/// containers as `[]`/`{}`, non-ASCII kept, and orjson's number format.
 fn orjson_pretty(value: &Value) -> String {
     let mut out = String::new();
-    write_orjson(&mut out, value, 0);
+    write_json_indented(&mut out, value, 0, write_orjson_number);
     out
 }
 
-fn write_orjson(out: &mut String, value: &Value, level: usize) {
-    let newline = |out: &mut String, level: usize| {
-        out.push('\n');
-        for _ in 0..level {
-            out.push_str("  ");
-        }
-    };
-    match value {
-        Value::Array(items) if !items.is_empty() => {
-            out.push('[');
-            for (i, item) in items.iter().enumerate() {
-                if i > 0 {
-                    out.push(',');
-                }
-                newline(out, level + 1);
-                write_orjson(out, item, level + 1);
-            }
-            newline(out, level);
-            out.push(']');
-        }
-        Value::Object(map) if !map.is_empty() => {
-            out.push('{');
-            for (i, (k, v)) in map.iter().enumerate() {
-                if i > 0 {
-                    out.push(',');
-                }
-                newline(out, level + 1);
-                out.push_str(&Value::from(k.as_str()).to_string());
-                out.push_str(": ");
-                write_orjson(out, v, level + 1);
-            }
-            newline(out, level);
-            out.push('}');
-        }
-        Value::Number(n) => match n.as_f64() {
-            Some(f) if n.is_f64() => write_orjson_float(out, f),
-            _ => out.push_str(&n.to_string()),
-        },
-        // Strings, literals and empty containers: serde_json writes them as orjson does.
-        other => out.push_str(&other.to_string()),
+/// orjson's number format: integers as they are, floats per [`write_orjson_float`].
+fn write_orjson_number(out: &mut String, n: &serde_json::Number) {
+    match n.as_f64() {
+        Some(f) if n.is_f64() => write_orjson_float(out, f),
+        _ => out.push_str(&n.to_string()),
     }
 }
 
 /// orjson's float format: positional (with `.0` when integral) for decimal exponents -5 to 15,
-/// else `1.5e+16` / `1e-6`.
+/// else `1.5e+16` / `1e-6`; `null` for NaN and infinities. Not Python's `repr` (which the
+/// adapters write): orjson goes positional down to `1e-5` and does not pad the exponent.
 fn write_orjson_float(out: &mut String, f: f64) {
-    if !f.is_finite() {
-        out.push_str("null");
-        return;
-    }
-    // Rust's `{:e}` gives the shortest digits that round-trip: `-1.2345e-7`.
-    let sci = format!("{f:e}");
-    let (mantissa, exp) = sci.split_once('e').unwrap_or((sci.as_str(), "0"));
-    let exp: i32 = exp.parse().unwrap_or(0);
-    let (sign, mantissa) = match mantissa.strip_prefix('-') {
-        Some(m) => ("-", m),
-        None => ("", mantissa),
-    };
-    out.push_str(sign);
-    let digits: String = mantissa.chars().filter(char::is_ascii_digit).collect();
-    if (-5..16).contains(&exp) {
-        if exp >= 0 {
-            let int_len = exp as usize + 1;
-            if digits.len() <= int_len {
-                out.push_str(&digits);
-                out.extend(std::iter::repeat_n('0', int_len - digits.len()));
-                out.push_str(".0");
-            } else {
-                out.push_str(&digits[..int_len]);
-                out.push('.');
-                out.push_str(&digits[int_len..]);
-            }
-        } else {
-            out.push_str("0.");
-            out.extend(std::iter::repeat_n('0', (-exp - 1) as usize));
-            out.push_str(&digits);
-        }
+    if f.is_finite() {
+        write_shortest_float(out, f, -5..16, 1);
     } else {
-        out.push_str(mantissa);
-        out.push('e');
-        if exp > 0 {
-            out.push('+');
-        }
-        out.push_str(&exp.to_string());
+        out.push_str("null");
     }
 }
 
@@ -613,7 +417,7 @@ mod tests {
     use crate::lm::ScriptedLM;
     use crate::module::{ChainOfThought, Predict, Reasoned};
     use crate::program::program_fn;
-    use crate::settings::{Trace, with_settings};
+    use crate::settings::{Settings, Trace, with_settings};
     use serde_json::json;
 
     /// Captured from DSPy 3.4.1 (`Refine` over `ChainOfThought(QA)`, DummyLM).
@@ -675,63 +479,104 @@ mod tests {
         "        to avoid the same mistake on the same or similar inputs.",
     );
 
-    /// Captured from DSPy 3.4.1 (`Refine` over `ChainOfThought(QA)`, DummyLM).
-    const FEEDBACK_USER_1: &str = concat!(
-        "[[ ## program_code ## ]]\n",
-        "PROGRAM CODE\n",
-        "\n",
-        "[[ ## modules_defn ## ]]\n",
-        "--------------------------------------------------------------------------------\n",
-        "Module predict\n",
-        "\tInput Fields:\n",
-        "\t\t1. `question` (str): a question\n",
-        "\tOutput Fields:\n",
-        "\t\t1. `reasoning` (str): \n",
-        "\t\t2. `answer` (str):\n",
-        "\tOriginal Instructions: \n",
-        "\t\tAnswer the question.\n",
-        "--------------------------------------------------------------------------------\n",
-        "\n",
-        "[[ ## program_inputs ## ]]\n",
-        "{\n",
-        "  \"question\": \"What is the capital of France?\"\n",
-        "}\n",
-        "\n",
-        "[[ ## program_trajectory ## ]]\n",
-        "[\n",
-        "  {\n",
-        "    \"module_name\": \"predict\",\n",
-        "    \"inputs\": {\n",
-        "      \"question\": \"What is the capital of France?\"\n",
-        "    },\n",
-        "    \"outputs\": {\n",
-        "      \"reasoning\": \"r1\",\n",
-        "      \"answer\": \"Lyon\"\n",
-        "    }\n",
-        "  }\n",
-        "]\n",
-        "\n",
-        "[[ ## program_outputs ## ]]\n",
-        "{\n",
-        "  \"reasoning\": \"r1\",\n",
-        "  \"answer\": \"Lyon\"\n",
-        "}\n",
-        "\n",
-        "[[ ## reward_code ## ]]\n",
-        "REWARD CODE\n",
-        "\n",
-        "[[ ## target_threshold ## ]]\n",
-        "1.0\n",
-        "\n",
-        "[[ ## reward_value ## ]]\n",
-        "0.0\n",
-        "\n",
-        "[[ ## module_names ## ]]\n",
-        "[\n",
-        "  \"predict\"\n",
-        "]\n",
-        "\n",
-        "Respond with the corresponding output fields, starting with the field `[[ ## discussion ## ]]`, then `[[ ## advice ## ]]` (must be formatted as a valid Python dict[str, str]), and then ending with the marker for `[[ ## completed ## ]]`.",
+    /// The user turn of a feedback call, captured from DSPy 3.4.1 (`Refine` over
+    /// `ChainOfThought(QA)`, DummyLM). The two feedback calls differ only in the attempt's
+    /// predictor inputs (`$input`: the lines of its `inputs` object) and its outputs.
+    macro_rules! feedback_user {
+        (
+            inputs: [$($input:literal),+ $(,)?],
+            reasoning: $reasoning:literal,
+            answer: $answer:literal
+        ) => {
+            concat!(
+                "[[ ## program_code ## ]]\n",
+                "PROGRAM CODE\n",
+                "\n",
+                "[[ ## modules_defn ## ]]\n",
+                "--------------------------------------------------------------------------------\n",
+                "Module predict\n",
+                "\tInput Fields:\n",
+                "\t\t1. `question` (str): a question\n",
+                "\tOutput Fields:\n",
+                "\t\t1. `reasoning` (str): \n",
+                "\t\t2. `answer` (str):\n",
+                "\tOriginal Instructions: \n",
+                "\t\tAnswer the question.\n",
+                "--------------------------------------------------------------------------------\n",
+                "\n",
+                "[[ ## program_inputs ## ]]\n",
+                "{\n",
+                "  \"question\": \"What is the capital of France?\"\n",
+                "}\n",
+                "\n",
+                "[[ ## program_trajectory ## ]]\n",
+                "[\n",
+                "  {\n",
+                "    \"module_name\": \"predict\",\n",
+                "    \"inputs\": {\n",
+                $($input,)+
+                "    },\n",
+                "    \"outputs\": {\n",
+                "      \"reasoning\": \"", $reasoning, "\",\n",
+                "      \"answer\": \"", $answer, "\"\n",
+                "    }\n",
+                "  }\n",
+                "]\n",
+                "\n",
+                "[[ ## program_outputs ## ]]\n",
+                "{\n",
+                "  \"reasoning\": \"", $reasoning, "\",\n",
+                "  \"answer\": \"", $answer, "\"\n",
+                "}\n",
+                "\n",
+                "[[ ## reward_code ## ]]\n",
+                "REWARD CODE\n",
+                "\n",
+                "[[ ## target_threshold ## ]]\n",
+                "1.0\n",
+                "\n",
+                "[[ ## reward_value ## ]]\n",
+                "0.0\n",
+                "\n",
+                "[[ ## module_names ## ]]\n",
+                "[\n",
+                "  \"predict\"\n",
+                "]\n",
+                "\n",
+                "Respond with the corresponding output fields, starting with the field `[[ ## discussion ## ]]`, then `[[ ## advice ## ]]` (must be formatted as a valid Python dict[str, str]), and then ending with the marker for `[[ ## completed ## ]]`.",
+            )
+        };
+    }
+
+    /// The user turn of a hinted attempt, captured from DSPy 3.4.1 (`Refine` over
+    /// `ChainOfThought(QA)`, DummyLM).
+    macro_rules! hinted_user {
+        ($hint:literal) => {
+            concat!(
+                "[[ ## question ## ]]\n",
+                "What is the capital of France?\n",
+                "\n",
+                "[[ ## hint_ ## ]]\n",
+                $hint,
+                "\n\n",
+                "Respond with the corresponding output fields, starting with the field `[[ ## reasoning ## ]]`, then `[[ ## answer ## ]]`, and then ending with the marker for `[[ ## completed ## ]]`.",
+            )
+        };
+    }
+
+    const FEEDBACK_USER_1: &str = feedback_user!(
+        inputs: ["      \"question\": \"What is the capital of France?\"\n"],
+        reasoning: "r1",
+        answer: "Lyon"
+    );
+
+    const FEEDBACK_USER_2: &str = feedback_user!(
+        inputs: [
+            "      \"question\": \"What is the capital of France?\",\n",
+            "      \"hint_\": \"Say Paris.\"\n",
+        ],
+        reasoning: "r2",
+        answer: "Lyon again"
     );
 
     /// Captured from DSPy 3.4.1 (`Refine` over `ChainOfThought(QA)`, DummyLM).
@@ -761,87 +606,9 @@ mod tests {
         "        Answer the question.",
     );
 
-    /// Captured from DSPy 3.4.1 (`Refine` over `ChainOfThought(QA)`, DummyLM).
-    const HINTED_USER_1: &str = concat!(
-        "[[ ## question ## ]]\n",
-        "What is the capital of France?\n",
-        "\n",
-        "[[ ## hint_ ## ]]\n",
-        "Say Paris.\n",
-        "\n",
-        "Respond with the corresponding output fields, starting with the field `[[ ## reasoning ## ]]`, then `[[ ## answer ## ]]`, and then ending with the marker for `[[ ## completed ## ]]`.",
-    );
+    const HINTED_USER_1: &str = hinted_user!("Say Paris.");
 
-    /// Captured from DSPy 3.4.1 (`Refine` over `ChainOfThought(QA)`, DummyLM).
-    const FEEDBACK_USER_2: &str = concat!(
-        "[[ ## program_code ## ]]\n",
-        "PROGRAM CODE\n",
-        "\n",
-        "[[ ## modules_defn ## ]]\n",
-        "--------------------------------------------------------------------------------\n",
-        "Module predict\n",
-        "\tInput Fields:\n",
-        "\t\t1. `question` (str): a question\n",
-        "\tOutput Fields:\n",
-        "\t\t1. `reasoning` (str): \n",
-        "\t\t2. `answer` (str):\n",
-        "\tOriginal Instructions: \n",
-        "\t\tAnswer the question.\n",
-        "--------------------------------------------------------------------------------\n",
-        "\n",
-        "[[ ## program_inputs ## ]]\n",
-        "{\n",
-        "  \"question\": \"What is the capital of France?\"\n",
-        "}\n",
-        "\n",
-        "[[ ## program_trajectory ## ]]\n",
-        "[\n",
-        "  {\n",
-        "    \"module_name\": \"predict\",\n",
-        "    \"inputs\": {\n",
-        "      \"question\": \"What is the capital of France?\",\n",
-        "      \"hint_\": \"Say Paris.\"\n",
-        "    },\n",
-        "    \"outputs\": {\n",
-        "      \"reasoning\": \"r2\",\n",
-        "      \"answer\": \"Lyon again\"\n",
-        "    }\n",
-        "  }\n",
-        "]\n",
-        "\n",
-        "[[ ## program_outputs ## ]]\n",
-        "{\n",
-        "  \"reasoning\": \"r2\",\n",
-        "  \"answer\": \"Lyon again\"\n",
-        "}\n",
-        "\n",
-        "[[ ## reward_code ## ]]\n",
-        "REWARD CODE\n",
-        "\n",
-        "[[ ## target_threshold ## ]]\n",
-        "1.0\n",
-        "\n",
-        "[[ ## reward_value ## ]]\n",
-        "0.0\n",
-        "\n",
-        "[[ ## module_names ## ]]\n",
-        "[\n",
-        "  \"predict\"\n",
-        "]\n",
-        "\n",
-        "Respond with the corresponding output fields, starting with the field `[[ ## discussion ## ]]`, then `[[ ## advice ## ]]` (must be formatted as a valid Python dict[str, str]), and then ending with the marker for `[[ ## completed ## ]]`.",
-    );
-
-    /// Captured from DSPy 3.4.1 (`Refine` over `ChainOfThought(QA)`, DummyLM).
-    const HINTED_USER_2: &str = concat!(
-        "[[ ## question ## ]]\n",
-        "What is the capital of France?\n",
-        "\n",
-        "[[ ## hint_ ## ]]\n",
-        "Really, say Paris.\n",
-        "\n",
-        "Respond with the corresponding output fields, starting with the field `[[ ## reasoning ## ]]`, then `[[ ## answer ## ]]`, and then ending with the marker for `[[ ## completed ## ]]`.",
-    );
+    const HINTED_USER_2: &str = hinted_user!("Really, say Paris.");
 
     fn paris(_: &QAInput, out: &Reasoned<QAOutput>) -> f64 {
         if out.output.answer == "Paris" {

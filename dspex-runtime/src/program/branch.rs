@@ -1,6 +1,6 @@
 //! Conditional steps: one of two programs, chosen per input.
 
-use super::{Module, PredictorParams, Program, join_path};
+use super::{Module, Program, delegate_module};
 use crate::Result;
 
 /// Runs `if_true` when `condition` holds for the input, else `if_false`. Both take the same input
@@ -125,29 +125,7 @@ where
     }
 }
 
-impl<C, T: Module, F: Module> Module for Branch<C, T, F> {
-    fn visit_predictors<'a>(
-        &'a self,
-        path: &str,
-        visit: &mut dyn FnMut(String, &'a PredictorParams),
-    ) {
-        self.if_true
-            .visit_predictors(&join_path(path, "if_true"), visit);
-        self.if_false
-            .visit_predictors(&join_path(path, "if_false"), visit);
-    }
-
-    fn visit_predictors_mut<'a>(
-        &'a mut self,
-        path: &str,
-        visit: &mut dyn FnMut(String, &'a mut PredictorParams),
-    ) {
-        self.if_true
-            .visit_predictors_mut(&join_path(path, "if_true"), visit);
-        self.if_false
-            .visit_predictors_mut(&join_path(path, "if_false"), visit);
-    }
-}
+delegate_module!(impl[C, T: Module, F: Module] Branch<C, T, F> => if_true as "if_true", if_false as "if_false");
 
 /// One of two programs with the same input and possibly different outputs: see
 /// [`branch_either`]. Predictors are named as in [`Branch`].
@@ -200,23 +178,7 @@ where
     }
 }
 
-impl<C, T: Module, F: Module> Module for BranchEither<C, T, F> {
-    fn visit_predictors<'a>(
-        &'a self,
-        path: &str,
-        visit: &mut dyn FnMut(String, &'a PredictorParams),
-    ) {
-        self.inner.visit_predictors(path, visit);
-    }
-
-    fn visit_predictors_mut<'a>(
-        &'a mut self,
-        path: &str,
-        visit: &mut dyn FnMut(String, &'a mut PredictorParams),
-    ) {
-        self.inner.visit_predictors_mut(path, visit);
-    }
-}
+delegate_module!(impl[C, T: Module, F: Module] BranchEither<C, T, F> => inner);
 
 /// The output of [`branch_either`]: `Left` from the `if_true` program, `Right` from `if_false`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -268,7 +230,7 @@ impl<T> Either<T, T> {
 mod tests {
     use super::*;
     use crate::Error;
-    use crate::program::{ProgramExt, program_fn};
+    use crate::program::{PredictorParams, ProgramExt, program_fn};
     use std::sync::Arc;
     use std::sync::atomic::{AtomicUsize, Ordering};
 

@@ -3,7 +3,7 @@
 
 use super::delegate_module;
 use super::fan_out::FanOut;
-use super::{Module, PredictorParams, Program, join_path};
+use super::{Module, PredictorParams, Program};
 use crate::Result;
 use std::future::Future;
 use std::marker::PhantomData;
@@ -109,27 +109,7 @@ where
     }
 }
 
-impl<A: Module, B: Module> Module for Then<A, B> {
-    fn visit_predictors<'a>(
-        &'a self,
-        path: &str,
-        visit: &mut dyn FnMut(String, &'a PredictorParams),
-    ) {
-        self.first.visit_predictors(&join_path(path, "0"), visit);
-        self.second.visit_predictors(&join_path(path, "1"), visit);
-    }
-
-    fn visit_predictors_mut<'a>(
-        &'a mut self,
-        path: &str,
-        visit: &mut dyn FnMut(String, &'a mut PredictorParams),
-    ) {
-        self.first
-            .visit_predictors_mut(&join_path(path, "0"), visit);
-        self.second
-            .visit_predictors_mut(&join_path(path, "1"), visit);
-    }
-}
+delegate_module!(impl[A: Module, B: Module] Then<A, B> => first as "0", second as "1");
 
 /// `a.map(f)`: `f` applied to `a`'s output. Its predictors are `a`'s, under the same names.
 #[derive(Clone)]

@@ -1,6 +1,6 @@
 //! Fan-out and fan-in: several programs on clones of one input, at the same time.
 
-use super::{Module, PredictorParams, Program, join_path};
+use super::{Module, PredictorParams, Program, delegate_module, join_path};
 use crate::Result;
 use std::future::Future;
 
@@ -130,26 +130,7 @@ impl<T: Branches> Program for FanOutSettled<T> {
     }
 }
 
-impl<T> Module for FanOutSettled<T>
-where
-    FanOut<T>: Module,
-{
-    fn visit_predictors<'a>(
-        &'a self,
-        path: &str,
-        visit: &mut dyn FnMut(String, &'a PredictorParams),
-    ) {
-        self.inner.visit_predictors(path, visit);
-    }
-
-    fn visit_predictors_mut<'a>(
-        &'a mut self,
-        path: &str,
-        visit: &mut dyn FnMut(String, &'a mut PredictorParams),
-    ) {
-        self.inner.visit_predictors_mut(path, visit);
-    }
-}
+delegate_module!(impl[T] FanOutSettled<T> where [FanOut<T>: Module] => inner);
 
 /// `Branches` and `Module` for one tuple arity: `impl_branches!(A 0, B 1, …)`.
 macro_rules! impl_branches {

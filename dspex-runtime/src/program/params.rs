@@ -130,11 +130,17 @@ pub trait Module {
     }
 }
 
-/// Implements [`Module`] for a wrapper by visiting one of its fields under the same path:
-/// `delegate_module!(impl[P: Module, F] Map<P, F> => inner);`.
+/// Implements [`Module`] for a wrapper by visiting its fields:
+///
+/// - `delegate_module!(impl[P: Module, F] Map<P, F> => inner);` visits one field under the same
+///   path (the wrapper adds no name);
+/// - `delegate_module!(impl[P: Module, R] BestOfN<P, R> => module as "module");` visits fields,
+///   in order, each under its own name (`path.module`, or `module` at the root).
+///
+/// Bounds the generics cannot carry go in `where [...]` after the type.
 macro_rules! delegate_module {
-    (impl[$($generics:tt)*] $ty:ty => $field:ident) => {
-        impl<$($generics)*> $crate::program::Module for $ty {
+    (impl[$($generics:tt)*] $ty:ty $(where [$($bounds:tt)*])? => $field:ident) => {
+        impl<$($generics)*> $crate::program::Module for $ty $(where $($bounds)*)? {
             fn visit_predictors<'a>(
                 &'a self,
                 path: &str,
@@ -149,6 +155,40 @@ macro_rules! delegate_module {
                 visit: &mut dyn FnMut(String, &'a mut $crate::program::PredictorParams),
             ) {
                 $crate::program::Module::visit_predictors_mut(&mut self.$field, path, visit);
+            }
+        }
+    };
+    (
+        impl[$($generics:tt)*] $ty:ty $(where [$($bounds:tt)*])? =>
+        $($field:ident as $name:literal),+ $(,)?
+    ) => {
+        impl<$($generics)*> $crate::program::Module for $ty $(where $($bounds)*)? {
+            fn visit_predictors<'a>(
+                &'a self,
+                path: &str,
+                visit: &mut dyn FnMut(String, &'a $crate::program::PredictorParams),
+            ) {
+                $(
+                    $crate::program::Module::visit_predictors(
+                        &self.$field,
+                        &$crate::program::join_path(path, $name),
+                        visit,
+                    );
+                )+
+            }
+
+            fn visit_predictors_mut<'a>(
+                &'a mut self,
+                path: &str,
+                visit: &mut dyn FnMut(String, &'a mut $crate::program::PredictorParams),
+            ) {
+                $(
+                    $crate::program::Module::visit_predictors_mut(
+                        &mut self.$field,
+                        &$crate::program::join_path(path, $name),
+                        visit,
+                    );
+                )+
             }
         }
     };

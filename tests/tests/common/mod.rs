@@ -1,0 +1,43 @@
+//! Helpers shared by the integration tests; a test file takes them with `mod common;`.
+
+use serde_json::Value;
+use std::path::PathBuf;
+
+/// The DSPy fixture `name` from `shared/fixtures/dspy` (recorded from DSPy 3.4.1), parsed.
+pub(crate) fn fixture(name: &str) -> Value {
+    let path = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("../../shared/fixtures/dspy")
+        .join(name);
+    let text = std::fs::read_to_string(&path)
+        .unwrap_or_else(|e| panic!("cannot read {}: {e}", path.display()));
+    serde_json::from_str(&text).unwrap()
+}
+
+/// DSPy's two-step RAG program: the shape of the `program_state_rag` fixture.
+#[allow(dead_code)] // Not every test file that takes `common` uses it.
+pub(crate) mod rag {
+    use dspex::module::{ChainOfThought, Predict};
+    use dspex::prelude::*;
+
+    #[signature("question -> search_query")]
+    pub(crate) struct GenerateQuery;
+
+    #[signature("context: list[str], question -> answer")]
+    pub(crate) struct Answer;
+
+    /// `generate_query = ChainOfThought(GenerateQuery)`, then `answer = Predict(Answer)`.
+    #[derive(Module)]
+    pub(crate) struct Rag {
+        pub(crate) generate_query: ChainOfThought<GenerateQuery>,
+        pub(crate) answer: Predict<Answer>,
+    }
+
+    impl Rag {
+        pub(crate) fn new() -> Self {
+            Rag {
+                generate_query: ChainOfThought::new(),
+                answer: Predict::new(),
+            }
+        }
+    }
+}
