@@ -4,10 +4,22 @@
 //!   every optimizer keeps DSPy's name and knobs.
 //! - [`Job`] / [`JobContext`] — an optimization run as a job: a handle at once, progress,
 //!   cancellation that returns the best program so far, and a JSONL log of trials.
+//! - [`LabeledFewShot`] — each predictor gets `k` training examples as demos.
+//! - [`BootstrapFewShot`] — demos from the traces of teacher runs the metric accepts, plus
+//!   labeled ones; concurrent runs that still pick exactly DSPy's sequential demos.
+//! - [`PyRandom`] — CPython's `random.Random`, bit for bit, so seeded choices match DSPy's.
 
+mod bootstrap;
 mod job;
+mod labeled;
+mod random;
 
+pub use bootstrap::{
+    BootstrapError, BootstrapFewShot, DEFAULT_CONCURRENCY, DEFAULT_MAX_ERRORS, Teacher,
+};
 pub use job::{Job, JobContext, Progress, TrialEvent};
+pub use labeled::LabeledFewShot;
+pub use random::{PyRandom, RandomError};
 
 use crate::error::Result;
 use crate::evaluate::ExampleProgram;
