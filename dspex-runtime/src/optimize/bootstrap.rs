@@ -633,17 +633,15 @@ impl BootstrapFewShot {
 impl Optimizer for BootstrapFewShot {
     /// Compiles with a copy of the student (and its demos) as the teacher, relabeled unless
     /// `max_labeled_demos` is 0.
-    fn compile_in<P: Optimizable>(
+    async fn compile_in<P: Optimizable>(
         &self,
         student: P,
         trainset: &[Example],
         ctx: &JobContext,
-    ) -> impl Future<Output = Result<P>> + Send {
-        async move {
-            let teacher = student.clone();
-            self.compile_with_teacher_in(student, Teacher::Program(teacher), trainset, ctx)
-                .await
-        }
+    ) -> Result<P> {
+        let teacher = student.clone();
+        self.compile_with_teacher_in(student, Teacher::Program(teacher), trainset, ctx)
+            .await
     }
 }
 
@@ -771,4 +769,265 @@ fn signature_difference(student: &PredictorParams, teacher: &PredictorParams) ->
     b.fields()
         .find(|f| a.field(f.name()).is_none())
         .map(|f| format!("the student has no field `{}`", f.name()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::evaluate::{metric_fn, metric_with_trace};
+    use crate::example::Prediction;
+    use crate::lm::ScriptedLM;
+    use crate::module::DynPredict;
+    use crate::program::{Program, join_path};
+    use crate::signature::{DynSignature, FieldSpec, TypeSpec};
+
+    /// Calls one predictor twice per run: on the question, then on `again: <question>`.
+    #[derive(Clone)]
+    struct Twice {
+        p: DynPredict,
+    }
+
+    impl Module for Twice {
+        fn visit_predictors<'a>(
+            &'a self,
+            path: &str,
+            visit: &mut dyn FnMut(String, &'a PredictorParams),
+        ) {
+            self.p.visit_predictors(&join_path(path, "p"), visit);
+        }
+
+        fn visit_predictors_mut<'a>(
+            &'a mut self,
+            path: &str,
+            visit: &mut dyn FnMut(String, &'a mut PredictorParams),
+        ) {
+            self.p.visit_predictors_mut(&join_path(path, "p"), visit);
+        }
+    }
+
+    impl Program for Twice {
+        type Input = Example;
+        type Output = Prediction;
+
+        async fn forward(&self, input: Example) -> Result<Prediction> {
+            let first = self.p.call(&input).await?;
+            let question = format!("again: {}", input.get_str("question").unwrap_or(""));
+            let second = self
+                .p
+                .call(&Example::new().with("question", question))
+                .await?;
+            let mut out = second;
+            out.insert("first", first.get("answer").cloned().unwrap_or_default());
+            Ok(out)
+        }
+    }
+
+    fn qa() -> DynPredict {
+        DynPredict::new(DynSignature::parse("question -> answer").unwrap())
+    }
+
+    fn trainset(n: usize) -> Vec<Example> {
+        (0..n)
+            .map(|i| {
+                Example::new()
+                    .with("question", format!("Q{i}"))
+                    .with("answer", format!("A{i}"))
+                    .with_inputs(["question"])
+            })
+            .collect()
+    }
+
+    fn block<F: Future>(f: F) -> F::Output {
+        tokio::runtime::Builder::new_current_thread()
+            .build()
+            .unwrap()
+            .block_on(f)
+    }
+
+    #[test]
+    fn repeated_calls_of_a_predictor_keep_the_last_one() {
+        let lm = ScriptedLM::from_fields([json!({"answer": "one"}), json!({"answer": "two"})]);
+        let optimizer = BootstrapFewShot::new()
+            .max_bootstrapped_demos(1)
+            .max_labeled_demos(1)
+            .concurrency(1);
+        let compiled = block(with_settings(
+            Settings::new().lm(lm),
+            optimizer.compile(Twice { p: qa() }, &trainset(1)),
+        ))
+        .unwrap();
+        assert_eq!(
+            serde_json::to_value(&compiled.p.params().demos).unwrap(),
+            json!([{"augmented": true, "question": "again: Q0", "answer": "two"}])
+        );
+    }
+
+    #[test]
+    fn augmented_demos_order_keys_as_dspy() {
+        let entry = TraceEntry {
+            predictor: PredictorId::of(qa().params()),
+            inputs: Example::new()
+                .with("question", "Q")
+                .with("context", "C")
+                .with_inputs(["question", "context"]),
+            outputs: Prediction::from_pairs([
+                ("reasoning", json!("R")),
+                ("dspy_uuid", json!("x")),
+                ("answer", json!("A")),
+            ]),
+        };
+        let demo = augmented_demo(&entry);
+        assert_eq!(
+            demo.iter_all().map(|(k, _)| k).collect::<Vec<_>>(),
+            ["augmented", "question", "context", "reasoning", "answer"]
+        );
+        assert!(demo.input_keys().is_none());
+    }
+
+    #[test]
+    fn no_bootstrapping_no_examples_and_what_the_metric_sees() {
+        // max_bootstrapped_demos = 0: nothing runs, every predictor gets labeled demos only.
+        let lm = ScriptedLM::new(Vec::<String>::new());
+        let compiled = block(with_settings(
+            Settings::new().lm(lm.clone()),
+            BootstrapFewShot::new()
+                .max_bootstrapped_demos(0)
+                .max_labeled_demos(2)
+                .compile(qa(), &trainset(5)),
+        ))
+        .unwrap();
+        assert_eq!(lm.calls(), 0);
+        // Random(0).shuffle of the 5 examples, then Random(0).sample(validation, 2).
+        let mut validation = trainset(5);
+        PyRandom::new(0).shuffle(&mut validation);
+        let expected = PyRandom::new(0).sample(&validation, 2).unwrap();
+        assert_eq!(compiled.params().demos, expected);
+
+        // An empty training set: the student without demos.
+        let mut student = qa();
+        student.params_mut().demos = trainset(2);
+        let compiled = block(BootstrapFewShot::new().compile(student, &[])).unwrap();
+        assert!(compiled.params().demos.is_empty());
+
+        // The metric is called with the run's trace; teacher settings pick the teacher's LM.
+        let teacher_lm = ScriptedLM::from_fields([json!({"answer": "A0"})]);
+        let outer_lm = ScriptedLM::new(Vec::<String>::new());
+        let seen = Arc::new(std::sync::Mutex::new(Vec::new()));
+        let seen_in_metric = seen.clone();
+        let metric = metric_with_trace(
+            "traced",
+            move |_: &Example, _: &Prediction, trace: Option<&[TraceEntry]>| {
+                let trace = trace.unwrap_or_default();
+                seen_in_metric
+                    .lock()
+                    .unwrap()
+                    .push(trace.iter().map(|e| e.outputs.clone()).collect::<Vec<_>>());
+                !trace.is_empty()
+            },
+        );
+        let compiled = block(with_settings(
+            Settings::new().lm(outer_lm.clone()),
+            BootstrapFewShot::new()
+                .metric(metric)
+                .teacher_settings(Settings::new().lm(teacher_lm.clone()))
+                .max_bootstrapped_demos(1)
+                .max_labeled_demos(1)
+                .compile(qa(), &trainset(1)),
+        ))
+        .unwrap();
+        assert_eq!((teacher_lm.calls(), outer_lm.calls()), (1, 0));
+        assert_eq!(
+            *seen.lock().unwrap(),
+            [vec![Prediction::from_pairs([("answer", "A0")])]]
+        );
+        assert_eq!(
+            compiled.params().demos[0].get("augmented"),
+            Some(&json!(true))
+        );
+    }
+
+    #[test]
+    fn metric_errors_count_as_errors() {
+        let lm = ScriptedLM::from_fields([json!({"answer": "x"})]).repeat_last();
+        let failing = metric_fn("failing", |_: &Example, _: &Prediction| -> Result<bool> {
+            Err(Error::step("judging", "no judge"))
+        });
+        let err = block(with_settings(
+            Settings::new().lm(lm.clone()),
+            BootstrapFewShot::new()
+                .metric(failing)
+                .concurrency(3)
+                .compile(qa(), &trainset(20)),
+        ))
+        .unwrap_err();
+        // The default budget: the 10th error (example 9) ends the compile.
+        match BootstrapError::find(&err) {
+            Some(BootstrapError::TooManyErrors {
+                example, errors, ..
+            }) => assert_eq!((*example, *errors), (9, DEFAULT_MAX_ERRORS)),
+            other => panic!("{other:?}: {err}"),
+        }
+        assert!(err.to_string().contains("no judge"), "{err}");
+    }
+
+    #[test]
+    fn success_follows_python_truthiness() {
+        let opt = |t: Option<f64>| BootstrapFewShot {
+            metric_threshold: t,
+            ..BootstrapFewShot::new()
+        };
+        assert!(opt(None).accepts(0.3));
+        assert!(!opt(None).accepts(0.0));
+        assert!(opt(None).accepts(f64::NAN));
+        assert!(opt(Some(0.0)).accepts(0.1));
+        assert!(!opt(Some(0.0)).accepts(-0.0));
+        assert!(!opt(Some(0.5)).accepts(0.4));
+        assert!(opt(Some(0.5)).accepts(0.5));
+        assert!(!opt(Some(f64::NAN)).accepts(1.0));
+    }
+
+    #[test]
+    fn signatures_compare_as_dspys_equals() {
+        let params = |sig: &str| {
+            PredictorParams::new(DynSignature::parse(sig).unwrap().with_instructions("Same."))
+        };
+        assert!(
+            signature_difference(&params("a -> b"), &qa().params().clone())
+                .unwrap()
+                .contains("instructions differ")
+        );
+        // Types are not compared; field order neither.
+        assert_eq!(
+            signature_difference(&params("a: int -> b"), &params("a: str -> b")),
+            None
+        );
+        let mut other = params("a -> b");
+        other.signature = other
+            .signature
+            .with_updated_field("b", |f| f.with_prefix("B!"))
+            .unwrap();
+        assert!(
+            signature_difference(&params("a -> b"), &other)
+                .unwrap()
+                .contains("`b`")
+        );
+        assert!(
+            signature_difference(&params("a -> b"), &params("a -> c"))
+                .unwrap()
+                .contains("no field `b`")
+        );
+        let extra = params("a -> b");
+        let extra = PredictorParams::new(
+            extra
+                .signature
+                .append(FieldSpec::input("c", TypeSpec::Str))
+                .unwrap()
+                .with_instructions("Same."),
+        );
+        assert!(
+            signature_difference(&params("a -> b"), &extra)
+                .unwrap()
+                .contains("student has no field `c`")
+        );
+    }
 }
