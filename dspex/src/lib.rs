@@ -254,6 +254,10 @@ pub use dspex_runtime::adapter;
 /// streaming (`stream`, `StreamItem`).
 pub use dspex_runtime::module;
 
+/// Optimizers (DSPy's teleprompters): `LabeledFewShot`, `BootstrapFewShot`, optimization jobs,
+/// and `PyRandom` (CPython's `random.Random`, so seeded choices match DSPy's).
+pub use dspex_runtime::optimize;
+
 /// Settings: the default LM and adapter, call defaults and the trace of predictor calls, per
 /// process and per task.
 pub use dspex_runtime::settings;

@@ -8,7 +8,7 @@ use dspex::lm::{Choice, FinishReason, LanguageModel, LmError, LmRequest, LmRespo
 use dspex::module::ChainOfThought;
 use dspex::prelude::*;
 use dspex::runtime::evaluate::metric_fn;
-use dspex::runtime::optimize::{COPRO, Optimizer};
+use dspex::runtime::optimize::{COPRO, MIPROv2, Optimizer};
 use futures_util::future::BoxFuture;
 use regex::Regex;
 use serde_json::Value;
@@ -215,6 +215,56 @@ async fn copro_compiles_what_dspy_compiles() {
         (0, 0),
         "prompts DSPy sent that dspex did not, and the reverse"
     );
+    let mut state = compiled.dump_state();
+    state.as_object_mut().unwrap().remove("metadata");
+    assert_eq!(state, fx["compiled_state"]);
+}
+
+#[tokio::test]
+async fn mipro_light_tries_and_compiles_what_dspy_does() {
+    let fx = trace("mipro_light_trace.json");
+    let lm = TraceLM::new(&fx["trainset"]);
+    let dir = tempfile::tempdir().unwrap();
+    let log = dir.path().join("trials.jsonl");
+    // The job runs on its own task, outside any `with_settings`: its LMs are set on it.
+    let mipro = MIPROv2::new(exact())
+        .program_code(fx["program_code"].as_str().unwrap())
+        .concurrency(8)
+        .task_lm(lm.clone())
+        .prompt_lm(lm.clone());
+    let compiled = Arc::new(mipro)
+        .spawn(ChainOfThought::<QA>::new(), trainset(&fx), Some(&log))
+        .unwrap()
+        .wait()
+        .await
+        .unwrap();
+    let (missing, extra) = prompt_difference(&fx["prompt_digests"], &lm.seen_sorted());
+    assert_eq!(
+        (missing, extra),
+        (0, 0),
+        "prompts DSPy sent that dspex did not, and the reverse"
+    );
+    // Every trial: the same choices and scores, in DSPy's numbering.
+    let ours: Vec<Value> = std::fs::read_to_string(&log)
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    let want = fx["trials"].as_array().unwrap();
+    assert_eq!(ours.len(), want.len(), "{ours:#?}");
+    for (got, want) in ours.iter().zip(want) {
+        assert_eq!(got["trial"].as_u64().unwrap() + 1, want["trial"].as_u64().unwrap());
+        let score = want
+            .get("mb_score")
+            .or_else(|| want.get("full_eval_score"))
+            .unwrap();
+        assert_eq!(&got["score"], score, "trial {}", want["trial"]);
+        for key in ["0_predictor_instruction", "0_predictor_demos"] {
+            if let Some(v) = want.get(key) {
+                assert_eq!(&got["candidate"][key], v, "trial {} {key}", want["trial"]);
+            }
+        }
+    }
     let mut state = compiled.dump_state();
     state.as_object_mut().unwrap().remove("metadata");
     assert_eq!(state, fx["compiled_state"]);

@@ -11,7 +11,7 @@ use crate::error::{Error, Result};
 use crate::evaluate::Metric;
 use crate::example::Example;
 use crate::lm::LanguageModel;
-use crate::program::{Module, PredictorParams};
+use crate::program::PredictorParams;
 use crate::settings::{Settings, with_settings};
 use serde_json::json;
 use std::collections::BTreeMap;

@@ -6,16 +6,31 @@
 //! - [`KNN`] — the training examples nearest to an input, by embedding.
 //! - [`Job`] / [`JobContext`] — an optimization run as a job: a handle at once, progress,
 //!   cancellation that returns the best program so far, and a JSONL log of trials.
+//! - [`LabeledFewShot`] — each predictor gets `k` training examples as demos.
+//! - [`BootstrapFewShot`] — demos from the traces of teacher runs the metric accepts, plus
+//!   labeled ones; concurrent runs that still pick exactly DSPy's sequential demos.
+//! - [`MIPROv2`] — demo sets, grounded instruction proposals and a TPE search over them.
+//! - [`PyRandom`] — CPython's `random.Random`, bit for bit, so seeded choices match DSPy's.
 
+mod bootstrap;
 mod copro;
 mod job;
 mod knn;
+mod labeled;
+mod mipro;
 mod propose;
+mod random;
 mod tpe;
 
+pub use bootstrap::{
+    BootstrapError, BootstrapFewShot, DEFAULT_CONCURRENCY, DEFAULT_MAX_ERRORS, Teacher,
+};
 pub use copro::COPRO;
 pub use job::{Job, JobContext, Progress, TrialEvent};
 pub use knn::KNN;
+pub use labeled::LabeledFewShot;
+pub use mipro::{Auto, MIPROv2};
+pub use random::{PyRandom, RandomError};
 
 use crate::error::Result;
 use crate::evaluate::{ExampleProgram, Metric};

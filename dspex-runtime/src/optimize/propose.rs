@@ -2,8 +2,6 @@
 //! the program and of each predictor, and new instructions written by a prompt model — with
 //! DSPy's exact signatures, so the prompt model sees what it sees under DSPy.
 
-// Used by MIPROv2, which lands next.
-#![allow(dead_code)]
 
 use crate::adapter::py::{from_json, py_str};
 use crate::error::Result;

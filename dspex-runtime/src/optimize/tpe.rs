@@ -4,8 +4,6 @@
 //! optuna, draw for draw: its random startup trials come from numpy's legacy `RandomState`, and
 //! its TPE trials from the same Parzen mixtures, candidates and acquisition rule.
 
-// Used by MIPROv2, which lands next.
-#![cfg_attr(not(test), allow(dead_code))]
 
 use std::collections::BTreeMap;
 
