@@ -253,7 +253,10 @@ async fn mipro_light_tries_and_compiles_what_dspy_does() {
     let want = fx["trials"].as_array().unwrap();
     assert_eq!(ours.len(), want.len(), "{ours:#?}");
     for (got, want) in ours.iter().zip(want) {
-        assert_eq!(got["trial"].as_u64().unwrap() + 1, want["trial"].as_u64().unwrap());
+        assert_eq!(
+            got["trial"].as_u64().unwrap() + 1,
+            want["trial"].as_u64().unwrap()
+        );
         let score = want
             .get("mb_score")
             .or_else(|| want.get("full_eval_score"))

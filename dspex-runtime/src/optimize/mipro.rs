@@ -307,7 +307,9 @@ impl MIPROv2 {
         // Hyperparameters.
         let num_predictors = student.named_predictors().len();
         if num_predictors == 0 {
-            return Err(mipro_err("the program has no predictors to optimize".into()));
+            return Err(mipro_err(
+                "the program has no predictors to optimize".into(),
+            ));
         }
         let mut minibatch = self.minibatch;
         let (num_trials, num_instruct, num_fewshot) = match self.auto {
@@ -319,9 +321,17 @@ impl MIPROv2 {
                     .map_err(|e| mipro_err(e.to_string()))?;
                 valset = idx.into_iter().map(|i| valset[i].clone()).collect();
                 minibatch = valset.len() > MIN_MINIBATCH_SIZE;
-                let vars = if zeroshot { num_predictors } else { 2 * num_predictors };
+                let vars = if zeroshot {
+                    num_predictors
+                } else {
+                    2 * num_predictors
+                };
                 let trials = (2.0 * vars as f64 * (n as f64).log2()).max(1.5 * n as f64) as usize;
-                let instruct = if zeroshot { n } else { (n as f64 * 0.5) as usize };
+                let instruct = if zeroshot {
+                    n
+                } else {
+                    (n as f64 * 0.5) as usize
+                };
                 (trials, instruct, n)
             }
             None => {
@@ -347,14 +357,29 @@ impl MIPROv2 {
         };
         let demo_sets = with_settings(
             task_settings.clone(),
-            self.demo_candidates(&program, &trainset, num_fewshot, boot_max, label_max, &mut rng, ctx),
+            self.demo_candidates(
+                &program,
+                &trainset,
+                num_fewshot,
+                boot_max,
+                label_max,
+                &mut rng,
+                ctx,
+            ),
         )
         .await?;
 
         // Step 2: instruction proposals.
         ctx.phase("proposing instructions", None);
         let instructions = self
-            .propose_instructions(&program, &trainset, &demo_sets, num_instruct, &prompt_lm, &mut rng)
+            .propose_instructions(
+                &program,
+                &trainset,
+                &demo_sets,
+                num_instruct,
+                &prompt_lm,
+                &mut rng,
+            )
             .await?;
         let demo_sets = if zeroshot { Vec::new() } else { demo_sets };
 
@@ -402,7 +427,8 @@ impl MIPROv2 {
                 } else {
                     rng.shuffle(&mut copy);
                     rng.randint(1, max_bootstrapped as i64)
-                        .map_err(|e| Error::step("MIPROv2 demo sets", e))? as usize
+                        .map_err(|e| Error::step("MIPROv2 demo sets", e))?
+                        as usize
                 };
                 let mut boot = BootstrapFewShot::new()
                     .metric_arc(self.metric.clone())
@@ -685,7 +711,10 @@ impl<P: Optimizable> Search<'_, P> {
         let m = self.mipro;
         let steps = m.minibatch_full_eval_steps;
         let adjusted = if self.minibatch {
-            self.num_trials + self.num_trials / steps + 1 + usize::from(self.num_trials % steps != 0)
+            self.num_trials
+                + self.num_trials / steps
+                + 1
+                + usize::from(!self.num_trials.is_multiple_of(steps))
         } else {
             self.num_trials
         };
@@ -697,7 +726,10 @@ impl<P: Optimizable> Search<'_, P> {
             trial: 0,
             score: baseline,
             minibatch: false,
-            candidate: json!({"baseline": true}).as_object().cloned().unwrap_or_default(),
+            candidate: json!({"baseline": true})
+                .as_object()
+                .cloned()
+                .unwrap_or_default(),
         });
         let mut best_score = baseline;
         let mut best = self.program.clone();
@@ -722,10 +754,7 @@ impl<P: Optimizable> Search<'_, P> {
                 trial: trial_num - 1,
                 score,
                 minibatch: batch < self.valset.len(),
-                candidate: params
-                    .iter()
-                    .map(|(k, v)| (k.clone(), json!(v)))
-                    .collect(),
+                candidate: params.iter().map(|(k, v)| (k.clone(), json!(v))).collect(),
             });
             if !self.minibatch && score > best_score {
                 best_score = score;
@@ -740,7 +769,7 @@ impl<P: Optimizable> Search<'_, P> {
                     params: params.clone(),
                 }),
             }
-            if self.minibatch && (trial_num % (steps + 1) == 0 || trial_num == adjusted - 1) {
+            if self.minibatch && (trial_num.is_multiple_of(steps + 1) || trial_num == adjusted - 1) {
                 // The untested choice with the best mean minibatch score, scored on everything.
                 let mut means: Vec<(f64, &Seen<P>)> = seen
                     .iter()

@@ -4,7 +4,6 @@
 //! optuna, draw for draw: its random startup trials come from numpy's legacy `RandomState`, and
 //! its TPE trials from the same Parzen mixtures, candidates and acquisition rule.
 
-
 use std::collections::BTreeMap;
 
 /// Completed trials before TPE takes over from random sampling (optuna's `n_startup_trials`).
