@@ -1,9 +1,13 @@
-//! [`KNN`]: the training examples nearest to an input, by embedding (DSPy's `dspy.KNN`).
+//! [`KNN`]: the training examples nearest to an input, by embedding (DSPy's `dspy.KNN`), and
+//! [`KNNFewShot`], which bootstraps demos from them on every call.
 
+use super::{BootstrapFewShot, Optimizable, Optimizer};
 use crate::adapter::py::{from_json, py_str};
 use crate::error::{Error, Result};
 use crate::example::Example;
 use crate::lm::Embedder;
+use crate::program::{Module, Program};
+use serde::Serialize;
 use serde_json::{Map, Value};
 use std::sync::Arc;
 
@@ -159,6 +163,49 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn knn_few_shot_bootstraps_from_the_neighbours_on_every_call() {
+        use crate::lm::ScriptedLM;
+        use crate::module::{CallConfig, DynPredict};
+        use crate::signature::DynSignature;
+        use serde_json::json;
+
+        let lm = ScriptedLM::from_fields([json!({"answer": "ok"})]).repeat_last();
+        let student = DynPredict::new(DynSignature::parse("question -> answer").unwrap())
+            .with_config(CallConfig::new().lm(lm.clone()));
+        let trainset = ["apple pie", "banana bread", "cherry tart", "apple crumble"]
+            .iter()
+            .map(|q| {
+                Example::new()
+                    .with("question", *q)
+                    .with("answer", "ok")
+                    .with_inputs(["question"])
+            })
+            .collect();
+        let knn = KNNFewShot::new(
+            2,
+            trainset,
+            Arc::new(embedder_fn(letters)),
+            BootstrapFewShot::new().max_labeled_demos(0),
+        )
+        .await
+        .unwrap();
+        let program = knn.compile(student);
+        let out = program
+            .forward(Example::new().with("question", "apple"))
+            .await
+            .unwrap();
+        assert_eq!(out.get_str("answer"), Some("ok"));
+        // Two teacher runs on the neighbours, then the answer with both as demos.
+        assert_eq!(lm.calls(), 3);
+        let last = &lm.messages()[2];
+        let prompt: String = last.iter().map(|m| m.content.as_str()).collect();
+        assert!(prompt.contains("apple pie") && prompt.contains("apple crumble"));
+        assert!(!prompt.contains("banana"));
+        // Nothing is kept between calls: the saved state has no demos.
+        assert!(program.named_predictors()[0].1.demos.is_empty());
+    }
+
+    #[tokio::test]
     async fn ties_put_later_examples_first_and_inputs_are_required() {
         let flat = Arc::new(embedder_fn(|_: &str| vec![1.0]));
         let trainset: Vec<Example> = (0..3)
@@ -174,3 +221,67 @@ mod tests {
         assert!(err.to_string().contains("with_inputs"), "{err}");
     }
 }
+
+/// DSPy's `KNNFewShot`: a program that, on every call, bootstraps demos from the `k` training
+/// examples nearest to its input (a fresh [`BootstrapFewShot`] compile of the student on
+/// them) and answers with the compiled copy. Nothing is learned ahead of time, so the saved
+/// state of the result has no demos, as in DSPy; every call pays for the teacher runs.
+#[derive(Debug, Clone)]
+pub struct KNNFewShot {
+    knn: KNN,
+    bootstrap: BootstrapFewShot,
+}
+
+impl KNNFewShot {
+    /// Embeds `trainset` now; `bootstrap` is the BootstrapFewShot each call compiles with.
+    pub async fn new(
+        k: usize,
+        trainset: Vec<Example>,
+        embedder: Arc<dyn Embedder>,
+        bootstrap: BootstrapFewShot,
+    ) -> Result<Self> {
+        Ok(KNNFewShot {
+            knn: KNN::new(k, trainset, embedder).await?,
+            bootstrap,
+        })
+    }
+
+    /// The program that bootstraps per call around `student`.
+    pub fn compile<P: Optimizable>(&self, student: P) -> KNNFewShotProgram<P> {
+        KNNFewShotProgram {
+            knn: self.knn.clone(),
+            bootstrap: self.bootstrap.clone(),
+            student,
+        }
+    }
+}
+
+/// What [`KNNFewShot::compile`] returns: the student, run with demos bootstrapped from the
+/// neighbours of each input.
+#[derive(Debug, Clone)]
+pub struct KNNFewShotProgram<P> {
+    knn: KNN,
+    bootstrap: BootstrapFewShot,
+    student: P,
+}
+
+impl<P> Program for KNNFewShotProgram<P>
+where
+    P: Optimizable + Program,
+    P::Input: Serialize,
+{
+    type Input = P::Input;
+    type Output = P::Output;
+
+    async fn forward(&self, input: P::Input) -> Result<P::Output> {
+        let fields = Example::from_typed(&input)?.into_map();
+        let neighbours = self.knn.neighbours(&fields).await?;
+        let compiled = self
+            .bootstrap
+            .compile(self.student.clone(), &neighbours)
+            .await?;
+        compiled.forward(input).await
+    }
+}
+
+crate::program::delegate_module!(impl[P: Module] KNNFewShotProgram<P> => student);

@@ -769,7 +769,8 @@ impl<P: Optimizable> Search<'_, P> {
                     params: params.clone(),
                 }),
             }
-            if self.minibatch && (trial_num.is_multiple_of(steps + 1) || trial_num == adjusted - 1) {
+            if self.minibatch && (trial_num.is_multiple_of(steps + 1) || trial_num == adjusted - 1)
+            {
                 // The untested choice with the best mean minibatch score, scored on everything.
                 let mut means: Vec<(f64, &Seen<P>)> = seen
                     .iter()

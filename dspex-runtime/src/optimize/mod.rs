@@ -3,7 +3,8 @@
 //! - [`Optimizer`] — `compile(student, trainset)` returns the optimized copy of the student;
 //!   every optimizer keeps DSPy's name and knobs.
 //! - [`COPRO`] — instructions proposed by a prompt model and kept by coordinate ascent.
-//! - [`KNN`] — the training examples nearest to an input, by embedding.
+//! - [`KNN`] / [`KNNFewShot`] — the training examples nearest to an input, by embedding, and
+//!   demos bootstrapped from them on every call.
 //! - [`Job`] / [`JobContext`] — an optimization run as a job: a handle at once, progress,
 //!   cancellation that returns the best program so far, and a JSONL log of trials.
 //! - [`LabeledFewShot`] — each predictor gets `k` training examples as demos.
@@ -27,7 +28,7 @@ pub use bootstrap::{
 };
 pub use copro::COPRO;
 pub use job::{Job, JobContext, Progress, TrialEvent};
-pub use knn::KNN;
+pub use knn::{KNN, KNNFewShot, KNNFewShotProgram};
 pub use labeled::LabeledFewShot;
 pub use mipro::{Auto, MIPROv2};
 pub use random::{PyRandom, RandomError};
