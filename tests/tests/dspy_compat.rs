@@ -1,6 +1,9 @@
 //! Real DSPy 3.4.1 runs unchanged against dspex's mock LM server. The Python side runs in the
 //! project's venv, created (or reused) by `scripts/python-env`; nothing leaves loopback.
 
+mod common;
+
+use dspex::prelude::*;
 use dspex::testing::MockLm;
 use std::path::PathBuf;
 use std::process::Command;
@@ -72,4 +75,37 @@ async fn dspy_predict_gets_parsed_answers_from_the_mock() {
         4,
         "one request per DSPy call"
     );
+}
+
+/// A program saved by dspex loads in DSPy 3.4.1 with the same demos, instructions and field
+/// metadata (the `program_state_rag` fixture, loaded into Rust, saved, loaded into Python).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dspy_loads_what_dspex_saves() {
+    let fx = common::fixture("program_state_rag.json");
+    let mut rag = common::rag::Rag::new();
+    rag.load_state(&fx["state"]).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("rag.json");
+    rag.save(&path).unwrap();
+    let python = venv_python();
+    let out = tokio::task::spawn_blocking(move || {
+        Command::new(python)
+            .arg(repo_root().join("tests/python/dspy_load_state.py"))
+            .arg(&path)
+            .env("LITELLM_LOCAL_MODEL_COST_MAP", "True")
+            .output()
+            .expect("python runs")
+    })
+    .await
+    .unwrap();
+    assert!(
+        out.status.success(),
+        "DSPy could not load dspex's file:\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let loaded: serde_json::Value = serde_json::from_slice(&out.stdout).expect("one JSON object");
+    assert_eq!(loaded["dspy_version"], "3.4.1");
+    let mut want = fx["state"].clone();
+    want.as_object_mut().unwrap().remove("metadata");
+    assert_eq!(loaded["state"], want);
 }
