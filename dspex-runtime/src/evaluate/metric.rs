@@ -284,6 +284,9 @@ mod tests {
             assert_eq!(traced.score(&ex, &right, None).await.unwrap(), 0.0);
             assert_eq!(traced.score(&ex, &right, Some(&[])).await.unwrap(), 1.0);
             assert_eq!(judged.score(&ex, &right, None).await.unwrap(), 1.0);
+            // Pass/fail metrics say so; exports write their scores as booleans.
+            assert!(exact.returns_bool() && failing.returns_bool() && judged.returns_bool());
+            assert!(!half.returns_bool());
             let shared: std::sync::Arc<dyn Metric> = std::sync::Arc::new(exact);
             assert_eq!(shared.name(), "exact");
             assert_eq!(shared.score(&ex, &right, None).await.unwrap(), 1.0);

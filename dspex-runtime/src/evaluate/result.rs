@@ -428,3 +428,230 @@ impl fmt::Display for ResultTable<'_> {
         Ok(())
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::error::Result;
+    use crate::evaluate::{Evaluate, ExampleProgram, metric_fn};
+    use futures_util::future::BoxFuture;
+    use serde_json::json;
+
+    /// The program of `testdata/capture_rows.py`.
+    struct Prog;
+
+    impl ExampleProgram for Prog {
+        fn run_example<'a>(&'a self, example: &'a Example) -> BoxFuture<'a, Result<Prediction>> {
+            Box::pin(async move {
+                let question = example
+                    .inputs()?
+                    .get_str("question")
+                    .unwrap_or("")
+                    .to_string();
+                if question == "boom" {
+                    return Err(Error::step("forward", "kaboom"));
+                }
+                let answer = match question.as_str() {
+                    "q0" => "Paris",
+                    "q1" => "Rome",
+                    "q2" => "x",
+                    "q3" => "Zürich \"quoted\", comma\nnewline",
+                    _ => "?",
+                };
+                Ok(Prediction::from_pairs([
+                    ("answer", json!(answer)),
+                    ("extra", json!([1, 2.5, true, null, "é"])),
+                    ("flag", json!(false)),
+                ]))
+            })
+        }
+    }
+
+    fn devset() -> Vec<Example> {
+        vec![
+            Example::new()
+                .with("question", "q0")
+                .with("answer", "Paris")
+                .with("meta", Value::Null)
+                .with_inputs(["question"]),
+            Example::new()
+                .with("question", "q1")
+                .with("answer", "Berlin")
+                .with("meta", json!([]))
+                .with_inputs(["question"]),
+            Example::new()
+                .with("question", "q3")
+                .with("answer", "Zürich")
+                .with("meta", json!({"k": 1.0, "n": 1e-05, "s": "a\u{2028}b😀"}))
+                .with_inputs(["question"]),
+        ]
+    }
+
+    fn run(evaluate: &Evaluate) -> EvaluationResult {
+        tokio::runtime::Builder::new_current_thread()
+            .build()
+            .unwrap()
+            .block_on(evaluate.call(&Prog))
+            .unwrap()
+    }
+
+    fn bool_metric() -> Evaluate {
+        Evaluate::new(
+            devset(),
+            metric_fn("metric", |e: &Example, p: &Prediction| {
+                e.get("answer") == p.get("answer")
+            }),
+        )
+    }
+
+    fn float_metric() -> Evaluate {
+        Evaluate::new(
+            devset(),
+            metric_fn("fmetric", |e: &Example, p: &Prediction| {
+                if e.get("answer") == p.get("answer") {
+                    0.75
+                } else {
+                    0.1
+                }
+            }),
+        )
+    }
+
+    #[test]
+    fn exports_match_dspy_byte_for_byte() {
+        let result = run(&bool_metric());
+        assert_eq!(result.score, 33.33);
+        assert_eq!(
+            result.to_string(),
+            "EvaluationResult(score=33.33, results=<list of 3 results>)"
+        );
+        assert_eq!(result.to_csv(), include_str!("testdata/rows_metric.csv"));
+        assert_eq!(result.to_json(), include_str!("testdata/rows_metric.json"));
+
+        let result = run(&float_metric());
+        assert_eq!(result.score, 31.67);
+        assert_eq!(result.to_csv(), include_str!("testdata/rows_fmetric.csv"));
+        assert_eq!(result.to_json(), include_str!("testdata/rows_fmetric.json"));
+
+        // A failed example: no prediction fields, the failure score as a float.
+        let mut set = vec![
+            Example::new()
+                .with("question", "boom")
+                .with("answer", "x")
+                .with_inputs(["question"]),
+        ];
+        set.push(devset().remove(0));
+        let evaluate = Evaluate::new(
+            set,
+            metric_fn("metric", |e: &Example, p: &Prediction| {
+                e.get("answer") == p.get("answer")
+            }),
+        )
+        .failure_score(0.25);
+        let result = run(&evaluate);
+        assert_eq!(result.score, 62.5);
+        assert_eq!(
+            result.to_json(),
+            include_str!("testdata/rows_failed.json").trim_end()
+        );
+        // DSPy raises here (row 2 has keys row 1 lacks); dspex extends the header.
+        assert_eq!(
+            result.to_csv(),
+            "question,answer,metric,example_answer,meta,pred_answer,extra,flag\r\n\
+             boom,x,0.25,,,,,\r\n\
+             q0,,True,Paris,,Paris,\"[1, 2.5, True, None, 'é']\",False\r\n"
+        );
+    }
+
+    #[test]
+    fn rows_jsonl_and_collisions() {
+        let result = run(&bool_metric());
+        let rows = result.rows();
+        assert_eq!(rows.len(), 3);
+        assert_eq!(
+            rows[0].keys().collect::<Vec<_>>(),
+            [
+                "question",
+                "example_answer",
+                "meta",
+                "pred_answer",
+                "extra",
+                "flag",
+                "metric"
+            ]
+        );
+        assert_eq!(rows[0]["metric"], json!(true));
+        let jsonl = result.to_jsonl();
+        let lines: Vec<&str> = jsonl.lines().collect();
+        assert_eq!(lines.len(), 3);
+        for (line, row) in lines.iter().zip(&rows) {
+            let parsed: Map<String, Value> = serde_json::from_str(line).unwrap();
+            assert_eq!(&parsed, row);
+        }
+        // A field named like the metric is overwritten in place, as `dict | {name: score}`.
+        let evaluate = Evaluate::new(
+            vec![
+                Example::new()
+                    .with("metric", "mine")
+                    .with("q", 1)
+                    .with_inputs(["q"]),
+            ],
+            metric_fn("metric", |_: &Example, _: &Prediction| 0.5),
+        );
+        struct Empty;
+        impl ExampleProgram for Empty {
+            fn run_example<'a>(&'a self, _: &'a Example) -> BoxFuture<'a, Result<Prediction>> {
+                Box::pin(async { Ok(Prediction::default()) })
+            }
+        }
+        let result = tokio::runtime::Builder::new_current_thread()
+            .build()
+            .unwrap()
+            .block_on(evaluate.call(&Empty))
+            .unwrap();
+        assert_eq!(result.to_json(), r#"[{"metric": 0.5, "q": 1}]"#);
+    }
+
+    #[test]
+    fn the_table_shows_the_first_rows() {
+        let result = run(&float_metric());
+        let table = result.table(2).to_string();
+        let expected = [
+            "   question  example_answer  meta  pred_answer  extra                      flag   fmetric",
+            "0  q0        Paris           None  Paris        [1, 2.5, True, None, 'é']  False  ✔️ [0.750]",
+            "1  q1        Berlin          []    Rome         [1, 2.5, True, None, 'é']  False  ✔️ [0.100]",
+            "... 1 more rows not displayed ...",
+            "",
+        ]
+        .join("\n");
+        assert_eq!(table, expected, "\n{table}");
+        let all = result.table(usize::MAX).to_string();
+        assert!(all.contains("Zürich \"quoted\", comma\\nnewline"), "{all}");
+        assert!(!all.contains("more rows"));
+        let bools = run(&bool_metric()).table(1).to_string();
+        assert!(bools.contains("✔️ [True]"), "{bools}");
+        assert_eq!(
+            truncate_cell("a ".repeat(26)),
+            format!("{}...", ["a"; 25].join(" "))
+        );
+        assert_eq!(truncate_cell("a ".repeat(25)), "a ".repeat(25));
+    }
+
+    #[test]
+    fn saving_writes_files_and_names_the_path_on_failure() {
+        let result = run(&bool_metric());
+        let dir = tempfile::tempdir().unwrap();
+        let csv = dir.path().join("r.csv");
+        result.save_csv(&csv).unwrap();
+        assert_eq!(std::fs::read_to_string(&csv).unwrap(), result.to_csv());
+        let json = dir.path().join("r.json");
+        result.save_json(&json).unwrap();
+        assert_eq!(std::fs::read_to_string(&json).unwrap(), result.to_json());
+        let jsonl = dir.path().join("r.jsonl");
+        result.save_jsonl(&jsonl).unwrap();
+        assert_eq!(std::fs::read_to_string(&jsonl).unwrap(), result.to_jsonl());
+        let bad = dir.path().join("missing").join("r.csv");
+        let err = result.save_csv(&bad).unwrap_err();
+        assert!(err.to_string().contains("missing"), "{err}");
+    }
+}

@@ -218,16 +218,18 @@ impl Evaluate {
         let should_stop =
             || stop.load(Ordering::Relaxed) || self.stop.as_ref().is_some_and(|f| f());
 
-        let mut slots: Vec<Option<(Option<Prediction>, Result<f64, String>)>> =
-            (0..n).map(|_| None).collect();
+        let mut slots: Vec<Option<Outcome>> = (0..n).map(|_| None).collect();
         let mut n_errors = 0usize;
         let (mut progress_sum, mut progress_count) = (0.0f64, 0usize);
         {
             let shared = self.shared.as_deref();
             let should_stop = &should_stop;
-            let mut outcomes = futures_util::stream::iter(devset.iter().enumerate())
+            // Indices, not references, as items: a stream of borrowed items here makes the
+            // future lose `Send` (rustc's higher-ranked lifetime inference).
+            let mut outcomes = futures_util::stream::iter(0..n)
                 .take_while(|_| std::future::ready(!should_stop()))
-                .map(|(index, example)| async move {
+                .map(|index| async move {
+                    let example = &devset[index];
                     // Held until the example is scored.
                     let _permit = match shared {
                         Some(limit) => match limit.acquire().await {
@@ -260,14 +262,14 @@ impl Evaluate {
                     Err(error) => {
                         n_errors += 1;
                         tracing::error!(example = index, "Error for example {index}: {error}");
-                        if self.max_errors.is_some_and(|max| n_errors >= max) {
-                            if !stop.swap(true, Ordering::Relaxed) {
-                                tracing::warn!(
-                                    errors = n_errors,
-                                    "max_errors reached: stopping the evaluation; the examples \
-                                     already running finish"
-                                );
-                            }
+                        if self.max_errors.is_some_and(|max| n_errors >= max)
+                            && !stop.swap(true, Ordering::Relaxed)
+                        {
+                            tracing::warn!(
+                                errors = n_errors,
+                                "max_errors reached: stopping the evaluation; the examples \
+                                 already running finish"
+                            );
                         }
                     }
                 }
@@ -275,7 +277,7 @@ impl Evaluate {
                     bar.set_message(progress_message(progress_sum, progress_count));
                     bar.inc(1);
                 }
-                slots[index] = Some((outcome.prediction, outcome.score));
+                slots[index] = Some(outcome);
             }
         }
         if let Some(bar) = &progress {
@@ -288,7 +290,7 @@ impl Evaluate {
             .zip(slots)
             .enumerate()
             .filter_map(|(index, (example, slot))| {
-                let (prediction, score) = slot?;
+                let Outcome { prediction, score } = slot?;
                 let (score, error) = match score {
                     Ok(s) => (s, None),
                     Err(e) => (failure_score, Some(e)),
@@ -312,15 +314,8 @@ impl Evaluate {
         };
         if evaluated > 0 {
             // DSPy's sum stays an int while every score is a bool (no failure score added).
-            let shown = if metric.returns_bool() && n_errors == 0 {
-                format!("{}", total as u64)
-            } else {
-                py_float(total)
-            };
-            tracing::info!(
-                "Average Metric: {shown} / {evaluated} ({}%)",
-                py_float(py_round(100.0 * total / evaluated as f64, 1))
-            );
+            let as_int = metric.returns_bool() && n_errors == 0;
+            tracing::info!("{}", average_metric_line(total, evaluated, as_int));
         }
         let result = EvaluationResult {
             score,
@@ -351,6 +346,18 @@ impl Evaluate {
         bar.set_message(progress_message(0.0, 0));
         Some(bar)
     }
+}
+
+/// DSPy's log line, `Average Metric: {ncorrect} / {ntotal} ({round(100*ncorrect/ntotal, 1)}%)`,
+/// with `ncorrect` as Python prints the sum (an int when every score was a bool).
+fn average_metric_line(total: f64, n: usize, as_int: bool) -> String {
+    let shown = if as_int {
+        format!("{total:.0}")
+    } else {
+        py_float(total)
+    };
+    let pct = py_round(100.0 * total / n as f64, 1);
+    format!("Average Metric: {shown} / {n} ({}%)", py_float(pct))
 }
 
 /// DSPy's progress description: `Average Metric: {sum:.2f} / {count} ({pct}%)` over the
@@ -409,5 +416,253 @@ fn panic_message(panic: &(dyn std::any::Any + Send)) -> String {
         s.clone()
     } else {
         "(no message)".to_string()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::error::{Error, Result};
+    use crate::evaluate::{async_metric, metric_fn};
+    use futures_util::future::BoxFuture;
+    use std::sync::atomic::AtomicUsize;
+    use std::time::Duration;
+
+    /// Doubles `x`, after a pseudo-random delay; tracks how many calls are in flight.
+    #[derive(Default)]
+    struct Doubler {
+        running: AtomicUsize,
+        peak: AtomicUsize,
+        calls: AtomicUsize,
+    }
+
+    impl ExampleProgram for Doubler {
+        fn run_example<'a>(&'a self, example: &'a Example) -> BoxFuture<'a, Result<Prediction>> {
+            Box::pin(async move {
+                let x = example
+                    .inputs()?
+                    .get("x")
+                    .and_then(|v| v.as_u64())
+                    .unwrap_or(0);
+                self.calls.fetch_add(1, Ordering::SeqCst);
+                let now = self.running.fetch_add(1, Ordering::SeqCst) + 1;
+                self.peak.fetch_max(now, Ordering::SeqCst);
+                // Scrambled latencies, so completions come out of order.
+                tokio::time::sleep(Duration::from_millis((x * 7919) % 37 + 1)).await;
+                self.running.fetch_sub(1, Ordering::SeqCst);
+                match x {
+                    x if x % 10 == 3 => Err(Error::step("doubling", format!("{x} is unlucky"))),
+                    17 => panic!("seventeen panics"),
+                    x => Ok(Prediction::from_pairs([("y", x * 2)])),
+                }
+            })
+        }
+    }
+
+    fn devset(n: u64) -> Vec<Example> {
+        (0..n)
+            .map(|x| {
+                Example::new()
+                    .with("x", x)
+                    .with("y", x * 2)
+                    .with_inputs(["x"])
+            })
+            .collect()
+    }
+
+    fn exact() -> impl Metric {
+        metric_fn("exact", |e: &Example, p: &Prediction| -> Result<bool> {
+            if e.get("x").and_then(|v| v.as_u64()) == Some(5) {
+                return Err(Error::step("exact", "five cannot be judged"));
+            }
+            Ok(e.get("y") == p.get("y"))
+        })
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn failures_are_recorded_in_devset_order_under_the_limit() {
+        let program = Doubler::default();
+        let result = Evaluate::new(devset(40), exact())
+            .num_threads(6)
+            .failure_score(0.25)
+            .call(&program)
+            .await
+            .unwrap();
+        assert_eq!(result.records.len(), 40);
+        assert!(!result.stopped_early);
+        let peak = program.peak.load(Ordering::SeqCst);
+        assert!(peak <= 6, "peak {peak}");
+        assert!(peak >= 2, "examples ran concurrently");
+        for (i, record) in result.records.iter().enumerate() {
+            assert_eq!(record.index, i);
+            assert_eq!(record.example.get("x").unwrap(), i as u64);
+        }
+        // Program errors (3, 13, 23, 33), a panic (17), a metric error (5).
+        let failed: Vec<usize> = result.errors().map(|r| r.index).collect();
+        assert_eq!(failed, [3, 5, 13, 17, 23, 33]);
+        assert_eq!(result.n_errors, 6);
+        let r3 = &result.records[3];
+        assert!(r3.prediction.is_none());
+        assert!(r3.error.as_deref().unwrap().contains("3 is unlucky"));
+        assert_eq!(r3.score, 0.25);
+        let r5 = &result.records[5];
+        assert_eq!(r5.prediction.as_ref().unwrap().get("y").unwrap(), 10);
+        assert!(r5.error.as_deref().unwrap().contains("the metric failed"));
+        let r17 = &result.records[17];
+        assert!(
+            r17.error
+                .as_deref()
+                .unwrap()
+                .contains("the program panicked: seventeen panics"),
+            "{:?}",
+            r17.error
+        );
+        // 34 right, 6 failures at 0.25: 100 * 35.5 / 40.
+        assert_eq!(result.total(), 35.5);
+        assert_eq!(result.score, 88.75);
+        assert_eq!(result.devset_len, 40);
+        assert_eq!(result.metric_name, "exact");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn max_errors_stops_early_and_keeps_every_record() {
+        let always_wrong = async_metric("judge", |_: Example, _: Prediction| async {
+            Err::<f64, _>(Error::step("judge", "no judge today"))
+        });
+        let program = Doubler::default();
+        let result = Evaluate::new(devset(200), always_wrong)
+            .num_threads(4)
+            .max_errors(3)
+            .call(&program)
+            .await
+            .unwrap();
+        assert!(result.stopped_early);
+        assert!(result.n_errors >= 3);
+        // The third failure stops new examples; at most the three others running finish.
+        assert!(
+            (3..=6).contains(&result.records.len()),
+            "{}",
+            result.records.len()
+        );
+        assert_eq!(result.n_errors, result.records.len());
+        assert_eq!(program.calls.load(Ordering::SeqCst), result.records.len());
+        assert!(result.records.windows(2).all(|w| w[0].index < w[1].index));
+        assert_eq!(result.score, 0.0);
+        assert_eq!(result.devset_len, 200);
+
+        // Sequentially, exactly the third failure stops it.
+        let program = Doubler::default();
+        let result = Evaluate::new(devset(200), exact())
+            .num_threads(1)
+            .max_errors(2)
+            .call(&program)
+            .await
+            .unwrap();
+        assert!(result.stopped_early);
+        let indices: Vec<usize> = result.records.iter().map(|r| r.index).collect();
+        assert_eq!(indices, (0..=5).collect::<Vec<_>>());
+        assert_eq!(result.n_errors, 2);
+        // 4 right out of 6 evaluated.
+        assert_eq!(result.score, 66.67);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn evaluations_share_one_limit() {
+        let limit = Arc::new(Semaphore::new(3));
+        let program = Doubler::default();
+        let a = Evaluate::new(devset(30), exact())
+            .num_threads(8)
+            .shared_limit(Arc::clone(&limit));
+        let b = a.clone();
+        let (ra, rb) = tokio::join!(a.call(&program), b.call(&program));
+        let (ra, rb) = (ra.unwrap(), rb.unwrap());
+        assert_eq!(ra.records.len(), 30);
+        assert_eq!(
+            ra,
+            EvaluationResult {
+                elapsed: ra.elapsed,
+                ..rb
+            }
+        );
+        let peak = program.peak.load(Ordering::SeqCst);
+        assert!(peak <= 3, "peak {peak}");
+        assert_eq!(limit.available_permits(), 3);
+
+        // A closed limit stops the evaluation, keeping what ran.
+        limit.close();
+        let result = a.call(&program).await.unwrap();
+        assert!(result.stopped_early);
+        assert!(result.records.is_empty());
+        assert_eq!(result.score, 0.0);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn stop_when_stops_new_examples() {
+        let program = Arc::new(Doubler::default());
+        let seen = Arc::clone(&program);
+        let result = Evaluate::new(devset(50), exact())
+            .num_threads(2)
+            .stop_when(move || seen.calls.load(Ordering::SeqCst) >= 10)
+            .call(&*program)
+            .await
+            .unwrap();
+        assert!(result.stopped_early);
+        assert_eq!(result.records.len(), 10);
+    }
+
+    #[tokio::test]
+    async fn bad_devsets_are_typed_errors() {
+        let program = Doubler::default();
+        let err = Evaluate::new(Vec::new(), exact())
+            .call(&program)
+            .await
+            .unwrap_err();
+        assert!(matches!(err, EvaluateError::EmptyDevset), "{err}");
+        let mut set = devset(3);
+        set[1] = Example::new().with("x", 1);
+        let err = Evaluate::new(set, exact())
+            .call(&program)
+            .await
+            .unwrap_err();
+        assert!(matches!(err, EvaluateError::NoInputs { index: 1 }), "{err}");
+        assert!(err.to_string().contains("with_inputs"));
+        let err: Error = err.into();
+        assert!(err.to_string().starts_with("evaluate: devset example 1"));
+    }
+
+    #[test]
+    fn the_call_future_is_send() {
+        fn assert_send<T: Send>(_: &T) {}
+        let evaluate = Evaluate::new(devset(1), exact());
+        let program = Doubler::default();
+        let fut = evaluate.call(&program);
+        assert_send(&fut);
+        let dynamic: &dyn ExampleProgram = &program;
+        assert_send(&evaluate.call(dynamic));
+    }
+
+    #[test]
+    fn log_lines_match_dspy() {
+        // DSPy 3.4.1's lines for the runs of testdata/capture_rows.py and ev.py.
+        assert_eq!(
+            average_metric_line(1.0, 3, true),
+            "Average Metric: 1 / 3 (33.3%)"
+        );
+        assert_eq!(
+            average_metric_line(0.75 + 0.1 + 0.1, 3, false),
+            "Average Metric: 0.95 / 3 (31.7%)"
+        );
+        assert_eq!(
+            average_metric_line(0.25 + 1.0, 2, false),
+            "Average Metric: 1.25 / 2 (62.5%)"
+        );
+        assert_eq!(
+            average_metric_line(1.0, 4, false),
+            "Average Metric: 1.0 / 4 (25.0%)"
+        );
+        assert_eq!(
+            progress_message(2.0 / 3.0, 2),
+            "Average Metric: 0.67 / 2 (33.3%)"
+        );
     }
 }
