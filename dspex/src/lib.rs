@@ -254,6 +254,12 @@ pub use dspex_runtime::adapter;
 /// streaming (`stream`, `StreamItem`).
 pub use dspex_runtime::module;
 
+/// Evaluation: [`evaluate::Evaluate`] (DSPy's `dspy.Evaluate`) with its results and exports,
+/// the [`evaluate::Metric`] trait and closure metrics, DSPy's built-in metrics
+/// (`answer_exact_match`, `answer_passage_match`, EM / F1) and the LM judges `SemanticF1` and
+/// `CompleteAndGrounded`.
+pub use dspex_runtime::evaluate;
+
 /// Settings: the default LM and adapter, call defaults and the trace of predictor calls, per
 /// process and per task.
 pub use dspex_runtime::settings;
@@ -264,6 +270,7 @@ pub use dspex_runtime::testing;
 
 /// The usual imports: `use dspex::prelude::*;`.
 pub mod prelude {
+    pub use crate::evaluate::{Evaluate, Metric, answer_exact_match, metric_fn};
     pub use crate::module::{
         BestOfN, CallConfig, ChainOfThought, MultiChainComparison, Predict, ReAct, Refine,
         StreamItem, StreamOptions, Tool, majority,
