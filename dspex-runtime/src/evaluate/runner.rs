@@ -13,6 +13,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Instant;
 use tokio::sync::Semaphore;
+use tracing::Instrument;
 
 /// How many examples run at once unless [`Evaluate::num_threads`] says otherwise.
 pub const DEFAULT_NUM_THREADS: usize = 16;
@@ -135,9 +136,10 @@ impl Evaluate {
         self
     }
 
-    /// Stop at the `n`-th failure (DSPy's `max_errors`): no new example starts, the running ones
-    /// finish, and the result is marked [`stopped_early`](EvaluationResult::stopped_early).
-    /// Without it (the default) every example runs whatever fails.
+    /// Stop at the `n`-th failure (DSPy's `max_errors`; 0 acts as 1): no new example starts, the
+    /// running ones finish, and the result is marked
+    /// [`stopped_early`](EvaluationResult::stopped_early). Without it (the default) every
+    /// example runs whatever fails.
     #[must_use]
     pub fn max_errors(mut self, n: usize) -> Self {
         self.max_errors = Some(n);
@@ -210,6 +212,19 @@ impl Evaluate {
         if let Some(index) = devset.iter().position(|e| e.input_keys().is_none()) {
             return Err(EvaluateError::NoInputs { index });
         }
+        let span = tracing::info_span!(
+            "evaluate",
+            examples = devset.len(),
+            metric = self.metric.name()
+        );
+        Ok(self.run(program, devset).instrument(span).await)
+    }
+
+    async fn run<P: ExampleProgram + ?Sized>(
+        &self,
+        program: &P,
+        devset: &[Example],
+    ) -> EvaluationResult {
         let started = Instant::now();
         let n = devset.len();
         let metric: &dyn Metric = &*self.metric;
@@ -244,7 +259,10 @@ impl Evaluate {
                     if should_stop() {
                         return (index, None);
                     }
-                    (index, Some(run_one(program, metric, example).await))
+                    let outcome = run_one(program, metric, example)
+                        .instrument(tracing::debug_span!("example", index))
+                        .await;
+                    (index, Some(outcome))
                 })
                 .buffer_unordered(self.num_threads);
 
@@ -330,7 +348,7 @@ impl Evaluate {
         if let Some(rows) = self.display_table {
             print!("{}", result.table(rows));
         }
-        Ok(result)
+        result
     }
 
     fn progress_bar(&self, n: usize) -> Option<ProgressBar> {

@@ -279,8 +279,7 @@ impl Module for SemanticF1 {
 /// `response` covers the example's `response` (`AnswerCompleteness`), another how well the
 /// prediction's `context` grounds it (`AnswerGroundedness`); the score is their F1 (precision =
 /// groundedness, recall = completeness, each clamped to [0, 1]). With a trace it is pass/fail:
-/// F1 ≥ `threshold` (default 0.66). Predictors `completeness_module.predict` and
-/// `groundedness_module.predict`, called in that order.
+/// F1 ≥ `threshold` (default 0.66). The completeness judge is called first.
 #[derive(Debug, Clone)]
 pub struct CompleteAndGrounded {
     threshold: f64,
@@ -411,38 +410,6 @@ impl Metric for CompleteAndGrounded {
     }
 }
 
-impl Module for CompleteAndGrounded {
-    fn visit_predictors<'a>(
-        &'a self,
-        path: &str,
-        visit: &mut dyn FnMut(String, &'a PredictorParams),
-    ) {
-        visit(
-            join_path(path, "completeness_module.predict"),
-            self.completeness_module.params(),
-        );
-        visit(
-            join_path(path, "groundedness_module.predict"),
-            self.groundedness_module.params(),
-        );
-    }
-
-    fn visit_predictors_mut<'a>(
-        &'a mut self,
-        path: &str,
-        visit: &mut dyn FnMut(String, &'a mut PredictorParams),
-    ) {
-        visit(
-            join_path(path, "completeness_module.predict"),
-            self.completeness_module.params_mut(),
-        );
-        visit(
-            join_path(path, "groundedness_module.predict"),
-            self.groundedness_module.params_mut(),
-        );
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -557,15 +524,6 @@ mod tests {
             cap["complete_and_grounded"]["score"].as_f64().unwrap()
         );
         assert_messages(&lm, &cap["complete_and_grounded"]["messages"]);
-        let names: Vec<String> = metric
-            .named_predictors()
-            .into_iter()
-            .map(|(n, _)| n)
-            .collect();
-        assert_eq!(
-            names,
-            ["completeness_module.predict", "groundedness_module.predict"]
-        );
     }
 
     #[test]
