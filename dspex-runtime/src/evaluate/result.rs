@@ -114,9 +114,9 @@ fn set<'a>(row: &mut Row<'a>, key: String, value: Cell<'a>) {
 }
 
 impl EvaluationResult {
-    /// The sum of the scores (DSPy's `ncorrect`).
+    /// The sum of the scores in dev-set order (DSPy's `ncorrect`).
     pub fn total(&self) -> f64 {
-        self.records.iter().map(|r| r.score).sum()
+        self.records.iter().fold(0.0, |acc, r| acc + r.score)
     }
 
     /// The records of the examples that failed.
