@@ -254,8 +254,15 @@ pub use dspex_runtime::adapter;
 /// streaming (`stream`, `StreamItem`).
 pub use dspex_runtime::module;
 
-/// Optimizers (DSPy's teleprompters): `LabeledFewShot`, `BootstrapFewShot`, optimization jobs,
-/// and `PyRandom` (CPython's `random.Random`, so seeded choices match DSPy's).
+/// Evaluation: [`evaluate::Evaluate`] (DSPy's `dspy.Evaluate`) with its results and exports,
+/// the [`evaluate::Metric`] trait and closure metrics, DSPy's built-in metrics
+/// (`answer_exact_match`, `answer_passage_match`, EM / F1) and the LM judges `SemanticF1` and
+/// `CompleteAndGrounded`.
+pub use dspex_runtime::evaluate;
+
+/// Optimizers (DSPy's teleprompters): `LabeledFewShot`, `BootstrapFewShot`,
+/// `BootstrapFewShotWithRandomSearch`, `KNNFewShot`, `COPRO`, `MIPROv2`, optimization jobs, and
+/// `PyRandom` (CPython's `random.Random`, so seeded choices match DSPy's).
 pub use dspex_runtime::optimize;
 
 /// Settings: the default LM and adapter, call defaults and the trace of predictor calls, per
@@ -268,6 +275,7 @@ pub use dspex_runtime::testing;
 
 /// The usual imports: `use dspex::prelude::*;`.
 pub mod prelude {
+    pub use crate::evaluate::{Evaluate, Metric, answer_exact_match, metric_fn};
     pub use crate::module::{
         BestOfN, CallConfig, ChainOfThought, MultiChainComparison, Predict, ReAct, Refine,
         StreamItem, StreamOptions, Tool, majority,

@@ -30,6 +30,13 @@ pub trait Metric: Send + Sync {
     fn name(&self) -> &str {
         "metric"
     }
+
+    /// Whether the metric is pass/fail (DSPy's metrics returning `bool`): its scores are 1 or 0,
+    /// result exports write them as `true`/`True` and the "Average Metric" log line sums them as
+    /// integers, as DSPy does. Closures returning `bool` say so; the default is `false`.
+    fn returns_bool(&self) -> bool {
+        false
+    }
 }
 
 impl<M: Metric + ?Sized> Metric for std::sync::Arc<M> {
@@ -45,15 +52,24 @@ impl<M: Metric + ?Sized> Metric for std::sync::Arc<M> {
     fn name(&self) -> &str {
         (**self).name()
     }
+
+    fn returns_bool(&self) -> bool {
+        (**self).returns_bool()
+    }
 }
 
 /// What a metric closure may return: a pass/fail, a score, or either in a `Result`.
 pub trait IntoScore {
+    /// Whether this is a pass/fail (`bool`) score; see [`Metric::returns_bool`].
+    const BOOLEAN: bool = false;
+
     /// The score as a number (`true` is 1, `false` 0).
     fn into_score(self) -> Result<f64>;
 }
 
 impl IntoScore for bool {
+    const BOOLEAN: bool = true;
+
     fn into_score(self) -> Result<f64> {
         Ok(if self { 1.0 } else { 0.0 })
     }
@@ -72,6 +88,8 @@ impl IntoScore for f32 {
 }
 
 impl<T: IntoScore> IntoScore for Result<T> {
+    const BOOLEAN: bool = T::BOOLEAN;
+
     fn into_score(self) -> Result<f64> {
         self?.into_score()
     }
@@ -131,6 +149,10 @@ where
     fn name(&self) -> &str {
         &self.name
     }
+
+    fn returns_bool(&self) -> bool {
+        S::BOOLEAN
+    }
 }
 
 /// A named metric that also sees the trace of predictor calls when an optimizer passes one.
@@ -170,6 +192,10 @@ where
 
     fn name(&self) -> &str {
         &self.name
+    }
+
+    fn returns_bool(&self) -> bool {
+        S::BOOLEAN
     }
 }
 
@@ -213,6 +239,10 @@ where
     fn name(&self) -> &str {
         &self.name
     }
+
+    fn returns_bool(&self) -> bool {
+        S::BOOLEAN
+    }
 }
 
 #[cfg(test)]
@@ -254,6 +284,9 @@ mod tests {
             assert_eq!(traced.score(&ex, &right, None).await.unwrap(), 0.0);
             assert_eq!(traced.score(&ex, &right, Some(&[])).await.unwrap(), 1.0);
             assert_eq!(judged.score(&ex, &right, None).await.unwrap(), 1.0);
+            // Pass/fail metrics say so; exports write their scores as booleans.
+            assert!(exact.returns_bool() && failing.returns_bool() && judged.returns_bool());
+            assert!(!half.returns_bool());
             let shared: std::sync::Arc<dyn Metric> = std::sync::Arc::new(exact);
             assert_eq!(shared.name(), "exact");
             assert_eq!(shared.score(&ex, &right, None).await.unwrap(), 1.0);

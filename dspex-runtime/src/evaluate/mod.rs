@@ -1,17 +1,41 @@
 //! Evaluation: run a program over a dev set and score it.
 //!
+//! - [`Evaluate`] — DSPy's `dspy.Evaluate`: a program over a dev set under a concurrency limit,
+//!   each prediction scored by a metric; failures recorded with a failure score, `max_errors`
+//!   stopping early without losing what was computed. Returns an [`EvaluationResult`]: the
+//!   average score (a percentage, rounded as Python rounds) and an [`EvalRecord`] per example,
+//!   with DSPy's result table and CSV / JSON exports (plus JSONL).
 //! - [`Metric`] — how well a prediction answers an example (`metric_fn`, `metric_with_trace`,
 //!   `async_metric`, or an implementation).
+//! - Built-in metrics, DSPy's: [`answer_exact_match`] ([`AnswerExactMatch`], with `frac`),
+//!   [`answer_passage_match`] ([`AnswerPassageMatch`]), token F1 ([`AnswerF1`]), the functions
+//!   under them ([`em`], [`f1`], [`hotpot_f1`], [`em_score`], [`f1_score`],
+//!   [`hotpot_f1_score`], [`precision_score`], [`passage_match`]) over
+//!   [`normalize_text`](crate::module::normalize_text); and the LM judges [`SemanticF1`] and
+//!   [`CompleteAndGrounded`], which are programs.
 //! - [`ExampleProgram`] — any typed [`Program`] run on a DSPy-style [`Example`]: the example's
 //!   inputs become the program's input struct, its output becomes a [`Prediction`], so metrics,
 //!   evaluation and optimizers work on typed and dynamic programs alike.
 
+mod builtin;
 mod metric;
+mod pyfmt;
+mod result;
+mod runner;
+mod semantic;
 
+pub use builtin::{
+    AnswerExactMatch, AnswerF1, AnswerPassageMatch, MetricError, answer_exact_match,
+    answer_passage_match, em, em_score, f1, f1_score, hotpot_f1, hotpot_f1_score, passage_match,
+    precision_score,
+};
 pub use metric::{
     AsyncMetricFn, IntoScore, Metric, MetricFn, TraceMetricFn, async_metric, metric_fn,
     metric_with_trace,
 };
+pub use result::{EvalRecord, EvaluateError, EvaluationResult, ResultTable};
+pub use runner::{DEFAULT_NUM_THREADS, Evaluate};
+pub use semantic::{CompleteAndGrounded, SemanticF1};
 
 use crate::error::Result;
 use crate::example::{Example, Prediction};
