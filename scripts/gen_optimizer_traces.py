@@ -1,6 +1,7 @@
 #!/usr/bin/env python3
-"""Writes tests/data/{mipro_light_trace,copro_trace}.json: DSPy 3.4.1's MIPROv2 (auto="light",
-seed 9) and COPRO (breadth 3, depth 2) compiling a ChainOfThought QA program against a
+"""Writes tests/data/{mipro_light_trace,copro_trace,random_search_trace}.json: DSPy 3.4.1's MIPROv2
+(auto="light", seed 9), COPRO (breadth 3, depth 2) and BootstrapFewShotWithRandomSearch (3
+candidate programs) compiling a ChainOfThought QA program against a
 deterministic scripted LM, for dspex's optimizer parity tests.
 
 The LM answers every prompt with a function of the prompt alone (a SHA-256 of its messages, and
@@ -165,6 +166,30 @@ def copro(path):
     write(path, out)
 
 
+def random_search(path):
+    SEEN.clear()
+    lm = ScriptLM()
+    dspy.configure(lm=lm)
+    program = dspy.ChainOfThought("question -> answer")
+    trainset = TRAIN[:20]
+    opt = dspy.BootstrapFewShotWithRandomSearch(
+        metric=metric, max_bootstrapped_demos=3, max_labeled_demos=4, num_candidate_programs=3, num_threads=1
+    )
+    compiled = opt.compile(program, trainset=trainset)
+    out = {
+        "dspy_version": dspy.__version__,
+        "program": {"module": "ChainOfThought", "signature": "question -> answer"},
+        "optimizer": {"name": "BootstrapFewShotWithRandomSearch", "max_bootstrapped_demos": 3,
+                      "max_labeled_demos": 4, "num_candidate_programs": 3, "metric": "exact answer match"},
+        "trainset": [ex.toDict() for ex in trainset],
+        "prompt_digests": sorted(SEEN),
+        "candidates": sorted(({"seed": c["seed"], "score": c["score"]} for c in compiled.candidate_programs),
+                             key=lambda c: c["seed"]),
+        "compiled_state": compiled.dump_state(json_mode=True),
+    }
+    write(path, out)
+
+
 def write(path, out):
     with open(path, "w") as f:
         json.dump(out, f, indent=1)
@@ -176,6 +201,7 @@ def main():
     folder = sys.argv[1]
     mipro(os.path.join(folder, "mipro_light_trace.json"))
     copro(os.path.join(folder, "copro_trace.json"))
+    random_search(os.path.join(folder, "random_search_trace.json"))
 
 
 if __name__ == "__main__":

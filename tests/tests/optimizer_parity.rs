@@ -8,7 +8,7 @@ use dspex::lm::{Choice, FinishReason, LanguageModel, LmError, LmRequest, LmRespo
 use dspex::module::ChainOfThought;
 use dspex::prelude::*;
 use dspex::runtime::evaluate::metric_fn;
-use dspex::runtime::optimize::{COPRO, MIPROv2, Optimizer};
+use dspex::runtime::optimize::{BootstrapFewShotWithRandomSearch, COPRO, MIPROv2, Optimizer};
 use futures_util::future::BoxFuture;
 use regex::Regex;
 use serde_json::Value;
@@ -270,5 +270,49 @@ async fn mipro_light_tries_and_compiles_what_dspy_does() {
     }
     let mut state = compiled.dump_state();
     state.as_object_mut().unwrap().remove("metadata");
+    assert_eq!(state, fx["compiled_state"]);
+}
+
+#[tokio::test]
+async fn random_search_scores_and_picks_what_dspy_does() {
+    let fx = trace("random_search_trace.json");
+    let lm = TraceLM::new(&fx["trainset"]);
+    let search = BootstrapFewShotWithRandomSearch::new(exact())
+        .max_bootstrapped_demos(3)
+        .max_labeled_demos(4)
+        .num_candidate_programs(3)
+        .candidates_at_once(3)
+        .num_threads(8);
+    let dir = tempfile::tempdir().unwrap();
+    let log = dir.path().join("trials.jsonl");
+    let job =
+        dspex::settings::with_settings(dspex::settings::Settings::new().lm(lm.clone()), async {
+            // A job's task does not see `with_settings`; give the student its LM directly.
+            Arc::new(search).spawn(
+                ChainOfThought::<QA>::new()
+                    .with_config(dspex::module::CallConfig::new().lm(lm.clone())),
+                trainset(&fx),
+                Some(&log),
+            )
+        })
+        .await
+        .unwrap();
+    let compiled = job.wait().await.unwrap();
+    let (missing, extra) = prompt_difference(&fx["prompt_digests"], &lm.seen_sorted());
+    assert_eq!(
+        (missing, extra),
+        (0, 0),
+        "prompts DSPy sent that dspex did not, and the reverse"
+    );
+    let scores: Vec<Value> = std::fs::read_to_string(&log)
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str::<Value>(l).unwrap())
+        .map(|t| serde_json::json!({"seed": t["candidate"]["seed"], "score": t["score"]}))
+        .collect();
+    assert_eq!(Value::Array(scores), fx["candidates"]);
+    let mut state = compiled.dump_state();
+    state.as_object_mut().unwrap().remove("metadata");
+    // The student's own LM config is not part of its saved state.
     assert_eq!(state, fx["compiled_state"]);
 }

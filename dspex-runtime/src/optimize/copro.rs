@@ -285,7 +285,7 @@ impl Optimizer for COPRO {
                     let prefix = prefix.trim_matches('"').trim().to_string();
                     set_candidate(&mut clone, p_i, &instruction, &prefix)?;
                     let score =
-                        score_program(&clone, trainset, &*self.metric, self.concurrency).await?;
+                        score_program(&clone, trainset, &self.metric, self.concurrency).await?;
                     ctx.trial(TrialEvent {
                         trial,
                         score,

@@ -698,13 +698,13 @@ impl<P: Optimizable> Search<'_, P> {
     async fn score(&self, program: &P, batch: usize, rng: &mut PyRandom) -> Result<f64> {
         let m = self.mipro;
         if batch >= self.valset.len() {
-            return score_program(program, &self.valset, &*m.metric, m.concurrency).await;
+            return score_program(program, &self.valset, &m.metric, m.concurrency).await;
         }
         let idx = rng
             .sample_indices(self.valset.len(), batch)
             .map_err(|e| Error::step("MIPROv2 minibatch", e))?;
         let devset: Vec<Example> = idx.into_iter().map(|i| self.valset[i].clone()).collect();
-        score_program(program, &devset, &*m.metric, m.concurrency).await
+        score_program(program, &devset, &m.metric, m.concurrency).await
     }
 
     async fn run(self, rng: &mut PyRandom, ctx: &JobContext) -> Result<P> {

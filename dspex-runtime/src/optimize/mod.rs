@@ -2,6 +2,7 @@
 //!
 //! - [`Optimizer`] — `compile(student, trainset)` returns the optimized copy of the student;
 //!   every optimizer keeps DSPy's name and knobs.
+//! - [`BootstrapFewShotWithRandomSearch`] — many bootstrapped candidates, scored on a valset.
 //! - [`COPRO`] — instructions proposed by a prompt model and kept by coordinate ascent.
 //! - [`KNN`] / [`KNNFewShot`] — the training examples nearest to an input, by embedding, and
 //!   demos bootstrapped from them on every call.
@@ -21,6 +22,7 @@ mod labeled;
 mod mipro;
 mod propose;
 mod random;
+mod random_search;
 mod tpe;
 
 pub use bootstrap::{
@@ -32,9 +34,10 @@ pub use knn::{KNN, KNNFewShot, KNNFewShotProgram};
 pub use labeled::LabeledFewShot;
 pub use mipro::{Auto, MIPROv2};
 pub use random::{PyRandom, RandomError};
+pub use random_search::BootstrapFewShotWithRandomSearch;
 
 use crate::error::Result;
-use crate::evaluate::{ExampleProgram, Metric};
+use crate::evaluate::{Evaluate, ExampleProgram, Metric};
 use crate::example::Example;
 use crate::program::Module;
 use std::future::Future;
@@ -88,38 +91,16 @@ pub trait Optimizer: Send + Sync {
 }
 
 /// The score DSPy's `Evaluate` gives `program` on `devset`: the metric's mean as a percentage,
-/// rounded to 2 decimals; a failing example scores 0.
+/// rounded as Python rounds to 2 decimals; a failing example scores 0.
 pub(crate) async fn score_program<P: ExampleProgram + ?Sized>(
     program: &P,
     devset: &[Example],
-    metric: &dyn Metric,
+    metric: &Arc<dyn Metric>,
     concurrency: usize,
 ) -> Result<f64> {
-    use futures_util::StreamExt;
-    if devset.is_empty() {
-        return Ok(0.0);
-    }
-    // The futures are made (lazily, they do nothing until polled) before the stream, so no
-    // closure lives in the returned future: it stays `Send` for any caller.
-    let work: Vec<futures_util::future::BoxFuture<'_, f64>> = devset
-        .iter()
-        .map(|example| -> futures_util::future::BoxFuture<'_, f64> {
-            Box::pin(async move {
-                match program.run_example(example).await {
-                    Ok(prediction) => metric
-                        .score(example, &prediction, None)
-                        .await
-                        .unwrap_or(0.0),
-                    Err(_) => 0.0,
-                }
-            })
-        })
-        .collect();
-    let scores: Vec<f64> = futures_util::stream::iter(work)
-        .buffered(concurrency.max(1))
-        .collect()
-        .await;
-    let total: f64 = scores.iter().sum();
-    let pct = 100.0 * total / devset.len() as f64;
-    Ok(format!("{pct:.2}").parse().unwrap_or(pct))
+    let result = Evaluate::new(devset.to_vec(), metric.clone())
+        .num_threads(concurrency)
+        .call(program)
+        .await?;
+    Ok(result.score)
 }
