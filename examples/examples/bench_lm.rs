@@ -6,11 +6,9 @@
 //! warm caches do not leak between them.
 
 use dspex::lm::{CacheConfig, LM, LmRequest, RetryPolicy};
-use dspex_examples::{dspy_side, peak_rss_mb, run_json, venv_python};
+use dspex_examples::{dspex_binary, dspy_side, peak_rss_mb, run_json, start_mock, venv_python};
 use serde_json::{Value, json};
-use std::io::{BufRead, BufReader};
-use std::path::Path;
-use std::process::{Child, Command, Stdio};
+use std::process::Command;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
@@ -29,36 +27,9 @@ fn main() {
     orchestrate(args.iter().any(|a| a == "--quick"));
 }
 
-/// Starts `dspex mock-lm` and returns it with its base URL (no `/v1`).
-fn start_mock(dspex: &Path, extra: &[&str]) -> (Child, String) {
-    let mut child = Command::new(dspex)
-        .args(["mock-lm", "--port", "0"])
-        .args(extra)
-        .stdout(Stdio::piped())
-        .stderr(Stdio::inherit())
-        .spawn()
-        .unwrap_or_else(|e| panic!("cannot start {}: {e}", dspex.display()));
-    let mut line = String::new();
-    BufReader::new(child.stdout.take().expect("piped stdout"))
-        .read_line(&mut line)
-        .expect("the mock server prints its address");
-    let url = line
-        .trim()
-        .strip_prefix("listening on ")
-        .unwrap_or_else(|| panic!("unexpected first line from mock-lm: {line:?}"))
-        .to_string();
-    (child, url)
-}
-
 fn orchestrate(quick: bool) {
     let exe = std::env::current_exe().expect("the bench's own path");
-    // target/<profile>/examples/bench_lm → target/<profile>/dspex
-    let dspex = exe
-        .parent()
-        .and_then(Path::parent)
-        .map(|d| d.join("dspex"))
-        .filter(|p| p.exists())
-        .expect("build the dspex binary first: cargo build --release -p dspex");
+    let dspex = dspex_binary();
     let python = venv_python();
     let dspy_side = dspy_side();
 

@@ -5,8 +5,9 @@
 use dspex::lm::{CacheConfig, LM, LmError};
 use dspex::testing::{MockLm, MockLmServer, Rule};
 use serde_json::Value;
-use std::path::PathBuf;
-use std::process::Command;
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
 
 /// The LM named by `DSPEX_LM` (at `DSPEX_API_BASE` when that is set), or else dspex's mock LM
 /// server started in-process with `rules` and an LM client for it with an in-memory cache. The
@@ -86,4 +87,36 @@ pub fn peak_rss_mb() -> f64 {
             })
         })
         .map_or(0.0, |kb| kb / 1024.0)
+}
+
+/// The `dspex` binary next to the running benchmark (`target/<profile>/dspex`); `scripts/bench`
+/// builds it.
+pub fn dspex_binary() -> PathBuf {
+    std::env::current_exe()
+        .ok()
+        .and_then(|exe| exe.parent().and_then(Path::parent).map(|d| d.join("dspex")))
+        .filter(|p| p.exists())
+        .expect("build the dspex binary first: cargo build --release -p dspex")
+}
+
+/// Starts `dspex mock-lm --port 0` with `extra` arguments and returns it with its base URL
+/// (no `/v1`). Kill the child when done.
+pub fn start_mock(dspex: &Path, extra: &[&str]) -> (Child, String) {
+    let mut child = Command::new(dspex)
+        .args(["mock-lm", "--port", "0"])
+        .args(extra)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .unwrap_or_else(|e| panic!("cannot start {}: {e}", dspex.display()));
+    let mut line = String::new();
+    BufReader::new(child.stdout.take().expect("piped stdout"))
+        .read_line(&mut line)
+        .expect("the mock server prints its address");
+    let url = line
+        .trim()
+        .strip_prefix("listening on ")
+        .unwrap_or_else(|| panic!("unexpected first line from mock-lm: {line:?}"))
+        .to_string();
+    (child, url)
 }

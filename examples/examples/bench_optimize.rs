@@ -1,0 +1,228 @@
+//! Evaluate and BootstrapFewShot against DSPy 3.4.1 (`../shared/bench/dspy_side.py evaluate` and
+//! `bootstrap`), on the same mock LM servers (0 ms and 50 ms latency), in one run: wall time and
+//! peak RSS at equal concurrency (16) and at each side's best setting. Prints Markdown tables.
+//!
+//! Run it with `scripts/bench optimize [--quick]`. Every measurement runs in a fresh worker
+//! process (this binary with `worker …`) so peak RSS is its own.
+
+use dspex::lm::{LM, RetryPolicy};
+use dspex::module::{ChainOfThought, Predict};
+use dspex::prelude::*;
+use dspex::runtime::evaluate::{Evaluate, answer_exact_match, metric_fn};
+use dspex::runtime::optimize::{BootstrapFewShot, Optimizer};
+use dspex::settings::{Settings, with_settings};
+use dspex_examples::{dspex_binary, dspy_side, peak_rss_mb, run_json, start_mock, venv_python};
+use serde_json::{Value, json};
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+#[signature("question -> answer")]
+struct QA;
+
+fn main() {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    if args.first().map(String::as_str) == Some("worker") {
+        let result = tokio::runtime::Builder::new_multi_thread()
+            .enable_all()
+            .build()
+            .expect("a tokio runtime")
+            .block_on(worker(&args[1..]));
+        println!("{result}");
+        return;
+    }
+    orchestrate(args.iter().any(|a| a == "--quick"));
+}
+
+/// The dev/train set of `dspy_side.py` (`qa_set`).
+fn qa_set(n: usize) -> Vec<Example> {
+    (0..n)
+        .map(|i| {
+            Example::new()
+                .with("question", format!("What is item {i}?"))
+                .with("answer", format!("answer-{}", i % 9973))
+                .with_inputs(["question"])
+        })
+        .collect()
+}
+
+fn client(url: &str) -> LM {
+    LM::builder("openai/mock")
+        .api_base(format!("{url}/v1"))
+        .api_key("x")
+        .cache(false)
+        .retry(RetryPolicy::none())
+        .timeout(Duration::from_secs(60))
+        .build()
+        .expect("the LM builds")
+}
+
+async fn worker(args: &[String]) -> Value {
+    let what = args.first().map(String::as_str);
+    let url = &args[1];
+    let n: usize = args[2].parse().expect("a size");
+    let concurrency: usize = args[3].parse().expect("a concurrency");
+    let settings = Settings::new().lm(client(url));
+    match what {
+        Some("evaluate") => {
+            let evaluate = Evaluate::new(qa_set(n), answer_exact_match()).num_threads(concurrency);
+            let program = Predict::<QA>::new();
+            let start = Instant::now();
+            let result = with_settings(settings, evaluate.call(&program))
+                .await
+                .expect("the evaluation runs");
+            json!({
+                "examples": n, "concurrency": concurrency,
+                "wall_s": start.elapsed().as_secs_f64(), "score": result.score,
+                "errors": result.n_errors, "peak_rss_mb": peak_rss_mb(),
+            })
+        }
+        Some("bootstrap") => {
+            // DSPy's metric: true on items 0, 25, 50, 75.
+            let every_25th = metric_fn("every_25th", |ex: &Example, _: &Prediction| {
+                ex.get_str("question")
+                    .and_then(|q| q.split_whitespace().last())
+                    .and_then(|w| w.trim_end_matches('?').parse::<usize>().ok())
+                    .is_some_and(|i| i % 25 == 0)
+            });
+            let optimizer = BootstrapFewShot::new()
+                .metric(every_25th)
+                .max_bootstrapped_demos(4)
+                .max_labeled_demos(16)
+                .concurrency(concurrency);
+            let start = Instant::now();
+            let compiled = with_settings(
+                settings,
+                optimizer.compile(ChainOfThought::<QA>::new(), &qa_set(n)),
+            )
+            .await
+            .expect("the compile runs");
+            json!({
+                "trainset": n, "concurrency": concurrency,
+                "wall_s": start.elapsed().as_secs_f64(),
+                "demos": compiled.params().demos.len(), "peak_rss_mb": peak_rss_mb(),
+            })
+        }
+        other => panic!("unknown worker {other:?}"),
+    }
+}
+
+fn rust(what: &str, url: &str, n: usize, c: usize) -> Value {
+    let exe = std::env::current_exe().expect("the bench's own path");
+    run_json(Command::new(exe).args(["worker", what, url, &n.to_string(), &c.to_string()]))
+}
+
+fn dspy(what: &str, url: &str, extra: &[&str]) -> Value {
+    run_json(
+        Command::new(venv_python())
+            .arg(dspy_side())
+            .args([what, "--url", url])
+            .args(extra)
+            .env("LITELLM_LOCAL_MODEL_COST_MAP", "True"),
+    )
+}
+
+fn f(v: &Value, key: &str) -> f64 {
+    v[key].as_f64().unwrap_or(f64::NAN)
+}
+
+fn orchestrate(quick: bool) {
+    let dspex = dspex_binary();
+    let (mut fast, fast_url) = start_mock(&dspex, &["--threads", "1"]);
+    let (mut slow, slow_url) = start_mock(&dspex, &["--threads", "1", "--latency-ms", "50"]);
+    let n_eval = if quick { 200 } else { 1000 };
+    let n_boot = 100;
+
+    println!(
+        "### Evaluate: {n_eval} examples, Predict(\"question -> answer\"), answer_exact_match\n"
+    );
+    println!("| latency | side | concurrency | wall | vs DSPy | floor | × floor | peak RSS |");
+    println!("|---|---|---:|---:|---:|---:|---:|---:|");
+    for (latency, url) in [(0u64, &fast_url), (50, &slow_url)] {
+        let d16 = dspy(
+            "evaluate",
+            url,
+            &["--examples", &n_eval.to_string(), "--threads", "16"],
+        );
+        let d64 = dspy(
+            "evaluate",
+            url,
+            &["--examples", &n_eval.to_string(), "--threads", "64"],
+        );
+        let r16 = rust("evaluate", url, n_eval, 16);
+        let best_c = if latency == 0 { 64 } else { n_eval };
+        let rbest = rust("evaluate", url, n_eval, best_c);
+        let dspy_best = if f(&d64, "wall_s") < f(&d16, "wall_s") {
+            &d64
+        } else {
+            &d16
+        };
+        for (side, c, v) in [
+            ("DSPy 3.4.1", 16, &d16),
+            ("DSPy 3.4.1", 64, &d64),
+            ("dspex", 16, &r16),
+            ("dspex", best_c, &rbest),
+        ] {
+            let floor = (n_eval as f64 / c as f64).ceil() * latency as f64 / 1000.0;
+            let vs = if side == "dspex" {
+                let base = if c == 16 { &d16 } else { dspy_best };
+                format!("{:.1}× faster", f(base, "wall_s") / f(v, "wall_s"))
+            } else {
+                "—".into()
+            };
+            let (floor_s, x) = if latency == 0 {
+                ("—".to_string(), "—".to_string())
+            } else {
+                (
+                    format!("{floor:.2} s"),
+                    format!("{:.2}×", f(v, "wall_s") / floor),
+                )
+            };
+            println!(
+                "| {latency} ms | {side} | {c} | {:.3} s | {vs} | {floor_s} | {x} | {:.0} MB |",
+                f(v, "wall_s"),
+                f(v, "peak_rss_mb")
+            );
+        }
+    }
+
+    println!(
+        "\n### BootstrapFewShot: {n_boot} examples, ChainOfThought, metric true on items 0/25/50/75\n"
+    );
+    println!(
+        "| latency | side | concurrency | wall | vs DSPy | floor | × floor | peak RSS | demos |"
+    );
+    println!("|---|---|---:|---:|---:|---:|---:|---:|---:|");
+    for (latency, url) in [(0u64, &fast_url), (50, &slow_url)] {
+        let d = dspy("bootstrap", url, &["--trainset", &n_boot.to_string()]);
+        let r16 = rust("bootstrap", url, n_boot, 16);
+        let r64 = rust("bootstrap", url, n_boot, 64);
+        for (side, c, v) in [
+            ("DSPy 3.4.1", 1, &d),
+            ("dspex", 16, &r16),
+            ("dspex", 64, &r64),
+        ] {
+            let floor = (n_boot as f64 / c as f64).ceil() * latency as f64 / 1000.0;
+            let vs = if side == "dspex" {
+                format!("{:.1}× faster", f(&d, "wall_s") / f(v, "wall_s"))
+            } else {
+                "—".into()
+            };
+            let (floor_s, x) = if latency == 0 {
+                ("—".to_string(), "—".to_string())
+            } else {
+                (
+                    format!("{floor:.2} s"),
+                    format!("{:.2}×", f(v, "wall_s") / floor),
+                )
+            };
+            println!(
+                "| {latency} ms | {side} | {c} | {:.3} s | {vs} | {floor_s} | {x} | {:.0} MB | {} |",
+                f(v, "wall_s"),
+                f(v, "peak_rss_mb"),
+                v["demos"]
+            );
+        }
+    }
+    let _ = fast.kill();
+    let _ = slow.kill();
+}
