@@ -349,7 +349,7 @@ impl MIPROv2 {
         let program = student.clone();
 
         // Step 1: demo candidate sets.
-        ctx.phase("bootstrapping demo sets", Some(num_fewshot));
+        ctx.phase("bootstrapping demo sets", None);
         let (boot_max, label_max) = if zeroshot {
             (BOOTSTRAPPED_IN_CONTEXT, 0)
         } else {
@@ -718,7 +718,15 @@ impl<P: Optimizable> Search<'_, P> {
         } else {
             self.num_trials
         };
-        ctx.phase("searching", Some(adjusted));
+        // The baseline and every full evaluation are trials too.
+        ctx.phase(
+            "searching",
+            Some(if self.minibatch {
+                adjusted
+            } else {
+                adjusted + 1
+            }),
+        );
         let space = self.space();
         let default: BTreeMap<String, usize> = space.iter().map(|(k, _)| (k.clone(), 0)).collect();
         let baseline = self.score(&self.program, self.valset.len(), rng).await?;

@@ -45,6 +45,8 @@ pub(crate) struct Prompt<'a> {
     pub(crate) system: Option<&'a str>,
     /// The last user message (all text parts concatenated).
     pub(crate) user: &'a str,
+    /// Every message as `role:` and content lines, when a rule needs it.
+    pub(crate) conversation: Option<&'a str>,
 }
 
 /// How a DSPy prompt wants its outputs laid out.
@@ -849,6 +851,7 @@ mod tests {
             let prompt = Prompt {
                 system: Some(&system),
                 user: &user,
+                conversation: None,
             };
             let outputs = expected_outputs(&fx);
             let text = answer(prompt, Format::Text, true, 0);
@@ -894,6 +897,7 @@ mod tests {
         let prompt = Prompt {
             system: Some(&system),
             user: &user,
+            conversation: None,
         };
         let text = answer(prompt, Format::JsonObject, true, 0);
         let object: Map<String, Value> = serde_json::from_str(&text).expect("JSON");
@@ -967,6 +971,7 @@ mod tests {
             Prompt {
                 system: Some(&system),
                 user: &user,
+                conversation: None,
             },
             Format::Text,
             true,
@@ -983,6 +988,7 @@ mod tests {
             Prompt {
                 system: Some(&system),
                 user: &user,
+                conversation: None,
             },
             Format::Text,
             true,
@@ -997,6 +1003,7 @@ mod tests {
         let prompt = Prompt {
             system: None,
             user: "request 1",
+            conversation: None,
         };
         let a = answer(prompt, Format::Text, true, 0);
         assert!(a.starts_with("mock completion "), "{a}");
@@ -1008,7 +1015,8 @@ mod tests {
             answer(
                 Prompt {
                     system: None,
-                    user: "request 2"
+                    user: "request 2",
+                    conversation: None,
                 },
                 Format::Text,
                 true,
@@ -1027,6 +1035,7 @@ mod tests {
         let prompt = Prompt {
             system: Some(&system),
             user: &user,
+            conversation: None,
         };
         assert!(answer(prompt, Format::Text, false, 0).starts_with("mock completion "));
     }
@@ -1051,6 +1060,7 @@ mod tests {
             Prompt {
                 system: None,
                 user: "x",
+                conversation: None,
             },
             Format::JsonSchema(Some(&schema)),
             true,
@@ -1078,6 +1088,7 @@ mod tests {
             Prompt {
                 system: None,
                 user: "x",
+                conversation: None,
             },
             Format::JsonSchema(Some(&schema)),
             true,

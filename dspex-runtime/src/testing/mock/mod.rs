@@ -191,14 +191,17 @@ enum Matcher {
     Exact(String),
     Contains(String),
     Regex(Pattern),
+    /// A pattern over the whole conversation, not just the last user message.
+    Conversation(Pattern),
 }
 
 impl Matcher {
-    fn matches(&self, text: &str) -> bool {
+    fn matches(&self, user: &str, conversation: Option<&str>) -> bool {
         match self {
-            Matcher::Exact(t) => text == t,
-            Matcher::Contains(t) => text.contains(t.as_str()),
-            Matcher::Regex(p) => p.is_match(text),
+            Matcher::Exact(t) => user == t,
+            Matcher::Contains(t) => user.contains(t.as_str()),
+            Matcher::Regex(p) => p.is_match(user),
+            Matcher::Conversation(p) => p.is_match(conversation.unwrap_or(user)),
         }
     }
 }
@@ -238,8 +241,23 @@ impl Rule {
         })
     }
 
+    /// Matches when `pattern` matches anywhere in the whole conversation: every message's
+    /// content, in order, each after a `role:` line (`system:\n…\nuser:\n…\nassistant:\n…`).
+    /// Rules like this see the instructions and the few-shot demos, so a scripted LM can answer
+    /// better when a prompt holds demos. A bad pattern is an error.
+    pub fn conversation_regex(
+        pattern: &str,
+        completion: impl Into<Completion>,
+    ) -> Result<Self, MockError> {
+        Ok(Rule {
+            matcher: Matcher::Conversation(Pattern::new(pattern)?),
+            completion: completion.into(),
+        })
+    }
+
     /// Parses a rules file: one JSON object per line, `{"match": "regex", "completion": "text"}`
-    /// (also `"exact"` or `"contains"` instead of `"match"`, and a list of texts as a sequence
+    /// (also `"exact"`, `"contains"` or `"conversation"` — a regex over the whole conversation,
+    /// see [`Rule::conversation_regex`] — instead of `"match"`, and a list of texts as a sequence
     /// completion). Blank lines and lines starting with `#` or `//` are skipped.
     pub fn parse_json_lines(text: &str) -> Result<Vec<Rule>, MockError> {
         let mut rules = Vec::new();
@@ -268,13 +286,16 @@ impl Rule {
             let text_of = |key: &str| value.get(key).and_then(serde_json::Value::as_str);
             let rule = if let Some(pattern) = text_of("match") {
                 Rule::regex(pattern, completion).map_err(|e| bad(e.to_string()))?
+            } else if let Some(pattern) = text_of("conversation") {
+                Rule::conversation_regex(pattern, completion).map_err(|e| bad(e.to_string()))?
             } else if let Some(exact) = text_of("exact") {
                 Rule::exact(exact, completion)
             } else if let Some(part) = text_of("contains") {
                 Rule::contains(part, completion)
             } else {
                 return Err(bad(
-                    "needs a string \"match\" (or \"exact\" / \"contains\")".to_owned(),
+                    "needs a string \"match\" (or \"exact\" / \"contains\" / \"conversation\")"
+                        .to_owned(),
                 ));
             };
             rules.push(rule);
@@ -455,11 +476,18 @@ impl Shared {
         Arc::clone(&self.faults.read().unwrap_or_else(PoisonError::into_inner))
     }
 
-    fn rule_for(&self, text: &str) -> Option<String> {
+    fn rule_for(&self, user: &str, conversation: Option<&str>) -> Option<String> {
         self.rules
             .iter()
-            .find(|r| r.matcher.matches(text))
+            .find(|r| r.matcher.matches(user, conversation))
             .map(CompiledRule::take)
+    }
+
+    /// Whether any rule reads the whole conversation (only then is it put together).
+    fn wants_conversation(&self) -> bool {
+        self.rules
+            .iter()
+            .any(|r| matches!(r.matcher, Matcher::Conversation(_)))
     }
 
     /// Sleeps `d`; `false` when the server is shutting down (the sleep is cut short).

@@ -135,9 +135,18 @@ async fn chat(shared: Arc<Shared>, route: Route, req: Request) -> Response {
 
     let prompt_tokens: u64 = request.messages.iter().map(|m| words(&m.text())).sum();
     let empty = fault == Some(Fault::EmptyChoices);
+    let conversation = shared.wants_conversation().then(|| {
+        request
+            .messages
+            .iter()
+            .map(|m| format!("{}:\n{}", m.role, m.text()))
+            .collect::<Vec<_>>()
+            .join("\n")
+    });
     let prompt = Prompt {
         system: system.as_deref(),
         user: &user,
+        conversation: conversation.as_deref(),
     };
     let max_words = request.max_completion_tokens.or(request.max_tokens);
     let distinct = request.temperature.is_some_and(|t| t > 0.0);
@@ -207,7 +216,7 @@ fn generate(
         Some(cut) => (cut.to_owned(), "length"),
         None => (text, "stop"),
     };
-    if let Some(text) = shared.rule_for(prompt.user) {
+    if let Some(text) = shared.rule_for(prompt.user, prompt.conversation) {
         let one = finish(text);
         return vec![one; n as usize];
     }
@@ -326,6 +335,7 @@ async fn completions(shared: Arc<Shared>, route: Route, req: Request) -> Respons
             let prompt = Prompt {
                 system: Some(p),
                 user: p,
+                conversation: None,
             };
             choices.extend(generate(
                 &shared,

@@ -383,6 +383,37 @@ async fn rules_answer_verbatim_in_order_and_in_sequence() {
     assert!(Rule::regex("(", "x").is_err());
 }
 
+#[tokio::test]
+async fn conversation_rules_see_every_message() {
+    let server = MockLm::builder()
+        .rule(
+            Rule::conversation_regex(r"(?s)\nassistant:\n.*\nuser:\nquestion\z", "with demos")
+                .expect("regex"),
+        )
+        .rule(Rule::conversation_regex(r"(?s)\Asystem:\nBe terse\.", "terse").expect("regex"))
+        .start()
+        .await
+        .expect("start");
+    let with_demo = json!({"model": "openai/mock", "messages": [
+        {"role": "user", "content": "demo question"},
+        {"role": "assistant", "content": "demo answer"},
+        {"role": "user", "content": "question"},
+    ]});
+    let (_, resp) = chat(&server, &with_demo).await;
+    assert_eq!(content(&resp, 0), "with demos");
+    let (_, resp) = chat(&server, &hello("question")).await;
+    assert!(content(&resp, 0).starts_with("mock completion"));
+    let instructed = json!({"model": "openai/mock", "messages": [
+        {"role": "system", "content": "Be terse."},
+        {"role": "user", "content": "question"},
+    ]});
+    let (_, resp) = chat(&server, &instructed).await;
+    assert_eq!(content(&resp, 0), "terse");
+    let rules = Rule::parse_json_lines(r#"{"conversation": "assistant:", "completion": "x"}"#)
+        .expect("a conversation rule parses");
+    assert_eq!(rules.len(), 1);
+}
+
 #[test]
 fn rules_files_parse_and_report_bad_lines() {
     let rules = Rule::parse_json_lines(
