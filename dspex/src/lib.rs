@@ -218,11 +218,12 @@
 //! `JSONAdapter` byte for byte; the OpenAI-compatible LM client with cache, retries, breaker,
 //! limits, usage and history, and the mock LM server; `Predict`, `ChainOfThought`, `ReAct` with
 //! tools, `BestOfN`, `Refine`, `MultiChainComparison`, `Parallel`, `majority`; output-field
-//! streaming; `save`/`load` in DSPy's JSON state format; the `dspex` command (`signature`,
-//! `prompt`, `parse`, `mock-lm`).
+//! streaming; `save`/`load` in DSPy's JSON state format; [`evaluate::Evaluate`] with DSPy's
+//! metrics; the optimizers in [`optimize`] (`LabeledFewShot`, `BootstrapFewShot`,
+//! `BootstrapFewShotWithRandomSearch`, `KNNFewShot`, `COPRO`, `MIPROv2`), checked against DSPy
+//! 3.4.1, run as jobs; the `dspex` command (`signature`, `prompt`, `parse`, `mock-lm`).
 //!
-//! Not yet: evaluation and optimizers, retrieval, and the Python bridge. They arrive in that
-//! order.
+//! Not yet: retrieval and the Python bridge.
 
 pub use dspex_macros::{LiteralEnum, Module, sig, signature, tool};
 pub use dspex_runtime::program::{
