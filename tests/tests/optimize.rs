@@ -674,3 +674,57 @@ async fn a_cancelled_job_returns_the_program_bootstrapped_so_far() {
     assert_eq!(lines[1]["candidate"]["bootstrapped"], true);
     assert_eq!(lines[1]["phase"], "bootstrapping");
 }
+
+/// KNNFewShot over the LM layer's embeddings endpoint (the mock server's deterministic unit
+/// vectors): an input that is a training example finds itself first, and the per-call bootstrap
+/// runs on the neighbours.
+#[tokio::test]
+async fn knn_few_shot_over_the_lm_layers_embeddings() {
+    use dspex::lm::{Embedder, LM};
+    use dspex::runtime::optimize::{KNN, KNNFewShot};
+    use dspex::testing::MockLm;
+
+    let server = MockLm::builder().start().await.unwrap();
+    let lm = LM::builder("openai/mock")
+        .api_base(server.api_base())
+        .api_key("x")
+        .cache(false)
+        .build()
+        .unwrap();
+    let embedder: std::sync::Arc<dyn Embedder> = std::sync::Arc::new(lm.clone());
+    let trainset: Vec<Example> = (0..6)
+        .map(|i| {
+            Example::new()
+                .with("question", format!("What is item {i}?"))
+                .with("answer", format!("answer-{i}"))
+                .with_inputs(["question"])
+        })
+        .collect();
+    let knn = KNN::new(3, trainset.clone(), embedder.clone())
+        .await
+        .unwrap();
+    let query: serde_json::Map<String, serde_json::Value> =
+        serde_json::from_value(serde_json::json!({"question": "What is item 4?"})).unwrap();
+    let near = knn.neighbours(&query).await.unwrap();
+    assert_eq!(near.len(), 3);
+    assert_eq!(near[0].get_str("question"), Some("What is item 4?"));
+    assert_eq!(
+        server.stats().requests_to("/v1/embeddings"),
+        2,
+        "one batch, one query"
+    );
+
+    let program = KNNFewShot::new(2, trainset, embedder, BootstrapFewShot::new())
+        .await
+        .unwrap()
+        .compile(Predict::<QA>::new().with_config(dspex::module::CallConfig::new().lm(lm)));
+    let out = program
+        .forward(QAInput {
+            question: "What is item 2?".into(),
+        })
+        .await
+        .unwrap();
+    assert!(!out.answer.is_empty());
+    // Two teacher runs on the neighbours (no metric: both pass), then the answer.
+    assert_eq!(server.stats().requests_to("/v1/chat/completions"), 3);
+}
