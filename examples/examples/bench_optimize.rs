@@ -148,20 +148,25 @@ fn orchestrate(quick: bool) {
             url,
             &["--examples", &n_eval.to_string(), "--threads", "64"],
         );
-        let r16 = rust("evaluate", url, n_eval, 16);
-        let best_c = if latency == 0 { 64 } else { n_eval };
-        let rbest = rust("evaluate", url, n_eval, best_c);
         let dspy_best = if f(&d64, "wall_s") < f(&d16, "wall_s") {
             &d64
         } else {
             &d16
         };
-        for (side, c, v) in [
-            ("DSPy 3.4.1", 16, &d16),
-            ("DSPy 3.4.1", 64, &d64),
-            ("dspex", 16, &r16),
-            ("dspex", best_c, &rbest),
-        ] {
+        let mut rows = vec![
+            ("DSPy 3.4.1", 16, d16.clone()),
+            ("DSPy 3.4.1", 64, d64.clone()),
+        ];
+        let settings: &[usize] = if latency == 0 {
+            &[16, 64]
+        } else {
+            &[16, 100, n_eval]
+        };
+        for &c in settings {
+            rows.push(("dspex", c, rust("evaluate", url, n_eval, c)));
+        }
+        for (side, c, v) in &rows {
+            let (side, c, v) = (*side, *c, v);
             let floor = (n_eval as f64 / c as f64).ceil() * latency as f64 / 1000.0;
             let vs = if side == "dspex" {
                 let base = if c == 16 { &d16 } else { dspy_best };
