@@ -239,19 +239,30 @@ pub(crate) fn write_json_str(out: &mut String, s: &str) {
 /// Appends Python's `json.dumps(value, ensure_ascii=False)`: `", "` and `": "` separators,
 /// floats in Python's `repr`.
 pub(crate) fn write_py_json(out: &mut String, value: &Value) {
+    write_py_json_with(out, value, write_json_str);
+}
+
+/// Appends Python's `json.dumps(value)` with its defaults (`ensure_ascii=True`): as
+/// [`write_py_json`], with every character outside printable ASCII escaped (`\u00e9`,
+/// surrogate pairs beyond the BMP).
+pub(crate) fn write_py_json_ascii(out: &mut String, value: &Value) {
+    write_py_json_with(out, value, write_json_str_ascii);
+}
+
+fn write_py_json_with(out: &mut String, value: &Value, string: fn(&mut String, &str)) {
     match value {
         Value::Null => out.push_str("null"),
         Value::Bool(true) => out.push_str("true"),
         Value::Bool(false) => out.push_str("false"),
         Value::Number(n) => write_py_number(out, n),
-        Value::String(s) => write_json_str(out, s),
+        Value::String(s) => string(out, s),
         Value::Array(items) => {
             out.push('[');
             for (i, item) in items.iter().enumerate() {
                 if i > 0 {
                     out.push_str(", ");
                 }
-                write_py_json(out, item);
+                write_py_json_with(out, item, string);
             }
             out.push(']');
         }
@@ -261,13 +272,38 @@ pub(crate) fn write_py_json(out: &mut String, value: &Value) {
                 if i > 0 {
                     out.push_str(", ");
                 }
-                write_json_str(out, k);
+                string(out, k);
                 out.push_str(": ");
-                write_py_json(out, v);
+                write_py_json_with(out, v, string);
             }
             out.push('}');
         }
     }
+}
+
+/// A JSON string literal as Python's `json.dumps` writes it with `ensure_ascii=True`.
+pub(crate) fn write_json_str_ascii(out: &mut String, s: &str) {
+    out.reserve(s.len() + 2);
+    out.push('"');
+    for c in s.chars() {
+        match c {
+            '"' => out.push_str("\\\""),
+            '\\' => out.push_str("\\\\"),
+            '\n' => out.push_str("\\n"),
+            '\r' => out.push_str("\\r"),
+            '\t' => out.push_str("\\t"),
+            '\x08' => out.push_str("\\b"),
+            '\x0c' => out.push_str("\\f"),
+            ' '..='~' => out.push(c),
+            _ => {
+                let mut units = [0u16; 2];
+                for unit in c.encode_utf16(&mut units) {
+                    let _ = write!(out, "\\u{unit:04x}");
+                }
+            }
+        }
+    }
+    out.push('"');
 }
 
 /// Appends Python's `json.dumps(value, indent=2, ensure_ascii=False)` of a nested value at

@@ -3,7 +3,6 @@
 
 use crate::adapter::py::{Py, from_json, write_repr};
 use serde_json::Value;
-use std::fmt::Write as _;
 
 /// Python's `round(x, ndigits)` for a float: the exact binary value rounded to `ndigits`
 /// decimals, ties to even (`round(0.125, 2) == 0.12`, `round(12.135, 2) == 12.13`).
@@ -39,57 +38,14 @@ pub(crate) fn py_fixed3(x: f64) -> String {
 /// Python's `str()` of a JSON value: a string as it is, `None`, `True`, numbers, and the
 /// `repr()` of lists and dicts (`['a', 1.0]`, `{'k': None}`).
 pub(crate) fn py_str(value: &Value) -> String {
-    match value {
-        Value::String(s) => s.clone(),
-        other => {
-            let mut out = String::new();
-            write_repr(&mut out, &from_json(other));
-            out
-        }
-    }
+    crate::adapter::py::py_str(&from_json(value))
 }
 
 /// Appends Python's `json.dumps(value)` with its defaults: `", "` and `": "` separators,
 /// every character outside printable ASCII escaped (`\u00e9`, surrogate pairs beyond the BMP),
 /// floats in Python's `repr`.
 pub(crate) fn write_json(out: &mut String, value: &Value) {
-    match value {
-        Value::Null => out.push_str("null"),
-        Value::Bool(true) => out.push_str("true"),
-        Value::Bool(false) => out.push_str("false"),
-        Value::Number(n) => {
-            if let Some(i) = n.as_i64() {
-                let _ = write!(out, "{i}");
-            } else if let Some(u) = n.as_u64() {
-                let _ = write!(out, "{u}");
-            } else {
-                write_json_float(out, n.as_f64().unwrap_or(f64::NAN));
-            }
-        }
-        Value::String(s) => write_json_str(out, s),
-        Value::Array(items) => {
-            out.push('[');
-            for (i, item) in items.iter().enumerate() {
-                if i > 0 {
-                    out.push_str(", ");
-                }
-                write_json(out, item);
-            }
-            out.push(']');
-        }
-        Value::Object(map) => {
-            out.push('{');
-            for (i, (k, v)) in map.iter().enumerate() {
-                if i > 0 {
-                    out.push_str(", ");
-                }
-                write_json_str(out, k);
-                out.push_str(": ");
-                write_json(out, v);
-            }
-            out.push('}');
-        }
-    }
+    crate::adapter::text::write_py_json_ascii(out, value);
 }
 
 /// A float as `json.dumps` writes it: its `repr`, or `NaN` / `Infinity` / `-Infinity`.
@@ -101,31 +57,6 @@ pub(crate) fn write_json_float(out: &mut String, x: f64) {
     } else {
         out.push_str(&py_float(x));
     }
-}
-
-/// A JSON string literal with `ensure_ascii=True`.
-pub(crate) fn write_json_str(out: &mut String, s: &str) {
-    out.reserve(s.len() + 2);
-    out.push('"');
-    for c in s.chars() {
-        match c {
-            '"' => out.push_str("\\\""),
-            '\\' => out.push_str("\\\\"),
-            '\n' => out.push_str("\\n"),
-            '\r' => out.push_str("\\r"),
-            '\t' => out.push_str("\\t"),
-            '\x08' => out.push_str("\\b"),
-            '\x0c' => out.push_str("\\f"),
-            ' '..='~' => out.push(c),
-            _ => {
-                let mut units = [0u16; 2];
-                for unit in c.encode_utf16(&mut units) {
-                    let _ = write!(out, "\\u{unit:04x}");
-                }
-            }
-        }
-    }
-    out.push('"');
 }
 
 #[cfg(test)]

@@ -1,6 +1,7 @@
 //! [`EvaluationResult`] and its records, rows, table and exports (CSV, JSON, JSONL).
 
-use super::pyfmt::{py_fixed3, py_float, py_str, write_json, write_json_float, write_json_str};
+use super::pyfmt::{py_fixed3, py_float, py_str, write_json, write_json_float};
+use crate::adapter::text::write_json_str_ascii;
 use crate::error::Error;
 use crate::example::{Example, Prediction};
 use serde_json::{Map, Value};
@@ -310,7 +311,7 @@ fn write_row(out: &mut String, row: &Row<'_>) {
         if i > 0 {
             out.push_str(", ");
         }
-        write_json_str(out, k);
+        write_json_str_ascii(out, k);
         out.push_str(": ");
         match cell {
             Cell::Field(v) => write_json(out, v),
