@@ -31,32 +31,47 @@ fn venv_python() -> PathBuf {
     repo_root().join(path)
 }
 
+/// Runs `tests/python/<script> <arg>` with the venv's Python (DSPy's cache in `cache` when
+/// given; no network) off the async runtime, and reads the JSON object it prints.
+async fn run_script(
+    script: &str,
+    arg: &str,
+    cache: Option<&std::path::Path>,
+    failure: &str,
+) -> serde_json::Value {
+    let python = venv_python();
+    let mut cmd = Command::new(python);
+    cmd.arg(repo_root().join("tests/python").join(script))
+        .arg(arg)
+        .env("LITELLM_LOCAL_MODEL_COST_MAP", "True");
+    if let Some(dir) = cache {
+        cmd.env("DSPY_CACHEDIR", dir);
+    }
+    let out = tokio::task::spawn_blocking(move || cmd.output().expect("python runs"))
+        .await
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{failure}:\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::from_slice(&out.stdout).expect("one JSON object")
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn dspy_predict_gets_parsed_answers_from_the_mock() {
     let server = MockLm::builder()
         .start()
         .await
         .expect("the mock server starts");
-    let python = venv_python();
     let cache = tempfile::tempdir().unwrap();
-    let api_base = server.api_base();
-    let out = tokio::task::spawn_blocking(move || {
-        Command::new(python)
-            .arg(repo_root().join("tests/python/dspy_against_mock.py"))
-            .arg(api_base)
-            .env("LITELLM_LOCAL_MODEL_COST_MAP", "True")
-            .env("DSPY_CACHEDIR", cache.path())
-            .output()
-            .expect("python runs")
-    })
-    .await
-    .unwrap();
-    assert!(
-        out.status.success(),
-        "DSPy failed against the mock:\n{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let result: serde_json::Value = serde_json::from_slice(&out.stdout).expect("one JSON object");
+    let result = run_script(
+        "dspy_against_mock.py",
+        &server.api_base(),
+        Some(cache.path()),
+        "DSPy failed against the mock",
+    )
+    .await;
     assert_eq!(result["dspy_version"], "3.4.1");
     for key in [
         "predict_answer",
@@ -87,23 +102,13 @@ async fn dspy_loads_what_dspex_saves() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("rag.json");
     rag.save(&path).unwrap();
-    let python = venv_python();
-    let out = tokio::task::spawn_blocking(move || {
-        Command::new(python)
-            .arg(repo_root().join("tests/python/dspy_load_state.py"))
-            .arg(&path)
-            .env("LITELLM_LOCAL_MODEL_COST_MAP", "True")
-            .output()
-            .expect("python runs")
-    })
-    .await
-    .unwrap();
-    assert!(
-        out.status.success(),
-        "DSPy could not load dspex's file:\n{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let loaded: serde_json::Value = serde_json::from_slice(&out.stdout).expect("one JSON object");
+    let loaded = run_script(
+        "dspy_load_state.py",
+        &path.to_string_lossy(),
+        None,
+        "DSPy could not load dspex's file",
+    )
+    .await;
     assert_eq!(loaded["dspy_version"], "3.4.1");
     let mut want = fx["state"].clone();
     want.as_object_mut().unwrap().remove("metadata");
