@@ -187,6 +187,32 @@ fn prompt_difference(dspy: &Value, ours: &[String]) -> (usize, usize) {
     (missing, extra)
 }
 
+/// Every prompt DSPy sent, dspex sent (as a multiset of digests), and no other.
+fn assert_same_prompts(fx: &Value, lm: &TraceLM) {
+    let (missing, extra) = prompt_difference(&fx["prompt_digests"], &lm.seen_sorted());
+    assert_eq!(
+        (missing, extra),
+        (0, 0),
+        "prompts DSPy sent that dspex did not, and the reverse"
+    );
+}
+
+/// The compiled program saves DSPy's state (metadata aside).
+fn assert_same_state(fx: &Value, compiled: &impl Module) {
+    let mut state = compiled.dump_state();
+    state.as_object_mut().unwrap().remove("metadata");
+    assert_eq!(state, fx["compiled_state"]);
+}
+
+/// The lines of a job's trial log.
+fn trial_log(path: &std::path::Path) -> Vec<Value> {
+    std::fs::read_to_string(path)
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect()
+}
+
 fn exact() -> impl dspex::runtime::evaluate::Metric {
     metric_fn("metric", |ex: &Example, pred: &Prediction| {
         ex.get_str("answer") == pred.get_str("answer")
@@ -209,15 +235,8 @@ async fn copro_compiles_what_dspy_compiles() {
     )
     .await
     .unwrap();
-    let (missing, extra) = prompt_difference(&fx["prompt_digests"], &lm.seen_sorted());
-    assert_eq!(
-        (missing, extra),
-        (0, 0),
-        "prompts DSPy sent that dspex did not, and the reverse"
-    );
-    let mut state = compiled.dump_state();
-    state.as_object_mut().unwrap().remove("metadata");
-    assert_eq!(state, fx["compiled_state"]);
+    assert_same_prompts(&fx, &lm);
+    assert_same_state(&fx, &compiled);
 }
 
 #[tokio::test]
@@ -238,18 +257,9 @@ async fn mipro_light_tries_and_compiles_what_dspy_does() {
         .wait()
         .await
         .unwrap();
-    let (missing, extra) = prompt_difference(&fx["prompt_digests"], &lm.seen_sorted());
-    assert_eq!(
-        (missing, extra),
-        (0, 0),
-        "prompts DSPy sent that dspex did not, and the reverse"
-    );
+    assert_same_prompts(&fx, &lm);
     // Every trial: the same choices and scores, in DSPy's numbering.
-    let ours: Vec<Value> = std::fs::read_to_string(&log)
-        .unwrap()
-        .lines()
-        .map(|l| serde_json::from_str(l).unwrap())
-        .collect();
+    let ours = trial_log(&log);
     let want = fx["trials"].as_array().unwrap();
     assert_eq!(ours.len(), want.len(), "{ours:#?}");
     for (got, want) in ours.iter().zip(want) {
@@ -268,9 +278,7 @@ async fn mipro_light_tries_and_compiles_what_dspy_does() {
             }
         }
     }
-    let mut state = compiled.dump_state();
-    state.as_object_mut().unwrap().remove("metadata");
-    assert_eq!(state, fx["compiled_state"]);
+    assert_same_state(&fx, &compiled);
 }
 
 #[tokio::test]
@@ -298,21 +306,12 @@ async fn random_search_scores_and_picks_what_dspy_does() {
         .await
         .unwrap();
     let compiled = job.wait().await.unwrap();
-    let (missing, extra) = prompt_difference(&fx["prompt_digests"], &lm.seen_sorted());
-    assert_eq!(
-        (missing, extra),
-        (0, 0),
-        "prompts DSPy sent that dspex did not, and the reverse"
-    );
-    let scores: Vec<Value> = std::fs::read_to_string(&log)
-        .unwrap()
-        .lines()
-        .map(|l| serde_json::from_str::<Value>(l).unwrap())
+    assert_same_prompts(&fx, &lm);
+    let scores: Vec<Value> = trial_log(&log)
+        .iter()
         .map(|t| serde_json::json!({"seed": t["candidate"]["seed"], "score": t["score"]}))
         .collect();
     assert_eq!(Value::Array(scores), fx["candidates"]);
-    let mut state = compiled.dump_state();
-    state.as_object_mut().unwrap().remove("metadata");
     // The student's own LM config is not part of its saved state.
-    assert_eq!(state, fx["compiled_state"]);
+    assert_same_state(&fx, &compiled);
 }
