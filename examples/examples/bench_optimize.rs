@@ -125,6 +125,25 @@ fn f(v: &Value, key: &str) -> f64 {
     v[key].as_f64().unwrap_or(f64::NAN)
 }
 
+/// A row's wall, speed-up over `base` (DSPy's run), floor, ratio to it and peak RSS cells.
+fn row_cells(v: &Value, base: Option<&Value>, n: usize, c: usize, latency: u64) -> String {
+    let wall = f(v, "wall_s");
+    let vs = base.map_or_else(
+        || "—".to_string(),
+        |b| format!("{:.1}× faster", f(b, "wall_s") / wall),
+    );
+    let (floor, ratio) = if latency == 0 {
+        ("—".to_string(), "—".to_string())
+    } else {
+        let floor = (n as f64 / c as f64).ceil() * latency as f64 / 1000.0;
+        (format!("{floor:.2} s"), format!("{:.2}×", wall / floor))
+    };
+    format!(
+        "{wall:.3} s | {vs} | {floor} | {ratio} | {:.0} MB",
+        f(v, "peak_rss_mb")
+    )
+}
+
 fn orchestrate(quick: bool) {
     let dspex = dspex_binary();
     let (mut fast, fast_url) = start_mock(&dspex, &["--threads", "1"]);
@@ -166,27 +185,9 @@ fn orchestrate(quick: bool) {
             rows.push(("dspex", c, rust("evaluate", url, n_eval, c)));
         }
         for (side, c, v) in &rows {
-            let (side, c, v) = (*side, *c, v);
-            let floor = (n_eval as f64 / c as f64).ceil() * latency as f64 / 1000.0;
-            let vs = if side == "dspex" {
-                let base = if c == 16 { &d16 } else { dspy_best };
-                format!("{:.1}× faster", f(base, "wall_s") / f(v, "wall_s"))
-            } else {
-                "—".into()
-            };
-            let (floor_s, x) = if latency == 0 {
-                ("—".to_string(), "—".to_string())
-            } else {
-                (
-                    format!("{floor:.2} s"),
-                    format!("{:.2}×", f(v, "wall_s") / floor),
-                )
-            };
-            println!(
-                "| {latency} ms | {side} | {c} | {:.3} s | {vs} | {floor_s} | {x} | {:.0} MB |",
-                f(v, "wall_s"),
-                f(v, "peak_rss_mb")
-            );
+            let base = (*side == "dspex").then_some(if *c == 16 { &d16 } else { dspy_best });
+            let cells = row_cells(v, base, n_eval, *c, latency);
+            println!("| {latency} ms | {side} | {c} | {cells} |");
         }
     }
 
@@ -206,26 +207,9 @@ fn orchestrate(quick: bool) {
             ("dspex", 16, &r16),
             ("dspex", 64, &r64),
         ] {
-            let floor = (n_boot as f64 / c as f64).ceil() * latency as f64 / 1000.0;
-            let vs = if side == "dspex" {
-                format!("{:.1}× faster", f(&d, "wall_s") / f(v, "wall_s"))
-            } else {
-                "—".into()
-            };
-            let (floor_s, x) = if latency == 0 {
-                ("—".to_string(), "—".to_string())
-            } else {
-                (
-                    format!("{floor:.2} s"),
-                    format!("{:.2}×", f(v, "wall_s") / floor),
-                )
-            };
-            println!(
-                "| {latency} ms | {side} | {c} | {:.3} s | {vs} | {floor_s} | {x} | {:.0} MB | {} |",
-                f(v, "wall_s"),
-                f(v, "peak_rss_mb"),
-                v["demos"]
-            );
+            let base = (side == "dspex").then_some(&d);
+            let cells = row_cells(v, base, n_boot, c, latency);
+            println!("| {latency} ms | {side} | {c} | {cells} | {} |", v["demos"]);
         }
     }
     let _ = fast.kill();
