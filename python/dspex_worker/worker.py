@@ -200,9 +200,7 @@ class Worker:
                 outcome = ("ok", result)
             except Cancelled as exc:
                 outcome = ("error", exc)
-            except BaseException as exc:  # SystemExit, MemoryError, ...: an answer, never a dead worker
-                if isinstance(exc, KeyboardInterrupt):
-                    raise
+            except BaseException as exc:  # SystemExit, MemoryError, ...: an answer, never a dead executor
                 outcome = ("error", exc)
             with self._lock:
                 self._current = None
