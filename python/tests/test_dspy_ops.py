@@ -228,3 +228,13 @@ def test_cancel_a_call_waiting_for_its_lm_and_a_queued_request(bridged):
     out = bridged.call("call", object="o1", inputs={"question": "again"}, on_lm=lambda r: [chat_completion(answer="ok")])
     assert out == {"outputs": {"answer": "ok"}}
     assert bridged.call("ping")["busy"] is False
+
+
+def test_direct_mode_calls_the_endpoint_itself(worker):
+    # Loopback port 9 refuses connections: the worker's own dspy.LM fails, as a structured error.
+    worker.call("configure", lm={"mode": "direct", "model": "openai/x", "api_base": "http://127.0.0.1:9/v1",
+                                 "api_key": "k", "kwargs": {"num_retries": 0}})
+    worker.call("create", module="Predict", signature="question -> answer")
+    error = worker.error("call", object="o1", inputs={"question": "q"})
+    assert error["type"] == "LMTransportError" and "127.0.0.1:9" in error["message"]
+    assert worker.backlog == []  # no lm_call: direct mode does not use the bridge
