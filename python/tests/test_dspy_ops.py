@@ -4,6 +4,8 @@ every LM completion answered by the test over lm_call frames."""
 import re
 import time
 
+import pytest
+
 from workerclient import chat_completion
 
 
@@ -238,3 +240,31 @@ def test_direct_mode_calls_the_endpoint_itself(worker):
     error = worker.error("call", object="o1", inputs={"question": "q"})
     assert error["type"] == "LMTransportError" and "127.0.0.1:9" in error["message"]
     assert worker.backlog == []  # no lm_call: direct mode does not use the bridge
+
+
+def generic_lm(request):
+    """Fill every output field the system prompt names: answers "0", other fields a short text."""
+    system = request["messages"][0]["content"]
+    outputs = system.split("Your output fields are:")[1].split("All interactions")[0]
+    names = re.findall(r"\d+\. `(\w+)`", outputs)
+    return [chat_completion(**{n: ("0" if n == "answer" else "Be precise.") for n in names})
+            for _ in range(request.get("n", 1))]
+
+
+@pytest.mark.parametrize("optimizer,kwargs,compile_kwargs", [
+    ("GEPA", {"max_metric_calls": 12}, {"valset": "rows"}),
+    ("SIMBA", {"bsize": 2, "num_candidates": 2, "max_steps": 1, "num_threads": 2}, {}),
+    ("MIPROv2", {"auto": None, "num_candidates": 2, "num_threads": 2},
+     {"num_trials": 2, "minibatch": False, "valset": "rows"}),
+    ("COPRO", {"breadth": 2, "depth": 1}, {"eval_kwargs": {"num_threads": 1}}),
+])
+def test_optimizers_dspex_lacks_run_through_the_bridge(bridged, optimizer, kwargs, compile_kwargs):
+    """The glue only (metric shape, reflection LM default, valset rows, thread pools calling the LM):
+    the scripted LM gives the optimizers nothing to improve on."""
+    bridged.call("create", module="ChainOfThought", signature="question -> answer")
+    rows = [{"question": f"q{i}", "answer": str(i % 2)} for i in range(6)]
+    compile_kwargs = {k: rows if v == "rows" else v for k, v in compile_kwargs.items()}
+    result = bridged.call("optimize", object="o1", optimizer=optimizer, kwargs=kwargs, compile_kwargs=compile_kwargs,
+                          trainset=rows, input_keys=["question"], metric="exact_match", on_lm=generic_lm, timeout=60)
+    assert "predict" in result["state"]
+    assert bridged.call("call", object="o1", inputs={"question": "q9"}, on_lm=generic_lm)["outputs"]["answer"] == "0"
