@@ -1,0 +1,112 @@
+"""`python -m dspex_worker [--eager-import] [--memory-mb N]`: one bridge worker process.
+
+Start-up order matters: stdout is taken for frames before anything can print, the parent-death
+signal is set before the parent check (so a parent dying in between is seen by one or the other),
+the memory limit before DSPy is imported, and `ready` goes out last.
+"""
+
+import os
+import sys
+
+
+def take_stdio():
+    """Keep the pool's stdin and stdout for frames; point fds 0/1 and sys.stdin/stdout elsewhere.
+
+    fd 1 becomes a copy of stderr, so DSPy, user code and C extensions that print (even to the file
+    descriptor directly) land in the log, never inside a frame. fd 0 becomes /dev/null, so nothing
+    else can consume frame bytes.
+    """
+    sys.stdout.flush()
+    out_fd = os.dup(1)
+    in_fd = os.dup(0)
+    os.dup2(2, 1)
+    devnull = os.open(os.devnull, os.O_RDONLY)
+    os.dup2(devnull, 0)
+    os.close(devnull)
+    sys.stdout = sys.stderr
+    sys.stdin = open(os.devnull)  # noqa: SIM115 - lives as long as the process
+    return in_fd, out_fd
+
+
+def set_parent_death_signal():
+    """prctl(PR_SET_PDEATHSIG, SIGKILL) on Linux; False where unavailable."""
+    if not sys.platform.startswith("linux"):
+        return False
+    import ctypes
+    import ctypes.util
+
+    try:
+        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
+        PR_SET_PDEATHSIG = 1
+        if libc.prctl(PR_SET_PDEATHSIG, 9, 0, 0, 0) != 0:
+            return False
+    except (OSError, AttributeError):
+        return False
+    return True
+
+
+def parent_is_gone():
+    """The parent died before the death signal was armed: re-parented to init, or not the expected pid.
+
+    DSPEX_PARENT_PID, when the pool sets it, is authoritative (it also covers a pool that is itself pid 1
+    and a sub-reaper adopting the worker); without it a parent pid of 1 means the parent is gone.
+    """
+    ppid = os.getppid()
+    expected = os.environ.get("DSPEX_PARENT_PID")
+    if expected:
+        try:
+            return ppid != int(expected)
+        except ValueError:
+            pass
+    return ppid == 1
+
+
+def parse_args(argv):
+    import argparse
+
+    parser = argparse.ArgumentParser(prog="python -m dspex_worker", description="A dspex bridge worker.")
+    parser.add_argument("--eager-import", action="store_true", help="import dspy before the ready frame")
+    parser.add_argument("--memory-mb", type=int, default=None, help="RLIMIT_AS in MiB")
+    return parser.parse_args(argv)
+
+
+def main(argv=None):
+    in_fd, out_fd = take_stdio()
+    import logging
+
+    logging.basicConfig(stream=sys.stderr, level=os.environ.get("DSPEX_WORKER_LOG", "INFO").upper(),
+                        format=f"dspex_worker[{os.getpid()}] %(levelname)s %(message)s")
+    log = logging.getLogger("dspex_worker")
+    try:
+        args = parse_args(sys.argv[1:] if argv is None else argv)
+    except SystemExit as exc:  # argparse printed the usage to stderr (fd 1 is stderr now)
+        os._exit(exc.code if isinstance(exc.code, int) else 2)
+
+    if not set_parent_death_signal():
+        log.warning("no parent-death signal on this platform; relying on stdin EOF")
+    if parent_is_gone():
+        log.error("the parent process is already gone: exiting")
+        os._exit(0)
+
+    if args.memory_mb is not None:
+        import resource
+
+        limit = args.memory_mb * 1024 * 1024
+        try:
+            resource.setrlimit(resource.RLIMIT_AS, (limit, limit))
+        except (ValueError, OSError) as exc:
+            log.error("cannot set RLIMIT_AS to %d MiB: %s", args.memory_mb, exc)
+            os._exit(2)
+
+    from . import ops
+    from .worker import Worker
+
+    if args.eager_import:
+        ops.import_dspy()
+    reader = open(in_fd, "rb", buffering=1 << 16)  # noqa: SIM115
+    worker = Worker(reader, out_fd, dspy_version=ops.dspy_version())
+    worker.run()
+
+
+if __name__ == "__main__":
+    main()
