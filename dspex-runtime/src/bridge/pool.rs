@@ -1042,10 +1042,7 @@ impl Shared {
             return;
         }
         let id = worker.wref.id;
-        loop {
-            let Some(pos) = st.waiters.iter().position(|w| may_take(&st, w, id)) else {
-                break;
-            };
+        while let Some(pos) = st.waiters.iter().position(|w| may_take(&st, w, id)) {
             let Some(waiter) = st.waiters.remove(pos) else {
                 break;
             };

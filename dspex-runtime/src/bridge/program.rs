@@ -10,7 +10,6 @@ use crate::signature::Signature;
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 use serde_json::{Map, Value};
-use std::future::Future;
 use std::marker::PhantomData;
 use std::time::Duration;
 
@@ -324,7 +323,7 @@ where
     type Input = I;
     type Output = O;
 
-    fn forward(&self, input: I) -> impl Future<Output = Result<O>> + Send {
-        async move { Ok(self.call(input).await?) }
+    async fn forward(&self, input: I) -> Result<O> {
+        Ok(self.call(input).await?)
     }
 }
