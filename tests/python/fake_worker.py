@@ -62,7 +62,8 @@ def die_with_parent():
         libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
     except Exception:  # not Linux: stdin EOF still ends us
         pass
-    if os.getppid() == 1:
+    parent = os.environ.get("DSPEX_PARENT_PID")
+    if (parent and os.getppid() != int(parent)) or os.getppid() == 1:
         os._exit(0)
 
 
@@ -206,7 +207,7 @@ class Worker:
                 "optimized_by": msg["optimizer"],
                 "trainset": len(msg["trainset"]),
                 "input_keys": msg["input_keys"],
-                "metric": msg["metric"],
+                "metric": msg.get("metric"),
             }
             return {"state": obj["state"]}
         if op == "drop":

@@ -263,6 +263,7 @@ async fn the_environment_is_scrubbed_and_capped() {
             "PATH",
             "CARGO_MANIFEST_DIR",
             "CARGO_PKG_NAME",
+            "DSPEX_PARENT_PID",
         ];
         let out = echo(&pool, json!({"env": names})).await.expect("echo");
         let env = &out["env"];
@@ -273,6 +274,7 @@ async fn the_environment_is_scrubbed_and_capped() {
         assert_eq!(env["PYTHONUNBUFFERED"], "1");
         assert_eq!(env["LITELLM_LOCAL_MODEL_COST_MAP"], "True");
         assert_eq!(env["DSPEX_TEST_EXTRA"], "yes");
+        assert_eq!(env["DSPEX_PARENT_PID"], std::process::id().to_string());
         assert!(env["PATH"].is_string());
         // Cargo sets these for the test process; the worker must not inherit them.
         for name in ["CARGO_MANIFEST_DIR", "CARGO_PKG_NAME"] {
@@ -749,7 +751,7 @@ async fn bridged_modules_are_typed_programs() {
                 .with_inputs(["question"]),
         ];
         let state = cot
-            .optimize(Optimization::new("BootstrapFewShot", trainset, "exact_match"))
+            .optimize(Optimization::new("BootstrapFewShot", trainset).metric("exact_match"))
             .await
             .expect("optimize");
         assert_eq!(

@@ -72,28 +72,39 @@ pub struct Optimization {
     pub trainset: Vec<Example>,
     /// Input keys; when empty, those of the first example that has them.
     pub input_keys: Vec<String>,
-    /// `dspy.evaluate.<name>` (`answer_exact_match`) or `exact_match`.
-    pub metric: String,
+    /// `dspy.evaluate.<name>` (`answer_exact_match`) or `exact_match`; none for optimizers
+    /// without a metric (`LabeledFewShot`).
+    pub metric: Option<String>,
     /// The call's timeout (optimizers run long; default: the pool's call timeout).
     pub timeout: Option<Duration>,
 }
 
 impl Optimization {
-    /// `optimizer` on `trainset`, scored with `metric`.
-    pub fn new(
-        optimizer: impl Into<String>,
-        trainset: Vec<Example>,
-        metric: impl Into<String>,
-    ) -> Self {
+    /// `optimizer` on `trainset`, with no metric (set one with [`metric`](Self::metric)).
+    pub fn new(optimizer: impl Into<String>, trainset: Vec<Example>) -> Self {
         Optimization {
             optimizer: optimizer.into(),
             kwargs: Map::new(),
             compile_kwargs: Map::new(),
             trainset,
             input_keys: Vec::new(),
-            metric: metric.into(),
+            metric: None,
             timeout: None,
         }
+    }
+
+    /// Scored with `metric`: `dspy.evaluate.<name>` (`answer_exact_match`) or `exact_match`.
+    #[must_use]
+    pub fn metric(mut self, metric: impl Into<String>) -> Self {
+        self.metric = Some(metric.into());
+        self
+    }
+
+    /// With these input keys (default: the first example's).
+    #[must_use]
+    pub fn input_keys<S: Into<String>>(mut self, keys: impl IntoIterator<Item = S>) -> Self {
+        self.input_keys = keys.into_iter().map(Into::into).collect();
+        self
     }
 
     /// With a constructor argument.

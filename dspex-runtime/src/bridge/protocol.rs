@@ -16,7 +16,7 @@
 //! # Ok::<(), dspex_runtime::bridge::protocol::FrameError>(())
 //! ```
 
-use crate::lm::{ApiKey, LmRequest, LmResponse, Message, Role, Usage};
+use crate::lm::{ApiKey, LmRequest, LmResponse, Message, ResponseFormat, Role, Usage};
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 use serde_json::{Map, Value};
@@ -295,8 +295,12 @@ fn stop_sequences<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<String>, D::Err
 }
 
 impl LmCallRequest {
-    /// The request as the LM layer's [`LmRequest`]. Fails (with a message for the worker) on a
-    /// role or content shape the LM layer cannot send.
+    /// The request as the LM layer's [`LmRequest`]. From `extra`, `response_format`, `seed` and
+    /// `rollout_id` move to their own fields (when they have the LM layer's shape) and `cache` is
+    /// dropped (the [`LanguageModel`](crate::lm::LanguageModel) trait has no per-request cache
+    /// switch; the LM's own cache setting applies); the other keys are passed on. Fails (with a
+    /// message for the worker) on a role or content the LM layer cannot send (content parts
+    /// other than text).
     pub fn to_lm_request(&self) -> Result<LmRequest, String> {
         let mut messages = Vec::with_capacity(self.messages.len());
         for (i, m) in self.messages.iter().enumerate() {
@@ -329,14 +333,37 @@ impl LmCallRequest {
             };
             messages.push(Message { role, content });
         }
+        let mut extra = self.extra.clone();
+        extra.remove("cache");
+        let response_format = match extra.get("response_format") {
+            Some(v) => match serde_json::from_value::<ResponseFormat>(v.clone()) {
+                Ok(format) => {
+                    extra.remove("response_format");
+                    Some(format)
+                }
+                Err(_) => None,
+            },
+            None => None,
+        };
+        let mut take_u64 = |key: &str| match extra.get(key).and_then(Value::as_u64) {
+            Some(n) => {
+                extra.remove(key);
+                Some(n)
+            }
+            None => None,
+        };
+        let seed = take_u64("seed");
+        let rollout_id = take_u64("rollout_id");
         Ok(LmRequest {
             messages,
             temperature: self.temperature,
             max_tokens: self.max_tokens,
             n: self.n,
             stop: self.stop.clone(),
-            extra: self.extra.clone(),
-            ..LmRequest::default()
+            seed,
+            response_format,
+            extra,
+            rollout_id,
         })
     }
 }
@@ -538,8 +565,10 @@ pub enum Op {
         trainset: Vec<Map<String, Value>>,
         /// Which keys of the examples are inputs.
         input_keys: Vec<String>,
-        /// `dspy.evaluate.<name>` or `exact_match`.
-        metric: String,
+        /// `dspy.evaluate.<name>` or `exact_match`; none for optimizers without a metric
+        /// (`LabeledFewShot`).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        metric: Option<String>,
     },
     /// Forgets an object.
     Drop {
@@ -716,7 +745,7 @@ mod tests {
                             .clone(),
                     ],
                     input_keys: vec!["question".into()],
-                    metric: "exact_match".into(),
+                    metric: Some("exact_match".into()),
                 },
                 json!({"kind": "request", "id": 1, "op": "optimize", "object": "o1", "optimizer": "MIPROv2",
                        "trainset": [{"question": "q", "answer": "a"}], "input_keys": ["question"],
@@ -791,7 +820,9 @@ mod tests {
             br#"{"kind": "lm_call", "id": 3, "request": {"model": "openai/x",
                 "messages": [{"role": "system", "content": "s"},
                              {"role": "user", "content": [{"type": "text", "text": "a"}, {"type": "text", "text": "b"}]}],
-                "temperature": 0.5, "max_tokens": 10, "n": 2, "stop": "END", "extra": {"top_p": 0.9}}}"#,
+                "temperature": 0.5, "max_tokens": 10, "n": 2, "stop": "END",
+                "extra": {"top_p": 0.9, "cache": false, "rollout_id": 3, "seed": 5,
+                          "response_format": {"type": "json_object"}}}}"#,
         )
         .unwrap();
         let WorkerMessage::LmCall(call) = msg else {
@@ -806,7 +837,16 @@ mod tests {
         assert_eq!(req.max_tokens, Some(10));
         assert_eq!(req.n, Some(2));
         assert_eq!(req.stop, vec!["END".to_string()]);
-        assert_eq!(req.extra["top_p"], json!(0.9));
+        assert_eq!(req.extra, *json!({"top_p": 0.9}).as_object().unwrap());
+        assert_eq!((req.rollout_id, req.seed), (Some(3), Some(5)));
+        assert_eq!(req.response_format, Some(ResponseFormat::JsonObject));
+        // A response format the LM layer does not know stays in `extra`.
+        let odd: LmCallRequest = serde_json::from_value(json!({
+            "messages": [], "extra": {"response_format": {"type": "weird"}, "rollout_id": "x"}}))
+        .unwrap();
+        let req = odd.to_lm_request().unwrap();
+        assert_eq!(req.response_format, None);
+        assert_eq!(req.extra.len(), 2);
 
         let bad: LmCallRequest = serde_json::from_value(
             json!({"messages": [{"role": "tool", "content": "x"}], "stop": null}),

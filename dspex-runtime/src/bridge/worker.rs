@@ -282,6 +282,8 @@ impl Worker {
         ] {
             cmd.env(name, &cap);
         }
+        // The worker checks that its parent is this process (see PROTOCOL.md, start-up).
+        cmd.env("DSPEX_PARENT_PID", std::process::id().to_string());
         cmd.env("TOKENIZERS_PARALLELISM", "false")
             .env("PYTHONUNBUFFERED", "1")
             .env("LITELLM_LOCAL_MODEL_COST_MAP", "True");
