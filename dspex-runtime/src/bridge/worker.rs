@@ -294,6 +294,7 @@ impl Worker {
             cmd.current_dir(dir);
         }
         let program = config.program.to_string_lossy().into_owned();
+        let spawned_at = Instant::now();
         let mut child = cmd.spawn().map_err(|e| BridgeError::Spawn {
             program: program.clone(),
             message: e.to_string(),
@@ -359,7 +360,7 @@ impl Worker {
         let worker = Arc::new(Worker {
             wref,
             ready,
-            spawned_at: Instant::now(),
+            spawned_at,
             writer: Mutex::new(Some(frames_tx)),
             signals: signals_tx,
             inner: Mutex::new(Inner {
