@@ -759,6 +759,24 @@ async fn bridged_modules_are_typed_programs() {
             json!({"optimized_by": "BootstrapFewShot", "trainset": 1, "input_keys": ["question"], "metric": "exact_match"})
         );
 
+        // Dropping the module drops its object in the worker (in the background).
+        let (session, object) = (cot.session().clone(), cot.object().to_string());
+        drop(cot);
+        let mut gone = false;
+        for _ in 0..100 {
+            let saved = session
+                .request(dspex::bridge::protocol::Op::SaveState {
+                    object: object.clone(),
+                })
+                .await;
+            if saved.is_err_and(|e| e.remote().is_some_and(|r| r.kind == "KeyError")) {
+                gone = true;
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        assert!(gone, "the object outlived its module");
+
         // Failures convert into dspex's Error.
         let bad = BridgedModule::<Value, Value>::create(&pool, "Predict", "a -> b")
             .await

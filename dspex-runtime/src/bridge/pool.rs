@@ -923,7 +923,14 @@ impl Shared {
 
     fn spawn_start(&self, delay: Duration) {
         let weak = self.weak.clone();
-        tokio::spawn(async move {
+        let Ok(runtime) = tokio::runtime::Handle::try_current() else {
+            // Only reachable outside a runtime (the pool's own tasks are gone): nothing can run.
+            let mut st = lock(&self.state);
+            st.starting = st.starting.saturating_sub(1);
+            tracing::error!(target: "dspex::bridge", "no tokio runtime: cannot start a worker");
+            return;
+        };
+        runtime.spawn(async move {
             if !delay.is_zero() {
                 tokio::time::sleep(delay).await;
             }
@@ -1191,8 +1198,25 @@ impl Shared {
         }
     }
 
-    /// Runs `op`: checkout, call, retries of idempotent calls after crashes, stats.
+    /// Runs `op`: checkout, call, retries of idempotent calls after crashes, stats; in a
+    /// `bridge.request` span.
     async fn run(
+        self: &Arc<Self>,
+        op: &Op,
+        session: Option<(u64, AffinityMode)>,
+        options: &RequestOptions,
+    ) -> Result<(Value, WorkerRef), BridgeError> {
+        use tracing::Instrument;
+        let span = tracing::debug_span!(
+            target: "dspex::bridge",
+            "bridge.request",
+            op = op.name(),
+            session = session.map(|(id, _)| id),
+        );
+        self.run_inner(op, session, options).instrument(span).await
+    }
+
+    async fn run_inner(
         self: &Arc<Self>,
         op: &Op,
         session: Option<(u64, AffinityMode)>,
@@ -1231,8 +1255,19 @@ impl Shared {
             }
         };
         let c = &self.counters;
+        let elapsed = started.elapsed();
         inc(&c.calls);
-        c.latency.record(started.elapsed());
+        c.latency.record(elapsed);
+        match &result {
+            Ok((_, worker)) => tracing::debug!(
+                target: "dspex::bridge",
+                worker = %worker, ?elapsed, retries = attempt, "bridge request done"
+            ),
+            Err(e) => tracing::debug!(
+                target: "dspex::bridge",
+                error = %e, ?elapsed, retries = attempt, "bridge request failed"
+            ),
+        }
         match &result {
             Ok(_) => inc(&c.ok),
             Err(e) => {

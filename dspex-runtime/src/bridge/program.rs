@@ -16,9 +16,14 @@ use std::time::Duration;
 /// A DSPy module (`dspy.ChainOfThought("question -> answer")`, `dspy.ReAct(...)`, …) living in a
 /// worker of the pool, called as a typed [`Program`] from `I` to `O`.
 ///
-/// The module is created in its own [`Session`] (strict affinity by default), so every call
-/// reaches the worker that holds it. `I` serializes to a JSON object of input fields; the
-/// prediction's fields deserialize into `O` (use [`Example`] and [`Map`] for dynamic fields).
+/// The module is created in its own [`Session`] (strict-queue affinity; [`create_in`] shares
+/// one), so every call reaches the worker that holds it; if that worker dies, calls fail with
+/// [`BridgeError::SessionLost`] and the module must be created again. `I` serializes to a JSON
+/// object of input fields; the prediction's fields deserialize into `O` (a [`Map`] for dynamic
+/// fields; fields `O` does not name, such as ChainOfThought's `reasoning`, are ignored unless
+/// it denies unknown fields). Dropping the module drops its object in the worker.
+///
+/// [`create_in`]: BridgedModule::create_in
 ///
 /// ```no_run
 /// use dspex_runtime::bridge::{BridgedModule, Pool};
@@ -42,6 +47,7 @@ pub struct BridgedModule<I, O> {
     module: String,
     signature: String,
     timeout: Option<Duration>,
+    dropped: bool,
     _types: PhantomData<fn(I) -> O>,
 }
 
@@ -181,6 +187,7 @@ where
             module,
             signature,
             timeout: None,
+            dropped: false,
             _types: PhantomData,
         })
     }
@@ -316,13 +323,35 @@ where
         Ok(decode::<StateResult>(worker, "optimize", value)?.state)
     }
 
-    /// Drops the object in its worker.
-    pub async fn drop_object(self) -> Result<(), BridgeError> {
+    /// Drops the object in its worker and waits for it (dropping the module does the same
+    /// without waiting).
+    pub async fn drop_object(mut self) -> Result<(), BridgeError> {
         let op = Op::Drop {
             object: self.object.clone(),
         };
+        self.dropped = true;
         self.run(op, None).await?;
         Ok(())
+    }
+}
+
+/// Dropping a module drops its object in the worker, in the background (best effort: nothing
+/// happens outside a tokio runtime, or once its session is lost).
+impl<I, O> Drop for BridgedModule<I, O> {
+    fn drop(&mut self) {
+        if self.dropped || self.session.is_lost() {
+            return;
+        }
+        let Ok(runtime) = tokio::runtime::Handle::try_current() else {
+            return;
+        };
+        let session = self.session.clone();
+        let object = std::mem::take(&mut self.object);
+        runtime.spawn(async move {
+            if let Err(e) = session.request(Op::Drop { object }).await {
+                tracing::debug!(target: "dspex::bridge", error = %e, "dropping a bridged object failed");
+            }
+        });
     }
 }
 

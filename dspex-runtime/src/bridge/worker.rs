@@ -31,7 +31,7 @@ use std::process::{ExitStatus, Stdio};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, Weak};
 use std::time::{Duration, Instant};
-use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
+use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
 use tokio::process::{Child, ChildStderr, ChildStdin, ChildStdout, Command};
 use tokio::sync::{mpsc, oneshot, watch};
 
@@ -121,6 +121,10 @@ pub const MAX_TRANSITIONS: usize = 64;
 const STDERR_TAIL_LINES: usize = 20;
 /// Longest stderr line kept (in characters) for error messages.
 const STDERR_LINE_CHARS: usize = 400;
+/// Longest stderr line logged as one event (bytes).
+const STDERR_READ_LIMIT: u64 = 64 * 1024;
+/// Frames larger than this are parsed on the blocking pool, not on a runtime thread.
+const BLOCKING_DECODE_BYTES: usize = 1024 * 1024;
 
 /// Environment variables a worker inherits from the pool's process (everything else is dropped).
 pub const DEFAULT_ENV_ALLOW: &[&str] = &[
@@ -950,7 +954,18 @@ async fn read_frames(worker: Arc<Worker>, mut stdout: BufReader<ChildStdout>) {
             Ok(None) => break None,
             Err(e) => break Some(e),
         };
-        match decode_frame::<WorkerMessage>(&frame) {
+        let message = if frame.len() > BLOCKING_DECODE_BYTES {
+            match tokio::task::spawn_blocking(move || decode_frame::<WorkerMessage>(&frame)).await {
+                Ok(message) => message,
+                Err(e) => Err(FrameError::Json {
+                    message: format!("the decoding task failed: {e}"),
+                    excerpt: String::new(),
+                }),
+            }
+        } else {
+            decode_frame::<WorkerMessage>(&frame)
+        };
+        match message {
             Ok(WorkerMessage::Response(response)) => {
                 let id = response.id;
                 let op = {
@@ -1064,7 +1079,12 @@ async fn forward_stderr(stderr: ChildStderr, tail: Arc<Mutex<VecDeque<String>>>,
     let mut buf = Vec::new();
     loop {
         buf.clear();
-        match reader.read_until(b'\n', &mut buf).await {
+        // A line longer than this is logged in pieces (a worker must not grow our memory).
+        match (&mut reader)
+            .take(STDERR_READ_LIMIT)
+            .read_until(b'\n', &mut buf)
+            .await
+        {
             Ok(0) | Err(_) => break,
             Ok(_) => {
                 let line = String::from_utf8_lossy(&buf);
