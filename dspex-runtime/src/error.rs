@@ -1,6 +1,8 @@
 //! The error type of programs, which every layer's error converts into.
 
 use crate::adapter::AdapterError;
+#[cfg(unix)]
+use crate::bridge::BridgeError;
 use crate::example::ExampleError;
 use crate::lm::LmError;
 use crate::module::ToolError;
@@ -31,6 +33,10 @@ pub enum Error {
     /// A program's state could not be saved or loaded.
     #[error(transparent)]
     State(#[from] StateError),
+    /// A call through the Python bridge failed (worker crash, timeout, Python exception, …).
+    #[cfg(unix)]
+    #[error(transparent)]
+    Bridge(#[from] BridgeError),
     /// A module was called with no LM: neither in its config nor in the settings.
     #[error(
         "no LM is configured: call dspex::settings::configure(Settings::new().lm(...)), wrap the call in with_settings(...), or give the module a CallConfig with an LM"

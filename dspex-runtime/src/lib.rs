@@ -5,6 +5,8 @@
 //! macros. Everything here also works without the macros, through [`DynSignature`].
 
 pub mod adapter;
+#[cfg(unix)]
+pub mod bridge;
 pub mod error;
 pub mod evaluate;
 pub mod example;

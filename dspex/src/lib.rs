@@ -221,9 +221,10 @@
 //! streaming; `save`/`load` in DSPy's JSON state format; [`evaluate::Evaluate`] with DSPy's
 //! metrics; the optimizers in [`optimize`] (`LabeledFewShot`, `BootstrapFewShot`,
 //! `BootstrapFewShotWithRandomSearch`, `KNNFewShot`, `COPRO`, `MIPROv2`), checked against DSPy
-//! 3.4.1, run as jobs; the `dspex` command (`signature`, `prompt`, `parse`, `mock-lm`).
+//! 3.4.1, run as jobs; the `dspex` command (`signature`, `prompt`, `parse`, `mock-lm`); the
+//! Python bridge's supervised worker pool and bridged DSPy modules ([`bridge`]).
 //!
-//! Not yet: retrieval and the Python bridge.
+//! Not yet: retrieval, and the bridge's router (native or bridged behind one type).
 
 pub use dspex_macros::{LiteralEnum, Module, sig, signature, tool};
 pub use dspex_runtime::program::{
@@ -246,6 +247,11 @@ pub use dspex_runtime as runtime;
 /// The LM layer: the [`lm::LanguageModel`] trait, the OpenAI-compatible [`lm::LM`] client, and
 /// the values that cross them.
 pub use dspex_runtime::lm;
+
+/// The Python bridge: a supervised pool of DSPy worker processes ([`bridge::Pool`]), sessions with
+/// worker affinity, and DSPy modules called as typed programs ([`bridge::BridgedModule`]).
+#[cfg(unix)]
+pub use dspex_runtime::bridge;
 
 /// Adapters: DSPy's exact prompt formats (`ChatAdapter`, `JSONAdapter`) and their parsers.
 pub use dspex_runtime::adapter;

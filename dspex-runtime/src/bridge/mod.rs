@@ -1,0 +1,48 @@
+//! The Python bridge: DSPy modules run in a supervised pool of Python worker processes and
+//! called from Rust as typed programs.
+//!
+//! - [`Pool`] / [`PoolBuilder`] — N workers (`python -m dspex_worker`) started concurrently, each
+//!   taking traffic only after its `ready` handshake (and the init operations, such as
+//!   `configure`); checkout with a bounded queue and a timeout; heartbeats; a per-call timeout
+//!   that kills and replaces a hung worker; crash detection on process exit or end of stdout, with
+//!   retries of idempotent calls on another worker; replacement with exponential backoff and a
+//!   restart breaker; graceful [`shutdown`](Pool::shutdown); [`stats`](Pool::stats).
+//! - [`Session`] and [`AffinityMode`] — calls that share objects run on one worker.
+//! - [`BridgedModule`] / [`BridgedPredict`] — a DSPy module as a typed [`Program`](crate::Program),
+//!   with `save_state`, `load_state` and `optimize`.
+//! - [`protocol`] — the frames and messages of `python/PROTOCOL.md`.
+//! - [`BridgeError`] — every failure, typed: [`Timeout`](BridgeError::Timeout),
+//!   [`WorkerCrashed`](BridgeError::WorkerCrashed), [`PoolSaturated`](BridgeError::PoolSaturated),
+//!   [`CheckoutTimeout`](BridgeError::CheckoutTimeout), [`SessionLost`](BridgeError::SessionLost), …
+//!
+//! # LM calls
+//! With the workers configured in `bridge` LM mode ([`protocol::LmConfig::bridge`], sent by an
+//! init `configure`), DSPy's completions come back to Rust as `lm_call`s and are answered by the
+//! pool's LM ([`PoolBuilder::lm`]) or else by the LM of [`Settings::current`](crate::settings::Settings::current)
+//! — served inside the calling task, so `with_settings` overrides and
+//! [`track_usage`](crate::lm::track_usage) see them.
+//!
+//! # No orphans
+//! Each worker runs in its own process group, reads end of file on stdin when the pool's process
+//! dies (and exits), and sets its parent-death signal to SIGKILL. Caveat of the parent-death
+//! signal: Linux sends it when the *thread* that spawned the worker exits, so pools should live
+//! on a runtime whose threads outlive them (a `spawn_blocking` thread is a bad home). Killing a
+//! worker signals its whole process group with `kill(1)` (the workspace forbids `unsafe`, so no
+//! `libc::killpg`), then the child itself.
+//!
+//! # Not yet
+//! The router (native or bridged behind one type), MessagePack frames, CPU limits.
+
+mod error;
+mod pool;
+mod program;
+pub mod protocol;
+mod worker;
+
+pub use error::{BridgeError, WorkerRef};
+pub use pool::{
+    AffinityMode, LatencyHistogram, Pool, PoolBuilder, PoolStats, RequestOptions, RestartBreaker,
+    Session, ShutdownReport,
+};
+pub use program::{BridgedModule, BridgedPredict, Optimization};
+pub use worker::{DEFAULT_ENV_ALLOW, MAX_TRANSITIONS, Transition, WorkerInfo, WorkerState};

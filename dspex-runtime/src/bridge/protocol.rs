@@ -1,0 +1,942 @@
+//! The wire format between the pool and a Python worker: `python/PROTOCOL.md`, version 1.
+//!
+//! Every message is one frame — a 4-byte big-endian length, then that many bytes of UTF-8 JSON
+//! holding one object — at most [`MAX_FRAME_BYTES`] long. [`WorkerMessage`] is what a worker
+//! sends (`ready`, `response`, `lm_call`); [`Op`] is what the pool asks for in a `request`, and
+//! [`LmResult`] answers an `lm_call`.
+//!
+//! ```
+//! use dspex_runtime::bridge::protocol::{Op, encode_request, decode_frame};
+//! use serde_json::{Value, json};
+//!
+//! let frame = encode_request(7, &Op::SaveState { object: "o1".into() })?;
+//! assert_eq!(&frame[..4], &(frame.len() as u32 - 4).to_be_bytes());
+//! let body: Value = decode_frame(&frame[4..])?;
+//! assert_eq!(body, json!({"kind": "request", "id": 7, "op": "save_state", "object": "o1"}));
+//! # Ok::<(), dspex_runtime::bridge::protocol::FrameError>(())
+//! ```
+
+use crate::lm::{ApiKey, LmRequest, LmResponse, Message, ResponseFormat, Role, Usage};
+use serde::de::DeserializeOwned;
+use serde::{Deserialize, Deserializer, Serialize, Serializer};
+use serde_json::{Map, Value};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+
+/// The protocol version this crate speaks (the `protocol` of the worker's `ready`).
+pub const PROTOCOL_VERSION: u32 = 1;
+
+/// The largest frame either side may send: 64 MiB. A longer frame is a protocol error.
+pub const MAX_FRAME_BYTES: usize = 64 * 1024 * 1024;
+
+/// What reading or writing a frame can fail with.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+#[non_exhaustive]
+pub enum FrameError {
+    /// A frame's length is over [`MAX_FRAME_BYTES`].
+    #[error("a frame of {len} bytes is over the {MAX_FRAME_BYTES}-byte limit")]
+    TooLarge {
+        /// The length, as announced or as encoded.
+        len: usize,
+    },
+    /// The stream ended inside a frame.
+    #[error("the stream ended inside a frame ({read} of {expected} bytes read)")]
+    Truncated {
+        /// Bytes expected (header or body).
+        expected: usize,
+        /// Bytes read before the end.
+        read: usize,
+    },
+    /// The stream failed.
+    #[error("I/O error: {0}")]
+    Io(String),
+    /// The frame is not the JSON object expected.
+    #[error("bad frame: {message}; frame starts with: {excerpt}")]
+    Json {
+        /// What serde said.
+        message: String,
+        /// The start of the frame, for the log.
+        excerpt: String,
+    },
+}
+
+/// Encodes `message` as one frame: the 4-byte big-endian length, then the JSON.
+pub fn encode_frame<T: Serialize + ?Sized>(message: &T) -> Result<Vec<u8>, FrameError> {
+    let mut buf = Vec::with_capacity(128);
+    buf.extend_from_slice(&[0; 4]);
+    serde_json::to_writer(&mut buf, message).map_err(|e| FrameError::Json {
+        message: e.to_string(),
+        excerpt: String::new(),
+    })?;
+    let len = buf.len() - 4;
+    if len > MAX_FRAME_BYTES {
+        return Err(FrameError::TooLarge { len });
+    }
+    let header = u32::try_from(len).map_err(|_| FrameError::TooLarge { len })?;
+    buf[..4].copy_from_slice(&header.to_be_bytes());
+    Ok(buf)
+}
+
+/// Parses a frame's body (the bytes after the length).
+pub fn decode_frame<T: DeserializeOwned>(body: &[u8]) -> Result<T, FrameError> {
+    serde_json::from_slice(body).map_err(|e| FrameError::Json {
+        message: e.to_string(),
+        excerpt: String::from_utf8_lossy(&body[..body.len().min(200)]).into_owned(),
+    })
+}
+
+/// Reads one frame's body. `Ok(None)` is a clean end of stream (before any byte of a frame);
+/// an end inside a frame is [`FrameError::Truncated`].
+pub async fn read_frame<R: AsyncRead + Unpin + ?Sized>(
+    reader: &mut R,
+) -> Result<Option<Vec<u8>>, FrameError> {
+    let mut header = [0u8; 4];
+    let mut got = 0;
+    while got < 4 {
+        let n = reader
+            .read(&mut header[got..])
+            .await
+            .map_err(|e| FrameError::Io(e.to_string()))?;
+        if n == 0 {
+            return if got == 0 {
+                Ok(None)
+            } else {
+                Err(FrameError::Truncated {
+                    expected: 4,
+                    read: got,
+                })
+            };
+        }
+        got += n;
+    }
+    let len = u32::from_be_bytes(header) as usize;
+    if len > MAX_FRAME_BYTES {
+        return Err(FrameError::TooLarge { len });
+    }
+    let mut body = vec![0u8; len];
+    let mut read = 0;
+    while read < len {
+        let n = reader
+            .read(&mut body[read..])
+            .await
+            .map_err(|e| FrameError::Io(e.to_string()))?;
+        if n == 0 {
+            return Err(FrameError::Truncated {
+                expected: len,
+                read,
+            });
+        }
+        read += n;
+    }
+    Ok(Some(body))
+}
+
+/// Writes an encoded frame (from [`encode_frame`]) and flushes.
+pub async fn write_frame<W: AsyncWrite + Unpin + ?Sized>(
+    writer: &mut W,
+    frame: &[u8],
+) -> Result<(), FrameError> {
+    writer
+        .write_all(frame)
+        .await
+        .map_err(|e| FrameError::Io(e.to_string()))?;
+    writer
+        .flush()
+        .await
+        .map_err(|e| FrameError::Io(e.to_string()))
+}
+
+/// A message from a worker.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+#[non_exhaustive]
+pub enum WorkerMessage {
+    /// The first frame: the worker takes requests from now on.
+    Ready(Ready),
+    /// The answer to a request.
+    Response(Response),
+    /// DSPy inside the worker needs an LM completion (LM mode `bridge`).
+    LmCall(LmCall),
+    /// A kind this version does not know (logged and ignored).
+    #[serde(other)]
+    Unknown,
+}
+
+/// The worker's `ready` frame.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Ready {
+    /// The protocol version the worker speaks.
+    pub protocol: u32,
+    /// The worker's process id.
+    pub pid: u32,
+    /// The Python version (`3.11.7`).
+    pub python: String,
+    /// DSPy's version, or `None` while `import dspy` has not happened (lazy import).
+    #[serde(default)]
+    pub dspy: Option<String>,
+}
+
+/// The answer to request `id`: `ok` or `error`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Response {
+    /// The request's id.
+    pub id: u64,
+    /// The result object, on success.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ok: Option<Value>,
+    /// The error, on failure.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<RemoteError>,
+}
+
+impl Response {
+    /// The result, or the error (a response with neither is an error of type `ProtocolError`).
+    pub fn into_result(self) -> Result<Value, RemoteError> {
+        match (self.ok, self.error) {
+            (_, Some(error)) => Err(error),
+            (Some(ok), None) => Ok(ok),
+            (None, None) => Err(RemoteError::new(
+                "ProtocolError",
+                "the response has neither `ok` nor `error`",
+            )),
+        }
+    }
+}
+
+/// A structured error from the other side: a Python exception (type, message, traceback), or an
+/// LM failure answered to an `lm_call`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RemoteError {
+    /// The exception's type name (`ValueError`, `Cancelled`, `LmError`).
+    #[serde(rename = "type")]
+    pub kind: String,
+    /// Its message.
+    pub message: String,
+    /// The Python traceback, when there is one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub traceback: Option<String>,
+}
+
+impl RemoteError {
+    /// An error without a traceback.
+    pub fn new(kind: impl Into<String>, message: impl Into<String>) -> Self {
+        RemoteError {
+            kind: kind.into(),
+            message: message.into(),
+            traceback: None,
+        }
+    }
+}
+
+impl std::fmt::Display for RemoteError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}: {}", self.kind, self.message)
+    }
+}
+
+/// The worker asks for an LM completion.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct LmCall {
+    /// The worker's own id for this call (answered by [`LmResult::id`]).
+    pub id: u64,
+    /// What to complete.
+    pub request: LmCallRequest,
+}
+
+/// The LM request inside an `lm_call`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct LmCallRequest {
+    /// The model DSPy's LM names (informational: the pool's LM answers).
+    #[serde(default)]
+    pub model: Option<String>,
+    /// The conversation: `role` and `content` (a string, or OpenAI's list of text parts).
+    pub messages: Vec<WireMessage>,
+    /// Sampling temperature.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub temperature: Option<f64>,
+    /// Most tokens to generate.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_tokens: Option<u32>,
+    /// Completions wanted.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub n: Option<u32>,
+    /// Stop sequences (a string, a list, or null on the wire).
+    #[serde(
+        default,
+        deserialize_with = "stop_sequences",
+        skip_serializing_if = "Vec::is_empty"
+    )]
+    pub stop: Vec<String>,
+    /// Other parameters, passed on as they are.
+    #[serde(default, skip_serializing_if = "Map::is_empty")]
+    pub extra: Map<String, Value>,
+}
+
+/// One message of an [`LmCallRequest`].
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct WireMessage {
+    /// `system`, `user` or `assistant` (`developer` is read as `system`).
+    pub role: String,
+    /// A string, or a list of `{"type": "text", "text": ...}` parts.
+    pub content: Value,
+}
+
+fn stop_sequences<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<String>, D::Error> {
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum Stop {
+        One(String),
+        Many(Vec<String>),
+    }
+    Ok(match Option::<Stop>::deserialize(d)? {
+        None => Vec::new(),
+        Some(Stop::One(s)) => vec![s],
+        Some(Stop::Many(v)) => v,
+    })
+}
+
+impl LmCallRequest {
+    /// The request as the LM layer's [`LmRequest`]. From `extra`, `response_format`, `seed` and
+    /// `rollout_id` move to their own fields (when they have the LM layer's shape) and `cache` is
+    /// dropped (the [`LanguageModel`](crate::lm::LanguageModel) trait has no per-request cache
+    /// switch; the LM's own cache setting applies); the other keys are passed on. Fails (with a
+    /// message for the worker) on a role or content the LM layer cannot send (content parts
+    /// other than text).
+    pub fn to_lm_request(&self) -> Result<LmRequest, String> {
+        let mut messages = Vec::with_capacity(self.messages.len());
+        for (i, m) in self.messages.iter().enumerate() {
+            let role = match m.role.as_str() {
+                "system" | "developer" => Role::System,
+                "user" => Role::User,
+                "assistant" => Role::Assistant,
+                other => return Err(format!("messages[{i}]: unsupported role `{other}`")),
+            };
+            let content = match &m.content {
+                Value::String(s) => s.clone(),
+                Value::Array(parts) => {
+                    let mut text = String::new();
+                    for part in parts {
+                        match part.get("text").and_then(Value::as_str) {
+                            Some(t) if part.get("type").and_then(Value::as_str) == Some("text") => {
+                                text.push_str(t)
+                            }
+                            _ => {
+                                return Err(format!(
+                                    "messages[{i}]: only text content parts are supported"
+                                ));
+                            }
+                        }
+                    }
+                    text
+                }
+                Value::Null => String::new(),
+                _ => return Err(format!("messages[{i}]: content must be a string")),
+            };
+            messages.push(Message { role, content });
+        }
+        let mut extra = self.extra.clone();
+        extra.remove("cache");
+        let response_format = match extra.get("response_format") {
+            Some(v) => match serde_json::from_value::<ResponseFormat>(v.clone()) {
+                Ok(format) => {
+                    extra.remove("response_format");
+                    Some(format)
+                }
+                Err(_) => None,
+            },
+            None => None,
+        };
+        let mut take_u64 = |key: &str| match extra.get(key).and_then(Value::as_u64) {
+            Some(n) => {
+                extra.remove(key);
+                Some(n)
+            }
+            None => None,
+        };
+        let seed = take_u64("seed");
+        let rollout_id = take_u64("rollout_id");
+        Ok(LmRequest {
+            messages,
+            temperature: self.temperature,
+            max_tokens: self.max_tokens,
+            n: self.n,
+            stop: self.stop.clone(),
+            seed,
+            response_format,
+            extra,
+            rollout_id,
+        })
+    }
+}
+
+/// The answer to an `lm_call`: `{"kind": "lm_result", "id": 3, "ok": {...}}` or `..."error": {...}`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename = "lm_result")]
+pub struct LmResult {
+    /// The `lm_call`'s id.
+    pub id: u64,
+    /// The completions, on success.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ok: Option<LmCompletion>,
+    /// The failure.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<RemoteError>,
+}
+
+impl LmResult {
+    /// A successful answer from an LM response.
+    pub fn from_response(id: u64, response: &LmResponse) -> Self {
+        LmResult {
+            id,
+            ok: Some(LmCompletion {
+                choices: response.texts().map(str::to_string).collect(),
+                usage: response.usage,
+                model: response.model.clone(),
+            }),
+            error: None,
+        }
+    }
+
+    /// A failed answer.
+    pub fn error(id: u64, kind: impl Into<String>, message: impl Into<String>) -> Self {
+        LmResult {
+            id,
+            ok: None,
+            error: Some(RemoteError::new(kind, message)),
+        }
+    }
+}
+
+/// The `ok` of an [`LmResult`].
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct LmCompletion {
+    /// Each completion's text.
+    pub choices: Vec<String>,
+    /// Token counts.
+    pub usage: Usage,
+    /// The model that answered.
+    pub model: String,
+}
+
+/// How a worker's DSPy reaches its LM (`configure`'s `lm.mode`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum LmMode {
+    /// Completions come back over the bridge (`lm_call`) to the pool's LM: one cache, one set
+    /// of limits, one usage tracker.
+    Bridge,
+    /// The worker calls the endpoint itself (`dspy.LM(model, ...)`).
+    Direct,
+}
+
+/// The LM a worker's DSPy is configured with.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct LmConfig {
+    /// Bridge or direct.
+    pub mode: LmMode,
+    /// DSPy's model string (`openai/gpt-4o-mini`).
+    pub model: String,
+    /// The endpoint (direct mode).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub api_base: Option<String>,
+    /// The key (direct mode). Printed as `***`; sent to the worker as it is.
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        serialize_with = "expose_key",
+        deserialize_with = "read_key"
+    )]
+    pub api_key: Option<ApiKey>,
+    /// Other `dspy.LM` keyword arguments.
+    #[serde(default, skip_serializing_if = "Map::is_empty")]
+    pub kwargs: Map<String, Value>,
+}
+
+impl LmConfig {
+    /// Bridge mode: DSPy's completions are answered by the pool's LM.
+    pub fn bridge(model: impl Into<String>) -> Self {
+        LmConfig {
+            mode: LmMode::Bridge,
+            model: model.into(),
+            api_base: None,
+            api_key: None,
+            kwargs: Map::new(),
+        }
+    }
+
+    /// Direct mode: the worker calls `model` at `api_base` itself.
+    pub fn direct(
+        model: impl Into<String>,
+        api_base: Option<String>,
+        api_key: Option<ApiKey>,
+    ) -> Self {
+        LmConfig {
+            mode: LmMode::Direct,
+            model: model.into(),
+            api_base,
+            api_key,
+            kwargs: Map::new(),
+        }
+    }
+}
+
+fn expose_key<S: Serializer>(key: &Option<ApiKey>, s: S) -> Result<S::Ok, S::Error> {
+    match key {
+        Some(k) => s.serialize_some(k.expose()),
+        None => s.serialize_none(),
+    }
+}
+
+fn read_key<'de, D: Deserializer<'de>>(d: D) -> Result<Option<ApiKey>, D::Error> {
+    Ok(Option::<String>::deserialize(d)?.map(ApiKey::new))
+}
+
+/// DSPy's adapter for a worker (`configure`'s `adapter`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum AdapterKind {
+    /// `dspy.ChatAdapter`.
+    Chat,
+    /// `dspy.JSONAdapter`.
+    Json,
+}
+
+/// An operation the pool asks a worker for: the `op` of a `request` and its arguments.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "op", rename_all = "snake_case")]
+#[non_exhaustive]
+pub enum Op {
+    /// Liveness: `{"pong": true, "busy": bool, "rss_mb": float}` ([`PingResult`]), answered
+    /// even while another operation runs.
+    Ping,
+    /// Configures DSPy's LM and adapter for the worker's process.
+    Configure {
+        /// The LM.
+        lm: LmConfig,
+        /// The adapter (DSPy's default when absent).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        adapter: Option<AdapterKind>,
+    },
+    /// Creates a DSPy module: `{"object": "o1"}` ([`CreateResult`]).
+    Create {
+        /// An attribute of `dspy` (`Predict`, `ChainOfThought`, `ReAct`, …).
+        module: String,
+        /// The signature string (`question -> answer`).
+        signature: String,
+        /// Other constructor arguments.
+        #[serde(default, skip_serializing_if = "Map::is_empty")]
+        kwargs: Map<String, Value>,
+        /// The session the object belongs to.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        session: Option<String>,
+    },
+    /// Calls an object: `{"outputs": {...}}` ([`CallResult`]).
+    Call {
+        /// The object's id.
+        object: String,
+        /// The input fields.
+        inputs: Map<String, Value>,
+    },
+    /// An object's state (DSPy's `dump_state(json_mode=True)`): `{"state": ...}`
+    /// ([`StateResult`]).
+    SaveState {
+        /// The object's id.
+        object: String,
+    },
+    /// Loads a state into an object.
+    LoadState {
+        /// The object's id.
+        object: String,
+        /// The state.
+        state: Value,
+    },
+    /// Compiles an object with a DSPy optimizer, replacing it: `{"state": ...}`.
+    Optimize {
+        /// The object's id.
+        object: String,
+        /// An attribute of `dspy` (`MIPROv2`, `GEPA`, `SIMBA`, `BootstrapFewShot`, …).
+        optimizer: String,
+        /// The optimizer's constructor arguments.
+        #[serde(default, skip_serializing_if = "Map::is_empty")]
+        kwargs: Map<String, Value>,
+        /// `compile`'s extra arguments.
+        #[serde(default, skip_serializing_if = "Map::is_empty")]
+        compile_kwargs: Map<String, Value>,
+        /// The training examples.
+        trainset: Vec<Map<String, Value>>,
+        /// Which keys of the examples are inputs.
+        input_keys: Vec<String>,
+        /// `dspy.evaluate.<name>` or `exact_match`; none for optimizers without a metric
+        /// (`LabeledFewShot`).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        metric: Option<String>,
+    },
+    /// Forgets an object.
+    Drop {
+        /// The object's id.
+        object: String,
+    },
+    /// Asks the worker to cancel request `target` (best effort): `{"cancelled": bool}`.
+    Cancel {
+        /// The request id to cancel.
+        target: u64,
+    },
+    /// Answers `{}`, then the worker exits.
+    Shutdown,
+}
+
+impl Op {
+    /// The op's wire name (`call`, `save_state`, …).
+    pub fn name(&self) -> &'static str {
+        match self {
+            Op::Ping => "ping",
+            Op::Configure { .. } => "configure",
+            Op::Create { .. } => "create",
+            Op::Call { .. } => "call",
+            Op::SaveState { .. } => "save_state",
+            Op::LoadState { .. } => "load_state",
+            Op::Optimize { .. } => "optimize",
+            Op::Drop { .. } => "drop",
+            Op::Cancel { .. } => "cancel",
+            Op::Shutdown => "shutdown",
+        }
+    }
+
+    /// Whether running the op twice is harmless, so the pool may retry it on another worker
+    /// when its worker crashed: `ping`, `configure`, `call`, `save_state`, `load_state` and
+    /// `drop` are; `create` (a new object each time), `optimize` (long and costly), `cancel` and
+    /// `shutdown` are not. [`RequestOptions::idempotent`](super::RequestOptions::idempotent)
+    /// overrides it per request.
+    pub fn is_idempotent(&self) -> bool {
+        matches!(
+            self,
+            Op::Ping
+                | Op::Configure { .. }
+                | Op::Call { .. }
+                | Op::SaveState { .. }
+                | Op::LoadState { .. }
+                | Op::Drop { .. }
+        )
+    }
+
+    /// Whether the worker answers it from its reader at once (`ping`, `cancel`) instead of
+    /// queueing it for the executor.
+    pub fn is_immediate(&self) -> bool {
+        matches!(self, Op::Ping | Op::Cancel { .. })
+    }
+}
+
+#[derive(Serialize)]
+#[serde(tag = "kind", rename = "request")]
+struct RequestFrame<'a> {
+    id: u64,
+    #[serde(flatten)]
+    op: &'a Op,
+}
+
+/// Encodes request `id` for `op` as a frame.
+pub fn encode_request(id: u64, op: &Op) -> Result<Vec<u8>, FrameError> {
+    encode_frame(&RequestFrame { id, op })
+}
+
+/// The result of `ping`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct PingResult {
+    /// Always `true`.
+    pub pong: bool,
+    /// Whether an operation was running.
+    #[serde(default)]
+    pub busy: bool,
+    /// The worker's resident memory in MiB.
+    #[serde(default)]
+    pub rss_mb: f64,
+}
+
+/// The result of `create`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CreateResult {
+    /// The new object's id.
+    pub object: String,
+}
+
+/// The result of `call`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct CallResult {
+    /// The prediction's fields.
+    pub outputs: Map<String, Value>,
+}
+
+/// The result of `save_state` and `optimize`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct StateResult {
+    /// DSPy's state of the object.
+    pub state: Value,
+}
+
+/// The result of `cancel`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CancelResult {
+    /// Whether the target was found (queued or running).
+    pub cancelled: bool,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn body(frame: &[u8]) -> Value {
+        let len = u32::from_be_bytes([frame[0], frame[1], frame[2], frame[3]]) as usize;
+        assert_eq!(len, frame.len() - 4, "the header is the body's length");
+        decode_frame(&frame[4..]).unwrap()
+    }
+
+    #[test]
+    fn requests_have_the_documented_shape() {
+        let cases = [
+            (Op::Ping, json!({"kind": "request", "id": 1, "op": "ping"})),
+            (
+                Op::Shutdown,
+                json!({"kind": "request", "id": 1, "op": "shutdown"}),
+            ),
+            (
+                Op::Call {
+                    object: "o1".into(),
+                    inputs: json!({"question": "q"}).as_object().unwrap().clone(),
+                },
+                json!({"kind": "request", "id": 1, "op": "call", "object": "o1", "inputs": {"question": "q"}}),
+            ),
+            (
+                Op::Create {
+                    module: "ChainOfThought".into(),
+                    signature: "question -> answer".into(),
+                    kwargs: Map::new(),
+                    session: Some("s1".into()),
+                },
+                json!({"kind": "request", "id": 1, "op": "create", "module": "ChainOfThought",
+                       "signature": "question -> answer", "session": "s1"}),
+            ),
+            (
+                Op::Configure {
+                    lm: LmConfig::direct(
+                        "openai/x",
+                        Some("http://h/v1".into()),
+                        Some(ApiKey::new("sk")),
+                    ),
+                    adapter: Some(AdapterKind::Json),
+                },
+                json!({"kind": "request", "id": 1, "op": "configure",
+                       "lm": {"mode": "direct", "model": "openai/x", "api_base": "http://h/v1", "api_key": "sk"},
+                       "adapter": "json"}),
+            ),
+            (
+                Op::Cancel { target: 7 },
+                json!({"kind": "request", "id": 1, "op": "cancel", "target": 7}),
+            ),
+            (
+                Op::Optimize {
+                    object: "o1".into(),
+                    optimizer: "MIPROv2".into(),
+                    kwargs: Map::new(),
+                    compile_kwargs: Map::new(),
+                    trainset: vec![
+                        json!({"question": "q", "answer": "a"})
+                            .as_object()
+                            .unwrap()
+                            .clone(),
+                    ],
+                    input_keys: vec!["question".into()],
+                    metric: Some("exact_match".into()),
+                },
+                json!({"kind": "request", "id": 1, "op": "optimize", "object": "o1", "optimizer": "MIPROv2",
+                       "trainset": [{"question": "q", "answer": "a"}], "input_keys": ["question"],
+                       "metric": "exact_match"}),
+            ),
+        ];
+        for (op, want) in cases {
+            assert_eq!(body(&encode_request(1, &op).unwrap()), want, "{op:?}");
+            // The op reads back from the request's own object (minus kind and id).
+            let mut obj = want.as_object().unwrap().clone();
+            obj.remove("kind");
+            obj.remove("id");
+            let back: Op = serde_json::from_value(Value::Object(obj)).unwrap();
+            assert_eq!(back, op);
+        }
+    }
+
+    #[test]
+    fn the_api_key_never_prints() {
+        let c = LmConfig::direct("m", None, Some(ApiKey::new("sk-secret")));
+        assert!(!format!("{c:?}").contains("sk-secret"));
+    }
+
+    #[test]
+    fn worker_messages_decode() {
+        let ready: WorkerMessage = decode_frame(
+            br#"{"kind": "ready", "protocol": 1, "pid": 42, "python": "3.11.7", "dspy": null}"#,
+        )
+        .unwrap();
+        assert_eq!(
+            ready,
+            WorkerMessage::Ready(Ready {
+                protocol: 1,
+                pid: 42,
+                python: "3.11.7".into(),
+                dspy: None
+            })
+        );
+        let ok: WorkerMessage =
+            decode_frame(br#"{"kind": "response", "id": 7, "ok": {"object": "o1"}}"#).unwrap();
+        let WorkerMessage::Response(r) = ok else {
+            panic!("not a response")
+        };
+        assert_eq!(r.into_result().unwrap(), json!({"object": "o1"}));
+        let err: WorkerMessage = decode_frame(
+            br#"{"kind": "response", "id": 7, "error": {"type": "ValueError", "message": "no", "traceback": "tb"}}"#,
+        )
+        .unwrap();
+        let WorkerMessage::Response(r) = err else {
+            panic!("not a response")
+        };
+        let e = r.into_result().unwrap_err();
+        assert_eq!(
+            (e.kind.as_str(), e.traceback.as_deref()),
+            ("ValueError", Some("tb"))
+        );
+        let neither = Response {
+            id: 1,
+            ok: None,
+            error: None,
+        };
+        assert_eq!(neither.into_result().unwrap_err().kind, "ProtocolError");
+        let unknown: WorkerMessage = decode_frame(br#"{"kind": "log", "line": "x"}"#).unwrap();
+        assert_eq!(unknown, WorkerMessage::Unknown);
+        assert!(decode_frame::<WorkerMessage>(b"{not json").is_err());
+        assert!(decode_frame::<WorkerMessage>(br#"{"kind": "response"}"#).is_err());
+    }
+
+    #[test]
+    fn lm_calls_become_lm_requests() {
+        let msg: WorkerMessage = decode_frame(
+            br#"{"kind": "lm_call", "id": 3, "request": {"model": "openai/x",
+                "messages": [{"role": "system", "content": "s"},
+                             {"role": "user", "content": [{"type": "text", "text": "a"}, {"type": "text", "text": "b"}]}],
+                "temperature": 0.5, "max_tokens": 10, "n": 2, "stop": "END",
+                "extra": {"top_p": 0.9, "cache": false, "rollout_id": 3, "seed": 5,
+                          "response_format": {"type": "json_object"}}}}"#,
+        )
+        .unwrap();
+        let WorkerMessage::LmCall(call) = msg else {
+            panic!("not an lm_call")
+        };
+        let req = call.request.to_lm_request().unwrap();
+        assert_eq!(
+            req.messages,
+            vec![Message::system("s"), Message::user("ab")]
+        );
+        assert_eq!(req.temperature, Some(0.5));
+        assert_eq!(req.max_tokens, Some(10));
+        assert_eq!(req.n, Some(2));
+        assert_eq!(req.stop, vec!["END".to_string()]);
+        assert_eq!(req.extra, *json!({"top_p": 0.9}).as_object().unwrap());
+        assert_eq!((req.rollout_id, req.seed), (Some(3), Some(5)));
+        assert_eq!(req.response_format, Some(ResponseFormat::JsonObject));
+        // A response format the LM layer does not know stays in `extra`.
+        let odd: LmCallRequest = serde_json::from_value(json!({
+            "messages": [], "extra": {"response_format": {"type": "weird"}, "rollout_id": "x"}}))
+        .unwrap();
+        let req = odd.to_lm_request().unwrap();
+        assert_eq!(req.response_format, None);
+        assert_eq!(req.extra.len(), 2);
+
+        let bad: LmCallRequest = serde_json::from_value(
+            json!({"messages": [{"role": "tool", "content": "x"}], "stop": null}),
+        )
+        .unwrap();
+        assert!(bad.to_lm_request().unwrap_err().contains("role `tool`"));
+    }
+
+    #[test]
+    fn lm_results_have_the_documented_shape() {
+        let response = LmResponse {
+            choices: vec![crate::lm::Choice {
+                text: "hi".into(),
+                finish_reason: None,
+            }],
+            usage: Usage {
+                prompt_tokens: 1,
+                completion_tokens: 2,
+                total_tokens: 3,
+            },
+            model: "m".into(),
+            latency: std::time::Duration::ZERO,
+            cache_hit: false,
+        };
+        assert_eq!(
+            body(&encode_frame(&LmResult::from_response(3, &response)).unwrap()),
+            json!({"kind": "lm_result", "id": 3, "ok": {"choices": ["hi"],
+                   "usage": {"prompt_tokens": 1, "completion_tokens": 2, "total_tokens": 3}, "model": "m"}})
+        );
+        assert_eq!(
+            body(&encode_frame(&LmResult::error(4, "LmError", "down")).unwrap()),
+            json!({"kind": "lm_result", "id": 4, "error": {"type": "LmError", "message": "down"}})
+        );
+    }
+
+    #[tokio::test]
+    async fn frames_round_trip_and_fail_cleanly() {
+        let a = encode_frame(&json!({"a": 1})).unwrap();
+        let b = encode_frame(&json!({"b": "é"})).unwrap();
+        let mut stream: &[u8] = &[a.clone(), b].concat();
+        assert_eq!(
+            decode_frame::<Value>(&read_frame(&mut stream).await.unwrap().unwrap()).unwrap(),
+            json!({"a": 1})
+        );
+        assert_eq!(
+            decode_frame::<Value>(&read_frame(&mut stream).await.unwrap().unwrap()).unwrap(),
+            json!({"b": "é"})
+        );
+        assert_eq!(read_frame(&mut stream).await, Ok(None));
+
+        // A frame cut short, in the header or in the body.
+        let mut cut: &[u8] = &a[..2];
+        assert_eq!(
+            read_frame(&mut cut).await,
+            Err(FrameError::Truncated {
+                expected: 4,
+                read: 2
+            })
+        );
+        let mut cut: &[u8] = &a[..a.len() - 1];
+        assert!(matches!(
+            read_frame(&mut cut).await,
+            Err(FrameError::Truncated { .. })
+        ));
+
+        // An announced length over the cap is refused before anything is allocated.
+        let mut huge: &[u8] = &((MAX_FRAME_BYTES as u32) + 1).to_be_bytes();
+        assert_eq!(
+            read_frame(&mut huge).await,
+            Err(FrameError::TooLarge {
+                len: MAX_FRAME_BYTES + 1
+            })
+        );
+        // Exactly at the cap is allowed (the body is then read).
+        let mut at_cap: &[u8] = &(MAX_FRAME_BYTES as u32).to_be_bytes();
+        assert!(matches!(
+            read_frame(&mut at_cap).await,
+            Err(FrameError::Truncated { .. })
+        ));
+
+        // Writing goes through write_frame unchanged.
+        let mut out = Vec::new();
+        write_frame(&mut out, &a).await.unwrap();
+        assert_eq!(out, a);
+
+        // An oversized message is refused when encoding.
+        let big = "x".repeat(MAX_FRAME_BYTES);
+        assert!(matches!(
+            encode_frame(&json!([big])),
+            Err(FrameError::TooLarge { .. })
+        ));
+    }
+}

@@ -1,0 +1,1164 @@
+//! One worker process: spawning it, the `ready` handshake, the tasks around it (writer, reader,
+//! exit watcher, stderr forwarder, heartbeat) and its state machine.
+//!
+//! Tasks per worker, each ending when the process is gone:
+//! - the **writer** owns stdin and writes queued frames in order (so a caller that gives up never
+//!   leaves half a frame behind); closing its queue closes stdin, which makes the worker exit;
+//! - the **reader** owns stdout: responses go to the waiting caller by id, `lm_call`s to the
+//!   caller of the running operation (served in the caller's task, so task-scoped settings and
+//!   usage trackers apply); end of stream marks the worker failed at once;
+//! - the **exit watcher** owns the `Child`: it sees the exit status, and sends signals (to the
+//!   whole process group, then to the child) when asked;
+//! - the **stderr forwarder** turns stderr lines into `tracing` events and keeps the last lines
+//!   for error messages;
+//! - the **heartbeat** pings every interval (a busy worker answers from its reader thread) and
+//!   kills a worker that misses too many, or whose abandoned operation ran past its deadline.
+
+use super::error::{BridgeError, WorkerRef};
+use super::protocol::{
+    FrameError, LmCall, LmResult, Op, PROTOCOL_VERSION, PingResult, Ready, WorkerMessage,
+    decode_frame, encode_frame, encode_request, read_frame,
+};
+use crate::lm::LanguageModel;
+use crate::settings::Settings;
+use futures_util::StreamExt;
+use futures_util::stream::FuturesUnordered;
+use serde_json::Value;
+use std::collections::{HashMap, VecDeque};
+use std::ffi::OsString;
+use std::path::PathBuf;
+use std::process::{ExitStatus, Stdio};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard, Weak};
+use std::time::{Duration, Instant};
+use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
+use tokio::process::{Child, ChildStderr, ChildStdin, ChildStdout, Command};
+use tokio::sync::{mpsc, oneshot, watch};
+
+/// Where a worker is in its life. Transitions: `Starting → Ready ⇄ Busy`, `Ready | Busy →
+/// Draining` (shutdown or retirement), and any state `→ Stopped` (an exit that was asked for)
+/// or `→ Failed` (a crash, a kill after a timeout or missed heartbeats, a failed start).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum WorkerState {
+    /// Spawned; handshake or initial configuration not done. Gets no traffic.
+    Starting,
+    /// Idle, ready for a call.
+    Ready,
+    /// Running a call.
+    Busy,
+    /// Finishing its call before it stops; gets no new traffic.
+    Draining,
+    /// Exited as asked.
+    Stopped,
+    /// Crashed or was killed.
+    Failed,
+}
+
+impl WorkerState {
+    /// Whether the worker is gone (`Stopped` or `Failed`).
+    pub fn is_terminal(self) -> bool {
+        matches!(self, WorkerState::Stopped | WorkerState::Failed)
+    }
+
+    /// The state's name (`ready`, `busy`, …).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            WorkerState::Starting => "starting",
+            WorkerState::Ready => "ready",
+            WorkerState::Busy => "busy",
+            WorkerState::Draining => "draining",
+            WorkerState::Stopped => "stopped",
+            WorkerState::Failed => "failed",
+        }
+    }
+}
+
+impl std::fmt::Display for WorkerState {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// One recorded state change of a worker.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Transition {
+    /// The state before.
+    pub from: WorkerState,
+    /// The state after.
+    pub to: WorkerState,
+    /// When, counted from the worker's spawn.
+    pub at: Duration,
+    /// Why, for the changes that have a reason (failures, draining).
+    pub reason: Option<String>,
+}
+
+/// A snapshot of one worker, for [`PoolStats`](super::PoolStats).
+#[derive(Debug, Clone, PartialEq)]
+pub struct WorkerInfo {
+    /// The pool's number and the process id.
+    pub worker: WorkerRef,
+    /// The state now.
+    pub state: WorkerState,
+    /// Calls run (requests other than pings).
+    pub calls: u64,
+    /// Time since spawn.
+    pub uptime: Duration,
+    /// Resident memory at the last heartbeat, in MiB.
+    pub rss_mb: Option<f64>,
+    /// The Python version the worker reported.
+    pub python: String,
+    /// DSPy's version, if imported at start.
+    pub dspy: Option<String>,
+    /// Why it failed, once it has.
+    pub failure: Option<String>,
+    /// State changes, oldest first (the last [`MAX_TRANSITIONS`] kept).
+    pub transitions: Vec<Transition>,
+}
+
+/// How many transitions a worker keeps.
+pub const MAX_TRANSITIONS: usize = 64;
+/// How many stderr lines a worker keeps for error messages.
+const STDERR_TAIL_LINES: usize = 20;
+/// Longest stderr line kept (in characters) for error messages.
+const STDERR_LINE_CHARS: usize = 400;
+/// Longest stderr line logged as one event (bytes).
+const STDERR_READ_LIMIT: u64 = 64 * 1024;
+/// Frames larger than this are parsed on the blocking pool, not on a runtime thread.
+const BLOCKING_DECODE_BYTES: usize = 1024 * 1024;
+
+/// Environment variables a worker inherits from the pool's process (everything else is dropped).
+pub const DEFAULT_ENV_ALLOW: &[&str] = &[
+    "PATH",
+    "HOME",
+    "USER",
+    "LANG",
+    "LC_ALL",
+    "LC_CTYPE",
+    "TZ",
+    "TMPDIR",
+    "VIRTUAL_ENV",
+    "CONDA_PREFIX",
+    "PYTHONPATH",
+    "PYTHONHOME",
+    "SSL_CERT_FILE",
+    "SSL_CERT_DIR",
+];
+
+/// How workers are started and watched (built by the pool builder).
+#[derive(Debug, Clone)]
+pub(crate) struct WorkerConfig {
+    pub(crate) program: OsString,
+    pub(crate) args: Vec<OsString>,
+    pub(crate) env_allow: Vec<String>,
+    pub(crate) env: Vec<(String, String)>,
+    pub(crate) thread_cap: u32,
+    pub(crate) current_dir: Option<PathBuf>,
+    pub(crate) start_timeout: Duration,
+    pub(crate) heartbeat_interval: Option<Duration>,
+    pub(crate) heartbeat_timeout: Duration,
+    pub(crate) max_missed_heartbeats: u32,
+    pub(crate) kill_process_group: bool,
+}
+
+/// What a worker tells its pool.
+pub(crate) trait WorkerHooks: Send + Sync {
+    /// The worker is gone (`Stopped` or `Failed`); called once, without the worker's lock held.
+    fn worker_down(&self, worker: &Arc<Worker>);
+    /// A call whose caller gave up has finished: the worker is `Ready` again.
+    fn worker_released(&self, worker: &Arc<Worker>);
+}
+
+/// A signal for the exit watcher to send.
+#[derive(Debug, Clone, Copy)]
+enum Signal {
+    Term,
+    Kill,
+}
+
+struct Pending {
+    tx: oneshot::Sender<Result<Value, BridgeError>>,
+    lm: Option<mpsc::UnboundedSender<LmCall>>,
+    op: &'static str,
+}
+
+/// The exclusive operation the worker is running (at most one: the pool leases a worker to one
+/// caller at a time; pings and cancels are not exclusive).
+struct Current {
+    id: u64,
+    op: &'static str,
+    deadline: Option<Instant>,
+    /// The caller gave up (dropped its future): the worker is released when the response comes.
+    abandoned: bool,
+    /// The lease ended while the operation ran: release the worker when it answers.
+    release_when_done: bool,
+}
+
+struct Inner {
+    state: WorkerState,
+    transitions: VecDeque<Transition>,
+    pending: HashMap<u64, Pending>,
+    current: Option<Current>,
+    failure: Option<String>,
+    calls: u64,
+    rss_mb: Option<f64>,
+    exit: Option<String>,
+}
+
+/// How a lease on a worker ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum LeaseEnd {
+    /// The worker is `Ready` (or `Draining`) and free.
+    Free,
+    /// Its operation still runs (the caller gave up): it is released when the response comes.
+    Deferred,
+    /// It is gone.
+    Gone,
+}
+
+/// A running worker process.
+pub(crate) struct Worker {
+    pub(crate) wref: WorkerRef,
+    ready: Ready,
+    spawned_at: Instant,
+    writer: Mutex<Option<mpsc::UnboundedSender<Vec<u8>>>>,
+    signals: mpsc::UnboundedSender<Signal>,
+    inner: Mutex<Inner>,
+    stderr: Arc<Mutex<VecDeque<String>>>,
+    request_ids: Arc<AtomicU64>,
+    hooks: Weak<dyn WorkerHooks>,
+    state_tx: watch::Sender<WorkerState>,
+}
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+impl std::fmt::Debug for Worker {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Worker")
+            .field("worker", &self.wref)
+            .field("state", &self.state())
+            .finish()
+    }
+}
+
+fn describe_exit(status: &ExitStatus) -> String {
+    use std::os::unix::process::ExitStatusExt;
+    match (status.code(), status.signal()) {
+        (Some(code), _) => format!("exited with status {code}"),
+        (None, Some(9)) => "killed by SIGKILL (signal 9; out of memory, or killed)".to_string(),
+        (None, Some(11)) => "crashed with SIGSEGV (signal 11)".to_string(),
+        (None, Some(15)) => "terminated by SIGTERM (signal 15)".to_string(),
+        (None, Some(6)) => "aborted (SIGABRT, signal 6)".to_string(),
+        (None, Some(sig)) => format!("killed by signal {sig}"),
+        (None, None) => status.to_string(),
+    }
+}
+
+impl Worker {
+    /// Spawns a worker and waits for its `ready` frame. The worker is `Starting` until the
+    /// pool calls [`Worker::mark_ready`].
+    pub(crate) async fn spawn(
+        id: u64,
+        config: &WorkerConfig,
+        request_ids: Arc<AtomicU64>,
+        hooks: Weak<dyn WorkerHooks>,
+    ) -> Result<Arc<Worker>, BridgeError> {
+        let mut cmd = Command::new(&config.program);
+        cmd.args(&config.args)
+            .env_clear()
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .kill_on_drop(true)
+            .process_group(0);
+        for name in &config.env_allow {
+            if let Some(value) = std::env::var_os(name) {
+                cmd.env(name, value);
+            }
+        }
+        let cap = config.thread_cap.to_string();
+        for name in [
+            "OMP_NUM_THREADS",
+            "OPENBLAS_NUM_THREADS",
+            "MKL_NUM_THREADS",
+            "NUMEXPR_NUM_THREADS",
+        ] {
+            cmd.env(name, &cap);
+        }
+        // The worker checks that its parent is this process (see PROTOCOL.md, start-up).
+        cmd.env("DSPEX_PARENT_PID", std::process::id().to_string());
+        cmd.env("TOKENIZERS_PARALLELISM", "false")
+            .env("PYTHONUNBUFFERED", "1")
+            .env("LITELLM_LOCAL_MODEL_COST_MAP", "True");
+        for (k, v) in &config.env {
+            cmd.env(k, v);
+        }
+        if let Some(dir) = &config.current_dir {
+            cmd.current_dir(dir);
+        }
+        let program = config.program.to_string_lossy().into_owned();
+        let spawned_at = Instant::now();
+        let mut child = cmd.spawn().map_err(|e| BridgeError::Spawn {
+            program: program.clone(),
+            message: e.to_string(),
+        })?;
+        let pid = child.id().unwrap_or(0);
+        let wref = WorkerRef { id, pid };
+        let (Some(stdin), Some(stdout), Some(stderr)) =
+            (child.stdin.take(), child.stdout.take(), child.stderr.take())
+        else {
+            let _ = child.start_kill();
+            return Err(BridgeError::Spawn {
+                program,
+                message: "the child's pipes were not opened".into(),
+            });
+        };
+        tracing::debug!(target: "dspex::bridge", worker = id, pid, "worker spawned");
+        let tail = Arc::new(Mutex::new(VecDeque::new()));
+        let stderr_task = tokio::spawn(forward_stderr(stderr, tail.clone(), wref));
+        let mut stdout = BufReader::with_capacity(64 * 1024, stdout);
+
+        let ready = match handshake(&mut stdout, config.start_timeout, wref).await {
+            Ok(ready) => ready,
+            Err(message) => {
+                // Make sure it is gone, then collect what it said on stderr.
+                if config.kill_process_group {
+                    signal_group(pid, "KILL").await;
+                }
+                let _ = child.start_kill();
+                let status = tokio::time::timeout(Duration::from_secs(2), child.wait()).await;
+                let _ = tokio::time::timeout(Duration::from_millis(500), stderr_task).await;
+                let stderr: Vec<String> = lock(&tail).iter().cloned().collect();
+                return Err(match message {
+                    HandshakeError::Version(got) => BridgeError::ProtocolVersion {
+                        worker: wref,
+                        got,
+                        expected: PROTOCOL_VERSION,
+                    },
+                    HandshakeError::Eof => BridgeError::Handshake {
+                        worker: wref,
+                        message: match status {
+                            Ok(Ok(s)) => format!("it {} before sending `ready`", describe_exit(&s)),
+                            _ => "it closed its stdout before sending `ready`".into(),
+                        },
+                        stderr,
+                    },
+                    HandshakeError::Other(message) => BridgeError::Handshake {
+                        worker: wref,
+                        message,
+                        stderr,
+                    },
+                });
+            }
+        };
+        tracing::info!(
+            target: "dspex::bridge",
+            worker = id, pid, python = %ready.python, dspy = ?ready.dspy,
+            "worker sent ready"
+        );
+
+        let (frames_tx, frames_rx) = mpsc::unbounded_channel();
+        let (signals_tx, signals_rx) = mpsc::unbounded_channel();
+        let (state_tx, _) = watch::channel(WorkerState::Starting);
+        let worker = Arc::new(Worker {
+            wref,
+            ready,
+            spawned_at,
+            writer: Mutex::new(Some(frames_tx)),
+            signals: signals_tx,
+            inner: Mutex::new(Inner {
+                state: WorkerState::Starting,
+                transitions: VecDeque::new(),
+                pending: HashMap::new(),
+                current: None,
+                failure: None,
+                calls: 0,
+                rss_mb: None,
+                exit: None,
+            }),
+            stderr: tail,
+            request_ids,
+            hooks,
+            state_tx,
+        });
+        tokio::spawn(write_frames(stdin, frames_rx));
+        tokio::spawn(read_frames(worker.clone(), stdout));
+        tokio::spawn(watch_exit(
+            worker.clone(),
+            child,
+            signals_rx,
+            config.kill_process_group,
+        ));
+        if let Some(interval) = config.heartbeat_interval {
+            tokio::spawn(heartbeat(
+                worker.clone(),
+                interval,
+                config.heartbeat_timeout,
+                config.max_missed_heartbeats.max(1),
+            ));
+        }
+        Ok(worker)
+    }
+
+    /// The state now.
+    pub(crate) fn state(&self) -> WorkerState {
+        lock(&self.inner).state
+    }
+
+    /// Watches state changes.
+    pub(crate) fn subscribe(&self) -> watch::Receiver<WorkerState> {
+        self.state_tx.subscribe()
+    }
+
+    /// Time since spawn.
+    pub(crate) fn uptime(&self) -> Duration {
+        self.spawned_at.elapsed()
+    }
+
+    /// Why it failed (or how it exited).
+    pub(crate) fn failure(&self) -> Option<String> {
+        lock(&self.inner).failure.clone()
+    }
+
+    /// The snapshot for stats.
+    pub(crate) fn info(&self) -> WorkerInfo {
+        let inner = lock(&self.inner);
+        WorkerInfo {
+            worker: self.wref,
+            state: inner.state,
+            calls: inner.calls,
+            uptime: self.uptime(),
+            rss_mb: inner.rss_mb,
+            python: self.ready.python.clone(),
+            dspy: self.ready.dspy.clone(),
+            failure: inner.failure.clone(),
+            transitions: inner.transitions.iter().cloned().collect(),
+        }
+    }
+
+    fn stderr_tail(&self) -> Vec<String> {
+        lock(&self.stderr).iter().cloned().collect()
+    }
+
+    fn set_state(&self, inner: &mut Inner, to: WorkerState, reason: Option<String>) {
+        let from = inner.state;
+        if from == to {
+            return;
+        }
+        tracing::debug!(
+            target: "dspex::bridge",
+            worker = self.wref.id, pid = self.wref.pid, from = from.as_str(), to = to.as_str(),
+            reason = reason.as_deref().unwrap_or(""),
+            "worker state"
+        );
+        inner.state = to;
+        if inner.transitions.len() == MAX_TRANSITIONS {
+            inner.transitions.pop_front();
+        }
+        inner.transitions.push_back(Transition {
+            from,
+            to,
+            at: self.spawned_at.elapsed(),
+            reason,
+        });
+        self.state_tx.send_replace(to);
+    }
+
+    /// `Starting → Ready`, once the pool has configured the worker. False if it is gone.
+    pub(crate) fn mark_ready(&self) -> bool {
+        let mut inner = lock(&self.inner);
+        if inner.state != WorkerState::Starting {
+            return false;
+        }
+        self.set_state(&mut inner, WorkerState::Ready, None);
+        true
+    }
+
+    /// `Ready → Busy` for a new lease. False if the worker is not ready.
+    pub(crate) fn begin_lease(&self) -> bool {
+        let mut inner = lock(&self.inner);
+        if inner.state != WorkerState::Ready || inner.current.is_some() {
+            return false;
+        }
+        self.set_state(&mut inner, WorkerState::Busy, None);
+        true
+    }
+
+    /// Ends a lease: `Busy → Ready` when nothing runs; if the caller's operation still runs
+    /// (it gave up), asks the worker to cancel it and defers the release to its response.
+    pub(crate) fn end_lease(&self) -> LeaseEnd {
+        let mut inner = lock(&self.inner);
+        if inner.state.is_terminal() {
+            return LeaseEnd::Gone;
+        }
+        if let Some(current) = inner.current.as_mut() {
+            current.release_when_done = true;
+            let target = current.id;
+            drop(inner);
+            self.send_cancel(target);
+            return LeaseEnd::Deferred;
+        }
+        if inner.state == WorkerState::Busy {
+            self.set_state(&mut inner, WorkerState::Ready, None);
+        }
+        LeaseEnd::Free
+    }
+
+    /// `Ready | Busy → Draining`: no new traffic.
+    pub(crate) fn drain(&self, reason: &str) {
+        let mut inner = lock(&self.inner);
+        if matches!(
+            inner.state,
+            WorkerState::Ready | WorkerState::Busy | WorkerState::Starting
+        ) {
+            self.set_state(&mut inner, WorkerState::Draining, Some(reason.to_string()));
+        }
+    }
+
+    fn send_frame(&self, frame: Vec<u8>) -> bool {
+        match lock(&self.writer).as_ref() {
+            Some(tx) => tx.send(frame).is_ok(),
+            None => false,
+        }
+    }
+
+    fn send_cancel(&self, target: u64) {
+        let id = self.request_ids.fetch_add(1, Ordering::Relaxed);
+        if let Ok(frame) = encode_request(id, &Op::Cancel { target }) {
+            self.send_frame(frame);
+        }
+    }
+
+    fn send_lm_result(&self, result: &LmResult) {
+        match encode_frame(result) {
+            Ok(frame) => {
+                self.send_frame(frame);
+            }
+            Err(e) => {
+                // Too large to send: tell the worker instead of leaving it waiting.
+                let fallback = LmResult::error(result.id, "LmError", e.to_string());
+                if let Ok(frame) = encode_frame(&fallback) {
+                    self.send_frame(frame);
+                }
+            }
+        }
+    }
+
+    /// Closes stdin: the worker exits when it reads end of file.
+    pub(crate) fn close_stdin(&self) {
+        lock(&self.writer).take();
+    }
+
+    fn signal(&self, signal: Signal) {
+        let _ = self.signals.send(signal);
+    }
+
+    /// Sends SIGTERM to the worker's process group.
+    pub(crate) fn terminate(&self) {
+        self.signal(Signal::Term);
+    }
+
+    /// Marks the worker failed (with `reason`) and kills it: in-flight calls get
+    /// [`BridgeError::WorkerCrashed`].
+    pub(crate) fn kill(self: &Arc<Self>, reason: impl Into<String>) {
+        self.fail(reason.into());
+        self.close_stdin();
+        self.signal(Signal::Kill);
+    }
+
+    /// Kills the process without failing anything first (the exit that follows marks the
+    /// worker `Stopped` if it was draining).
+    pub(crate) fn force_kill(&self) {
+        self.close_stdin();
+        self.signal(Signal::Kill);
+    }
+
+    /// The worker is gone: fail every pending call, record the transition, tell the pool.
+    /// Idempotent: only the first call has an effect.
+    fn fail(self: &Arc<Self>, reason: String) {
+        let pending = {
+            let mut inner = lock(&self.inner);
+            if inner.state.is_terminal() {
+                return;
+            }
+            let to = if inner.state == WorkerState::Draining {
+                WorkerState::Stopped
+            } else {
+                WorkerState::Failed
+            };
+            inner.failure = Some(reason.clone());
+            inner.current = None;
+            self.set_state(&mut inner, to, Some(reason.clone()));
+            std::mem::take(&mut inner.pending)
+        };
+        let stderr = self.stderr_tail();
+        for (_, p) in pending {
+            let _ = p.tx.send(Err(BridgeError::WorkerCrashed {
+                worker: self.wref,
+                op: p.op,
+                reason: reason.clone(),
+                stderr: stderr.clone(),
+            }));
+        }
+        if self.state() == WorkerState::Failed {
+            tracing::warn!(
+                target: "dspex::bridge",
+                worker = self.wref.id, pid = self.wref.pid, reason = %reason,
+                "worker failed"
+            );
+        } else {
+            tracing::info!(
+                target: "dspex::bridge",
+                worker = self.wref.id, pid = self.wref.pid, reason = %reason,
+                "worker stopped"
+            );
+        }
+        // Make sure the process (and its group) is gone; harmless if it already exited.
+        self.close_stdin();
+        self.signal(Signal::Kill);
+        if let Some(hooks) = self.hooks.upgrade() {
+            hooks.worker_down(self);
+        }
+    }
+
+    fn crashed(&self, op: &'static str) -> BridgeError {
+        BridgeError::WorkerCrashed {
+            worker: self.wref,
+            op,
+            reason: self
+                .failure()
+                .unwrap_or_else(|| "its pipes closed".to_string()),
+            stderr: self.stderr_tail(),
+        }
+    }
+
+    /// Sends `op` and waits for its response. `exclusive` operations (everything but pings and
+    /// cancels) become the worker's current operation: its `lm_call`s are served here, with
+    /// `lm` or else the LM of [`Settings::current`] in the calling task. On `timeout` the worker
+    /// is killed and the caller gets [`BridgeError::Timeout`].
+    ///
+    /// Cancel-safe: a caller that drops this future leaves the worker busy until the operation
+    /// answers (its `lm_call`s are refused), and the heartbeat kills it past its deadline.
+    pub(crate) async fn request(
+        self: &Arc<Self>,
+        op: &Op,
+        exclusive: bool,
+        timeout: Option<Duration>,
+        lm: Option<&Arc<dyn LanguageModel>>,
+    ) -> Result<Value, BridgeError> {
+        let id = self.request_ids.fetch_add(1, Ordering::Relaxed);
+        let frame = encode_request(id, op).map_err(|source| BridgeError::Protocol {
+            worker: Some(self.wref),
+            source,
+        })?;
+        let (tx, mut rx) = oneshot::channel();
+        let (lm_tx, mut lm_rx) = if exclusive {
+            let (a, b) = mpsc::unbounded_channel();
+            (Some(a), Some(b))
+        } else {
+            (None, None)
+        };
+        {
+            let mut inner = lock(&self.inner);
+            if inner.state.is_terminal() {
+                drop(inner);
+                return Err(self.crashed(op.name()));
+            }
+            inner.pending.insert(
+                id,
+                Pending {
+                    tx,
+                    lm: lm_tx,
+                    op: op.name(),
+                },
+            );
+            if exclusive {
+                inner.calls += 1;
+                inner.current = Some(Current {
+                    id,
+                    op: op.name(),
+                    deadline: timeout.map(|t| Instant::now() + t),
+                    abandoned: false,
+                    release_when_done: false,
+                });
+            }
+        }
+        let mut guard = InFlight {
+            worker: self,
+            id,
+            exclusive,
+            armed: true,
+        };
+        if !self.send_frame(frame) {
+            guard.armed = false;
+            self.forget(id, exclusive);
+            return Err(self.crashed(op.name()));
+        }
+        let lm = lm.cloned();
+        let wait = async {
+            let mut serving = FuturesUnordered::new();
+            loop {
+                tokio::select! {
+                    biased;
+                    result = &mut rx => {
+                        return result.unwrap_or_else(|_| Err(self.crashed(op.name())));
+                    }
+                    Some(result) = serving.next(), if !serving.is_empty() => {
+                        self.send_lm_result(&result);
+                    }
+                    Some(call) = next_lm_call(&mut lm_rx) => {
+                        serving.push(serve_lm_call(call, lm.clone()));
+                    }
+                }
+            }
+        };
+        let result = match timeout {
+            None => wait.await,
+            Some(t) => match tokio::time::timeout(t, wait).await {
+                Ok(result) => result,
+                Err(_) => {
+                    guard.armed = false;
+                    self.forget(id, exclusive);
+                    self.kill(format!("`{}` timed out after {t:?}", op.name()));
+                    return Err(BridgeError::Timeout {
+                        worker: self.wref,
+                        op: op.name(),
+                        timeout: t,
+                    });
+                }
+            },
+        };
+        guard.armed = false;
+        result
+    }
+
+    /// Forgets request `id` (its caller is gone). An exclusive operation stays current — the
+    /// worker is still running it — but is marked abandoned.
+    fn forget(&self, id: u64, exclusive: bool) {
+        let mut inner = lock(&self.inner);
+        inner.pending.remove(&id);
+        if exclusive
+            && let Some(current) = inner.current.as_mut()
+            && current.id == id
+        {
+            current.abandoned = true;
+        }
+    }
+
+    /// The reader got a response.
+    fn on_response(self: &Arc<Self>, id: u64, result: Result<Value, BridgeError>) {
+        let (pending, release) = {
+            let mut inner = lock(&self.inner);
+            let pending = inner.pending.remove(&id);
+            let mut release = false;
+            if inner.current.as_ref().is_some_and(|c| c.id == id) {
+                let current = inner.current.take();
+                if current.is_some_and(|c| c.release_when_done) && inner.state == WorkerState::Busy
+                {
+                    self.set_state(&mut inner, WorkerState::Ready, None);
+                    release = true;
+                } else if inner.state == WorkerState::Draining {
+                    // Shutdown waits for this.
+                    self.state_tx.send_replace(WorkerState::Draining);
+                }
+            }
+            (pending, release)
+        };
+        match pending {
+            Some(p) => {
+                let _ = p.tx.send(result);
+            }
+            None => tracing::trace!(
+                target: "dspex::bridge",
+                worker = self.wref.id, id, "response to a request nobody waits for"
+            ),
+        }
+        if release && let Some(hooks) = self.hooks.upgrade() {
+            hooks.worker_released(self);
+        }
+    }
+
+    /// The reader got an `lm_call`: hand it to the caller of the running operation.
+    fn on_lm_call(&self, call: LmCall) {
+        let target = {
+            let inner = lock(&self.inner);
+            inner
+                .current
+                .as_ref()
+                .filter(|c| !c.abandoned)
+                .and_then(|c| inner.pending.get(&c.id))
+                .and_then(|p| p.lm.clone())
+        };
+        let id = call.id;
+        let refused = match target {
+            Some(tx) => tx.send(call).is_err(),
+            None => true,
+        };
+        if refused {
+            self.send_lm_result(&LmResult::error(
+                id,
+                "Cancelled",
+                "no caller is waiting for the operation that made this LM call",
+            ));
+        }
+    }
+
+    /// The deadline of an abandoned operation that has passed, if any.
+    fn overdue(&self) -> Option<&'static str> {
+        let inner = lock(&self.inner);
+        let current = inner.current.as_ref()?;
+        let deadline = current.deadline?;
+        // A caller still waiting enforces its own timeout; a little slack avoids racing it.
+        (Instant::now() > deadline + Duration::from_millis(100)).then_some(current.op)
+    }
+
+    /// Waits until the process has exited, up to `timeout`. True if it did.
+    pub(crate) async fn wait_exit(&self, timeout: Duration) -> bool {
+        let mut rx = self.subscribe();
+        let exited = async {
+            loop {
+                if lock(&self.inner).exit.is_some() {
+                    return;
+                }
+                if rx.changed().await.is_err() {
+                    return;
+                }
+            }
+        };
+        tokio::time::timeout(timeout, exited).await.is_ok()
+    }
+
+    /// Waits until no exclusive operation runs, up to `timeout`. True if none does.
+    pub(crate) async fn wait_idle(&self, timeout: Duration) -> bool {
+        let mut rx = self.subscribe();
+        let idle = async {
+            loop {
+                {
+                    let inner = lock(&self.inner);
+                    if inner.current.is_none() || inner.state.is_terminal() {
+                        return;
+                    }
+                }
+                if rx.changed().await.is_err() {
+                    return;
+                }
+            }
+        };
+        tokio::time::timeout(timeout, idle).await.is_ok()
+    }
+
+    fn record_exit(self: &Arc<Self>, description: String) {
+        lock(&self.inner).exit = Some(description.clone());
+        self.fail(description);
+        // Wake wait_exit even when fail() had nothing to do.
+        self.state_tx.send_modify(|_| {});
+    }
+}
+
+/// Drops a pending request whose caller went away.
+struct InFlight<'a> {
+    worker: &'a Worker,
+    id: u64,
+    exclusive: bool,
+    armed: bool,
+}
+
+impl Drop for InFlight<'_> {
+    fn drop(&mut self) {
+        if self.armed {
+            self.worker.forget(self.id, self.exclusive);
+        }
+    }
+}
+
+async fn next_lm_call(rx: &mut Option<mpsc::UnboundedReceiver<LmCall>>) -> Option<LmCall> {
+    match rx {
+        Some(rx) => rx.recv().await,
+        None => std::future::pending().await,
+    }
+}
+
+/// Serves one `lm_call` with `lm`, or the LM of the settings in the calling task.
+async fn serve_lm_call(call: LmCall, lm: Option<Arc<dyn LanguageModel>>) -> LmResult {
+    let Some(lm) = lm.or_else(|| Settings::current().lm) else {
+        return LmResult::error(
+            call.id,
+            "LmError",
+            "no LM is configured on the Rust side: give the pool an LM (PoolBuilder::lm) or configure dspex::settings",
+        );
+    };
+    let request = match call.request.to_lm_request() {
+        Ok(r) => r,
+        Err(message) => return LmResult::error(call.id, "ValueError", message),
+    };
+    match lm.call(request).await {
+        Ok(response) => LmResult::from_response(call.id, &response),
+        Err(e) => LmResult::error(call.id, "LmError", e.to_string()),
+    }
+}
+
+enum HandshakeError {
+    Eof,
+    Version(u32),
+    Other(String),
+}
+
+async fn handshake(
+    stdout: &mut BufReader<ChildStdout>,
+    timeout: Duration,
+    wref: WorkerRef,
+) -> Result<Ready, HandshakeError> {
+    let frame = match tokio::time::timeout(timeout, read_frame(stdout)).await {
+        Err(_) => {
+            return Err(HandshakeError::Other(format!(
+                "no `ready` within {timeout:?} (start timeout)"
+            )));
+        }
+        Ok(Ok(None)) => return Err(HandshakeError::Eof),
+        Ok(Err(e)) => return Err(HandshakeError::Other(format!("bad first frame: {e}"))),
+        Ok(Ok(Some(frame))) => frame,
+    };
+    match decode_frame::<WorkerMessage>(&frame) {
+        Ok(WorkerMessage::Ready(ready)) if ready.protocol == PROTOCOL_VERSION => {
+            if ready.pid != wref.pid {
+                tracing::debug!(
+                    target: "dspex::bridge",
+                    worker = wref.id, pid = wref.pid, reported = ready.pid,
+                    "the worker reports another pid (a wrapper process?)"
+                );
+            }
+            Ok(ready)
+        }
+        Ok(WorkerMessage::Ready(ready)) => Err(HandshakeError::Version(ready.protocol)),
+        Ok(other) => Err(HandshakeError::Other(format!(
+            "the first frame must be `ready`, got {other:?}"
+        ))),
+        Err(e) => Err(HandshakeError::Other(format!("bad first frame: {e}"))),
+    }
+}
+
+async fn write_frames(mut stdin: ChildStdin, mut frames: mpsc::UnboundedReceiver<Vec<u8>>) {
+    while let Some(frame) = frames.recv().await {
+        if stdin.write_all(&frame).await.is_err() {
+            break;
+        }
+    }
+    // Dropping stdin closes the pipe: the worker reads end of file and exits.
+}
+
+async fn read_frames(worker: Arc<Worker>, mut stdout: BufReader<ChildStdout>) {
+    let reason = loop {
+        let frame = match read_frame(&mut stdout).await {
+            Ok(Some(frame)) => frame,
+            Ok(None) => break None,
+            Err(e) => break Some(e),
+        };
+        let message = if frame.len() > BLOCKING_DECODE_BYTES {
+            match tokio::task::spawn_blocking(move || decode_frame::<WorkerMessage>(&frame)).await {
+                Ok(message) => message,
+                Err(e) => Err(FrameError::Json {
+                    message: format!("the decoding task failed: {e}"),
+                    excerpt: String::new(),
+                }),
+            }
+        } else {
+            decode_frame::<WorkerMessage>(&frame)
+        };
+        match message {
+            Ok(WorkerMessage::Response(response)) => {
+                let id = response.id;
+                let op = {
+                    let inner = lock(&worker.inner);
+                    inner.pending.get(&id).map_or("?", |p| p.op)
+                };
+                let result = response.into_result().map_err(|error| BridgeError::Remote {
+                    worker: worker.wref,
+                    op,
+                    error,
+                });
+                worker.on_response(id, result);
+            }
+            Ok(WorkerMessage::LmCall(call)) => worker.on_lm_call(call),
+            Ok(other) => tracing::warn!(
+                target: "dspex::bridge",
+                worker = worker.wref.id, pid = worker.wref.pid, message = ?other,
+                "unexpected message from the worker (ignored)"
+            ),
+            // The frame boundary is intact, so one bad frame does not desynchronize the stream;
+            // but a worker writing junk to stdout is broken: replace it.
+            Err(e) => break Some(e),
+        }
+    };
+    match reason {
+        None => {
+            // The process is probably exiting: give the exit watcher a moment to report how.
+            let _ =
+                tokio::time::timeout(Duration::from_millis(20), worker.wait_exit_status()).await;
+            worker.fail("it closed its stdout".to_string());
+        }
+        Some(e) => worker.kill(protocol_failure(&e)),
+    }
+}
+
+fn protocol_failure(e: &FrameError) -> String {
+    format!("protocol error on its stdout: {e}")
+}
+
+impl Worker {
+    async fn wait_exit_status(&self) {
+        let mut rx = self.subscribe();
+        loop {
+            if lock(&self.inner).exit.is_some() {
+                return;
+            }
+            if rx.changed().await.is_err() {
+                return;
+            }
+        }
+    }
+}
+
+async fn watch_exit(
+    worker: Arc<Worker>,
+    mut child: Child,
+    mut signals: mpsc::UnboundedReceiver<Signal>,
+    kill_group: bool,
+) {
+    let pid = worker.wref.pid;
+    let status = loop {
+        tokio::select! {
+            biased;
+            status = child.wait() => break status,
+            signal = signals.recv() => match signal {
+                Some(Signal::Term) => {
+                    if kill_group {
+                        signal_group(pid, "TERM").await;
+                    }
+                }
+                Some(Signal::Kill) | None => {
+                    if kill_group {
+                        signal_group(pid, "KILL").await;
+                    }
+                    let _ = child.start_kill();
+                    break child.wait().await;
+                }
+            },
+        }
+    };
+    let description = match status {
+        Ok(status) => describe_exit(&status),
+        Err(e) => format!("could not be waited for: {e}"),
+    };
+    worker.record_exit(description);
+}
+
+/// Sends `signal` to the process group `pgid` with `kill(1)` (the workspace forbids `unsafe`,
+/// so no `libc::killpg`). Best effort: the child itself is also killed through tokio.
+async fn signal_group(pgid: u32, signal: &str) {
+    if pgid == 0 {
+        return;
+    }
+    let status = Command::new("kill")
+        .arg("-s")
+        .arg(signal)
+        .arg("--")
+        .arg(format!("-{pgid}"))
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .await;
+    if let Err(e) = status {
+        tracing::debug!(target: "dspex::bridge", pgid, error = %e, "kill(1) could not run");
+    }
+}
+
+async fn forward_stderr(stderr: ChildStderr, tail: Arc<Mutex<VecDeque<String>>>, wref: WorkerRef) {
+    let mut reader = BufReader::new(stderr);
+    let mut buf = Vec::new();
+    loop {
+        buf.clear();
+        // A line longer than this is logged in pieces (a worker must not grow our memory).
+        match (&mut reader)
+            .take(STDERR_READ_LIMIT)
+            .read_until(b'\n', &mut buf)
+            .await
+        {
+            Ok(0) | Err(_) => break,
+            Ok(_) => {
+                let line = String::from_utf8_lossy(&buf);
+                let line = line.trim_end_matches(['\n', '\r']);
+                tracing::info!(
+                    target: "dspex::bridge::worker",
+                    worker = wref.id, pid = wref.pid,
+                    "{line}"
+                );
+                let mut tail = lock(&tail);
+                if tail.len() == STDERR_TAIL_LINES {
+                    tail.pop_front();
+                }
+                tail.push_back(line.chars().take(STDERR_LINE_CHARS).collect());
+            }
+        }
+    }
+}
+
+async fn heartbeat(worker: Arc<Worker>, interval: Duration, timeout: Duration, max_missed: u32) {
+    let mut states = worker.subscribe();
+    let mut missed = 0;
+    let mut next = tokio::time::Instant::now() + interval;
+    loop {
+        // State changes (ready ⇄ busy) wake this loop but do not move the next beat.
+        tokio::select! {
+            _ = tokio::time::sleep_until(next) => {}
+            changed = states.changed() => {
+                if changed.is_err() || states.borrow().is_terminal() {
+                    return;
+                }
+                continue;
+            }
+        }
+        next = tokio::time::Instant::now() + interval;
+        if worker.state().is_terminal() {
+            return;
+        }
+        if let Some(op) = worker.overdue() {
+            worker.kill(format!(
+                "`{op}` ran past its deadline after its caller gave up"
+            ));
+            return;
+        }
+        match tokio::time::timeout(timeout, worker.request(&Op::Ping, false, None, None)).await {
+            Ok(Ok(pong)) => {
+                missed = 0;
+                if let Ok(ping) = serde_json::from_value::<PingResult>(pong) {
+                    lock(&worker.inner).rss_mb = Some(ping.rss_mb);
+                }
+            }
+            Ok(Err(BridgeError::WorkerCrashed { .. })) => return,
+            Ok(Err(e)) => {
+                missed += 1;
+                tracing::warn!(
+                    target: "dspex::bridge",
+                    worker = worker.wref.id, pid = worker.wref.pid, error = %e,
+                    "heartbeat failed"
+                );
+            }
+            Err(_) => {
+                missed += 1;
+                tracing::warn!(
+                    target: "dspex::bridge",
+                    worker = worker.wref.id, pid = worker.wref.pid, missed,
+                    "heartbeat missed"
+                );
+            }
+        }
+        if missed >= max_missed {
+            worker.kill(format!(
+                "it missed {missed} heartbeats in a row ({timeout:?} each)"
+            ));
+            return;
+        }
+    }
+}

@@ -1,0 +1,200 @@
+//! The bridge with the real worker (`python -m dspex_worker`, DSPy 3.4.1) from the project's venv
+//! (`scripts/python-env`, or the interpreter in `DSPEX_BRIDGE_PYTHON`), against dspex's mock LM
+//! server: DSPy's LM calls come back over the bridge and are answered, and counted, in Rust.
+
+use dspex::bridge::protocol::{LmConfig, Op};
+use dspex::bridge::{BridgeError, BridgedModule, Optimization, Pool, PoolBuilder};
+use dspex::lm::{LM, track_usage};
+use dspex::settings::{Settings, with_settings};
+use dspex::testing::{MockLm, MockLmServer};
+use dspex::{Example, Program};
+use serde::{Deserialize, Serialize};
+use serde_json::{Map, json};
+use std::future::Future;
+use std::path::PathBuf;
+use std::process::Command;
+use std::time::Duration;
+
+fn repo_root() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..")
+}
+
+/// The venv's Python, creating the venv if needed (fails loudly if it cannot).
+fn venv_python() -> PathBuf {
+    if let Some(python) = std::env::var_os("DSPEX_BRIDGE_PYTHON") {
+        return PathBuf::from(python);
+    }
+    let out = Command::new(repo_root().join("scripts/python-env"))
+        .output()
+        .expect("scripts/python-env runs");
+    assert!(
+        out.status.success(),
+        "scripts/python-env failed:\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let path = stdout
+        .lines()
+        .last()
+        .expect("python-env prints the python path")
+        .trim();
+    repo_root().join(path)
+}
+
+fn pool(python: PathBuf) -> PoolBuilder {
+    Pool::builder()
+        .python(python)
+        .workers(1)
+        .start_timeout(Duration::from_secs(60))
+        .call_timeout(Duration::from_secs(60))
+        .init(Op::Configure {
+            lm: LmConfig::bridge("openai/mock"),
+            adapter: None,
+        })
+}
+
+fn lm(server: &MockLmServer) -> LM {
+    LM::builder("openai/mock")
+        .api_base(server.api_base())
+        .api_key("sk-test")
+        .cache(false)
+        .build()
+        .expect("the LM builds")
+}
+
+async fn within<F: Future>(secs: u64, fut: F) -> F::Output {
+    tokio::time::timeout(Duration::from_secs(secs), fut)
+        .await
+        .unwrap_or_else(|_| panic!("the test did not finish within {secs} s (a hang)"))
+}
+
+#[derive(Debug, Serialize)]
+struct Question {
+    question: String,
+}
+
+#[derive(Debug, Deserialize)]
+struct Answer {
+    reasoning: String,
+    answer: String,
+}
+
+#[tokio::test]
+async fn a_bridged_chain_of_thought_answers_with_its_lm_calls_tracked_in_rust() {
+    let python = venv_python();
+    within(180, async {
+        let server = MockLm::builder().start().await.expect("the mock LM starts");
+        let pool = pool(python)
+            .eager_import(true)
+            .build()
+            .await
+            .expect("the pool starts");
+        let stats = pool.stats();
+        assert_eq!(stats.workers[0].dspy.as_deref(), Some("3.4.1"));
+
+        let lm = lm(&server);
+        let (result, usage) = track_usage(with_settings(Settings::new().lm(lm), async {
+            let cot = BridgedModule::<Question, Answer>::create(
+                &pool,
+                "ChainOfThought",
+                "question -> answer",
+            )
+            .await?;
+            let answer = cot
+                .forward(Question {
+                    question: "What is the capital of France?".into(),
+                })
+                .await?;
+            let state = cot.save_state().await?;
+            Ok::<_, dspex::Error>((answer, state))
+        }))
+        .await;
+        let (answer, state) = result.expect("the bridged ChainOfThought answers");
+        assert!(!answer.answer.is_empty(), "{answer:?}");
+        assert!(!answer.reasoning.is_empty(), "{answer:?}");
+        assert!(state.get("predict").is_some(), "{state}");
+        let total = usage.total();
+        assert_eq!(total.calls, 1, "{usage:?}");
+        assert!(total.usage.total_tokens > 0);
+        assert_eq!(server.stats().requests_to("/v1/chat/completions"), 1);
+        let report = pool.shutdown().await;
+        assert_eq!(report.graceful, 1, "{report:?}");
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn state_optimizers_and_python_errors_through_the_real_worker() {
+    let python = venv_python();
+    within(180, async {
+        let server = MockLm::builder().start().await.expect("the mock LM starts");
+        let pool = pool(python)
+            .lm(std::sync::Arc::new(lm(&server)))
+            .build()
+            .await
+            .expect("the pool starts");
+
+        let predict =
+            BridgedModule::<Map<String, serde_json::Value>, Map<String, serde_json::Value>>::create(
+                &pool,
+                "Predict",
+                "question -> answer",
+            )
+            .await
+            .expect("create");
+        let trainset = vec![
+            Example::new()
+                .with("question", "1 + 1?")
+                .with("answer", "2")
+                .with_inputs(["question"]),
+            Example::new()
+                .with("question", "2 + 2?")
+                .with("answer", "4")
+                .with_inputs(["question"]),
+        ];
+        let state = predict
+            .optimize(Optimization::new("LabeledFewShot", trainset).kwarg("k", 2))
+            .await
+            .expect("LabeledFewShot compiles");
+        let saved = predict.save_state().await.expect("save");
+        assert_eq!(saved["demos"].as_array().map(Vec::len), Some(2), "{saved}");
+        assert_eq!(state["demos"], saved["demos"]);
+
+        // The state loads back (into a fresh module in the same worker).
+        let fresh =
+            BridgedModule::<Map<String, serde_json::Value>, Map<String, serde_json::Value>>::create(
+                &pool,
+                "Predict",
+                "question -> answer",
+            )
+            .await
+            .expect("create");
+        fresh.load_state(saved.clone()).await.expect("load");
+        assert_eq!(
+            fresh.save_state().await.expect("save")["demos"],
+            saved["demos"]
+        );
+
+        // A call answers through the pool's LM.
+        let out = fresh
+            .call(json!({"question": "3 + 3?"}).as_object().cloned().unwrap_or_default())
+            .await
+            .expect("call");
+        assert!(out.contains_key("answer"), "{out:?}");
+
+        // Python errors are typed and leave the worker alive.
+        let err = BridgedModule::<Map<String, serde_json::Value>, Map<String, serde_json::Value>>::create(
+            &pool,
+            "NoSuchModule",
+            "a -> b",
+        )
+        .await
+        .unwrap_err();
+        assert!(
+            matches!(&err, BridgeError::Remote { error, .. } if error.kind == "BadRequest"),
+            "{err:?}"
+        );
+        assert_eq!(pool.stats().worker_failures, 0);
+    })
+    .await;
+}
