@@ -2,6 +2,9 @@
 //! (`scripts/python-env`, or the interpreter in `DSPEX_BRIDGE_PYTHON`), against dspex's mock LM
 //! server: DSPy's LM calls come back over the bridge and are answered, and counted, in Rust.
 
+mod common;
+
+use common::venv_python;
 use dspex::bridge::protocol::{LmConfig, Op};
 use dspex::bridge::{BridgeError, BridgedModule, Optimization, Pool, PoolBuilder};
 use dspex::lm::{LM, track_usage};
@@ -12,34 +15,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::{Map, json};
 use std::future::Future;
 use std::path::PathBuf;
-use std::process::Command;
 use std::time::Duration;
-
-fn repo_root() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..")
-}
-
-/// The venv's Python, creating the venv if needed (fails loudly if it cannot).
-fn venv_python() -> PathBuf {
-    if let Some(python) = std::env::var_os("DSPEX_BRIDGE_PYTHON") {
-        return PathBuf::from(python);
-    }
-    let out = Command::new(repo_root().join("scripts/python-env"))
-        .output()
-        .expect("scripts/python-env runs");
-    assert!(
-        out.status.success(),
-        "scripts/python-env failed:\n{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    let path = stdout
-        .lines()
-        .last()
-        .expect("python-env prints the python path")
-        .trim();
-    repo_root().join(path)
-}
 
 fn pool(python: PathBuf) -> PoolBuilder {
     Pool::builder()

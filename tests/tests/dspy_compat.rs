@@ -3,33 +3,11 @@
 
 mod common;
 
+use common::{repo_root, venv_python};
+
 use dspex::prelude::*;
 use dspex::testing::MockLm;
-use std::path::PathBuf;
 use std::process::Command;
-
-fn repo_root() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..")
-}
-
-/// The venv's Python, creating the venv if needed (fails loudly if it cannot).
-fn venv_python() -> PathBuf {
-    let out = Command::new(repo_root().join("scripts/python-env"))
-        .output()
-        .expect("scripts/python-env runs");
-    assert!(
-        out.status.success(),
-        "scripts/python-env failed:\n{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    let path = stdout
-        .lines()
-        .last()
-        .expect("python-env prints the python path")
-        .trim();
-    repo_root().join(path)
-}
 
 /// Runs `tests/python/<script> <arg>` with the venv's Python (DSPy's cache in `cache` when
 /// given; no network) off the async runtime, and reads the JSON object it prints.

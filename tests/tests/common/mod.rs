@@ -2,8 +2,10 @@
 
 use serde_json::Value;
 use std::path::PathBuf;
+use std::process::Command;
 
 /// The DSPy fixture `name` from `shared/fixtures/dspy` (recorded from DSPy 3.4.1), parsed.
+#[allow(dead_code)] // Not every test file that takes `common` uses it.
 pub(crate) fn fixture(name: &str) -> Value {
     let path = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
         .join("../../shared/fixtures/dspy")
@@ -40,4 +42,34 @@ pub(crate) mod rag {
             }
         }
     }
+}
+
+/// The repository root.
+#[allow(dead_code)] // Not every test file that takes `common` uses it.
+pub(crate) fn repo_root() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..")
+}
+
+/// The project venv's Python (DSPy 3.4.1 and the bridge worker), created by `scripts/python-env`
+/// if needed (fails loudly if it cannot), or the interpreter in `DSPEX_BRIDGE_PYTHON`.
+#[allow(dead_code)] // Not every test file that takes `common` uses it.
+pub(crate) fn venv_python() -> PathBuf {
+    if let Some(python) = std::env::var_os("DSPEX_BRIDGE_PYTHON") {
+        return PathBuf::from(python);
+    }
+    let out = Command::new(repo_root().join("scripts/python-env"))
+        .output()
+        .expect("scripts/python-env runs");
+    assert!(
+        out.status.success(),
+        "scripts/python-env failed:\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let path = stdout
+        .lines()
+        .last()
+        .expect("python-env prints the python path")
+        .trim();
+    repo_root().join(path)
 }
