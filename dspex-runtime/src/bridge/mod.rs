@@ -10,6 +10,9 @@
 //! - [`Session`] and [`AffinityMode`] — calls that share objects run on one worker.
 //! - [`BridgedModule`] / [`BridgedPredict`] — a DSPy module as a typed [`Program`](crate::Program),
 //!   with `save_state`, `load_state` and `optimize`.
+//! - [`Router`] — one program type, [`Routed`], for a module that is native or bridged: dspex's
+//!   implementation when it has one for the module name ([`NATIVE_MODULES`]), else DSPy's in the
+//!   pool; [`Route`] forces either; the choice is traced and [`Routed::route`] reports it.
 //! - [`protocol`] — the frames and messages of `python/PROTOCOL.md`.
 //! - [`BridgeError`] — every failure, typed: [`Timeout`](BridgeError::Timeout),
 //!   [`WorkerCrashed`](BridgeError::WorkerCrashed), [`PoolSaturated`](BridgeError::PoolSaturated),
@@ -31,12 +34,13 @@
 //! `libc::killpg`), then the child itself.
 //!
 //! # Not yet
-//! The router (native or bridged behind one type), MessagePack frames, CPU limits.
+//! MessagePack frames, CPU limits.
 
 mod error;
 mod pool;
 mod program;
 pub mod protocol;
+mod router;
 mod worker;
 
 pub use error::{BridgeError, WorkerRef};
@@ -45,4 +49,8 @@ pub use pool::{
     Session, ShutdownReport,
 };
 pub use program::{BridgedModule, BridgedPredict, Optimization};
+pub use router::{
+    DynBridged, NATIVE_MODULES, NativeModule, Route, Routed, RoutedProgram, Router, RouterError,
+    SignatureArg, TypedRouted,
+};
 pub use worker::{DEFAULT_ENV_ALLOW, MAX_TRANSITIONS, Transition, WorkerInfo, WorkerState};
