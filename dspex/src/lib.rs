@@ -222,9 +222,10 @@
 //! metrics; the optimizers in [`optimize`] (`LabeledFewShot`, `BootstrapFewShot`,
 //! `BootstrapFewShotWithRandomSearch`, `KNNFewShot`, `COPRO`, `MIPROv2`), checked against DSPy
 //! 3.4.1, run as jobs; the `dspex` command (`signature`, `prompt`, `parse`, `mock-lm`); the
-//! Python bridge's supervised worker pool and bridged DSPy modules ([`bridge`]).
+//! Python bridge's supervised worker pool, bridged DSPy modules, and the router that picks
+//! dspex's module or DSPy's ([`bridge`]).
 //!
-//! Not yet: retrieval, and the bridge's router (native or bridged behind one type).
+//! Not yet: retrieval.
 
 pub use dspex_macros::{LiteralEnum, Module, sig, signature, tool};
 pub use dspex_runtime::program::{
