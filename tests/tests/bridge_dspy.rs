@@ -4,45 +4,15 @@
 
 mod common;
 
+use common::bridge::{lm, pool, within};
 use common::venv_python;
-use dspex::bridge::protocol::{LmConfig, Op};
-use dspex::bridge::{BridgeError, BridgedModule, Optimization, Pool, PoolBuilder};
-use dspex::lm::{LM, track_usage};
+use dspex::bridge::{BridgeError, BridgedModule, Optimization};
+use dspex::lm::track_usage;
 use dspex::settings::{Settings, with_settings};
-use dspex::testing::{MockLm, MockLmServer};
+use dspex::testing::MockLm;
 use dspex::{Example, Program};
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, json};
-use std::future::Future;
-use std::path::PathBuf;
-use std::time::Duration;
-
-fn pool(python: PathBuf) -> PoolBuilder {
-    Pool::builder()
-        .python(python)
-        .workers(1)
-        .start_timeout(Duration::from_secs(60))
-        .call_timeout(Duration::from_secs(60))
-        .init(Op::Configure {
-            lm: LmConfig::bridge("openai/mock"),
-            adapter: None,
-        })
-}
-
-fn lm(server: &MockLmServer) -> LM {
-    LM::builder("openai/mock")
-        .api_base(server.api_base())
-        .api_key("sk-test")
-        .cache(false)
-        .build()
-        .expect("the LM builds")
-}
-
-async fn within<F: Future>(secs: u64, fut: F) -> F::Output {
-    tokio::time::timeout(Duration::from_secs(secs), fut)
-        .await
-        .unwrap_or_else(|_| panic!("the test did not finish within {secs} s (a hang)"))
-}
 
 #[derive(Debug, Serialize)]
 struct Question {

@@ -3,73 +3,23 @@
 //! dspex's mock LM server: native and bridged modules behind one program type, the route
 //! chosen by module name or forced, and reported.
 
-use dspex::bridge::protocol::{LmConfig, Op};
+mod common;
+
+use common::bridge::{lm, within};
+use common::venv_python;
 use dspex::bridge::{BridgeError, Pool, Route, Router, RouterError};
-use dspex::lm::{LM, track_usage};
+use dspex::lm::track_usage;
 use dspex::settings::{Settings, with_settings};
-use dspex::testing::{MockLm, MockLmServer};
+use dspex::testing::MockLm;
 use dspex::{Example, Module, Prediction, Program};
 use serde::{Deserialize, Serialize};
 use serde_json::json;
-use std::future::Future;
-use std::path::PathBuf;
-use std::process::Command;
-use std::time::Duration;
 
-fn repo_root() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..")
-}
-
-/// The venv's Python, creating the venv if needed (fails loudly if it cannot).
-fn venv_python() -> PathBuf {
-    if let Some(python) = std::env::var_os("DSPEX_BRIDGE_PYTHON") {
-        return PathBuf::from(python);
-    }
-    let out = Command::new(repo_root().join("scripts/python-env"))
-        .output()
-        .expect("scripts/python-env runs");
-    assert!(
-        out.status.success(),
-        "scripts/python-env failed:\n{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    let path = stdout
-        .lines()
-        .last()
-        .expect("python-env prints the python path")
-        .trim();
-    repo_root().join(path)
-}
-
-async fn pool(python: PathBuf) -> Pool {
-    Pool::builder()
-        .python(python)
-        .workers(1)
-        .start_timeout(Duration::from_secs(60))
-        .call_timeout(Duration::from_secs(60))
-        .init(Op::Configure {
-            lm: LmConfig::bridge("openai/mock"),
-            adapter: None,
-        })
+async fn pool(python: std::path::PathBuf) -> Pool {
+    common::bridge::pool(python)
         .build()
         .await
         .expect("the pool starts")
-}
-
-fn lm(server: &MockLmServer) -> LM {
-    LM::builder("openai/mock")
-        .api_base(server.api_base())
-        .api_key("sk-test")
-        .cache(false)
-        .build()
-        .expect("the LM builds")
-}
-
-async fn within<F: Future>(secs: u64, fut: F) -> F::Output {
-    tokio::time::timeout(Duration::from_secs(secs), fut)
-        .await
-        .unwrap_or_else(|_| panic!("the test did not finish within {secs} s (a hang)"))
 }
 
 fn keys(prediction: &Prediction) -> Vec<String> {

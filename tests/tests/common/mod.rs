@@ -73,3 +73,45 @@ pub(crate) fn venv_python() -> PathBuf {
         .trim();
     repo_root().join(path)
 }
+
+/// Setup shared by the tests that run the real bridge worker against the mock LM.
+#[allow(dead_code)] // Not every test file that takes `common` uses it.
+pub(crate) mod bridge {
+    use dspex::bridge::protocol::{LmConfig, Op};
+    use dspex::bridge::{Pool, PoolBuilder};
+    use dspex::lm::LM;
+    use dspex::testing::MockLmServer;
+    use std::future::Future;
+    use std::path::PathBuf;
+    use std::time::Duration;
+
+    /// One worker with generous timeouts, DSPy configured to send its LM calls over the bridge.
+    pub(crate) fn pool(python: PathBuf) -> PoolBuilder {
+        Pool::builder()
+            .python(python)
+            .workers(1)
+            .start_timeout(Duration::from_secs(60))
+            .call_timeout(Duration::from_secs(60))
+            .init(Op::Configure {
+                lm: LmConfig::bridge("openai/mock"),
+                adapter: None,
+            })
+    }
+
+    /// An uncached client of the mock server.
+    pub(crate) fn lm(server: &MockLmServer) -> LM {
+        LM::builder("openai/mock")
+            .api_base(server.api_base())
+            .api_key("sk-test")
+            .cache(false)
+            .build()
+            .expect("the LM builds")
+    }
+
+    /// `fut`, failing the test instead of hanging past `secs`.
+    pub(crate) async fn within<F: Future>(secs: u64, fut: F) -> F::Output {
+        tokio::time::timeout(Duration::from_secs(secs), fut)
+            .await
+            .unwrap_or_else(|_| panic!("the test did not finish within {secs} s (a hang)"))
+    }
+}
