@@ -1,7 +1,7 @@
 //! DSPy's built-in metrics (`dspy.evaluate.metrics`): SQuAD-style exact match and token F1 over
 //! [`normalize_text`], HotPotQA's F1, and the passage match of DPR.
 
-use super::metric::Metric;
+use super::metric::{IntoScore, Metric};
 use crate::error::{Error, Result};
 use crate::example::{Example, Prediction};
 use crate::module::normalize_text;
@@ -259,6 +259,33 @@ fn prediction_str<'a>(prediction: &'a Prediction, field: &str) -> Result<&'a str
     })
 }
 
+/// `impl Metric` for a built-in whose `check(example, prediction)` returns a `bool` or an `f64`
+/// (converted and flagged through [`IntoScore`]), named by `$name` (a closure over `&self`).
+macro_rules! check_metric {
+    ($ty:ty, $out:ty, |$m:ident| $name:expr) => {
+        impl Metric for $ty {
+            fn score<'a>(
+                &'a self,
+                example: &'a Example,
+                prediction: &'a Prediction,
+                _trace: Option<&'a [TraceEntry]>,
+            ) -> BoxFuture<'a, Result<f64>> {
+                let checked = self.check(example, prediction).map_err(Error::from);
+                Box::pin(std::future::ready(checked.into_score()))
+            }
+
+            fn name(&self) -> &str {
+                let $m = self;
+                $name
+            }
+
+            fn returns_bool(&self) -> bool {
+                <$out as IntoScore>::BOOLEAN
+            }
+        }
+    };
+}
+
 /// DSPy's `answer_exact_match` as a [`Metric`]: the prediction's `answer` against the example's
 /// `answer` (a string, or a list of acceptable answers). With `frac` 1 (the default) it is
 /// [`em`]; with `frac < 1` it passes when the best token F1 ([`f1`]) is at least `frac`.
@@ -336,28 +363,7 @@ pub fn answer_exact_match() -> AnswerExactMatch {
     AnswerExactMatch::new()
 }
 
-impl Metric for AnswerExactMatch {
-    fn score<'a>(
-        &'a self,
-        example: &'a Example,
-        prediction: &'a Prediction,
-        _trace: Option<&'a [TraceEntry]>,
-    ) -> BoxFuture<'a, Result<f64>> {
-        let result = self
-            .check(example, prediction)
-            .map(|ok| if ok { 1.0 } else { 0.0 })
-            .map_err(Error::from);
-        Box::pin(std::future::ready(result))
-    }
-
-    fn name(&self) -> &str {
-        "answer_exact_match"
-    }
-
-    fn returns_bool(&self) -> bool {
-        true
-    }
-}
+check_metric!(AnswerExactMatch, bool, |_m| "answer_exact_match");
 
 /// DSPy's `answer_passage_match` as a [`Metric`]: whether any passage of the prediction's
 /// `context` contains one of the example's answers ([`passage_match`]). Pass/fail; named
@@ -423,28 +429,7 @@ pub fn answer_passage_match() -> AnswerPassageMatch {
     AnswerPassageMatch::new()
 }
 
-impl Metric for AnswerPassageMatch {
-    fn score<'a>(
-        &'a self,
-        example: &'a Example,
-        prediction: &'a Prediction,
-        _trace: Option<&'a [TraceEntry]>,
-    ) -> BoxFuture<'a, Result<f64>> {
-        let result = self
-            .check(example, prediction)
-            .map(|ok| if ok { 1.0 } else { 0.0 })
-            .map_err(Error::from);
-        Box::pin(std::future::ready(result))
-    }
-
-    fn name(&self) -> &str {
-        "answer_passage_match"
-    }
-
-    fn returns_bool(&self) -> bool {
-        true
-    }
-}
+check_metric!(AnswerPassageMatch, bool, |_m| "answer_passage_match");
 
 /// The best token F1 of the prediction's `answer` against the example's answers, as a
 /// [`Metric`] scoring 0–1 (DSPy's `F1`, or `HotPotF1` with [`AnswerF1::hotpot`]). Named
@@ -504,26 +489,11 @@ impl AnswerF1 {
     }
 }
 
-impl Metric for AnswerF1 {
-    fn score<'a>(
-        &'a self,
-        example: &'a Example,
-        prediction: &'a Prediction,
-        _trace: Option<&'a [TraceEntry]>,
-    ) -> BoxFuture<'a, Result<f64>> {
-        Box::pin(std::future::ready(
-            self.check(example, prediction).map_err(Error::from),
-        ))
-    }
-
-    fn name(&self) -> &str {
-        if self.hotpot {
-            "answer_hotpot_f1"
-        } else {
-            "answer_f1"
-        }
-    }
-}
+check_metric!(AnswerF1, f64, |m| if m.hotpot {
+    "answer_hotpot_f1"
+} else {
+    "answer_f1"
+});
 
 #[cfg(test)]
 mod tests {
