@@ -236,6 +236,15 @@ impl SemanticF1 {
     }
 }
 
+/// A judge's score: its F1 in an evaluation, pass/fail at `threshold` when an optimizer passes
+/// a trace (DSPy's judges return `f1 >= threshold` then).
+fn judged(f1: f64, trace: Option<&[TraceEntry]>, threshold: f64) -> f64 {
+    match trace {
+        None => f1,
+        Some(_) => f64::from(u8::from(f1 >= threshold)),
+    }
+}
+
 impl Metric for SemanticF1 {
     fn score<'a>(
         &'a self,
@@ -245,10 +254,7 @@ impl Metric for SemanticF1 {
     ) -> BoxFuture<'a, Result<f64>> {
         Box::pin(async move {
             let f1 = self.judge(example, prediction).await?;
-            Ok(match trace {
-                None => f1,
-                Some(_) => f64::from(u8::from(f1 >= self.threshold)),
-            })
+            Ok(judged(f1, trace, self.threshold))
         })
     }
 
@@ -398,10 +404,7 @@ impl Metric for CompleteAndGrounded {
     ) -> BoxFuture<'a, Result<f64>> {
         Box::pin(async move {
             let f1 = self.judge(example, prediction).await?;
-            Ok(match trace {
-                None => f1,
-                Some(_) => f64::from(u8::from(f1 >= self.threshold)),
-            })
+            Ok(judged(f1, trace, self.threshold))
         })
     }
 
