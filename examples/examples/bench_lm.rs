@@ -6,7 +6,9 @@
 //! warm caches do not leak between them.
 
 use dspex::lm::{CacheConfig, LM, LmRequest, RetryPolicy};
-use dspex_examples::{dspex_binary, dspy_side, peak_rss_mb, run_json, start_mock, venv_python};
+use dspex_examples::{
+    bench_main, dspex_binary, dspy_side, peak_rss_mb, run_json, start_mock, venv_python,
+};
 use serde_json::{Value, json};
 use std::process::Command;
 use std::sync::Arc;
@@ -14,17 +16,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 fn main() {
-    let args: Vec<String> = std::env::args().skip(1).collect();
-    if args.first().map(String::as_str) == Some("worker") {
-        let result = tokio::runtime::Builder::new_multi_thread()
-            .enable_all()
-            .build()
-            .expect("a tokio runtime")
-            .block_on(worker(&args[1..]));
-        println!("{result}");
-        return;
-    }
-    orchestrate(args.iter().any(|a| a == "--quick"));
+    bench_main(|args| async move { worker(&args).await }, orchestrate);
 }
 
 fn orchestrate(quick: bool) {

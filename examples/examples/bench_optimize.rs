@@ -11,7 +11,9 @@ use dspex::prelude::*;
 use dspex::runtime::evaluate::{Evaluate, answer_exact_match, metric_fn};
 use dspex::runtime::optimize::{BootstrapFewShot, Optimizer};
 use dspex::settings::{Settings, with_settings};
-use dspex_examples::{dspex_binary, dspy_side, peak_rss_mb, run_json, start_mock, venv_python};
+use dspex_examples::{
+    bench_main, dspex_binary, dspy_side, peak_rss_mb, run_json, start_mock, venv_python,
+};
 use serde_json::{Value, json};
 use std::process::Command;
 use std::time::{Duration, Instant};
@@ -20,17 +22,7 @@ use std::time::{Duration, Instant};
 struct QA;
 
 fn main() {
-    let args: Vec<String> = std::env::args().skip(1).collect();
-    if args.first().map(String::as_str) == Some("worker") {
-        let result = tokio::runtime::Builder::new_multi_thread()
-            .enable_all()
-            .build()
-            .expect("a tokio runtime")
-            .block_on(worker(&args[1..]));
-        println!("{result}");
-        return;
-    }
-    orchestrate(args.iter().any(|a| a == "--quick"));
+    bench_main(|args| async move { worker(&args).await }, orchestrate);
 }
 
 /// The dev/train set of `dspy_side.py` (`qa_set`).

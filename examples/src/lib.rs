@@ -120,3 +120,23 @@ pub fn start_mock(dspex: &Path, extra: &[&str]) -> (Child, String) {
         .to_string();
     (child, url)
 }
+
+/// The `main` of a side-by-side benchmark: `<bench> worker ARGS…` runs `worker` (one measurement
+/// in a fresh process, on a multi-threaded runtime) and prints its JSON; otherwise `orchestrate`
+/// runs every measurement (`--quick` for a tenth of the work).
+pub fn bench_main<Fut>(worker: impl FnOnce(Vec<String>) -> Fut, orchestrate: impl FnOnce(bool))
+where
+    Fut: std::future::Future<Output = Value>,
+{
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    if args.first().map(String::as_str) == Some("worker") {
+        let result = tokio::runtime::Builder::new_multi_thread()
+            .enable_all()
+            .build()
+            .expect("a tokio runtime")
+            .block_on(worker(args[1..].to_vec()));
+        println!("{result}");
+        return;
+    }
+    orchestrate(args.iter().any(|a| a == "--quick"));
+}
