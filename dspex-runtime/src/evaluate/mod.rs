@@ -19,7 +19,7 @@
 
 mod builtin;
 mod metric;
-mod pyfmt;
+pub(crate) mod pyfmt;
 mod result;
 mod runner;
 mod semantic;

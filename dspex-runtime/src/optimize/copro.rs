@@ -2,9 +2,9 @@
 //! prefix), proposed by a prompt model from the scores of earlier attempts.
 
 use super::{JobContext, Optimizable, Optimizer, TrialEvent, score_program};
-use crate::adapter::py::write_py_repr_json;
 use crate::error::{Error, Result};
 use crate::evaluate::Metric;
+use crate::evaluate::pyfmt::py_float;
 use crate::example::{Example, Prediction};
 use crate::lm::LanguageModel;
 use crate::module::{CallConfig, DynPredict};
@@ -217,13 +217,6 @@ fn set_candidate<P: Module>(
             .with_updated_field(&last, |f| f.with_prefix(prefix))?;
     }
     Ok(())
-}
-
-/// Python's `str(float)` of a score.
-fn py_float(score: f64) -> String {
-    let mut s = String::new();
-    write_py_repr_json(&mut s, &json!(score));
-    s
 }
 
 impl Optimizer for COPRO {
