@@ -8,6 +8,7 @@ use crate::lm::LmError;
 use crate::module::ToolError;
 use crate::program::BlockingError;
 use crate::program::StateError;
+use crate::retrieve::RetrieveError;
 use crate::signature::SignatureError;
 
 /// What a program run can fail with. Each layer has its own error type; they convert into this one
@@ -33,6 +34,9 @@ pub enum Error {
     /// A program's state could not be saved or loaded.
     #[error(transparent)]
     State(#[from] StateError),
+    /// A retriever could not be built, opened or queried.
+    #[error(transparent)]
+    Retrieve(#[from] RetrieveError),
     /// A call through the Python bridge failed (worker crash, timeout, Python exception, …).
     #[cfg(unix)]
     #[error(transparent)]

@@ -14,6 +14,7 @@ pub mod lm;
 pub mod module;
 pub mod optimize;
 pub mod program;
+pub mod retrieve;
 pub mod settings;
 pub mod signature;
 #[cfg(feature = "testing")]
