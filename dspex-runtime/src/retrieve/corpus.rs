@@ -99,22 +99,84 @@ impl BadLine {
     }
 }
 
+/// One non-blank line of a JSONL file.
+pub(crate) struct RawLine {
+    /// Counted from 1.
+    pub(crate) number: usize,
+    /// The line without its line ending, or why it cannot be read as text.
+    pub(crate) text: Result<String, String>,
+    /// Bytes of the file read so far (for progress).
+    pub(crate) offset: u64,
+}
+
+/// The non-blank lines of a JSONL file, streamed; a read error ends the stream.
+pub(crate) struct JsonlLines {
+    path: PathBuf,
+    reader: std::io::BufReader<std::fs::File>,
+    number: usize,
+    offset: u64,
+}
+
+impl JsonlLines {
+    pub(crate) fn open(path: &Path) -> Result<Self, RetrieveError> {
+        let file = std::fs::File::open(path).map_err(|e| RetrieveError::io(path, e))?;
+        if file.metadata().is_ok_and(|m| m.is_dir()) {
+            return Err(RetrieveError::io(
+                path,
+                std::io::Error::other("it is a directory, not a JSONL file"),
+            ));
+        }
+        Ok(JsonlLines {
+            path: path.to_path_buf(),
+            reader: std::io::BufReader::with_capacity(1 << 16, file),
+            number: 0,
+            offset: 0,
+        })
+    }
+}
+
+impl Iterator for JsonlLines {
+    type Item = Result<RawLine, RetrieveError>;
+
+    fn next(&mut self) -> Option<Self::Item> {
+        loop {
+            let mut bytes = Vec::new();
+            match self.reader.read_until(b'\n', &mut bytes) {
+                Ok(0) => return None,
+                Ok(n) => {
+                    self.number += 1;
+                    self.offset += n as u64;
+                }
+                Err(e) => return Some(Err(RetrieveError::io(&self.path, e))),
+            }
+            while matches!(bytes.last(), Some(b'\n' | b'\r')) {
+                bytes.pop();
+            }
+            let text =
+                String::from_utf8(bytes).map_err(|_| "the line is not valid UTF-8".to_string());
+            if text.as_ref().is_ok_and(|t| t.trim().is_empty()) {
+                continue;
+            }
+            return Some(Ok(RawLine {
+                number: self.number,
+                text,
+                offset: self.offset,
+            }));
+        }
+    }
+}
+
 /// The documents of a JSONL file, streamed: each item is a document or the bad line it came
 /// from; reading errors end the stream.
-pub(crate) struct JsonlDocuments {
-    path: PathBuf,
-    lines: std::io::Lines<std::io::BufReader<std::fs::File>>,
-    line: usize,
+struct JsonlDocuments {
+    lines: JsonlLines,
     documents: usize,
 }
 
 impl JsonlDocuments {
-    pub(crate) fn open(path: &Path) -> Result<Self, RetrieveError> {
-        let file = std::fs::File::open(path).map_err(|e| RetrieveError::io(path, e))?;
+    fn open(path: &Path) -> Result<Self, RetrieveError> {
         Ok(JsonlDocuments {
-            path: path.to_path_buf(),
-            lines: std::io::BufReader::with_capacity(1 << 16, file).lines(),
-            line: 0,
+            lines: JsonlLines::open(path)?,
             documents: 0,
         })
     }
@@ -124,36 +186,33 @@ impl Iterator for JsonlDocuments {
     type Item = Result<Result<Document, BadLine>, RetrieveError>;
 
     fn next(&mut self) -> Option<Self::Item> {
-        loop {
-            let text = match self.lines.next()? {
-                Ok(text) => text,
-                Err(e) if e.kind() == std::io::ErrorKind::InvalidData => {
-                    self.line += 1;
-                    return Some(Ok(Err(BadLine {
-                        line: self.line,
-                        message: "the line is not valid UTF-8".into(),
-                    })));
-                }
-                Err(e) => return Some(Err(RetrieveError::io(&self.path, e))),
-            };
-            self.line += 1;
-            if text.trim().is_empty() {
-                continue;
-            }
-            let parsed = parse_document(&text, self.documents).map_err(|message| BadLine {
-                line: self.line,
+        let raw = match self.lines.next()? {
+            Ok(raw) => raw,
+            Err(e) => return Some(Err(e)),
+        };
+        let parsed = raw
+            .text
+            .and_then(|text| parse_fields(&text))
+            .map(|(id, text, extra)| Document {
+                id: id.unwrap_or_else(|| self.documents.to_string()),
+                text,
+                extra,
+            })
+            .map_err(|message| BadLine {
+                line: raw.number,
                 message,
             });
-            if parsed.is_ok() {
-                self.documents += 1;
-            }
-            return Some(Ok(parsed));
+        if parsed.is_ok() {
+            self.documents += 1;
         }
+        Some(Ok(parsed))
     }
 }
 
-/// One line as a document; `position` is its index among the documents read so far.
-fn parse_document(line: &str, position: usize) -> Result<Document, String> {
+/// One line's id (if it has one), text and other fields.
+pub(crate) fn parse_fields(
+    line: &str,
+) -> Result<(Option<String>, String, Map<String, Value>), String> {
     let value: Value = serde_json::from_str(line).map_err(|e| format!("not JSON: {e}"))?;
     let Value::Object(mut fields) = value else {
         return Err(format!(
@@ -167,9 +226,9 @@ fn parse_document(line: &str, position: usize) -> Result<Document, String> {
         None => return Err("the object has no \"text\" field".into()),
     };
     let id = match fields.remove("id") {
-        None | Some(Value::Null) => position.to_string(),
-        Some(Value::String(id)) => id,
-        Some(Value::Number(n)) if n.is_i64() || n.is_u64() => n.to_string(),
+        None | Some(Value::Null) => None,
+        Some(Value::String(id)) => Some(id),
+        Some(Value::Number(n)) if n.is_i64() || n.is_u64() => Some(n.to_string()),
         Some(other) => {
             return Err(format!(
                 "\"id\" must be a string or an integer, found {}",
@@ -177,11 +236,7 @@ fn parse_document(line: &str, position: usize) -> Result<Document, String> {
             ));
         }
     };
-    Ok(Document {
-        id,
-        text,
-        extra: fields,
-    })
+    Ok((id, text, fields))
 }
 
 fn kind(value: &Value) -> &'static str {

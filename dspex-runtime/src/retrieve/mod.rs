@@ -14,6 +14,12 @@
 mod corpus;
 mod tokenize;
 
+#[cfg(feature = "bm25")]
+mod bm25;
+
+#[cfg(feature = "bm25")]
+pub use bm25::{Bm25Index, Bm25Params, BuildOptions, BuildReport, Hit};
+
 pub use corpus::{BadLine, Corpus, Document, OnBadLine, read_jsonl};
 pub use tokenize::{STOPWORDS_EN, tokenize};
 
