@@ -225,7 +225,9 @@
 //! Python bridge's supervised worker pool, bridged DSPy modules, and the router that picks
 //! dspex's module or DSPy's ([`bridge`]).
 //!
-//! Not yet: retrieval.
+//! Retrieval ([`retrieve`]): the [`retrieve::Retriever`] trait, [`retrieve::Retrieve`] as a program
+//! step and [`retrieve::search_tool`] for agents, and the embedded BM25 index
+//! [`retrieve::Bm25Index`] (feature `bm25`, on by default; `dspex index build|search`).
 
 pub use dspex_macros::{LiteralEnum, Module, sig, signature, tool};
 pub use dspex_runtime::program::{
@@ -273,6 +275,10 @@ pub use dspex_runtime::evaluate;
 /// `PyRandom` (CPython's `random.Random`, so seeded choices match DSPy's).
 pub use dspex_runtime::optimize;
 
+/// Retrieval: the [`retrieve::Retriever`] trait, the `Retrieve` step and search tool, JSONL
+/// corpora, and the embedded BM25 index (feature `bm25`).
+pub use dspex_runtime::retrieve;
+
 /// Settings: the default LM and adapter, call defaults and the trace of predictor calls, per
 /// process and per task.
 pub use dspex_runtime::settings;
@@ -288,6 +294,9 @@ pub mod prelude {
         BestOfN, CallConfig, ChainOfThought, MultiChainComparison, Predict, ReAct, Refine,
         StreamItem, StreamOptions, Tool, majority,
     };
+    #[cfg(feature = "bm25")]
+    pub use crate::retrieve::Bm25Index;
+    pub use crate::retrieve::{Passage, Retrieve, Retriever};
     pub use crate::{
         DynSignature, Either, Example, LiteralEnum, Module, Prediction, PredictorParams, Program,
         ProgramExt, Signature, SignatureType, branch, branch_either, fan_out, program_fn, sig,

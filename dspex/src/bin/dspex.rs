@@ -58,6 +58,51 @@ enum Command {
         /// The JSON file to read.
         file: PathBuf,
     },
+    /// Build or search an embedded BM25 index (tantivy; scored as the `bm25s` package scores).
+    #[command(subcommand)]
+    Index(IndexCommand),
+}
+
+/// `dspex index …`.
+#[derive(Subcommand)]
+enum IndexCommand {
+    /// Build an index from a JSONL corpus, one {"id", "text", …} object per line, on every core.
+    ///
+    /// The index is written beside OUT and moved into place when complete. A line that is not a
+    /// document stops the build (exit 1, naming the file and line) unless --skip-bad-lines is
+    /// given, in which case each is reported on stderr and the build goes on. Prints a summary.
+    Build {
+        /// The JSONL corpus.
+        corpus: PathBuf,
+        /// The index directory to create.
+        #[arg(long)]
+        out: PathBuf,
+        /// Skip lines that are not documents (each is reported) instead of stopping.
+        #[arg(long)]
+        skip_bad_lines: bool,
+        /// Replace an existing index at OUT.
+        #[arg(long)]
+        force: bool,
+        /// Threads for tokenizing and indexing (0: every core).
+        #[arg(long, default_value_t = 0)]
+        threads: usize,
+        /// BM25's term-frequency saturation.
+        #[arg(long, default_value_t = 1.5)]
+        k1: f32,
+        /// BM25's length normalisation (0 to 1).
+        #[arg(long, default_value_t = 0.75)]
+        b: f32,
+    },
+    /// Search an index; prints the best passages as JSON lines: {"id", "score", "text"}.
+    Search {
+        /// The index directory.
+        dir: PathBuf,
+        /// The query.
+        query: String,
+        /// How many passages.
+        #[arg(short, long, default_value_t = 5)]
+        k: usize,
+    },
 }
 
 /// Options of `dspex mock-lm`.
@@ -114,6 +159,7 @@ fn main() -> ExitCode {
         } => signature_command(&signature, instructions.as_deref()),
         Command::Prompt { file } => prompt_command(&file),
         Command::Parse { file } => parse_command(&file),
+        Command::Index(command) => index_command(command),
         Command::MockLm(args) => {
             let runtime = match args.threads {
                 1 => tokio::runtime::Builder::new_current_thread()
@@ -500,6 +546,87 @@ fn parse_command(path: &std::path::Path) -> ExitCode {
             println!("{}", json!({ "error": kind }));
             eprintln!("error: {e}");
             ExitCode::FAILURE
+        }
+    }
+}
+
+/// Reported skipped lines, at most; the rest are counted.
+const SHOWN_BAD_LINES: usize = 20;
+
+fn index_command(command: IndexCommand) -> ExitCode {
+    use dspex::retrieve::{Bm25Index, Bm25Params, BuildOptions, OnBadLine};
+    match command {
+        IndexCommand::Build {
+            corpus,
+            out,
+            skip_bad_lines,
+            force,
+            threads,
+            k1,
+            b,
+        } => {
+            if !(k1 >= 0.0 && (0.0..=1.0).contains(&b)) {
+                eprintln!("error: --k1 must be at least 0 and --b between 0 and 1");
+                return ExitCode::from(2);
+            }
+            let options = BuildOptions {
+                on_bad_line: if skip_bad_lines {
+                    OnBadLine::Skip
+                } else {
+                    OnBadLine::Stop
+                },
+                threads,
+                progress: true,
+                overwrite: force,
+                params: Bm25Params { k1, b },
+                ..BuildOptions::default()
+            };
+            match Bm25Index::build(&corpus, &out, &options) {
+                Ok(report) => {
+                    for bad in report.skipped.iter().take(SHOWN_BAD_LINES) {
+                        eprintln!("skipped {}:{}: {}", corpus.display(), bad.line, bad.message);
+                    }
+                    if report.skipped.len() > SHOWN_BAD_LINES {
+                        eprintln!(
+                            "... and {} more skipped lines",
+                            report.skipped.len() - SHOWN_BAD_LINES
+                        );
+                    }
+                    let secs = report.elapsed.as_secs_f64();
+                    println!(
+                        "indexed {} documents ({} tokens, {} lines skipped) into {} in {secs:.2} s ({:.0} documents/s)",
+                        report.documents,
+                        report.tokens,
+                        report.skipped.len(),
+                        report.path.display(),
+                        report.documents as f64 / secs.max(1e-9)
+                    );
+                    ExitCode::SUCCESS
+                }
+                Err(e) => {
+                    eprintln!("error: {e}");
+                    ExitCode::FAILURE
+                }
+            }
+        }
+        IndexCommand::Search { dir, query, k } => {
+            let hits = Bm25Index::open(&dir).and_then(|index| index.search(&query, k));
+            match hits {
+                Ok(passages) => {
+                    let mut stdout = std::io::stdout().lock();
+                    for p in passages {
+                        let line = json!({"id": p.id, "score": p.score, "text": p.text});
+                        if writeln!(stdout, "{line}").is_err() {
+                            break;
+                        }
+                    }
+                    ExitCode::SUCCESS
+                }
+                Err(e) => {
+                    eprintln!("error: {e}");
+                    ExitCode::FAILURE
+                }
+            }
         }
     }
 }
