@@ -145,3 +145,98 @@ fn prompt_and_parse_accept_every_fixture() {
     assert_eq!(code, 2);
     assert!(stderr.contains("/nonexistent.json"), "{stderr}");
 }
+
+fn corpus(dir: &std::path::Path, text: &str) -> String {
+    let path = dir.join("corpus.jsonl");
+    std::fs::write(&path, text).unwrap();
+    path.display().to_string()
+}
+
+#[test]
+fn index_build_then_search_prints_json_lines() {
+    let dir = tempfile::tempdir().unwrap();
+    let corpus = corpus(
+        dir.path(),
+        "{\"id\": \"ada\", \"text\": \"Ada Lovelace wrote the first program.\"}\n\
+         {\"id\": \"grace\", \"text\": \"Grace Hopper wrote the first compiler.\"}\n\
+         {\"id\": \"alan\", \"text\": \"Alan Turing described a universal machine.\"}\n",
+    );
+    let out = dir.path().join("idx").display().to_string();
+    let (code, stdout, stderr) = dspex(&["index", "build", &corpus, "--out", &out]);
+    assert_eq!(code, 0, "{stderr}");
+    assert!(stdout.starts_with("indexed 3 documents"), "{stdout}");
+
+    let (code, stdout, stderr) =
+        dspex(&["index", "search", &out, "who wrote a compiler", "-k", "5"]);
+    assert_eq!(code, 0, "{stderr}");
+    let lines: Vec<serde_json::Value> = stdout
+        .lines()
+        .map(|l| serde_json::from_str(l).expect("a JSON line"))
+        .collect();
+    assert_eq!(lines.len(), 2, "{stdout}");
+    assert_eq!(lines[0]["id"], "grace");
+    assert_eq!(lines[0]["text"], "Grace Hopper wrote the first compiler.");
+    assert!(lines[0]["score"].as_f64().unwrap() > lines[1]["score"].as_f64().unwrap());
+    let keys: Vec<_> = lines[0].as_object().unwrap().keys().cloned().collect();
+    assert_eq!(keys, ["id", "score", "text"]);
+
+    // A second build into the same directory needs --force.
+    let (code, _, stderr) = dspex(&["index", "build", &corpus, "--out", &out]);
+    assert_eq!(code, 1);
+    assert!(stderr.contains("--force"), "{stderr}");
+    let (code, _, stderr) = dspex(&["index", "build", &corpus, "--out", &out, "--force"]);
+    assert_eq!(code, 0, "{stderr}");
+}
+
+#[test]
+fn index_build_reports_bad_lines_by_number_and_skips_them_when_asked() {
+    let dir = tempfile::tempdir().unwrap();
+    let corpus = corpus(
+        dir.path(),
+        "{\"text\": \"one good line\"}\n{\"text\": \"two\"\n{\"text\": \"three good lines\"}\n",
+    );
+    let out = dir.path().join("idx").display().to_string();
+    let (code, stdout, stderr) = dspex(&["index", "build", &corpus, "--out", &out]);
+    assert_eq!(code, 1);
+    assert!(stdout.is_empty());
+    assert!(
+        stderr.contains(&format!("{corpus}:2: not JSON")),
+        "{stderr}"
+    );
+    assert!(!std::path::Path::new(&out).exists());
+
+    let (code, stdout, stderr) =
+        dspex(&["index", "build", &corpus, "--out", &out, "--skip-bad-lines"]);
+    assert_eq!(code, 0, "{stderr}");
+    assert!(
+        stderr.contains(&format!("skipped {corpus}:2: not JSON")),
+        "{stderr}"
+    );
+    assert!(stdout.contains("indexed 2 documents"), "{stdout}");
+    assert!(stdout.contains("1 lines skipped"), "{stdout}");
+}
+
+#[test]
+fn index_errors_name_the_path() {
+    let dir = tempfile::tempdir().unwrap();
+    let missing = dir.path().join("nothing-here").display().to_string();
+    let (code, _, stderr) = dspex(&["index", "search", &missing, "query"]);
+    assert_eq!(code, 1);
+    assert!(
+        stderr.contains(&format!("no index at {missing}")),
+        "{stderr}"
+    );
+
+    let empty = corpus(dir.path(), "\n");
+    let out = dir.path().join("idx").display().to_string();
+    let (code, _, stderr) = dspex(&["index", "build", &empty, "--out", &out]);
+    assert_eq!(code, 1);
+    assert!(
+        stderr.contains(&format!("the corpus {empty} has no documents")),
+        "{stderr}"
+    );
+
+    let (code, _, stderr) = dspex(&["index", "build", &empty, "--out", &out, "--b", "2"]);
+    assert_eq!(code, 2);
+    assert!(stderr.contains("--b"), "{stderr}");
+}
