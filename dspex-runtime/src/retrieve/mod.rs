@@ -10,11 +10,20 @@
 //! - [`Corpus`] / [`Document`] — reading a JSONL corpus (`{"id", "text", …}` per line) with bad
 //!   lines reported by line number, skipped or fatal as the caller chooses ([`OnBadLine`]).
 //! - [`tokenize`] — the `bm25s` tokenizer.
+//! - [`EmbeddingsRetriever`] — DSPy's `Embeddings`: an exact cosine index over the vectors of an
+//!   [`Embedder`](crate::lm::Embedder) (an [`LM`](crate::lm::LM)'s `/v1/embeddings`, or a
+//!   function), in one contiguous buffer, saved to and reopened from a directory.
+//! - [`HybridRetriever`] — hybrid search: any retrievers (BM25 and embeddings, say) fused by
+//!   reciprocal rank fusion.
 
 mod corpus;
+mod embeddings;
+mod hybrid;
 mod tokenize;
 
 pub use corpus::{BadLine, Corpus, Document, OnBadLine, read_jsonl};
+pub use embeddings::{EmbeddingsBuilder, EmbeddingsRetriever};
+pub use hybrid::HybridRetriever;
 pub use tokenize::{STOPWORDS_EN, tokenize};
 
 use crate::lm::LmError;
