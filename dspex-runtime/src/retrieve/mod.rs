@@ -15,12 +15,16 @@
 //!   function), in one contiguous buffer, saved to and reopened from a directory.
 //! - [`HybridRetriever`] — hybrid search: any retrievers (BM25 and embeddings, say) fused by
 //!   reciprocal rank fusion.
+//! - [`ColBERTv2`] — a client for a ColBERTv2 server, speaking DSPy's `dspy.ColBERTv2` protocol
+//!   (GET or POST, `{"topk": […]}`).
 
+mod colbert;
 mod corpus;
 mod embeddings;
 mod hybrid;
 mod tokenize;
 
+pub use colbert::ColBERTv2;
 pub use corpus::{BadLine, Corpus, Document, OnBadLine, read_jsonl};
 pub use embeddings::{EmbeddingsBuilder, EmbeddingsRetriever};
 pub use hybrid::HybridRetriever;
