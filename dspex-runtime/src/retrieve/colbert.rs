@@ -113,7 +113,8 @@ impl ColBERTv2 {
     }
 
     /// The server's `k` best passages for `query`, best first (at most `k`, even if the server
-    /// sends more). `k` 0 asks nothing.
+    /// sends more; the real server sends at most 100, and DSPy refuses to ask for more). `k` 0
+    /// asks nothing.
     ///
     /// A server that cannot be reached, does not answer in time, answers with a status other than
     /// 2xx, or answers `{"error": true, …}` is [`RetrieveError::Http`] (with the status and an

@@ -79,6 +79,7 @@ impl Rows {
 /// [`save`](Self::save) it, and [`open`](Self::open) it later without embedding the corpus again.
 /// The embedder is anything implementing [`Embedder`]: an [`LM`](crate::lm::LM) (its
 /// `/v1/embeddings` endpoint) or a function wrapped by [`embedder_fn`](crate::lm::embedder_fn).
+/// Cloning one is cheap: clones share the index.
 ///
 /// ```
 /// use dspex_runtime::lm::embedder_fn;

@@ -26,6 +26,9 @@ struct Source {
 /// fused score. Equal scores are ordered by the best single rank the passage had, then by where it
 /// was first seen (retriever order, then rank), so the order is deterministic.
 ///
+/// The hybrid owns its retrievers; add an [`Arc`](std::sync::Arc) of one to keep using it
+/// elsewhere too.
+///
 /// ```
 /// use dspex_runtime::retrieve::{HybridRetriever, Passage, RetrieveError, Retriever};
 /// use futures_util::future::BoxFuture;
