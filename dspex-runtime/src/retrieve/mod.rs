@@ -4,14 +4,24 @@
 //!   retriever here implements it, and so can yours.
 //! - [`Retrieve`] — a retriever as a [`Program`] from a query to [`Retrieved`] passages (DSPy's
 //!   `dspy.Retrieve`), to compose with modules; [`search_tool`] makes one a [`Tool`] for ReAct.
-//! - [`Bm25Index`] (feature `bm25`, on by default in the `dspex` crate) — the embedded default: a
+//! - `Bm25Index` (feature `bm25`, on by default in the `dspex` crate) — the embedded default: a
 //!   BM25 full-text index on tantivy, persisted in a directory, built from JSONL, scored exactly as
 //!   `bm25s` scores (Lucene's BM25, `k1` 1.5, `b` 0.75, its tokenizer and English stopwords).
 //! - [`Corpus`] / [`Document`] — reading a JSONL corpus (`{"id", "text", …}` per line) with bad
 //!   lines reported by line number, skipped or fatal as the caller chooses ([`OnBadLine`]).
 //! - [`tokenize`] — the `bm25s` tokenizer.
+//! - [`EmbeddingsRetriever`] — DSPy's `Embeddings`: an exact cosine index over the vectors of an
+//!   [`Embedder`](crate::lm::Embedder) (an [`LM`](crate::lm::LM)'s `/v1/embeddings`, or a
+//!   function), in one contiguous buffer, saved to and reopened from a directory.
+//! - [`HybridRetriever`] — hybrid search: any retrievers (BM25 and embeddings, say) fused by
+//!   reciprocal rank fusion.
+//! - [`ColBERTv2`] — a client for a ColBERTv2 server, speaking DSPy's `dspy.ColBERTv2` protocol
+//!   (GET or POST, `{"topk": […]}`).
 
+mod colbert;
 mod corpus;
+mod embeddings;
+mod hybrid;
 mod tokenize;
 
 #[cfg(feature = "bm25")]
@@ -19,8 +29,10 @@ mod bm25;
 
 #[cfg(feature = "bm25")]
 pub use bm25::{Bm25Index, Bm25Params, BuildOptions, BuildReport, Hit};
-
+pub use colbert::ColBERTv2;
 pub use corpus::{BadLine, Corpus, Document, OnBadLine, read_jsonl};
+pub use embeddings::{EmbeddingsBuilder, EmbeddingsRetriever};
+pub use hybrid::HybridRetriever;
 pub use tokenize::{STOPWORDS_EN, tokenize};
 
 use crate::lm::LmError;

@@ -1,4 +1,5 @@
-//! Test helpers: a mock OpenAI-compatible LM server for tests, examples and benchmarks.
+//! Test helpers: a mock OpenAI-compatible LM server for tests, examples and benchmarks, and a mock
+//! ColBERTv2 retrieval server.
 //!
 //! # Contents
 //!
@@ -11,6 +12,10 @@
 //!   [`set_faults`](MockLmServer::set_faults) at run time, graceful
 //!   [`shutdown`](MockLmServer::shutdown); dropping it stops the server too.
 //! * [`MockError`] — configuration errors (bad regex, unknown fault name, bad rules file).
+//! * [`MockColbert`] / [`MockColbertBuilder`] / [`MockColbertServer`] — a ColBERTv2 server on
+//!   127.0.0.1 over a list of passages (scored by word overlap), answering GET and POST in the
+//!   real server's format, failing on demand ([`ColbertFault`]), counting requests
+//!   ([`MockColbertStats`]); for [`ColBERTv2`](crate::retrieve::ColBERTv2) and DSPy's client.
 //!
 //! # Endpoints
 //!
@@ -55,7 +60,12 @@
 //! # Ok(()) }
 //! ```
 
+mod colbert;
 mod mock;
+
+pub use colbert::{
+    ColbertFault, MockColbert, MockColbertBuilder, MockColbertServer, MockColbertStats,
+};
 
 pub use mock::{
     Completion, Fault, FaultWhen, Latency, MockError, MockLm, MockLmBuilder, MockLmServer,
