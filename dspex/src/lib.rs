@@ -226,8 +226,10 @@
 //! dspex's module or DSPy's ([`bridge`]).
 //!
 //! Retrieval ([`retrieve`]): the [`retrieve::Retriever`] trait, [`retrieve::Retrieve`] as a program
-//! step and [`retrieve::search_tool`] for agents, and the embedded BM25 index
-//! [`retrieve::Bm25Index`] (feature `bm25`, on by default; `dspex index build|search`).
+//! step and [`retrieve::search_tool`] for agents; the embedded BM25 index
+//! [`retrieve::Bm25Index`] (feature `bm25`, on by default; `dspex index build|search`), an
+//! embeddings retriever ([`retrieve::EmbeddingsRetriever`]), hybrid search by reciprocal rank
+//! fusion ([`retrieve::HybridRetriever`]) and a ColBERTv2 client ([`retrieve::ColBERTv2`]).
 
 pub use dspex_macros::{LiteralEnum, Module, sig, signature, tool};
 pub use dspex_runtime::program::{
@@ -276,7 +278,8 @@ pub use dspex_runtime::evaluate;
 pub use dspex_runtime::optimize;
 
 /// Retrieval: the [`retrieve::Retriever`] trait, the `Retrieve` step and search tool, JSONL
-/// corpora, and the embedded BM25 index (feature `bm25`).
+/// corpora, the embedded BM25 index (feature `bm25`), embeddings and hybrid retrievers, and a
+/// ColBERTv2 client.
 pub use dspex_runtime::retrieve;
 
 /// Settings: the default LM and adapter, call defaults and the trace of predictor calls, per

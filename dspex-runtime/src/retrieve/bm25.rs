@@ -699,12 +699,12 @@ fn prepare_line(raw: &RawLine) -> Item {
         message,
     };
     let text = raw.text.as_ref().map_err(|m| bad(m.clone()))?;
-    let (id, text, extra) = parse_fields(text).map_err(bad)?;
-    let tokens = tokens_of(&text);
+    let fields = parse_fields(text).map_err(bad)?;
+    let tokens = tokens_of(&fields.text);
     Ok(Prepared {
-        id,
-        text,
-        extra,
+        id: fields.id,
+        text: fields.text,
+        extra: fields.extra,
         tokens,
     })
 }

@@ -193,10 +193,10 @@ impl Iterator for JsonlDocuments {
         let parsed = raw
             .text
             .and_then(|text| parse_fields(&text))
-            .map(|(id, text, extra)| Document {
-                id: id.unwrap_or_else(|| self.documents.to_string()),
-                text,
-                extra,
+            .map(|fields| Document {
+                id: fields.id.unwrap_or_else(|| self.documents.to_string()),
+                text: fields.text,
+                extra: fields.extra,
             })
             .map_err(|message| BadLine {
                 line: raw.number,
@@ -209,10 +209,17 @@ impl Iterator for JsonlDocuments {
     }
 }
 
+/// One corpus line's fields.
+pub(crate) struct LineFields {
+    /// The line's `"id"`, if it has one.
+    pub(crate) id: Option<String>,
+    pub(crate) text: String,
+    /// The other fields.
+    pub(crate) extra: Map<String, Value>,
+}
+
 /// One line's id (if it has one), text and other fields.
-pub(crate) fn parse_fields(
-    line: &str,
-) -> Result<(Option<String>, String, Map<String, Value>), String> {
+pub(crate) fn parse_fields(line: &str) -> Result<LineFields, String> {
     let value: Value = serde_json::from_str(line).map_err(|e| format!("not JSON: {e}"))?;
     let Value::Object(mut fields) = value else {
         return Err(format!(
@@ -236,7 +243,11 @@ pub(crate) fn parse_fields(
             ));
         }
     };
-    Ok((id, text, fields))
+    Ok(LineFields {
+        id,
+        text,
+        extra: fields,
+    })
 }
 
 fn kind(value: &Value) -> &'static str {
