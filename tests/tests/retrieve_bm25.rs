@@ -154,3 +154,59 @@ async fn an_index_is_a_program_step_and_an_agent_tool() {
         serde_json::json!(["The Danube flows through Vienna."])
     );
 }
+
+/// Hybrid search as the issue describes it: the BM25 index and an embeddings retriever fused by
+/// reciprocal rank. BM25 finds the word match; the embedder (a toy one that knows "car" and
+/// "automobile" are the same) finds the synonym; the fusion keeps both, each once.
+#[tokio::test]
+async fn hybrid_bm25_and_embeddings_fuse_by_reciprocal_rank() {
+    use dspex::lm::embedder_fn;
+    use dspex::retrieve::{Corpus, EmbeddingsRetriever, HybridRetriever, Retriever};
+
+    let texts = [
+        "An automobile needs fuel.",
+        "A car parked by the river.",
+        "Bicycles need no fuel at all.",
+        "Rivers flow to the sea.",
+    ];
+    let corpus = Corpus::from_texts(texts);
+    let bm25 = Bm25Index::from_documents(corpus.documents.clone()).unwrap();
+    let concept = |text: &str| {
+        let t = text.to_lowercase();
+        let has = |w: &str| f32::from(u8::from(t.contains(w)));
+        vec![
+            has("car") + has("automobile"),
+            has("fuel"),
+            has("river") + has("sea"),
+            has("bicycle"),
+            0.1,
+            0.5 * has("car"),
+        ]
+    };
+    let dense = EmbeddingsRetriever::builder(embedder_fn(concept))
+        .build(corpus)
+        .await
+        .unwrap();
+
+    let lexical: Vec<String> = bm25
+        .retrieve("car", 4)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|p| p.id)
+        .collect();
+    assert_eq!(lexical, ["1"], "BM25 alone misses the synonym");
+
+    let hybrid = HybridRetriever::new().with(bm25).with(dense).candidates(4);
+    let fused = hybrid.retrieve("car", 3).await.unwrap();
+    let ids: Vec<&str> = fused.iter().map(|p| p.id.as_str()).collect();
+    // "1" is first in both lists; "0" is second for the embeddings only.
+    assert_eq!(ids[..2], ["1", "0"]);
+    let expected_top = 1.0 / 61.0 + 1.0 / 61.0;
+    assert!(
+        (f64::from(fused[0].score) - expected_top).abs() < 1e-6,
+        "{}",
+        fused[0].score
+    );
+    assert_eq!(fused.len(), 3);
+}
