@@ -26,18 +26,31 @@ try:
 except (AttributeError, ValueError, OSError):
     _PAGE_SIZE = 4096
 
+# /proc/self/statm, kept open: every ping reports the resident set size, and one pread(2) of an
+# open descriptor costs a tenth of opening the file anew (a ping is answered in microseconds).
+# (pid, fd): a forked child must not report its parent's memory.
+_statm = (None, None)
+
 
 def rss_mb():
     """Resident set size in MiB (current, from /proc; peak from getrusage where /proc is missing)."""
-    try:
-        with open("/proc/self/statm", "rb") as f:
-            return int(f.read().split()[1]) * _PAGE_SIZE / (1024 * 1024)
-    except (OSError, ValueError, IndexError):
-        import resource
-        import sys
+    global _statm
+    pid = os.getpid()
+    if _statm[0] != pid:
+        try:
+            _statm = (pid, os.open("/proc/self/statm", os.O_RDONLY))
+        except OSError:
+            _statm = (pid, None)
+    if _statm[1] is not None:
+        try:
+            return int(os.pread(_statm[1], 256, 0).split()[1]) * _PAGE_SIZE / (1024 * 1024)
+        except (OSError, ValueError, IndexError):
+            pass
+    import resource
+    import sys
 
-        peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-        return peak / (1024 * 1024) if sys.platform == "darwin" else peak / 1024
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return peak / (1024 * 1024) if sys.platform == "darwin" else peak / 1024
 
 
 def _exit(status):
