@@ -82,7 +82,7 @@ class Worker:
         self._pending = {}  # request id -> _Op, queued or running, not yet answered
         self._current = None  # the running _Op
         self._queue = queue.SimpleQueue()
-        self.channel = channel_module.LmChannel(self.send, self._current_cancelled)
+        self.channel = channel_module.LmChannel(self.send, self._running)
         channel_module.install(self.channel)
         self.dspy_version = dspy_version
         from .ops import Operations
@@ -172,6 +172,9 @@ class Worker:
             self.respond_error(msg_id, UnknownOp(f"unknown op {op!r}"))
 
     # ---- cancel -------------------------------------------------------------------------------
+    def _running(self):
+        return self._current
+
     def _current_cancelled(self):
         current = self._current
         return current is not None and current.cancelled
@@ -194,7 +197,7 @@ class Worker:
             else:
                 running = False
         if running:
-            self.channel.cancel_all()
+            self.channel.cancel(target)
         self.respond_ok(msg_id, {"cancelled": entry is not None and (queued is not None or running)})
         if queued is not None:
             self.respond_error(target, Cancelled("cancelled before it started"))

@@ -698,13 +698,29 @@ async fn lm_calls_are_served_in_the_calling_task_and_tracked() {
         assert!(total.usage.prompt_tokens > 0);
 
         // Several LM calls at once from one operation are served concurrently.
-        let (out, usage) = track_usage(with_settings(Settings::new().lm(lm), async {
+        let (out, usage) = track_usage(with_settings(Settings::new().lm(lm.clone()), async {
             echo(&pool, json!({"lm_parallel": 4})).await
         }))
         .await;
         let out = out.expect("parallel LM calls");
         assert_eq!(out["answers"].as_array().map(Vec::len), Some(4));
         assert_eq!(usage.total().calls, 4);
+        assert_eq!(server.stats().requests_to("/v1/chat/completions"), 5);
+
+        // An LM call that names another request as its parent (a straggler of an operation that
+        // ended) is refused, not served by this caller's LM.
+        let (out, usage) = track_usage(with_settings(Settings::new().lm(lm), async {
+            echo(&pool, json!({"lm": "stray", "lm_parent": 999_999})).await
+        }))
+        .await;
+        let err = out.unwrap_err();
+        assert!(
+            err.remote().is_some_and(
+                |e| e.message.contains("Cancelled") && e.message.contains("request 999999")
+            ),
+            "{err:?}"
+        );
+        assert_eq!(usage.total().calls, 0);
         assert_eq!(server.stats().requests_to("/v1/chat/completions"), 5);
     })
     .await;

@@ -4,6 +4,7 @@
 
 use super::error::{BridgeError, WorkerRef};
 use super::protocol::{CreateResult, Op};
+use super::router::SignatureArg;
 use super::worker::{
     DEFAULT_ENV_ALLOW, LeaseEnd, Worker, WorkerConfig, WorkerHooks, WorkerInfo, WorkerState,
 };
@@ -1704,16 +1705,19 @@ impl Session {
     }
 
     /// Creates a DSPy module (`dspy.<module>(signature, **kwargs)`) in this session; its object
-    /// id.
+    /// id. A [`DynSignature`](crate::signature::DynSignature) brings its instructions
+    /// ([`SignatureArg::instructions`]); a string, DSPy's default ones.
     pub async fn create(
         &self,
         module: impl Into<String>,
-        signature: impl Into<String>,
+        signature: impl Into<SignatureArg>,
         kwargs: Map<String, Value>,
     ) -> Result<String, BridgeError> {
+        let signature = signature.into();
         let op = Op::Create {
             module: module.into(),
-            signature: signature.into(),
+            signature: signature.text(),
+            instructions: signature.instructions(),
             kwargs,
             session: None,
         };

@@ -803,28 +803,42 @@ impl Worker {
         }
     }
 
-    /// The reader got an `lm_call`: hand it to the caller of the running operation.
+    /// The reader got an `lm_call`: hand it to the caller of the request it names as its
+    /// parent (or, when it names none, of the running operation); refuse it when that caller is
+    /// gone — a straggler thread of an operation that ended must not be served by the caller of
+    /// the next one (with its LM, settings and usage tracker).
     fn on_lm_call(&self, call: LmCall) {
         let target = {
             let inner = lock(&self.inner);
-            inner
-                .current
-                .as_ref()
-                .filter(|c| !c.abandoned)
-                .and_then(|c| inner.pending.get(&c.id))
+            let parent = call.parent.or_else(|| {
+                inner
+                    .current
+                    .as_ref()
+                    .filter(|c| !c.abandoned)
+                    .map(|c| c.id)
+            });
+            parent
+                .and_then(|id| inner.pending.get(&id))
                 .and_then(|p| p.lm.clone())
         };
-        let id = call.id;
+        let (id, parent) = (call.id, call.parent);
         let refused = match target {
             Some(tx) => tx.send(call).is_err(),
             None => true,
         };
         if refused {
-            self.send_lm_result(&LmResult::error(
-                id,
-                "Cancelled",
-                "no caller is waiting for the operation that made this LM call",
-            ));
+            tracing::debug!(
+                target: "dspex::bridge",
+                worker = self.wref.id, lm_call = id, parent,
+                "refused an LM call nobody waits for"
+            );
+            let message = match parent {
+                Some(parent) => format!(
+                    "no caller is waiting for request {parent}, whose operation made this LM call"
+                ),
+                None => "no caller is waiting for the operation that made this LM call".into(),
+            };
+            self.send_lm_result(&LmResult::error(id, "Cancelled", message));
         }
     }
 
