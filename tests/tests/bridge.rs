@@ -916,6 +916,58 @@ async fn overflow_workers_start_on_demand_and_retire_when_idle() {
 }
 
 #[tokio::test]
+async fn a_light_steady_load_lets_overflow_workers_retire() {
+    // Free workers are handed out most recently used first: a trickle of one call at a time
+    // keeps one worker busy and lets the others age past the idle timeout (handing them out in
+    // turn would keep all three "recently used" for ever).
+    within(60, async {
+        let pool = pool()
+            .min_workers(1)
+            .max_workers(3)
+            .idle_timeout(Duration::from_millis(300))
+            .build()
+            .await
+            .expect("the pool starts");
+        let burst: Vec<_> = (0..3)
+            .map(|_| {
+                let pool = pool.clone();
+                tokio::spawn(async move { echo(&pool, json!({"sleep": 0.5})).await })
+            })
+            .collect();
+        for c in burst {
+            c.await.expect("joins").expect("call");
+        }
+        assert_eq!(
+            pool.worker_pids().len(),
+            3,
+            "the burst started two overflow workers"
+        );
+        let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let trickle = {
+            let (pool, stop) = (pool.clone(), stop.clone());
+            tokio::spawn(async move {
+                let mut calls = 0;
+                while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                    echo(&pool, json!({"sleep": 0.02}))
+                        .await
+                        .expect("a trickle call");
+                    calls += 1;
+                }
+                calls
+            })
+        };
+        eventually(10, "back to one worker while calls go on", || {
+            pool.worker_pids().len() == 1
+        })
+        .await;
+        stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        assert!(trickle.await.expect("joins") > 10);
+        assert_eq!(pool.stats().worker_failures, 0);
+    })
+    .await;
+}
+
+#[tokio::test]
 async fn the_restart_breaker_stops_a_restart_storm() {
     within(60, async {
         let pool = pool()

@@ -1093,8 +1093,12 @@ impl Shared {
                     None
                 }
             }
+            // The most recently freed worker first (LIFO): its process, and the CPU it last ran
+            // on, are warm — on a small VM a sequential ping answers in about half the time of a
+            // round-robin over idle workers — and the workers a light load does not need stay
+            // idle long enough for `retire_idle` to stop the overflow ones.
             None => {
-                while let Some((id, _)) = st.idle.pop_front() {
+                while let Some((id, _)) = st.idle.pop_back() {
                     if let Some(worker) = st.workers.get(&id)
                         && worker.begin_lease()
                     {
@@ -1402,8 +1406,8 @@ async fn maintain(weak: Weak<Shared>) {
 /// A supervised pool of Python worker processes running DSPy (`python -m dspex_worker`), speaking
 /// the protocol of [`protocol`](super::protocol). Cheap to clone: clones share the pool.
 ///
-/// Calls go to a free worker; a call finding none waits in a bounded queue (up to the checkout
-/// timeout). Workers that die are replaced (with backoff; a breaker stops restart storms);
+/// Calls go to a free worker, the most recently used one first; a call finding none waits in a
+/// bounded queue (up to the checkout timeout). Workers that die are replaced (with backoff; a breaker stops restart storms);
 /// idempotent calls in flight on a crashed worker are retried on another. Objects live in the
 /// worker that created them: use a [`Session`] to keep calls on it.
 ///
