@@ -105,7 +105,7 @@ class BridgeLM(dspy.BaseLM):
     def forward(self, prompt=None, messages=None, **kwargs):
         request = self.build_request(prompt=prompt, messages=messages, **kwargs)
         try:
-            ok = channel.current().call(request)
+            ok = channel.current().call(request, parent=dspy.settings.get(channel.PARENT_SETTING))
         except LmCallFailed as exc:
             raise LmError(exc.remote_message, remote_type=exc.remote_type, model=self.model,
                           provider="dspex-bridge") from None

@@ -1,14 +1,21 @@
 """The worker's side of `lm_call` / `lm_result`: a blocking call for LM completions over the bridge.
 
 Any thread may call (DSPy's evaluators and optimizers run LM calls on thread pools); each call gets
-its own id from the worker's counter and blocks until the reader thread delivers its `lm_result`, or
-until the operation it serves is cancelled. Standard library only.
+its own id from the worker's counter, names the request whose operation it serves (`parent`), and
+blocks until the reader thread delivers its `lm_result`, or until that operation is cancelled. A
+call made for an operation that is no longer running (a straggler thread of a finished or
+cancelled operation) fails at once with Cancelled. Standard library only.
 """
 
 import itertools
 import threading
 
 from .errors import Cancelled, LmCallFailed
+
+# The DSPy setting that names the request an LM call serves: the worker runs `call` and `optimize`
+# inside `dspy.context(dspex_request=<request id>)`, and DSPy hands its settings to the threads it
+# starts (Parallel, Evaluate, optimizers, asyncify), so BridgeLM finds the parent on any of them.
+PARENT_SETTING = "dspex_request"
 
 _current = None
 
@@ -26,38 +33,48 @@ def install(channel):
 
 
 class _Slot:
-    __slots__ = ("event", "message", "cancelled")
+    __slots__ = ("event", "message", "cancelled", "parent")
 
-    def __init__(self):
+    def __init__(self, parent):
         self.event = threading.Event()
         self.message = None
         self.cancelled = False
+        self.parent = parent
 
 
 class LmChannel:
-    def __init__(self, send, is_cancelled):
-        """send(message) writes one frame; is_cancelled() says whether the running operation was cancelled."""
+    def __init__(self, send, running):
+        """send(message) writes one frame; running() is the running operation (with `id` and
+        `cancelled`), or None between operations."""
         self._send = send
-        self._is_cancelled = is_cancelled
+        self._running = running
         self._ids = itertools.count(1)
         self._lock = threading.Lock()
         self._slots = {}
 
-    def call(self, request):
-        """Send an `lm_call` and block for its result: the `ok` object of the `lm_result`.
+    def call(self, request, parent=None):
+        """Send an `lm_call` for the operation of request `parent` and block for its result: the
+        `ok` object of the `lm_result`. Without `parent`, the call serves the running operation.
 
-        Raises LmCallFailed for an error result and Cancelled when the operation is cancelled.
+        Raises LmCallFailed for an error result, and Cancelled when the operation is cancelled or
+        no longer running.
         """
-        slot = _Slot()
+        if parent is None:
+            op = self._running()
+            parent = op.id if op is not None else None
+        slot = _Slot(parent)
         with self._lock:
             call_id = next(self._ids)
             self._slots[call_id] = slot
         try:
             # Checked after the slot is registered: a cancel sets its flag before it wakes the
             # registered slots, so it either sees this slot or this check sees the flag.
-            if self._is_cancelled():
+            op = self._running()
+            if op is None or op.id != parent:
+                raise Cancelled(f"an LM call for request {parent}, whose operation is no longer running")
+            if op.cancelled:
                 raise Cancelled("cancelled before an LM call")
-            self._send({"kind": "lm_call", "id": call_id, "request": request})
+            self._send({"kind": "lm_call", "id": call_id, "parent": parent, "request": request})
             slot.event.wait()
         finally:
             with self._lock:
@@ -83,10 +100,10 @@ class LmChannel:
         slot.event.set()
         return True
 
-    def cancel_all(self):
-        """Wake every waiting call with Cancelled (only the running operation makes LM calls)."""
+    def cancel(self, parent):
+        """Wake every call waiting for request `parent`'s operation with Cancelled."""
         with self._lock:
-            slots = list(self._slots.values())
+            slots = [slot for slot in self._slots.values() if slot.parent == parent]
         for slot in slots:
             slot.cancelled = True
             slot.event.set()

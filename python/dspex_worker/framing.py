@@ -59,9 +59,13 @@ def _json_default(value):
     return str(value)
 
 
+# Built once: json.dumps with non-default options builds a new encoder on every call.
+_ENCODER = json.JSONEncoder(ensure_ascii=False, default=_json_default, allow_nan=False)
+
+
 def encode_frame(message):
     """One frame (header + payload) for a JSON-serializable dict."""
-    text = json.dumps(message, ensure_ascii=False, default=_json_default, allow_nan=False)
+    text = _ENCODER.encode(message)
     # A lone surrogate (possible in Python strings) is not UTF-8: replace it rather than fail.
     payload = text.encode("utf-8", "replace")
     if len(payload) > MAX_FRAME:

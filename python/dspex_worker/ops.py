@@ -10,6 +10,7 @@ import math
 import threading
 import warnings
 
+from .channel import PARENT_SETTING
 from .errors import BadRequest, Cancelled, UnknownObject, UnknownOp
 
 log = logging.getLogger("dspex_worker")
@@ -116,6 +117,12 @@ class Operations:
         if self.worker._current_cancelled():
             raise Cancelled("cancelled")
 
+    @staticmethod
+    def serving(dspy, request):
+        """`dspy.context` naming `request` as the parent of the LM calls made inside it (on any thread
+        DSPy starts from it): see channel.PARENT_SETTING."""
+        return dspy.context(**{PARENT_SETTING: request.get("id")})
+
     def _object(self, request):
         object_id = _arg(request, "object", str)
         try:
@@ -176,8 +183,13 @@ class Operations:
         if not (isinstance(cls, type) and issubclass(cls, dspy.Module)):
             raise BadRequest(f"dspy.{request['module']} is not a dspy.Module class")
         signature = _arg(request, "signature", str, required=False)
+        instructions = _arg(request, "instructions", str, required=False)
         kwargs = self._module_kwargs(_arg(request, "kwargs", dict, required=False, default={}))
         session = _arg(request, "session", str, required=False)
+        if instructions is not None:
+            if signature is None:
+                raise BadRequest("`instructions` need a `signature` to belong to")
+            signature = dspy.Signature(signature, instructions)
         module = cls(signature, **kwargs) if signature is not None else cls(**kwargs)
         self.checkpoint()
         self._ids += 1
@@ -186,10 +198,11 @@ class Operations:
         return {"object": object_id}
 
     def op_call(self, request):
-        import_dspy()
+        dspy = import_dspy()
         _, module = self._object(request)
         inputs = _arg(request, "inputs", dict, required=False, default={})
-        prediction = module(**inputs)
+        with self.serving(dspy, request):
+            prediction = module(**inputs)
         if hasattr(prediction, "toDict"):
             outputs = prediction.toDict()
         elif isinstance(prediction, dict):
@@ -271,8 +284,9 @@ class Operations:
         if "reflection_lm" in parameters and kwargs.get("reflection_lm") is None and dspy.settings.lm is not None:
             kwargs["reflection_lm"] = dspy.settings.lm  # GEPA: reflect with the configured LM by default
 
-        optimizer = cls(**kwargs)
-        compiled = optimizer.compile(module, trainset=trainset, **compile_kwargs)
+        with self.serving(dspy, request):
+            optimizer = cls(**kwargs)
+            compiled = optimizer.compile(module, trainset=trainset, **compile_kwargs)
         self.checkpoint()
         session = self.objects[object_id][1]
         self.objects[object_id] = (compiled, session)

@@ -16,9 +16,11 @@ class ScriptedChannel:
     def __init__(self, answer):
         self.answer = answer
         self.requests = []
+        self.parents = []
 
-    def call(self, request):
+    def call(self, request, parent=None):
         self.requests.append(request)
+        self.parents.append(parent)
         result = self.answer(request)
         if isinstance(result, Exception):
             raise result
@@ -135,3 +137,17 @@ def test_async_calls_and_copies(scripted):
 def test_only_chat_model_type():
     with pytest.raises(ValueError, match="chat"):
         BridgeLM("m", model_type="responses")
+
+
+def test_the_parent_request_reaches_the_threads_dspy_starts(scripted):
+    # The worker runs `call` and `optimize` inside dspy.context(dspex_request=<id>); DSPy hands its
+    # settings to the threads of Parallel (and Evaluate, and the optimizers), so every LM call
+    # names the request it serves.
+    fake = scripted(lambda r: ok(chat_completion(answer="x")))
+    predict = dspy.Predict("question -> answer")
+    with dspy.context(lm=BridgeLM("m"), dspex_request=7):
+        predict(question="q")
+        dspy.Parallel(num_threads=3)([(predict, {"question": str(i)}) for i in range(3)])
+    with dspy.context(lm=BridgeLM("m")):
+        predict(question="outside an operation")
+    assert fake.parents == [7, 7, 7, 7, None]

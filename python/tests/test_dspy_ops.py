@@ -32,9 +32,11 @@ def test_chain_of_thought_through_the_bridge(bridged):
         seen.append(request)
         return [chat_completion(reasoning="Two and two make four.", answer="4")]
 
-    result = bridged.call("call", object="o1", inputs={"question": "What is 2 + 2?"}, on_lm=lm)
+    call = bridged.request("call", object="o1", inputs={"question": "What is 2 + 2?"})
+    result = bridged.response(call, on_lm=lm)["ok"]
     assert result == {"outputs": {"reasoning": "Two and two make four.", "answer": "4"}}
     assert len(seen) == 1
+    assert bridged.lm_calls[0]["parent"] == call
     request = seen[0]
     assert request["model"] == "openai/bridge-test"
     assert [m["role"] for m in request["messages"]] == ["system", "user"]
@@ -264,7 +266,34 @@ def test_optimizers_dspex_lacks_run_through_the_bridge(bridged, optimizer, kwarg
     bridged.call("create", module="ChainOfThought", signature="question -> answer")
     rows = [{"question": f"q{i}", "answer": str(i % 2)} for i in range(6)]
     compile_kwargs = {k: rows if v == "rows" else v for k, v in compile_kwargs.items()}
-    result = bridged.call("optimize", object="o1", optimizer=optimizer, kwargs=kwargs, compile_kwargs=compile_kwargs,
-                          trainset=rows, input_keys=["question"], metric="exact_match", on_lm=generic_lm, timeout=60)
+    optimize = bridged.request("optimize", object="o1", optimizer=optimizer, kwargs=kwargs,
+                               compile_kwargs=compile_kwargs, trainset=rows, input_keys=["question"],
+                               metric="exact_match")
+    result = bridged.response(optimize, on_lm=generic_lm, timeout=60)["ok"]
     assert "predict" in result["state"]
+    # Every LM call, from whichever of the optimizer's threads, names the optimize request.
+    assert bridged.lm_calls and {f["parent"] for f in bridged.lm_calls} == {optimize}
     assert bridged.call("call", object="o1", inputs={"question": "q9"}, on_lm=generic_lm)["outputs"]["answer"] == "0"
+
+
+def test_create_with_instructions(bridged):
+    instructions = "Answer with the number only.\n\nNo words."
+    bridged.call("create", module="ChainOfThought", signature="question: str -> answer: int",
+                 instructions=instructions)
+    state = bridged.call("save_state", object="o1")["state"]
+    assert state["predict"]["signature"]["instructions"] == instructions
+    seen = []
+
+    def lm(request):
+        seen.append(request)
+        return [chat_completion(reasoning="Sum.", answer="4")]
+
+    out = bridged.call("call", object="o1", inputs={"question": "2 + 2?"}, on_lm=lm)
+    assert out["outputs"]["answer"] == 4
+    assert "Answer with the number only." in seen[0]["messages"][0]["content"]  # DSPy indents it
+    # Without instructions DSPy writes its default ones; instructions without a signature are refused.
+    bridged.call("create", module="Predict", signature="question -> answer")
+    default = bridged.call("save_state", object="o2")["state"]["signature"]["instructions"]
+    assert default == "Given the fields `question`, produce the fields `answer`."
+    assert bridged.error("create", module="Predict", instructions="Be brief.")["type"] == "BadRequest"
+    assert bridged.error("create", module="Predict", signature="a -> b", instructions=5)["type"] == "BadRequest"

@@ -79,3 +79,15 @@ def test_cancel_of_unknown_or_finished_request(worker):
     ping = worker.request("ping")
     worker.response(ping)
     assert worker.call("cancel", target=ping) == {"cancelled": False}
+
+
+def test_rss_is_read_anew_each_time():
+    # The worker keeps /proc/self/statm open and re-reads it per ping: the figure must move.
+    from dspex_worker.worker import rss_mb
+
+    before = rss_mb()
+    ballast = bytearray(64 * 1024 * 1024)
+    ballast[::4096] = b"x" * len(ballast[::4096])  # touch every page
+    grown = rss_mb()
+    assert grown - before > 48, (before, grown)
+    del ballast

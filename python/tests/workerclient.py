@@ -68,6 +68,7 @@ class WorkerClient:
         self._reader.start()
         self._ids = 0
         self.backlog = []  # frames received while waiting for something else
+        self.lm_calls = []  # every lm_call frame answered by response()
         self.ready = self.recv(timeout=30) if ready else None
 
     # ---- raw frames ---------------------------------------------------------------------------
@@ -132,6 +133,7 @@ class WorkerClient:
             )
             if frame["kind"] == "response":
                 return frame
+            self.lm_calls.append(frame)
             self.answer_lm_call(frame, on_lm(frame["request"]))
 
     def answer_lm_call(self, frame, answer):

@@ -11,6 +11,8 @@ No DSPy: objects are records. `call` behaves as its inputs say:
   {"exit": n}           exit with status n
   {"fail": "msg"}       raise ValueError("msg") (an error response; the worker lives on)
   {"lm": "prompt"}      one lm_call with that prompt; outputs["answer"] is the first choice
+  {"lm_parent": id}     ... that names request `id` as its parent instead of the running one
+                        (a straggler of another operation)
   {"lm_parallel": n}    n lm_calls at once from n threads; outputs["answers"]
   {"print": "text"}     print(text) (must end up on stderr, not in the frames)
   {"garbage": true}     write a frame that is not JSON to stdout
@@ -235,7 +237,7 @@ class Worker:
         out = dict(inputs)
         out.update({"pid": os.getpid(), "object": oid, "calls": self.calls, "module": obj["module"]})
         if "lm" in inputs:
-            out["answer"] = self.lm_call(inputs["lm"])
+            out["answer"] = self.lm_call(inputs["lm"], inputs.get("lm_parent"))
         if "lm_parallel" in inputs:
             n = int(inputs["lm_parallel"])
             answers = [None] * n
@@ -255,7 +257,9 @@ class Worker:
             out["big"] = "x" * int(inputs["big"])
         return out
 
-    def lm_call(self, prompt):
+    def lm_call(self, prompt, parent=None):
+        if parent is None:
+            parent = self.running
         event = threading.Event()
         with self.lm_lock:
             lid = self.lm_next
@@ -266,6 +270,7 @@ class Worker:
             {
                 "kind": "lm_call",
                 "id": lid,
+                "parent": parent,
                 "request": {
                     "model": model,
                     "messages": [{"role": "user", "content": prompt}],

@@ -6,6 +6,9 @@
 //! Every test runs under a generous overall timeout, so a hang fails instead of blocking the
 //! suite.
 
+mod common;
+
+use common::chaos;
 use dspex::bridge::{
     AffinityMode, BridgeError, BridgedModule, Optimization, Pool, PoolBuilder, RequestOptions,
     RestartBreaker, WorkerState,
@@ -695,13 +698,29 @@ async fn lm_calls_are_served_in_the_calling_task_and_tracked() {
         assert!(total.usage.prompt_tokens > 0);
 
         // Several LM calls at once from one operation are served concurrently.
-        let (out, usage) = track_usage(with_settings(Settings::new().lm(lm), async {
+        let (out, usage) = track_usage(with_settings(Settings::new().lm(lm.clone()), async {
             echo(&pool, json!({"lm_parallel": 4})).await
         }))
         .await;
         let out = out.expect("parallel LM calls");
         assert_eq!(out["answers"].as_array().map(Vec::len), Some(4));
         assert_eq!(usage.total().calls, 4);
+        assert_eq!(server.stats().requests_to("/v1/chat/completions"), 5);
+
+        // An LM call that names another request as its parent (a straggler of an operation that
+        // ended) is refused, not served by this caller's LM.
+        let (out, usage) = track_usage(with_settings(Settings::new().lm(lm), async {
+            echo(&pool, json!({"lm": "stray", "lm_parent": 999_999})).await
+        }))
+        .await;
+        let err = out.unwrap_err();
+        assert!(
+            err.remote().is_some_and(
+                |e| e.message.contains("Cancelled") && e.message.contains("request 999999")
+            ),
+            "{err:?}"
+        );
+        assert_eq!(usage.total().calls, 0);
         assert_eq!(server.stats().requests_to("/v1/chat/completions"), 5);
     })
     .await;
@@ -897,6 +916,58 @@ async fn overflow_workers_start_on_demand_and_retire_when_idle() {
 }
 
 #[tokio::test]
+async fn a_light_steady_load_lets_overflow_workers_retire() {
+    // Free workers are handed out most recently used first: a trickle of one call at a time
+    // keeps one worker busy and lets the others age past the idle timeout (handing them out in
+    // turn would keep all three "recently used" for ever).
+    within(60, async {
+        let pool = pool()
+            .min_workers(1)
+            .max_workers(3)
+            .idle_timeout(Duration::from_millis(300))
+            .build()
+            .await
+            .expect("the pool starts");
+        let burst: Vec<_> = (0..3)
+            .map(|_| {
+                let pool = pool.clone();
+                tokio::spawn(async move { echo(&pool, json!({"sleep": 0.5})).await })
+            })
+            .collect();
+        for c in burst {
+            c.await.expect("joins").expect("call");
+        }
+        assert_eq!(
+            pool.worker_pids().len(),
+            3,
+            "the burst started two overflow workers"
+        );
+        let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let trickle = {
+            let (pool, stop) = (pool.clone(), stop.clone());
+            tokio::spawn(async move {
+                let mut calls = 0;
+                while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                    echo(&pool, json!({"sleep": 0.02}))
+                        .await
+                        .expect("a trickle call");
+                    calls += 1;
+                }
+                calls
+            })
+        };
+        eventually(10, "back to one worker while calls go on", || {
+            pool.worker_pids().len() == 1
+        })
+        .await;
+        stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        assert!(trickle.await.expect("joins") > 10);
+        assert_eq!(pool.stats().worker_failures, 0);
+    })
+    .await;
+}
+
+#[tokio::test]
 async fn the_restart_breaker_stops_a_restart_storm() {
     within(60, async {
         let pool = pool()
@@ -1006,106 +1077,39 @@ fn no_worker_outlives_a_sigkilled_pool_process() {
     );
 }
 
-/// Many calls while a worker is SIGKILLed every 100 ms: ≥ 99.9% succeed, none hangs, and the pool
-/// is back to full size at the end.
-async fn chaos(total: usize, concurrency: usize) {
-    let pool = pool()
-        .workers(4)
-        .max_retries(5)
-        .restart_backoff(Duration::from_millis(5), Duration::from_millis(50))
-        .restart_breaker(RestartBreaker {
-            max_restarts: 100_000,
-            window: Duration::from_secs(60),
-            cooldown: Duration::from_secs(1),
-        })
-        .build()
-        .await
-        .expect("the pool starts");
-    let done = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
-    let killer = {
-        let pool = pool.clone();
-        let done = done.clone();
-        tokio::spawn(async move {
-            let mut kills = 0u32;
-            let mut seed = 0x2545_f491_4f6c_dd1du64;
-            while !done.load(std::sync::atomic::Ordering::Relaxed) {
-                tokio::time::sleep(Duration::from_millis(100)).await;
-                let pids = pool.worker_pids();
-                if pids.is_empty() {
-                    continue;
-                }
-                seed ^= seed << 13;
-                seed ^= seed >> 7;
-                seed ^= seed << 17;
-                let pid = pids[(seed % pids.len() as u64) as usize];
-                let _ = tokio::process::Command::new("kill")
-                    .args(["-s", "KILL", &pid.to_string()])
-                    .status()
-                    .await;
-                kills += 1;
-            }
-            kills
-        })
-    };
-    let per_task = total / concurrency;
-    let tasks: Vec<_> = (0..concurrency)
-        .map(|t| {
-            let pool = pool.clone();
-            tokio::spawn(async move {
-                let mut ok = 0usize;
-                let mut errors = Vec::new();
-                for i in 0..per_task {
-                    let n = t * per_task + i;
-                    let call = echo(&pool, json!({"n": n, "sleep": 0.002}));
-                    match tokio::time::timeout(Duration::from_secs(30), call).await {
-                        Err(_) => panic!("call {n} hung"),
-                        Ok(Ok(out)) => {
-                            assert_eq!(out["n"], n, "answers are not mixed up");
-                            ok += 1;
-                        }
-                        Ok(Err(e)) => errors.push(e.to_string()),
-                    }
-                }
-                (ok, errors)
+/// Executor calls in flight while a worker is SIGKILLed every 100 ms: each call keeps the
+/// fake worker's executor busy for 2 ms, so nearly every kill lands in the middle of a call, and
+/// each answer echoes its call's number, so an answer handed to the wrong caller is caught. (The
+/// issue's figure against the real worker is `tests/tests/bridge_chaos.rs`, whose cheap `ping` is
+/// answered by the worker's reader thread and carries nothing to check.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn chaos_executor_calls_with_a_worker_killed_every_100ms() {
+    within(900, async {
+        let pool = pool()
+            .workers(4)
+            .max_retries(5)
+            .restart_backoff(Duration::from_millis(5), Duration::from_millis(50))
+            .restart_breaker(RestartBreaker {
+                max_restarts: 100_000,
+                window: Duration::from_secs(60),
+                cooldown: Duration::from_secs(1),
             })
+            .build()
+            .await
+            .expect("the pool starts");
+        let plan = chaos::Plan {
+            callers: 16,
+            min_calls: 10_000,
+            min_kills: 20,
+            workers: 4,
+        };
+        chaos::run(&pool, plan, |pool, n| async move {
+            let out = echo(&pool, json!({"n": n, "sleep": 0.002})).await?;
+            assert_eq!(out["n"], n, "answers are not mixed up");
+            Ok(())
         })
-        .collect();
-    let mut ok = 0;
-    let mut errors = Vec::new();
-    for t in tasks {
-        let (o, e) = t.await.expect("a caller task panicked");
-        ok += o;
-        errors.extend(e);
-    }
-    done.store(true, std::sync::atomic::Ordering::Relaxed);
-    let kills = killer.await.expect("the killer joins");
-    let calls = per_task * concurrency;
-    assert!(
-        kills >= 3,
-        "the chaos run was too short to kill workers ({kills} kills)"
-    );
-    assert!(
-        ok * 1000 >= calls * 999,
-        "{ok}/{calls} succeeded with {kills} kills; errors: {errors:?}"
-    );
-    eventually(20, "the pool is back to 4 ready workers", || {
-        let s = pool.stats();
-        s.ready == 4 && s.starting == 0
+        .await;
+        pool.shutdown().await;
     })
     .await;
-    let stats = pool.stats();
-    eprintln!(
-        "chaos: {ok}/{calls} ok, {kills} kills, {} retries, {} restarts, p50 {:?}, p99 {:?}",
-        stats.retries,
-        stats.restarts,
-        stats.latency.quantile(0.5),
-        stats.latency.quantile(0.99)
-    );
-    pool.shutdown().await;
-}
-
-/// The figure: 10,000 calls while a worker is SIGKILLed every 100 ms.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn chaos_10000_calls_with_a_worker_killed_every_100ms() {
-    within(900, chaos(10_000, 16)).await;
 }

@@ -144,3 +144,70 @@ async fn state_optimizers_and_python_errors_through_the_real_worker() {
     })
     .await;
 }
+
+/// Answer with the number only.
+#[dspex::signature]
+struct Sum {
+    #[input]
+    question: String,
+    #[output]
+    answer: String,
+}
+
+#[tokio::test]
+async fn signature_instructions_reach_dspy() {
+    use dspex::bridge::{BridgedPredict, Route, Router};
+    use dspex::{DynSignature, Signature};
+
+    let python = venv_python();
+    within(180, async {
+        let server = MockLm::builder().start().await.expect("the mock LM starts");
+        let pool = pool(python)
+            .lm(std::sync::Arc::new(lm(&server)))
+            .build()
+            .await
+            .expect("the pool starts");
+        let instructions_of = |state: serde_json::Value| {
+            state["signature"]["instructions"]
+                .as_str()
+                .map(str::to_string)
+        };
+
+        // A typed signature's doc comment becomes the DSPy signature's instructions.
+        let sum = BridgedPredict::<Sum>::for_signature::<Sum>(&pool, "Predict")
+            .await
+            .expect("create");
+        assert_eq!(sum.instructions(), Some("Answer with the number only."));
+        assert_eq!(sum.signature(), Sum::signature().to_string());
+        let state = sum.save_state().await.expect("save");
+        assert_eq!(
+            instructions_of(state).as_deref(),
+            Some("Answer with the number only.")
+        );
+
+        // Through the router, a DynSignature's instructions go along; a string gets DSPy's own.
+        let router = Router::with_pool(pool.clone()).force(Route::Bridged);
+        let custom = DynSignature::parse("question -> answer")
+            .expect("parses")
+            .with_instructions("Be terse.");
+        let routed = router.route("Predict", custom).await.expect("routes");
+        let bridged = routed.as_bridged().expect("bridged");
+        assert_eq!(bridged.instructions(), Some("Be terse."));
+        assert_eq!(
+            instructions_of(bridged.save_state().await.expect("save")).as_deref(),
+            Some("Be terse.")
+        );
+        let plain = router
+            .route("Predict", "question -> answer")
+            .await
+            .expect("routes");
+        let plain = plain.as_bridged().expect("bridged");
+        assert_eq!(plain.instructions(), None);
+        assert_eq!(
+            instructions_of(plain.save_state().await.expect("save")).as_deref(),
+            Some("Given the fields `question`, produce the fields `answer`.")
+        );
+        pool.shutdown().await;
+    })
+    .await;
+}

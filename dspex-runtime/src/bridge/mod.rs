@@ -42,6 +42,7 @@ mod program;
 pub mod protocol;
 mod router;
 mod worker;
+mod writer;
 
 pub use error::{BridgeError, WorkerRef};
 pub use pool::{

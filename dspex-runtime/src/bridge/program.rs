@@ -3,6 +3,7 @@
 use super::error::BridgeError;
 use super::pool::{AffinityMode, Pool, RequestOptions, Session, decode};
 use super::protocol::{CallResult, Op, StateResult};
+use super::router::SignatureArg;
 use crate::error::Result;
 use crate::example::Example;
 use crate::program::Program;
@@ -46,6 +47,7 @@ pub struct BridgedModule<I, O> {
     object: String,
     module: String,
     signature: String,
+    instructions: Option<String>,
     timeout: Option<Duration>,
     dropped: bool,
     _types: PhantomData<fn(I) -> O>,
@@ -59,6 +61,7 @@ impl<I, O> std::fmt::Debug for BridgedModule<I, O> {
         f.debug_struct("BridgedModule")
             .field("module", &self.module)
             .field("signature", &self.signature)
+            .field("instructions", &self.instructions)
             .field("object", &self.object)
             .field("session", &self.session)
             .finish()
@@ -140,11 +143,13 @@ where
     I: Serialize + Send + Sync + 'static,
     O: DeserializeOwned + Send + 'static,
 {
-    /// Creates `dspy.<module>(signature)` in a new strict-queue session of `pool`.
+    /// Creates `dspy.<module>(signature)` in a new strict-queue session of `pool`. The
+    /// signature is a string (DSPy's default instructions) or a
+    /// [`DynSignature`](crate::signature::DynSignature), whose instructions go along.
     pub async fn create(
         pool: &Pool,
         module: impl Into<String>,
-        signature: impl Into<String>,
+        signature: impl Into<SignatureArg>,
     ) -> Result<Self, BridgeError> {
         Self::create_in(
             &pool.session(AffinityMode::StrictQueue),
@@ -155,9 +160,8 @@ where
         .await
     }
 
-    /// Creates `dspy.<module>` for the dspex signature `S` (its field names and DSPy types;
-    /// instructions and field descriptions are not sent, see the module docs) in a new
-    /// strict-queue session.
+    /// Creates `dspy.<module>` for the dspex signature `S` (its field names, DSPy types and
+    /// instructions; field descriptions are not sent) in a new strict-queue session.
     pub async fn for_signature<S>(
         pool: &Pool,
         module: impl Into<String>,
@@ -165,15 +169,15 @@ where
     where
         S: Signature<Input = I, Output = O>,
     {
-        Self::create(pool, module, S::signature().to_string()).await
+        Self::create(pool, module, S::signature()).await
     }
 
     /// Creates `dspy.<module>(signature, **kwargs)` in `session` (modules that share a session
-    /// share a worker).
+    /// share a worker); the signature as for [`create`](Self::create).
     pub async fn create_in(
         session: &Session,
         module: impl Into<String>,
-        signature: impl Into<String>,
+        signature: impl Into<SignatureArg>,
         kwargs: Map<String, Value>,
     ) -> Result<Self, BridgeError> {
         let module = module.into();
@@ -185,7 +189,8 @@ where
             session: session.clone(),
             object,
             module,
-            signature,
+            signature: signature.text(),
+            instructions: signature.instructions(),
             timeout: None,
             dropped: false,
             _types: PhantomData,
@@ -212,6 +217,11 @@ where
     /// The signature string it was created with.
     pub fn signature(&self) -> &str {
         &self.signature
+    }
+
+    /// The instructions it was created with, when not DSPy's default ones.
+    pub fn instructions(&self) -> Option<&str> {
+        self.instructions.as_deref()
     }
 
     /// The session holding it.

@@ -238,6 +238,11 @@ impl std::fmt::Display for RemoteError {
 pub struct LmCall {
     /// The worker's own id for this call (answered by [`LmResult::id`]).
     pub id: u64,
+    /// The id of the request whose operation made the call: the pool serves it for that
+    /// request's caller, and refuses it (error `Cancelled`) when nobody waits for that request
+    /// any more. `None` from a worker that does not say: the running operation's caller serves it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub parent: Option<u64>,
     /// What to complete.
     pub request: LmCallRequest,
 }
@@ -522,6 +527,10 @@ pub enum Op {
         module: String,
         /// The signature string (`question -> answer`).
         signature: String,
+        /// The signature's instructions (`dspy.Signature(signature, instructions)`); DSPy's
+        /// default ones when `None`.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        instructions: Option<String>,
         /// Other constructor arguments.
         #[serde(default, skip_serializing_if = "Map::is_empty")]
         kwargs: Map<String, Value>,
@@ -709,11 +718,23 @@ mod tests {
                 Op::Create {
                     module: "ChainOfThought".into(),
                     signature: "question -> answer".into(),
+                    instructions: None,
                     kwargs: Map::new(),
                     session: Some("s1".into()),
                 },
                 json!({"kind": "request", "id": 1, "op": "create", "module": "ChainOfThought",
                        "signature": "question -> answer", "session": "s1"}),
+            ),
+            (
+                Op::Create {
+                    module: "Predict".into(),
+                    signature: "question -> answer".into(),
+                    instructions: Some("Answer in one word.".into()),
+                    kwargs: Map::new(),
+                    session: None,
+                },
+                json!({"kind": "request", "id": 1, "op": "create", "module": "Predict",
+                       "signature": "question -> answer", "instructions": "Answer in one word."}),
             ),
             (
                 Op::Configure {
@@ -808,6 +829,13 @@ mod tests {
             error: None,
         };
         assert_eq!(neither.into_result().unwrap_err().kind, "ProtocolError");
+        // An lm_call that does not name its parent (served for the running operation).
+        let orphan: WorkerMessage =
+            decode_frame(br#"{"kind": "lm_call", "id": 4, "request": {"messages": []}}"#).unwrap();
+        assert!(
+            matches!(&orphan, WorkerMessage::LmCall(c) if c.id == 4 && c.parent.is_none()),
+            "{orphan:?}"
+        );
         let unknown: WorkerMessage = decode_frame(br#"{"kind": "log", "line": "x"}"#).unwrap();
         assert_eq!(unknown, WorkerMessage::Unknown);
         assert!(decode_frame::<WorkerMessage>(b"{not json").is_err());
@@ -817,7 +845,7 @@ mod tests {
     #[test]
     fn lm_calls_become_lm_requests() {
         let msg: WorkerMessage = decode_frame(
-            br#"{"kind": "lm_call", "id": 3, "request": {"model": "openai/x",
+            br#"{"kind": "lm_call", "id": 3, "parent": 17, "request": {"model": "openai/x",
                 "messages": [{"role": "system", "content": "s"},
                              {"role": "user", "content": [{"type": "text", "text": "a"}, {"type": "text", "text": "b"}]}],
                 "temperature": 0.5, "max_tokens": 10, "n": 2, "stop": "END",
@@ -828,6 +856,7 @@ mod tests {
         let WorkerMessage::LmCall(call) = msg else {
             panic!("not an lm_call")
         };
+        assert_eq!((call.id, call.parent), (3, Some(17)));
         let req = call.request.to_lm_request().unwrap();
         assert_eq!(
             req.messages,

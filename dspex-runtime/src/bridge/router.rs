@@ -110,9 +110,10 @@ impl From<RouterError> for Error {
 
 /// A signature given to the router: a string (`"question -> answer"`) or a [`DynSignature`].
 ///
-/// Bridged modules receive the signature as a string: its field names and types, not its
-/// instructions or field descriptions (set those on the DSPy side, or use a native module). A
-/// string is parsed by dspex only for the native route, and passed to DSPy as given otherwise.
+/// Bridged modules receive the signature as a string — its field names and types — and, from
+/// a [`DynSignature`] whose instructions are not the default ones, its instructions; not its
+/// field descriptions (set those on the DSPy side, or use a native module). A string is parsed
+/// by dspex only for the native route, and passed to DSPy as given otherwise.
 #[derive(Debug, Clone, PartialEq)]
 pub enum SignatureArg {
     /// A signature string, as DSPy writes them.
@@ -122,10 +123,22 @@ pub enum SignatureArg {
 }
 
 impl SignatureArg {
-    fn text(&self) -> String {
+    /// The signature string DSPy gets (`question: str -> answer: str` for a [`DynSignature`]).
+    pub fn text(&self) -> String {
         match self {
             SignatureArg::Text(s) => s.clone(),
             SignatureArg::Dyn(s) => s.to_string(),
+        }
+    }
+
+    /// The instructions DSPy gets with the signature: a [`DynSignature`]'s, unless they are the
+    /// default ones (which DSPy writes the same); none for a string.
+    pub fn instructions(&self) -> Option<String> {
+        match self {
+            SignatureArg::Text(_) => None,
+            SignatureArg::Dyn(s) => {
+                (s.instructions() != s.default_instructions()).then(|| s.instructions().to_string())
+            }
         }
     }
 
@@ -330,7 +343,7 @@ impl Router {
                 let Some(pool) = &self.pool else {
                     unreachable!("decide routes through the bridge only with a pool");
                 };
-                let mut bridged = BridgedModule::create(pool, module, text.clone()).await?;
+                let mut bridged = BridgedModule::create(pool, module, signature).await?;
                 if let Some(timeout) = self.timeout {
                     bridged = bridged.with_timeout(timeout);
                 }

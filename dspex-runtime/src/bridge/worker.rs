@@ -2,8 +2,10 @@
 //! exit watcher, stderr forwarder, heartbeat) and its state machine.
 //!
 //! Tasks per worker, each ending when the process is gone:
-//! - the **writer** owns stdin and writes queued frames in order (so a caller that gives up never
-//!   leaves half a frame behind); closing its queue closes stdin, which makes the worker exit;
+//! - the **writer** ([`FrameWriter`]) owns stdin: a frame is written by the task that sends it
+//!   when the pipe has room, else queued whole for its flusher task, so frames stay in order and
+//!   a caller that gives up never leaves half a frame behind; closing it closes stdin (once the
+//!   queue is written), which makes the worker exit;
 //! - the **reader** owns stdout: responses go to the waiting caller by id, `lm_call`s to the
 //!   caller of the running operation (served in the caller's task, so task-scoped settings and
 //!   usage trackers apply); end of stream marks the worker failed at once;
@@ -19,6 +21,7 @@ use super::protocol::{
     FrameError, LmCall, LmResult, Op, PROTOCOL_VERSION, PingResult, Ready, WorkerMessage,
     decode_frame, encode_frame, encode_request, read_frame,
 };
+use super::writer::FrameWriter;
 use crate::lm::LanguageModel;
 use crate::settings::Settings;
 use futures_util::StreamExt;
@@ -31,8 +34,9 @@ use std::process::{ExitStatus, Stdio};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, Weak};
 use std::time::{Duration, Instant};
-use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
-use tokio::process::{Child, ChildStderr, ChildStdin, ChildStdout, Command};
+use tokio::io::{AsyncBufReadExt, AsyncReadExt, BufReader};
+use tokio::net::unix::pipe;
+use tokio::process::{Child, ChildStderr, ChildStdout, Command};
 use tokio::sync::{mpsc, oneshot, watch};
 
 /// Where a worker is in its life. Transitions: `Starting → Ready ⇄ Busy`, `Ready | Busy →
@@ -220,13 +224,16 @@ pub(crate) struct Worker {
     pub(crate) wref: WorkerRef,
     ready: Ready,
     spawned_at: Instant,
-    writer: Mutex<Option<mpsc::UnboundedSender<Vec<u8>>>>,
+    writer: Arc<FrameWriter>,
     signals: mpsc::UnboundedSender<Signal>,
     inner: Mutex<Inner>,
     stderr: Arc<Mutex<VecDeque<String>>>,
     request_ids: Arc<AtomicU64>,
     hooks: Weak<dyn WorkerHooks>,
     state_tx: watch::Sender<WorkerState>,
+    /// Becomes true once the worker is `Stopped` or `Failed` (the heartbeat waits on this alone,
+    /// so the `Ready ⇄ Busy` changes of every call do not wake it).
+    gone_tx: watch::Sender<bool>,
 }
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -358,14 +365,31 @@ impl Worker {
             "worker sent ready"
         );
 
-        let (frames_tx, frames_rx) = mpsc::unbounded_channel();
+        let writer = match stdin
+            .into_owned_fd()
+            .and_then(pipe::Sender::from_owned_fd)
+            .and_then(FrameWriter::start)
+        {
+            Ok(writer) => writer,
+            Err(e) => {
+                if config.kill_process_group {
+                    signal_group(pid, "KILL").await;
+                }
+                let _ = child.start_kill();
+                return Err(BridgeError::Spawn {
+                    program,
+                    message: format!("cannot take over the worker's stdin: {e}"),
+                });
+            }
+        };
         let (signals_tx, signals_rx) = mpsc::unbounded_channel();
         let (state_tx, _) = watch::channel(WorkerState::Starting);
+        let (gone_tx, _) = watch::channel(false);
         let worker = Arc::new(Worker {
             wref,
             ready,
             spawned_at,
-            writer: Mutex::new(Some(frames_tx)),
+            writer,
             signals: signals_tx,
             inner: Mutex::new(Inner {
                 state: WorkerState::Starting,
@@ -381,8 +405,8 @@ impl Worker {
             request_ids,
             hooks,
             state_tx,
+            gone_tx,
         });
-        tokio::spawn(write_frames(stdin, frames_rx));
         tokio::spawn(read_frames(worker.clone(), stdout));
         tokio::spawn(watch_exit(
             worker.clone(),
@@ -463,6 +487,9 @@ impl Worker {
             reason,
         });
         self.state_tx.send_replace(to);
+        if to.is_terminal() {
+            self.gone_tx.send_replace(true);
+        }
     }
 
     /// `Starting → Ready`, once the pool has configured the worker. False if it is gone.
@@ -517,10 +544,7 @@ impl Worker {
     }
 
     fn send_frame(&self, frame: Vec<u8>) -> bool {
-        match lock(&self.writer).as_ref() {
-            Some(tx) => tx.send(frame).is_ok(),
-            None => false,
-        }
+        self.writer.send(frame)
     }
 
     fn send_cancel(&self, target: u64) {
@@ -547,7 +571,7 @@ impl Worker {
 
     /// Closes stdin: the worker exits when it reads end of file.
     pub(crate) fn close_stdin(&self) {
-        lock(&self.writer).take();
+        self.writer.close();
     }
 
     fn signal(&self, signal: Signal) {
@@ -779,28 +803,42 @@ impl Worker {
         }
     }
 
-    /// The reader got an `lm_call`: hand it to the caller of the running operation.
+    /// The reader got an `lm_call`: hand it to the caller of the request it names as its
+    /// parent (or, when it names none, of the running operation); refuse it when that caller is
+    /// gone — a straggler thread of an operation that ended must not be served by the caller of
+    /// the next one (with its LM, settings and usage tracker).
     fn on_lm_call(&self, call: LmCall) {
         let target = {
             let inner = lock(&self.inner);
-            inner
-                .current
-                .as_ref()
-                .filter(|c| !c.abandoned)
-                .and_then(|c| inner.pending.get(&c.id))
+            let parent = call.parent.or_else(|| {
+                inner
+                    .current
+                    .as_ref()
+                    .filter(|c| !c.abandoned)
+                    .map(|c| c.id)
+            });
+            parent
+                .and_then(|id| inner.pending.get(&id))
                 .and_then(|p| p.lm.clone())
         };
-        let id = call.id;
+        let (id, parent) = (call.id, call.parent);
         let refused = match target {
             Some(tx) => tx.send(call).is_err(),
             None => true,
         };
         if refused {
-            self.send_lm_result(&LmResult::error(
-                id,
-                "Cancelled",
-                "no caller is waiting for the operation that made this LM call",
-            ));
+            tracing::debug!(
+                target: "dspex::bridge",
+                worker = self.wref.id, lm_call = id, parent,
+                "refused an LM call nobody waits for"
+            );
+            let message = match parent {
+                Some(parent) => format!(
+                    "no caller is waiting for request {parent}, whose operation made this LM call"
+                ),
+                None => "no caller is waiting for the operation that made this LM call".into(),
+            };
+            self.send_lm_result(&LmResult::error(id, "Cancelled", message));
         }
     }
 
@@ -936,15 +974,6 @@ async fn handshake(
         ))),
         Err(e) => Err(HandshakeError::Other(format!("bad first frame: {e}"))),
     }
-}
-
-async fn write_frames(mut stdin: ChildStdin, mut frames: mpsc::UnboundedReceiver<Vec<u8>>) {
-    while let Some(frame) = frames.recv().await {
-        if stdin.write_all(&frame).await.is_err() {
-            break;
-        }
-    }
-    // Dropping stdin closes the pipe: the worker reads end of file and exits.
 }
 
 async fn read_frames(worker: Arc<Worker>, mut stdout: BufReader<ChildStdout>) {
@@ -1105,19 +1134,15 @@ async fn forward_stderr(stderr: ChildStderr, tail: Arc<Mutex<VecDeque<String>>>,
 }
 
 async fn heartbeat(worker: Arc<Worker>, interval: Duration, timeout: Duration, max_missed: u32) {
-    let mut states = worker.subscribe();
+    // Only the end of the worker wakes this task between beats: it used to watch every state
+    // change, and `Ready ⇄ Busy` happens twice per call.
+    let mut gone = worker.gone_tx.subscribe();
     let mut missed = 0;
     let mut next = tokio::time::Instant::now() + interval;
     loop {
-        // State changes (ready ⇄ busy) wake this loop but do not move the next beat.
         tokio::select! {
             _ = tokio::time::sleep_until(next) => {}
-            changed = states.changed() => {
-                if changed.is_err() || states.borrow().is_terminal() {
-                    return;
-                }
-                continue;
-            }
+            _ = gone.wait_for(|gone| *gone) => return,
         }
         next = tokio::time::Instant::now() + interval;
         if worker.state().is_terminal() {

@@ -115,3 +115,204 @@ pub(crate) mod bridge {
             .unwrap_or_else(|_| panic!("the test did not finish within {secs} s (a hang)"))
     }
 }
+
+/// A chaos run shared by the bridge's chaos tests: callers keep calling while a random worker of
+/// the pool is SIGKILLed every 100 ms.
+#[allow(dead_code)] // Not every test file that takes `common` uses it.
+pub(crate) mod chaos {
+    use dspex::bridge::{BridgeError, Pool};
+    use std::collections::HashMap;
+    use std::future::Future;
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+    use std::time::{Duration, Instant};
+
+    /// How a run should go.
+    pub(crate) struct Plan {
+        /// Concurrent callers.
+        pub(crate) callers: usize,
+        /// Calls to make at least.
+        pub(crate) min_calls: usize,
+        /// Kills to see at least: calling goes on past `min_calls` until there were this many, so
+        /// a fast run still meets many crashes.
+        pub(crate) min_kills: usize,
+        /// The pool's size, to be back at the end.
+        pub(crate) workers: usize,
+    }
+
+    /// What a run did.
+    #[derive(Debug)]
+    pub(crate) struct Report {
+        pub(crate) calls: usize,
+        pub(crate) ok: usize,
+        pub(crate) kills: usize,
+        pub(crate) errors: Vec<String>,
+        pub(crate) took: Duration,
+    }
+
+    /// The state letter and start time (clock ticks since boot) of a live process, from
+    /// `/proc/<pid>/stat`; `None` when there is no such process.
+    fn stat(pid: u32) -> Option<(String, u64)> {
+        let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+        // pid (comm) state ppid … starttime is the 22nd field; comm may hold spaces or parentheses.
+        let (_, rest) = stat.rsplit_once(')')?;
+        let fields: Vec<&str> = rest.split_whitespace().collect();
+        Some((fields.first()?.to_string(), fields.get(19)?.parse().ok()?))
+    }
+
+    /// Runs `call(pool, n)` for call numbers `n` from `plan.callers` tasks while a worker is
+    /// SIGKILLed every 100 ms; then checks the issue's bar: ≥ 99.9 % of the calls succeed, none
+    /// hangs (30 s each), the pool is back to `plan.workers` ready workers, and no killed worker
+    /// process is left running. A call that answers wrongly panics inside `call`.
+    pub(crate) async fn run<F, Fut>(pool: &Pool, plan: Plan, call: F) -> Report
+    where
+        F: Fn(Pool, usize) -> Fut + Send + Sync + 'static,
+        Fut: Future<Output = Result<(), BridgeError>> + Send + 'static,
+    {
+        let started = Instant::now();
+        let done = Arc::new(AtomicBool::new(false));
+        let kills = Arc::new(AtomicUsize::new(0));
+        let next = Arc::new(AtomicUsize::new(0));
+        let call = Arc::new(call);
+        let killer = {
+            let (pool, done, kills) = (pool.clone(), done.clone(), kills.clone());
+            tokio::spawn(async move {
+                // Every worker process seen, with its start time (pids are reused).
+                let mut seen: HashMap<u32, u64> = HashMap::new();
+                let mut seed = 0x2545_f491_4f6c_dd1du64;
+                while !done.load(Ordering::Relaxed) {
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                    let pids = pool.worker_pids();
+                    for pid in &pids {
+                        if let Some((_, start)) = stat(*pid) {
+                            seen.entry(*pid).or_insert(start);
+                        }
+                    }
+                    if pids.is_empty() {
+                        continue;
+                    }
+                    seed ^= seed << 13;
+                    seed ^= seed >> 7;
+                    seed ^= seed << 17;
+                    let pid = pids[(seed % pids.len() as u64) as usize];
+                    let killed = tokio::process::Command::new("kill")
+                        .args(["-s", "KILL", &pid.to_string()])
+                        .status()
+                        .await
+                        .is_ok_and(|s| s.success());
+                    if killed {
+                        kills.fetch_add(1, Ordering::Relaxed);
+                    }
+                }
+                seen
+            })
+        };
+        let tasks: Vec<_> = (0..plan.callers)
+            .map(|_| {
+                let (pool, call, next, kills) =
+                    (pool.clone(), call.clone(), next.clone(), kills.clone());
+                let (min_calls, min_kills) = (plan.min_calls, plan.min_kills);
+                tokio::spawn(async move {
+                    let (mut calls, mut ok, mut errors) = (0usize, 0usize, Vec::new());
+                    loop {
+                        let n = next.fetch_add(1, Ordering::Relaxed);
+                        if n >= min_calls && kills.load(Ordering::Relaxed) >= min_kills {
+                            break;
+                        }
+                        calls += 1;
+                        let answer =
+                            tokio::time::timeout(Duration::from_secs(30), call(pool.clone(), n));
+                        match answer.await {
+                            Err(_) => panic!("call {n} hung (no answer within 30 s)"),
+                            Ok(Ok(())) => ok += 1,
+                            Ok(Err(e)) => errors.push(format!("call {n}: {e}")),
+                        }
+                    }
+                    (calls, ok, errors)
+                })
+            })
+            .collect();
+        let mut report = Report {
+            calls: 0,
+            ok: 0,
+            kills: 0,
+            errors: Vec::new(),
+            took: Duration::ZERO,
+        };
+        for t in tasks {
+            let (calls, ok, errors) = t.await.expect("a caller task panicked");
+            report.calls += calls;
+            report.ok += ok;
+            report.errors.extend(errors);
+        }
+        report.took = started.elapsed();
+        done.store(true, Ordering::Relaxed);
+        let seen = killer.await.expect("the killer joins");
+        report.kills = kills.load(Ordering::Relaxed);
+
+        assert!(report.calls >= plan.min_calls, "{report:?}");
+        assert!(report.kills >= plan.min_kills, "{report:?}");
+        assert!(
+            report.ok * 1000 >= report.calls * 999,
+            "{}/{} succeeded with {} kills; errors: {:?}",
+            report.ok,
+            report.calls,
+            report.kills,
+            report.errors
+        );
+        let deadline = Instant::now() + Duration::from_secs(60);
+        loop {
+            let s = pool.stats();
+            if s.ready == plan.workers && s.starting == 0 && s.workers.len() == plan.workers {
+                break;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "the pool is not back to {} ready workers within 60 s: {} ready, {} starting, \
+                 {} live",
+                plan.workers,
+                s.ready,
+                s.starting,
+                s.workers.len()
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        // Every worker process gone from the pool is gone from the system (a zombie counts as
+        // gone; a pid reused by another process does not count: its start time differs).
+        let live = pool.worker_pids();
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            let left: Vec<u32> = seen
+                .iter()
+                .filter(|(pid, start)| {
+                    !live.contains(pid)
+                        && stat(**pid).is_some_and(|(state, s)| s == **start && state != "Z")
+                })
+                .map(|(pid, _)| *pid)
+                .collect();
+            if left.is_empty() {
+                break;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "worker processes {left:?} outlived their place in the pool"
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        let s = pool.stats();
+        eprintln!(
+            "chaos: {}/{} ok in {:?}, {} kills, {} retries, {} restarts, {} worker failures, \
+             latency p50 ≤ {:?}, p99 ≤ {:?}",
+            report.ok,
+            report.calls,
+            report.took,
+            report.kills,
+            s.retries,
+            s.restarts,
+            s.worker_failures,
+            s.latency.quantile(0.5),
+            s.latency.quantile(0.99)
+        );
+        report
+    }
+}
