@@ -291,11 +291,26 @@ impl Bm25Index {
 
     /// Opens an index built by [`Bm25Index::build`]. Reads only the per-document lengths and
     /// positions into memory; postings and texts stay on disk (memory-mapped).
+    ///
+    /// Every file's checksum is verified first (a sequential read of the index, a few
+    /// milliseconds for 100,000 passages), so a damaged index is a
+    /// [`RetrieveError::CorruptIndex`] here rather than a failure in the middle of a search.
     pub fn open(dir: impl AsRef<Path>) -> Result<Bm25Index, RetrieveError> {
         let dir = dir.as_ref();
         let meta = read_meta(dir)?;
         let index = Index::open_in_dir(dir).map_err(|e| corrupt(dir, e))?;
-        Bm25Index::from_tantivy(index, Some(dir.to_path_buf()), meta, dir)
+        let damaged = index.validate_checksum().map_err(|e| corrupt(dir, e))?;
+        if !damaged.is_empty() {
+            let mut names: Vec<String> = damaged.iter().map(|p| p.display().to_string()).collect();
+            names.sort();
+            return Err(corrupt(
+                dir,
+                format!("checksum mismatch in {}", names.join(", ")),
+            ));
+        }
+        guarded(dir, || {
+            Bm25Index::from_tantivy(index, Some(dir.to_path_buf()), meta, dir)
+        })
     }
 
     fn from_tantivy(
@@ -391,6 +406,10 @@ impl Bm25Index {
 
     /// The `k` best matches for `query` without their texts (what [`Bm25Index::search`] ranks).
     pub fn hits(&self, query: &str, k: usize) -> Result<Vec<Hit>, RetrieveError> {
+        guarded(&self.shown_path(), || self.hits_unguarded(query, k))
+    }
+
+    fn hits_unguarded(&self, query: &str, k: usize) -> Result<Vec<Hit>, RetrieveError> {
         let inner = &*self.inner;
         if k == 0 {
             return Ok(Vec::new());
@@ -489,6 +508,10 @@ impl Bm25Index {
 
     /// The passage of a hit: its id, text, score and the corpus line's other fields.
     pub fn passage(&self, hit: &Hit) -> Result<Passage, RetrieveError> {
+        guarded(&self.shown_path(), || self.passage_unguarded(hit))
+    }
+
+    fn passage_unguarded(&self, hit: &Hit) -> Result<Passage, RetrieveError> {
         let fields = &self.inner.fields;
         let doc: TantivyDocument = self
             .inner
@@ -591,6 +614,25 @@ fn query_terms(query: &str) -> Vec<(String, usize)> {
 fn norm(params: Bm25Params, len: f32, avgdl: f32) -> f32 {
     let avgdl = if avgdl > 0.0 { avgdl } else { 1.0 };
     params.k1 * ((1.0 - params.b) + params.b * len / avgdl)
+}
+
+/// Runs a read of the index, turning a panic inside tantivy (which it raises on some damaged
+/// data that passed the checksums) into [`RetrieveError::CorruptIndex`].
+fn guarded<T>(
+    path: &Path,
+    read: impl FnOnce() -> Result<T, RetrieveError>,
+) -> Result<T, RetrieveError> {
+    std::panic::catch_unwind(std::panic::AssertUnwindSafe(read)).unwrap_or_else(|panic| {
+        let detail = panic
+            .downcast_ref::<String>()
+            .map(String::as_str)
+            .or_else(|| panic.downcast_ref::<&str>().copied())
+            .unwrap_or("no message");
+        Err(corrupt(
+            path,
+            format!("reading it failed inside tantivy ({detail})"),
+        ))
+    })
 }
 
 fn corrupt(path: &Path, e: impl std::fmt::Display) -> RetrieveError {
@@ -1218,6 +1260,31 @@ mod tests {
         let err = Bm25Index::open(&path).unwrap_err();
         assert!(matches!(err, RetrieveError::CorruptIndex { .. }), "{err:?}");
         assert!(err.to_string().contains(&path.display().to_string()));
+    }
+
+    #[test]
+    fn damaged_files_are_found_at_open_and_panics_inside_tantivy_become_errors() {
+        let (_keep, index, _) = build(CORPUS, &BuildOptions::default());
+        let path = index.path().unwrap().to_path_buf();
+        drop(index);
+        // Flip bits at the start of the postings file (its footer, at the end, stays intact).
+        let postings = std::fs::read_dir(&path)
+            .unwrap()
+            .map(|e| e.unwrap().path())
+            .find(|p| p.extension().is_some_and(|e| e == "idx"))
+            .unwrap();
+        let mut bytes = std::fs::read(&postings).unwrap();
+        for b in &mut bytes[..8] {
+            *b ^= 0xff;
+        }
+        std::fs::write(&postings, bytes).unwrap();
+        let err = Bm25Index::open(&path).unwrap_err();
+        assert!(matches!(err, RetrieveError::CorruptIndex { .. }), "{err:?}");
+        assert!(err.to_string().contains("checksum mismatch"), "{err}");
+
+        let err = guarded::<()>(&path, || panic!("index out of bounds")).unwrap_err();
+        assert!(matches!(err, RetrieveError::CorruptIndex { .. }), "{err:?}");
+        assert!(err.to_string().contains("index out of bounds"), "{err}");
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
