@@ -216,6 +216,8 @@ struct Inner {
 #[derive(Clone)]
 pub struct Bm25Index {
     inner: Arc<Inner>,
+    /// From this many documents up, `retrieve` searches on the blocking pool.
+    blocking_from: u64,
 }
 
 impl std::fmt::Debug for Bm25Index {
@@ -362,6 +364,7 @@ impl Bm25Index {
             segments.push(data);
         }
         Ok(Bm25Index {
+            blocking_from: BLOCKING_DOCUMENTS,
             inner: Arc::new(Inner {
                 path,
                 searcher,
@@ -372,6 +375,14 @@ impl Bm25Index {
                 tokens: meta.tokens,
             }),
         })
+    }
+
+    /// Searches through [`Retriever::retrieve`] run on tokio's blocking pool when the index holds
+    /// at least `documents` documents ([`BLOCKING_DOCUMENTS`] by default; 0 always, `u64::MAX`
+    /// never).
+    pub fn blocking_from(mut self, documents: u64) -> Self {
+        self.blocking_from = documents;
+        self
     }
 
     /// The directory the index was opened from (none for an in-memory index).
@@ -557,17 +568,41 @@ impl Bm25Index {
     }
 }
 
-/// Searches run on the calling task: a query touches only its terms' postings (well under a
-/// millisecond on 100,000 passages, see BENCHMARKS.md).
+/// Searches of indexes under [`BLOCKING_DOCUMENTS`] documents (or as set by
+/// [`Bm25Index::blocking_from`]) run on the calling task: a query
+/// touches only its terms' postings (about 0.1 ms on 120,000 passages, see BENCHMARKS.md).
+/// Larger indexes are searched on tokio's blocking pool, so a query over long posting lists never
+/// stalls the async runtime (inline when there is no tokio runtime).
 impl Retriever for Bm25Index {
     fn retrieve<'a>(
         &'a self,
         query: &'a str,
         k: usize,
     ) -> BoxFuture<'a, Result<Vec<Passage>, RetrieveError>> {
-        Box::pin(std::future::ready(self.search(query, k)))
+        let runtime = tokio::runtime::Handle::try_current();
+        match runtime {
+            Ok(runtime) if self.len() >= self.blocking_from => {
+                let index = self.clone();
+                let query = query.to_string();
+                Box::pin(async move {
+                    runtime
+                        .spawn_blocking(move || index.search(&query, k))
+                        .await
+                        .unwrap_or_else(|e| {
+                            Err(RetrieveError::Search {
+                                path: self.shown_path(),
+                                message: format!("the search task failed: {e}"),
+                            })
+                        })
+                })
+            }
+            _ => Box::pin(std::future::ready(self.search(query, k))),
+        }
     }
 }
+
+/// From this many documents up, [`Retriever::retrieve`] searches on the blocking pool.
+pub const BLOCKING_DOCUMENTS: u64 = 1_000_000;
 
 /// Reusable per-thread buffers for scoring.
 #[derive(Default)]
@@ -1298,6 +1333,12 @@ mod tests {
         let index = Bm25Index::open(&out).unwrap();
         let passages = index.retrieve("universal machine", 3).await.unwrap();
         assert_eq!(passages[0].id, "alan");
+        // The same answer from the blocking pool.
+        let pooled = index.clone().blocking_from(0);
+        assert_eq!(
+            pooled.retrieve("universal machine", 3).await.unwrap(),
+            passages
+        );
         let in_memory = Bm25Index::from_documents(
             super::super::read_jsonl(&corpus, OnBadLine::Stop)
                 .unwrap()

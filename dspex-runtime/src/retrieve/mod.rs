@@ -28,7 +28,7 @@ mod tokenize;
 mod bm25;
 
 #[cfg(feature = "bm25")]
-pub use bm25::{Bm25Index, Bm25Params, BuildOptions, BuildReport, Hit};
+pub use bm25::{BLOCKING_DOCUMENTS, Bm25Index, Bm25Params, BuildOptions, BuildReport, Hit};
 pub use colbert::ColBERTv2;
 pub use corpus::{BadLine, Corpus, Document, OnBadLine, read_jsonl};
 pub use embeddings::{EmbeddingsBuilder, EmbeddingsRetriever};
