@@ -1,0 +1,84 @@
+//! The runnable examples run, on the mock LM, and print what their docs promise. `cargo test`
+//! builds this package's examples before running its tests; they are found next to this test's
+//! binary (`target/<profile>/examples/`).
+
+use std::path::PathBuf;
+use std::process::Command;
+
+fn run(example: &str) -> String {
+    let exe = std::env::current_exe().expect("the test's path");
+    let dir = exe
+        .parent()
+        .and_then(|deps| deps.parent())
+        .expect("target/<profile>/deps");
+    let path: PathBuf = dir.join("examples").join(example);
+    assert!(
+        path.exists(),
+        "{} is missing: run `cargo test -p dspex-examples`, which builds the examples",
+        path.display()
+    );
+    let out = Command::new(&path)
+        .env_remove("DSPEX_LM")
+        .env_remove("DSPEX_API_BASE")
+        .output()
+        .expect("the example runs");
+    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(
+        out.status.success(),
+        "{example} failed:\n{stdout}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    stdout
+}
+
+#[test]
+fn quickstart_answers_with_chain_of_thought() {
+    let out = run("quickstart");
+    assert!(
+        out.contains("ChainOfThought<FactoidQA> on openai/mock:"),
+        "{out}"
+    );
+    assert!(out.contains("  reasoning:  "), "{out}");
+}
+
+#[test]
+fn react_agent_uses_both_tools_then_finishes() {
+    let out = run("react_agent");
+    assert!(out.contains("observation: 391"), "{out}");
+    assert!(out.contains("observation: Tokyo"), "{out}");
+    assert!(out.contains("answer:    391; Tokyo"), "{out}");
+}
+
+#[test]
+fn optimize_improves_the_score_and_saves() {
+    let out = run("optimize");
+    assert!(out.contains("before optimizing:       33.33"), "{out}");
+    assert!(out.contains("after BootstrapFewShot: 100.00"), "{out}");
+    assert!(out.contains("saved the best program"), "{out}");
+}
+
+#[test]
+fn rag_retrieves_over_two_hops_compiles_and_saves() {
+    let out = run("rag");
+    assert!(out.contains("indexed 52 passages"), "{out}");
+    assert!(
+        out.contains("12/16 by the question alone (k=4), 8/8 on the dev set by two hops"),
+        "{out}"
+    );
+    assert!(out.contains("before compiling:        50.00"), "{out}");
+    assert!(out.contains("after BootstrapFewShot: 100.00 (generate_query[0]: 2 demos, generate_query[1]: 2 demos, generate_answer.predict: 2 demos)"), "{out}");
+    assert!(out.contains("A: Tesk"), "{out}");
+    let saved = out
+        .lines()
+        .find_map(|l| l.strip_prefix("saved the compiled program to "))
+        .expect("the saved path");
+    let state: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(saved).unwrap()).unwrap();
+    assert_eq!(
+        state["generate_query[1]"]["demos"]
+            .as_array()
+            .unwrap()
+            .len(),
+        2
+    );
+}
