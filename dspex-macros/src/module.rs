@@ -29,6 +29,8 @@ pub(crate) fn derive(input: TokenStream) -> TokenStream {
     };
     let mut visits = Vec::new();
     let mut visits_mut = Vec::new();
+    let mut others = Vec::new();
+    let mut loads = Vec::new();
     let mut bounds = Vec::new();
     for (i, field) in fields.iter().enumerate() {
         if is_skipped(&mut cx, field) {
@@ -52,6 +54,12 @@ pub(crate) fn derive(input: TokenStream) -> TokenStream {
         });
         visits_mut.push(quote_spanned! {span=>
             #p::Module::visit_predictors_mut(&mut self.#access, &#p::join_path(path, #name), visit);
+        });
+        others.push(quote_spanned! {span=>
+            #p::Module::visit_other_state(&self.#access, &#p::join_path(path, #name), visit);
+        });
+        loads.push(quote_spanned! {span=>
+            #p::Module::load_other_state(&mut self.#access, &#p::join_path(path, #name), state, apply)?;
         });
         bounds.push(quote!(#ty: #p::Module));
     }
@@ -82,6 +90,26 @@ pub(crate) fn derive(input: TokenStream) -> TokenStream {
                 visit: &mut dyn FnMut(#p::String, &'__dspex_a mut #p::PredictorParams),
             ) {
                 #(#visits_mut)*
+            }
+
+            fn visit_other_state(
+                &self,
+                path: &str,
+                visit: &mut dyn FnMut(#p::String, #p::serde_json::Value),
+            ) {
+                let _ = (&path, &visit);
+                #(#others)*
+            }
+
+            fn load_other_state(
+                &mut self,
+                path: &str,
+                state: &#p::serde_json::Map<#p::String, #p::serde_json::Value>,
+                apply: bool,
+            ) -> ::core::result::Result<(), #p::StateError> {
+                let _ = (&path, &state, &apply);
+                #(#loads)*
+                ::core::result::Result::Ok(())
             }
         }
     }

@@ -313,7 +313,7 @@ pub mod __private {
     pub use dspex_runtime::signature::model_schema;
     pub use dspex_runtime::{
         DynSignature, FieldRole, FieldSpec, LiteralValue, Module, PredictorParams, Signature,
-        SignatureType, TypeSpec, program::join_path,
+        SignatureType, TypeSpec, program::StateError, program::join_path,
     };
     pub use schemars;
     pub use serde;

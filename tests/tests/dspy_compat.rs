@@ -13,14 +13,14 @@ use std::process::Command;
 /// given; no network) off the async runtime, and reads the JSON object it prints.
 async fn run_script(
     script: &str,
-    arg: &str,
+    args: &[&str],
     cache: Option<&std::path::Path>,
     failure: &str,
 ) -> serde_json::Value {
     let python = venv_python();
     let mut cmd = Command::new(python);
     cmd.arg(repo_root().join("tests/python").join(script))
-        .arg(arg)
+        .args(args)
         .env("LITELLM_LOCAL_MODEL_COST_MAP", "True");
     if let Some(dir) = cache {
         cmd.env("DSPY_CACHEDIR", dir);
@@ -45,7 +45,7 @@ async fn dspy_predict_gets_parsed_answers_from_the_mock() {
     let cache = tempfile::tempdir().unwrap();
     let result = run_script(
         "dspy_against_mock.py",
-        &server.api_base(),
+        &[&server.api_base()],
         Some(cache.path()),
         "DSPy failed against the mock",
     )
@@ -82,7 +82,7 @@ async fn dspy_loads_what_dspex_saves() {
     rag.save(&path).unwrap();
     let loaded = run_script(
         "dspy_load_state.py",
-        &path.to_string_lossy(),
+        &[&path.to_string_lossy()],
         None,
         "DSPy could not load dspex's file",
     )
@@ -91,4 +91,61 @@ async fn dspy_loads_what_dspex_saves() {
     let mut want = fx["state"].clone();
     want.as_object_mut().unwrap().remove("metadata");
     assert_eq!(loaded["state"], want);
+}
+
+/// A program holding a `Retrieve` saves its `k` under the retriever's name, as DSPy does, so
+/// DSPy's `load` (which reads every parameter's key) takes the file; and dspex reads it back.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dspy_loads_a_saved_program_with_a_retriever() {
+    use dspex::module::ChainOfThought;
+    use dspex::retrieve::{Bm25Index, Corpus, Retrieve};
+
+    #[signature("context: list[str], question -> query")]
+    struct GenerateQuery;
+
+    #[signature("context: list[str], question -> answer")]
+    struct GenerateAnswer;
+
+    #[derive(Module)]
+    struct MultiHop {
+        generate_query: Vec<Predict<GenerateQuery>>,
+        retrieve: Retrieve<Bm25Index>,
+        generate_answer: ChainOfThought<GenerateAnswer>,
+    }
+
+    let index = Bm25Index::from_documents(Corpus::from_texts(["one passage"]).documents).unwrap();
+    let mut program = MultiHop {
+        generate_query: vec![Predict::new(), Predict::new()],
+        retrieve: Retrieve::new(index.clone(), 2),
+        generate_answer: ChainOfThought::new(),
+    };
+    program.generate_query[1]
+        .params_mut()
+        .set_instructions("Write the follow-up query.");
+    let state = program.dump_state();
+    assert_eq!(state["retrieve"], serde_json::json!({"k": 2}));
+
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("multihop.json");
+    program.save(&path).unwrap();
+    let loaded = run_script(
+        "dspy_load_state.py",
+        &[&path.to_string_lossy(), "multihop"],
+        None,
+        "DSPy could not load dspex's file",
+    )
+    .await;
+    assert_eq!(loaded["state"], state, "DSPy holds what dspex saved");
+
+    let mut other = MultiHop {
+        generate_query: vec![Predict::new(), Predict::new()],
+        retrieve: Retrieve::new(index, 3),
+        generate_answer: ChainOfThought::new(),
+    };
+    other.load(&path).unwrap();
+    assert_eq!(other.retrieve.k(), 2);
+    assert_eq!(
+        other.generate_query[1].params().instructions(),
+        "Write the follow-up query."
+    );
 }

@@ -98,3 +98,52 @@ fn loading_into_a_program_of_another_shape_names_what_is_missing() {
     );
     assert!(rag.answer.params().demos.is_empty(), "nothing applied");
 }
+
+/// A `Retrieve` inside a program: its `k` is saved under its name, read back when present, left
+/// alone when absent, and a malformed one fails the whole load with nothing changed.
+#[test]
+fn a_retrievers_k_is_state_and_bad_values_change_nothing() {
+    use dspex::retrieve::{Bm25Index, Corpus, Retrieve};
+
+    #[derive(Module)]
+    struct WithRetriever {
+        generate_query: Predict<GenerateQuery>,
+        search: Vec<Retrieve<Bm25Index>>,
+    }
+
+    let index = Bm25Index::from_documents(Corpus::from_texts(["a passage"]).documents).unwrap();
+    let mut program = WithRetriever {
+        generate_query: Predict::new(),
+        search: vec![Retrieve::new(index.clone(), 4)],
+    };
+    let state = program.dump_state();
+    assert_eq!(state["search[0]"], json!({"k": 4}));
+    let keys: Vec<&String> = state.as_object().unwrap().keys().collect();
+    assert_eq!(keys, ["generate_query", "search[0]"]);
+
+    let mut changed = state.clone();
+    changed["search[0]"]["k"] = json!(7);
+    changed["generate_query"]["signature"]["instructions"] = json!("New instructions.");
+    program.load_state(&changed).unwrap();
+    assert_eq!(program.search[0].k(), 7);
+
+    // No entry for the retriever (a file saved before retrievers had state): k stays.
+    let mut without = changed.clone();
+    without.as_object_mut().unwrap().remove("search[0]");
+    program.load_state(&without).unwrap();
+    assert_eq!(program.search[0].k(), 7);
+
+    let mut bad = state.clone();
+    bad["search[0]"]["k"] = json!("many");
+    bad["generate_query"]["signature"]["instructions"] = json!("Should not land.");
+    let err = program.load_state(&bad).unwrap_err();
+    assert!(
+        matches!(&err, StateError::BadKey { predictor, key, .. } if predictor == "search[0]" && key == "k"),
+        "{err}"
+    );
+    assert_eq!(program.search[0].k(), 7);
+    assert_eq!(
+        program.generate_query.params().instructions(),
+        "New instructions."
+    );
+}

@@ -185,6 +185,28 @@ macro_rules! impl_branches {
                     .visit_predictors_mut(&join_path(path, stringify!($first)), visit);
                 $(self.branches.$i.visit_predictors_mut(&join_path(path, stringify!($i)), visit);)+
             }
+
+            fn visit_other_state(
+                &self,
+                path: &str,
+                visit: &mut dyn FnMut(String, serde_json::Value),
+            ) {
+                self.branches.$first.visit_other_state(&join_path(path, stringify!($first)), visit);
+                $(self.branches.$i.visit_other_state(&join_path(path, stringify!($i)), visit);)+
+            }
+
+            fn load_other_state(
+                &mut self,
+                path: &str,
+                state: &serde_json::Map<String, serde_json::Value>,
+                apply: bool,
+            ) -> Result<(), crate::program::StateError> {
+                self.branches
+                    .$first
+                    .load_other_state(&join_path(path, stringify!($first)), state, apply)?;
+                $(self.branches.$i.load_other_state(&join_path(path, stringify!($i)), state, apply)?;)+
+                Ok(())
+            }
         }
 
     };

@@ -71,6 +71,29 @@ pub trait Module {
         visit: &mut dyn FnMut(String, &'a mut PredictorParams),
     );
 
+    /// Calls `visit` with the full name and DSPy state of every parameter under `path` that is
+    /// not a predictor — DSPy's `Retrieve`, whose state is `{"k": …}` — so that a saved program
+    /// holds every key DSPy's `load` reads. Containers forward it to their fields as they forward
+    /// [`Module::visit_predictors`]; the default visits nothing.
+    fn visit_other_state(&self, path: &str, visit: &mut dyn FnMut(String, serde_json::Value)) {
+        let _ = (path, visit);
+    }
+
+    /// Reads the entries of `state` (a whole program's state, keyed by full name) for the
+    /// parameters [`Module::visit_other_state`] names under `path`: checks them when `apply` is
+    /// false, applies them when it is true (after a successful check). A missing entry leaves the
+    /// parameter as it is; a malformed one is [`StateError::BadKey`](super::StateError::BadKey).
+    /// The default reads nothing.
+    fn load_other_state(
+        &mut self,
+        path: &str,
+        state: &serde_json::Map<String, serde_json::Value>,
+        apply: bool,
+    ) -> Result<(), super::StateError> {
+        let _ = (path, state, apply);
+        Ok(())
+    }
+
     /// Every predictor with its DSPy name, in declaration order.
     fn named_predictors(&self) -> Vec<(String, &PredictorParams)> {
         let mut out = Vec::new();
@@ -156,6 +179,23 @@ macro_rules! delegate_module {
             ) {
                 $crate::program::Module::visit_predictors_mut(&mut self.$field, path, visit);
             }
+
+            fn visit_other_state(
+                &self,
+                path: &str,
+                visit: &mut dyn FnMut(String, serde_json::Value),
+            ) {
+                $crate::program::Module::visit_other_state(&self.$field, path, visit);
+            }
+
+            fn load_other_state(
+                &mut self,
+                path: &str,
+                state: &serde_json::Map<String, serde_json::Value>,
+                apply: bool,
+            ) -> Result<(), $crate::program::StateError> {
+                $crate::program::Module::load_other_state(&mut self.$field, path, state, apply)
+            }
         }
     };
     (
@@ -189,6 +229,37 @@ macro_rules! delegate_module {
                         visit,
                     );
                 )+
+            }
+
+            fn visit_other_state(
+                &self,
+                path: &str,
+                visit: &mut dyn FnMut(String, serde_json::Value),
+            ) {
+                $(
+                    $crate::program::Module::visit_other_state(
+                        &self.$field,
+                        &$crate::program::join_path(path, $name),
+                        visit,
+                    );
+                )+
+            }
+
+            fn load_other_state(
+                &mut self,
+                path: &str,
+                state: &serde_json::Map<String, serde_json::Value>,
+                apply: bool,
+            ) -> Result<(), $crate::program::StateError> {
+                $(
+                    $crate::program::Module::load_other_state(
+                        &mut self.$field,
+                        &$crate::program::join_path(path, $name),
+                        state,
+                        apply,
+                    )?;
+                )+
+                Ok(())
             }
         }
     };
@@ -251,6 +322,24 @@ impl<T: Module> Module for Vec<T> {
             item.visit_predictors_mut(&format!("{path}[{i}]"), visit);
         }
     }
+
+    fn visit_other_state(&self, path: &str, visit: &mut dyn FnMut(String, serde_json::Value)) {
+        for (i, item) in self.iter().enumerate() {
+            item.visit_other_state(&format!("{path}[{i}]"), visit);
+        }
+    }
+
+    fn load_other_state(
+        &mut self,
+        path: &str,
+        state: &serde_json::Map<String, serde_json::Value>,
+        apply: bool,
+    ) -> Result<(), super::StateError> {
+        for (i, item) in self.iter_mut().enumerate() {
+            item.load_other_state(&format!("{path}[{i}]"), state, apply)?;
+        }
+        Ok(())
+    }
 }
 
 impl<T: Module> Module for Option<T> {
@@ -273,6 +362,24 @@ impl<T: Module> Module for Option<T> {
             inner.visit_predictors_mut(path, visit);
         }
     }
+
+    fn visit_other_state(&self, path: &str, visit: &mut dyn FnMut(String, serde_json::Value)) {
+        if let Some(inner) = self {
+            inner.visit_other_state(path, visit);
+        }
+    }
+
+    fn load_other_state(
+        &mut self,
+        path: &str,
+        state: &serde_json::Map<String, serde_json::Value>,
+        apply: bool,
+    ) -> Result<(), super::StateError> {
+        match self {
+            Some(inner) => inner.load_other_state(path, state, apply),
+            None => Ok(()),
+        }
+    }
 }
 
 impl<T: Module + ?Sized> Module for Box<T> {
@@ -290,6 +397,19 @@ impl<T: Module + ?Sized> Module for Box<T> {
         visit: &mut dyn FnMut(String, &'a mut PredictorParams),
     ) {
         (**self).visit_predictors_mut(path, visit);
+    }
+
+    fn visit_other_state(&self, path: &str, visit: &mut dyn FnMut(String, serde_json::Value)) {
+        (**self).visit_other_state(path, visit);
+    }
+
+    fn load_other_state(
+        &mut self,
+        path: &str,
+        state: &serde_json::Map<String, serde_json::Value>,
+        apply: bool,
+    ) -> Result<(), super::StateError> {
+        (**self).load_other_state(path, state, apply)
     }
 }
 

@@ -76,7 +76,8 @@ pub enum StateError {
     Serialize(String),
 }
 
-/// The state of every predictor in `module`, as DSPy's `dump_state()` (without metadata).
+/// The state of every predictor in `module`, and of its other parameters (DSPy's `Retrieve`:
+/// `{"k": …}`, after the predictors), as DSPy's `dump_state()` (without metadata).
 pub fn dump_state<M: Module + ?Sized>(module: &M) -> Value {
     let named = module.named_predictors();
     if let [(name, params)] = named.as_slice()
@@ -88,6 +89,9 @@ pub fn dump_state<M: Module + ?Sized>(module: &M) -> Value {
     for (name, params) in named {
         out.insert(name, Value::Object(predictor_state(params)));
     }
+    module.visit_other_state("", &mut |name, state| {
+        out.insert(name, state);
+    });
     Value::Object(out)
 }
 
@@ -120,8 +124,9 @@ fn predictor_state(params: &PredictorParams) -> Map<String, Value> {
 }
 
 /// Applies `state` (as [`dump_state`] or DSPy's `dump_state()` writes it) to `module`: each
-/// predictor's demos, instructions and field prefixes/descriptions. Every predictor must have
-/// an entry; extra entries are ignored. The whole state is checked before anything changes, so
+/// predictor's demos, instructions and field prefixes/descriptions, and the other parameters'
+/// entries (a `Retrieve`'s `k`) when present. Every predictor must have an entry; extra entries
+/// are ignored. The whole state is checked before anything changes, so
 /// a bad state leaves the module as it was.
 pub fn load_state<M: Module + ?Sized>(module: &mut M, state: &Value) -> Result<(), StateError> {
     let root = state.as_object().ok_or_else(|| StateError::BadKey {
@@ -151,13 +156,15 @@ pub fn load_state<M: Module + ?Sized>(module: &mut M, state: &Value) -> Result<(
         updates.push(apply_predictor_state(name, params, entry)?);
     }
     drop(named);
+    module.load_other_state("", root, false)?;
     let mut updates = updates.into_iter();
     module.visit_predictors_mut("", &mut |_, params| {
         if let Some(new) = updates.next() {
             *params = new;
         }
     });
-    Ok(())
+    // Checked just above, so this cannot fail.
+    module.load_other_state("", root, true)
 }
 
 /// `params` with `entry` applied, or the first problem with `entry`.

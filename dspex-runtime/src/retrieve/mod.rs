@@ -37,7 +37,7 @@ pub use tokenize::{STOPWORDS_EN, tokenize};
 
 use crate::lm::LmError;
 use crate::module::Tool;
-use crate::program::{Module, PredictorParams, Program};
+use crate::program::{Module, PredictorParams, Program, StateError};
 use futures_util::future::BoxFuture;
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
@@ -331,7 +331,8 @@ impl<R: Retriever> Program for Retrieve<R> {
     }
 }
 
-/// A retriever has no predictors: it contributes nothing to a program's saved state.
+/// A retriever has no predictors; its state is DSPy's `Retrieve.dump_state()`, `{"k": …}`, saved
+/// under its name so DSPy's `load` finds every key it reads.
 impl<R> Module for Retrieve<R> {
     fn visit_predictors<'a>(
         &'a self,
@@ -345,6 +346,46 @@ impl<R> Module for Retrieve<R> {
         _path: &str,
         _visit: &mut dyn FnMut(String, &'a mut PredictorParams),
     ) {
+    }
+
+    fn visit_other_state(&self, path: &str, visit: &mut dyn FnMut(String, Value)) {
+        visit(state_name(path), serde_json::json!({ "k": self.k }));
+    }
+
+    fn load_other_state(
+        &mut self,
+        path: &str,
+        state: &Map<String, Value>,
+        apply: bool,
+    ) -> Result<(), StateError> {
+        let name = state_name(path);
+        let Some(entry) = state.get(&name) else {
+            return Ok(());
+        };
+        let k = match entry.get("k") {
+            None => return Ok(()),
+            Some(k) => k
+                .as_u64()
+                .and_then(|k| usize::try_from(k).ok())
+                .ok_or_else(|| StateError::BadKey {
+                    predictor: name.clone(),
+                    key: "k".into(),
+                    message: format!("expected a non-negative integer, found {k}"),
+                })?,
+        };
+        if apply {
+            self.k = k;
+        }
+        Ok(())
+    }
+}
+
+/// A parameter at the root of a program is called `self`, as in DSPy.
+fn state_name(path: &str) -> String {
+    if path.is_empty() {
+        "self".into()
+    } else {
+        path.into()
     }
 }
 
