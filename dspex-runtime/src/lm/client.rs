@@ -10,11 +10,13 @@ use super::provider::{self, ModelType, Provider};
 use super::retry::RetryPolicy;
 use super::secret::ApiKey;
 use super::stream::{EventStream, SseData, SseDecoder, StreamEvent, parse_chunk};
+use super::transport::{ByteStream, Endpoint, HttpResponse, Transport, TransportError};
 use super::types::{Choice, Embeddings, LmRequest, LmResponse, Message, Usage};
 use super::usage::{Price, UsageReport, record_current};
 use super::wire::{Body, CompletionResponse, EmbeddingBody, EmbeddingResponse, provider_message};
+use bytes::Bytes;
+use futures_util::StreamExt;
 use futures_util::future::BoxFuture;
-use futures_util::{Stream, StreamExt};
 use serde_json::{Map, Value};
 use std::collections::HashMap;
 use std::fmt;
@@ -63,7 +65,7 @@ pub struct LM {
 }
 
 struct Shared {
-    http: reqwest::Client,
+    http: Transport,
     cache: Option<ResponseCache>,
     limiter: Limiter,
     breaker: Arc<Breaker>,
@@ -114,12 +116,12 @@ impl fmt::Debug for LM {
     }
 }
 
-/// The endpoints, parsed once.
+/// The endpoints, parsed and prepared for the transport once.
 #[derive(Clone)]
 struct Urls {
-    chat: reqwest::Url,
-    text: reqwest::Url,
-    embeddings: reqwest::Url,
+    chat: Endpoint,
+    text: Endpoint,
+    embeddings: Endpoint,
 }
 
 /// Builds an [`LM`]; every setting has a sane default.
@@ -568,7 +570,7 @@ impl LM {
             request,
         );
         let (mut parsed, bytes) = self
-            .post_json::<CompletionResponse>(url, body.to_bytes())
+            .post_json::<CompletionResponse>(url, Bytes::from(body.to_bytes()))
             .await?;
         let choices = parsed
             .choices(s.model_type)
@@ -598,9 +600,9 @@ impl LM {
     /// mapping every failure to a typed error.
     async fn post_json<T: serde::de::DeserializeOwned>(
         &self,
-        url: &reqwest::Url,
-        body: Vec<u8>,
-    ) -> Result<(T, bytes::Bytes), LmError> {
+        url: &Endpoint,
+        body: Bytes,
+    ) -> Result<(T, Bytes), LmError> {
         let response = self.post(url, body).await?;
         let bytes = response
             .bytes()
@@ -613,29 +615,22 @@ impl LM {
     }
 
     /// POSTs and checks the status; the body is left unread.
-    async fn post(&self, url: &reqwest::Url, body: Vec<u8>) -> Result<reqwest::Response, LmError> {
+    async fn post(&self, url: &Endpoint, body: Bytes) -> Result<HttpResponse, LmError> {
         let s = &self.settings;
-        let mut builder = self
+        let response = self
             .shared
             .http
-            .post(url.clone())
-            .header(reqwest::header::CONTENT_TYPE, "application/json")
-            .body(body);
-        if !s.headers.is_empty() {
-            builder = builder.headers(s.headers.clone());
-        }
-        if let Some(auth) = &s.auth {
-            builder = builder.header(reqwest::header::AUTHORIZATION, auth.clone());
-        }
-        let response = builder.send().await.map_err(|e| self.transport_error(&e))?;
+            .post(url, &s.headers, s.auth.as_ref(), body)
+            .await
+            .map_err(|e| self.transport_error(&e))?;
         let status = response.status();
-        if status.is_success() {
+        if (200..300).contains(&status) {
             return Ok(response);
         }
         let retry_after = retry_after(response.headers());
-        let text = response.text().await.unwrap_or_default();
-        let body = excerpt(&provider_message(&text), 500);
-        Err(if status.as_u16() == 429 {
+        let raw = response.bytes().await.unwrap_or_default();
+        let body = excerpt(&provider_message(&String::from_utf8_lossy(&raw)), 500);
+        Err(if status == 429 {
             LmError::RateLimited {
                 model: s.model.clone(),
                 endpoint: s.endpoint.clone(),
@@ -646,44 +641,26 @@ impl LM {
             LmError::Http {
                 model: s.model.clone(),
                 endpoint: s.endpoint.clone(),
-                status: status.as_u16(),
+                status,
                 body,
                 retry_after,
             }
         })
     }
 
-    fn transport_error(&self, e: &reqwest::Error) -> LmError {
+    fn transport_error(&self, e: &TransportError) -> LmError {
         let s = &self.settings;
-        if e.is_timeout() {
+        if e.timeout {
             return LmError::Timeout {
                 model: s.model.clone(),
                 endpoint: s.endpoint.clone(),
                 timeout: s.timeout,
             };
         }
-        // The kind and the error chain, without reqwest's Display (which carries the full URL,
-        // credentials included; the redacted endpoint is in the error already).
-        let mut message = if e.is_connect() {
-            "cannot connect"
-        } else if e.is_body() || e.is_decode() {
-            "the response body broke off"
-        } else if e.is_request() {
-            "the request failed"
-        } else {
-            "transport error"
-        }
-        .to_string();
-        let mut source = std::error::Error::source(e);
-        while let Some(inner) = source {
-            message.push_str(": ");
-            message.push_str(&inner.to_string());
-            source = inner.source();
-        }
         LmError::Connect {
             model: s.model.clone(),
             endpoint: s.endpoint.clone(),
-            message,
+            message: e.message.clone(),
         }
     }
 
@@ -798,6 +775,7 @@ impl LM {
         )
         .streaming()
         .to_bytes();
+        let body = Bytes::from(body);
         let response = self
             .retrying(options, start, |timeout, deadline| {
                 self.guarded(estimate_tokens(&request), timeout, deadline, async {
@@ -811,7 +789,7 @@ impl LM {
         let lm = self.clone();
         let idle = options.timeout.unwrap_or(s.timeout);
         let state = StreamState {
-            bytes: Box::pin(response.bytes_stream()),
+            bytes: response.into_stream(),
             decoder: SseDecoder::default(),
             pending: std::collections::VecDeque::new(),
             done: false,
@@ -856,11 +834,13 @@ impl LM {
     pub async fn embed<S: AsRef<str>>(&self, inputs: &[S]) -> Result<Embeddings, LmError> {
         let start = Instant::now();
         let inputs: Vec<&str> = inputs.iter().map(AsRef::as_ref).collect();
-        let body = serde_json::to_vec(&EmbeddingBody {
-            model: &self.settings.provider.model_id,
-            input: &inputs,
-        })
-        .unwrap_or_default();
+        let body = Bytes::from(
+            serde_json::to_vec(&EmbeddingBody {
+                model: &self.settings.provider.model_id,
+                input: &inputs,
+            })
+            .unwrap_or_default(),
+        );
         let estimate = inputs.iter().map(|t| t.len() as u64 / 4 + 1).sum();
         let options = CallOptions::default();
         self.retrying(&options, start, |timeout, deadline| {
@@ -886,7 +866,7 @@ impl LM {
 }
 
 struct StreamState {
-    bytes: std::pin::Pin<Box<dyn Stream<Item = reqwest::Result<bytes::Bytes>> + Send>>,
+    bytes: ByteStream,
     decoder: SseDecoder,
     pending: std::collections::VecDeque<Result<StreamEvent, LmError>>,
     done: bool,
@@ -1049,7 +1029,7 @@ impl HasUsage for Embeddings {
 }
 
 /// A streamed response, whose usage is not known when its attempt ends.
-struct NoUsage(reqwest::Response);
+struct NoUsage(HttpResponse);
 
 impl HasUsage for NoUsage {
     fn usage(&self) -> Usage {
@@ -1246,12 +1226,6 @@ impl LmBuilder {
             value.set_sensitive(true);
             headers.insert(name, value);
         }
-        let http = match self.http {
-            Some(client) => client,
-            None => {
-                http_client().map_err(|e| config(format!("cannot build the HTTP client: {e}")))?
-            }
-        };
         let cache = match (self.shared_cache, self.cache_config) {
             (Some(cache), _) => Some(cache),
             (None, Some(config)) => Some(ResponseCache::new(config)),
@@ -1264,10 +1238,11 @@ impl LmBuilder {
             reqwest::Url::parse(&format!("{base}/{path}"))
                 .map_err(|e| config(format!("the base URL `{endpoint}` is not a valid URL: {e}")))
         };
-        let urls = Urls {
-            chat: url("chat/completions")?,
-            text: url("completions")?,
-            embeddings: url("embeddings")?,
+        let chat = url("chat/completions")?;
+        let http = match self.http {
+            Some(client) => Transport::Reqwest(client),
+            None => Transport::for_base(&chat)
+                .map_err(|e| config(format!("cannot build the HTTP client: {e}")))?,
         };
         let auth = match &api_key {
             Some(key) => {
@@ -1283,6 +1258,11 @@ impl LmBuilder {
                 Some(value)
             }
             None => None,
+        };
+        let urls = Urls {
+            chat: http.endpoint(chat, &headers, auth.as_ref()),
+            text: http.endpoint(url("completions")?, &headers, auth.as_ref()),
+            embeddings: http.endpoint(url("embeddings")?, &headers, auth.as_ref()),
         };
         Ok(LM {
             shared: Arc::new(Shared {
@@ -1314,21 +1294,6 @@ impl LmBuilder {
             }),
         })
     }
-}
-
-/// The HTTP client: rustls with the ring provider, pooled connections, HTTP/2 where the server
-/// offers it (ALPN).
-fn http_client() -> reqwest::Result<reqwest::Client> {
-    // Installing twice is harmless: the first provider stays.
-    let _ = rustls::crypto::ring::default_provider().install_default();
-    reqwest::Client::builder()
-        .user_agent(concat!("dspex/", env!("CARGO_PKG_VERSION")))
-        .connect_timeout(Duration::from_secs(10))
-        .tcp_nodelay(true)
-        .pool_idle_timeout(Duration::from_secs(90))
-        // Proxies from the environment are not consulted: LM endpoints are configured explicitly.
-        .no_proxy()
-        .build()
 }
 
 /// A rough upper bound of the tokens a request will use, for the token-rate limit: four

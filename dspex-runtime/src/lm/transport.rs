@@ -1,0 +1,253 @@
+//! How an [`LM`](super::LM) reaches its endpoint: the lean HTTP/1.1 client of `http1` for plain
+//! `http://` base URLs, reqwest (rustls, HTTP/2 by ALPN, a caller's own client) for the rest.
+//! Both give the same answers and the same errors to the reliability stack above them.
+
+use super::http1::{self, Http1Error};
+use bytes::Bytes;
+use futures_util::{Stream, StreamExt};
+use std::pin::Pin;
+use std::sync::Arc;
+use std::time::Duration;
+
+/// How long opening a connection may take.
+pub(crate) const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+/// How long an idle pooled connection is kept.
+pub(crate) const IDLE_TIMEOUT: Duration = Duration::from_secs(90);
+
+/// The HTTP client of an LM (shared by its clones).
+pub(crate) enum Transport {
+    /// reqwest: `https://`, a base URL with credentials, or a client the caller passed in.
+    Reqwest(reqwest::Client),
+    /// The lean HTTP/1.1 client for one plain `http://` origin.
+    Http1(Arc<http1::Pool>),
+}
+
+/// One URL of an endpoint, ready for either transport.
+#[derive(Clone)]
+pub(crate) struct Endpoint {
+    pub(crate) url: reqwest::Url,
+    /// The request head prefix, for the HTTP/1.1 client (`None` with reqwest).
+    target: Option<http1::Target>,
+}
+
+/// An answer whose status and headers are known and whose body is still to be read.
+pub(crate) enum HttpResponse {
+    Reqwest(reqwest::Response),
+    Http1(http1::Response),
+}
+
+/// A failure below HTTP: connecting, sending, or reading the answer. The message never holds
+/// the URL (which may carry credentials) or the request.
+#[derive(Debug, Clone)]
+pub(crate) struct TransportError {
+    /// The attempt ran out of time inside the transport.
+    pub(crate) timeout: bool,
+    /// What happened, with its causes.
+    pub(crate) message: String,
+}
+
+/// The body of a streamed answer, piece by piece.
+pub(crate) type ByteStream = Pin<Box<dyn Stream<Item = Result<Bytes, TransportError>> + Send>>;
+
+/// The fixed headers of every request, which a header of the caller's with the same name
+/// replaces.
+const USER_AGENT: &str = concat!("dspex/", env!("CARGO_PKG_VERSION"));
+
+impl Transport {
+    /// The HTTP/1.1 client when `url` is plain `http://` without credentials, else reqwest.
+    pub(crate) fn for_base(url: &reqwest::Url) -> Result<Transport, reqwest::Error> {
+        if url.scheme() == "http"
+            && url.username().is_empty()
+            && url.password().is_none()
+            && let Some(host) = url.host_str()
+        {
+            let port = url.port_or_known_default().unwrap_or(80);
+            return Ok(Transport::Http1(Arc::new(http1::Pool::new(
+                host,
+                port,
+                CONNECT_TIMEOUT,
+                IDLE_TIMEOUT,
+            ))));
+        }
+        reqwest_client().map(Transport::Reqwest)
+    }
+
+    /// `url` prepared for this transport, with the caller's `headers` and the `auth` header.
+    pub(crate) fn endpoint(
+        &self,
+        url: reqwest::Url,
+        headers: &reqwest::header::HeaderMap,
+        auth: Option<&reqwest::header::HeaderValue>,
+    ) -> Endpoint {
+        let target = match self {
+            Transport::Reqwest(_) => None,
+            Transport::Http1(_) => {
+                let authority = match (url.host_str(), url.port()) {
+                    (Some(host), Some(port)) => format!("{host}:{port}"),
+                    (Some(host), None) => host.to_string(),
+                    (None, _) => String::new(),
+                };
+                let path = match url.query() {
+                    Some(query) => format!("{}?{query}", url.path()),
+                    None => url.path().to_string(),
+                };
+                let mut lines: Vec<(&str, &[u8])> = Vec::new();
+                for (name, value) in [
+                    ("user-agent", USER_AGENT),
+                    ("accept", "*/*"),
+                    ("content-type", "application/json"),
+                ] {
+                    if !headers.contains_key(name) {
+                        lines.push((name, value.as_bytes()));
+                    }
+                }
+                if let Some(auth) = auth
+                    && !headers.contains_key(reqwest::header::AUTHORIZATION)
+                {
+                    lines.push(("authorization", auth.as_bytes()));
+                }
+                for (name, value) in headers {
+                    lines.push((name.as_str(), value.as_bytes()));
+                }
+                Some(http1::Target::post(&authority, &path, &lines))
+            }
+        };
+        Endpoint { url, target }
+    }
+
+    /// POSTs `body` (JSON) to `endpoint`; the answer's body is left unread.
+    pub(crate) async fn post(
+        &self,
+        endpoint: &Endpoint,
+        headers: &reqwest::header::HeaderMap,
+        auth: Option<&reqwest::header::HeaderValue>,
+        body: Bytes,
+    ) -> Result<HttpResponse, TransportError> {
+        match (self, &endpoint.target) {
+            (Transport::Http1(pool), Some(target)) => pool
+                .post(target, &body)
+                .await
+                .map(HttpResponse::Http1)
+                .map_err(TransportError::from),
+            (Transport::Http1(_), None) => Err(TransportError {
+                timeout: false,
+                message: "the endpoint was prepared for another transport".to_string(),
+            }),
+            (Transport::Reqwest(client), _) => {
+                let mut builder = client
+                    .post(endpoint.url.clone())
+                    .header(reqwest::header::CONTENT_TYPE, "application/json")
+                    .body(body);
+                if !headers.is_empty() {
+                    builder = builder.headers(headers.clone());
+                }
+                if let Some(auth) = auth {
+                    builder = builder.header(reqwest::header::AUTHORIZATION, auth.clone());
+                }
+                builder
+                    .send()
+                    .await
+                    .map(HttpResponse::Reqwest)
+                    .map_err(|e| TransportError::from(&e))
+            }
+        }
+    }
+}
+
+impl HttpResponse {
+    /// The status code.
+    pub(crate) fn status(&self) -> u16 {
+        match self {
+            HttpResponse::Reqwest(r) => r.status().as_u16(),
+            HttpResponse::Http1(r) => r.status,
+        }
+    }
+
+    /// The headers (the HTTP/1.1 client keeps them only for answers that are not 2xx).
+    pub(crate) fn headers(&self) -> &reqwest::header::HeaderMap {
+        match self {
+            HttpResponse::Reqwest(r) => r.headers(),
+            HttpResponse::Http1(r) => &r.headers,
+        }
+    }
+
+    /// The whole body.
+    pub(crate) async fn bytes(self) -> Result<Bytes, TransportError> {
+        match self {
+            HttpResponse::Reqwest(r) => r.bytes().await.map_err(|e| TransportError::from(&e)),
+            HttpResponse::Http1(r) => r.bytes().await.map_err(TransportError::from),
+        }
+    }
+
+    /// The body as it arrives.
+    pub(crate) fn into_stream(self) -> ByteStream {
+        match self {
+            HttpResponse::Reqwest(r) => Box::pin(
+                r.bytes_stream()
+                    .map(|item| item.map_err(|e| TransportError::from(&e))),
+            ),
+            HttpResponse::Http1(r) => {
+                Box::pin(futures_util::stream::unfold(Some(r), |state| async move {
+                    let mut response = state?;
+                    match response.chunk().await {
+                        Ok(Some(bytes)) => Some((Ok(bytes), Some(response))),
+                        Ok(None) => None,
+                        // The error ends the stream.
+                        Err(e) => Some((Err(TransportError::from(e)), None)),
+                    }
+                }))
+            }
+        }
+    }
+}
+
+impl From<Http1Error> for TransportError {
+    fn from(e: Http1Error) -> Self {
+        TransportError {
+            timeout: false,
+            message: e.to_string(),
+        }
+    }
+}
+
+impl From<&reqwest::Error> for TransportError {
+    fn from(e: &reqwest::Error) -> Self {
+        // The kind and the error chain, without reqwest's Display (which carries the full URL,
+        // credentials included; the redacted endpoint is in the LM's error already).
+        let mut message = if e.is_connect() {
+            "cannot connect"
+        } else if e.is_body() || e.is_decode() {
+            "the response body broke off"
+        } else if e.is_request() {
+            "the request failed"
+        } else {
+            "transport error"
+        }
+        .to_string();
+        let mut source = std::error::Error::source(e);
+        while let Some(inner) = source {
+            message.push_str(": ");
+            message.push_str(&inner.to_string());
+            source = inner.source();
+        }
+        TransportError {
+            timeout: e.is_timeout(),
+            message,
+        }
+    }
+}
+
+/// The reqwest client: rustls with the ring provider, pooled connections, HTTP/2 where the
+/// server offers it (ALPN).
+fn reqwest_client() -> reqwest::Result<reqwest::Client> {
+    // Installing twice is harmless: the first provider stays.
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    reqwest::Client::builder()
+        .user_agent(USER_AGENT)
+        .connect_timeout(CONNECT_TIMEOUT)
+        .tcp_nodelay(true)
+        .pool_idle_timeout(IDLE_TIMEOUT)
+        // Proxies from the environment are not consulted: LM endpoints are configured explicitly.
+        .no_proxy()
+        .build()
+}
