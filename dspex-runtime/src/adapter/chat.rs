@@ -90,12 +90,15 @@ pub(crate) fn format_messages(
     }
     system.push('\n');
     write_task_description(&mut system, sig);
+    // Messages live as long as the call and then in the LM's history: no spare capacity.
+    system.shrink_to_fit();
     messages.push(Message::system(system));
 
     for (demo, complete) in ordered {
         let mut user = String::with_capacity(256);
         let prefix = if complete { "" } else { INCOMPLETE_DEMO_PREFIX };
         write_user_content(&mut user, adapter, sig, demo, prefix, None)?;
+        user.shrink_to_fit();
         messages.push(Message::user(user));
         // Complete demos never miss a field, so DSPy's other wording for them never shows.
         let mut assistant = String::with_capacity(128);
@@ -103,6 +106,7 @@ pub(crate) fn format_messages(
             Style::Chat => write_chat_assistant(&mut assistant, sig, demo)?,
             Style::Json => write_json_assistant(&mut assistant, sig, demo),
         }
+        assistant.shrink_to_fit();
         messages.push(Message::assistant(assistant));
     }
 
@@ -120,6 +124,7 @@ pub(crate) fn format_messages(
         Some(&reminder),
     )?;
     if !user.is_empty() {
+        user.shrink_to_fit();
         messages.push(Message::user(user));
     }
     Ok(messages)

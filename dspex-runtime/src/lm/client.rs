@@ -274,11 +274,12 @@ impl LM {
     /// Runs one request with per-call overrides.
     pub async fn call_with(
         &self,
-        request: LmRequest,
+        mut request: LmRequest,
         options: &CallOptions,
     ) -> Result<LmResponse, LmError> {
         let start = Instant::now();
-        let request = self.merge_defaults(request);
+        // In place: a second `LmRequest` would be held for the whole call.
+        self.merge_defaults(&mut request);
         let cache = match (
             &self.shared.cache,
             options.cache.unwrap_or(self.settings.cache),
@@ -396,12 +397,9 @@ impl LM {
     ) -> Result<LmResponse, LmError> {
         let mut response = self
             .retrying(options, start, |timeout, deadline| {
-                self.guarded(
-                    estimate_tokens(request),
-                    timeout,
-                    deadline,
-                    self.send(request),
-                )
+                self.guarded(estimate_tokens(request), timeout, deadline, || {
+                    self.send(request)
+                })
             })
             .await?;
         let wanted = request.n.unwrap_or(1) as usize;
@@ -413,12 +411,9 @@ impl LM {
             let extra =
                 futures_util::future::join_all((response.choices.len()..wanted).map(|_| {
                     self.retrying(options, start, |timeout, deadline| {
-                        self.guarded(
-                            estimate_tokens(&single),
-                            timeout,
-                            deadline,
-                            self.send(&single),
-                        )
+                        self.guarded(estimate_tokens(&single), timeout, deadline, || {
+                            self.send(&single)
+                        })
                     })
                 }))
                 .await;
@@ -489,12 +484,16 @@ impl LM {
     }
 
     /// One attempt behind the breaker, the limits and the timeout.
-    async fn guarded<T: HasUsage>(
+    ///
+    /// `send` makes the exchange's future only once it may run, right inside the timeout: a
+    /// future passed in ready-made would be held twice in this one's state (as the argument and
+    /// inside the timeout), and every call in flight pays for its size.
+    async fn guarded<T: HasUsage, Fut: Future<Output = Result<T, LmError>>>(
         &self,
         estimated_tokens: u64,
         timeout: Duration,
         deadline: Option<Instant>,
-        send: impl Future<Output = Result<T, LmError>>,
+        send: impl FnOnce() -> Fut,
     ) -> Result<T, LmError> {
         let s = &self.settings;
         let admission = self
@@ -528,7 +527,7 @@ impl LM {
             }
             None => (timeout, false),
         };
-        let result = match tokio::time::timeout(limit, send).await {
+        let result = match tokio::time::timeout(limit, send()).await {
             Ok(result) => result,
             Err(_) if by_deadline => Err(LmError::DeadlineExceeded {
                 model: s.model.clone(),
@@ -563,14 +562,16 @@ impl LM {
             ModelType::Chat => &s.urls.chat,
             ModelType::Text => &s.urls.text,
         };
+        // Serialized before the exchange, so `Body` is not held while it runs.
         let body = Body::new(
             &s.provider.model_id,
             s.model_type,
             s.provider.max_tokens_key,
             request,
-        );
+        )
+        .to_bytes();
         let (mut parsed, bytes) = self
-            .post_json::<CompletionResponse>(url, Bytes::from(body.to_bytes()))
+            .post_json::<CompletionResponse>(url, Bytes::from(body))
             .await?;
         let choices = parsed
             .choices(s.model_type)
@@ -623,14 +624,21 @@ impl LM {
             .post(url, &s.headers, s.auth.as_ref(), body)
             .await
             .map_err(|e| self.transport_error(&e))?;
-        let status = response.status();
-        if (200..300).contains(&status) {
+        if (200..300).contains(&response.status()) {
             return Ok(response);
         }
-        let retry_after = retry_after(response.headers());
+        // Boxed: the rare path should not make every call in flight larger.
+        Err(Box::pin(self.status_error(response)).await)
+    }
+
+    /// The typed error for an answer that is not 2xx, with the provider's message.
+    async fn status_error(&self, response: HttpResponse) -> LmError {
+        let s = &self.settings;
+        let status = response.status();
+        let retry_after = response.headers().and_then(retry_after);
         let raw = response.bytes().await.unwrap_or_default();
         let body = excerpt(&provider_message(&String::from_utf8_lossy(&raw)), 500);
-        Err(if status == 429 {
+        if status == 429 {
             LmError::RateLimited {
                 model: s.model.clone(),
                 endpoint: s.endpoint.clone(),
@@ -645,7 +653,7 @@ impl LM {
                 body,
                 retry_after,
             }
-        })
+        }
     }
 
     fn transport_error(&self, e: &TransportError) -> LmError {
@@ -664,14 +672,13 @@ impl LM {
         }
     }
 
-    fn merge_defaults(&self, mut request: LmRequest) -> LmRequest {
+    fn merge_defaults(&self, request: &mut LmRequest) {
         let s = &self.settings;
         request.temperature = request.temperature.or(s.temperature);
         request.max_tokens = request.max_tokens.or(s.max_tokens);
         for (k, v) in &s.extra {
             request.extra.entry(k.clone()).or_insert_with(|| v.clone());
         }
-        request
     }
 
     fn kind(&self) -> &'static str {
@@ -748,7 +755,8 @@ impl LM {
         options: &CallOptions,
     ) -> Result<EventStream, LmError> {
         let start = Instant::now();
-        let request = self.merge_defaults(request);
+        let mut request = request;
+        self.merge_defaults(&mut request);
         let s = &self.settings;
         let cache = match (&self.shared.cache, options.cache.unwrap_or(s.cache)) {
             (Some(cache), true) => Some(cache.clone()),
@@ -778,7 +786,7 @@ impl LM {
         let body = Bytes::from(body);
         let response = self
             .retrying(options, start, |timeout, deadline| {
-                self.guarded(estimate_tokens(&request), timeout, deadline, async {
+                self.guarded(estimate_tokens(&request), timeout, deadline, || async {
                     self.post(&self.settings.urls.chat, body.clone())
                         .await
                         .map(NoUsage)
@@ -844,7 +852,7 @@ impl LM {
         let estimate = inputs.iter().map(|t| t.len() as u64 / 4 + 1).sum();
         let options = CallOptions::default();
         self.retrying(&options, start, |timeout, deadline| {
-            self.guarded(estimate, timeout, deadline, async {
+            self.guarded(estimate, timeout, deadline, || async {
                 let (mut parsed, bytes) = self
                     .post_json::<EmbeddingResponse>(&self.settings.urls.embeddings, body.clone())
                     .await?;

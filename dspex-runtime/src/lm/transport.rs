@@ -4,7 +4,9 @@
 
 use super::http1::{self, Http1Error};
 use bytes::Bytes;
-use futures_util::{Stream, StreamExt};
+use futures_util::future::Either;
+use futures_util::{FutureExt, Stream, StreamExt};
+use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::time::Duration;
@@ -27,7 +29,7 @@ pub(crate) enum Transport {
 pub(crate) struct Endpoint {
     pub(crate) url: reqwest::Url,
     /// The request head prefix, for the HTTP/1.1 client (`None` with reqwest).
-    target: Option<http1::Target>,
+    pub(crate) target: Option<http1::Target>,
 }
 
 /// An answer whose status and headers are known and whose body is still to be read.
@@ -133,22 +135,27 @@ impl Transport {
                 timeout: false,
                 message: "the endpoint was prepared for another transport".to_string(),
             }),
+            // Boxed: its future is much larger than the HTTP/1.1 client's, and would make every
+            // call in flight on either transport as large.
             (Transport::Reqwest(client), _) => {
-                let mut builder = client
-                    .post(endpoint.url.clone())
-                    .header(reqwest::header::CONTENT_TYPE, "application/json")
-                    .body(body);
-                if !headers.is_empty() {
-                    builder = builder.headers(headers.clone());
-                }
-                if let Some(auth) = auth {
-                    builder = builder.header(reqwest::header::AUTHORIZATION, auth.clone());
-                }
-                builder
-                    .send()
-                    .await
-                    .map(HttpResponse::Reqwest)
-                    .map_err(|e| TransportError::from(&e))
+                Box::pin(async move {
+                    let mut builder = client
+                        .post(endpoint.url.clone())
+                        .header(reqwest::header::CONTENT_TYPE, "application/json")
+                        .body(body);
+                    if !headers.is_empty() {
+                        builder = builder.headers(headers.clone());
+                    }
+                    if let Some(auth) = auth {
+                        builder = builder.header(reqwest::header::AUTHORIZATION, auth.clone());
+                    }
+                    builder
+                        .send()
+                        .await
+                        .map(HttpResponse::Reqwest)
+                        .map_err(|e| TransportError::from(&e))
+                })
+                .await
             }
         }
     }
@@ -164,18 +171,24 @@ impl HttpResponse {
     }
 
     /// The headers (the HTTP/1.1 client keeps them only for answers that are not 2xx).
-    pub(crate) fn headers(&self) -> &reqwest::header::HeaderMap {
+    pub(crate) fn headers(&self) -> Option<&reqwest::header::HeaderMap> {
         match self {
-            HttpResponse::Reqwest(r) => r.headers(),
-            HttpResponse::Http1(r) => &r.headers,
+            HttpResponse::Reqwest(r) => Some(r.headers()),
+            HttpResponse::Http1(r) => r.headers.as_deref(),
         }
     }
 
-    /// The whole body.
-    pub(crate) async fn bytes(self) -> Result<Bytes, TransportError> {
+    /// The whole body. (Not an `async fn`: that would hold `self` next to the future it is
+    /// moved into, and every call in flight would pay for both.)
+    pub(crate) fn bytes(self) -> impl Future<Output = Result<Bytes, TransportError>> + Send {
         match self {
-            HttpResponse::Reqwest(r) => r.bytes().await.map_err(|e| TransportError::from(&e)),
-            HttpResponse::Http1(r) => r.bytes().await.map_err(TransportError::from),
+            // Boxed for the reason `post` boxes reqwest's future.
+            HttpResponse::Reqwest(r) => Either::Left(
+                Box::pin(r.bytes()).map(|result| result.map_err(|e| TransportError::from(&e))),
+            ),
+            HttpResponse::Http1(r) => {
+                Either::Right(r.bytes().map(|result| result.map_err(TransportError::from)))
+            }
         }
     }
 

@@ -94,8 +94,16 @@ impl<'a> Body<'a> {
     }
 
     pub(crate) fn to_bytes(&self) -> Vec<u8> {
+        // Sized for the texts up front: the body is held until the answer arrives, and a
+        // doubling buffer would hold up to twice its length per call in flight.
+        let texts: usize = self
+            .messages
+            .map_or(0, |m| m.iter().map(|m| m.content.len() + 32).sum())
+            + self.prompt.as_ref().map_or(0, String::len);
+        let mut out = Vec::with_capacity(texts + texts / 16 + 192);
         // Serializing these types cannot fail: every map key is a string.
-        serde_json::to_vec(self).unwrap_or_default()
+        let _ = serde_json::to_writer(&mut out, self);
+        out
     }
 }
 
