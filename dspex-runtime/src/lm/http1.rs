@@ -169,7 +169,17 @@ impl Pool {
         loop {
             let (stream, reused) = match self.checkout() {
                 Some(stream) => (stream, true),
-                None => (self.connect().await?, false),
+                // Opened by a task of its own: a connect on loopback runs the whole handshake,
+                // the server's half included, inside the system call (~50 us), and a caller
+                // that fans out from one task (Evaluate's `buffer_unordered`) would otherwise
+                // open every connection of a burst on one thread, one after the other.
+                None => {
+                    let pool = Arc::clone(self);
+                    let stream = tokio::spawn(async move { pool.connect().await })
+                        .await
+                        .map_err(|e| Http1Error::Connect(e.to_string()))??;
+                    (stream, false)
+                }
             };
             match exchange(stream, target, &length, body).await {
                 Ok((head, stream, buf)) => {
