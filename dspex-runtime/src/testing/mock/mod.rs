@@ -3,6 +3,7 @@
 
 mod answer;
 mod fault;
+mod http;
 mod openai;
 mod server;
 mod stats;
@@ -16,7 +17,6 @@ pub use stats::MockStats;
 
 use fault::FaultSet;
 use stats::Stats;
-use std::future::IntoFuture;
 use std::io;
 use std::net::{Ipv4Addr, SocketAddr};
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
@@ -433,17 +433,12 @@ impl MockLmBuilder {
             shutdown: shutdown_rx.clone(),
         });
 
-        let mut signal = shutdown_rx;
-        let listener = axum::serve::ListenerExt::tap_io(listener, |tcp| {
-            // Small responses must not wait for Nagle.
-            let _ = tcp.set_nodelay(true);
-        });
-        let serve = axum::serve(listener, server::router(Arc::clone(&shared)))
-            .with_graceful_shutdown(async move {
-                // Resolves on `true` or when the server handle is gone.
-                let _ = signal.wait_for(|stop| *stop).await;
-            });
-        let task = tokio::spawn(serve.into_future());
+        let handler_shared = Arc::clone(&shared);
+        let handler = move |req| {
+            let shared = Arc::clone(&handler_shared);
+            async move { server::handle(&shared, req).await }
+        };
+        let task = tokio::spawn(http::serve(listener, handler, shutdown_rx));
         tracing::debug!(%addr, "mock LM server listening");
         Ok(MockLmServer {
             addr,

@@ -6,6 +6,7 @@
 use super::Shared;
 use super::answer::{self, Format, Prompt};
 use super::fault::{Api, Fault, effective_status};
+use super::http::{Body, Request, Response};
 use super::openai::{
     AssistantMessage, ChatChoice, ChatChunk, ChatCompletion, ChatRequest, ChunkChoice,
     CompletionRequest, Delta, EmbeddingData, EmbeddingItem, EmbeddingList, EmbeddingRequest,
@@ -16,20 +17,15 @@ use super::stats::Route;
 use super::util::{
     base64, mix_all, seconds_text, sha_u64, split_deltas, truncate_words, unit, words,
 };
-use axum::Router;
-use axum::body::{Body, Bytes};
-use axum::extract::Request;
-use axum::http::{HeaderValue, StatusCode, header};
-use axum::response::Response;
-use axum::routing::{get, post};
+use axum::http::{HeaderValue, Method, StatusCode, header};
+use bytes::Bytes;
 use futures_util::stream;
 use serde::Serialize;
-use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 /// Largest accepted request body.
-const BODY_LIMIT: usize = 64 << 20;
+pub(super) const BODY_LIMIT: usize = 64 << 20;
 /// Largest `n`.
 const MAX_N: u64 = 128;
 /// Largest embedding dimension.
@@ -39,60 +35,46 @@ const STREAM_PIECES: usize = 4;
 /// How long a reset response waits between its partial body and the reset.
 const RESET_DELAY: Duration = Duration::from_millis(20);
 
-/// All routes.
-pub(super) fn router(shared: Arc<Shared>) -> Router {
-    let chat = |route: Route| {
-        let s = Arc::clone(&shared);
-        post(move |req: Request| chat(Arc::clone(&s), route, req))
-    };
-    let completions = |route: Route| {
-        let s = Arc::clone(&shared);
-        post(move |req: Request| completions(Arc::clone(&s), route, req))
-    };
-    let embeddings = |route: Route| {
-        let s = Arc::clone(&shared);
-        post(move |req: Request| embeddings(Arc::clone(&s), route, req))
-    };
-    let models = |route: Route| {
-        let s = Arc::clone(&shared);
-        get(move || {
-            let s = Arc::clone(&s);
-            async move {
-                s.stats.count_request(route);
-                json(StatusCode::OK, &model_list())
-            }
-        })
-    };
-    let stats_shared = Arc::clone(&shared);
-    Router::new()
-        .route("/v1/chat/completions", chat(Route::ChatV1))
-        .route("/chat/completions", chat(Route::Chat))
-        .route("/v1/completions", completions(Route::CompletionsV1))
-        .route("/completions", completions(Route::Completions))
-        .route("/v1/embeddings", embeddings(Route::EmbeddingsV1))
-        .route("/embeddings", embeddings(Route::Embeddings))
-        .route("/v1/models", models(Route::ModelsV1))
-        .route("/models", models(Route::Models))
-        .route(
-            "/stats",
-            get(move || {
-                let s = Arc::clone(&stats_shared);
-                async move { json(StatusCode::OK, &s.stats.snapshot()) }
-            }),
-        )
-        .route(
-            "/health",
-            get(|| async { json(StatusCode::OK, &serde_json::json!({"status": "ok"})) }),
-        )
-        .fallback(not_found)
-        .method_not_allowed_fallback(method_not_allowed)
+/// Routes a request: the API paths with and without `/v1`, `/stats`, `/health`; 405 for a
+/// known path with the wrong method, 404 for the rest.
+pub(super) async fn handle(shared: &Shared, req: Request) -> Response {
+    let post = req.method() == Method::POST;
+    let get = req.method() == Method::GET;
+    match req.uri().path() {
+        "/v1/chat/completions" if post => chat(shared, Route::ChatV1, req).await,
+        "/chat/completions" if post => chat(shared, Route::Chat, req).await,
+        "/v1/completions" if post => completions(shared, Route::CompletionsV1, req).await,
+        "/completions" if post => completions(shared, Route::Completions, req).await,
+        "/v1/embeddings" if post => embeddings(shared, Route::EmbeddingsV1, req).await,
+        "/embeddings" if post => embeddings(shared, Route::Embeddings, req).await,
+        "/v1/models" if get => models(shared, Route::ModelsV1),
+        "/models" if get => models(shared, Route::Models),
+        "/stats" if get => json(StatusCode::OK, &shared.stats.snapshot()),
+        "/health" if get => json(StatusCode::OK, &serde_json::json!({"status": "ok"})),
+        "/v1/chat/completions"
+        | "/chat/completions"
+        | "/v1/completions"
+        | "/completions"
+        | "/v1/embeddings"
+        | "/embeddings"
+        | "/v1/models"
+        | "/models"
+        | "/stats"
+        | "/health" => method_not_allowed(&req),
+        _ => not_found(&req),
+    }
+}
+
+fn models(shared: &Shared, route: Route) -> Response {
+    shared.stats.count_request(route);
+    json(StatusCode::OK, &model_list())
 }
 
 // ---------------------------------------------------------------------------------------------
 // Chat completions
 // ---------------------------------------------------------------------------------------------
 
-async fn chat(shared: Arc<Shared>, route: Route, req: Request) -> Response {
+async fn chat(shared: &Shared, route: Route, req: Request) -> Response {
     shared.stats.count_request(route);
     let body = match read_body(req).await {
         Ok(body) => body,
@@ -128,7 +110,7 @@ async fn chat(shared: Arc<Shared>, route: Route, req: Request) -> Response {
         .map(|m| m.text())
         .unwrap_or_default();
 
-    let fault = match prelude(&shared, Api::Chat, streaming, &user).await {
+    let fault = match prelude(shared, Api::Chat, streaming, &user).await {
         Ok(fault) => fault,
         Err(resp) => return resp,
     };
@@ -153,7 +135,7 @@ async fn chat(shared: Arc<Shared>, route: Route, req: Request) -> Response {
     let choices = if empty {
         Vec::new()
     } else {
-        generate(&shared, prompt, format, n, distinct, max_words)
+        generate(shared, prompt, format, n, distinct, max_words)
     };
     let completion_tokens = choices.iter().map(|(c, _)| words(c)).sum();
     let usage = Usage::new(prompt_tokens, completion_tokens);
@@ -301,7 +283,7 @@ fn chat_events(
 // Text completions
 // ---------------------------------------------------------------------------------------------
 
-async fn completions(shared: Arc<Shared>, route: Route, req: Request) -> Response {
+async fn completions(shared: &Shared, route: Route, req: Request) -> Response {
     shared.stats.count_request(route);
     let body = match read_body(req).await {
         Ok(body) => body,
@@ -323,7 +305,7 @@ async fn completions(shared: Arc<Shared>, route: Route, req: Request) -> Respons
         return bad_request(&format!("'n' must be between 1 and {MAX_N}, got {n}."));
     }
     let streaming = request.stream.unwrap_or(false);
-    let fault = match prelude(&shared, Api::Completions, streaming, prompts[0]).await {
+    let fault = match prelude(shared, Api::Completions, streaming, prompts[0]).await {
         Ok(fault) => fault,
         Err(resp) => return resp,
     };
@@ -338,7 +320,7 @@ async fn completions(shared: Arc<Shared>, route: Route, req: Request) -> Respons
                 conversation: None,
             };
             choices.extend(generate(
-                &shared,
+                shared,
                 prompt,
                 Format::Text,
                 n,
@@ -421,7 +403,7 @@ fn text_choice<'a>(
 // Embeddings and the model list
 // ---------------------------------------------------------------------------------------------
 
-async fn embeddings(shared: Arc<Shared>, route: Route, req: Request) -> Response {
+async fn embeddings(shared: &Shared, route: Route, req: Request) -> Response {
     shared.stats.count_request(route);
     let body = match read_body(req).await {
         Ok(body) => body,
@@ -458,7 +440,7 @@ async fn embeddings(shared: Arc<Shared>, route: Route, req: Request) -> Response
         }
     };
     let first = texts.first().map_or("", |t| t.as_ref());
-    let fault = match prelude(&shared, Api::Embeddings, false, first).await {
+    let fault = match prelude(shared, Api::Embeddings, false, first).await {
         Ok(fault) => fault,
         Err(resp) => return resp,
     };
@@ -638,7 +620,7 @@ fn sse(mut events: Vec<Bytes>, fault: Option<&Fault>) -> Response {
         _ => {}
     }
     let body = Body::from_stream(stream::iter(
-        events.into_iter().map(Ok::<_, std::convert::Infallible>),
+        events.into_iter().map(Ok::<_, std::io::Error>),
     ));
     let mut resp = Response::new(body);
     let headers = resp.headers_mut();
@@ -686,10 +668,9 @@ fn reset(full: Bytes, content_type: &'static str, declare_length: bool) -> Respo
 // Plumbing
 // ---------------------------------------------------------------------------------------------
 
+/// The request's body (read whole, within [`BODY_LIMIT`], by the HTTP layer).
 async fn read_body(req: Request) -> Result<Bytes, Response> {
-    axum::body::to_bytes(req.into_body(), BODY_LIMIT)
-        .await
-        .map_err(|e| bad_request(&format!("Could not read the request body: {e}")))
+    Ok(req.into_body())
 }
 
 fn event<T: Serialize>(value: &T) -> Bytes {
@@ -736,7 +717,7 @@ fn error(status: StatusCode, message: &str, kind: &str, code: Option<&str>) -> R
     bytes_response(status, "application/json", bytes)
 }
 
-fn bad_request(message: &str) -> Response {
+pub(super) fn bad_request(message: &str) -> Response {
     error(
         StatusCode::BAD_REQUEST,
         message,
@@ -763,7 +744,7 @@ fn shutting_down() -> Response {
     )
 }
 
-async fn not_found(req: Request) -> Response {
+fn not_found(req: &Request) -> Response {
     let message = format!(
         "Unknown request URL: {} {}. Please check the URL for typos.",
         req.method(),
@@ -777,7 +758,7 @@ async fn not_found(req: Request) -> Response {
     )
 }
 
-async fn method_not_allowed(req: Request) -> Response {
+fn method_not_allowed(req: &Request) -> Response {
     let message = format!(
         "Method {} is not allowed for {}.",
         req.method(),
