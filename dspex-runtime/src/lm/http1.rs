@@ -77,6 +77,12 @@ impl fmt::Debug for Target {
 }
 
 impl Target {
+    /// The head prefix, for tests.
+    #[cfg(test)]
+    pub(crate) fn prefix_for_test(&self) -> Vec<u8> {
+        self.prefix.to_vec()
+    }
+
     /// The head of a `POST` to `path_and_query` at `authority` with `headers` (names lowercase,
     /// values already validated as header values).
     pub(crate) fn post(authority: &str, path_and_query: &str, headers: &[(&str, &[u8])]) -> Self {
@@ -242,7 +248,11 @@ impl Pool {
     }
 
     async fn connect(&self) -> Result<TcpStream, Http1Error> {
-        let addrs = self.resolve().await?;
+        let addrs = match self.host.parse::<std::net::IpAddr>() {
+            // No lookup to wait for (and no lookup's state in this future).
+            Ok(ip) => Arc::from([SocketAddr::new(ip, self.port)]),
+            Err(_) => Box::pin(self.resolve()).await?,
+        };
         let mut last = None;
         for addr in addrs.iter() {
             match tokio::time::timeout(self.connect_timeout, TcpStream::connect(addr)).await {
@@ -261,9 +271,6 @@ impl Pool {
     }
 
     async fn resolve(&self) -> Result<Arc<[SocketAddr]>, Http1Error> {
-        if let Ok(ip) = self.host.parse::<std::net::IpAddr>() {
-            return Ok(Arc::from([SocketAddr::new(ip, self.port)]));
-        }
         let mut cached = self.addrs.lock().await;
         if let Some((at, addrs)) = &*cached
             && at.elapsed() < DNS_TTL

@@ -5,7 +5,9 @@
 //! - [`LM`] — the OpenAI-compatible HTTP client (chat, text completions, embeddings, streaming)
 //!   with DSPy's model names, and the reliability stack around each call: cache (memory → disk)
 //!   with coalescing of identical in-flight requests → concurrency and rate limits → circuit
-//!   breaker → HTTP with a per-call timeout → caller-owned retries → usage and history.
+//!   breaker → HTTP with a per-call timeout → caller-owned retries → usage and history. Plain
+//!   `http://` endpoints are reached by a lean HTTP/1.1 client of dspex's own (`http1`),
+//!   `https://` ones by reqwest (`transport` picks).
 //! - [`LmRequest`], [`LmResponse`], [`LmError`] — the values that cross the trait.
 //! - [`Embedder`] — texts to vectors, from an [`LM`]'s embeddings endpoint or a function.
 

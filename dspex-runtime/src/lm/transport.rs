@@ -264,3 +264,175 @@ fn reqwest_client() -> reqwest::Result<reqwest::Client> {
         .no_proxy()
         .build()
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn url(text: &str) -> reqwest::Url {
+        reqwest::Url::parse(text).unwrap()
+    }
+
+    #[test]
+    fn plain_http_takes_the_lean_client_and_everything_else_reqwest() {
+        assert!(matches!(
+            Transport::for_base(&url("http://127.0.0.1:8000/v1/chat/completions")).unwrap(),
+            Transport::Http1(_)
+        ));
+        assert!(matches!(
+            Transport::for_base(&url("http://localhost/v1/chat/completions")).unwrap(),
+            Transport::Http1(_)
+        ));
+        for other in [
+            "https://api.openai.com/v1/chat/completions",
+            "http://user:pw@127.0.0.1:8000/v1/chat/completions",
+        ] {
+            assert!(
+                matches!(
+                    Transport::for_base(&url(other)).unwrap(),
+                    Transport::Reqwest(_)
+                ),
+                "{other}"
+            );
+        }
+    }
+
+    #[test]
+    fn the_request_head_carries_the_callers_headers_once() {
+        let transport = Transport::for_base(&url("http://127.0.0.1:8000/v1/x")).unwrap();
+        let mut headers = reqwest::header::HeaderMap::new();
+        headers.insert("user-agent", "mine".parse().unwrap());
+        headers.insert("x-extra", "1".parse().unwrap());
+        let auth: reqwest::header::HeaderValue = "Bearer sk-1".parse().unwrap();
+        let endpoint = transport.endpoint(
+            url("http://127.0.0.1:8000/v1/chat/completions?api-version=2"),
+            &headers,
+            Some(&auth),
+        );
+        let head = String::from_utf8(endpoint.target.unwrap().prefix_for_test()).unwrap();
+        assert_eq!(
+            head,
+            "POST /v1/chat/completions?api-version=2 HTTP/1.1\r\nhost: 127.0.0.1:8000\r\naccept: */*\r\ncontent-type: application/json\r\nauthorization: Bearer sk-1\r\nuser-agent: mine\r\nx-extra: 1\r\n"
+        );
+    }
+}
+
+/// The same calls through both transports against the mock server: the same answers, the same
+/// typed errors.
+#[cfg(all(test, feature = "testing"))]
+mod both_transports {
+    use crate::lm::{LM, LmError, LmRequest, RetryPolicy, StreamEvent};
+    use crate::testing::{Fault, FaultWhen, MockLm, MockLmServer};
+    use futures_util::StreamExt;
+    use std::time::Duration;
+
+    fn lms(server: &MockLmServer) -> [(&'static str, LM); 2] {
+        let builder = || {
+            LM::builder("openai/mock")
+                .api_base(server.api_base())
+                .api_key("sk-both")
+                .cache(false)
+                .retry(RetryPolicy::none())
+                .timeout(Duration::from_secs(5))
+        };
+        let _ = rustls::crypto::ring::default_provider().install_default();
+        let reqwest = reqwest::Client::builder().build().unwrap();
+        [
+            ("http1", builder().build().unwrap()),
+            ("reqwest", builder().http_client(reqwest).build().unwrap()),
+        ]
+    }
+
+    async fn stream_text(lm: &LM, prompt: &str) -> (String, Option<LmError>) {
+        let mut events = lm.stream(LmRequest::prompt(prompt)).await.unwrap();
+        let (mut text, mut error) = (String::new(), None);
+        while let Some(event) = events.next().await {
+            match event {
+                Ok(StreamEvent::Delta { text: t, .. }) => text.push_str(&t),
+                Ok(_) => {}
+                Err(e) => error = Some(e),
+            }
+        }
+        (text, error)
+    }
+
+    #[tokio::test]
+    async fn answers_streams_and_embeddings_match() {
+        let server = MockLm::start().await.unwrap();
+        let [(_, lean), (_, reqwest)] = lms(&server);
+        for prompt in ["one", "two"] {
+            let a = lean.call(LmRequest::prompt(prompt)).await.unwrap();
+            let b = reqwest.call(LmRequest::prompt(prompt)).await.unwrap();
+            assert_eq!(a.text(), b.text());
+            assert_eq!(a.usage, b.usage);
+            assert_eq!(stream_text(&lean, prompt).await.0, a.text());
+            assert_eq!(stream_text(&reqwest, prompt).await.0, a.text());
+        }
+        let a = lean.embed(&["x", "y"]).await.unwrap();
+        let b = reqwest.embed(&["x", "y"]).await.unwrap();
+        assert_eq!(a.vectors, b.vectors);
+    }
+
+    #[tokio::test]
+    async fn faults_give_the_same_typed_errors() {
+        let server = MockLm::start().await.unwrap();
+        for (name, lm) in lms(&server) {
+            server.set_faults(vec![(Fault::Status(503), FaultWhen::Always)]);
+            let err = lm.call(LmRequest::prompt("x")).await.unwrap_err();
+            assert!(
+                matches!(err, LmError::Http { status: 503, ref body, .. } if body.contains("mock fault")),
+                "{name}: {err}"
+            );
+            server.set_faults(vec![(
+                Fault::RateLimited {
+                    retry_after: Duration::from_millis(250),
+                },
+                FaultWhen::Always,
+            )]);
+            let err = lm.call(LmRequest::prompt("x")).await.unwrap_err();
+            assert!(
+                matches!(err, LmError::RateLimited { retry_after: Some(d), .. } if d == Duration::from_millis(250)),
+                "{name}: {err}"
+            );
+            server.set_faults(vec![(Fault::ResetMidBody, FaultWhen::Always)]);
+            let err = lm.call(LmRequest::prompt("x")).await.unwrap_err();
+            assert!(
+                matches!(err, LmError::Connect { ref message, .. } if message.contains("broke off")),
+                "{name}: {err}"
+            );
+            server.set_faults(vec![(Fault::MalformedJson, FaultWhen::Always)]);
+            let err = lm.call(LmRequest::prompt("x")).await.unwrap_err();
+            assert!(matches!(err, LmError::Decode { .. }), "{name}: {err}");
+            server.set_faults(vec![(Fault::TruncatedStream, FaultWhen::Always)]);
+            let (_, error) = stream_text(&lm, "x").await;
+            assert!(
+                matches!(error, Some(LmError::Connect { ref message, .. }) if message.contains("[DONE]")),
+                "{name}: {error:?}"
+            );
+            server.set_faults(vec![(
+                Fault::Hang(Duration::from_secs(30)),
+                FaultWhen::Always,
+            )]);
+            let err = lm
+                .with_timeout(Duration::from_millis(100))
+                .call(LmRequest::prompt("x"))
+                .await
+                .unwrap_err();
+            assert!(matches!(err, LmError::Timeout { .. }), "{name}: {err}");
+            let text = err.to_string();
+            assert!(!text.contains("sk-both"), "{name}: {text}");
+        }
+        server.clear_faults();
+        let base = server.api_base();
+        let lms = lms(&server);
+        server.shutdown().await;
+        for (name, lm) in lms {
+            let err = lm.call(LmRequest::prompt("x")).await.unwrap_err();
+            assert!(
+                matches!(err, LmError::Connect { ref message, .. } if message.contains("connect")),
+                "{name}: {err}"
+            );
+            assert!(err.to_string().contains(&base), "{name}: {err}");
+        }
+    }
+}

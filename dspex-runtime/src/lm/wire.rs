@@ -103,6 +103,9 @@ impl<'a> Body<'a> {
         let mut out = Vec::with_capacity(texts + texts / 16 + 192);
         // Serializing these types cannot fail: every map key is a string.
         let _ = serde_json::to_writer(&mut out, self);
+        if out.capacity() - out.len() > out.len() / 8 {
+            out.shrink_to_fit();
+        }
         out
     }
 }
