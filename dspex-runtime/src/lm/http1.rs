@@ -12,7 +12,7 @@
 //! timeout, and checked before reuse (a connection the server closed is readable at EOF). A
 //! request on a reused connection that fails before any byte of the answer arrived — the server
 //! closed it just as it was picked — is sent again once on a new connection, as browsers and
-//! hyper do; the idle connections older than it are dropped too.
+//! hyper do; the pool's other idle connections are dropped with it.
 
 use bytes::{Buf, Bytes, BytesMut};
 use std::collections::VecDeque;
@@ -347,9 +347,29 @@ async fn exchange(
         .map_err(|e| Failure::Stale(Http1Error::Write(e)))?;
     // No buffer while the server thinks: wait until the answer starts arriving.
     let mut buf = BytesMut::new();
+    let mut received = false;
     loop {
+        // What has arrived: interim answers (100 Continue, 103 Early Hints) are skipped, the
+        // final one returned; the rest of the bytes are the body's.
+        while !buf.is_empty() {
+            match parse_head(&buf).map_err(Failure::Other)? {
+                Some((head, used)) if head.status < 200 && head.status != 101 => {
+                    buf.advance(used);
+                }
+                Some((head, used)) => {
+                    buf.advance(used);
+                    return Ok((head, stream, buf));
+                }
+                None if buf.len() > MAX_HEAD => {
+                    return Err(Failure::Other(Http1Error::Protocol(format!(
+                        "the response head is longer than {MAX_HEAD} bytes"
+                    ))));
+                }
+                None => break,
+            }
+        }
         if let Err(e) = stream.readable().await {
-            return Err(read_failure(&buf, &e.to_string()));
+            return Err(read_failure(received, &e.to_string()));
         }
         if buf.capacity() - buf.len() < READ_CHUNK / 2 {
             buf.reserve(READ_CHUNK);
@@ -357,36 +377,20 @@ async fn exchange(
         // Through `AsyncRead`, which forgets the readiness after a short read: the pool's
         // check of an idle connection then costs no system call.
         match stream.read_buf(&mut buf).await {
-            Ok(0) => return Err(read_failure(&buf, "the connection closed")),
-            Ok(_) => {}
-            Err(e) => return Err(read_failure(&buf, &e.to_string())),
-        }
-        match parse_head(&buf).map_err(Failure::Other)? {
-            Some((head, used)) if head.status < 200 && head.status != 101 => {
-                // An interim answer (100 Continue, 103 Early Hints): the real one follows.
-                buf.advance(used);
-                continue;
-            }
-            Some((head, used)) => {
-                buf.advance(used);
-                return Ok((head, stream, buf));
-            }
-            None if buf.len() > MAX_HEAD => {
-                return Err(Failure::Other(Http1Error::Protocol(format!(
-                    "the response head is longer than {MAX_HEAD} bytes"
-                ))));
-            }
-            None => {}
+            Ok(0) => return Err(read_failure(received, "the connection closed")),
+            Ok(_) => received = true,
+            Err(e) => return Err(read_failure(received, &e.to_string())),
         }
     }
 }
 
-fn read_failure(buf: &BytesMut, what: &str) -> Failure {
+/// A connection that failed before the answer's head: stale if not one byte of an answer came.
+fn read_failure(received: bool, what: &str) -> Failure {
     let e = Http1Error::Read(format!("{what} before the response head"));
-    if buf.is_empty() {
-        Failure::Stale(e)
-    } else {
+    if received {
         Failure::Other(e)
+    } else {
+        Failure::Stale(e)
     }
 }
 
@@ -480,7 +484,9 @@ fn parse_head(buf: &[u8]) -> Result<Option<(Head, usize)>, Http1Error> {
     } else {
         Framing::Close
     };
-    let keep_alive = !close && (http11 || keep_alive_token) && framing != Framing::Close;
+    // After a 101 the connection speaks another protocol: never reused.
+    let keep_alive =
+        !close && (http11 || keep_alive_token) && framing != Framing::Close && status != 101;
     let map = (!(200..300).contains(&status)).then(|| {
         let mut map = reqwest::header::HeaderMap::new();
         for h in response.headers.iter() {
@@ -940,16 +946,32 @@ mod tests {
 
     #[tokio::test]
     async fn interim_answers_are_skipped_and_error_headers_kept() {
-        let server = scripted(vec![vec![Answer::Write(vec![
-            b"HTTP/1.1 100 Continue\r\n\r\n",
-            b"HTTP/1.1 429 Too Many Requests\r\nRetry-After: 2\r\ncontent-length: 4\r\n\r\nslow",
-        ])]])
+        let server = scripted(vec![vec![
+            Answer::Write(vec![
+                b"HTTP/1.1 100 Continue\r\n\r\n",
+                b"HTTP/1.1 429 Too Many Requests\r\nRetry-After: 2\r\ncontent-length: 4\r\n\r\nslow",
+            ]),
+            // Interim and final answers in one write.
+            Answer::Write(vec![
+                b"HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 103 Early Hints\r\nlink: </x>\r\n\r\nHTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok",
+            ]),
+        ]])
         .await;
         let pool = pool(server.port);
-        let r = pool.post(&target(server.port), b"{}").await.unwrap();
+        let target = target(server.port);
+        let r = tokio::time::timeout(Duration::from_secs(2), pool.post(&target, b"{}"))
+            .await
+            .unwrap()
+            .unwrap();
         assert_eq!(r.status, 429);
         assert_eq!(r.headers.as_ref().unwrap().get("retry-after").unwrap(), "2");
         assert_eq!(&r.bytes().await.unwrap()[..], b"slow");
+        let r = tokio::time::timeout(Duration::from_secs(2), pool.post(&target, b"{}"))
+            .await
+            .expect("the final answer was already read")
+            .unwrap();
+        assert_eq!(r.status, 200);
+        assert_eq!(&r.bytes().await.unwrap()[..], b"ok");
     }
 
     #[tokio::test]
