@@ -164,13 +164,14 @@ where
             Ok(body) => body,
             Err(BadRequest(message)) => return refuse(&mut stream, &message).await,
         };
+        let head_only = head.method == Method::HEAD;
         let mut request = Request::new(body);
         *request.method_mut() = head.method;
         *request.uri_mut() = head.uri;
         let response = handler(request).await;
         // Once the server stops, the answer under way is the connection's last.
         let keep_alive = head.keep_alive && !*shutdown.borrow();
-        if write_response(&mut stream, response, keep_alive)
+        if write_response(&mut stream, response, keep_alive, head_only)
             .await
             .is_err()
             || !keep_alive
@@ -187,7 +188,7 @@ where
 /// Answers a request that cannot be read with a 400 and closes the connection.
 async fn refuse(stream: &mut TcpStream, message: &str) {
     let response = super::server::bad_request(&format!("Could not read the request: {message}"));
-    let _ = write_response(stream, response, false).await;
+    let _ = write_response(stream, response, false, false).await;
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -341,12 +342,13 @@ async fn read_line(stream: &mut TcpStream, buf: &mut BytesMut) -> Result<Bytes, 
     }
 }
 
-/// Writes `response`; a whole body goes out with its head in one system call. An error from
-/// a streamed body is returned (and ends the connection).
+/// Writes `response` (only its head for a HEAD request); a whole body goes out with its head
+/// in one system call. An error from a streamed body is returned (and ends the connection).
 async fn write_response(
     stream: &mut TcpStream,
     response: Response,
     keep_alive: bool,
+    head_only: bool,
 ) -> io::Result<()> {
     let (parts, body) = response.into_parts();
     let mut head = Vec::with_capacity(256);
@@ -377,7 +379,8 @@ async fn write_response(
                 push_length(&mut head, bytes.len());
             }
             head.extend_from_slice(b"\r\n");
-            write_all(stream, &mut [IoSlice::new(&head), IoSlice::new(&bytes)]).await
+            let body = if head_only { &[][..] } else { &bytes[..] };
+            write_all(stream, &mut [IoSlice::new(&head), IoSlice::new(body)]).await
         }
         Body::Stream(mut pieces) => {
             if !declared {
@@ -385,6 +388,9 @@ async fn write_response(
             }
             head.extend_from_slice(b"\r\n");
             stream.write_all(&head).await?;
+            if head_only {
+                return Ok(());
+            }
             while let Some(piece) = pieces.next().await {
                 let piece = piece?;
                 if piece.is_empty() {
@@ -509,6 +515,21 @@ mod tests {
         let text = read_answers(&mut tcp, 1).await;
         assert!(text.starts_with("HTTP/1.1 200 OK\r\n"), "{text}");
         assert_eq!(server.stats().total, 4);
+    }
+
+    #[tokio::test]
+    async fn head_requests_get_the_head_alone() {
+        let server = MockLm::start().await.expect("start");
+        let mut tcp = TcpStream::connect(server.addr()).await.expect("connect");
+        tcp.write_all(b"HEAD /health HTTP/1.1\r\nhost: x\r\nconnection: close\r\n\r\n")
+            .await
+            .expect("write");
+        let mut all = Vec::new();
+        tcp.read_to_end(&mut all).await.expect("read to the end");
+        let text = String::from_utf8_lossy(&all);
+        assert!(text.starts_with("HTTP/1.1 200 OK\r\n"), "{text}");
+        assert!(text.contains("content-length: 15\r\n"), "{text}");
+        assert!(text.ends_with("\r\n\r\n"), "{text}");
     }
 
     #[tokio::test]

@@ -39,7 +39,8 @@ const RESET_DELAY: Duration = Duration::from_millis(20);
 /// known path with the wrong method, 404 for the rest.
 pub(super) async fn handle(shared: &Shared, req: Request) -> Response {
     let post = req.method() == Method::POST;
-    let get = req.method() == Method::GET;
+    // HEAD is answered like GET; the HTTP layer leaves the body out.
+    let get = req.method() == Method::GET || req.method() == Method::HEAD;
     match req.uri().path() {
         "/v1/chat/completions" if post => chat(shared, Route::ChatV1, req).await,
         "/chat/completions" if post => chat(shared, Route::Chat, req).await,
