@@ -454,7 +454,8 @@ impl LM {
             .deadline
             .or(self.settings.deadline)
             .map(|d| start + d);
-        let mut backoff = policy.schedule();
+        // Built at the first failure: most calls never retry.
+        let mut backoff = None;
         let mut attempts = 0u32;
         loop {
             attempts += 1;
@@ -478,7 +479,8 @@ impl LM {
             if !error.is_retryable() {
                 return Err(give_up(error));
             }
-            let Some(delay) = backoff.next_delay(error.retry_after()) else {
+            let schedule = backoff.get_or_insert_with(|| policy.schedule());
+            let Some(delay) = schedule.next_delay(error.retry_after()) else {
                 return Err(give_up(error));
             };
             let elapsed = start.elapsed();

@@ -100,10 +100,12 @@ impl<'a> Body<'a> {
             .messages
             .map_or(0, |m| m.iter().map(|m| m.content.len() + 32).sum())
             + self.prompt.as_ref().map_or(0, String::len);
-        let mut out = Vec::with_capacity(texts + texts / 16 + 192);
+        let mut out = Vec::with_capacity(self.model.len() + texts + texts / 16 + 96);
         // Serializing these types cannot fail: every map key is a string.
         let _ = serde_json::to_writer(&mut out, self);
-        if out.capacity() - out.len() > out.len() / 8 {
+        // A large body that grew past the estimate (parameters, escapes) gives back the spare.
+        let spare = out.capacity() - out.len();
+        if spare > 256 && spare > out.len() / 8 {
             out.shrink_to_fit();
         }
         out
