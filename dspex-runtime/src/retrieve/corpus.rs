@@ -105,7 +105,8 @@ pub(crate) struct RawLine {
     pub(crate) number: usize,
     /// The line without its line ending, or why it cannot be read as text.
     pub(crate) text: Result<String, String>,
-    /// Bytes of the file read so far (for progress).
+    /// Bytes of the file read so far (for the BM25 build's progress bar).
+    #[cfg_attr(not(feature = "bm25"), allow(dead_code))]
     pub(crate) offset: u64,
 }
 
