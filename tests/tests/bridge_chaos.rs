@@ -58,9 +58,9 @@ async fn chaos_10000_calls_to_real_workers_with_one_killed_every_100ms() {
             stats.retries > 0,
             "kills interrupted calls in flight, which were retried: {report:?} {stats:?}"
         );
-        // Every worker stops without SIGKILL. Most leave on the shutdown request; on a loaded
-        // machine a replacement started in the last kills can miss the grace period and leave on
-        // SIGTERM instead (seen in about one run in six).
+        // Every worker stops without SIGKILL. Asserting that all four leave on the shutdown
+        // request alone failed in about one run in six (3 of 4; not yet diagnosed — perhaps a
+        // replacement started by the last kills missing the grace period), so SIGTERM counts.
         let shutdown = pool.shutdown().await;
         assert_eq!(shutdown.killed, 0, "{shutdown:?}");
         assert_eq!(shutdown.graceful + shutdown.terminated, 4, "{shutdown:?}");
