@@ -14,7 +14,7 @@ use dspex::runtime::evaluate::{Evaluate, answer_exact_match};
 use dspex::runtime::optimize::{BootstrapFewShot, MIPROv2, Optimizer};
 use dspex::settings::{Settings, configure};
 use dspex::testing::Rule;
-use dspex_examples::connect_lm;
+use dspex_examples::{connect_lm, regex_escape};
 use std::sync::Arc;
 
 /// Answer the arithmetic question with a number.
@@ -68,18 +68,6 @@ fn rules(data: &[Example]) -> dspex::Result<Vec<Rule>> {
         ));
     }
     Ok(rules)
-}
-
-fn regex_escape(text: &str) -> String {
-    text.chars()
-        .flat_map(|c| {
-            let special = r"\.+*?()|[]{}^$#&-~".contains(c);
-            special
-                .then_some('\\')
-                .into_iter()
-                .chain(std::iter::once(c))
-        })
-        .collect()
 }
 
 #[tokio::main]

@@ -18,7 +18,7 @@ use dspex::runtime::evaluate::{Evaluate, answer_exact_match};
 use dspex::runtime::optimize::{BootstrapFewShot, Optimizer};
 use dspex::settings::{Settings, configure};
 use dspex::testing::Rule;
-use dspex_examples::connect_lm;
+use dspex_examples::{connect_lm, regex_escape};
 use serde::{Deserialize, Serialize};
 use std::path::PathBuf;
 
@@ -188,18 +188,6 @@ fn rules(items: &[Item]) -> dspex::Result<Vec<Rule>> {
         );
     }
     Ok(rules)
-}
-
-fn regex_escape(text: &str) -> String {
-    text.chars()
-        .flat_map(|c| {
-            let special = r"\.+*?()|[]{}^$#&-~".contains(c);
-            special
-                .then_some('\\')
-                .into_iter()
-                .chain(std::iter::once(c))
-        })
-        .collect()
 }
 
 #[tokio::main]

@@ -140,3 +140,17 @@ where
     }
     orchestrate(args.iter().any(|a| a == "--quick"));
 }
+
+/// `text` with every character special to the `regex` crate escaped, for the scripted mock LM's
+/// rules that match a question verbatim.
+pub fn regex_escape(text: &str) -> String {
+    text.chars()
+        .flat_map(|c| {
+            let special = r"\.+*?()|[]{}^$#&-~".contains(c);
+            special
+                .then_some('\\')
+                .into_iter()
+                .chain(std::iter::once(c))
+        })
+        .collect()
+}
