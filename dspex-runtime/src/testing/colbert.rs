@@ -14,7 +14,6 @@ use std::io;
 use std::net::{Ipv4Addr, SocketAddr};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, PoisonError, RwLock};
-use std::time::Duration;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
@@ -216,16 +215,7 @@ impl MockColbertServer {
     /// Stops accepting connections, cuts hanging requests short and waits for the server task,
     /// at most 10 seconds.
     pub async fn shutdown(mut self) {
-        self.shutdown.send_replace(true);
-        if let Some(task) = self.task.take() {
-            let abort = task.abort_handle();
-            if tokio::time::timeout(Duration::from_secs(10), task)
-                .await
-                .is_err()
-            {
-                abort.abort();
-            }
-        }
+        super::stop_server(&self.shutdown, self.task.take()).await;
     }
 }
 
@@ -366,6 +356,7 @@ fn answer(shared: &Shared, query: &str, k: usize) -> Value {
 mod tests {
     use super::*;
     use crate::retrieve::{ColBERTv2, RetrieveError, Retriever};
+    use std::time::Duration;
 
     fn http() -> reqwest::Client {
         let _ = rustls::crypto::ring::default_provider().install_default();

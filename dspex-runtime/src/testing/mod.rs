@@ -71,3 +71,21 @@ pub use mock::{
     Completion, Fault, FaultWhen, Latency, MockError, MockLm, MockLmBuilder, MockLmServer,
     MockStats, Pattern, Rule,
 };
+
+/// Stops a test server: tells its task to stop, then waits for it at most 10 seconds before
+/// aborting it.
+async fn stop_server<T>(
+    shutdown: &tokio::sync::watch::Sender<bool>,
+    task: Option<tokio::task::JoinHandle<T>>,
+) {
+    shutdown.send_replace(true);
+    if let Some(task) = task {
+        let abort = task.abort_handle();
+        if tokio::time::timeout(std::time::Duration::from_secs(10), task)
+            .await
+            .is_err()
+        {
+            abort.abort();
+        }
+    }
+}

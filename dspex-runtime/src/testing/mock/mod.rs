@@ -565,16 +565,7 @@ impl MockLmServer {
     /// Stops accepting connections, lets in-flight requests finish (cutting latency and hangs
     /// short) and waits for the server task, at most 10 seconds.
     pub async fn shutdown(mut self) {
-        self.shutdown.send_replace(true);
-        if let Some(task) = self.task.take() {
-            let abort = task.abort_handle();
-            if tokio::time::timeout(Duration::from_secs(10), task)
-                .await
-                .is_err()
-            {
-                abort.abort();
-            }
-        }
+        super::stop_server(&self.shutdown, self.task.take()).await;
     }
 }
 
