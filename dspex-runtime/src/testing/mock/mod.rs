@@ -7,6 +7,7 @@ mod http;
 mod openai;
 mod server;
 mod stats;
+mod timer;
 mod util;
 
 #[cfg(test)]
@@ -21,7 +22,7 @@ use std::io;
 use std::net::{Ipv4Addr, SocketAddr};
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, PoisonError, RwLock};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
@@ -87,7 +88,9 @@ impl MockLm {
     }
 }
 
-/// Simulated response latency, applied before every chat, completion and embedding answer.
+/// Simulated response latency: every chat, completion and embedding answer waits until this
+/// long after its request was read (to a fraction of a millisecond: the wait is not rounded up
+/// to a timer tick, and the server's own work on the request counts towards it).
 #[derive(Debug, Clone, Copy, PartialEq, Default)]
 pub enum Latency {
     /// Answer at once.
@@ -485,9 +488,10 @@ impl Shared {
             .any(|r| matches!(r.matcher, Matcher::Conversation(_)))
     }
 
-    /// Sleeps `d`; `false` when the server is shutting down (the sleep is cut short).
-    async fn pause(&self, d: Duration) -> bool {
-        if d.is_zero() {
+    /// Sleeps until `deadline`; `false` when the server is shutting down (the sleep is cut
+    /// short).
+    async fn pause_until(&self, deadline: Instant) -> bool {
+        if deadline <= Instant::now() {
             return true;
         }
         let mut stop = self.shutdown.clone();
@@ -495,7 +499,7 @@ impl Shared {
             return false;
         }
         tokio::select! {
-            () = tokio::time::sleep(d) => true,
+            () = timer::sleep_until(deadline) => true,
             _ = stop.wait_for(|s| *s) => false,
         }
     }

@@ -22,7 +22,7 @@ use bytes::Bytes;
 use futures_util::stream;
 use serde::Serialize;
 use std::sync::atomic::Ordering;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 /// Largest accepted request body.
 pub(super) const BODY_LIMIT: usize = 64 << 20;
@@ -38,16 +38,18 @@ const RESET_DELAY: Duration = Duration::from_millis(20);
 /// Routes a request: the API paths with and without `/v1`, `/stats`, `/health`; 405 for a
 /// known path with the wrong method, 404 for the rest.
 pub(super) async fn handle(shared: &Shared, req: Request) -> Response {
+    // Latency counts from here: the request has just been read whole.
+    let arrived = Instant::now();
     let post = req.method() == Method::POST;
     // HEAD is answered like GET; the HTTP layer leaves the body out.
     let get = req.method() == Method::GET || req.method() == Method::HEAD;
     match req.uri().path() {
-        "/v1/chat/completions" if post => chat(shared, Route::ChatV1, req).await,
-        "/chat/completions" if post => chat(shared, Route::Chat, req).await,
-        "/v1/completions" if post => completions(shared, Route::CompletionsV1, req).await,
-        "/completions" if post => completions(shared, Route::Completions, req).await,
-        "/v1/embeddings" if post => embeddings(shared, Route::EmbeddingsV1, req).await,
-        "/embeddings" if post => embeddings(shared, Route::Embeddings, req).await,
+        "/v1/chat/completions" if post => chat(shared, Route::ChatV1, req, arrived).await,
+        "/chat/completions" if post => chat(shared, Route::Chat, req, arrived).await,
+        "/v1/completions" if post => completions(shared, Route::CompletionsV1, req, arrived).await,
+        "/completions" if post => completions(shared, Route::Completions, req, arrived).await,
+        "/v1/embeddings" if post => embeddings(shared, Route::EmbeddingsV1, req, arrived).await,
+        "/embeddings" if post => embeddings(shared, Route::Embeddings, req, arrived).await,
         "/v1/models" if get => models(shared, Route::ModelsV1),
         "/models" if get => models(shared, Route::Models),
         "/stats" if get => json(StatusCode::OK, &shared.stats.snapshot()),
@@ -75,7 +77,7 @@ fn models(shared: &Shared, route: Route) -> Response {
 // Chat completions
 // ---------------------------------------------------------------------------------------------
 
-async fn chat(shared: &Shared, route: Route, req: Request) -> Response {
+async fn chat(shared: &Shared, route: Route, req: Request, arrived: Instant) -> Response {
     shared.stats.count_request(route);
     let body = match read_body(req).await {
         Ok(body) => body,
@@ -111,7 +113,7 @@ async fn chat(shared: &Shared, route: Route, req: Request) -> Response {
         .map(|m| m.text())
         .unwrap_or_default();
 
-    let fault = match prelude(shared, Api::Chat, streaming, &user).await {
+    let fault = match prelude(shared, arrived, Api::Chat, streaming, &user).await {
         Ok(fault) => fault,
         Err(resp) => return resp,
     };
@@ -284,7 +286,7 @@ fn chat_events(
 // Text completions
 // ---------------------------------------------------------------------------------------------
 
-async fn completions(shared: &Shared, route: Route, req: Request) -> Response {
+async fn completions(shared: &Shared, route: Route, req: Request, arrived: Instant) -> Response {
     shared.stats.count_request(route);
     let body = match read_body(req).await {
         Ok(body) => body,
@@ -306,7 +308,7 @@ async fn completions(shared: &Shared, route: Route, req: Request) -> Response {
         return bad_request(&format!("'n' must be between 1 and {MAX_N}, got {n}."));
     }
     let streaming = request.stream.unwrap_or(false);
-    let fault = match prelude(shared, Api::Completions, streaming, prompts[0]).await {
+    let fault = match prelude(shared, arrived, Api::Completions, streaming, prompts[0]).await {
         Ok(fault) => fault,
         Err(resp) => return resp,
     };
@@ -404,7 +406,7 @@ fn text_choice<'a>(
 // Embeddings and the model list
 // ---------------------------------------------------------------------------------------------
 
-async fn embeddings(shared: &Shared, route: Route, req: Request) -> Response {
+async fn embeddings(shared: &Shared, route: Route, req: Request, arrived: Instant) -> Response {
     shared.stats.count_request(route);
     let body = match read_body(req).await {
         Ok(body) => body,
@@ -441,7 +443,7 @@ async fn embeddings(shared: &Shared, route: Route, req: Request) -> Response {
         }
     };
     let first = texts.first().map_or("", |t| t.as_ref());
-    let fault = match prelude(shared, Api::Embeddings, false, first).await {
+    let fault = match prelude(shared, arrived, Api::Embeddings, false, first).await {
         Ok(fault) => fault,
         Err(resp) => return resp,
     };
@@ -515,6 +517,7 @@ fn model_list() -> serde_json::Value {
 /// faults that replace the response entirely. `Ok` carries a fault that alters the response.
 async fn prelude(
     shared: &Shared,
+    arrived: Instant,
     api: Api,
     streaming: bool,
     user: &str,
@@ -532,7 +535,7 @@ async fn prelude(
     if shared.latency != super::Latency::None {
         let k = shared.draws.fetch_add(1, Ordering::Relaxed);
         let latency = shared.latency.sample(shared.seed, k);
-        if !shared.pause(latency).await {
+        if !shared.pause_until(arrived + latency).await {
             return Err(shutting_down());
         }
     }
@@ -572,7 +575,7 @@ async fn prelude(
             Err(resp)
         }
         Some(Fault::Hang(d)) => {
-            if shared.pause(d).await {
+            if shared.pause_until(Instant::now() + d).await {
                 Ok(None)
             } else {
                 Err(shutting_down())
