@@ -14,6 +14,7 @@ use super::openai::{
     response_format,
 };
 use super::stats::Route;
+use super::timer;
 use super::util::{
     base64, mix_all, seconds_text, sha_u64, split_deltas, truncate_words, unit, words,
 };
@@ -535,7 +536,7 @@ async fn prelude(
     if shared.latency != super::Latency::None {
         let k = shared.draws.fetch_add(1, Ordering::Relaxed);
         let latency = shared.latency.sample(shared.seed, k);
-        if !shared.pause_until(arrived + latency).await {
+        if !shared.pause_until(timer::after(arrived, latency)).await {
             return Err(shutting_down());
         }
     }
@@ -575,7 +576,7 @@ async fn prelude(
             Err(resp)
         }
         Some(Fault::Hang(d)) => {
-            if shared.pause_until(Instant::now() + d).await {
+            if shared.pause_until(timer::after(Instant::now(), d)).await {
                 Ok(None)
             } else {
                 Err(shutting_down())

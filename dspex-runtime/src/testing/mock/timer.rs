@@ -13,8 +13,15 @@
 use std::cmp::Reverse;
 use std::collections::BinaryHeap;
 use std::sync::{Arc, Condvar, Mutex, OnceLock, PoisonError, Weak};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 use tokio::sync::Notify;
+
+/// `d` after `t`; a duration too long for the clock (say `Duration::MAX` from a command line)
+/// ends a century on instead of overflowing.
+pub(super) fn after(t: Instant, d: Duration) -> Instant {
+    const CENTURY: Duration = Duration::from_secs(100 * 365 * 24 * 3600);
+    t.checked_add(d.min(CENTURY)).unwrap_or(t)
+}
 
 /// Sleeps until `deadline` (at once if it has passed).
 ///
@@ -159,7 +166,16 @@ impl Timers {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::time::Duration;
+
+    #[test]
+    fn an_endless_latency_does_not_overflow_the_clock() {
+        let now = Instant::now();
+        assert!(after(now, Duration::MAX) > now + Duration::from_secs(3600 * 24 * 365));
+        assert_eq!(
+            after(now, Duration::from_millis(5)),
+            now + Duration::from_millis(5)
+        );
+    }
 
     #[tokio::test]
     async fn sleeps_last_their_time_and_wake_in_deadline_order() {
