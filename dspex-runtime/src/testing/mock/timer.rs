@@ -61,12 +61,27 @@ struct Timers {
     changed: Condvar,
 }
 
-#[derive(Default)]
 struct Pending {
     heap: BinaryHeap<Reverse<Entry>>,
     /// Tie-breaker: sleeps with one deadline wake in the order they began.
     next: u64,
+    /// At this many entries the dropped sleeps are cleared out (they would otherwise stay
+    /// until their deadlines — forever for an endless hang whose client gave up).
+    prune_at: usize,
 }
+
+impl Default for Pending {
+    fn default() -> Self {
+        Pending {
+            heap: BinaryHeap::new(),
+            next: 0,
+            prune_at: PRUNE_MIN,
+        }
+    }
+}
+
+/// The fewest entries worth a clear-out.
+const PRUNE_MIN: usize = 4096;
 
 struct Entry {
     deadline: Instant,
@@ -101,6 +116,11 @@ impl Timers {
     fn add(&self, deadline: Instant, wake: Weak<Notify>) {
         let earliest = {
             let mut pending = self.lock();
+            if pending.heap.len() >= pending.prune_at {
+                pending.heap.retain(|Reverse(e)| e.wake.strong_count() > 0);
+                // Amortized: the next clear-out waits until the live entries have doubled.
+                pending.prune_at = (pending.heap.len() * 2).max(PRUNE_MIN);
+            }
             let seq = pending.next;
             pending.next += 1;
             let earliest = pending
@@ -199,15 +219,41 @@ mod tests {
         assert_eq!(order[2], 2, "{order:?}");
     }
 
+    #[test]
+    fn dropped_sleeps_are_cleared_out_and_live_ones_kept() {
+        let timers = Timers::default();
+        let far = Instant::now() + Duration::from_secs(3600);
+        let live: Vec<Arc<Notify>> = (0..10).map(|_| Arc::new(Notify::new())).collect();
+        for wake in &live {
+            timers.add(far, Arc::downgrade(wake));
+        }
+        for _ in 0..3 * PRUNE_MIN {
+            let dropped = Arc::new(Notify::new());
+            timers.add(far, Arc::downgrade(&dropped));
+        }
+        let pending = timers.lock();
+        assert!(
+            pending.heap.len() <= PRUNE_MIN + 1,
+            "{}",
+            pending.heap.len()
+        );
+        let kept = pending
+            .heap
+            .iter()
+            .filter(|Reverse(e)| e.wake.strong_count() > 0)
+            .count();
+        assert_eq!(kept, live.len());
+    }
+
     #[tokio::test]
-    async fn a_dropped_sleep_is_forgotten_and_a_past_deadline_returns_at_once() {
+    async fn a_dropped_sleep_does_not_hold_up_the_ones_behind_it() {
         let far = Instant::now() + Duration::from_secs(3600);
         let dropped = tokio::time::timeout(Duration::from_millis(5), sleep_until(far)).await;
         assert!(dropped.is_err());
-        // The forgotten hour-long sleep does not hold up a short one behind it.
         let start = Instant::now();
         sleep_until(start + Duration::from_millis(5)).await;
+        assert!(start.elapsed() >= Duration::from_millis(5));
+        // A deadline already past returns at once.
         sleep_until(start).await;
-        assert!(start.elapsed() < Duration::from_secs(60));
     }
 }
