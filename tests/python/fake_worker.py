@@ -27,6 +27,7 @@ Start-up flags (besides the real worker's --eager-import and --memory-mb):
   --protocol N          announce protocol N
   --exit-at-start N     write a line to stderr and exit with status N before `ready`
   --junk-first          send a `response` frame before `ready`
+  --kill-on-shutdown    SIGKILL itself on the `shutdown` operation instead of answering it
 """
 
 import argparse
@@ -54,6 +55,7 @@ def parse_args():
     p.add_argument("--protocol", type=int, default=1)
     p.add_argument("--exit-at-start", type=int)
     p.add_argument("--junk-first", action="store_true")
+    p.add_argument("--kill-on-shutdown", action="store_true")
     return p.parse_args()
 
 
@@ -70,8 +72,9 @@ def die_with_parent():
 
 
 class Worker:
-    def __init__(self, out):
+    def __init__(self, out, kill_on_shutdown=False):
         self.out = out
+        self.kill_on_shutdown = kill_on_shutdown
         self.write_lock = threading.Lock()
         self.jobs = queue.Queue()
         self.busy = False
@@ -217,6 +220,8 @@ class Worker:
             del self.objects[oid]
             return {}
         if op == "shutdown":
+            if self.kill_on_shutdown:
+                os.kill(os.getpid(), signal.SIGKILL)
             return {}
         raise ValueError(f"unknown op {op!r}")
 
@@ -324,7 +329,7 @@ def main():
     sys.stdout = sys.stderr
     out = os.fdopen(proto, "wb", buffering=0)
     inp = os.fdopen(0, "rb", buffering=0)
-    worker = Worker(out)
+    worker = Worker(out, kill_on_shutdown=args.kill_on_shutdown)
     if args.exit_at_start is not None:
         sys.stderr.write("fake worker: exiting at start as asked\n")
         sys.stderr.flush()

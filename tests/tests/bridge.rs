@@ -11,7 +11,7 @@ mod common;
 use common::chaos;
 use dspex::bridge::{
     AffinityMode, BridgeError, BridgedModule, Optimization, Pool, PoolBuilder, RequestOptions,
-    RestartBreaker, WorkerState,
+    RestartBreaker, ShutdownReport, WorkerState,
 };
 use dspex::lm::{LM, track_usage};
 use dspex::settings::{Settings, with_settings};
@@ -843,6 +843,55 @@ async fn shutdown_drains_then_escalates() {
         let report = pool.shutdown().await;
         assert_eq!(report.killed, 1, "{report:?}");
         eventually(5, "the frozen worker is gone", || !alive(frozen)).await;
+    })
+    .await;
+}
+
+/// A worker that dies of a signal instead of leaving on the `shutdown` request did not stop
+/// gracefully. The real-worker chaos run met this as a worker SIGKILLed a moment before
+/// `shutdown`, which the pool had not seen die yet: still listed as ready, it "exited" at once and
+/// was counted as graceful.
+#[tokio::test]
+async fn a_worker_dying_of_a_signal_at_shutdown_is_not_counted_as_graceful() {
+    within(60, async {
+        let pool = pool()
+            .workers(2)
+            .arg("--kill-on-shutdown")
+            .build()
+            .await
+            .expect("the pool starts");
+        let pids = pool.worker_pids();
+        let report = pool.shutdown().await;
+        assert_eq!(
+            report,
+            ShutdownReport {
+                failed: 2,
+                ..ShutdownReport::default()
+            }
+        );
+        for pid in pids {
+            eventually(5, "workers exited", || !alive(pid)).await;
+        }
+    })
+    .await;
+}
+
+/// The chaos runs' end, without the wait: a worker SIGKILLed just before `shutdown` is never
+/// counted as graceful, whether the pool had seen it die (it is no longer among the workers) or
+/// not yet (it counts as `failed`).
+#[tokio::test]
+async fn a_worker_killed_just_before_shutdown_is_not_counted_as_graceful() {
+    within(60, async {
+        let pool = pool().workers(2).build().await.expect("the pool starts");
+        let victim = pool.worker_pids()[0];
+        signal(victim, "KILL");
+        let report = pool.shutdown().await;
+        assert_eq!(
+            (report.graceful, report.terminated, report.killed),
+            (1, 0, 0),
+            "{report:?}"
+        );
+        assert!(report.failed <= 1, "{report:?}");
     })
     .await;
 }

@@ -15,7 +15,7 @@ mod common;
 
 use common::bridge::within;
 use common::{chaos, venv_python};
-use dspex::bridge::{BridgeError, Pool, RestartBreaker};
+use dspex::bridge::{BridgeError, Pool, RestartBreaker, ShutdownReport};
 use std::time::Duration;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -58,12 +58,24 @@ async fn chaos_10000_calls_to_real_workers_with_one_killed_every_100ms() {
             stats.retries > 0,
             "kills interrupted calls in flight, which were retried: {report:?} {stats:?}"
         );
-        // Every worker stops without SIGKILL. Asserting that all four leave on the shutdown
-        // request alone failed in about one run in six (3 of 4; not yet diagnosed — perhaps a
-        // replacement started by the last kills missing the grace period), so SIGTERM counts.
+        // Every worker leaves on the shutdown request. This failed in about one run in six with
+        // `graceful: 3` (3 of 4; nothing needed SIGTERM): the killer fired once more after the
+        // last call, and `chaos::run` took the pool's view for the truth — a worker killed a
+        // moment before is still listed as ready until the pool reads its end, so "back to four
+        // ready workers" passed with a dead one among them. When the pool saw the death between
+        // that check and `shutdown`, it left three workers (the replacement, in its restart
+        // backoff, is not started once shutdown begins); when it saw it later, the dead worker
+        // "exited" at once and counted as graceful. Now the killer stops with the calls,
+        // `chaos::run` waits until the pool has seen every kill, and a worker that dies of a
+        // signal counts as `failed`, not `graceful`.
         let shutdown = pool.shutdown().await;
-        assert_eq!(shutdown.killed, 0, "{shutdown:?}");
-        assert_eq!(shutdown.graceful + shutdown.terminated, 4, "{shutdown:?}");
+        assert_eq!(
+            shutdown,
+            ShutdownReport {
+                graceful: 4,
+                ..ShutdownReport::default()
+            }
+        );
     })
     .await;
 }

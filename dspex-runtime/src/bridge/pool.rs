@@ -248,15 +248,20 @@ pub struct PoolStats {
     pub recently_gone: Vec<WorkerInfo>,
 }
 
-/// What [`Pool::shutdown`] did.
+/// What [`Pool::shutdown`] did with each worker it found in the pool.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub struct ShutdownReport {
-    /// Workers that exited after the `shutdown` operation or end of stdin.
+    /// Workers that exited after the `shutdown` operation or end of stdin (with status 0, as
+    /// the protocol says).
     pub graceful: usize,
     /// Workers that exited after SIGTERM.
     pub terminated: usize,
     /// Workers that had to be killed.
     pub killed: usize,
+    /// Workers that died without being asked to, before SIGTERM: already dead when shutdown
+    /// reached them (crashed, or killed by another process, the pool not having seen it yet),
+    /// or dead of a signal or an error status while they drained.
+    pub failed: usize,
 }
 
 /// The restart breaker: more than `max_restarts` restarts within `window` pause restarts for
@@ -1363,9 +1368,15 @@ enum Stopped {
     Graceful,
     Terminated,
     Killed,
+    Failed,
 }
 
 /// `shutdown`, close stdin, wait; then SIGTERM, wait; then SIGKILL.
+///
+/// A worker that exits before SIGTERM left gracefully only if it exited with status 0: one that
+/// had died already (a crash, or a SIGKILL from another process that the pool has not seen yet,
+/// so that it was still listed as ready) also "exits" at once, and must not count as stopped by
+/// the shutdown.
 async fn stop_worker(worker: &Arc<Worker>, grace: Duration, term_grace: Duration) -> Stopped {
     let deadline = Instant::now() + grace;
     if !worker.state().is_terminal() {
@@ -1375,7 +1386,15 @@ async fn stop_worker(worker: &Arc<Worker>, grace: Duration, term_grace: Duration
     worker.close_stdin();
     let left = deadline.saturating_duration_since(Instant::now());
     if worker.wait_exit(left).await {
-        return Stopped::Graceful;
+        if worker.exited_cleanly() {
+            return Stopped::Graceful;
+        }
+        tracing::warn!(
+            target: "dspex::bridge",
+            worker = %worker.wref, reason = worker.failure().as_deref().unwrap_or("it exited"),
+            "worker died on its own during shutdown"
+        );
+        return Stopped::Failed;
     }
     tracing::warn!(target: "dspex::bridge", worker = %worker.wref, "worker did not exit in time: SIGTERM");
     worker.terminate();
@@ -1557,6 +1576,10 @@ impl Pool {
     /// within the shutdown grace; then each worker gets the `shutdown` operation and end of
     /// stdin; one that has not exited by the end of the grace gets SIGTERM (sent to its process
     /// group with `kill(1)`), and after the term grace SIGKILL. Idempotent.
+    ///
+    /// The report counts the workers in the pool when it is called. A replacement not started
+    /// yet (a worker died just before) is not started; one still starting is killed when its
+    /// start ends; neither is counted.
     pub async fn shutdown(&self) -> ShutdownReport {
         let shared = &self.shared;
         let (workers, waiters) = {
@@ -1590,6 +1613,7 @@ impl Pool {
                 Stopped::Graceful => report.graceful += 1,
                 Stopped::Terminated => report.terminated += 1,
                 Stopped::Killed => report.killed += 1,
+                Stopped::Failed => report.failed += 1,
             }
         }
         {

@@ -206,6 +206,8 @@ struct Inner {
     calls: u64,
     rss_mb: Option<f64>,
     exit: Option<String>,
+    /// The exit status's code, when the process exited by itself (not by a signal).
+    exit_code: Option<i32>,
 }
 
 /// How a lease on a worker ended.
@@ -400,6 +402,7 @@ impl Worker {
                 calls: 0,
                 rss_mb: None,
                 exit: None,
+                exit_code: None,
             }),
             stderr: tail,
             request_ids,
@@ -886,8 +889,19 @@ impl Worker {
         tokio::time::timeout(timeout, idle).await.is_ok()
     }
 
-    fn record_exit(self: &Arc<Self>, description: String) {
-        lock(&self.inner).exit = Some(description.clone());
+    /// Whether the process has exited by itself with status 0, as a worker does after the
+    /// `shutdown` operation or end of stdin; false while it runs, and after a crash, a signal or
+    /// an error status.
+    pub(crate) fn exited_cleanly(&self) -> bool {
+        lock(&self.inner).exit_code == Some(0)
+    }
+
+    fn record_exit(self: &Arc<Self>, code: Option<i32>, description: String) {
+        {
+            let mut inner = lock(&self.inner);
+            inner.exit = Some(description.clone());
+            inner.exit_code = code;
+        }
         self.fail(description);
         // Wake wait_exit even when fail() had nothing to do.
         self.state_tx.send_modify(|_| {});
@@ -1075,11 +1089,11 @@ async fn watch_exit(
             },
         }
     };
-    let description = match status {
-        Ok(status) => describe_exit(&status),
-        Err(e) => format!("could not be waited for: {e}"),
+    let (code, description) = match status {
+        Ok(status) => (status.code(), describe_exit(&status)),
+        Err(e) => (None, format!("could not be waited for: {e}")),
     };
-    worker.record_exit(description);
+    worker.record_exit(code, description);
 }
 
 /// Sends `signal` to the process group `pgid` with `kill(1)` (the workspace forbids `unsafe`,

@@ -164,6 +164,10 @@ pub(crate) mod chaos {
     /// SIGKILLed every 100 ms; then checks the bar: ≥ 99.9 % of the calls succeed, none
     /// hangs (30 s each), the pool is back to `plan.workers` ready workers, and no killed worker
     /// process is left running. A call that answers wrongly panics inside `call`.
+    ///
+    /// Kills stop with the calls, and the run returns only once the pool has seen every kill
+    /// (no killed worker is still among its workers) and is back to full size, so every worker
+    /// left is a live process: a caller may then expect all of them to stop gracefully.
     pub(crate) async fn run<F, Fut>(pool: &Pool, plan: Plan, call: F) -> Report
     where
         F: Fn(Pool, usize) -> Fut + Send + Sync + 'static,
@@ -177,11 +181,17 @@ pub(crate) mod chaos {
         let killer = {
             let (pool, done, kills) = (pool.clone(), done.clone(), kills.clone());
             tokio::spawn(async move {
-                // Every worker process seen, with its start time (pids are reused).
+                // Every worker process seen, and every one killed, with its start time (pids
+                // are reused).
                 let mut seen: HashMap<u32, u64> = HashMap::new();
+                let mut killed: HashMap<u32, u64> = HashMap::new();
                 let mut seed = 0x2545_f491_4f6c_dd1du64;
-                while !done.load(Ordering::Relaxed) {
+                loop {
                     tokio::time::sleep(Duration::from_millis(100)).await;
+                    // Checked after the sleep: a kill after the last call would go unchecked.
+                    if done.load(Ordering::Relaxed) {
+                        break;
+                    }
                     let pids = pool.worker_pids();
                     for pid in &pids {
                         if let Some((_, start)) = stat(*pid) {
@@ -195,16 +205,19 @@ pub(crate) mod chaos {
                     seed ^= seed >> 7;
                     seed ^= seed << 17;
                     let pid = pids[(seed % pids.len() as u64) as usize];
-                    let killed = tokio::process::Command::new("kill")
+                    let ok = tokio::process::Command::new("kill")
                         .args(["-s", "KILL", &pid.to_string()])
                         .status()
                         .await
                         .is_ok_and(|s| s.success());
-                    if killed {
+                    if ok {
                         kills.fetch_add(1, Ordering::Relaxed);
+                        if let Some(start) = seen.get(&pid) {
+                            killed.insert(pid, *start);
+                        }
                     }
                 }
-                seen
+                (seen, killed)
             })
         };
         let tasks: Vec<_> = (0..plan.callers)
@@ -247,7 +260,7 @@ pub(crate) mod chaos {
         }
         report.took = started.elapsed();
         done.store(true, Ordering::Relaxed);
-        let seen = killer.await.expect("the killer joins");
+        let (seen, killed) = killer.await.expect("the killer joins");
         report.kills = kills.load(Ordering::Relaxed);
 
         assert!(report.calls >= plan.min_calls, "{report:?}");
@@ -260,10 +273,23 @@ pub(crate) mod chaos {
             report.kills,
             report.errors
         );
+        // A worker killed a moment ago is still listed, `Ready`, until the pool reads the end of
+        // its stdout or its exit: wait until none is (its pid gone from the pool, or reused by a
+        // process that started later), then for its replacement.
         let deadline = Instant::now() + Duration::from_secs(60);
         loop {
             let s = pool.stats();
-            if s.ready == plan.workers && s.starting == 0 && s.workers.len() == plan.workers {
+            let unseen_kill = s.workers.iter().any(|w| {
+                let pid = w.worker.pid;
+                killed
+                    .get(&pid)
+                    .is_some_and(|start| stat(pid).is_none_or(|(_, now)| now == *start))
+            });
+            if !unseen_kill
+                && s.ready == plan.workers
+                && s.starting == 0
+                && s.workers.len() == plan.workers
+            {
                 break;
             }
             assert!(
