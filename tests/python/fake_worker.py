@@ -28,6 +28,8 @@ Start-up flags (besides the real worker's --eager-import and --memory-mb):
   --exit-at-start N     write a line to stderr and exit with status N before `ready`
   --junk-first          send a `response` frame before `ready`
   --kill-on-shutdown    SIGKILL itself on the `shutdown` operation instead of answering it
+  --hang-if-exists PATH if PATH exists at start, append this process's pid to it and never
+                        send `ready` (later workers of one pool hang while the first start)
 """
 
 import argparse
@@ -56,6 +58,7 @@ def parse_args():
     p.add_argument("--exit-at-start", type=int)
     p.add_argument("--junk-first", action="store_true")
     p.add_argument("--kill-on-shutdown", action="store_true")
+    p.add_argument("--hang-if-exists")
     return p.parse_args()
 
 
@@ -338,6 +341,10 @@ def main():
         time.sleep(args.ready_delay)
     if args.junk_first:
         worker.send({"kind": "response", "id": 0, "ok": {}})
+    if args.hang_if_exists and os.path.exists(args.hang_if_exists):
+        with open(args.hang_if_exists, "a") as f:
+            f.write(f"{os.getpid()}\n")
+        args.no_ready = True
     if args.no_ready:
         while True:
             time.sleep(3600)

@@ -896,6 +896,48 @@ async fn a_worker_killed_just_before_shutdown_is_not_counted_as_graceful() {
     .await;
 }
 
+/// A replacement still starting when the pool shuts down is abandoned and its process killed
+/// before `shutdown` returns (it used to live on until its start ended — up to the start
+/// timeout — and was then killed uncounted).
+#[tokio::test]
+async fn a_start_under_way_at_shutdown_is_abandoned_and_its_process_killed() {
+    within(60, async {
+        let dir = tempfile::tempdir().expect("a temporary directory");
+        let hang = dir.path().join("hang");
+        let pool = pool()
+            .worker_args([fake_worker(), "--hang-if-exists".into(), hang.clone()])
+            .workers(1)
+            .start_timeout(Duration::from_secs(600))
+            .build()
+            .await
+            .expect("the pool starts");
+        // From now on a new worker hangs before `ready` and writes its pid to `hang`.
+        std::fs::write(&hang, "").expect("the hang file");
+        let victim = pool.worker_pids()[0];
+        signal(victim, "KILL");
+        let mut starting = 0;
+        eventually(30, "a replacement is starting", || {
+            starting = std::fs::read_to_string(&hang)
+                .ok()
+                .and_then(|text| text.lines().next().and_then(|l| l.trim().parse().ok()))
+                .unwrap_or(0);
+            starting != 0
+        })
+        .await;
+        assert!(alive(starting));
+        let report = pool.shutdown().await;
+        assert_eq!(report.abandoned_starts, 1, "{report:?}");
+        assert_eq!(
+            (report.graceful, report.terminated, report.killed),
+            (0, 0, 0),
+            "{report:?}"
+        );
+        // SIGKILL was sent before `shutdown` returned; the exit itself may take a moment.
+        eventually(10, "the abandoned worker is gone", || !alive(starting)).await;
+    })
+    .await;
+}
+
 async fn pool_for_escalation() -> Pool {
     pool()
         .workers(1)

@@ -17,7 +17,8 @@ use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, Weak};
 use std::time::{Duration, Instant};
-use tokio::sync::oneshot;
+use tokio::sync::{oneshot, watch};
+use tokio::task::JoinSet;
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|e| e.into_inner())
@@ -262,6 +263,9 @@ pub struct ShutdownReport {
     /// reached them (crashed, or killed by another process, the pool not having seen it yet),
     /// or dead of a signal or an error status while they drained.
     pub failed: usize,
+    /// Worker starts under way (a replacement, or an extra worker for a queue), abandoned:
+    /// their processes were killed before they joined the pool.
+    pub abandoned_starts: usize,
 }
 
 /// The restart breaker: more than `max_restarts` restarts within `window` pause restarts for
@@ -627,6 +631,8 @@ impl PoolBuilder {
             request_ids: Arc::new(AtomicU64::new(1)),
             next_worker: AtomicU64::new(1),
             next_session: AtomicU64::new(1),
+            stop: watch::Sender::new(false),
+            starts: Mutex::new(JoinSet::new()),
         });
         lock(&shared.state).starting = min;
         let starts = (0..min).map(|_| shared.start_one());
@@ -718,6 +724,35 @@ pub(crate) struct Shared {
     request_ids: Arc<AtomicU64>,
     next_worker: AtomicU64,
     next_session: AtomicU64,
+    /// Turns `true` when the pool shuts down: starts under way are abandoned.
+    stop: watch::Sender<bool>,
+    /// The tasks starting replacement and overflow workers; each ends `true` if it abandoned a
+    /// start whose process was already running.
+    starts: Mutex<JoinSet<bool>>,
+}
+
+/// Resolves once the pool stops (the flag turns `true`, or the pool is gone).
+async fn stopped(stop: &mut watch::Receiver<bool>) {
+    // The guard `wait_for` returns is not `Send`: let go of it here.
+    let _ = stop.wait_for(|stop| *stop).await.is_ok();
+}
+
+/// Kills a worker whose start was abandoned during its init operations (the start's future
+/// was dropped), unless [`kept`](Self::kept).
+struct KillUnlessKept(Option<Arc<Worker>>);
+
+impl KillUnlessKept {
+    fn kept(mut self) -> Option<Arc<Worker>> {
+        self.0.take()
+    }
+}
+
+impl Drop for KillUnlessKept {
+    fn drop(&mut self) {
+        if let Some(worker) = self.0.take() {
+            worker.force_kill();
+        }
+    }
 }
 
 /// A worker checked out for one call; dropping it gives the worker back.
@@ -786,11 +821,15 @@ impl Shared {
 
     /// Spawns a worker and runs the init operations on it. The caller has counted it in
     /// `starting`; this does not touch the state.
+    ///
+    /// Dropping the future kills the process: before `ready` the child is killed on drop,
+    /// during the init operations by a guard.
     async fn start_one(&self) -> Result<Arc<Worker>, BridgeError> {
         let id = self.next_worker.fetch_add(1, Ordering::Relaxed);
         let hooks: Weak<dyn WorkerHooks> = self.weak.clone();
         let worker =
             Worker::spawn(id, &self.worker_config, self.request_ids.clone(), hooks).await?;
+        let guard = KillUnlessKept(Some(worker.clone()));
         for op in &self.config.init {
             if let Err(e) = worker
                 .request(
@@ -801,10 +840,12 @@ impl Shared {
                 )
                 .await
             {
+                drop(guard.kept());
                 worker.kill(format!("init `{}` failed", op.name()));
                 return Err(e);
             }
         }
+        drop(guard.kept());
         Ok(worker)
     }
 
@@ -936,35 +977,60 @@ impl Shared {
             tracing::error!(target: "dspex::bridge", "no tokio runtime: cannot start a worker");
             return;
         };
-        runtime.spawn(async move {
-            if !delay.is_zero() {
-                tokio::time::sleep(delay).await;
-            }
-            let Some(shared) = weak.upgrade() else {
-                return;
+        let mut stop = self.stop.subscribe();
+        let task = async move {
+            // `None`: abandoned before a process was spawned.
+            let run = async {
+                if !delay.is_zero() {
+                    tokio::time::sleep(delay).await;
+                }
+                let shared = weak.upgrade()?;
+                if lock(&shared.state).shutting_down {
+                    return None;
+                }
+                Some(shared)
             };
-            if lock(&shared.state).shutting_down {
+            let abandoned = tokio::select! {
+                shared = run => match shared {
+                    Some(shared) => {
+                        // Hold only a weak reference while the worker starts, so dropping the
+                        // pool is not delayed.
+                        let start = {
+                            let shared = shared.clone();
+                            async move { shared.start_one().await }
+                        };
+                        drop(shared);
+                        tokio::select! {
+                            result = start => {
+                                match weak.upgrade() {
+                                    Some(shared) => shared.started(result),
+                                    None => {
+                                        if let Ok(w) = result {
+                                            w.force_kill();
+                                        }
+                                    }
+                                }
+                                return false;
+                            }
+                            // Shutdown (or the pool dropped): the start's future is dropped,
+                            // which kills its process.
+                            () = stopped(&mut stop) => true,
+                        }
+                    }
+                    None => false,
+                },
+                () = stopped(&mut stop) => false,
+            };
+            if let Some(shared) = weak.upgrade() {
                 let mut st = lock(&shared.state);
                 st.starting = st.starting.saturating_sub(1);
-                return;
             }
-            // Hold only a weak reference while the worker starts, so dropping the pool is not
-            // delayed.
-            let start = {
-                let shared = shared.clone();
-                async move { shared.start_one().await }
-            };
-            drop(shared);
-            let result = start.await;
-            match weak.upgrade() {
-                Some(shared) => shared.started(result),
-                None => {
-                    if let Ok(w) = result {
-                        w.force_kill();
-                    }
-                }
-            }
-        });
+            abandoned
+        };
+        let mut starts = lock(&self.starts);
+        // Forget the finished ones, so the set holds only starts under way.
+        while starts.try_join_next().is_some() {}
+        starts.spawn_on(task, &runtime);
     }
 
     fn on_worker_down(self: &Arc<Self>, worker: &Arc<Worker>) {
@@ -1578,8 +1644,9 @@ impl Pool {
     /// group with `kill(1)`), and after the term grace SIGKILL. Idempotent.
     ///
     /// The report counts the workers in the pool when it is called. A replacement not started
-    /// yet (a worker died just before) is not started; one still starting is killed when its
-    /// start ends; neither is counted.
+    /// yet (a worker died just before) is not started; a start under way is abandoned and its
+    /// process killed before this returns (counted in
+    /// [`abandoned_starts`](ShutdownReport::abandoned_starts)).
     pub async fn shutdown(&self) -> ShutdownReport {
         let shared = &self.shared;
         let (workers, waiters) = {
@@ -1591,6 +1658,13 @@ impl Pool {
                 std::mem::take(&mut st.waiters),
             )
         };
+        // Starts under way end now, their processes killed, so that none outlives the pool.
+        shared.stop.send_replace(true);
+        let mut starts = std::mem::take(&mut *lock(&shared.starts));
+        let mut report = ShutdownReport::default();
+        while let Some(joined) = starts.join_next().await {
+            report.abandoned_starts += usize::from(joined.unwrap_or(false));
+        }
         for w in waiters {
             let _ = w.tx.send(Err(BridgeError::ShutDown));
         }
@@ -1607,7 +1681,6 @@ impl Pool {
             let left = deadline.saturating_duration_since(Instant::now());
             stop_worker(w, left.max(Duration::from_millis(100)), term).await
         });
-        let mut report = ShutdownReport::default();
         for stopped in futures_util::future::join_all(stops).await {
             match stopped {
                 Stopped::Graceful => report.graceful += 1,
