@@ -62,6 +62,23 @@ def jsonable(value):
     return str(value)
 
 
+def _with_field_specs(signature, fields):
+    """`signature` with the fields' descriptions and prefixes of a `create`'s `fields`."""
+    for name, spec in fields.items():
+        if name not in signature.fields:
+            known = ", ".join(signature.fields)
+            raise BadRequest(f"`fields` names `{name}`, which the signature does not have ({known})")
+        if not isinstance(spec, dict) or not spec:
+            raise BadRequest(f"`fields.{name}` must be an object with `desc` and/or `prefix`")
+        for key, value in spec.items():
+            if key not in ("desc", "prefix"):
+                raise BadRequest(f"`fields.{name}` has `{key}`; only `desc` and `prefix` are known")
+            if not isinstance(value, str):
+                raise BadRequest(f"`fields.{name}.{key}` must be a string")
+        signature = signature.with_updated_fields(name, **spec)
+    return signature
+
+
 def _arg(request, key, kind, required=True, default=None):
     if key not in request or request[key] is None:
         if required:
@@ -185,11 +202,18 @@ class Operations:
         signature = _arg(request, "signature", str, required=False)
         instructions = _arg(request, "instructions", str, required=False)
         kwargs = self._module_kwargs(_arg(request, "kwargs", dict, required=False, default={}))
+        fields = _arg(request, "fields", dict, required=False, default={})
         session = _arg(request, "session", str, required=False)
-        if instructions is not None:
+        if instructions is not None or fields:
             if signature is None:
-                raise BadRequest("`instructions` need a `signature` to belong to")
-            signature = dspy.Signature(signature, instructions)
+                which = "`instructions`" if instructions is not None else "`fields`"
+                raise BadRequest(f"{which} need a `signature` to belong to")
+            signature = (
+                dspy.Signature(signature, instructions)
+                if instructions is not None
+                else dspy.Signature(signature)
+            )
+            signature = _with_field_specs(signature, fields)
         module = cls(signature, **kwargs) if signature is not None else cls(**kwargs)
         self.checkpoint()
         self._ids += 1

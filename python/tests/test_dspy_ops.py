@@ -297,3 +297,35 @@ def test_create_with_instructions(bridged):
     assert default == "Given the fields `question`, produce the fields `answer`."
     assert bridged.error("create", module="Predict", instructions="Be brief.")["type"] == "BadRequest"
     assert bridged.error("create", module="Predict", signature="a -> b", instructions=5)["type"] == "BadRequest"
+
+
+def test_create_with_field_descriptions_and_prefixes(bridged):
+    bridged.call("create", module="Predict", signature="question -> answer",
+                 fields={"answer": {"desc": "a number, digits only", "prefix": "Result:"},
+                         "question": {"desc": "an arithmetic question"}})
+    fields = bridged.call("save_state", object="o1")["state"]["signature"]["fields"]
+    assert fields == [
+        {"prefix": "Question:", "description": "an arithmetic question"},
+        {"prefix": "Result:", "description": "a number, digits only"},
+    ]
+    seen = []
+
+    def lm(request):
+        seen.append(request)
+        return [chat_completion(answer="4")]
+
+    bridged.call("call", object="o1", inputs={"question": "2 + 2?"}, on_lm=lm)
+    system = seen[0]["messages"][0]["content"]
+    assert "a number, digits only" in system and "an arithmetic question" in system
+    # Without instructions, DSPy's default ones stay.
+    state = bridged.call("save_state", object="o1")["state"]
+    assert state["signature"]["instructions"] == "Given the fields `question`, produce the fields `answer`."
+    for bad in [
+        {"fields": {"answer": {"desc": "x"}}},  # no signature
+        {"signature": "a -> b", "fields": {"c": {"desc": "x"}}},  # no such field
+        {"signature": "a -> b", "fields": {"b": {"type": "int"}}},  # unknown key
+        {"signature": "a -> b", "fields": {"b": {"desc": 5}}},  # not a string
+        {"signature": "a -> b", "fields": {"b": "x"}},  # not an object
+        {"signature": "a -> b", "fields": ["b"]},  # not an object at all
+    ]:
+        assert bridged.error("create", module="Predict", **bad)["type"] == "BadRequest", bad

@@ -150,12 +150,12 @@ async fn state_optimizers_and_python_errors_through_the_real_worker() {
 struct Sum {
     #[input]
     question: String,
-    #[output]
+    #[output(desc = "the number alone", prefix = "Result:")]
     answer: String,
 }
 
 #[tokio::test]
-async fn signature_instructions_reach_dspy() {
+async fn signature_instructions_and_field_descriptions_reach_dspy() {
     use dspex::bridge::{BridgedPredict, Route, Router};
     use dspex::{DynSignature, Signature};
 
@@ -180,6 +180,14 @@ async fn signature_instructions_reach_dspy() {
         assert_eq!(sum.instructions(), Some("Answer with the number only."));
         assert_eq!(sum.signature(), Sum::signature().to_string());
         let state = sum.save_state().await.expect("save");
+        // So do its fields' descriptions and prefixes where they are not DSPy's defaults.
+        assert_eq!(
+            state["signature"]["fields"],
+            json!([
+                {"prefix": "Question:", "description": "${question}"},
+                {"prefix": "Result:", "description": "the number alone"},
+            ])
+        );
         assert_eq!(
             instructions_of(state).as_deref(),
             Some("Answer with the number only.")

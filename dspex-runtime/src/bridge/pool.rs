@@ -1807,7 +1807,8 @@ impl Session {
 
     /// Creates a DSPy module (`dspy.<module>(signature, **kwargs)`) in this session; its object
     /// id. A [`DynSignature`](crate::signature::DynSignature) brings its instructions
-    /// ([`SignatureArg::instructions`]); a string, DSPy's default ones.
+    /// ([`SignatureArg::instructions`]) and its field descriptions and prefixes
+    /// ([`SignatureArg::fields`]); a string, DSPy's defaults.
     pub async fn create(
         &self,
         module: impl Into<String>,
@@ -1819,6 +1820,7 @@ impl Session {
             module: module.into(),
             signature: signature.text(),
             instructions: signature.instructions(),
+            fields: signature.fields(),
             kwargs,
             session: None,
         };

@@ -145,7 +145,8 @@ where
 {
     /// Creates `dspy.<module>(signature)` in a new strict-queue session of `pool`. The
     /// signature is a string (DSPy's default instructions) or a
-    /// [`DynSignature`](crate::signature::DynSignature), whose instructions go along.
+    /// [`DynSignature`](crate::signature::DynSignature), whose instructions, field descriptions
+    /// and prefixes go along.
     pub async fn create(
         pool: &Pool,
         module: impl Into<String>,
@@ -160,8 +161,9 @@ where
         .await
     }
 
-    /// Creates `dspy.<module>` for the dspex signature `S` (its field names, DSPy types and
-    /// instructions; field descriptions are not sent) in a new strict-queue session.
+    /// Creates `dspy.<module>` for the dspex signature `S` (its field names, DSPy types,
+    /// instructions, and the field descriptions and prefixes that are not DSPy's defaults) in a
+    /// new strict-queue session.
     pub async fn for_signature<S>(
         pool: &Pool,
         module: impl Into<String>,

@@ -531,6 +531,10 @@ pub enum Op {
         /// default ones when `None`.
         #[serde(default, skip_serializing_if = "Option::is_none")]
         instructions: Option<String>,
+        /// Field descriptions and prefixes that differ from DSPy's defaults, by field name:
+        /// `{"answer": {"desc": "a number", "prefix": "Answer:"}}`.
+        #[serde(default, skip_serializing_if = "Map::is_empty")]
+        fields: Map<String, Value>,
         /// Other constructor arguments.
         #[serde(default, skip_serializing_if = "Map::is_empty")]
         kwargs: Map<String, Value>,
@@ -719,6 +723,7 @@ mod tests {
                     module: "ChainOfThought".into(),
                     signature: "question -> answer".into(),
                     instructions: None,
+                    fields: Map::new(),
                     kwargs: Map::new(),
                     session: Some("s1".into()),
                 },
@@ -730,6 +735,7 @@ mod tests {
                     module: "Predict".into(),
                     signature: "question -> answer".into(),
                     instructions: Some("Answer in one word.".into()),
+                    fields: Map::new(),
                     kwargs: Map::new(),
                     session: None,
                 },

@@ -142,6 +142,28 @@ impl SignatureArg {
         }
     }
 
+    /// The field descriptions and prefixes DSPy gets with the signature, by field name: a
+    /// [`DynSignature`]'s that differ from DSPy's defaults (`${name}`, `Name:`); none for a
+    /// string.
+    pub fn fields(&self) -> Map<String, Value> {
+        let SignatureArg::Dyn(s) = self else {
+            return Map::new();
+        };
+        s.fields()
+            .filter_map(|f| {
+                let mut spec = Map::new();
+                if let Some(desc) = f.description() {
+                    spec.insert("desc".into(), Value::from(desc));
+                }
+                let default_prefix = format!("{}:", dspex_grammar::infer_prefix(f.name()));
+                if f.prefix() != default_prefix {
+                    spec.insert("prefix".into(), Value::from(f.prefix()));
+                }
+                (!spec.is_empty()).then(|| (f.name().to_string(), Value::Object(spec)))
+            })
+            .collect()
+    }
+
     fn parse(&self) -> Result<DynSignature, SignatureError> {
         match self {
             SignatureArg::Text(s) => DynSignature::parse(s),
@@ -683,6 +705,21 @@ mod tests {
             .build()
             .expect("a runtime")
             .block_on(fut)
+    }
+
+    #[test]
+    fn only_field_descriptions_and_prefixes_that_differ_from_dspys_go_to_the_worker() {
+        assert!(SignatureArg::from("question -> answer").fields().is_empty());
+        let plain = DynSignature::parse("search_query -> answer").expect("parses");
+        assert!(SignatureArg::from(&plain).fields().is_empty());
+        let custom = plain
+            .with_updated_field("answer", |f| f.with_desc("one word"))
+            .and_then(|s| s.with_updated_field("search_query", |f| f.with_prefix("Query:")))
+            .expect("updates");
+        assert_eq!(
+            Value::Object(SignatureArg::from(custom).fields()),
+            json!({"answer": {"desc": "one word"}, "search_query": {"prefix": "Query:"}})
+        );
     }
 
     #[test]
