@@ -174,7 +174,7 @@ async fn signature_instructions_and_field_descriptions_reach_dspy() {
         };
 
         // A typed signature's doc comment becomes the DSPy signature's instructions.
-        let sum = BridgedPredict::<Sum>::for_signature::<Sum>(&pool, "Predict")
+        let sum: BridgedPredict<Sum> = BridgedModule::for_signature::<Sum>(&pool, "Predict")
             .await
             .expect("create");
         assert_eq!(sum.instructions(), Some("Answer with the number only."));

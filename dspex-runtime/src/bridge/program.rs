@@ -163,7 +163,8 @@ where
 
     /// Creates `dspy.<module>` for the dspex signature `S` (its field names, DSPy types,
     /// instructions, and the field descriptions and prefixes that are not DSPy's defaults) in a
-    /// new strict-queue session.
+    /// new strict-queue session. `S` is named once; the input and output types follow from it:
+    /// `BridgedModule::for_signature::<QA>(&pool, "ChainOfThought")`, a [`BridgedPredict<QA>`].
     pub async fn for_signature<S>(
         pool: &Pool,
         module: impl Into<String>,
