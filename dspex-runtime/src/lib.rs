@@ -10,6 +10,8 @@ pub mod bridge;
 pub mod error;
 pub mod evaluate;
 pub mod example;
+#[cfg(any(unix, feature = "testing"))]
+mod flag;
 pub mod lm;
 pub mod module;
 pub mod optimize;

@@ -8,6 +8,7 @@ use super::router::SignatureArg;
 use super::worker::{
     DEFAULT_ENV_ALLOW, LeaseEnd, Worker, WorkerConfig, WorkerHooks, WorkerInfo, WorkerState,
 };
+use crate::flag;
 use crate::lm::LanguageModel;
 use serde::de::DeserializeOwned;
 use serde_json::{Map, Value};
@@ -731,12 +732,6 @@ pub(crate) struct Shared {
     starts: Mutex<JoinSet<bool>>,
 }
 
-/// Resolves once the pool stops (the flag turns `true`, or the pool is gone).
-async fn stopped(stop: &mut watch::Receiver<bool>) {
-    // The guard `wait_for` returns is not `Send`: let go of it here.
-    let _ = stop.wait_for(|stop| *stop).await.is_ok();
-}
-
 /// Kills a worker whose start was abandoned during its init operations (the start's future
 /// was dropped), unless [`kept`](Self::kept).
 struct KillUnlessKept(Option<Arc<Worker>>);
@@ -1014,12 +1009,12 @@ impl Shared {
                             }
                             // Shutdown (or the pool dropped): the start's future is dropped,
                             // which kills its process.
-                            () = stopped(&mut stop) => true,
+                            () = flag::raised(&mut stop) => true,
                         }
                     }
                     None => false,
                 },
-                () = stopped(&mut stop) => false,
+                () = flag::raised(&mut stop) => false,
             };
             if let Some(shared) = weak.upgrade() {
                 let mut st = lock(&shared.state);

@@ -134,7 +134,7 @@ impl MockColbertBuilder {
             .with_state(Arc::clone(&shared));
         let mut signal = shutdown_rx;
         let serve = axum::serve(listener, app).with_graceful_shutdown(async move {
-            let _ = signal.wait_for(|stop| *stop).await;
+            crate::flag::raised(&mut signal).await;
         });
         let task = tokio::spawn(serve.into_future());
         tracing::debug!(%addr, "mock ColBERTv2 server listening");
@@ -292,7 +292,7 @@ async fn search(
         }
         Some(ColbertFault::Hang) => {
             let mut stop = shared.shutdown.clone();
-            let _ = stop.wait_for(|s| *s).await;
+            crate::flag::raised(&mut stop).await;
             return error(StatusCode::SERVICE_UNAVAILABLE, "shutting down");
         }
     }

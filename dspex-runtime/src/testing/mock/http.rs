@@ -10,6 +10,7 @@
 //! `Content-Length`) or a stream: chunked, or raw bytes when the answer declares its own
 //! length (the reset fault), and an error from the stream drops the connection mid-body.
 
+use crate::flag;
 use axum::http::{Method, header};
 use bytes::{Buf, Bytes, BytesMut};
 use futures_util::{Stream, StreamExt};
@@ -95,7 +96,7 @@ where
                 connections.spawn(connection(stream, handler.clone(), for_connections.clone()));
                 while connections.try_join_next().is_some() {}
             }
-            () = stopped(&mut shutdown) => break,
+            () = flag::raised(&mut shutdown) => break,
         }
     }
     drop(listener);
@@ -104,12 +105,6 @@ where
     })
     .await;
     Ok(())
-}
-
-/// Resolves once the server stops (the flag turns `true` or its sender is gone).
-async fn stopped(shutdown: &mut watch::Receiver<bool>) {
-    // The guard `wait_for` returns is not `Send`: let go of it here.
-    let _ = shutdown.wait_for(|stop| *stop).await.is_ok();
 }
 
 /// What went wrong with a request before it reached the router.
@@ -139,7 +134,7 @@ where
                 // Idle: no buffer held, and a stopping server closes the connection here.
                 tokio::select! {
                     ready = stream.readable() => if ready.is_err() { return },
-                    () = stopped(&mut shutdown) => return,
+                    () = flag::raised(&mut shutdown) => return,
                 }
             }
             if buf.capacity() - buf.len() < READ_CHUNK / 4 {

@@ -500,7 +500,7 @@ impl Shared {
         }
         tokio::select! {
             () = timer::sleep_until(deadline) => true,
-            _ = stop.wait_for(|s| *s) => false,
+            () = crate::flag::raised(&mut stop) => false,
         }
     }
 }
