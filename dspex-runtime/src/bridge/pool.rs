@@ -15,7 +15,7 @@ use serde_json::{Map, Value};
 use std::collections::{HashMap, VecDeque};
 use std::ffi::OsString;
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, Weak};
 use std::time::{Duration, Instant};
 use tokio::sync::{oneshot, watch};
@@ -974,53 +974,49 @@ impl Shared {
         };
         let mut stop = self.stop.subscribe();
         let task = async move {
-            // `None`: abandoned before a process was spawned.
+            // Set once a process is being started: abandoning the start then kills it.
+            let began = AtomicBool::new(false);
+            // `true` once `started` has the result (it does the bookkeeping).
             let run = async {
                 if !delay.is_zero() {
                     tokio::time::sleep(delay).await;
                 }
-                let shared = weak.upgrade()?;
+                let Some(shared) = weak.upgrade() else {
+                    return false;
+                };
                 if lock(&shared.state).shutting_down {
-                    return None;
+                    return false;
                 }
-                Some(shared)
-            };
-            let abandoned = tokio::select! {
-                shared = run => match shared {
-                    Some(shared) => {
-                        // Hold only a weak reference while the worker starts, so dropping the
-                        // pool is not delayed.
-                        let start = {
-                            let shared = shared.clone();
-                            async move { shared.start_one().await }
-                        };
-                        drop(shared);
-                        tokio::select! {
-                            result = start => {
-                                match weak.upgrade() {
-                                    Some(shared) => shared.started(result),
-                                    None => {
-                                        if let Ok(w) = result {
-                                            w.force_kill();
-                                        }
-                                    }
-                                }
-                                return false;
-                            }
-                            // Shutdown (or the pool dropped): the start's future is dropped,
-                            // which kills its process.
-                            () = flag::raised(&mut stop) => true,
+                began.store(true, Ordering::Relaxed);
+                // Hold only a weak reference while the worker starts, so dropping the pool is
+                // not delayed.
+                let start = {
+                    let shared = shared.clone();
+                    async move { shared.start_one().await }
+                };
+                drop(shared);
+                let result = start.await;
+                match weak.upgrade() {
+                    Some(shared) => shared.started(result),
+                    None => {
+                        if let Ok(w) = result {
+                            w.force_kill();
                         }
                     }
-                    None => false,
-                },
+                }
+                true
+            };
+            // On shutdown (or with the pool dropped) `run` is dropped, and with it the start,
+            // which kills its process.
+            let finished = tokio::select! {
+                finished = run => finished,
                 () = flag::raised(&mut stop) => false,
             };
-            if let Some(shared) = weak.upgrade() {
+            if !finished && let Some(shared) = weak.upgrade() {
                 let mut st = lock(&shared.state);
                 st.starting = st.starting.saturating_sub(1);
             }
-            abandoned
+            !finished && began.load(Ordering::Relaxed)
         };
         let mut starts = lock(&self.starts);
         // Forget the finished ones, so the set holds only starts under way.
