@@ -84,6 +84,18 @@ pub enum LmError {
         /// The start of the raw response text.
         raw: String,
     },
+    /// The response body was larger than the LM's limit
+    /// ([`LmBuilder::max_response_bytes`](super::LmBuilder::max_response_bytes)); the rest of it
+    /// was not read.
+    #[error("[{model}] {endpoint}: the response body is larger than the limit of {limit} bytes")]
+    ResponseTooLarge {
+        /// The model string.
+        model: String,
+        /// The URL called.
+        endpoint: String,
+        /// The limit, in bytes.
+        limit: u64,
+    },
     /// The endpoint's circuit breaker is open: recent calls kept failing.
     #[error(
         "[{model}] {endpoint}: circuit breaker open after repeated failures; next probe in {retry_in:?}"

@@ -31,7 +31,7 @@ mod wire;
 
 pub use breaker::{BreakerConfig, BreakerState};
 pub use cache::{CacheConfig, CacheKey, CacheStats, ResponseCache};
-pub use client::{CallOptions, LM, LmBuilder};
+pub use client::{CallOptions, DEFAULT_MAX_RESPONSE_BYTES, LM, LmBuilder};
 pub use embedder::{Embedder, EmbedderFn, embedder_fn};
 pub use error::LmError;
 pub use history::{HistoryEntry, render_history};
