@@ -28,6 +28,20 @@ pub enum Error {
     /// The prompt could not be formatted, or the LM's answer parsed.
     #[error(transparent)]
     Adapter(#[from] AdapterError),
+    /// The LM's answer could not be parsed, and DSPy's fallback — one more call with the
+    /// fallback adapter (JSONAdapter after ChatAdapter) — failed too. Both failures are kept:
+    /// `primary` names the field, what was wrong with it and the completion; `fallback` is the
+    /// second call's error (its own parse failure, or the LM error that ended it).
+    #[error("{primary}; then the {fallback_adapter} fallback failed too: {fallback}")]
+    AdapterFallback {
+        /// The first adapter's parse failure.
+        primary: AdapterError,
+        /// The fallback adapter's name (`JSONAdapter`).
+        fallback_adapter: &'static str,
+        /// How the fallback call failed.
+        #[source]
+        fallback: Box<Error>,
+    },
     /// A tool could not be defined, or an agent built from its tools.
     #[error(transparent)]
     Tool(#[from] ToolError),
@@ -62,6 +76,23 @@ pub enum Error {
 }
 
 impl Error {
+    /// The adapters' parse failures behind this error, first to last: one for a plain parse
+    /// failure, two when the fallback adapter could not parse its answer either, none for
+    /// other errors.
+    pub fn parse_failures(&self) -> Vec<&AdapterError> {
+        match self {
+            Error::Adapter(error @ AdapterError::Parse { .. }) => vec![error],
+            Error::AdapterFallback {
+                primary, fallback, ..
+            } => {
+                let mut all = vec![primary];
+                all.extend(fallback.parse_failures());
+                all
+            }
+            _ => Vec::new(),
+        }
+    }
+
     /// Wraps an error from user code with what the step was doing.
     pub fn step(
         context: impl Into<String>,

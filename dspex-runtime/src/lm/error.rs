@@ -96,6 +96,18 @@ pub enum LmError {
         /// The limit, in bytes.
         limit: u64,
     },
+    /// A [`ScriptedLM`](super::ScriptedLM) was asked for more completions than it was given
+    /// (and does not repeat its last one): the test's script is shorter than the calls the
+    /// program made.
+    #[error(
+        "[{model}] the ScriptedLM has {completions} completion(s) and was asked for another; the calls so far are in its history"
+    )]
+    ScriptExhausted {
+        /// The model string.
+        model: String,
+        /// How many completions the script holds.
+        completions: usize,
+    },
     /// The endpoint's circuit breaker is open: recent calls kept failing.
     #[error(
         "[{model}] {endpoint}: circuit breaker open after repeated failures; next probe in {retry_in:?}"
