@@ -1,7 +1,7 @@
 //! The error type of programs, which every layer's error converts into.
 
 use crate::adapter::AdapterError;
-#[cfg(unix)]
+#[cfg(all(unix, feature = "bridge"))]
 use crate::bridge::BridgeError;
 use crate::example::ExampleError;
 use crate::lm::LmError;
@@ -52,7 +52,7 @@ pub enum Error {
     #[error(transparent)]
     Retrieve(#[from] RetrieveError),
     /// A call through the Python bridge failed (worker crash, timeout, Python exception, …).
-    #[cfg(unix)]
+    #[cfg(all(unix, feature = "bridge"))]
     #[error(transparent)]
     Bridge(#[from] BridgeError),
     /// A module was called with no LM: neither in its config nor in the settings.
