@@ -7,6 +7,7 @@
 pub mod adapter;
 #[cfg(unix)]
 pub mod bridge;
+pub mod cancel;
 pub mod error;
 pub mod evaluate;
 pub mod example;
