@@ -125,7 +125,7 @@ async fn finish<P: Send + 'static>(
 
 fn assert_cancelled<P>(result: dspex::Result<P>, phase: &str) {
     match result {
-        Err(Error::Cancelled { phase: p }) => assert_eq!(p, phase),
+        Err(dspex::Error::Cancelled { phase: p }) => assert_eq!(p, phase),
         Err(e) => panic!("expected Error::Cancelled, got the error {e}"),
         Ok(_) => panic!("expected Error::Cancelled, got a program"),
     }
@@ -203,17 +203,19 @@ async fn mipro_cancelled_during_a_full_evaluation_returns_the_best_so_far() {
 }
 
 // ---------------------------------------------------------------------------------------------
-// COPRO: three predictors, so seeding takes three proposal calls (only the first predictor
-// answers); each candidate is scored on 20 examples.
+// COPRO: five predictors, so seeding takes five sequential proposal calls (only the first
+// predictor answers); each candidate is scored on 20 examples.
 
 #[derive(Module, Clone, Debug)]
-struct ThreeSteps {
+struct FiveSteps {
     first: Predict<QA>,
     second: Predict<QA>,
     third: Predict<QA>,
+    fourth: Predict<QA>,
+    fifth: Predict<QA>,
 }
 
-impl Program for ThreeSteps {
+impl Program for FiveSteps {
     type Input = QAInput;
     type Output = QAOutput;
 
@@ -222,17 +224,19 @@ impl Program for ThreeSteps {
     }
 }
 
-async fn copro_job(lm: &LM) -> Job<ThreeSteps> {
+async fn copro_job(lm: &LM) -> Job<FiveSteps> {
     let copro = COPRO::new(exact())
         .breadth(3)
         .unwrap()
         .depth(2)
         .prompt_lm(lm.clone())
         .concurrency(LIMIT);
-    let student = ThreeSteps {
+    let student = FiveSteps {
         first: predict(lm),
         second: predict(lm),
         third: predict(lm),
+        fourth: predict(lm),
+        fifth: predict(lm),
     };
     Arc::new(copro).spawn(student, items(20), None).unwrap()
 }
