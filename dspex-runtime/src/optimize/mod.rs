@@ -8,7 +8,7 @@
 //!   demos bootstrapped from them on every call.
 //! - [`Job`] / [`JobContext`] — an optimization run as a job: a handle at once, progress,
 //!   cancellation that takes effect within about one LM call at any stage and returns the best
-//!   program so far (or [`Error::Cancelled`](crate::Error::Cancelled) before any was scored),
+//!   program so far (or [`Error::Cancelled`] before any was scored),
 //!   and a JSONL log of trials.
 //! - [`LabeledFewShot`] — each predictor gets `k` training examples as demos.
 //! - [`BootstrapFewShot`] — demos from the traces of teacher runs the metric accepts, plus
@@ -57,7 +57,7 @@ impl<P: ExampleProgram + Module + Clone + Send + Sync + 'static> Optimizable for
 pub trait Optimizer: Send + Sync {
     /// Compiles `student`, reporting to and checking `ctx` (progress, trials, cancellation).
     /// Once `ctx` is cancelled, the work in flight is dropped and the best program scored so
-    /// far comes back — or [`Error::Cancelled`](crate::Error::Cancelled) if none was.
+    /// far comes back — or [`Error::Cancelled`] if none was.
     fn compile_in<P: Optimizable>(
         &self,
         student: P,
