@@ -64,6 +64,15 @@ pub enum Error {
     /// inside a tokio runtime, or the runtime could not start.
     #[error(transparent)]
     Blocking(#[from] BlockingError),
+    /// An optimization job was cancelled ([`Job::cancel`](crate::optimize::Job::cancel)) before
+    /// it had scored any program, so there is no best program to return. A job cancelled later
+    /// returns the best program found so far instead of this error.
+    #[error("the optimization was cancelled {}before any program was scored", cancelled_phase(.phase))]
+    Cancelled {
+        /// The phase the job was in (`bootstrapping demo sets`, `proposing instructions`,
+        /// `searching`, …), as its progress reported it; empty when it had not reported one.
+        phase: String,
+    },
     /// A step written by the user failed.
     #[error("{context}: {source}")]
     Step {
@@ -102,6 +111,15 @@ impl Error {
             context: context.into(),
             source: source.into(),
         }
+    }
+}
+
+/// `while <phase>, ` for a phase that is known.
+fn cancelled_phase(phase: &str) -> String {
+    if phase.is_empty() {
+        String::new()
+    } else {
+        format!("while {phase}, ")
     }
 }
 

@@ -7,6 +7,7 @@
 pub mod adapter;
 #[cfg(all(unix, feature = "bridge"))]
 pub mod bridge;
+pub mod cancel;
 pub mod error;
 pub mod evaluate;
 pub mod example;

@@ -283,6 +283,9 @@ pub use dspex_runtime::optimize;
 /// ColBERTv2 client.
 pub use dspex_runtime::retrieve;
 
+/// Cancellation: [`cancel::CancelToken`], what an optimization job and an `Evaluate` stop on.
+pub use dspex_runtime::cancel;
+
 /// Settings: the default LM and adapter, call defaults and the trace of predictor calls, per
 /// process and per task.
 pub use dspex_runtime::settings;

@@ -166,8 +166,10 @@ impl BootstrapError {
 /// Each committed example is reported as a trial (`candidate`: its `example` index, the
 /// `rounds` tried, whether it was `bootstrapped`, the `errors` it counted; `score`: the metric
 /// value of its last round, 1 without a metric, 0 after an error). Cancelling the job stops the
-/// loop before the next example is committed — once a run in flight finishes, since runs are
-/// not interrupted — and the program is built from the examples committed so far.
+/// loop at once: no example is committed after it, the teacher runs in flight are dropped (their
+/// LM calls with them), and the program is built from the examples committed so far. (As the
+/// inner step of a search — random search, MIPROv2 — such a partial program is thrown away and
+/// the search returns its own best so far.)
 ///
 /// # Differences from DSPy
 ///
@@ -515,11 +517,16 @@ impl BootstrapFewShot {
             if in_flight.is_empty() {
                 break;
             }
-            if let Some((index, runs)) = in_flight.next().await {
+            // A cancellation stops the loop at once: the runs in flight are dropped below.
+            let Some(next) = ctx.run_until_cancelled(in_flight.next()).await else {
+                break;
+            };
+            if let Some((index, runs)) = next {
                 ready.insert(index, runs);
             }
         }
-        // Runs still in flight are speculative: dropping them discards their outcomes.
+        // Runs still in flight are speculative, or cancelled: dropping them discards their
+        // outcomes (and their LM calls).
         drop(in_flight);
         tracing::info!(
             "Bootstrapped {successes} full traces after {} examples for up to {} rounds, amounting to {attempts} attempts.",

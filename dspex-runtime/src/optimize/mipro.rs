@@ -6,7 +6,7 @@ use super::labeled::LabeledFewShot;
 use super::propose::{self, TIPS};
 use super::random::PyRandom;
 use super::tpe::CategoricalTpe;
-use super::{JobContext, Optimizable, Optimizer, TrialEvent, score_program};
+use super::{JobContext, Optimizable, Optimizer, TrialEvent, is_cancellation, score_program};
 use crate::error::{Error, Result};
 use crate::evaluate::Metric;
 use crate::example::Example;
@@ -68,6 +68,15 @@ const MIN_MINIBATCH_SIZE: usize = 50;
 /// DSPy describes the program to the prompt model with its Python source; a Rust program has
 /// none, so dspex describes each predictor (name, signature, instructions) unless
 /// [`MIPROv2::program_code`] supplies a description.
+///
+/// # Cancellation
+///
+/// Cancelling the [job](super::Job) drops the work in flight at any step — the BootstrapFewShot
+/// runs of step 1, the prompt model's calls of step 2, the evaluation under way in step 3 — so
+/// no new LM call starts after it. Before the program as given has been scored on the valset
+/// (steps 1 and 2, and that first evaluation), the compile ends with
+/// [`Error::Cancelled`]; afterwards it returns the best program scored on the whole valset so
+/// far (minibatch scores do not count, as in the search itself).
 #[derive(Clone)]
 pub struct MIPROv2 {
     metric: Arc<dyn Metric>,
@@ -371,16 +380,17 @@ impl MIPROv2 {
 
         // Step 2: instruction proposals.
         ctx.phase("proposing instructions", None);
-        let instructions = self
-            .propose_instructions(
+        let instructions = ctx
+            .run_until_cancelled(self.propose_instructions(
                 &program,
                 &trainset,
                 &demo_sets,
                 num_instruct,
                 &prompt_lm,
                 &mut rng,
-            )
-            .await?;
+            ))
+            .await
+            .ok_or_else(|| ctx.cancelled_error())??;
         let demo_sets = if zeroshot { Vec::new() } else { demo_sets };
 
         // Step 3: the search.
@@ -412,7 +422,7 @@ impl MIPROv2 {
         let mut sets = Vec::new();
         for seed in -3i64..(num_sets as i64 - 3) {
             if ctx.is_cancelled() {
-                break;
+                return Err(ctx.cancelled_error());
             }
             let compiled: P = if seed == -3 {
                 let mut p = program.clone();
@@ -441,9 +451,16 @@ impl MIPROv2 {
                 if let Some(t) = self.metric_threshold {
                     boot = boot.metric_threshold(t);
                 }
-                // The teacher is a copy of the student, as DSPy's `teacher=None` (its own inner
-                // trials are not this job's).
-                boot.compile(program.clone(), &copy).await?
+                // The teacher is a copy of the student, as DSPy's `teacher=None`. Its own trials
+                // are not this job's, its cancellation is: a cancelled run returns at once with
+                // a partial program, thrown away here.
+                let compiled = boot
+                    .compile_in(program.clone(), &copy, &ctx.muted())
+                    .await?;
+                if ctx.is_cancelled() {
+                    return Err(ctx.cancelled_error());
+                }
+                compiled
             };
             sets.push(
                 compiled
@@ -694,17 +711,24 @@ impl<P: Optimizable> Search<'_, P> {
         (program, key.join(","))
     }
 
-    /// `eval_candidate_program`: the whole valset, or a minibatch drawn from `rng`.
-    async fn score(&self, program: &P, batch: usize, rng: &mut PyRandom) -> Result<f64> {
+    /// `eval_candidate_program`: the whole valset, or a minibatch drawn from `rng`;
+    /// [`Error::Cancelled`] once `ctx` is cancelled.
+    async fn score(
+        &self,
+        program: &P,
+        batch: usize,
+        rng: &mut PyRandom,
+        ctx: &JobContext,
+    ) -> Result<f64> {
         let m = self.mipro;
         if batch >= self.valset.len() {
-            return score_program(program, &self.valset, &m.metric, m.concurrency).await;
+            return score_program(program, &self.valset, &m.metric, m.concurrency, ctx).await;
         }
         let idx = rng
             .sample_indices(self.valset.len(), batch)
             .map_err(|e| Error::step("MIPROv2 minibatch", e))?;
         let devset: Vec<Example> = idx.into_iter().map(|i| self.valset[i].clone()).collect();
-        score_program(program, &devset, &m.metric, m.concurrency).await
+        score_program(program, &devset, &m.metric, m.concurrency, ctx).await
     }
 
     async fn run(self, rng: &mut PyRandom, ctx: &JobContext) -> Result<P> {
@@ -729,7 +753,10 @@ impl<P: Optimizable> Search<'_, P> {
         );
         let space = self.space();
         let default: BTreeMap<String, usize> = space.iter().map(|(k, _)| (k.clone(), 0)).collect();
-        let baseline = self.score(&self.program, self.valset.len(), rng).await?;
+        // Cancelled before the baseline is scored: no program to return (Error::Cancelled).
+        let baseline = self
+            .score(&self.program, self.valset.len(), rng, ctx)
+            .await?;
         ctx.trial(TrialEvent {
             trial: 0,
             score: baseline,
@@ -757,7 +784,10 @@ impl<P: Optimizable> Search<'_, P> {
             } else {
                 self.valset.len()
             };
-            let score = self.score(&candidate, batch, rng).await?;
+            let score = match self.score(&candidate, batch, rng, ctx).await {
+                Err(e) if is_cancellation(&e) => break,
+                score => score?,
+            };
             ctx.trial(TrialEvent {
                 trial: trial_num - 1,
                 score,
@@ -794,7 +824,10 @@ impl<P: Optimizable> Search<'_, P> {
                         "every choice tried so far was already evaluated on the whole valset",
                     ));
                 };
-                let full = self.score(&pick.program, self.valset.len(), rng).await?;
+                let full = match self.score(&pick.program, self.valset.len(), rng, ctx).await {
+                    Err(e) if is_cancellation(&e) => break,
+                    full => full?,
+                };
                 ctx.trial(TrialEvent {
                     trial: trial_num,
                     score: full,
@@ -814,7 +847,14 @@ impl<P: Optimizable> Search<'_, P> {
             }
             tpe.tell(number, params, score);
         }
-        tracing::info!(score = best_score, "MIPROv2: returning the best program");
+        if ctx.is_cancelled() {
+            tracing::info!(
+                score = best_score,
+                "MIPROv2: cancelled; returning the best program so far"
+            );
+        } else {
+            tracing::info!(score = best_score, "MIPROv2: returning the best program");
+        }
         Ok(best)
     }
 }

@@ -3,6 +3,7 @@
 
 use super::{
     BootstrapFewShot, JobContext, LabeledFewShot, Optimizable, Optimizer, PyRandom, TrialEvent,
+    is_cancellation,
 };
 use crate::error::{Error, Result};
 use crate::evaluate::{Evaluate, Metric};
@@ -21,6 +22,10 @@ use tokio::sync::Semaphore;
 ///
 /// Candidates are built and scored several at a time, but chosen in seed order, so the result
 /// is the sequential run's; all their evaluations share one limit on examples in flight.
+///
+/// Cancelling the [job](super::Job) drops the BootstrapFewShot runs and evaluations in flight, so
+/// no new LM call starts after it; the compile returns the best candidate taken so far (in seed
+/// order), or [`Error::Cancelled`] if none was.
 #[derive(Clone)]
 pub struct BootstrapFewShotWithRandomSearch {
     metric: Arc<dyn Metric>,
@@ -130,12 +135,13 @@ impl BootstrapFewShotWithRandomSearch {
         self
     }
 
-    /// The candidate for `seed`.
+    /// The candidate for `seed`; [`Error::Cancelled`] once `ctx` is cancelled.
     async fn candidate<P: Optimizable>(
         &self,
         seed: i64,
         student: &P,
         trainset: &[Example],
+        ctx: &JobContext,
     ) -> Result<P> {
         Ok(match seed {
             -3 => {
@@ -156,12 +162,19 @@ impl BootstrapFewShotWithRandomSearch {
                         .randint(1, self.max_bootstrapped_demos as i64)
                         .map_err(|e| Error::step("random search", e))? as usize
                 };
-                self.bootstrap
+                // Its trials are not this job's, its cancellation is: a cancelled run returns
+                // at once with a partial program, thrown away here.
+                let compiled = self
+                    .bootstrap
                     .clone()
                     .max_bootstrapped_demos(size)
                     .max_labeled_demos(self.max_labeled_demos)
-                    .compile(student.clone(), &copy)
-                    .await?
+                    .compile_in(student.clone(), &copy, &ctx.muted())
+                    .await?;
+                if ctx.is_cancelled() {
+                    return Err(ctx.cancelled_error());
+                }
+                compiled
             }
         })
     }
@@ -191,15 +204,22 @@ impl BootstrapFewShotWithRandomSearch {
         let limit = Arc::new(Semaphore::new(self.num_threads));
         let evaluate = Evaluate::new(valset, self.metric.clone())
             .num_threads(self.num_threads)
-            .shared_limit(limit);
+            .shared_limit(limit)
+            .cancel_on(ctx.cancel_token());
         let (student, trainset) = (&student, trainset);
         let work: Vec<BoxFuture<'_, Result<(i64, P, f64)>>> = seeds
             .iter()
             .map(|&seed| -> BoxFuture<'_, Result<(i64, P, f64)>> {
                 let evaluate = &evaluate;
                 Box::pin(async move {
-                    let program = self.candidate(seed, student, trainset).await?;
+                    if ctx.is_cancelled() {
+                        return Err(ctx.cancelled_error());
+                    }
+                    let program = self.candidate(seed, student, trainset, ctx).await?;
                     let result = evaluate.call(&program).await?;
+                    if result.cancelled {
+                        return Err(ctx.cancelled_error());
+                    }
                     Ok((seed, program, result.score))
                 })
             })
@@ -208,7 +228,10 @@ impl BootstrapFewShotWithRandomSearch {
         let mut best: Option<(P, f64)> = None;
         let mut trial = 0usize;
         while let Some(result) = results.next().await {
-            let (seed, program, score) = result?;
+            let (seed, program, score) = match result {
+                Err(e) if is_cancellation(&e) => break,
+                result => result?,
+            };
             ctx.trial(TrialEvent {
                 trial,
                 score,
@@ -226,7 +249,11 @@ impl BootstrapFewShotWithRandomSearch {
                 break;
             }
         }
-        Ok(best.map_or_else(|| student.clone(), |(p, _)| p))
+        match best {
+            Some((program, _)) => Ok(program),
+            None if ctx.is_cancelled() => Err(ctx.cancelled_error()),
+            None => Ok(student.clone()),
+        }
     }
 }
 
