@@ -41,6 +41,7 @@ pub use retry::RetryPolicy;
 pub use scripted::ScriptedLM;
 pub use secret::ApiKey;
 pub use stream::{EventStream, StreamEvent};
+pub(crate) use transport::reqwest_builder;
 pub use types::{
     Choice, Embeddings, FinishReason, LmRequest, LmResponse, Message, ResponseFormat, Role, Usage,
 };

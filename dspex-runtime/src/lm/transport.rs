@@ -60,7 +60,7 @@ const USER_AGENT: &str = concat!("dspex/", env!("CARGO_PKG_VERSION"));
 impl Transport {
     /// The HTTP/1.1 client when `url` is plain `http://` without credentials and no proxy from
     /// the environment applies to it, else reqwest.
-    pub(crate) fn for_base(url: &reqwest::Url) -> Result<Transport, reqwest::Error> {
+    pub(crate) fn for_base(url: &reqwest::Url) -> Result<Transport, String> {
         Self::for_base_with(
             url,
             &hyper_util::client::proxy::matcher::Matcher::from_env(),
@@ -71,7 +71,7 @@ impl Transport {
     fn for_base_with(
         url: &reqwest::Url,
         proxies: &hyper_util::client::proxy::matcher::Matcher,
-    ) -> Result<Transport, reqwest::Error> {
+    ) -> Result<Transport, String> {
         if url.scheme() == "http"
             && url.username().is_empty()
             && url.password().is_none()
@@ -320,17 +320,34 @@ fn is_proxied(url: &reqwest::Url, proxies: &hyper_util::client::proxy::matcher::
     }
 }
 
-/// The reqwest client: rustls with the ring provider, pooled connections, HTTP/2 where the
-/// server offers it (ALPN), proxies from the environment as reqwest reads them.
-fn reqwest_client() -> reqwest::Result<reqwest::Client> {
-    // Installing twice is harmless: the first provider stays.
-    let _ = rustls::crypto::ring::default_provider().install_default();
-    reqwest::Client::builder()
+/// A reqwest client builder with dspex's TLS: rustls on the ring provider, handed to this
+/// client alone (nothing process-wide is installed, so an application's own choice of rustls
+/// provider stays its own), the platform's certificate verifier as reqwest's default, HTTP/2
+/// or HTTP/1.1 by ALPN. Proxies from the environment apply, as reqwest reads them.
+pub(crate) fn reqwest_builder() -> Result<reqwest::ClientBuilder, String> {
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let verifier = rustls_platform_verifier::Verifier::new(Arc::clone(&provider))
+        .map_err(|e| format!("cannot set up TLS certificate verification: {e}"))?;
+    let mut tls = rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .map_err(|e| format!("cannot set up TLS: {e}"))?
+        .dangerous()
+        .with_custom_certificate_verifier(Arc::new(verifier))
+        .with_no_client_auth();
+    tls.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
+    Ok(reqwest::Client::builder().tls_backend_preconfigured(tls))
+}
+
+/// The reqwest client: dspex's TLS ([`reqwest_builder`]), pooled connections, HTTP/2 where the
+/// server offers it.
+fn reqwest_client() -> Result<reqwest::Client, String> {
+    reqwest_builder()?
         .user_agent(USER_AGENT)
         .connect_timeout(CONNECT_TIMEOUT)
         .tcp_nodelay(true)
         .pool_idle_timeout(IDLE_TIMEOUT)
         .build()
+        .map_err(|e| e.to_string())
 }
 
 #[cfg(test)]
@@ -339,6 +356,14 @@ mod tests {
 
     fn url(text: &str) -> reqwest::Url {
         reqwest::Url::parse(text).unwrap()
+    }
+
+    #[test]
+    fn the_reqwest_client_installs_no_process_wide_tls_provider() {
+        reqwest_client().unwrap();
+        Transport::for_base(&url("https://api.openai.com/v1/chat/completions")).unwrap();
+        // An application's own choice of provider stays its own.
+        assert!(rustls::crypto::CryptoProvider::get_default().is_none());
     }
 
     #[test]
@@ -432,8 +457,7 @@ mod both_transports {
                 .retry(RetryPolicy::none())
                 .timeout(Duration::from_secs(5))
         };
-        let _ = rustls::crypto::ring::default_provider().install_default();
-        let reqwest = reqwest::Client::builder().build().unwrap();
+        let reqwest = crate::lm::reqwest_builder().unwrap().build().unwrap();
         [
             ("http1", builder().build().unwrap()),
             ("reqwest", builder().http_client(reqwest).build().unwrap()),
