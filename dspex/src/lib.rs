@@ -297,11 +297,11 @@ pub use dspex_runtime::testing;
 /// The usual imports: `use dspex::prelude::*;`.
 pub mod prelude {
     pub use crate::evaluate::{Evaluate, Metric, answer_exact_match, metric_fn};
-    pub use crate::optimize::DemoKnobs;
     pub use crate::module::{
         BestOfN, CallConfig, ChainOfThought, MultiChainComparison, Predict, ReAct, Refine,
         StreamItem, StreamOptions, Tool, majority,
     };
+    pub use crate::optimize::DemoKnobs;
     #[cfg(feature = "bm25")]
     pub use crate::retrieve::Bm25Index;
     pub use crate::retrieve::{Passage, Retrieve, Retriever};

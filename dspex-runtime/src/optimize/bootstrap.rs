@@ -276,7 +276,6 @@ impl BootstrapFewShot {
         self
     }
 
-
     /// Settings the teacher runs (and the metric) under — DSPy's `teacher_settings`, e.g. a
     /// stronger LM for the teacher: `Settings::new().lm(big)`.
     #[must_use]
@@ -285,8 +284,6 @@ impl BootstrapFewShot {
         self
     }
 
-
-
     /// Attempts per example; rounds after the first run at temperature 1.0 with their own
     /// rollout id.
     #[must_use]
@@ -294,8 +291,6 @@ impl BootstrapFewShot {
         self.max_rounds = n;
         self
     }
-
-
 
     /// Compiles `student` with `teacher` (DSPy's `compile(student, teacher=..., trainset=...)`).
     /// The teacher may be a different program type with the same predictor names and
@@ -922,7 +917,10 @@ mod tests {
         match BootstrapError::find(&err) {
             Some(BootstrapError::TooManyErrors {
                 example, errors, ..
-            }) => assert_eq!((*example, *errors), (9, crate::optimize::DEFAULT_MAX_ERRORS)),
+            }) => assert_eq!(
+                (*example, *errors),
+                (9, crate::optimize::DEFAULT_MAX_ERRORS)
+            ),
             other => panic!("{other:?}: {err}"),
         }
         assert!(err.to_string().contains("no judge"), "{err}");

@@ -176,3 +176,193 @@ impl DemoKnobs for DemoConfig {
         self
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::error::{Error, Result};
+    use crate::evaluate::{answer_exact_match, metric_fn};
+    use crate::example::{Example, Prediction};
+    use crate::lm::{ScriptedLM, embedder_fn};
+    use crate::module::DynPredict;
+    use crate::optimize::{
+        BootstrapError, BootstrapFewShot, BootstrapFewShotWithRandomSearch, KNNFewShot, MIPROv2,
+        Optimizer,
+    };
+    use crate::settings::{Settings, with_settings};
+    use crate::signature::DynSignature;
+    use serde_json::json;
+    use std::sync::Arc;
+
+    fn examples(n: usize) -> Vec<Example> {
+        (0..n)
+            .map(|i| {
+                Example::new()
+                    .with("question", format!("Q{i}"))
+                    .with("answer", format!("A{i}"))
+                    .with_inputs(["question"])
+            })
+            .collect()
+    }
+
+    fn student() -> DynPredict {
+        DynPredict::new(DynSignature::parse("question -> answer").unwrap())
+    }
+
+    /// Every knob away from every optimizer's default.
+    fn custom() -> DemoConfig {
+        DemoConfig::default()
+            .max_bootstrapped_demos(2)
+            .max_labeled_demos(3)
+            .max_errors(5)
+            .metric_threshold(0.5)
+            .concurrency(2)
+    }
+
+    #[tokio::test]
+    async fn each_optimizer_starts_from_its_dspy_defaults() {
+        // DSPy 3.4.1: BootstrapFewShot(max_bootstrapped_demos=4, max_labeled_demos=16,
+        // max_errors=None, metric_threshold=None), the same in
+        // BootstrapFewShotWithRandomSearch, MIPROv2(max_bootstrapped_demos=4,
+        // max_labeled_demos=4, max_errors=None, metric_threshold=None).
+        let few_shot = DemoConfig {
+            max_bootstrapped_demos: 4,
+            max_labeled_demos: 16,
+            max_errors: None,
+            metric_threshold: None,
+            concurrency: DEFAULT_CONCURRENCY,
+        };
+        let mipro = DemoConfig {
+            max_labeled_demos: 4,
+            ..few_shot
+        };
+        assert_eq!(DemoConfig::default(), few_shot);
+        assert_eq!(DemoConfig::bootstrap_few_shot(), few_shot);
+        assert_eq!(DemoConfig::mipro_v2(), mipro);
+        assert_eq!(BootstrapFewShot::new().demo_config(), &few_shot);
+        assert_eq!(
+            BootstrapFewShotWithRandomSearch::new(answer_exact_match()).demo_config(),
+            &few_shot
+        );
+        assert_eq!(MIPROv2::new(answer_exact_match()).demo_config(), &mipro);
+        let knn = KNNFewShot::new(
+            1,
+            examples(2),
+            Arc::new(embedder_fn(|_: &str| vec![1.0])),
+            BootstrapFewShot::new(),
+        )
+        .await
+        .unwrap();
+        assert_eq!(knn.demo_config(), &few_shot);
+        // Unset knobs mean DSPy's settings.max_errors and Python truthiness.
+        assert_eq!(few_shot.error_budget(), DEFAULT_MAX_ERRORS);
+        assert_eq!(DEFAULT_MAX_ERRORS, 10);
+        assert!(few_shot.accepts(0.1) && !few_shot.accepts(0.0));
+    }
+
+    #[test]
+    fn knobs_one_by_one_and_a_whole_config_build_the_same_optimizer() {
+        let config = custom();
+        assert_eq!(
+            (config.error_budget(), config.runs_at_once()),
+            (5, 2),
+            "{config:?}"
+        );
+        assert!(!config.accepts(0.4) && config.accepts(0.5));
+
+        let by_knob = BootstrapFewShot::new()
+            .max_bootstrapped_demos(2)
+            .max_labeled_demos(3)
+            .max_errors(5)
+            .metric_threshold(0.5)
+            .concurrency(2);
+        let whole = BootstrapFewShot::new().with_demo_config(config);
+        assert_eq!(by_knob.demo_config(), &config);
+        assert_eq!(format!("{by_knob:?}"), format!("{whole:?}"));
+
+        let search = || BootstrapFewShotWithRandomSearch::new(answer_exact_match());
+        let by_knob = search()
+            .max_bootstrapped_demos(2)
+            .max_labeled_demos(3)
+            .max_errors(5)
+            .metric_threshold(0.5)
+            .concurrency(2);
+        let whole = search().with_demo_config(config);
+        assert_eq!(by_knob.demo_config(), &config);
+        assert_eq!(format!("{by_knob:?}"), format!("{whole:?}"));
+
+        let mipro = || MIPROv2::new(answer_exact_match());
+        let by_knob = mipro()
+            .max_bootstrapped_demos(2)
+            .max_labeled_demos(3)
+            .max_errors(5)
+            .metric_threshold(0.5)
+            .concurrency(2);
+        assert_eq!(by_knob.demo_config(), &config);
+        assert_eq!(mipro().with_demo_config(config).demo_config(), &config);
+
+        // In place, and 0 runs at once counts as 1.
+        let mut optimizer = BootstrapFewShot::new();
+        optimizer.demo_config_mut().max_labeled_demos = 3;
+        assert_eq!(optimizer.demo_config().max_labeled_demos, 3);
+        assert_eq!(DemoConfig::default().concurrency(0).concurrency, 1);
+        let mut config = DemoConfig::default();
+        config.concurrency = 0;
+        assert_eq!(config.runs_at_once(), 1);
+    }
+
+    #[tokio::test]
+    async fn knobs_and_configs_compile_the_same_demos() {
+        // No bootstrapping: the labeled demos alone show the knobs reached the compile.
+        let lm = ScriptedLM::new(Vec::<String>::new());
+        let config = DemoConfig::default()
+            .max_bootstrapped_demos(0)
+            .max_labeled_demos(3);
+        let by_knob = BootstrapFewShot::new()
+            .max_bootstrapped_demos(0)
+            .max_labeled_demos(3);
+        let whole = BootstrapFewShot::new().with_demo_config(config);
+        let scope = || Settings::new().lm(lm.clone());
+        let a = with_settings(scope(), by_knob.compile(student(), &examples(6)))
+            .await
+            .unwrap();
+        let b = with_settings(scope(), whole.compile(student(), &examples(6)))
+            .await
+            .unwrap();
+        assert_eq!(a.params().demos.len(), 3);
+        assert_eq!(a.params().demos, b.params().demos);
+        assert_eq!(lm.calls(), 0);
+    }
+
+    #[test]
+    fn random_search_takes_a_bootstrap_but_keeps_its_demo_counts() {
+        let search = BootstrapFewShotWithRandomSearch::new(answer_exact_match())
+            .max_bootstrapped_demos(2)
+            .max_labeled_demos(3)
+            .bootstrap(BootstrapFewShot::new().with_demo_config(custom().max_labeled_demos(9)));
+        assert_eq!(search.demo_config(), &custom());
+    }
+
+    #[tokio::test]
+    async fn mipro_bootstraps_with_its_error_budget() {
+        // The inner BootstrapFewShot runs get MIPROv2's knobs: one failing metric call ends the
+        // compile with a budget of 1 (the default budget of 10 would let it go on).
+        let lm = ScriptedLM::from_fields([json!({"answer": "x"})]).repeat_last();
+        let failing = metric_fn("failing", |_: &Example, _: &Prediction| -> Result<bool> {
+            Err(Error::step("judging", "no judge"))
+        });
+        let mipro = MIPROv2::new(failing).max_errors(1).concurrency(1);
+        let err = with_settings(
+            Settings::new().lm(lm),
+            mipro.compile(student(), &examples(5)),
+        )
+        .await
+        .unwrap_err();
+        match BootstrapError::find(&err) {
+            Some(BootstrapError::TooManyErrors {
+                errors, max_errors, ..
+            }) => assert_eq!((*errors, *max_errors), (1, 1)),
+            other => panic!("{other:?}: {err}"),
+        }
+    }
+}

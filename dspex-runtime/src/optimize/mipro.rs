@@ -165,10 +165,6 @@ impl MIPROv2 {
         self
     }
 
-
-
-
-
     /// The seed of every random choice (DSPy's default 9; 0 means 9, as in DSPy).
     #[must_use]
     pub fn seed(mut self, seed: u64) -> Self {
@@ -224,7 +220,6 @@ impl MIPROv2 {
         self
     }
 
-
     /// Compiles with an explicit valset (DSPy's `valset=`); without one, the last 80 % of the
     /// trainset (at most 1000) is held out.
     pub async fn compile_with_valset<P: Optimizable>(
@@ -245,7 +240,8 @@ impl MIPROv2 {
         let task_settings = Settings::new().lm_arc(task_lm);
         let mipro_err = |message: String| Error::step("MIPROv2", message);
 
-        let zeroshot = self.config.max_bootstrapped_demos == 0 && self.config.max_labeled_demos == 0;
+        let zeroshot =
+            self.config.max_bootstrapped_demos == 0 && self.config.max_labeled_demos == 0;
         match (self.auto, self.num_candidates, self.num_trials) {
             (None, None, _) | (None, _, None) => {
                 return Err(mipro_err(
@@ -687,7 +683,14 @@ impl<P: Optimizable> Search<'_, P> {
     ) -> Result<f64> {
         let m = self.mipro;
         if batch >= self.valset.len() {
-            return score_program(program, &self.valset, &m.metric, m.config.runs_at_once(), ctx).await;
+            return score_program(
+                program,
+                &self.valset,
+                &m.metric,
+                m.config.runs_at_once(),
+                ctx,
+            )
+            .await;
         }
         let idx = rng
             .sample_indices(self.valset.len(), batch)
