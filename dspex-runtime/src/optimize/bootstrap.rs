@@ -183,7 +183,7 @@ impl BootstrapError {
 /// use dspex_runtime::evaluate::metric_fn;
 /// use dspex_runtime::lm::ScriptedLM;
 /// use dspex_runtime::module::{CallConfig, DynPredict};
-/// use dspex_runtime::optimize::{BootstrapFewShot, Optimizer};
+/// use dspex_runtime::optimize::{BootstrapFewShot, DemoKnobs, Optimizer};
 /// use dspex_runtime::{DynSignature, Example, Prediction};
 /// use serde_json::json;
 ///

@@ -306,8 +306,10 @@ mod tests {
         optimizer.demo_config_mut().max_labeled_demos = 3;
         assert_eq!(optimizer.demo_config().max_labeled_demos, 3);
         assert_eq!(DemoConfig::default().concurrency(0).concurrency, 1);
-        let mut config = DemoConfig::default();
-        config.concurrency = 0;
+        let config = DemoConfig {
+            concurrency: 0,
+            ..DemoConfig::default()
+        };
         assert_eq!(config.runs_at_once(), 1);
     }
 
