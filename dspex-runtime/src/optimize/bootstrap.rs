@@ -249,6 +249,16 @@ impl Default for BootstrapFewShot {
     }
 }
 
+impl DemoKnobs for BootstrapFewShot {
+    fn demo_config(&self) -> &DemoConfig {
+        &self.config
+    }
+
+    fn demo_config_mut(&mut self) -> &mut DemoConfig {
+        &mut self.config
+    }
+}
+
 impl BootstrapFewShot {
     /// DSPy's defaults: no metric (every run is accepted), 1 round, and the demo knobs of
     /// [`DemoConfig::bootstrap_few_shot`] — 4 bootstrapped and 16 labeled demos, `max_errors`
@@ -573,16 +583,6 @@ impl BootstrapFewShot {
     }
 }
 
-impl DemoKnobs for BootstrapFewShot {
-    fn demo_config(&self) -> &DemoConfig {
-        &self.config
-    }
-
-    fn demo_config_mut(&mut self) -> &mut DemoConfig {
-        &mut self.config
-    }
-}
-
 impl Optimizer for BootstrapFewShot {
     /// Compiles with a copy of the student (and its demos) as the teacher, relabeled unless
     /// `max_labeled_demos` is 0.
@@ -731,6 +731,7 @@ mod tests {
     use crate::example::Prediction;
     use crate::lm::ScriptedLM;
     use crate::module::DynPredict;
+    use crate::optimize::qa_trainset as trainset;
     use crate::program::{Program, join_path};
     use crate::signature::{DynSignature, FieldSpec, TypeSpec};
 
@@ -777,17 +778,6 @@ mod tests {
 
     fn qa() -> DynPredict {
         DynPredict::new(DynSignature::parse("question -> answer").unwrap())
-    }
-
-    fn trainset(n: usize) -> Vec<Example> {
-        (0..n)
-            .map(|i| {
-                Example::new()
-                    .with("question", format!("Q{i}"))
-                    .with("answer", format!("A{i}"))
-                    .with_inputs(["question"])
-            })
-            .collect()
     }
 
     fn block<F: Future>(f: F) -> F::Output {

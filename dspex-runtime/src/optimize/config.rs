@@ -185,6 +185,7 @@ mod tests {
     use crate::example::{Example, Prediction};
     use crate::lm::{ScriptedLM, embedder_fn};
     use crate::module::DynPredict;
+    use crate::optimize::qa_trainset as examples;
     use crate::optimize::{
         BootstrapError, BootstrapFewShot, BootstrapFewShotWithRandomSearch, KNNFewShot, MIPROv2,
         Optimizer,
@@ -194,24 +195,24 @@ mod tests {
     use serde_json::json;
     use std::sync::Arc;
 
-    fn examples(n: usize) -> Vec<Example> {
-        (0..n)
-            .map(|i| {
-                Example::new()
-                    .with("question", format!("Q{i}"))
-                    .with("answer", format!("A{i}"))
-                    .with_inputs(["question"])
-            })
-            .collect()
-    }
-
     fn student() -> DynPredict {
         DynPredict::new(DynSignature::parse("question -> answer").unwrap())
     }
 
     /// Every knob away from every optimizer's default.
     fn custom() -> DemoConfig {
-        DemoConfig::default()
+        DemoConfig {
+            max_bootstrapped_demos: 2,
+            max_labeled_demos: 3,
+            max_errors: Some(5),
+            metric_threshold: Some(0.5),
+            concurrency: 2,
+        }
+    }
+
+    /// The knobs of [`custom`], one builder method at a time.
+    fn one_by_one<T: DemoKnobs>(optimizer: T) -> T {
+        optimizer
             .max_bootstrapped_demos(2)
             .max_labeled_demos(3)
             .max_errors(5)
@@ -254,6 +255,7 @@ mod tests {
         .await
         .unwrap();
         assert_eq!(knn.demo_config(), &few_shot);
+        assert_eq!(one_by_one(knn).demo_config(), &custom());
         // Unset knobs mean DSPy's settings.max_errors and Python truthiness.
         assert_eq!(few_shot.error_budget(), DEFAULT_MAX_ERRORS);
         assert_eq!(DEFAULT_MAX_ERRORS, 10);
@@ -270,34 +272,22 @@ mod tests {
         );
         assert!(!config.accepts(0.4) && config.accepts(0.5));
 
-        let by_knob = BootstrapFewShot::new()
-            .max_bootstrapped_demos(2)
-            .max_labeled_demos(3)
-            .max_errors(5)
-            .metric_threshold(0.5)
-            .concurrency(2);
+        assert_eq!(one_by_one(DemoConfig::default()), config);
+        assert_eq!(one_by_one(DemoConfig::mipro_v2()), config);
+
+        let by_knob = one_by_one(BootstrapFewShot::new());
         let whole = BootstrapFewShot::new().with_demo_config(config);
         assert_eq!(by_knob.demo_config(), &config);
         assert_eq!(format!("{by_knob:?}"), format!("{whole:?}"));
 
         let search = || BootstrapFewShotWithRandomSearch::new(answer_exact_match());
-        let by_knob = search()
-            .max_bootstrapped_demos(2)
-            .max_labeled_demos(3)
-            .max_errors(5)
-            .metric_threshold(0.5)
-            .concurrency(2);
+        let by_knob = one_by_one(search());
         let whole = search().with_demo_config(config);
         assert_eq!(by_knob.demo_config(), &config);
         assert_eq!(format!("{by_knob:?}"), format!("{whole:?}"));
 
         let mipro = || MIPROv2::new(answer_exact_match());
-        let by_knob = mipro()
-            .max_bootstrapped_demos(2)
-            .max_labeled_demos(3)
-            .max_errors(5)
-            .metric_threshold(0.5)
-            .concurrency(2);
+        let by_knob = one_by_one(mipro());
         assert_eq!(by_knob.demo_config(), &config);
         assert_eq!(mipro().with_demo_config(config).demo_config(), &config);
 

@@ -117,6 +117,16 @@ impl std::fmt::Debug for MIPROv2 {
     }
 }
 
+impl DemoKnobs for MIPROv2 {
+    fn demo_config(&self) -> &DemoConfig {
+        &self.config
+    }
+
+    fn demo_config_mut(&mut self) -> &mut DemoConfig {
+        &mut self.config
+    }
+}
+
 impl MIPROv2 {
     /// MIPROv2 with DSPy's defaults: `auto = light`, the demo knobs of [`DemoConfig::mipro_v2`]
     /// (4 bootstrapped and 4 labeled demos), seed 9, minibatches of 35 with a full evaluation
@@ -824,16 +834,6 @@ impl<P: Optimizable> Search<'_, P> {
             tracing::info!(score = best_score, "MIPROv2: returning the best program");
         }
         Ok(best)
-    }
-}
-
-impl DemoKnobs for MIPROv2 {
-    fn demo_config(&self) -> &DemoConfig {
-        &self.config
-    }
-
-    fn demo_config_mut(&mut self) -> &mut DemoConfig {
-        &mut self.config
     }
 }
 

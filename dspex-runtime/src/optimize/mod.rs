@@ -123,3 +123,16 @@ pub(crate) async fn score_program<P: ExampleProgram + ?Sized>(
 pub(crate) fn is_cancellation(error: &Error) -> bool {
     matches!(error, Error::Cancelled { .. })
 }
+
+/// `n` training examples `question: Q{i}` (the input) → `answer: A{i}`, for the unit tests.
+#[cfg(test)]
+pub(crate) fn qa_trainset(n: usize) -> Vec<Example> {
+    (0..n)
+        .map(|i| {
+            Example::new()
+                .with("question", format!("Q{i}"))
+                .with("answer", format!("A{i}"))
+                .with_inputs(["question"])
+        })
+        .collect()
+}

@@ -56,6 +56,16 @@ impl std::fmt::Debug for BootstrapFewShotWithRandomSearch {
     }
 }
 
+impl DemoKnobs for BootstrapFewShotWithRandomSearch {
+    fn demo_config(&self) -> &DemoConfig {
+        self.bootstrap.demo_config()
+    }
+
+    fn demo_config_mut(&mut self) -> &mut DemoConfig {
+        self.bootstrap.demo_config_mut()
+    }
+}
+
 impl BootstrapFewShotWithRandomSearch {
     /// DSPy's defaults: 16 candidate programs (19 with the three fixed ones), the demo knobs of
     /// [`DemoConfig::bootstrap_few_shot`] (4 bootstrapped and 16 labeled demos); 16 examples in
@@ -252,16 +262,6 @@ impl BootstrapFewShotWithRandomSearch {
             None if ctx.is_cancelled() => Err(ctx.cancelled_error()),
             None => Ok(student.clone()),
         }
-    }
-}
-
-impl DemoKnobs for BootstrapFewShotWithRandomSearch {
-    fn demo_config(&self) -> &DemoConfig {
-        self.bootstrap.demo_config()
-    }
-
-    fn demo_config_mut(&mut self) -> &mut DemoConfig {
-        self.bootstrap.demo_config_mut()
     }
 }
 
