@@ -127,8 +127,8 @@ impl BootstrapError {
 ///    trace — is truthy (non-zero), or, with a non-zero `metric_threshold`, at least the
 ///    threshold (a threshold of 0 is ignored, as in DSPy). Without a metric every run succeeds.
 ///    A failing run or metric counts an error; reaching `max_errors` (default
-///    [`DEFAULT_MAX_ERRORS`](super::DEFAULT_MAX_ERRORS), DSPy's `settings.max_errors`) ends the compile with
-///    [`BootstrapError::TooManyErrors`].
+///    [`DEFAULT_MAX_ERRORS`](super::DEFAULT_MAX_ERRORS), DSPy's `settings.max_errors`) ends the
+///    compile with [`BootstrapError::TooManyErrors`].
 /// 4. On success each predictor call of the run becomes the demo
 ///    `{augmented: true, <inputs>, <outputs>}` of its predictor (calls of predictors outside the
 ///    program are ignored); one demo per predictor per example.
@@ -141,9 +141,9 @@ impl BootstrapError {
 /// # Concurrency that picks the sequential run's demos
 ///
 /// DSPy runs the teacher on one example after another. Here up to
-/// [`concurrency`](DemoKnobs::concurrency) examples run at once (default [`DEFAULT_CONCURRENCY`](super::DEFAULT_CONCURRENCY)):
-/// runs are started speculatively in training-set order — a slot that frees up takes the next
-/// example — but their outcomes are *committed* strictly in training-set order, exactly as the
+/// [`concurrency`](DemoKnobs::concurrency) examples run at once (default
+/// [`DEFAULT_CONCURRENCY`](super::DEFAULT_CONCURRENCY)): runs are started speculatively in
+/// training-set order — a slot that frees up takes the next example — but their outcomes are *committed* strictly in training-set order, exactly as the
 /// sequential loop would consider them. The first example that brings the count of bootstrapped
 /// examples to `max_bootstrapped_demos` ends the loop; runs of later examples still in flight
 /// are dropped and their outcomes (successes *and errors*) are never counted, so errors are
@@ -262,7 +262,8 @@ impl DemoKnobs for BootstrapFewShot {
 impl BootstrapFewShot {
     /// DSPy's defaults: no metric (every run is accepted), 1 round, and the demo knobs of
     /// [`DemoConfig::bootstrap_few_shot`] — 4 bootstrapped and 16 labeled demos, `max_errors`
-    /// [`DEFAULT_MAX_ERRORS`](super::DEFAULT_MAX_ERRORS), [`DEFAULT_CONCURRENCY`](super::DEFAULT_CONCURRENCY) runs at once.
+    /// [`DEFAULT_MAX_ERRORS`](super::DEFAULT_MAX_ERRORS),
+    /// [`DEFAULT_CONCURRENCY`](super::DEFAULT_CONCURRENCY) runs at once.
     pub fn new() -> Self {
         BootstrapFewShot {
             metric: None,

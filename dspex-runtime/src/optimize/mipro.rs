@@ -113,6 +113,7 @@ impl std::fmt::Debug for MIPROv2 {
             .field("num_candidates", &self.num_candidates)
             .field("num_trials", &self.num_trials)
             .field("seed", &self.seed)
+            .field("demo_config", &self.config)
             .finish_non_exhaustive()
     }
 }
