@@ -143,9 +143,10 @@ impl BootstrapError {
 /// DSPy runs the teacher on one example after another. Here up to
 /// [`concurrency`](DemoKnobs::concurrency) examples run at once (default
 /// [`DEFAULT_CONCURRENCY`](super::DEFAULT_CONCURRENCY)): runs are started speculatively in
-/// training-set order — a slot that frees up takes the next example — but their outcomes are *committed* strictly in training-set order, exactly as the
-/// sequential loop would consider them. The first example that brings the count of bootstrapped
-/// examples to `max_bootstrapped_demos` ends the loop; runs of later examples still in flight
+/// training-set order — a slot that frees up takes the next example — but their outcomes are
+/// *committed* strictly in training-set order, exactly as the sequential loop would consider
+/// them. The first example that brings the count of bootstrapped examples to
+/// `max_bootstrapped_demos` ends the loop; runs of later examples still in flight
 /// are dropped and their outcomes (successes *and errors*) are never counted, so errors are
 /// counted — and `max_errors` reached — exactly when the sequential run would. The demos, the
 /// validation pool and therefore the compiled program are identical for every concurrency; the
