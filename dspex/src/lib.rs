@@ -301,6 +301,7 @@ pub mod prelude {
         BestOfN, CallConfig, ChainOfThought, MultiChainComparison, Predict, ReAct, Refine,
         StreamItem, StreamOptions, Tool, majority,
     };
+    pub use crate::optimize::DemoKnobs;
     #[cfg(feature = "bm25")]
     pub use crate::retrieve::Bm25Index;
     pub use crate::retrieve::{Passage, Retrieve, Retriever};

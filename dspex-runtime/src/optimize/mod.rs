@@ -11,12 +11,16 @@
 //!   program so far (or [`Error::Cancelled`] before any was scored),
 //!   and a JSONL log of trials.
 //! - [`LabeledFewShot`] — each predictor gets `k` training examples as demos.
+//! - [`DemoConfig`] / [`DemoKnobs`] — the demo knobs the bootstrapping optimizers share
+//!   (`max_bootstrapped_demos`, `max_labeled_demos`, `max_errors`, `metric_threshold`,
+//!   concurrency) as one value each of them embeds, with their builder methods written once.
 //! - [`BootstrapFewShot`] — demos from the traces of teacher runs the metric accepts, plus
 //!   labeled ones; concurrent runs that still pick exactly DSPy's sequential demos.
 //! - [`MIPROv2`] — demo sets, grounded instruction proposals and a TPE search over them.
 //! - [`PyRandom`] — CPython's `random.Random`, bit for bit, so seeded choices match DSPy's.
 
 mod bootstrap;
+mod config;
 mod copro;
 mod job;
 mod knn;
@@ -27,9 +31,8 @@ mod random;
 mod random_search;
 mod tpe;
 
-pub use bootstrap::{
-    BootstrapError, BootstrapFewShot, DEFAULT_CONCURRENCY, DEFAULT_MAX_ERRORS, Teacher,
-};
+pub use bootstrap::{BootstrapError, BootstrapFewShot, Teacher};
+pub use config::{DEFAULT_CONCURRENCY, DEFAULT_MAX_ERRORS, DemoConfig, DemoKnobs};
 pub use copro::COPRO;
 pub use job::{Job, JobContext, Progress, TrialEvent};
 pub use knn::{KNN, KNNFewShot, KNNFewShotProgram};
@@ -119,4 +122,17 @@ pub(crate) async fn score_program<P: ExampleProgram + ?Sized>(
 /// Whether `error` is a job's cancellation rather than a failure.
 pub(crate) fn is_cancellation(error: &Error) -> bool {
     matches!(error, Error::Cancelled { .. })
+}
+
+/// `n` training examples `question: Q{i}` (the input) → `answer: A{i}`, for the unit tests.
+#[cfg(test)]
+pub(crate) fn qa_trainset(n: usize) -> Vec<Example> {
+    (0..n)
+        .map(|i| {
+            Example::new()
+                .with("question", format!("Q{i}"))
+                .with("answer", format!("A{i}"))
+                .with_inputs(["question"])
+        })
+        .collect()
 }
