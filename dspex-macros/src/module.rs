@@ -49,17 +49,20 @@ pub(crate) fn derive(input: TokenStream) -> TokenStream {
         let ty = &field.ty;
         // Spanned at the field's type, so "does not implement `Module`" points at the field.
         let span = ty.span();
+        // Through `ModuleProbe`: a field whose type is not a `Module` gets dspex's message and no
+        // list of rustc's candidate types.
+        let probe = quote_spanned!(span=> (&#p::ModuleProbe::<#ty>::new()).__dspex_module());
         visits.push(quote_spanned! {span=>
-            #p::Module::visit_predictors(&self.#access, &#p::join_path(path, #name), visit);
+            #probe.visit(&self.#access, &#p::join_path(path, #name), visit);
         });
         visits_mut.push(quote_spanned! {span=>
-            #p::Module::visit_predictors_mut(&mut self.#access, &#p::join_path(path, #name), visit);
+            #probe.visit_mut(&mut self.#access, &#p::join_path(path, #name), visit);
         });
         others.push(quote_spanned! {span=>
-            #p::Module::visit_other_state(&self.#access, &#p::join_path(path, #name), visit);
+            #probe.visit_other(&self.#access, &#p::join_path(path, #name), visit);
         });
         loads.push(quote_spanned! {span=>
-            #p::Module::load_other_state(&mut self.#access, &#p::join_path(path, #name), state, apply)?;
+            #probe.load_other(&mut self.#access, &#p::join_path(path, #name), state, apply)?;
         });
         bounds.push(quote!(#ty: #p::Module));
     }
@@ -81,6 +84,8 @@ pub(crate) fn derive(input: TokenStream) -> TokenStream {
                 path: &str,
                 visit: &mut dyn FnMut(#p::String, &'__dspex_a #p::PredictorParams),
             ) {
+                #[allow(unused_imports)]
+                use #p::{ViaModule as _, ViaNotModule as _};
                 #(#visits)*
             }
 
@@ -89,6 +94,8 @@ pub(crate) fn derive(input: TokenStream) -> TokenStream {
                 path: &str,
                 visit: &mut dyn FnMut(#p::String, &'__dspex_a mut #p::PredictorParams),
             ) {
+                #[allow(unused_imports)]
+                use #p::{ViaModule as _, ViaNotModule as _};
                 #(#visits_mut)*
             }
 
@@ -97,6 +104,8 @@ pub(crate) fn derive(input: TokenStream) -> TokenStream {
                 path: &str,
                 visit: &mut dyn FnMut(#p::String, #p::serde_json::Value),
             ) {
+                #[allow(unused_imports)]
+                use #p::{ViaModule as _, ViaNotModule as _};
                 let _ = (&path, &visit);
                 #(#others)*
             }
@@ -107,6 +116,8 @@ pub(crate) fn derive(input: TokenStream) -> TokenStream {
                 state: &#p::serde_json::Map<#p::String, #p::serde_json::Value>,
                 apply: bool,
             ) -> ::core::result::Result<(), #p::StateError> {
+                #[allow(unused_imports)]
+                use #p::{ViaModule as _, ViaNotModule as _};
                 let _ = (&path, &state, &apply);
                 #(#loads)*
                 ::core::result::Result::Ok(())

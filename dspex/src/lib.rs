@@ -334,11 +334,21 @@ pub mod __private {
     use std::marker::PhantomData;
 
     /// Chooses how to describe a field type by autoref specialization: a type implementing
-    /// [`SignatureType`] is described by it; any other type is taken as a model, which must derive
-    /// `schemars::JsonSchema`. Generated code calls
-    /// `(&&Probe::<T>::new()).__dspex_kind().spec::<T>()`; the model path is unconditional, so
-    /// a type that is neither gets a plain "`JsonSchema` is not implemented" error.
+    /// [`SignatureType`] is described by it, a type deriving `schemars::JsonSchema` is a model,
+    /// and any other type gets one error naming what it needs. Generated code calls
+    /// `(&&Probe::<T>::new()).__dspex_kind().spec::<T>()`. The last path requires
+    /// [`NotAFieldType`], which nothing implements: its error carries dspex's message and no list
+    /// of rustc's candidate types (which would change whenever a type is added anywhere).
     pub struct Probe<T: ?Sized>(PhantomData<T>);
+
+    // Copy, so the last (by-value) path of the specialization can take it from behind `&`.
+    impl<T: ?Sized> Clone for Probe<T> {
+        fn clone(&self) -> Self {
+            *self
+        }
+    }
+
+    impl<T: ?Sized> Copy for Probe<T> {}
 
     impl<T: ?Sized> Probe<T> {
         #[allow(clippy::new_without_default)]
@@ -351,6 +361,8 @@ pub mod __private {
     pub struct BuiltinKind;
     /// The field type is a model (a struct deriving `JsonSchema`).
     pub struct ModelKind;
+    /// The field type is neither.
+    pub struct NeitherKind;
 
     pub trait ViaSignatureType {
         fn __dspex_kind(self) -> BuiltinKind;
@@ -366,9 +378,19 @@ pub mod __private {
         fn __dspex_kind(self) -> ModelKind;
     }
 
-    impl<T: ?Sized> ViaModel for &Probe<T> {
+    impl<T: schemars::JsonSchema + ?Sized> ViaModel for &Probe<T> {
         fn __dspex_kind(self) -> ModelKind {
             ModelKind
+        }
+    }
+
+    pub trait ViaNeither {
+        fn __dspex_kind(self) -> NeitherKind;
+    }
+
+    impl<T: ?Sized> ViaNeither for Probe<T> {
+        fn __dspex_kind(self) -> NeitherKind {
+            NeitherKind
         }
     }
 
@@ -379,7 +401,7 @@ pub mod __private {
     }
 
     impl ModelKind {
-        pub fn spec<T: FieldModel>(self) -> TypeSpec {
+        pub fn spec<T: schemars::JsonSchema>(self) -> TypeSpec {
             TypeSpec::Model {
                 name: T::schema_name().into_owned(),
                 schema: model_schema::<T>(),
@@ -387,15 +409,135 @@ pub mod __private {
         }
     }
 
-    /// A struct usable as a field type: one deriving `schemars::JsonSchema` (and serde).
+    impl NeitherKind {
+        pub fn spec<T: NotAFieldType + ?Sized>(self) -> TypeSpec {
+            unreachable!("`NotAFieldType` has no implementations")
+        }
+    }
+
+    /// Implemented by nothing: the bound that fails, with dspex's message, for a field type that
+    /// is neither built in nor a model.
     #[diagnostic::on_unimplemented(
         message = "`{Self}` cannot be a signature field type",
         label = "this type is neither built in nor a model",
         note = "derive `serde::Serialize`, `serde::Deserialize` and `schemars::JsonSchema` for a struct, `LiteralEnum` for an enum of choices, or use String, bool, integers, floats, Vec, Option or HashMap/BTreeMap<String, _>"
     )]
-    pub trait FieldModel: schemars::JsonSchema {}
+    pub trait NotAFieldType {}
 
-    impl<T: schemars::JsonSchema> FieldModel for T {}
+    /// Chooses how `#[derive(Module)]` visits a field, by autoref specialization as [`Probe`]
+    /// does: through [`Module`] when the field's type implements it, else through a path
+    /// requiring [`NotAModule`], which nothing implements — so the error carries dspex's message
+    /// and no list of rustc's candidate types. Generated code calls
+    /// `(&ModuleProbe::<T>::new()).__dspex_module().visit(&self.field, …)`.
+    pub struct ModuleProbe<T: ?Sized>(PhantomData<T>);
+
+    // Copy, so the last (by-value) path of the specialization can take it from behind `&`.
+    impl<T: ?Sized> Clone for ModuleProbe<T> {
+        fn clone(&self) -> Self {
+            *self
+        }
+    }
+
+    impl<T: ?Sized> Copy for ModuleProbe<T> {}
+
+    impl<T: ?Sized> ModuleProbe<T> {
+        #[allow(clippy::new_without_default)]
+        pub const fn new() -> Self {
+            ModuleProbe(PhantomData)
+        }
+    }
+
+    /// The field's type implements [`Module`].
+    pub struct IsModule;
+    /// It does not.
+    pub struct IsNotModule;
+
+    pub trait ViaModule {
+        fn __dspex_module(self) -> IsModule;
+    }
+
+    impl<T: Module + ?Sized> ViaModule for &ModuleProbe<T> {
+        fn __dspex_module(self) -> IsModule {
+            IsModule
+        }
+    }
+
+    pub trait ViaNotModule {
+        fn __dspex_module(self) -> IsNotModule;
+    }
+
+    impl<T: ?Sized> ViaNotModule for ModuleProbe<T> {
+        fn __dspex_module(self) -> IsNotModule {
+            IsNotModule
+        }
+    }
+
+    impl IsModule {
+        pub fn visit<'a, T: Module + ?Sized>(
+            self,
+            field: &'a T,
+            path: &str,
+            visit: &mut dyn FnMut(String, &'a PredictorParams),
+        ) {
+            field.visit_predictors(path, visit);
+        }
+
+        pub fn visit_mut<'a, T: Module + ?Sized>(
+            self,
+            field: &'a mut T,
+            path: &str,
+            visit: &mut dyn FnMut(String, &'a mut PredictorParams),
+        ) {
+            field.visit_predictors_mut(path, visit);
+        }
+
+        pub fn visit_other<T: Module + ?Sized>(
+            self,
+            field: &T,
+            path: &str,
+            visit: &mut dyn FnMut(String, serde_json::Value),
+        ) {
+            field.visit_other_state(path, visit);
+        }
+
+        pub fn load_other<T: Module + ?Sized>(
+            self,
+            field: &mut T,
+            path: &str,
+            state: &serde_json::Map<String, serde_json::Value>,
+            apply: bool,
+        ) -> Result<(), StateError> {
+            field.load_other_state(path, state, apply)
+        }
+    }
+
+    // Only `visit` carries the failing bound, so a field gets one error, not one per method.
+    impl IsNotModule {
+        pub fn visit<T: NotAModule + ?Sized, V>(self, _: &T, _: &str, _: V) {}
+
+        pub fn visit_mut<T: ?Sized, V>(self, _: &mut T, _: &str, _: V) {}
+
+        pub fn visit_other<T: ?Sized, V>(self, _: &T, _: &str, _: V) {}
+
+        pub fn load_other<T: ?Sized, S, A>(
+            self,
+            _: &mut T,
+            _: &str,
+            _: S,
+            _: A,
+        ) -> Result<(), StateError> {
+            Ok(())
+        }
+    }
+
+    /// Implemented by nothing: the bound that fails, with dspex's message, for a
+    /// `#[derive(Module)]` field whose type is not a [`Module`].
+    #[diagnostic::on_unimplemented(
+        message = "`{Self}` does not expose predictors to optimizers",
+        label = "this field's type does not implement `Module`",
+        note = "mark fields that hold no predictors with `#[module(skip)]`"
+    )]
+    pub trait NotAModule {}
 
     /// The value a `LiteralEnum` variant serializes to (serde renames included); `fallback` is
     /// the variant name, used if it does not serialize to a string.

@@ -102,7 +102,7 @@ pub(crate) fn expand(model: &Model) -> TokenStream {
                 static SIGNATURE: #p::OnceLock<#p::DynSignature> = #p::OnceLock::new();
                 SIGNATURE.get_or_init(|| {
                     #[allow(unused_imports)]
-                    use #p::{ViaModel as _, ViaSignatureType as _};
+                    use #p::{ViaModel as _, ViaNeither as _, ViaSignatureType as _};
                     #p::DynSignature::from_parts(
                         #instructions,
                         #p::vec![#(#input_specs),*],
