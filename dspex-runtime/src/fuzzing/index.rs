@@ -119,19 +119,7 @@ fn check_error(e: &RetrieveError, dir: &Path, damaged: &str) {
 fn bm25() -> &'static Pristine {
     static BM25: OnceLock<Pristine> = OnceLock::new();
     BM25.get_or_init(|| {
-        // Tantivy panics on some damaged data that passes its checksums; the index catches
-        // those panics (a `CorruptIndex`). libFuzzer's hook aborts on every panic, caught or
-        // not, so panics raised inside tantivy's own code go to the previous hook only when
-        // nothing catches them (then the fuzz target's own catch aborts).
-        let previous = std::panic::take_hook();
-        std::panic::set_hook(Box::new(move |info| {
-            let in_tantivy = info
-                .location()
-                .is_some_and(|l| l.file().contains("tantivy"));
-            if !in_tantivy {
-                previous(info);
-            }
-        }));
+        super::watch_panics();
         let dir = scratch("bm25");
         let corpus = dir.join("corpus.jsonl");
         let lines: Vec<String> = PASSAGES
@@ -163,6 +151,12 @@ pub fn bm25_open(data: &[u8]) {
     let Some(damaged) = pristine.damage(data) else {
         return;
     };
+    super::no_panics("opening a damaged BM25 index", || {
+        bm25_check(pristine, &damaged)
+    });
+}
+
+fn bm25_check(pristine: &Pristine, damaged: &str) {
     match Bm25Index::open(&pristine.work) {
         Ok(index) => {
             for query in ["capital of France", "fox", "1889 tower"] {
@@ -178,7 +172,7 @@ pub fn bm25_open(data: &[u8]) {
                 }
             }
         }
-        Err(e) => check_error(&e, &pristine.work, &damaged),
+        Err(e) => check_error(&e, &pristine.work, damaged),
     }
 }
 
@@ -214,16 +208,22 @@ pub fn embeddings_open(data: &[u8]) {
     let Some(damaged) = pristine.damage(data) else {
         return;
     };
-    loopback().runtime.block_on(async {
-        match EmbeddingsRetriever::open(&pristine.work, embedder_fn(embed)).await {
-            Ok(index) => {
-                assert_eq!(index.ids().len(), index.len());
-                match index.search("capital of France", 3).await {
-                    Ok(passages) => assert!(passages.len() <= 3.min(index.len())),
-                    Err(e) => panic!("searching a index that opened fails: {e:?}"),
-                }
-            }
-            Err(e) => check_error(&e, &pristine.work, &damaged),
-        }
+    super::no_panics("opening a damaged embeddings index", || {
+        loopback()
+            .runtime
+            .block_on(embeddings_check(pristine, &damaged));
     });
+}
+
+async fn embeddings_check(pristine: &Pristine, damaged: &str) {
+    match EmbeddingsRetriever::open(&pristine.work, embedder_fn(embed)).await {
+        Ok(index) => {
+            assert_eq!(index.ids().len(), index.len());
+            match index.search("capital of France", 3).await {
+                Ok(passages) => assert!(passages.len() <= 3.min(index.len())),
+                Err(e) => panic!("searching an index that opened fails: {e:?}"),
+            }
+        }
+        Err(e) => check_error(&e, &pristine.work, damaged),
+    }
 }

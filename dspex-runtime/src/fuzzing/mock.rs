@@ -35,25 +35,27 @@ pub fn mock_request(data: &[u8]) {
         n => usize::from(n),
     };
     let server = server();
-    let answer = loopback().runtime.block_on(async {
-        tokio::time::timeout(HANG, async {
-            let mut stream = TcpStream::connect(server.addr())
-                .await
-                .expect("the mock server accepts");
-            let _ = stream.set_nodelay(true);
-            for piece in request.chunks(cut) {
-                if stream.write_all(piece).await.is_err() {
-                    break;
+    let answer = super::no_panics("serving a request", || {
+        loopback().runtime.block_on(async {
+            tokio::time::timeout(HANG, async {
+                let mut stream = TcpStream::connect(server.addr())
+                    .await
+                    .expect("the mock server accepts");
+                let _ = stream.set_nodelay(true);
+                for piece in request.chunks(cut) {
+                    if stream.write_all(piece).await.is_err() {
+                        break;
+                    }
+                    tokio::task::yield_now().await;
                 }
-                tokio::task::yield_now().await;
-            }
-            let _ = stream.shutdown().await;
-            let mut answer = Vec::new();
-            let _ = stream.read_to_end(&mut answer).await;
-            answer
+                let _ = stream.shutdown().await;
+                let mut answer = Vec::new();
+                let _ = stream.read_to_end(&mut answer).await;
+                answer
+            })
+            .await
+            .unwrap_or_else(|_| panic!("the server hangs on {request:?}"))
         })
-        .await
-        .unwrap_or_else(|_| panic!("the server hangs on {request:?}"))
     });
     if answer.is_empty() {
         assert!(

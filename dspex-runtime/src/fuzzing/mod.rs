@@ -19,6 +19,8 @@ pub mod seeds;
 pub mod wire;
 
 use serde_json::Value;
+use std::cell::Cell;
+use std::sync::Once;
 
 /// A fuzz target's function: it takes the fuzzer's bytes and panics when an invariant breaks.
 pub type Target = fn(&[u8]);
@@ -77,4 +79,43 @@ fn same_values(a: &Value, b: &Value) -> bool {
         }
         _ => a == b,
     }
+}
+
+thread_local! {
+    /// Panics raised on this thread since the watch began (see [`no_panics`]).
+    static PANICS: Cell<usize> = const { Cell::new(0) };
+}
+
+/// Runs `f`, then panics if anything panicked on this thread meanwhile — in particular a task
+/// of the current-thread runtime the wire targets drive, whose panic tokio would catch and
+/// turn into a dropped connection. (Under libFuzzer its own panic hook aborts at once anyway;
+/// this makes `cargo test`'s replay as strict.) Panics located in tantivy's code are left out:
+/// the BM25 index catches those on purpose (a damaged index that passed the checksums) and
+/// reports [`CorruptIndex`](crate::retrieve::RetrieveError::CorruptIndex); they go to no other
+/// hook, so libFuzzer's does not abort on them either (an uncaught one still aborts in
+/// libFuzzer's catch around the target).
+fn no_panics<T>(what: &str, f: impl FnOnce() -> T) -> T {
+    watch_panics();
+    let before = PANICS.with(Cell::get);
+    let out = f();
+    let after = PANICS.with(Cell::get);
+    assert_eq!(before, after, "{what}: a task panicked (and was caught)");
+    out
+}
+
+/// Installs the panic hook that counts panics per thread (once per process).
+fn watch_panics() {
+    static ONCE: Once = Once::new();
+    ONCE.call_once(|| {
+        let previous = std::panic::take_hook();
+        std::panic::set_hook(Box::new(move |info| {
+            let in_tantivy = info
+                .location()
+                .is_some_and(|l| l.file().contains("tantivy"));
+            if !in_tantivy {
+                PANICS.with(|p| p.set(p.get() + 1));
+                previous(info);
+            }
+        }));
+    });
 }
