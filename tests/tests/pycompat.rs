@@ -11,8 +11,8 @@
 
 mod common;
 
+use dspex::DynSignature;
 use dspex::adapter::{Adapter, ChatAdapter, JSONAdapter};
-use dspex::signature::DynSignature;
 use dspex_runtime::__fuzz::adapter::{
     TYPE_NAMES, json_repair_tagged, literal_eval_tagged, models, parse_value_text,
 };

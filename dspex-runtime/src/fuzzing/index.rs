@@ -39,7 +39,21 @@ impl Pristine {
                 (name, bytes)
             })
             .collect();
-        files.sort();
+        // In an order that does not depend on the segment's random id, so an input picks the
+        // same file in every process: dspex's and tantivy's metadata, then the segment's files
+        // by extension.
+        files.sort_by_key(|(name, _)| {
+            let (stem, ext) = name.rsplit_once('.').unwrap_or((name.as_str(), ""));
+            let segment = stem.len() == 32 && stem.bytes().all(|b| b.is_ascii_hexdigit());
+            (
+                segment,
+                if segment {
+                    ext.to_string()
+                } else {
+                    name.clone()
+                },
+            )
+        });
         let _ = std::fs::remove_dir_all(&work);
         std::fs::create_dir_all(&work).expect("a work directory");
         for (name, bytes) in &files {
@@ -92,8 +106,23 @@ impl Pristine {
 }
 
 /// A fresh directory under the system's temporary directory, for this process.
+/// Directories of processes that are gone are removed.
 fn scratch(what: &str) -> PathBuf {
-    let dir = std::env::temp_dir().join(format!("dspex-fuzz-{what}-{}", std::process::id()));
+    let prefix = format!("dspex-fuzz-{what}-");
+    let proc_fs = Path::new("/proc/self").exists();
+    if let Ok(entries) = std::fs::read_dir(std::env::temp_dir())
+        && proc_fs
+    {
+        for entry in entries.filter_map(Result::ok) {
+            let name = entry.file_name().to_string_lossy().into_owned();
+            if let Some(pid) = name.strip_prefix(&prefix)
+                && !Path::new("/proc").join(pid).exists()
+            {
+                let _ = std::fs::remove_dir_all(entry.path());
+            }
+        }
+    }
+    let dir = std::env::temp_dir().join(format!("{prefix}{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&dir);
     std::fs::create_dir_all(&dir).expect("a scratch directory");
     dir

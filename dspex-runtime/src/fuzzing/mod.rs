@@ -93,7 +93,7 @@ thread_local! {
 /// the BM25 index catches those on purpose (a damaged index that passed the checksums) and
 /// reports [`CorruptIndex`](crate::retrieve::RetrieveError::CorruptIndex); they go to no other
 /// hook, so libFuzzer's does not abort on them either (an uncaught one still aborts in
-/// libFuzzer's catch around the target).
+/// libFuzzer's catch around the target). `DSPEX_FUZZ_VERBOSE=1` prints those panics too.
 fn no_panics<T>(what: &str, f: impl FnOnce() -> T) -> T {
     watch_panics();
     let before = PANICS.with(Cell::get);
@@ -115,6 +115,9 @@ fn watch_panics() {
             if !in_tantivy {
                 PANICS.with(|p| p.set(p.get() + 1));
                 previous(info);
+            } else if std::env::var_os("DSPEX_FUZZ_VERBOSE").is_some() {
+                let trace = std::backtrace::Backtrace::force_capture();
+                eprintln!("a panic inside tantivy (the index should catch it): {info}\n{trace}");
             }
         }));
     });
