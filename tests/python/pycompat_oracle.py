@@ -6,6 +6,8 @@ Reads one JSON object per line on stdin and answers one JSON line per request on
   {"op": "parse_value", "type": name, "text": t}    dspy.adapters.utils.parse_value(t, type)
   {"op": "chat_parse" | "json_parse", "signature": s, "text": t}
                                                     ChatAdapter/JSONAdapter().parse(signature, t)
+  {"op": "assigned", "text": t}                     whether this Python's Unicode database
+                                                    knows every character of t
 Values are tagged so ints, floats and dict keys survive JSON: None/bools/strings as they are,
 {"i": str(int)}, {"f": repr(float)}, lists (and tuples) as arrays, {"d": [[key, value], ...]};
 a failure is {"err": exception class name}.
@@ -14,6 +16,7 @@ a failure is {"err": exception class name}.
 import ast
 import json
 import sys
+import unicodedata
 from typing import Any, Literal, Optional  # noqa: F401 (names the types may use)
 
 import dspy
@@ -61,6 +64,8 @@ def tag(v):
 
 def answer(request):
     op, text = request["op"], request["text"]
+    if op == "assigned":
+        return all(unicodedata.category(c) != "Cn" for c in text)
     if op == "json_repair":
         return tag(json_repair.loads(text))
     if op == "literal_eval":

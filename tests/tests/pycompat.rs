@@ -3,11 +3,12 @@
 //! Proptest generates valid inputs (JSON documents, Python literals, field values as LMs write
 //! them, completions of typed signatures); one long-lived Python process of the project's venv
 //! (`tests/python/pycompat_oracle.py`) answers for Python, one JSON line per case. Any
-//! disagreement fails with the (shrunk) input.
+//! disagreement fails with the (shrunk) input. `DSPEX_PYCOMPAT_SCALE=N` runs N times the cases.
 //!
-//! Known, deliberate differences (see the `dspex_runtime::adapter` docs) are not generated:
-//! non-finite floats and integers beyond 64 bits in typed outputs, Python sets, bytes and
-//! complex numbers.
+//! Known, deliberate differences (see the `dspex_runtime::adapter` docs) are not generated or
+//! are accepted: non-finite floats and integers beyond 64 bits in typed outputs (dspex refuses
+//! them), Python sets, bytes and complex numbers; text with characters the venv Python's Unicode
+//! database does not know (its `repr` escapes them) is skipped.
 
 mod common;
 
@@ -89,18 +90,55 @@ fn py_float(f: f64) -> String {
     }
 }
 
-/// Both sides failed, or both gave the same tagged value.
+/// Both sides failed, or both gave the same tagged value — or Python gave a value dspex
+/// deliberately refuses (an integer beyond 64 bits, a non-finite float: JSON holds neither).
 fn agree(rust: &Value, python: &Value) -> bool {
     let failed = |v: &Value| v.get("err").is_some();
-    (failed(rust) && failed(python)) || rust == python
+    let refused = rust.get("err").and_then(Value::as_str).is_some_and(|e| {
+        e.contains("does not fit in 64 bits") || e.contains("cannot be represented in JSON")
+    });
+    (failed(rust) && failed(python)) || rust == python || (refused && beyond_json(python))
 }
 
+/// Whether a tagged Python value holds an int beyond 64 bits or a non-finite float.
+fn beyond_json(v: &Value) -> bool {
+    match v {
+        Value::Array(items) => items.iter().any(beyond_json),
+        Value::Object(map) => {
+            if let Some(Value::String(i)) = map.get("i") {
+                return i.parse::<i64>().is_err() && i.parse::<u64>().is_err();
+            }
+            if let Some(Value::String(f)) = map.get("f") {
+                return matches!(f.as_str(), "inf" | "-inf" | "nan");
+            }
+            map.values().any(beyond_json)
+        }
+        _ => false,
+    }
+}
+
+/// A runner of `cases` cases, times `DSPEX_PYCOMPAT_SCALE` when set (a longer hunt).
 fn runner(cases: u32) -> TestRunner {
+    let scale = std::env::var("DSPEX_PYCOMPAT_SCALE")
+        .ok()
+        .and_then(|s| s.parse::<u32>().ok())
+        .unwrap_or(1);
     TestRunner::new(Config {
-        cases,
+        cases: cases.saturating_mul(scale),
         failure_persistence: None,
         ..Config::default()
     })
+}
+
+/// Rejects a case whose text holds characters this Python's Unicode database does not know
+/// (the venv's Python 3.11 has Unicode 14; its `repr` escapes characters added since, which
+/// dspex, not knowing which are unassigned, prints as they are).
+fn known_to_python(text: &str) -> Result<(), TestCaseError> {
+    if python(json!({"op": "assigned", "text": text})) == json!(true) {
+        Ok(())
+    } else {
+        Err(TestCaseError::reject("characters unknown to this Python"))
+    }
 }
 
 fn check(rust: Value, python: Value, what: &str) -> Result<(), TestCaseError> {
@@ -161,6 +199,7 @@ fn json_document() -> impl Strategy<Value = String> {
 fn json_repair_agrees_with_python_on_valid_json() {
     runner(400)
         .run(&json_document(), |doc| {
+            known_to_python(&doc)?;
             check(
                 json_repair_tagged(&doc),
                 python(json!({"op": "json_repair", "text": doc})),
@@ -276,6 +315,7 @@ fn py_repr(s: &str) -> String {
 fn literal_eval_agrees_with_python_on_literals() {
     runner(400)
         .run(&python_literal(), |src| {
+            known_to_python(&src)?;
             check(
                 literal_eval_tagged(&src),
                 python(json!({"op": "literal_eval", "text": src})),
@@ -354,6 +394,7 @@ fn field_text() -> impl Strategy<Value = String> {
 fn parse_value_agrees_with_dspy_on_field_values() {
     runner(150)
         .run(&field_text(), |text| {
+            known_to_python(&text)?;
             for name in TYPE_NAMES {
                 let rust = match parse_value_text(name, &text) {
                     Ok(v) => tag(&v),
@@ -436,6 +477,7 @@ fn adapter_case(json: bool) {
     };
     runner(300)
         .run(&completion(json), |(sig_text, text)| {
+            known_to_python(&text)?;
             let sig = DynSignature::parse_with_types(&sig_text, &models()).expect("a signature");
             let rust = match adapter.parse(&sig, &text) {
                 Ok(fields) => tag(&Value::Object(fields)),
