@@ -198,7 +198,7 @@ pub(crate) fn write_shortest_float(
 fn half_even(x: f64, digits: String, exp: i32) -> String {
     let n = digits.len();
     let last = digits.as_bytes()[n - 1] - b'0';
-    if last % 2 == 0 {
+    if last.is_multiple_of(2) {
         return digits;
     }
     let with_last = |d: u8| format!("{}{}", &digits[..n - 1], char::from(b'0' + d));
