@@ -4,6 +4,10 @@
 //! Users normally depend on the `dspex` facade crate, which re-exports this crate and adds the
 //! macros. Everything here also works without the macros, through [`DynSignature`].
 
+#[cfg(feature = "fuzzing")]
+#[doc(hidden)]
+#[path = "fuzzing/mod.rs"]
+pub mod __fuzz;
 pub mod adapter;
 #[cfg(all(unix, feature = "bridge"))]
 pub mod bridge;

@@ -41,12 +41,12 @@
 mod chat;
 pub(crate) mod format;
 mod json;
-mod json_repair;
-mod literal_eval;
+pub(crate) mod json_repair;
+pub(crate) mod literal_eval;
 pub(crate) mod py;
 mod stream;
 pub(crate) mod text;
-mod value;
+pub(crate) mod value;
 
 pub use chat::ChatAdapter;
 pub use json::JSONAdapter;

@@ -150,7 +150,11 @@ pub(crate) fn write_shortest_float(
         Some(m) => (true, m),
         None => (false, mantissa),
     };
-    let digits: String = mantissa.chars().filter(char::is_ascii_digit).collect();
+    let digits = half_even(
+        f.abs(),
+        mantissa.chars().filter(char::is_ascii_digit).collect(),
+        exp,
+    );
     if negative {
         out.push('-');
     }
@@ -185,6 +189,47 @@ pub(crate) fn write_shortest_float(
         let sign = if exp < 0 { '-' } else { '+' };
         let _ = write!(out, "e{sign}{:0exp_digits$}", exp.unsigned_abs());
     }
+}
+
+/// The shortest digits of `x` (positive, finite; `digits` × 10^`exp`, one digit before the
+/// point) as Python's `repr` and ryu choose them: of two shortest candidates exactly as close
+/// to `x`, the one with the even last digit. Rust's shortest formatting takes the larger one
+/// (`951548622688640.25` prints as `…640.3`, Python's `…640.2`).
+fn half_even(x: f64, digits: String, exp: i32) -> String {
+    let n = digits.len();
+    let last = digits.as_bytes()[n - 1] - b'0';
+    if last.is_multiple_of(2) {
+        return digits;
+    }
+    let with_last = |d: u8| format!("{}{}", &digits[..n - 1], char::from(b'0' + d));
+    let sci = |d: &str| {
+        format!(
+            "{}.{}e{exp}",
+            &d[..1],
+            if d.len() > 1 { &d[1..] } else { "0" }
+        )
+    };
+    for neighbour in [last.checked_sub(1), (last < 9).then_some(last + 1)] {
+        let Some(neighbour) = neighbour else { continue };
+        let other = with_last(neighbour);
+        // The point halfway between the two: a tie only if `x` is exactly that number.
+        let low = if neighbour < last { &other } else { &digits };
+        let midpoint = format!("{low}5");
+        if sci(&midpoint).parse::<f64>() != Ok(x) || sci(&other).parse::<f64>() != Ok(x) {
+            continue;
+        }
+        // A double's exact decimal expansion has at most 767 significant digits.
+        let exact = format!("{x:.800e}");
+        let (mantissa, exact_exp) = exact.split_once('e').unwrap_or((exact.as_str(), ""));
+        let exact_digits: String = mantissa.chars().filter(char::is_ascii_digit).collect();
+        let tie = exact_exp == exp.to_string()
+            && exact_digits.starts_with(&midpoint)
+            && exact_digits[midpoint.len()..].bytes().all(|b| b == b'0');
+        if tie {
+            return other;
+        }
+    }
+    digits
 }
 
 /// Python's `repr()` of a float as a new string.
@@ -386,6 +431,9 @@ mod tests {
             (123456.789, "123456.789"),
             (1.7976931348623157e308, "1.7976931348623157e+308"),
             (5e-324, "5e-324"),
+            // Exact ties between two shortest candidates go to the even digit, as in Python.
+            (-951548622688640.2, "-951548622688640.2"),
+            (951548622688640.2, "951548622688640.2"),
             (f64::NAN, "nan"),
             (f64::NEG_INFINITY, "-inf"),
         ];

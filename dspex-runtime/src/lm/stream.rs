@@ -92,6 +92,9 @@ impl StreamEvent {
 #[derive(Debug, Default)]
 pub(crate) struct SseDecoder {
     buffer: Vec<u8>,
+    /// How much of `buffer` has been searched for the end of an event: no end starts before
+    /// `scanned - 3`, so a long event arriving in many reads is searched once, not once per read.
+    scanned: usize,
 }
 
 /// What one `data:` payload was.
@@ -107,10 +110,16 @@ impl SseDecoder {
     pub(crate) fn feed(&mut self, bytes: &[u8]) -> Vec<SseData> {
         self.buffer.extend_from_slice(bytes);
         let mut out = Vec::new();
-        // Events end with a blank line ("\n\n" or "\r\n\r\n").
-        while let Some((end, sep)) = find_event_end(&self.buffer) {
-            let event: Vec<u8> = self.buffer.drain(..end + sep).collect();
-            let text = String::from_utf8_lossy(&event[..end]);
+        // Events end with a blank line ("\n\n" or "\r\n\r\n"). The events read are removed
+        // from the buffer once, at the end (removing each would move the rest every time).
+        let mut start = 0;
+        let mut from = self.scanned.saturating_sub(3);
+        while let Some((at, sep)) = find_event_end(&self.buffer[from..]) {
+            let end = from + at;
+            let event = &self.buffer[start..end];
+            start = end + sep;
+            from = start;
+            let text = String::from_utf8_lossy(event);
             let mut data = String::new();
             for line in text.lines() {
                 if let Some(rest) = line.strip_prefix("data:") {
@@ -129,20 +138,21 @@ impl SseDecoder {
                 SseData::Json(data)
             });
         }
+        self.buffer.drain(..start);
+        self.scanned = self.buffer.len();
         out
     }
 }
 
+/// Where the first event of `buf` ends: the position of its blank line and the blank line's
+/// length. One pass (looking for each separator over the whole buffer in turn would read all
+/// of it for every event of a stream that uses the other one).
 fn find_event_end(buf: &[u8]) -> Option<(usize, usize)> {
-    let lf = buf.windows(2).position(|w| w == b"\n\n").map(|i| (i, 2));
-    let crlf = buf
-        .windows(4)
-        .position(|w| w == b"\r\n\r\n")
-        .map(|i| (i, 4));
-    match (lf, crlf) {
-        (Some(a), Some(b)) => Some(if a.0 <= b.0 { a } else { b }),
-        (a, b) => a.or(b),
-    }
+    buf.iter().enumerate().find_map(|(i, b)| match b {
+        b'\n' if buf.get(i + 1) == Some(&b'\n') => Some((i, 2)),
+        b'\r' if buf[i..].starts_with(b"\r\n\r\n") => Some((i, 4)),
+        _ => None,
+    })
 }
 
 /// Reads one `chat.completion.chunk`.
@@ -191,6 +201,25 @@ mod tests {
         assert_eq!(got, [SseData::Json("{\"a\":1}".into()), SseData::Done]);
         let got = d.feed(b": keep-alive\r\n\r\ndata: x\r\n\r\n");
         assert_eq!(got, [SseData::Json("x".into())]);
+    }
+
+    /// A long event in small reads, or many events in one read, is linear work: searching the
+    /// whole buffer on every read, and moving the rest after every event, made both quadratic
+    /// (minutes of CPU for a few megabytes).
+    #[test]
+    fn long_and_many_events_are_linear() {
+        let started = std::time::Instant::now();
+        let mut d = SseDecoder::default();
+        let long = format!("data: \"{}\"", "x".repeat(8 << 20));
+        for piece in long.as_bytes().chunks(64) {
+            assert!(d.feed(piece).is_empty());
+        }
+        assert_eq!(d.feed(b"\n\n"), [SseData::Json(long[6..].to_string())]);
+        let many = "data: {}\r\n\r\n".repeat(400_000);
+        assert_eq!(d.feed(many.as_bytes()).len(), 400_000);
+        assert!(d.feed(b"").is_empty());
+        // Unoptimized, this takes well under a second; quadratic, it took minutes.
+        assert!(started.elapsed().as_secs() < 20, "{:?}", started.elapsed());
     }
 
     #[test]

@@ -167,7 +167,8 @@ impl From<Option<ApiUsage>> for Usage {
         Usage {
             prompt_tokens: prompt,
             completion_tokens: completion,
-            total_tokens: u.total_tokens.unwrap_or(prompt + completion),
+            // The server's numbers: their sum must not overflow.
+            total_tokens: u.total_tokens.unwrap_or(prompt.saturating_add(completion)),
         }
     }
 }
@@ -298,6 +299,17 @@ mod tests {
         let v: Value = serde_json::from_str(&text).unwrap();
         assert_eq!(v["temperature"], 0.7);
         assert_eq!(v["n"], 3);
+    }
+
+    /// Token counts near `u64::MAX` without a total once overflowed summing them
+    /// `fuzz/regressions/sse_stream/usage-overflow`).
+    #[test]
+    fn huge_token_counts_saturate() {
+        let mut r: CompletionResponse = serde_json::from_str(
+            r#"{"choices": [], "usage": {"prompt_tokens": 18446744073709551615, "completion_tokens": 2}}"#,
+        )
+        .unwrap();
+        assert_eq!(r.usage().total_tokens, u64::MAX);
     }
 
     #[test]

@@ -300,8 +300,11 @@ impl Bm25Index {
     pub fn open(dir: impl AsRef<Path>) -> Result<Bm25Index, RetrieveError> {
         let dir = dir.as_ref();
         let meta = read_meta(dir)?;
-        let index = Index::open_in_dir(dir).map_err(|e| corrupt(dir, e))?;
-        let damaged = index.validate_checksum().map_err(|e| corrupt(dir, e))?;
+        // Guarded too: tantivy panics on a file shorter than its footer while checking it.
+        let index = guarded(dir, || Index::open_in_dir(dir).map_err(|e| corrupt(dir, e)))?;
+        let damaged = guarded(dir, || {
+            index.validate_checksum().map_err(|e| corrupt(dir, e))
+        })?;
         if !damaged.is_empty() {
             let mut names: Vec<String> = damaged.iter().map(|p| p.display().to_string()).collect();
             names.sort();
@@ -1320,6 +1323,31 @@ mod tests {
         let err = guarded::<()>(&path, || panic!("index out of bounds")).unwrap_err();
         assert!(matches!(err, RetrieveError::CorruptIndex { .. }), "{err:?}");
         assert!(err.to_string().contains("index out of bounds"), "{err}");
+    }
+
+    /// A file cut shorter than tantivy's footer made the checksum check panic outside the
+    /// guard (`fuzz/regressions/bm25_open/short-term-file`).
+    #[test]
+    fn files_shorter_than_their_footer_are_corrupt() {
+        let (_keep, index, _) = build(CORPUS, &BuildOptions::default());
+        let path = index.path().unwrap().to_path_buf();
+        drop(index);
+        for file in std::fs::read_dir(&path).unwrap().map(|e| e.unwrap().path()) {
+            // The segment's files (named by its id), each with a checksummed footer.
+            if file.file_stem().is_none_or(|stem| stem.len() != 32) {
+                continue;
+            }
+            let good = std::fs::read(&file).unwrap();
+            std::fs::write(&file, b"\0\0\0\0{").unwrap();
+            let err = Bm25Index::open(&path).unwrap_err();
+            assert!(
+                matches!(err, RetrieveError::CorruptIndex { .. }),
+                "{}: {err:?}",
+                file.display()
+            );
+            std::fs::write(&file, good).unwrap();
+        }
+        assert_eq!(Bm25Index::open(&path).unwrap().len(), 4);
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

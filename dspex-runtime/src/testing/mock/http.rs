@@ -295,7 +295,8 @@ async fn read_body(
                     while !read_line(stream, buf).await?.is_empty() {}
                     return Ok(body.freeze());
                 }
-                if body.len() + size > limit {
+                // `size` is the client's: `body.len() + size` could overflow.
+                if size > limit - body.len() {
                     return Err(BadRequest("length limit exceeded".into()));
                 }
                 while buf.len() < size + 2 {
@@ -578,6 +579,28 @@ mod tests {
                 .await
                 .starts_with("HTTP/1.1 200 OK")
         );
+    }
+
+    /// A chunk size near `usize::MAX` after a first chunk once overflowed the length check and
+    /// panicked the connection's task (`fuzz/regressions/mock_request/huge-chunk-size`).
+    #[tokio::test]
+    async fn huge_chunk_sizes_get_a_400() {
+        let server = MockLm::start().await.expect("start");
+        for size in ["ffffffffffffffff", "fffffffffffffffe", "4000001"] {
+            let request = format!(
+                "POST /v1/chat/completions HTTP/1.1\r\ntransfer-encoding: chunked\r\n\r\n2\r\n{{}}\r\n{size}\r\n{{}}\r\n0\r\n\r\n"
+            );
+            let mut tcp = TcpStream::connect(server.addr()).await.expect("connect");
+            tcp.write_all(request.as_bytes()).await.expect("write");
+            let mut all = Vec::new();
+            tcp.read_to_end(&mut all).await.expect("read to the end");
+            let text = String::from_utf8_lossy(&all);
+            assert!(
+                text.starts_with("HTTP/1.1 400 Bad Request\r\n"),
+                "{size}: {text}"
+            );
+            assert!(text.contains("length limit exceeded"), "{text}");
+        }
     }
 
     #[tokio::test]

@@ -1,0 +1,214 @@
+//! The LM client's readers of what a server sends: the HTTP/1.1 response reader (status line,
+//! headers, `Content-Length`, chunked bodies and trailers, bodies that run to the close), the
+//! server-sent-events decoder and the JSON bodies of completions, stream chunks and embeddings.
+
+use super::split_first;
+use crate::lm::http1::{Pool, Target};
+use crate::lm::stream::{SseData, SseDecoder, parse_chunk};
+use crate::lm::wire::{CompletionResponse, EmbeddingResponse, provider_message};
+use crate::lm::{ModelType, StreamEvent};
+use std::sync::{Arc, OnceLock};
+use std::time::Duration;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpListener;
+use tokio::runtime::Runtime;
+
+/// Longest one exchange may take before it counts as a hang.
+const HANG: Duration = Duration::from_secs(10);
+
+/// A runtime and a loopback listener kept for the whole fuzzing run.
+pub(super) struct Loopback {
+    pub(super) runtime: Runtime,
+    listener: TcpListener,
+    port: u16,
+}
+
+pub(super) fn loopback() -> &'static Loopback {
+    static LOOPBACK: OnceLock<Loopback> = OnceLock::new();
+    LOOPBACK.get_or_init(|| {
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .expect("a tokio runtime");
+        let listener = runtime
+            .block_on(TcpListener::bind("127.0.0.1:0"))
+            .expect("a loopback listener");
+        let port = listener.local_addr().expect("a bound port").port();
+        Loopback {
+            runtime,
+            listener,
+            port,
+        }
+    })
+}
+
+/// What the client made of one answer: the status and the body, or the error's text.
+type Outcome = Result<(u16, Vec<u8>), String>;
+
+/// Target `http1_response`: the first byte picks how the server cuts its writes (1 to 16
+/// bytes, or all at once), the rest is everything the server answers before closing. The
+/// answer is read twice — whole with `bytes()` after one write, and piece by piece with
+/// `chunk()` after cut writes — and both reads must agree; neither may hang; a body is never
+/// longer than what was sent; a status is the one on the last status line sent.
+pub fn http1_response(data: &[u8]) {
+    let Some((cut, answer)) = split_first(data) else {
+        return;
+    };
+    let lb = loopback();
+    let (whole, piecewise) = super::no_panics("reading an answer", || {
+        (
+            lb.runtime.block_on(exchange(lb, answer, None)),
+            lb.runtime
+                .block_on(exchange(lb, answer, Some(usize::from(cut % 16) + 1))),
+        )
+    });
+    match (&whole, &piecewise) {
+        (Ok(a), Ok(b)) => assert_eq!(a, b, "bytes() and chunk() read different answers"),
+        (Err(_), Err(_)) => {}
+        _ => panic!("one read failed and the other did not: {whole:?} vs {piecewise:?}"),
+    }
+    if let Ok((status, body)) = &whole {
+        assert!(body.len() <= answer.len());
+        let needle = format!(" {status:03}");
+        assert!(
+            answer.windows(needle.len()).any(|w| w == needle.as_bytes()),
+            "status {status} is nowhere in the answer"
+        );
+    }
+}
+
+/// Sends one request through a fresh pool to the loopback listener, whose side answers
+/// `answer` (in writes of `cut` bytes when given) and closes; reads the answer with `bytes()`
+/// (no cut) or `chunk()` (cut).
+async fn exchange(lb: &Loopback, answer: &[u8], cut: Option<usize>) -> Outcome {
+    let server = async {
+        let (mut stream, _) = lb.listener.accept().await.expect("the client connects");
+        let _ = stream.set_nodelay(true);
+        // The request: a head, then the 2-byte body.
+        let mut request = Vec::new();
+        let mut buf = [0u8; 1024];
+        while !request.ends_with(b"\r\n\r\n{}") {
+            match stream.read(&mut buf).await {
+                Ok(0) | Err(_) => return,
+                Ok(n) => request.extend_from_slice(&buf[..n]),
+            }
+        }
+        match cut {
+            None => {
+                let _ = stream.write_all(answer).await;
+            }
+            Some(n) => {
+                for piece in answer.chunks(n) {
+                    if stream.write_all(piece).await.is_err() {
+                        break;
+                    }
+                    tokio::task::yield_now().await;
+                }
+            }
+        }
+        let _ = stream.shutdown().await;
+        // Until the client is done with the connection (it closes first).
+        while let Ok(n) = stream.read(&mut buf).await {
+            if n == 0 {
+                break;
+            }
+        }
+    };
+    let client = async {
+        let pool = Arc::new(Pool::new(
+            "127.0.0.1",
+            lb.port,
+            Duration::from_secs(5),
+            Duration::from_secs(60),
+        ));
+        let authority = format!("127.0.0.1:{}", lb.port);
+        let target = Target::post(
+            &authority,
+            "/v1/chat/completions",
+            &[("content-type", b"application/json")],
+        );
+        let outcome = async {
+            let mut response = pool.post(&target, b"{}").await.map_err(|e| e.to_string())?;
+            let status = response.status;
+            let body = if cut.is_none() {
+                response
+                    .bytes(u64::MAX)
+                    .await
+                    .map_err(|e| e.to_string())?
+                    .to_vec()
+            } else {
+                let mut body = Vec::new();
+                while let Some(piece) = response.chunk().await.map_err(|e| e.to_string())? {
+                    body.extend_from_slice(&piece);
+                }
+                body
+            };
+            Ok((status, body))
+        }
+        .await;
+        drop(pool);
+        outcome
+    };
+    let (_, outcome) = tokio::time::timeout(HANG, async { tokio::join!(server, client) })
+        .await
+        .unwrap_or_else(|_| panic!("reading the answer {answer:?} hangs"));
+    outcome
+}
+
+/// Target `sse_stream`: the first byte picks how the bytes are cut (1 to 16 bytes per read),
+/// the rest is a streamed body. Decoding it cut and whole gives the same events; every event's
+/// JSON chunk reads (or fails) without panicking, and its deltas are not empty. The bytes are
+/// also read as a whole completion, text completion and embeddings response body.
+pub fn sse_stream(data: &[u8]) {
+    let Some((cut, body)) = split_first(data) else {
+        return;
+    };
+    let whole = SseDecoder::default().feed(body);
+    let mut decoder = SseDecoder::default();
+    let mut pieces = Vec::new();
+    for piece in body.chunks(usize::from(cut % 16) + 1) {
+        pieces.extend(decoder.feed(piece));
+    }
+    assert_eq!(whole, pieces, "cutting the stream changes its events");
+    for data in &whole {
+        match data {
+            SseData::Done => {}
+            SseData::Json(text) => {
+                assert!(!text.is_empty());
+                if let Ok(events) = parse_chunk(text) {
+                    for event in events {
+                        if let StreamEvent::Delta { text, .. } = event {
+                            assert!(!text.is_empty(), "an empty delta");
+                        }
+                    }
+                }
+            }
+        }
+    }
+    response_bodies(body);
+}
+
+/// The non-streaming bodies: a chat and a text completion, an embeddings answer, an error body.
+fn response_bodies(body: &[u8]) {
+    for model_type in [ModelType::Chat, ModelType::Text] {
+        if let Ok(mut parsed) = serde_json::from_slice::<CompletionResponse>(body) {
+            if let Ok(choices) = parsed.choices(model_type) {
+                assert!(!choices.is_empty(), "an answer without choices is an error");
+            }
+            let _ = parsed.usage();
+        }
+    }
+    if let Ok(parsed) = serde_json::from_slice::<serde_json::Value>(body) {
+        let rows = parsed
+            .get("data")
+            .and_then(serde_json::Value::as_array)
+            .map_or(0, Vec::len);
+        if let Ok(mut embeddings) = serde_json::from_slice::<EmbeddingResponse>(body) {
+            if let Ok(vectors) = embeddings.vectors(rows) {
+                assert_eq!(vectors.len(), rows);
+            }
+            let _ = embeddings.usage();
+        }
+    }
+    let _ = provider_message(&String::from_utf8_lossy(body));
+}
