@@ -823,7 +823,8 @@ async fn a_bridged_module_recovers_on_another_worker_with_its_state() {
         )
         .await
         .expect("create");
-        let demos = json!({"demos": [{"question": "q", "answer": "a"}], "signature": "question -> answer"});
+        let demos =
+            json!({"demos": [{"question": "q", "answer": "a"}], "signature": "question -> answer"});
         module.load_state(demos.clone()).await.expect("load");
         let home = pid_of(&module.call(inputs(json!({"i": 0}))).await.expect("call"));
 
@@ -864,7 +865,10 @@ async fn a_bridged_module_recovers_on_another_worker_with_its_state() {
         let err = shared.call(Map::new()).await.unwrap_err();
         assert!(matches!(err, BridgeError::SessionLost { .. }), "{err:?}");
         let shared = shared.with_recovery(true);
-        let out = shared.call(Map::new()).await.expect("recovers when asked to");
+        let out = shared
+            .call(Map::new())
+            .await
+            .expect("recovers when asked to");
         assert_ne!(pid_of(&out), shared_home);
         pool.shutdown().await;
     })

@@ -1207,6 +1207,42 @@ impl Shared {
         }
     }
 
+    /// Takes the free worker that holds the fewest strict sessions, for the first call of a
+    /// strict session: its objects stay there, so spreading sessions keeps one worker's death
+    /// from taking most of them (and their load) at once. Ties go to the most recently freed.
+    fn take_idle_for_new_session(self: &Arc<Self>, st: &mut State) -> Option<Arc<Worker>> {
+        let held = |id: u64| {
+            st.sessions
+                .values()
+                .filter(|s| s.mode.is_strict() && s.lost.is_none())
+                .filter(|s| s.worker.is_some_and(|w| w.id == id))
+                .count()
+        };
+        let mut best: Option<(usize, usize)> = None;
+        for (pos, (id, _)) in st.idle.iter().enumerate().rev() {
+            if !st
+                .workers
+                .get(id)
+                .is_some_and(|w| w.state() == WorkerState::Ready)
+            {
+                continue;
+            }
+            let n = held(*id);
+            if best.is_none_or(|(_, fewest)| n < fewest) {
+                best = Some((pos, n));
+            }
+        }
+        let (pos, _) = best?;
+        let (id, since) = st.idle.remove(pos)?;
+        let worker = st.workers.get(&id)?.clone();
+        if worker.begin_lease() {
+            Some(worker)
+        } else {
+            st.idle.insert(pos, (id, since));
+            None
+        }
+    }
+
     /// Checks out a worker for one call.
     async fn checkout(self: &Arc<Self>, session: Option<u64>) -> Result<Lease, BridgeError> {
         let rx = {
@@ -1253,9 +1289,20 @@ impl Shared {
                     }
                 }
             }
-            if target.is_none()
-                && let Some(w) = self.take_idle(&mut st, None)
-            {
+            let unbound_strict = session.is_some_and(|sid| {
+                st.sessions
+                    .get(&sid)
+                    .is_some_and(|s| s.mode.is_strict() && s.worker.is_none())
+            });
+            let idle = if target.is_some() {
+                None
+            } else if unbound_strict {
+                self.take_idle_for_new_session(&mut st)
+                    .or_else(|| self.take_idle(&mut st, None))
+            } else {
+                self.take_idle(&mut st, None)
+            };
+            if let Some(w) = idle {
                 if let Some(sid) = session {
                     bind(&mut st, sid, w.wref);
                 }

@@ -327,27 +327,34 @@ where
             let binding = lock(&self.binding).clone();
             let op = make(binding.object.clone());
             let repeatable = op.is_idempotent();
-            let error = match binding.session.run(op, &self.options(timeout)).await {
+            let mut error = match binding.session.run(op, &self.options(timeout)).await {
                 Ok(done) => return Ok(done),
                 Err(e) => e,
             };
-            if !self.recover || !object_lost(&error) || attempt >= budget {
+            if !self.recover || !object_lost(&error) {
                 return Err(error);
             }
-            attempt += 1;
-            match self.recreate(binding.generation).await {
-                Ok(()) if repeatable => {
-                    tracing::debug!(
-                        target: "dspex::bridge",
-                        module = %self.module, error = %error, attempt,
-                        "the module's worker died: re-created, calling again"
-                    );
+            // Re-create the module; a new worker that dies under the `create` costs one more
+            // attempt of the budget, not a failing call too.
+            loop {
+                if attempt >= budget {
+                    return Err(error);
                 }
-                Ok(()) => return Err(error),
-                // The new worker died too: try again while the budget lasts.
-                Err(e) if object_lost(&e) && attempt < budget => {}
-                Err(e) => return Err(e),
+                attempt += 1;
+                match self.recreate(binding.generation).await {
+                    Ok(()) => break,
+                    Err(e) if object_lost(&e) => error = e,
+                    Err(e) => return Err(e),
+                }
             }
+            if !repeatable {
+                return Err(error);
+            }
+            tracing::debug!(
+                target: "dspex::bridge",
+                module = %self.module, error = %error, attempt,
+                "the module's worker died: re-created, calling again"
+            );
         }
     }
 

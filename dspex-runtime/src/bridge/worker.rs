@@ -1125,7 +1125,11 @@ pub(crate) async fn signal_group(pgid: u32, signal: &str) {
     }
 }
 
-pub(crate) async fn forward_stderr(stderr: ChildStderr, tail: Arc<Mutex<VecDeque<String>>>, wref: WorkerRef) {
+pub(crate) async fn forward_stderr(
+    stderr: ChildStderr,
+    tail: Arc<Mutex<VecDeque<String>>>,
+    wref: WorkerRef,
+) {
     let mut reader = BufReader::new(stderr);
     let mut buf = Vec::new();
     loop {
