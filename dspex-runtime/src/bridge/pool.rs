@@ -1220,10 +1220,10 @@ impl Shared {
         };
         let mut best: Option<(usize, usize)> = None;
         for (pos, (id, _)) in st.idle.iter().enumerate().rev() {
-            if !st
+            if st
                 .workers
                 .get(id)
-                .is_some_and(|w| w.state() == WorkerState::Ready)
+                .is_none_or(|w| w.state() != WorkerState::Ready)
             {
                 continue;
             }

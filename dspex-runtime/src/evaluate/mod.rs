@@ -135,8 +135,13 @@ mod tests {
         let result = block(Evaluate::new(devset, metric).call(&program)).unwrap();
         let failures: Vec<Option<&EvalFailure>> =
             result.records.iter().map(|r| r.failure.as_ref()).collect();
-        let lm = failures[0].and_then(EvalFailure::lm_error).expect("an LM error");
-        assert!(matches!(lm.root(), LmError::Http { status: 503, .. }), "{lm:?}");
+        let lm = failures[0]
+            .and_then(EvalFailure::lm_error)
+            .expect("an LM error");
+        assert!(
+            matches!(lm.root(), LmError::Http { status: 503, .. }),
+            "{lm:?}"
+        );
         assert!(matches!(failures[1], Some(EvalFailure::ProgramPanicked(m)) if m == "one panics"));
         assert_eq!(failures[2], None);
         assert!(failures[3].is_some_and(EvalFailure::is_metric));
@@ -146,7 +151,10 @@ mod tests {
         ));
         // The text is the failure's Display, as before.
         for record in &result.records {
-            assert_eq!(record.error, record.failure.as_ref().map(ToString::to_string));
+            assert_eq!(
+                record.error,
+                record.failure.as_ref().map(ToString::to_string)
+            );
         }
         assert_eq!(result.n_errors, 3);
     }

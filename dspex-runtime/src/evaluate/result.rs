@@ -107,7 +107,10 @@ impl EvalFailure {
 
     /// Whether the metric failed (or panicked), not the program.
     pub fn is_metric(&self) -> bool {
-        matches!(self, EvalFailure::Metric(_) | EvalFailure::MetricPanicked(_))
+        matches!(
+            self,
+            EvalFailure::Metric(_) | EvalFailure::MetricPanicked(_)
+        )
     }
 }
 

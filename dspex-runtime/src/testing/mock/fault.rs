@@ -467,7 +467,10 @@ mod tests {
         // A mix of faults that never apply never fires.
         let set = FaultSet::new(
             0,
-            vec![(Fault::OneOf(vec![Fault::TruncatedStream]), FaultWhen::Always)],
+            vec![(
+                Fault::OneOf(vec![Fault::TruncatedStream]),
+                FaultWhen::Always,
+            )],
         );
         assert_eq!(set.select(Api::Chat, false, ""), None);
         assert_eq!(Fault::OneOf(Vec::new()).name(), "one_of");
