@@ -10,6 +10,10 @@
 //! goes on past 10,000 calls until 30 workers were killed, so a fast run still meets many
 //! crashes. Executor calls killed mid-way, with answers checked against their callers, are the
 //! fake worker's chaos test in `bridge.rs`.
+//!
+//! The second run does real DSPy work: bridged `Predict` and `ChainOfThought` modules whose LM
+//! calls come back to Rust and go to the mock LM server, with workers forked from a fork server
+//! (one `import dspy` for all of them) and modules re-created when their worker dies.
 
 mod common;
 
@@ -18,8 +22,13 @@ use common::{chaos, venv_python};
 use dspex::bridge::{BridgeError, Pool, RestartBreaker, ShutdownReport};
 use std::time::Duration;
 
+/// The chaos runs take turns: each alone keeps two cores busy, and the DSPy run's bar holds only
+/// while replacements keep up with the kills.
+static ONE_AT_A_TIME: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn chaos_10000_calls_to_real_workers_with_one_killed_every_100ms() {
+    let _turn = ONE_AT_A_TIME.lock().await;
     let python = venv_python();
     within(900, async {
         let pool = Pool::builder()
@@ -112,6 +121,7 @@ async fn chaos_2000_dspy_calls_through_bridged_modules_with_one_worker_killed_ev
         map
     }
 
+    let _turn = ONE_AT_A_TIME.lock().await;
     let python = venv_python();
     within(600, async {
         let server = MockLm::builder()
