@@ -176,9 +176,12 @@ def serve(name, in_fd, out_fd, memory_mb=None):
     children = {}  # worker pid -> its stub's connection
     by_conn = {}  # connection fd -> worker pid
     while True:
-        fds = [in_fd, wake_r, listener.fileno(), *waiting, *by_conn]
+        # poll, not select: no limit on descriptor numbers. A closed peer reads as readable.
+        poller = select.poll()
+        for fd in (in_fd, wake_r, listener.fileno(), *waiting, *by_conn):
+            poller.register(fd, select.POLLIN)
         try:
-            readable, _, _ = select.select(fds, [], [], 1.0)
+            readable = [fd for fd, _ in poller.poll(1000)]
         except InterruptedError:
             readable = []
         if in_fd in readable:
