@@ -1,7 +1,7 @@
 //! The error type of programs, which every layer's error converts into.
 
 use crate::adapter::AdapterError;
-#[cfg(unix)]
+#[cfg(all(unix, feature = "bridge"))]
 use crate::bridge::BridgeError;
 use crate::example::ExampleError;
 use crate::lm::LmError;
@@ -28,6 +28,20 @@ pub enum Error {
     /// The prompt could not be formatted, or the LM's answer parsed.
     #[error(transparent)]
     Adapter(#[from] AdapterError),
+    /// The LM's answer could not be parsed, and DSPy's fallback — one more call with the
+    /// fallback adapter (JSONAdapter after ChatAdapter) — failed too. Both failures are kept:
+    /// `primary` names the field, what was wrong with it and the completion; `fallback` is the
+    /// second call's error (its own parse failure, or the LM error that ended it).
+    #[error("{primary}; then the {fallback_adapter} fallback failed too: {fallback}")]
+    AdapterFallback {
+        /// The first adapter's parse failure.
+        primary: AdapterError,
+        /// The fallback adapter's name (`JSONAdapter`).
+        fallback_adapter: &'static str,
+        /// How the fallback call failed.
+        #[source]
+        fallback: Box<Error>,
+    },
     /// A tool could not be defined, or an agent built from its tools.
     #[error(transparent)]
     Tool(#[from] ToolError),
@@ -38,7 +52,7 @@ pub enum Error {
     #[error(transparent)]
     Retrieve(#[from] RetrieveError),
     /// A call through the Python bridge failed (worker crash, timeout, Python exception, …).
-    #[cfg(unix)]
+    #[cfg(all(unix, feature = "bridge"))]
     #[error(transparent)]
     Bridge(#[from] BridgeError),
     /// A module was called with no LM: neither in its config nor in the settings.
@@ -50,6 +64,15 @@ pub enum Error {
     /// inside a tokio runtime, or the runtime could not start.
     #[error(transparent)]
     Blocking(#[from] BlockingError),
+    /// An optimization job was cancelled ([`Job::cancel`](crate::optimize::Job::cancel)) before
+    /// it had scored any program, so there is no best program to return. A job cancelled later
+    /// returns the best program found so far instead of this error.
+    #[error("the optimization was cancelled {}before any program was scored", cancelled_phase(.phase))]
+    Cancelled {
+        /// The phase the job was in (`bootstrapping demo sets`, `proposing instructions`,
+        /// `searching`, …), as its progress reported it; empty when it had not reported one.
+        phase: String,
+    },
     /// A step written by the user failed.
     #[error("{context}: {source}")]
     Step {
@@ -62,6 +85,23 @@ pub enum Error {
 }
 
 impl Error {
+    /// The adapters' parse failures behind this error, first to last: one for a plain parse
+    /// failure, two when the fallback adapter could not parse its answer either, none for
+    /// other errors.
+    pub fn parse_failures(&self) -> Vec<&AdapterError> {
+        match self {
+            Error::Adapter(error @ AdapterError::Parse { .. }) => vec![error],
+            Error::AdapterFallback {
+                primary, fallback, ..
+            } => {
+                let mut all = vec![primary];
+                all.extend(fallback.parse_failures());
+                all
+            }
+            _ => Vec::new(),
+        }
+    }
+
     /// Wraps an error from user code with what the step was doing.
     pub fn step(
         context: impl Into<String>,
@@ -71,6 +111,15 @@ impl Error {
             context: context.into(),
             source: source.into(),
         }
+    }
+}
+
+/// `while <phase>, ` for a phase that is known.
+fn cancelled_phase(phase: &str) -> String {
+    if phase.is_empty() {
+        String::new()
+    } else {
+        format!("while {phase}, ")
     }
 }
 

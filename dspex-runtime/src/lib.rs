@@ -5,12 +5,13 @@
 //! macros. Everything here also works without the macros, through [`DynSignature`].
 
 pub mod adapter;
-#[cfg(unix)]
+#[cfg(all(unix, feature = "bridge"))]
 pub mod bridge;
+pub mod cancel;
 pub mod error;
 pub mod evaluate;
 pub mod example;
-#[cfg(any(unix, feature = "testing"))]
+#[cfg(any(all(unix, feature = "bridge"), feature = "testing"))]
 mod flag;
 pub mod lm;
 pub mod module;

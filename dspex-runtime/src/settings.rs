@@ -4,8 +4,8 @@
 //! [`configure`] sets the process defaults (behind a lock, read by cloning `Arc`s).
 //! [`with_settings`] runs a future with overrides that apply to it and everything it awaits;
 //! other tasks are unaffected, so concurrent programs can use different LMs safely.
-//! Task-locals do not follow `tokio::spawn`: carry them with [`Settings::current`] and
-//! [`with_settings`].
+//! Task-locals do not follow `tokio::spawn`: wrap what you spawn in [`in_current_scope`] to
+//! carry them (dspex's own jobs do).
 //!
 //! Besides the LM and adapter, settings carry [call defaults](Settings::call_defaults) (sampling
 //! parameters beneath every predictor's own config, as the kwargs of DSPy's LM) and a
@@ -14,13 +14,14 @@
 use crate::adapter::Adapter;
 use crate::error::Result;
 use crate::example::{Example, Prediction};
-use crate::lm::LanguageModel;
+use crate::lm::{LanguageModel, UsageTracker};
 use crate::module::CallConfig;
 use crate::program::PredictorParams;
 use crate::signature::{DynSignature, FieldSpec};
 use serde_json::Value;
 use std::borrow::Cow;
 use std::future::Future;
+use std::pin::Pin;
 use std::sync::{Arc, Mutex, RwLock};
 
 /// The settings in effect: each field is `None` when not set at that level.
@@ -160,6 +161,46 @@ pub async fn with_settings<F: Future>(overrides: Settings, fut: F) -> F::Output 
         Err(_) => overrides,
     };
     SCOPED.scope(scoped, fut).await
+}
+
+/// Wraps `fut` so that, wherever it is polled — typically in a task started with
+/// `tokio::spawn` — it runs inside the task-scoped context in effect *here*: the settings
+/// overrides of enclosing [`with_settings`] calls and the usage trackers of enclosing
+/// [`track_usage`](crate::lm::track_usage) / [`UsageTracker::scope`] calls. Task-locals do not
+/// cross `tokio::spawn` on their own, so a spawned future would otherwise fall back to the
+/// process defaults. The process defaults themselves are read when the settings are used, so a
+/// later [`configure`] still reaches the future beneath the captured overrides.
+///
+/// ```
+/// use dspex_runtime::lm::ScriptedLM;
+/// use dspex_runtime::settings::{Settings, in_current_scope, with_settings};
+///
+/// # tokio::runtime::Builder::new_current_thread().build().unwrap().block_on(async {
+/// let task = with_settings(Settings::new().lm(ScriptedLM::new(["hi"])), async {
+///     tokio::spawn(in_current_scope(async {
+///         Settings::current().lm.map(|lm| lm.model().to_string())
+///     }))
+/// })
+/// .await;
+/// assert_eq!(task.await.unwrap().as_deref(), Some("scripted"));
+/// # });
+/// ```
+pub fn in_current_scope<F>(fut: F) -> impl Future<Output = F::Output> + Send + 'static
+where
+    F: Future + Send + 'static,
+{
+    let overrides = SCOPED.try_with(Clone::clone).ok();
+    let mut fut: Pin<Box<dyn Future<Output = F::Output> + Send>> = Box::pin(fut);
+    // Innermost tracker last: wrap from the inside out, so the outermost scope is entered first.
+    for tracker in UsageTracker::current().into_iter().rev() {
+        fut = Box::pin(async move { tracker.scope(fut).await });
+    }
+    async move {
+        match overrides {
+            Some(settings) => SCOPED.scope(settings, fut).await,
+            None => fut.await,
+        }
+    }
 }
 
 /// Which predictor made a call: the identity of its [`PredictorParams`] while the program that
@@ -336,6 +377,47 @@ mod tests {
         let other = tokio::spawn(async { model() });
         let _ = with_settings(named("x"), async { tokio::task::yield_now().await }).await;
         assert_eq!(other.await.unwrap().as_deref(), Some("scripted"));
+    }
+
+    #[tokio::test]
+    async fn spawned_futures_keep_the_scope_they_were_made_in() {
+        use crate::lm::{UsageTracker, track_usage};
+        let outer = UsageTracker::new();
+        let lm = ScriptedLM::new(["x"]);
+        let (spawned, _) = outer
+            .scope(track_usage(with_settings(
+                Settings::new()
+                    .lm(lm)
+                    .call_defaults(CallConfig::new().temperature(0.25)),
+                async {
+                    let here = UsageTracker::current().len();
+                    let task = tokio::spawn(in_current_scope(async {
+                        let settings = Settings::current();
+                        (
+                            settings.lm.map(|lm| lm.model().to_string()),
+                            settings.call_defaults.and_then(|c| c.temperature),
+                            UsageTracker::current().len(),
+                        )
+                    }));
+                    (here, task.await.unwrap())
+                },
+            )))
+            .await;
+        let (here, (lm, temperature, trackers)) = spawned;
+        assert_eq!(lm.as_deref(), Some("scripted"));
+        assert_eq!(temperature, Some(0.25));
+        assert_eq!((here, trackers), (2, 2));
+        // A plain spawn sees none of it.
+        let plain = with_settings(
+            Settings::new().call_defaults(CallConfig::new().n(3)),
+            async {
+                tokio::spawn(async { Settings::current().call_defaults.is_none() })
+                    .await
+                    .unwrap()
+            },
+        )
+        .await;
+        assert!(plain);
     }
 
     #[tokio::test]

@@ -253,9 +253,10 @@ pub use dspex_runtime as runtime;
 /// the values that cross them.
 pub use dspex_runtime::lm;
 
-/// The Python bridge: a supervised pool of DSPy worker processes ([`bridge::Pool`]), sessions with
-/// worker affinity, and DSPy modules called as typed programs ([`bridge::BridgedModule`]).
-#[cfg(unix)]
+/// The Python bridge (feature `bridge`, Unix only): a supervised pool of DSPy worker processes
+/// ([`bridge::Pool`]), sessions with worker affinity, and DSPy modules called as typed programs
+/// ([`bridge::BridgedModule`]).
+#[cfg(all(unix, feature = "bridge"))]
 pub use dspex_runtime::bridge;
 
 /// Adapters: DSPy's exact prompt formats (`ChatAdapter`, `JSONAdapter`) and their parsers.
@@ -282,11 +283,14 @@ pub use dspex_runtime::optimize;
 /// ColBERTv2 client.
 pub use dspex_runtime::retrieve;
 
+/// Cancellation: [`cancel::CancelToken`], what an optimization job and an `Evaluate` stop on.
+pub use dspex_runtime::cancel;
+
 /// Settings: the default LM and adapter, call defaults and the trace of predictor calls, per
 /// process and per task.
 pub use dspex_runtime::settings;
 
-/// Test helpers: the mock LM server (feature `testing`, on with the default `cli` feature).
+/// Test helpers (feature `testing`, also on with `cli`): the mock LM server and mock ColBERTv2.
 #[cfg(feature = "testing")]
 pub use dspex_runtime::testing;
 
@@ -297,6 +301,7 @@ pub mod prelude {
         BestOfN, CallConfig, ChainOfThought, MultiChainComparison, Predict, ReAct, Refine,
         StreamItem, StreamOptions, Tool, majority,
     };
+    pub use crate::optimize::DemoKnobs;
     #[cfg(feature = "bm25")]
     pub use crate::retrieve::Bm25Index;
     pub use crate::retrieve::{Passage, Retrieve, Retriever};
@@ -402,7 +407,9 @@ pub mod __private {
     }
 }
 
-/// The README's Rust blocks, compiled and run as doctests so the tour stays true.
-#[cfg(doctest)]
+/// The README's Rust blocks, compiled and run as doctests so the tour stays true. They use the
+/// mock LM server and the BM25 index, so they run when those features are on (as in the
+/// workspace's test run, where the tests crate turns them on).
+#[cfg(all(doctest, feature = "testing", feature = "bm25"))]
 #[doc = include_str!("../../README.md")]
 pub struct ReadmeDoctests;

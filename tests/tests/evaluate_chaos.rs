@@ -242,10 +242,14 @@ async fn evaluate_1000_examples_with_20_percent_faults_loses_none() {
             <= stats.faults_of("reset_mid_body") + stats.faults_of("truncated_stream"),
         "{causes:?}"
     );
-    // Retries rescue most of the retryable faults: most examples are scored on both paths
-    // (a generous bound: an open breaker fails every call for its cool-down).
+    // Retries rescue the retryable faults: of the examples an open breaker did not fail, most
+    // are scored (a generous bound: malformed JSON and broken streams are not retried, about
+    // 4 % and 3 % of them). The default breaker (five failures in a row) may open under this
+    // fault rate with 64 calls in flight; then every call fails fast for its cool-down.
+    let breaker = count("breaker_open");
+    let scored_all = scored[0] + scored[1];
     assert!(
-        scored[0] >= N / 4 && scored[1] >= N / 4,
-        "{scored:?} {causes:?}"
+        scored_all * 100 >= (N - breaker) * 75,
+        "{scored_all} scored, {breaker} failed by the open breaker: {causes:?}"
     );
 }

@@ -116,6 +116,61 @@ async fn an_unparsable_chat_answer_falls_back_to_json() {
         text.contains("JSONAdapter") && text.contains("nor here"),
         "{text}"
     );
+    // ... and the first failure too.
+    assert!(text.contains("still nothing"), "{text}");
+    assert_eq!(err.parse_failures().len(), 2, "{err:?}");
+}
+
+#[signature("ticket -> urgency: i64")]
+struct Triage;
+
+#[tokio::test]
+async fn a_failed_fallback_keeps_the_cause_that_led_to_it() {
+    // A new user's script: one answer, whose value is not an integer. The fallback's second
+    // call finds the script exhausted; the parse failure that caused it must not be lost.
+    let lm = ScriptedLM::from_fields([json!({"urgency": "very high"})]);
+    let err = Predict::<Triage>::new()
+        .with_config(CallConfig::new().lm(lm))
+        .forward(TriageInput {
+            ticket: "The site is down".into(),
+        })
+        .await
+        .unwrap_err();
+    let dspex::Error::AdapterFallback {
+        primary,
+        fallback_adapter,
+        fallback,
+    } = &err
+    else {
+        panic!("{err:?}")
+    };
+    assert_eq!(*fallback_adapter, "JSONAdapter");
+    let dspex::adapter::AdapterError::Parse {
+        adapter,
+        field,
+        message,
+        completion,
+    } = primary
+    else {
+        panic!("{primary:?}")
+    };
+    assert_eq!(*adapter, "ChatAdapter");
+    assert_eq!(field.as_deref(), Some("urgency"));
+    assert!(message.contains("int"), "{message}");
+    assert!(completion.contains("very high"), "{completion}");
+    // Running out of scripted answers is its own error, not a configuration error.
+    assert!(
+        matches!(
+            **fallback,
+            dspex::Error::Lm(dspex::lm::LmError::ScriptExhausted { completions: 1, .. })
+        ),
+        "{fallback:?}"
+    );
+    let text = err.to_string();
+    assert!(
+        text.contains("urgency") && text.contains("very high") && text.contains("ScriptedLM"),
+        "{text}"
+    );
 }
 
 #[tokio::test]

@@ -105,7 +105,7 @@ impl ForkServer {
                 Ok(Err(e)) => format!("cannot read the fork server's stdout: {e}"),
                 Ok(Ok(_)) => format!("the fork server said {line:?} instead of `ready`"),
             };
-            signal_group(pid, "KILL").await;
+            signal_group(pid, rustix::process::Signal::KILL);
             let _ = child.start_kill();
             let _ = tokio::time::timeout(Duration::from_secs(2), child.wait()).await;
             let stderr = tail
@@ -149,7 +149,7 @@ impl ForkServer {
         };
         if tokio::time::timeout(grace, c.wait()).await.is_err() {
             tracing::warn!(target: "dspex::bridge", pid = self.pid, "the fork server ignored EOF: SIGKILL");
-            signal_group(self.pid, "KILL").await;
+            signal_group(self.pid, rustix::process::Signal::KILL);
             let _ = c.start_kill();
             let _ = tokio::time::timeout(Duration::from_secs(5), c.wait()).await;
         }

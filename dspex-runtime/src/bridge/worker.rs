@@ -341,7 +341,7 @@ impl Worker {
             Err(message) => {
                 // Make sure it is gone, then collect what it said on stderr.
                 if config.kill_process_group {
-                    signal_group(pid, "KILL").await;
+                    signal_group(pid, rustix::process::Signal::KILL);
                 }
                 let _ = child.start_kill();
                 let status = tokio::time::timeout(Duration::from_secs(2), child.wait()).await;
@@ -383,7 +383,7 @@ impl Worker {
             Ok(writer) => writer,
             Err(e) => {
                 if config.kill_process_group {
-                    signal_group(pid, "KILL").await;
+                    signal_group(pid, rustix::process::Signal::KILL);
                 }
                 let _ = child.start_kill();
                 return Err(BridgeError::Spawn {
@@ -1084,12 +1084,12 @@ async fn watch_exit(
             signal = signals.recv() => match signal {
                 Some(Signal::Term) => {
                     if kill_group {
-                        signal_group(pid, "TERM").await;
+                        signal_group(pid, rustix::process::Signal::TERM);
                     }
                 }
                 Some(Signal::Kill) | None => {
                     if kill_group {
-                        signal_group(pid, "KILL").await;
+                        signal_group(pid, rustix::process::Signal::KILL);
                     }
                     let _ = child.start_kill();
                     break child.wait().await;
@@ -1104,24 +1104,20 @@ async fn watch_exit(
     worker.record_exit(code, description);
 }
 
-/// Sends `signal` to the process group `pgid` with `kill(1)` (the workspace forbids `unsafe`,
-/// so no `libc::killpg`). Best effort: the child itself is also killed through tokio.
-pub(crate) async fn signal_group(pgid: u32, signal: &str) {
-    if pgid == 0 {
+/// Sends `signal` to the process group `pgid` (`killpg`, through rustix's safe wrapper: no
+/// program is spawned for it). Best effort: the child itself is also killed through tokio, and
+/// a group already gone is not an error.
+pub(crate) fn signal_group(pgid: u32, signal: rustix::process::Signal) {
+    let Some(group) = i32::try_from(pgid)
+        .ok()
+        .and_then(rustix::process::Pid::from_raw)
+    else {
         return;
-    }
-    let status = Command::new("kill")
-        .arg("-s")
-        .arg(signal)
-        .arg("--")
-        .arg(format!("-{pgid}"))
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .status()
-        .await;
-    if let Err(e) = status {
-        tracing::debug!(target: "dspex::bridge", pgid, error = %e, "kill(1) could not run");
+    };
+    if let Err(e) = rustix::process::kill_process_group(group, signal)
+        && e != rustix::io::Errno::SRCH
+    {
+        tracing::debug!(target: "dspex::bridge", pgid, error = %e, "could not signal the worker's process group");
     }
 }
 

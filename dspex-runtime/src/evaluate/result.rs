@@ -152,8 +152,13 @@ pub struct EvaluationResult {
     /// How many examples failed (program or metric error).
     pub n_errors: usize,
     /// Whether the evaluation stopped before running every example (`max_errors` reached,
-    /// `stop_when` said so, or the shared limit was closed). The records computed are all kept.
+    /// `stop_when` said so, a cancellation, or the shared limit was closed). The records
+    /// computed are all kept.
     pub stopped_early: bool,
+    /// Whether a cancellation ([`Evaluate::cancel_on`](super::Evaluate::cancel_on)) stopped the
+    /// evaluation before every example was scored; the examples in flight then were dropped, so
+    /// the score covers only the records kept.
+    pub cancelled: bool,
     /// Wall time of the evaluation.
     pub elapsed: Duration,
     /// How many examples the dev set had.

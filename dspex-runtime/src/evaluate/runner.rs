@@ -4,6 +4,7 @@ use super::ExampleProgram;
 use super::metric::Metric;
 use super::pyfmt::{py_float, py_round};
 use super::result::{EvalFailure, EvalRecord, EvaluateError, EvaluationResult};
+use crate::cancel::CancelToken;
 use crate::example::{Example, Prediction};
 use futures_util::{FutureExt, StreamExt};
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
@@ -33,6 +34,9 @@ type StopFn = Arc<dyn Fn() -> bool + Send + Sync>;
 ///   starts, the running ones finish, and the result — marked
 ///   [`stopped_early`](EvaluationResult::stopped_early) — keeps every record computed. (DSPy
 ///   raises instead, losing them.) Without it, every example runs.
+/// - With [`cancel_on`](Self::cancel_on), cancelling the token stops the evaluation at once: the
+///   examples in flight are dropped (their LM calls with them), and the result — marked
+///   [`cancelled`](EvaluationResult::cancelled) — keeps the records finished before.
 /// - [`display_progress`](Self::display_progress) draws a progress bar on stderr when it is a
 ///   terminal; [`display_table`](Self::display_table) prints the first rows to stdout.
 /// - The "Average Metric" line is logged through `tracing` at INFO, as DSPy logs it.
@@ -72,6 +76,7 @@ pub struct Evaluate {
     display_progress: bool,
     display_table: Option<usize>,
     stop: Option<StopFn>,
+    cancel: Option<CancelToken>,
 }
 
 impl std::fmt::Debug for Evaluate {
@@ -110,6 +115,7 @@ impl Evaluate {
             display_progress: false,
             display_table: None,
             stop: None,
+            cancel: None,
         }
     }
 
@@ -164,11 +170,23 @@ impl Evaluate {
     }
 
     /// Checked before each example starts: once it returns `true`, no new example starts and
-    /// the result is marked [`stopped_early`](EvaluationResult::stopped_early) (e.g. an
-    /// optimization job's cancellation).
+    /// the result is marked [`stopped_early`](EvaluationResult::stopped_early); the examples
+    /// running finish. To stop the running ones too, use [`cancel_on`](Self::cancel_on).
     #[must_use]
     pub fn stop_when(mut self, stop: impl Fn() -> bool + Send + Sync + 'static) -> Self {
         self.stop = Some(Arc::new(stop));
+        self
+    }
+
+    /// Stops when `token` is cancelled (e.g. an optimization job's
+    /// [`cancel_token`](crate::optimize::JobContext::cancel_token)): no new example starts and
+    /// the examples in flight are dropped where they stand, so nothing the evaluation started
+    /// outlives it. The result keeps the records finished before, is marked
+    /// [`stopped_early`](EvaluationResult::stopped_early) and
+    /// [`cancelled`](EvaluationResult::cancelled), and its score averages those records only.
+    #[must_use]
+    pub fn cancel_on(mut self, token: CancelToken) -> Self {
+        self.cancel = Some(token);
         self
     }
 
@@ -230,8 +248,13 @@ impl Evaluate {
         let metric: &dyn Metric = &*self.metric;
         let progress = self.progress_bar(n);
         let stop = AtomicBool::new(false);
-        let should_stop =
-            || stop.load(Ordering::Relaxed) || self.stop.as_ref().is_some_and(|f| f());
+        let cancel = self.cancel.as_ref();
+        let should_stop = || {
+            stop.load(Ordering::Relaxed)
+                || cancel.is_some_and(CancelToken::is_cancelled)
+                || self.stop.as_ref().is_some_and(|f| f())
+        };
+        let mut cancelled = false;
 
         let mut slots: Vec<Option<Outcome>> = (0..n).map(|_| None).collect();
         let mut n_errors = 0usize;
@@ -266,7 +289,26 @@ impl Evaluate {
                 })
                 .buffer_unordered(self.num_threads);
 
-            while let Some((index, outcome)) = outcomes.next().await {
+            let cancellation = async {
+                match cancel {
+                    Some(token) => token.cancelled().await,
+                    None => std::future::pending().await,
+                }
+            };
+            let mut cancellation = std::pin::pin!(cancellation);
+            loop {
+                let next = tokio::select! {
+                    biased;
+                    () = &mut cancellation => {
+                        // The examples in flight are dropped with the stream, below.
+                        cancelled = true;
+                        break;
+                    }
+                    next = outcomes.next() => next,
+                };
+                let Some((index, outcome)) = next else {
+                    break;
+                };
                 let Some(outcome) = outcome else {
                     // Not run: the evaluation is stopping.
                     stop.store(true, Ordering::Relaxed);
@@ -324,6 +366,13 @@ impl Evaluate {
             })
             .collect();
         let evaluated = records.len();
+        if cancelled && evaluated < n {
+            tracing::info!(
+                evaluated,
+                examples = n,
+                "evaluation cancelled; the examples in flight were dropped"
+            );
+        }
         // Python's `sum`, in dev-set order.
         let total: f64 = records.iter().fold(0.0, |acc, r| acc + r.score);
         let score = if evaluated == 0 {
@@ -341,6 +390,7 @@ impl Evaluate {
             records,
             n_errors,
             stopped_early: evaluated < n,
+            cancelled: cancelled && evaluated < n,
             elapsed: started.elapsed(),
             devset_len: n,
             metric_name: metric.name().to_string(),
@@ -627,6 +677,54 @@ mod tests {
             .unwrap();
         assert!(result.stopped_early);
         assert_eq!(result.records.len(), 10);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn cancel_on_drops_the_examples_in_flight() {
+        let program = Doubler::default();
+        let token = CancelToken::new();
+        let evaluate = Evaluate::new(devset(100), exact())
+            .num_threads(4)
+            .cancel_on(token.clone());
+        let cancel = async {
+            tokio::time::sleep(Duration::from_millis(40)).await;
+            token.cancel();
+        };
+        let (result, ()) = tokio::join!(evaluate.call(&program), cancel);
+        let result = result.unwrap();
+        assert!(result.cancelled && result.stopped_early);
+        let kept = result.records.len();
+        assert!((1..100).contains(&kept), "{kept}");
+        // At most the 4 examples in flight at the cancel were started and not kept; they were
+        // dropped mid-sleep, never finishing.
+        let calls = program.calls.load(Ordering::SeqCst);
+        assert!(
+            calls >= kept && calls <= kept + 4,
+            "{calls} calls, {kept} kept"
+        );
+        assert_eq!(program.running.load(Ordering::SeqCst), calls - kept);
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        assert_eq!(
+            program.calls.load(Ordering::SeqCst),
+            calls,
+            "nothing ran on"
+        );
+
+        // Cancelled beforehand: nothing runs.
+        let program = Doubler::default();
+        let result = evaluate.call(&program).await.unwrap();
+        assert!(result.cancelled && result.records.is_empty());
+        assert_eq!(program.calls.load(Ordering::SeqCst), 0);
+
+        // A token never cancelled changes nothing.
+        let program = Doubler::default();
+        let result = Evaluate::new(devset(20), exact())
+            .cancel_on(CancelToken::new())
+            .call(&program)
+            .await
+            .unwrap();
+        assert!(!result.cancelled && !result.stopped_early);
+        assert_eq!(result.records.len(), 20);
     }
 
     #[tokio::test]

@@ -1,6 +1,13 @@
 //! A circuit breaker per endpoint: after `failure_threshold` consecutive failures it opens and
 //! calls fail fast; after `cool_down` one probe is let through (half-open); a success closes it,
 //! a failure opens it again.
+//!
+//! An admitted call holds an [`Admission`], a guard: the call reports its outcome with
+//! [`Admission::record`], and an admission dropped without an outcome (the caller's timeout, a
+//! `select!` that took another branch, an aborted task) gives its probe slot back, counted as
+//! neither success nor failure. Without that a cancelled probe would leave the breaker
+//! half-open with its one probe "in flight" for good, and every later call to the endpoint —
+//! from every `LM` in the process sharing it — would fail with `BreakerOpen`.
 
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
@@ -64,11 +71,31 @@ pub(crate) struct Breaker {
     inner: Mutex<Inner>,
 }
 
-/// Permission for one call; report its outcome with [`Breaker::record`].
+/// Permission for one call; report its outcome with [`Admission::record`]. Dropped without an
+/// outcome, it gives a probe slot back (see the module docs).
 #[derive(Debug)]
 #[must_use]
-pub(crate) struct Admission {
+pub(crate) struct Admission<'a> {
+    breaker: &'a Breaker,
     probe: bool,
+    settled: bool,
+}
+
+impl Admission<'_> {
+    /// Records the outcome of the admitted call. `failure` is an endpoint failure (timeouts,
+    /// connection errors, 5xx); other outcomes count as success for the endpoint's health.
+    pub(crate) fn record(mut self, failure: bool) {
+        self.settled = true;
+        self.breaker.record(self.probe, failure);
+    }
+}
+
+impl Drop for Admission<'_> {
+    fn drop(&mut self) {
+        if !self.settled && self.probe {
+            self.breaker.release_probe();
+        }
+    }
 }
 
 /// The breaker of `endpoint`, shared by every LM in the process that calls it with the same
@@ -108,20 +135,25 @@ impl Breaker {
     }
 
     /// Lets a call through, or says how long until the next probe.
-    pub(crate) fn admit(&self) -> Result<Admission, Duration> {
+    pub(crate) fn admit(&self) -> Result<Admission<'_>, Duration> {
+        let admission = |probe| Admission {
+            breaker: self,
+            probe,
+            settled: false,
+        };
         if self.config.failure_threshold == 0 {
-            return Ok(Admission { probe: false });
+            return Ok(admission(false));
         }
         let mut inner = self.lock();
         match *inner {
-            Inner::Closed { .. } => Ok(Admission { probe: false }),
+            Inner::Closed { .. } => Ok(admission(false)),
             Inner::Open { until } => {
                 let now = Instant::now();
                 if now >= until {
                     *inner = Inner::HalfOpen {
                         probe_in_flight: true,
                     };
-                    Ok(Admission { probe: true })
+                    Ok(admission(true))
                 } else {
                     Err(until - now)
                 }
@@ -133,15 +165,14 @@ impl Breaker {
                     *inner = Inner::HalfOpen {
                         probe_in_flight: true,
                     };
-                    Ok(Admission { probe: true })
+                    Ok(admission(true))
                 }
             }
         }
     }
 
-    /// Records the outcome of an admitted call. `failure` is an endpoint failure (timeouts,
-    /// connection errors, 5xx); other outcomes count as success for the endpoint's health.
-    pub(crate) fn record(&self, admission: Admission, failure: bool) {
+    /// The outcome of an admitted call (through [`Admission::record`]).
+    fn record(&self, probe: bool, failure: bool) {
         if self.config.failure_threshold == 0 {
             return;
         }
@@ -163,20 +194,18 @@ impl Breaker {
             }
             // A call admitted before the breaker opened finished after: keep it open, unless
             // this was the probe.
-            (Inner::Open { until }, true) if !admission.probe => Inner::Open { until: *until },
+            (Inner::Open { until }, true) if !probe => Inner::Open { until: *until },
             (Inner::Open { .. }, true) => open,
         };
     }
 
-    /// Gives back an admission whose call was never made (cancelled before sending).
-    pub(crate) fn release(&self, admission: Admission) {
-        if admission.probe {
-            let mut inner = self.lock();
-            if let Inner::HalfOpen { .. } = *inner {
-                *inner = Inner::HalfOpen {
-                    probe_in_flight: false,
-                };
-            }
+    /// Gives back the probe slot of a probe that ended without an outcome.
+    fn release_probe(&self) {
+        let mut inner = self.lock();
+        if let Inner::HalfOpen { .. } = *inner {
+            *inner = Inner::HalfOpen {
+                probe_in_flight: false,
+            };
         }
     }
 
@@ -208,7 +237,7 @@ mod tests {
         });
         for _ in 0..3 {
             let a = b.admit().unwrap();
-            b.record(a, true);
+            a.record(true);
         }
         assert!(matches!(b.state(), BreakerState::Open { .. }));
         assert!(b.admit().is_err());
@@ -217,11 +246,11 @@ mod tests {
         let probe = b.admit().unwrap();
         // Only one probe at a time.
         assert!(b.admit().is_err());
-        b.record(probe, true);
+        probe.record(true);
         assert!(matches!(b.state(), BreakerState::Open { .. }));
         std::thread::sleep(Duration::from_millis(40));
         let probe = b.admit().unwrap();
-        b.record(probe, false);
+        probe.record(false);
         assert_eq!(b.state(), BreakerState::Closed { failures: 0 });
     }
 
@@ -232,17 +261,17 @@ mod tests {
             cool_down: Duration::from_secs(60),
         });
         let a = b.admit().unwrap();
-        b.record(a, true);
+        a.record(true);
         let a = b.admit().unwrap();
-        b.record(a, false);
+        a.record(false);
         let a = b.admit().unwrap();
-        b.record(a, true);
+        a.record(true);
         assert_eq!(b.state(), BreakerState::Closed { failures: 1 });
 
         let off = Breaker::new(BreakerConfig::disabled());
         for _ in 0..100 {
             let a = off.admit().unwrap();
-            off.record(a, true);
+            a.record(true);
         }
         assert!(off.admit().is_ok());
     }
@@ -254,9 +283,20 @@ mod tests {
             cool_down: Duration::ZERO,
         });
         let a = b.admit().unwrap();
-        b.record(a, true);
+        a.record(true);
         let probe = b.admit().unwrap();
-        b.release(probe);
+        drop(probe);
         assert!(b.admit().is_ok());
+    }
+
+    #[test]
+    fn a_non_probe_dropped_without_outcome_changes_nothing() {
+        let b = Breaker::new(BreakerConfig {
+            failure_threshold: 2,
+            cool_down: Duration::from_secs(60),
+        });
+        b.admit().unwrap().record(true);
+        drop(b.admit().unwrap());
+        assert_eq!(b.state(), BreakerState::Closed { failures: 1 });
     }
 }

@@ -5,7 +5,7 @@ use super::breaker::{self, Breaker, BreakerConfig, BreakerState};
 use super::cache::{CacheConfig, CacheKey, ResponseCache};
 use super::error::{LmError, excerpt};
 use super::history::{History, HistoryEntry, render_history};
-use super::limit::{Limiter, RateLimit};
+use super::limit::{Limiter, RateLimit, Slot};
 use super::provider::{self, ModelType, Provider};
 use super::retry::RetryPolicy;
 use super::secret::ApiKey;
@@ -100,6 +100,7 @@ struct Settings {
     timeout: Duration,
     deadline: Option<Duration>,
     price: Option<Price>,
+    max_response_bytes: u64,
 }
 
 impl fmt::Debug for LM {
@@ -155,7 +156,11 @@ pub struct LmBuilder {
     history_size: usize,
     price: Option<Price>,
     http: Option<reqwest::Client>,
+    max_response_bytes: u64,
 }
+
+/// The default of [`LmBuilder::max_response_bytes`]: 64 MiB.
+pub const DEFAULT_MAX_RESPONSE_BYTES: u64 = 64 << 20;
 
 impl LM {
     /// An LM for a DSPy model string with default settings (key from the provider's environment
@@ -187,6 +192,7 @@ impl LM {
             history_size: 1000,
             price: None,
             http: None,
+            max_response_bytes: DEFAULT_MAX_RESPONSE_BYTES,
         }
     }
 
@@ -366,20 +372,36 @@ impl LM {
                     Err(_) => continue,
                 },
                 Ok(tx) => {
-                    let guard = InflightGuard { lm: self, key };
-                    // Another leader may have just finished and stored the answer.
-                    let result = match cache.get(&key).await {
-                        Some(hit) => Ok(hit),
-                        None => {
-                            let result = self.complete(request, options, start).await;
-                            if let Ok(response) = &result {
-                                cache.put(key, response).await;
-                            }
-                            result
-                        }
+                    let guard = InflightGuard {
+                        lm: self.clone(),
+                        key,
                     };
-                    drop(guard);
+                    // Another leader may have just finished and stored the answer.
+                    if let Some(hit) = cache.get(&key).await {
+                        drop(guard);
+                        let _ = tx.send(Ok(hit.clone()));
+                        return Ok(hit);
+                    }
+                    let result = self.complete(request, options, start).await;
+                    // Followers get the answer first; the in-flight entry stays until it is
+                    // stored, so a caller arriving meanwhile waits for the store and reads it.
                     let _ = tx.send(result.clone());
+                    drop(tx);
+                    match &result {
+                        Ok(response) => {
+                            // Stored by a task of its own: a caller that gives up now loses
+                            // nothing computed (the answer is cached all the same), and nobody
+                            // pays for the same call twice.
+                            let cache = cache.clone();
+                            let response = response.clone();
+                            let store = tokio::spawn(async move {
+                                cache.put(key, &response).await;
+                                drop(guard);
+                            });
+                            let _ = store.await;
+                        }
+                        Err(_) => drop(guard),
+                    }
                     return result;
                 }
             }
@@ -494,7 +516,8 @@ impl LM {
         }
     }
 
-    /// One attempt behind the breaker, the limits and the timeout.
+    /// One attempt behind the breaker, the limits and the timeout; its usage settles the
+    /// token-rate budget.
     ///
     /// `send` makes the exchange's future only once it may run, right inside the timeout: a
     /// future passed in ready-made would be held twice in this one's state (as the argument and
@@ -506,6 +529,25 @@ impl LM {
         deadline: Option<Instant>,
         send: impl FnOnce() -> Fut,
     ) -> Result<T, LmError> {
+        let (value, slot) = self
+            .admitted(estimated_tokens, timeout, deadline, send)
+            .await?;
+        self.shared
+            .limiter
+            .settle(&slot, value.usage().total_tokens);
+        Ok(value)
+    }
+
+    /// One attempt behind the breaker, the limits and the timeout, returning the limits' slot
+    /// with the result: a stream holds it until it ends. The breaker's admission is a guard:
+    /// dropped with this future, it gives a probe slot back.
+    async fn admitted<T, Fut: Future<Output = Result<T, LmError>>>(
+        &self,
+        estimated_tokens: u64,
+        timeout: Duration,
+        deadline: Option<Instant>,
+        send: impl FnOnce() -> Fut,
+    ) -> Result<(T, Slot), LmError> {
         let s = &self.settings;
         let admission = self
             .shared
@@ -523,8 +565,8 @@ impl LM {
             .await
         {
             Ok(slot) => slot,
+            // The admission is dropped unsettled: a probe slot goes back.
             Err(wait) => {
-                self.shared.breaker.release(admission);
                 return Err(LmError::LocalRateLimit {
                     model: s.model.clone(),
                     message: format!("the next slot is {wait:?} away, past the call's deadline"),
@@ -556,13 +598,8 @@ impl LM {
             .as_ref()
             .err()
             .is_some_and(LmError::counts_against_endpoint);
-        self.shared.breaker.record(admission, failure);
-        if let Ok(value) = &result {
-            self.shared
-                .limiter
-                .settle(&slot, value.usage().total_tokens);
-        }
-        result
+        admission.record(failure);
+        result.map(|value| (value, slot))
     }
 
     /// The HTTP exchange of one attempt.
@@ -617,7 +654,7 @@ impl LM {
     ) -> Result<(T, Bytes), LmError> {
         let response = self.post(url, body).await?;
         let bytes = response
-            .bytes()
+            .bytes(self.settings.max_response_bytes)
             .await
             .map_err(|e| self.transport_error(&e))?;
         match serde_json::from_slice(&bytes) {
@@ -647,7 +684,10 @@ impl LM {
         let s = &self.settings;
         let status = response.status();
         let retry_after = response.headers().and_then(retry_after);
-        let raw = response.bytes().await.unwrap_or_default();
+        let raw = response
+            .bytes(s.max_response_bytes)
+            .await
+            .unwrap_or_default();
         let body = excerpt(&provider_message(&String::from_utf8_lossy(&raw)), 500);
         if status == 429 {
             LmError::RateLimited {
@@ -669,6 +709,13 @@ impl LM {
 
     fn transport_error(&self, e: &TransportError) -> LmError {
         let s = &self.settings;
+        if e.too_large {
+            return LmError::ResponseTooLarge {
+                model: s.model.clone(),
+                endpoint: s.endpoint.clone(),
+                limit: s.max_response_bytes,
+            };
+        }
         if e.timeout {
             return LmError::Timeout {
                 model: s.model.clone(),
@@ -795,23 +842,28 @@ impl LM {
         .streaming()
         .to_bytes();
         let body = Bytes::from(body);
-        let response = self
+        let (response, slot) = self
             .retrying(options, start, |timeout, deadline| {
-                self.guarded(estimate_tokens(&request), timeout, deadline, || async {
+                self.admitted(estimate_tokens(&request), timeout, deadline, || {
                     self.post(&self.settings.urls.chat, body.clone())
-                        .await
-                        .map(NoUsage)
                 })
             })
-            .await?
-            .0;
+            .await?;
         let lm = self.clone();
         let idle = options.timeout.unwrap_or(s.timeout);
+        let charge = StreamCharge {
+            slot: Some(slot),
+            prompt_tokens: prompt_tokens(&request),
+            delivered_chars: 0,
+            reported: None,
+            lm: lm.clone(),
+        };
         let state = StreamState {
-            bytes: response.into_stream(),
+            bytes: response.into_stream(s.max_response_bytes),
             decoder: SseDecoder::default(),
             pending: std::collections::VecDeque::new(),
             done: false,
+            charge,
             lm,
             idle,
             completed: Some(Completed {
@@ -827,6 +879,9 @@ impl LM {
             Box::pin(futures_util::stream::unfold(state, |mut st| async move {
                 loop {
                     if let Some(event) = st.pending.pop_front() {
+                        if let Ok(event) = &event {
+                            st.charge.observe(event);
+                        }
                         if let Some(completed) = &mut st.completed {
                             match &event {
                                 Ok(event) => completed.observe(event),
@@ -834,9 +889,15 @@ impl LM {
                                 Err(_) => st.completed = None,
                             }
                         }
+                        if st.done && st.pending.is_empty() && st.completed.is_none() {
+                            // The last item of a failed stream: the slot goes back now, not
+                            // when the caller gets round to dropping the stream.
+                            st.charge.settle();
+                        }
                         return Some((event, st));
                     }
                     if st.done {
+                        st.charge.settle();
                         if let Some(completed) = st.completed.take() {
                             completed.finish(&st.lm).await;
                         }
@@ -889,6 +950,8 @@ struct StreamState {
     decoder: SseDecoder,
     pending: std::collections::VecDeque<Result<StreamEvent, LmError>>,
     done: bool,
+    /// The concurrency slot and token budget the stream holds until it ends or is dropped.
+    charge: StreamCharge,
     lm: LM,
     idle: Duration,
     /// What the stream delivered so far, to store and record once it completes (`None` once it
@@ -1017,14 +1080,58 @@ impl Completed {
     }
 }
 
+/// What a streamed call holds against the LM's limits: its concurrency slot, until the stream
+/// ends or is dropped, and its token reservation, settled then with the usage the server
+/// reported (`stream_options.include_usage`) or, when it reported none (a server that ignores
+/// the option, a stream dropped or broken before its usage chunk), an estimate: the prompt's
+/// characters / 4 plus the delivered text's characters / 4.
+struct StreamCharge {
+    slot: Option<Slot>,
+    prompt_tokens: u64,
+    delivered_chars: usize,
+    reported: Option<Usage>,
+    lm: LM,
+}
+
+impl StreamCharge {
+    fn observe(&mut self, event: &StreamEvent) {
+        match event {
+            StreamEvent::Delta { text, .. } => self.delivered_chars += text.len(),
+            StreamEvent::Usage(usage) if usage.total_tokens > 0 => self.reported = Some(*usage),
+            _ => {}
+        }
+    }
+
+    /// The tokens the stream is charged.
+    fn tokens(&self) -> u64 {
+        match self.reported {
+            Some(usage) => usage.total_tokens,
+            None => self.prompt_tokens + self.delivered_chars.div_ceil(4) as u64,
+        }
+    }
+
+    /// Settles the token budget and frees the concurrency slot (once).
+    fn settle(&mut self) {
+        if let Some(slot) = self.slot.take() {
+            self.lm.shared.limiter.settle(&slot, self.tokens());
+        }
+    }
+}
+
+impl Drop for StreamCharge {
+    fn drop(&mut self) {
+        self.settle();
+    }
+}
+
 /// Removes the in-flight entry when the leader finishes or is cancelled, so followers of a
 /// cancelled leader take over instead of waiting forever.
-struct InflightGuard<'a> {
-    lm: &'a LM,
+struct InflightGuard {
+    lm: LM,
     key: CacheKey,
 }
 
-impl Drop for InflightGuard<'_> {
+impl Drop for InflightGuard {
     fn drop(&mut self) {
         self.lm.inflight().remove(&self.key);
     }
@@ -1044,15 +1151,6 @@ impl HasUsage for LmResponse {
 impl HasUsage for Embeddings {
     fn usage(&self) -> Usage {
         self.usage
-    }
-}
-
-/// A streamed response, whose usage is not known when its attempt ends.
-struct NoUsage(HttpResponse);
-
-impl HasUsage for NoUsage {
-    fn usage(&self) -> Usage {
-        Usage::default()
     }
 }
 
@@ -1197,6 +1295,15 @@ impl LmBuilder {
         self
     }
 
+    /// The largest response body accepted, in bytes (default
+    /// [`DEFAULT_MAX_RESPONSE_BYTES`], 64 MiB): a longer answer — a misbehaving server, a proxy's
+    /// error page that never ends — fails with [`LmError::ResponseTooLarge`] instead of filling
+    /// memory. A streamed answer counts every byte of its event stream.
+    pub fn max_response_bytes(mut self, limit: u64) -> Self {
+        self.max_response_bytes = limit;
+        self
+    }
+
     /// Builds the LM, resolving the provider, base URL and key.
     pub fn build(self) -> Result<LM, LmError> {
         let provider = provider::resolve(&self.model)?;
@@ -1313,6 +1420,7 @@ impl LmBuilder {
                 timeout: self.timeout,
                 deadline: self.deadline,
                 price: self.price,
+                max_response_bytes: self.max_response_bytes,
             }),
         })
     }
@@ -1321,13 +1429,18 @@ impl LmBuilder {
 /// A rough upper bound of the tokens a request will use, for the token-rate limit: four
 /// characters a token for the prompt, plus the completion limit (or 256).
 fn estimate_tokens(request: &LmRequest) -> u64 {
+    prompt_tokens(request)
+        + u64::from(request.max_tokens.unwrap_or(256)) * u64::from(request.n.unwrap_or(1))
+}
+
+/// The prompt's tokens, estimated as its characters / 4.
+fn prompt_tokens(request: &LmRequest) -> u64 {
     let chars: usize = request
         .messages
         .iter()
         .map(|m: &Message| m.content.len())
         .sum();
     chars as u64 / 4
-        + u64::from(request.max_tokens.unwrap_or(256)) * u64::from(request.n.unwrap_or(1))
 }
 
 /// `Retry-After` (seconds, fractional allowed, or an HTTP date), else `retry-after-ms`.

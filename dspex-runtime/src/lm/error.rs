@@ -84,6 +84,30 @@ pub enum LmError {
         /// The start of the raw response text.
         raw: String,
     },
+    /// The response body was larger than the LM's limit
+    /// ([`LmBuilder::max_response_bytes`](super::LmBuilder::max_response_bytes)); the rest of it
+    /// was not read.
+    #[error("[{model}] {endpoint}: the response body is larger than the limit of {limit} bytes")]
+    ResponseTooLarge {
+        /// The model string.
+        model: String,
+        /// The URL called.
+        endpoint: String,
+        /// The limit, in bytes.
+        limit: u64,
+    },
+    /// A [`ScriptedLM`](super::ScriptedLM) was asked for more completions than it was given
+    /// (and does not repeat its last one): the test's script is shorter than the calls the
+    /// program made.
+    #[error(
+        "[{model}] the ScriptedLM has {completions} completion(s) and was asked for another; the calls so far are in its history"
+    )]
+    ScriptExhausted {
+        /// The model string.
+        model: String,
+        /// How many completions the script holds.
+        completions: usize,
+    },
     /// The endpoint's circuit breaker is open: recent calls kept failing.
     #[error(
         "[{model}] {endpoint}: circuit breaker open after repeated failures; next probe in {retry_in:?}"

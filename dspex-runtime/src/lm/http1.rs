@@ -9,10 +9,18 @@
 //! TLS, proxies and anything else go through reqwest (see `transport`).
 //!
 //! Pooling: idle connections are reused most recently used first, dropped after the idle
-//! timeout, and checked before reuse (a connection the server closed is readable at EOF). A
-//! request on a reused connection that fails before any byte of the answer arrived — the server
-//! closed it just as it was picked — is sent again once on a new connection, as browsers and
-//! hyper do; the pool's other idle connections are dropped with it.
+//! timeout, and checked before reuse (a connection the server closed is readable at EOF).
+//!
+//! When a request is sent twice: only when it went out on a *reused* connection and that
+//! connection failed (closed, reset, or the write failed) before a single byte of the answer
+//! arrived — the server closed it just as it was picked, the race every keep-alive client
+//! meets. It is then sent again once, on a new connection, as browsers and hyper do, and the
+//! pool's other idle connections are dropped with it. A request on a new connection, or one
+//! whose answer had begun to arrive, is never sent again here: the failure goes up as an error
+//! and the caller's retry policy decides.
+//!
+//! Bodies are read up to the caller's limit ([`Response::bytes`]); a `Content-Length` above it
+//! is refused before anything is read.
 
 use bytes::{Buf, Bytes, BytesMut};
 use std::collections::VecDeque;
@@ -49,6 +57,8 @@ pub(crate) enum Http1Error {
     Read(String),
     /// The server sent something that is not HTTP/1.x.
     Protocol(String),
+    /// The body is longer than the caller's limit (in bytes).
+    TooLarge(u64),
 }
 
 impl fmt::Display for Http1Error {
@@ -58,6 +68,9 @@ impl fmt::Display for Http1Error {
             Http1Error::Write(e) => write!(f, "the request failed: {e}"),
             Http1Error::Read(m) => write!(f, "the response body broke off: {m}"),
             Http1Error::Protocol(m) => write!(f, "invalid HTTP response: {m}"),
+            Http1Error::TooLarge(limit) => {
+                write!(f, "the response body is larger than {limit} bytes")
+            }
         }
     }
 }
@@ -549,11 +562,15 @@ impl Response {
         }
     }
 
-    /// The whole body.
-    pub(crate) async fn bytes(mut self) -> Result<Bytes, Http1Error> {
+    /// The whole body, of at most `limit` bytes (a longer one is [`Http1Error::TooLarge`], found
+    /// out from its `Content-Length` before it is read, or as it arrives).
+    pub(crate) async fn bytes(mut self, limit: u64) -> Result<Bytes, Http1Error> {
         let b = &mut self.body;
         // The common case: a known length, read straight into one buffer, no copy.
         if let Framing::Length(n) = b.framing {
+            if n > limit {
+                return Err(Http1Error::TooLarge(limit));
+            }
             let n = usize::try_from(n)
                 .map_err(|_| Http1Error::Protocol(format!("a body of {n} bytes")))?;
             while b.buf.len() < n {
@@ -570,6 +587,9 @@ impl Response {
         }
         let mut all = BytesMut::new();
         while let Some(chunk) = b.chunk().await? {
+            if (all.len() + chunk.len()) as u64 > limit {
+                return Err(Http1Error::TooLarge(limit));
+            }
             all.extend_from_slice(&chunk);
         }
         Ok(all.freeze())
@@ -880,10 +900,10 @@ mod tests {
         let r = pool.post(&target, b"{\"a\":1}").await.unwrap();
         assert_eq!(r.status, 200);
         assert!(r.headers.is_none(), "2xx headers are not kept");
-        assert_eq!(&r.bytes().await.unwrap()[..], b"hello");
+        assert_eq!(&r.bytes(u64::MAX).await.unwrap()[..], b"hello");
         assert_eq!(pool.idle_count(), 1);
         let r = pool.post(&target, b"{}").await.unwrap();
-        assert_eq!(&r.bytes().await.unwrap()[..], b"world!");
+        assert_eq!(&r.bytes(u64::MAX).await.unwrap()[..], b"world!");
         assert_eq!(server.accepted.load(Ordering::SeqCst), 1);
         let first = String::from_utf8(server.requests.lock().unwrap()[0].clone()).unwrap();
         assert_eq!(
@@ -911,7 +931,7 @@ mod tests {
         let pool = pool(server.port);
         let target = target(server.port);
         let r = pool.post(&target, b"{}").await.unwrap();
-        assert_eq!(&r.bytes().await.unwrap()[..], b"hello, world");
+        assert_eq!(&r.bytes(u64::MAX).await.unwrap()[..], b"hello, world");
         // Piece by piece, then the connection is reused.
         let mut r = pool.post(&target, b"{}").await.unwrap();
         let mut pieces = Vec::new();
@@ -937,10 +957,10 @@ mod tests {
         let pool = pool(server.port);
         let target = target(server.port);
         let r = pool.post(&target, b"{}").await.unwrap();
-        assert_eq!(&r.bytes().await.unwrap()[..], b"until the end");
+        assert_eq!(&r.bytes(u64::MAX).await.unwrap()[..], b"until the end");
         assert_eq!(pool.idle_count(), 0);
         let r = pool.post(&target, b"{}").await.unwrap();
-        assert_eq!(&r.bytes().await.unwrap()[..], b"ok");
+        assert_eq!(&r.bytes(u64::MAX).await.unwrap()[..], b"ok");
         assert_eq!(pool.idle_count(), 0);
     }
 
@@ -965,13 +985,13 @@ mod tests {
             .unwrap();
         assert_eq!(r.status, 429);
         assert_eq!(r.headers.as_ref().unwrap().get("retry-after").unwrap(), "2");
-        assert_eq!(&r.bytes().await.unwrap()[..], b"slow");
+        assert_eq!(&r.bytes(u64::MAX).await.unwrap()[..], b"slow");
         let r = tokio::time::timeout(Duration::from_secs(2), pool.post(&target, b"{}"))
             .await
             .expect("the final answer was already read")
             .unwrap();
         assert_eq!(r.status, 200);
-        assert_eq!(&r.bytes().await.unwrap()[..], b"ok");
+        assert_eq!(&r.bytes(u64::MAX).await.unwrap()[..], b"ok");
     }
 
     #[tokio::test]
@@ -986,11 +1006,11 @@ mod tests {
         let pool = pool(server.port);
         let target = target(server.port);
         let r = pool.post(&target, b"{}").await.unwrap();
-        assert_eq!(&r.bytes().await.unwrap()[..], b"hello");
+        assert_eq!(&r.bytes(u64::MAX).await.unwrap()[..], b"hello");
         assert_eq!(pool.idle_count(), 1);
         tokio::time::sleep(Duration::from_millis(50)).await;
         let r = pool.post(&target, b"{}").await.unwrap();
-        assert_eq!(&r.bytes().await.unwrap()[..], b"hello");
+        assert_eq!(&r.bytes(u64::MAX).await.unwrap()[..], b"hello");
         assert_eq!(server.accepted.load(Ordering::SeqCst), 2);
     }
 
@@ -1006,10 +1026,81 @@ mod tests {
         let pool = pool(server.port);
         let target = target(server.port);
         let r = pool.post(&target, b"{}").await.unwrap();
-        assert_eq!(&r.bytes().await.unwrap()[..], b"hello");
+        assert_eq!(&r.bytes(u64::MAX).await.unwrap()[..], b"hello");
         let r = pool.post(&target, b"{}").await.unwrap();
-        assert_eq!(&r.bytes().await.unwrap()[..], b"hello");
+        assert_eq!(&r.bytes(u64::MAX).await.unwrap()[..], b"hello");
         assert_eq!(server.accepted.load(Ordering::SeqCst), 2);
+    }
+
+    #[tokio::test]
+    async fn a_request_whose_answer_had_begun_is_never_sent_again() {
+        // The reused connection takes the second request, sends part of a head, and closes.
+        let server = scripted(vec![
+            vec![
+                Answer::Write(vec![OK]),
+                Answer::WriteAndClose(b"HTTP/1.1 200 OK\r\ncontent-le"),
+            ],
+            vec![Answer::Write(vec![OK])],
+        ])
+        .await;
+        let pool = pool(server.port);
+        let target = target(server.port);
+        let r = pool.post(&target, b"{}").await.unwrap();
+        assert_eq!(&r.bytes(u64::MAX).await.unwrap()[..], b"hello");
+        let err = pool.post(&target, b"{}").await.err().unwrap();
+        assert!(matches!(err, Http1Error::Read(_)), "{err}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        assert_eq!(server.requests.lock().unwrap().len(), 2);
+        assert_eq!(server.accepted.load(Ordering::SeqCst), 1);
+    }
+
+    #[tokio::test]
+    async fn a_new_connection_closed_without_an_answer_is_not_sent_again() {
+        let server = scripted(vec![
+            vec![Answer::WriteAndClose(b"")],
+            vec![Answer::Write(vec![OK])],
+        ])
+        .await;
+        let pool = pool(server.port);
+        let err = pool.post(&target(server.port), b"{}").await.err().unwrap();
+        assert!(matches!(err, Http1Error::Read(_)), "{err}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        assert_eq!(server.requests.lock().unwrap().len(), 1);
+        assert_eq!(server.accepted.load(Ordering::SeqCst), 1);
+    }
+
+    #[tokio::test]
+    async fn bodies_past_the_limit_are_refused() {
+        // Refused from its Content-Length, before the body is read.
+        let server = scripted(vec![vec![Answer::Write(vec![
+            b"HTTP/1.1 200 OK\r\ncontent-length: 11\r\n\r\nhello world",
+        ])]])
+        .await;
+        let first = pool(server.port);
+        let r = first.post(&target(server.port), b"{}").await.unwrap();
+        let err = r.bytes(10).await.unwrap_err();
+        assert!(matches!(err, Http1Error::TooLarge(10)), "{err}");
+        assert!(err.to_string().contains("larger than 10 bytes"), "{err}");
+        // The connection is not given back with a body unread.
+        assert_eq!(first.idle_count(), 0);
+
+        // Chunked: refused once the pieces pass the limit; at the limit, accepted.
+        let chunked: Vec<&'static [u8]> = vec![
+            b"HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\n\r\n",
+            b"5\r\nhello\r\n",
+            b"6\r\n world\r\n0\r\n\r\n",
+        ];
+        let server = scripted(vec![
+            vec![Answer::Write(chunked.clone())],
+            vec![Answer::Write(chunked)],
+        ])
+        .await;
+        let pool = pool(server.port);
+        let r = pool.post(&target(server.port), b"{}").await.unwrap();
+        let err = r.bytes(10).await.unwrap_err();
+        assert!(matches!(err, Http1Error::TooLarge(10)), "{err}");
+        let r = pool.post(&target(server.port), b"{}").await.unwrap();
+        assert_eq!(&r.bytes(11).await.unwrap()[..], b"hello world");
     }
 
     #[tokio::test]
@@ -1035,7 +1126,7 @@ mod tests {
             .post(&target, b"{}")
             .await
             .unwrap()
-            .bytes()
+            .bytes(u64::MAX)
             .await
             .unwrap_err();
         assert!(matches!(err, Http1Error::Read(_)), "{err}");
@@ -1046,7 +1137,7 @@ mod tests {
             .post(&target, b"{}")
             .await
             .unwrap()
-            .bytes()
+            .bytes(u64::MAX)
             .await
             .unwrap_err();
         assert!(err.to_string().contains("invalid chunk size"), "{err}");
@@ -1054,7 +1145,7 @@ mod tests {
             pool.post(&target, b"{}")
                 .await
                 .unwrap()
-                .bytes()
+                .bytes(u64::MAX)
                 .await
                 .is_err()
         );
@@ -1092,7 +1183,7 @@ mod tests {
             .post(&target, b"{}")
             .await
             .unwrap()
-            .bytes()
+            .bytes(u64::MAX)
             .await
             .unwrap();
         assert_eq!(short.idle_count(), 1);
@@ -1101,7 +1192,7 @@ mod tests {
             .post(&target, b"{}")
             .await
             .unwrap()
-            .bytes()
+            .bytes(u64::MAX)
             .await
             .unwrap();
         assert_eq!(server.accepted.load(Ordering::SeqCst), 2);
@@ -1118,7 +1209,7 @@ mod tests {
         ));
         // `localhost` may resolve to ::1 first; the IPv4 listener still answers.
         let r = pool.post(&target(server.port), b"{}").await.unwrap();
-        assert_eq!(&r.bytes().await.unwrap()[..], b"hello");
+        assert_eq!(&r.bytes(u64::MAX).await.unwrap()[..], b"hello");
         let secret = Target::post("h", "/", &[("authorization", b"Bearer sk-secret")]);
         assert_eq!(format!("{secret:?}"), "Target(***)");
     }

@@ -53,6 +53,17 @@ impl Bucket {
         }
     }
 
+    /// What the bucket holds now.
+    #[cfg(test)]
+    fn level(&self) -> f64 {
+        let mut guard = self.state.lock().unwrap_or_else(|e| e.into_inner());
+        let (level, at) = &mut *guard;
+        let now = Instant::now();
+        *level = (*level + now.duration_since(*at).as_secs_f64() * self.per_sec).min(self.capacity);
+        *at = now;
+        *level
+    }
+
     /// Gives back (or, negative, takes more of) `amount` after the real usage is known.
     fn adjust(&self, amount: f64) {
         let mut guard = self.state.lock().unwrap_or_else(|e| e.into_inner());
@@ -106,20 +117,20 @@ impl Limiter {
             None => None,
         };
         let tokens = estimated_tokens as f64;
-        for (bucket, amount) in [(&self.requests, 1.0), (&self.tokens, tokens)] {
-            let Some(bucket) = bucket else { continue };
-            loop {
-                match bucket.try_take(amount) {
-                    Ok(()) => break,
-                    Err(wait) => {
-                        if deadline.is_some_and(|d| Instant::now() + wait > d) {
-                            return Err(wait);
-                        }
-                        tokio::time::sleep(wait).await;
-                    }
-                }
-            }
+        // What was taken so far goes back if a later bucket fails or this future is dropped
+        // while it waits: a call that never ran costs nothing.
+        let mut taken = Taken {
+            limiter: self,
+            request: false,
+        };
+        if let Some(bucket) = &self.requests {
+            take(bucket, 1.0, deadline).await?;
+            taken.request = true;
         }
+        if let Some(bucket) = &self.tokens {
+            take(bucket, tokens, deadline).await?;
+        }
+        taken.request = false;
         Ok(Slot {
             _permit: permit,
             reserved_tokens: tokens,
@@ -130,6 +141,37 @@ impl Limiter {
     pub(crate) fn settle(&self, slot: &Slot, actual_tokens: u64) {
         if let Some(bucket) = &self.tokens {
             bucket.adjust(slot.reserved_tokens - actual_tokens as f64);
+        }
+    }
+}
+
+/// Takes `amount` from `bucket`, waiting for it unless the wait would pass `deadline`.
+async fn take(bucket: &Bucket, amount: f64, deadline: Option<Instant>) -> Result<(), Duration> {
+    loop {
+        match bucket.try_take(amount) {
+            Ok(()) => return Ok(()),
+            Err(wait) => {
+                if deadline.is_some_and(|d| Instant::now() + wait > d) {
+                    return Err(wait);
+                }
+                tokio::time::sleep(wait).await;
+            }
+        }
+    }
+}
+
+/// The request taken from the request bucket by an acquire still under way.
+struct Taken<'a> {
+    limiter: &'a Limiter,
+    request: bool,
+}
+
+impl Drop for Taken<'_> {
+    fn drop(&mut self) {
+        if self.request
+            && let Some(bucket) = &self.limiter.requests
+        {
+            bucket.adjust(1.0);
         }
     }
 }
@@ -172,6 +214,29 @@ mod tests {
         let deadline = Instant::now() + Duration::from_millis(50);
         let wait = limiter.acquire(500, Some(deadline)).await.unwrap_err();
         assert!(wait > Duration::from_secs(20), "{wait:?}");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_call_that_never_ran_costs_no_request() {
+        let limiter = Limiter::new(
+            None,
+            RateLimit {
+                requests_per_minute: Some(10),
+                tokens_per_minute: Some(1000),
+            },
+        );
+        let requests = |l: &Limiter| l.requests.as_ref().map(Bucket::level).unwrap();
+        limiter.acquire(1000, None).await.unwrap();
+        assert_eq!(requests(&limiter), 9.0);
+        // The token bucket is empty: past the deadline, the request goes back.
+        let deadline = Instant::now() + Duration::from_millis(50);
+        assert!(limiter.acquire(500, Some(deadline)).await.is_err());
+        assert_eq!(requests(&limiter), 9.0);
+        // Dropped while it waits for tokens: the request goes back too.
+        let waiting = tokio::time::timeout(Duration::from_secs(1), limiter.acquire(500, None));
+        assert!(waiting.await.is_err());
+        let level = requests(&limiter);
+        assert!((9.0..9.5).contains(&level), "{level}");
     }
 
     #[tokio::test]

@@ -31,7 +31,7 @@ mod wire;
 
 pub use breaker::{BreakerConfig, BreakerState};
 pub use cache::{CacheConfig, CacheKey, CacheStats, ResponseCache};
-pub use client::{CallOptions, LM, LmBuilder};
+pub use client::{CallOptions, DEFAULT_MAX_RESPONSE_BYTES, LM, LmBuilder};
 pub use embedder::{Embedder, EmbedderFn, embedder_fn};
 pub use error::LmError;
 pub use history::{HistoryEntry, render_history};
@@ -41,6 +41,7 @@ pub use retry::RetryPolicy;
 pub use scripted::ScriptedLM;
 pub use secret::ApiKey;
 pub use stream::{EventStream, StreamEvent};
+pub(crate) use transport::reqwest_builder;
 pub use types::{
     Choice, Embeddings, FinishReason, LmRequest, LmResponse, Message, ResponseFormat, Role, Usage,
 };

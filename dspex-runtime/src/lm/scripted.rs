@@ -146,12 +146,9 @@ impl ScriptedLM {
                     self.inner.completions[self.inner.completions.len() - 1].clone()
                 }
                 None => {
-                    return Err(LmError::Config {
+                    return Err(LmError::ScriptExhausted {
                         model: self.inner.model.clone(),
-                        message: format!(
-                            "the ScriptedLM has {} completion(s) and was asked for another",
-                            self.inner.completions.len()
-                        ),
+                        completions: self.inner.completions.len(),
                     });
                 }
             };

@@ -44,6 +44,8 @@ pub(crate) enum HttpResponse {
 pub(crate) struct TransportError {
     /// The attempt ran out of time inside the transport.
     pub(crate) timeout: bool,
+    /// The response body was larger than the caller's limit.
+    pub(crate) too_large: bool,
     /// What happened, with its causes.
     pub(crate) message: String,
 }
@@ -56,11 +58,24 @@ pub(crate) type ByteStream = Pin<Box<dyn Stream<Item = Result<Bytes, TransportEr
 const USER_AGENT: &str = concat!("dspex/", env!("CARGO_PKG_VERSION"));
 
 impl Transport {
-    /// The HTTP/1.1 client when `url` is plain `http://` without credentials, else reqwest.
-    pub(crate) fn for_base(url: &reqwest::Url) -> Result<Transport, reqwest::Error> {
+    /// The HTTP/1.1 client when `url` is plain `http://` without credentials and no proxy from
+    /// the environment applies to it, else reqwest.
+    pub(crate) fn for_base(url: &reqwest::Url) -> Result<Transport, String> {
+        Self::for_base_with(
+            url,
+            &hyper_util::client::proxy::matcher::Matcher::from_env(),
+        )
+    }
+
+    /// [`for_base`](Transport::for_base) with the proxy settings in `proxies`.
+    fn for_base_with(
+        url: &reqwest::Url,
+        proxies: &hyper_util::client::proxy::matcher::Matcher,
+    ) -> Result<Transport, String> {
         if url.scheme() == "http"
             && url.username().is_empty()
             && url.password().is_none()
+            && !is_proxied(url, proxies)
             && let Some(host) = url.host_str()
         {
             let port = url.port_or_known_default().unwrap_or(80);
@@ -133,6 +148,7 @@ impl Transport {
                 .map_err(TransportError::from),
             (Transport::Http1(_), None) => Err(TransportError {
                 timeout: false,
+                too_large: false,
                 message: "the endpoint was prepared for another transport".to_string(),
             }),
             // Boxed: its future is much larger than the HTTP/1.1 client's, and would make every
@@ -178,23 +194,27 @@ impl HttpResponse {
         }
     }
 
-    /// The whole body. (Not an `async fn`: that would hold `self` next to the future it is
-    /// moved into, and every call in flight would pay for both.)
-    pub(crate) fn bytes(self) -> impl Future<Output = Result<Bytes, TransportError>> + Send {
+    /// The whole body, of at most `limit` bytes (a longer one is an error with `too_large`).
+    /// (Not an `async fn`: that would hold `self` next to the future it is moved into, and
+    /// every call in flight would pay for both.)
+    pub(crate) fn bytes(
+        self,
+        limit: u64,
+    ) -> impl Future<Output = Result<Bytes, TransportError>> + Send {
         match self {
             // Boxed for the reason `post` boxes reqwest's future.
-            HttpResponse::Reqwest(r) => Either::Left(
-                Box::pin(r.bytes()).map(|result| result.map_err(|e| TransportError::from(&e))),
+            HttpResponse::Reqwest(r) => Either::Left(Box::pin(reqwest_bytes(r, limit))),
+            HttpResponse::Http1(r) => Either::Right(
+                r.bytes(limit)
+                    .map(|result| result.map_err(TransportError::from)),
             ),
-            HttpResponse::Http1(r) => {
-                Either::Right(r.bytes().map(|result| result.map_err(TransportError::from)))
-            }
         }
     }
 
-    /// The body as it arrives.
-    pub(crate) fn into_stream(self) -> ByteStream {
-        match self {
+    /// The body as it arrives; past `limit` bytes in all, the stream ends with an error with
+    /// `too_large`.
+    pub(crate) fn into_stream(self, limit: u64) -> ByteStream {
+        let pieces: ByteStream = match self {
             HttpResponse::Reqwest(r) => Box::pin(
                 r.bytes_stream()
                     .map(|item| item.map_err(|e| TransportError::from(&e))),
@@ -210,14 +230,51 @@ impl HttpResponse {
                     }
                 }))
             }
-        }
+        };
+        Box::pin(futures_util::stream::unfold(
+            (pieces, 0u64, false),
+            move |(mut pieces, total, over)| async move {
+                if over {
+                    return None;
+                }
+                match pieces.next().await? {
+                    Ok(bytes) if total + bytes.len() as u64 > limit => Some((
+                        Err(TransportError::from(Http1Error::TooLarge(limit))),
+                        (pieces, total, true),
+                    )),
+                    Ok(bytes) => {
+                        let total = total + bytes.len() as u64;
+                        Some((Ok(bytes), (pieces, total, false)))
+                    }
+                    Err(e) => Some((Err(e), (pieces, total, true))),
+                }
+            },
+        ))
     }
+}
+
+/// A reqwest answer's whole body, refused past `limit` bytes: at once when its
+/// `Content-Length` says so, else as the pieces arrive.
+async fn reqwest_bytes(mut r: reqwest::Response, limit: u64) -> Result<Bytes, TransportError> {
+    let too_large = || TransportError::from(Http1Error::TooLarge(limit));
+    if r.content_length().is_some_and(|n| n > limit) {
+        return Err(too_large());
+    }
+    let mut all = bytes::BytesMut::new();
+    while let Some(piece) = r.chunk().await.map_err(|e| TransportError::from(&e))? {
+        if (all.len() + piece.len()) as u64 > limit {
+            return Err(too_large());
+        }
+        all.extend_from_slice(&piece);
+    }
+    Ok(all.freeze())
 }
 
 impl From<Http1Error> for TransportError {
     fn from(e: Http1Error) -> Self {
         TransportError {
             timeout: false,
+            too_large: matches!(e, Http1Error::TooLarge(_)),
             message: e.to_string(),
         }
     }
@@ -245,24 +302,52 @@ impl From<&reqwest::Error> for TransportError {
         }
         TransportError {
             timeout: e.is_timeout(),
+            too_large: false,
             message,
         }
     }
 }
 
-/// The reqwest client: rustls with the ring provider, pooled connections, HTTP/2 where the
-/// server offers it (ALPN).
-fn reqwest_client() -> reqwest::Result<reqwest::Client> {
-    // Installing twice is harmless: the first provider stays.
-    let _ = rustls::crypto::ring::default_provider().install_default();
-    reqwest::Client::builder()
+/// Whether a proxy from the environment applies to `url`: the `HTTP_PROXY`/`http_proxy`,
+/// `HTTPS_PROXY`/`https_proxy`, `ALL_PROXY`/`all_proxy` and `NO_PROXY`/`no_proxy` variables read
+/// by the very matcher reqwest uses (hyper-util's), so both transports agree on which
+/// endpoints are proxied: a proxied one goes through reqwest, which sends it to the proxy.
+fn is_proxied(url: &reqwest::Url, proxies: &hyper_util::client::proxy::matcher::Matcher) -> bool {
+    match url.as_str().parse::<http::Uri>() {
+        Ok(uri) => proxies.intercept(&uri).is_some(),
+        // reqwest would not send to a URL `http` cannot parse either.
+        Err(_) => false,
+    }
+}
+
+/// A reqwest client builder with dspex's TLS: rustls on the ring provider, handed to this
+/// client alone (nothing process-wide is installed, so an application's own choice of rustls
+/// provider stays its own), the platform's certificate verifier as reqwest's default, HTTP/2
+/// or HTTP/1.1 by ALPN. Proxies from the environment apply, as reqwest reads them.
+pub(crate) fn reqwest_builder() -> Result<reqwest::ClientBuilder, String> {
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let verifier = rustls_platform_verifier::Verifier::new(Arc::clone(&provider))
+        .map_err(|e| format!("cannot set up TLS certificate verification: {e}"))?;
+    let mut tls = rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .map_err(|e| format!("cannot set up TLS: {e}"))?
+        .dangerous()
+        .with_custom_certificate_verifier(Arc::new(verifier))
+        .with_no_client_auth();
+    tls.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
+    Ok(reqwest::Client::builder().tls_backend_preconfigured(tls))
+}
+
+/// The reqwest client: dspex's TLS ([`reqwest_builder`]), pooled connections, HTTP/2 where the
+/// server offers it.
+fn reqwest_client() -> Result<reqwest::Client, String> {
+    reqwest_builder()?
         .user_agent(USER_AGENT)
         .connect_timeout(CONNECT_TIMEOUT)
         .tcp_nodelay(true)
         .pool_idle_timeout(IDLE_TIMEOUT)
-        // Proxies from the environment are not consulted: LM endpoints are configured explicitly.
-        .no_proxy()
         .build()
+        .map_err(|e| e.to_string())
 }
 
 #[cfg(test)]
@@ -271,6 +356,43 @@ mod tests {
 
     fn url(text: &str) -> reqwest::Url {
         reqwest::Url::parse(text).unwrap()
+    }
+
+    #[test]
+    fn the_reqwest_client_installs_no_process_wide_tls_provider() {
+        reqwest_client().unwrap();
+        Transport::for_base(&url("https://api.openai.com/v1/chat/completions")).unwrap();
+        // An application's own choice of provider stays its own.
+        assert!(rustls::crypto::CryptoProvider::get_default().is_none());
+    }
+
+    #[test]
+    fn a_proxied_plain_http_endpoint_goes_through_reqwest() {
+        use hyper_util::client::proxy::matcher::Matcher;
+        let local = url("http://127.0.0.1:8000/v1/chat/completions");
+        let proxied = Matcher::builder().http("http://127.0.0.1:3128").build();
+        assert!(matches!(
+            Transport::for_base_with(&local, &proxied).unwrap(),
+            Transport::Reqwest(_)
+        ));
+        // NO_PROXY exempts the host; an HTTPS-only proxy leaves plain http alone.
+        let exempt = Matcher::builder()
+            .http("http://127.0.0.1:3128")
+            .no("127.0.0.1,localhost")
+            .build();
+        let https_only = Matcher::builder().https("http://127.0.0.1:3128").build();
+        for proxies in [exempt, https_only, Matcher::builder().build()] {
+            assert!(matches!(
+                Transport::for_base_with(&local, &proxies).unwrap(),
+                Transport::Http1(_)
+            ));
+        }
+        // ALL_PROXY covers every scheme.
+        let all = Matcher::builder().all("http://127.0.0.1:3128").build();
+        assert!(matches!(
+            Transport::for_base_with(&local, &all).unwrap(),
+            Transport::Reqwest(_)
+        ));
     }
 
     #[test]
@@ -335,8 +457,7 @@ mod both_transports {
                 .retry(RetryPolicy::none())
                 .timeout(Duration::from_secs(5))
         };
-        let _ = rustls::crypto::ring::default_provider().install_default();
-        let reqwest = reqwest::Client::builder().build().unwrap();
+        let reqwest = crate::lm::reqwest_builder().unwrap().build().unwrap();
         [
             ("http1", builder().build().unwrap()),
             ("reqwest", builder().http_client(reqwest).build().unwrap()),

@@ -160,8 +160,15 @@ impl DynPredict {
         let result = run(&*lm, &*adapter, &config, &signature, demos, &inputs).await;
         let result = match (result, adapter.fallback()) {
             // DSPy's ChatAdapter retries once with JSONAdapter when its output cannot be parsed.
-            (Err(Error::Adapter(AdapterError::Parse { .. })), Some(fallback)) => {
-                run(&*lm, fallback, &config, &signature, demos, &inputs).await
+            (Err(Error::Adapter(primary @ AdapterError::Parse { .. })), Some(fallback)) => {
+                tracing::debug!(error = %primary, fallback = fallback.name(), "completion did not parse");
+                run(&*lm, fallback, &config, &signature, demos, &inputs)
+                    .await
+                    .map_err(|error| Error::AdapterFallback {
+                        primary,
+                        fallback_adapter: fallback.name(),
+                        fallback: Box::new(error),
+                    })
             }
             (other, _) => other,
         };

@@ -643,7 +643,7 @@ mod tests {
         ]);
         let agent = agent().with_config(CallConfig::new().lm(lm));
         let err = ask(&agent).unwrap_err();
-        assert!(matches!(err, Error::Adapter(_)), "{err}");
+        assert_eq!(err.parse_failures().len(), 2, "{err}");
         assert!(err.to_string().contains("next_tool_name"), "{err}");
     }
 

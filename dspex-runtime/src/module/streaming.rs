@@ -244,7 +244,7 @@ enum Phase {
     /// Reading the LM's stream.
     Streaming(Box<Streaming>),
     /// The streamed completion did not parse: the fallback adapter's plain call is next.
-    Fallback(Box<StreamCall>, &'static dyn Adapter),
+    Fallback(Box<StreamCall>, &'static dyn Adapter, AdapterError),
     /// Finished (its last items may still be queued).
     Done,
 }
@@ -292,7 +292,7 @@ pub(super) fn stream_prediction(call: StreamCall) -> FieldStream<Prediction> {
                     let next = streaming.events.next().instrument(span).await;
                     st.phase = streaming.step(next, &mut st.pending);
                 }
-                Phase::Fallback(call, fallback) => {
+                Phase::Fallback(call, fallback, primary) => {
                     let c = &*call;
                     let result = run(
                         &*c.lm,
@@ -304,8 +304,15 @@ pub(super) fn stream_prediction(call: StreamCall) -> FieldStream<Prediction> {
                     )
                     .instrument(span)
                     .await;
+                    // As `call_with`: a failed fallback keeps the first failure too.
                     st.pending
-                        .push_back(result.map(StreamItem::Final).map_err(StreamError::Call));
+                        .push_back(result.map(StreamItem::Final).map_err(|error| {
+                            StreamError::Call(Error::AdapterFallback {
+                                primary,
+                                fallback_adapter: fallback.name(),
+                                fallback: Box::new(error),
+                            })
+                        }));
                 }
             }
         }
@@ -392,9 +399,9 @@ impl Streaming {
                             tracing::debug!(%error, fallback = fallback.name(), "streamed completion did not parse");
                             pending.push_back(Ok(StreamItem::Fallback {
                                 adapter: fallback.name(),
-                                error,
+                                error: error.clone(),
                             }));
-                            Phase::Fallback(call, fallback)
+                            Phase::Fallback(call, fallback, error)
                         }
                         None => {
                             pending.push_back(Err(error.into()));

@@ -191,7 +191,7 @@ async fn an_unparsable_completion_falls_back_to_a_plain_json_call() {
         ),
         "{items:?}"
     );
-    // And when the fallback fails too, its error is final.
+    // And when the fallback fails too, the final error carries both failures.
     let lm = ScriptedLM::new(["garbage", "more garbage"]);
     let items = collect(qa().stream_with(
         &question(),
@@ -203,17 +203,26 @@ async fn an_unparsable_completion_falls_back_to_a_plain_json_call() {
         matches!(items[0], Ok(StreamItem::Fallback { .. })),
         "{items:?}"
     );
+    let [Err(StreamError::Call(error))] = &items[1..] else {
+        panic!("{items:?}")
+    };
     assert!(
         matches!(
-            items[1..],
-            [Err(StreamError::Call(Error::Adapter(
+            error.parse_failures()[..],
+            [
+                AdapterError::Parse {
+                    adapter: "ChatAdapter",
+                    completion: first,
+                    ..
+                },
                 AdapterError::Parse {
                     adapter: "JSONAdapter",
+                    completion: second,
                     ..
                 }
-            )))]
+            ] if first == "garbage" && second == "more garbage"
         ),
-        "{items:?}"
+        "{error:?}"
     );
 }
 
@@ -416,7 +425,8 @@ async fn typed_predict_and_chain_of_thought() {
     assert!(
         matches!(
             items.last(),
-            Some(Err(StreamError::Call(Error::Lm(LmError::Config { .. }))))
+            Some(Err(StreamError::Call(Error::AdapterFallback { fallback, .. })))
+                if matches!(**fallback, Error::Lm(LmError::ScriptExhausted { .. }))
         ),
         "{items:?}"
     );

@@ -2,6 +2,7 @@
 //! accepts as demos, and fill the rest with labeled examples — DSPy's algorithm, choice for
 //! choice, with the teacher runs made concurrently.
 
+use super::config::{DemoConfig, DemoKnobs};
 use super::labeled::{LabeledFewShot, clear_demos};
 use super::random::PyRandom;
 use super::{JobContext, Optimizable, Optimizer, TrialEvent};
@@ -19,12 +20,6 @@ use std::fmt;
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
-
-/// `max_errors` when none is set: DSPy's `settings.max_errors` default.
-pub const DEFAULT_MAX_ERRORS: usize = 10;
-
-/// Teacher runs in flight at once unless [`BootstrapFewShot::concurrency`] says otherwise.
-pub const DEFAULT_CONCURRENCY: usize = 16;
 
 /// The teacher of a [`BootstrapFewShot`] compile.
 #[derive(Debug, Clone)]
@@ -132,8 +127,8 @@ impl BootstrapError {
 ///    trace — is truthy (non-zero), or, with a non-zero `metric_threshold`, at least the
 ///    threshold (a threshold of 0 is ignored, as in DSPy). Without a metric every run succeeds.
 ///    A failing run or metric counts an error; reaching `max_errors` (default
-///    [`DEFAULT_MAX_ERRORS`], DSPy's `settings.max_errors`) ends the compile with
-///    [`BootstrapError::TooManyErrors`].
+///    [`DEFAULT_MAX_ERRORS`](super::DEFAULT_MAX_ERRORS), DSPy's `settings.max_errors`) ends the
+///    compile with [`BootstrapError::TooManyErrors`].
 /// 4. On success each predictor call of the run becomes the demo
 ///    `{augmented: true, <inputs>, <outputs>}` of its predictor (calls of predictors outside the
 ///    program are ignored); one demo per predictor per example.
@@ -146,11 +141,12 @@ impl BootstrapError {
 /// # Concurrency that picks the sequential run's demos
 ///
 /// DSPy runs the teacher on one example after another. Here up to
-/// [`concurrency`](Self::concurrency) examples run at once (default [`DEFAULT_CONCURRENCY`]):
-/// runs are started speculatively in training-set order — a slot that frees up takes the next
-/// example — but their outcomes are *committed* strictly in training-set order, exactly as the
-/// sequential loop would consider them. The first example that brings the count of bootstrapped
-/// examples to `max_bootstrapped_demos` ends the loop; runs of later examples still in flight
+/// [`concurrency`](DemoKnobs::concurrency) examples run at once (default
+/// [`DEFAULT_CONCURRENCY`](super::DEFAULT_CONCURRENCY)): runs are started speculatively in
+/// training-set order — a slot that frees up takes the next example — but their outcomes are
+/// *committed* strictly in training-set order, exactly as the sequential loop would consider
+/// them. The first example that brings the count of bootstrapped examples to
+/// `max_bootstrapped_demos` ends the loop; runs of later examples still in flight
 /// are dropped and their outcomes (successes *and errors*) are never counted, so errors are
 /// counted — and `max_errors` reached — exactly when the sequential run would. The demos, the
 /// validation pool and therefore the compiled program are identical for every concurrency; the
@@ -166,8 +162,10 @@ impl BootstrapError {
 /// Each committed example is reported as a trial (`candidate`: its `example` index, the
 /// `rounds` tried, whether it was `bootstrapped`, the `errors` it counted; `score`: the metric
 /// value of its last round, 1 without a metric, 0 after an error). Cancelling the job stops the
-/// loop before the next example is committed — once a run in flight finishes, since runs are
-/// not interrupted — and the program is built from the examples committed so far.
+/// loop at once: no example is committed after it, the teacher runs in flight are dropped (their
+/// LM calls with them), and the program is built from the examples committed so far. (As the
+/// inner step of a search — random search, MIPROv2 — such a partial program is thrown away and
+/// the search returns its own best so far.)
 ///
 /// # Differences from DSPy
 ///
@@ -186,7 +184,7 @@ impl BootstrapError {
 /// use dspex_runtime::evaluate::metric_fn;
 /// use dspex_runtime::lm::ScriptedLM;
 /// use dspex_runtime::module::{CallConfig, DynPredict};
-/// use dspex_runtime::optimize::{BootstrapFewShot, Optimizer};
+/// use dspex_runtime::optimize::{BootstrapFewShot, DemoKnobs, Optimizer};
 /// use dspex_runtime::{DynSignature, Example, Prediction};
 /// use serde_json::json;
 ///
@@ -227,13 +225,9 @@ impl BootstrapError {
 #[derive(Clone)]
 pub struct BootstrapFewShot {
     metric: Option<Arc<dyn Metric>>,
-    metric_threshold: Option<f64>,
     teacher_settings: Settings,
-    max_bootstrapped_demos: usize,
-    max_labeled_demos: usize,
     max_rounds: usize,
-    max_errors: Option<usize>,
-    concurrency: usize,
+    config: DemoConfig,
 }
 
 impl fmt::Debug for BootstrapFewShot {
@@ -243,13 +237,9 @@ impl fmt::Debug for BootstrapFewShot {
                 "metric",
                 &self.metric.as_ref().map(|m| m.name().to_string()),
             )
-            .field("metric_threshold", &self.metric_threshold)
             .field("teacher_settings", &self.teacher_settings)
-            .field("max_bootstrapped_demos", &self.max_bootstrapped_demos)
-            .field("max_labeled_demos", &self.max_labeled_demos)
             .field("max_rounds", &self.max_rounds)
-            .field("max_errors", &self.max_errors)
-            .field("concurrency", &self.concurrency)
+            .field("demo_config", &self.config)
             .finish()
     }
 }
@@ -260,24 +250,32 @@ impl Default for BootstrapFewShot {
     }
 }
 
+impl DemoKnobs for BootstrapFewShot {
+    fn demo_config(&self) -> &DemoConfig {
+        &self.config
+    }
+
+    fn demo_config_mut(&mut self) -> &mut DemoConfig {
+        &mut self.config
+    }
+}
+
 impl BootstrapFewShot {
-    /// DSPy's defaults: no metric (every run is accepted), 4 bootstrapped and 16 labeled demos,
-    /// 1 round, `max_errors` [`DEFAULT_MAX_ERRORS`]; [`DEFAULT_CONCURRENCY`] runs at once.
+    /// DSPy's defaults: no metric (every run is accepted), 1 round, and the demo knobs of
+    /// [`DemoConfig::bootstrap_few_shot`] — 4 bootstrapped and 16 labeled demos, `max_errors`
+    /// [`DEFAULT_MAX_ERRORS`](super::DEFAULT_MAX_ERRORS),
+    /// [`DEFAULT_CONCURRENCY`](super::DEFAULT_CONCURRENCY) runs at once.
     pub fn new() -> Self {
         BootstrapFewShot {
             metric: None,
-            metric_threshold: None,
             teacher_settings: Settings::new(),
-            max_bootstrapped_demos: 4,
-            max_labeled_demos: 16,
             max_rounds: 1,
-            max_errors: None,
-            concurrency: DEFAULT_CONCURRENCY,
+            config: DemoConfig::bootstrap_few_shot(),
         }
     }
 
     /// Accepts a run when this metric is non-zero (or reaches the
-    /// [`metric_threshold`](Self::metric_threshold)). It is called with the run's trace.
+    /// [`metric_threshold`](DemoKnobs::metric_threshold)). It is called with the run's trace.
     #[must_use]
     pub fn metric(self, metric: impl Metric + 'static) -> Self {
         self.metric_arc(Arc::new(metric))
@@ -290,14 +288,6 @@ impl BootstrapFewShot {
         self
     }
 
-    /// Accepts a run when the metric is at least `threshold`. As in DSPy, a threshold of 0 is
-    /// ignored (a run is then accepted when the metric is non-zero).
-    #[must_use]
-    pub fn metric_threshold(mut self, threshold: f64) -> Self {
-        self.metric_threshold = Some(threshold);
-        self
-    }
-
     /// Settings the teacher runs (and the metric) under — DSPy's `teacher_settings`, e.g. a
     /// stronger LM for the teacher: `Settings::new().lm(big)`.
     #[must_use]
@@ -306,43 +296,11 @@ impl BootstrapFewShot {
         self
     }
 
-    /// How many examples to bootstrap (and bootstrapped demos per predictor); 0 bootstraps
-    /// nothing.
-    #[must_use]
-    pub fn max_bootstrapped_demos(mut self, n: usize) -> Self {
-        self.max_bootstrapped_demos = n;
-        self
-    }
-
-    /// Demos per predictor in total: the bootstrapped ones, then labeled examples up to this
-    /// number. Also the `k` of the teacher's labeled demos.
-    #[must_use]
-    pub fn max_labeled_demos(mut self, n: usize) -> Self {
-        self.max_labeled_demos = n;
-        self
-    }
-
     /// Attempts per example; rounds after the first run at temperature 1.0 with their own
     /// rollout id.
     #[must_use]
     pub fn max_rounds(mut self, n: usize) -> Self {
         self.max_rounds = n;
-        self
-    }
-
-    /// Errors (failed teacher runs or metric calls, counted in training-set order) at which the
-    /// compile fails; default [`DEFAULT_MAX_ERRORS`].
-    #[must_use]
-    pub fn max_errors(mut self, n: usize) -> Self {
-        self.max_errors = Some(n);
-        self
-    }
-
-    /// Teacher runs in flight at once (0 counts as 1). See the type's documentation for how
-    /// concurrent runs still pick the sequential run's demos.
-    #[must_use]
-    pub fn concurrency(mut self, n: usize) -> Self {
-        self.concurrency = n;
         self
     }
 
@@ -379,8 +337,8 @@ impl BootstrapFewShot {
         let mut student = student;
         clear_demos(&mut student);
         let teacher = match teacher {
-            Teacher::Program(t) if self.max_labeled_demos > 0 => {
-                LabeledFewShot::new(self.max_labeled_demos).apply(t, trainset)
+            Teacher::Program(t) if self.config.max_labeled_demos > 0 => {
+                LabeledFewShot::new(self.config.max_labeled_demos).apply(t, trainset)
             }
             Teacher::Program(t) | Teacher::Compiled(t) => t,
         };
@@ -404,9 +362,10 @@ impl BootstrapFewShot {
                 .next()
                 .unwrap_or_default()
                 .into_iter()
-                .take(self.max_bootstrapped_demos)
+                .take(self.config.max_bootstrapped_demos)
                 .collect();
             let n = self
+                .config
                 .max_labeled_demos
                 .saturating_sub(demos.len())
                 .min(validation.len());
@@ -425,8 +384,8 @@ impl BootstrapFewShot {
         trainset: &[Example],
         ctx: &JobContext,
     ) -> Result<Bootstrapped> {
-        let max_errors = self.max_errors.unwrap_or(DEFAULT_MAX_ERRORS);
-        let concurrency = self.concurrency.max(1);
+        let max_errors = self.config.error_budget();
+        let concurrency = self.config.runs_at_once();
         let ids = predictor_ids(teacher);
         let mut out = Bootstrapped {
             traces: vec![Vec::new(); predictors],
@@ -444,7 +403,7 @@ impl BootstrapFewShot {
             // Commit finished runs in training-set order, as the sequential loop sees them.
             let finished = loop {
                 if ctx.is_cancelled()
-                    || successes >= self.max_bootstrapped_demos
+                    || successes >= self.config.max_bootstrapped_demos
                     || next_commit >= trainset.len()
                 {
                     break true;
@@ -515,11 +474,16 @@ impl BootstrapFewShot {
             if in_flight.is_empty() {
                 break;
             }
-            if let Some((index, runs)) = in_flight.next().await {
+            // A cancellation stops the loop at once: the runs in flight are dropped below.
+            let Some(next) = ctx.run_until_cancelled(in_flight.next()).await else {
+                break;
+            };
+            if let Some((index, runs)) = next {
                 ready.insert(index, runs);
             }
         }
-        // Runs still in flight are speculative: dropping them discards their outcomes.
+        // Runs still in flight are speculative, or cancelled: dropping them discards their
+        // outcomes (and their LM calls).
         drop(in_flight);
         tracing::info!(
             "Bootstrapped {successes} full traces after {} examples for up to {} rounds, amounting to {attempts} attempts.",
@@ -600,7 +564,7 @@ impl BootstrapFewShot {
                 let scope = self.teacher_settings.clone().trace(Trace::new());
                 match with_settings(scope, metric.score(example, &prediction, Some(&entries))).await
                 {
-                    Ok(value) => (self.accepts(value), value),
+                    Ok(value) => (self.config.accepts(value), value),
                     Err(e) => return Attempt::Error(e),
                 }
             }
@@ -618,15 +582,6 @@ impl BootstrapFewShot {
             }
         }
         Attempt::Success { demos, score }
-    }
-
-    /// DSPy's success test: `metric_val >= threshold` when the threshold is truthy, else the
-    /// truthiness of `metric_val` (NaN is truthy in Python, and is here).
-    fn accepts(&self, value: f64) -> bool {
-        match self.metric_threshold {
-            Some(threshold) if threshold != 0.0 => value >= threshold,
-            _ => value != 0.0,
-        }
     }
 }
 
@@ -778,6 +733,7 @@ mod tests {
     use crate::example::Prediction;
     use crate::lm::ScriptedLM;
     use crate::module::DynPredict;
+    use crate::optimize::qa_trainset as trainset;
     use crate::program::{Program, join_path};
     use crate::signature::{DynSignature, FieldSpec, TypeSpec};
 
@@ -824,17 +780,6 @@ mod tests {
 
     fn qa() -> DynPredict {
         DynPredict::new(DynSignature::parse("question -> answer").unwrap())
-    }
-
-    fn trainset(n: usize) -> Vec<Example> {
-        (0..n)
-            .map(|i| {
-                Example::new()
-                    .with("question", format!("Q{i}"))
-                    .with("answer", format!("A{i}"))
-                    .with_inputs(["question"])
-            })
-            .collect()
     }
 
     fn block<F: Future>(f: F) -> F::Output {
@@ -964,7 +909,10 @@ mod tests {
         match BootstrapError::find(&err) {
             Some(BootstrapError::TooManyErrors {
                 example, errors, ..
-            }) => assert_eq!((*example, *errors), (9, DEFAULT_MAX_ERRORS)),
+            }) => assert_eq!(
+                (*example, *errors),
+                (9, crate::optimize::DEFAULT_MAX_ERRORS)
+            ),
             other => panic!("{other:?}: {err}"),
         }
         assert!(err.to_string().contains("no judge"), "{err}");
@@ -972,9 +920,9 @@ mod tests {
 
     #[test]
     fn success_follows_python_truthiness() {
-        let opt = |t: Option<f64>| BootstrapFewShot {
+        let opt = |t: Option<f64>| DemoConfig {
             metric_threshold: t,
-            ..BootstrapFewShot::new()
+            ..DemoConfig::bootstrap_few_shot()
         };
         assert!(opt(None).accepts(0.3));
         assert!(!opt(None).accepts(0.0));

@@ -1,7 +1,7 @@
 //! [`COPRO`]: coordinate ascent over each predictor's instructions (and its last output field's
 //! prefix), proposed by a prompt model from the scores of earlier attempts.
 
-use super::{JobContext, Optimizable, Optimizer, TrialEvent, score_program};
+use super::{JobContext, Optimizable, Optimizer, TrialEvent, is_cancellation, score_program};
 use crate::error::{Error, Result};
 use crate::evaluate::Metric;
 use crate::evaluate::pyfmt::py_float;
@@ -63,6 +63,10 @@ fn generate_instruction_given_attempts() -> DynSignature {
 ///
 /// Programs with several predictors re-score every candidate ever proposed for a predictor at
 /// each round, because the other predictors have changed (as DSPy does).
+///
+/// Cancelling the [job](super::Job) drops the proposal or the evaluation under way, so no new
+/// LM call starts after it; the compile returns the best candidate scored so far, or
+/// [`Error::Cancelled`] if none was.
 #[derive(Clone)]
 pub struct COPRO {
     metric: Arc<dyn Metric>,
@@ -242,13 +246,15 @@ impl Optimizer for COPRO {
         // Seeding: breadth - 1 proposals per predictor, then its current instruction and prefix.
         let mut latest: Vec<Vec<(String, String)>> = Vec::new();
         for params in &originals {
-            let mut proposals = self
-                .propose(
+            // Nothing is scored yet: a cancellation leaves no program to return.
+            let mut proposals = ctx
+                .run_until_cancelled(self.propose(
                     basic_generate_instruction(),
                     Example::new().with("basic_instruction", params.instructions()),
                     self.breadth - 1,
-                )
-                .await?;
+                ))
+                .await
+                .ok_or_else(|| ctx.cancelled_error())??;
             let prefix = last_field(params)
                 .and_then(|n| params.signature.field(&n).map(|f| f.prefix().to_string()))
                 .unwrap_or_default();
@@ -263,7 +269,7 @@ impl Optimizer for COPRO {
             "searching",
             Some(self.breadth * self.depth * originals.len()),
         );
-        for d in 0..self.depth {
+        'search: for d in 0..self.depth {
             for p_i in 0..originals.len() {
                 let candidates = if originals.len() > 1 {
                     all[p_i].clone()
@@ -272,13 +278,18 @@ impl Optimizer for COPRO {
                 };
                 for (instruction, prefix) in candidates {
                     if ctx.is_cancelled() {
-                        break;
+                        break 'search;
                     }
                     let instruction = instruction.trim_matches('"').trim().to_string();
                     let prefix = prefix.trim_matches('"').trim().to_string();
                     set_candidate(&mut clone, p_i, &instruction, &prefix)?;
                     let score =
-                        score_program(&clone, trainset, &self.metric, self.concurrency).await?;
+                        match score_program(&clone, trainset, &self.metric, self.concurrency, ctx)
+                            .await
+                        {
+                            Err(e) if is_cancellation(&e) => break 'search,
+                            score => score?,
+                        };
                     ctx.trial(TrialEvent {
                         trial,
                         score,
@@ -337,13 +348,17 @@ impl Optimizer for COPRO {
                         format!("Resulting Score #{k}: {}", py_float(ranked[i].score)).into(),
                     );
                 }
-                let proposals = self
-                    .propose(
+                let Some(proposals) = ctx
+                    .run_until_cancelled(self.propose(
                         generate_instruction_given_attempts(),
                         Example::new().with("attempted_instructions", Value::Array(attempts)),
                         self.breadth,
-                    )
-                    .await?;
+                    ))
+                    .await
+                else {
+                    break 'search;
+                };
+                let proposals = proposals?;
                 all[p_i].extend(proposals.iter().cloned());
                 next.push(proposals);
             }
@@ -353,11 +368,12 @@ impl Optimizer for COPRO {
         // program dropped; the first one's program wins.
         let mut candidates: Vec<Scored<P>> = evaluated.into_iter().flatten().collect();
         candidates.sort_by(|a, b| b.score.total_cmp(&a.score));
-        // Cancelled before anything was scored: the student as it was is the best known.
-        Ok(candidates
-            .into_iter()
-            .next()
-            .map_or(module, |best| best.program))
+        match candidates.into_iter().next() {
+            Some(best) => Ok(best.program),
+            // Cancelled before anything was scored.
+            None if ctx.is_cancelled() => Err(ctx.cancelled_error()),
+            None => Ok(module),
+        }
     }
 }
 

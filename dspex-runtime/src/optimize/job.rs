@@ -1,18 +1,24 @@
 //! Optimizations as jobs: start one and get a [`Job`] handle at once; it reports progress, can be
-//! cancelled (the optimizer then returns the best program found so far), and logs every trial
-//! to a JSONL file for plotting.
+//! cancelled (the optimizer then returns the best program found so far, or
+//! [`Error::Cancelled`] when it had scored none), and logs every trial to a JSONL file for
+//! plotting.
+//!
+//! Cancellation is a [`CancelToken`]: optimizers race the work in flight at every stage —
+//! teacher runs, proposals, evaluations — against it, so a cancel takes effect within about one
+//! LM call, and the work dropped at that point releases what it held.
 
+use crate::cancel::CancelToken;
 use crate::error::{Error, Result};
 use serde::Serialize;
 use serde_json::{Map, Value};
 use std::future::Future;
 use std::io::Write;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
+use tracing::Instrument;
 
 /// Where an optimization is: its phase, trials done, and the best score so far.
 #[derive(Debug, Clone, Default, PartialEq, Serialize)]
@@ -46,13 +52,18 @@ pub struct TrialEvent {
 /// What an optimizer reports through and checks: cancellation, phase, trials. A context made
 /// with [`JobContext::detached`] (what a plain `compile` uses) reports nowhere and is never
 /// cancelled.
+///
+/// An optimizer checks [`is_cancelled`](Self::is_cancelled) before it starts new work and races
+/// the work in flight against [`cancelled`](Self::cancelled) (or runs it through
+/// [`run_until_cancelled`](Self::run_until_cancelled)); an [`Evaluate`](crate::evaluate::Evaluate)
+/// stops with it through [`cancel_token`](Self::cancel_token).
 #[derive(Clone)]
 pub struct JobContext {
     inner: Arc<Inner>,
 }
 
 struct Inner {
-    cancelled: AtomicBool,
+    cancel: CancelToken,
     progress: watch::Sender<Progress>,
     log: Mutex<Option<std::io::BufWriter<std::fs::File>>>,
     log_path: Option<PathBuf>,
@@ -76,6 +87,10 @@ impl JobContext {
     }
 
     fn new(log: Option<(PathBuf, std::fs::File)>) -> Self {
+        Self::with_token(log, CancelToken::new())
+    }
+
+    fn with_token(log: Option<(PathBuf, std::fs::File)>, cancel: CancelToken) -> Self {
         let (progress, _) = watch::channel(Progress::default());
         let (log_path, file) = match log {
             Some((path, file)) => (Some(path), Some(std::io::BufWriter::new(file))),
@@ -83,7 +98,7 @@ impl JobContext {
         };
         JobContext {
             inner: Arc::new(Inner {
-                cancelled: AtomicBool::new(false),
+                cancel,
                 progress,
                 log: Mutex::new(file),
                 log_path,
@@ -92,10 +107,42 @@ impl JobContext {
         }
     }
 
-    /// Whether the job was asked to stop. Optimizers check it between trials and return the
-    /// best program found so far.
+    /// Whether the job was asked to stop. Optimizers check it before starting new work and
+    /// return the best program found so far.
     pub fn is_cancelled(&self) -> bool {
-        self.inner.cancelled.load(Ordering::Relaxed)
+        self.inner.cancel.is_cancelled()
+    }
+
+    /// Resolves once the job is asked to stop (at once if it was); never for a detached
+    /// context. Race work in flight against it.
+    pub fn cancelled(&self) -> impl Future<Output = ()> + Send + 'static {
+        self.inner.cancel.cancelled()
+    }
+
+    /// Runs `fut` until it finishes (`Some(output)`) or the job is asked to stop (`None`; `fut`
+    /// is dropped where it stands, and is never polled if the job was already cancelled).
+    pub async fn run_until_cancelled<F: Future>(&self, fut: F) -> Option<F::Output> {
+        self.inner.cancel.run_until_cancelled(fut).await
+    }
+
+    /// The job's cancellation token, to hand to work that stops on its own, such as
+    /// [`Evaluate::cancel_on`](crate::evaluate::Evaluate::cancel_on).
+    pub fn cancel_token(&self) -> CancelToken {
+        self.inner.cancel.clone()
+    }
+
+    /// A context for an inner optimization (the BootstrapFewShot runs of a search): cancelled
+    /// with this one, but reporting nowhere, since its trials are not this job's.
+    pub(crate) fn muted(&self) -> JobContext {
+        Self::with_token(None, self.inner.cancel.clone())
+    }
+
+    /// [`Error::Cancelled`] in the current phase: what a job cancelled before it scored any
+    /// program returns.
+    pub(crate) fn cancelled_error(&self) -> Error {
+        Error::Cancelled {
+            phase: self.inner.progress.borrow().phase.clone(),
+        }
     }
 
     /// Enters a phase, with the number of trials it plans if known.
@@ -152,6 +199,10 @@ impl JobContext {
 }
 
 /// A running optimization. Dropping the handle does not stop it; [`Job::cancel`] does.
+///
+/// The job runs with the task-scoped context of the code that started it: the
+/// [settings](crate::settings) of an enclosing `with_settings` (LM, adapter, call defaults,
+/// trace) and the usage trackers of an enclosing `track_usage`.
 pub struct Job<P> {
     ctx: JobContext,
     progress: watch::Receiver<Progress>,
@@ -168,9 +219,8 @@ impl<P: Send + 'static> Job<P> {
     /// Starts `optimize` on the current tokio runtime and returns at once. With `log`, every
     /// trial is appended to that file as one JSON line (the file is created or truncated now).
     ///
-    /// The optimization runs as its own task, so task-scoped settings (`with_settings`) do not
-    /// reach it: give the programs their LM through their `CallConfig`, or `configure` the
-    /// process.
+    /// The optimization runs as its own task, inside the task-scoped settings and usage trackers
+    /// in effect here (see [`crate::settings::in_current_scope`]) and the current tracing span.
     pub fn spawn<F, Fut>(log: Option<&Path>, optimize: F) -> Result<Job<P>>
     where
         F: FnOnce(JobContext) -> Fut,
@@ -188,12 +238,13 @@ impl<P: Send + 'static> Job<P> {
         let ctx = JobContext::new(file);
         let progress = ctx.inner.progress.subscribe();
         let fut = optimize(ctx.clone());
-        let done = ctx.clone();
-        let task = tokio::spawn(async move {
+        let done = Finish(ctx.clone());
+        let run = crate::settings::in_current_scope(async move {
             let out = fut.await;
-            done.finish();
+            drop(done);
             out
         });
+        let task = tokio::spawn(run.instrument(tracing::Span::current()));
         Ok(Job {
             ctx,
             progress,
@@ -216,9 +267,11 @@ impl<P: Send + 'static> Job<P> {
         Some(self.progress.borrow_and_update().clone())
     }
 
-    /// Asks the optimizer to stop; [`Job::wait`] then returns the best program found so far.
+    /// Asks the optimizer to stop. The work in flight is dropped (or, at worst, the LM calls
+    /// already sent finish); [`Job::wait`] then returns the best program found so far, or
+    /// [`Error::Cancelled`] if the job had not scored any program yet.
     pub fn cancel(&self) {
-        self.ctx.inner.cancelled.store(true, Ordering::Relaxed);
+        self.ctx.inner.cancel.cancel();
     }
 
     /// Waits for the result.
@@ -227,6 +280,16 @@ impl<P: Send + 'static> Job<P> {
             Ok(result) => result,
             Err(e) => Err(Error::step("the optimization task", e)),
         }
+    }
+}
+
+/// Marks the job's progress done when the optimization ends, however it ends (a panic
+/// included), so that [`Job::next_progress`] never waits for a job that is gone.
+struct Finish(JobContext);
+
+impl Drop for Finish {
+    fn drop(&mut self) {
+        self.0.finish();
     }
 }
 
@@ -288,6 +351,56 @@ mod tests {
         assert_eq!(lines[1]["candidate"], json!({"demo_set": 1}));
         assert!(lines[1]["elapsed_ms"].is_u64());
         std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn cancellation_is_a_future_and_reaches_muted_contexts() {
+        let job = Job::spawn(None, |ctx: JobContext| async move {
+            ctx.phase("waiting", None);
+            let inner = ctx.muted();
+            inner.phase("inner", None);
+            // Never finishes on its own: only the cancellation ends it.
+            let raced = inner
+                .run_until_cancelled(tokio::time::sleep(Duration::from_secs(3600)))
+                .await;
+            assert!(raced.is_none() && inner.is_cancelled());
+            Err::<(), _>(ctx.cancelled_error())
+        })
+        .unwrap();
+        tokio::time::sleep(Duration::from_millis(5)).await;
+        assert_eq!(
+            job.progress().phase,
+            "waiting",
+            "a muted context reports nowhere"
+        );
+        job.cancel();
+        let err = tokio::time::timeout(Duration::from_secs(1), job.wait())
+            .await
+            .expect("the job ends at once")
+            .unwrap_err();
+        assert!(
+            matches!(&err, Error::Cancelled { phase } if phase == "waiting"),
+            "{err}"
+        );
+        assert_eq!(
+            err.to_string(),
+            "the optimization was cancelled while waiting, before any program was scored"
+        );
+        assert!(!JobContext::detached().is_cancelled());
+    }
+
+    #[tokio::test]
+    async fn a_panicking_job_still_ends_its_progress() {
+        let mut job: Job<()> = Job::spawn(None, |ctx: JobContext| async move {
+            ctx.phase("about to fail", None);
+            tokio::task::yield_now().await;
+            panic!("the optimizer panicked")
+        })
+        .unwrap();
+        while job.next_progress().await.is_some() {}
+        assert!(job.progress().done);
+        let err = job.wait().await.unwrap_err();
+        assert!(err.to_string().contains("the optimization task"), "{err}");
     }
 
     #[tokio::test]

@@ -1,7 +1,7 @@
 //! [`KNN`]: the training examples nearest to an input, by embedding (DSPy's `dspy.KNN`), and
 //! [`KNNFewShot`], which bootstraps demos from them on every call.
 
-use super::{BootstrapFewShot, Optimizable, Optimizer};
+use super::{BootstrapFewShot, DemoConfig, DemoKnobs, Optimizable, Optimizer};
 use crate::adapter::py::{from_json, py_str};
 use crate::error::{Error, Result};
 use crate::example::Example;
@@ -253,6 +253,17 @@ impl KNNFewShot {
             bootstrap: self.bootstrap.clone(),
             student,
         }
+    }
+}
+
+impl DemoKnobs for KNNFewShot {
+    /// The demo knobs of the BootstrapFewShot each call compiles with.
+    fn demo_config(&self) -> &DemoConfig {
+        self.bootstrap.demo_config()
+    }
+
+    fn demo_config_mut(&mut self) -> &mut DemoConfig {
+        self.bootstrap.demo_config_mut()
     }
 }
 

@@ -115,18 +115,8 @@ pub(crate) fn clear_demos<P: Module + ?Sized>(program: &mut P) {
 mod tests {
     use super::*;
     use crate::module::DynPredict;
+    use crate::optimize::qa_trainset as trainset;
     use crate::signature::DynSignature;
-
-    fn trainset(n: usize) -> Vec<Example> {
-        (0..n)
-            .map(|i| {
-                Example::new()
-                    .with("question", format!("Q{i}"))
-                    .with("answer", format!("A{i}"))
-                    .with_inputs(["question"])
-            })
-            .collect()
-    }
 
     fn questions(p: &crate::PredictorParams) -> Vec<&str> {
         p.demos

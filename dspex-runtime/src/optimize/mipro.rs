@@ -2,11 +2,12 @@
 //! search over instruction × demo-set choices with minibatch evaluation.
 
 use super::bootstrap::BootstrapFewShot;
+use super::config::{DemoConfig, DemoKnobs};
 use super::labeled::LabeledFewShot;
 use super::propose::{self, TIPS};
 use super::random::PyRandom;
 use super::tpe::CategoricalTpe;
-use super::{JobContext, Optimizable, Optimizer, TrialEvent, score_program};
+use super::{JobContext, Optimizable, Optimizer, TrialEvent, is_cancellation, score_program};
 use crate::error::{Error, Result};
 use crate::evaluate::Metric;
 use crate::example::Example;
@@ -68,6 +69,20 @@ const MIN_MINIBATCH_SIZE: usize = 50;
 /// DSPy describes the program to the prompt model with its Python source; a Rust program has
 /// none, so dspex describes each predictor (name, signature, instructions) unless
 /// [`MIPROv2::program_code`] supplies a description.
+///
+/// The demo knobs ([`DemoConfig`], set with the [`DemoKnobs`] builder methods) start from
+/// DSPy's MIPROv2 defaults, [`DemoConfig::mipro_v2`]; the BootstrapFewShot runs of step 1 are
+/// built from them. Their `concurrency` is both the teacher runs of step 1 in flight and the
+/// examples evaluated at once in step 3.
+///
+/// # Cancellation
+///
+/// Cancelling the [job](super::Job) drops the work in flight at any step — the BootstrapFewShot
+/// runs of step 1, the prompt model's calls of step 2, the evaluation under way in step 3 — so
+/// no new LM call starts after it. Before the program as given has been scored on the valset
+/// (steps 1 and 2, and that first evaluation), the compile ends with
+/// [`Error::Cancelled`]; afterwards it returns the best program scored on the whole valset so
+/// far (minibatch scores do not count, as in the search itself).
 #[derive(Clone)]
 pub struct MIPROv2 {
     metric: Arc<dyn Metric>,
@@ -76,10 +91,7 @@ pub struct MIPROv2 {
     auto: Option<Auto>,
     num_candidates: Option<usize>,
     num_trials: Option<usize>,
-    max_bootstrapped_demos: usize,
-    max_labeled_demos: usize,
-    max_errors: Option<usize>,
-    metric_threshold: Option<f64>,
+    config: DemoConfig,
     seed: u64,
     init_temperature: f64,
     minibatch: bool,
@@ -91,7 +103,6 @@ pub struct MIPROv2 {
     fewshot_aware: bool,
     view_data_batch_size: usize,
     program_code: Option<String>,
-    concurrency: usize,
 }
 
 impl std::fmt::Debug for MIPROv2 {
@@ -102,14 +113,25 @@ impl std::fmt::Debug for MIPROv2 {
             .field("num_candidates", &self.num_candidates)
             .field("num_trials", &self.num_trials)
             .field("seed", &self.seed)
+            .field("demo_config", &self.config)
             .finish_non_exhaustive()
     }
 }
 
+impl DemoKnobs for MIPROv2 {
+    fn demo_config(&self) -> &DemoConfig {
+        &self.config
+    }
+
+    fn demo_config_mut(&mut self) -> &mut DemoConfig {
+        &mut self.config
+    }
+}
+
 impl MIPROv2 {
-    /// MIPROv2 with DSPy's defaults: `auto = light`, 4 bootstrapped and 4 labeled demos, seed 9,
-    /// minibatches of 35 with a full evaluation every 5 trials, every proposer aid on; the LMs
-    /// are the settings' LM unless set.
+    /// MIPROv2 with DSPy's defaults: `auto = light`, the demo knobs of [`DemoConfig::mipro_v2`]
+    /// (4 bootstrapped and 4 labeled demos), seed 9, minibatches of 35 with a full evaluation
+    /// every 5 trials, every proposer aid on; the LMs are the settings' LM unless set.
     pub fn new(metric: impl Metric + 'static) -> Self {
         MIPROv2 {
             metric: Arc::new(metric),
@@ -118,10 +140,7 @@ impl MIPROv2 {
             auto: Some(Auto::Light),
             num_candidates: None,
             num_trials: None,
-            max_bootstrapped_demos: 4,
-            max_labeled_demos: 4,
-            max_errors: None,
-            metric_threshold: None,
+            config: DemoConfig::mipro_v2(),
             seed: 9,
             init_temperature: 1.0,
             minibatch: true,
@@ -133,7 +152,6 @@ impl MIPROv2 {
             fewshot_aware: true,
             view_data_batch_size: 10,
             program_code: None,
-            concurrency: 16,
         }
     }
 
@@ -155,34 +173,6 @@ impl MIPROv2 {
     #[must_use]
     pub fn num_trials(mut self, n: usize) -> Self {
         self.num_trials = Some(n);
-        self
-    }
-
-    /// Most bootstrapped demos per set (0 with no labeled demos either: instructions only).
-    #[must_use]
-    pub fn max_bootstrapped_demos(mut self, n: usize) -> Self {
-        self.max_bootstrapped_demos = n;
-        self
-    }
-
-    /// Most labeled demos per set.
-    #[must_use]
-    pub fn max_labeled_demos(mut self, n: usize) -> Self {
-        self.max_labeled_demos = n;
-        self
-    }
-
-    /// Errors tolerated while bootstrapping.
-    #[must_use]
-    pub fn max_errors(mut self, n: usize) -> Self {
-        self.max_errors = Some(n);
-        self
-    }
-
-    /// The score a bootstrapped trace needs.
-    #[must_use]
-    pub fn metric_threshold(mut self, t: f64) -> Self {
-        self.metric_threshold = Some(t);
         self
     }
 
@@ -241,13 +231,6 @@ impl MIPROv2 {
         self
     }
 
-    /// How many examples are evaluated at once.
-    #[must_use]
-    pub fn concurrency(mut self, n: usize) -> Self {
-        self.concurrency = n.max(1);
-        self
-    }
-
     /// Compiles with an explicit valset (DSPy's `valset=`); without one, the last 80 % of the
     /// trainset (at most 1000) is held out.
     pub async fn compile_with_valset<P: Optimizable>(
@@ -268,7 +251,8 @@ impl MIPROv2 {
         let task_settings = Settings::new().lm_arc(task_lm);
         let mipro_err = |message: String| Error::step("MIPROv2", message);
 
-        let zeroshot = self.max_bootstrapped_demos == 0 && self.max_labeled_demos == 0;
+        let zeroshot =
+            self.config.max_bootstrapped_demos == 0 && self.config.max_labeled_demos == 0;
         match (self.auto, self.num_candidates, self.num_trials) {
             (None, None, _) | (None, _, None) => {
                 return Err(mipro_err(
@@ -353,7 +337,10 @@ impl MIPROv2 {
         let (boot_max, label_max) = if zeroshot {
             (BOOTSTRAPPED_IN_CONTEXT, 0)
         } else {
-            (self.max_bootstrapped_demos, self.max_labeled_demos)
+            (
+                self.config.max_bootstrapped_demos,
+                self.config.max_labeled_demos,
+            )
         };
         let demo_sets = with_settings(
             task_settings.clone(),
@@ -371,16 +358,17 @@ impl MIPROv2 {
 
         // Step 2: instruction proposals.
         ctx.phase("proposing instructions", None);
-        let instructions = self
-            .propose_instructions(
+        let instructions = ctx
+            .run_until_cancelled(self.propose_instructions(
                 &program,
                 &trainset,
                 &demo_sets,
                 num_instruct,
                 &prompt_lm,
                 &mut rng,
-            )
-            .await?;
+            ))
+            .await
+            .ok_or_else(|| ctx.cancelled_error())??;
         let demo_sets = if zeroshot { Vec::new() } else { demo_sets };
 
         // Step 3: the search.
@@ -412,7 +400,7 @@ impl MIPROv2 {
         let mut sets = Vec::new();
         for seed in -3i64..(num_sets as i64 - 3) {
             if ctx.is_cancelled() {
-                break;
+                return Err(ctx.cancelled_error());
             }
             let compiled: P = if seed == -3 {
                 let mut p = program.clone();
@@ -430,20 +418,21 @@ impl MIPROv2 {
                         .map_err(|e| Error::step("MIPROv2 demo sets", e))?
                         as usize
                 };
-                let mut boot = BootstrapFewShot::new()
+                let boot = BootstrapFewShot::new()
                     .metric_arc(self.metric.clone())
+                    .with_demo_config(self.config)
                     .max_bootstrapped_demos(size)
-                    .max_labeled_demos(max_labeled)
-                    .concurrency(self.concurrency);
-                if let Some(n) = self.max_errors {
-                    boot = boot.max_errors(n);
+                    .max_labeled_demos(max_labeled);
+                // The teacher is a copy of the student, as DSPy's `teacher=None`. Its own trials
+                // are not this job's, its cancellation is: a cancelled run returns at once with
+                // a partial program, thrown away here.
+                let compiled = boot
+                    .compile_in(program.clone(), &copy, &ctx.muted())
+                    .await?;
+                if ctx.is_cancelled() {
+                    return Err(ctx.cancelled_error());
                 }
-                if let Some(t) = self.metric_threshold {
-                    boot = boot.metric_threshold(t);
-                }
-                // The teacher is a copy of the student, as DSPy's `teacher=None` (its own inner
-                // trials are not this job's).
-                boot.compile(program.clone(), &copy).await?
+                compiled
             };
             sets.push(
                 compiled
@@ -694,17 +683,31 @@ impl<P: Optimizable> Search<'_, P> {
         (program, key.join(","))
     }
 
-    /// `eval_candidate_program`: the whole valset, or a minibatch drawn from `rng`.
-    async fn score(&self, program: &P, batch: usize, rng: &mut PyRandom) -> Result<f64> {
+    /// `eval_candidate_program`: the whole valset, or a minibatch drawn from `rng`;
+    /// [`Error::Cancelled`] once `ctx` is cancelled.
+    async fn score(
+        &self,
+        program: &P,
+        batch: usize,
+        rng: &mut PyRandom,
+        ctx: &JobContext,
+    ) -> Result<f64> {
         let m = self.mipro;
         if batch >= self.valset.len() {
-            return score_program(program, &self.valset, &m.metric, m.concurrency).await;
+            return score_program(
+                program,
+                &self.valset,
+                &m.metric,
+                m.config.runs_at_once(),
+                ctx,
+            )
+            .await;
         }
         let idx = rng
             .sample_indices(self.valset.len(), batch)
             .map_err(|e| Error::step("MIPROv2 minibatch", e))?;
         let devset: Vec<Example> = idx.into_iter().map(|i| self.valset[i].clone()).collect();
-        score_program(program, &devset, &m.metric, m.concurrency).await
+        score_program(program, &devset, &m.metric, m.config.runs_at_once(), ctx).await
     }
 
     async fn run(self, rng: &mut PyRandom, ctx: &JobContext) -> Result<P> {
@@ -729,7 +732,10 @@ impl<P: Optimizable> Search<'_, P> {
         );
         let space = self.space();
         let default: BTreeMap<String, usize> = space.iter().map(|(k, _)| (k.clone(), 0)).collect();
-        let baseline = self.score(&self.program, self.valset.len(), rng).await?;
+        // Cancelled before the baseline is scored: no program to return (Error::Cancelled).
+        let baseline = self
+            .score(&self.program, self.valset.len(), rng, ctx)
+            .await?;
         ctx.trial(TrialEvent {
             trial: 0,
             score: baseline,
@@ -757,7 +763,10 @@ impl<P: Optimizable> Search<'_, P> {
             } else {
                 self.valset.len()
             };
-            let score = self.score(&candidate, batch, rng).await?;
+            let score = match self.score(&candidate, batch, rng, ctx).await {
+                Err(e) if is_cancellation(&e) => break,
+                score => score?,
+            };
             ctx.trial(TrialEvent {
                 trial: trial_num - 1,
                 score,
@@ -794,7 +803,10 @@ impl<P: Optimizable> Search<'_, P> {
                         "every choice tried so far was already evaluated on the whole valset",
                     ));
                 };
-                let full = self.score(&pick.program, self.valset.len(), rng).await?;
+                let full = match self.score(&pick.program, self.valset.len(), rng, ctx).await {
+                    Err(e) if is_cancellation(&e) => break,
+                    full => full?,
+                };
                 ctx.trial(TrialEvent {
                     trial: trial_num,
                     score: full,
@@ -814,7 +826,14 @@ impl<P: Optimizable> Search<'_, P> {
             }
             tpe.tell(number, params, score);
         }
-        tracing::info!(score = best_score, "MIPROv2: returning the best program");
+        if ctx.is_cancelled() {
+            tracing::info!(
+                score = best_score,
+                "MIPROv2: cancelled; returning the best program so far"
+            );
+        } else {
+            tracing::info!(score = best_score, "MIPROv2: returning the best program");
+        }
         Ok(best)
     }
 }

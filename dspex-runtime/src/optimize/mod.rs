@@ -7,14 +7,20 @@
 //! - [`KNN`] / [`KNNFewShot`] — the training examples nearest to an input, by embedding, and
 //!   demos bootstrapped from them on every call.
 //! - [`Job`] / [`JobContext`] — an optimization run as a job: a handle at once, progress,
-//!   cancellation that returns the best program so far, and a JSONL log of trials.
+//!   cancellation that takes effect within about one LM call at any stage and returns the best
+//!   program so far (or [`Error::Cancelled`] before any was scored),
+//!   and a JSONL log of trials.
 //! - [`LabeledFewShot`] — each predictor gets `k` training examples as demos.
+//! - [`DemoConfig`] / [`DemoKnobs`] — the demo knobs the bootstrapping optimizers share
+//!   (`max_bootstrapped_demos`, `max_labeled_demos`, `max_errors`, `metric_threshold`,
+//!   concurrency) as one value each of them embeds, with their builder methods written once.
 //! - [`BootstrapFewShot`] — demos from the traces of teacher runs the metric accepts, plus
 //!   labeled ones; concurrent runs that still pick exactly DSPy's sequential demos.
 //! - [`MIPROv2`] — demo sets, grounded instruction proposals and a TPE search over them.
 //! - [`PyRandom`] — CPython's `random.Random`, bit for bit, so seeded choices match DSPy's.
 
 mod bootstrap;
+mod config;
 mod copro;
 mod job;
 mod knn;
@@ -25,9 +31,8 @@ mod random;
 mod random_search;
 mod tpe;
 
-pub use bootstrap::{
-    BootstrapError, BootstrapFewShot, DEFAULT_CONCURRENCY, DEFAULT_MAX_ERRORS, Teacher,
-};
+pub use bootstrap::{BootstrapError, BootstrapFewShot, Teacher};
+pub use config::{DEFAULT_CONCURRENCY, DEFAULT_MAX_ERRORS, DemoConfig, DemoKnobs};
 pub use copro::COPRO;
 pub use job::{Job, JobContext, Progress, TrialEvent};
 pub use knn::{KNN, KNNFewShot, KNNFewShotProgram};
@@ -36,7 +41,7 @@ pub use mipro::{Auto, MIPROv2};
 pub use random::{PyRandom, RandomError};
 pub use random_search::BootstrapFewShotWithRandomSearch;
 
-use crate::error::Result;
+use crate::error::{Error, Result};
 use crate::evaluate::{Evaluate, ExampleProgram, Metric};
 use crate::example::Example;
 use crate::program::Module;
@@ -54,6 +59,8 @@ impl<P: ExampleProgram + Module + Clone + Send + Sync + 'static> Optimizable for
 /// optimized copy. The student itself is left as it was.
 pub trait Optimizer: Send + Sync {
     /// Compiles `student`, reporting to and checking `ctx` (progress, trials, cancellation).
+    /// Once `ctx` is cancelled, the work in flight is dropped and the best program scored so
+    /// far comes back — or [`Error::Cancelled`] if none was.
     fn compile_in<P: Optimizable>(
         &self,
         student: P,
@@ -74,7 +81,8 @@ pub trait Optimizer: Send + Sync {
     }
 
     /// Starts compiling as a [`Job`] and returns its handle at once; with `log`, each trial is
-    /// appended to that JSONL file.
+    /// appended to that JSONL file. The job runs with the task-scoped settings in effect here
+    /// (an enclosing `with_settings`).
     fn spawn<P: Optimizable>(
         self: Arc<Self>,
         student: P,
@@ -91,16 +99,40 @@ pub trait Optimizer: Send + Sync {
 }
 
 /// The score DSPy's `Evaluate` gives `program` on `devset`: the metric's mean as a percentage,
-/// rounded as Python rounds to 2 decimals; a failing example scores 0.
+/// rounded as Python rounds to 2 decimals; a failing example scores 0. A cancellation of `ctx`
+/// stops the evaluation at once and returns [`Error::Cancelled`] (see [`is_cancellation`]).
 pub(crate) async fn score_program<P: ExampleProgram + ?Sized>(
     program: &P,
     devset: &[Example],
     metric: &Arc<dyn Metric>,
     concurrency: usize,
+    ctx: &JobContext,
 ) -> Result<f64> {
     let result = Evaluate::new(devset.to_vec(), metric.clone())
         .num_threads(concurrency)
+        .cancel_on(ctx.cancel_token())
         .call(program)
         .await?;
+    if result.cancelled {
+        return Err(ctx.cancelled_error());
+    }
     Ok(result.score)
+}
+
+/// Whether `error` is a job's cancellation rather than a failure.
+pub(crate) fn is_cancellation(error: &Error) -> bool {
+    matches!(error, Error::Cancelled { .. })
+}
+
+/// `n` training examples `question: Q{i}` (the input) → `answer: A{i}`, for the unit tests.
+#[cfg(test)]
+pub(crate) fn qa_trainset(n: usize) -> Vec<Example> {
+    (0..n)
+        .map(|i| {
+            Example::new()
+                .with("question", format!("Q{i}"))
+                .with("answer", format!("A{i}"))
+                .with_inputs(["question"])
+        })
+        .collect()
 }

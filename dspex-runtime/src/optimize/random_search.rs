@@ -2,7 +2,8 @@
 //! valset; the best wins.
 
 use super::{
-    BootstrapFewShot, JobContext, LabeledFewShot, Optimizable, Optimizer, PyRandom, TrialEvent,
+    BootstrapFewShot, DemoConfig, DemoKnobs, JobContext, LabeledFewShot, Optimizable, Optimizer,
+    PyRandom, TrialEvent, is_cancellation,
 };
 use crate::error::{Error, Result};
 use crate::evaluate::{Evaluate, Metric};
@@ -19,14 +20,23 @@ use tokio::sync::Semaphore;
 /// each scored on the valset (the trainset unless given). The first strictly best score wins;
 /// `stop_at_score` ends the search at the first candidate that reaches it.
 ///
+/// The demo knobs ([`DemoConfig`], set with the [`DemoKnobs`] builder methods) start from DSPy's
+/// defaults, [`DemoConfig::bootstrap_few_shot`]; every BootstrapFewShot candidate is compiled
+/// with them (its size drawn for `max_bootstrapped_demos`). Their `concurrency` is the teacher
+/// runs of one candidate in flight; evaluations have their own limit,
+/// [`num_threads`](Self::num_threads).
+///
 /// Candidates are built and scored several at a time, but chosen in seed order, so the result
 /// is the sequential run's; all their evaluations share one limit on examples in flight.
+///
+/// Cancelling the [job](super::Job) drops the BootstrapFewShot runs and evaluations in flight, so
+/// no new LM call starts after it; the compile returns the best candidate taken so far (in seed
+/// order), or [`Error::Cancelled`] if none was.
 #[derive(Clone)]
 pub struct BootstrapFewShotWithRandomSearch {
     metric: Arc<dyn Metric>,
+    /// What every candidate compiles with; its demo knobs are this optimizer's.
     bootstrap: BootstrapFewShot,
-    max_bootstrapped_demos: usize,
-    max_labeled_demos: usize,
     num_candidate_programs: usize,
     stop_at_score: Option<f64>,
     num_threads: usize,
@@ -40,23 +50,31 @@ impl std::fmt::Debug for BootstrapFewShotWithRandomSearch {
         f.debug_struct("BootstrapFewShotWithRandomSearch")
             .field("metric", &self.metric.name())
             .field("num_candidate_programs", &self.num_candidate_programs)
-            .field("max_bootstrapped_demos", &self.max_bootstrapped_demos)
-            .field("max_labeled_demos", &self.max_labeled_demos)
+            .field("demo_config", self.demo_config())
             .field("stop_at_score", &self.stop_at_score)
             .finish_non_exhaustive()
     }
 }
 
+impl DemoKnobs for BootstrapFewShotWithRandomSearch {
+    fn demo_config(&self) -> &DemoConfig {
+        self.bootstrap.demo_config()
+    }
+
+    fn demo_config_mut(&mut self) -> &mut DemoConfig {
+        self.bootstrap.demo_config_mut()
+    }
+}
+
 impl BootstrapFewShotWithRandomSearch {
-    /// DSPy's defaults: 16 candidate programs (19 with the three fixed ones), 4 bootstrapped and
-    /// 16 labeled demos; 16 examples in flight, 4 candidates at once.
+    /// DSPy's defaults: 16 candidate programs (19 with the three fixed ones), the demo knobs of
+    /// [`DemoConfig::bootstrap_few_shot`] (4 bootstrapped and 16 labeled demos); 16 examples in
+    /// flight, 4 candidates at once.
     pub fn new(metric: impl Metric + 'static) -> Self {
         let metric: Arc<dyn Metric> = Arc::new(metric);
         BootstrapFewShotWithRandomSearch {
             bootstrap: BootstrapFewShot::new().metric_arc(metric.clone()),
             metric,
-            max_bootstrapped_demos: 4,
-            max_labeled_demos: 16,
             num_candidate_programs: 16,
             stop_at_score: None,
             num_threads: 16,
@@ -73,20 +91,6 @@ impl BootstrapFewShotWithRandomSearch {
         self
     }
 
-    /// Most bootstrapped demos per predictor (shuffled candidates draw a size from 1 to this).
-    #[must_use]
-    pub fn max_bootstrapped_demos(mut self, n: usize) -> Self {
-        self.max_bootstrapped_demos = n;
-        self
-    }
-
-    /// Most labeled demos per predictor.
-    #[must_use]
-    pub fn max_labeled_demos(mut self, n: usize) -> Self {
-        self.max_labeled_demos = n;
-        self
-    }
-
     /// Stop at the first candidate scoring at least this.
     #[must_use]
     pub fn stop_at_score(mut self, score: f64) -> Self {
@@ -94,11 +98,20 @@ impl BootstrapFewShotWithRandomSearch {
         self
     }
 
-    /// Further BootstrapFewShot settings (metric threshold, rounds, max errors, teacher
-    /// settings…) for every candidate; the metric and demo counts are this optimizer's.
+    /// Further BootstrapFewShot settings for every candidate: its rounds and teacher settings,
+    /// and its demo knobs but the demo counts (metric threshold, max errors, concurrency), in
+    /// place of those set before. The metric and the demo counts stay this optimizer's.
     #[must_use]
     pub fn bootstrap(mut self, bootstrap: BootstrapFewShot) -> Self {
-        self.bootstrap = bootstrap.metric_arc(self.metric.clone());
+        let DemoConfig {
+            max_bootstrapped_demos,
+            max_labeled_demos,
+            ..
+        } = *self.demo_config();
+        self.bootstrap = bootstrap
+            .metric_arc(self.metric.clone())
+            .max_bootstrapped_demos(max_bootstrapped_demos)
+            .max_labeled_demos(max_labeled_demos);
         self
     }
 
@@ -130,12 +143,13 @@ impl BootstrapFewShotWithRandomSearch {
         self
     }
 
-    /// The candidate for `seed`.
+    /// The candidate for `seed`; [`Error::Cancelled`] once `ctx` is cancelled.
     async fn candidate<P: Optimizable>(
         &self,
         seed: i64,
         student: &P,
         trainset: &[Example],
+        ctx: &JobContext,
     ) -> Result<P> {
         Ok(match seed {
             -3 => {
@@ -143,25 +157,32 @@ impl BootstrapFewShotWithRandomSearch {
                 p.visit_predictors_mut("", &mut |_, params| params.demos.clear());
                 p
             }
-            -2 => LabeledFewShot::new(self.max_labeled_demos)
+            -2 => LabeledFewShot::new(self.demo_config().max_labeled_demos)
                 .sample(self.labeled_sample)
                 .apply(student.clone(), trainset),
             _ => {
                 let mut copy = trainset.to_vec();
+                let max_bootstrapped = self.demo_config().max_bootstrapped_demos;
                 let size = if seed == -1 {
-                    self.max_bootstrapped_demos
+                    max_bootstrapped
                 } else {
                     PyRandom::from_i64(seed).shuffle(&mut copy);
                     PyRandom::from_i64(seed)
-                        .randint(1, self.max_bootstrapped_demos as i64)
+                        .randint(1, max_bootstrapped as i64)
                         .map_err(|e| Error::step("random search", e))? as usize
                 };
-                self.bootstrap
+                // Its trials are not this job's, its cancellation is: a cancelled run returns
+                // at once with a partial program, thrown away here.
+                let compiled = self
+                    .bootstrap
                     .clone()
                     .max_bootstrapped_demos(size)
-                    .max_labeled_demos(self.max_labeled_demos)
-                    .compile(student.clone(), &copy)
-                    .await?
+                    .compile_in(student.clone(), &copy, &ctx.muted())
+                    .await?;
+                if ctx.is_cancelled() {
+                    return Err(ctx.cancelled_error());
+                }
+                compiled
             }
         })
     }
@@ -191,15 +212,22 @@ impl BootstrapFewShotWithRandomSearch {
         let limit = Arc::new(Semaphore::new(self.num_threads));
         let evaluate = Evaluate::new(valset, self.metric.clone())
             .num_threads(self.num_threads)
-            .shared_limit(limit);
+            .shared_limit(limit)
+            .cancel_on(ctx.cancel_token());
         let (student, trainset) = (&student, trainset);
         let work: Vec<BoxFuture<'_, Result<(i64, P, f64)>>> = seeds
             .iter()
             .map(|&seed| -> BoxFuture<'_, Result<(i64, P, f64)>> {
                 let evaluate = &evaluate;
                 Box::pin(async move {
-                    let program = self.candidate(seed, student, trainset).await?;
+                    if ctx.is_cancelled() {
+                        return Err(ctx.cancelled_error());
+                    }
+                    let program = self.candidate(seed, student, trainset, ctx).await?;
                     let result = evaluate.call(&program).await?;
+                    if result.cancelled {
+                        return Err(ctx.cancelled_error());
+                    }
                     Ok((seed, program, result.score))
                 })
             })
@@ -208,7 +236,10 @@ impl BootstrapFewShotWithRandomSearch {
         let mut best: Option<(P, f64)> = None;
         let mut trial = 0usize;
         while let Some(result) = results.next().await {
-            let (seed, program, score) = result?;
+            let (seed, program, score) = match result {
+                Err(e) if is_cancellation(&e) => break,
+                result => result?,
+            };
             ctx.trial(TrialEvent {
                 trial,
                 score,
@@ -226,7 +257,11 @@ impl BootstrapFewShotWithRandomSearch {
                 break;
             }
         }
-        Ok(best.map_or_else(|| student.clone(), |(p, _)| p))
+        match best {
+            Some((program, _)) => Ok(program),
+            None if ctx.is_cancelled() => Err(ctx.cancelled_error()),
+            None => Ok(student.clone()),
+        }
     }
 }
 

@@ -288,17 +288,15 @@ fn excerpt(body: &[u8]) -> String {
     }
 }
 
-/// rustls with the ring provider, as the LM client's.
-fn http_client() -> reqwest::Result<reqwest::Client> {
-    // Installing twice is harmless: the first provider stays.
-    let _ = rustls::crypto::ring::default_provider().install_default();
-    reqwest::Client::builder()
+/// The LM client's TLS set-up (rustls on ring, handed to this client alone) and proxies from
+/// the environment.
+fn http_client() -> Result<reqwest::Client, String> {
+    crate::lm::reqwest_builder()?
         .user_agent(concat!("dspex/", env!("CARGO_PKG_VERSION")))
         .connect_timeout(Duration::from_secs(10))
         .tcp_nodelay(true)
-        // As the LM client: servers are configured explicitly, not through the environment.
-        .no_proxy()
         .build()
+        .map_err(|e| e.to_string())
 }
 
 #[cfg(test)]

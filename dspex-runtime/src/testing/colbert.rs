@@ -359,8 +359,7 @@ mod tests {
     use std::time::Duration;
 
     fn http() -> reqwest::Client {
-        let _ = rustls::crypto::ring::default_provider().install_default();
-        reqwest::Client::new()
+        crate::lm::reqwest_builder().unwrap().build().unwrap()
     }
 
     const PASSAGES: [&str; 4] = [

@@ -5,9 +5,10 @@ use serde_json::{Value, json};
 use std::time::Instant;
 
 fn client() -> reqwest::Client {
-    // reqwest is built with `rustls-no-provider`; plain HTTP still wants a provider installed.
-    let _ = rustls::crypto::ring::default_provider().install_default();
-    reqwest::Client::builder().build().expect("client")
+    crate::lm::reqwest_builder()
+        .expect("TLS set-up")
+        .build()
+        .expect("client")
 }
 
 fn fixture_messages(name: &str) -> Value {
