@@ -1095,9 +1095,12 @@ async fn a_light_steady_load_lets_overflow_workers_retire() {
         for c in burst {
             c.await.expect("joins").expect("call");
         }
+        // Counted as starts, not as live workers: on a loaded machine an overflow worker can
+        // come up after the burst's queue was served by the first one, sit idle past the idle
+        // timeout and retire before the burst's last call returns (seen under the full suite).
         assert_eq!(
-            pool.worker_pids().len(),
-            3,
+            pool.stats().restarts,
+            2,
             "the burst started two overflow workers"
         );
         let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
