@@ -226,7 +226,7 @@
 //! dspex's module or DSPy's ([`bridge`]).
 //!
 //! Retrieval ([`retrieve`]): the [`retrieve::Retriever`] trait, [`retrieve::Retrieve`] as a program
-//! step and [`retrieve::search_tool`] for agents; the embedded BM25 index
+//! step and [`module::search_tool`] for agents; the embedded BM25 index
 //! [`retrieve::Bm25Index`] (feature `bm25`, on by default; `dspex index build|search`), an
 //! embeddings retriever ([`retrieve::EmbeddingsRetriever`]), hybrid search by reciprocal rank
 //! fusion ([`retrieve::HybridRetriever`]) and a ColBERTv2 client ([`retrieve::ColBERTv2`]).

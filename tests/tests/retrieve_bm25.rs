@@ -4,8 +4,9 @@
 mod common;
 
 use common::{repo_root, venv_python};
+use dspex::module::search_tool;
 use dspex::prelude::*;
-use dspex::retrieve::{Bm25Index, BuildOptions, Retrieve, search_tool};
+use dspex::retrieve::{Bm25Index, BuildOptions, Retrieve};
 use std::process::Command;
 
 const K: usize = 10;

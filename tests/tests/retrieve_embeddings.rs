@@ -3,10 +3,11 @@
 //! ColBERTv2 client in a hybrid. Nothing leaves loopback.
 
 use dspex::lm::{LM, RetryPolicy};
+use dspex::module::search_tool;
 use dspex::prelude::*;
 use dspex::runtime::retrieve::{
     ColBERTv2, EmbeddingsRetriever, HybridRetriever, OnBadLine, Retrieve, RetrieveError, Retriever,
-    read_jsonl, search_tool,
+    read_jsonl,
 };
 use dspex::testing::{Fault, FaultWhen, MockColbert, MockLm, MockLmServer};
 use std::time::Duration;

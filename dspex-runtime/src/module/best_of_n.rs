@@ -1,9 +1,9 @@
 //! [`BestOfN`]: run a program up to N times at temperature 1.0 and keep the best-rewarded output;
 //! the attempt loop, reward and failure accounting it shares with [`super::Refine`].
 
-use super::predict::CallConfig;
 use crate::error::{Error, Result};
 use crate::program::{Module, Program};
+use crate::settings::CallConfig;
 use crate::settings::{InputHints, Settings, Trace, TraceEntry, with_settings};
 use std::fmt;
 use std::future::Future;

@@ -1,10 +1,11 @@
 //! [`ChainOfThought`]: Predict with a `reasoning` output first.
 
-use super::predict::{CallConfig, DynPredict};
+use super::predict::DynPredict;
 use super::streaming::{self, FieldStream, StreamError, StreamOptions};
 use crate::error::Result;
 use crate::example::{Example, Prediction};
 use crate::program::{PredictorParams, Program};
+use crate::settings::CallConfig;
 use crate::signature::{FieldSpec, Signature, TypeSpec};
 use serde::{Deserialize, Serialize};
 use std::marker::PhantomData;

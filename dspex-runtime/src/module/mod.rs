@@ -4,7 +4,7 @@
 //!   the LM, parse the outputs (DSPy's `dspy.Predict`).
 //! - [`ChainOfThought`] — Predict with a `reasoning` output first (DSPy's `dspy.ChainOfThought`).
 //! - [`ReAct`] / [`DynReAct`] — an agent that calls [`Tool`]s step by step, then extracts the
-//!   outputs from its trajectory (DSPy's `dspy.ReAct`).
+//!   outputs from its trajectory (DSPy's `dspy.ReAct`); [`search_tool`] makes a retriever one.
 //! - [`Parallel`] — a program over a batch under a concurrency limit, results in input order.
 //! - [`StreamItem`], [`FieldChunk`], [`StreamOptions`], [`StreamError`] — output-field streaming
 //!   of `Predict`, `DynPredict` and `ChainOfThought` (`stream`, `stream_with`; DSPy's
@@ -52,9 +52,11 @@ mod parallel;
 mod predict;
 mod react;
 mod refine;
+mod search_tool;
 mod streaming;
 mod tool;
 
+pub use crate::settings::CallConfig;
 pub use best_of_n::{AttemptFailure, AttemptsError, BestOfN, FnReward, Reward};
 pub use chain_of_thought::{ChainOfThought, Reasoned};
 pub use majority::{MajorityError, majority, majority_by, normalize_text};
@@ -62,8 +64,9 @@ pub use multi_chain::{
     CompareInput, Corrected, DynMultiChainComparison, MultiChainComparison, MultiChainError,
 };
 pub use parallel::Parallel;
-pub use predict::{CallConfig, DynPredict, Predict};
+pub use predict::{DynPredict, Predict};
 pub use react::{DynReAct, ReAct, ReActOutput, ToolStep, Trajectory};
 pub use refine::{Refine, offer_feedback_signature};
+pub use search_tool::search_tool;
 pub use streaming::{FieldChunk, FieldStream, StreamError, StreamItem, StreamOptions};
 pub use tool::{Tool, ToolError};

@@ -1,12 +1,13 @@
 //! [`MultiChainComparison`]: one LM call that compares M earlier reasoning attempts.
 
 use super::chain_of_thought::Reasoned;
-use super::predict::{CallConfig, DynPredict};
+use super::predict::DynPredict;
 use crate::adapter::py::{from_json, py_str};
 use crate::adapter::text::py_strip;
 use crate::error::{Error, Result};
 use crate::example::{Example, Prediction};
 use crate::program::{PredictorParams, Program};
+use crate::settings::CallConfig;
 use crate::signature::{DynSignature, FieldSpec, Signature, SignatureError, TypeSpec};
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};

@@ -1,11 +1,12 @@
 //! [`ReAct`]: DSPy's tool-using agent loop.
 
-use super::predict::{CallConfig, DynPredict};
+use super::predict::DynPredict;
 use super::tool::{Tool, ToolError};
 use crate::adapter::{Adapter, ChatAdapter};
 use crate::error::{Error, Result};
 use crate::example::{Example, Prediction};
 use crate::program::Program;
+use crate::settings::CallConfig;
 use crate::settings::Settings;
 use crate::signature::{DynSignature, FieldSpec, LiteralValue, Signature, TypeSpec};
 use serde::{Deserialize, Serialize, Serializer};

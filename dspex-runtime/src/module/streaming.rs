@@ -1,11 +1,12 @@
 //! Output-field streaming for `DynPredict`, `Predict` and `ChainOfThought`: DSPy's
 //! `dspy.streamify` with `StreamListener`s. [`StreamItem`] describes it.
 
-use super::predict::{CallConfig, request_for, run};
+use super::predict::{request_for, run};
 use crate::adapter::{Adapter, AdapterError, FieldStreamParser};
 use crate::error::Error;
 use crate::example::{Example, Prediction};
 use crate::lm::{EventStream, LanguageModel, StreamEvent};
+use crate::settings::CallConfig;
 use crate::signature::DynSignature;
 use futures_util::StreamExt;
 use futures_util::stream::BoxStream;

@@ -3,7 +3,8 @@
 //! - [`Retriever`] — query and `k` in, the `k` best [`Passage`]s out (id, text, score). Every
 //!   retriever here implements it, and so can yours.
 //! - [`Retrieve`] — a retriever as a [`Program`] from a query to [`Retrieved`] passages (DSPy's
-//!   `dspy.Retrieve`), to compose with modules; [`search_tool`] makes one a [`Tool`] for ReAct.
+//!   `dspy.Retrieve`), to compose with modules;
+//!   [`search_tool`](crate::module::search_tool) makes one a ReAct tool.
 //! - `Bm25Index` (feature `bm25`, on by default in the `dspex` crate) — the embedded default: a
 //!   BM25 full-text index on tantivy, persisted in a directory, built from JSONL, scored exactly as
 //!   `bm25s` scores (Lucene's BM25, `k1` 1.5, `b` 0.75, its tokenizer and English stopwords).
@@ -36,7 +37,6 @@ pub use hybrid::HybridRetriever;
 pub use tokenize::{STOPWORDS_EN, tokenize};
 
 use crate::lm::LmError;
-use crate::module::Tool;
 use crate::program::{Module, PredictorParams, Program, StateError};
 use futures_util::future::BoxFuture;
 use serde::{Deserialize, Serialize};
@@ -73,7 +73,7 @@ impl Passage {
 /// Finds the passages that best match a query.
 ///
 /// Implement it for your own search backend; wrap any retriever in [`Retrieve`] to use it as a
-/// program, or in [`search_tool`] to give it to an agent.
+/// program, or in [`search_tool`](crate::module::search_tool) to give it to an agent.
 ///
 /// ```
 /// use dspex_runtime::retrieve::{Passage, RetrieveError, Retriever};
@@ -389,54 +389,16 @@ fn state_name(path: &str) -> String {
     }
 }
 
-/// DSPy's description of its `Retrieve` step, used for [`search_tool`].
+/// DSPy's description of its `Retrieve` step, used for
+/// [`search_tool`](crate::module::search_tool).
 pub const SEARCH_TOOL_DESC: &str =
     "takes a search query and returns one or more potentially relevant passages from a corpus";
 
-/// The arguments of [`search_tool`].
-#[derive(Deserialize, schemars::JsonSchema)]
-struct SearchArgs {
-    /// The search query.
-    query: String,
-}
-
-/// A retriever as a ReAct [`Tool`] named `search`: it takes a `query` and returns the texts of the
-/// `k` best passages. Rename it with [`Tool::with_name`]; a failed search is reported to the model
-/// as the observation.
-///
-/// ```
-/// use dspex_runtime::retrieve::{Passage, RetrieveError, Retriever, search_tool};
-/// use futures_util::future::BoxFuture;
-///
-/// struct Wiki;
-/// impl Retriever for Wiki {
-///     fn retrieve<'a>(&'a self, _query: &'a str, _k: usize)
-///         -> BoxFuture<'a, Result<Vec<Passage>, RetrieveError>> {
-///         Box::pin(std::future::ready(Ok(vec![Passage::new("1", "Ada Lovelace", 1.0)])))
-///     }
-/// }
-///
-/// let tool = search_tool(Wiki, 3);
-/// assert_eq!(tool.name(), "search");
-/// assert!(tool.args().contains_key("query"));
-/// ```
-pub fn search_tool<R: Retriever + 'static>(retriever: R, k: usize) -> Tool {
-    let retriever = Arc::new(retriever);
-    Tool::from_macro("search", move |args: SearchArgs| {
-        let retriever = Arc::clone(&retriever);
-        async move {
-            let passages = retriever.retrieve(&args.query, k).await?;
-            Ok::<_, RetrieveError>(passages.into_iter().map(|p| p.text).collect::<Vec<_>>())
-        }
-    })
-    .with_desc(SEARCH_TOOL_DESC)
-}
-
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
 
-    struct Fixed(Vec<Passage>);
+    pub(crate) struct Fixed(Vec<Passage>);
 
     impl Retriever for Fixed {
         fn retrieve<'a>(
@@ -453,7 +415,7 @@ mod tests {
         }
     }
 
-    struct Failing;
+    pub(crate) struct Failing;
 
     impl Retriever for Failing {
         fn retrieve<'a>(
@@ -468,7 +430,7 @@ mod tests {
         }
     }
 
-    fn fixed() -> Fixed {
+    pub(crate) fn fixed() -> Fixed {
         Fixed(vec![
             Passage::new("a", "first", 2.0),
             Passage::new("b", "second", 1.0),
@@ -493,20 +455,6 @@ mod tests {
             .unwrap_err();
         assert!(matches!(err, crate::Error::Retrieve(_)), "{err:?}");
         assert_eq!(err.to_string(), "failing: index offline");
-    }
-
-    #[tokio::test]
-    async fn search_tool_returns_texts_and_reports_failures() {
-        let tool = search_tool(fixed(), 1);
-        assert_eq!(tool.desc(), Some(SEARCH_TOOL_DESC));
-        let mut args = Map::new();
-        args.insert("query".into(), Value::from("anything"));
-        assert_eq!(
-            tool.call(args.clone()).await.unwrap(),
-            serde_json::json!(["first"])
-        );
-        let err = search_tool(Failing, 1).call(args).await.unwrap_err();
-        assert!(err.to_string().contains("index offline"), "{err}");
     }
 
     #[test]

@@ -11,11 +11,14 @@
 //! parameters beneath every predictor's own config, as the kwargs of DSPy's LM) and a
 //! [`Trace`] that records every predictor call in scope (DSPy's `settings.trace`).
 
+mod call_config;
+
+pub use call_config::CallConfig;
+
 use crate::adapter::Adapter;
 use crate::error::Result;
 use crate::example::{Example, Prediction};
 use crate::lm::{LanguageModel, UsageTracker};
-use crate::module::CallConfig;
 use crate::program::PredictorParams;
 use crate::signature::{DynSignature, FieldSpec};
 use serde_json::Value;
