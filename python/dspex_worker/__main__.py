@@ -1,4 +1,5 @@
-"""`python -m dspex_worker [--eager-import] [--memory-mb N]`: one bridge worker process.
+"""`python -m dspex_worker [--eager-import] [--memory-mb N] [--fork-from NAME]`: one bridge worker
+process; `python -m dspex_worker --fork-server NAME [--memory-mb N]`: a fork server (see forkserver.py).
 
 Start-up order matters: stdout is taken for frames before anything can print, the parent-death
 signal is set before the parent check (so a parent dying in between is seen by one or the other),
@@ -67,6 +68,10 @@ def parse_args(argv):
     parser = argparse.ArgumentParser(prog="python -m dspex_worker", description="A dspex bridge worker.")
     parser.add_argument("--eager-import", action="store_true", help="import dspy before the ready frame")
     parser.add_argument("--memory-mb", type=int, default=None, help="RLIMIT_AS in MiB")
+    parser.add_argument("--fork-from", metavar="NAME", default=None,
+                        help="have the fork server NAME fork this worker (falls back to a normal start)")
+    parser.add_argument("--fork-server", metavar="NAME", default=None,
+                        help="run a fork server named NAME instead of a worker")
     return parser.parse_args(argv)
 
 
@@ -87,6 +92,16 @@ def main(argv=None):
     if parent_is_gone():
         log.error("the parent process is already gone: exiting")
         os._exit(0)
+
+    if args.fork_server is not None:
+        from . import forkserver
+
+        forkserver.serve(args.fork_server, in_fd, out_fd, memory_mb=args.memory_mb)
+    if args.fork_from is not None:
+        from . import forkserver
+
+        # Returns only when the server could not take over (then this process becomes the worker).
+        forkserver.run_stub(args.fork_from, in_fd, out_fd)
 
     if args.memory_mb is not None:
         import resource

@@ -605,6 +605,35 @@ async fn strict_sessions_stay_on_their_worker() {
     .await;
 }
 
+/// New strict sessions spread over the idle workers (fewest sessions first), so that one
+/// worker's death does not take most of them: the chaos run with bridged DSPy modules lost
+/// calls in bursts when re-created modules all landed on the most recently freed worker.
+#[tokio::test]
+async fn new_strict_sessions_spread_over_the_workers() {
+    within(60, async {
+        let pool = pool().workers(3).build().await.expect("the pool starts");
+        let mut sessions = Vec::new();
+        let mut homes = std::collections::BTreeMap::new();
+        for _ in 0..6 {
+            let session = pool.session(AffinityMode::StrictQueue);
+            let out = session.call("echo", Map::new()).await.expect("call");
+            *homes.entry(pid_of(&out)).or_insert(0) += 1;
+            sessions.push(session);
+        }
+        assert_eq!(
+            homes.values().copied().collect::<Vec<_>>(),
+            [2, 2, 2],
+            "{homes:?}"
+        );
+        // Plain calls still take the most recently freed worker.
+        let a = pid_of(&echo(&pool, json!({})).await.expect("call"));
+        let b = pid_of(&echo(&pool, json!({})).await.expect("call"));
+        assert_eq!(a, b);
+        pool.shutdown().await;
+    })
+    .await;
+}
+
 #[tokio::test]
 async fn fail_fast_and_hint_sessions() {
     within(60, async {
@@ -781,7 +810,7 @@ async fn bridged_modules_are_typed_programs() {
         );
 
         // Dropping the module drops its object in the worker (in the background).
-        let (session, object) = (cot.session().clone(), cot.object().to_string());
+        let (session, object) = (cot.session(), cot.object());
         drop(cot);
         let mut gone = false;
         for _ in 0..100 {
@@ -804,6 +833,73 @@ async fn bridged_modules_are_typed_programs() {
             .expect("create");
         let err = bad.forward(json!({"fail": "nope"})).await.unwrap_err();
         assert!(matches!(err, dspex::Error::Bridge(BridgeError::Remote { .. })), "{err:?}");
+    })
+    .await;
+}
+
+/// Regression (issue 13's chaos run with real DSPy work): a bridged module lived in a strict
+/// session, so once its worker died every call failed — the one in flight with `WorkerCrashed`,
+/// the later ones with `SessionLost` — although a `call` is idempotent. Now the module is
+/// created again on another worker, with the state it had loaded, and the call is repeated.
+#[tokio::test]
+async fn a_bridged_module_recovers_on_another_worker_with_its_state() {
+    within(60, async {
+        let pool = pool().workers(2).build().await.expect("the pool starts");
+        let module = BridgedModule::<Map<String, Value>, Map<String, Value>>::create(
+            &pool,
+            "Predict",
+            "question -> answer",
+        )
+        .await
+        .expect("create");
+        let demos =
+            json!({"demos": [{"question": "q", "answer": "a"}], "signature": "question -> answer"});
+        module.load_state(demos.clone()).await.expect("load");
+        let home = pid_of(&module.call(inputs(json!({"i": 0}))).await.expect("call"));
+
+        // Killed in the middle of a call: the call is answered by the re-created module.
+        let call = module.call(inputs(json!({"sleep": 5, "i": 1})));
+        let kill = async {
+            eventually(10, "the module's worker is busy", || {
+                pool.stats()
+                    .workers
+                    .iter()
+                    .any(|w| w.worker.pid == home && w.state == WorkerState::Busy)
+            })
+            .await;
+            signal(home, "KILL");
+        };
+        let (out, ()) = tokio::join!(call, kill);
+        let out = out.expect("the call survives its worker");
+        assert_ne!(pid_of(&out), home, "{out:?}");
+        assert_eq!(out["i"], 1);
+        assert_eq!(module.recreated(), 1);
+        assert_eq!(pool.stats().recreated, 1);
+        // The new object has the state loaded before.
+        assert_eq!(module.save_state().await.expect("save"), demos);
+
+        // A module sharing a session does not recover unless asked to: SessionLost, typed.
+        let session = pool.session(AffinityMode::StrictQueue);
+        let shared = BridgedModule::<Map<String, Value>, Map<String, Value>>::create_in(
+            &session,
+            "Predict",
+            "question -> answer",
+            Map::new(),
+        )
+        .await
+        .expect("create_in");
+        let shared_home = pid_of(&shared.call(Map::new()).await.expect("call"));
+        signal(shared_home, "KILL");
+        eventually(10, "the pool saw the kill", || session.is_lost()).await;
+        let err = shared.call(Map::new()).await.unwrap_err();
+        assert!(matches!(err, BridgeError::SessionLost { .. }), "{err:?}");
+        let shared = shared.with_recovery(true);
+        let out = shared
+            .call(Map::new())
+            .await
+            .expect("recovers when asked to");
+        assert_ne!(pid_of(&out), shared_home);
+        pool.shutdown().await;
     })
     .await;
 }
@@ -1028,9 +1124,12 @@ async fn a_light_steady_load_lets_overflow_workers_retire() {
         for c in burst {
             c.await.expect("joins").expect("call");
         }
+        // Counted as starts, not as live workers: on a loaded machine an overflow worker can
+        // come up after the burst's queue was served by the first one, sit idle past the idle
+        // timeout and retire before the burst's last call returns (seen under the full suite).
         assert_eq!(
-            pool.worker_pids().len(),
-            3,
+            pool.stats().restarts,
+            2,
             "the burst started two overflow workers"
         );
         let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));

@@ -7,6 +7,8 @@
 //!   that kills and replaces a hung worker; crash detection on process exit or end of stdout, with
 //!   retries of idempotent calls on another worker; replacement with exponential backoff and a
 //!   restart breaker; graceful [`shutdown`](Pool::shutdown); [`stats`](Pool::stats).
+//! - A fork server ([`PoolBuilder::fork_server`]): DSPy imported once, workers forked from it,
+//!   so a replacement is ready in a fraction of the time of a fresh `import dspy`.
 //! - [`Session`] and [`AffinityMode`] — calls that share objects run on one worker.
 //! - [`BridgedModule`] / [`BridgedPredict`] — a DSPy module as a typed [`Program`](crate::Program),
 //!   with `save_state`, `load_state` and `optimize`.
@@ -37,6 +39,7 @@
 //! MessagePack frames, CPU limits.
 
 mod error;
+mod forkserver;
 mod pool;
 mod program;
 pub mod protocol;

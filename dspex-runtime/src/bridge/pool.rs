@@ -3,6 +3,7 @@
 //! statistics.
 
 use super::error::{BridgeError, WorkerRef};
+use super::forkserver::ForkServer;
 use super::protocol::{CreateResult, Op};
 use super::router::SignatureArg;
 use super::worker::{
@@ -186,6 +187,7 @@ struct Counters {
     saturated: AtomicU64,
     checkout_timeouts: AtomicU64,
     sessions_lost: AtomicU64,
+    recreated: AtomicU64,
     restarts: AtomicU64,
     worker_failures: AtomicU64,
     latency: Histogram,
@@ -236,6 +238,9 @@ pub struct PoolStats {
     pub sessions_lost: u64,
     /// Attempts retried on another worker after a crash.
     pub retries: u64,
+    /// Bridged modules created again on another worker after theirs died
+    /// ([`BridgedModule`](super::BridgedModule)'s recovery).
+    pub recreated: u64,
     /// Workers started to replace others (or to grow past the minimum).
     pub restarts: u64,
     /// Workers that died without being asked to (crash, kill, timeout, missed heartbeats).
@@ -322,6 +327,7 @@ pub struct PoolBuilder {
     init: Vec<Op>,
     lm: Option<Arc<dyn LanguageModel>>,
     kill_process_group: bool,
+    fork_server: bool,
 }
 
 impl std::fmt::Debug for PoolBuilder {
@@ -367,6 +373,7 @@ impl Default for PoolBuilder {
             init: Vec::new(),
             lm: None,
             kill_process_group: true,
+            fork_server: false,
         }
     }
 }
@@ -590,6 +597,21 @@ impl PoolBuilder {
         self
     }
 
+    /// Start workers by forking them from a fork server (default off): one extra process that
+    /// imports DSPy once (`python -m dspex_worker --fork-server NAME`, started by
+    /// [`build`](Self::build)); each worker is then a small stub process whose stdio a child
+    /// forked from the server takes over. A replacement worker costs one Python start and a
+    /// `fork` instead of one `import dspy` (about a second of CPU), and arrives with DSPy
+    /// imported. The stub is the worker the pool sees (its pid, exit status and process group,
+    /// which the forked child joins); killing it kills the child. If the server dies, stubs
+    /// start workers the usual way. The server stops with [`Pool::shutdown`] (or the pool's
+    /// last handle); [`Pool::fork_server_pid`] names it. Linux only (abstract Unix sockets).
+    #[must_use]
+    pub fn fork_server(mut self, on: bool) -> Self {
+        self.fork_server = on;
+        self
+    }
+
     fn worker_config(&self) -> WorkerConfig {
         let mut args = self.worker_args.clone();
         if self.eager_import {
@@ -621,11 +643,22 @@ impl PoolBuilder {
     /// Starts `min_workers` workers at once and waits until each has sent `ready` and run the
     /// init operations. If any cannot start, the others are stopped and its error returned.
     pub async fn build(self) -> Result<Pool, BridgeError> {
-        let worker_config = Arc::new(self.worker_config());
+        let mut worker_config = self.worker_config();
+        let fork_server = if self.fork_server {
+            let server =
+                ForkServer::start(&worker_config, &self.worker_args, self.memory_mb).await?;
+            worker_config.args.push("--fork-from".into());
+            worker_config.args.push(server.name().into());
+            Some(server)
+        } else {
+            None
+        };
+        let worker_config = Arc::new(worker_config);
         let min = self.min_workers;
         let shared = Arc::new_cyclic(|weak| Shared {
             weak: weak.clone(),
             worker_config,
+            fork_server,
             config: self,
             state: Mutex::new(State::default()),
             counters: Counters::default(),
@@ -720,6 +753,8 @@ pub(crate) struct Shared {
     weak: Weak<Shared>,
     config: PoolBuilder,
     worker_config: Arc<WorkerConfig>,
+    /// The fork server the workers are forked from, if the pool has one.
+    fork_server: Option<ForkServer>,
     state: Mutex<State>,
     counters: Counters,
     request_ids: Arc<AtomicU64>,
@@ -1172,6 +1207,42 @@ impl Shared {
         }
     }
 
+    /// Takes the free worker that holds the fewest strict sessions, for the first call of a
+    /// strict session: its objects stay there, so spreading sessions keeps one worker's death
+    /// from taking most of them (and their load) at once. Ties go to the most recently freed.
+    fn take_idle_for_new_session(self: &Arc<Self>, st: &mut State) -> Option<Arc<Worker>> {
+        let held = |id: u64| {
+            st.sessions
+                .values()
+                .filter(|s| s.mode.is_strict() && s.lost.is_none())
+                .filter(|s| s.worker.is_some_and(|w| w.id == id))
+                .count()
+        };
+        let mut best: Option<(usize, usize)> = None;
+        for (pos, (id, _)) in st.idle.iter().enumerate().rev() {
+            if st
+                .workers
+                .get(id)
+                .is_none_or(|w| w.state() != WorkerState::Ready)
+            {
+                continue;
+            }
+            let n = held(*id);
+            if best.is_none_or(|(_, fewest)| n < fewest) {
+                best = Some((pos, n));
+            }
+        }
+        let (pos, _) = best?;
+        let (id, since) = st.idle.remove(pos)?;
+        let worker = st.workers.get(&id)?.clone();
+        if worker.begin_lease() {
+            Some(worker)
+        } else {
+            st.idle.insert(pos, (id, since));
+            None
+        }
+    }
+
     /// Checks out a worker for one call.
     async fn checkout(self: &Arc<Self>, session: Option<u64>) -> Result<Lease, BridgeError> {
         let rx = {
@@ -1218,9 +1289,20 @@ impl Shared {
                     }
                 }
             }
-            if target.is_none()
-                && let Some(w) = self.take_idle(&mut st, None)
-            {
+            let unbound_strict = session.is_some_and(|sid| {
+                st.sessions
+                    .get(&sid)
+                    .is_some_and(|s| s.mode.is_strict() && s.worker.is_none())
+            });
+            let idle = if target.is_some() {
+                None
+            } else if unbound_strict {
+                self.take_idle_for_new_session(&mut st)
+                    .or_else(|| self.take_idle(&mut st, None))
+            } else {
+                self.take_idle(&mut st, None)
+            };
+            if let Some(w) = idle {
                 if let Some(sid) = session {
                     bind(&mut st, sid, w.wref);
                 }
@@ -1611,6 +1693,7 @@ impl Pool {
             checkout_timeouts: get(&c.checkout_timeouts),
             sessions_lost: get(&c.sessions_lost),
             retries: get(&c.retries),
+            recreated: get(&c.recreated),
             restarts: get(&c.restarts),
             worker_failures: get(&c.worker_failures),
             breaker_open: st.breaker_open(Instant::now()).is_some(),
@@ -1619,6 +1702,21 @@ impl Pool {
             recently_gone: st.gone.iter().cloned().collect(),
             workers,
         }
+    }
+
+    /// Retries of an idempotent call after its worker crashed ([`PoolBuilder::max_retries`]).
+    pub(crate) fn max_retries(&self) -> u32 {
+        self.shared.config.max_retries
+    }
+
+    /// Counts a bridged module created again after its worker died.
+    pub(crate) fn count_recreated(&self) {
+        inc(&self.shared.counters.recreated);
+    }
+
+    /// The fork server's process id, when the pool has one ([`PoolBuilder::fork_server`]).
+    pub fn fork_server_pid(&self) -> Option<u32> {
+        self.shared.fork_server.as_ref().map(ForkServer::pid)
     }
 
     /// The process ids of the live workers.
@@ -1683,6 +1781,9 @@ impl Pool {
         {
             let mut st = lock(&shared.state);
             st.workers.clear();
+        }
+        if let Some(server) = &shared.fork_server {
+            server.stop(shared.config.term_grace).await;
         }
         tracing::info!(target: "dspex::bridge", ?report, "pool shut down");
         report

@@ -12,19 +12,40 @@ use serde::Serialize;
 use serde::de::DeserializeOwned;
 use serde_json::{Map, Value};
 use std::marker::PhantomData;
+use std::sync::{Mutex, MutexGuard};
 use std::time::Duration;
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
 
 /// A DSPy module (`dspy.ChainOfThought("question -> answer")`, `dspy.ReAct(...)`, …) living in a
 /// worker of the pool, called as a typed [`Program`] from `I` to `O`.
 ///
 /// The module is created in its own [`Session`] (strict-queue affinity; [`create_in`] shares
-/// one), so every call reaches the worker that holds it; if that worker dies, calls fail with
-/// [`BridgeError::SessionLost`] and the module must be created again. `I` serializes to a JSON
-/// object of input fields; the prediction's fields deserialize into `O` (a [`Map`] for dynamic
-/// fields; fields `O` does not name, such as ChainOfThought's `reasoning`, are ignored unless
-/// it denies unknown fields). Dropping the module drops its object in the worker.
+/// one), so every call reaches the worker that holds it. `I` serializes to a JSON object of
+/// input fields; the prediction's fields deserialize into `O` (a [`Map`] for dynamic fields;
+/// fields `O` does not name, such as ChainOfThought's `reasoning`, are ignored unless it denies
+/// unknown fields). Dropping the module drops its object in the worker.
 ///
+/// # When its worker dies
+/// A module made by [`create`] or [`for_signature`] *recovers*: when its worker dies (a crash,
+/// a kill, a timeout), the module is created again in a new session on another worker — same
+/// module, signature, instructions, fields and kwargs, and the last state it loaded
+/// ([`load_state`]) or was compiled to ([`optimize`]) — and the calls that may be repeated
+/// (`call`, `save_state`, `load_state`: [`Op::is_idempotent`]) are retried there, up to the
+/// pool's [`max_retries`](super::PoolBuilder::max_retries) times per call. A call that timed
+/// out is not repeated (it would likely time out again), nor is `optimize`; the call after
+/// them recovers. A module made by [`create_in`] shares its session with others and does not
+/// recover unless [`with_recovery`](Self::with_recovery) says so (it would then move to a
+/// session of its own); without recovery, calls fail with [`BridgeError::SessionLost`] once
+/// the worker died, and the module must be created again.
+///
+/// [`create`]: BridgedModule::create
+/// [`for_signature`]: BridgedModule::for_signature
 /// [`create_in`]: BridgedModule::create_in
+/// [`load_state`]: BridgedModule::load_state
+/// [`optimize`]: BridgedModule::optimize
 ///
 /// ```no_run
 /// use dspex_runtime::bridge::{BridgedModule, Pool};
@@ -43,14 +64,39 @@ use std::time::Duration;
 /// # Ok(()) }
 /// ```
 pub struct BridgedModule<I, O> {
-    session: Session,
-    object: String,
+    pool: Pool,
+    /// The session and object in use; replaced when the module is re-created.
+    binding: Mutex<Binding>,
+    /// Held while the module is re-created, so concurrent callers re-create it once.
+    recreating: tokio::sync::Mutex<()>,
     module: String,
-    signature: String,
+    signature: SignatureArg,
+    signature_text: String,
     instructions: Option<String>,
+    kwargs: Map<String, Value>,
+    /// The state last loaded or compiled, replayed into a re-created object.
+    state: Mutex<Option<Value>>,
+    recover: bool,
     timeout: Option<Duration>,
     dropped: bool,
     _types: PhantomData<fn(I) -> O>,
+}
+
+/// Where a bridged module's object lives now.
+#[derive(Clone)]
+struct Binding {
+    session: Session,
+    object: String,
+    /// How many times the module was re-created.
+    generation: u64,
+}
+
+/// Whether `error` means the module's object is gone with its worker.
+fn object_lost(error: &BridgeError) -> bool {
+    matches!(
+        error,
+        BridgeError::SessionLost { .. } | BridgeError::WorkerCrashed { .. }
+    )
 }
 
 /// A bridged module typed by a dspex [`Signature`]: its `Input` and `Output` structs.
@@ -58,12 +104,14 @@ pub type BridgedPredict<S> = BridgedModule<<S as Signature>::Input, <S as Signat
 
 impl<I, O> std::fmt::Debug for BridgedModule<I, O> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let binding = lock(&self.binding).clone();
         f.debug_struct("BridgedModule")
             .field("module", &self.module)
-            .field("signature", &self.signature)
+            .field("signature", &self.signature_text)
             .field("instructions", &self.instructions)
-            .field("object", &self.object)
-            .field("session", &self.session)
+            .field("object", &binding.object)
+            .field("session", &binding.session)
+            .field("recreated", &binding.generation)
             .finish()
     }
 }
@@ -152,13 +200,14 @@ where
         module: impl Into<String>,
         signature: impl Into<SignatureArg>,
     ) -> Result<Self, BridgeError> {
-        Self::create_in(
+        Ok(Self::create_in(
             &pool.session(AffinityMode::StrictQueue),
             module,
             signature,
             Map::new(),
         )
-        .await
+        .await?
+        .with_recovery(true))
     }
 
     /// Creates `dspy.<module>` for the dspex signature `S` (its field names, DSPy types,
@@ -176,7 +225,9 @@ where
     }
 
     /// Creates `dspy.<module>(signature, **kwargs)` in `session` (modules that share a session
-    /// share a worker); the signature as for [`create`](Self::create).
+    /// share a worker); the signature as for [`create`](Self::create). Such a module does not
+    /// recover from the death of its worker unless [`with_recovery`](Self::with_recovery) says
+    /// so.
     pub async fn create_in(
         session: &Session,
         module: impl Into<String>,
@@ -186,14 +237,23 @@ where
         let module = module.into();
         let signature = signature.into();
         let object = session
-            .create(module.clone(), signature.clone(), kwargs)
+            .create(module.clone(), signature.clone(), kwargs.clone())
             .await?;
         Ok(BridgedModule {
-            session: session.clone(),
-            object,
+            pool: session.pool().clone(),
+            binding: Mutex::new(Binding {
+                session: session.clone(),
+                object,
+                generation: 0,
+            }),
+            recreating: tokio::sync::Mutex::new(()),
             module,
-            signature: signature.text(),
+            signature_text: signature.text(),
             instructions: signature.instructions(),
+            signature,
+            kwargs,
+            state: Mutex::new(None),
+            recover: false,
             timeout: None,
             dropped: false,
             _types: PhantomData,
@@ -207,9 +267,23 @@ where
         self
     }
 
-    /// The object's id in its worker.
-    pub fn object(&self) -> &str {
-        &self.object
+    /// Whether the module is created again on another worker when its worker dies (see the
+    /// type's docs; on for [`create`](Self::create) and
+    /// [`for_signature`](Self::for_signature), off for [`create_in`](Self::create_in)).
+    #[must_use]
+    pub fn with_recovery(mut self, recover: bool) -> Self {
+        self.recover = recover;
+        self
+    }
+
+    /// The object's id in its worker (it changes when the module is re-created).
+    pub fn object(&self) -> String {
+        lock(&self.binding).object.clone()
+    }
+
+    /// How many times the module was created again after its worker died.
+    pub fn recreated(&self) -> u64 {
+        lock(&self.binding).generation
     }
 
     /// The DSPy module's name.
@@ -219,7 +293,7 @@ where
 
     /// The signature string it was created with.
     pub fn signature(&self) -> &str {
-        &self.signature
+        &self.signature_text
     }
 
     /// The instructions it was created with, when not DSPy's default ones.
@@ -227,9 +301,9 @@ where
         self.instructions.as_deref()
     }
 
-    /// The session holding it.
-    pub fn session(&self) -> &Session {
-        &self.session
+    /// The session holding it (a new one after the module was re-created).
+    pub fn session(&self) -> Session {
+        lock(&self.binding).session.clone()
     }
 
     fn options(&self, timeout: Option<Duration>) -> RequestOptions {
@@ -239,12 +313,97 @@ where
         }
     }
 
+    /// Runs the operation `make(object)` on the module's object; when the object is lost with
+    /// its worker, re-creates the module (if it recovers) and, for an idempotent operation,
+    /// runs it again on the new object, within the pool's retry budget.
     async fn run(
         &self,
-        op: Op,
+        make: impl Fn(String) -> Op,
         timeout: Option<Duration>,
     ) -> Result<(Value, super::WorkerRef), BridgeError> {
-        self.session.run(op, &self.options(timeout)).await
+        let budget = self.pool.max_retries();
+        let mut attempt = 0;
+        loop {
+            let binding = lock(&self.binding).clone();
+            let op = make(binding.object.clone());
+            let repeatable = op.is_idempotent();
+            let mut error = match binding.session.run(op, &self.options(timeout)).await {
+                Ok(done) => return Ok(done),
+                Err(e) => e,
+            };
+            if !self.recover || !object_lost(&error) {
+                return Err(error);
+            }
+            // Re-create the module; a new worker that dies under the `create` costs one more
+            // attempt of the budget, not a failing call too.
+            loop {
+                if attempt >= budget {
+                    return Err(error);
+                }
+                attempt += 1;
+                match self.recreate(binding.generation).await {
+                    Ok(()) => break,
+                    Err(e) if object_lost(&e) => error = e,
+                    Err(e) => return Err(e),
+                }
+            }
+            if !repeatable {
+                return Err(error);
+            }
+            tracing::debug!(
+                target: "dspex::bridge",
+                module = %self.module, error = %error, attempt,
+                "the module's worker died: re-created, calling again"
+            );
+        }
+    }
+
+    /// Creates the module again in a new session, with the state it last loaded, unless
+    /// another caller already did since generation `seen`.
+    async fn recreate(&self, seen: u64) -> Result<(), BridgeError> {
+        let _one_at_a_time = self.recreating.lock().await;
+        let mode = {
+            let binding = lock(&self.binding);
+            if binding.generation != seen {
+                return Ok(());
+            }
+            binding.session.mode()
+        };
+        let session = self.pool.session(mode);
+        let object = session
+            .create(
+                self.module.clone(),
+                self.signature.clone(),
+                self.kwargs.clone(),
+            )
+            .await?;
+        let state = lock(&self.state).clone();
+        if let Some(state) = state {
+            let op = Op::LoadState {
+                object: object.clone(),
+                state,
+            };
+            session.run(op, &self.options(None)).await?;
+        }
+        *lock(&self.binding) = Binding {
+            session,
+            object,
+            generation: seen + 1,
+        };
+        self.pool.count_recreated();
+        tracing::info!(
+            target: "dspex::bridge",
+            module = %self.module, generation = seen + 1,
+            "re-created a bridged module after its worker died"
+        );
+        Ok(())
+    }
+
+    fn error_worker(&self) -> super::WorkerRef {
+        lock(&self.binding)
+            .session
+            .worker()
+            .unwrap_or(super::WorkerRef { id: 0, pid: 0 })
     }
 
     /// Calls the module: `module(**input)`'s fields as `O`.
@@ -253,51 +412,43 @@ where
             Ok(Value::Object(map)) => map,
             Ok(other) => {
                 return Err(BridgeError::BadResult {
-                    worker: self
-                        .session
-                        .worker()
-                        .unwrap_or(super::WorkerRef { id: 0, pid: 0 }),
+                    worker: self.error_worker(),
                     op: "call",
                     message: format!("the input must serialize to a JSON object, not {other}"),
                 });
             }
             Err(e) => {
                 return Err(BridgeError::BadResult {
-                    worker: self
-                        .session
-                        .worker()
-                        .unwrap_or(super::WorkerRef { id: 0, pid: 0 }),
+                    worker: self.error_worker(),
                     op: "call",
                     message: format!("the input does not serialize: {e}"),
                 });
             }
         };
-        let op = Op::Call {
-            object: self.object.clone(),
-            inputs,
+        let make = |object| Op::Call {
+            object,
+            inputs: inputs.clone(),
         };
-        let (value, worker) = self.run(op, None).await?;
+        let (value, worker) = self.run(make, None).await?;
         let outputs = decode::<CallResult>(worker, "call", value)?.outputs;
         decode(worker, "call", Value::Object(outputs))
     }
 
     /// The module's state, in DSPy's JSON format (`dump_state`).
     pub async fn save_state(&self) -> Result<Value, BridgeError> {
-        let op = Op::SaveState {
-            object: self.object.clone(),
-        };
-        let (value, worker) = self.run(op, None).await?;
+        let (value, worker) = self.run(|object| Op::SaveState { object }, None).await?;
         Ok(decode::<StateResult>(worker, "save_state", value)?.state)
     }
 
     /// Loads a state saved by [`save_state`](Self::save_state) (or by DSPy, or by dspex's
     /// `save`).
     pub async fn load_state(&self, state: Value) -> Result<(), BridgeError> {
-        let op = Op::LoadState {
-            object: self.object.clone(),
-            state,
+        let make = |object| Op::LoadState {
+            object,
+            state: state.clone(),
         };
-        self.run(op, None).await?;
+        self.run(make, None).await?;
+        *lock(&self.state) = Some(state);
         Ok(())
     }
 
@@ -314,7 +465,7 @@ where
         } else {
             optimization.input_keys.clone()
         };
-        let trainset = optimization
+        let trainset: Vec<Map<String, Value>> = optimization
             .trainset
             .iter()
             .map(|e| {
@@ -323,27 +474,30 @@ where
                     .collect::<Map<String, Value>>()
             })
             .collect();
-        let op = Op::Optimize {
-            object: self.object.clone(),
+        let make = |object| Op::Optimize {
+            object,
             optimizer: optimization.optimizer.clone(),
             kwargs: optimization.kwargs.clone(),
             compile_kwargs: optimization.compile_kwargs.clone(),
-            trainset,
-            input_keys,
+            trainset: trainset.clone(),
+            input_keys: input_keys.clone(),
             metric: optimization.metric.clone(),
         };
-        let (value, worker) = self.run(op, optimization.timeout).await?;
-        Ok(decode::<StateResult>(worker, "optimize", value)?.state)
+        let (value, worker) = self.run(make, optimization.timeout).await?;
+        let state = decode::<StateResult>(worker, "optimize", value)?.state;
+        *lock(&self.state) = Some(state.clone());
+        Ok(state)
     }
 
     /// Drops the object in its worker and waits for it (dropping the module does the same
     /// without waiting).
     pub async fn drop_object(mut self) -> Result<(), BridgeError> {
-        let op = Op::Drop {
-            object: self.object.clone(),
-        };
         self.dropped = true;
-        self.run(op, None).await?;
+        let binding = lock(&self.binding).clone();
+        let op = Op::Drop {
+            object: binding.object,
+        };
+        binding.session.run(op, &self.options(None)).await?;
         Ok(())
     }
 }
@@ -352,14 +506,14 @@ where
 /// happens outside a tokio runtime, or once its session is lost).
 impl<I, O> Drop for BridgedModule<I, O> {
     fn drop(&mut self) {
-        if self.dropped || self.session.is_lost() {
+        let binding = lock(&self.binding).clone();
+        if self.dropped || binding.session.is_lost() {
             return;
         }
         let Ok(runtime) = tokio::runtime::Handle::try_current() else {
             return;
         };
-        let session = self.session.clone();
-        let object = std::mem::take(&mut self.object);
+        let (session, object) = (binding.session, binding.object);
         runtime.spawn(async move {
             if let Err(e) = session.request(Op::Drop { object }).await {
                 tracing::debug!(target: "dspex::bridge", error = %e, "dropping a bridged object failed");

@@ -264,6 +264,46 @@ fn describe_exit(status: &ExitStatus) -> String {
     }
 }
 
+/// The command that starts `config.program` with `args` as a worker (or a fork server) is
+/// started: piped stdio, its own process group, killed on drop, the environment cleared but for
+/// the allow-list, thread caps and the pool's variables.
+pub(crate) fn command(config: &WorkerConfig, args: &[OsString]) -> Command {
+    let mut cmd = Command::new(&config.program);
+    cmd.args(args)
+        .env_clear()
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .kill_on_drop(true)
+        .process_group(0);
+    for name in &config.env_allow {
+        if let Some(value) = std::env::var_os(name) {
+            cmd.env(name, value);
+        }
+    }
+    let cap = config.thread_cap.to_string();
+    for name in [
+        "OMP_NUM_THREADS",
+        "OPENBLAS_NUM_THREADS",
+        "MKL_NUM_THREADS",
+        "NUMEXPR_NUM_THREADS",
+    ] {
+        cmd.env(name, &cap);
+    }
+    // The worker checks that its parent is this process (see PROTOCOL.md, start-up).
+    cmd.env("DSPEX_PARENT_PID", std::process::id().to_string());
+    cmd.env("TOKENIZERS_PARALLELISM", "false")
+        .env("PYTHONUNBUFFERED", "1")
+        .env("LITELLM_LOCAL_MODEL_COST_MAP", "True");
+    for (k, v) in &config.env {
+        cmd.env(k, v);
+    }
+    if let Some(dir) = &config.current_dir {
+        cmd.current_dir(dir);
+    }
+    cmd
+}
+
 impl Worker {
     /// Spawns a worker and waits for its `ready` frame. The worker is `Starting` until the
     /// pool calls [`Worker::mark_ready`].
@@ -273,39 +313,7 @@ impl Worker {
         request_ids: Arc<AtomicU64>,
         hooks: Weak<dyn WorkerHooks>,
     ) -> Result<Arc<Worker>, BridgeError> {
-        let mut cmd = Command::new(&config.program);
-        cmd.args(&config.args)
-            .env_clear()
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .kill_on_drop(true)
-            .process_group(0);
-        for name in &config.env_allow {
-            if let Some(value) = std::env::var_os(name) {
-                cmd.env(name, value);
-            }
-        }
-        let cap = config.thread_cap.to_string();
-        for name in [
-            "OMP_NUM_THREADS",
-            "OPENBLAS_NUM_THREADS",
-            "MKL_NUM_THREADS",
-            "NUMEXPR_NUM_THREADS",
-        ] {
-            cmd.env(name, &cap);
-        }
-        // The worker checks that its parent is this process (see PROTOCOL.md, start-up).
-        cmd.env("DSPEX_PARENT_PID", std::process::id().to_string());
-        cmd.env("TOKENIZERS_PARALLELISM", "false")
-            .env("PYTHONUNBUFFERED", "1")
-            .env("LITELLM_LOCAL_MODEL_COST_MAP", "True");
-        for (k, v) in &config.env {
-            cmd.env(k, v);
-        }
-        if let Some(dir) = &config.current_dir {
-            cmd.current_dir(dir);
-        }
+        let mut cmd = command(config, &config.args);
         let program = config.program.to_string_lossy().into_owned();
         let spawned_at = Instant::now();
         let mut child = cmd.spawn().map_err(|e| BridgeError::Spawn {
@@ -1099,7 +1107,7 @@ async fn watch_exit(
 /// Sends `signal` to the process group `pgid` (`killpg`, through rustix's safe wrapper: no
 /// program is spawned for it). Best effort: the child itself is also killed through tokio, and
 /// a group already gone is not an error.
-fn signal_group(pgid: u32, signal: rustix::process::Signal) {
+pub(crate) fn signal_group(pgid: u32, signal: rustix::process::Signal) {
     let Some(group) = i32::try_from(pgid)
         .ok()
         .and_then(rustix::process::Pid::from_raw)
@@ -1113,7 +1121,11 @@ fn signal_group(pgid: u32, signal: rustix::process::Signal) {
     }
 }
 
-async fn forward_stderr(stderr: ChildStderr, tail: Arc<Mutex<VecDeque<String>>>, wref: WorkerRef) {
+pub(crate) async fn forward_stderr(
+    stderr: ChildStderr,
+    tail: Arc<Mutex<VecDeque<String>>>,
+    wref: WorkerRef,
+) {
     let mut reader = BufReader::new(stderr);
     let mut buf = Vec::new();
     loop {

@@ -3,8 +3,9 @@
 //! - [`Evaluate`] — DSPy's `dspy.Evaluate`: a program over a dev set under a concurrency limit,
 //!   each prediction scored by a metric; failures recorded with a failure score, `max_errors`
 //!   stopping early without losing what was computed. Returns an [`EvaluationResult`]: the
-//!   average score (a percentage, rounded as Python rounds) and an [`EvalRecord`] per example,
-//!   with DSPy's result table and CSV / JSON exports (plus JSONL).
+//!   average score (a percentage, rounded as Python rounds) and an [`EvalRecord`] per example
+//!   (a failure keeps its typed cause, an [`EvalFailure`]), with DSPy's result table and CSV /
+//!   JSON exports (plus JSONL).
 //! - [`Metric`] — how well a prediction answers an example (`metric_fn`, `metric_with_trace`,
 //!   `async_metric`, or an implementation).
 //! - Built-in metrics, DSPy's: [`answer_exact_match`] ([`AnswerExactMatch`], with `frac`),
@@ -33,7 +34,7 @@ pub use metric::{
     AsyncMetricFn, IntoScore, Metric, MetricFn, TraceMetricFn, async_metric, metric_fn,
     metric_with_trace,
 };
-pub use result::{EvalRecord, EvaluateError, EvaluationResult, ResultTable};
+pub use result::{EvalFailure, EvalRecord, EvaluateError, EvaluationResult, ResultTable};
 pub use runner::{DEFAULT_NUM_THREADS, Evaluate};
 pub use semantic::{CompleteAndGrounded, SemanticF1};
 
@@ -83,6 +84,79 @@ mod tests {
             .build()
             .unwrap()
             .block_on(f)
+    }
+
+    /// Regression (issue 13, evaluation under faults): a failed example's record kept only the
+    /// error's text, so a caller could not tell an LM that gave up after retries from a parse
+    /// error or a panic. The record now carries the typed cause.
+    #[test]
+    fn failed_records_carry_their_typed_cause() {
+        use crate::error::Error;
+        use crate::evaluate::{EvalFailure, Evaluate, metric_fn};
+        use crate::lm::LmError;
+        use crate::program::program_fn;
+        use std::time::Duration;
+
+        #[derive(Deserialize)]
+        struct In {
+            x: u64,
+        }
+        #[derive(Serialize)]
+        struct Out {
+            y: u64,
+        }
+        let program = program_fn(|i: In| async move {
+            match i.x {
+                0 => Err(Error::Lm(LmError::GaveUp {
+                    model: "m".into(),
+                    attempts: 4,
+                    elapsed: Duration::from_millis(1),
+                    last: Box::new(LmError::Http {
+                        model: "m".into(),
+                        endpoint: "e".into(),
+                        status: 503,
+                        body: String::new(),
+                        retry_after: None,
+                    }),
+                })),
+                1 => panic!("one panics"),
+                x => Ok(Out { y: x }),
+            }
+        });
+        let devset: Vec<Example> = (0..4u64)
+            .map(|x| Example::new().with("x", x).with_inputs(["x"]))
+            .collect();
+        let metric = metric_fn("m", |_: &Example, p: &Prediction| -> Result<bool> {
+            match p.get("y").and_then(|v| v.as_u64()) {
+                Some(3) => Err(Error::step("judging", "three cannot be judged")),
+                _ => Ok(true),
+            }
+        });
+        let result = block(Evaluate::new(devset, metric).call(&program)).unwrap();
+        let failures: Vec<Option<&EvalFailure>> =
+            result.records.iter().map(|r| r.failure.as_ref()).collect();
+        let lm = failures[0]
+            .and_then(EvalFailure::lm_error)
+            .expect("an LM error");
+        assert!(
+            matches!(lm.root(), LmError::Http { status: 503, .. }),
+            "{lm:?}"
+        );
+        assert!(matches!(failures[1], Some(EvalFailure::ProgramPanicked(m)) if m == "one panics"));
+        assert_eq!(failures[2], None);
+        assert!(failures[3].is_some_and(EvalFailure::is_metric));
+        assert!(matches!(
+            failures[3].and_then(EvalFailure::error),
+            Some(Error::Step { context, .. }) if context == "judging"
+        ));
+        // The text is the failure's Display, as before.
+        for record in &result.records {
+            assert_eq!(
+                record.error,
+                record.failure.as_ref().map(ToString::to_string)
+            );
+        }
+        assert_eq!(result.n_errors, 3);
     }
 
     #[test]

@@ -7,6 +7,7 @@ use crate::example::{Example, Prediction};
 use serde_json::{Map, Value};
 use std::fmt;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::Duration;
 use unicode_width::UnicodeWidthStr;
 
@@ -55,14 +56,81 @@ pub struct EvalRecord {
     pub prediction: Option<Prediction>,
     /// The metric's score, or the failure score when the program or the metric failed.
     pub score: f64,
-    /// Why the program or the metric failed (or panicked), if it did.
+    /// Why the program or the metric failed (or panicked), if it did, as a message (the
+    /// [`failure`](Self::failure)'s `Display`).
     pub error: Option<String>,
+    /// Why the program or the metric failed, typed: the error itself (an
+    /// [`LmError`](crate::lm::LmError) after retries, an adapter's parse error, …) or the panic.
+    pub failure: Option<EvalFailure>,
 }
 
 impl EvalRecord {
     /// Whether the program or the metric failed on this example.
     pub fn is_error(&self) -> bool {
         self.error.is_some()
+    }
+}
+
+/// Why an example failed: the program's or the metric's error, kept typed (shared, so records
+/// stay cheap to clone), or a panic's message. `Display` is the record's
+/// [`error`](EvalRecord::error) text.
+#[derive(Debug, Clone)]
+#[non_exhaustive]
+pub enum EvalFailure {
+    /// The program returned this error.
+    Program(Arc<Error>),
+    /// The program panicked with this message.
+    ProgramPanicked(String),
+    /// The metric returned this error (the prediction is kept in the record).
+    Metric(Arc<Error>),
+    /// The metric panicked with this message.
+    MetricPanicked(String),
+}
+
+impl EvalFailure {
+    /// The error, when the program or the metric returned one (not for panics).
+    pub fn error(&self) -> Option<&Error> {
+        match self {
+            EvalFailure::Program(e) | EvalFailure::Metric(e) => Some(e),
+            EvalFailure::ProgramPanicked(_) | EvalFailure::MetricPanicked(_) => None,
+        }
+    }
+
+    /// The LM's error, when the failure was one (after the LM's retries: look at
+    /// [`LmError::root`](crate::lm::LmError::root) for the last attempt's).
+    pub fn lm_error(&self) -> Option<&crate::lm::LmError> {
+        match self.error()? {
+            Error::Lm(e) => Some(e),
+            _ => None,
+        }
+    }
+
+    /// Whether the metric failed (or panicked), not the program.
+    pub fn is_metric(&self) -> bool {
+        matches!(
+            self,
+            EvalFailure::Metric(_) | EvalFailure::MetricPanicked(_)
+        )
+    }
+}
+
+impl fmt::Display for EvalFailure {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            EvalFailure::Program(e) => write!(f, "{e}"),
+            EvalFailure::ProgramPanicked(m) => write!(f, "the program panicked: {m}"),
+            EvalFailure::Metric(e) => write!(f, "the metric failed: {e}"),
+            EvalFailure::MetricPanicked(m) => write!(f, "the metric panicked: {m}"),
+        }
+    }
+}
+
+/// Failures are equal when they are of the same kind with the same message (errors are not
+/// comparable themselves).
+impl PartialEq for EvalFailure {
+    fn eq(&self, other: &Self) -> bool {
+        std::mem::discriminant(self) == std::mem::discriminant(other)
+            && self.to_string() == other.to_string()
     }
 }
 

@@ -3,7 +3,7 @@
 use super::ExampleProgram;
 use super::metric::Metric;
 use super::pyfmt::{py_float, py_round};
-use super::result::{EvalRecord, EvaluateError, EvaluationResult};
+use super::result::{EvalFailure, EvalRecord, EvaluateError, EvaluationResult};
 use crate::cancel::CancelToken;
 use crate::example::{Example, Prediction};
 use futures_util::{FutureExt, StreamExt};
@@ -97,7 +97,7 @@ impl std::fmt::Debug for Evaluate {
 /// How one example ended.
 struct Outcome {
     prediction: Option<Prediction>,
-    score: Result<f64, String>,
+    score: Result<f64, EvalFailure>,
 }
 
 impl Evaluate {
@@ -351,7 +351,7 @@ impl Evaluate {
             .enumerate()
             .filter_map(|(index, (example, slot))| {
                 let Outcome { prediction, score } = slot?;
-                let (score, error) = match score {
+                let (score, failure) = match score {
                     Ok(s) => (s, None),
                     Err(e) => (failure_score, Some(e)),
                 };
@@ -360,7 +360,8 @@ impl Evaluate {
                     example: example.clone(),
                     prediction,
                     score,
-                    error,
+                    error: failure.as_ref().map(ToString::to_string),
+                    failure,
                 })
             })
             .collect();
@@ -453,13 +454,13 @@ async fn run_one<P: ExampleProgram + ?Sized>(
         Ok(Err(e)) => {
             return Outcome {
                 prediction: None,
-                score: Err(e.to_string()),
+                score: Err(EvalFailure::Program(Arc::new(e))),
             };
         }
         Err(panic) => {
             return Outcome {
                 prediction: None,
-                score: Err(format!("the program panicked: {}", panic_message(&*panic))),
+                score: Err(EvalFailure::ProgramPanicked(panic_message(&*panic))),
             };
         }
     };
@@ -468,8 +469,8 @@ async fn run_one<P: ExampleProgram + ?Sized>(
         .await
     {
         Ok(Ok(s)) => Ok(s),
-        Ok(Err(e)) => Err(format!("the metric failed: {e}")),
-        Err(panic) => Err(format!("the metric panicked: {}", panic_message(&*panic))),
+        Ok(Err(e)) => Err(EvalFailure::Metric(Arc::new(e))),
+        Err(panic) => Err(EvalFailure::MetricPanicked(panic_message(&*panic))),
     };
     Outcome {
         prediction: Some(prediction),

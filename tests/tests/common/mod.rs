@@ -146,8 +146,68 @@ pub(crate) mod chaos {
         pub(crate) calls: usize,
         pub(crate) ok: usize,
         pub(crate) kills: usize,
-        pub(crate) errors: Vec<String>,
+        /// The failed calls, by call number, with their typed errors.
+        pub(crate) errors: Vec<(usize, BridgeError)>,
         pub(crate) took: Duration,
+        /// Every worker process id seen during the run.
+        pub(crate) seen: Vec<u32>,
+    }
+
+    impl Report {
+        /// The failures counted by the error's variant (`WorkerCrashed`, `SessionLost`, …).
+        pub(crate) fn failures_by_kind(&self) -> std::collections::BTreeMap<String, usize> {
+            let mut kinds = std::collections::BTreeMap::new();
+            for (_, e) in &self.errors {
+                let kind = kind(e).to_string();
+                *kinds.entry(kind).or_insert(0) += 1;
+            }
+            kinds
+        }
+    }
+
+    /// The name of a bridge error's variant.
+    pub(crate) fn kind(e: &BridgeError) -> &'static str {
+        match e {
+            BridgeError::Spawn { .. } => "Spawn",
+            BridgeError::Handshake { .. } => "Handshake",
+            BridgeError::ProtocolVersion { .. } => "ProtocolVersion",
+            BridgeError::Protocol { .. } => "Protocol",
+            BridgeError::Timeout { .. } => "Timeout",
+            BridgeError::WorkerCrashed { .. } => "WorkerCrashed",
+            BridgeError::Remote { .. } => "Remote",
+            BridgeError::BadResult { .. } => "BadResult",
+            BridgeError::PoolSaturated { .. } => "PoolSaturated",
+            BridgeError::CheckoutTimeout { .. } => "CheckoutTimeout",
+            BridgeError::SessionLost { .. } => "SessionLost",
+            BridgeError::SessionBusy { .. } => "SessionBusy",
+            BridgeError::BreakerOpen { .. } => "BreakerOpen",
+            BridgeError::ShutDown => "ShutDown",
+            _ => "another variant",
+        }
+    }
+
+    /// The live processes (not zombies) whose process group is one of `groups`.
+    pub(crate) fn processes_in_groups(groups: &[u32]) -> Vec<u32> {
+        let Ok(dir) = std::fs::read_dir("/proc") else {
+            return Vec::new();
+        };
+        dir.filter_map(|entry| entry.ok()?.file_name().to_str()?.parse::<u32>().ok())
+            .filter(|pid| {
+                let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
+                    return false;
+                };
+                let Some((_, rest)) = stat.rsplit_once(')') else {
+                    return false;
+                };
+                // state ppid pgrp …
+                let fields: Vec<&str> = rest.split_whitespace().collect();
+                let pgrp = fields.get(2).and_then(|g| g.parse::<u32>().ok());
+                fields
+                    .first()
+                    .is_some_and(|state| *state != "Z" && *state != "X")
+                    && pgrp.is_some_and(|g| groups.contains(&g))
+            })
+            .collect()
     }
 
     /// The state letter and start time (clock ticks since boot) of a live process, from
@@ -238,7 +298,7 @@ pub(crate) mod chaos {
                         match answer.await {
                             Err(_) => panic!("call {n} hung (no answer within 30 s)"),
                             Ok(Ok(())) => ok += 1,
-                            Ok(Err(e)) => errors.push(format!("call {n}: {e}")),
+                            Ok(Err(e)) => errors.push((n, e)),
                         }
                     }
                     (calls, ok, errors)
@@ -251,6 +311,7 @@ pub(crate) mod chaos {
             kills: 0,
             errors: Vec::new(),
             took: Duration::ZERO,
+            seen: Vec::new(),
         };
         for t in tasks {
             let (calls, ok, errors) = t.await.expect("a caller task panicked");
@@ -262,15 +323,17 @@ pub(crate) mod chaos {
         done.store(true, Ordering::Relaxed);
         let (seen, killed) = killer.await.expect("the killer joins");
         report.kills = kills.load(Ordering::Relaxed);
+        report.seen = seen.keys().copied().collect();
 
         assert!(report.calls >= plan.min_calls, "{report:?}");
         assert!(report.kills >= plan.min_kills, "{report:?}");
         assert!(
             report.ok * 1000 >= report.calls * 999,
-            "{}/{} succeeded with {} kills; errors: {:?}",
+            "{}/{} succeeded with {} kills; failures {:?}: {:?}",
             report.ok,
             report.calls,
             report.kills,
+            report.failures_by_kind(),
             report.errors
         );
         // A worker killed a moment ago is still listed, `Ready`, until the pool reads the end of
@@ -316,24 +379,35 @@ pub(crate) mod chaos {
                 })
                 .map(|(pid, _)| *pid)
                 .collect();
-            if left.is_empty() {
+            // Workers run in process groups of their own (a forked worker joins its stub's):
+            // nothing may be left in the group of a worker gone from the pool.
+            let gone: Vec<u32> = seen
+                .keys()
+                .filter(|pid| !live.contains(pid))
+                .copied()
+                .collect();
+            let strays = processes_in_groups(&gone);
+            if left.is_empty() && strays.is_empty() {
                 break;
             }
             assert!(
                 Instant::now() < deadline,
-                "worker processes {left:?} outlived their place in the pool"
+                "worker processes {left:?} outlived their place in the pool; processes {strays:?} \
+                 outlived their worker's process group"
             );
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
         let s = pool.stats();
         eprintln!(
-            "chaos: {}/{} ok in {:?}, {} kills, {} retries, {} restarts, {} worker failures, \
-             latency p50 ≤ {:?}, p99 ≤ {:?}",
+            "chaos: {}/{} ok in {:?}, {} kills, failures {:?}, {} retries, {} modules re-created, \
+             {} restarts, {} worker failures, latency p50 ≤ {:?}, p99 ≤ {:?}",
             report.ok,
             report.calls,
             report.took,
             report.kills,
+            report.failures_by_kind(),
             s.retries,
+            s.recreated,
             s.restarts,
             s.worker_failures,
             s.latency.quantile(0.5),

@@ -34,15 +34,22 @@ pub enum Fault {
     /// For `stream: true` requests only: send the first chunks, then end the stream without a
     /// final chunk and without `data: [DONE]`.
     TruncatedStream,
+    /// One of these faults, chosen evenly among those that apply to the request (so
+    /// [`TruncatedStream`](Fault::TruncatedStream) only for streamed ones): a mixed fault
+    /// mode. With [`MockLmBuilder::seed`](super::MockLmBuilder::seed) the k-th request to an
+    /// endpoint always gets the same choice. Statistics count the fault chosen.
+    OneOf(Vec<Fault>),
 }
 
 impl Fault {
     /// The name used as the key in [`MockStats::faults`](super::MockStats::faults):
     /// `status_503`, `rate_limited`, `hang`, `reset_mid_body`, `malformed_json`,
-    /// `empty_choices`, `truncated_stream`.
+    /// `empty_choices`, `truncated_stream` (`one_of` for a mix, which is never counted
+    /// itself: the fault it chose is).
     pub fn name(&self) -> String {
         match self {
             Fault::Status(code) => format!("status_{}", effective_status(*code)),
+            Fault::OneOf(_) => "one_of".to_owned(),
             other => other.kind().name().to_owned(),
         }
     }
@@ -56,6 +63,8 @@ impl Fault {
             Fault::MalformedJson => FaultKind::MalformedJson,
             Fault::EmptyChoices => FaultKind::EmptyChoices,
             Fault::TruncatedStream => FaultKind::TruncatedStream,
+            // Never counted: `FaultSet::select` answers with the fault a mix chose.
+            Fault::OneOf(faults) => faults.first().map_or(FaultKind::Status(500), Fault::kind),
         }
     }
 
@@ -63,7 +72,28 @@ impl Fault {
     fn applies(&self, api: Api, streaming: bool) -> bool {
         match self {
             Fault::TruncatedStream => streaming && api != Api::Embeddings,
+            Fault::OneOf(faults) => faults.iter().any(|f| f.applies(api, streaming)),
             _ => true,
+        }
+    }
+
+    /// The fault to inject: itself, or for a mix, one of its faults that apply, picked by
+    /// `draw` (nested mixes resolved the same way).
+    fn resolve(&self, api: Api, streaming: bool, draw: u64) -> Option<&Fault> {
+        match self {
+            Fault::OneOf(faults) => {
+                let applicable: Vec<&Fault> = faults
+                    .iter()
+                    .filter(|f| f.applies(api, streaming))
+                    .collect();
+                let n = applicable.len() as u64;
+                if n == 0 {
+                    return None;
+                }
+                let chosen = applicable[usize::try_from(draw % n).unwrap_or(0)];
+                chosen.resolve(api, streaming, mix_all(&[draw, 0x0e0f]))
+            }
+            other => Some(other),
         }
     }
 }
@@ -318,7 +348,8 @@ impl FaultSet {
                 FaultWhen::Matching(pattern) => pattern.is_match(user),
             };
             if fires {
-                chosen = Some(&entry.fault);
+                let draw = mix_all(&[self.seed, i as u64, api as u64, k, 0x0e0f]);
+                chosen = entry.fault.resolve(api, streaming, draw);
             }
         }
         chosen
@@ -402,6 +433,47 @@ mod tests {
         let literal = Pattern::from("f(");
         assert!(literal.is_match("if(x)") && !literal.is_match("f"));
         assert!(Pattern::from(String::from("^a.c$")).is_match("abc"));
+    }
+
+    #[test]
+    fn a_mix_injects_each_applicable_fault_evenly_and_reproducibly() {
+        let mix = Fault::OneOf(vec![
+            Fault::Status(500),
+            Fault::MalformedJson,
+            Fault::TruncatedStream,
+        ]);
+        let run = |seed, streaming| {
+            let set = FaultSet::new(seed, vec![(mix.clone(), FaultWhen::Rate(0.2))]);
+            (0..3000)
+                .map(|_| set.select(Api::Chat, streaming, "").map(Fault::name))
+                .collect::<Vec<_>>()
+        };
+        let plain = run(3, false);
+        assert_eq!(plain, run(3, false));
+        let count = |v: &[Option<String>], name: &str| {
+            v.iter().filter(|f| f.as_deref() == Some(name)).count()
+        };
+        // About 20 % fire, split evenly over the faults that apply.
+        let fired = plain.iter().filter(|f| f.is_some()).count();
+        assert!((500..700).contains(&fired), "{fired}");
+        assert_eq!(count(&plain, "truncated_stream"), 0);
+        for name in ["status_500", "malformed_json"] {
+            assert!((220..380).contains(&count(&plain, name)), "{name}");
+        }
+        let streamed = run(3, true);
+        for name in ["status_500", "malformed_json", "truncated_stream"] {
+            assert!((130..270).contains(&count(&streamed, name)), "{name}");
+        }
+        // A mix of faults that never apply never fires.
+        let set = FaultSet::new(
+            0,
+            vec![(
+                Fault::OneOf(vec![Fault::TruncatedStream]),
+                FaultWhen::Always,
+            )],
+        );
+        assert_eq!(set.select(Api::Chat, false, ""), None);
+        assert_eq!(Fault::OneOf(Vec::new()).name(), "one_of");
     }
 
     #[test]
