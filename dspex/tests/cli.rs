@@ -132,6 +132,26 @@ fn prompt_and_parse_accept_every_fixture() {
                 }
                 checked += 1;
             }
+            Some("call") => {
+                // A module call: `prompt` writes its first request's messages, or refuses, naming
+                // what it cannot format yet (DSPy's special types, the XML and two-step adapters).
+                let (code, stdout, stderr) = dspex(&["prompt", file]);
+                if code == 0 {
+                    let messages: serde_json::Value = serde_json::from_str(&stdout).unwrap();
+                    assert_eq!(
+                        messages, fixture["expected_requests"][0]["messages"],
+                        "{file}"
+                    );
+                    checked += 1;
+                } else {
+                    assert_eq!(code, 2, "{file}: {stderr}");
+                    assert!(
+                        stderr.contains(file)
+                            && (stderr.contains("unknown type") || stderr.contains("`adapter`")),
+                        "{file}: {stderr}"
+                    );
+                }
+            }
             _ => {
                 // Other kinds are not prompt/parse files: a clear refusal, not a crash.
                 let (code, _, stderr) = dspex(&["prompt", file]);
@@ -140,7 +160,7 @@ fn prompt_and_parse_accept_every_fixture() {
             }
         }
     }
-    assert!(checked >= 69, "only {checked} fixtures checked");
+    assert!(checked >= 70, "only {checked} fixtures checked");
     let (code, _, stderr) = dspex(&["prompt", "/nonexistent.json"]);
     assert_eq!(code, 2);
     assert!(stderr.contains("/nonexistent.json"), "{stderr}");

@@ -18,11 +18,17 @@
 //!   tools that return the recorded observations, sends every recorded prompt byte for byte and
 //!   returns the recorded outputs and trajectory;
 //! - parsing: every `parse` fixture's completion parses to exactly the `expected` values (an int
-//!   field gives an integer, a float field a float) or fails with `AdapterError::Parse`.
+//!   field gives an integer, a float field a float) or fails with `AdapterError::Parse`;
+//! - `call` fixtures are replayed through `DynPredict` (ChainOfThought's signature for
+//!   `ChainOfThought`) on a scripted LM answering the recorded replies: every request's
+//!   messages equal DSPy's and the outputs equal `expected`. A `call` fixture that needs what
+//!   dspex does not have yet — DSPy's special types (Image, Audio, File, History, Tool,
+//!   ToolCalls, Code), native function calling, XMLAdapter or TwoStepAdapter (issue 16) — is
+//!   listed as pending with the feature it needs; one that needs anything else fails.
 
 use dspex::runtime::adapter::{Adapter, AdapterError, ChatAdapter, JSONAdapter};
 use dspex::runtime::lm::{Message, ScriptedLM};
-use dspex::runtime::module::{CallConfig, DynReAct, Tool};
+use dspex::runtime::module::{CallConfig, DynPredict, DynReAct, Tool};
 use dspex::{DynSignature, Example, FieldSpec, TypeSpec};
 use serde_json::Value;
 use std::fs;
@@ -52,12 +58,17 @@ fn every_dspy_fixture_agrees_with_dspex_signatures() {
     assert!(!files.is_empty(), "no fixtures in {}", dir.display());
 
     let mut failures = Vec::new();
+    let mut pending = Vec::new();
     let mut checks = 0usize;
     for path in &files {
         let name = path.file_name().unwrap().to_string_lossy().to_string();
         let text = fs::read_to_string(path).unwrap();
         let fixture: Value =
             serde_json::from_str(&text).unwrap_or_else(|e| panic!("{name} is not JSON: {e}"));
+        if let Some(feature) = pending_call_feature(&fixture) {
+            pending.push(format!("{name}: needs {feature}"));
+            continue;
+        }
         match check_fixture(&fixture) {
             Ok(n) if n > 0 => checks += n,
             Ok(_) => failures.push(format!("{name}: nothing was checked")),
@@ -71,7 +82,136 @@ fn every_dspy_fixture_agrees_with_dspex_signatures() {
         files.len(),
         failures.join("\n")
     );
-    eprintln!("{} fixtures, {checks} checks", files.len());
+    eprintln!(
+        "{} fixtures, {checks} checks; {} call fixtures pending (issue 16):\n  {}",
+        files.len(),
+        pending.len(),
+        pending.join("\n  ")
+    );
+}
+
+/// What a `call` fixture needs that dspex does not have yet (issue 16), if anything: the
+/// XMLAdapter or TwoStepAdapter, native function calling, or one of DSPy's special types as a
+/// field type. `None` for every other fixture, which is then checked in full.
+fn pending_call_feature(fx: &Value) -> Option<String> {
+    if fx["kind"] != "call" {
+        return None;
+    }
+    match fx["adapter"].as_str() {
+        Some("xml") => return Some("the XMLAdapter".into()),
+        Some("two_step") => return Some("the TwoStepAdapter".into()),
+        _ => {}
+    }
+    if fx["adapter_options"]["use_native_function_calling"] == true {
+        return Some("native function calling".into());
+    }
+    const SPECIAL: [&str; 7] = [
+        "Image",
+        "Audio",
+        "File",
+        "History",
+        "Tool",
+        "ToolCalls",
+        "Code",
+    ];
+    let sig = &fx["signature"];
+    for field in ["inputs", "outputs"]
+        .iter()
+        .filter_map(|side| sig[*side].as_array())
+        .flatten()
+    {
+        let ty = field["type"].as_str().unwrap_or_default();
+        if let Some(special) = SPECIAL.iter().find(|t| {
+            ty == **t
+                || ty.starts_with(&format!("{t}_"))
+                || ty.contains(&format!("[{t}]"))
+                || ty.contains(&format!("[{t},"))
+        }) {
+            return Some(format!(
+                "DSPy's `{special}` type (field `{}`)",
+                field["name"]
+            ));
+        }
+    }
+    None
+}
+
+/// Replays a `call` fixture: the module on a scripted LM answering `replies` sends DSPy's
+/// requests and returns `expected`.
+fn check_call(fx: &Value) -> Result<usize, String> {
+    let mut sig = signature_from_json(&fx["signature"])?;
+    match fx["module"].as_str() {
+        Some("Predict") => {}
+        Some("ChainOfThought") => sig = with_reasoning(&sig),
+        other => return Err(format!("unknown module {other:?}")),
+    }
+    let adapter = adapter_of(fx)?;
+    let replies: Vec<String> = fx["replies"]
+        .as_array()
+        .ok_or("no replies")?
+        .iter()
+        .map(|r| r["content"].as_str().unwrap_or_default().to_string())
+        .collect();
+    let lm = ScriptedLM::new(replies);
+    let mut predict = DynPredict::new(sig.clone());
+    predict.params_mut().demos = examples(&fx["demos"])?;
+    let config = match fx["adapter"].as_str() {
+        Some("json") => CallConfig::new().lm(lm.clone()).adapter(JSONAdapter),
+        _ => CallConfig::new().lm(lm.clone()).adapter(ChatAdapter),
+    };
+    let inputs = example(&fx["inputs"])?;
+    let result = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| e.to_string())?
+        .block_on(predict.call_with(&inputs, &config));
+    let expected = fx["expected_requests"]
+        .as_array()
+        .ok_or("no expected_requests")?;
+    let sent = lm.requests();
+    if sent.len() != expected.len() {
+        return Err(format!(
+            "{} LM call(s) made, DSPy made {}",
+            sent.len(),
+            expected.len()
+        ));
+    }
+    let mut n = 0;
+    for (i, (request, want)) in sent.iter().zip(expected).enumerate() {
+        let got = serde_json::to_value(&request.messages).map_err(|e| e.to_string())?;
+        if got != want["messages"] {
+            return Err(format!(
+                "LM call {i} ({}): messages differ from DSPy's\n got: {got}\nwant: {}",
+                adapter.name(),
+                want["messages"]
+            ));
+        }
+        n += 1;
+    }
+    match (&fx["expected"]["ok"], result) {
+        (Value::Object(want), Ok(prediction)) => {
+            for (field, value) in want {
+                if prediction.get(field) != Some(value) {
+                    return Err(format!(
+                        "output `{field}`: dspex {:?}, DSPy {value}",
+                        prediction.get(field)
+                    ));
+                }
+                n += 1;
+            }
+        }
+        (Value::Object(_), Err(e)) => {
+            return Err(format!("DSPy's call succeeds, dspex's fails: {e}"));
+        }
+        (_, Ok(prediction)) => {
+            return Err(format!(
+                "DSPy raises {}, dspex returns {prediction:?}",
+                fx["expected"]["error"]
+            ));
+        }
+        (_, Err(_)) => n += 1,
+    }
+    Ok(n)
 }
 
 /// Checks one fixture; returns how many assertions it made.
@@ -110,6 +250,7 @@ fn check_fixture(fx: &Value) -> Result<usize, String> {
         }
         Some("program_state") => check_program_state(fx),
         Some("trace") => check_trace(fx),
+        Some("call") => check_call(fx),
         other => Err(format!("unknown fixture kind {other:?}")),
     }
 }
