@@ -26,27 +26,34 @@ use std::time::Duration;
 /// while replacements keep up with the kills.
 static ONE_AT_A_TIME: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
 
+/// A pool of real workers with what both chaos runs share: generous start, checkout and call
+/// timeouts for two busy cores, a heartbeat every second, and a restart breaker that never
+/// trips at ten kills a second.
+fn chaos_builder(python: std::path::PathBuf) -> dspex::bridge::PoolBuilder {
+    Pool::builder()
+        .python(python)
+        .start_timeout(Duration::from_secs(60))
+        .checkout_timeout(Duration::from_secs(25))
+        .call_timeout(Duration::from_secs(20))
+        .heartbeat_interval(Some(Duration::from_secs(1)))
+        .restart_breaker(RestartBreaker {
+            max_restarts: 100_000,
+            window: Duration::from_secs(60),
+            cooldown: Duration::from_secs(1),
+        })
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn chaos_10000_calls_to_real_workers_with_one_killed_every_100ms() {
     let _turn = ONE_AT_A_TIME.lock().await;
     let python = venv_python();
     within(900, async {
-        let pool = Pool::builder()
-            .python(python)
+        let pool = chaos_builder(python)
             .workers(4)
             // Lazy `import dspy` (the default), said out loud: restarts must be fast.
             .eager_import(false)
-            .start_timeout(Duration::from_secs(60))
-            .checkout_timeout(Duration::from_secs(25))
-            .call_timeout(Duration::from_secs(20))
-            .heartbeat_interval(Some(Duration::from_secs(1)))
             .max_retries(5)
             .restart_backoff(Duration::from_millis(5), Duration::from_millis(50))
-            .restart_breaker(RestartBreaker {
-                max_restarts: 100_000,
-                window: Duration::from_secs(60),
-                cooldown: Duration::from_secs(1),
-            })
             .build()
             .await
             .expect("the pool of real workers starts");
@@ -129,8 +136,7 @@ async fn chaos_2000_dspy_calls_through_bridged_modules_with_one_worker_killed_ev
             .start()
             .await
             .expect("the mock LM starts");
-        let pool = Pool::builder()
-            .python(python)
+        let pool = chaos_builder(python)
             .workers(8)
             .fork_server(true)
             // For a stub that cannot reach the fork server (it then imports DSPy itself).
@@ -140,20 +146,11 @@ async fn chaos_2000_dspy_calls_through_bridged_modules_with_one_worker_killed_ev
                 adapter: None,
             })
             .lm(Arc::new(lm(&server)))
-            .start_timeout(Duration::from_secs(60))
-            .checkout_timeout(Duration::from_secs(25))
-            .call_timeout(Duration::from_secs(20))
-            .heartbeat_interval(Some(Duration::from_secs(1)))
             // A module whose worker dies is re-created and its call repeated up to ten times:
             // on two busy cores the replacements lag the kills, and then the few live workers
             // each die within a few hundred milliseconds.
             .max_retries(10)
             .restart_backoff(Duration::from_millis(1), Duration::from_millis(10))
-            .restart_breaker(RestartBreaker {
-                max_restarts: 100_000,
-                window: Duration::from_secs(60),
-                cooldown: Duration::from_secs(1),
-            })
             .build()
             .await
             .expect("the pool with a fork server starts");

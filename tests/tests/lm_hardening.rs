@@ -26,6 +26,17 @@ fn builder(server: &MockLmServer) -> dspex::lm::LmBuilder {
         .timeout(Duration::from_secs(5))
 }
 
+/// An LM allowed `tokens` tokens a minute.
+fn budgeted(server: &MockLmServer, tokens: u32) -> LM {
+    builder(server)
+        .rate_limit(RateLimit {
+            requests_per_minute: None,
+            tokens_per_minute: Some(tokens),
+        })
+        .build()
+        .unwrap()
+}
+
 /// A call that must not get through the limits right now: its slot is past a short deadline.
 fn within(ms: u64) -> CallOptions {
     CallOptions {
@@ -116,13 +127,7 @@ async fn a_stream_holds_its_concurrency_slot_until_it_ends_or_is_dropped() {
 async fn a_stream_is_charged_the_usage_it_reports() {
     let server = server().await;
     let budget = 1000u32;
-    let lm = builder(&server)
-        .rate_limit(RateLimit {
-            requests_per_minute: None,
-            tokens_per_minute: Some(budget),
-        })
-        .build()
-        .unwrap();
+    let lm = budgeted(&server, budget);
     let mut request = LmRequest::prompt("stream this");
     request.max_tokens = Some(100);
     let mut stream = lm.stream(request).await.unwrap();
@@ -151,13 +156,7 @@ async fn a_stream_is_charged_the_usage_it_reports() {
 async fn a_stream_dropped_early_is_charged_an_estimate() {
     let server = server().await;
     let budget = 2000u32;
-    let lm = builder(&server)
-        .rate_limit(RateLimit {
-            requests_per_minute: None,
-            tokens_per_minute: Some(budget),
-        })
-        .build()
-        .unwrap();
+    let lm = budgeted(&server, budget);
     // A 4,000-character prompt: about 1,000 tokens by the estimate.
     let mut request = LmRequest::prompt("word ".repeat(800));
     request.max_tokens = Some(100);

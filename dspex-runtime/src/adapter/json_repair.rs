@@ -2443,31 +2443,33 @@ pub(crate) mod strict {
     }
 }
 
+/// A Python value in a tagged JSON form that tells ints, floats and dict keys apart, to compare
+/// with Python's output (the unit tests here, the fuzz targets and differential tests).
+#[cfg(any(test, feature = "fuzzing"))]
+pub(crate) fn tag(v: &Py) -> serde_json::Value {
+    use serde_json::{Value, json};
+    match v {
+        Py::None => Value::Null,
+        Py::Bool(b) => Value::Bool(*b),
+        Py::Int(i) => json!({"i": i.to_string()}),
+        Py::BigInt(s) => json!({"i": s}),
+        Py::Float(f) => {
+            let mut s = String::new();
+            super::text::write_py_float(&mut s, *f);
+            json!({"f": s})
+        }
+        Py::Str(s) => Value::String(s.clone()),
+        Py::List(items) => Value::Array(items.iter().map(tag).collect()),
+        Py::Dict(entries) => {
+            json!({"d": entries.iter().map(|(k, v)| json!([tag(k), tag(v)])).collect::<Vec<_>>()})
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
-    use serde_json::{Value, json};
-
-    /// The value in a tagged JSON form that tells ints, floats and dict keys apart (used to
-    /// compare with Python's output).
-    fn tag(v: &Py) -> Value {
-        match v {
-            Py::None => Value::Null,
-            Py::Bool(b) => Value::Bool(*b),
-            Py::Int(i) => json!({"i": i.to_string()}),
-            Py::BigInt(s) => json!({"i": s}),
-            Py::Float(f) => {
-                let mut s = String::new();
-                super::super::text::write_py_float(&mut s, *f);
-                json!({"f": s})
-            }
-            Py::Str(s) => Value::String(s.clone()),
-            Py::List(items) => Value::Array(items.iter().map(tag).collect()),
-            Py::Dict(entries) => {
-                json!({"d": entries.iter().map(|(k, v)| json!([tag(k), tag(v)])).collect::<Vec<_>>()})
-            }
-        }
-    }
+    use serde_json::json;
 
     /// Differential check against Python: `DSPEX_JR_CORPUS=corpus.jsonl` (one JSON string per
     /// line) writes `corpus.jsonl.rust` with one tagged result per line. The Python side, run

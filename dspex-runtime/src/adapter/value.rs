@@ -622,6 +622,30 @@ fn check_bounds(map: &Map<String, Value>, x: f64) -> Result<(), String> {
     Ok(())
 }
 
+/// Output types by DSPy's name that exercise every path of the validation (`Citation` is a
+/// model with `title: str` and `year: int`): the unit tests, fuzz targets and differential tests.
+#[cfg(any(test, feature = "fuzzing"))]
+pub(crate) const SAMPLE_TYPE_NAMES: &[&str] = &[
+    "int",
+    "float",
+    "bool",
+    "list[int]",
+    "list[str]",
+    "dict[str, int]",
+    "Optional[int]",
+    "Optional[str]",
+    "Literal['yes', 'no']",
+    "Literal[1, 2, 3]",
+    "Any",
+    "Citation",
+    "list[Citation]",
+    "Optional[float]",
+    "list[list[int]]",
+    "dict[str, Any]",
+    "Literal['a', 1, True, None]",
+    "str",
+];
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -872,26 +896,7 @@ mod tests {
                 "year": {"title": "Year", "type": "integer"}},
                 "required": ["title", "year"], "title": "Citation", "type": "object"}),
         };
-        let names = [
-            "int",
-            "float",
-            "bool",
-            "list[int]",
-            "list[str]",
-            "dict[str, int]",
-            "Optional[int]",
-            "Optional[str]",
-            "Literal['yes', 'no']",
-            "Literal[1, 2, 3]",
-            "Any",
-            "Citation",
-            "list[Citation]",
-            "Optional[float]",
-            "list[list[int]]",
-            "dict[str, Any]",
-            "Literal['a', 1, True, None]",
-            "str",
-        ];
+        let names = SAMPLE_TYPE_NAMES;
         let types: Vec<(&str, TypeSpec)> = names
             .iter()
             .map(|n| {

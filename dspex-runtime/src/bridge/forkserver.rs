@@ -11,7 +11,7 @@
 //! worker of its own, so a dead fork server slows restarts down but breaks nothing.
 
 use super::error::{BridgeError, WorkerRef};
-use super::worker::{WorkerConfig, command, forward_stderr, signal_group};
+use super::worker::{WorkerConfig, command, forward_stderr, signal_group, take_pipes};
 use std::collections::VecDeque;
 use std::ffi::OsString;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -79,15 +79,7 @@ impl ForkServer {
             })?;
         let pid = child.id().unwrap_or(0);
         let wref = WorkerRef { id: 0, pid };
-        let (Some(stdin), Some(stdout), Some(stderr)) =
-            (child.stdin.take(), child.stdout.take(), child.stderr.take())
-        else {
-            let _ = child.start_kill();
-            return Err(BridgeError::Spawn {
-                program,
-                message: "the fork server's pipes were not opened".into(),
-            });
-        };
+        let (stdin, stdout, stderr) = take_pipes(&mut child, &program, "the fork server's")?;
         let tail = Arc::new(Mutex::new(VecDeque::new()));
         tokio::spawn(forward_stderr(stderr, tail.clone(), wref));
         let mut line = String::new();

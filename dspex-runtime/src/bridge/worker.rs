@@ -322,15 +322,7 @@ impl Worker {
         })?;
         let pid = child.id().unwrap_or(0);
         let wref = WorkerRef { id, pid };
-        let (Some(stdin), Some(stdout), Some(stderr)) =
-            (child.stdin.take(), child.stdout.take(), child.stderr.take())
-        else {
-            let _ = child.start_kill();
-            return Err(BridgeError::Spawn {
-                program,
-                message: "the child's pipes were not opened".into(),
-            });
-        };
+        let (stdin, stdout, stderr) = take_pipes(&mut child, &program, "the child's")?;
         tracing::debug!(target: "dspex::bridge", worker = id, pid, "worker spawned");
         let tail = Arc::new(Mutex::new(VecDeque::new()));
         let stderr_task = tokio::spawn(forward_stderr(stderr, tail.clone(), wref));
@@ -1102,6 +1094,32 @@ async fn watch_exit(
         Err(e) => (None, format!("could not be waited for: {e}")),
     };
     worker.record_exit(code, description);
+}
+
+/// The stdin, stdout and stderr of a child spawned with all three piped; if one is missing the
+/// child is killed and the error names `whose` pipes.
+pub(crate) fn take_pipes(
+    child: &mut tokio::process::Child,
+    program: &str,
+    whose: &str,
+) -> Result<
+    (
+        tokio::process::ChildStdin,
+        tokio::process::ChildStdout,
+        tokio::process::ChildStderr,
+    ),
+    BridgeError,
+> {
+    match (child.stdin.take(), child.stdout.take(), child.stderr.take()) {
+        (Some(stdin), Some(stdout), Some(stderr)) => Ok((stdin, stdout, stderr)),
+        _ => {
+            let _ = child.start_kill();
+            Err(BridgeError::Spawn {
+                program: program.to_string(),
+                message: format!("{whose} pipes were not opened"),
+            })
+        }
+    }
 }
 
 /// Sends `signal` to the process group `pgid` (`killpg`, through rustix's safe wrapper: no

@@ -3,6 +3,7 @@
 //! outputs. Also the plain wrappers the differential tests compare with Python.
 
 use super::{same_values, split_first, split_line};
+use crate::adapter::json_repair::tag;
 use crate::adapter::py::{Py, from_json, to_json, write_repr};
 use crate::adapter::{Adapter, AdapterError, ChatAdapter, JSONAdapter};
 use crate::example::Example;
@@ -24,26 +25,7 @@ pub fn models() -> Vec<(&'static str, TypeSpec)> {
 }
 
 /// The output types the value targets and the differential tests use, by DSPy's name.
-pub const TYPE_NAMES: &[&str] = &[
-    "int",
-    "float",
-    "bool",
-    "list[int]",
-    "list[str]",
-    "dict[str, int]",
-    "Optional[int]",
-    "Optional[str]",
-    "Literal['yes', 'no']",
-    "Literal[1, 2, 3]",
-    "Any",
-    "Citation",
-    "list[Citation]",
-    "Optional[float]",
-    "list[list[int]]",
-    "dict[str, Any]",
-    "Literal['a', 1, True, None]",
-    "str",
-];
+pub const TYPE_NAMES: &[&str] = crate::adapter::value::SAMPLE_TYPE_NAMES;
 
 /// The type named `name` (one of [`TYPE_NAMES`], or any type the grammar reads).
 pub fn type_named(name: &str) -> Option<TypeSpec> {
@@ -268,26 +250,6 @@ pub fn literal_eval_tagged(text: &str) -> Value {
 pub fn parse_value_text(type_name: &str, text: &str) -> Result<Value, String> {
     let ty = type_named(type_name).ok_or_else(|| format!("no type `{type_name}`"))?;
     crate::adapter::value::parse_value(&ty, &Py::Str(text.to_string()))
-}
-
-/// The tagged form of a Python value (see [`json_repair_tagged`]).
-fn tag(v: &Py) -> Value {
-    match v {
-        Py::None => Value::Null,
-        Py::Bool(b) => Value::Bool(*b),
-        Py::Int(i) => json!({"i": i.to_string()}),
-        Py::BigInt(s) => json!({"i": s}),
-        Py::Float(f) => {
-            let mut s = String::new();
-            crate::adapter::text::write_py_float(&mut s, *f);
-            json!({"f": s})
-        }
-        Py::Str(s) => Value::String(s.clone()),
-        Py::List(items) => Value::Array(items.iter().map(tag).collect()),
-        Py::Dict(entries) => {
-            json!({"d": entries.iter().map(|(k, v)| json!([tag(k), tag(v)])).collect::<Vec<_>>()})
-        }
-    }
 }
 
 /// Target `json_repair`: the lenient JSON reader. Valid JSON reads as `serde_json` reads it;
