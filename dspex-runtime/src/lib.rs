@@ -21,6 +21,7 @@ pub mod lm;
 pub mod module;
 pub mod optimize;
 pub mod program;
+pub(crate) mod pycompat;
 pub mod retrieve;
 pub mod settings;
 pub mod signature;

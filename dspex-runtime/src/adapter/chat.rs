@@ -6,11 +6,13 @@ use super::format::{
     write_type_note, write_user_content,
 };
 use super::json::JSONAdapter;
-use super::text::{is_py_space, py_splitlines, py_strip, write_json_str, write_py_json_indented};
-use super::value::{apply_defaults, parse_value};
 use super::{Adapter, AdapterError};
 use crate::example::Example;
 use crate::lm::Message;
+use crate::pycompat::text::{
+    is_py_space, py_splitlines, py_strip, write_json_str, write_py_json_indented,
+};
+use crate::pycompat::value::{apply_defaults, parse_value};
 use crate::signature::DynSignature;
 use serde_json::{Map, Value};
 
@@ -387,7 +389,7 @@ impl Adapter for ChatAdapter {
             let Some(field) = signature.outputs().iter().find(|f| f.name() == name) else {
                 continue;
             };
-            let value = parse_value(field.ty(), &super::py::Py::Str(text.clone())).map_err(
+            let value = parse_value(field.ty(), &crate::pycompat::py::Py::Str(text.clone())).map_err(
                 |e| AdapterError::Parse {
                     adapter: NAME,
                     field: Some(name.to_string()),

@@ -3,10 +3,10 @@
 //! formatting, demo selection, the task description.
 
 use super::AdapterError;
-use super::text::{
+use crate::example::Example;
+use crate::pycompat::text::{
     dedent, is_py_space, py_splitlines, py_strip_in_place, write_py_json, write_py_number,
 };
-use crate::example::Example;
 use crate::signature::{DynSignature, FieldSpec, LiteralValue, TypeSpec};
 use serde_json::{Map, Value};
 use std::fmt::Write as _;
@@ -278,7 +278,7 @@ fn write_blob(
         // members are not the markers as their repr; anything else fails with a TypeError.
         Value::Array(_) | Value::Object(_) if !contains_blob_marker(item) => {
             out.push('«');
-            super::py::write_py_repr_json(out, item);
+            crate::pycompat::py::write_py_repr_json(out, item);
             out.push('»');
             Ok(())
         }
@@ -287,7 +287,7 @@ fn write_blob(
             message: format!(
                 "field `{}` is a `str` field given a list, and DSPy formats such a list only when its items are strings; item {} is not",
                 field.name(),
-                compact_json(other)
+                crate::pycompat::text::compact_json(other)
             ),
         }),
     }
@@ -301,18 +301,6 @@ fn contains_blob_marker(container: &Value) -> bool {
             .any(|v| matches!(v, Value::String(s) if is_marker(s))),
         Value::Object(map) => map.keys().any(|k| is_marker(k)),
         _ => false,
-    }
-}
-
-/// A short JSON rendering of a value for error messages.
-pub(crate) fn compact_json(value: &Value) -> String {
-    let mut s = String::new();
-    write_py_json(&mut s, value);
-    if s.chars().count() > 80 {
-        let cut: String = s.chars().take(77).collect();
-        format!("{cut}...")
-    } else {
-        s
     }
 }
 

@@ -1,12 +1,12 @@
 //! [`JSONAdapter`]: DSPy's JSON prompt format and its structured-output schema.
 
 use super::chat::{Style, empty_error, format_messages, missing_fields_error};
-use super::json_repair;
-use super::py::Py;
-use super::value::{apply_defaults, parse_value};
 use super::{Adapter, AdapterError};
 use crate::example::Example;
 use crate::lm::{Message, ResponseFormat};
+use crate::pycompat::json_repair;
+use crate::pycompat::py::Py;
+use crate::pycompat::value::{apply_defaults, parse_value};
 use crate::signature::{DynSignature, TypeSpec, pydantic_title};
 use serde_json::{Map, Value, json};
 

@@ -41,12 +41,7 @@
 mod chat;
 pub(crate) mod format;
 mod json;
-pub(crate) mod json_repair;
-pub(crate) mod literal_eval;
-pub(crate) mod py;
 mod stream;
-pub(crate) mod text;
-pub(crate) mod value;
 
 pub use chat::ChatAdapter;
 pub use json::JSONAdapter;

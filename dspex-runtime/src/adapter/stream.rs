@@ -1,7 +1,7 @@
 //! [`FieldStreamParser`]: output fields read from a completion while it streams.
 
 use super::Adapter;
-use super::text::{is_line_break, is_py_space};
+use crate::pycompat::text::{is_line_break, is_py_space};
 use crate::signature::DynSignature;
 use std::collections::HashSet;
 

@@ -20,7 +20,6 @@
 
 mod builtin;
 mod metric;
-pub(crate) mod pyfmt;
 mod result;
 mod runner;
 mod semantic;

@@ -1,9 +1,9 @@
 //! [`EvaluationResult`] and its records, rows, table and exports (CSV, JSON, JSONL).
 
-use super::pyfmt::{py_fixed3, py_float, py_str, write_json, write_json_float};
-use crate::adapter::text::write_json_str_ascii;
 use crate::error::Error;
 use crate::example::{Example, Prediction};
+use crate::pycompat::pyfmt::{py_fixed3, py_float, py_str, write_json, write_json_float};
+use crate::pycompat::text::write_json_str_ascii;
 use serde_json::{Map, Value};
 use std::fmt;
 use std::path::{Path, PathBuf};

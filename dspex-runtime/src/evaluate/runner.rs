@@ -2,10 +2,10 @@
 
 use super::ExampleProgram;
 use super::metric::Metric;
-use super::pyfmt::{py_float, py_round};
 use super::result::{EvalFailure, EvalRecord, EvaluateError, EvaluationResult};
 use crate::cancel::CancelToken;
 use crate::example::{Example, Prediction};
+use crate::pycompat::pyfmt::{py_float, py_round};
 use futures_util::{FutureExt, StreamExt};
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 use std::io::IsTerminal;

@@ -3,11 +3,11 @@
 //! outputs. Also the plain wrappers the differential tests compare with Python.
 
 use super::{same_values, split_first, split_line};
-use crate::adapter::json_repair::tag;
-use crate::adapter::py::{Py, from_json, to_json, write_repr};
 use crate::adapter::{Adapter, AdapterError, ChatAdapter, JSONAdapter};
 use crate::example::Example;
 use crate::lm::Role;
+use crate::pycompat::json_repair::tag;
+use crate::pycompat::py::{Py, from_json, to_json, write_repr};
 use crate::signature::{DynSignature, LiteralValue, TypeSpec};
 use serde_json::{Map, Value, json};
 
@@ -25,7 +25,7 @@ pub fn models() -> Vec<(&'static str, TypeSpec)> {
 }
 
 /// The output types the value targets and the differential tests use, by DSPy's name.
-pub const TYPE_NAMES: &[&str] = crate::adapter::value::SAMPLE_TYPE_NAMES;
+pub const TYPE_NAMES: &[&str] = crate::pycompat::value::SAMPLE_TYPE_NAMES;
 
 /// The type named `name` (one of [`TYPE_NAMES`], or any type the grammar reads).
 pub fn type_named(name: &str) -> Option<TypeSpec> {
@@ -132,10 +132,10 @@ fn round_trips(adapter: &dyn Adapter, sig: &DynSignature, fields: &Map<String, V
     fn plain_text(s: &str) -> bool {
         !s.contains("[[")
             && !s.chars().any(|c| {
-                crate::adapter::text::is_line_break(c) && c != '\n'
-                    || c != '\n' && crate::adapter::text::is_py_space(c) && c != ' '
+                crate::pycompat::text::is_line_break(c) && c != '\n'
+                    || c != '\n' && crate::pycompat::text::is_py_space(c) && c != ' '
             })
-            && crate::adapter::text::py_strip(s) == s
+            && crate::pycompat::text::py_strip(s) == s
     }
     fn plain(v: &Value) -> bool {
         match v {
@@ -215,7 +215,7 @@ fn assert_conforms(ty: &TypeSpec, v: &Value, field: &str) {
                 LiteralValue::Bool(b) => Py::Bool(*b),
                 LiteralValue::None => Py::None,
             };
-            crate::adapter::py::py_eq(&from_json(v), &member)
+            crate::pycompat::py::py_eq(&from_json(v), &member)
         }),
         TypeSpec::Model { .. } => v.is_object(),
     };
@@ -224,14 +224,14 @@ fn assert_conforms(ty: &TypeSpec, v: &Value, field: &str) {
 
 /// `json_repair.loads(text)` as JSON (`Err` when a value has no JSON form or the reader gives up).
 pub fn json_repair_loads(text: &str) -> Result<Value, String> {
-    to_json(&crate::adapter::json_repair::loads(text)?)
+    to_json(&crate::pycompat::json_repair::loads(text)?)
 }
 
 /// `json_repair.loads(text)` in the tagged form the differential tests compare: `null`/bools
 /// and strings as they are, `{"i": "12"}` for ints, `{"f": repr}` for floats, lists as arrays,
 /// `{"d": [[key, value], …]}` for dicts; `{"err": message}` when the reader gives up.
 pub fn json_repair_tagged(text: &str) -> Value {
-    match crate::adapter::json_repair::loads(text) {
+    match crate::pycompat::json_repair::loads(text) {
         Ok(v) => tag(&v),
         Err(e) => json!({ "err": e }),
     }
@@ -239,7 +239,7 @@ pub fn json_repair_tagged(text: &str) -> Value {
 
 /// `ast.literal_eval(text)` in [`json_repair_tagged`]'s form (`{"err": message}` for errors).
 pub fn literal_eval_tagged(text: &str) -> Value {
-    match crate::adapter::literal_eval::literal_eval(text) {
+    match crate::pycompat::literal_eval::literal_eval(text) {
         Ok(v) => tag(&v),
         Err(e) => json!({ "err": e }),
     }
@@ -249,7 +249,7 @@ pub fn literal_eval_tagged(text: &str) -> Value {
 /// validation message.
 pub fn parse_value_text(type_name: &str, text: &str) -> Result<Value, String> {
     let ty = type_named(type_name).ok_or_else(|| format!("no type `{type_name}`"))?;
-    crate::adapter::value::parse_value(&ty, &Py::Str(text.to_string()))
+    crate::pycompat::value::parse_value(&ty, &Py::Str(text.to_string()))
 }
 
 /// Target `json_repair`: the lenient JSON reader. Valid JSON reads as `serde_json` reads it;
@@ -258,7 +258,7 @@ pub fn json_repair(data: &[u8]) {
     let Ok(text) = std::str::from_utf8(data) else {
         return;
     };
-    let result = crate::adapter::json_repair::loads(text);
+    let result = crate::pycompat::json_repair::loads(text);
     if let Ok(strict) = serde_json::from_str::<Value>(text) {
         // Python's `json.loads` reads every valid JSON document (ints beyond 64 bits become
         // floats in serde_json and big ints in Python: not compared).
@@ -275,7 +275,7 @@ pub fn json_repair(data: &[u8]) {
     let Ok(value) = result else { return };
     let Ok(json) = to_json(&value) else { return };
     let written = json.to_string();
-    let again = crate::adapter::json_repair::loads(&written)
+    let again = crate::pycompat::json_repair::loads(&written)
         .unwrap_or_else(|e| panic!("{written:?} (the value of {text:?}) is refused: {e}"));
     let again = to_json(&again).unwrap_or_else(|e| panic!("{written:?} reads back as {e}"));
     assert!(
@@ -300,7 +300,7 @@ pub fn literal_eval(data: &[u8]) {
     let Ok(text) = std::str::from_utf8(data) else {
         return;
     };
-    match crate::adapter::literal_eval::literal_eval(text) {
+    match crate::pycompat::literal_eval::literal_eval(text) {
         Ok(value) => {
             if !all_finite(&value) {
                 // `repr(inf)` is `inf`, which is no literal (in Python either).
@@ -308,7 +308,7 @@ pub fn literal_eval(data: &[u8]) {
             }
             let mut repr = String::new();
             write_repr(&mut repr, &value);
-            let again = crate::adapter::literal_eval::literal_eval(&repr)
+            let again = crate::pycompat::literal_eval::literal_eval(&repr)
                 .unwrap_or_else(|e| panic!("{text:?} reads as {repr}, which is refused: {e}"));
             assert_eq!(
                 again, value,
@@ -345,7 +345,7 @@ pub fn parse_value(data: &[u8]) {
         inputs.push(from_json(&json));
     }
     for input in &inputs {
-        match crate::adapter::value::parse_value(&ty, input) {
+        match crate::pycompat::value::parse_value(&ty, input) {
             Ok(v) => assert_conforms(&ty, &v, name),
             Err(message) => assert!(!message.is_empty()),
         }

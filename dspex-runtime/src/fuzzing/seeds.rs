@@ -5,11 +5,11 @@
 
 use super::adapter::{TYPE_NAMES, models};
 use super::wire::loopback;
-use crate::adapter::py::{from_json, write_repr};
 use crate::bridge::protocol::{
     LmCall, LmCallRequest, PROTOCOL_VERSION, Ready, RemoteError, Response, WireMessage,
     WorkerMessage, encode_frame,
 };
+use crate::pycompat::py::{from_json, write_repr};
 use crate::signature::DynSignature;
 use crate::testing::{Fault, FaultWhen, MockLm};
 use serde_json::{Map, Value, json};

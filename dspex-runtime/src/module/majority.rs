@@ -1,8 +1,8 @@
 //! [`majority`]: the most common answer among completions, and DSPy's [`normalize_text`].
 
-use crate::adapter::text::is_py_space;
 use crate::error::Error;
 use crate::example::Prediction;
+use crate::pycompat::text::is_py_space;
 use serde_json::{Map, Value};
 use unicode_normalization::UnicodeNormalization;
 

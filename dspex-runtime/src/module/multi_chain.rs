@@ -2,11 +2,11 @@
 
 use super::chain_of_thought::Reasoned;
 use super::predict::DynPredict;
-use crate::adapter::py::{from_json, py_str};
-use crate::adapter::text::py_strip;
 use crate::error::{Error, Result};
 use crate::example::{Example, Prediction};
 use crate::program::{PredictorParams, Program};
+use crate::pycompat::py::{from_json, py_str};
+use crate::pycompat::text::py_strip;
 use crate::settings::CallConfig;
 use crate::signature::{DynSignature, FieldSpec, Signature, SignatureError, TypeSpec};
 use serde::{Deserialize, Serialize};

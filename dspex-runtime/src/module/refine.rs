@@ -3,10 +3,10 @@
 use super::best_of_n::{Attempt, Attempts, FnReward, Reward, run_attempt};
 use super::predict::DynPredict;
 use crate::adapter::format::write_field_list;
-use crate::adapter::text::{dedent, py_splitlines, write_json_indented, write_shortest_float};
 use crate::error::{Error, Result};
 use crate::example::Example;
 use crate::program::{Module, PredictorParams, Program};
+use crate::pycompat::text::{dedent, py_splitlines, write_json_indented, write_shortest_float};
 use crate::settings::CallConfig;
 use crate::settings::{InputHints, PredictorId};
 use crate::signature::{DynSignature, FieldSpec, TypeSpec};

@@ -1,6 +1,6 @@
 //! [`Tool`]: an async function an agent can call, with a JSON schema for its arguments.
 
-use crate::adapter::py::write_py_repr_json;
+use crate::pycompat::py::write_py_repr_json;
 use futures_util::FutureExt;
 use futures_util::future::BoxFuture;
 use schemars::JsonSchema;

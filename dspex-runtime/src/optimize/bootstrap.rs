@@ -4,13 +4,13 @@
 
 use super::config::{DemoConfig, DemoKnobs};
 use super::labeled::{LabeledFewShot, clear_demos};
-use super::random::PyRandom;
 use super::{JobContext, Optimizable, Optimizer, TrialEvent};
 use crate::error::{Error, Result};
 use crate::evaluate::{ExampleProgram, Metric};
 use crate::example::Example;
 use crate::module::CallConfig;
 use crate::program::{Module, PredictorParams};
+use crate::pycompat::PyRandom;
 use crate::settings::{PredictorId, Settings, Trace, TraceEntry, with_settings};
 use futures_util::StreamExt;
 use futures_util::stream::FuturesUnordered;

@@ -4,11 +4,11 @@
 use super::{JobContext, Optimizable, Optimizer, TrialEvent, is_cancellation, score_program};
 use crate::error::{Error, Result};
 use crate::evaluate::Metric;
-use crate::evaluate::pyfmt::py_float;
 use crate::example::{Example, Prediction};
 use crate::lm::LanguageModel;
 use crate::module::{CallConfig, DynPredict};
 use crate::program::{Module, PredictorParams};
+use crate::pycompat::pyfmt::py_float;
 use crate::signature::{DynSignature, FieldSpec, TypeSpec};
 use serde_json::{Map, Value, json};
 use std::sync::Arc;

@@ -2,11 +2,11 @@
 //! [`KNNFewShot`], which bootstraps demos from them on every call.
 
 use super::{BootstrapFewShot, DemoConfig, DemoKnobs, Optimizable, Optimizer};
-use crate::adapter::py::{from_json, py_str};
 use crate::error::{Error, Result};
 use crate::example::Example;
 use crate::lm::Embedder;
 use crate::program::{Module, Program};
+use crate::pycompat::py::{from_json, py_str};
 use serde::Serialize;
 use serde_json::{Map, Value};
 use std::sync::Arc;

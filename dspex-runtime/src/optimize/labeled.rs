@@ -1,10 +1,10 @@
 //! [`LabeledFewShot`]: every predictor gets `k` training examples as demos.
 
-use super::random::PyRandom;
 use super::{JobContext, Optimizable, Optimizer};
 use crate::error::Result;
 use crate::example::Example;
 use crate::program::Module;
+use crate::pycompat::PyRandom;
 
 /// DSPy's `LabeledFewShot(k)`: each predictor's demos become `k` examples of the training set
 /// (all of it when it is smaller), drawn with Python's `random.Random(0).sample` — one generator

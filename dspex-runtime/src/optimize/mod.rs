@@ -27,10 +27,10 @@ mod knn;
 mod labeled;
 mod mipro;
 mod propose;
-mod random;
 mod random_search;
 mod tpe;
 
+pub use crate::pycompat::{PyRandom, RandomError};
 pub use bootstrap::{BootstrapError, BootstrapFewShot, Teacher};
 pub use config::{DEFAULT_CONCURRENCY, DEFAULT_MAX_ERRORS, DemoConfig, DemoKnobs};
 pub use copro::COPRO;
@@ -38,7 +38,6 @@ pub use job::{Job, JobContext, Progress, TrialEvent};
 pub use knn::{KNN, KNNFewShot, KNNFewShotProgram};
 pub use labeled::LabeledFewShot;
 pub use mipro::{Auto, MIPROv2};
-pub use random::{PyRandom, RandomError};
 pub use random_search::BootstrapFewShotWithRandomSearch;
 
 use crate::error::{Error, Result};

@@ -2,12 +2,12 @@
 //! the program and of each predictor, and new instructions written by a prompt model — with
 //! DSPy's exact signatures, so the prompt model sees what it sees under DSPy.
 
-use crate::adapter::py::{from_json, py_str};
 use crate::error::Result;
 use crate::example::Example;
 use crate::lm::LanguageModel;
 use crate::module::{CallConfig, DynPredict};
 use crate::program::PredictorParams;
+use crate::pycompat::py::{from_json, py_str};
 use crate::signature::{DynSignature, FieldSpec, TypeSpec};
 use std::sync::Arc;
 

@@ -1,7 +1,7 @@
 //! Python's number rounding and text forms, as DSPy's `Evaluate` writes scores, tables and
 //! exports: `round(x, n)`, `str()`, `repr()` of floats, `json.dump` with its defaults.
 
-use crate::adapter::py::{Py, from_json, write_repr};
+use crate::pycompat::py::{Py, from_json, write_repr};
 use serde_json::Value;
 
 /// Python's `round(x, ndigits)` for a float: the exact binary value rounded to `ndigits`
@@ -38,14 +38,14 @@ pub(crate) fn py_fixed3(x: f64) -> String {
 /// Python's `str()` of a JSON value: a string as it is, `None`, `True`, numbers, and the
 /// `repr()` of lists and dicts (`['a', 1.0]`, `{'k': None}`).
 pub(crate) fn py_str(value: &Value) -> String {
-    crate::adapter::py::py_str(&from_json(value))
+    crate::pycompat::py::py_str(&from_json(value))
 }
 
 /// Appends Python's `json.dumps(value)` with its defaults: `", "` and `": "` separators,
 /// every character outside printable ASCII escaped (`\u00e9`, surrogate pairs beyond the BMP),
 /// floats in Python's `repr`.
 pub(crate) fn write_json(out: &mut String, value: &Value) {
-    crate::adapter::text::write_py_json_ascii(out, value);
+    crate::pycompat::text::write_py_json_ascii(out, value);
 }
 
 /// A float as `json.dumps` writes it: its `repr`, or `NaN` / `Infinity` / `-Infinity`.

@@ -407,6 +407,18 @@ pub(crate) fn newline_indent(out: &mut String, level: usize) {
     }
 }
 
+/// A short JSON rendering of a value for error messages.
+pub(crate) fn compact_json(value: &Value) -> String {
+    let mut s = String::new();
+    write_py_json(&mut s, value);
+    if s.chars().count() > 80 {
+        let cut: String = s.chars().take(77).collect();
+        format!("{cut}...")
+    } else {
+        s
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

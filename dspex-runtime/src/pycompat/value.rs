@@ -389,7 +389,7 @@ fn validate_schema(
             .ok_or_else(|| {
                 format!(
                     "Input should be one of {} [input_value={}]",
-                    super::format::compact_json(&Value::Array(members.clone())),
+                    super::text::compact_json(&Value::Array(members.clone())),
                     short_repr(v)
                 )
             });
@@ -400,7 +400,7 @@ fn validate_schema(
         } else {
             Err(format!(
                 "Input should be {} [input_value={}]",
-                super::format::compact_json(c),
+                super::text::compact_json(c),
                 short_repr(v)
             ))
         };
