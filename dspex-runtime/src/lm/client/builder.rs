@@ -1,0 +1,255 @@
+//! [`LmBuilder`]'s settings and [`LmBuilder::build`]: provider, base URL, key, headers, cache,
+//! transport and limits resolved into an [`LM`].
+
+use super::*;
+
+impl LmBuilder {
+    /// Chat (default) or text completions.
+    pub fn model_type(mut self, model_type: ModelType) -> Self {
+        self.model_type = Some(model_type);
+        self
+    }
+
+    /// The base URL of an OpenAI-compatible server (`http://localhost:8000/v1`).
+    pub fn api_base(mut self, url: impl Into<String>) -> Self {
+        self.api_base = Some(url.into());
+        self
+    }
+
+    /// The API key (else the provider's environment variable).
+    pub fn api_key(mut self, key: impl Into<ApiKey>) -> Self {
+        self.api_key = Some(key.into());
+        self
+    }
+
+    /// An extra HTTP header sent with every request (its value never appears in `Debug`).
+    pub fn header(mut self, name: impl Into<String>, value: impl Into<String>) -> Self {
+        self.headers.push((name.into(), value.into()));
+        self
+    }
+
+    /// Default sampling temperature.
+    pub fn temperature(mut self, temperature: f64) -> Self {
+        self.temperature = Some(temperature);
+        self
+    }
+
+    /// Default token limit.
+    pub fn max_tokens(mut self, max_tokens: u32) -> Self {
+        self.max_tokens = Some(max_tokens);
+        self
+    }
+
+    /// A default provider parameter (`top_p`, …) sent with every request.
+    pub fn param(mut self, key: impl Into<String>, value: impl Into<Value>) -> Self {
+        self.extra.insert(key.into(), value.into());
+        self
+    }
+
+    /// Use the response cache (default true).
+    pub fn cache(mut self, on: bool) -> Self {
+        self.cache = on;
+        self
+    }
+
+    /// The cache's tiers and location (default: memory, and disk under `DSPEX_CACHE_DIR` or
+    /// `~/.dspex/cache`, created on first use).
+    pub fn cache_config(mut self, config: CacheConfig) -> Self {
+        self.cache_config = Some(config);
+        self
+    }
+
+    /// Share an existing cache (several LMs, one cache).
+    pub fn shared_cache(mut self, cache: ResponseCache) -> Self {
+        self.shared_cache = Some(cache);
+        self
+    }
+
+    /// The retry policy (default: 4 attempts, exponential backoff with full jitter).
+    pub fn retry(mut self, retry: RetryPolicy) -> Self {
+        self.retry = retry;
+        self
+    }
+
+    /// Timeout of each attempt (default 120 s).
+    pub fn timeout(mut self, timeout: Duration) -> Self {
+        self.timeout = timeout;
+        self
+    }
+
+    /// Bound on each whole call, retries included (default none).
+    pub fn deadline(mut self, deadline: Duration) -> Self {
+        self.deadline = Some(deadline);
+        self
+    }
+
+    /// Most calls in flight at once across clones (default unlimited).
+    pub fn max_concurrency(mut self, n: usize) -> Self {
+        self.max_concurrency = Some(n);
+        self
+    }
+
+    /// Request and token rates per minute.
+    pub fn rate_limit(mut self, rate: RateLimit) -> Self {
+        self.rate_limit = rate;
+        self
+    }
+
+    /// The endpoint's circuit breaker (default: opens after 5 consecutive failures for 10 s).
+    /// LMs calling the same endpoint with the same breaker configuration share one breaker.
+    pub fn breaker(mut self, breaker: BreakerConfig) -> Self {
+        self.breaker = breaker;
+        self
+    }
+
+    /// How many calls the history keeps (default 1,000; 0 keeps none).
+    pub fn history_size(mut self, n: usize) -> Self {
+        self.history_size = n;
+        self
+    }
+
+    /// Prices for cost estimates.
+    pub fn price(mut self, price: Price) -> Self {
+        self.price = Some(price);
+        self
+    }
+
+    /// Use this reqwest client for every request, whatever the base URL's scheme (to share a
+    /// connection pool between LMs, or for a proxy or TLS setting of your own). Without it,
+    /// plain `http://` endpoints get dspex's HTTP/1.1 client and `https://` ones a reqwest
+    /// client of their own.
+    pub fn http_client(mut self, client: reqwest::Client) -> Self {
+        self.http = Some(client);
+        self
+    }
+
+    /// The largest response body accepted, in bytes (default
+    /// [`DEFAULT_MAX_RESPONSE_BYTES`], 64 MiB): a longer answer — a misbehaving server, a proxy's
+    /// error page that never ends — fails with [`LmError::ResponseTooLarge`] instead of filling
+    /// memory. A streamed answer counts every byte of its event stream.
+    pub fn max_response_bytes(mut self, limit: u64) -> Self {
+        self.max_response_bytes = limit;
+        self
+    }
+
+    /// Builds the LM, resolving the provider, base URL and key.
+    pub fn build(self) -> Result<LM, LmError> {
+        let provider = provider::resolve(&self.model)?;
+        let config = |message: String| LmError::Config {
+            model: self.model.clone(),
+            message,
+        };
+        let env = |names: &[&str]| {
+            names
+                .iter()
+                .find_map(|n| std::env::var(n).ok().filter(|v| !v.trim().is_empty()))
+        };
+        let explicit_base = self.api_base.clone().or_else(|| env(provider.base_env));
+        let base = match explicit_base
+            .clone()
+            .or_else(|| provider.default_base.clone())
+        {
+            Some(base) => provider::normalize_base(&provider, &base),
+            None => {
+                return Err(config(format!(
+                    "`{}` needs a base URL: call .api_base(\"http://host:port/v1\") or set {}",
+                    provider.name,
+                    provider.base_env.join(" or ")
+                )));
+            }
+        };
+        if !(base.starts_with("http://") || base.starts_with("https://")) {
+            return Err(config(format!(
+                "the base URL `{}` must start with http:// or https://",
+                provider::redact_url(&base)
+            )));
+        }
+        let api_key = self
+            .api_key
+            .clone()
+            .or_else(|| env(provider.key_env).map(ApiKey::new));
+        if api_key.is_none() && provider.key_required && explicit_base.is_none() {
+            return Err(config(format!(
+                "no API key: set {} or call .api_key(...)",
+                provider.key_env.join(" or ")
+            )));
+        }
+        let mut headers = reqwest::header::HeaderMap::new();
+        for (name, value) in &self.headers {
+            let name = reqwest::header::HeaderName::from_bytes(name.as_bytes())
+                .map_err(|_| config(format!("`{name}` is not a valid header name")))?;
+            let mut value = reqwest::header::HeaderValue::from_str(value)
+                .map_err(|_| config(format!("the value of header `{name}` is not valid")))?;
+            value.set_sensitive(true);
+            headers.insert(name, value);
+        }
+        let cache = match (self.shared_cache, self.cache_config) {
+            (Some(cache), _) => Some(cache),
+            (None, Some(config)) => Some(ResponseCache::new(config)),
+            (None, None) if self.cache => Some(ResponseCache::new(CacheConfig::default())),
+            (None, None) => None,
+        };
+        let model_type = self.model_type.unwrap_or(provider.model_type);
+        let endpoint = provider::redact_url(&base);
+        let url = |path: &str| {
+            reqwest::Url::parse(&format!("{base}/{path}"))
+                .map_err(|e| config(format!("the base URL `{endpoint}` is not a valid URL: {e}")))
+        };
+        let chat = url("chat/completions")?;
+        let http = match self.http {
+            Some(client) => Transport::Reqwest(client),
+            None => Transport::for_base(&chat)
+                .map_err(|e| config(format!("cannot build the HTTP client: {e}")))?,
+        };
+        let auth = match &api_key {
+            Some(key) => {
+                let mut value =
+                    reqwest::header::HeaderValue::from_str(&format!("Bearer {}", key.expose()))
+                        .map_err(|_| {
+                            config(
+                                "the API key contains characters not allowed in a header"
+                                    .to_string(),
+                            )
+                        })?;
+                value.set_sensitive(true);
+                Some(value)
+            }
+            None => None,
+        };
+        let urls = Urls {
+            chat: http.endpoint(chat, &headers, auth.as_ref()),
+            text: http.endpoint(url("completions")?, &headers, auth.as_ref()),
+            embeddings: http.endpoint(url("embeddings")?, &headers, auth.as_ref()),
+        };
+        Ok(LM {
+            shared: Arc::new(Shared {
+                http,
+                cache,
+                limiter: Limiter::new(self.max_concurrency, self.rate_limit),
+                breaker: breaker::for_endpoint(&endpoint, self.breaker),
+                history: History::new(self.history_size),
+                totals: Mutex::new(UsageReport::default()),
+                inflight: Mutex::new(HashMap::new()),
+            }),
+            settings: Arc::new(Settings {
+                model: self.model,
+                provider,
+                model_type,
+                urls,
+                endpoint,
+                api_key,
+                auth,
+                headers,
+                temperature: self.temperature,
+                max_tokens: self.max_tokens,
+                extra: self.extra,
+                cache: self.cache,
+                retry: self.retry,
+                timeout: self.timeout,
+                deadline: self.deadline,
+                price: self.price,
+                max_response_bytes: self.max_response_bytes,
+            }),
+        })
+    }
+}
