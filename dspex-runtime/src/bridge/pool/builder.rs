@@ -1,0 +1,435 @@
+//! [`PoolBuilder`]: the pool's settings (workers, timeouts, heartbeats, restart backoff and
+//! breaker, retries, the fork server) and [`PoolBuilder::build`].
+
+use super::*;
+
+/// The restart breaker: more than `max_restarts` restarts within `window` pause restarts for
+/// `cooldown`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RestartBreaker {
+    /// Restarts allowed within the window.
+    pub max_restarts: usize,
+    /// The window.
+    pub window: Duration,
+    /// How long restarts pause once the breaker opens.
+    pub cooldown: Duration,
+}
+
+impl Default for RestartBreaker {
+    fn default() -> Self {
+        RestartBreaker {
+            max_restarts: 20,
+            window: Duration::from_secs(60),
+            cooldown: Duration::from_secs(30),
+        }
+    }
+}
+
+/// Configures and starts a [`Pool`]. Every setting has a default; see each method.
+#[derive(Clone)]
+pub struct PoolBuilder {
+    pub(super) python: OsString,
+    pub(super) worker_args: Vec<OsString>,
+    pub(super) eager_import: bool,
+    pub(super) memory_mb: Option<u64>,
+    pub(super) extra_args: Vec<OsString>,
+    pub(super) env_allow: Vec<String>,
+    pub(super) env: Vec<(String, String)>,
+    pub(super) thread_cap: u32,
+    pub(super) current_dir: Option<PathBuf>,
+    pub(super) min_workers: usize,
+    pub(super) max_workers: usize,
+    pub(super) queue_bound: usize,
+    pub(super) checkout_timeout: Duration,
+    pub(super) call_timeout: Duration,
+    pub(super) start_timeout: Duration,
+    pub(super) heartbeat_interval: Option<Duration>,
+    pub(super) heartbeat_timeout: Option<Duration>,
+    pub(super) max_missed_heartbeats: u32,
+    pub(super) restart_backoff: (Duration, Duration),
+    pub(super) stable_after: Duration,
+    pub(super) breaker: RestartBreaker,
+    pub(super) max_retries: u32,
+    pub(super) shutdown_grace: Duration,
+    pub(super) term_grace: Duration,
+    pub(super) idle_timeout: Duration,
+    pub(super) init: Vec<Op>,
+    pub(super) lm: Option<Arc<dyn LanguageModel>>,
+    pub(super) kill_process_group: bool,
+    pub(super) fork_server: bool,
+}
+
+impl std::fmt::Debug for PoolBuilder {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PoolBuilder")
+            .field("python", &self.python)
+            .field("worker_args", &self.worker_args)
+            .field("min_workers", &self.min_workers)
+            .field("max_workers", &self.max_workers)
+            .field("lm", &self.lm.as_ref().map(|lm| lm.model().to_string()))
+            .finish_non_exhaustive()
+    }
+}
+
+impl Default for PoolBuilder {
+    fn default() -> Self {
+        PoolBuilder {
+            python: "python3".into(),
+            worker_args: vec!["-m".into(), "dspex_worker".into()],
+            eager_import: false,
+            memory_mb: None,
+            extra_args: Vec::new(),
+            env_allow: DEFAULT_ENV_ALLOW.iter().map(|s| s.to_string()).collect(),
+            env: Vec::new(),
+            thread_cap: 1,
+            current_dir: None,
+            min_workers: 2,
+            max_workers: 2,
+            queue_bound: 256,
+            checkout_timeout: Duration::from_secs(30),
+            call_timeout: Duration::from_secs(300),
+            start_timeout: Duration::from_secs(60),
+            heartbeat_interval: Some(Duration::from_secs(5)),
+            heartbeat_timeout: None,
+            max_missed_heartbeats: 3,
+            restart_backoff: (Duration::from_millis(50), Duration::from_secs(5)),
+            stable_after: Duration::from_secs(10),
+            breaker: RestartBreaker::default(),
+            max_retries: 2,
+            shutdown_grace: Duration::from_secs(5),
+            term_grace: Duration::from_secs(2),
+            idle_timeout: Duration::from_secs(60),
+            init: Vec::new(),
+            lm: None,
+            kill_process_group: true,
+            fork_server: false,
+        }
+    }
+}
+
+impl PoolBuilder {
+    /// The Python interpreter (default `python3`; point it at the venv's `bin/python`).
+    #[must_use]
+    pub fn python(mut self, path: impl Into<OsString>) -> Self {
+        self.python = path.into();
+        self
+    }
+
+    /// What the interpreter runs, replacing `-m dspex_worker` (a script path, say, for a test
+    /// worker). The flags below are appended after these.
+    #[must_use]
+    pub fn worker_args<S: Into<OsString>>(mut self, args: impl IntoIterator<Item = S>) -> Self {
+        self.worker_args = args.into_iter().map(Into::into).collect();
+        self
+    }
+
+    /// `--eager-import`: `import dspy` before `ready` (slower start, no delay on the first call).
+    #[must_use]
+    pub fn eager_import(mut self, eager: bool) -> Self {
+        self.eager_import = eager;
+        self
+    }
+
+    /// `--memory-mb N`: the worker's address space limit (RLIMIT_AS), set by the worker.
+    #[must_use]
+    pub fn memory_mb(mut self, mb: u64) -> Self {
+        self.memory_mb = Some(mb);
+        self
+    }
+
+    /// One more argument for the worker, after the others.
+    #[must_use]
+    pub fn arg(mut self, arg: impl Into<OsString>) -> Self {
+        self.extra_args.push(arg.into());
+        self
+    }
+
+    /// Lets the worker inherit this variable of the pool's environment (besides
+    /// [`DEFAULT_ENV_ALLOW`]).
+    #[must_use]
+    pub fn env_allow(mut self, name: impl Into<String>) -> Self {
+        self.env_allow.push(name.into());
+        self
+    }
+
+    /// Sets a variable in the worker's environment.
+    #[must_use]
+    pub fn env(mut self, name: impl Into<String>, value: impl Into<String>) -> Self {
+        self.env.push((name.into(), value.into()));
+        self
+    }
+
+    /// Threads for numeric libraries (`OMP_NUM_THREADS` and friends; default 1).
+    #[must_use]
+    pub fn thread_cap(mut self, threads: u32) -> Self {
+        self.thread_cap = threads.max(1);
+        self
+    }
+
+    /// The workers' working directory (default: the pool's).
+    #[must_use]
+    pub fn current_dir(mut self, dir: impl Into<PathBuf>) -> Self {
+        self.current_dir = Some(dir.into());
+        self
+    }
+
+    /// Workers kept running (default 2); all are started at once by [`build`](Self::build).
+    /// Raises `max_workers` to match if needed.
+    #[must_use]
+    pub fn min_workers(mut self, n: usize) -> Self {
+        self.min_workers = n.max(1);
+        self.max_workers = self.max_workers.max(self.min_workers);
+        self
+    }
+
+    /// Most workers: above `min_workers`, extra workers start when calls queue, and stop after
+    /// [`idle_timeout`](Self::idle_timeout) idle (default: `min_workers`).
+    #[must_use]
+    pub fn max_workers(mut self, n: usize) -> Self {
+        self.max_workers = n.max(1);
+        self.min_workers = self.min_workers.min(self.max_workers);
+        self
+    }
+
+    /// Exactly `n` workers.
+    #[must_use]
+    pub fn workers(self, n: usize) -> Self {
+        self.min_workers(n).max_workers(n)
+    }
+
+    /// Calls that may wait for a worker (default 256); one more gets
+    /// [`BridgeError::PoolSaturated`] at once.
+    #[must_use]
+    pub fn queue_bound(mut self, n: usize) -> Self {
+        self.queue_bound = n;
+        self
+    }
+
+    /// How long a call waits for a worker (default 30 s) before
+    /// [`BridgeError::CheckoutTimeout`].
+    #[must_use]
+    pub fn checkout_timeout(mut self, timeout: Duration) -> Self {
+        self.checkout_timeout = timeout;
+        self
+    }
+
+    /// How long a call may run on its worker (default 300 s); past it the worker is killed and
+    /// replaced, and the caller gets [`BridgeError::Timeout`]. Per call:
+    /// [`RequestOptions::timeout`].
+    #[must_use]
+    pub fn call_timeout(mut self, timeout: Duration) -> Self {
+        self.call_timeout = timeout;
+        self
+    }
+
+    /// How long a worker may take to send `ready` and run the init operations (default 60 s).
+    #[must_use]
+    pub fn start_timeout(mut self, timeout: Duration) -> Self {
+        self.start_timeout = timeout;
+        self
+    }
+
+    /// Ping every `interval` (default 5 s); `None` turns heartbeats off.
+    #[must_use]
+    pub fn heartbeat_interval(mut self, interval: Option<Duration>) -> Self {
+        self.heartbeat_interval = interval;
+        self
+    }
+
+    /// How long a ping may take before it counts as missed (default: the interval).
+    #[must_use]
+    pub fn heartbeat_timeout(mut self, timeout: Duration) -> Self {
+        self.heartbeat_timeout = Some(timeout);
+        self
+    }
+
+    /// Missed pings in a row after which the worker is killed and replaced (default 3).
+    #[must_use]
+    pub fn max_missed_heartbeats(mut self, n: u32) -> Self {
+        self.max_missed_heartbeats = n.max(1);
+        self
+    }
+
+    /// The delay before a replacement starts: `base`, doubled for each consecutive failure
+    /// (failed starts, and workers dying within [`stable_after`](Self::stable_after) of their
+    /// start), up to `max` (default 50 ms … 5 s).
+    #[must_use]
+    pub fn restart_backoff(mut self, base: Duration, max: Duration) -> Self {
+        self.restart_backoff = (base, max.max(base));
+        self
+    }
+
+    /// A worker that lived this long resets the backoff when it dies (default 10 s).
+    #[must_use]
+    pub fn stable_after(mut self, d: Duration) -> Self {
+        self.stable_after = d;
+        self
+    }
+
+    /// The restart breaker (default: 20 restarts per 60 s, then a 30 s pause).
+    #[must_use]
+    pub fn restart_breaker(mut self, breaker: RestartBreaker) -> Self {
+        self.breaker = breaker;
+        self
+    }
+
+    /// Retries of an idempotent call on another worker after its worker crashed (default 2).
+    #[must_use]
+    pub fn max_retries(mut self, n: u32) -> Self {
+        self.max_retries = n;
+        self
+    }
+
+    /// How long [`Pool::shutdown`] waits for running calls and for the workers to exit after
+    /// the `shutdown` operation (default 5 s), before SIGTERM.
+    #[must_use]
+    pub fn shutdown_grace(mut self, grace: Duration) -> Self {
+        self.shutdown_grace = grace;
+        self
+    }
+
+    /// How long a worker has after SIGTERM before SIGKILL (default 2 s).
+    #[must_use]
+    pub fn term_grace(mut self, grace: Duration) -> Self {
+        self.term_grace = grace;
+        self
+    }
+
+    /// How long a worker above `min_workers` may stay idle before it is stopped (default 60 s).
+    #[must_use]
+    pub fn idle_timeout(mut self, timeout: Duration) -> Self {
+        self.idle_timeout = timeout;
+        self
+    }
+
+    /// An operation every worker runs after `ready` and before its first call (in order), such
+    /// as `configure`. A worker whose init fails is replaced.
+    #[must_use]
+    pub fn init(mut self, op: Op) -> Self {
+        self.init.push(op);
+        self
+    }
+
+    /// The LM that answers the workers' `lm_call`s (default: the LM of
+    /// [`Settings::current`](crate::settings::Settings::current) in the calling task).
+    #[must_use]
+    pub fn lm(mut self, lm: Arc<dyn LanguageModel>) -> Self {
+        self.lm = Some(lm);
+        self
+    }
+
+    /// Signal a worker's whole process group (with `kill(1)`) when it is killed or terminated,
+    /// so that processes it started die too (default on).
+    #[must_use]
+    pub fn kill_process_group(mut self, on: bool) -> Self {
+        self.kill_process_group = on;
+        self
+    }
+
+    /// Start workers by forking them from a fork server (default off): one extra process that
+    /// imports DSPy once (`python -m dspex_worker --fork-server NAME`, started by
+    /// [`build`](Self::build)); each worker is then a small stub process whose stdio a child
+    /// forked from the server takes over. A replacement worker costs one Python start and a
+    /// `fork` instead of one `import dspy` (about a second of CPU), and arrives with DSPy
+    /// imported. The stub is the worker the pool sees (its pid, exit status and process group,
+    /// which the forked child joins); killing it kills the child. If the server dies, stubs
+    /// start workers the usual way. The server stops with [`Pool::shutdown`] (or the pool's
+    /// last handle); [`Pool::fork_server_pid`] names it. Linux only (abstract Unix sockets).
+    #[must_use]
+    pub fn fork_server(mut self, on: bool) -> Self {
+        self.fork_server = on;
+        self
+    }
+
+    fn worker_config(&self) -> WorkerConfig {
+        let mut args = self.worker_args.clone();
+        if self.eager_import {
+            args.push("--eager-import".into());
+        }
+        if let Some(mb) = self.memory_mb {
+            args.push("--memory-mb".into());
+            args.push(mb.to_string().into());
+        }
+        args.extend(self.extra_args.iter().cloned());
+        WorkerConfig {
+            program: self.python.clone(),
+            args,
+            env_allow: self.env_allow.clone(),
+            env: self.env.clone(),
+            thread_cap: self.thread_cap,
+            current_dir: self.current_dir.clone(),
+            start_timeout: self.start_timeout,
+            heartbeat_interval: self.heartbeat_interval.filter(|d| !d.is_zero()),
+            heartbeat_timeout: self
+                .heartbeat_timeout
+                .or(self.heartbeat_interval)
+                .unwrap_or(Duration::from_secs(5)),
+            max_missed_heartbeats: self.max_missed_heartbeats,
+            kill_process_group: self.kill_process_group,
+        }
+    }
+
+    /// Starts `min_workers` workers at once and waits until each has sent `ready` and run the
+    /// init operations. If any cannot start, the others are stopped and its error returned.
+    pub async fn build(self) -> Result<Pool, BridgeError> {
+        let mut worker_config = self.worker_config();
+        let fork_server = if self.fork_server {
+            let server =
+                ForkServer::start(&worker_config, &self.worker_args, self.memory_mb).await?;
+            worker_config.args.push("--fork-from".into());
+            worker_config.args.push(server.name().into());
+            Some(server)
+        } else {
+            None
+        };
+        let worker_config = Arc::new(worker_config);
+        let min = self.min_workers;
+        let shared = Arc::new_cyclic(|weak| Shared {
+            weak: weak.clone(),
+            worker_config,
+            fork_server,
+            config: self,
+            state: Mutex::new(State::default()),
+            counters: Counters::default(),
+            request_ids: Arc::new(AtomicU64::new(1)),
+            next_worker: AtomicU64::new(1),
+            next_session: AtomicU64::new(1),
+            stop: watch::Sender::new(false),
+            starts: Mutex::new(JoinSet::new()),
+        });
+        lock(&shared.state).starting = min;
+        let starts = (0..min).map(|_| shared.start_one());
+        let results = futures_util::future::join_all(starts).await;
+        let mut workers = Vec::new();
+        let mut first_error = None;
+        for r in results {
+            match r {
+                Ok(w) => workers.push(w),
+                Err(e) => {
+                    first_error.get_or_insert(e);
+                }
+            }
+        }
+        if let Some(e) = first_error {
+            lock(&shared.state).shutting_down = true;
+            for w in &workers {
+                w.kill("the pool could not start all its workers");
+            }
+            return Err(e);
+        }
+        {
+            let mut st = lock(&shared.state);
+            st.starting = 0;
+            for w in &workers {
+                // One that died already is replaced by the maintenance task.
+                if w.mark_ready() {
+                    st.workers.insert(w.wref.id, w.clone());
+                    st.idle.push_back((w.wref.id, Instant::now()));
+                }
+            }
+        }
+        tracing::info!(target: "dspex::bridge", workers = min, "pool started");
+        tokio::spawn(maintain(Arc::downgrade(&shared)));
+        Ok(Pool { shared })
+    }
+}
