@@ -27,6 +27,7 @@ pub mod settings;
 pub mod signature;
 #[cfg(feature = "testing")]
 pub mod testing;
+pub mod types;
 
 pub use error::{Error, Result};
 pub use example::{Example, ExampleError, Prediction};

@@ -8,12 +8,12 @@ use super::format::{
 use super::json::JSONAdapter;
 use super::{Adapter, AdapterError};
 use crate::example::Example;
-use crate::lm::Message;
 use crate::pycompat::text::{
     is_py_space, py_splitlines, py_strip, write_json_str, write_py_json_indented,
 };
 use crate::pycompat::value::{apply_defaults, parse_value};
 use crate::signature::DynSignature;
+use crate::types::Message;
 use serde_json::{Map, Value};
 
 /// DSPy's `ChatAdapter` (3.4.1), reproduced byte for byte.

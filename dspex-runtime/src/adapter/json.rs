@@ -3,11 +3,11 @@
 use super::chat::{Style, empty_error, format_messages, missing_fields_error};
 use super::{Adapter, AdapterError};
 use crate::example::Example;
-use crate::lm::{Message, ResponseFormat};
 use crate::pycompat::json_repair;
 use crate::pycompat::py::Py;
 use crate::pycompat::value::{apply_defaults, parse_value};
 use crate::signature::{DynSignature, TypeSpec, pydantic_title};
+use crate::types::{Message, ResponseFormat};
 use serde_json::{Map, Value, json};
 
 /// DSPy's `JSONAdapter` (3.4.1), reproduced byte for byte.

@@ -48,8 +48,8 @@ pub use json::JSONAdapter;
 pub use stream::{FieldDelta, FieldStreamParser};
 
 use crate::example::Example;
-use crate::lm::{Message, ResponseFormat};
 use crate::signature::DynSignature;
+use crate::types::{Message, ResponseFormat};
 use serde_json::{Map, Value};
 use std::fmt;
 

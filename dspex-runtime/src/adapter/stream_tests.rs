@@ -381,7 +381,7 @@ fn parsers_by_adapter_name() {
             _: &DynSignature,
             _: &[crate::Example],
             _: &crate::Example,
-        ) -> Result<Vec<crate::lm::Message>, super::super::AdapterError> {
+        ) -> Result<Vec<crate::types::Message>, super::super::AdapterError> {
             Ok(Vec::new())
         }
         fn parse(

@@ -1,81 +1,9 @@
 //! Requests and responses of the LM layer.
 
+pub use crate::types::{Message, ResponseFormat, Role};
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 use std::time::Duration;
-
-/// Who wrote a message.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Role {
-    /// The system prompt.
-    System,
-    /// The user (the adapter's formatted inputs).
-    User,
-    /// The model (few-shot demos' answers).
-    Assistant,
-}
-
-impl Role {
-    /// `"system"`, `"user"` or `"assistant"`.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Role::System => "system",
-            Role::User => "user",
-            Role::Assistant => "assistant",
-        }
-    }
-}
-
-/// One chat message.
-#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
-pub struct Message {
-    /// Who wrote it.
-    pub role: Role,
-    /// The text.
-    pub content: String,
-}
-
-impl Message {
-    /// A system message.
-    pub fn system(content: impl Into<String>) -> Self {
-        Message {
-            role: Role::System,
-            content: content.into(),
-        }
-    }
-
-    /// A user message.
-    pub fn user(content: impl Into<String>) -> Self {
-        Message {
-            role: Role::User,
-            content: content.into(),
-        }
-    }
-
-    /// An assistant message.
-    pub fn assistant(content: impl Into<String>) -> Self {
-        Message {
-            role: Role::Assistant,
-            content: content.into(),
-        }
-    }
-}
-
-/// The shape the model must answer in (OpenAI's `response_format`).
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(tag = "type", rename_all = "snake_case")]
-pub enum ResponseFormat {
-    /// Free text (the default).
-    Text,
-    /// Any JSON object.
-    JsonObject,
-    /// JSON matching a schema (structured outputs).
-    JsonSchema {
-        /// The `json_schema` object: `{"name", "schema", "strict"?}`.
-        json_schema: Value,
-    },
-}
 
 /// One LM request: the messages and the sampling parameters. Parameters left `None` are not sent
 /// (the provider's defaults apply) but do take part in the cache key, as in DSPy.
