@@ -40,10 +40,7 @@ impl Bucket {
     /// than the capacity is taken once the bucket is full (it goes into debt).
     fn try_take(&self, amount: f64) -> Result<(), Duration> {
         let mut guard = self.state.lock().unwrap_or_else(|e| e.into_inner());
-        let (level, at) = &mut *guard;
-        let now = Instant::now();
-        *level = (*level + now.duration_since(*at).as_secs_f64() * self.per_sec).min(self.capacity);
-        *at = now;
+        let level = self.refill(&mut guard);
         let needed = amount.min(self.capacity);
         if *level >= needed {
             *level -= amount;
@@ -57,11 +54,16 @@ impl Bucket {
     #[cfg(test)]
     fn level(&self) -> f64 {
         let mut guard = self.state.lock().unwrap_or_else(|e| e.into_inner());
-        let (level, at) = &mut *guard;
+        *self.refill(&mut guard)
+    }
+
+    /// Adds what has dripped in since the last look (up to the capacity) and returns the level.
+    fn refill<'a>(&self, state: &'a mut (f64, Instant)) -> &'a mut f64 {
+        let (level, at) = state;
         let now = Instant::now();
         *level = (*level + now.duration_since(*at).as_secs_f64() * self.per_sec).min(self.capacity);
         *at = now;
-        *level
+        level
     }
 
     /// Gives back (or, negative, takes more of) `amount` after the real usage is known.
