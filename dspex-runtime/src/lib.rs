@@ -15,7 +15,7 @@ pub mod cancel;
 pub mod error;
 pub mod evaluate;
 pub mod example;
-#[cfg(any(all(unix, feature = "bridge"), feature = "testing"))]
+#[cfg(all(unix, feature = "bridge"))]
 mod flag;
 pub mod lm;
 pub mod module;
@@ -25,8 +25,6 @@ pub(crate) mod pycompat;
 pub mod retrieve;
 pub mod settings;
 pub mod signature;
-#[cfg(feature = "testing")]
-pub mod testing;
 pub mod types;
 
 pub use error::{Error, Result};

@@ -292,7 +292,7 @@ pub use dspex_runtime::settings;
 
 /// Test helpers (feature `testing`, also on with `cli`): the mock LM server and mock ColBERTv2.
 #[cfg(feature = "testing")]
-pub use dspex_runtime::testing;
+pub use dspex_testing as testing;
 
 /// The usual imports: `use dspex::prelude::*;`.
 pub mod prelude {

@@ -243,3 +243,85 @@ async fn colbert_as_a_retrieve_program_with_faults_healing() {
     );
     server.shutdown().await;
 }
+
+/// Four passages for the client's own checks.
+const FOUR: [&str; 4] = [
+    "Ada Lovelace wrote the first program",
+    "The Analytical Engine was designed by Charles Babbage",
+    "Lovelace and Babbage corresponded about the Analytical Engine",
+    "Paris is the capital of France",
+];
+
+#[tokio::test]
+async fn the_client_reads_the_mock_by_get_and_post() {
+    let server = MockColbert::start(FOUR).await.unwrap();
+    let get = ColBERTv2::new(server.url()).unwrap();
+    let post = ColBERTv2::new(server.url()).unwrap().post_requests(true);
+    let a = get
+        .retrieve("Who wrote the first program?", 3)
+        .await
+        .unwrap();
+    let b = post
+        .retrieve("Who wrote the first program?", 3)
+        .await
+        .unwrap();
+    assert_eq!(a, b);
+    assert_eq!(a[0].id, "0");
+    assert_eq!(a[0].text, FOUR[0]);
+    assert_eq!(a[0].extra["rank"], 1);
+    assert_eq!(a.len(), 3);
+    assert_eq!(server.requests(), MockColbertStats { get: 1, post: 1 });
+}
+
+#[tokio::test]
+async fn faults_become_the_clients_typed_errors() {
+    let server = MockColbert::builder(FOUR)
+        .fault(ColbertFault::ErrorJson("index offline".into()))
+        .start()
+        .await
+        .unwrap();
+    let client = ColBERTv2::new(server.url()).unwrap();
+    let err = client.retrieve("q", 3).await.unwrap_err();
+    assert!(
+        matches!(&err, RetrieveError::Http { status: Some(200), message, .. }
+            if message == "ColBERTv2 server returned an error: index offline"),
+        "{err:?}"
+    );
+
+    server.set_fault(Some(ColbertFault::Status(500)));
+    let err = client.retrieve("q", 3).await.unwrap_err();
+    match &err {
+        RetrieveError::Http {
+            url,
+            status,
+            message,
+        } => {
+            assert_eq!(url, &server.url());
+            assert_eq!(*status, Some(500));
+            assert!(
+                message.contains("mock ColBERTv2 failure (HTTP 500)"),
+                "{message}"
+            );
+        }
+        other => panic!("{other:?}"),
+    }
+
+    server.set_fault(Some(ColbertFault::Malformed));
+    let err = client.retrieve("q", 3).await.unwrap_err();
+    assert!(
+        matches!(&err, RetrieveError::Decode { message, .. } if message.starts_with("not JSON")),
+        "{err:?}"
+    );
+
+    server.set_fault(Some(ColbertFault::Hang));
+    let quick = client.clone().timeout(Duration::from_millis(200));
+    let err = quick.retrieve("q", 3).await.unwrap_err();
+    assert!(
+        matches!(&err, RetrieveError::Http { status: None, message, .. } if message.starts_with("no answer within")),
+        "{err:?}"
+    );
+
+    server.set_fault(None);
+    assert_eq!(client.retrieve("Paris", 1).await.unwrap()[0].id, "3");
+    server.shutdown().await;
+}

@@ -3,7 +3,7 @@
 
 use super::split_first;
 use super::wire::loopback;
-use crate::testing::{MockLm, MockLmServer};
+use dspex_testing::{MockLm, MockLmServer};
 use std::sync::OnceLock;
 use std::time::Duration;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};

@@ -11,7 +11,7 @@ use crate::bridge::protocol::{
 };
 use crate::pycompat::py::{from_json, write_repr};
 use crate::signature::DynSignature;
-use crate::testing::{Fault, FaultWhen, MockLm};
+use dspex_testing::{Fault, FaultWhen, MockLm};
 use serde_json::{Map, Value, json};
 use std::collections::BTreeSet;
 use std::path::Path;

@@ -441,10 +441,10 @@ mod tests {
 
 /// The same calls through both transports against the mock server: the same answers, the same
 /// typed errors.
-#[cfg(all(test, feature = "testing"))]
+#[cfg(test)]
 mod both_transports {
     use crate::lm::{LM, LmError, LmRequest, RetryPolicy, StreamEvent};
-    use crate::testing::{Fault, FaultWhen, MockLm, MockLmServer};
+    use dspex_testing::{Fault, FaultWhen, MockLm, MockLmServer};
     use futures_util::StreamExt;
     use std::time::Duration;
 

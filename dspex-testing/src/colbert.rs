@@ -1,15 +1,11 @@
 //! A mock ColBERTv2 retrieval server: the real server's protocol over a list of passages, scored
 //! by word overlap.
 
-use crate::retrieve::tokenize;
-use axum::Router;
-use axum::body::Bytes;
-use axum::extract::{Query, State};
-use axum::http::{Method, StatusCode, Uri, header};
-use axum::response::{IntoResponse, Response};
+use crate::wire::{self, Body, Request, Response, Service};
+use bytes::Bytes;
+use http::{Method, StatusCode, header};
 use serde_json::{Value, json};
-use std::collections::{HashMap, HashSet};
-use std::future::IntoFuture;
+use std::collections::HashSet;
 use std::io;
 use std::net::{Ipv4Addr, SocketAddr};
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -43,14 +39,15 @@ pub enum ColbertFault {
 /// real ColBERTv2 server answers its search endpoint: `{"query": …, "topk": [{"text", "pid",
 /// "rank", "score", "prob"}, …]}` with the `k` best passages (10 by default, at most 100), by
 /// descending score then `pid`. A passage's `pid` is its position in the list; its score is the
-/// number of distinct query words it contains (words as [`tokenize`] makes them) plus that number
-/// divided by its own word count, so shorter passages win ties; `rank` counts from 1 and `prob`
+/// number of distinct query words it contains plus that number divided by its own word count, so
+/// shorter passages win ties (words: lowercased runs of letters, digits and `_`, two characters
+/// or more, without the commonest English words — [`words`]); `rank` counts from 1 and `prob`
 /// is the softmax of the answer's scores. A request without a query, or with a `k` that is not a
 /// number, gets HTTP 400 with `{"error": true, "message": …}`.
 ///
 /// ```
-/// use dspex_runtime::retrieve::{ColBERTv2, Retriever};
-/// use dspex_runtime::testing::MockColbert;
+/// use dspex::retrieve::{ColBERTv2, Retriever};
+/// use dspex::testing::MockColbert;
 ///
 /// # tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap().block_on(async {
 /// let server = MockColbert::start(["Ada Lovelace wrote notes", "Paris is in France"]).await?;
@@ -118,7 +115,7 @@ impl MockColbertBuilder {
                 .passages
                 .iter()
                 .map(|p| {
-                    let tokens = tokenize(p);
+                    let tokens = words(p);
                     let count = tokens.len();
                     (tokens.into_iter().collect(), count)
                 })
@@ -129,14 +126,17 @@ impl MockColbertBuilder {
             post: AtomicUsize::new(0),
             shutdown: shutdown_rx.clone(),
         });
-        let app = Router::new()
-            .fallback(search)
-            .with_state(Arc::clone(&shared));
-        let mut signal = shutdown_rx;
-        let serve = axum::serve(listener, app).with_graceful_shutdown(async move {
-            crate::flag::raised(&mut signal).await;
-        });
-        let task = tokio::spawn(serve.into_future());
+        let for_handler = Arc::clone(&shared);
+        let service = Service {
+            handler: move |request| {
+                let shared = Arc::clone(&for_handler);
+                async move { search(&shared, request).await }
+            },
+            refuse: |message: &str| error(StatusCode::BAD_REQUEST, message),
+            body_limit: BODY_LIMIT,
+            name: "mock ColBERTv2",
+        };
+        let task = tokio::spawn(wire::serve(listener, service, shutdown_rx));
         tracing::debug!(%addr, "mock ColBERTv2 server listening");
         Ok(MockColbertServer {
             addr,
@@ -225,31 +225,38 @@ impl Drop for MockColbertServer {
     }
 }
 
-fn error(status: StatusCode, message: &str) -> Response {
-    (
-        status,
-        axum::Json(json!({"error": true, "message": message})),
-    )
-        .into_response()
+/// The largest search body read.
+const BODY_LIMIT: usize = 1 << 20;
+
+fn respond(status: StatusCode, content_type: &'static str, body: impl Into<Bytes>) -> Response {
+    let mut response = Response::new(Body::Full(body.into()));
+    *response.status_mut() = status;
+    response.headers_mut().insert(
+        header::CONTENT_TYPE,
+        header::HeaderValue::from_static(content_type),
+    );
+    response
 }
 
-async fn search(
-    State(shared): State<Arc<Shared>>,
-    method: Method,
-    uri: Uri,
-    body: Bytes,
-) -> Response {
-    let (query, k) = if method == Method::GET {
+fn error(status: StatusCode, message: &str) -> Response {
+    let body = json!({"error": true, "message": message}).to_string();
+    respond(status, "application/json", body)
+}
+
+async fn search(shared: &Shared, request: Request) -> Response {
+    let (parts, body) = request.into_parts();
+    let (query, k) = if parts.method == Method::GET || parts.method == Method::HEAD {
         shared.get.fetch_add(1, Ordering::SeqCst);
-        let params = match Query::<HashMap<String, String>>::try_from_uri(&uri) {
-            Ok(Query(params)) => params,
-            Err(e) => return error(StatusCode::BAD_REQUEST, &format!("bad query string: {e}")),
-        };
-        (
-            params.get("query").cloned(),
-            params.get("k").map(|k| Value::from(k.as_str())),
-        )
-    } else if method == Method::POST {
+        let (mut query, mut k) = (None, None);
+        for (name, value) in form_urlencoded::parse(parts.uri.query().unwrap_or("").as_bytes()) {
+            match &*name {
+                "query" => query = Some(value.into_owned()),
+                "k" => k = Some(Value::from(value.into_owned())),
+                _ => {}
+            }
+        }
+        (query, k)
+    } else if parts.method == Method::POST {
         shared.post.fetch_add(1, Ordering::SeqCst);
         let params: Value = match serde_json::from_slice(&body) {
             Ok(v) => v,
@@ -281,18 +288,19 @@ async fn search(
         Some(ColbertFault::ErrorJson(message)) => return error(StatusCode::OK, &message),
         Some(ColbertFault::Status(code)) => {
             let status = StatusCode::from_u16(code).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
-            return (status, format!("mock ColBERTv2 failure (HTTP {code})")).into_response();
+            let text = format!("mock ColBERTv2 failure (HTTP {code})");
+            return respond(status, "text/plain; charset=utf-8", text);
         }
         Some(ColbertFault::Malformed) => {
-            return (
-                [(header::CONTENT_TYPE, "application/json")],
-                "{\"topk\": [{\"text\": \"trunc",
-            )
-                .into_response();
+            return respond(
+                StatusCode::OK,
+                "application/json",
+                &b"{\"topk\": [{\"text\": \"trunc"[..],
+            );
         }
         Some(ColbertFault::Hang) => {
             let mut stop = shared.shutdown.clone();
-            crate::flag::raised(&mut stop).await;
+            crate::wire::stop_raised(&mut stop).await;
             return error(StatusCode::SERVICE_UNAVAILABLE, "shutting down");
         }
     }
@@ -312,12 +320,13 @@ async fn search(
         },
         Some(other) => return error(StatusCode::BAD_REQUEST, &format!("bad k: {other}")),
     };
-    axum::Json(answer(&shared, &query, k.min(MAX_K))).into_response()
+    let answer = answer(shared, &query, k.min(MAX_K)).to_string();
+    respond(StatusCode::OK, "application/json", answer)
 }
 
 /// The real server's answer for `query`: the `k` best passages by score, then pid.
 fn answer(shared: &Shared, query: &str, k: usize) -> Value {
-    let query_words: HashSet<String> = tokenize(query).into_iter().collect();
+    let query_words: HashSet<String> = words(query).into_iter().collect();
     let mut scored: Vec<(f64, usize)> = shared
         .words
         .iter()
@@ -352,15 +361,26 @@ fn answer(shared: &Shared, query: &str, k: usize) -> Value {
     json!({"query": query, "topk": topk})
 }
 
+/// Words too common to score: English articles, auxiliaries, prepositions and pronouns.
+const STOPWORDS: [&str; 25] = [
+    "an", "and", "are", "as", "at", "be", "by", "for", "from", "in", "is", "it", "its", "of", "on",
+    "or", "that", "the", "this", "to", "was", "were", "what", "which", "with",
+];
+
+/// The words a passage or query is scored by: lowercased runs of letters, digits and `_`,
+/// two characters or more, without [`STOPWORDS`].
+fn words(text: &str) -> Vec<String> {
+    text.to_lowercase()
+        .split(|c: char| !(c.is_alphanumeric() || c == '_'))
+        .filter(|w| w.chars().nth(1).is_some() && !STOPWORDS.contains(w))
+        .map(str::to_string)
+        .collect()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::retrieve::{ColBERTv2, RetrieveError, Retriever};
-    use std::time::Duration;
-
-    fn http() -> reqwest::Client {
-        crate::lm::reqwest_builder().unwrap().build().unwrap()
-    }
+    use crate::test_client as http;
 
     const PASSAGES: [&str; 4] = [
         "Ada Lovelace wrote the first program",
@@ -443,77 +463,12 @@ mod tests {
         assert_eq!(v["error"], true);
     }
 
-    #[tokio::test]
-    async fn the_client_reads_the_mock_by_get_and_post() {
-        let server = MockColbert::start(PASSAGES).await.unwrap();
-        let get = ColBERTv2::new(server.url()).unwrap();
-        let post = ColBERTv2::new(server.url()).unwrap().post_requests(true);
-        let a = get
-            .retrieve("Who wrote the first program?", 3)
-            .await
-            .unwrap();
-        let b = post
-            .retrieve("Who wrote the first program?", 3)
-            .await
-            .unwrap();
-        assert_eq!(a, b);
-        assert_eq!(a[0].id, "0");
-        assert_eq!(a[0].text, PASSAGES[0]);
-        assert_eq!(a[0].extra["rank"], 1);
-        assert_eq!(a.len(), 3);
-        assert_eq!(server.requests(), MockColbertStats { get: 1, post: 1 });
-    }
-
-    #[tokio::test]
-    async fn faults_become_the_clients_typed_errors() {
-        let server = MockColbert::builder(PASSAGES)
-            .fault(ColbertFault::ErrorJson("index offline".into()))
-            .start()
-            .await
-            .unwrap();
-        let client = ColBERTv2::new(server.url()).unwrap();
-        let err = client.retrieve("q", 3).await.unwrap_err();
-        assert!(
-            matches!(&err, RetrieveError::Http { status: Some(200), message, .. }
-                if message == "ColBERTv2 server returned an error: index offline"),
-            "{err:?}"
+    #[test]
+    fn words_are_lowercased_runs_without_stopwords() {
+        assert_eq!(
+            words("The Analytical-Engine was BUILT by x_1, Ada & co."),
+            ["analytical", "engine", "built", "x_1", "ada", "co"]
         );
-
-        server.set_fault(Some(ColbertFault::Status(500)));
-        let err = client.retrieve("q", 3).await.unwrap_err();
-        match &err {
-            RetrieveError::Http {
-                url,
-                status,
-                message,
-            } => {
-                assert_eq!(url, &server.url());
-                assert_eq!(*status, Some(500));
-                assert!(
-                    message.contains("mock ColBERTv2 failure (HTTP 500)"),
-                    "{message}"
-                );
-            }
-            other => panic!("{other:?}"),
-        }
-
-        server.set_fault(Some(ColbertFault::Malformed));
-        let err = client.retrieve("q", 3).await.unwrap_err();
-        assert!(
-            matches!(&err, RetrieveError::Decode { message, .. } if message.starts_with("not JSON")),
-            "{err:?}"
-        );
-
-        server.set_fault(Some(ColbertFault::Hang));
-        let quick = client.clone().timeout(Duration::from_millis(200));
-        let err = quick.retrieve("q", 3).await.unwrap_err();
-        assert!(
-            matches!(&err, RetrieveError::Http { status: None, message, .. } if message.starts_with("no answer within")),
-            "{err:?}"
-        );
-
-        server.set_fault(None);
-        assert_eq!(client.retrieve("Paris", 1).await.unwrap()[0].id, "3");
-        server.shutdown().await;
+        assert!(words("a I the").is_empty());
     }
 }

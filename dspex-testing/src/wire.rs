@@ -1,7 +1,11 @@
-//! The mock's HTTP/1.1 server: accept, read a request (head and whole body), hand it to the
-//! router, write the answer, keep the connection for the next request.
+//! The test servers' HTTP/1.1 server (the mock LM's and the mock ColBERTv2's): accept, read a
+//! request (head and whole body), hand it to the handler, write the answer, keep the connection
+//! for the next request.
 //!
-//! It is written for the mock's job — many clients, tiny requests, answers after a simulated
+//! Why not a server crate: it was axum's `serve` and router until the LM client benchmark
+//! (BENCHMARKS.md, "LM client") measured this server at 30 % less CPU per request, and at 0 ms
+//! latency the mock is the bottleneck of both sides' throughput rows. Requests are read with
+//! `httparse` and carried as `http` types. It is written for the mock's job — many clients, tiny requests, answers after a simulated
 //! latency — and costs far less per request than a general server stack: one task per
 //! connection, no buffer while a connection is idle, the answer's head and body in one write.
 //! It speaks what OpenAI clients send: `Content-Length` or chunked request bodies,
@@ -10,10 +14,9 @@
 //! `Content-Length`) or a stream: chunked, or raw bytes when the answer declares its own
 //! length (the reset fault), and an error from the stream drops the connection mid-body.
 
-use crate::flag;
-use axum::http::{Method, header};
 use bytes::{Buf, Bytes, BytesMut};
 use futures_util::{Stream, StreamExt};
+use http::{Method, header};
 use std::future::Future;
 use std::io::{self, IoSlice};
 use std::pin::Pin;
@@ -24,9 +27,9 @@ use tokio::sync::watch;
 use tokio::task::JoinSet;
 
 /// A request with its whole body.
-pub(super) type Request = axum::http::Request<Bytes>;
+pub(crate) type Request = http::Request<Bytes>;
 /// An answer.
-pub(super) type Response = axum::http::Response<Body>;
+pub(crate) type Response = http::Response<Body>;
 
 /// Largest request head.
 const MAX_HEAD: usize = 64 << 10;
@@ -38,7 +41,7 @@ const READ_CHUNK: usize = 4096;
 const DRAIN: Duration = Duration::from_secs(10);
 
 /// The body of an answer.
-pub(super) enum Body {
+pub(crate) enum Body {
     /// All of it, sent with `Content-Length`.
     Full(Bytes),
     /// Pieces as they come; an error ends the connection where it stands.
@@ -47,7 +50,7 @@ pub(super) enum Body {
 
 impl Body {
     /// A body sent piece by piece.
-    pub(super) fn from_stream<S>(stream: S) -> Body
+    pub(crate) fn from_stream<S>(stream: S) -> Body
     where
         S: Stream<Item = Result<Bytes, io::Error>> + Send + 'static,
     {
@@ -67,12 +70,44 @@ impl From<Bytes> for Body {
     }
 }
 
+/// What a server is: its handler, and how it refuses a request it cannot read.
+pub(crate) struct Service<H> {
+    /// Answers each request.
+    pub(crate) handler: H,
+    /// The answer to a request that cannot be read (a 400 in the server's error format); the
+    /// connection closes after it.
+    pub(crate) refuse: fn(&str) -> Response,
+    /// The largest request body read; a larger one is refused.
+    pub(crate) body_limit: usize,
+    /// Names the server in logs.
+    pub(crate) name: &'static str,
+}
+
+impl<H: Clone> Clone for Service<H> {
+    fn clone(&self) -> Self {
+        Service {
+            handler: self.handler.clone(),
+            refuse: self.refuse,
+            body_limit: self.body_limit,
+            name: self.name,
+        }
+    }
+}
+
+/// Resolves once `flag` turns `true` or its sender is gone — either way, time to stop.
+///
+/// The guard `wait_for` returns is not `Send`; this lets go of it, so the future can be held
+/// across `.await`s in spawned tasks and `select!`s.
+pub(crate) async fn stop_raised(flag: &mut watch::Receiver<bool>) {
+    let _ = flag.wait_for(|raised| *raised).await.is_ok();
+}
+
 /// Serves `listener` until `shutdown` turns `true` (or its sender is gone): then stops
 /// accepting, closes idle connections, lets the answers under way finish (at most
 /// [`DRAIN`]) and returns.
-pub(super) async fn serve<H, F>(
+pub(crate) async fn serve<H, F>(
     listener: TcpListener,
-    handler: H,
+    service: Service<H>,
     mut shutdown: watch::Receiver<bool>,
 ) -> io::Result<()>
 where
@@ -88,15 +123,15 @@ where
                     Ok((stream, _)) => stream,
                     // Out of descriptors and the like: the listener itself is fine.
                     Err(e) => {
-                        tracing::debug!(error = %e, "mock LM server: accept failed");
+                        tracing::debug!(error = %e, server = service.name, "accept failed");
                         tokio::time::sleep(Duration::from_millis(5)).await;
                         continue;
                     }
                 };
-                connections.spawn(connection(stream, handler.clone(), for_connections.clone()));
+                connections.spawn(connection(stream, service.clone(), for_connections.clone()));
                 while connections.try_join_next().is_some() {}
             }
-            () = flag::raised(&mut shutdown) => break,
+            () = stop_raised(&mut shutdown) => break,
         }
     }
     drop(listener);
@@ -111,8 +146,11 @@ where
 struct BadRequest(String);
 
 /// One connection: requests in order until either side closes it or the server stops.
-async fn connection<H, F>(mut stream: TcpStream, handler: H, mut shutdown: watch::Receiver<bool>)
-where
+async fn connection<H, F>(
+    mut stream: TcpStream,
+    service: Service<H>,
+    mut shutdown: watch::Receiver<bool>,
+) where
     H: Fn(Request) -> F,
     F: Future<Output = Response>,
 {
@@ -125,16 +163,18 @@ where
                 Ok(Some(head)) => break head,
                 Ok(None) if buf.len() > MAX_HEAD => {
                     let message = format!("the request head is longer than {MAX_HEAD} bytes");
-                    return refuse(&mut stream, &message).await;
+                    return refuse(&mut stream, service.refuse, &message).await;
                 }
                 Ok(None) => {}
-                Err(BadRequest(message)) => return refuse(&mut stream, &message).await,
+                Err(BadRequest(message)) => {
+                    return refuse(&mut stream, service.refuse, &message).await;
+                }
             }
             if buf.is_empty() {
                 // Idle: no buffer held, and a stopping server closes the connection here.
                 tokio::select! {
                     ready = stream.readable() => if ready.is_err() { return },
-                    () = flag::raised(&mut shutdown) => return,
+                    () = stop_raised(&mut shutdown) => return,
                 }
             }
             if buf.capacity() - buf.len() < READ_CHUNK / 4 {
@@ -155,15 +195,15 @@ where
         {
             return;
         }
-        let body = match read_body(&mut stream, &mut buf, head.body).await {
+        let body = match read_body(&mut stream, &mut buf, head.body, service.body_limit).await {
             Ok(body) => body,
-            Err(BadRequest(message)) => return refuse(&mut stream, &message).await,
+            Err(BadRequest(message)) => return refuse(&mut stream, service.refuse, &message).await,
         };
         let head_only = head.method == Method::HEAD;
         let mut request = Request::new(body);
         *request.method_mut() = head.method;
         *request.uri_mut() = head.uri;
-        let response = handler(request).await;
+        let response = (service.handler)(request).await;
         // Once the server stops, the answer under way is the connection's last.
         let keep_alive = head.keep_alive && !*shutdown.borrow();
         if write_response(&mut stream, response, keep_alive, head_only)
@@ -181,8 +221,8 @@ where
 }
 
 /// Answers a request that cannot be read with a 400 and closes the connection.
-async fn refuse(stream: &mut TcpStream, message: &str) {
-    let response = super::server::bad_request(&format!("Could not read the request: {message}"));
+async fn refuse(stream: &mut TcpStream, answer: fn(&str) -> Response, message: &str) {
+    let response = answer(&format!("Could not read the request: {message}"));
     let _ = write_response(stream, response, false, false).await;
 }
 
@@ -194,7 +234,7 @@ enum BodyFraming {
 
 struct Head {
     method: Method,
-    uri: axum::http::Uri,
+    uri: http::Uri,
     body: BodyFraming,
     keep_alive: bool,
     expect_continue: bool,
@@ -216,7 +256,7 @@ fn parse_head(buf: &[u8]) -> Result<Option<Head>, BadRequest> {
     let uri = request
         .path
         .unwrap_or("/")
-        .parse::<axum::http::Uri>()
+        .parse::<http::Uri>()
         .map_err(|_| bad("invalid path"))?;
     let http11 = request.version == Some(1);
     let (mut content_length, mut chunked, mut close, mut expect_continue) =
@@ -267,8 +307,8 @@ async fn read_body(
     stream: &mut TcpStream,
     buf: &mut BytesMut,
     framing: BodyFraming,
+    limit: usize,
 ) -> Result<Bytes, BadRequest> {
-    let limit = super::server::BODY_LIMIT;
     match framing {
         BodyFraming::Length(0) => Ok(Bytes::new()),
         BodyFraming::Length(n) if n > limit => Err(BadRequest("length limit exceeded".into())),
@@ -436,7 +476,7 @@ async fn write_all(stream: &mut TcpStream, parts: &mut [IoSlice<'_>]) -> io::Res
 
 #[cfg(test)]
 mod tests {
-    use super::super::MockLm;
+    use crate::MockLm;
     use std::time::Duration;
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     use tokio::net::TcpStream;
@@ -550,7 +590,7 @@ mod tests {
         let server = MockLm::start().await.expect("start");
         let huge = format!(
             "POST /v1/chat/completions HTTP/1.1\r\nhost: x\r\ncontent-length: {}\r\n\r\n",
-            super::super::server::BODY_LIMIT + 1
+            crate::mock::BODY_LIMIT + 1
         );
         for request in [
             "NOT HTTP AT ALL\r\n\r\n".to_string(),

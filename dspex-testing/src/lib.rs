@@ -15,7 +15,7 @@
 //! * [`MockColbert`] / [`MockColbertBuilder`] / [`MockColbertServer`] — a ColBERTv2 server on
 //!   127.0.0.1 over a list of passages (scored by word overlap), answering GET and POST in the
 //!   real server's format, failing on demand ([`ColbertFault`]), counting requests
-//!   ([`MockColbertStats`]); for [`ColBERTv2`](crate::retrieve::ColBERTv2) and DSPy's client.
+//!   ([`MockColbertStats`]); for dspex's `ColBERTv2` retriever and DSPy's client.
 //!
 //! # Endpoints
 //!
@@ -48,7 +48,7 @@
 //!
 //! ```no_run
 //! # async fn demo() -> std::io::Result<()> {
-//! use dspex_runtime::testing::{Fault, FaultWhen, MockLm};
+//! use dspex::testing::{Fault, FaultWhen, MockLm};
 //!
 //! let server = MockLm::builder().fault(Fault::Status(503), FaultWhen::FirstN(1)).start().await?;
 //! let base = server.api_base(); // "http://127.0.0.1:PORT/v1"
@@ -62,6 +62,7 @@
 
 mod colbert;
 mod mock;
+mod wire;
 
 pub use colbert::{
     ColbertFault, MockColbert, MockColbertBuilder, MockColbertServer, MockColbertStats,
@@ -88,4 +89,20 @@ async fn stop_server<T>(
             abort.abort();
         }
     }
+}
+
+/// A reqwest client for the tests' plain-`http://` requests (reqwest is built without a default
+/// TLS provider, so one is given).
+#[cfg(test)]
+fn test_client() -> reqwest::Client {
+    let provider = std::sync::Arc::new(rustls::crypto::ring::default_provider());
+    let tls = rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .expect("TLS versions")
+        .with_root_certificates(rustls::RootCertStore::empty())
+        .with_no_client_auth();
+    reqwest::Client::builder()
+        .tls_backend_preconfigured(tls)
+        .build()
+        .expect("client")
 }

@@ -6,7 +6,6 @@
 use super::Shared;
 use super::answer::{self, Format, Prompt};
 use super::fault::{Api, Fault, effective_status};
-use super::http::{Body, Request, Response};
 use super::openai::{
     AssistantMessage, ChatChoice, ChatChunk, ChatCompletion, ChatRequest, ChunkChoice,
     CompletionRequest, Delta, EmbeddingData, EmbeddingItem, EmbeddingList, EmbeddingRequest,
@@ -18,15 +17,16 @@ use super::timer;
 use super::util::{
     base64, mix_all, seconds_text, sha_u64, split_deltas, truncate_words, unit, words,
 };
-use axum::http::{HeaderValue, Method, StatusCode, header};
+use crate::wire::{Body, Request, Response};
 use bytes::Bytes;
 use futures_util::stream;
+use http::{HeaderValue, Method, StatusCode, header};
 use serde::Serialize;
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 /// Largest accepted request body.
-pub(super) const BODY_LIMIT: usize = 64 << 20;
+pub(crate) const BODY_LIMIT: usize = 64 << 20;
 /// Largest `n`.
 const MAX_N: u64 = 128;
 /// Largest embedding dimension.

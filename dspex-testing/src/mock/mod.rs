@@ -3,7 +3,6 @@
 
 mod answer;
 mod fault;
-mod http;
 mod openai;
 mod server;
 mod stats;
@@ -15,6 +14,9 @@ mod tests;
 
 pub use fault::{Fault, FaultWhen, Pattern};
 pub use stats::MockStats;
+
+use crate::wire;
+pub(crate) use server::BODY_LIMIT;
 
 use fault::FaultSet;
 use stats::Stats;
@@ -57,7 +59,7 @@ pub enum MockError {
 ///
 /// ```no_run
 /// # async fn demo() -> std::io::Result<()> {
-/// use dspex_runtime::testing::{Fault, FaultWhen, Latency, MockLm, Rule};
+/// use dspex::testing::{Fault, FaultWhen, Latency, MockLm, Rule};
 /// use std::time::Duration;
 ///
 /// let server = MockLm::builder()
@@ -441,7 +443,13 @@ impl MockLmBuilder {
             let shared = Arc::clone(&handler_shared);
             async move { server::handle(&shared, req).await }
         };
-        let task = tokio::spawn(http::serve(listener, handler, shutdown_rx));
+        let service = wire::Service {
+            handler,
+            refuse: server::bad_request,
+            body_limit: BODY_LIMIT,
+            name: "mock LM",
+        };
+        let task = tokio::spawn(wire::serve(listener, service, shutdown_rx));
         tracing::debug!(%addr, "mock LM server listening");
         Ok(MockLmServer {
             addr,
@@ -500,7 +508,7 @@ impl Shared {
         }
         tokio::select! {
             () = timer::sleep_until(deadline) => true,
-            () = crate::flag::raised(&mut stop) => false,
+            () = crate::wire::stop_raised(&mut stop) => false,
         }
     }
 }

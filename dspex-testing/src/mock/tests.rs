@@ -4,12 +4,7 @@ use super::*;
 use serde_json::{Value, json};
 use std::time::Instant;
 
-fn client() -> reqwest::Client {
-    crate::lm::reqwest_builder()
-        .expect("TLS set-up")
-        .build()
-        .expect("client")
-}
+use crate::test_client as client;
 
 fn fixture_messages(name: &str) -> Value {
     let path = std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR"))
