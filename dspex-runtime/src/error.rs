@@ -1,4 +1,13 @@
 //! The error type of programs, which every layer's error converts into.
+//!
+//! Each layer owns its error: [`SignatureError`], [`ExampleError`] and [`AdapterError`] in
+//! `dspex-core`, [`LmError`] in `dspex-lm`, and in this crate [`StateError`] and
+//! [`BlockingError`] (programs), [`ToolError`] (tools and agents), [`RetrieveError`],
+//! `BridgeError`. [`Error`] wraps them at the program boundary, one variant each, so a caller
+//! can match the layer that failed. The wrapping goes one way: `dspex-core` and `dspex-lm` are
+//! crates below this one and cannot name [`Error`]; within the runtime, the settings, the
+//! retrievers and the bridge's pool return their own errors, and only `Program`
+//! implementations (modules, `Retrieve`, bridged programs) return [`Error`].
 
 use crate::adapter::AdapterError;
 #[cfg(all(unix, feature = "bridge"))]

@@ -8,24 +8,22 @@
 #[doc(hidden)]
 #[path = "fuzzing/mod.rs"]
 pub mod __fuzz;
-pub mod adapter;
 #[cfg(all(unix, feature = "bridge"))]
 pub mod bridge;
 pub mod cancel;
 pub mod error;
 pub mod evaluate;
-pub mod example;
 #[cfg(all(unix, feature = "bridge"))]
 mod flag;
-pub mod lm;
 pub mod module;
 pub mod optimize;
 pub mod program;
-pub(crate) mod pycompat;
 pub mod retrieve;
 pub mod settings;
-pub mod signature;
-pub mod types;
+
+use dspex_core::pycompat;
+pub use dspex_core::{adapter, example, signature, types};
+pub use dspex_lm as lm;
 
 pub use error::{Error, Result};
 pub use example::{Example, ExampleError, Prediction};

@@ -41,7 +41,7 @@ pub enum ColbertFault {
 /// descending score then `pid`. A passage's `pid` is its position in the list; its score is the
 /// number of distinct query words it contains plus that number divided by its own word count, so
 /// shorter passages win ties (words: lowercased runs of letters, digits and `_`, two characters
-/// or more, without the commonest English words — [`words`]); `rank` counts from 1 and `prob`
+/// or more, without the commonest English words); `rank` counts from 1 and `prob`
 /// is the softmax of the answer's scores. A request without a query, or with a `k` that is not a
 /// number, gets HTTP 400 with `{"error": true, "message": …}`.
 ///

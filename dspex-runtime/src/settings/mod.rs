@@ -16,11 +16,10 @@ mod call_config;
 pub use call_config::CallConfig;
 
 use crate::adapter::Adapter;
-use crate::error::Result;
 use crate::example::{Example, Prediction};
 use crate::lm::{LanguageModel, UsageTracker};
 use crate::program::PredictorParams;
-use crate::signature::{DynSignature, FieldSpec};
+use crate::signature::{DynSignature, FieldSpec, SignatureError};
 use serde_json::Value;
 use std::borrow::Cow;
 use std::future::Future;
@@ -327,7 +326,7 @@ impl Settings {
         &self,
         params: &'a PredictorParams,
         inputs: &'a Example,
-    ) -> Result<(Cow<'a, DynSignature>, Cow<'a, Example>)> {
+    ) -> Result<(Cow<'a, DynSignature>, Cow<'a, Example>), SignatureError> {
         let Some(hints) = &self.hints else {
             return Ok((Cow::Borrowed(&params.signature), Cow::Borrowed(inputs)));
         };

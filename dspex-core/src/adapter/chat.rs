@@ -1,0 +1,461 @@
+//! [`ChatAdapter`]: DSPy's default prompt format, with `[[ ## field ## ]]` section markers.
+
+use super::format::{
+    INCOMPLETE_DEMO_PREFIX, NOT_SUPPLIED, STRUCTURE_HEADER, order_demos, strip_tail,
+    write_field_description, write_field_value, write_reminder_hint, write_task_description,
+    write_type_note, write_user_content,
+};
+use super::json::JSONAdapter;
+use super::{Adapter, AdapterError};
+use crate::example::Example;
+use crate::pycompat::text::{
+    is_py_space, py_splitlines, py_strip, write_json_str, write_py_json_indented,
+};
+use crate::pycompat::value::{apply_defaults, parse_value};
+use crate::signature::DynSignature;
+use crate::types::Message;
+use serde_json::{Map, Value};
+
+/// DSPy's `ChatAdapter` (3.4.1), reproduced byte for byte.
+///
+/// **Prompt.** A system message listing the fields (`1. `name` (type): description`), the
+/// structure every turn follows (`[[ ## name ## ]]` then `{name}`, with a type note on typed
+/// outputs, ending with `[[ ## completed ## ]]`) and the instructions; then one user/assistant
+/// pair per demo (incomplete demos first, with DSPy's "not supplied" wording); then the inputs
+/// with a reminder of the output order and types.
+///
+/// **Parsing.** The completion is cut at header lines (`[[ ## name ## ]]`, first occurrence of
+/// each output wins, text before the first header is ignored) and each section is converted to
+/// its field's type as DSPy's `parse_value` does: `str` is kept as text, other types go through
+/// lenient JSON (a port of `json_repair`), Python literals (`True`, `None`, `'x'`, `1, 2`) and
+/// pydantic's lax coercions. A missing output (other than an `Optional` one, which becomes
+/// `null`) or a value of the wrong type is [`AdapterError::Parse`].
+///
+/// **Fallback.** DSPy retries a failed parse once with [`JSONAdapter`] (a second LM call with
+/// the JSON prompt); [`Adapter::fallback`] returns that adapter, and the module layer makes the
+/// call.
+///
+/// ```
+/// use dspex_core::adapter::{Adapter, ChatAdapter};
+/// use dspex_core::{DynSignature, Example};
+///
+/// let sig = DynSignature::parse("question -> answer: int")?;
+/// let messages = ChatAdapter.format(&sig, &[], &Example::from_pairs([("question", "2+2?")]))?;
+/// assert!(messages[1].content.ends_with(
+///     "`[[ ## answer ## ]]` (must be formatted as a valid Python int), and then ending with the marker for `[[ ## completed ## ]]`."
+/// ));
+/// let out = ChatAdapter.parse(&sig, "[[ ## answer ## ]]\n4\n\n[[ ## completed ## ]]")?;
+/// assert_eq!(out["answer"], 4);
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash)]
+pub struct ChatAdapter;
+
+/// The name DSPy gives the adapter.
+const NAME: &str = "ChatAdapter";
+
+/// Which of DSPy's two prompt layouts to write.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Style {
+    /// `ChatAdapter`.
+    Chat,
+    /// `JSONAdapter`.
+    Json,
+}
+
+impl Style {
+    fn adapter_name(self) -> &'static str {
+        match self {
+            Style::Chat => NAME,
+            Style::Json => "JSONAdapter",
+        }
+    }
+}
+
+/// `Adapter.format` for either layout: system message, demo turns, the main request.
+pub(crate) fn format_messages(
+    style: Style,
+    sig: &DynSignature,
+    demos: &[Example],
+    inputs: &Example,
+) -> Result<Vec<Message>, AdapterError> {
+    let adapter = style.adapter_name();
+    let ordered = order_demos(sig, demos);
+    let mut messages = Vec::with_capacity(2 + 2 * ordered.len());
+
+    let mut system = String::with_capacity(1024);
+    write_field_description(&mut system, sig);
+    system.push('\n');
+    match style {
+        Style::Chat => write_chat_structure(&mut system, sig),
+        Style::Json => write_json_structure(&mut system, sig),
+    }
+    system.push('\n');
+    write_task_description(&mut system, sig);
+    // Messages live as long as the call and then in the LM's history: no spare capacity.
+    system.shrink_to_fit();
+    messages.push(Message::system(system));
+
+    for (demo, complete) in ordered {
+        let mut user = String::with_capacity(256);
+        let prefix = if complete { "" } else { INCOMPLETE_DEMO_PREFIX };
+        write_user_content(&mut user, adapter, sig, demo, prefix, None)?;
+        user.shrink_to_fit();
+        messages.push(Message::user(user));
+        // Complete demos never miss a field, so DSPy's other wording for them never shows.
+        let mut assistant = String::with_capacity(128);
+        match style {
+            Style::Chat => write_chat_assistant(&mut assistant, sig, demo)?,
+            Style::Json => write_json_assistant(&mut assistant, sig, demo),
+        }
+        assistant.shrink_to_fit();
+        messages.push(Message::assistant(assistant));
+    }
+
+    let mut user = String::with_capacity(512);
+    let reminder = |out: &mut String| match style {
+        Style::Chat => write_chat_reminder(out, sig),
+        Style::Json => write_json_reminder(out, sig),
+    };
+    write_user_content(
+        &mut user,
+        adapter,
+        sig,
+        inputs.as_map(),
+        "",
+        Some(&reminder),
+    )?;
+    if !user.is_empty() {
+        user.shrink_to_fit();
+        messages.push(Message::user(user));
+    }
+    Ok(messages)
+}
+
+/// The `[[ ## name ## ]]\n{name}<note>` blocks of `fields`, joined by blank lines.
+fn write_placeholders(out: &mut String, fields: &[crate::signature::FieldSpec]) {
+    for (i, f) in fields.iter().enumerate() {
+        if i > 0 {
+            out.push_str("\n\n");
+        }
+        out.push_str("[[ ## ");
+        out.push_str(f.name());
+        out.push_str(" ## ]]\n{");
+        out.push_str(f.name());
+        out.push('}');
+        write_type_note(out, f);
+    }
+}
+
+/// ChatAdapter's `format_field_structure`.
+fn write_chat_structure(out: &mut String, sig: &DynSignature) {
+    out.push_str(STRUCTURE_HEADER);
+    out.push_str("\n\n");
+    write_placeholders(out, sig.inputs());
+    out.push_str("\n\n");
+    write_placeholders(out, sig.outputs());
+    // The part is `[[ ## completed ## ]]\n`; the final strip drops its newline.
+    out.push_str("\n\n[[ ## completed ## ]]");
+}
+
+/// JSONAdapter's `format_field_structure`: the input blocks, then the outputs as an indented
+/// JSON object whose values are the placeholders with their notes.
+fn write_json_structure(out: &mut String, sig: &DynSignature) {
+    out.push_str(STRUCTURE_HEADER);
+    out.push_str("\n\nInputs will have the following structure:\n\n");
+    write_placeholders(out, sig.inputs());
+    out.push_str("\n\nOutputs will be a JSON object with the following fields.\n\n");
+    if sig.outputs().is_empty() {
+        out.push_str("{}");
+        return;
+    }
+    out.push('{');
+    let mut placeholder = String::with_capacity(64);
+    for (i, f) in sig.outputs().iter().enumerate() {
+        if i > 0 {
+            out.push(',');
+        }
+        out.push_str("\n  ");
+        write_json_str(out, f.name());
+        out.push_str(": ");
+        placeholder.clear();
+        placeholder.push('{');
+        placeholder.push_str(f.name());
+        placeholder.push('}');
+        write_type_note(&mut placeholder, f);
+        write_json_str(out, &placeholder);
+    }
+    out.push_str("\n}");
+}
+
+/// ChatAdapter's output reminder.
+fn write_chat_reminder(out: &mut String, sig: &DynSignature) {
+    out.push_str("Respond with the corresponding output fields, starting with the field ");
+    for (i, f) in sig.outputs().iter().enumerate() {
+        if i > 0 {
+            out.push_str(", then ");
+        }
+        out.push_str("`[[ ## ");
+        out.push_str(f.name());
+        out.push_str(" ## ]]`");
+        write_reminder_hint(out, f);
+    }
+    out.push_str(", and then ending with the marker for `[[ ## completed ## ]]`.");
+}
+
+/// JSONAdapter's output reminder.
+fn write_json_reminder(out: &mut String, sig: &DynSignature) {
+    out.push_str("Respond with a JSON object in the following order of fields: ");
+    for (i, f) in sig.outputs().iter().enumerate() {
+        if i > 0 {
+            out.push_str(", then ");
+        }
+        out.push('`');
+        out.push_str(f.name());
+        out.push('`');
+        write_reminder_hint(out, f);
+    }
+    out.push('.');
+}
+
+/// ChatAdapter's assistant turn: every output's block (missing ones say "not supplied"),
+/// stripped, then `[[ ## completed ## ]]` and a newline.
+fn write_chat_assistant(
+    out: &mut String,
+    sig: &DynSignature,
+    demo: &Map<String, Value>,
+) -> Result<(), AdapterError> {
+    let start = out.len();
+    let missing = Value::String(NOT_SUPPLIED.to_string());
+    for (i, f) in sig.outputs().iter().enumerate() {
+        if i > 0 {
+            out.push_str("\n\n");
+        }
+        out.push_str("[[ ## ");
+        out.push_str(f.name());
+        out.push_str(" ## ]]\n");
+        let value = demo.get(f.name()).unwrap_or(&missing);
+        write_field_value(out, NAME, f, value)?;
+    }
+    strip_tail(out, start);
+    out.push_str("\n\n[[ ## completed ## ]]\n");
+    Ok(())
+}
+
+/// JSONAdapter's assistant turn: the outputs as an indented JSON object.
+fn write_json_assistant(out: &mut String, sig: &DynSignature, demo: &Map<String, Value>) {
+    if sig.outputs().is_empty() {
+        out.push_str("{}");
+        return;
+    }
+    out.push('{');
+    for (i, f) in sig.outputs().iter().enumerate() {
+        if i > 0 {
+            out.push(',');
+        }
+        out.push_str("\n  ");
+        write_json_str(out, f.name());
+        out.push_str(": ");
+        match demo.get(f.name()) {
+            Some(v) => write_py_json_indented(out, v, 1),
+            None => write_json_str(out, NOT_SUPPLIED),
+        }
+    }
+    out.push_str("\n}");
+}
+
+/// Whether `line` (already Python-stripped) starts with a `[[ ## name ## ]]` header; returns
+/// the name and the header's length in characters.
+fn match_header(line: &str) -> Option<(&str, usize)> {
+    let rest = line.strip_prefix("[[ ## ")?;
+    let name_len = rest
+        .char_indices()
+        .find(|&(_, c)| !(c.is_alphanumeric() || c == '_'))
+        .map_or(rest.len(), |(i, _)| i);
+    if name_len == 0 {
+        return None;
+    }
+    let (name, after) = rest.split_at(name_len);
+    after.strip_prefix(" ## ]]")?;
+    Some((name, 6 + name.chars().count() + 6))
+}
+
+/// ChatAdapter's section split: `(header, text)` pairs in order, the text before the first
+/// header under `None`. Reproduces DSPy's offset quirk: the header length is measured on the
+/// stripped line but the rest is cut from the unstripped one.
+pub(crate) fn split_sections(completion: &str) -> Vec<(Option<&str>, String)> {
+    let mut sections: Vec<(Option<&str>, Vec<&str>)> = vec![(None, Vec::new())];
+    for line in py_splitlines(completion) {
+        match match_header(py_strip(line)) {
+            Some((name, header_chars)) => {
+                let rest = line
+                    .char_indices()
+                    .nth(header_chars)
+                    .map_or("", |(i, _)| &line[i..]);
+                let rest = py_strip(rest);
+                let lines = if rest.is_empty() { vec![] } else { vec![rest] };
+                sections.push((Some(name), lines));
+            }
+            None => {
+                if let Some(last) = sections.last_mut() {
+                    last.1.push(line);
+                }
+            }
+        }
+    }
+    sections
+        .into_iter()
+        .map(|(name, lines)| {
+            let joined = lines.join("\n");
+            let text = joined.trim_matches(is_py_space);
+            let text = if text.len() == joined.len() {
+                joined
+            } else {
+                text.to_string()
+            };
+            (name, text)
+        })
+        .collect()
+}
+
+/// The error DSPy raises when outputs are missing after defaults.
+pub(crate) fn missing_fields_error(
+    adapter: &'static str,
+    sig: &DynSignature,
+    parsed: &Map<String, Value>,
+    completion: &str,
+) -> AdapterError {
+    let expected: Vec<&str> = sig.output_names().collect();
+    let missing: Vec<&str> = expected
+        .iter()
+        .copied()
+        .filter(|n| !parsed.contains_key(*n))
+        .collect();
+    AdapterError::Parse {
+        adapter,
+        field: missing.first().map(|s| (*s).to_string()),
+        message: format!(
+            "expected output fields [{}], found [{}] (missing: {})",
+            expected.join(", "),
+            parsed
+                .keys()
+                .map(String::as_str)
+                .collect::<Vec<_>>()
+                .join(", "),
+            missing.join(", ")
+        ),
+        completion: completion.to_string(),
+    }
+}
+
+/// The error for an empty completion (DSPy checks this before parsing).
+pub(crate) fn empty_error(adapter: &'static str) -> AdapterError {
+    AdapterError::Parse {
+        adapter,
+        field: None,
+        message: "The LM returned an empty or null response.".to_string(),
+        completion: String::new(),
+    }
+}
+
+impl Adapter for ChatAdapter {
+    fn name(&self) -> &'static str {
+        NAME
+    }
+
+    fn format(
+        &self,
+        signature: &DynSignature,
+        demos: &[Example],
+        inputs: &Example,
+    ) -> Result<Vec<Message>, AdapterError> {
+        format_messages(Style::Chat, signature, demos, inputs)
+    }
+
+    fn parse(
+        &self,
+        signature: &DynSignature,
+        completion: &str,
+    ) -> Result<Map<String, Value>, AdapterError> {
+        if completion.is_empty() {
+            return Err(empty_error(NAME));
+        }
+        let mut fields: Map<String, Value> = Map::new();
+        for (name, text) in split_sections(completion) {
+            let Some(name) = name else { continue };
+            if fields.contains_key(name) {
+                continue;
+            }
+            let Some(field) = signature.outputs().iter().find(|f| f.name() == name) else {
+                continue;
+            };
+            let value = parse_value(field.ty(), &crate::pycompat::py::Py::Str(text.clone())).map_err(
+                |e| AdapterError::Parse {
+                    adapter: NAME,
+                    field: Some(name.to_string()),
+                    message: format!(
+                        "Failed to parse field {name} with value {text} from the LM response. Error message: {e}"
+                    ),
+                    completion: completion.to_string(),
+                },
+            )?;
+            fields.insert(name.to_string(), value);
+        }
+        let fields = apply_defaults(signature, fields);
+        if fields.len() != signature.outputs().len() {
+            return Err(missing_fields_error(NAME, signature, &fields, completion));
+        }
+        Ok(fields)
+    }
+
+    fn fallback(&self) -> Option<&'static dyn Adapter> {
+        static JSON: JSONAdapter = JSONAdapter;
+        Some(&JSON)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn sections(text: &str) -> Vec<(Option<&str>, String)> {
+        split_sections(text)
+    }
+
+    #[test]
+    fn header_matching() {
+        assert_eq!(match_header("[[ ## answer ## ]]"), Some(("answer", 18)));
+        assert_eq!(
+            match_header("[[ ## answer ## ]] rest"),
+            Some(("answer", 18))
+        );
+        assert_eq!(
+            match_header("[[ ## réponse_2 ## ]]"),
+            Some(("réponse_2", 21))
+        );
+        assert_eq!(match_header("[[## answer ##]]"), None);
+        assert_eq!(match_header("[[ ## ## ]]"), None);
+        assert_eq!(match_header("[[ ## a b ## ]]"), None);
+        assert_eq!(match_header("x [[ ## a ## ]]"), None);
+    }
+
+    #[test]
+    fn section_splitting_quirks() {
+        // Text before the first header is dropped; inner indentation is kept.
+        let s = sections("Sure!\n[[ ## answer ## ]]\n  multi\nline  \n\n[[ ## completed ## ]]\n");
+        assert_eq!(s[1], (Some("answer"), "multi\nline".to_string()));
+        assert_eq!(s[2], (Some("completed"), String::new()));
+        // Content on the header line.
+        let s = sections("[[ ## answer ## ]] 42\nmore");
+        assert_eq!(s[1], (Some("answer"), "42\nmore".to_string()));
+        // An indented header leaks its last characters into the content (DSPy's offset bug).
+        let s = sections("   [[ ## answer ## ]]\nParis");
+        assert_eq!(s[1], (Some("answer"), "]]\nParis".to_string()));
+        let s = sections("\t[[ ## n ## ]]5");
+        assert_eq!(s[1], (Some("n"), "]5".to_string()));
+        // Python's line boundaries.
+        let s = sections("[[ ## a ## ]]\r\nx\u{2028}[[ ## b ## ]]\ry");
+        assert_eq!(s[1], (Some("a"), "x".to_string()));
+        assert_eq!(s[2], (Some("b"), "y".to_string()));
+    }
+}

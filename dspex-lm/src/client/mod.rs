@@ -1,0 +1,993 @@
+//! [`LM`]: the OpenAI-compatible client and the reliability stack around each call — its
+//! settings and shared state, and the call pipeline (cache and coalescing → retries → breaker,
+//! limits and timeout → HTTP → usage and history). Streamed calls are in `stream`, the builder
+//! in `builder`.
+
+mod builder;
+mod stream;
+
+use super::LanguageModel;
+use super::breaker::{self, Breaker, BreakerConfig, BreakerState};
+use super::cache::{CacheConfig, CacheKey, ResponseCache};
+use super::error::{LmError, excerpt};
+use super::history::{History, HistoryEntry, render_history};
+use super::limit::{Limiter, RateLimit, Slot};
+use super::provider::{self, ModelType, Provider};
+use super::retry::RetryPolicy;
+use super::secret::ApiKey;
+use super::stream::{EventStream, SseData, SseDecoder, StreamEvent, parse_chunk};
+use super::transport::{ByteStream, Endpoint, HttpResponse, Transport, TransportError};
+use super::types::{Choice, Embeddings, LmRequest, LmResponse, Message, Usage};
+use super::usage::{Price, UsageReport, record_current};
+use super::wire::{Body, CompletionResponse, EmbeddingBody, EmbeddingResponse, provider_message};
+use bytes::Bytes;
+use futures_util::StreamExt;
+use futures_util::future::BoxFuture;
+use serde_json::{Map, Value};
+use std::collections::HashMap;
+use std::fmt;
+use std::future::Future;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, SystemTime};
+use tokio::sync::broadcast;
+use tokio::time::Instant;
+use tracing::Instrument;
+
+/// Per-call overrides of an LM's policy: the caller owns retries, timeouts and caching.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct CallOptions {
+    /// Use the cache for this call (`None`: the LM's setting).
+    pub cache: Option<bool>,
+    /// Retry policy for this call (`None`: the LM's).
+    pub retry: Option<RetryPolicy>,
+    /// Timeout of each attempt (`None`: the LM's).
+    pub timeout: Option<Duration>,
+    /// Bound on the whole call, retries and waits included (`None`: the LM's).
+    pub deadline: Option<Duration>,
+}
+
+/// An OpenAI-compatible language model client, named as in DSPy (`dspy.LM`).
+///
+/// Cheap to clone: clones share the connection pool, cache, limits, breaker, history and usage
+/// totals. `with_*` methods give a clone with another policy (a program that needs a different
+/// retry policy or timeout takes its own clone).
+///
+/// Transport: a plain `http://` base URL (vLLM, Ollama, llama.cpp, a local proxy) is served by
+/// dspex's own lean HTTP/1.1 client — pooled keep-alive connections, each request and its
+/// answer handled by the calling task, a few kilobytes per call in flight. `https://`, a base
+/// URL with `user:password@`, and a client passed to
+/// [`http_client`](LmBuilder::http_client) go through reqwest (rustls, HTTP/2 where the server
+/// offers it). Both give the same answers and the same typed errors.
+///
+/// ```no_run
+/// use dspex_lm::{LM, LmRequest};
+///
+/// # async fn run() -> Result<(), dspex_lm::LmError> {
+/// // The key comes from OPENAI_API_KEY; `api_base` points at any compatible server.
+/// let lm = LM::builder("openai/gpt-4o-mini").temperature(0.0).build()?;
+/// let local = LM::builder("openai/llama3").api_base("http://localhost:8000/v1").build()?;
+/// let answer = lm.call(LmRequest::prompt("Say hi.")).await?;
+/// println!("{}", answer.text());
+/// # let _ = local; Ok(()) }
+/// ```
+#[allow(clippy::upper_case_acronyms)]
+#[derive(Clone)]
+pub struct LM {
+    shared: Arc<Shared>,
+    settings: Arc<Settings>,
+}
+
+struct Shared {
+    http: Transport,
+    cache: Option<ResponseCache>,
+    limiter: Limiter,
+    breaker: Arc<Breaker>,
+    history: History,
+    totals: Mutex<UsageReport>,
+    inflight: Mutex<HashMap<CacheKey, broadcast::Sender<Result<LmResponse, LmError>>>>,
+}
+
+#[derive(Clone)]
+struct Settings {
+    model: String,
+    provider: Provider,
+    model_type: ModelType,
+    urls: Urls,
+    endpoint: String,
+    api_key: Option<ApiKey>,
+    /// `Bearer <key>`, built once and marked sensitive.
+    auth: Option<reqwest::header::HeaderValue>,
+    headers: reqwest::header::HeaderMap,
+    temperature: Option<f64>,
+    max_tokens: Option<u32>,
+    extra: Map<String, Value>,
+    cache: bool,
+    retry: RetryPolicy,
+    timeout: Duration,
+    deadline: Option<Duration>,
+    price: Option<Price>,
+    max_response_bytes: u64,
+}
+
+impl fmt::Debug for LM {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let s = &self.settings;
+        f.debug_struct("LM")
+            .field("model", &s.model)
+            .field("model_type", &s.model_type)
+            .field("endpoint", &s.endpoint)
+            .field("api_key", &s.api_key.as_ref().map(|_| "***"))
+            .field(
+                "headers",
+                &s.headers.keys().map(|k| k.as_str()).collect::<Vec<_>>(),
+            )
+            .field("temperature", &s.temperature)
+            .field("max_tokens", &s.max_tokens)
+            .field("cache", &s.cache)
+            .field("retry", &s.retry)
+            .field("timeout", &s.timeout)
+            .finish_non_exhaustive()
+    }
+}
+
+/// The endpoints, parsed and prepared for the transport once.
+#[derive(Clone)]
+struct Urls {
+    chat: Endpoint,
+    text: Endpoint,
+    embeddings: Endpoint,
+}
+
+/// Builds an [`LM`]; every setting has a sane default.
+#[derive(Debug, Clone)]
+#[must_use]
+pub struct LmBuilder {
+    model: String,
+    model_type: Option<ModelType>,
+    api_base: Option<String>,
+    api_key: Option<ApiKey>,
+    headers: Vec<(String, String)>,
+    temperature: Option<f64>,
+    max_tokens: Option<u32>,
+    extra: Map<String, Value>,
+    cache: bool,
+    cache_config: Option<CacheConfig>,
+    shared_cache: Option<ResponseCache>,
+    retry: RetryPolicy,
+    timeout: Duration,
+    deadline: Option<Duration>,
+    max_concurrency: Option<usize>,
+    rate_limit: RateLimit,
+    breaker: BreakerConfig,
+    history_size: usize,
+    price: Option<Price>,
+    http: Option<reqwest::Client>,
+    max_response_bytes: u64,
+}
+
+/// The default of [`LmBuilder::max_response_bytes`]: 64 MiB.
+pub const DEFAULT_MAX_RESPONSE_BYTES: u64 = 64 << 20;
+
+impl LM {
+    /// An LM for a DSPy model string with default settings (key from the provider's environment
+    /// variable, e.g. `OPENAI_API_KEY`).
+    pub fn new(model: impl Into<String>) -> Result<LM, LmError> {
+        Self::builder(model).build()
+    }
+
+    /// A builder for `model` (`openai/gpt-4o-mini`, `ollama_chat/llama3`, `hosted_vllm/…`).
+    pub fn builder(model: impl Into<String>) -> LmBuilder {
+        LmBuilder {
+            model: model.into(),
+            model_type: None,
+            api_base: None,
+            api_key: None,
+            headers: Vec::new(),
+            temperature: None,
+            max_tokens: None,
+            extra: Map::new(),
+            cache: true,
+            cache_config: None,
+            shared_cache: None,
+            retry: RetryPolicy::default(),
+            timeout: Duration::from_secs(120),
+            deadline: None,
+            max_concurrency: None,
+            rate_limit: RateLimit::default(),
+            breaker: BreakerConfig::default(),
+            history_size: 1000,
+            price: None,
+            http: None,
+            max_response_bytes: DEFAULT_MAX_RESPONSE_BYTES,
+        }
+    }
+
+    /// The model string.
+    pub fn model(&self) -> &str {
+        &self.settings.model
+    }
+
+    /// The base URL calls go to (credentials removed).
+    pub fn endpoint(&self) -> &str {
+        &self.settings.endpoint
+    }
+
+    /// A clone with another retry policy (sharing pool, cache, limits and breaker).
+    #[must_use]
+    pub fn with_retry(&self, retry: RetryPolicy) -> LM {
+        self.with_settings(|s| s.retry = retry)
+    }
+
+    /// A clone with another per-attempt timeout.
+    #[must_use]
+    pub fn with_timeout(&self, timeout: Duration) -> LM {
+        self.with_settings(|s| s.timeout = timeout)
+    }
+
+    /// A clone with a bound on each whole call.
+    #[must_use]
+    pub fn with_deadline(&self, deadline: Option<Duration>) -> LM {
+        self.with_settings(|s| s.deadline = deadline)
+    }
+
+    /// A clone that uses the cache or not.
+    #[must_use]
+    pub fn with_cache(&self, cache: bool) -> LM {
+        self.with_settings(|s| s.cache = cache)
+    }
+
+    /// A clone with another default temperature.
+    #[must_use]
+    pub fn with_temperature(&self, temperature: Option<f64>) -> LM {
+        self.with_settings(|s| s.temperature = temperature)
+    }
+
+    fn with_settings(&self, change: impl FnOnce(&mut Settings)) -> LM {
+        let mut settings = (*self.settings).clone();
+        change(&mut settings);
+        LM {
+            shared: Arc::clone(&self.shared),
+            settings: Arc::new(settings),
+        }
+    }
+
+    /// The response cache, when this LM has one.
+    pub fn cache(&self) -> Option<&ResponseCache> {
+        self.shared.cache.as_ref()
+    }
+
+    /// The endpoint's circuit breaker state.
+    pub fn breaker_state(&self) -> BreakerState {
+        self.shared.breaker.state()
+    }
+
+    /// What every clone of this LM has used so far.
+    pub fn usage(&self) -> UsageReport {
+        self.shared
+            .totals
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+    }
+
+    /// The last `n` calls, oldest first.
+    pub fn history(&self, n: usize) -> Vec<HistoryEntry> {
+        self.shared.history.last(n)
+    }
+
+    /// Forgets the recorded calls.
+    pub fn clear_history(&self) {
+        self.shared.history.clear();
+    }
+
+    /// The last `n` calls as DSPy's `inspect_history(n)` prints them (without colours).
+    pub fn inspect_history(&self, n: usize) -> String {
+        render_history(&self.history(n), false)
+    }
+
+    /// Runs one request with this LM's policy.
+    pub async fn call(&self, request: LmRequest) -> Result<LmResponse, LmError> {
+        self.call_with(request, &CallOptions::default()).await
+    }
+
+    /// Runs one request with per-call overrides.
+    pub async fn call_with(
+        &self,
+        mut request: LmRequest,
+        options: &CallOptions,
+    ) -> Result<LmResponse, LmError> {
+        let start = Instant::now();
+        // In place: a second `LmRequest` would be held for the whole call.
+        self.merge_defaults(&mut request);
+        let cache = match (
+            &self.shared.cache,
+            options.cache.unwrap_or(self.settings.cache),
+        ) {
+            (Some(cache), true) => Some(cache),
+            _ => None,
+        };
+        let span = tracing::info_span!(
+            "lm.call",
+            model = %self.settings.model,
+            endpoint = %self.settings.endpoint,
+            cache_hit = tracing::field::Empty,
+            prompt_tokens = tracing::field::Empty,
+            completion_tokens = tracing::field::Empty,
+            latency_ms = tracing::field::Empty,
+        );
+        let result = async {
+            match cache {
+                // Boxed: the cache's lookups make its future larger, and a call without the
+                // cache should not carry that space while it waits on the network.
+                Some(cache) => Box::pin(self.cached(cache, &request, options, start)).await,
+                None => self.complete(&request, options, start).await,
+            }
+        }
+        .instrument(span.clone())
+        .await;
+        let _entered = span.enter();
+        match &result {
+            Ok(response) => {
+                span.record("cache_hit", response.cache_hit);
+                span.record("prompt_tokens", response.usage.prompt_tokens);
+                span.record("completion_tokens", response.usage.completion_tokens);
+                span.record("latency_ms", response.latency.as_secs_f64() * 1000.0);
+                self.record(request, response);
+            }
+            Err(error) => tracing::warn!(%error, "LM call failed"),
+        }
+        result
+    }
+
+    /// Cache lookup, then one in-flight call per key: identical concurrent requests share it.
+    async fn cached(
+        &self,
+        cache: &ResponseCache,
+        request: &LmRequest,
+        options: &CallOptions,
+        start: Instant,
+    ) -> Result<LmResponse, LmError> {
+        let key = CacheKey::for_request(&self.settings.model, self.kind(), request);
+        if let Some(hit) = cache.get(&key).await {
+            return Ok(hit);
+        }
+        loop {
+            let role = {
+                let mut inflight = self.inflight();
+                match inflight.get(&key) {
+                    Some(tx) => Err(tx.subscribe()),
+                    None => {
+                        let (tx, _) = broadcast::channel(1);
+                        inflight.insert(key, tx.clone());
+                        Ok(tx)
+                    }
+                }
+            };
+            match role {
+                Err(mut rx) => match rx.recv().await {
+                    // A shared answer cost this caller nothing: report it like a cache hit.
+                    Ok(result) => {
+                        return result.map(|mut r| {
+                            r.cache_hit = true;
+                            r.usage = Usage::default();
+                            r.latency = start.elapsed();
+                            r
+                        });
+                    }
+                    // The leader was cancelled before answering: take over.
+                    Err(_) => continue,
+                },
+                Ok(tx) => {
+                    let guard = InflightGuard {
+                        lm: self.clone(),
+                        key,
+                    };
+                    // Another leader may have just finished and stored the answer.
+                    if let Some(hit) = cache.get(&key).await {
+                        drop(guard);
+                        let _ = tx.send(Ok(hit.clone()));
+                        return Ok(hit);
+                    }
+                    let result = self.complete(request, options, start).await;
+                    // Followers get the answer first; the in-flight entry stays until it is
+                    // stored, so a caller arriving meanwhile waits for the store and reads it.
+                    let _ = tx.send(result.clone());
+                    drop(tx);
+                    match &result {
+                        Ok(response) => {
+                            // Stored by a task of its own: a caller that gives up now loses
+                            // nothing computed (the answer is cached all the same), and nobody
+                            // pays for the same call twice.
+                            let cache = cache.clone();
+                            let response = response.clone();
+                            let store = tokio::spawn(async move {
+                                cache.put(key, &response).await;
+                                drop(guard);
+                            });
+                            let _ = store.await;
+                        }
+                        Err(_) => drop(guard),
+                    }
+                    return result;
+                }
+            }
+        }
+    }
+
+    fn inflight(
+        &self,
+    ) -> std::sync::MutexGuard<'_, HashMap<CacheKey, broadcast::Sender<Result<LmResponse, LmError>>>>
+    {
+        self.shared
+            .inflight
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// One logical call: retries, then top-up requests when the server returned fewer than `n`
+    /// choices.
+    async fn complete(
+        &self,
+        request: &LmRequest,
+        options: &CallOptions,
+        start: Instant,
+    ) -> Result<LmResponse, LmError> {
+        let mut response = self
+            .retrying(options, start, |timeout, deadline| {
+                self.guarded(estimate_tokens(request), timeout, deadline, || {
+                    self.send(request)
+                })
+            })
+            .await?;
+        let wanted = request.n.unwrap_or(1) as usize;
+        if response.choices.len() < wanted {
+            let single = LmRequest {
+                n: None,
+                ..request.clone()
+            };
+            let extra =
+                futures_util::future::join_all((response.choices.len()..wanted).map(|_| {
+                    self.retrying(options, start, |timeout, deadline| {
+                        self.guarded(estimate_tokens(&single), timeout, deadline, || {
+                            self.send(&single)
+                        })
+                    })
+                }))
+                .await;
+            for r in extra {
+                let r = r?;
+                response.usage += r.usage;
+                response.choices.extend(r.choices);
+            }
+        }
+        response.latency = start.elapsed();
+        Ok(response)
+    }
+
+    /// Runs `attempt` under the caller's retry policy. `attempt` gets the per-attempt timeout
+    /// and the overall deadline.
+    async fn retrying<T, F, Fut>(
+        &self,
+        options: &CallOptions,
+        start: Instant,
+        mut attempt: F,
+    ) -> Result<T, LmError>
+    where
+        F: FnMut(Duration, Option<Instant>) -> Fut,
+        Fut: Future<Output = Result<T, LmError>>,
+    {
+        let policy = options.retry.as_ref().unwrap_or(&self.settings.retry);
+        let timeout = options.timeout.unwrap_or(self.settings.timeout);
+        let deadline = options
+            .deadline
+            .or(self.settings.deadline)
+            .map(|d| start + d);
+        // Built at the first failure: most calls never retry.
+        let mut backoff = None;
+        let mut attempts = 0u32;
+        loop {
+            attempts += 1;
+            let span = tracing::debug_span!("lm.attempt", model = %self.settings.model, attempt = attempts);
+            let error = match attempt(timeout, deadline).instrument(span).await {
+                Ok(value) => return Ok(value),
+                Err(error) => error,
+            };
+            let give_up = |last: LmError| {
+                if attempts == 1 {
+                    last
+                } else {
+                    LmError::GaveUp {
+                        model: self.settings.model.clone(),
+                        attempts,
+                        elapsed: start.elapsed(),
+                        last: Box::new(last),
+                    }
+                }
+            };
+            if !error.is_retryable() {
+                return Err(give_up(error));
+            }
+            let schedule = backoff.get_or_insert_with(|| policy.schedule());
+            let Some(delay) = schedule.next_delay(error.retry_after()) else {
+                return Err(give_up(error));
+            };
+            let elapsed = start.elapsed();
+            if policy.max_elapsed.is_some_and(|max| elapsed + delay > max)
+                || deadline.is_some_and(|d| Instant::now() + delay >= d)
+            {
+                return Err(give_up(error));
+            }
+            tracing::info!(model = %self.settings.model, attempt = attempts, ?delay, %error, "retrying LM call");
+            tokio::time::sleep(delay).await;
+        }
+    }
+
+    /// One attempt behind the breaker, the limits and the timeout; its usage settles the
+    /// token-rate budget.
+    ///
+    /// `send` makes the exchange's future only once it may run, right inside the timeout: a
+    /// future passed in ready-made would be held twice in this one's state (as the argument and
+    /// inside the timeout), and every call in flight pays for its size.
+    async fn guarded<T: HasUsage, Fut: Future<Output = Result<T, LmError>>>(
+        &self,
+        estimated_tokens: u64,
+        timeout: Duration,
+        deadline: Option<Instant>,
+        send: impl FnOnce() -> Fut,
+    ) -> Result<T, LmError> {
+        let (value, slot) = self
+            .admitted(estimated_tokens, timeout, deadline, send)
+            .await?;
+        self.shared
+            .limiter
+            .settle(&slot, value.usage().total_tokens);
+        Ok(value)
+    }
+
+    /// One attempt behind the breaker, the limits and the timeout, returning the limits' slot
+    /// with the result: a stream holds it until it ends. The breaker's admission is a guard:
+    /// dropped with this future, it gives a probe slot back.
+    async fn admitted<T, Fut: Future<Output = Result<T, LmError>>>(
+        &self,
+        estimated_tokens: u64,
+        timeout: Duration,
+        deadline: Option<Instant>,
+        send: impl FnOnce() -> Fut,
+    ) -> Result<(T, Slot), LmError> {
+        let s = &self.settings;
+        let admission = self
+            .shared
+            .breaker
+            .admit()
+            .map_err(|retry_in| LmError::BreakerOpen {
+                model: s.model.clone(),
+                endpoint: s.endpoint.clone(),
+                retry_in,
+            })?;
+        let slot = match self
+            .shared
+            .limiter
+            .acquire(estimated_tokens, deadline)
+            .await
+        {
+            Ok(slot) => slot,
+            // The admission is dropped unsettled: a probe slot goes back.
+            Err(wait) => {
+                return Err(LmError::LocalRateLimit {
+                    model: s.model.clone(),
+                    message: format!("the next slot is {wait:?} away, past the call's deadline"),
+                });
+            }
+        };
+        let (limit, by_deadline) = match deadline {
+            Some(d) => {
+                let left = d.saturating_duration_since(Instant::now());
+                (timeout.min(left), left < timeout)
+            }
+            None => (timeout, false),
+        };
+        let result = match tokio::time::timeout(limit, send()).await {
+            Ok(result) => result,
+            Err(_) if by_deadline => Err(LmError::DeadlineExceeded {
+                model: s.model.clone(),
+                endpoint: s.endpoint.clone(),
+                deadline: limit,
+                attempts: 1,
+            }),
+            Err(_) => Err(LmError::Timeout {
+                model: s.model.clone(),
+                endpoint: s.endpoint.clone(),
+                timeout,
+            }),
+        };
+        let failure = result
+            .as_ref()
+            .err()
+            .is_some_and(LmError::counts_against_endpoint);
+        admission.record(failure);
+        result.map(|value| (value, slot))
+    }
+
+    /// The HTTP exchange of one attempt.
+    async fn send(&self, request: &LmRequest) -> Result<LmResponse, LmError> {
+        let s = &self.settings;
+        let started = Instant::now();
+        let url = match s.model_type {
+            ModelType::Chat => &s.urls.chat,
+            ModelType::Text => &s.urls.text,
+        };
+        // Serialized before the exchange, so `Body` is not held while it runs.
+        let body = Body::new(
+            &s.provider.model_id,
+            s.model_type,
+            s.provider.max_tokens_key,
+            request,
+        )
+        .to_bytes();
+        let (mut parsed, bytes) = self
+            .post_json::<CompletionResponse>(url, Bytes::from(body))
+            .await?;
+        let choices = parsed
+            .choices(s.model_type)
+            .map_err(|message| self.decode_error(message, &bytes))?;
+        Ok(LmResponse {
+            choices,
+            usage: parsed.usage(),
+            model: parsed
+                .model
+                .take()
+                .unwrap_or_else(|| s.provider.model_id.clone()),
+            latency: started.elapsed(),
+            cache_hit: false,
+        })
+    }
+
+    fn decode_error(&self, message: String, raw: &[u8]) -> LmError {
+        LmError::Decode {
+            model: self.settings.model.clone(),
+            endpoint: self.settings.endpoint.clone(),
+            message,
+            raw: excerpt(&String::from_utf8_lossy(raw), 500),
+        }
+    }
+
+    /// POSTs a JSON body and reads a typed JSON answer (with its raw bytes, for error messages),
+    /// mapping every failure to a typed error.
+    async fn post_json<T: serde::de::DeserializeOwned>(
+        &self,
+        url: &Endpoint,
+        body: Bytes,
+    ) -> Result<(T, Bytes), LmError> {
+        let response = self.post(url, body).await?;
+        let bytes = response
+            .bytes(self.settings.max_response_bytes)
+            .await
+            .map_err(|e| self.transport_error(&e))?;
+        match serde_json::from_slice(&bytes) {
+            Ok(parsed) => Ok((parsed, bytes)),
+            Err(e) => Err(self.decode_error(format!("invalid JSON: {e}"), &bytes)),
+        }
+    }
+
+    /// POSTs and checks the status; the body is left unread.
+    async fn post(&self, url: &Endpoint, body: Bytes) -> Result<HttpResponse, LmError> {
+        let s = &self.settings;
+        let response = self
+            .shared
+            .http
+            .post(url, &s.headers, s.auth.as_ref(), body)
+            .await
+            .map_err(|e| self.transport_error(&e))?;
+        if (200..300).contains(&response.status()) {
+            return Ok(response);
+        }
+        // Boxed: the rare path should not make every call in flight larger.
+        Err(Box::pin(self.status_error(response)).await)
+    }
+
+    /// The typed error for an answer that is not 2xx, with the provider's message.
+    async fn status_error(&self, response: HttpResponse) -> LmError {
+        let s = &self.settings;
+        let status = response.status();
+        let retry_after = response.headers().and_then(retry_after);
+        let raw = response
+            .bytes(s.max_response_bytes)
+            .await
+            .unwrap_or_default();
+        let body = excerpt(&provider_message(&String::from_utf8_lossy(&raw)), 500);
+        if status == 429 {
+            LmError::RateLimited {
+                model: s.model.clone(),
+                endpoint: s.endpoint.clone(),
+                retry_after,
+                body,
+            }
+        } else {
+            LmError::Http {
+                model: s.model.clone(),
+                endpoint: s.endpoint.clone(),
+                status,
+                body,
+                retry_after,
+            }
+        }
+    }
+
+    fn transport_error(&self, e: &TransportError) -> LmError {
+        let s = &self.settings;
+        if e.too_large {
+            return LmError::ResponseTooLarge {
+                model: s.model.clone(),
+                endpoint: s.endpoint.clone(),
+                limit: s.max_response_bytes,
+            };
+        }
+        if e.timeout {
+            return LmError::Timeout {
+                model: s.model.clone(),
+                endpoint: s.endpoint.clone(),
+                timeout: s.timeout,
+            };
+        }
+        LmError::Connect {
+            model: s.model.clone(),
+            endpoint: s.endpoint.clone(),
+            message: e.message.clone(),
+        }
+    }
+
+    fn merge_defaults(&self, request: &mut LmRequest) {
+        let s = &self.settings;
+        request.temperature = request.temperature.or(s.temperature);
+        request.max_tokens = request.max_tokens.or(s.max_tokens);
+        for (k, v) in &s.extra {
+            request.extra.entry(k.clone()).or_insert_with(|| v.clone());
+        }
+    }
+
+    fn kind(&self) -> &'static str {
+        match self.settings.model_type {
+            ModelType::Chat => "dspex.chat",
+            ModelType::Text => "dspex.text",
+        }
+    }
+
+    /// Usage totals, trackers, history and a trace event for a finished call.
+    fn record(&self, mut request: LmRequest, response: &LmResponse) {
+        let s = &self.settings;
+        let cost = (!response.cache_hit)
+            .then(|| s.price.map(|p| p.cost(response.usage)))
+            .flatten();
+        self.shared
+            .totals
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .record(&s.model, response.usage, response.cache_hit, s.price);
+        record_current(&s.model, response.usage, response.cache_hit, s.price);
+        tracing::debug!("LM call");
+        self.shared.history.push(HistoryEntry {
+            timestamp: SystemTime::now(),
+            model: s.model.clone(),
+            messages: std::mem::take(&mut request.messages),
+            request,
+            outputs: response.texts().map(str::to_string).collect(),
+            usage: response.usage,
+            cost_usd: cost,
+            cache_hit: response.cache_hit,
+            latency: response.latency,
+        });
+    }
+
+    /// Embeds `inputs` with the provider's `/embeddings` endpoint (one vector per input, in
+    /// order), under the LM's retry policy, limits and breaker. Not cached.
+    pub async fn embed<S: AsRef<str>>(&self, inputs: &[S]) -> Result<Embeddings, LmError> {
+        let start = Instant::now();
+        let inputs: Vec<&str> = inputs.iter().map(AsRef::as_ref).collect();
+        let body = Bytes::from(
+            serde_json::to_vec(&EmbeddingBody {
+                model: &self.settings.provider.model_id,
+                input: &inputs,
+            })
+            .unwrap_or_default(),
+        );
+        let estimate = inputs.iter().map(|t| t.len() as u64 / 4 + 1).sum();
+        let options = CallOptions::default();
+        self.retrying(&options, start, |timeout, deadline| {
+            self.guarded(estimate, timeout, deadline, || async {
+                let (mut parsed, bytes) = self
+                    .post_json::<EmbeddingResponse>(&self.settings.urls.embeddings, body.clone())
+                    .await?;
+                let vectors = parsed
+                    .vectors(inputs.len())
+                    .map_err(|message| self.decode_error(message, &bytes))?;
+                Ok(Embeddings {
+                    vectors,
+                    usage: parsed.usage(),
+                    model: parsed
+                        .model
+                        .take()
+                        .unwrap_or_else(|| self.settings.provider.model_id.clone()),
+                })
+            })
+        })
+        .await
+    }
+}
+
+/// Removes the in-flight entry when the leader finishes or is cancelled, so followers of a
+/// cancelled leader take over instead of waiting forever.
+struct InflightGuard {
+    lm: LM,
+    key: CacheKey,
+}
+
+impl Drop for InflightGuard {
+    fn drop(&mut self) {
+        self.lm.inflight().remove(&self.key);
+    }
+}
+
+/// Results whose token use settles the token-rate bucket.
+trait HasUsage {
+    fn usage(&self) -> Usage;
+}
+
+impl HasUsage for LmResponse {
+    fn usage(&self) -> Usage {
+        self.usage
+    }
+}
+
+impl HasUsage for Embeddings {
+    fn usage(&self) -> Usage {
+        self.usage
+    }
+}
+
+impl LanguageModel for LM {
+    fn model(&self) -> &str {
+        &self.settings.model
+    }
+
+    fn call(&self, request: LmRequest) -> BoxFuture<'_, Result<LmResponse, LmError>> {
+        Box::pin(LM::call(self, request))
+    }
+
+    fn stream(&self, request: LmRequest) -> BoxFuture<'_, Result<EventStream, LmError>> {
+        Box::pin(async move {
+            let events = LM::stream(self, request).await?;
+            Ok(Box::pin(events) as EventStream)
+        })
+    }
+
+    fn default_temperature(&self) -> Option<f64> {
+        self.settings.temperature
+    }
+}
+
+/// A rough upper bound of the tokens a request will use, for the token-rate limit: four
+/// characters a token for the prompt, plus the completion limit (or 256).
+fn estimate_tokens(request: &LmRequest) -> u64 {
+    prompt_tokens(request)
+        + u64::from(request.max_tokens.unwrap_or(256)) * u64::from(request.n.unwrap_or(1))
+}
+
+/// The prompt's tokens, estimated as its characters / 4.
+fn prompt_tokens(request: &LmRequest) -> u64 {
+    let chars: usize = request
+        .messages
+        .iter()
+        .map(|m: &Message| m.content.len())
+        .sum();
+    chars as u64 / 4
+}
+
+/// `Retry-After` (seconds, fractional allowed, or an HTTP date), else `retry-after-ms`.
+fn retry_after(headers: &reqwest::header::HeaderMap) -> Option<Duration> {
+    let get = |name: &str| {
+        headers
+            .get(name)
+            .and_then(|v| v.to_str().ok())
+            .map(str::trim)
+    };
+    if let Some(v) = get("retry-after") {
+        if let Ok(secs) = v.parse::<f64>() {
+            return (secs.is_finite() && secs >= 0.0).then(|| Duration::from_secs_f64(secs));
+        }
+        if let Some(at) = parse_http_date(v) {
+            return Some(
+                at.duration_since(SystemTime::now())
+                    .unwrap_or(Duration::ZERO),
+            );
+        }
+    }
+    get("retry-after-ms")
+        .and_then(|v| v.parse::<f64>().ok())
+        .filter(|ms| ms.is_finite() && *ms >= 0.0)
+        .map(|ms| Duration::from_secs_f64(ms / 1000.0))
+}
+
+/// Parses an IMF-fixdate (`Sun, 06 Nov 1994 08:49:37 GMT`).
+fn parse_http_date(s: &str) -> Option<SystemTime> {
+    let parts: Vec<&str> = s.split_whitespace().collect();
+    let [_, day, month, year, time, "GMT"] = parts.as_slice() else {
+        return None;
+    };
+    let month = [
+        "Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec",
+    ]
+    .iter()
+    .position(|m| m == month)? as i64
+        + 1;
+    let (day, year): (i64, i64) = (day.parse().ok()?, year.parse().ok()?);
+    let hms: Vec<i64> = time.split(':').filter_map(|x| x.parse().ok()).collect();
+    let [h, m, sec] = hms.as_slice() else {
+        return None;
+    };
+    // Days from civil (Howard Hinnant's algorithm).
+    let y = if month <= 2 { year - 1 } else { year };
+    let era = y.div_euclid(400);
+    let yoe = y.rem_euclid(400);
+    let mp = (month + 9) % 12;
+    let doy = (153 * mp + 2) / 5 + day - 1;
+    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+    let days = era * 146_097 + doe - 719_468;
+    let secs = days * 86_400 + h * 3600 + m * 60 + sec;
+    u64::try_from(secs)
+        .ok()
+        .map(|s| SystemTime::UNIX_EPOCH + Duration::from_secs(s))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn retry_after_forms() {
+        let mut h = reqwest::header::HeaderMap::new();
+        h.insert("retry-after", "0.25".parse().unwrap());
+        assert_eq!(retry_after(&h), Some(Duration::from_millis(250)));
+        h.insert(
+            "retry-after",
+            "Sun, 06 Nov 1994 08:49:37 GMT".parse().unwrap(),
+        );
+        assert_eq!(retry_after(&h), Some(Duration::ZERO));
+        assert_eq!(
+            parse_http_date("Sun, 06 Nov 1994 08:49:37 GMT"),
+            Some(SystemTime::UNIX_EPOCH + Duration::from_secs(784_111_777))
+        );
+        let mut h = reqwest::header::HeaderMap::new();
+        h.insert("retry-after-ms", "100".parse().unwrap());
+        assert_eq!(retry_after(&h), Some(Duration::from_millis(100)));
+        h.insert("retry-after", "soon".parse().unwrap());
+        assert_eq!(retry_after(&h), Some(Duration::from_millis(100)));
+    }
+
+    #[test]
+    fn configuration_errors_and_secrets() {
+        let err = LM::builder("hosted_vllm/m")
+            .build()
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("needs a base URL"), "{err}");
+        let err = LM::builder("openai/m")
+            .api_base("ftp://x")
+            .build()
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("must start with http"), "{err}");
+        let lm = LM::builder("openai/m")
+            .api_base("http://user:pw@127.0.0.1:9/v1")
+            .api_key("sk-very-secret")
+            .header("x-api-key", "also-secret")
+            .build()
+            .unwrap();
+        let debug = format!("{lm:?}");
+        assert!(
+            !debug.contains("sk-very-secret") && !debug.contains("also-secret"),
+            "{debug}"
+        );
+        assert!(!debug.contains("pw@"), "{debug}");
+        assert_eq!(lm.endpoint(), "http://127.0.0.1:9/v1");
+    }
+}

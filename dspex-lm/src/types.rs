@@ -1,0 +1,205 @@
+//! Requests and responses of the LM layer.
+
+pub use dspex_core::types::{Message, ResponseFormat, Role};
+use serde::{Deserialize, Serialize};
+use serde_json::{Map, Value};
+use std::time::Duration;
+
+/// One LM request: the messages and the sampling parameters. Parameters left `None` are not sent
+/// (the provider's defaults apply) but do take part in the cache key, as in DSPy.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct LmRequest {
+    /// The conversation.
+    pub messages: Vec<Message>,
+    /// Sampling temperature.
+    pub temperature: Option<f64>,
+    /// Most tokens to generate.
+    pub max_tokens: Option<u32>,
+    /// Completions wanted (`n`).
+    pub n: Option<u32>,
+    /// Stop sequences.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub stop: Vec<String>,
+    /// Seed for providers that support deterministic sampling.
+    pub seed: Option<u64>,
+    /// The answer's shape.
+    pub response_format: Option<ResponseFormat>,
+    /// Other provider parameters, sent as they are (`top_p`, `logit_bias`, …).
+    #[serde(default, skip_serializing_if = "Map::is_empty")]
+    pub extra: Map<String, Value>,
+    /// Distinguishes deliberate resamples of the same request: part of the cache key, never sent
+    /// (DSPy 3's `rollout_id`).
+    pub rollout_id: Option<u64>,
+}
+
+impl LmRequest {
+    /// A request with these messages and no parameters set.
+    pub fn new(messages: Vec<Message>) -> Self {
+        LmRequest {
+            messages,
+            ..LmRequest::default()
+        }
+    }
+
+    /// A one-message request: `lm("hello")` in DSPy.
+    pub fn prompt(text: impl Into<String>) -> Self {
+        Self::new(vec![Message::user(text)])
+    }
+}
+
+/// Why the model stopped.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum FinishReason {
+    /// It finished its answer or hit a stop sequence.
+    Stop,
+    /// It hit `max_tokens`: the answer may be cut off.
+    Length,
+    /// The provider filtered the content.
+    ContentFilter,
+    /// It asked for a tool.
+    ToolCalls,
+    /// Something else, as the provider named it.
+    #[serde(untagged)]
+    Other(String),
+}
+
+impl FinishReason {
+    /// Reads the provider's `finish_reason` string.
+    pub fn from_provider(reason: &str) -> Self {
+        match reason {
+            "stop" | "eos" | "end_turn" => FinishReason::Stop,
+            "length" | "max_tokens" => FinishReason::Length,
+            "content_filter" => FinishReason::ContentFilter,
+            "tool_calls" | "function_call" => FinishReason::ToolCalls,
+            other => FinishReason::Other(other.to_string()),
+        }
+    }
+}
+
+/// One completion.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Choice {
+    /// The generated text.
+    pub text: String,
+    /// Why generation ended, when the provider says.
+    pub finish_reason: Option<FinishReason>,
+}
+
+/// Token counts of a call (zero when the provider does not report them).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct Usage {
+    /// Tokens in the prompt.
+    pub prompt_tokens: u64,
+    /// Tokens generated.
+    pub completion_tokens: u64,
+    /// Their sum, as the provider reports it.
+    pub total_tokens: u64,
+}
+
+impl Usage {
+    /// Adds another call's counts.
+    pub fn add(&mut self, other: Usage) {
+        self.prompt_tokens += other.prompt_tokens;
+        self.completion_tokens += other.completion_tokens;
+        self.total_tokens += other.total_tokens;
+    }
+}
+
+impl std::ops::AddAssign for Usage {
+    fn add_assign(&mut self, other: Usage) {
+        self.add(other);
+    }
+}
+
+/// What an LM call returns.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct LmResponse {
+    /// The completions, in order (one unless `n > 1`).
+    pub choices: Vec<Choice>,
+    /// Token counts; zero on a cache hit (nothing was spent), as DSPy reports `{}`.
+    pub usage: Usage,
+    /// The model the provider says answered.
+    pub model: String,
+    /// Wall time of the call, retries included; near zero on a cache hit.
+    #[serde(with = "duration_micros")]
+    pub latency: Duration,
+    /// Whether the answer came from the cache.
+    #[serde(default)]
+    pub cache_hit: bool,
+}
+
+impl LmResponse {
+    /// The first completion's text (empty if there are no choices).
+    pub fn text(&self) -> &str {
+        self.choices.first().map_or("", |c| c.text.as_str())
+    }
+
+    /// Every completion's text.
+    pub fn texts(&self) -> impl Iterator<Item = &str> {
+        self.choices.iter().map(|c| c.text.as_str())
+    }
+}
+
+mod duration_micros {
+    use serde::{Deserialize, Deserializer, Serializer};
+    use std::time::Duration;
+
+    pub(super) fn serialize<S: Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_u64(u64::try_from(d.as_micros()).unwrap_or(u64::MAX))
+    }
+
+    pub(super) fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
+        Ok(Duration::from_micros(u64::deserialize(d)?))
+    }
+}
+
+/// One embeddings call's result.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Embeddings {
+    /// One vector per input, in input order.
+    pub vectors: Vec<Vec<f32>>,
+    /// Token counts.
+    pub usage: Usage,
+    /// The model the provider says answered.
+    pub model: String,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn wire_shapes() {
+        assert_eq!(
+            serde_json::to_value(Message::user("hi")).unwrap(),
+            json!({"role": "user", "content": "hi"})
+        );
+        assert_eq!(
+            serde_json::to_value(ResponseFormat::JsonObject).unwrap(),
+            json!({"type": "json_object"})
+        );
+        assert_eq!(FinishReason::from_provider("length"), FinishReason::Length);
+        assert_eq!(
+            serde_json::to_value(FinishReason::Other("weird".into())).unwrap(),
+            json!("weird")
+        );
+        let r = LmResponse {
+            choices: vec![Choice {
+                text: "a".into(),
+                finish_reason: Some(FinishReason::Stop),
+            }],
+            usage: Usage {
+                prompt_tokens: 1,
+                completion_tokens: 2,
+                total_tokens: 3,
+            },
+            model: "m".into(),
+            latency: Duration::from_micros(1500),
+            cache_hit: false,
+        };
+        let back: LmResponse = serde_json::from_value(serde_json::to_value(&r).unwrap()).unwrap();
+        assert_eq!(back, r);
+    }
+}
