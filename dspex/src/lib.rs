@@ -294,17 +294,42 @@ pub use dspex_runtime::settings;
 #[cfg(feature = "testing")]
 pub use dspex_testing as testing;
 
-/// The usual imports: `use dspex::prelude::*;`.
+/// The usual imports: `use dspex::prelude::*;` brings what a program, its evaluation and its
+/// optimization use — signatures and the macros, the modules, the [`LM`](crate::lm::LM) client
+/// with [`configure`](crate::settings::configure) / [`with_settings`](crate::settings::with_settings),
+/// `Evaluate` and metrics, the optimizers with the [`Optimizer`](crate::optimize::Optimizer) trait
+/// their `compile` belongs to, and [`Error`](crate::Error). It leaves out `Result` (so `std`'s
+/// stays the one in scope); write `dspex::Result` where you want it.
+///
+/// ```
+/// use dspex::prelude::*;
+///
+/// # fn demo() -> Result<(), Error> {
+/// // Everything below is named without another import.
+/// let lm = LM::builder("openai/gpt-4o-mini").api_base("http://127.0.0.1:8000/v1").build()?;
+/// configure(Settings::new().lm(lm));
+/// let optimizer = BootstrapFewShot::new().max_bootstrapped_demos(2); // DemoKnobs
+/// fn is_an_optimizer(_: &impl Optimizer) {}
+/// is_an_optimizer(&optimizer);
+/// # let _ = (MIPROv2::new(answer_exact_match()), LabeledFewShot::new(4));
+/// # Ok(()) }
+/// ```
 pub mod prelude {
+    pub use crate::Error;
     pub use crate::evaluate::{Evaluate, Metric, answer_exact_match, metric_fn};
+    pub use crate::lm::LM;
     pub use crate::module::{
-        BestOfN, CallConfig, ChainOfThought, MultiChainComparison, Predict, ReAct, Refine,
-        StreamItem, StreamOptions, Tool, majority,
+        BestOfN, CallConfig, ChainOfThought, MultiChainComparison, Predict, ReAct, Reasoned,
+        Refine, StreamItem, StreamOptions, Tool, majority,
     };
-    pub use crate::optimize::DemoKnobs;
+    pub use crate::optimize::{
+        BootstrapFewShot, BootstrapFewShotWithRandomSearch, DemoKnobs, LabeledFewShot, MIPROv2,
+        Optimizer,
+    };
     #[cfg(feature = "bm25")]
     pub use crate::retrieve::Bm25Index;
     pub use crate::retrieve::{Passage, Retrieve, Retriever};
+    pub use crate::settings::{Settings, configure, with_settings};
     pub use crate::{
         DynSignature, Either, Example, LiteralEnum, Module, Prediction, PredictorParams, Program,
         ProgramExt, Signature, SignatureType, branch, branch_either, fan_out, program_fn, sig,

@@ -2,19 +2,19 @@
 //! and with MIPROv2 (light, run as a job with progress), evaluate each, and save the best in
 //! DSPy's JSON state format.
 //!
-//! Run it with `cargo run --example optimize`. With no configuration the LM is dspex's mock
+//! Run it with `cargo run --example optimize`. The LM is dspex's mock
 //! server, started in-process and scripted so that few-shot demos help: it answers a question
-//! right when the prompt holds demos, and only some questions without. Set
-//! `DSPEX_LM=openai/<model>` (and `OPENAI_API_KEY`, or `DSPEX_API_BASE`) to optimize against a
-//! real model instead.
+//! right when the prompt holds demos, and only some questions without. To optimize against a
+//! real model, build the `LM` for it where the example builds the mock's (see the comment there).
 
+use dspex::lm::CacheConfig;
 use dspex::module::ChainOfThought;
 use dspex::prelude::*;
 use dspex::runtime::evaluate::{Evaluate, answer_exact_match};
 use dspex::runtime::optimize::{BootstrapFewShot, MIPROv2, Optimizer};
 use dspex::settings::{Settings, configure};
-use dspex::testing::Rule;
-use dspex_examples::{connect_lm, regex_escape};
+use dspex::testing::{MockLm, Rule};
+use dspex_examples::regex_escape;
 use std::sync::Arc;
 
 /// Answer the arithmetic question with a number.
@@ -74,13 +74,22 @@ fn rules(data: &[Example]) -> dspex::Result<Vec<Rule>> {
 async fn main() -> dspex::Result<()> {
     let data = dataset();
     let (trainset, devset) = data.split_at(12);
-    let (lm, server) = connect_lm(rules(&data)?).await?;
-    if let Some(server) = &server {
-        println!(
-            "no DSPEX_LM set: using dspex's mock LM server at {} (scripted: demos help)\n",
-            server.url()
-        );
-    }
+    // The LM: dspex's mock LM server on 127.0.0.1, scripted (above). For a real model, write
+    // `let lm = LM::builder("openai/gpt-4o-mini").build()?;` instead (the key from OPENAI_API_KEY;
+    // `.api_base(…)` for any OpenAI-compatible server).
+    let server = MockLm::builder()
+        .rules(rules(&data)?)
+        .start()
+        .await
+        .map_err(|e| Error::step("starting the mock LM", e))?;
+    println!(
+        "dspex's mock LM server at {} (scripted: demos help)\n",
+        server.url()
+    );
+    let lm = LM::builder("openai/mock")
+        .api_base(server.api_base())
+        .cache_config(CacheConfig::memory_only())
+        .build()?;
     // Process-wide: the optimization job below runs on its own task.
     configure(Settings::new().lm(lm.clone()));
 

@@ -4,15 +4,17 @@
 //!
 //! Run it with `cargo run --example python_bridge`. It needs the project venv with DSPy and the
 //! worker package (`scripts/python-env` creates it; this example runs it for you). The LM is
-//! dspex's mock server started in-process, unless `DSPEX_LM` names a real one.
+//! dspex's mock server started in-process.
 
 use dspex::bridge::protocol::{LmConfig, Op};
 use dspex::bridge::{BridgedModule, Pool};
+use dspex::lm::CacheConfig;
 use dspex::lm::track_usage;
 use dspex::module::Reasoned;
 use dspex::prelude::*;
 use dspex::settings::{Settings, with_settings};
-use dspex_examples::{connect_lm, venv_python};
+use dspex::testing::MockLm;
+use dspex_examples::venv_python;
 use std::time::{Duration, Instant};
 
 #[signature("question -> answer")]
@@ -20,13 +22,18 @@ struct QA;
 
 #[tokio::main]
 async fn main() -> dspex::Result<()> {
-    let (lm, server) = connect_lm(Vec::new()).await?;
-    if let Some(server) = &server {
-        println!(
-            "no DSPEX_LM set: using dspex's mock LM server at {}",
-            server.url()
-        );
-    }
+    // The LM: dspex's mock LM server on 127.0.0.1. For a real model, write
+    // `let lm = LM::builder("openai/gpt-4o-mini").build()?;` instead (the key from OPENAI_API_KEY;
+    // `.api_base(…)` for any OpenAI-compatible server).
+    let server = MockLm::builder()
+        .start()
+        .await
+        .map_err(|e| Error::step("starting the mock LM", e))?;
+    println!("dspex's mock LM server at {}", server.url());
+    let lm = LM::builder("openai/mock")
+        .api_base(server.api_base())
+        .cache_config(CacheConfig::memory_only())
+        .build()?;
     let started = Instant::now();
     let pool = Pool::builder()
         .python(venv_python())

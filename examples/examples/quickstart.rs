@@ -8,8 +8,8 @@
 
 use dspex::lm::track_usage;
 use dspex::prelude::*;
+use dspex::testing::MockLm;
 use dspex::{FieldSpec, TypeSpec};
-use dspex_examples::connect_lm;
 use serde::{Deserialize, Serialize};
 
 /// Answer questions with short factoid answers.
@@ -114,26 +114,42 @@ async fn main() -> dspex::Result<()> {
 
     // 5. A typed ChainOfThought program on a real LM client: DSPy's exact prompt goes over HTTP
     //    (cache, retries, limits and usage accounting included) and the answer comes back typed.
-    let (lm, server) = connect_lm(Vec::new()).await?;
-    if let Some(server) = &server {
-        println!(
-            "\nno DSPEX_LM set: using dspex's mock LM server at {}",
-            server.url()
-        );
-    }
+    //    The LM is `DSPEX_LM` (e.g. `openai/gpt-4o-mini`, its key from `OPENAI_API_KEY`; any
+    //    OpenAI-compatible server at `DSPEX_API_BASE`), or else dspex's mock LM server, started
+    //    here on 127.0.0.1 (`dspex mock-lm` serves the same from the command line).
+    let mut server = None;
+    let lm = match std::env::var("DSPEX_LM") {
+        Ok(model) => match std::env::var("DSPEX_API_BASE") {
+            Ok(base) => LM::builder(model).api_base(base).build()?,
+            Err(_) => LM::builder(model).build()?,
+        },
+        Err(_) => {
+            let mock = MockLm::start()
+                .await
+                .map_err(|e| Error::step("starting the mock LM", e))?;
+            println!(
+                "\nno DSPEX_LM set: using dspex's mock LM server at {}",
+                mock.url()
+            );
+            let lm = LM::builder("openai/mock")
+                .api_base(mock.api_base())
+                .build()?;
+            server = Some(mock);
+            lm
+        }
+    };
     let qa = ChainOfThought::<FactoidQA>::new();
     let input = FactoidQAInput {
         question: "Why is the sky blue?".into(),
         context: vec!["Rayleigh scattering affects short wavelengths most.".into()],
     };
-    let settings = dspex::settings::Settings::new().lm(lm.clone());
-    let (out, usage) =
-        track_usage(dspex::settings::with_settings(settings, qa.forward(input))).await;
+    let settings = Settings::new().lm(lm.clone());
+    let (out, usage) = track_usage(with_settings(settings, qa.forward(input))).await;
     let out = out?;
     println!("\nChainOfThought<FactoidQA> on {}:", lm.model());
     println!("  reasoning:  {}", out.reasoning);
-    println!("  answer:     {}", out.output.answer);
-    println!("  confidence: {}", out.output.confidence);
+    println!("  answer:     {}", out.answer); // Reasoned<FactoidQAOutput> derefs to the outputs
+    println!("  confidence: {}", out.confidence);
     println!(
         "  tokens used: {}; predictor names for optimizers: {:?}",
         usage.total().usage.total_tokens,
@@ -144,5 +160,8 @@ async fn main() -> dspex::Result<()> {
     );
     println!("\nThe exact prompt sent (DSPy's ChatAdapter format):");
     print!("{}", lm.inspect_history(1));
+    if let Some(server) = server {
+        server.shutdown().await;
+    }
     Ok(())
 }

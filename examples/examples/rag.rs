@@ -4,21 +4,22 @@
 //! is evaluated on a dev set, compiled with BootstrapFewShot on a train set (its demos hold whole
 //! multi-hop traces: both queries and the answer), evaluated again, and saved in DSPy's format.
 //!
-//! Run it with `cargo run --example rag`. With no configuration the LM is dspex's mock server,
+//! Run it with `cargo run --example rag`. The LM is dspex's mock server,
 //! started in-process and scripted from `examples/data/rag_qa.jsonl`: it writes the queries a
 //! capable model would write (the `hops`), answers only when the passage holding the answer is in
 //! the prompt, and answers tersely (as the metric wants) when the prompt holds demos, but only for
-//! every other question without. Set `DSPEX_LM=openai/<model>` (and `OPENAI_API_KEY`, or
-//! `DSPEX_API_BASE`) to run it against a real model instead.
+//! every other question without. To run it against a real model, build the `LM` for it where
+//! the example builds the mock's (see the comment there).
 
+use dspex::lm::CacheConfig;
 use dspex::module::{ChainOfThought, Predict};
 use dspex::prelude::*;
 use dspex::retrieve::{Bm25Index, BuildOptions, Retrieve};
 use dspex::runtime::evaluate::{Evaluate, answer_exact_match};
 use dspex::runtime::optimize::{BootstrapFewShot, Optimizer};
 use dspex::settings::{Settings, configure};
-use dspex::testing::Rule;
-use dspex_examples::{connect_lm, regex_escape};
+use dspex::testing::{MockLm, Rule};
+use dspex_examples::regex_escape;
 use serde::{Deserialize, Serialize};
 use std::path::PathBuf;
 
@@ -221,13 +222,22 @@ async fn main() -> dspex::Result<()> {
         report.elapsed.as_secs_f64() * 1e3
     );
 
-    let (lm, server) = connect_lm(rules(&items)?).await?;
-    if let Some(server) = &server {
-        println!(
-            "no DSPEX_LM set: using dspex's mock LM server at {} (scripted: demos help)",
-            server.url()
-        );
-    }
+    // The LM: dspex's mock LM server on 127.0.0.1, scripted (above). For a real model, write
+    // `let lm = LM::builder("openai/gpt-4o-mini").build()?;` instead (the key from OPENAI_API_KEY;
+    // `.api_base(…)` for any OpenAI-compatible server).
+    let server = MockLm::builder()
+        .rules(rules(&items)?)
+        .start()
+        .await
+        .map_err(|e| Error::step("starting the mock LM", e))?;
+    println!(
+        "dspex's mock LM server at {} (scripted: demos help)",
+        server.url()
+    );
+    let lm = LM::builder("openai/mock")
+        .api_base(server.api_base())
+        .cache_config(CacheConfig::memory_only())
+        .build()?;
     configure(Settings::new().lm(lm));
 
     // Why two hops: the passage with the answer rarely shares words with the question.

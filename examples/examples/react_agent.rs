@@ -1,16 +1,16 @@
 //! A ReAct agent with two tools — a calculator and a fact lookup — answering a question that
 //! needs both.
 //!
-//! Run it with `cargo run --example react_agent`. With no configuration the LM is dspex's mock
+//! Run it with `cargo run --example react_agent`. The LM is dspex's mock
 //! server, started in-process on 127.0.0.1 with a scripted trajectory (rules keyed on the
 //! prompt: compute first, then look up, then finish, then answer), so the run is the same every
-//! time. Set `DSPEX_LM=openai/<model>` (and `OPENAI_API_KEY`, or `DSPEX_API_BASE` for any
-//! OpenAI-compatible server) to let a real model drive the same agent.
+//! time. To run it against a real model, build the `LM` for it where the example
+//! builds the mock's (see the comment there).
 
+use dspex::lm::CacheConfig;
 use dspex::module::{CallConfig, ReAct, Tool};
 use dspex::prelude::*;
-use dspex::testing::Rule;
-use dspex_examples::connect_lm;
+use dspex::testing::{MockLm, Rule};
 use schemars::JsonSchema;
 use serde::Deserialize;
 use std::collections::HashMap;
@@ -84,13 +84,22 @@ fn lookup() -> Result<Tool, dspex::Error> {
 
 #[tokio::main(flavor = "current_thread")]
 async fn main() -> dspex::Result<()> {
-    let (lm, server) = connect_lm(scripted_trajectory()).await?;
-    if let Some(server) = &server {
-        println!(
-            "no DSPEX_LM set: using dspex's mock LM server at {} with a scripted trajectory\n",
-            server.url()
-        );
-    }
+    // The LM: dspex's mock LM server on 127.0.0.1, scripted (above). For a real model, write
+    // `let lm = LM::builder("openai/gpt-4o-mini").build()?;` instead (the key from OPENAI_API_KEY;
+    // `.api_base(…)` for any OpenAI-compatible server).
+    let server = MockLm::builder()
+        .rules(scripted_trajectory())
+        .start()
+        .await
+        .map_err(|e| Error::step("starting the mock LM", e))?;
+    println!(
+        "dspex's mock LM server at {} with a scripted trajectory\n",
+        server.url()
+    );
+    let lm = LM::builder("openai/mock")
+        .api_base(server.api_base())
+        .cache_config(CacheConfig::memory_only())
+        .build()?;
     let agent = ReAct::<AgentQA>::new([calculator()?, lookup()?])?
         .with_max_iters(6)
         .with_config(CallConfig::new().lm(lm.clone()));

@@ -1,38 +1,11 @@
-//! Shared helpers of the examples: the LM the runnable examples (`quickstart`, `react_agent`)
-//! talk to, and the benchmark plumbing of `bench_lm` and `bench_predict`. The examples
+//! Shared helpers of the examples (paths, the venv's Python, the regex escape of the scripted
+//! mock rules) and the benchmark plumbing of `bench_lm` and `bench_predict`. The examples
 //! themselves live in `examples/`.
 
-use dspex::lm::{CacheConfig, LM, LmError};
-use dspex::testing::{MockLm, MockLmServer, Rule};
 use serde_json::Value;
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
-
-/// The LM named by `DSPEX_LM` (at `DSPEX_API_BASE` when that is set), or else dspex's mock LM
-/// server started in-process with `rules` and an LM client for it with an in-memory cache. The
-/// server, when there is one, is returned to keep it alive (and to say so to the user).
-pub async fn connect_lm(rules: Vec<Rule>) -> dspex::Result<(LM, Option<MockLmServer>)> {
-    let step = |e: LmError| dspex::Error::step("configuring the LM", e);
-    if let Ok(model) = std::env::var("DSPEX_LM") {
-        let mut builder = LM::builder(model);
-        if let Ok(base) = std::env::var("DSPEX_API_BASE") {
-            builder = builder.api_base(base);
-        }
-        return Ok((builder.build().map_err(step)?, None));
-    }
-    let server = MockLm::builder()
-        .rules(rules)
-        .start()
-        .await
-        .map_err(|e| dspex::Error::step("starting the mock LM", e))?;
-    let lm = LM::builder("openai/mock")
-        .api_base(server.api_base())
-        .cache_config(CacheConfig::memory_only())
-        .build()
-        .map_err(step)?;
-    Ok((lm, Some(server)))
-}
 
 /// The repository root.
 pub fn repo_root() -> PathBuf {

@@ -10,7 +10,29 @@ use crate::signature::{FieldSpec, Signature, TypeSpec};
 use serde::{Deserialize, Serialize};
 use std::marker::PhantomData;
 
-/// A typed output with the model's reasoning before it.
+/// A typed output with the model's reasoning before it: what [`ChainOfThought`] returns.
+///
+/// It dereferences to the signature's outputs, so the fields read as they do from
+/// [`Predict`](super::Predict)'s output and as DSPy's `pred.answer` reads: `out.answer`, with
+/// `out.reasoning` beside them (`out.output` is the outputs as one value).
+///
+/// ```
+/// use dspex_runtime::module::Reasoned;
+///
+/// // What `#[signature("question -> answer")] struct QA;` generates as the outputs.
+/// struct QAOutput {
+///     answer: String,
+/// }
+///
+/// let out = Reasoned {
+///     reasoning: "France's capital is Paris.".to_string(),
+///     output: QAOutput { answer: "Paris".to_string() },
+/// };
+/// assert_eq!(out.answer, "Paris"); // through Deref, as with Predict's QAOutput
+/// assert_eq!(out.reasoning, "France's capital is Paris.");
+/// let QAOutput { answer } = out.into_inner();
+/// assert_eq!(answer, "Paris");
+/// ```
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Reasoned<T> {
     /// The reasoning the model wrote first.
@@ -18,6 +40,27 @@ pub struct Reasoned<T> {
     /// The signature's outputs.
     #[serde(flatten)]
     pub output: T,
+}
+
+impl<T> Reasoned<T> {
+    /// The signature's outputs without the reasoning.
+    pub fn into_inner(self) -> T {
+        self.output
+    }
+}
+
+impl<T> std::ops::Deref for Reasoned<T> {
+    type Target = T;
+
+    fn deref(&self) -> &T {
+        &self.output
+    }
+}
+
+impl<T> std::ops::DerefMut for Reasoned<T> {
+    fn deref_mut(&mut self) -> &mut T {
+        &mut self.output
+    }
 }
 
 /// DSPy's `dspy.ChainOfThought`: the signature with `reasoning` prepended to the outputs (type
