@@ -197,7 +197,10 @@ struct Inner {
 ///
 /// Text is tokenized as `bm25s` does ([`super::tokenize`]) and scored as `bm25s` scores by default:
 /// Lucene's BM25 with `idf = ln(1 + (N - df + 0.5) / (df + 0.5))` and the exact token count of each
-/// document (tantivy's own scorer rounds lengths to a byte). Cloning shares the index.
+/// document (tantivy's own scorer rounds lengths to a byte). Passages with equal scores come in
+/// corpus order, whatever the number of build threads; `bm25s` leaves ties to numpy's
+/// `argpartition` and a reversed `argsort`, so its order among equal scores can differ while the
+/// scores agree. Cloning shares the index.
 ///
 /// ```
 /// use dspex_runtime::retrieve::{Bm25Index, Corpus};
