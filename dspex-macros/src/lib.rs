@@ -32,8 +32,9 @@ pub fn derive_module(input: TokenStream) -> TokenStream {
     module::derive(input.into()).into()
 }
 
-/// Implements `SignatureType` for a unit-variant enum, as `Literal[...]`. See the `dspex` crate.
-#[proc_macro_derive(LiteralEnum)]
+/// Implements `SignatureType` (as `Literal[...]`) and serde's traits for a unit-variant enum.
+/// See the `dspex` crate.
+#[proc_macro_derive(LiteralEnum, attributes(literal))]
 pub fn derive_literal_enum(input: TokenStream) -> TokenStream {
     literal_enum::derive(input.into()).into()
 }

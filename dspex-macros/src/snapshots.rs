@@ -106,10 +106,24 @@ fn derive_module() {
 #[test]
 fn derive_literal_enum() {
     let out = crate::literal_enum::derive(quote!(
-        #[serde(rename_all = "lowercase")]
+        #[literal(rename_all = "lowercase")]
         enum Sentiment {
             Positive,
             Negative,
+            #[literal(rename = "meh")]
+            Neutral,
+        }
+    ));
+    insta::assert_snapshot!(pretty(out));
+}
+
+#[test]
+fn derive_literal_enum_with_own_serde() {
+    let out = crate::literal_enum::derive(quote!(
+        #[literal(serde = false)]
+        #[serde(rename_all = "lowercase")]
+        enum Sentiment {
+            Positive,
             #[serde(rename = "meh")]
             Neutral,
         }

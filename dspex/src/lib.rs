@@ -74,16 +74,19 @@
 //!
 //! Field types: `String`, `bool`, integers, `f32`/`f64`, `Vec<T>`, `Option<T>`,
 //! `HashMap`/`BTreeMap<String, T>`, `serde_json::Value` (DSPy's `Any`), enums deriving
-//! [`LiteralEnum`] (DSPy's `Literal[...]`, honouring serde renames), string-form
-//! `Literal['a', 'b']` (which generates an enum), and structs deriving `serde` and
-//! `schemars::JsonSchema` (DSPy's pydantic models, with their JSON schema):
+//! [`LiteralEnum`] (DSPy's `Literal[...]`; the derive implements serde's traits too, so no serde
+//! dependency is needed — rename with `#[literal(rename_all = "…")]` on the enum (serde's rule
+//! names) and `#[literal(rename = "…")]` on a variant, or write `#[literal(serde = false)]` and
+//! derive serde yourself to take its names), string-form `Literal['a', 'b']` (which generates an
+//! enum), and structs deriving `serde` and `schemars::JsonSchema` (DSPy's pydantic models, with
+//! their JSON schema; these need `serde` and `schemars` in your Cargo.toml):
 //!
 //! ```
 //! use dspex::prelude::*;
 //! use serde::{Deserialize, Serialize};
 //!
-//! #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize, LiteralEnum)]
-//! #[serde(rename_all = "lowercase")]
+//! #[derive(Debug, Clone, Copy, PartialEq, LiteralEnum)]
+//! #[literal(rename_all = "lowercase")]
 //! enum Sentiment { Positive, Negative, Neutral }
 //!
 //! #[derive(Debug, Clone, Serialize, Deserialize, schemars::JsonSchema)]
@@ -351,6 +354,7 @@ pub mod __private {
     pub use std::boxed::Box;
     pub use std::collections::{BTreeMap, HashMap};
     pub use std::option::Option;
+    pub use std::result::Result;
     pub use std::string::String;
     pub use std::sync::OnceLock;
     pub use std::vec;

@@ -10,7 +10,6 @@ use dspex::lm::track_usage;
 use dspex::prelude::*;
 use dspex::testing::MockLm;
 use dspex::{FieldSpec, TypeSpec};
-use serde::{Deserialize, Serialize};
 
 /// Answer questions with short factoid answers.
 #[signature]
@@ -25,8 +24,8 @@ struct FactoidQA {
     confidence: f64,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize, LiteralEnum)]
-#[serde(rename_all = "lowercase")]
+#[derive(Debug, Clone, Copy, PartialEq, LiteralEnum)]
+#[literal(rename_all = "lowercase")]
 enum Sentiment {
     Positive,
     Negative,

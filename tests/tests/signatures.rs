@@ -33,12 +33,12 @@ struct Classify;
 
 sig!(pub Summarize: "document -> summary", instructions = "Summarize in one sentence.");
 
-#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize, LiteralEnum)]
-#[serde(rename_all = "SCREAMING_SNAKE_CASE")]
+#[derive(Debug, Clone, Copy, PartialEq, LiteralEnum)]
+#[literal(rename_all = "SCREAMING_SNAKE_CASE")]
 enum Priority {
     Low,
     VeryHigh,
-    #[serde(rename = "meh")]
+    #[literal(rename = "meh")]
     Whatever,
 }
 

@@ -2,14 +2,13 @@
 //! `crate = path` option points them at a re-export.
 
 use my_dspex::{DynSignature, Module, PredictorParams, Signature};
-use serde::{Deserialize, Serialize};
 
 #[my_dspex::signature("question: str -> answer: int")]
 struct QA;
 
 my_dspex::sig!(Summarize: "document -> summary");
 
-#[derive(Debug, Clone, Copy, Serialize, Deserialize, my_dspex::LiteralEnum)]
+#[derive(Debug, Clone, Copy, my_dspex::LiteralEnum)]
 enum Mood {
     Happy,
     Sad,

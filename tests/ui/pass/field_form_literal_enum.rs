@@ -1,13 +1,13 @@
-// An enum deriving `LiteralEnum` is DSPy's `Literal[...]`, honouring serde renames.
+// An enum deriving `LiteralEnum` is DSPy's `Literal[...]`; the derive also implements serde's
+// traits (through dspex's re-export: no serde dependency needed), with its own renames.
 use dspex::prelude::*;
-use serde::{Deserialize, Serialize};
 
-#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize, LiteralEnum)]
-#[serde(rename_all = "lowercase")]
+#[derive(Debug, Clone, Copy, PartialEq, LiteralEnum)]
+#[literal(rename_all = "lowercase")]
 enum Sentiment {
     Positive,
     Negative,
-    #[serde(rename = "meh")]
+    #[literal(rename = "meh")]
     Neutral,
 }
 
@@ -47,4 +47,10 @@ fn main() {
     let _ = ClassifyInput {
         sentence: String::new(),
     };
+    // Values in and out as the LM writes them.
+    assert_eq!(serde_json::to_string(&Sentiment::Neutral).unwrap(), "\"meh\"");
+    let back: Sentiment = serde_json::from_str("\"negative\"").unwrap();
+    assert_eq!(back, Sentiment::Negative);
+    let err = serde_json::from_str::<Sentiment>("\"Negative\"").unwrap_err();
+    assert!(err.to_string().contains("expected one of `positive`, `negative`, `meh`"), "{err}");
 }
