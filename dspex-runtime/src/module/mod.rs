@@ -69,4 +69,4 @@ pub use react::{DynReAct, ReAct, ReActOutput, ToolStep, Trajectory};
 pub use refine::{Refine, offer_feedback_signature};
 pub use search_tool::search_tool;
 pub use streaming::{FieldChunk, FieldStream, StreamError, StreamItem, StreamOptions};
-pub use tool::{Tool, ToolError};
+pub use tool::{IntoTool, Tool, ToolError};

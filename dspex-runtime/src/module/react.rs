@@ -1,7 +1,7 @@
 //! [`ReAct`]: DSPy's tool-using agent loop.
 
 use super::predict::DynPredict;
-use super::tool::{Tool, ToolError};
+use super::tool::{IntoTool, Tool, ToolError};
 use crate::adapter::{Adapter, ChatAdapter};
 use crate::error::{Error, Result};
 use crate::example::{Example, Prediction};
@@ -142,9 +142,13 @@ pub struct DynReAct {
 impl DynReAct {
     /// An agent for `signature` with `tools` (a `finish` tool is added last). Fails when two
     /// tools share a name or one is called `finish`.
-    pub fn new(signature: DynSignature, tools: impl IntoIterator<Item = Tool>) -> Result<Self> {
+    pub fn new(
+        signature: DynSignature,
+        tools: impl IntoIterator<Item = impl IntoTool>,
+    ) -> Result<Self> {
         let mut all: Vec<Tool> = Vec::new();
         for tool in tools {
+            let tool = tool.into_tool();
             if tool.name() == "finish" {
                 return Err(ToolError::Definition {
                     tool: "finish".into(),
@@ -464,8 +468,9 @@ pub struct ReAct<S> {
 typed_wrapper_impls!(ReAct => inner);
 
 impl<S: Signature> ReAct<S> {
-    /// An agent for `S` with `tools`; see [`DynReAct::new`].
-    pub fn new(tools: impl IntoIterator<Item = Tool>) -> Result<Self> {
+    /// An agent for `S` with `tools` — [`Tool`]s, such as the `<name>_tool()` that `#[tool]`
+    /// generates for a function; see [`DynReAct::new`].
+    pub fn new(tools: impl IntoIterator<Item = impl IntoTool>) -> Result<Self> {
         Ok(ReAct {
             inner: DynReAct::new(S::signature().clone(), tools)?,
             _signature: PhantomData,

@@ -128,6 +128,35 @@ impl fmt::Debug for Tool {
 /// DSPy's `str(tool)`, the line ReAct lists it with:
 /// `NAME, whose description is <desc>DESC</desc>. It takes arguments ARGS.` with newlines in the
 /// description clause turned into two spaces and `ARGS` the Python `repr` of the schemas.
+/// What [`ReAct`](super::ReAct) takes as tools: a [`Tool`] (or a reference to one, cloned).
+///
+/// A function marked `#[tool]` is not a tool itself — it stays the plain function you wrote, so
+/// you can still call it; the tool is what `#[tool]` generates beside it, `<name>_tool()`:
+/// `ReAct::<QA>::new([calculator_tool(), lookup_tool()])`. Passing the function is a compile
+/// error that says so.
+#[diagnostic::on_unimplemented(
+    message = "`{Self}` is not a ReAct tool",
+    label = "expected a `Tool`",
+    note = "a function marked `#[tool]` stays a plain function; pass the tool generated beside it, `<name>_tool()` (for `fn calculator`, `calculator_tool()`)",
+    note = "a closure becomes a tool with `Tool::new(\"name\", |args: Args| async move {{ ... }})`"
+)]
+pub trait IntoTool {
+    /// The tool.
+    fn into_tool(self) -> Tool;
+}
+
+impl IntoTool for Tool {
+    fn into_tool(self) -> Tool {
+        self
+    }
+}
+
+impl IntoTool for &Tool {
+    fn into_tool(self) -> Tool {
+        self.clone()
+    }
+}
+
 impl fmt::Display for Tool {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(&self.name)?;
