@@ -145,12 +145,16 @@ pub trait IntoTool {
     fn into_tool(self) -> Tool;
 }
 
+// Not listed in errors: the note above says what to pass, and the list would change with every
+// new impl (the UI tests' `.stderr` files must not).
+#[diagnostic::do_not_recommend]
 impl IntoTool for Tool {
     fn into_tool(self) -> Tool {
         self
     }
 }
 
+#[diagnostic::do_not_recommend]
 impl IntoTool for &Tool {
     fn into_tool(self) -> Tool {
         self.clone()
