@@ -209,13 +209,14 @@ impl EvaluationResult {
     /// characters are escaped) and cut after 200 characters; then `... and N more` when some
     /// were left out. Every line ends in a newline.
     ///
-    /// [`Evaluate`](super::Evaluate) writes this report (listing 5) to stderr at the end of an
-    /// evaluation that had failures, unless told not to with
-    /// [`report_failures(false)`](super::Evaluate::report_failures).
+    /// [`Evaluate`](super::Evaluate) writes this report (listing 5, then a line on where to find
+    /// every failure) to stderr at the end of an evaluation that had failures, unless told not
+    /// to with [`report_failures(false)`](super::Evaluate::report_failures).
+    /// `failure_report(2)` of a result with three failures:
     ///
     /// ```text
     /// Evaluate: 3 of 10 examples failed, each scored 0.0:
-    ///   example 1: [openai/gpt-4o-mini] https://api.openai.com/v1: HTTP 500: …
+    ///   example 1: [openai/gpt-4o-mini] gave up after 4 attempt(s) in 7.5s: [openai/gpt-4o-mini] https://api.openai.com/v1: HTTP 503: …
     ///   example 4: the program panicked: index out of bounds: the len is 0 but the index is 0
     ///   ... and 1 more
     /// ```

@@ -83,10 +83,10 @@ type StopFn = Arc<dyn Fn() -> bool + Send + Sync>;
 ///
 ///   ```text
 ///   Evaluate: 3 of 10 examples failed, each scored 0.0:
-///     example 0: [openai/gpt-4o-mini] Adapter JSONAdapter failed to parse the LM response. …
-///     example 4: [openai/gpt-4o-mini] https://api.openai.com/v1: HTTP 500: …
+///     example 1: ChatAdapter could not parse the completion (field `answer`): expected output fields [answer], found [] (missing: answer); completion: "Sorry, I cannot answer in that format.\nHere is… [230 more characters]
+///     example 4: [openai/gpt-4o-mini] gave up after 4 attempt(s) in 7.5s: [openai/gpt-4o-mini] https://api.openai.com/v1: HTTP 503: …
 ///     example 7: the metric failed: …
-///     (every failure: `EvaluationResult::errors()`; each as it happens: a `tracing` subscriber; …)
+///     (every failure: `EvaluationResult::errors()`; each as it happens: a `tracing` subscriber; this report off: `Evaluate::report_failures(false)`)
 ///   ```
 ///
 ///   [`report_failures(false)`](Self::report_failures) turns it off; the optimizers'
@@ -791,7 +791,10 @@ mod tests {
         assert!(report.starts_with(&result.failure_report(REPORTED_FAILURES).unwrap()));
         let all = result.failure_report(usize::MAX).unwrap();
         assert_eq!(all.lines().count(), 1 + 6);
-        assert!(all.ends_with("example 33: doubling: 33 is unlucky\n"), "{all}");
+        assert!(
+            all.ends_with("example 33: doubling: 33 is unlucky\n"),
+            "{all}"
+        );
         assert_eq!(
             result.failure_report(0).unwrap(),
             "Evaluate: 6 of 40 examples failed, each scored 0.25:\n"
