@@ -301,3 +301,129 @@ async fn a_closure_metric_and_settings_reach_every_example() {
     );
     server.shutdown().await;
 }
+
+/// In the environment of the child process the stderr tests start: which evaluation to run.
+const REPORT_CHILD: &str = "DSPEX_TEST_EVALUATE_REPORT_CHILD";
+
+/// This test binary run again with only [`stderr_report_child`] and `mode` in its environment,
+/// its output not captured: whether it passed, and what it wrote to stderr.
+fn run_report_child(mode: &str) -> (bool, String) {
+    let output = std::process::Command::new(std::env::current_exe().expect("the test binary"))
+        .args([
+            "stderr_report_child",
+            "--exact",
+            "--nocapture",
+            "--test-threads=1",
+        ])
+        .env(REPORT_CHILD, mode)
+        .output()
+        .expect("the test binary runs again");
+    (
+        output.status.success(),
+        String::from_utf8_lossy(&output.stderr).into_owned(),
+    )
+}
+
+/// `q1`, `q4` and `q7` (of `q0`..`q9`) get a reply without any field, on several lines: the
+/// adapter cannot parse it (nor can the JSON fallback), 30 % malformed replies.
+async fn malformed_server() -> MockLmServer {
+    let malformed = Rule::regex(
+        r"## question ## \]\]\nq[147]\n",
+        "Sorry, I cannot answer in that format.\nHere is why:\n\tno reason.",
+    )
+    .expect("a valid pattern");
+    MockLm::builder()
+        .seed(7)
+        .rule(malformed)
+        .rules(rules(false))
+        .start()
+        .await
+        .expect("the mock server starts")
+}
+
+/// Not a test of its own: the evaluations whose stderr the tests below read, run in a child
+/// process (see [`run_report_child`]); without [`REPORT_CHILD`] it does nothing.
+#[tokio::test]
+async fn stderr_report_child() {
+    use dspex::optimize::{BootstrapFewShotWithRandomSearch, COPRO, Optimizer};
+    let Ok(mode) = std::env::var(REPORT_CHILD) else {
+        return;
+    };
+    let server = malformed_server().await;
+    let program = Predict::<QA>::new().with_config(CallConfig::new().lm(lm(&server)));
+    let devset: Vec<Example> = devset().into_iter().take(10).collect();
+    match mode.as_str() {
+        "default" | "quiet" => {
+            let evaluate = Evaluate::new(devset, answer_exact_match()).num_threads(4);
+            let evaluate = evaluate.report_failures(mode == "default");
+            let result = evaluate.call(&program).await.expect("the evaluation runs");
+            assert_eq!(result.n_errors, 3);
+            assert_eq!(result.score, 50.0);
+        }
+        "optimizers" => {
+            // Every candidate evaluation meets the three malformed replies.
+            let search = BootstrapFewShotWithRandomSearch::new(answer_exact_match())
+                .num_candidate_programs(1)
+                .num_threads(4);
+            search
+                .compile(program.clone(), &devset)
+                .await
+                .expect("random search compiles");
+            let copro = COPRO::new(answer_exact_match())
+                .breadth(2)
+                .expect("a breadth of 2")
+                .depth(1)
+                .prompt_lm(lm(&server))
+                .concurrency(4);
+            copro
+                .compile(program, &devset)
+                .await
+                .expect("COPRO compiles");
+        }
+        other => panic!("unknown mode {other}"),
+    }
+    server.shutdown().await;
+}
+
+/// Issue 15: with 30 % malformed replies the run printed nothing and reported a lower score.
+/// Evaluate now writes how many examples failed and their errors to stderr by default.
+#[test]
+fn malformed_replies_are_reported_on_stderr() {
+    let (passed, stderr) = run_report_child("default");
+    assert!(passed, "{stderr}");
+    let report: Vec<&str> = stderr
+        .lines()
+        .skip_while(|l| !l.starts_with("Evaluate:"))
+        .take_while(|l| l.starts_with("Evaluate:") || l.starts_with("  "))
+        .collect();
+    assert_eq!(
+        report.first().copied(),
+        Some("Evaluate: 3 of 10 examples failed, each scored 0.0:"),
+        "{stderr}"
+    );
+    assert_eq!(report.len(), 5, "{stderr}");
+    for (line, index) in report[1..4].iter().zip([1, 4, 7]) {
+        let prefix = format!("  example {index}: ");
+        assert!(line.starts_with(&prefix), "{line}");
+        // The reply's words are there, its newlines and tab are not.
+        assert!(line.contains("Sorry, I cannot answer"), "{line}");
+        assert!(!line.contains('\t'), "{line}");
+        // Cut after 200 characters of the error.
+        let error = &line[prefix.len()..];
+        let shown = error.split("… [").next().unwrap_or(error);
+        assert!(shown.chars().count() <= 200, "{line}");
+    }
+    assert!(report[4].contains("report_failures(false)"), "{stderr}");
+    // Errors name the model and the endpoint, never the API key.
+    assert!(!stderr.contains("sk-test"), "{stderr}");
+}
+
+#[test]
+fn the_report_can_be_turned_off_and_optimizers_never_write_it() {
+    for mode in ["quiet", "optimizers"] {
+        let (passed, stderr) = run_report_child(mode);
+        assert!(passed, "{mode}: {stderr}");
+        assert!(!stderr.contains("Evaluate:"), "{mode}: {stderr}");
+        assert!(!stderr.contains("examples failed"), "{mode}: {stderr}");
+    }
+}

@@ -1,7 +1,8 @@
 //! Evaluation: run a program over a dev set and score it.
 //!
 //! - [`Evaluate`] — DSPy's `dspy.Evaluate`: a program over a dev set under a concurrency limit,
-//!   each prediction scored by a metric; failures recorded with a failure score, `max_errors`
+//!   each prediction scored by a metric; failures recorded with a failure score, logged through
+//!   `tracing` and reported on stderr at the end (how many, the first few errors), `max_errors`
 //!   stopping early without losing what was computed. Returns an [`EvaluationResult`]: the
 //!   average score (a percentage, rounded as Python rounds) and an [`EvalRecord`] per example
 //!   (a failure keeps its typed cause, an [`EvalFailure`]), with DSPy's result table and CSV /

@@ -193,9 +193,71 @@ impl EvaluationResult {
         self.records.iter().fold(0.0, |acc, r| acc + r.score)
     }
 
-    /// The records of the examples that failed.
+    /// The records of the examples that failed (as many as [`n_errors`](Self::n_errors)), in
+    /// dev-set order: each has its [`index`](EvalRecord::index), its error as text
+    /// ([`error`](EvalRecord::error)) and typed ([`failure`](EvalRecord::failure)).
     pub fn errors(&self) -> impl Iterator<Item = &EvalRecord> {
         self.records.iter().filter(|r| r.is_error())
+    }
+
+    /// A short account of the failures for people to read, or `None` when no example failed.
+    ///
+    /// The first line says how many of the evaluated examples failed and what each scored (the
+    /// failure score), and whether the evaluation stopped early. Then come the first
+    /// `max_listed` failures in dev-set order, one line each: the example's index and its
+    /// error, on one line (newlines and runs of whitespace become one space, other control
+    /// characters are escaped) and cut after 200 characters; then `... and N more` when some
+    /// were left out. Every line ends in a newline.
+    ///
+    /// [`Evaluate`](super::Evaluate) writes this report (listing 5, then a line on where to find
+    /// every failure) to stderr at the end of an evaluation that had failures, unless told not
+    /// to with [`report_failures(false)`](super::Evaluate::report_failures).
+    /// `failure_report(2)` of a result with three failures:
+    ///
+    /// ```text
+    /// Evaluate: 3 of 10 examples failed, each scored 0.0:
+    ///   example 1: [openai/gpt-4o-mini] gave up after 4 attempt(s) in 7.5s: [openai/gpt-4o-mini] https://api.openai.com/v1: HTTP 503: …
+    ///   example 4: the program panicked: index out of bounds: the len is 0 but the index is 0
+    ///   ... and 1 more
+    /// ```
+    pub fn failure_report(&self, max_listed: usize) -> Option<String> {
+        use std::fmt::Write as _;
+
+        let failed: Vec<&EvalRecord> = self.errors().collect();
+        let first = failed.first()?;
+        let (k, ran) = (failed.len(), self.records.len());
+        let each = if k == 1 { "" } else { "each " };
+        let mut out = format!(
+            "Evaluate: {k} of {ran} examples failed, {each}scored {}",
+            py_float(first.score)
+        );
+        if self.stopped_early {
+            let how = if self.cancelled {
+                "was cancelled"
+            } else {
+                "stopped early"
+            };
+            let _ = write!(
+                out,
+                " (the evaluation {how} after {ran} of {} examples)",
+                self.devset_len
+            );
+        }
+        out.push_str(":\n");
+        for record in failed.iter().take(max_listed) {
+            let error = record.error.as_deref().unwrap_or_default();
+            let _ = writeln!(
+                out,
+                "  example {}: {}",
+                record.index,
+                one_line(error, REPORT_ERROR_CHARS)
+            );
+        }
+        let hidden = k.saturating_sub(max_listed);
+        if hidden > 0 && max_listed > 0 {
+            let _ = writeln!(out, "  ... and {hidden} more");
+        }
+        Some(out)
     }
 
     /// DSPy's row for a record: the example's fields, then the prediction's, a key present in
@@ -350,7 +412,10 @@ impl EvaluationResult {
     /// The first `max_rows` rows as a plain-text table (DSPy's `display_table`): an index
     /// column, then the row keys; cells longer than 25 words cut to 25 words and `...`; the
     /// score column as `✔️ [0.750]` (floats) or `✔️ [True]`; newlines shown as `\n`; a last
-    /// line `... {k} more rows not displayed ...` when rows were left out.
+    /// line `... {k} more rows not displayed ...` when rows were left out. When a shown row
+    /// failed, a last column `error` (`evaluate_error` if a field is named `error`) gives each
+    /// failed row's error on one line, cut after 80 characters — DSPy's table has no such
+    /// column; its other columns are DSPy's.
     ///
     /// ```
     /// # use dspex_runtime::evaluate::EvaluationResult;
@@ -421,6 +486,39 @@ fn write_file(path: &Path, text: &str) -> Result<(), EvaluateError> {
     })
 }
 
+/// How many characters of an error a line of [`EvaluationResult::failure_report`] shows.
+const REPORT_ERROR_CHARS: usize = 200;
+
+/// How many characters of an error the result table's error column shows.
+const TABLE_ERROR_CHARS: usize = 80;
+
+/// `text` on one line, at most `max` characters of it: runs of whitespace (newlines included)
+/// become one space, other control characters are escaped (`\u{1b}`, so that an LM's reply
+/// quoted in an error cannot move a terminal's cursor), and a longer text is cut, ending in
+/// `… [N more characters]`.
+pub(crate) fn one_line(text: &str, max: usize) -> String {
+    let mut flat = String::with_capacity(text.len().min(4 * max));
+    for word in text.split_whitespace() {
+        if !flat.is_empty() {
+            flat.push(' ');
+        }
+        for c in word.chars() {
+            if c.is_control() {
+                flat.extend(c.escape_default());
+            } else {
+                flat.push(c);
+            }
+        }
+    }
+    match flat.char_indices().nth(max) {
+        None => flat,
+        Some((end, _)) => {
+            let more = flat[end..].chars().count();
+            format!("{}… [{more} more characters]", flat[..end].trim_end())
+        }
+    }
+}
+
 /// The first rows of an [`EvaluationResult`] as a plain-text table; see
 /// [`EvaluationResult::table`].
 #[derive(Debug, Clone, Copy)]
@@ -460,9 +558,18 @@ impl fmt::Display for ResultTable<'_> {
                 }
             }
         }
+        // Failed rows say why in a last column (not in DSPy's table, which shows no error).
+        let error_column = shown.iter().any(EvalRecord::is_error).then(|| {
+            if header.iter().any(|h| h == "error") {
+                "evaluate_error"
+            } else {
+                "error"
+            }
+        });
         let mut grid: Vec<Vec<String>> = Vec::with_capacity(rows.len() + 1);
         let mut head = vec![String::new()];
         head.extend(header.iter().map(|h| escape_controls(h)));
+        head.extend(error_column.map(str::to_string));
         grid.push(head);
         for (row, record) in rows.iter().zip(shown) {
             let mut line = vec![record.index.to_string()];
@@ -476,9 +583,13 @@ impl fmt::Display for ResultTable<'_> {
                 };
                 line.push(escape_controls(&text));
             }
+            if error_column.is_some() {
+                let error = record.error.as_deref().unwrap_or_default();
+                line.push(one_line(error, TABLE_ERROR_CHARS));
+            }
             grid.push(line);
         }
-        let columns = header.len() + 1;
+        let columns = grid[0].len();
         let widths: Vec<usize> = (0..columns)
             .map(|c| grid.iter().map(|l| l[c].width()).max().unwrap_or(0))
             .collect();
@@ -709,6 +820,53 @@ mod tests {
             format!("{}...", ["a"; 25].join(" "))
         );
         assert_eq!(truncate_cell("a ".repeat(25)), "a ".repeat(25));
+    }
+
+    #[test]
+    fn errors_are_shown_on_one_line_cut_and_escaped() {
+        assert_eq!(one_line("  short  error ", 200), "short error");
+        // Newlines and tabs fold; an escape sequence an LM replied cannot reach the terminal.
+        assert_eq!(
+            one_line("parse failed:\n\traw: \u{1b}[2Jhi\r\n", 200),
+            "parse failed: raw: \\u{1b}[2Jhi"
+        );
+        let long = format!("head {}", "é".repeat(300));
+        let cut = one_line(&long, 10);
+        assert_eq!(cut, "head ééééé… [295 more characters]");
+        assert_eq!(one_line("exactly10!", 10), "exactly10!");
+        assert_eq!(one_line("", 10), "");
+    }
+
+    #[test]
+    fn failed_rows_show_their_error_in_the_table() {
+        let mut set = devset();
+        set.insert(
+            1,
+            Example::new()
+                .with("question", "boom")
+                .with("answer", "x")
+                .with_inputs(["question"]),
+        );
+        let evaluate = Evaluate::new(
+            set,
+            metric_fn("metric", |e: &Example, p: &Prediction| {
+                e.get("answer") == p.get("answer")
+            }),
+        );
+        let result = run(&evaluate);
+        let table = result.table(2).to_string();
+        let lines: Vec<&str> = table.lines().collect();
+        assert!(lines[0].ends_with("  answer  error"), "{table}");
+        assert!(lines[1].ends_with("✔️ [True]"), "{table}");
+        assert!(lines[2].contains("✔️ [0.000]"), "{table}");
+        assert!(lines[2].ends_with("  x       forward: kaboom"), "{table}");
+        // No failure among the rows shown: DSPy's table, no error column.
+        let first = result.table(1).to_string();
+        assert!(!first.contains("error"), "{first}");
+        assert_eq!(
+            result.failure_report(5).unwrap(),
+            "Evaluate: 1 of 4 examples failed, scored 0.0:\n  example 1: forward: kaboom\n"
+        );
     }
 
     #[test]

@@ -19,6 +19,10 @@ use tracing::Instrument;
 /// How many examples run at once unless [`Evaluate::num_threads`] says otherwise.
 pub const DEFAULT_NUM_THREADS: usize = 16;
 
+/// How many failures the report [`Evaluate`] writes to stderr lists (see
+/// [`Evaluate::report_failures`]).
+const REPORTED_FAILURES: usize = 5;
+
 type StopFn = Arc<dyn Fn() -> bool + Send + Sync>;
 
 /// DSPy's `dspy.Evaluate`: runs a program on every example of a dev set, scores each prediction
@@ -29,7 +33,8 @@ type StopFn = Arc<dyn Fn() -> bool + Send + Sync>;
 ///   all of them). [`shared_limit`](Self::shared_limit) adds a semaphore shared with other
 ///   evaluations, e.g. an optimizer's candidates.
 /// - Each example runs the program, then the metric, as one guarded step: an error or a panic in
-///   either is recorded with the [`failure_score`](Self::failure_score) (default 0) and counted.
+///   either is recorded with the [`failure_score`](Self::failure_score) (default 0) and counted;
+///   failures are reported, not raised (see [Failures](#failures) below).
 /// - With [`max_errors`](Self::max_errors), the N-th failure stops the evaluation: no new example
 ///   starts, the running ones finish, and the result — marked
 ///   [`stopped_early`](EvaluationResult::stopped_early) — keeps every record computed. (DSPy
@@ -65,6 +70,91 @@ type StopFn = Arc<dyn Fn() -> bool + Send + Sync>;
 /// # Ok::<(), dspex_runtime::Error>(())
 /// # }).unwrap();
 /// ```
+///
+/// # Failures
+///
+/// An example whose program or metric fails — an LM error after its retries, a reply the
+/// adapter cannot parse, a panic — scores the failure score, so failures lower the score
+/// without stopping the evaluation. They are never silent:
+///
+/// - At the end of an evaluation with failures, a short report goes to stderr: how many examples
+///   failed out of how many, and the first five errors with their example's index, one line
+///   each (long errors cut; see [`EvaluationResult::failure_report`]):
+///
+///   ```text
+///   Evaluate: 3 of 10 examples failed, each scored 0.0:
+///     example 1: ChatAdapter could not parse the completion (field `answer`): expected output fields [answer], found [] (missing: answer); completion: "Sorry, I cannot answer in that format.\nHere is… [230 more characters]
+///     example 4: [openai/gpt-4o-mini] gave up after 4 attempt(s) in 7.5s: [openai/gpt-4o-mini] https://api.openai.com/v1: HTTP 503: …
+///     example 7: the metric failed: …
+///     (every failure: `EvaluationResult::errors()`; each as it happens: a `tracing` subscriber; this report off: `Evaluate::report_failures(false)`)
+///   ```
+///
+///   [`report_failures(false)`](Self::report_failures) turns it off; the optimizers'
+///   evaluations of their candidates run with it off.
+/// - Each failure is logged through `tracing` at ERROR as it happens, with DSPy's text
+///   (`Error for example 4: …`), inside an `evaluate` span.
+/// - The result holds them all: [`n_errors`](EvaluationResult::n_errors), and the failed
+///   [`records`](EvaluationResult::records) through [`errors`](EvaluationResult::errors), each
+///   with its error as text and typed ([`EvalRecord::failure`]).
+///
+/// ```
+/// use dspex_runtime::evaluate::{EvalFailure, Evaluate, metric_fn};
+/// use dspex_runtime::{Error, Example, Prediction, program_fn};
+/// use serde::{Deserialize, Serialize};
+///
+/// #[derive(Deserialize)]
+/// struct In { x: i64 }
+/// #[derive(Serialize)]
+/// struct Out { y: i64 }
+///
+/// # tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap().block_on(async {
+/// // A program failing on odd numbers.
+/// let halve = program_fn(|i: In| async move {
+///     if i.x % 2 == 1 {
+///         return Err(Error::step("halving", format!("{} is odd", i.x)));
+///     }
+///     Ok(Out { y: i.x / 2 })
+/// });
+/// let devset: Vec<Example> = [2, 3, 4, 5]
+///     .into_iter()
+///     .map(|x| Example::new().with("x", x).with("y", x / 2).with_inputs(["x"]))
+///     .collect();
+/// let exact = metric_fn("exact", |e: &Example, p: &Prediction| e.get("y") == p.get("y"));
+///
+/// // Quiet: this program reports the failures itself.
+/// let result = Evaluate::new(devset, exact).report_failures(false).call(&halve).await?;
+/// assert_eq!((result.n_errors, result.score), (2, 50.0));
+/// for record in result.errors() {
+///     let failure = record.failure.as_ref().unwrap();
+///     assert!(matches!(failure, EvalFailure::Program(_)));
+///     println!("example {}: {failure}", record.index);
+/// }
+/// assert_eq!(
+///     result.failure_report(5).unwrap(),
+///     "Evaluate: 2 of 4 examples failed, each scored 0.0:\n  \
+///      example 1: halving: 3 is odd\n  \
+///      example 3: halving: 5 is odd\n"
+/// );
+/// # Ok::<(), dspex_runtime::Error>(())
+/// # }).unwrap();
+/// ```
+///
+/// To see each failure as it happens, and the "Average Metric" line, install a `tracing`
+/// subscriber, e.g. `tracing-subscriber`'s fmt subscriber (with its `env-filter` feature) at
+/// the start of `main`. Evaluation logs under the target `dspex_runtime::evaluate`, the LM
+/// layer (requests, retries) under `dspex_lm`; `RUST_LOG` overrides the filter here:
+///
+/// ```
+/// use tracing_subscriber::EnvFilter;
+///
+/// let filter = EnvFilter::try_from_default_env()
+///     .unwrap_or_else(|_| EnvFilter::new("warn,dspex_runtime::evaluate=info"));
+/// // `try_init` leaves a subscriber installed before in place.
+/// let _ = tracing_subscriber::fmt()
+///     .with_env_filter(filter)
+///     .with_writer(std::io::stderr)
+///     .try_init();
+/// ```
 #[derive(Clone)]
 pub struct Evaluate {
     devset: Arc<[Example]>,
@@ -75,6 +165,7 @@ pub struct Evaluate {
     max_errors: Option<usize>,
     display_progress: bool,
     display_table: Option<usize>,
+    report_failures: bool,
     stop: Option<StopFn>,
     cancel: Option<CancelToken>,
 }
@@ -90,6 +181,7 @@ impl std::fmt::Debug for Evaluate {
             .field("max_errors", &self.max_errors)
             .field("display_progress", &self.display_progress)
             .field("display_table", &self.display_table)
+            .field("report_failures", &self.report_failures)
             .finish_non_exhaustive()
     }
 }
@@ -114,6 +206,7 @@ impl Evaluate {
             max_errors: None,
             display_progress: false,
             display_table: None,
+            report_failures: true,
             stop: None,
             cancel: None,
         }
@@ -157,6 +250,23 @@ impl Evaluate {
     #[must_use]
     pub fn display_progress(mut self, show: bool) -> Self {
         self.display_progress = show;
+        self
+    }
+
+    /// Whether to write a short report of the failures to stderr at the end of an evaluation
+    /// that had any (default `true`): how many examples failed out of how many, and the first
+    /// five errors with their example's index, one line each (see
+    /// [`EvaluationResult::failure_report`]). Nothing is written when every example succeeds.
+    ///
+    /// `false` leaves reporting to the caller: the failures are in the result
+    /// ([`n_errors`](EvaluationResult::n_errors), [`errors`](EvaluationResult::errors)), and
+    /// each is logged through `tracing` either way. The optimizers' own evaluations of their
+    /// candidates run with it off.
+    ///
+    /// The report is written with `eprint!`, so a test harness capturing output captures it.
+    #[must_use]
+    pub fn report_failures(mut self, on: bool) -> Self {
+        self.report_failures = on;
         self
     }
 
@@ -399,7 +509,26 @@ impl Evaluate {
         if let Some(rows) = self.display_table {
             print!("{}", result.table(rows));
         }
+        if let Some(report) = self.stderr_report(&result) {
+            eprint!("{report}");
+        }
         result
+    }
+
+    /// What [`call`](Self::call) writes to stderr at the end: the result's
+    /// [`failure_report`](EvaluationResult::failure_report) (the first
+    /// [`REPORTED_FAILURES`] failures) and where to find more; `None` when nothing failed or
+    /// [`report_failures`](Self::report_failures) is off.
+    fn stderr_report(&self, result: &EvaluationResult) -> Option<String> {
+        if !self.report_failures {
+            return None;
+        }
+        let mut report = result.failure_report(REPORTED_FAILURES)?;
+        report.push_str(
+            "  (every failure: `EvaluationResult::errors()`; each as it happens: a `tracing` \
+             subscriber; this report off: `Evaluate::report_failures(false)`)\n",
+        );
+        Some(report)
     }
 
     fn progress_bar(&self, n: usize) -> Option<ProgressBar> {
@@ -633,6 +762,72 @@ mod tests {
         assert_eq!(result.n_errors, 2);
         // 4 right out of 6 evaluated.
         assert_eq!(result.score, 66.67);
+    }
+
+    /// Issue 15: with malformed replies the run printed nothing and reported a lower score. The
+    /// report written to stderr says how many failed and lists the first ones.
+    #[tokio::test(start_paused = true)]
+    async fn failures_are_reported_unless_turned_off() {
+        let program = Doubler::default();
+        let evaluate = Evaluate::new(devset(40), exact())
+            .num_threads(6)
+            .failure_score(0.25);
+        let result = evaluate.call(&program).await.unwrap();
+        assert_eq!(result.n_errors, 6);
+        let report = evaluate.stderr_report(&result).expect("a report");
+        assert_eq!(
+            report,
+            "Evaluate: 6 of 40 examples failed, each scored 0.25:\n\
+             \x20 example 3: doubling: 3 is unlucky\n\
+             \x20 example 5: the metric failed: exact: five cannot be judged\n\
+             \x20 example 13: doubling: 13 is unlucky\n\
+             \x20 example 17: the program panicked: seventeen panics\n\
+             \x20 example 23: doubling: 23 is unlucky\n\
+             \x20 ... and 1 more\n\
+             \x20 (every failure: `EvaluationResult::errors()`; each as it happens: a `tracing` \
+             subscriber; this report off: `Evaluate::report_failures(false)`)\n"
+        );
+        // The report is the result's, with the hint; the result lists as many as asked.
+        assert!(report.starts_with(&result.failure_report(REPORTED_FAILURES).unwrap()));
+        let all = result.failure_report(usize::MAX).unwrap();
+        assert_eq!(all.lines().count(), 1 + 6);
+        assert!(
+            all.ends_with("example 33: doubling: 33 is unlucky\n"),
+            "{all}"
+        );
+        assert_eq!(
+            result.failure_report(0).unwrap(),
+            "Evaluate: 6 of 40 examples failed, each scored 0.25:\n"
+        );
+
+        // Off: nothing to write, the result unchanged.
+        let quiet = evaluate.clone().report_failures(false);
+        assert!(format!("{quiet:?}").contains("report_failures: false"));
+        let quiet_result = quiet.call(&program).await.unwrap();
+        assert_eq!(quiet.stderr_report(&quiet_result), None);
+        assert_eq!(quiet_result.n_errors, 6);
+        assert_eq!(quiet_result.failure_report(5), result.failure_report(5));
+
+        // No failure, no report.
+        let clean = Evaluate::new(devset(3), exact());
+        let result = clean.call(&program).await.unwrap();
+        assert_eq!(result.n_errors, 0);
+        assert_eq!(result.failure_report(5), None);
+        assert_eq!(clean.stderr_report(&result), None);
+
+        // One failure of an early stop.
+        let result = Evaluate::new(devset(200), exact())
+            .num_threads(1)
+            .max_errors(1)
+            .call(&program)
+            .await
+            .unwrap();
+        assert_eq!(
+            result.failure_report(5).unwrap(),
+            "Evaluate: 1 of 4 examples failed, scored 0.0 (the evaluation stopped early after \
+             4 of 200 examples):\n\
+             \x20 example 3: doubling: 3 is unlucky\n"
+        );
     }
 
     #[tokio::test(start_paused = true)]

@@ -100,6 +100,8 @@ pub trait Optimizer: Send + Sync {
 /// The score DSPy's `Evaluate` gives `program` on `devset`: the metric's mean as a percentage,
 /// rounded as Python rounds to 2 decimals; a failing example scores 0. A cancellation of `ctx`
 /// stops the evaluation at once and returns [`Error::Cancelled`] (see [`is_cancellation`]).
+/// Quiet: no failure report on stderr for each candidate (each failure is still logged through
+/// `tracing`).
 pub(crate) async fn score_program<P: ExampleProgram + ?Sized>(
     program: &P,
     devset: &[Example],
@@ -110,6 +112,7 @@ pub(crate) async fn score_program<P: ExampleProgram + ?Sized>(
     let result = Evaluate::new(devset.to_vec(), metric.clone())
         .num_threads(concurrency)
         .cancel_on(ctx.cancel_token())
+        .report_failures(false)
         .call(program)
         .await?;
     if result.cancelled {

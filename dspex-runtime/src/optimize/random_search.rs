@@ -213,7 +213,9 @@ impl BootstrapFewShotWithRandomSearch {
         let evaluate = Evaluate::new(valset, self.metric.clone())
             .num_threads(self.num_threads)
             .shared_limit(limit)
-            .cancel_on(ctx.cancel_token());
+            .cancel_on(ctx.cancel_token())
+            // One report per candidate would flood stderr; failures are logged through tracing.
+            .report_failures(false);
         let (student, trainset) = (&student, trainset);
         let work: Vec<BoxFuture<'_, Result<(i64, P, f64)>>> = seeds
             .iter()
