@@ -5,12 +5,15 @@ use super::LanguageModel;
 use super::error::LmError;
 use super::stream::{EventStream, StreamEvent};
 use super::types::{Choice, FinishReason, LmRequest, LmResponse, Message, Usage};
+use super::usage::{record_current, record_request_current};
 use futures_util::future::BoxFuture;
 use serde_json::{Map, Value};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-/// Replays completions in order, one per call, and records every request. Streamed
+/// Replays completions in order, one per call, and records every request; each call counts as
+/// one request and one call answered (with no tokens) in [`track_usage`](crate::track_usage).
+/// Streamed
 /// ([`LanguageModel::stream`]), each completion arrives in chunks of
 /// [`chunk_size`](ScriptedLM::chunk_size) characters (default 4), so tests see text split at
 /// awkward places.
@@ -161,6 +164,10 @@ impl ScriptedLM {
         if self.inner.record {
             state.requests.push(request);
         }
+        drop(state);
+        // Counted by usage tracking as a request and a call answered, with no tokens.
+        record_request_current(&self.inner.model);
+        record_current(&self.inner.model, Usage::default(), false, None);
         Ok(LmResponse {
             choices,
             usage: Usage::default(),

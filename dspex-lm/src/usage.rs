@@ -30,6 +30,11 @@ pub struct ModelUsage {
     pub usage: Usage,
     /// Calls answered by the provider.
     pub calls: u64,
+    /// Requests sent to the provider, answered or not: every attempt of a retried call, the
+    /// top-up requests of a call that got fewer choices than it asked for, a request whose call
+    /// failed or was dropped while it waited. Cache hits send none. (What the provider saw, as
+    /// far as the client knows; an LM without HTTP, such as `ScriptedLM`, counts one per call.)
+    pub requests: u64,
     /// Calls answered from the cache.
     pub cache_hits: u64,
     /// Estimated cost in US dollars, when the LM has a price.
@@ -50,6 +55,7 @@ impl UsageReport {
         for m in self.per_model.values() {
             total.usage += m.usage;
             total.calls += m.calls;
+            total.requests += m.requests;
             total.cache_hits += m.cache_hits;
             total.cost_usd = match (total.cost_usd, m.cost_usd) {
                 (Some(a), Some(b)) => Some(a + b),
@@ -59,6 +65,22 @@ impl UsageReport {
         total
     }
 
+    /// The entry of `model`, created empty if needed.
+    fn entry(&mut self, model: &str) -> Option<&mut ModelUsage> {
+        // The model is almost always known already: avoid allocating its name on every call.
+        if !self.per_model.contains_key(model) {
+            self.per_model
+                .insert(model.to_string(), ModelUsage::default());
+        }
+        self.per_model.get_mut(model)
+    }
+
+    pub(crate) fn record_request(&mut self, model: &str) {
+        if let Some(entry) = self.entry(model) {
+            entry.requests += 1;
+        }
+    }
+
     pub(crate) fn record(
         &mut self,
         model: &str,
@@ -66,12 +88,7 @@ impl UsageReport {
         cache_hit: bool,
         price: Option<Price>,
     ) {
-        // The model is almost always known already: avoid allocating its name on every call.
-        if !self.per_model.contains_key(model) {
-            self.per_model
-                .insert(model.to_string(), ModelUsage::default());
-        }
-        let Some(entry) = self.per_model.get_mut(model) else {
+        let Some(entry) = self.entry(model) else {
             return;
         };
         if cache_hit {
@@ -107,6 +124,13 @@ impl UsageTracker {
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .record(model, usage, cache_hit, price);
+    }
+
+    pub(crate) fn record_request(&self, model: &str) {
+        self.0
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .record_request(model);
     }
 
     /// Runs `fut` with this tracker as the current one: LM calls made by `fut` count here. Use
@@ -145,6 +169,15 @@ pub(crate) fn record_current(model: &str, usage: Usage, cache_hit: bool, price: 
     });
 }
 
+/// Adds a request sent to every tracker of the running task.
+pub(crate) fn record_request_current(model: &str) {
+    let _ = CURRENT.try_with(|stack| {
+        for tracker in stack {
+            tracker.record_request(model);
+        }
+    });
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -164,8 +197,11 @@ mod tests {
             output_per_million: 2.0,
         };
         let (inner, outer) = track_usage(async {
+            record_request_current("a");
             record_current("a", usage(10, 5), false, Some(price));
             let ((), inner) = track_usage(async {
+                record_request_current("b");
+                record_request_current("b");
                 record_current("b", usage(1, 1), false, None);
                 record_current("b", usage(100, 100), true, None);
             })
@@ -174,6 +210,8 @@ mod tests {
         })
         .await;
         assert_eq!(inner.per_model["b"].calls, 1);
+        assert_eq!(inner.per_model["b"].requests, 2);
+        assert_eq!(outer.total().requests, 3);
         assert_eq!(inner.per_model["b"].cache_hits, 1);
         assert_eq!(inner.per_model["b"].usage, usage(1, 1));
         assert_eq!(outer.per_model.len(), 2);

@@ -1,6 +1,8 @@
 //! Evaluate and BootstrapFewShot against DSPy 3.4.1 (`../shared/bench/dspy_side.py evaluate` and
 //! `bootstrap`), on the same mock LM servers (0 ms and 50 ms latency), in one run: wall time and
-//! peak RSS at equal concurrency (16) and at each side's best setting. Prints Markdown tables.
+//! peak RSS at equal concurrency (16) and at each side's best setting; for BootstrapFewShot also
+//! the LM calls each side made (as the mock server counted them), dspex by default and with
+//! speculation. Prints Markdown tables.
 //!
 //! Run it with `scripts/bench optimize [--quick]`. Every measurement runs in a fresh worker
 //! process (this binary with `worker …`) so peak RSS is its own.
@@ -9,12 +11,13 @@ use dspex::lm::{LM, RetryPolicy};
 use dspex::module::{ChainOfThought, Predict};
 use dspex::prelude::*;
 use dspex::runtime::evaluate::{Evaluate, answer_exact_match, metric_fn};
-use dspex::runtime::optimize::{BootstrapFewShot, Optimizer};
+use dspex::runtime::optimize::{BootstrapFewShot, JobContext, Teacher};
 use dspex::settings::{Settings, with_settings};
 use dspex_examples::{
     bench_main, dspex_binary, dspy_side, peak_rss_mb, run_json, start_mock, venv_python,
 };
 use serde_json::{Value, json};
+use std::io::{Read, Write};
 use std::process::Command;
 use std::time::{Duration, Instant};
 
@@ -76,22 +79,33 @@ async fn worker(args: &[String]) -> Value {
                     .and_then(|w| w.trim_end_matches('?').parse::<usize>().ok())
                     .is_some_and(|i| i % 25 == 0)
             });
+            let speculative = args.get(4).is_some_and(|s| s == "speculative");
             let optimizer = BootstrapFewShot::new()
                 .metric(every_25th)
                 .max_bootstrapped_demos(4)
                 .max_labeled_demos(16)
-                .concurrency(concurrency);
+                .concurrency(concurrency)
+                .speculative(speculative);
+            let student = ChainOfThought::<QA>::new();
             let start = Instant::now();
-            let compiled = with_settings(
+            let (compiled, report) = with_settings(
                 settings,
-                optimizer.compile(ChainOfThought::<QA>::new(), &qa_set(n)),
+                optimizer.compile_with_report(
+                    student.clone(),
+                    Teacher::Program(student),
+                    &qa_set(n),
+                    &JobContext::detached(),
+                ),
             )
             .await
             .expect("the compile runs");
             json!({
-                "trainset": n, "concurrency": concurrency,
+                "trainset": n, "concurrency": concurrency, "speculative": speculative,
                 "wall_s": start.elapsed().as_secs_f64(),
                 "demos": compiled.params().demos.len(), "peak_rss_mb": peak_rss_mb(),
+                "lm_requests": report.lm_requests, "discarded_runs": report.discarded_runs,
+                "dropped_in_flight": report.dropped_in_flight,
+                "discarded_lm_requests": report.discarded_lm_requests,
             })
         }
         other => panic!("unknown worker {other:?}"),
@@ -99,8 +113,46 @@ async fn worker(args: &[String]) -> Value {
 }
 
 fn rust(what: &str, url: &str, n: usize, c: usize) -> Value {
+    rust_with(what, url, n, c, &[])
+}
+
+fn rust_with(what: &str, url: &str, n: usize, c: usize, extra: &[&str]) -> Value {
     let exe = std::env::current_exe().expect("the bench's own path");
-    run_json(Command::new(exe).args(["worker", what, url, &n.to_string(), &c.to_string()]))
+    run_json(
+        Command::new(exe)
+            .args(["worker", what, url, &n.to_string(), &c.to_string()])
+            .args(extra),
+    )
+}
+
+/// The chat requests the mock server at `url` has received (its `GET /stats`).
+fn chat_requests(url: &str) -> u64 {
+    let addr = url.trim_start_matches("http://").trim_end_matches('/');
+    let mut stream = std::net::TcpStream::connect(addr).expect("the mock server answers");
+    write!(
+        stream,
+        "GET /stats HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n"
+    )
+    .expect("the request is sent");
+    let mut response = String::new();
+    stream
+        .read_to_string(&mut response)
+        .expect("the stats are read");
+    let body = response.split_once("\r\n\r\n").map_or("", |(_, b)| b);
+    let stats: Value = serde_json::from_str(body).expect("the stats are JSON");
+    stats["requests"]["/v1/chat/completions"]
+        .as_u64()
+        .unwrap_or(0)
+}
+
+/// Runs `measure` and adds the chat requests the server at `url` received meanwhile as
+/// `served` (after a pause, so that requests of a process that just exited are counted).
+fn counting(url: &str, measure: impl FnOnce() -> Value) -> Value {
+    let before = chat_requests(url);
+    let mut v = measure();
+    std::thread::sleep(Duration::from_millis(200));
+    v["served"] = json!(chat_requests(url) - before);
+    v
 }
 
 fn dspy(what: &str, url: &str, extra: &[&str]) -> Value {
@@ -187,21 +239,39 @@ fn orchestrate(quick: bool) {
         "\n### BootstrapFewShot: {n_boot} examples, ChainOfThought, metric true on items 0/25/50/75\n"
     );
     println!(
-        "| latency | side | concurrency | wall | vs DSPy | floor | × floor | peak RSS | demos |"
+        "| latency | side | concurrency | wall | vs DSPy | floor | × floor | peak RSS | demos | LM calls (server) | LM requests kept (report) | runs discarded (in flight) | their LM requests (report) |"
     );
-    println!("|---|---|---:|---:|---:|---:|---:|---:|---:|");
+    println!("|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|");
+    let boot = |url: &str, c: usize, speculative: bool| {
+        let extra: &[&str] = if speculative { &["speculative"] } else { &[] };
+        counting(url, || rust_with("bootstrap", url, n_boot, c, extra))
+    };
     for (latency, url) in [(0u64, &fast_url), (50, &slow_url)] {
-        let d = dspy("bootstrap", url, &["--trainset", &n_boot.to_string()]);
-        let r16 = rust("bootstrap", url, n_boot, 16);
-        let r64 = rust("bootstrap", url, n_boot, 64);
-        for (side, c, v) in [
-            ("DSPy 3.4.1", 1, &d),
-            ("dspex", 16, &r16),
-            ("dspex", 64, &r64),
-        ] {
-            let base = (side == "dspex").then_some(&d);
-            let cells = row_cells(v, base, n_boot, c, latency);
-            println!("| {latency} ms | {side} | {c} | {cells} | {} |", v["demos"]);
+        let d = counting(url, || {
+            dspy("bootstrap", url, &["--trainset", &n_boot.to_string()])
+        });
+        let rows = [
+            ("DSPy 3.4.1", 1, d.clone()),
+            ("dspex", 16, boot(url, 16, false)),
+            ("dspex", 64, boot(url, 64, false)),
+            ("dspex, speculative", 16, boot(url, 16, true)),
+            ("dspex, speculative", 64, boot(url, 64, true)),
+        ];
+        for (side, c, v) in &rows {
+            let base = (*side != "DSPy 3.4.1").then_some(&d);
+            let cells = row_cells(v, base, n_boot, *c, latency);
+            let report = |key: &str| v.get(key).map_or("—".to_string(), Value::to_string);
+            let discarded = match (v.get("discarded_runs"), v.get("dropped_in_flight")) {
+                (Some(runs), Some(in_flight)) => format!("{runs} ({in_flight})"),
+                _ => "—".to_string(),
+            };
+            println!(
+                "| {latency} ms | {side} | {c} | {cells} | {} | {} | {} | {discarded} | {} |",
+                v["demos"],
+                v["served"],
+                report("lm_requests"),
+                report("discarded_lm_requests"),
+            );
         }
     }
     let _ = fast.kill();

@@ -81,12 +81,15 @@ async fn n_completions_and_embeddings() {
 #[tokio::test]
 async fn server_errors_are_retried_until_they_pass() {
     let server = server_with(vec![(Fault::Status(500), FaultWhen::FirstN(2))]).await;
-    let response = lm(&server)
-        .call(LmRequest::prompt("retry me"))
-        .await
-        .unwrap();
+    let lm = lm(&server);
+    let (response, usage) = track_usage(lm.call(LmRequest::prompt("retry me"))).await;
+    let response = response.unwrap();
     assert!(!response.text().is_empty());
     assert_eq!(chat_requests(&server), 3);
+    // Every attempt is a request; one call was answered.
+    let usage = usage.per_model["openai/mock"];
+    assert_eq!((usage.requests, usage.calls), (3, 1));
+    assert_eq!(lm.usage().per_model["openai/mock"].requests, 3);
 }
 
 #[tokio::test]

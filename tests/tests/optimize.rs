@@ -214,13 +214,14 @@ async fn the_worked_example_compiles_dspys_demos_at_any_concurrency() {
         {"question": "QQ3?", "answer": "A3"}
     ]);
     let mut states = Vec::new();
-    for concurrency in [1, 8, 16] {
+    for (concurrency, speculative) in [(1, false), (8, false), (16, false), (8, true), (16, true)] {
         let lm = qq_lm(&[1, 4], &[]);
         let optimizer = BootstrapFewShot::new()
             .metric(exact_answer())
             .max_bootstrapped_demos(2)
             .max_labeled_demos(4)
-            .concurrency(concurrency);
+            .concurrency(concurrency)
+            .speculative(speculative);
         let compiled = with_settings(
             Settings::new().lm(lm.clone()),
             optimizer.compile(TwoStep::new(), &qq_trainset(8)),
@@ -233,18 +234,21 @@ async fn the_worked_example_compiles_dspys_demos_at_any_concurrency() {
             "{concurrency}"
         );
         assert_eq!(demos(&compiled, "answer"), expected_answer, "{concurrency}");
-        let asked: Vec<usize> = lm.requests().iter().map(question_index).collect();
+        let mut asked: Vec<usize> = lm.requests().iter().map(question_index).collect();
         if concurrency == 1 {
             // Exactly DSPy's calls: QQ0, QQ1, QQ2 (two calls each), then the loop stops.
             assert_eq!(asked, [0, 0, 1, 1, 2, 2]);
+        } else if !speculative {
+            // The same calls, QQ0 and QQ1 at once (two demos needed), then QQ2.
+            asked.sort_unstable();
+            assert_eq!(asked, [0, 0, 1, 1, 2, 2], "{concurrency}");
         } else {
             // Speculative runs of later examples happened, and were not counted.
             assert!(asked.iter().any(|&i| i > 2), "{asked:?}");
         }
         states.push(compiled.dump_state());
     }
-    assert_eq!(states[0], states[1]);
-    assert_eq!(states[0], states[2]);
+    assert!(states.iter().all(|s| *s == states[0]));
 }
 
 #[tokio::test]
@@ -379,25 +383,37 @@ async fn trace_bootstrap_cot_fixture_compiles_the_same_state_concurrently() {
             .map(|(_, completion, _)| completion.clone())
             .ok_or_else(|| lm_error("DSPy never asked this"))
     });
-    let optimizer = fixture_optimizer(&fx).concurrency(16).max_errors(1);
-    let compiled = with_settings(
-        Settings::new().lm(lm.clone()),
-        optimizer.compile(ChainOfThought::<QA>::new(), &fixture_trainset(&fx)),
-    )
-    .await
-    .unwrap();
-    assert_eq!(compiled.dump_state(), fx["compiled_state"]);
-    // Every prompt DSPy sent was sent, byte for byte, among the speculative ones.
-    let sent: Vec<Value> = lm
-        .requests()
-        .iter()
-        .map(|r| serde_json::to_value(&r.messages).unwrap())
-        .collect();
-    for (_, _, messages) in &calls {
-        assert!(sent.contains(messages));
+    for speculative in [false, true] {
+        let lm = lm.clone();
+        lm.requests.lock().unwrap().clear();
+        let optimizer = fixture_optimizer(&fx)
+            .concurrency(16)
+            .max_errors(1)
+            .speculative(speculative);
+        let compiled = with_settings(
+            Settings::new().lm(lm.clone()),
+            optimizer.compile(ChainOfThought::<QA>::new(), &fixture_trainset(&fx)),
+        )
+        .await
+        .unwrap();
+        assert_eq!(compiled.dump_state(), fx["compiled_state"]);
+        // Every prompt DSPy sent was sent, byte for byte.
+        let sent: Vec<Value> = lm
+            .requests()
+            .iter()
+            .map(|r| serde_json::to_value(&r.messages).unwrap())
+            .collect();
+        for (_, _, messages) in &calls {
+            assert!(sent.contains(messages));
+        }
+        if speculative {
+            // Speculative runs of later examples were made (and failed, uncounted).
+            assert!(sent.len() > calls.len());
+        } else {
+            // By default nothing else.
+            assert_eq!(sent.len(), calls.len());
+        }
     }
-    // Speculative runs of later examples were made (and failed, uncounted).
-    assert!(sent.len() > calls.len());
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -405,7 +421,7 @@ async fn trace_bootstrap_cot_fixture_compiles_the_same_state_concurrently() {
 
 #[tokio::test]
 async fn errors_count_in_training_order_and_max_errors_ends_the_compile() {
-    for concurrency in [1, 8] {
+    for (concurrency, speculative) in [(1, false), (8, false), (8, true)] {
         // QQ1, QQ3 and QQ5 fail. Two demos: QQ0, QQ1 (error 1), QQ2 → done; the failures of
         // QQ3 and QQ5 seen by speculative runs do not count.
         let optimizer = BootstrapFewShot::new()
@@ -413,7 +429,8 @@ async fn errors_count_in_training_order_and_max_errors_ends_the_compile() {
             .max_bootstrapped_demos(2)
             .max_labeled_demos(2)
             .max_errors(2)
-            .concurrency(concurrency);
+            .concurrency(concurrency)
+            .speculative(speculative);
         let compiled = with_settings(
             Settings::new().lm(qq_lm(&[], &[1, 3, 5])),
             optimizer.compile(TwoStep::new(), &qq_trainset(8)),
@@ -673,6 +690,105 @@ async fn a_cancelled_job_returns_the_program_bootstrapped_so_far() {
     assert_eq!(lines[1]["candidate"]["example"], 1);
     assert_eq!(lines[1]["candidate"]["bootstrapped"], true);
     assert_eq!(lines[1]["phase"], "bootstrapping");
+}
+
+/// The calls a BootstrapFewShot compile makes, counted by the mock LM server: by default at
+/// concurrency 16 exactly those of DSPy's sequential loop; speculative ones more, and reported.
+#[tokio::test]
+async fn bootstrap_makes_the_sequential_calls_unless_speculative_as_the_server_counts() {
+    use dspex::lm::LM;
+    use dspex::optimize::{BootstrapReport, JobContext};
+    use dspex::testing::{Latency, MockLm};
+
+    let server = MockLm::builder()
+        .latency(Latency::Fixed(Duration::from_millis(5)))
+        .start()
+        .await
+        .unwrap();
+    let lm = LM::builder("openai/mock")
+        .api_base(server.api_base())
+        .api_key("x")
+        .cache(false)
+        .build()
+        .unwrap();
+    let trainset: Vec<Example> = (0..20)
+        .map(|i| {
+            Example::new()
+                .with("question", format!("What is item {i}?"))
+                .with("answer", format!("answer-{i}"))
+                .with_inputs(["question"])
+        })
+        .collect();
+    // Rejects items 1, 2 and 5 whatever the answer: DSPy's loop runs items 0 to 6.
+    let metric = metric_fn("not_1_2_5", |ex: &Example, _: &Prediction| {
+        !["What is item 1?", "What is item 2?", "What is item 5?"]
+            .contains(&ex.get_str("question").unwrap_or(""))
+    });
+    let compile = |optimizer: BootstrapFewShot| {
+        let lm = lm.clone();
+        let trainset = trainset.clone();
+        async move {
+            let student = Predict::<QA>::new();
+            let out = with_settings(
+                Settings::new().lm(lm),
+                optimizer.compile_with_report(
+                    student.clone(),
+                    Teacher::Program(student),
+                    &trainset,
+                    &JobContext::detached(),
+                ),
+            )
+            .await
+            .unwrap();
+            (out.0.dump_state(), out.1)
+        }
+    };
+    let chat =
+        |server: &dspex::testing::MockLmServer| server.stats().requests_to("/v1/chat/completions");
+    let base = BootstrapFewShot::new()
+        .max_bootstrapped_demos(4)
+        .max_labeled_demos(4);
+    assert_eq!(base.demo_config().concurrency, 16);
+
+    for (metric, sequential) in [(None, 4), (Some(metric), 7)] {
+        let optimizer = match metric {
+            Some(m) => base.clone().metric(m),
+            None => base.clone(),
+        };
+        server.reset_stats();
+        let (state, report) = compile(optimizer.clone()).await;
+        assert_eq!(chat(&server), sequential);
+        assert_eq!(report.lm_requests, sequential);
+        assert_eq!(report.examples as u64, sequential);
+        assert_eq!(
+            (
+                report.discarded_runs,
+                report.dropped_in_flight,
+                report.discarded_lm_requests
+            ),
+            (0, 0, 0)
+        );
+
+        server.reset_stats();
+        let (speculative_state, report): (Value, BootstrapReport) =
+            compile(optimizer.speculative(true)).await;
+        assert_eq!(speculative_state, state, "the same program");
+        assert_eq!(report.lm_requests, sequential);
+        // 16 started at once: 20 - sequential examples past the last needed one at most.
+        assert!(
+            report.discarded_runs >= 16 - sequential as usize,
+            "{report:?}"
+        );
+        let served = chat(&server);
+        assert!(served > sequential, "{served} {report:?}");
+        assert!(report.discarded_lm_requests > 0, "{report:?}");
+        // Every request the server saw was counted when it was sent (a request of a run
+        // dropped at that moment may be counted and never arrive).
+        assert!(
+            served <= sequential + report.discarded_lm_requests,
+            "{served} {report:?}"
+        );
+    }
 }
 
 /// KNNFewShot over the LM layer's embeddings endpoint (the mock server's deterministic unit

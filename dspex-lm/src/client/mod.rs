@@ -18,7 +18,7 @@ use super::secret::ApiKey;
 use super::stream::{EventStream, SseData, SseDecoder, StreamEvent, parse_chunk};
 use super::transport::{ByteStream, Endpoint, HttpResponse, Transport, TransportError};
 use super::types::{Choice, Embeddings, LmRequest, LmResponse, Message, Usage};
-use super::usage::{Price, UsageReport, record_current};
+use super::usage::{Price, UsageReport, record_current, record_request_current};
 use super::wire::{Body, CompletionResponse, EmbeddingBody, EmbeddingResponse, provider_message};
 use bytes::Bytes;
 use futures_util::StreamExt;
@@ -610,6 +610,7 @@ impl LM {
 
     /// The HTTP exchange of one attempt.
     async fn send(&self, request: &LmRequest) -> Result<LmResponse, LmError> {
+        self.record_request();
         let s = &self.settings;
         let started = Instant::now();
         let url = match s.model_type {
@@ -750,6 +751,17 @@ impl LM {
             ModelType::Chat => "dspex.chat",
             ModelType::Text => "dspex.text",
         }
+    }
+
+    /// A request about to be sent, in the usage totals and trackers.
+    pub(crate) fn record_request(&self) {
+        let model = &self.settings.model;
+        self.shared
+            .totals
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .record_request(model);
+        record_request_current(model);
     }
 
     /// Usage totals, trackers, history and a trace event for a finished call.

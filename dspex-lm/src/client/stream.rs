@@ -78,6 +78,7 @@ impl LM {
         let (response, slot) = self
             .retrying(options, start, |timeout, deadline| {
                 self.admitted(estimate_tokens(&request), timeout, deadline, || {
+                    self.record_request();
                     self.post(&self.settings.urls.chat, body.clone())
                 })
             })

@@ -8,6 +8,7 @@ use super::{JobContext, Optimizable, Optimizer, TrialEvent};
 use crate::error::{Error, Result};
 use crate::evaluate::{ExampleProgram, Metric};
 use crate::example::Example;
+use crate::lm::UsageTracker;
 use crate::module::CallConfig;
 use crate::program::{Module, PredictorParams};
 use crate::pycompat::PyRandom;
@@ -105,6 +106,42 @@ impl BootstrapError {
     }
 }
 
+/// What a [`BootstrapFewShot`] compile took, from
+/// [`compile_with_report`](BootstrapFewShot::compile_with_report).
+///
+/// LM calls are counted as the requests [usage tracking](crate::lm::track_usage) counts
+/// ([`ModelUsage::requests`](crate::lm::ModelUsage::requests)): the requests sent to the
+/// provider by the teacher's runs *and by the metric* — answered or not, retries included,
+/// cache hits not — through an LM that reports usage (the HTTP [`LM`](crate::lm::LM) client,
+/// also behind the Python bridge, and [`ScriptedLM`](crate::lm::ScriptedLM); a
+/// [`LanguageModel`](crate::lm::LanguageModel) of your own counts nothing). A request is
+/// counted when it is about to be sent, so one whose run was dropped before its bytes left
+/// may be counted without the provider having seen it.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct BootstrapReport {
+    /// Examples committed, in training-set order: those DSPy's sequential loop tries.
+    pub examples: usize,
+    /// Of those, the examples bootstrapped.
+    pub bootstrapped: usize,
+    /// Teacher runs (rounds) of the committed examples: DSPy's `bootstrap_attempts`.
+    pub attempts: usize,
+    /// Errors counted (failed teacher runs or metric calls of the committed examples).
+    pub errors: usize,
+    /// LM requests sent by the runs of the committed examples: the calls DSPy's sequential
+    /// loop makes (retries and cache hits aside).
+    pub lm_requests: u64,
+    /// Examples whose runs were started but never committed, their outcomes thrown away:
+    /// [speculative](BootstrapFewShot::speculative) runs past the last example the compile
+    /// needed, or runs dropped by a cancellation. 0 for a compile that is neither.
+    pub discarded_runs: usize,
+    /// Of the discarded runs, those still in flight when they were dropped (most likely
+    /// waiting for an LM answer).
+    pub dropped_in_flight: usize,
+    /// LM requests the discarded runs sent: the LM calls paid for and thrown away.
+    pub discarded_lm_requests: u64,
+}
+
 /// DSPy's `BootstrapFewShot`: runs a teacher program over the training set, and for every
 /// example whose run the metric accepts, turns each predictor call of the run into a demo for
 /// that predictor; the remaining slots are filled with labeled examples.
@@ -138,21 +175,29 @@ impl BootstrapError {
 ///    `max_bootstrapped_demos` bootstrapped demos followed by a sample of
 ///    `max_labeled_demos - that many` (at most all) of those examples.
 ///
-/// # Concurrency that picks the sequential run's demos
+/// # Concurrency that makes the sequential run's calls
 ///
 /// DSPy runs the teacher on one example after another. Here up to
-/// [`concurrency`](DemoKnobs::concurrency) examples run at once (default
-/// [`DEFAULT_CONCURRENCY`](super::DEFAULT_CONCURRENCY)): runs are started speculatively in
-/// training-set order — a slot that frees up takes the next example — but their outcomes are
-/// *committed* strictly in training-set order, exactly as the sequential loop would consider
-/// them. The first example that brings the count of bootstrapped examples to
-/// `max_bootstrapped_demos` ends the loop; runs of later examples still in flight
-/// are dropped and their outcomes (successes *and errors*) are never counted, so errors are
-/// counted — and `max_errors` reached — exactly when the sequential run would. The demos, the
-/// validation pool and therefore the compiled program are identical for every concurrency; the
-/// price is at most `concurrency - 1` teacher runs whose results are thrown away. With
-/// concurrency 1 the runs are exactly DSPy's, one at a time (an LM that answers in call order,
-/// such as `ScriptedLM`, needs that).
+/// [`concurrency`](DemoKnobs::concurrency) runs go at once (default
+/// [`DEFAULT_CONCURRENCY`](super::DEFAULT_CONCURRENCY)), started in training-set order, and
+/// their outcomes are *committed* strictly in training-set order, exactly as the sequential loop
+/// would consider them: the first example that brings the count of bootstrapped examples to
+/// `max_bootstrapped_demos` ends the loop, and errors are counted — and `max_errors` reached —
+/// exactly when the sequential run would count them.
+///
+/// By default a run starts only when the sequential loop is sure to make it: example `i` starts
+/// once the examples before it cannot bring the count to `max_bootstrapped_demos` even if every
+/// run still in flight succeeds (nor the errors to `max_errors`, even if every round left
+/// fails), and a round after an error waits until the errors before it are known. So the
+/// teacher makes exactly the sequential run's calls — never more — and concurrency helps
+/// while many demos are still needed (with 3 of 4 demos found, one run goes at a time). With
+/// [`speculative(true)`](Self::speculative) runs start whenever a slot is free, on the next
+/// examples (up to `concurrency` past the next one to commit); outcomes past the last
+/// example needed are thrown away uncounted, and the [`BootstrapReport`] of
+/// [`compile_with_report`](Self::compile_with_report) tells how many runs and LM calls that
+/// was. The demos, the validation pool and therefore the compiled program are identical for
+/// every concurrency, speculative or not. With concurrency 1 the runs are exactly DSPy's, one
+/// at a time (an LM that answers in call order, such as `ScriptedLM`, needs that).
 ///
 /// The runs are polled on the compiling task (no tasks are spawned), so task-scoped
 /// [settings](crate::settings) reach them.
@@ -227,6 +272,7 @@ pub struct BootstrapFewShot {
     metric: Option<Arc<dyn Metric>>,
     teacher_settings: Settings,
     max_rounds: usize,
+    speculative: bool,
     config: DemoConfig,
 }
 
@@ -239,6 +285,7 @@ impl fmt::Debug for BootstrapFewShot {
             )
             .field("teacher_settings", &self.teacher_settings)
             .field("max_rounds", &self.max_rounds)
+            .field("speculative", &self.speculative)
             .field("demo_config", &self.config)
             .finish()
     }
@@ -270,6 +317,7 @@ impl BootstrapFewShot {
             metric: None,
             teacher_settings: Settings::new(),
             max_rounds: 1,
+            speculative: false,
             config: DemoConfig::bootstrap_few_shot(),
         }
     }
@@ -304,6 +352,23 @@ impl BootstrapFewShot {
         self
     }
 
+    /// Opts in to speculation (off by default): keep
+    /// [`concurrency`](DemoKnobs::concurrency) teacher runs in flight from the start, on the
+    /// examples that come next in training-set order, even when the sequential loop may stop
+    /// before it reaches them. A compile that needs few demos from a long training set then
+    /// ends sooner, at the price of runs whose outcomes are thrown away (at most
+    /// `concurrency - 1` examples' worth); their LM calls are counted in the
+    /// [`BootstrapReport`] of [`compile_with_report`](Self::compile_with_report). The compiled
+    /// program is the same either way.
+    ///
+    /// Speculative runs also go on to their next round after an error, where by default such a
+    /// run waits until the errors before it are known.
+    #[must_use]
+    pub fn speculative(mut self, on: bool) -> Self {
+        self.speculative = on;
+        self
+    }
+
     /// Compiles `student` with `teacher` (DSPy's `compile(student, teacher=..., trainset=...)`).
     /// The teacher may be a different program type with the same predictor names and
     /// signatures.
@@ -330,6 +395,63 @@ impl BootstrapFewShot {
         trainset: &[Example],
         ctx: &JobContext,
     ) -> Result<P>
+    where
+        P: Optimizable,
+        T: Optimizable,
+    {
+        self.compile_with_report(student, teacher, trainset, ctx)
+            .await
+            .map(|(program, _)| program)
+    }
+
+    /// [`compile_with_teacher_in`](Self::compile_with_teacher_in), also returning what the
+    /// compile took: the examples tried, the LM calls made, and the runs thrown away. (To use
+    /// a copy of the student as the teacher, as [`compile`](Optimizer::compile) does, pass
+    /// `Teacher::Program(student.clone())`.)
+    ///
+    /// ```
+    /// use dspex_runtime::lm::ScriptedLM;
+    /// use dspex_runtime::module::{CallConfig, DynPredict};
+    /// use dspex_runtime::optimize::{BootstrapFewShot, DemoKnobs, JobContext, Teacher};
+    /// use dspex_runtime::{DynSignature, Example};
+    /// use serde_json::json;
+    ///
+    /// # tokio::runtime::Builder::new_current_thread().build().unwrap().block_on(async {
+    /// let lm = ScriptedLM::from_fields([json!({"answer": "yes"})]).repeat_last();
+    /// let student = DynPredict::new(DynSignature::parse("question -> answer")?)
+    ///     .with_config(CallConfig::new().lm(lm.clone()));
+    /// let trainset: Vec<Example> = (0..20)
+    ///     .map(|i| Example::new().with("question", format!("Q{i}")).with_inputs(["question"]))
+    ///     .collect();
+    /// let ctx = JobContext::detached();
+    ///
+    /// // By default: DSPy's sequential calls, 4 runs for 4 demos, even with 16 at once.
+    /// let optimizer = BootstrapFewShot::new().max_bootstrapped_demos(4).concurrency(16);
+    /// let teacher = Teacher::Program(student.clone());
+    /// let (_, report) = optimizer.compile_with_report(student.clone(), teacher, &trainset, &ctx).await?;
+    /// assert_eq!((report.examples, report.lm_requests, report.discarded_runs), (4, 4, 0));
+    /// assert_eq!(lm.calls(), 4);
+    ///
+    /// // Speculative: 16 runs start at once; those past the 4th example are thrown away (how
+    /// // many of them called the LM before the 4th demo was in depends on timing).
+    /// let teacher = Teacher::Program(student.clone());
+    /// let (_, report) = optimizer
+    ///     .speculative(true)
+    ///     .compile_with_report(student, teacher, &trainset, &ctx)
+    ///     .await?;
+    /// assert_eq!((report.examples, report.lm_requests), (4, 4));
+    /// assert!(report.discarded_runs >= 12);
+    /// assert_eq!(lm.calls() as u64, 4 + 4 + report.discarded_lm_requests);
+    /// # Ok::<(), dspex_runtime::Error>(())
+    /// # }).unwrap();
+    /// ```
+    pub async fn compile_with_report<P, T>(
+        &self,
+        student: P,
+        teacher: Teacher<T>,
+        trainset: &[Example],
+        ctx: &JobContext,
+    ) -> Result<(P, BootstrapReport)>
     where
         P: Optimizable,
         T: Optimizable,
@@ -373,10 +495,12 @@ impl BootstrapFewShot {
             demos.extend(rng.sample(&validation, n).unwrap_or_default());
             params.demos = demos;
         });
-        Ok(student)
+        Ok((student, outcome.report))
     }
 
-    /// The bootstrapping loop: speculative concurrent runs, committed in training-set order.
+    /// The bootstrapping loop: concurrent runs, committed in training-set order. By default a
+    /// run starts (or continues after an error) only once the sequential loop is sure to make
+    /// it; with [`speculative`](Self::speculative), whenever a slot is free.
     async fn bootstrap<T: Optimizable>(
         &self,
         teacher: &T,
@@ -385,17 +509,18 @@ impl BootstrapFewShot {
         ctx: &JobContext,
     ) -> Result<Bootstrapped> {
         let max_errors = self.config.error_budget();
+        let max_bootstrapped = self.config.max_bootstrapped_demos;
         let concurrency = self.config.runs_at_once();
         let ids = predictor_ids(teacher);
         let mut out = Bootstrapped {
             traces: vec![Vec::new(); predictors],
             bootstrapped: vec![false; trainset.len()],
+            report: BootstrapReport::default(),
         };
-        let mut successes = 0usize;
-        let mut errors = 0usize;
-        let mut attempts = 0usize;
+        // Examples launched and not committed yet, by index.
+        let mut slots: BTreeMap<usize, Slot> = BTreeMap::new();
+        let mut committed = Counts::default();
         let mut in_flight: FuturesUnordered<RunFuture<'_>> = FuturesUnordered::new();
-        let mut ready: BTreeMap<usize, Vec<Attempt>> = BTreeMap::new();
         let mut next_launch = 0usize;
         let mut next_commit = 0usize;
         ctx.phase("bootstrapping", Some(trainset.len()));
@@ -403,41 +528,54 @@ impl BootstrapFewShot {
             // Commit finished runs in training-set order, as the sequential loop sees them.
             let finished = loop {
                 if ctx.is_cancelled()
-                    || successes >= self.config.max_bootstrapped_demos
+                    || committed.successes >= max_bootstrapped
                     || next_commit >= trainset.len()
                 {
                     break true;
                 }
-                let Some(runs) = ready.remove(&next_commit) else {
+                let Some(slot) = slots.get(&next_commit) else {
+                    break false;
+                };
+                match slot.state {
+                    SlotState::Running => break false,
+                    SlotState::Paused if self.may_resume(committed, &slots, next_commit) => {
+                        break false;
+                    }
+                    // A paused run that may not go on: its last error used up the budget,
+                    // and committing it ends the compile.
+                    SlotState::Paused | SlotState::Done => {}
+                }
+                let Some(slot) = slots.remove(&next_commit) else {
                     break false;
                 };
                 let example = &trainset[next_commit];
-                let rounds = runs.len();
+                let rounds = slot.attempts.len();
                 let mut example_errors = 0usize;
                 let mut score = 0.0;
                 let mut bootstrapped = false;
-                for (round, attempt) in runs.into_iter().enumerate() {
-                    attempts += 1;
+                out.report.lm_requests += slot.lm_requests();
+                for (round, attempt) in slot.attempts.into_iter().enumerate() {
+                    out.report.attempts += 1;
                     match attempt {
                         Attempt::Success { demos, score: s } => {
                             score = s;
                             bootstrapped = true;
-                            for (slot, demo) in out.traces.iter_mut().zip(demos) {
-                                slot.extend(demo);
+                            for (traces, demo) in out.traces.iter_mut().zip(demos) {
+                                traces.extend(demo);
                             }
                         }
                         Attempt::Failure { score: s } => score = s,
                         Attempt::Error(e) => {
                             score = 0.0;
-                            errors += 1;
+                            committed.errors += 1;
                             example_errors += 1;
-                            if errors >= max_errors {
+                            if committed.errors >= max_errors {
                                 return Err(Error::step(
                                     "BootstrapFewShot",
                                     BootstrapError::TooManyErrors {
                                         example: next_commit,
                                         round,
-                                        errors,
+                                        errors: committed.errors,
                                         max_errors,
                                         source: Box::new(e),
                                     },
@@ -451,7 +589,7 @@ impl BootstrapFewShot {
                     }
                 }
                 if bootstrapped {
-                    successes += 1;
+                    committed.successes += 1;
                     out.bootstrapped[next_commit] = true;
                 }
                 ctx.trial(TrialEvent {
@@ -465,10 +603,34 @@ impl BootstrapFewShot {
             if finished {
                 break;
             }
-            while in_flight.len() < concurrency && next_launch < trainset.len() {
-                let index = next_launch;
-                let run = self.run_example(teacher, &ids, &trainset[index]);
-                in_flight.push(Box::pin(async move { (index, run.await) }));
+            // Paused runs (an error, more rounds to go) that the sequential loop goes on with.
+            let resumable: Vec<usize> = slots
+                .iter()
+                .filter(|(_, slot)| slot.state == SlotState::Paused)
+                .map(|(&index, _)| index)
+                .filter(|&index| self.may_resume(committed, &slots, index))
+                .collect();
+            for index in resumable {
+                if in_flight.len() >= concurrency {
+                    break;
+                }
+                if let Some(slot) = slots.get_mut(&index) {
+                    slot.state = SlotState::Running;
+                    in_flight.push(self.launch(teacher, &ids, trainset, index, slot));
+                }
+            }
+            // By default only runs the sequential loop surely makes; speculative, any run
+            // within `concurrency` examples of the next one to commit.
+            while in_flight.len() < concurrency
+                && next_launch < trainset.len()
+                && if self.speculative {
+                    next_launch < next_commit + concurrency
+                } else {
+                    self.reached(committed, &slots, next_launch)
+                }
+            {
+                let slot = slots.entry(next_launch).or_insert_with(Slot::new);
+                in_flight.push(self.launch(teacher, &ids, trainset, next_launch, slot));
                 next_launch += 1;
             }
             if in_flight.is_empty() {
@@ -478,34 +640,115 @@ impl BootstrapFewShot {
             let Some(next) = ctx.run_until_cancelled(in_flight.next()).await else {
                 break;
             };
-            if let Some((index, runs)) = next {
-                ready.insert(index, runs);
+            if let Some((index, attempts, paused)) = next
+                && let Some(slot) = slots.get_mut(&index)
+            {
+                slot.attempts.extend(attempts);
+                slot.state = if paused {
+                    SlotState::Paused
+                } else {
+                    SlotState::Done
+                };
             }
         }
         // Runs still in flight are speculative, or cancelled: dropping them discards their
         // outcomes (and their LM calls).
         drop(in_flight);
+        let report = &mut out.report;
+        report.examples = next_commit;
+        report.bootstrapped = committed.successes;
+        report.errors = committed.errors;
+        for slot in slots.values() {
+            report.discarded_runs += 1;
+            report.dropped_in_flight += usize::from(slot.state == SlotState::Running);
+            report.discarded_lm_requests += slot.lm_requests();
+        }
         tracing::info!(
-            "Bootstrapped {successes} full traces after {} examples for up to {} rounds, amounting to {attempts} attempts.",
+            "Bootstrapped {} full traces after {} examples for up to {} rounds, amounting to {} attempts.",
+            committed.successes,
             next_commit.saturating_sub(1),
-            self.max_rounds
+            self.max_rounds,
+            report.attempts
         );
+        if report.discarded_runs > 0 {
+            tracing::info!(
+                discarded_runs = report.discarded_runs,
+                dropped_in_flight = report.dropped_in_flight,
+                discarded_lm_requests = report.discarded_lm_requests,
+                "teacher runs past the last committed example were thrown away"
+            );
+        }
         Ok(out)
     }
 
-    /// Every round of one example, until one succeeds: DSPy's `_bootstrap_one_example` per
-    /// round, with the teacher's demos equal to the example hidden.
+    /// Starts (or resumes, after its last round) the runs of example `index`, counting its LM
+    /// calls in the slot's tracker.
+    fn launch<'a, T: Optimizable>(
+        &'a self,
+        teacher: &'a T,
+        ids: &'a [(PredictorId, usize)],
+        trainset: &'a [Example],
+        index: usize,
+        slot: &Slot,
+    ) -> RunFuture<'a> {
+        let usage = slot.usage.clone();
+        let run = self.run_example(teacher, ids, &trainset[index], slot.attempts.len());
+        Box::pin(async move {
+            let (attempts, paused) = usage.scope(run).await;
+            (index, attempts, paused)
+        })
+    }
+
+    /// The most examples the sequential loop can have bootstrapped, and the most errors it can
+    /// have counted, before it reaches example `upto` (every example before it is committed
+    /// or launched): the committed counts, plus those of the runs known, plus, for a run not
+    /// finished, a success and an error in every round it has left.
+    fn most_before(&self, committed: Counts, slots: &BTreeMap<usize, Slot>, upto: usize) -> Counts {
+        let mut most = committed;
+        for slot in slots.range(..upto).map(|(_, slot)| slot) {
+            let errors = slot.errors();
+            if slot.state == SlotState::Done {
+                most.successes += usize::from(slot.succeeded());
+                most.errors += errors;
+            } else {
+                most.successes += 1;
+                most.errors += errors + self.max_rounds.saturating_sub(slot.attempts.len());
+            }
+        }
+        most
+    }
+
+    /// Whether the sequential loop surely reaches example `index`: fewer than
+    /// `max_bootstrapped_demos` bootstrapped examples and fewer than `max_errors` errors
+    /// before it, whatever the runs in flight turn out to be.
+    fn reached(&self, committed: Counts, slots: &BTreeMap<usize, Slot>, index: usize) -> bool {
+        let most = self.most_before(committed, slots, index);
+        most.successes < self.config.max_bootstrapped_demos
+            && most.errors < self.config.error_budget()
+    }
+
+    /// Whether the sequential loop surely runs the next round of the paused example `index`:
+    /// its errors so far, and those before it, stay under `max_errors`.
+    fn may_resume(&self, committed: Counts, slots: &BTreeMap<usize, Slot>, index: usize) -> bool {
+        let own = slots.get(&index).map_or(0, Slot::errors);
+        self.most_before(committed, slots, index).errors + own < self.config.error_budget()
+    }
+
+    /// The rounds of one example from `first_round` on, until one succeeds: DSPy's
+    /// `_bootstrap_one_example` per round, with the teacher's demos equal to the example
+    /// hidden. Unless speculative, it pauses after a round that errs while rounds are left
+    /// (`true`): whether the sequential loop goes on depends on the errors before it.
     async fn run_example<T: Optimizable>(
         &self,
         teacher: &T,
         ids: &[(PredictorId, usize)],
         example: &Example,
-    ) -> Vec<Attempt> {
+        first_round: usize,
+    ) -> (Vec<Attempt>, bool) {
         let hides_demo = teacher
             .named_predictors()
             .iter()
             .any(|(_, p)| p.demos.contains(example));
-        let mut attempts = Vec::with_capacity(self.max_rounds);
         if hides_demo {
             let mut filtered = teacher.clone();
             filtered.visit_predictors_mut("", &mut |_, params| {
@@ -514,25 +757,34 @@ impl BootstrapFewShot {
             // The copy stays where it is for the runs (this future is pinned), so the ids its
             // predictors record match these.
             let ids = predictor_ids(&filtered);
-            for round in 0..self.max_rounds {
-                let attempt = self.attempt(&filtered, &ids, example, round).await;
-                let done = matches!(attempt, Attempt::Success { .. });
-                attempts.push(attempt);
-                if done {
-                    break;
-                }
-            }
+            self.rounds(&filtered, &ids, example, first_round).await
         } else {
-            for round in 0..self.max_rounds {
-                let attempt = self.attempt(teacher, ids, example, round).await;
-                let done = matches!(attempt, Attempt::Success { .. });
-                attempts.push(attempt);
-                if done {
-                    break;
-                }
+            self.rounds(teacher, ids, example, first_round).await
+        }
+    }
+
+    /// The loop of [`run_example`](Self::run_example) over rounds.
+    async fn rounds<T: ExampleProgram + Module>(
+        &self,
+        teacher: &T,
+        ids: &[(PredictorId, usize)],
+        example: &Example,
+        first_round: usize,
+    ) -> (Vec<Attempt>, bool) {
+        let mut attempts = Vec::with_capacity(self.max_rounds.saturating_sub(first_round));
+        for round in first_round..self.max_rounds {
+            let attempt = self.attempt(teacher, ids, example, round).await;
+            let success = matches!(attempt, Attempt::Success { .. });
+            let error = matches!(attempt, Attempt::Error(_));
+            attempts.push(attempt);
+            if success {
+                break;
+            }
+            if error && !self.speculative && round + 1 < self.max_rounds {
+                return (attempts, true);
             }
         }
-        attempts
+        (attempts, false)
     }
 
     /// One run of the teacher on `example` and its verdict.
@@ -600,7 +852,8 @@ impl Optimizer for BootstrapFewShot {
     }
 }
 
-type RunFuture<'a> = Pin<Box<dyn Future<Output = (usize, Vec<Attempt>)> + Send + 'a>>;
+/// The runs of one example: its index, the rounds run, and whether it paused after an error.
+type RunFuture<'a> = Pin<Box<dyn Future<Output = (usize, Vec<Attempt>, bool)> + Send + 'a>>;
 
 /// What the bootstrapping loop committed.
 struct Bootstrapped {
@@ -609,6 +862,63 @@ struct Bootstrapped {
     traces: Vec<Vec<Example>>,
     /// Per example, whether it was bootstrapped.
     bootstrapped: Vec<bool>,
+    /// What it took.
+    report: BootstrapReport,
+}
+
+/// Bootstrapped examples and errors, as counted in training-set order.
+#[derive(Debug, Clone, Copy, Default)]
+struct Counts {
+    successes: usize,
+    errors: usize,
+}
+
+/// An example launched and not committed yet.
+struct Slot {
+    /// Its rounds so far.
+    attempts: Vec<Attempt>,
+    state: SlotState,
+    /// Counts the LM calls of its rounds.
+    usage: UsageTracker,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum SlotState {
+    /// A run of it is in flight.
+    Running,
+    /// Its last round erred and rounds are left; it goes on once the sequential loop surely
+    /// would.
+    Paused,
+    /// Its rounds are over.
+    Done,
+}
+
+impl Slot {
+    fn new() -> Self {
+        Slot {
+            attempts: Vec::new(),
+            state: SlotState::Running,
+            usage: UsageTracker::new(),
+        }
+    }
+
+    fn succeeded(&self) -> bool {
+        self.attempts
+            .iter()
+            .any(|a| matches!(a, Attempt::Success { .. }))
+    }
+
+    fn errors(&self) -> usize {
+        self.attempts
+            .iter()
+            .filter(|a| matches!(a, Attempt::Error(_)))
+            .count()
+    }
+
+    /// LM requests its rounds sent.
+    fn lm_requests(&self) -> u64 {
+        self.usage.report().total().requests
+    }
 }
 
 /// One round's outcome.
@@ -916,6 +1226,221 @@ mod tests {
             other => panic!("{other:?}: {err}"),
         }
         assert!(err.to_string().contains("no judge"), "{err}");
+    }
+
+    /// Counts the calls it starts, fails those on the questions `Q{i}` with `i` in `failing`,
+    /// and answers the others — after `i % 3` yields, so concurrent runs finish out of order —
+    /// through a ScriptedLM that always says `x` (so that usage tracking counts them).
+    #[derive(Clone)]
+    struct SlowLm {
+        inner: ScriptedLM,
+        failing: Arc<[usize]>,
+        started: Arc<std::sync::atomic::AtomicUsize>,
+    }
+
+    impl SlowLm {
+        fn new(failing: &[usize]) -> Self {
+            SlowLm {
+                inner: ScriptedLM::from_fields([json!({"answer": "x"})])
+                    .repeat_last()
+                    .without_recording(),
+                failing: failing.into(),
+                started: Arc::default(),
+            }
+        }
+
+        fn started(&self) -> usize {
+            self.started.load(std::sync::atomic::Ordering::SeqCst)
+        }
+    }
+
+    /// The `i` of the last `Q{i}` in the request (the question asked, not a demo's).
+    fn question(request: &crate::lm::LmRequest) -> usize {
+        let text = request.messages.last().map_or("", |m| m.content.as_str());
+        let digits: String = text
+            .rfind('Q')
+            .map(|at| &text[at + 1..])
+            .unwrap_or("")
+            .chars()
+            .take_while(char::is_ascii_digit)
+            .collect();
+        digits.parse().unwrap_or(usize::MAX)
+    }
+
+    impl crate::lm::LanguageModel for SlowLm {
+        fn model(&self) -> &str {
+            "slow"
+        }
+
+        fn call(
+            &self,
+            request: crate::lm::LmRequest,
+        ) -> futures_util::future::BoxFuture<
+            '_,
+            std::result::Result<crate::lm::LmResponse, crate::lm::LmError>,
+        > {
+            Box::pin(async move {
+                self.started
+                    .fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                let i = question(&request);
+                for _ in 0..i % 3 {
+                    tokio::task::yield_now().await;
+                }
+                if self.failing.contains(&i) {
+                    return Err(crate::lm::LmError::Config {
+                        model: "slow".into(),
+                        message: format!("no answer for Q{i}"),
+                    });
+                }
+                self.inner.call(request).await
+            })
+        }
+    }
+
+    /// Accepts every run but those of the examples in `rejected`.
+    fn all_but(rejected: &'static [usize]) -> impl Metric + 'static {
+        metric_fn("all_but", move |ex: &Example, _: &Prediction| {
+            let q = ex.get_str("question").unwrap_or("");
+            !rejected.contains(&q[1..].parse::<usize>().unwrap_or(usize::MAX))
+        })
+    }
+
+    /// Compiles `qa()` on `n` examples with `optimizer` and `lm`: the program (or error), the
+    /// report, and the LM calls started.
+    fn compile_counting(
+        optimizer: &BootstrapFewShot,
+        lm: &SlowLm,
+        n: usize,
+    ) -> (Result<(DynPredict, BootstrapReport)>, usize) {
+        let out = block(with_settings(
+            Settings::new().lm(lm.clone()),
+            optimizer.compile_with_report(
+                qa(),
+                Teacher::Program(qa()),
+                &trainset(n),
+                &JobContext::detached(),
+            ),
+        ));
+        (out, lm.started())
+    }
+
+    #[test]
+    fn by_default_only_the_sequential_runs_calls_are_made() {
+        // Every run succeeds: DSPy's loop runs examples 0..4 and stops.
+        let optimizer = BootstrapFewShot::new()
+            .max_bootstrapped_demos(4)
+            .max_labeled_demos(4);
+        assert_eq!(optimizer.demo_config().concurrency, 16);
+        let lm = SlowLm::new(&[]);
+        let (out, started) = compile_counting(&optimizer, &lm, 20);
+        let (compiled, report) = out.unwrap();
+        assert_eq!(started, 4);
+        assert_eq!(lm.inner.calls(), 4);
+        assert_eq!(
+            report,
+            BootstrapReport {
+                examples: 4,
+                bootstrapped: 4,
+                attempts: 4,
+                errors: 0,
+                lm_requests: 4,
+                discarded_runs: 0,
+                dropped_in_flight: 0,
+                discarded_lm_requests: 0,
+            }
+        );
+
+        // Rejected examples and a teacher error: still exactly the sequential calls, and the
+        // same program at every concurrency. With 2 rounds: 0 ✓, 1 ✗✗, 2 two errors, 3 ✓, 4 ✓,
+        // 5 ✗✗, 6 ✓ → 10 calls, 8 of them answered.
+        let optimizer = optimizer.metric(all_but(&[1, 2, 5])).max_rounds(2);
+        let mut programs = Vec::new();
+        for concurrency in [1, 3, 16] {
+            let lm = SlowLm::new(&[2]);
+            let optimizer = optimizer.clone().concurrency(concurrency);
+            let (out, started) = compile_counting(&optimizer, &lm, 20);
+            let (compiled, report) = out.unwrap();
+            assert_eq!(started, 10, "{concurrency}");
+            assert_eq!(lm.inner.calls(), 8, "{concurrency}");
+            assert_eq!(
+                (
+                    report.examples,
+                    report.attempts,
+                    report.errors,
+                    report.lm_requests
+                ),
+                (7, 10, 2, 8),
+                "{concurrency}"
+            );
+            assert_eq!(report.discarded_runs, 0, "{concurrency}");
+            programs.push(compiled.params().demos.clone());
+        }
+        assert!(programs.iter().all(|p| *p == programs[0]));
+        assert_eq!(compiled.params().demos.len(), 4);
+    }
+
+    #[test]
+    fn by_default_no_round_runs_past_the_error_that_ends_the_compile() {
+        // 3 rounds, max_errors 4; the teacher fails on Q1 and Q2. DSPy: Q0 ✓, Q1 three
+        // errors, Q2 round 0 is the 4th error and is re-raised: 5 calls.
+        let optimizer = BootstrapFewShot::new()
+            .max_bootstrapped_demos(4)
+            .max_rounds(3)
+            .max_errors(4);
+        for concurrency in [1, 16] {
+            let lm = SlowLm::new(&[1, 2]);
+            let (out, started) =
+                compile_counting(&optimizer.clone().concurrency(concurrency), &lm, 20);
+            let err = out.unwrap_err();
+            match BootstrapError::find(&err) {
+                Some(BootstrapError::TooManyErrors {
+                    example,
+                    round,
+                    errors,
+                    ..
+                }) => assert_eq!((*example, *round, *errors), (2, 0, 4)),
+                other => panic!("{other:?}: {err}"),
+            }
+            assert_eq!(started, 5, "{concurrency}");
+        }
+        // Speculative runs go on past it (the same error comes back).
+        let lm = SlowLm::new(&[1, 2]);
+        let (out, started) = compile_counting(&optimizer.clone().speculative(true), &lm, 20);
+        assert!(BootstrapError::find(&out.unwrap_err()).is_some());
+        assert!(started > 5, "{started}");
+    }
+
+    #[test]
+    fn speculation_makes_more_calls_and_reports_them() {
+        let optimizer = BootstrapFewShot::new()
+            .max_bootstrapped_demos(4)
+            .max_labeled_demos(4);
+        let lm = SlowLm::new(&[]);
+        let (out, _) = compile_counting(&optimizer, &lm, 20);
+        let (sequential, _) = out.unwrap();
+
+        let lm = SlowLm::new(&[]);
+        let (out, started) = compile_counting(&optimizer.clone().speculative(true), &lm, 20);
+        let (compiled, report) = out.unwrap();
+        assert_eq!(compiled.params().demos, sequential.params().demos);
+        assert_eq!((report.examples, report.lm_requests), (4, 4));
+        // 16 runs started at once, more as the first examples were committed, up to 16 past
+        // the next one to commit.
+        assert!(started > 4 && report.discarded_runs >= 12, "{report:?}");
+        assert!(report.discarded_runs <= 15, "{report:?}");
+        // Every call answered is counted; each run dropped in flight had one call pending.
+        assert_eq!(
+            lm.inner.calls() as u64,
+            report.lm_requests + report.discarded_lm_requests
+        );
+        assert!(report.discarded_lm_requests > 0, "{report:?}");
+        assert!(
+            started as u64
+                <= report.lm_requests
+                    + report.discarded_lm_requests
+                    + report.dropped_in_flight as u64,
+            "{started} {report:?}"
+        );
     }
 
     #[test]

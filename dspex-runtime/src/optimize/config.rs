@@ -52,9 +52,11 @@ pub struct DemoConfig {
     /// this. As in DSPy, `None` and a threshold of 0 accept a run whose metric is non-zero.
     pub metric_threshold: Option<f64>,
     /// How much runs at once (DSPy runs one at a time: its `num_threads` plays this part only in
-    /// evaluations). Teacher runs in flight while bootstrapping; for MIPROv2, also the examples
-    /// it evaluates at once (random search has its own `num_threads` for those). 0 counts as 1.
-    /// The demos chosen are the sequential run's for every value.
+    /// evaluations). Teacher runs in flight while bootstrapping — only runs the sequential loop
+    /// surely makes, unless [`BootstrapFewShot::speculative`](super::BootstrapFewShot::speculative)
+    /// — for MIPROv2, also the examples it evaluates at once (random search has its own
+    /// `num_threads` for those). 0 counts as 1. The demos chosen are the sequential run's for
+    /// every value.
     pub concurrency: usize,
 }
 

@@ -72,8 +72,9 @@ const MIN_MINIBATCH_SIZE: usize = 50;
 ///
 /// The demo knobs ([`DemoConfig`], set with the [`DemoKnobs`] builder methods) start from
 /// DSPy's MIPROv2 defaults, [`DemoConfig::mipro_v2`]; the BootstrapFewShot runs of step 1 are
-/// built from them. Their `concurrency` is both the teacher runs of step 1 in flight and the
-/// examples evaluated at once in step 3.
+/// built from them (not [speculative](BootstrapFewShot::speculative): they make DSPy's
+/// sequential teacher calls). Their `concurrency` is both the teacher runs of step 1 in flight
+/// and the examples evaluated at once in step 3.
 ///
 /// # Cancellation
 ///

@@ -15,7 +15,8 @@
 //!   (`max_bootstrapped_demos`, `max_labeled_demos`, `max_errors`, `metric_threshold`,
 //!   concurrency) as one value each of them embeds, with their builder methods written once.
 //! - [`BootstrapFewShot`] — demos from the traces of teacher runs the metric accepts, plus
-//!   labeled ones; concurrent runs that still pick exactly DSPy's sequential demos.
+//!   labeled ones; concurrent runs that still make exactly DSPy's sequential calls and pick its
+//!   demos (speculative runs on request, counted in a [`BootstrapReport`]).
 //! - [`MIPROv2`] — demo sets, grounded instruction proposals and a TPE search over them.
 //! - [`PyRandom`] — CPython's `random.Random`, bit for bit, so seeded choices match DSPy's.
 
@@ -31,7 +32,7 @@ mod random_search;
 mod tpe;
 
 pub use crate::pycompat::{PyRandom, RandomError};
-pub use bootstrap::{BootstrapError, BootstrapFewShot, Teacher};
+pub use bootstrap::{BootstrapError, BootstrapFewShot, BootstrapReport, Teacher};
 pub use config::{DEFAULT_CONCURRENCY, DEFAULT_MAX_ERRORS, DemoConfig, DemoKnobs};
 pub use copro::COPRO;
 pub use job::{Job, JobContext, Progress, TrialEvent};

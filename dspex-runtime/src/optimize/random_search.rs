@@ -98,9 +98,10 @@ impl BootstrapFewShotWithRandomSearch {
         self
     }
 
-    /// Further BootstrapFewShot settings for every candidate: its rounds and teacher settings,
-    /// and its demo knobs but the demo counts (metric threshold, max errors, concurrency), in
-    /// place of those set before. The metric and the demo counts stay this optimizer's.
+    /// Further BootstrapFewShot settings for every candidate: its rounds, teacher settings and
+    /// [speculation](BootstrapFewShot::speculative), and its demo knobs but the demo counts
+    /// (metric threshold, max errors, concurrency), in place of those set before. The metric
+    /// and the demo counts stay this optimizer's.
     #[must_use]
     pub fn bootstrap(mut self, bootstrap: BootstrapFewShot) -> Self {
         let DemoConfig {
