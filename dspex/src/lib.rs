@@ -301,7 +301,7 @@ pub use dspex_testing as testing;
 /// optimization use — signatures and the macros, the modules, the [`LM`](crate::lm::LM) client
 /// with [`configure`](crate::settings::configure) / [`with_settings`](crate::settings::with_settings),
 /// `Evaluate` and metrics, the optimizers with the [`Optimizer`](crate::optimize::Optimizer) trait
-/// their `compile` belongs to, and [`Error`](crate::Error). It leaves out `Result` (so `std`'s
+/// their `compile` belongs to, and [`Error`]. It leaves out `Result` (so `std`'s
 /// stays the one in scope); write `dspex::Result` where you want it.
 ///
 /// ```
