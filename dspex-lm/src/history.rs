@@ -1,10 +1,69 @@
-//! A bounded history of LM calls and DSPy's `inspect_history` rendering.
+//! A bounded history of LM calls (each LM's, and the process-wide one DSPy keeps as
+//! `GLOBAL_HISTORY`) and DSPy's `inspect_history` rendering.
 
 use super::types::{LmRequest, Message, Usage};
 use std::collections::VecDeque;
 use std::fmt::Write as _;
-use std::sync::Mutex;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, LazyLock, Mutex};
 use std::time::{Duration, SystemTime};
+
+/// How many calls the process-wide history keeps by default: DSPy's `MAX_HISTORY_SIZE`.
+pub const GLOBAL_HISTORY_SIZE: usize = 10_000;
+
+/// Every [`LM`](crate::LM)'s calls, in the order they finished, as DSPy's `GLOBAL_HISTORY`.
+static GLOBAL: LazyLock<History> = LazyLock::new(|| History::new(GLOBAL_HISTORY_SIZE));
+
+/// The last `n` calls of every [`LM`](crate::LM) in this process, oldest first — DSPy's global
+/// history. An LM built with `history_size(0)` still records here, as DSPy's LMs with
+/// `max_history_size=0` do; [`set_global_history_size`]`(0)` stops it.
+pub fn global_history(n: usize) -> Vec<HistoryEntry> {
+    GLOBAL.last(n)
+}
+
+/// The last `n` calls of every LM in this process as DSPy's `dspy.inspect_history(n)` prints
+/// them (without colours); [`LM::inspect_history`](crate::LM::inspect_history) is one LM's.
+///
+/// ```
+/// use dspex_lm::{global_history, inspect_history};
+///
+/// // After some calls: the last three of any LM, as DSPy prints them.
+/// print!("{}", inspect_history(3));
+/// for entry in global_history(3) {
+///     println!("{} took {:?}", entry.model, entry.latency);
+/// }
+/// ```
+pub fn inspect_history(n: usize) -> String {
+    render_history(&global_history(n), false)
+}
+
+/// Forgets the process-wide history (each LM keeps its own).
+pub fn clear_global_history() {
+    GLOBAL.clear();
+}
+
+/// How many calls the process-wide history keeps from now on (default
+/// [`GLOBAL_HISTORY_SIZE`]); 0 records none, for processes that must not keep prompts in
+/// memory. Shrinking drops the oldest calls.
+pub fn set_global_history_size(capacity: usize) {
+    GLOBAL.set_capacity(capacity);
+}
+
+/// Records a finished call in `own` (an LM's history) and in the process-wide history; the entry
+/// is built only if one of them keeps calls.
+pub(crate) fn record(own: &History, entry: impl FnOnce() -> HistoryEntry) {
+    let (mine, global) = (own.keeps(), GLOBAL.keeps());
+    if !mine && !global {
+        return;
+    }
+    let entry = Arc::new(entry());
+    if mine {
+        own.push(Arc::clone(&entry));
+    }
+    if global {
+        GLOBAL.push(entry);
+    }
+}
 
 /// One recorded call.
 #[derive(Debug, Clone, PartialEq)]
@@ -33,24 +92,39 @@ pub struct HistoryEntry {
 /// grows without limit in long runs; this one is not.
 #[derive(Debug)]
 pub(crate) struct History {
-    capacity: usize,
-    entries: Mutex<VecDeque<HistoryEntry>>,
+    capacity: AtomicUsize,
+    /// Shared with the process-wide history: one entry, two owners.
+    entries: Mutex<VecDeque<Arc<HistoryEntry>>>,
 }
 
 impl History {
     pub(crate) fn new(capacity: usize) -> Self {
         History {
-            capacity,
+            capacity: AtomicUsize::new(capacity),
             entries: Mutex::new(VecDeque::with_capacity(capacity.min(1024))),
         }
     }
 
-    pub(crate) fn push(&self, entry: HistoryEntry) {
-        if self.capacity == 0 {
+    /// Whether this history records anything.
+    fn keeps(&self) -> bool {
+        self.capacity.load(Ordering::Relaxed) > 0
+    }
+
+    fn set_capacity(&self, capacity: usize) {
+        self.capacity.store(capacity, Ordering::Relaxed);
+        let mut entries = self.entries.lock().unwrap_or_else(|e| e.into_inner());
+        while entries.len() > capacity {
+            entries.pop_front();
+        }
+    }
+
+    pub(crate) fn push(&self, entry: Arc<HistoryEntry>) {
+        let capacity = self.capacity.load(Ordering::Relaxed);
+        if capacity == 0 {
             return;
         }
         let mut entries = self.entries.lock().unwrap_or_else(|e| e.into_inner());
-        while entries.len() >= self.capacity {
+        while entries.len() >= capacity {
             entries.pop_front();
         }
         entries.push_back(entry);
@@ -62,7 +136,7 @@ impl History {
         entries
             .iter()
             .skip(entries.len().saturating_sub(n))
-            .cloned()
+            .map(|entry| HistoryEntry::clone(entry))
             .collect()
     }
 
@@ -180,7 +254,7 @@ mod tests {
     fn bounded() {
         let h = History::new(3);
         for i in 0..10 {
-            h.push(entry(&[&i.to_string()]));
+            h.push(Arc::new(entry(&[&i.to_string()])));
         }
         assert_eq!(h.len(), 3);
         let last: Vec<_> = h
@@ -190,7 +264,7 @@ mod tests {
             .collect();
         assert_eq!(last, ["8", "9"]);
         let none = History::new(0);
-        none.push(entry(&["x"]));
+        none.push(Arc::new(entry(&["x"])));
         assert_eq!(none.len(), 0);
     }
 

@@ -37,7 +37,10 @@ pub use cache::{CacheConfig, CacheKey, CacheStats, ResponseCache};
 pub use client::{CallOptions, DEFAULT_MAX_RESPONSE_BYTES, LM, LmBuilder};
 pub use embedder::{Embedder, EmbedderFn, embedder_fn};
 pub use error::LmError;
-pub use history::{HistoryEntry, render_history};
+pub use history::{
+    GLOBAL_HISTORY_SIZE, HistoryEntry, clear_global_history, global_history, inspect_history,
+    render_history, set_global_history_size,
+};
 pub use limit::RateLimit;
 pub use provider::ModelType;
 pub use retry::RetryPolicy;

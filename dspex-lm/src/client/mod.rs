@@ -10,7 +10,7 @@ use super::LanguageModel;
 use super::breaker::{self, Breaker, BreakerConfig, BreakerState};
 use super::cache::{CacheConfig, CacheKey, ResponseCache};
 use super::error::{LmError, excerpt};
-use super::history::{History, HistoryEntry, render_history};
+use super::history::{self, History, HistoryEntry, render_history};
 use super::limit::{Limiter, RateLimit, Slot};
 use super::provider::{self, ModelType, Provider};
 use super::retry::RetryPolicy;
@@ -777,7 +777,7 @@ impl LM {
             .record(&s.model, response.usage, response.cache_hit, s.price);
         record_current(&s.model, response.usage, response.cache_hit, s.price);
         tracing::debug!("LM call");
-        self.shared.history.push(HistoryEntry {
+        history::record(&self.shared.history, || HistoryEntry {
             timestamp: SystemTime::now(),
             model: s.model.clone(),
             messages: std::mem::take(&mut request.messages),
