@@ -93,48 +93,38 @@ pub(crate) fn derive(input: TokenStream) -> TokenStream {
         }
     }
     let errors = cx.into_compile_errors();
-    if !errors.is_empty() {
-        // The errors, and the field-type impl of the valid variants so the enum's uses do not
-        // fail too (no serde impls: the user may derive serde, and those would clash).
-        let values = variants.iter().map(|(_, _, value)| value);
-        return quote! {
-            #errors
-            #[automatically_derived]
-            impl #p::SignatureType for #ident {
-                fn type_spec() -> #p::TypeSpec {
-                    #p::TypeSpec::Literal(#p::vec![
-                        #(#p::LiteralValue::Str(#p::String::from(#values))),*
-                    ])
-                }
-            }
-        };
-    }
-
-    if !container.serde {
-        let values = variants
+    // With errors, the field-type impl of the valid variants still comes out, so the enum's uses
+    // do not fail too; the serde impls do not (the user may derive serde, and those would clash).
+    let literal_values: Vec<TokenStream> = if container.serde || !errors.is_empty() {
+        variants
             .iter()
-            .map(|(name, _, fallback)| quote!(#p::literal_of(&#ident::#name, #fallback)));
-        return quote! {
-            #[automatically_derived]
-            impl #p::SignatureType for #ident {
-                fn type_spec() -> #p::TypeSpec {
-                    #p::TypeSpec::Literal(#p::vec![#(#values),*])
-                }
+            .map(|(_, _, value)| quote!(#p::LiteralValue::Str(#p::String::from(#value))))
+            .collect()
+    } else {
+        variants
+            .iter()
+            .map(|(name, _, fallback)| quote!(#p::literal_of(&#ident::#name, #fallback)))
+            .collect()
+    };
+    let signature_type = quote! {
+        #[automatically_derived]
+        impl #p::SignatureType for #ident {
+            fn type_spec() -> #p::TypeSpec {
+                #p::TypeSpec::Literal(#p::vec![#(#literal_values),*])
             }
-        };
+        }
+    };
+    if !errors.is_empty() {
+        return quote!(#errors #signature_type);
+    }
+    if !container.serde {
+        return signature_type;
     }
 
     let names: Vec<_> = variants.iter().map(|(name, _, _)| *name).collect();
     let values: Vec<&String> = variants.iter().map(|(_, _, value)| value).collect();
     quote! {
-        #[automatically_derived]
-        impl #p::SignatureType for #ident {
-            fn type_spec() -> #p::TypeSpec {
-                #p::TypeSpec::Literal(#p::vec![
-                    #(#p::LiteralValue::Str(#p::String::from(#values))),*
-                ])
-            }
-        }
+        #signature_type
 
         #[automatically_derived]
         impl #p::serde::Serialize for #ident {

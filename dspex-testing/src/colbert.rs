@@ -1,9 +1,8 @@
 //! A mock ColBERTv2 retrieval server: the real server's protocol over a list of passages, scored
 //! by word overlap.
 
-use crate::wire::{self, Body, Request, Response, Service};
-use bytes::Bytes;
-use http::{Method, StatusCode, header};
+use crate::wire::{self, Request, Response, Service, full_response};
+use http::{Method, StatusCode};
 use serde_json::{Value, json};
 use std::collections::HashSet;
 use std::io;
@@ -228,19 +227,9 @@ impl Drop for MockColbertServer {
 /// The largest search body read.
 const BODY_LIMIT: usize = 1 << 20;
 
-fn respond(status: StatusCode, content_type: &'static str, body: impl Into<Bytes>) -> Response {
-    let mut response = Response::new(Body::Full(body.into()));
-    *response.status_mut() = status;
-    response.headers_mut().insert(
-        header::CONTENT_TYPE,
-        header::HeaderValue::from_static(content_type),
-    );
-    response
-}
-
 fn error(status: StatusCode, message: &str) -> Response {
     let body = json!({"error": true, "message": message}).to_string();
-    respond(status, "application/json", body)
+    full_response(status, "application/json", body)
 }
 
 async fn search(shared: &Shared, request: Request) -> Response {
@@ -289,10 +278,10 @@ async fn search(shared: &Shared, request: Request) -> Response {
         Some(ColbertFault::Status(code)) => {
             let status = StatusCode::from_u16(code).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
             let text = format!("mock ColBERTv2 failure (HTTP {code})");
-            return respond(status, "text/plain; charset=utf-8", text);
+            return full_response(status, "text/plain; charset=utf-8", text);
         }
         Some(ColbertFault::Malformed) => {
-            return respond(
+            return full_response(
                 StatusCode::OK,
                 "application/json",
                 &b"{\"topk\": [{\"text\": \"trunc"[..],
@@ -321,7 +310,7 @@ async fn search(shared: &Shared, request: Request) -> Response {
         Some(other) => return error(StatusCode::BAD_REQUEST, &format!("bad k: {other}")),
     };
     let answer = answer(shared, &query, k.min(MAX_K)).to_string();
-    respond(StatusCode::OK, "application/json", answer)
+    full_response(StatusCode::OK, "application/json", answer)
 }
 
 /// The real server's answer for `query`: the `k` best passages by score, then pid.

@@ -70,6 +70,21 @@ impl From<Bytes> for Body {
     }
 }
 
+/// A whole answer: `status`, a `content-type` and the body.
+pub(crate) fn full_response(
+    status: http::StatusCode,
+    content_type: &'static str,
+    body: impl Into<Bytes>,
+) -> Response {
+    let mut response = Response::new(Body::Full(body.into()));
+    *response.status_mut() = status;
+    response.headers_mut().insert(
+        header::CONTENT_TYPE,
+        header::HeaderValue::from_static(content_type),
+    );
+    response
+}
+
 /// What a server is: its handler, and how it refuses a request it cannot read.
 pub(crate) struct Service<H> {
     /// Answers each request.

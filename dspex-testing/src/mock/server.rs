@@ -17,7 +17,7 @@ use super::timer;
 use super::util::{
     base64, mix_all, seconds_text, sha_u64, split_deltas, truncate_words, unit, words,
 };
-use crate::wire::{Body, Request, Response};
+use crate::wire::{Body, Request, Response, full_response};
 use bytes::Bytes;
 use futures_util::stream;
 use http::{HeaderValue, Method, StatusCode, header};
@@ -596,9 +596,9 @@ fn json_with_fault<T: Serialize>(value: &T, fault: Option<&Fault>) -> Response {
         Some(Fault::ResetMidBody) => reset(body.into(), "application/json", true),
         Some(Fault::MalformedJson) => {
             let cut = (body.len() / 2).max(1).min(body.len());
-            bytes_response(StatusCode::OK, "application/json", body[..cut].to_vec())
+            full_response(StatusCode::OK, "application/json", body[..cut].to_vec())
         }
-        _ => bytes_response(StatusCode::OK, "application/json", body),
+        _ => full_response(StatusCode::OK, "application/json", body),
     }
 }
 
@@ -692,17 +692,9 @@ fn now() -> u64 {
         .map_or(0, |d| d.as_secs())
 }
 
-fn bytes_response(status: StatusCode, content_type: &'static str, body: Vec<u8>) -> Response {
-    let mut resp = Response::new(Body::from(body));
-    *resp.status_mut() = status;
-    resp.headers_mut()
-        .insert(header::CONTENT_TYPE, HeaderValue::from_static(content_type));
-    resp
-}
-
 fn json<T: Serialize>(status: StatusCode, value: &T) -> Response {
     match serde_json::to_vec(value) {
-        Ok(body) => bytes_response(status, "application/json", body),
+        Ok(body) => full_response(status, "application/json", body),
         Err(e) => internal(&e.to_string()),
     }
 }
@@ -719,7 +711,7 @@ fn error(status: StatusCode, message: &str, kind: &str, code: Option<&str>) -> R
     let bytes = serde_json::to_vec(&body).unwrap_or_else(|_| {
         br#"{"error":{"message":"error","type":"server_error","param":null,"code":null}}"#.to_vec()
     });
-    bytes_response(status, "application/json", bytes)
+    full_response(status, "application/json", bytes)
 }
 
 pub(super) fn bad_request(message: &str) -> Response {
