@@ -23,6 +23,10 @@ const MAX_WORK: u64 = 40_000_000;
 /// above this).
 const MAX_NESTING: usize = 200;
 
+/// Deepest recursion of the value parser by any path (each container level is one, so this
+/// leaves room for [`MAX_NESTING`] containers and comments or fences between them).
+const MAX_VALUE_DEPTH: usize = 2 * MAX_NESTING;
+
 const DELIMS: [char; 4] = ['"', '\'', '“', '”'];
 const LOW_SMART_QUOTE_SENTINEL: char = '\0';
 
@@ -149,6 +153,8 @@ struct Parser {
     deferred: Vec<Ctx>,
     has_tried_valid_json_suffix: bool,
     depth: usize,
+    /// Current recursion of [`Parser::parse_json`].
+    value_depth: usize,
     /// Work done so far (see [`MAX_WORK`]).
     work: Cell<u64>,
     limit: u64,
@@ -166,6 +172,7 @@ impl Parser {
             deferred: Vec::new(),
             has_tried_valid_json_suffix: false,
             depth: 0,
+            value_depth: 0,
             work: Cell::new(0),
             limit,
             failed: false,
@@ -418,7 +425,22 @@ impl Parser {
         Some(value)
     }
 
+    /// Every recursion of the repairing parser passes through here, whatever path led back
+    /// (containers, comments, code fences, strings that turn out to be comments): past
+    /// [`MAX_VALUE_DEPTH`] the input is reported as too deep, as Python's `RecursionError` is.
     fn parse_json(&mut self) -> Py {
+        if self.value_depth >= MAX_VALUE_DEPTH || self.failed {
+            self.failed = true;
+            self.index = self.len();
+            return Py::Str(String::new());
+        }
+        self.value_depth += 1;
+        let value = self.parse_json_here();
+        self.value_depth -= 1;
+        value
+    }
+
+    fn parse_json_here(&mut self) -> Py {
         if !self.deferred.is_empty() {
             let deferred = std::mem::take(&mut self.deferred);
             self.context.extend(deferred.iter().copied());
@@ -541,7 +563,9 @@ impl Parser {
             }
             self.skip_whitespaces();
             if !matches!(self.get(0), Some('#' | '/')) {
-                return self.parse_json();
+                // Python recurses here too (parse_comment → parse_json → parse_comment on
+                // every `/`), so a long run of them is as deep as nested containers.
+                return self.nested(Self::parse_json);
             }
         }
     }
@@ -2251,5 +2275,26 @@ mod tests {
         let mut dest = path.clone();
         dest.push(".rust");
         std::fs::write(dest, out).unwrap();
+    }
+}
+
+#[cfg(test)]
+mod deep_input_tests {
+    use super::*;
+
+    /// `</a>` repeated re-enters the value parser from the comment parser once per `/`;
+    /// Python's json_repair raises `ValueError` ("Input nesting exceeds the supported parser
+    /// recursion depth") on this input, and so must the port, instead of overflowing the stack.
+    #[test]
+    fn slashes_past_the_nesting_limit_are_an_error_not_a_stack_overflow() {
+        let text = format!("{}{}", "<a>".repeat(12_500), "</a>".repeat(12_500));
+        assert!(loads(&text).is_err());
+    }
+
+    /// A hundred of them is within Python's recursion limit: it returns `''`.
+    #[test]
+    fn a_few_slashes_still_read_as_python_reads_them() {
+        let text = format!("{}{}", "<a>".repeat(100), "</a>".repeat(100));
+        assert_eq!(loads(&text), Ok(Py::Str(String::new())));
     }
 }
