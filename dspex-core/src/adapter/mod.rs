@@ -43,10 +43,12 @@ mod chat;
 pub mod format;
 mod json;
 mod stream;
+mod xml;
 
 pub use chat::ChatAdapter;
 pub use json::JSONAdapter;
 pub use stream::{FieldDelta, FieldStreamParser};
+pub use xml::XMLAdapter;
 
 use crate::example::Example;
 use crate::signature::DynSignature;

@@ -99,9 +99,7 @@ fn parse_error(e: &roxmltree::Error) -> ParseError {
         E::InvalidString(expected, _) => {
             format!("not well-formed (invalid token): expected {expected:?}")
         }
-        E::InvalidComment(_) => {
-            "not well-formed (invalid token): `--` inside a comment".into()
-        }
+        E::InvalidComment(_) => "not well-formed (invalid token): `--` inside a comment".into(),
         E::InvalidCharacterData(_) => "not well-formed (invalid token): `]]>` in text".into(),
         E::UnknownToken(_) => "not well-formed (invalid token)".into(),
         E::UnexpectedEndOfStream => "unclosed token".into(),
@@ -378,7 +376,10 @@ mod tests {
             inner("<b a='1' xmlns:p='u' p:c='2'/>"),
             "<b xmlns:ns0=\"u\" a=\"1\" ns0:c=\"2\" />"
         );
-        assert_eq!(inner("<b c='&#9;&#13;&#10;'/>"), "<b c=\"&#09;&#13;&#10;\" />");
+        assert_eq!(
+            inner("<b c='&#9;&#13;&#10;'/>"),
+            "<b c=\"&#09;&#13;&#10;\" />"
+        );
         assert_eq!(inner("<b>\r\n\t</b>"), "<b>\n\t</b>");
     }
 
@@ -412,7 +413,10 @@ mod tests {
         let e = fromstring("<r><x></y></r>").expect_err("mismatched");
         assert_eq!(
             e.to_string(),
-            format!("mismatched tag: expected </x>, found </y>: line 1, column {}", e.column)
+            format!(
+                "mismatched tag: expected </x>, found </y>: line 1, column {}",
+                e.column
+            )
         );
     }
 
@@ -422,6 +426,9 @@ mod tests {
         let text = format!("<r>{}{}</r>", "<a>".repeat(depth), "</a>".repeat(depth));
         let doc = root(&text);
         let first = children(doc.root_element()).next().expect("a child");
-        assert_eq!(tostring(first).len(), "<a></a>".len() * (depth - 1) + "<a />".len());
+        assert_eq!(
+            tostring(first).len(),
+            "<a></a>".len() * (depth - 1) + "<a />".len()
+        );
     }
 }
