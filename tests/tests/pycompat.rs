@@ -700,3 +700,120 @@ fn xml_adapter_format_agrees_with_dspy() {
         })
         .unwrap();
 }
+
+/// Documents at the edges of XML well-formedness: ElementTree (expat) and dspex (roxmltree)
+/// accept and reject the same ones, and read the same text from those they accept.
+#[test]
+fn xml_adapter_strictness_agrees_with_dspy() {
+    let cases = [
+        "<a>x<!--c-->y</a>",
+        "<a>x<?pi z?>y</a>",
+        "<a><![CDATA[<&>]]>t</a>",
+        "<a>a\r\nb\rc</a>",
+        "<a>&nbsp;</a>",
+        "<a>&amp;&lt;&gt;&quot;&apos;&#65;&#x42;&#x10FFFF;</a>",
+        "<a>&#0;</a>",
+        "<a>&#x1;</a>",
+        "<a>&#xD800;</a>",
+        "<a>&#xFFFE;</a>",
+        "<a>&#1114112;</a>",
+        "<a>&#65</a>",
+        "<a>&a b;</a>",
+        "<a>\u{1}</a>",
+        "<a>\u{fffe}</a>",
+        "<a>\u{ffff}</a>",
+        "<a>\u{85}\u{2028}\u{feff}</a>",
+        "<a xmlns='u'>1</a>",
+        "<p:a xmlns:p='u'>1</p:a>",
+        "<p:a>1</p:a>",
+        "<a b='1' b='2'>x</a>",
+        "<a b='1'c='2'>x</a>",
+        "<a b=1>x</a>",
+        "<a b>x</a>",
+        "<a b=\"<\">x</a>",
+        "<a b='&amp;&#10;'>x</a>",
+        "<a>]]></a>",
+        "<a>]]</a>",
+        "<?xml version='1.0'?><a>x</a>",
+        "</dspy_root><a>x</a>",
+        "<a>x</b>",
+        "<a>x",
+        "x</a>",
+        "<a>x</a >",
+        "<a >x</a>",
+        "< a>x</a>",
+        "<a/ >",
+        "<a\n/>",
+        "<!DOCTYPE a><a>x</a>",
+        "<a><!-- a -- b --></a>",
+        "<a><!----></a>",
+        "<a><!-- a ---></a>",
+        "<a>a & b</a>",
+        "<a>a < b</a>",
+        "<a>a > b</a>",
+        "<1a>x</1a>",
+        "<a-b>x</a-b><a>y</a>",
+        "<é>x</é><a>y</a>",
+        "<a:b xmlns:a=''>x</a:b>",
+        "<a xml:lang='en'>x</a>",
+        "<a xmlns:xml='http://www.w3.org/XML/1998/namespace'>x</a>",
+        "<a xmlns:xml='u'>x</a>",
+        "<a xmlns:xmlns='u'>x</a>",
+        "<a><b>1</b>tail<c/>more</a>",
+        "<a><b xmlns='u' k='v'>1</b></a>",
+        "<a>\t </a>",
+        "",
+        " ",
+        "<a>",
+        "<a></a><a>second</a>",
+        "<a><![CDATA[x]]]]><![CDATA[>]]></a>",
+        "<a><![CDATA[</a>",
+        "<a>&#x9;&#xA;&#xD;</a>",
+        "<a>&#9;x&#13;</a>",
+        "<a>\u{10ffff}</a>",
+        "<a>\u{e000}\u{fffd}</a>",
+        "<a>\u{7f}\u{9f}</a>",
+        "<a>x</a>\n<!-- trailing -->",
+        "<a>x</a><?pi?>",
+        "<a>x</a><?xml?>",
+        "<a><?xml-stylesheet x?>x</a>",
+        "<a><?XML x?>x</a>",
+        "<a><?Xml?>x</a>",
+        "<a><?xmlfoo?>x</a>",
+        "<a xmlns:xmlns='http://www.w3.org/2000/xmlns/'>x</a>",
+        "<a xmlns:p='http://www.w3.org/2000/xmlns/'>x</a>",
+        "<a xmlns='http://www.w3.org/2000/xmlns/'>x</a>",
+        "<a xmlns='http://www.w3.org/XML/1998/namespace'>x</a>",
+        "<a xmlns:p='http://www.w3.org/XML/1998/namespace'>x</a>",
+        "<xmlns:a>x</xmlns:a>",
+        "<a xmlns:p='u' xmlns:p='v'>x</a>",
+        "<a>xmlns:xmlns</a>",
+        "<a><b xmlns:p='u' p:c='1' c='2'/>x</a>",
+        "<a><b xmlns:p='u' xmlns:q='u' p:c='1' q:c='2'/>x</a>",
+        "<a>x</a><a xmlns='u'>y</a>",
+        "<a>\u{0}</a>",
+        "<a b='\t\n'>x</a>",
+        "<a>&#x0000041;</a>",
+        "<a>&#X41;</a>",
+        "<a>&#;</a>",
+        "<a>&#x;</a>",
+        "<a>&;</a>",
+        "<a>&amp</a>",
+        "<a>&AMP;</a>",
+    ];
+    let sig = DynSignature::parse("q -> a").expect("a signature");
+    let mut disagreements = Vec::new();
+    for text in cases {
+        let rust = match XMLAdapter.parse(&sig, text) {
+            Ok(fields) => tag(&Value::Object(fields)),
+            Err(e) => json!({ "err": e.to_string() }),
+        };
+        let python = python(json!({"op": "xml_parse", "signature": "q -> a", "text": text}));
+        if !agree(&rust, &python) {
+            disagreements.push(format!(
+                "XMLAdapter.parse({text:?})\n  dspex:  {rust}\n  python: {python}"
+            ));
+        }
+    }
+    assert!(disagreements.is_empty(), "{}", disagreements.join("\n"));
+}

@@ -59,7 +59,93 @@ pub fn fromstring(text: &str) -> Result<Document<'_>, ParseError> {
         allow_dtd: false,
         ..ParsingOptions::default()
     };
-    Document::parse_with_options(text, options).map_err(|e| parse_error(&e))
+    let doc = Document::parse_with_options(text, options).map_err(|e| parse_error(&e))?;
+    check_char_refs(text)?;
+    check_reserved(&doc, text)?;
+    Ok(doc)
+}
+
+/// Fails on what expat refuses and roxmltree lets through: a processing instruction named
+/// `xml` (in any case) and a declaration of the `xmlns` prefix.
+fn check_reserved(doc: &Document<'_>, text: &str) -> Result<(), ParseError> {
+    let at = |needle: &str, message: &str| {
+        let offset = text.find(needle).unwrap_or(0);
+        let before = &text[..offset];
+        ParseError {
+            message: message.to_string(),
+            line: u32::try_from(before.matches('\n').count() + 1).unwrap_or(u32::MAX),
+            column: u32::try_from(before.rsplit('\n').next().unwrap_or("").chars().count())
+                .unwrap_or(u32::MAX),
+        }
+    };
+    if text.contains("<?") {
+        for n in doc.descendants() {
+            if let Some(pi) = n.pi()
+                && pi.target.eq_ignore_ascii_case("xml")
+            {
+                let message = if pi.target == "xml" {
+                    "XML or text declaration not at start of entity"
+                } else {
+                    "not well-formed (invalid token)"
+                };
+                return Err(at(&format!("<?{}", pi.target), message));
+            }
+        }
+    }
+    if text.contains("xmlns:xmlns")
+        && doc
+            .descendants()
+            .any(|n| n.namespaces().any(|ns| ns.name() == Some("xmlns")))
+    {
+        return Err(at(
+            "xmlns:xmlns",
+            "reserved prefix (xmlns) must not be declared or undeclared",
+        ));
+    }
+    Ok(())
+}
+
+/// Fails on a character reference to a surrogate or past U+10FFFF, which roxmltree reads as
+/// U+FFFD and expat refuses. Runs on a well-formed document, so the comments, CDATA sections
+/// and processing instructions it skips (where `&#` is no reference) are the real ones.
+fn check_char_refs(text: &str) -> Result<(), ParseError> {
+    let mut rest = text;
+    let mut offset = 0;
+    while let Some(i) = rest.find(['<', '&']) {
+        let at = &rest[i..];
+        let skip = if at.starts_with("<!--") {
+            at.find("-->").map(|e| e + 3)
+        } else if at.starts_with("<![CDATA[") {
+            at.find("]]>").map(|e| e + 3)
+        } else if at.starts_with("<?") {
+            at.find("?>").map(|e| e + 2)
+        } else if let Some(digits) = at.strip_prefix("&#") {
+            let (digits, radix) = match digits.strip_prefix('x') {
+                Some(hex) => (hex, 16),
+                None => (digits, 10),
+            };
+            let end = digits.find(';').unwrap_or(digits.len());
+            let invalid = u32::from_str_radix(&digits[..end], radix)
+                .is_ok_and(|n| (0xD800..=0xDFFF).contains(&n) || n > 0x10FFFF);
+            if invalid {
+                let before = &text[..offset + i];
+                let line = before.matches('\n').count() + 1;
+                let column = before.rsplit('\n').next().unwrap_or("").chars().count();
+                return Err(ParseError {
+                    message: "reference to invalid character number".into(),
+                    line: u32::try_from(line).unwrap_or(u32::MAX),
+                    column: u32::try_from(column).unwrap_or(u32::MAX),
+                });
+            }
+            Some(2)
+        } else {
+            Some(1)
+        };
+        let step = skip.unwrap_or(at.len());
+        offset += i + step;
+        rest = &rest[i + step..];
+    }
+    Ok(())
 }
 
 fn parse_error(e: &roxmltree::Error) -> ParseError {
@@ -404,6 +490,11 @@ mod tests {
             "<r>a < b</r>",
             "<r><!-- a -- b --></r>",
             "<r>&#65</r>",
+            "<r>&#xD800;</r>",
+            "<r><?xml?></r>",
+            "<r><?XmL x?></r>",
+            "<r xmlns:xmlns='u'/>",
+            "<r a='&#1114112;'/>",
             "<r></r",
             "",
         ] {
@@ -417,6 +508,29 @@ mod tests {
                 "mismatched tag: expected </x>, found </y>: line 1, column {}",
                 e.column
             )
+        );
+    }
+
+    #[test]
+    fn reserved_names_only_where_they_are_markup() {
+        let doc = root("<r>xmlns:xmlns <?xml-stylesheet x?><?xmlfoo?>&lt;?xml?></r>");
+        assert_eq!(
+            text(doc.root_element()).as_deref(),
+            Some("xmlns:xmlns <?xml?>")
+        );
+    }
+
+    #[test]
+    fn character_references_outside_markup_only() {
+        let doc = root("<r><!-- &#xD800; --><![CDATA[&#xD800;]]><?p &#xD800;?>&#x10FFFF;</r>");
+        assert_eq!(
+            text(doc.root_element()).as_deref(),
+            Some("&#xD800;\u{10ffff}")
+        );
+        let e = fromstring("<r>\n  &#xDFFF;</r>").expect_err("a surrogate");
+        assert_eq!(
+            e.to_string(),
+            "reference to invalid character number: line 2, column 2"
         );
     }
 
