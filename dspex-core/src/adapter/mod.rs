@@ -248,6 +248,27 @@ mod tests {
         "set()",
         "b'",
         "r\"",
+        "<answer>",
+        "</answer>",
+        "<item>",
+        "</item>",
+        "<entry key='a b'>",
+        "</entry>",
+        "<title>",
+        "</title>",
+        "<a/>",
+        "<![CDATA[",
+        "]]>",
+        "<!--",
+        "-->",
+        "<?p ",
+        "?>",
+        "&amp;",
+        "&#x",
+        "&nbsp;",
+        " xmlns='u'",
+        "<p:a xmlns:p='u'>",
+        "</dspy_root>",
     ];
 
     #[test]
@@ -261,6 +282,8 @@ mod tests {
                 let _ = ChatAdapter.parse(sig, &text);
                 let _ = JSONAdapter.parse(sig, &text);
                 let _ = ChatAdapter.parse(sig, &format!("[[ ## answer ## ]]\n{text}"));
+                let _ = XMLAdapter.parse(sig, &text);
+                let _ = XMLAdapter.parse(sig, &format!("<answer>{text}</answer>"));
             }
         }
     }
@@ -292,6 +315,30 @@ mod tests {
             let start = Instant::now();
             let _ = JSONAdapter.parse(&sigs[1], input);
             let _ = ChatAdapter.parse(&sigs[1], &format!("[[ ## answer ## ]]\n{input}"));
+            let _ = XMLAdapter.parse(&sigs[1], &format!("<answer>{input}</answer>"));
+            let _ = XMLAdapter.parse(&sigs[10], input);
+            let elapsed = start.elapsed();
+            assert!(
+                elapsed.as_secs() < 15,
+                "{:?}... took {elapsed:?}",
+                &input.chars().take(20).collect::<String>()
+            );
+        }
+        // Deep and long XML: every output type, nested answers, repeated items, markup runs.
+        let xml_inputs = [
+            "<answer>".repeat(big / 8) + &"</answer>".repeat(big / 8),
+            "<answer><item>".repeat(big / 14) + &"</item></answer>".repeat(big / 14),
+            "<answer><item>1</item></answer>".repeat(big / 30),
+            format!("<answer>{}</answer>", "<item>1</item>".repeat(big / 14)),
+            format!("<answer>{}</answer>", "<!---->".repeat(big / 7)),
+            format!("<answer>{}</answer>", "&amp;".repeat(big / 5)),
+            "<!--".repeat(big / 4),
+        ];
+        for input in &xml_inputs {
+            let start = Instant::now();
+            for sig in &sigs {
+                let _ = XMLAdapter.parse(sig, input);
+            }
             let elapsed = start.elapsed();
             // Generous: this runs unoptimized; a release build is 10-20 times faster.
             assert!(
