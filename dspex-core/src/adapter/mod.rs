@@ -1,9 +1,10 @@
 //! Adapters: the exact prompt formats DSPy uses, and their parsers.
 //!
 //! An [`Adapter`] turns a signature, few-shot demos and inputs into chat messages, and a
-//! completion back into output field values. [`ChatAdapter`] and [`JSONAdapter`] reproduce DSPy
-//! 3.4.1 byte for byte (checked against every fixture in `../shared/fixtures/dspy`, and against
-//! DSPy itself on thousands of generated signatures, demos and completions).
+//! completion back into output field values. [`ChatAdapter`], [`JSONAdapter`] and
+//! [`XMLAdapter`] reproduce DSPy 3.4.1 byte for byte (checked against every fixture in
+//! `../shared/fixtures/dspy`, and against DSPy itself on thousands of generated signatures,
+//! demos and completions).
 //!
 //! What they reproduce, beyond the obvious layout:
 //! - field lists whose empty descriptions leave a trailing space on every line but the last;
@@ -35,7 +36,7 @@
 //! `Predict::stream` and friends); the final value is still `parse`'s.
 //!
 //! The module layer owns the LM calls: DSPy's retry with [`JSONAdapter`] after a ChatAdapter
-//! parse failure is [`Adapter::fallback`]; with `n > 1`, every completion is parsed and one
+//! (or XMLAdapter) parse failure is [`Adapter::fallback`]; with `n > 1`, every completion is parsed and one
 //! failure fails the call.
 
 mod chat;
@@ -58,7 +59,7 @@ use std::fmt;
 
 /// A prompt format and its parser.
 pub trait Adapter: Send + Sync + fmt::Debug {
-    /// DSPy's name for it (`ChatAdapter`, `JSONAdapter`).
+    /// DSPy's name for it (`ChatAdapter`, `JSONAdapter`, `XMLAdapter`).
     fn name(&self) -> &'static str;
 
     /// The messages of one call: system message, demo turns, then the inputs.
@@ -82,7 +83,8 @@ pub trait Adapter: Send + Sync + fmt::Debug {
     }
 
     /// The adapter DSPy retries with, in a second LM call, when this one's completion cannot
-    /// be parsed ([`AdapterError::Parse`]): [`JSONAdapter`] for [`ChatAdapter`], none otherwise.
+    /// be parsed ([`AdapterError::Parse`]): [`JSONAdapter`] for [`ChatAdapter`] and
+    /// [`XMLAdapter`], none otherwise.
     /// The retry sends `fallback.format(...)` with `fallback.response_format(...)` and parses
     /// with `fallback.parse(...)`; its error, if any, is final (there is no third attempt).
     fn fallback(&self) -> Option<&'static dyn Adapter> {
@@ -92,7 +94,8 @@ pub trait Adapter: Send + Sync + fmt::Debug {
     /// DSPy's `format_user_message_content(signature, values)` without the output reminder: the
     /// `[[ ## name ## ]]` block of every input of `signature` present in `values`, in the
     /// signature's order, values printed as in a prompt, joined by blank lines. ReAct formats
-    /// its trajectory this way; both DSPy adapters share ChatAdapter's layout.
+    /// its trajectory this way; JSONAdapter shares ChatAdapter's layout, XMLAdapter writes
+    /// `<name>` elements.
     fn format_fields(
         &self,
         signature: &DynSignature,
