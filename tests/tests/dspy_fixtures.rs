@@ -97,9 +97,8 @@ fn pending_call_feature(fx: &Value) -> Option<String> {
     if fx["kind"] != "call" {
         return None;
     }
-    match fx["adapter"].as_str() {
-        Some("two_step") => return Some("the TwoStepAdapter".into()),
-        _ => {}
+    if fx["adapter"] == "two_step" {
+        return Some("the TwoStepAdapter".into());
     }
     if fx["adapter_options"]["use_native_function_calling"] == true {
         return Some("native function calling".into());
