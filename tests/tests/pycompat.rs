@@ -1,5 +1,6 @@
 //! Differential tests against the Python originals DSPy 3.4.1 runs: `json_repair.loads`,
-//! `ast.literal_eval`, `dspy.adapters.utils.parse_value` and `ChatAdapter`/`JSONAdapter.parse`.
+//! `ast.literal_eval`, `dspy.adapters.utils.parse_value`, `ChatAdapter`/`JSONAdapter.parse` and
+//! `XMLAdapter.parse`/`.format` (with ElementTree's strictness on edge documents).
 //! Proptest generates valid inputs (JSON documents, Python literals, field values as LMs write
 //! them, completions of typed signatures); one long-lived Python process of the project's venv
 //! (`tests/python/pycompat_oracle.py`) answers for Python, one JSON line per case. Any
