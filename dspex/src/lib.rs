@@ -217,8 +217,8 @@
 //!
 //! Works: compile-time and run-time signatures with DSPy's metadata (prefixes, default
 //! instructions, type spellings, JSON schemas), `Example`/`Prediction`, the `Program` and `Module`
-//! traits with sequential, fan-out and conditional composition; DSPy's `ChatAdapter` and
-//! `JSONAdapter` byte for byte; the OpenAI-compatible LM client with cache, retries, breaker,
+//! traits with sequential, fan-out and conditional composition; DSPy's `ChatAdapter`,
+//! `JSONAdapter` and `XMLAdapter` byte for byte; the OpenAI-compatible LM client with cache, retries, breaker,
 //! limits, usage and history, and the mock LM server; `Predict`, `ChainOfThought`, `ReAct` with
 //! tools, `BestOfN`, `Refine`, `MultiChainComparison`, `Parallel`, `majority`; output-field
 //! streaming; `save`/`load` in DSPy's JSON state format; [`evaluate::Evaluate`] with DSPy's
@@ -262,7 +262,8 @@ pub use dspex_runtime::lm;
 #[cfg(all(unix, feature = "bridge"))]
 pub use dspex_runtime::bridge;
 
-/// Adapters: DSPy's exact prompt formats (`ChatAdapter`, `JSONAdapter`) and their parsers.
+/// Adapters: DSPy's exact prompt formats (`ChatAdapter`, `JSONAdapter`, `XMLAdapter`) and their
+/// parsers.
 pub use dspex_runtime::adapter;
 
 /// Modules: `Predict`, `ChainOfThought`, `ReAct` with tools, `BestOfN`, `Refine`,

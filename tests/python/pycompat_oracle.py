@@ -6,6 +6,9 @@ Reads one JSON object per line on stdin and answers one JSON line per request on
   {"op": "parse_value", "type": name, "text": t}    dspy.adapters.utils.parse_value(t, type)
   {"op": "chat_parse" | "json_parse", "signature": s, "text": t}
                                                     ChatAdapter/JSONAdapter().parse(signature, t)
+  {"op": "xml_parse", "signature": s, "text": t}   XMLAdapter().parse(signature, t)
+  {"op": "xml_format", "signature": s, "demos": [..], "inputs": {..}}
+                                                    XMLAdapter().format(signature, demos, inputs)
   {"op": "assigned", "text": t}                     whether this Python's Unicode database
                                                     knows every character of t
 Values are tagged so ints, floats and dict keys survive JSON: None/bools/strings as they are,
@@ -63,7 +66,11 @@ def tag(v):
 
 
 def answer(request):
-    op, text = request["op"], request["text"]
+    op = request["op"]
+    if op == "xml_format":
+        signature = dspy.Signature(request["signature"], custom_types={"Citation": Citation})
+        return dspy.XMLAdapter().format(signature, request["demos"], request["inputs"])
+    text = request["text"]
     if op == "assigned":
         return all(unicodedata.category(c) != "Cn" for c in text)
     if op == "json_repair":
@@ -76,6 +83,9 @@ def answer(request):
         signature = dspy.Signature(request["signature"], custom_types={"Citation": Citation})
         adapter = dspy.ChatAdapter() if op == "chat_parse" else dspy.JSONAdapter()
         return tag(adapter.parse(signature, text))
+    if op == "xml_parse":
+        signature = dspy.Signature(request["signature"], custom_types={"Citation": Citation})
+        return tag(dspy.XMLAdapter().parse(signature, text))
     raise ValueError(f"unknown op {op}")
 
 

@@ -23,10 +23,10 @@
 //!   `ChainOfThought`) on a scripted LM answering the recorded replies: every request's
 //!   messages equal DSPy's and the outputs equal `expected`. A `call` fixture that needs what
 //!   dspex does not have yet — DSPy's special types (Image, Audio, File, History, Tool,
-//!   ToolCalls, Code), native function calling, XMLAdapter or TwoStepAdapter (issue 16) — is
+//!   ToolCalls, Code), native function calling or TwoStepAdapter (issue 16) — is
 //!   listed as pending with the feature it needs; one that needs anything else fails.
 
-use dspex::runtime::adapter::{Adapter, AdapterError, ChatAdapter, JSONAdapter};
+use dspex::runtime::adapter::{Adapter, AdapterError, ChatAdapter, JSONAdapter, XMLAdapter};
 use dspex::runtime::lm::{Message, ScriptedLM};
 use dspex::runtime::module::{CallConfig, DynPredict, DynReAct, Tool};
 use dspex::{DynSignature, Example, FieldSpec, TypeSpec};
@@ -91,16 +91,14 @@ fn every_dspy_fixture_agrees_with_dspex_signatures() {
 }
 
 /// What a `call` fixture needs that dspex does not have yet (issue 16), if anything: the
-/// XMLAdapter or TwoStepAdapter, native function calling, or one of DSPy's special types as a
+/// TwoStepAdapter, native function calling, or one of DSPy's special types as a
 /// field type. `None` for every other fixture, which is then checked in full.
 fn pending_call_feature(fx: &Value) -> Option<String> {
     if fx["kind"] != "call" {
         return None;
     }
-    match fx["adapter"].as_str() {
-        Some("xml") => return Some("the XMLAdapter".into()),
-        Some("two_step") => return Some("the TwoStepAdapter".into()),
-        _ => {}
+    if fx["adapter"] == "two_step" {
+        return Some("the TwoStepAdapter".into());
     }
     if fx["adapter_options"]["use_native_function_calling"] == true {
         return Some("native function calling".into());
@@ -157,6 +155,7 @@ fn check_call(fx: &Value) -> Result<usize, String> {
     predict.params_mut().demos = examples(&fx["demos"])?;
     let config = match fx["adapter"].as_str() {
         Some("json") => CallConfig::new().lm(lm.clone()).adapter(JSONAdapter),
+        Some("xml") => CallConfig::new().lm(lm.clone()).adapter(XMLAdapter),
         _ => CallConfig::new().lm(lm.clone()).adapter(ChatAdapter),
     };
     let inputs = example(&fx["inputs"])?;
@@ -603,6 +602,7 @@ fn adapter_of(fx: &Value) -> Result<&'static dyn Adapter, String> {
     match fx["adapter"].as_str() {
         Some("chat") => Ok(&ChatAdapter),
         Some("json") => Ok(&JSONAdapter),
+        Some("xml") => Ok(&XMLAdapter),
         other => Err(format!("unknown adapter {other:?}")),
     }
 }

@@ -1,5 +1,6 @@
 //! Differential tests against the Python originals DSPy 3.4.1 runs: `json_repair.loads`,
-//! `ast.literal_eval`, `dspy.adapters.utils.parse_value` and `ChatAdapter`/`JSONAdapter.parse`.
+//! `ast.literal_eval`, `dspy.adapters.utils.parse_value`, `ChatAdapter`/`JSONAdapter.parse` and
+//! `XMLAdapter.parse`/`.format` (with ElementTree's strictness on edge documents).
 //! Proptest generates valid inputs (JSON documents, Python literals, field values as LMs write
 //! them, completions of typed signatures); one long-lived Python process of the project's venv
 //! (`tests/python/pycompat_oracle.py`) answers for Python, one JSON line per case. Any
@@ -13,7 +14,7 @@
 mod common;
 
 use dspex::DynSignature;
-use dspex::adapter::{Adapter, ChatAdapter, JSONAdapter};
+use dspex::adapter::{Adapter, ChatAdapter, JSONAdapter, XMLAdapter};
 use dspex_runtime::__fuzz::adapter::{
     TYPE_NAMES, json_repair_tagged, literal_eval_tagged, models, parse_value_text,
 };
@@ -500,4 +501,320 @@ fn chat_adapter_parse_agrees_with_dspy() {
 #[test]
 fn json_adapter_parse_agrees_with_dspy() {
     adapter_case(true);
+}
+
+/// Signatures for the XMLAdapter: [`SIGNATURES`] and outputs written as nested XML.
+const XML_SIGNATURES: &[&str] = &[
+    "question -> answer",
+    "question: str, context: list[str] -> answer: str, confidence: float",
+    "sentence -> sentiment: Literal['positive', 'negative', 'neutral'], confidence: float",
+    "text -> entities: list[str], counts: dict[str, int], is_fiction: bool",
+    "question -> hint: Optional[str], answer: Optional[int]",
+    "claim -> citation: Citation",
+    "q -> n: int, xs: list[int], flag: bool",
+    "q -> citations: list[Citation], extra: Optional[Citation]",
+    "q -> grid: dict[str, list[int]], maybe: Optional[list[str]], anything: Any",
+];
+
+/// Text escaped for XML content.
+fn xml_escape(text: &str) -> String {
+    text.replace('&', "&amp;").replace('<', "&lt;")
+}
+
+/// An output's element(s) as an LM writes them: escaped or raw text, `<item>` lists, child
+/// elements (`<entry key>` too), a citation, empty or self-closing elements, repeats, comments,
+/// CDATA, character references.
+fn xml_element() -> impl Strategy<Value = (u8, Vec<String>)> {
+    (0..12u8, prop::collection::vec(field_text(), 1..4))
+}
+
+fn write_xml_element(name: &str, shape: u8, values: &[String]) -> String {
+    let v = &values[0];
+    match shape {
+        0 => format!("<{name}>\n{}\n</{name}>", xml_escape(v)),
+        1 => format!("<{name}>{v}</{name}>"),
+        2 => format!(
+            "<{name}>{}</{name}>",
+            values
+                .iter()
+                .map(|x| format!("<item>{}</item>", xml_escape(x)))
+                .collect::<String>()
+        ),
+        3 => format!(
+            "<{name}>\n  <a>{}</a>\n  <entry key=\"b c\">{}</entry>\n  <d-e>{}</d-e>\n</{name}>",
+            xml_escape(v),
+            xml_escape(values.get(1).unwrap_or(v)),
+            xml_escape(values.last().unwrap_or(v))
+        ),
+        4 => format!(
+            "<{name}><title>{}</title><year>{}</year></{name}>",
+            xml_escape(v),
+            xml_escape(values.get(1).unwrap_or(v))
+        ),
+        5 => format!("<{name}></{name}>"),
+        6 => format!("<{name} />"),
+        7 => values
+            .iter()
+            .map(|x| format!("<{name}>{}</{name}>", xml_escape(x)))
+            .collect::<Vec<_>>()
+            .join("\n"),
+        8 => format!(
+            "<{name}><!-- note -->{}<![CDATA[{}]]>&#65;&gt;</{name}>",
+            xml_escape(v),
+            v.replace("]]>", "")
+        ),
+        9 => format!(
+            "<{name}>The <b>{}</b> part<br/> and tail</{name}>",
+            xml_escape(v)
+        ),
+        10 => format!(
+            "<{name}><item><item>{}</item></item><item/></{name}>",
+            xml_escape(v)
+        ),
+        _ => format!(
+            "<{name}><item><title>{}</title><year>{}</year></item></{name}>",
+            xml_escape(v),
+            xml_escape(values.get(1).unwrap_or(v))
+        ),
+    }
+}
+
+/// A completion for an XML signature: its outputs' elements, sometimes with prose before,
+/// sometimes without the last output.
+fn xml_completion() -> impl Strategy<Value = (String, String)> {
+    (
+        0..XML_SIGNATURES.len(),
+        prop::collection::vec(xml_element(), 3),
+        0..4u8,
+    )
+        .prop_map(|(i, elements, style)| {
+            let sig_text = XML_SIGNATURES[i];
+            let sig = DynSignature::parse_with_types(sig_text, &models()).expect("a signature");
+            let mut parts = Vec::new();
+            if style == 1 {
+                parts.push("Sure! Here it is:".to_string());
+            }
+            let outputs = sig.outputs();
+            let count = if style == 2 {
+                outputs.len() - 1
+            } else {
+                outputs.len()
+            };
+            for (k, f) in outputs.iter().take(count).enumerate() {
+                let (shape, values) = &elements[k % elements.len()];
+                parts.push(write_xml_element(f.name(), *shape, values));
+            }
+            (sig_text.to_string(), parts.join("\n"))
+        })
+}
+
+#[test]
+fn xml_adapter_parse_agrees_with_dspy() {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    let (parsed, failed) = (AtomicUsize::new(0), AtomicUsize::new(0));
+    runner(400)
+        .run(&xml_completion(), |(sig_text, text)| {
+            known_to_python(&text)?;
+            let sig = DynSignature::parse_with_types(&sig_text, &models()).expect("a signature");
+            let rust = match XMLAdapter.parse(&sig, &text) {
+                Ok(fields) => {
+                    parsed.fetch_add(1, Ordering::Relaxed);
+                    tag(&Value::Object(fields))
+                }
+                Err(e) => {
+                    failed.fetch_add(1, Ordering::Relaxed);
+                    json!({ "err": e.to_string() })
+                }
+            };
+            check(
+                rust,
+                python(json!({"op": "xml_parse", "signature": sig_text, "text": text})),
+                &format!("XMLAdapter.parse({sig_text:?}, {text:?})"),
+            )
+        })
+        .unwrap();
+    let (parsed, failed) = (parsed.into_inner(), failed.into_inner());
+    eprintln!("XMLAdapter.parse: {parsed} completions parsed, {failed} failed, as in DSPy");
+    // Both outcomes are exercised (a generator that only made errors would agree trivially).
+    assert!(parsed * 10 > parsed + failed && failed * 10 > parsed + failed);
+}
+
+/// A value for a field of type `ty` in a demo or the inputs, sometimes of another type, with
+/// text that needs escaping.
+fn xml_value() -> impl Strategy<Value = Value> {
+    prop_oneof![
+        3 => json_value(),
+        1 => text().prop_map(Value::String),
+        1 => Just(json!({"title": "A & <B>", "year": 2017})),
+        1 => Just(json!([{"title": "T", "year": 1}, {"title": "U", "year": 2}])),
+        1 => Just(json!({"a b": [1, 2], "c-d": {"e.f": null}, "9": "x", "_ok": true, "é": 1.5})),
+        1 => Just(json!(["x & y", "<z>"])),
+        1 => Just(Value::Null),
+    ]
+}
+
+#[test]
+fn xml_adapter_format_agrees_with_dspy() {
+    let case = (
+        0..XML_SIGNATURES.len(),
+        prop::collection::vec(prop::collection::vec(xml_value(), 6), 0..3),
+        prop::collection::vec(xml_value(), 6),
+        prop::collection::vec(any::<bool>(), 6),
+    );
+    runner(200)
+        .run(&case, |(i, demo_values, input_values, present)| {
+            let sig_text = XML_SIGNATURES[i];
+            let sig = DynSignature::parse_with_types(sig_text, &models()).expect("a signature");
+            let fields: Vec<&str> = sig.fields().map(|f| f.name()).collect();
+            let mut demos = Vec::new();
+            for values in &demo_values {
+                let mut demo = serde_json::Map::new();
+                for (k, name) in fields.iter().enumerate() {
+                    if present[k % present.len()] || k == 0 {
+                        demo.insert((*name).to_string(), values[k % values.len()].clone());
+                    }
+                }
+                demos.push(Value::Object(demo));
+            }
+            let mut inputs = serde_json::Map::new();
+            for (k, f) in sig.inputs().iter().enumerate() {
+                inputs.insert(
+                    f.name().to_string(),
+                    input_values[k % input_values.len()].clone(),
+                );
+            }
+            let text = serde_json::to_string(&(&demos, &inputs)).expect("JSON");
+            known_to_python(&text)?;
+            let examples: Vec<dspex::Example> = demos
+                .iter()
+                .map(|d| dspex::Example::from_map(d.as_object().cloned().unwrap_or_default()))
+                .collect();
+            let rust = match XMLAdapter.format(&sig, &examples, &dspex::Example::from_map(inputs.clone())) {
+                Ok(messages) => serde_json::to_value(&messages).expect("JSON"),
+                Err(e) => json!({ "err": e.to_string() }),
+            };
+            check(
+                rust,
+                python(json!({"op": "xml_format", "signature": sig_text, "demos": demos, "inputs": inputs})),
+                &format!("XMLAdapter.format({sig_text:?}, {demos:?}, {inputs:?})"),
+            )
+        })
+        .unwrap();
+}
+
+/// Documents at the edges of XML well-formedness: ElementTree (expat) and dspex (roxmltree)
+/// accept and reject the same ones, and read the same text from those they accept.
+#[test]
+fn xml_adapter_strictness_agrees_with_dspy() {
+    let cases = [
+        "<a>x<!--c-->y</a>",
+        "<a>x<?pi z?>y</a>",
+        "<a><![CDATA[<&>]]>t</a>",
+        "<a>a\r\nb\rc</a>",
+        "<a>&nbsp;</a>",
+        "<a>&amp;&lt;&gt;&quot;&apos;&#65;&#x42;&#x10FFFF;</a>",
+        "<a>&#0;</a>",
+        "<a>&#x1;</a>",
+        "<a>&#xD800;</a>",
+        "<a>&#xFFFE;</a>",
+        "<a>&#1114112;</a>",
+        "<a>&#65</a>",
+        "<a>&a b;</a>",
+        "<a>\u{1}</a>",
+        "<a>\u{fffe}</a>",
+        "<a>\u{ffff}</a>",
+        "<a>\u{85}\u{2028}\u{feff}</a>",
+        "<a xmlns='u'>1</a>",
+        "<p:a xmlns:p='u'>1</p:a>",
+        "<p:a>1</p:a>",
+        "<a b='1' b='2'>x</a>",
+        "<a b='1'c='2'>x</a>",
+        "<a b=1>x</a>",
+        "<a b>x</a>",
+        "<a b=\"<\">x</a>",
+        "<a b='&amp;&#10;'>x</a>",
+        "<a>]]></a>",
+        "<a>]]</a>",
+        "<?xml version='1.0'?><a>x</a>",
+        "</dspy_root><a>x</a>",
+        "<a>x</b>",
+        "<a>x",
+        "x</a>",
+        "<a>x</a >",
+        "<a >x</a>",
+        "< a>x</a>",
+        "<a/ >",
+        "<a\n/>",
+        "<!DOCTYPE a><a>x</a>",
+        "<a><!-- a -- b --></a>",
+        "<a><!----></a>",
+        "<a><!-- a ---></a>",
+        "<a>a & b</a>",
+        "<a>a < b</a>",
+        "<a>a > b</a>",
+        "<1a>x</1a>",
+        "<a-b>x</a-b><a>y</a>",
+        "<é>x</é><a>y</a>",
+        "<a:b xmlns:a=''>x</a:b>",
+        "<a xml:lang='en'>x</a>",
+        "<a xmlns:xml='http://www.w3.org/XML/1998/namespace'>x</a>",
+        "<a xmlns:xml='u'>x</a>",
+        "<a xmlns:xmlns='u'>x</a>",
+        "<a><b>1</b>tail<c/>more</a>",
+        "<a><b xmlns='u' k='v'>1</b></a>",
+        "<a>\t </a>",
+        "",
+        " ",
+        "<a>",
+        "<a></a><a>second</a>",
+        "<a><![CDATA[x]]]]><![CDATA[>]]></a>",
+        "<a><![CDATA[</a>",
+        "<a>&#x9;&#xA;&#xD;</a>",
+        "<a>&#9;x&#13;</a>",
+        "<a>\u{10ffff}</a>",
+        "<a>\u{e000}\u{fffd}</a>",
+        "<a>\u{7f}\u{9f}</a>",
+        "<a>x</a>\n<!-- trailing -->",
+        "<a>x</a><?pi?>",
+        "<a>x</a><?xml?>",
+        "<a><?xml-stylesheet x?>x</a>",
+        "<a><?XML x?>x</a>",
+        "<a><?Xml?>x</a>",
+        "<a><?xmlfoo?>x</a>",
+        "<a xmlns:xmlns='http://www.w3.org/2000/xmlns/'>x</a>",
+        "<a xmlns:p='http://www.w3.org/2000/xmlns/'>x</a>",
+        "<a xmlns='http://www.w3.org/2000/xmlns/'>x</a>",
+        "<a xmlns='http://www.w3.org/XML/1998/namespace'>x</a>",
+        "<a xmlns:p='http://www.w3.org/XML/1998/namespace'>x</a>",
+        "<xmlns:a>x</xmlns:a>",
+        "<a xmlns:p='u' xmlns:p='v'>x</a>",
+        "<a>xmlns:xmlns</a>",
+        "<a><b xmlns:p='u' p:c='1' c='2'/>x</a>",
+        "<a><b xmlns:p='u' xmlns:q='u' p:c='1' q:c='2'/>x</a>",
+        "<a>x</a><a xmlns='u'>y</a>",
+        "<a>\u{0}</a>",
+        "<a b='\t\n'>x</a>",
+        "<a>&#x0000041;</a>",
+        "<a>&#X41;</a>",
+        "<a>&#;</a>",
+        "<a>&#x;</a>",
+        "<a>&;</a>",
+        "<a>&amp</a>",
+        "<a>&AMP;</a>",
+    ];
+    let sig = DynSignature::parse("q -> a").expect("a signature");
+    let mut disagreements = Vec::new();
+    for text in cases {
+        let rust = match XMLAdapter.parse(&sig, text) {
+            Ok(fields) => tag(&Value::Object(fields)),
+            Err(e) => json!({ "err": e.to_string() }),
+        };
+        let python = python(json!({"op": "xml_parse", "signature": "q -> a", "text": text}));
+        if !agree(&rust, &python) {
+            disagreements.push(format!(
+                "XMLAdapter.parse({text:?})\n  dspex:  {rust}\n  python: {python}"
+            ));
+        }
+    }
+    assert!(disagreements.is_empty(), "{}", disagreements.join("\n"));
 }

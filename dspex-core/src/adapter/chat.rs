@@ -61,6 +61,8 @@ pub(crate) enum Style {
     Chat,
     /// `JSONAdapter`.
     Json,
+    /// `XMLAdapter`.
+    Xml,
 }
 
 impl Style {
@@ -68,6 +70,7 @@ impl Style {
         match self {
             Style::Chat => NAME,
             Style::Json => "JSONAdapter",
+            Style::Xml => super::xml::NAME,
         }
     }
 }
@@ -89,6 +92,7 @@ pub(crate) fn format_messages(
     match style {
         Style::Chat => write_chat_structure(&mut system, sig),
         Style::Json => write_json_structure(&mut system, sig),
+        Style::Xml => super::xml::write_structure(&mut system, sig),
     }
     system.push('\n');
     write_task_description(&mut system, sig);
@@ -99,7 +103,10 @@ pub(crate) fn format_messages(
     for (demo, complete) in ordered {
         let mut user = String::with_capacity(256);
         let prefix = if complete { "" } else { INCOMPLETE_DEMO_PREFIX };
-        write_user_content(&mut user, adapter, sig, demo, prefix, None)?;
+        match style {
+            Style::Xml => super::xml::write_user(&mut user, sig, demo, prefix, None)?,
+            _ => write_user_content(&mut user, adapter, sig, demo, prefix, None)?,
+        }
         user.shrink_to_fit();
         messages.push(Message::user(user));
         // Complete demos never miss a field, so DSPy's other wording for them never shows.
@@ -107,6 +114,7 @@ pub(crate) fn format_messages(
         match style {
             Style::Chat => write_chat_assistant(&mut assistant, sig, demo)?,
             Style::Json => write_json_assistant(&mut assistant, sig, demo),
+            Style::Xml => super::xml::write_assistant(&mut assistant, sig, demo)?,
         }
         assistant.shrink_to_fit();
         messages.push(Message::assistant(assistant));
@@ -116,15 +124,19 @@ pub(crate) fn format_messages(
     let reminder = |out: &mut String| match style {
         Style::Chat => write_chat_reminder(out, sig),
         Style::Json => write_json_reminder(out, sig),
+        Style::Xml => super::xml::write_reminder(out, sig),
     };
-    write_user_content(
-        &mut user,
-        adapter,
-        sig,
-        inputs.as_map(),
-        "",
-        Some(&reminder),
-    )?;
+    match style {
+        Style::Xml => super::xml::write_user(&mut user, sig, inputs.as_map(), "", Some(&reminder))?,
+        _ => write_user_content(
+            &mut user,
+            adapter,
+            sig,
+            inputs.as_map(),
+            "",
+            Some(&reminder),
+        )?,
+    }
     if !user.is_empty() {
         user.shrink_to_fit();
         messages.push(Message::user(user));

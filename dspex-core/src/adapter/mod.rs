@@ -1,9 +1,10 @@
 //! Adapters: the exact prompt formats DSPy uses, and their parsers.
 //!
 //! An [`Adapter`] turns a signature, few-shot demos and inputs into chat messages, and a
-//! completion back into output field values. [`ChatAdapter`] and [`JSONAdapter`] reproduce DSPy
-//! 3.4.1 byte for byte (checked against every fixture in `../shared/fixtures/dspy`, and against
-//! DSPy itself on thousands of generated signatures, demos and completions).
+//! completion back into output field values. [`ChatAdapter`], [`JSONAdapter`] and
+//! [`XMLAdapter`] reproduce DSPy 3.4.1 byte for byte (checked against every fixture in
+//! `../shared/fixtures/dspy`, and against DSPy itself on thousands of generated signatures,
+//! demos and completions).
 //!
 //! What they reproduce, beyond the obvious layout:
 //! - field lists whose empty descriptions leave a trailing space on every line but the last;
@@ -35,7 +36,7 @@
 //! `Predict::stream` and friends); the final value is still `parse`'s.
 //!
 //! The module layer owns the LM calls: DSPy's retry with [`JSONAdapter`] after a ChatAdapter
-//! parse failure is [`Adapter::fallback`]; with `n > 1`, every completion is parsed and one
+//! (or XMLAdapter) parse failure is [`Adapter::fallback`]; with `n > 1`, every completion is parsed and one
 //! failure fails the call.
 
 mod chat;
@@ -43,10 +44,12 @@ mod chat;
 pub mod format;
 mod json;
 mod stream;
+mod xml;
 
 pub use chat::ChatAdapter;
 pub use json::JSONAdapter;
 pub use stream::{FieldDelta, FieldStreamParser};
+pub use xml::XMLAdapter;
 
 use crate::example::Example;
 use crate::signature::DynSignature;
@@ -56,7 +59,7 @@ use std::fmt;
 
 /// A prompt format and its parser.
 pub trait Adapter: Send + Sync + fmt::Debug {
-    /// DSPy's name for it (`ChatAdapter`, `JSONAdapter`).
+    /// DSPy's name for it (`ChatAdapter`, `JSONAdapter`, `XMLAdapter`).
     fn name(&self) -> &'static str;
 
     /// The messages of one call: system message, demo turns, then the inputs.
@@ -80,7 +83,8 @@ pub trait Adapter: Send + Sync + fmt::Debug {
     }
 
     /// The adapter DSPy retries with, in a second LM call, when this one's completion cannot
-    /// be parsed ([`AdapterError::Parse`]): [`JSONAdapter`] for [`ChatAdapter`], none otherwise.
+    /// be parsed ([`AdapterError::Parse`]): [`JSONAdapter`] for [`ChatAdapter`] and
+    /// [`XMLAdapter`], none otherwise.
     /// The retry sends `fallback.format(...)` with `fallback.response_format(...)` and parses
     /// with `fallback.parse(...)`; its error, if any, is final (there is no third attempt).
     fn fallback(&self) -> Option<&'static dyn Adapter> {
@@ -90,7 +94,8 @@ pub trait Adapter: Send + Sync + fmt::Debug {
     /// DSPy's `format_user_message_content(signature, values)` without the output reminder: the
     /// `[[ ## name ## ]]` block of every input of `signature` present in `values`, in the
     /// signature's order, values printed as in a prompt, joined by blank lines. ReAct formats
-    /// its trajectory this way; both DSPy adapters share ChatAdapter's layout.
+    /// its trajectory this way; JSONAdapter shares ChatAdapter's layout, XMLAdapter writes
+    /// `<name>` elements.
     fn format_fields(
         &self,
         signature: &DynSignature,
@@ -246,6 +251,27 @@ mod tests {
         "set()",
         "b'",
         "r\"",
+        "<answer>",
+        "</answer>",
+        "<item>",
+        "</item>",
+        "<entry key='a b'>",
+        "</entry>",
+        "<title>",
+        "</title>",
+        "<a/>",
+        "<![CDATA[",
+        "]]>",
+        "<!--",
+        "-->",
+        "<?p ",
+        "?>",
+        "&amp;",
+        "&#x",
+        "&nbsp;",
+        " xmlns='u'",
+        "<p:a xmlns:p='u'>",
+        "</dspy_root>",
     ];
 
     #[test]
@@ -259,6 +285,8 @@ mod tests {
                 let _ = ChatAdapter.parse(sig, &text);
                 let _ = JSONAdapter.parse(sig, &text);
                 let _ = ChatAdapter.parse(sig, &format!("[[ ## answer ## ]]\n{text}"));
+                let _ = XMLAdapter.parse(sig, &text);
+                let _ = XMLAdapter.parse(sig, &format!("<answer>{text}</answer>"));
             }
         }
     }
@@ -290,6 +318,30 @@ mod tests {
             let start = Instant::now();
             let _ = JSONAdapter.parse(&sigs[1], input);
             let _ = ChatAdapter.parse(&sigs[1], &format!("[[ ## answer ## ]]\n{input}"));
+            let _ = XMLAdapter.parse(&sigs[1], &format!("<answer>{input}</answer>"));
+            let _ = XMLAdapter.parse(&sigs[10], input);
+            let elapsed = start.elapsed();
+            assert!(
+                elapsed.as_secs() < 15,
+                "{:?}... took {elapsed:?}",
+                &input.chars().take(20).collect::<String>()
+            );
+        }
+        // Deep and long XML: every output type, nested answers, repeated items, markup runs.
+        let xml_inputs = [
+            "<answer>".repeat(big / 8) + &"</answer>".repeat(big / 8),
+            "<answer><item>".repeat(big / 14) + &"</item></answer>".repeat(big / 14),
+            "<answer><item>1</item></answer>".repeat(big / 30),
+            format!("<answer>{}</answer>", "<item>1</item>".repeat(big / 14)),
+            format!("<answer>{}</answer>", "<!---->".repeat(big / 7)),
+            format!("<answer>{}</answer>", "&amp;".repeat(big / 5)),
+            "<!--".repeat(big / 4),
+        ];
+        for input in &xml_inputs {
+            let start = Instant::now();
+            for sig in &sigs {
+                let _ = XMLAdapter.parse(sig, input);
+            }
             let elapsed = start.elapsed();
             // Generous: this runs unoptimized; a release build is 10-20 times faster.
             assert!(

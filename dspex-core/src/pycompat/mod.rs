@@ -11,6 +11,8 @@
 //! - [`json_repair`] — the `json_repair` package's repair of broken JSON (with its strict
 //!   decoder), as DSPy's JSONAdapter and ChatAdapter use it.
 //! - [`literal_eval`] — `ast.literal_eval` for Python literals.
+//! - [`etree`] — `xml.etree.ElementTree`'s parse (strict XML, as expat) and `tostring`, as
+//!   DSPy's XMLAdapter uses them.
 //! - [`py`] — Python values (`Py`), their equality, `str` and `repr`.
 //! - [`text`] — Python's string semantics: `str.isspace`, `strip`, `splitlines`,
 //!   `textwrap.dedent`, float `repr`, `json.dumps` (with and without `ensure_ascii`, indented).
@@ -25,6 +27,7 @@
 //! the hidden `__fuzz` module) and a differential test against the Python original in the venv
 //! (`tests/tests/pycompat.rs`).
 
+pub mod etree;
 pub mod json_repair;
 pub mod literal_eval;
 pub mod numpy;

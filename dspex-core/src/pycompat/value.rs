@@ -65,6 +65,13 @@ pub fn parse_value(ty: &TypeSpec, value: &Py) -> Result<Value, String> {
     validate(ty, &candidate, false, 0)
 }
 
+/// `TypeAdapter(annotation).validate_python(value)`: pydantic's lax validation of a Python
+/// value, without `parse_value`'s reading of text (XMLAdapter's second try after `parse_value`
+/// fails).
+pub fn validate_python(ty: &TypeSpec, value: &Py) -> Result<Value, String> {
+    validate(ty, value, false, 0)
+}
+
 /// `apply_output_field_defaults`: outputs in signature order; a missing `Optional` output is
 /// `null`; other missing outputs stay missing.
 pub fn apply_defaults(sig: &DynSignature, mut parsed: Map<String, Value>) -> Map<String, Value> {

@@ -1,9 +1,9 @@
-//! The adapters' parsers: signature strings, ChatAdapter and JSONAdapter completions, the
+//! The adapters' parsers: signature strings, ChatAdapter, JSONAdapter and XMLAdapter completions, the
 //! `json_repair` and `ast.literal_eval` ports, and the lax validation of values into typed
 //! outputs. Also the plain wrappers the differential tests compare with Python.
 
 use super::{same_values, split_first, split_line};
-use crate::adapter::{Adapter, AdapterError, ChatAdapter, JSONAdapter};
+use crate::adapter::{Adapter, AdapterError, ChatAdapter, JSONAdapter, XMLAdapter};
 use crate::example::Example;
 use crate::lm::Role;
 use crate::pycompat::json_repair::tag;
@@ -78,6 +78,14 @@ pub fn json_parse(data: &[u8]) {
     }
 }
 
+/// Target `xml_parse`: [`chat_parse`]'s checks for `XMLAdapter::parse` (strict XML: a
+/// malformed document is a parse error, never a panic).
+pub fn xml_parse(data: &[u8]) {
+    if let Some((sig, completion)) = signature_and_completion(data) {
+        check_adapter(&XMLAdapter, &sig, completion);
+    }
+}
+
 fn check_adapter(adapter: &dyn Adapter, sig: &DynSignature, completion: &str) {
     let fields = match adapter.parse(sig, completion) {
         Ok(fields) => fields,
@@ -146,10 +154,41 @@ fn round_trips(adapter: &dyn Adapter, sig: &DynSignature, fields: &Map<String, V
             _ => true,
         }
     }
+    // XML text cannot hold what XML 1.0 forbids, DSPy's escaping leaves `]]>` as it is, and its
+    // dict keys become tags only when ASCII names are (other keys are checked by the
+    // differential tests, not here).
+    fn xml_plain(v: &Value) -> bool {
+        let text = |s: &str| {
+            !s.contains("]]>")
+                && s.chars().all(|c| {
+                    matches!(c, '\t' | '\n' | '\u{20}'..='\u{d7ff}' | '\u{e000}'..='\u{fffd}' | '\u{10000}'..)
+                })
+        };
+        match v {
+            Value::String(s) => text(s),
+            Value::Array(items) => items.iter().all(xml_plain),
+            Value::Object(map) => map
+                .iter()
+                .all(|(k, v)| k.is_ascii() && text(k) && xml_plain(v)),
+            _ => true,
+        }
+    }
+    // Inside XML every scalar is text: under `Any` (`list` is `list[Any]`) a number comes back
+    // as a string, as in DSPy.
+    fn has_any(ty: &TypeSpec) -> bool {
+        match ty {
+            TypeSpec::Any => true,
+            TypeSpec::List(t) | TypeSpec::Dict(t) | TypeSpec::Optional(t) => has_any(t),
+            _ => false,
+        }
+    }
     let chat = adapter.name() == "ChatAdapter";
+    let xml = adapter.name() == "XMLAdapter";
     sig.outputs().iter().all(|f| {
         let v = &fields[f.name()];
-        !(chat && matches!(f.ty(), TypeSpec::Any | TypeSpec::Optional(_))) && plain(v)
+        !((chat || xml) && matches!(f.ty(), TypeSpec::Any | TypeSpec::Optional(_)))
+            && plain(v)
+            && (!xml || (xml_plain(v) && !has_any(f.ty())))
     })
 }
 

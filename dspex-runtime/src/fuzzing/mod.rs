@@ -31,6 +31,7 @@ pub const TARGETS: &[(&str, Target)] = &[
     ("parse_signature", adapter::parse_signature),
     ("chat_parse", adapter::chat_parse),
     ("json_parse", adapter::json_parse),
+    ("xml_parse", adapter::xml_parse),
     ("json_repair", adapter::json_repair),
     ("literal_eval", adapter::literal_eval),
     ("parse_value", adapter::parse_value),

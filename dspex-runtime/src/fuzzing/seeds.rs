@@ -5,6 +5,7 @@
 
 use super::adapter::{TYPE_NAMES, models};
 use super::wire::loopback;
+use crate::adapter::{Adapter, XMLAdapter};
 use crate::bridge::protocol::{
     LmCall, LmCallRequest, PROTOCOL_VERSION, Ready, RemoteError, Response, WireMessage,
     WorkerMessage, encode_frame,
@@ -41,12 +42,22 @@ pub fn all(fixtures: &Path) -> Result<Vec<(&'static str, Vec<u8>)>, String> {
         let mut completions = BTreeSet::new();
         collect_completions(v, &mut completions);
         let json_fixture = name.contains("json");
+        let xml_fixture = name.contains("xml");
         for c in &completions {
             let input = format!("{line}\n{c}").into_bytes();
             add("chat_parse", input.clone());
+            if xml_fixture || c.trim_start().starts_with('<') {
+                add("xml_parse", input.clone());
+            }
             if json_fixture || c.trim_start().starts_with('{') {
                 add("json_parse", input);
             }
+        }
+        // The fixture's outputs as an XMLAdapter demo answer, and with XML's other markup.
+        if let Some(answer) = xml_answer(&line, v) {
+            add("xml_parse", format!("{line}\n{answer}").into_bytes());
+            let marked = answer.replacen('>', "><!-- c --><![CDATA[]]>&#65;&amp;", 1);
+            add("xml_parse", format!("{line}\n{marked}").into_bytes());
         }
     }
     // Values: every string of the fixtures, the sections of completions, values as JSON and
@@ -218,6 +229,29 @@ fn collect_values(v: &Value, out: &mut BTreeSet<String>) {
             }
         }
     }
+}
+
+/// The assistant turn XMLAdapter formats for a demo holding the fixture's `expected.ok` outputs
+/// (`None` when there are none or they do not format).
+fn xml_answer(line: &str, fixture: &Value) -> Option<String> {
+    let Value::Object(ok) = fixture.pointer("/expected/ok")? else {
+        return None;
+    };
+    let sig = DynSignature::parse_with_types(line, &models()).ok()?;
+    let mut demo = crate::example::Example::new();
+    let mut inputs = crate::example::Example::new();
+    for f in sig.inputs() {
+        demo.insert(f.name(), "x");
+        inputs.insert(f.name(), "x");
+    }
+    for f in sig.outputs() {
+        demo.insert(f.name(), ok.get(f.name())?.clone());
+    }
+    let messages = XMLAdapter.format(&sig, &[demo], &inputs).ok()?;
+    messages
+        .into_iter()
+        .find(|m| m.role == crate::lm::Role::Assistant)
+        .map(|m| m.content)
 }
 
 /// A fixture's signature as a signature string with types (`None` when it does not read).

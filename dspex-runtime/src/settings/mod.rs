@@ -352,6 +352,44 @@ mod tests {
         Settings::current().lm.map(|lm| lm.model().to_string())
     }
 
+    /// The adapter given in settings formats and parses; DSPy's XMLAdapter falls back to the
+    /// JSONAdapter, in a second LM call, when a completion does not parse.
+    #[tokio::test]
+    async fn settings_adapter_formats_parses_and_falls_back() {
+        use crate::adapter::XMLAdapter;
+        use crate::example::Example;
+        use crate::module::DynPredict;
+        use crate::signature::DynSignature;
+        let predict = DynPredict::new(DynSignature::parse("question -> answer").unwrap());
+        let inputs = Example::from_pairs([("question", "2+2?")]);
+        let lm = ScriptedLM::new(["<answer>\n4 &amp; 4\n</answer>"]);
+        let out = with_settings(Settings::new().lm(lm.clone()).adapter(XMLAdapter), async {
+            predict.call(&inputs).await
+        })
+        .await
+        .unwrap();
+        assert_eq!(out.get("answer"), Some(&serde_json::json!("4 & 4")));
+        assert!(
+            lm.requests()[0].messages[1]
+                .content
+                .starts_with("<question>\n2+2?\n</question>")
+        );
+        let lm = ScriptedLM::new(["4 & 4", "{\"answer\": \"4\"}"]);
+        let out = with_settings(Settings::new().lm(lm.clone()).adapter(XMLAdapter), async {
+            predict.call(&inputs).await
+        })
+        .await
+        .unwrap();
+        assert_eq!(out.get("answer"), Some(&serde_json::json!("4")));
+        let sent = lm.requests();
+        assert_eq!(sent.len(), 2);
+        assert!(
+            sent[1].messages[1]
+                .content
+                .starts_with("[[ ## question ## ]]")
+        );
+    }
+
     #[tokio::test]
     async fn scoped_overrides_stack_and_stay_in_their_task() {
         // Only this test touches the process defaults.

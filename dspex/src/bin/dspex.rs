@@ -1,7 +1,7 @@
 //! The `dspex` command-line tool.
 
 use clap::{Args, Parser, Subcommand};
-use dspex::runtime::adapter::{Adapter, AdapterError, ChatAdapter, JSONAdapter};
+use dspex::runtime::adapter::{Adapter, AdapterError, ChatAdapter, JSONAdapter, XMLAdapter};
 use dspex::testing::{Fault, FaultWhen, Latency, MockLm, MockLmBuilder, Rule};
 use dspex::{DynSignature, Example, FieldSpec, TypeSpec};
 use serde_json::{Map, Value, json};
@@ -39,7 +39,7 @@ enum Command {
     MockLm(MockLmArgs),
     /// Print the chat messages DSPy's adapter would send, as a JSON array of {role, content}.
     ///
-    /// FILE is JSON in the layout of the `format` fixtures: `adapter` ("chat" or "json",
+    /// FILE is JSON in the layout of the `format` fixtures: `adapter` ("chat", "json" or "xml",
     /// default "chat"), `signature` ({instructions, inputs, outputs}), `demos` (a list of
     /// objects, optional), `inputs` (an object) and optionally `module: "ChainOfThought"`.
     /// Exits 1 when the values cannot be formatted, 2 when the file is missing or malformed.
@@ -49,7 +49,7 @@ enum Command {
     },
     /// Parse a completion into output fields as DSPy's adapter does.
     ///
-    /// FILE is JSON in the layout of the `parse` fixtures: `adapter` ("chat" or "json",
+    /// FILE is JSON in the layout of the `parse` fixtures: `adapter` ("chat", "json" or "xml",
     /// default "chat"), `signature`, `completion` (a string) and optionally
     /// `module: "ChainOfThought"`. Prints {"ok": {field: value}} and exits 0, or prints
     /// {"error": "AdapterParseError"} (the reason on stderr) and exits 1; exits 2 when the file is
@@ -380,14 +380,16 @@ fn adapter_and_signature(
 ) -> Result<(&'static dyn Adapter, DynSignature), ExitCode> {
     static CHAT: ChatAdapter = ChatAdapter;
     static JSON: JSONAdapter = JSONAdapter;
+    static XML: XMLAdapter = XMLAdapter;
     let adapter: &'static dyn Adapter = match doc.get("adapter") {
         None => &CHAT,
         Some(Value::String(a)) if a == "chat" => &CHAT,
         Some(Value::String(a)) if a == "json" => &JSON,
+        Some(Value::String(a)) if a == "xml" => &XML,
         Some(other) => {
             return Err(bad_file(
                 path,
-                format!("`adapter` must be \"chat\" or \"json\", not {other}"),
+                format!("`adapter` must be \"chat\", \"json\" or \"xml\", not {other}"),
             ));
         }
     };
