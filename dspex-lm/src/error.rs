@@ -128,6 +128,15 @@ pub enum LmError {
         /// Which limit.
         message: String,
     },
+    /// The request needs something this model or its protocol cannot take (images for a
+    /// text-completion model, …). Not retried.
+    #[error("[{model}] unsupported: {feature}")]
+    UnsupportedFeature {
+        /// The model string.
+        model: String,
+        /// What the request needed and why it cannot be sent.
+        feature: String,
+    },
     /// Every attempt failed; `last` is the final error.
     #[error("[{model}] gave up after {attempts} attempt(s) in {elapsed:?}: {last}")]
     GaveUp {

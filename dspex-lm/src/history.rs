@@ -1,7 +1,7 @@
 //! A bounded history of LM calls (each LM's, and the process-wide one DSPy keeps as
 //! `GLOBAL_HISTORY`) and DSPy's `inspect_history` rendering.
 
-use super::types::{LmRequest, Message, Usage};
+use super::types::{Content, LmRequest, Message, Usage};
 use std::collections::VecDeque;
 use std::fmt::Write as _;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -175,7 +175,7 @@ pub fn render_history(entries: &[HistoryEntry], color: bool) -> String {
                 out,
                 "{}\n\n{}\n\n\n",
                 paint("31", &format!("{role} message:")),
-                m.content.trim()
+                shown(&m.content, &paint)
             );
         }
         let first = entry.outputs.first().map_or("", |s| s.trim());
@@ -196,6 +196,22 @@ pub fn render_history(entries: &[HistoryEntry], color: bool) -> String {
     }
     out.push_str("\n\n\n\n");
     out
+}
+
+/// A message's content as DSPy prints it: the text stripped, or each part on its own line —
+/// text stripped, images, audio and files as their placeholders (in blue when colored).
+fn shown(content: &Content, paint: &dyn Fn(&str, &str) -> String) -> String {
+    match content {
+        Content::Text(text) => text.trim().to_string(),
+        Content::Parts(parts) => parts
+            .iter()
+            .map(|part| match part.as_text() {
+                Some(text) => text.trim().to_string(),
+                None => paint("34", part.placeholder().trim()),
+            })
+            .collect::<Vec<_>>()
+            .join("\n"),
+    }
 }
 
 fn capitalize(s: &str) -> String {
@@ -278,5 +294,38 @@ mod tests {
         let colored = render_history(&[entry(&["ok"])], true);
         assert!(colored.contains("\x1b[34m[2023-11-14T22:13:20.123456]\x1b[0m"));
         assert!(colored.contains("\x1b[32mok\x1b[0m"));
+    }
+
+    #[test]
+    fn media_parts_show_as_dspy_placeholders() {
+        use crate::types::{ContentPart, FilePart, InputAudio};
+        let mut e = entry(&["ok"]);
+        e.messages = vec![Message::user(vec![
+            ContentPart::text("Look:\n"),
+            ContentPart::image_url("https://example.com/cat.png"),
+            ContentPart::image_url("data:image/png;base64,iVBORw0KGgo="),
+            ContentPart::InputAudio {
+                input_audio: InputAudio {
+                    data: "UklGRg==".into(),
+                    format: "wav".into(),
+                },
+            },
+            ContentPart::File {
+                file: FilePart {
+                    file_data: Some("data:application/pdf;base64,JVBER".into()),
+                    file_id: None,
+                    filename: Some("a.pdf".into()),
+                },
+            },
+        ])];
+        let text = render_history(&[e], false);
+        assert!(
+            text.contains(
+                "User message:\n\nLook:\n<image_url: https://example.com/cat.png>\n<data:image/png;base64,<IMAGE BASE 64 ENCODED(12)>\n<audio format='wav' base64-encoded, length=8>\n<file: name:a.pdf, id:, data_length:33>\n\n\n"
+            ),
+            "{text}"
+        );
+        let colored = render_history(&[entry(&["ok"])], true);
+        assert!(!colored.contains("<image_url"));
     }
 }

@@ -49,7 +49,8 @@ pub use secret::ApiKey;
 pub use stream::{EventStream, StreamEvent};
 pub use transport::reqwest_builder;
 pub use types::{
-    Choice, Embeddings, FinishReason, LmRequest, LmResponse, Message, ResponseFormat, Role, Usage,
+    Choice, Content, ContentPart, Embeddings, FilePart, FinishReason, ImageUrl, InputAudio,
+    LmRequest, LmResponse, Message, ResponseFormat, Role, Usage,
 };
 pub use usage::{ModelUsage, Price, UsageReport, UsageTracker, track_usage};
 

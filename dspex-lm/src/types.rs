@@ -1,6 +1,8 @@
 //! Requests and responses of the LM layer.
 
-pub use dspex_core::types::{Message, ResponseFormat, Role};
+pub use dspex_core::types::{
+    Content, ContentPart, FilePart, ImageUrl, InputAudio, Message, ResponseFormat, Role,
+};
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 use std::time::Duration;
@@ -43,7 +45,7 @@ impl LmRequest {
 
     /// A one-message request: `lm("hello")` in DSPy.
     pub fn prompt(text: impl Into<String>) -> Self {
-        Self::new(vec![Message::user(text)])
+        Self::new(vec![Message::user(text.into())])
     }
 }
 

@@ -55,11 +55,8 @@ impl<'a> Body<'a> {
         let (messages, prompt, max_key) = match model_type {
             ModelType::Chat => (Some(request.messages.as_slice()), None, max_tokens_key),
             ModelType::Text => {
-                let parts: Vec<&str> = request
-                    .messages
-                    .iter()
-                    .map(|m| m.content.as_str())
-                    .collect();
+                let parts: Vec<std::borrow::Cow<'_, str>> =
+                    request.messages.iter().map(|m| m.content.text()).collect();
                 (None, Some(parts.join("\n\n")), "max_tokens")
             }
         };
@@ -98,7 +95,7 @@ impl<'a> Body<'a> {
         // doubling buffer would hold up to twice its length per call in flight.
         let texts: usize = self
             .messages
-            .map_or(0, |m| m.iter().map(|m| m.content.len() + 32).sum())
+            .map_or(0, |m| m.iter().map(|m| m.content.size_hint() + 32).sum())
             + self.prompt.as_ref().map_or(0, String::len);
         let mut out = Vec::with_capacity(self.model.len() + texts + texts / 16 + 96);
         // Serializing these types cannot fail: every map key is a string.

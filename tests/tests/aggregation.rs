@@ -325,7 +325,7 @@ async fn chain_of_thought_samples_compared_then_voted() {
     assert_eq!(out.output.answer, "Paris");
     let last = lm.requests().pop().unwrap();
     assert_eq!(last.temperature, Some(0.7));
-    assert!(last.messages[1].content.contains(
+    assert!(last.messages[1].content.text().contains(
         "[[ ## reasoning_attempt_2 ## ]]\n«I'm trying to B I'm not sure but my prediction is Lyon»"
     ));
 }

@@ -112,7 +112,7 @@ async fn retrieval_branch_fans_out_and_answers_from_the_context() {
 
     // The fan-in built the answer's input from all three branches.
     let prompt = &lms.answer.requests()[0].messages;
-    let user = &prompt.last().unwrap().content;
+    let user = prompt.last().unwrap().content.text();
     assert!(
         user.contains("passage 1 for author of Hamlet")
             && user.contains("[literature] Who wrote Hamlet?"),
@@ -172,7 +172,10 @@ fn optimizers_find_every_predictor_by_name() {
         .unwrap()
         .set_instructions("Answer with a single number.");
     assert_eq!(rag.forward_blocking("2 + 2".into()).unwrap(), "4");
-    let system = &lms.direct.requests()[0].messages[0].content;
+    let system = lms.direct.requests()[0].messages[0]
+        .content
+        .text()
+        .into_owned();
     assert!(system.contains("Answer with a single number."), "{system}");
 }
 

@@ -27,7 +27,7 @@
 //!   listed as pending with the feature it needs; one that needs anything else fails.
 
 use dspex::runtime::adapter::{Adapter, AdapterError, ChatAdapter, JSONAdapter, XMLAdapter};
-use dspex::runtime::lm::{Message, ScriptedLM};
+use dspex::runtime::lm::{Content, Message, ScriptedLM};
 use dspex::runtime::module::{CallConfig, DynPredict, DynReAct, Tool};
 use dspex::{DynSignature, Example, FieldSpec, TypeSpec};
 use serde_json::Value;
@@ -644,9 +644,13 @@ fn check_prompt(
 fn compare_messages(label: &str, expected: &[Value], ours: &[Message]) -> Result<usize, String> {
     for (i, want) in expected.iter().enumerate() {
         let role = want["role"].as_str().ok_or("a message has no role")?;
-        let content = want["content"]
-            .as_str()
-            .ok_or("a message's content is not text")?;
+        // Text, or (a user message with images, audio or files) a list of parts, compared as
+        // JSON and shown as pretty JSON when they differ.
+        let content = match &want["content"] {
+            Value::String(text) => text.clone(),
+            parts @ Value::Array(_) => serde_json::to_string_pretty(parts).unwrap(),
+            _ => return Err("a message's content is neither text nor a list of parts".into()),
+        };
         let Some(got) = ours.get(i) else {
             return Err(format!(
                 "{}: DSPy sends {} messages, dspex only {}; the first missing one is {role}:\n{content}",
@@ -662,11 +666,16 @@ fn compare_messages(label: &str, expected: &[Value], ours: &[Message]) -> Result
                 got.role.as_str()
             ));
         }
-        if got.content != content {
+        let got_value = serde_json::to_value(&got.content).unwrap();
+        if got_value != want["content"] {
+            let ours = match &got.content {
+                Content::Text(text) => text.clone(),
+                Content::Parts(_) => serde_json::to_string_pretty(&got_value).unwrap(),
+            };
             return Err(format!(
                 "{}: message {i} ({role}) differs.\n{}",
                 label,
-                first_difference(content, &got.content)
+                first_difference(&content, &ours)
             ));
         }
     }

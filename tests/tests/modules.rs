@@ -98,6 +98,7 @@ async fn an_unparsable_chat_answer_falls_back_to_json() {
     assert!(
         second.messages[0]
             .content
+            .text()
             .contains("Outputs will be a JSON object"),
         "the second call uses JSONAdapter's prompt"
     );

@@ -86,7 +86,8 @@ fn last_user(request: &LmRequest) -> &str {
         .iter()
         .rev()
         .find(|m| m.role == Role::User)
-        .map_or("", |m| m.content.as_str())
+        .and_then(|m| m.content.as_text())
+        .unwrap_or("")
 }
 
 /// The `i` of the `QQ{i}?` question the request asks (not a demo's).

@@ -69,15 +69,15 @@ impl TraceLM {
         for m in messages {
             h.update(m.role.as_str().as_bytes());
             h.update([1u8]);
-            h.update(m.content.as_bytes());
+            h.update(m.content.text().as_bytes());
             h.update([0u8]);
         }
         hex(&h.finalize())
     }
 
     fn answer(&self, messages: &[dspex::lm::Message], index: usize) -> String {
-        let system = &messages[0].content;
-        let user = &messages[messages.len() - 1].content;
+        let system = messages[0].content.text();
+        let user = messages[messages.len() - 1].content.text();
         let mut h = Self::digest(messages);
         if index > 0 {
             h = hex(&Sha256::digest(format!("{h}:{index}").as_bytes()));
@@ -94,7 +94,7 @@ impl TraceLM {
                 "answer" => {
                     let q = self
                         .question
-                        .captures(user)
+                        .captures(&user)
                         .map(|c| c[1].to_string())
                         .unwrap_or_default();
                     let mut odds = 60;

@@ -41,7 +41,7 @@ use serde_json::{Map, Value};
 ///
 /// let sig = DynSignature::parse("question -> answer: int")?;
 /// let messages = ChatAdapter.format(&sig, &[], &Example::from_pairs([("question", "2+2?")]))?;
-/// assert!(messages[1].content.ends_with(
+/// assert!(messages[1].content.text().ends_with(
 ///     "`[[ ## answer ## ]]` (must be formatted as a valid Python int), and then ending with the marker for `[[ ## completed ## ]]`."
 /// ));
 /// let out = ChatAdapter.parse(&sig, "[[ ## answer ## ]]\n4\n\n[[ ## completed ## ]]")?;
@@ -141,7 +141,9 @@ pub(crate) fn format_messages(
         user.shrink_to_fit();
         messages.push(Message::user(user));
     }
-    Ok(messages)
+    // Values of DSPy's own types (images, audio, files) were written between markers; they
+    // become the user messages' content parts.
+    Ok(super::custom::expand_all(messages))
 }
 
 /// The `[[ ## name ## ]]\n{name}<note>` blocks of `fields`, joined by blank lines.

@@ -40,6 +40,7 @@
 //! failure fails the call.
 
 mod chat;
+pub mod custom;
 #[doc(hidden)]
 pub mod format;
 mod json;

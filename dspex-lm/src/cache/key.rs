@@ -86,7 +86,10 @@ pub(super) fn key_document(model: &str, kind: &str, request: &LmRequest) -> Valu
         .map(|m| {
             let mut msg = Map::new();
             msg.insert("role".into(), m.role.as_str().into());
-            msg.insert("content".into(), m.content.as_str().into());
+            msg.insert(
+                "content".into(),
+                serde_json::to_value(&m.content).unwrap_or(Value::Null),
+            );
             Value::Object(msg)
         })
         .collect();

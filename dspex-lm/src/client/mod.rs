@@ -617,6 +617,17 @@ impl LM {
             ModelType::Chat => &s.urls.chat,
             ModelType::Text => &s.urls.text,
         };
+        if s.model_type == ModelType::Text
+            && let Some(m) = request.messages.iter().find(|m| m.content.has_media())
+        {
+            return Err(LmError::UnsupportedFeature {
+                model: s.model.clone(),
+                feature: format!(
+                    "a {} message with images, audio or files for a text-completion model (model_type \"text\" sends one prompt string)",
+                    m.role.as_str()
+                ),
+            });
+        }
         // Serialized before the exchange, so `Body` is not held while it runs.
         let body = Body::new(
             &s.provider.model_id,
@@ -889,7 +900,7 @@ fn prompt_tokens(request: &LmRequest) -> u64 {
     let chars: usize = request
         .messages
         .iter()
-        .map(|m: &Message| m.content.len())
+        .map(|m: &Message| m.content.size_hint())
         .sum();
     chars as u64 / 4
 }

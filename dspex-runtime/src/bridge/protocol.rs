@@ -16,7 +16,9 @@
 //! # Ok::<(), dspex_runtime::bridge::protocol::FrameError>(())
 //! ```
 
-use crate::lm::{ApiKey, LmRequest, LmResponse, Message, ResponseFormat, Role, Usage};
+use crate::lm::{
+    ApiKey, Content, ContentPart, LmRequest, LmResponse, Message, ResponseFormat, Role, Usage,
+};
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 use serde_json::{Map, Value};
@@ -253,7 +255,7 @@ pub struct LmCallRequest {
     /// The model DSPy's LM names (informational: the pool's LM answers).
     #[serde(default)]
     pub model: Option<String>,
-    /// The conversation: `role` and `content` (a string, or OpenAI's list of text parts).
+    /// The conversation: `role` and `content` (a string, or OpenAI's list of content parts).
     pub messages: Vec<WireMessage>,
     /// Sampling temperature.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -304,8 +306,8 @@ impl LmCallRequest {
     /// `rollout_id` move to their own fields (when they have the LM layer's shape) and `cache` is
     /// dropped (the [`LanguageModel`](crate::lm::LanguageModel) trait has no per-request cache
     /// switch; the LM's own cache setting applies); the other keys are passed on. Fails (with a
-    /// message for the worker) on a role or content the LM layer cannot send (content parts
-    /// other than text).
+    /// message for the worker) on a role or content the LM layer cannot send (a content part
+    /// other than text, `image_url`, `input_audio` or `file`).
     pub fn to_lm_request(&self) -> Result<LmRequest, String> {
         let mut messages = Vec::with_capacity(self.messages.len());
         for (i, m) in self.messages.iter().enumerate() {
@@ -316,25 +318,25 @@ impl LmCallRequest {
                 other => return Err(format!("messages[{i}]: unsupported role `{other}`")),
             };
             let content = match &m.content {
-                Value::String(s) => s.clone(),
+                Value::String(s) => Content::Text(s.clone()),
                 Value::Array(parts) => {
-                    let mut text = String::new();
-                    for part in parts {
-                        match part.get("text").and_then(Value::as_str) {
-                            Some(t) if part.get("type").and_then(Value::as_str) == Some("text") => {
-                                text.push_str(t)
-                            }
-                            _ => {
-                                return Err(format!(
-                                    "messages[{i}]: only text content parts are supported"
-                                ));
-                            }
-                        }
+                    let mut out = Vec::with_capacity(parts.len());
+                    for (j, part) in parts.iter().enumerate() {
+                        let part = ContentPart::deserialize(part).map_err(|e| {
+                            format!(
+                                "messages[{i}].content[{j}]: not a text, image_url, input_audio or file part ({e})"
+                            )
+                        })?;
+                        out.push(part);
                     }
-                    text
+                    Content::Parts(out)
                 }
-                Value::Null => String::new(),
-                _ => return Err(format!("messages[{i}]: content must be a string")),
+                Value::Null => Content::default(),
+                _ => {
+                    return Err(format!(
+                        "messages[{i}]: content must be a string or a list of parts"
+                    ));
+                }
             };
             messages.push(Message { role, content });
         }

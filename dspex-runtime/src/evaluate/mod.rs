@@ -187,7 +187,7 @@ mod tests {
         let pred = block(dynamic.run_example(&ex)).unwrap();
         assert_eq!(pred.get_str("answer"), Some("yes"));
         // Only the inputs reach the program.
-        assert!(!lm.messages()[0][1].content.contains("HI"));
+        assert!(!lm.messages()[0][1].content.text().contains("HI"));
 
         let no_inputs = Example::new().with("question", "hi");
         let err = block(typed.run_example(&no_inputs)).unwrap_err();

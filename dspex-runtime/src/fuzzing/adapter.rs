@@ -209,7 +209,7 @@ fn demo_answer(adapter: &dyn Adapter, sig: &DynSignature, fields: &Map<String, V
     messages
         .iter()
         .find(|m| m.role == Role::Assistant)
-        .map(|m| m.content.clone())
+        .map(|m| m.content.text().into_owned())
         .unwrap_or_else(|| panic!("no assistant turn for a complete demo: {messages:?}"))
 }
 

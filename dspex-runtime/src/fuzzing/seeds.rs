@@ -251,7 +251,7 @@ fn xml_answer(line: &str, fixture: &Value) -> Option<String> {
     messages
         .into_iter()
         .find(|m| m.role == crate::lm::Role::Assistant)
-        .map(|m| m.content)
+        .map(|m| m.content.text().into_owned())
 }
 
 /// A fixture's signature as a signature string with types (`None` when it does not read).

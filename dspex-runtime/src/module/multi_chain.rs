@@ -116,7 +116,7 @@ pub struct CompareInput<I, C> {
 /// let attempts: Vec<_> = attempts.iter().map(|a| a.as_object().unwrap().clone()).collect();
 /// let out = mcc.call(&attempts, &Example::new().with("question", "2 + 2?")).await?;
 /// assert_eq!(out.get_str("answer"), Some("4"));
-/// let user = &lm.requests()[0].messages[1].content;
+/// let user = lm.requests()[0].messages[1].content.text().into_owned();
 /// assert!(user.contains("«I'm trying to Add them. I'm not sure but my prediction is 4»"));
 /// assert_eq!(lm.requests()[0].temperature, Some(0.7));
 /// # Ok::<(), dspex_runtime::Error>(())
@@ -513,7 +513,7 @@ mod tests {
         );
         let request = &lm.requests()[0];
         assert_eq!(request.temperature, Some(0.2));
-        assert!(request.messages[1].content.contains(
+        assert!(request.messages[1].content.text().contains(
             "[[ ## reasoning_attempt_3 ## ]]\n«I'm trying to C I'm not sure but my prediction is Paris»"
         ));
 

@@ -613,7 +613,7 @@ mod tests {
         assert_eq!(lm.calls(), 5);
         // The failed observation reaches the model on the next step.
         let second = &lm.messages()[1];
-        assert!(second[1].content.contains(
+        assert!(second[1].content.text().contains(
             "[[ ## observation_0 ## ]]\nExecution error in lookup: no fact for \"capital of Spain\""
         ));
     }
@@ -695,7 +695,7 @@ mod tests {
             &self,
             request: LmRequest,
         ) -> BoxFuture<'_, std::result::Result<LmResponse, LmError>> {
-            let len: usize = request.messages.iter().map(|m| m.content.len()).sum();
+            let len: usize = request.messages.iter().map(|m| m.content.size_hint()).sum();
             self.seen.lock().unwrap().push(len);
             if len > self.limit {
                 return Box::pin(std::future::ready(Err(LmError::Http {

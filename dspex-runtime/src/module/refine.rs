@@ -622,7 +622,10 @@ mod tests {
     fn roles(lm: &ScriptedLM, call: usize) -> (String, String) {
         let messages = &lm.requests()[call].messages;
         assert_eq!(messages.len(), 2);
-        (messages[0].content.clone(), messages[1].content.clone())
+        (
+            messages[0].content.text().into_owned(),
+            messages[1].content.text().into_owned(),
+        )
     }
 
     #[tokio::test]

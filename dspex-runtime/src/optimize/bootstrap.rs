@@ -1256,7 +1256,11 @@ mod tests {
 
     /// The `i` of the last `Q{i}` in the request (the question asked, not a demo's).
     fn question(request: &crate::lm::LmRequest) -> usize {
-        let text = request.messages.last().map_or("", |m| m.content.as_str());
+        let text = request
+            .messages
+            .last()
+            .and_then(|m| m.content.as_text())
+            .unwrap_or("");
         let digits: String = text
             .rfind('Q')
             .map(|at| &text[at + 1..])

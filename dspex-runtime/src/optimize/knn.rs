@@ -198,7 +198,7 @@ mod tests {
         // Two teacher runs on the neighbours, then the answer with both as demos.
         assert_eq!(lm.calls(), 3);
         let last = &lm.messages()[2];
-        let prompt: String = last.iter().map(|m| m.content.as_str()).collect();
+        let prompt: String = last.iter().map(|m| m.content.text()).collect();
         assert!(prompt.contains("apple pie") && prompt.contains("apple crumble"));
         assert!(!prompt.contains("banana"));
         // Nothing is kept between calls: the saved state has no demos.

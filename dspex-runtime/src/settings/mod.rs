@@ -372,6 +372,7 @@ mod tests {
         assert!(
             lm.requests()[0].messages[1]
                 .content
+                .text()
                 .starts_with("<question>\n2+2?\n</question>")
         );
         let lm = ScriptedLM::new(["4 & 4", "{\"answer\": \"4\"}"]);
@@ -386,6 +387,7 @@ mod tests {
         assert!(
             sent[1].messages[1]
                 .content
+                .text()
                 .starts_with("[[ ## question ## ]]")
         );
     }
