@@ -101,4 +101,11 @@ pub trait LanguageModel: Send + Sync {
     fn default_temperature(&self) -> Option<f64> {
         None
     }
+
+    /// Whether requests may carry a `response_format` (DSPy asks
+    /// `"response_format" in lm.supported_params`). When `false`, the JSONAdapter sends none
+    /// and relies on its prompt alone, as DSPy does for such an LM. `true` by default.
+    fn supports_response_format(&self) -> bool {
+        true
+    }
 }

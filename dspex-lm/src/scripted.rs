@@ -43,6 +43,7 @@ struct Inner {
     repeat_last: bool,
     record: bool,
     chunk_chars: usize,
+    response_format: bool,
     state: Mutex<State>,
 }
 
@@ -65,6 +66,7 @@ impl ScriptedLM {
                 repeat_last: false,
                 record: true,
                 chunk_chars: DEFAULT_CHUNK_CHARS,
+                response_format: true,
                 state: Mutex::new(State::default()),
             }),
         }
@@ -99,6 +101,14 @@ impl ScriptedLM {
         self.reconfigure(|inner| inner.chunk_chars = chars.max(1))
     }
 
+    /// Acts as an LM that takes no `response_format` (see
+    /// [`LanguageModel::supports_response_format`]): the JSONAdapter then sends none, as DSPy
+    /// does for such an LM (the `call` fixtures were recorded against one).
+    #[must_use]
+    pub fn without_response_format(self) -> Self {
+        self.reconfigure(|inner| inner.response_format = false)
+    }
+
     fn reconfigure(self, change: impl FnOnce(&mut Inner)) -> Self {
         let mut inner = Arc::try_unwrap(self.inner).unwrap_or_else(|shared| Inner {
             model: shared.model.clone(),
@@ -106,6 +116,7 @@ impl ScriptedLM {
             repeat_last: shared.repeat_last,
             record: shared.record,
             chunk_chars: shared.chunk_chars,
+            response_format: shared.response_format,
             state: Mutex::new(State::default()),
         });
         change(&mut inner);
@@ -181,6 +192,10 @@ impl ScriptedLM {
 impl LanguageModel for ScriptedLM {
     fn model(&self) -> &str {
         &self.inner.model
+    }
+
+    fn supports_response_format(&self) -> bool {
+        self.inner.response_format
     }
 
     fn call(&self, request: LmRequest) -> BoxFuture<'_, Result<LmResponse, LmError>> {

@@ -294,6 +294,9 @@ pub use dspex_runtime::cancel;
 /// process and per task.
 pub use dspex_runtime::settings;
 
+/// Replaying DSPy's `call` fixtures through dspex ([`replay::replay`]; `dspex replay FILE`).
+pub mod replay;
+
 /// Test helpers (feature `testing`, also on with `cli`): the mock LM server and mock ColBERTv2.
 #[cfg(feature = "testing")]
 pub use dspex_testing as testing;

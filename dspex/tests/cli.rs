@@ -166,6 +166,58 @@ fn prompt_and_parse_accept_every_fixture() {
     assert!(stderr.contains("/nonexistent.json"), "{stderr}");
 }
 
+/// `dspex replay` on every `call` fixture: what it prints is what DSPy sent and returned, or it
+/// refuses with exit 2 naming what it cannot replay yet (DSPy's special types, native tool
+/// calls, the TwoStepAdapter — issue 16).
+#[test]
+fn replay_prints_what_dspy_sent_and_returned() {
+    let dir =
+        std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../shared/fixtures/dspy");
+    let mut replayed = 0;
+    for entry in std::fs::read_dir(&dir).unwrap() {
+        let path = entry.unwrap().path();
+        let fixture: serde_json::Value =
+            serde_json::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap();
+        if fixture["kind"] != "call" {
+            continue;
+        }
+        let file = path.to_str().unwrap();
+        let (code, stdout, stderr) = dspex(&["replay", file]);
+        if code == 2 {
+            assert!(
+                stderr.contains(file)
+                    && (stderr.contains("cannot replay yet") || stderr.contains("unknown type")),
+                "{file}: {stderr}"
+            );
+            continue;
+        }
+        let got: serde_json::Value = serde_json::from_str(&stdout)
+            .unwrap_or_else(|e| panic!("{file}: not one JSON object ({e}): {stdout}"));
+        let requests = got["requests"].as_array().unwrap();
+        let expected = fixture["expected_requests"].as_array().unwrap();
+        assert_eq!(requests.len(), expected.len(), "{file}");
+        for (ours, theirs) in requests.iter().zip(expected) {
+            assert_eq!(ours["messages"], theirs["messages"], "{file}");
+            assert_eq!(ours["options"], theirs["options"], "{file}");
+        }
+        match fixture["expected"].get("ok") {
+            Some(ok) => {
+                assert_eq!(code, 0, "{file}: {stderr}");
+                assert_eq!(&got["outputs"], ok, "{file}");
+            }
+            None => {
+                assert_eq!(code, 1, "{file}");
+                assert_eq!(got["error"], fixture["expected"]["error"], "{file}");
+            }
+        }
+        replayed += 1;
+    }
+    assert!(replayed >= 5, "only {replayed} call fixtures replayed");
+    let (code, _, stderr) = dspex(&["replay", "/nonexistent.json"]);
+    assert_eq!(code, 2);
+    assert!(stderr.contains("/nonexistent.json"), "{stderr}");
+}
+
 fn corpus(dir: &std::path::Path, text: &str) -> String {
     let path = dir.join("corpus.jsonl");
     std::fs::write(&path, text).unwrap();

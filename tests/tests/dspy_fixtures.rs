@@ -28,7 +28,7 @@
 
 use dspex::runtime::adapter::{Adapter, AdapterError, ChatAdapter, JSONAdapter, XMLAdapter};
 use dspex::runtime::lm::{Content, Message, ScriptedLM};
-use dspex::runtime::module::{CallConfig, DynPredict, DynReAct, Tool};
+use dspex::runtime::module::{CallConfig, DynReAct, Tool};
 use dspex::{DynSignature, Example, FieldSpec, TypeSpec};
 use serde_json::Value;
 use std::fs;
@@ -137,80 +137,82 @@ fn pending_call_feature(fx: &Value) -> Option<String> {
 /// Replays a `call` fixture: the module on a scripted LM answering `replies` sends DSPy's
 /// requests and returns `expected`.
 fn check_call(fx: &Value) -> Result<usize, String> {
-    let mut sig = signature_from_json(&fx["signature"])?;
-    match fx["module"].as_str() {
-        Some("Predict") => {}
-        Some("ChainOfThought") => sig = with_reasoning(&sig),
-        other => return Err(format!("unknown module {other:?}")),
-    }
-    let adapter = adapter_of(fx)?;
-    let replies: Vec<String> = fx["replies"]
-        .as_array()
-        .ok_or("no replies")?
-        .iter()
-        .map(|r| r["content"].as_str().unwrap_or_default().to_string())
-        .collect();
-    let lm = ScriptedLM::new(replies);
-    let mut predict = DynPredict::new(sig.clone());
-    predict.params_mut().demos = examples(&fx["demos"])?;
-    let config = match fx["adapter"].as_str() {
-        Some("json") => CallConfig::new().lm(lm.clone()).adapter(JSONAdapter),
-        Some("xml") => CallConfig::new().lm(lm.clone()).adapter(XMLAdapter),
-        _ => CallConfig::new().lm(lm.clone()).adapter(ChatAdapter),
-    };
-    let inputs = example(&fx["inputs"])?;
-    let result = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .map_err(|e| e.to_string())?
-        .block_on(predict.call_with(&inputs, &config));
+    // The same replay `dspex replay FILE` prints: what dspex sent and returned, in the
+    // fixture's own encoding.
+    let run = dspex::replay::replay(fx).map_err(|e| e.to_string())?;
     let expected = fx["expected_requests"]
         .as_array()
         .ok_or("no expected_requests")?;
-    let sent = lm.requests();
-    if sent.len() != expected.len() {
-        return Err(format!(
-            "{} LM call(s) made, DSPy made {}",
-            sent.len(),
-            expected.len()
-        ));
+    compare_requests("", &run.requests, expected)?;
+    let mut n = run.requests.len();
+    if let Some(want) = fx["expected_extraction_requests"].as_array() {
+        compare_requests("extraction ", &run.extraction_requests, want)?;
+        n += want.len();
     }
-    let mut n = 0;
-    for (i, (request, want)) in sent.iter().zip(expected).enumerate() {
-        let got = serde_json::to_value(&request.messages).map_err(|e| e.to_string())?;
-        if got != want["messages"] {
-            return Err(format!(
-                "LM call {i} ({}): messages differ from DSPy's\n got: {got}\nwant: {}",
-                adapter.name(),
-                want["messages"]
-            ));
-        }
-        n += 1;
-    }
-    match (&fx["expected"]["ok"], result) {
-        (Value::Object(want), Ok(prediction)) => {
+    match (&fx["expected"]["ok"], &run.outcome) {
+        (Value::Object(want), Ok(outputs)) => {
             for (field, value) in want {
-                if prediction.get(field) != Some(value) {
+                if outputs.get(field) != Some(value) {
                     return Err(format!(
                         "output `{field}`: dspex {:?}, DSPy {value}",
-                        prediction.get(field)
+                        outputs.get(field)
                     ));
                 }
                 n += 1;
             }
+            if outputs.len() != want.len() {
+                return Err(format!("dspex returns {outputs:?}, DSPy {want:?}"));
+            }
         }
-        (Value::Object(_), Err(e)) => {
-            return Err(format!("DSPy's call succeeds, dspex's fails: {e}"));
+        (Value::Object(_), Err(class)) => {
+            return Err(format!("DSPy's call succeeds, dspex's fails with {class}"));
         }
-        (_, Ok(prediction)) => {
+        (_, Ok(outputs)) => {
             return Err(format!(
-                "DSPy raises {}, dspex returns {prediction:?}",
+                "DSPy raises {}, dspex returns {outputs:?}",
                 fx["expected"]["error"]
             ));
         }
-        (_, Err(_)) => n += 1,
+        (_, Err(class)) => {
+            if fx["expected"]["error"] != class.as_str() {
+                return Err(format!(
+                    "DSPy raises {}, dspex {class}",
+                    fx["expected"]["error"]
+                ));
+            }
+            n += 1;
+        }
     }
     Ok(n)
+}
+
+/// dspex's LM requests (messages and options) equal DSPy's, one for one.
+fn compare_requests(which: &str, got: &[Value], want: &[Value]) -> Result<(), String> {
+    if got.len() != want.len() {
+        return Err(format!(
+            "{} {which}LM call(s) made, DSPy made {}",
+            got.len(),
+            want.len()
+        ));
+    }
+    for (i, (got, want)) in got.iter().zip(want).enumerate() {
+        if got["messages"] != want["messages"] {
+            let ours: Vec<Message> = serde_json::from_value(got["messages"].clone())
+                .map_err(|e| format!("{which}LM call {i}: {e}"))?;
+            let wanted = want["messages"]
+                .as_array()
+                .ok_or("expected messages are not a list")?;
+            compare_messages(&format!("{which}LM call {i}"), wanted, &ours)?;
+            return Err(format!("{which}LM call {i}: messages differ from DSPy's"));
+        }
+        if got["options"] != want["options"] {
+            return Err(format!(
+                "{which}LM call {i}: options {} where DSPy sent {}",
+                got["options"], want["options"]
+            ));
+        }
+    }
+    Ok(())
 }
 
 /// Checks one fixture; returns how many assertions it made.

@@ -246,7 +246,9 @@ pub(super) fn request_for(
     request.n = config.n;
     request.rollout_id = config.rollout_id;
     request.extra = config.extra.clone();
-    request.response_format = adapter.response_format(signature);
+    request.response_format = adapter
+        .response_format(signature)
+        .filter(|_| lm.supports_response_format());
     // DSPy's rule: several completions at a (near-)zero or unset temperature would all be the
     // same, so they are sampled at 0.7. An explicit 0 counts as unset there, as Python's `or`
     // does (`config.get("temperature") or lm.kwargs.get("temperature")`).

@@ -58,6 +58,17 @@ enum Command {
         /// The JSON file to read.
         file: PathBuf,
     },
+    /// Replay a DSPy `call` fixture through dspex with a scripted LM answering its `replies`.
+    ///
+    /// Prints one JSON object: {"requests": [{"messages", "options"}...], "extraction_requests":
+    /// [...], "outputs": {field: value}} and exits 0, or the same with "error": "ClassName" (the
+    /// class DSPy raises, e.g. AdapterParseError) in place of "outputs" and exits 1. Values of
+    /// DSPy's own types are tagged {"$type": "Image", ...} as in the fixtures. Exits 2 when the
+    /// file is missing, is not a call fixture, or needs something dspex cannot replay yet.
+    Replay {
+        /// The fixture to replay.
+        file: PathBuf,
+    },
     /// Build or search an embedded BM25 index (tantivy; scored as the `bm25s` package scores).
     #[command(subcommand)]
     Index(IndexCommand),
@@ -159,6 +170,7 @@ fn main() -> ExitCode {
         } => signature_command(&signature, instructions.as_deref()),
         Command::Prompt { file } => prompt_command(&file),
         Command::Parse { file } => parse_command(&file),
+        Command::Replay { file } => replay_command(&file),
         Command::Index(command) => index_command(command),
         Command::MockLm(args) => {
             let runtime = match args.threads {
@@ -508,6 +520,24 @@ fn prompt_command(path: &std::path::Path) -> ExitCode {
             eprintln!("error: {}: {e}", path.display());
             ExitCode::FAILURE
         }
+    }
+}
+
+fn replay_command(path: &std::path::Path) -> ExitCode {
+    let doc = match read_object(path) {
+        Ok(doc) => Value::Object(doc),
+        Err(code) => return code,
+    };
+    match dspex::replay::replay(&doc) {
+        Ok(run) => {
+            println!("{}", run.to_json());
+            if run.outcome.is_ok() {
+                ExitCode::SUCCESS
+            } else {
+                ExitCode::FAILURE
+            }
+        }
+        Err(e) => bad_file(path, e),
     }
 }
 

@@ -1,0 +1,374 @@
+//! Replaying DSPy's `call` fixtures: one module call run through dspex with a scripted LM, and
+//! what it sent and returned, in the fixtures' own encoding (`dspex replay FILE` prints it).
+//!
+//! A `call` fixture (`../shared/fixtures/README.md`) records one DSPy 3.4.1 module call: the
+//! module (`Predict` or `ChainOfThought`), the adapter and its options, the signature, demos
+//! and inputs, the LM's `replies` in order, and what DSPy sent (`expected_requests`) and
+//! returned (`expected`). [`replay`] runs the same call through dspex against a
+//! [`ScriptedLM`](crate::lm::ScriptedLM) answering the `replies`, and gives back the requests
+//! dspex sent (messages and the options that shape the call) and the outputs or the DSPy class
+//! name of the error — the shape of the fixture's own expectations, so the two compare as JSON.
+//!
+//! Values of DSPy's own types are tagged as in the fixtures: an input `{"$type": "Image", "url":
+//! …}` is the value `{"url": …}` (the shape pydantic's `model_dump` gives, which is how dspex
+//! holds these values in an [`Example`]), and an output of such a type is tagged again.
+//!
+//! The scripted LM takes no `response_format`, like the LM the fixtures were recorded with, so
+//! the JSONAdapter sends none (see
+//! [`LanguageModel::supports_response_format`](crate::lm::LanguageModel::supports_response_format)).
+//!
+//! ```
+//! use serde_json::json;
+//!
+//! let fixture = json!({
+//!     "kind": "call", "module": "Predict", "adapter": "chat", "adapter_options": {},
+//!     "signature": {"instructions": "Answer.", "inputs": [{"name": "question", "type": "str"}],
+//!                   "outputs": [{"name": "answer", "type": "int"}]},
+//!     "demos": [], "inputs": {"question": "2+2?"},
+//!     "replies": [{"content": "[[ ## answer ## ]]\n4\n\n[[ ## completed ## ]]"}],
+//! });
+//! let run = dspex::replay::replay(&fixture)?;
+//! assert_eq!(run.outcome, Ok(json!({"answer": 4}).as_object().unwrap().clone()));
+//! assert_eq!(run.requests.len(), 1);
+//! assert_eq!(run.to_json()["outputs"]["answer"], 4);
+//! # Ok::<(), dspex::replay::ReplayError>(())
+//! ```
+
+use crate::lm::{LmRequest, ScriptedLM};
+use crate::module::{CallConfig, DynPredict};
+use crate::{DynSignature, Error, Example, FieldSpec, TypeSpec};
+use dspex_runtime::adapter::{AdapterError, ChatAdapter, JSONAdapter, XMLAdapter};
+use serde_json::{Map, Value, json};
+
+/// DSPy's own types, as the fixtures tag them (`{"$type": "Image", …}`).
+const SPECIAL_TYPES: [&str; 7] = [
+    "Image",
+    "Audio",
+    "File",
+    "History",
+    "Tool",
+    "ToolCalls",
+    "Code",
+];
+
+/// What one replayed call did.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Replay {
+    /// Each LM request dspex sent: `{"messages": [...], "options": {...}}` (options: the
+    /// `response_format`, `tools`, `tool_choice` and `parallel_tool_calls` sent, if any).
+    pub requests: Vec<Value>,
+    /// The extraction LM's requests (the TwoStepAdapter's second LM); empty otherwise.
+    pub extraction_requests: Vec<Value>,
+    /// The call's outputs (special types tagged), or the DSPy class name of its error
+    /// (`AdapterParseError`, …).
+    pub outcome: Result<Map<String, Value>, String>,
+}
+
+impl Replay {
+    /// The object `dspex replay` prints: `{"requests", "extraction_requests", "outputs"}`, or
+    /// with `"error": "ClassName"` in place of `outputs`.
+    pub fn to_json(&self) -> Value {
+        let mut out = Map::new();
+        out.insert("requests".into(), Value::Array(self.requests.clone()));
+        out.insert(
+            "extraction_requests".into(),
+            Value::Array(self.extraction_requests.clone()),
+        );
+        match &self.outcome {
+            Ok(outputs) => out.insert("outputs".into(), Value::Object(outputs.clone())),
+            Err(class) => out.insert("error".into(), Value::String(class.clone())),
+        };
+        Value::Object(out)
+    }
+}
+
+/// Why a fixture could not be replayed at all (as opposed to a call that fails, which is a
+/// [`Replay`] whose outcome is the error's class name).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum ReplayError {
+    /// The file is not a `call` fixture, or a part of it is malformed.
+    #[error("not a replayable call fixture: {0}")]
+    Fixture(String),
+    /// The fixture needs something dspex does not do yet.
+    #[error("the fixture needs {0}, which dspex cannot replay yet")]
+    Unsupported(String),
+}
+
+/// Replays a `call` fixture (see the [module docs](self)). Runs the call on dspex's shared
+/// blocking runtime; from async code use [`replay_async`].
+pub fn replay(fixture: &Value) -> Result<Replay, ReplayError> {
+    let plan = Plan::read(fixture)?;
+    let outcome = crate::blocking::block_on(async { Ok(plan.run().await) })
+        .map_err(|e| ReplayError::Fixture(format!("cannot run the call: {e}")))?;
+    Ok(outcome)
+}
+
+/// [`replay`] from async code.
+pub async fn replay_async(fixture: &Value) -> Result<Replay, ReplayError> {
+    Ok(Plan::read(fixture)?.run().await)
+}
+
+/// A fixture read and checked, ready to run.
+struct Plan {
+    signature: DynSignature,
+    adapter: AdapterKind,
+    demos: Vec<Example>,
+    inputs: Example,
+    replies: Vec<String>,
+}
+
+#[derive(Clone, Copy)]
+enum AdapterKind {
+    Chat,
+    Json,
+    Xml,
+}
+
+impl Plan {
+    fn read(fx: &Value) -> Result<Plan, ReplayError> {
+        let bad = |what: &str| ReplayError::Fixture(what.to_string());
+        if fx["kind"] != "call" {
+            return Err(bad(&format!(
+                "`kind` is {}, not \"call\"",
+                short(&fx["kind"])
+            )));
+        }
+        let mut signature: DynSignature = serde_json::from_value(fx["signature"].clone())
+            .map_err(|e| bad(&format!("the signature does not load: {e}")))?;
+        match fx["module"].as_str() {
+            Some("Predict") => {}
+            Some("ChainOfThought") => {
+                signature = signature
+                    .prepend(FieldSpec::output("reasoning", TypeSpec::Str))
+                    .map_err(|e| bad(&format!("ChainOfThought's reasoning field: {e}")))?;
+            }
+            other => {
+                return Err(ReplayError::Unsupported(format!(
+                    "the module {}",
+                    other.map_or_else(|| short(&fx["module"]), str::to_string)
+                )));
+            }
+        }
+        let adapter = match fx["adapter"].as_str() {
+            Some("chat") => AdapterKind::Chat,
+            Some("json") => AdapterKind::Json,
+            Some("xml") => AdapterKind::Xml,
+            Some("two_step") => {
+                return Err(ReplayError::Unsupported("the TwoStepAdapter".into()));
+            }
+            _ => {
+                return Err(bad(&format!(
+                    "unknown adapter {} (chat, json, xml or two_step)",
+                    short(&fx["adapter"])
+                )));
+            }
+        };
+        match &fx["adapter_options"] {
+            Value::Null => {}
+            Value::Object(options) => {
+                if let Some((name, _)) = options.iter().next() {
+                    return Err(ReplayError::Unsupported(format!(
+                        "the adapter option `{name}`"
+                    )));
+                }
+            }
+            other => return Err(bad(&format!("adapter_options is {}", short(other)))),
+        }
+        let demos = match &fx["demos"] {
+            Value::Null => Vec::new(),
+            Value::Array(items) => items
+                .iter()
+                .enumerate()
+                .map(|(i, d)| example(d).map_err(|e| bad(&format!("demos[{i}]: {e}"))))
+                .collect::<Result<_, _>>()?,
+            other => return Err(bad(&format!("demos is {}", short(other)))),
+        };
+        let inputs = example(&fx["inputs"]).map_err(|e| bad(&format!("inputs: {e}")))?;
+        let replies = fx["replies"]
+            .as_array()
+            .ok_or_else(|| bad("`replies` is not a list"))?
+            .iter()
+            .enumerate()
+            .map(|(i, r)| {
+                if r.get("tool_calls").is_some_and(|t| !t.is_null()) {
+                    return Err(ReplayError::Unsupported(format!(
+                        "tool calls in replies[{i}] (native function calling)"
+                    )));
+                }
+                match &r["content"] {
+                    Value::String(s) => Ok(s.clone()),
+                    Value::Null => Ok(String::new()),
+                    other => Err(bad(&format!("replies[{i}].content is {}", short(other)))),
+                }
+            })
+            .collect::<Result<_, _>>()?;
+        Ok(Plan {
+            signature,
+            adapter,
+            demos,
+            inputs,
+            replies,
+        })
+    }
+
+    async fn run(self) -> Replay {
+        let lm = ScriptedLM::new(self.replies).without_response_format();
+        let config = CallConfig::new().lm(lm.clone());
+        let config = match self.adapter {
+            AdapterKind::Chat => config.adapter(ChatAdapter),
+            AdapterKind::Json => config.adapter(JSONAdapter),
+            AdapterKind::Xml => config.adapter(XMLAdapter),
+        };
+        let mut predict = DynPredict::new(self.signature.clone());
+        predict.params_mut().demos = self.demos;
+        let result = predict.call_with(&self.inputs, &config).await;
+        let requests = lm.requests().iter().map(request_json).collect();
+        let outcome = match result {
+            Ok(prediction) => Ok(tag_outputs(&self.signature, prediction.into_map())),
+            Err(e) => Err(dspy_error_class(&e).to_string()),
+        };
+        Replay {
+            requests,
+            extraction_requests: Vec::new(),
+            outcome,
+        }
+    }
+}
+
+/// An [`Example`] from a fixture's field values, special types untagged.
+fn example(v: &Value) -> Result<Example, String> {
+    match v {
+        Value::Object(map) => Ok(Example::from_map(
+            map.iter().map(|(k, v)| (k.clone(), untag(v))).collect(),
+        )),
+        other => Err(format!(
+            "expected an object of field values, found {}",
+            short(other)
+        )),
+    }
+}
+
+/// `{"$type": "Image", "url": …}` → `{"url": …}`, at any depth (lists of images, histories).
+fn untag(v: &Value) -> Value {
+    match v {
+        Value::Object(map) => Value::Object(
+            map.iter()
+                .filter(|(k, _)| k.as_str() != "$type")
+                .map(|(k, v)| (k.clone(), untag(v)))
+                .collect(),
+        ),
+        Value::Array(items) => Value::Array(items.iter().map(untag).collect()),
+        other => other.clone(),
+    }
+}
+
+/// Outputs whose type is one of DSPy's own tagged with `$type`, as the fixtures write them.
+fn tag_outputs(signature: &DynSignature, mut outputs: Map<String, Value>) -> Map<String, Value> {
+    for field in signature.outputs() {
+        let name = field.ty().dspy_name();
+        let Some(special) = SPECIAL_TYPES
+            .iter()
+            .find(|t| name == **t || name.starts_with(&format!("{t}_")))
+        else {
+            continue;
+        };
+        if let Some(Value::Object(value)) = outputs.get_mut(field.name()) {
+            let mut tagged = Map::new();
+            tagged.insert("$type".into(), Value::String((*special).into()));
+            tagged.extend(std::mem::take(value));
+            *value = tagged;
+        }
+    }
+    outputs
+}
+
+/// A request as the fixtures record it: messages, and the options that shape the call.
+fn request_json(request: &LmRequest) -> Value {
+    let mut options = Map::new();
+    if let Some(format) = &request.response_format {
+        options.insert(
+            "response_format".into(),
+            serde_json::to_value(format).unwrap_or(Value::Null),
+        );
+    }
+    for key in ["tools", "tool_choice", "parallel_tool_calls"] {
+        if let Some(v) = request.extra.get(key) {
+            options.insert(key.into(), v.clone());
+        }
+    }
+    json!({
+        "messages": serde_json::to_value(&request.messages).unwrap_or(Value::Null),
+        "options": options,
+    })
+}
+
+/// The class DSPy raises for an error like this one: `AdapterParseError` for answers that do
+/// not parse (also after the JSONAdapter fallback), `ValueError` for prompts that cannot be
+/// formatted or inputs of the wrong shape, `RuntimeError` for the rest (LM failures, …).
+pub fn dspy_error_class(error: &Error) -> &'static str {
+    match error {
+        Error::Adapter(AdapterError::Parse { .. }) | Error::AdapterFallback { .. } => {
+            "AdapterParseError"
+        }
+        Error::Adapter(_) | Error::Signature(_) | Error::Example(_) => "ValueError",
+        _ => "RuntimeError",
+    }
+}
+
+fn short(v: &Value) -> String {
+    let text = v.to_string();
+    match text.char_indices().nth(60) {
+        Some((at, _)) => format!("{}…", &text[..at]),
+        None => text,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn fixture() -> Value {
+        json!({
+            "kind": "call", "module": "Predict", "adapter": "json", "adapter_options": {},
+            "signature": {"instructions": "Answer.", "inputs": [{"name": "question", "type": "str"}],
+                          "outputs": [{"name": "answer", "type": "str"}]},
+            "demos": [], "inputs": {"question": "Hi?"},
+            "replies": [{"content": "not json"}, {"content": "still not"}],
+        })
+    }
+
+    #[test]
+    fn a_failing_call_gives_its_requests_and_dspy_class() {
+        let run = replay(&fixture()).unwrap();
+        assert_eq!(run.outcome, Err("AdapterParseError".to_string()));
+        assert_eq!(run.requests.len(), 1);
+        // No response_format: the scripted LM takes none, as the fixtures' LM did.
+        assert_eq!(run.requests[0]["options"], json!({}));
+        assert_eq!(run.to_json()["error"], "AdapterParseError");
+    }
+
+    #[test]
+    fn bad_fixtures_are_typed_errors_naming_the_part() {
+        let mut fx = fixture();
+        fx["kind"] = json!("format");
+        assert!(matches!(replay(&fx), Err(ReplayError::Fixture(m)) if m.contains("kind")));
+        let mut fx = fixture();
+        fx["replies"] = json!([{"content": 3}]);
+        assert!(
+            matches!(replay(&fx), Err(ReplayError::Fixture(m)) if m.contains("replies[0].content"))
+        );
+        let mut fx = fixture();
+        fx["adapter"] = json!("two_step");
+        assert!(matches!(replay(&fx), Err(ReplayError::Unsupported(_))));
+        let mut fx = fixture();
+        fx["inputs"] = json!([1]);
+        assert!(matches!(replay(&fx), Err(ReplayError::Fixture(m)) if m.contains("inputs")));
+    }
+
+    #[test]
+    fn special_values_lose_their_tag_on_the_way_in() {
+        let v = json!({"$type": "Image", "url": "u", "inner": [{"$type": "File", "file_id": "f"}]});
+        assert_eq!(untag(&v), json!({"url": "u", "inner": [{"file_id": "f"}]}));
+    }
+}
