@@ -8,6 +8,7 @@
 #[doc(hidden)]
 #[path = "fuzzing/mod.rs"]
 pub mod __fuzz;
+pub mod adapter;
 #[cfg(all(unix, feature = "bridge"))]
 pub mod bridge;
 pub mod cancel;
@@ -22,7 +23,7 @@ pub mod retrieve;
 pub mod settings;
 
 use dspex_core::pycompat;
-pub use dspex_core::{adapter, example, signature, types};
+pub use dspex_core::{example, signature, types};
 pub use dspex_lm as lm;
 
 pub use error::{Error, Result};

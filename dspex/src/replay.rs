@@ -37,7 +37,7 @@
 use crate::lm::{LmRequest, ScriptedLM};
 use crate::module::{CallConfig, DynPredict};
 use crate::{DynSignature, Error, Example, FieldSpec, TypeSpec};
-use dspex_runtime::adapter::{AdapterError, ChatAdapter, JSONAdapter, XMLAdapter};
+use dspex_runtime::adapter::{AdapterError, ChatAdapter, JSONAdapter, TwoStepAdapter, XMLAdapter};
 use serde_json::{Map, Value, json};
 
 /// DSPy's own types, as the fixtures tag them (`{"$type": "Image", …}`).
@@ -116,6 +116,7 @@ struct Plan {
     demos: Vec<Example>,
     inputs: Example,
     replies: Vec<String>,
+    extraction_replies: Vec<String>,
 }
 
 #[derive(Clone, Copy)]
@@ -123,6 +124,7 @@ enum AdapterKind {
     Chat,
     Json,
     Xml,
+    TwoStep,
 }
 
 impl Plan {
@@ -154,9 +156,7 @@ impl Plan {
             Some("chat") => AdapterKind::Chat,
             Some("json") => AdapterKind::Json,
             Some("xml") => AdapterKind::Xml,
-            Some("two_step") => {
-                return Err(ReplayError::Unsupported("the TwoStepAdapter".into()));
-            }
+            Some("two_step") => AdapterKind::TwoStep,
             _ => {
                 return Err(bad(&format!(
                     "unknown adapter {} (chat, json, xml or two_step)",
@@ -185,40 +185,33 @@ impl Plan {
             other => return Err(bad(&format!("demos is {}", short(other)))),
         };
         let inputs = example(&fx["inputs"]).map_err(|e| bad(&format!("inputs: {e}")))?;
-        let replies = fx["replies"]
-            .as_array()
-            .ok_or_else(|| bad("`replies` is not a list"))?
-            .iter()
-            .enumerate()
-            .map(|(i, r)| {
-                if r.get("tool_calls").is_some_and(|t| !t.is_null()) {
-                    return Err(ReplayError::Unsupported(format!(
-                        "tool calls in replies[{i}] (native function calling)"
-                    )));
-                }
-                match &r["content"] {
-                    Value::String(s) => Ok(s.clone()),
-                    Value::Null => Ok(String::new()),
-                    other => Err(bad(&format!("replies[{i}].content is {}", short(other)))),
-                }
-            })
-            .collect::<Result<_, _>>()?;
+        let replies = scripted_replies(&fx["replies"], "replies")?;
+        let extraction_replies = match (&fx["extraction_replies"], adapter) {
+            (Value::Null, AdapterKind::TwoStep) => {
+                return Err(bad("a two_step fixture needs `extraction_replies`"));
+            }
+            (Value::Null, _) => Vec::new(),
+            (list, _) => scripted_replies(list, "extraction_replies")?,
+        };
         Ok(Plan {
             signature,
             adapter,
             demos,
             inputs,
             replies,
+            extraction_replies,
         })
     }
 
     async fn run(self) -> Replay {
         let lm = ScriptedLM::new(self.replies).without_response_format();
+        let extraction = ScriptedLM::new(self.extraction_replies).without_response_format();
         let config = CallConfig::new().lm(lm.clone());
         let config = match self.adapter {
             AdapterKind::Chat => config.adapter(ChatAdapter),
             AdapterKind::Json => config.adapter(JSONAdapter),
             AdapterKind::Xml => config.adapter(XMLAdapter),
+            AdapterKind::TwoStep => config.adapter(TwoStepAdapter::new(extraction.clone())),
         };
         let mut predict = DynPredict::new(self.signature.clone());
         predict.params_mut().demos = self.demos;
@@ -230,10 +223,34 @@ impl Plan {
         };
         Replay {
             requests,
-            extraction_requests: Vec::new(),
+            extraction_requests: extraction.requests().iter().map(request_json).collect(),
             outcome,
         }
     }
+}
+
+/// The scripted LM's answers: each reply's `content` (tool calls are not replayed yet).
+fn scripted_replies(list: &Value, what: &str) -> Result<Vec<String>, ReplayError> {
+    list.as_array()
+        .ok_or_else(|| ReplayError::Fixture(format!("`{what}` is not a list")))?
+        .iter()
+        .enumerate()
+        .map(|(i, r)| {
+            if r.get("tool_calls").is_some_and(|t| !t.is_null()) {
+                return Err(ReplayError::Unsupported(format!(
+                    "tool calls in {what}[{i}] (native function calling)"
+                )));
+            }
+            match &r["content"] {
+                Value::String(s) => Ok(s.clone()),
+                Value::Null => Ok(String::new()),
+                other => Err(ReplayError::Fixture(format!(
+                    "{what}[{i}].content is {}",
+                    short(other)
+                ))),
+            }
+        })
+        .collect()
 }
 
 /// An [`Example`] from a fixture's field values, special types untagged.
@@ -360,6 +377,11 @@ mod tests {
         );
         let mut fx = fixture();
         fx["adapter"] = json!("two_step");
+        assert!(
+            matches!(replay(&fx), Err(ReplayError::Fixture(m)) if m.contains("extraction_replies"))
+        );
+        let mut fx = fixture();
+        fx["adapter_options"] = json!({"use_native_function_calling": true});
         assert!(matches!(replay(&fx), Err(ReplayError::Unsupported(_))));
         let mut fx = fixture();
         fx["inputs"] = json!([1]);

@@ -23,7 +23,7 @@
 //!   `ChainOfThought`) on a scripted LM answering the recorded replies: every request's
 //!   messages equal DSPy's and the outputs equal `expected`. A `call` fixture that needs what
 //!   dspex does not have yet — DSPy's special types (Image, Audio, File, History, Tool,
-//!   ToolCalls, Code), native function calling or TwoStepAdapter (issue 16) — is
+//!   ToolCalls, Code), native function calling (issue 16) — is
 //!   listed as pending with the feature it needs; one that needs anything else fails.
 
 use dspex::runtime::adapter::{Adapter, AdapterError, ChatAdapter, JSONAdapter, XMLAdapter};
@@ -90,15 +90,12 @@ fn every_dspy_fixture_agrees_with_dspex_signatures() {
     );
 }
 
-/// What a `call` fixture needs that dspex does not have yet (issue 16), if anything: the
-/// TwoStepAdapter, native function calling, or one of DSPy's special types as a
+/// What a `call` fixture needs that dspex does not have yet (issue 16), if anything:
+/// native function calling, or one of DSPy's special types as a
 /// field type. `None` for every other fixture, which is then checked in full.
 fn pending_call_feature(fx: &Value) -> Option<String> {
     if fx["kind"] != "call" {
         return None;
-    }
-    if fx["adapter"] == "two_step" {
-        return Some("the TwoStepAdapter".into());
     }
     if fx["adapter_options"]["use_native_function_calling"] == true {
         return Some("native function calling".into());

@@ -45,6 +45,7 @@ pub mod custom;
 pub mod format;
 mod json;
 mod stream;
+pub mod two_step;
 mod xml;
 
 pub use chat::ChatAdapter;
@@ -89,6 +90,13 @@ pub trait Adapter: Send + Sync + fmt::Debug {
     /// The retry sends `fallback.format(...)` with `fallback.response_format(...)` and parses
     /// with `fallback.parse(...)`; its error, if any, is final (there is no third attempt).
     fn fallback(&self) -> Option<&'static dyn Adapter> {
+        None
+    }
+
+    /// For an adapter whose outputs are read by a second LM call (the TwoStepAdapter), that
+    /// call; the module layer runs it in place of [`parse`](Adapter::parse). `None` for the
+    /// adapters that parse.
+    fn extractor(&self) -> Option<&dyn two_step::Extractor> {
         None
     }
 

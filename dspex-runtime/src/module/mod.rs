@@ -49,7 +49,7 @@ mod chain_of_thought;
 mod majority;
 mod multi_chain;
 mod parallel;
-mod predict;
+pub(crate) mod predict;
 mod react;
 mod refine;
 mod search_tool;

@@ -63,21 +63,7 @@ impl DynPredict {
         // Borrowed unless a module in scope adds an input (Refine's `hint_`).
         let (signature, inputs) = settings.hinted(&self.params, inputs)?;
         let demos = &self.params.demos;
-        let result = run(&*lm, &*adapter, &config, &signature, demos, &inputs).await;
-        let result = match (result, adapter.fallback()) {
-            // DSPy's ChatAdapter retries once with JSONAdapter when its output cannot be parsed.
-            (Err(Error::Adapter(primary @ AdapterError::Parse { .. })), Some(fallback)) => {
-                tracing::debug!(error = %primary, fallback = fallback.name(), "completion did not parse");
-                run(&*lm, fallback, &config, &signature, demos, &inputs)
-                    .await
-                    .map_err(|error| Error::AdapterFallback {
-                        primary,
-                        fallback_adapter: fallback.name(),
-                        fallback: Box::new(error),
-                    })
-            }
-            (other, _) => other,
-        };
+        let result = run_with_fallback(&*lm, &*adapter, &config, &signature, demos, &inputs).await;
         if let (Some(trace), Ok(prediction)) = (&settings.trace, &result) {
             trace.record(&self.params, &inputs, prediction);
         }
@@ -211,7 +197,35 @@ struct Resolved {
     adapter: Arc<dyn Adapter>,
 }
 
-/// Format → LM → parse every completion.
+/// [`run`], then — when the completion does not parse and the adapter has a fallback — DSPy's
+/// one retry with the fallback adapter (JSONAdapter after ChatAdapter or XMLAdapter).
+pub(crate) async fn run_with_fallback(
+    lm: &dyn LanguageModel,
+    adapter: &dyn Adapter,
+    config: &CallConfig,
+    signature: &DynSignature,
+    demos: &[Example],
+    inputs: &Example,
+) -> Result<Prediction> {
+    let result = run(lm, adapter, config, signature, demos, inputs).await;
+    match (result, adapter.fallback()) {
+        // DSPy's ChatAdapter retries once with JSONAdapter when its output cannot be parsed.
+        (Err(Error::Adapter(primary @ AdapterError::Parse { .. })), Some(fallback)) => {
+            tracing::debug!(error = %primary, fallback = fallback.name(), "completion did not parse");
+            run(lm, fallback, config, signature, demos, inputs)
+                .await
+                .map_err(|error| Error::AdapterFallback {
+                    primary,
+                    fallback_adapter: fallback.name(),
+                    fallback: Box::new(error),
+                })
+        }
+        (other, _) => other,
+    }
+}
+
+/// Format → LM → parse every completion (or, for the TwoStepAdapter, extract its outputs
+/// with the extraction LM).
 pub(super) async fn run(
     lm: &dyn LanguageModel,
     adapter: &dyn Adapter,
@@ -222,11 +236,30 @@ pub(super) async fn run(
 ) -> Result<Prediction> {
     let request = request_for(lm, adapter, config, signature, demos, inputs)?;
     let response = lm.call(request).await?;
-    let completions = response
-        .choices
-        .iter()
-        .map(|c| adapter.parse(signature, &c.text))
-        .collect::<std::result::Result<Vec<_>, _>>()?;
+    let completions = match adapter.extractor() {
+        None => response
+            .choices
+            .iter()
+            .map(|c| adapter.parse(signature, &c.text))
+            .collect::<std::result::Result<Vec<_>, _>>()?,
+        Some(extractor) => {
+            let mut completions = Vec::with_capacity(response.choices.len());
+            for c in &response.choices {
+                let fields = extractor
+                    .extract(signature, &c.text)
+                    .await
+                    .map_err(|e| match e.downcast::<Error>() {
+                        Ok(e) => *e,
+                        Err(other) => Error::Step {
+                            context: format!("{} extraction", adapter.name()),
+                            source: other,
+                        },
+                    })?;
+                completions.push(fields);
+            }
+            completions
+        }
+    };
     Ok(Prediction::from_completions(completions)?)
 }
 
