@@ -4,7 +4,7 @@
 use super::LanguageModel;
 use super::error::LmError;
 use super::stream::{EventStream, StreamEvent};
-use super::types::{Choice, FinishReason, LmRequest, LmResponse, Message, Usage};
+use super::types::{Choice, LmRequest, LmResponse, Message, Usage};
 use super::usage::{record_current, record_request_current};
 use futures_util::future::BoxFuture;
 use serde_json::{Map, Value};
@@ -39,7 +39,7 @@ pub struct ScriptedLM {
 #[derive(Debug)]
 struct Inner {
     model: String,
-    completions: Vec<String>,
+    completions: Vec<Choice>,
     repeat_last: bool,
     record: bool,
     chunk_chars: usize,
@@ -62,7 +62,7 @@ impl ScriptedLM {
         ScriptedLM {
             inner: Arc::new(Inner {
                 model: "scripted".to_string(),
-                completions: completions.into_iter().map(Into::into).collect(),
+                completions: completions.into_iter().map(Choice::text).collect(),
                 repeat_last: false,
                 record: true,
                 chunk_chars: DEFAULT_CHUNK_CHARS,
@@ -70,6 +70,25 @@ impl ScriptedLM {
                 state: Mutex::new(State::default()),
             }),
         }
+    }
+
+    /// Replays whole completions — text with tool calls (native function calling) — one per
+    /// call.
+    ///
+    /// ```
+    /// use dspex_lm::{Choice, LanguageModel, LmRequest, ScriptedLM, ToolCall};
+    ///
+    /// # tokio::runtime::Builder::new_current_thread().build().unwrap().block_on(async {
+    /// let lm = ScriptedLM::from_choices([Choice::text("")
+    ///     .with_tool_calls(vec![ToolCall::new("get_weather", r#"{"city": "Paris"}"#)])]);
+    /// let response = lm.call(LmRequest::prompt("Weather?")).await?;
+    /// assert_eq!(response.choices[0].tool_calls[0].name, "get_weather");
+    /// # Ok::<(), dspex_lm::LmError>(())
+    /// # }).unwrap();
+    /// ```
+    pub fn from_choices(choices: impl IntoIterator<Item = Choice>) -> Self {
+        let lm = Self::new(Vec::<String>::new());
+        lm.reconfigure(|inner| inner.completions = choices.into_iter().collect())
     }
 
     /// Answers with the given field values written as ChatAdapter output
@@ -154,8 +173,8 @@ impl ScriptedLM {
         let mut choices = Vec::with_capacity(n);
         for _ in 0..n {
             let index = state.next;
-            let text = match self.inner.completions.get(index) {
-                Some(text) => text.clone(),
+            let choice = match self.inner.completions.get(index) {
+                Some(choice) => choice.clone(),
                 None if self.inner.repeat_last && !self.inner.completions.is_empty() => {
                     self.inner.completions[self.inner.completions.len() - 1].clone()
                 }
@@ -167,10 +186,7 @@ impl ScriptedLM {
                 }
             };
             state.next += 1;
-            choices.push(Choice {
-                text,
-                finish_reason: Some(FinishReason::Stop),
-            });
+            choices.push(choice);
         }
         if self.inner.record {
             state.requests.push(request);
@@ -266,6 +282,7 @@ fn chat_completion(fields: &Map<String, Value>) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::FinishReason;
     use serde_json::json;
 
     #[tokio::test]

@@ -86,6 +86,91 @@ pub struct Choice {
     pub text: String,
     /// Why generation ended, when the provider says.
     pub finish_reason: Option<FinishReason>,
+    /// The tools the model asked to call (native function calling), in order.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub tool_calls: Vec<ToolCall>,
+}
+
+impl Choice {
+    /// A completion of `text` that stopped normally, with no tool calls.
+    pub fn text(text: impl Into<String>) -> Self {
+        Choice {
+            text: text.into(),
+            finish_reason: Some(FinishReason::Stop),
+            tool_calls: Vec::new(),
+        }
+    }
+
+    /// The same completion with these tool calls.
+    #[must_use]
+    pub fn with_tool_calls(mut self, tool_calls: Vec<ToolCall>) -> Self {
+        self.tool_calls = tool_calls;
+        self
+    }
+}
+
+/// A tool call the model asked for: OpenAI's `message.tool_calls[i]` (`{"id", "type":
+/// "function", "function": {"name", "arguments"}}`).
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct ToolCall {
+    /// The provider's id of the call, when it gives one (results refer to it).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub id: Option<String>,
+    /// The tool's name.
+    pub name: String,
+    /// The arguments as the model wrote them: JSON text, not checked here (models write
+    /// broken JSON; the adapter reads it leniently, as DSPy does with `json_repair`).
+    pub arguments: String,
+}
+
+impl ToolCall {
+    /// A call of `name` with `arguments` (JSON text) and no id.
+    pub fn new(name: impl Into<String>, arguments: impl Into<String>) -> Self {
+        ToolCall {
+            id: None,
+            name: name.into(),
+            arguments: arguments.into(),
+        }
+    }
+
+    /// Reads OpenAI's shape `{"id"?, "type": "function", "function": {"name", "arguments"}}`
+    /// (arguments as a JSON string, or an object some servers send), naming what is missing.
+    pub fn from_openai(value: &serde_json::Value) -> Result<Self, String> {
+        let function = value
+            .get("function")
+            .ok_or("a tool call without `function`")?;
+        let name = function
+            .get("name")
+            .and_then(serde_json::Value::as_str)
+            .ok_or("a tool call without `function.name`")?;
+        let arguments = match function.get("arguments") {
+            None | Some(serde_json::Value::Null) => "{}".to_string(),
+            Some(serde_json::Value::String(s)) => s.clone(),
+            Some(other) => other.to_string(),
+        };
+        Ok(ToolCall {
+            id: value
+                .get("id")
+                .and_then(serde_json::Value::as_str)
+                .map(str::to_string),
+            name: name.to_string(),
+            arguments,
+        })
+    }
+
+    /// OpenAI's shape of the call (what [`from_openai`](ToolCall::from_openai) reads).
+    pub fn to_openai(&self) -> serde_json::Value {
+        let mut call = serde_json::Map::new();
+        if let Some(id) = &self.id {
+            call.insert("id".into(), id.clone().into());
+        }
+        call.insert("type".into(), "function".into());
+        call.insert(
+            "function".into(),
+            serde_json::json!({"name": self.name, "arguments": self.arguments}),
+        );
+        serde_json::Value::Object(call)
+    }
 }
 
 /// Token counts of a call (zero when the provider does not report them).
@@ -191,6 +276,7 @@ mod tests {
             choices: vec![Choice {
                 text: "a".into(),
                 finish_reason: Some(FinishReason::Stop),
+                tool_calls: Vec::new(),
             }],
             usage: Usage {
                 prompt_tokens: 1,

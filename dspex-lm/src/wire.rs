@@ -2,7 +2,7 @@
 //! intermediate JSON tree) and typed response structs, so the hot path allocates little.
 
 use super::provider::ModelType;
-use super::types::{Choice, FinishReason, LmRequest, Message, ResponseFormat, Usage};
+use super::types::{Choice, FinishReason, LmRequest, Message, ResponseFormat, ToolCall, Usage};
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 
@@ -142,6 +142,8 @@ struct ApiChoice {
 struct ApiMessage {
     #[serde(default)]
     content: Option<Value>,
+    #[serde(default)]
+    tool_calls: Option<Vec<Value>>,
 }
 
 #[derive(Deserialize, Default)]
@@ -179,12 +181,26 @@ impl CompletionResponse {
         }
         let mut indexed = Vec::with_capacity(choices.len());
         for (i, c) in choices.into_iter().enumerate() {
+            let mut tool_calls = Vec::new();
             let text = match model_type {
-                ModelType::Chat => match c.message.and_then(|m| m.content) {
-                    Some(Value::String(s)) => s,
-                    Some(Value::Null) | None => String::new(),
-                    Some(other) => return Err(format!("choice {i} has non-text content {other}")),
-                },
+                ModelType::Chat => {
+                    let (content, calls) = c
+                        .message
+                        .map_or((None, None), |m| (m.content, m.tool_calls));
+                    for (j, call) in calls.unwrap_or_default().iter().enumerate() {
+                        tool_calls.push(
+                            ToolCall::from_openai(call)
+                                .map_err(|e| format!("choice {i}, tool call {j}: {e}"))?,
+                        );
+                    }
+                    match content {
+                        Some(Value::String(s)) => s,
+                        Some(Value::Null) | None => String::new(),
+                        Some(other) => {
+                            return Err(format!("choice {i} has non-text content {other}"));
+                        }
+                    }
+                }
                 ModelType::Text => c.text.unwrap_or_default(),
             };
             let finish_reason = c.finish_reason.as_deref().map(FinishReason::from_provider);
@@ -193,6 +209,7 @@ impl CompletionResponse {
                 Choice {
                     text,
                     finish_reason,
+                    tool_calls,
                 },
             ));
         }
@@ -307,6 +324,45 @@ mod tests {
         )
         .unwrap();
         assert_eq!(r.usage().total_tokens, u64::MAX);
+    }
+
+    #[test]
+    fn tool_calls_are_read_from_the_message() {
+        let mut r: CompletionResponse = serde_json::from_value(json!({
+            "choices": [{"message": {"content": null, "tool_calls": [
+                {"id": "call_1", "type": "function",
+                 "function": {"name": "get_weather", "arguments": "{\"city\": \"Paris\"}"}},
+                {"type": "function", "function": {"name": "now", "arguments": {"tz": "UTC"}}}
+            ]}, "finish_reason": "tool_calls"}]
+        }))
+        .unwrap();
+        let choices = r.choices(ModelType::Chat).unwrap();
+        assert_eq!(choices[0].text, "");
+        assert_eq!(choices[0].finish_reason, Some(FinishReason::ToolCalls));
+        assert_eq!(
+            choices[0].tool_calls,
+            [
+                ToolCall {
+                    id: Some("call_1".into()),
+                    name: "get_weather".into(),
+                    arguments: "{\"city\": \"Paris\"}".into()
+                },
+                ToolCall::new("now", "{\"tz\":\"UTC\"}"),
+            ]
+        );
+        assert_eq!(
+            ToolCall::from_openai(&choices[0].tool_calls[0].to_openai()).unwrap(),
+            choices[0].tool_calls[0]
+        );
+        let mut nameless: CompletionResponse = serde_json::from_value(json!({
+            "choices": [{"message": {"tool_calls": [{"function": {"arguments": "{}"}}]}}]
+        }))
+        .unwrap();
+        let err = nameless.choices(ModelType::Chat).unwrap_err();
+        assert!(
+            err.contains("tool call 0") && err.contains("function.name"),
+            "{err}"
+        );
     }
 
     #[test]

@@ -70,6 +70,7 @@ impl LanguageModel for ContentLm {
                 choices: vec![Choice {
                     text: (self.answer)(&request)?,
                     finish_reason: Some(FinishReason::Stop),
+                    tool_calls: Vec::new(),
                 }],
                 usage: Usage::default(),
                 model: "content".into(),

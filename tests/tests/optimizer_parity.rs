@@ -145,6 +145,7 @@ impl LanguageModel for TraceLM {
             .map(|i| Choice {
                 text: self.answer(&request.messages, i),
                 finish_reason: Some(FinishReason::Stop),
+                tool_calls: Vec::new(),
             })
             .collect();
         Box::pin(std::future::ready(Ok(LmResponse {

@@ -463,6 +463,7 @@ mod tests {
             choices: vec![Choice {
                 text: text.into(),
                 finish_reason: Some(FinishReason::Stop),
+                tool_calls: Vec::new(),
             }],
             usage: Usage {
                 prompt_tokens: 10,

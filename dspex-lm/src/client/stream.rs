@@ -250,6 +250,7 @@ impl Completed {
             self.choices.resize_with(index + 1, || Choice {
                 text: String::new(),
                 finish_reason: None,
+                tool_calls: Vec::new(),
             });
         }
         self.choices.get_mut(index)

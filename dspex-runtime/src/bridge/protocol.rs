@@ -898,6 +898,7 @@ mod tests {
             choices: vec![crate::lm::Choice {
                 text: "hi".into(),
                 finish_reason: None,
+                tool_calls: Vec::new(),
             }],
             usage: Usage {
                 prompt_tokens: 1,
