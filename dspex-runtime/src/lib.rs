@@ -10,6 +10,7 @@
 pub mod __fuzz;
 #[cfg(all(unix, feature = "bridge"))]
 pub mod bridge;
+pub mod callback;
 pub mod cancel;
 pub mod error;
 pub mod evaluate;
