@@ -255,9 +255,9 @@ impl Callbacks {
     /// Flushes every callback ([`CallbackHandle::flush`]), each with up to `timeout`; returns
     /// whether all were reached.
     pub fn flush(&self, timeout: Duration) -> bool {
-        self.handles
-            .iter()
-            .fold(true, |all, handle| handle.flush(timeout) && all)
+        // Every handle is flushed, even after one fails.
+        let reached: Vec<bool> = self.handles.iter().map(|h| h.flush(timeout)).collect();
+        reached.into_iter().all(|r| r)
     }
 }
 
