@@ -529,3 +529,33 @@ async fn configured_callbacks_and_a_modules_own_both_fire() {
     assert_eq!(own.seen()[1].call_id, global.seen()[7].call_id);
     check_nesting(&global.seen());
 }
+
+#[tokio::test]
+async fn a_program_you_write_reports_module_events_through_instrumented() {
+    let server = server().await;
+    let (recorder, handle) = new_recorder();
+    let pipeline = Predict::<QA>::new()
+        .map(|out| out.answer.len())
+        .instrumented("AnswerLength");
+    assert_eq!(pipeline.name(), "AnswerLength");
+    // Optimizers still see the predictor inside.
+    assert_eq!(pipeline.named_predictors().len(), 1);
+    let settings = Settings::new().lm(lm(&server)).callbacks(handle.clone());
+    let length = with_settings(
+        settings,
+        pipeline.forward(QAInput {
+            question: "Name a colour.".into(),
+        }),
+    )
+    .await
+    .expect("the call succeeds");
+    assert!(handle.flush(FLUSH));
+    let mut expected = vec!["module_start AnswerLength".to_string()];
+    expected.extend(predict_trail("ChatAdapter", "openai/mock-model"));
+    expected.push("module_end AnswerLength".into());
+    assert_eq!(recorder.trail(), expected);
+    let seen = recorder.seen();
+    check_nesting(&seen);
+    assert_eq!(seen[1].parent_id, Some(seen[0].call_id));
+    assert_eq!(seen.last().unwrap().payload, Some(json!(length)));
+}

@@ -12,6 +12,10 @@ use std::time::{Duration, Instant};
 /// [`CallbackHandle::with_capacity`].
 pub const DEFAULT_QUEUE_CAPACITY: usize = 1024;
 
+/// The largest queue [`CallbackHandle::with_capacity`] makes (the queue's slots are allocated up
+/// front).
+const MAX_QUEUE_CAPACITY: usize = 1 << 20;
+
 /// What the delivery thread receives.
 enum Message {
     Start(Arc<StartEvent>),
@@ -25,7 +29,7 @@ enum Message {
 /// the queue, the thread and the counters; the thread ends when the last clone is dropped.
 ///
 /// ```
-/// use dspex_runtime::callback::{Callback, CallbackHandle, StartEvent};
+/// use dspex_runtime::callback::{Callback, CallbackHandle};
 /// use std::time::Duration;
 ///
 /// struct Quiet;
@@ -66,11 +70,12 @@ impl CallbackHandle {
         Self::with_capacity(callback, DEFAULT_QUEUE_CAPACITY)
     }
 
-    /// Registers `callback` with a queue of `capacity` events (at least 1). If the thread cannot
+    /// Registers `callback` with a queue of `capacity` events (at least 1, at most 1,048,576:
+    /// the slots are allocated up front). If the thread cannot
     /// be started (the OS refuses), a warning is logged and every event for this callback is
     /// dropped and counted; calls go on unaffected.
     pub fn with_capacity<C: Callback>(callback: C, capacity: usize) -> Self {
-        let capacity = capacity.max(1);
+        let capacity = capacity.clamp(1, MAX_QUEUE_CAPACITY);
         let name = std::any::type_name::<C>();
         let (sender, receiver) = mpsc::sync_channel::<Message>(capacity);
         let spawned = std::thread::Builder::new()

@@ -175,7 +175,7 @@ where
 /// names.
 ///
 /// ```
-/// use dspex_runtime::callback::{Callback, CallbackHandle, EndEvent, EventKind};
+/// use dspex_runtime::callback::{Callback, CallbackHandle, EndEvent};
 /// use dspex_runtime::settings::{Settings, with_settings};
 /// use dspex_runtime::{Program, ProgramExt, program_fn};
 /// use std::sync::{Arc, Mutex};

@@ -97,7 +97,7 @@
 //! all does no work for them: no ids, no JSON.
 //!
 //! ```
-//! use dspex_runtime::callback::{Callback, CallbackHandle, Callbacks, EndEvent, StartEvent};
+//! use dspex_runtime::callback::{Callback, CallbackHandle, EndEvent, StartEvent};
 //! use dspex_runtime::lm::ScriptedLM;
 //! use dspex_runtime::module::DynPredict;
 //! use dspex_runtime::settings::{Settings, with_settings};
