@@ -11,6 +11,7 @@ pub mod __fuzz;
 pub mod adapter;
 #[cfg(all(unix, feature = "bridge"))]
 pub mod bridge;
+pub mod callback;
 pub mod cancel;
 pub mod error;
 pub mod evaluate;

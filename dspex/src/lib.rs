@@ -221,7 +221,8 @@
 //! `JSONAdapter` and `XMLAdapter` byte for byte; the OpenAI-compatible LM client with cache, retries, breaker,
 //! limits, usage and history, and the mock LM server; `Predict`, `ChainOfThought`, `ReAct` with
 //! tools, `BestOfN`, `Refine`, `MultiChainComparison`, `Parallel`, `majority`; output-field
-//! streaming; `save`/`load` in DSPy's JSON state format; [`evaluate::Evaluate`] with DSPy's
+//! streaming; callbacks on module, LM, adapter, tool and evaluation calls ([`callback`]);
+//! `save`/`load` in DSPy's JSON state format; [`evaluate::Evaluate`] with DSPy's
 //! metrics; the optimizers in [`optimize`] (`LabeledFewShot`, `BootstrapFewShot`,
 //! `BootstrapFewShotWithRandomSearch`, `KNNFewShot`, `COPRO`, `MIPROv2`), checked against DSPy
 //! 3.4.1, run as jobs; the `dspex` command (`signature`, `prompt`, `parse`, `mock-lm`); the
@@ -290,12 +291,18 @@ pub use dspex_runtime::retrieve;
 /// Cancellation: [`cancel::CancelToken`], what an optimization job and an `Evaluate` stop on.
 pub use dspex_runtime::cancel;
 
-/// Settings: the default LM and adapter, call defaults and the trace of predictor calls, per
-/// process and per task.
+/// Settings: the default LM and adapter, call defaults, the trace of predictor calls and the
+/// callbacks, per process and per task.
 pub use dspex_runtime::settings;
 
 /// Replaying DSPy's `call` fixtures through dspex ([`replay::replay`]; `dspex replay FILE`).
 pub mod replay;
+
+/// Callbacks (DSPy's `BaseCallback`): the [`callback::Callback`] hooks on module, LM, adapter,
+/// tool and evaluation calls, with call and parent ids; registered through
+/// [`callback::CallbackHandle`] (a bounded queue and a thread per callback, so a slow or
+/// panicking callback cannot block or break a call), and the [`callback::TracingCallback`].
+pub use dspex_runtime::callback;
 
 /// Test helpers (feature `testing`, also on with `cli`): the mock LM server and mock ColBERTv2.
 #[cfg(feature = "testing")]

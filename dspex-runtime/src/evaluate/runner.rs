@@ -3,6 +3,7 @@
 use super::ExampleProgram;
 use super::metric::Metric;
 use super::result::{EvalFailure, EvalRecord, EvaluateError, EvaluationResult};
+use crate::callback::{Callbacks, ErrorKind, EventError, EventKind, Observed, scope_current};
 use crate::cancel::CancelToken;
 use crate::example::{Example, Prediction};
 use crate::pycompat::pyfmt::{py_float, py_round};
@@ -168,6 +169,7 @@ pub struct Evaluate {
     report_failures: bool,
     stop: Option<StopFn>,
     cancel: Option<CancelToken>,
+    callbacks: Callbacks,
 }
 
 impl std::fmt::Debug for Evaluate {
@@ -209,6 +211,7 @@ impl Evaluate {
             report_failures: true,
             stop: None,
             cancel: None,
+            callbacks: Callbacks::new(),
         }
     }
 
@@ -300,6 +303,16 @@ impl Evaluate {
         self
     }
 
+    /// Callbacks of its own: they receive its evaluate events (after the callbacks in the
+    /// settings), as DSPy's `Evaluate(callbacks=...)`. The program calls inside report to the
+    /// callbacks in the settings, with the evaluation as their parent (see
+    /// [`crate::callback`]).
+    #[must_use]
+    pub fn callbacks(mut self, callbacks: impl Into<Callbacks>) -> Self {
+        self.callbacks = callbacks.into();
+        self
+    }
+
     /// The dev set.
     pub fn devset(&self) -> &[Example] {
         &self.devset
@@ -330,6 +343,46 @@ impl Evaluate {
     ///
     /// As [`call`](Self::call).
     pub async fn call_on<P: ExampleProgram + ?Sized>(
+        &self,
+        program: &P,
+        devset: &[Example],
+    ) -> Result<EvaluationResult, EvaluateError> {
+        let observed = Observed::start(
+            EventKind::Evaluate,
+            || "Evaluate".to_string(),
+            Some(&self.callbacks),
+            || {
+                serde_json::json!({
+                    "devset_size": devset.len(),
+                    "metric": self.metric.name(),
+                    "num_threads": self.num_threads,
+                })
+            },
+        );
+        let result = scope_current(
+            observed.as_ref().map(Observed::id),
+            self.checked_run(program, devset),
+        )
+        .await;
+        if let Some(observed) = observed {
+            observed.finish_with(
+                &result,
+                |r| {
+                    serde_json::json!({
+                        "score": r.score,
+                        "n_examples": r.records.len(),
+                        "n_errors": r.n_errors,
+                        "stopped_early": r.stopped_early,
+                        "cancelled": r.cancelled,
+                    })
+                },
+                |e| EventError::new(ErrorKind::Evaluate, e),
+            );
+        }
+        result
+    }
+
+    async fn checked_run<P: ExampleProgram + ?Sized>(
         &self,
         program: &P,
         devset: &[Example],

@@ -2,6 +2,7 @@
 
 use super::predict::DynPredict;
 use super::streaming::{self, FieldStream, StreamError, StreamOptions};
+use crate::callback::{Callbacks, EventError, EventKind, observe, to_json};
 use crate::error::Result;
 use crate::example::{Example, Prediction};
 use crate::program::{PredictorParams, Program};
@@ -67,10 +68,11 @@ impl<T> std::ops::DerefMut for Reasoned<T> {
 /// `str`, DSPy's default description), one predictor named `predict`.
 pub struct ChainOfThought<S> {
     predict: DynPredict,
+    callbacks: Callbacks,
     _signature: PhantomData<fn() -> S>,
 }
 
-typed_wrapper_impls!(ChainOfThought => predict);
+typed_wrapper_impls!(ChainOfThought => predict, callbacks);
 
 impl<S: Signature> Default for ChainOfThought<S> {
     fn default() -> Self {
@@ -87,6 +89,7 @@ impl<S: Signature> ChainOfThought<S> {
             .unwrap_or_else(|_| S::signature().clone());
         ChainOfThought {
             predict: DynPredict::new(signature),
+            callbacks: Callbacks::new(),
             _signature: PhantomData,
         }
     }
@@ -95,6 +98,15 @@ impl<S: Signature> ChainOfThought<S> {
     #[must_use]
     pub fn with_config(mut self, config: CallConfig) -> Self {
         self.predict = self.predict.with_config(config);
+        self
+    }
+
+    /// The same module with callbacks of its own: they receive its module events (named
+    /// `ChainOfThought`), after the callbacks in the settings. The `Predict` inside fires its own
+    /// module events to the callbacks in the settings, as in DSPy (see [`crate::callback`]).
+    #[must_use]
+    pub fn with_callbacks(mut self, callbacks: impl Into<Callbacks>) -> Self {
+        self.callbacks = callbacks.into();
         self
     }
 
@@ -114,11 +126,20 @@ impl<S: Signature> ChainOfThought<S> {
         input: S::Input,
         config: &CallConfig,
     ) -> Result<Reasoned<S::Output>> {
-        let prediction: Prediction = self
-            .predict
-            .call_with(&Example::from_typed(&input)?, config)
-            .await?;
-        Ok(prediction.to_typed()?)
+        let inputs = Example::from_typed(&input)?;
+        observe(
+            EventKind::Module,
+            || "ChainOfThought".to_string(),
+            Some(&self.callbacks),
+            || to_json(&inputs),
+            async {
+                let prediction: Prediction = self.predict.call_with(&inputs, config).await?;
+                Ok(prediction.to_typed()?)
+            },
+            to_json,
+            EventError::of,
+        )
+        .await
     }
 }
 

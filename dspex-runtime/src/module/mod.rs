@@ -20,15 +20,16 @@
 //! - [`CallConfig`] — the LM, adapter and sampling parameters of a predictor or of one call; what
 //!   it leaves unset comes from [`crate::settings`].
 
-/// `Clone` and `Debug` for a typed wrapper `Name<S> { field, _signature: PhantomData<fn() -> S> }`
+/// `Clone` and `Debug` for a typed wrapper `Name<S> { field, …, _signature: PhantomData<fn() -> S> }`
 /// around a run-time module, without the bounds on `S` that `#[derive]` would add:
-/// `typed_wrapper_impls!(Predict => inner);`. `Debug` shows the one field.
+/// `typed_wrapper_impls!(Predict => inner);`, `typed_wrapper_impls!(ChainOfThought => predict,
+/// callbacks);`. `Debug` shows the fields listed.
 macro_rules! typed_wrapper_impls {
-    ($name:ident => $field:ident) => {
+    ($name:ident => $($field:ident),+) => {
         impl<S> Clone for $name<S> {
             fn clone(&self) -> Self {
                 $name {
-                    $field: self.$field.clone(),
+                    $($field: self.$field.clone(),)+
                     _signature: std::marker::PhantomData,
                 }
             }
@@ -37,7 +38,7 @@ macro_rules! typed_wrapper_impls {
         impl<S> std::fmt::Debug for $name<S> {
             fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
                 f.debug_struct(stringify!($name))
-                    .field(stringify!($field), &self.$field)
+                    $(.field(stringify!($field), &self.$field))+
                     .finish()
             }
         }

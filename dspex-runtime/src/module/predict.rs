@@ -1,6 +1,7 @@
 //! [`Predict`]: one formatted LM call, parsed into typed outputs.
 
 use crate::adapter::{Adapter, AdapterError, ChatAdapter};
+use crate::callback::{Callbacks, ErrorKind, EventError, EventKind, Observed, observe, to_json};
 use crate::error::{Error, Result};
 use crate::example::{Example, Prediction};
 use crate::lm::{LanguageModel, LmRequest};
@@ -17,6 +18,7 @@ use std::sync::Arc;
 pub struct DynPredict {
     params: PredictorParams,
     config: CallConfig,
+    callbacks: Callbacks,
 }
 
 impl DynPredict {
@@ -25,7 +27,21 @@ impl DynPredict {
         DynPredict {
             params: PredictorParams::new(signature),
             config: CallConfig::default(),
+            callbacks: Callbacks::new(),
         }
+    }
+
+    /// The same predictor with callbacks of its own: they receive its module events, after the
+    /// callbacks in the settings (DSPy's `callbacks=` on a module; see [`crate::callback`]).
+    #[must_use]
+    pub fn with_callbacks(mut self, callbacks: impl Into<Callbacks>) -> Self {
+        self.callbacks = callbacks.into();
+        self
+    }
+
+    /// Its own callbacks.
+    pub fn callbacks(&self) -> &Callbacks {
+        &self.callbacks
     }
 
     /// The same predictor with these defaults for every call.
@@ -54,6 +70,37 @@ impl DynPredict {
     /// predictor's config, then from the [call defaults](Settings::call_defaults) in scope; the
     /// call is recorded in the [trace](Settings::trace) in scope, if any.
     pub async fn call_with(&self, inputs: &Example, overrides: &CallConfig) -> Result<Prediction> {
+        self.call_observed("Predict", &self.callbacks, inputs, overrides)
+            .await
+    }
+
+    /// [`call_with`](DynPredict::call_with), reported to callbacks as module `name` with
+    /// `callbacks` as the instance's (a typed wrapper's name and callbacks).
+    pub(super) async fn call_observed(
+        &self,
+        name: &'static str,
+        callbacks: &Callbacks,
+        inputs: &Example,
+        overrides: &CallConfig,
+    ) -> Result<Prediction> {
+        observe(
+            EventKind::Module,
+            || name.to_string(),
+            Some(callbacks),
+            || to_json(inputs),
+            self.call_unobserved(inputs, overrides),
+            to_json,
+            EventError::of,
+        )
+        .await
+    }
+
+    /// One call, without module events (the adapter and LM calls inside still fire theirs).
+    pub(super) async fn call_unobserved(
+        &self,
+        inputs: &Example,
+        overrides: &CallConfig,
+    ) -> Result<Prediction> {
         let settings = Settings::current();
         let Resolved {
             config,
@@ -234,32 +281,69 @@ pub(super) async fn run(
     demos: &[Example],
     inputs: &Example,
 ) -> Result<Prediction> {
-    let request = request_for(lm, adapter, config, signature, demos, inputs)?;
-    let response = lm.call(request).await?;
-    let completions = match adapter.extractor() {
-        None => response
-            .choices
-            .iter()
-            .map(|c| adapter.parse(signature, &c.text))
-            .collect::<std::result::Result<Vec<_>, _>>()?,
-        Some(extractor) => {
-            let mut completions = Vec::with_capacity(response.choices.len());
-            for c in &response.choices {
-                let fields = extractor
-                    .extract(signature, &c.text)
-                    .await
-                    .map_err(|e| match e.downcast::<Error>() {
-                        Ok(e) => *e,
-                        Err(other) => Error::Step {
-                            context: format!("{} extraction", adapter.name()),
-                            source: other,
-                        },
-                    })?;
-                completions.push(fields);
-            }
-            completions
+    let format = Observed::start(
+        EventKind::AdapterFormat,
+        || adapter.name().to_string(),
+        None,
+        || {
+            serde_json::json!({
+                "signature": signature.to_string(),
+                "demos": to_json(demos),
+                "inputs": to_json(inputs),
+            })
+        },
+    );
+    let request = request_for(lm, adapter, config, signature, demos, inputs);
+    if let Some(format) = format {
+        format.finish_with(&request, |r| to_json(&r.messages), EventError::of);
+    }
+    let request = request?;
+    let call = Observed::start(
+        EventKind::Lm,
+        || lm.model().to_string(),
+        None,
+        || to_json(&request),
+    );
+    let response = lm.call(request).await;
+    if let Some(call) = call {
+        call.finish_with(&response, to_json, |e| EventError::new(ErrorKind::Lm, e));
+    }
+    let response = response?;
+    let mut completions = Vec::with_capacity(response.choices.len());
+    for c in &response.choices {
+        let parse = Observed::start(
+            EventKind::AdapterParse,
+            || adapter.name().to_string(),
+            None,
+            || serde_json::json!({"signature": signature.to_string(), "completion": c.text}),
+        );
+        let parsed = match adapter.extractor() {
+            None => adapter.parse(signature, &c.text).map_err(Error::from),
+            // The TwoStepAdapter reads the fields with its extraction LM.
+            Some(extractor) => extractor
+                .extract(signature, &c.text)
+                .await
+                .map_err(|e| match e.downcast::<Error>() {
+                    Ok(e) => *e,
+                    Err(other) => Error::Step {
+                        context: format!("{} extraction", adapter.name()),
+                        source: other,
+                    },
+                }),
+        };
+        if let Some(parse) = parse {
+            parse.finish_with(&parsed, to_json, |e| {
+                let kind = match e {
+                    Error::Adapter(AdapterError::Parse { .. }) => ErrorKind::Parse,
+                    Error::Adapter(_) => ErrorKind::Adapter,
+                    Error::Lm(_) => ErrorKind::Lm,
+                    _ => ErrorKind::Other,
+                };
+                EventError::new(kind, e)
+            });
         }
-    };
+        completions.push(parsed?);
+    }
     Ok(Prediction::from_completions(completions)?)
 }
 
@@ -343,6 +427,14 @@ impl<S: Signature> Predict<S> {
     #[must_use]
     pub fn with_config(mut self, config: CallConfig) -> Self {
         self.inner = self.inner.with_config(config);
+        self
+    }
+
+    /// The same predictor with callbacks of its own: they receive its module events, after the
+    /// callbacks in the settings (DSPy's `callbacks=` on a module; see [`crate::callback`]).
+    #[must_use]
+    pub fn with_callbacks(mut self, callbacks: impl Into<Callbacks>) -> Self {
+        self.inner = self.inner.with_callbacks(callbacks);
         self
     }
 

@@ -3,6 +3,7 @@
 use super::predict::DynPredict;
 use super::tool::{IntoTool, Tool, ToolError};
 use crate::adapter::{Adapter, ChatAdapter};
+use crate::callback::{Callbacks, EventError, EventKind, observe, to_json};
 use crate::error::{Error, Result};
 use crate::example::{Example, Prediction};
 use crate::program::Program;
@@ -137,6 +138,7 @@ pub struct DynReAct {
     extract: DynPredict,
     config: CallConfig,
     max_iters: usize,
+    callbacks: Callbacks,
 }
 
 impl DynReAct {
@@ -184,6 +186,7 @@ impl DynReAct {
             extract,
             config: CallConfig::default(),
             max_iters: DEFAULT_MAX_ITERS,
+            callbacks: Callbacks::new(),
         })
     }
 
@@ -201,6 +204,15 @@ impl DynReAct {
         self.react = self.react.with_config(config.clone());
         self.extract = self.extract.with_config(config.clone());
         self.config = config;
+        self
+    }
+
+    /// The same agent with callbacks of its own: they receive its module events (named
+    /// `ReAct`), after the callbacks in the settings. The predictors and tools inside fire
+    /// their events to the callbacks in the settings, as in DSPy (see [`crate::callback`]).
+    #[must_use]
+    pub fn with_callbacks(mut self, callbacks: impl Into<Callbacks>) -> Self {
+        self.callbacks = callbacks.into();
         self
     }
 
@@ -227,13 +239,28 @@ impl DynReAct {
     /// Runs the agent with per-call overrides for both predictors.
     pub async fn call_with(&self, inputs: &Example, overrides: &CallConfig) -> Result<Prediction> {
         let (trajectory, extracted) = self.run(inputs, overrides).await?;
-        let mut fields = Map::new();
-        fields.insert("trajectory".into(), Value::Object(trajectory.to_map()));
-        fields.extend(extracted.into_map());
-        Ok(Prediction::new(fields))
+        Ok(outputs_of(&trajectory, extracted))
     }
 
+    /// The agent's loop, reported to callbacks as one `ReAct` module call.
     async fn run(
+        &self,
+        inputs: &Example,
+        overrides: &CallConfig,
+    ) -> Result<(Trajectory, Prediction)> {
+        observe(
+            EventKind::Module,
+            || "ReAct".to_string(),
+            Some(&self.callbacks),
+            || to_json(inputs),
+            self.run_steps(inputs, overrides),
+            |(trajectory, extracted)| to_json(&outputs_of(trajectory, extracted.clone())),
+            EventError::of,
+        )
+        .await
+    }
+
+    async fn run_steps(
         &self,
         inputs: &Example,
         overrides: &CallConfig,
@@ -330,6 +357,14 @@ impl DynReAct {
         }
         Err(last.expect("the loop ran at least once and only continues after an error"))
     }
+}
+
+/// What `DynReAct` returns: the trajectory as DSPy's flat map, then the extracted outputs.
+fn outputs_of(trajectory: &Trajectory, extracted: Prediction) -> Prediction {
+    let mut fields = Map::new();
+    fields.insert("trajectory".into(), Value::Object(trajectory.to_map()));
+    fields.extend(extracted.into_map());
+    Prediction::new(fields)
 }
 
 fn is_context_window(e: &Error) -> bool {
@@ -488,6 +523,13 @@ impl<S: Signature> ReAct<S> {
     #[must_use]
     pub fn with_config(mut self, config: CallConfig) -> Self {
         self.inner = self.inner.with_config(config);
+        self
+    }
+
+    /// The same agent with callbacks of its own ([`DynReAct::with_callbacks`]).
+    #[must_use]
+    pub fn with_callbacks(mut self, callbacks: impl Into<Callbacks>) -> Self {
+        self.inner = self.inner.with_callbacks(callbacks);
         self
     }
 

@@ -1,5 +1,6 @@
 //! [`Tool`]: an async function an agent can call, with a JSON schema for its arguments.
 
+use crate::callback::{Callbacks, ErrorKind, EventError, EventKind, Observed, scope_current};
 use crate::pycompat::py::write_py_repr_json;
 use futures_util::FutureExt;
 use futures_util::future::BoxFuture;
@@ -113,6 +114,7 @@ pub struct Tool {
     /// Whether arguments not in `args` are accepted (DSPy: the function takes `**kwargs`).
     open: bool,
     func: Arc<ToolFn>,
+    callbacks: Callbacks,
 }
 
 impl fmt::Debug for Tool {
@@ -233,6 +235,7 @@ impl Tool {
             args,
             open,
             func: Arc::new(func),
+            callbacks: Callbacks::new(),
         })
     }
 
@@ -256,6 +259,7 @@ impl Tool {
                 let e = e.clone();
                 Box::pin(std::future::ready(Err(e)))
             }),
+            callbacks: Callbacks::new(),
         })
     }
 
@@ -292,6 +296,7 @@ impl Tool {
             args,
             open: false,
             func: Arc::new(func),
+            callbacks: Callbacks::new(),
         })
     }
 
@@ -343,10 +348,39 @@ impl Tool {
         &self.args
     }
 
+    /// The same tool with callbacks of its own: they receive its tool events, after the
+    /// callbacks in the settings (DSPy's `Tool(callbacks=...)`; see [`crate::callback`]).
+    #[must_use]
+    pub fn with_callbacks(mut self, callbacks: impl Into<Callbacks>) -> Self {
+        self.callbacks = callbacks.into();
+        self
+    }
+
     /// Runs the tool on `args` (a JSON object of argument values). Unknown arguments are
     /// refused first, as DSPy's `Tool` does; a panic in the body is caught and returned as
-    /// [`ToolError::Panicked`].
+    /// [`ToolError::Panicked`]. The call is reported to the [callbacks](crate::callback) as a
+    /// tool call named after the tool, its arguments as inputs.
     pub async fn call(&self, args: Map<String, Value>) -> Result<Value, ToolError> {
+        let observed = Observed::start(
+            EventKind::Tool,
+            || self.name.clone(),
+            Some(&self.callbacks),
+            || Value::Object(args.clone()),
+        );
+        let result = scope_current(
+            observed.as_ref().map(Observed::id),
+            self.call_unobserved(args),
+        )
+        .await;
+        if let Some(observed) = observed {
+            observed.finish_with(&result, Value::clone, |e| {
+                EventError::new(ErrorKind::Tool, e)
+            });
+        }
+        result
+    }
+
+    async fn call_unobserved(&self, args: Map<String, Value>) -> Result<Value, ToolError> {
         if let Some(unknown) = args
             .keys()
             .find(|k| !self.open && !self.args.contains_key(*k))

@@ -5,6 +5,7 @@ use super::delegate_module;
 use super::fan_out::FanOut;
 use super::{Module, PredictorParams, Program};
 use crate::Result;
+use crate::callback::Instrumented;
 use std::future::Future;
 use std::marker::PhantomData;
 
@@ -70,6 +71,15 @@ pub trait ProgramExt: Program + Sized {
     /// ```
     fn forward_blocking(&self, input: Self::Input) -> Result<Self::Output> {
         super::blocking::block_on(self.forward(input))
+    }
+
+    /// Reports every call of `self` to the [callbacks](crate::callback) as a module call named
+    /// `name` (DSPy fires module events for every `dspy.Module`; a program you write fires them
+    /// through this wrapper). Give it callbacks of its own with
+    /// [`Instrumented::with_callbacks`]. Inputs and outputs are reported as JSON, so they must be
+    /// `Serialize`.
+    fn instrumented(self, name: impl Into<String>) -> Instrumented<Self> {
+        Instrumented::new(self, name)
     }
 }
 

@@ -9,13 +9,15 @@
 //!
 //! Besides the LM and adapter, settings carry [call defaults](Settings::call_defaults) (sampling
 //! parameters beneath every predictor's own config, as the kwargs of DSPy's LM) and a
-//! [`Trace`] that records every predictor call in scope (DSPy's `settings.trace`).
+//! [`Trace`] that records every predictor call in scope (DSPy's `settings.trace`), and the
+//! [callbacks](crate::callback) that observe every call in scope (DSPy's `callbacks`).
 
 mod call_config;
 
 pub use call_config::CallConfig;
 
 use crate::adapter::Adapter;
+use crate::callback::Callbacks;
 use crate::example::{Example, Prediction};
 use crate::lm::{LanguageModel, UsageTracker};
 use crate::program::PredictorParams;
@@ -41,6 +43,9 @@ pub struct Settings {
     pub call_defaults: Option<Arc<CallConfig>>,
     /// Where predictor calls are recorded (DSPy's `settings.trace`); `None` records nothing.
     pub trace: Option<Trace>,
+    /// The callbacks every call in scope reports to (DSPy's `dspy.configure(callbacks=[...])`),
+    /// before the calling instance's own; see [`crate::callback`].
+    pub callbacks: Option<Callbacks>,
     /// An extra input for every predictor call in scope (Refine's `hint_`).
     pub(crate) hints: Option<Arc<InputHints>>,
 }
@@ -52,6 +57,7 @@ impl std::fmt::Debug for Settings {
             .field("adapter", &self.adapter.as_ref().map(|a| a.name()))
             .field("call_defaults", &self.call_defaults)
             .field("trace", &self.trace.as_ref().map(Trace::len))
+            .field("callbacks", &self.callbacks.as_ref().map(Callbacks::len))
             .field("hints", &self.hints.is_some())
             .finish()
     }
@@ -100,6 +106,22 @@ impl Settings {
         self
     }
 
+    /// With these callbacks for every call in scope: module, LM, adapter, tool and evaluation
+    /// calls report to them (see [`crate::callback`]). A nested scope's callbacks replace the
+    /// outer ones, as `dspy.context(callbacks=[...])` does.
+    ///
+    /// ```
+    /// use dspex_runtime::callback::{Callbacks, TracingCallback};
+    /// use dspex_runtime::settings::{Settings, configure};
+    ///
+    /// configure(Settings::new().callbacks(Callbacks::new().with(TracingCallback::new())));
+    /// ```
+    #[must_use]
+    pub fn callbacks(mut self, callbacks: impl Into<Callbacks>) -> Self {
+        self.callbacks = Some(callbacks.into());
+        self
+    }
+
     /// `self`, with the fields that `over` sets replaced (call defaults are merged field by
     /// field).
     #[must_use]
@@ -113,6 +135,7 @@ impl Settings {
             adapter: over.adapter.clone().or_else(|| self.adapter.clone()),
             call_defaults,
             trace: over.trace.clone().or_else(|| self.trace.clone()),
+            callbacks: over.callbacks.clone().or_else(|| self.callbacks.clone()),
             hints: over.hints.clone().or_else(|| self.hints.clone()),
         }
     }
@@ -124,6 +147,19 @@ impl Settings {
             Ok(scoped) => global.merged(&scoped),
             Err(_) => global,
         }
+    }
+
+    /// The callbacks in effect here: the scope's, else the process's (without cloning the rest
+    /// of the settings).
+    pub(crate) fn current_callbacks() -> Option<Callbacks> {
+        if let Ok(Some(scoped)) = SCOPED.try_with(|s| s.callbacks.clone()) {
+            return Some(scoped);
+        }
+        GLOBAL
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .callbacks
+            .clone()
     }
 
     /// The config of one predictor call: the call defaults, then the predictor's own config,
@@ -141,6 +177,7 @@ static GLOBAL: RwLock<Settings> = RwLock::new(Settings {
     adapter: None,
     call_defaults: None,
     trace: None,
+    callbacks: None,
     hints: None,
 });
 
@@ -168,7 +205,8 @@ pub async fn with_settings<F: Future>(overrides: Settings, fut: F) -> F::Output 
 /// Wraps `fut` so that, wherever it is polled — typically in a task started with
 /// `tokio::spawn` — it runs inside the task-scoped context in effect *here*: the settings
 /// overrides of enclosing [`with_settings`] calls and the usage trackers of enclosing
-/// [`track_usage`](crate::lm::track_usage) / [`UsageTracker::scope`] calls. Task-locals do not
+/// [`track_usage`](crate::lm::track_usage) / [`UsageTracker::scope`] calls, and the enclosing
+/// call that [callback](crate::callback) events name as their parent. Task-locals do not
 /// cross `tokio::spawn` on their own, so a spawned future would otherwise fall back to the
 /// process defaults. The process defaults themselves are read when the settings are used, so a
 /// later [`configure`] still reaches the future beneath the captured overrides.
@@ -192,7 +230,9 @@ where
     F: Future + Send + 'static,
 {
     let overrides = SCOPED.try_with(Clone::clone).ok();
-    let mut fut: Pin<Box<dyn Future<Output = F::Output> + Send>> = Box::pin(fut);
+    let parent_call = crate::callback::current_call_id();
+    let mut fut: Pin<Box<dyn Future<Output = F::Output> + Send>> =
+        Box::pin(crate::callback::scope_current(parent_call, fut));
     // Innermost tracker last: wrap from the inside out, so the outermost scope is entered first.
     for tracker in UsageTracker::current().into_iter().rev() {
         fut = Box::pin(async move { tracker.scope(fut).await });
