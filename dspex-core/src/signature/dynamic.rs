@@ -308,10 +308,13 @@ fn type_spec(
         TypeKind::Literal(values) => TypeSpec::Literal(values.clone()),
         TypeKind::Named(path) => {
             let name = path.join("::");
-            resolve(&name).ok_or_else(|| SignatureError::UnknownType {
-                field: field.to_string(),
-                name,
-            })?
+            // A user type of the same name wins over DSPy's own `Image`, `History`, ….
+            resolve(&name)
+                .or_else(|| super::spec::CustomType::from_path(&name).map(TypeSpec::Custom))
+                .ok_or_else(|| SignatureError::UnknownType {
+                    field: field.to_string(),
+                    name,
+                })?
         }
     })
 }
