@@ -351,6 +351,7 @@ pub mod prelude {
 #[doc(hidden)]
 pub mod __private {
     pub use dspex_runtime::signature::model_schema;
+    pub use dspex_runtime::types::{Audio, File, History, Image};
     pub use dspex_runtime::{
         DynSignature, FieldRole, FieldSpec, LiteralValue, Module, PredictorParams, Signature,
         SignatureType, TypeSpec, program::StateError, program::join_path,
