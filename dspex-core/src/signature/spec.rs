@@ -151,7 +151,10 @@ impl TypeSpec {
 
     /// The schema of a model type, if this is one.
     pub fn model_schema(&self) -> Option<&Value> {
-        self.as_model().map(|(_, schema)| schema)
+        match self {
+            TypeSpec::Model { schema, .. } => Some(schema),
+            _ => None,
+        }
     }
 
     /// The Rust type dspex uses for this type when none was written: `String`, `i64`, `f64`,
@@ -443,6 +446,35 @@ mod tests {
         let b = FieldSpec::output("n", TypeSpec::Int);
         assert_eq!(a, b);
         assert_ne!(a, FieldSpec::input("n", TypeSpec::Int));
+    }
+
+    #[test]
+    fn custom_types_are_named_and_schemed_as_dspy() {
+        let image = TypeSpec::Custom(CustomType::Image);
+        assert_eq!(image.dspy_name(), "Image");
+        assert_eq!(
+            image.json_schema(),
+            json!({"additionalProperties": false, "properties": {"url": {"title": "Url", "type": "string"}},
+                "required": ["url"], "title": "Image", "type": "object"})
+        );
+        let list = TypeSpec::List(Box::new(image.clone()));
+        assert_eq!(
+            list.json_schema()["items"],
+            json!({"$ref": "#/$defs/Image"})
+        );
+        assert!(list.has_media());
+        assert!(!TypeSpec::Custom(CustomType::History).has_media());
+        // Only user models carry a schema of their own (a signature's JSON keeps `Image` a
+        // custom type when it is read back).
+        assert_eq!(image.model_schema(), None);
+        assert_eq!(
+            CustomType::from_path("dspy::History"),
+            Some(CustomType::History)
+        );
+        assert_eq!(CustomType::from_path("Picture"), None);
+        for c in CustomType::ALL {
+            assert_eq!(c.schema()["title"], c.name());
+        }
     }
 
     #[test]
