@@ -19,6 +19,6 @@ pub mod types;
 
 pub use example::{Example, ExampleError, Prediction};
 pub use signature::{
-    DynSignature, FieldRole, FieldSpec, LiteralValue, Signature, SignatureError, SignatureType,
-    TypeSpec,
+    CustomType, DynSignature, FieldRole, FieldSpec, LiteralValue, Signature, SignatureError,
+    SignatureType, TypeSpec,
 };

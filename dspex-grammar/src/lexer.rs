@@ -32,7 +32,7 @@ impl Tok {
             Tok::Arrow => "`->`".to_string(),
             Tok::Comma => "`,`".to_string(),
             Tok::Colon => "`:`".to_string(),
-            Tok::PathSep => "`::`".to_string(),
+            Tok::PathSep => "`::` or `.`".to_string(),
             Tok::Lt => "`<`".to_string(),
             Tok::Gt => "`>`".to_string(),
             Tok::LBracket => "`[`".to_string(),
@@ -70,6 +70,8 @@ pub(crate) fn lex(src: &str) -> Vec<Token> {
                 it.next();
                 (Tok::PathSep, start + 2)
             }
+            // Python's attribute access (`dspy.Image`, `typing.List`) separates a path too.
+            '.' => single(Tok::PathSep),
             ',' => single(Tok::Comma),
             ':' => single(Tok::Colon),
             '<' => single(Tok::Lt),

@@ -939,6 +939,14 @@ mod tests {
             "crate::types::Citation"
         );
         assert_eq!(parse_type("u32").unwrap().kind, TypeKind::Int(IntKind::U32));
+        // Python's attribute access is a path: DSPy's `dspy.Image`.
+        let image = parse_type("list[dspy.Image]").unwrap();
+        assert_eq!(image.dspy_name(), "list[Image]");
+        assert_eq!(image.rust_name(), "Vec<Image>");
+        assert_eq!(
+            parse_type("typing.Optional[str]").unwrap().dspy_name(),
+            "Union[str, NoneType]"
+        );
         assert_eq!(parse_type("int").unwrap().rust_name(), "i64");
         assert_eq!(
             parse_type("dict[str, int]").unwrap().rust_name(),

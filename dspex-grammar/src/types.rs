@@ -294,6 +294,8 @@ impl TypeKind {
             TypeKind::Map(MapKind::HashMap, v) => format!("HashMap<String, {}>", v.rust_name()),
             TypeKind::Map(_, v) => format!("BTreeMap<String, {}>", v.rust_name()),
             TypeKind::Optional(t) => format!("Option<{}>", t.rust_name()),
+            // DSPy's own types (`dspy.Image`) are dspex's types of the same name.
+            TypeKind::Named(path) if path.len() == 2 && path[0] == "dspy" => path[1].clone(),
             TypeKind::Named(path) => path.join("::"),
         }
     }

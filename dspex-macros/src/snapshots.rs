@@ -48,6 +48,38 @@ fn string_form_dspy_types_with_literal_and_options() {
 }
 
 #[test]
+fn string_form_dspy_special_types() {
+    let out = crate::signature::attribute(
+        quote!("image: Image, photos: list[dspy.Image], history: dspy.History, question -> answer"),
+        quote!(
+            pub struct VisualChat;
+        ),
+    );
+    insta::assert_snapshot!(pretty(out));
+}
+
+#[test]
+fn field_form_image_and_history() {
+    let out = crate::signature::attribute(
+        quote!(),
+        quote!(
+            /// Answer about the image, given the conversation so far.
+            pub struct VisualQA {
+                #[input]
+                image: Image,
+                #[input]
+                history: dspex::History,
+                #[input]
+                question: String,
+                #[output]
+                answer: String,
+            }
+        ),
+    );
+    insta::assert_snapshot!(pretty(out));
+}
+
+#[test]
 fn field_form() {
     let out = crate::signature::attribute(
         quote!(),

@@ -245,6 +245,12 @@ pub use dspex_runtime::{
     SignatureType, Then, TypeSpec, program_fn,
 };
 
+pub use dspex_runtime::signature::CustomType;
+/// DSPy's special input types: [`Image`], [`Audio`] and [`File`] (sent as content parts of the
+/// user message) and [`History`] (earlier turns, sent as user/assistant messages), with the
+/// errors of their constructors.
+pub use dspex_runtime::types::{Audio, File, History, HistoryTurnError, Image, MediaError};
+
 /// Running programs from synchronous code: [`ProgramExt::forward_blocking`] and
 /// [`blocking::block_on`], on a shared runtime; inside a tokio runtime they return
 /// [`Error::Blocking`] instead of blocking.
@@ -345,9 +351,9 @@ pub mod prelude {
     pub use crate::retrieve::{Passage, Retrieve, Retriever};
     pub use crate::settings::{Settings, configure, with_settings};
     pub use crate::{
-        DynSignature, Either, Example, LiteralEnum, Module, Prediction, PredictorParams, Program,
-        ProgramExt, Signature, SignatureType, branch, branch_either, fan_out, program_fn, sig,
-        signature, tool,
+        Audio, DynSignature, Either, Example, File, History, Image, LiteralEnum, Module,
+        Prediction, PredictorParams, Program, ProgramExt, Signature, SignatureType, branch,
+        branch_either, fan_out, program_fn, sig, signature, tool,
     };
 }
 
@@ -355,6 +361,7 @@ pub mod prelude {
 #[doc(hidden)]
 pub mod __private {
     pub use dspex_runtime::signature::model_schema;
+    pub use dspex_runtime::types::{Audio, File, History, Image};
     pub use dspex_runtime::{
         DynSignature, FieldRole, FieldSpec, LiteralValue, Module, PredictorParams, Signature,
         SignatureType, TypeSpec, program::StateError, program::join_path,

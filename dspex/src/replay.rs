@@ -40,17 +40,6 @@ use crate::{DynSignature, Error, Example, FieldSpec, TypeSpec};
 use dspex_runtime::adapter::{AdapterError, ChatAdapter, JSONAdapter, TwoStepAdapter, XMLAdapter};
 use serde_json::{Map, Value, json};
 
-/// DSPy's own types, as the fixtures tag them (`{"$type": "Image", …}`).
-const SPECIAL_TYPES: [&str; 7] = [
-    "Image",
-    "Audio",
-    "File",
-    "History",
-    "Tool",
-    "ToolCalls",
-    "Code",
-];
-
 /// What one replayed call did.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Replay {
@@ -184,6 +173,11 @@ impl Plan {
                 .collect::<Result<_, _>>()?,
             other => return Err(bad(&format!("demos is {}", short(other)))),
         };
+        if let Some(tag) =
+            find_unsupported_tag(&fx["inputs"]).or_else(|| find_unsupported_tag(&fx["demos"]))
+        {
+            return Err(ReplayError::Unsupported(format!("DSPy's `{tag}` type")));
+        }
         let inputs = example(&fx["inputs"]).map_err(|e| bad(&format!("inputs: {e}")))?;
         let replies = scripted_replies(&fx["replies"], "replies")?;
         let extraction_replies = match (&fx["extraction_replies"], adapter) {
@@ -253,46 +247,92 @@ fn scripted_replies(list: &Value, what: &str) -> Result<Vec<String>, ReplayError
         .collect()
 }
 
-/// An [`Example`] from a fixture's field values, special types untagged.
-fn example(v: &Value) -> Result<Example, String> {
+/// The first `$type` tag of a type dspex cannot build yet, at any depth.
+fn find_unsupported_tag(v: &Value) -> Option<String> {
     match v {
-        Value::Object(map) => Ok(Example::from_map(
-            map.iter().map(|(k, v)| (k.clone(), untag(v))).collect(),
-        )),
+        Value::Object(map) => match map.get("$type").and_then(Value::as_str) {
+            Some(tag @ ("Tool" | "ToolCalls" | "Code")) => Some(tag.to_string()),
+            _ => map.values().find_map(find_unsupported_tag),
+        },
+        Value::Array(items) => items.iter().find_map(find_unsupported_tag),
+        _ => None,
+    }
+}
+
+/// An [`Example`] from a fixture's field values, DSPy's own types built through the Rust types.
+fn example(v: &Value) -> Result<Example, String> {
+    match decode_value(v).map_err(|e| e.to_string())? {
+        Value::Object(map) => Ok(Example::from_map(map)),
         other => Err(format!(
             "expected an object of field values, found {}",
-            short(other)
+            short(&other)
         )),
     }
 }
 
-/// `{"$type": "Image", "url": …}` → `{"url": …}`, at any depth (lists of images, histories).
-fn untag(v: &Value) -> Value {
-    match v {
-        Value::Object(map) => Value::Object(
-            map.iter()
-                .filter(|(k, _)| k.as_str() != "$type")
-                .map(|(k, v)| (k.clone(), untag(v)))
-                .collect(),
-        ),
-        Value::Array(items) => Value::Array(items.iter().map(untag).collect()),
+/// A fixture's value with DSPy's own types decoded, at any depth: `{"$type": "Image", "url"}`
+/// becomes the value of [`Image::url`](crate::Image::url) (`{"url"}`), `Audio` of
+/// [`Audio::new`](crate::Audio::new), `File` and `History` of their serde forms — each built
+/// through the Rust type, so a malformed one is an error naming it. Tags of types dspex does
+/// not have yet (`Tool`, `ToolCalls`, `Code`) are [`ReplayError::Unsupported`].
+pub fn decode_value(v: &Value) -> Result<Value, ReplayError> {
+    let bad = |what: String| ReplayError::Fixture(what);
+    let str_of = |map: &Map<String, Value>, key: &str| -> Result<String, ReplayError> {
+        map.get(key)
+            .and_then(Value::as_str)
+            .map(str::to_string)
+            .ok_or_else(|| bad(format!("a tagged value without `{key}`: {}", short(v))))
+    };
+    let json = |r: Result<Value, serde_json::Error>| r.map_err(|e| bad(e.to_string()));
+    Ok(match v {
+        Value::Object(map) => match map.get("$type").and_then(Value::as_str) {
+            Some("Image") => json(serde_json::to_value(
+                crate::Image::url(str_of(map, "url")?).map_err(|e| bad(e.to_string()))?,
+            ))?,
+            Some("Audio") => json(serde_json::to_value(
+                crate::Audio::new(str_of(map, "data")?, str_of(map, "audio_format")?)
+                    .map_err(|e| bad(e.to_string()))?,
+            ))?,
+            Some("File") => {
+                let mut fields = map.clone();
+                fields.shift_remove("$type");
+                let file: crate::File = serde_json::from_value(Value::Object(fields))
+                    .map_err(|e| bad(format!("a File: {e}")))?;
+                json(serde_json::to_value(file))?
+            }
+            Some("History") => {
+                let messages = decode_value(map.get("messages").unwrap_or(&Value::Null))?;
+                let messages = serde_json::from_value(messages)
+                    .map_err(|e| bad(format!("a History's messages: {e}")))?;
+                json(serde_json::to_value(crate::History::from_messages(
+                    messages,
+                )))?
+            }
+            Some(other) => {
+                return Err(ReplayError::Unsupported(format!("DSPy's `{other}` type")));
+            }
+            None => Value::Object(
+                map.iter()
+                    .map(|(k, x)| Ok((k.clone(), decode_value(x)?)))
+                    .collect::<Result<_, ReplayError>>()?,
+            ),
+        },
+        Value::Array(items) => {
+            Value::Array(items.iter().map(decode_value).collect::<Result<_, _>>()?)
+        }
         other => other.clone(),
-    }
+    })
 }
 
 /// Outputs whose type is one of DSPy's own tagged with `$type`, as the fixtures write them.
 fn tag_outputs(signature: &DynSignature, mut outputs: Map<String, Value>) -> Map<String, Value> {
     for field in signature.outputs() {
-        let name = field.ty().dspy_name();
-        let Some(special) = SPECIAL_TYPES
-            .iter()
-            .find(|t| name == **t || name.starts_with(&format!("{t}_")))
-        else {
+        let Some(custom) = field.ty().custom() else {
             continue;
         };
         if let Some(Value::Object(value)) = outputs.get_mut(field.name()) {
             let mut tagged = Map::new();
-            tagged.insert("$type".into(), Value::String((*special).into()));
+            tagged.insert("$type".into(), Value::String(custom.name().into()));
             tagged.extend(std::mem::take(value));
             *value = tagged;
         }
@@ -389,8 +429,24 @@ mod tests {
     }
 
     #[test]
-    fn special_values_lose_their_tag_on_the_way_in() {
-        let v = json!({"$type": "Image", "url": "u", "inner": [{"$type": "File", "file_id": "f"}]});
-        assert_eq!(untag(&v), json!({"url": "u", "inner": [{"file_id": "f"}]}));
+    fn tagged_values_are_built_through_the_rust_types() {
+        let v = json!([{"$type": "Image", "url": "https://example.com/a.png"},
+                       {"$type": "File", "file_id": "f"}]);
+        assert_eq!(
+            decode_value(&v).unwrap(),
+            json!([{"url": "https://example.com/a.png"},
+                   {"file_data": null, "file_id": "f", "filename": null}])
+        );
+        let bad = json!({"$type": "Audio", "data": "%%%", "audio_format": "wav"});
+        assert!(matches!(decode_value(&bad), Err(ReplayError::Fixture(_))));
+        let missing = json!({"$type": "Image"});
+        assert!(
+            matches!(decode_value(&missing), Err(ReplayError::Fixture(m)) if m.contains("url"))
+        );
+        let tool = json!({"$type": "Tool", "name": "t"});
+        assert!(matches!(
+            decode_value(&tool),
+            Err(ReplayError::Unsupported(_))
+        ));
     }
 }

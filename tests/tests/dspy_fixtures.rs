@@ -19,12 +19,12 @@
 //!   returns the recorded outputs and trajectory;
 //! - parsing: every `parse` fixture's completion parses to exactly the `expected` values (an int
 //!   field gives an integer, a float field a float) or fails with `AdapterError::Parse`;
-//! - `call` fixtures are replayed through `DynPredict` (ChainOfThought's signature for
-//!   `ChainOfThought`) on a scripted LM answering the recorded replies: every request's
-//!   messages equal DSPy's and the outputs equal `expected`. A `call` fixture that needs what
-//!   dspex does not have yet — DSPy's special types (Image, Audio, File, History, Tool,
-//!   ToolCalls, Code), native function calling (issue 16) — is
-//!   listed as pending with the feature it needs; one that needs anything else fails.
+//! - `call` fixtures are replayed through `dspex::replay` (what `dspex replay FILE` prints) on
+//!   a scripted LM answering the recorded replies: every request's messages and options equal
+//!   DSPy's and the outputs (or the error class) equal `expected`. A `call` fixture that needs
+//!   what dspex does not have yet — DSPy's `Tool`, `ToolCalls` and `Code` types, native function
+//!   calling (issue 16) — is listed as pending with the feature it needs; one that needs
+//!   anything else fails.
 
 use dspex::runtime::adapter::{Adapter, AdapterError, ChatAdapter, JSONAdapter, XMLAdapter};
 use dspex::runtime::lm::{Content, Message, ScriptedLM};
@@ -90,9 +90,10 @@ fn every_dspy_fixture_agrees_with_dspex_signatures() {
     );
 }
 
-/// What a `call` fixture needs that dspex does not have yet (issue 16), if anything:
-/// native function calling, or one of DSPy's special types as a
-/// field type. `None` for every other fixture, which is then checked in full.
+/// What a `call` fixture needs that dspex does not have yet (issue 16), if anything: native
+/// function calling, or one of DSPy's tool and code types as a field type (`Image`, `Audio`,
+/// `File` and `History` are checked). `None` for every other fixture, which is then checked in
+/// full.
 fn pending_call_feature(fx: &Value) -> Option<String> {
     if fx["kind"] != "call" {
         return None;
@@ -100,15 +101,7 @@ fn pending_call_feature(fx: &Value) -> Option<String> {
     if fx["adapter_options"]["use_native_function_calling"] == true {
         return Some("native function calling".into());
     }
-    const SPECIAL: [&str; 7] = [
-        "Image",
-        "Audio",
-        "File",
-        "History",
-        "Tool",
-        "ToolCalls",
-        "Code",
-    ];
+    const SPECIAL: [&str; 3] = ["Tool", "ToolCalls", "Code"];
     let sig = &fx["signature"];
     for field in ["inputs", "outputs"]
         .iter()
@@ -607,8 +600,9 @@ fn adapter_of(fx: &Value) -> Result<&'static dyn Adapter, String> {
 }
 
 fn example(v: &Value) -> Result<Example, String> {
-    match v {
-        Value::Object(map) => Ok(Example::from_map(map.clone())),
+    // DSPy's own types are built through the Rust types, as `dspex replay` builds them.
+    match dspex::replay::decode_value(v).map_err(|e| e.to_string())? {
+        Value::Object(map) => Ok(Example::from_map(map)),
         other => Err(format!("expected an object of field values, found {other}")),
     }
 }

@@ -12,7 +12,7 @@ use crate::pycompat::text::{
     is_py_space, py_splitlines, py_strip, write_json_str, write_py_json_indented,
 };
 use crate::pycompat::value::{apply_defaults, parse_value};
-use crate::signature::DynSignature;
+use crate::signature::{CustomType, DynSignature, TypeSpec};
 use crate::types::Message;
 use serde_json::{Map, Value};
 
@@ -75,7 +75,8 @@ impl Style {
     }
 }
 
-/// `Adapter.format` for either layout: system message, demo turns, the main request.
+/// `Adapter.format` for every layout: system message, demo turns, the conversation history
+/// (when the signature has a `History` input), the main request.
 pub(crate) fn format_messages(
     style: Style,
     sig: &DynSignature,
@@ -85,6 +86,15 @@ pub(crate) fn format_messages(
     let adapter = style.adapter_name();
     let ordered = order_demos(sig, demos);
     let mut messages = Vec::with_capacity(2 + 2 * ordered.len());
+
+    // DSPy's `format`: with a `History` input, the history field leaves the signature of the
+    // history turns and of the main request (the system message and the demos keep it).
+    let history_field = sig
+        .inputs()
+        .iter()
+        .find(|f| *f.ty() == TypeSpec::Custom(CustomType::History));
+    let without_history = history_field.map(|f| sig.delete(f.name()));
+    let main_sig = without_history.as_ref().unwrap_or(sig);
 
     let mut system = String::with_capacity(1024);
     write_field_description(&mut system, sig);
@@ -100,50 +110,126 @@ pub(crate) fn format_messages(
     system.shrink_to_fit();
     messages.push(Message::system(system));
 
+    let not_supplied = Value::String(NOT_SUPPLIED.to_string());
     for (demo, complete) in ordered {
-        let mut user = String::with_capacity(256);
         let prefix = if complete { "" } else { INCOMPLETE_DEMO_PREFIX };
-        match style {
-            Style::Xml => super::xml::write_user(&mut user, sig, demo, prefix, None)?,
-            _ => write_user_content(&mut user, adapter, sig, demo, prefix, None)?,
-        }
-        user.shrink_to_fit();
-        messages.push(Message::user(user));
+        messages.push(Message::user(user_turn(style, sig, demo, prefix, false)?));
         // Complete demos never miss a field, so DSPy's other wording for them never shows.
-        let mut assistant = String::with_capacity(128);
-        match style {
-            Style::Chat => write_chat_assistant(&mut assistant, sig, demo)?,
-            Style::Json => write_json_assistant(&mut assistant, sig, demo),
-            Style::Xml => super::xml::write_assistant(&mut assistant, sig, demo)?,
-        }
-        assistant.shrink_to_fit();
-        messages.push(Message::assistant(assistant));
+        messages.push(Message::assistant(assistant_turn(
+            style,
+            sig,
+            demo,
+            &not_supplied,
+        )?));
     }
 
-    let mut user = String::with_capacity(512);
-    let reminder = |out: &mut String| match style {
-        Style::Chat => write_chat_reminder(out, sig),
-        Style::Json => write_json_reminder(out, sig),
-        Style::Xml => super::xml::write_reminder(out, sig),
-    };
-    match style {
-        Style::Xml => super::xml::write_user(&mut user, sig, inputs.as_map(), "", Some(&reminder))?,
-        _ => write_user_content(
-            &mut user,
-            adapter,
-            sig,
-            inputs.as_map(),
-            "",
-            Some(&reminder),
-        )?,
+    if let Some(field) = history_field {
+        for turn in history_turns(adapter, field.name(), inputs.as_map().get(field.name()))? {
+            // `format_conversation_history`: a turn's inputs as a user message (with the output
+            // reminder when it has any input), its outputs as an assistant message (a missing
+            // output is `None`).
+            let main_request = main_sig
+                .inputs()
+                .iter()
+                .any(|f| turn.contains_key(f.name()));
+            let user = user_turn(style, main_sig, turn, "", main_request)?;
+            if !user.is_empty() {
+                messages.push(Message::user(user));
+            }
+            let assistant = assistant_turn(style, main_sig, turn, &Value::Null)?;
+            if !assistant.is_empty() {
+                messages.push(Message::assistant(assistant));
+            }
+        }
     }
+
+    let user = user_turn(style, main_sig, inputs.as_map(), "", true)?;
     if !user.is_empty() {
-        user.shrink_to_fit();
         messages.push(Message::user(user));
     }
     // Values of DSPy's own types (images, audio, files) were written between markers; they
     // become the user messages' content parts.
     Ok(super::custom::expand_all(messages))
+}
+
+/// `format_user_message_content`: `prefix`, the inputs of `sig` present in `values`, and the
+/// output reminder when `main_request`.
+fn user_turn(
+    style: Style,
+    sig: &DynSignature,
+    values: &Map<String, Value>,
+    prefix: &str,
+    main_request: bool,
+) -> Result<String, AdapterError> {
+    let mut user = String::with_capacity(256);
+    let reminder = |out: &mut String| match style {
+        Style::Chat => write_chat_reminder(out, sig),
+        Style::Json => write_json_reminder(out, sig),
+        Style::Xml => super::xml::write_reminder(out, sig),
+    };
+    let reminder: Option<&dyn Fn(&mut String)> = if main_request { Some(&reminder) } else { None };
+    match style {
+        Style::Xml => super::xml::write_user(&mut user, sig, values, prefix, reminder)?,
+        _ => write_user_content(
+            &mut user,
+            style.adapter_name(),
+            sig,
+            values,
+            prefix,
+            reminder,
+        )?,
+    }
+    user.shrink_to_fit();
+    Ok(user)
+}
+
+/// `format_assistant_message_content`: the outputs of `sig` in `values`, `missing` for an
+/// absent one.
+fn assistant_turn(
+    style: Style,
+    sig: &DynSignature,
+    values: &Map<String, Value>,
+    missing: &Value,
+) -> Result<String, AdapterError> {
+    let mut assistant = String::with_capacity(128);
+    match style {
+        Style::Chat => write_chat_assistant(&mut assistant, sig, values, missing)?,
+        Style::Json => write_json_assistant(&mut assistant, sig, values, missing)?,
+        Style::Xml => super::xml::write_assistant(&mut assistant, sig, values, missing)?,
+    }
+    assistant.shrink_to_fit();
+    Ok(assistant)
+}
+
+/// The turns of a `History` value (`{"messages": [{…}, …]}`); none when the field is absent or
+/// `null`.
+fn history_turns<'a>(
+    adapter: &'static str,
+    field: &str,
+    value: Option<&'a Value>,
+) -> Result<Vec<&'a Map<String, Value>>, AdapterError> {
+    let value = match value {
+        None | Some(Value::Null) => return Ok(Vec::new()),
+        Some(v) => v,
+    };
+    let turns = value
+        .as_object()
+        .filter(|map| map.len() == 1)
+        .and_then(|map| map.get("messages"))
+        .and_then(Value::as_array)
+        .and_then(|items| {
+            items
+                .iter()
+                .map(Value::as_object)
+                .collect::<Option<Vec<_>>>()
+        });
+    turns.ok_or_else(|| AdapterError::Format {
+        adapter,
+        message: format!(
+            "field `{field}` is a History, whose value is {{\"messages\": [{{field: value, …}}, …]}}, not {}",
+            crate::pycompat::text::compact_json(value)
+        ),
+    })
 }
 
 /// The `[[ ## name ## ]]\n{name}<note>` blocks of `fields`, joined by blank lines.
@@ -238,9 +324,9 @@ fn write_chat_assistant(
     out: &mut String,
     sig: &DynSignature,
     demo: &Map<String, Value>,
+    missing: &Value,
 ) -> Result<(), AdapterError> {
     let start = out.len();
-    let missing = Value::String(NOT_SUPPLIED.to_string());
     for (i, f) in sig.outputs().iter().enumerate() {
         if i > 0 {
             out.push_str("\n\n");
@@ -248,7 +334,7 @@ fn write_chat_assistant(
         out.push_str("[[ ## ");
         out.push_str(f.name());
         out.push_str(" ## ]]\n");
-        let value = demo.get(f.name()).unwrap_or(&missing);
+        let value = demo.get(f.name()).unwrap_or(missing);
         write_field_value(out, NAME, f, value)?;
     }
     strip_tail(out, start);
@@ -256,11 +342,17 @@ fn write_chat_assistant(
     Ok(())
 }
 
-/// JSONAdapter's assistant turn: the outputs as an indented JSON object.
-fn write_json_assistant(out: &mut String, sig: &DynSignature, demo: &Map<String, Value>) {
+/// JSONAdapter's assistant turn: the outputs as an indented JSON object (`missing` for an
+/// absent one; media values as their marked parts, as DSPy's `serialize_for_json` gives them).
+fn write_json_assistant(
+    out: &mut String,
+    sig: &DynSignature,
+    demo: &Map<String, Value>,
+    missing: &Value,
+) -> Result<(), AdapterError> {
     if sig.outputs().is_empty() {
         out.push_str("{}");
-        return;
+        return Ok(());
     }
     out.push('{');
     for (i, f) in sig.outputs().iter().enumerate() {
@@ -270,12 +362,14 @@ fn write_json_assistant(out: &mut String, sig: &DynSignature, demo: &Map<String,
         out.push_str("\n  ");
         write_json_str(out, f.name());
         out.push_str(": ");
-        match demo.get(f.name()) {
-            Some(v) => write_py_json_indented(out, v, 1),
-            None => write_json_str(out, NOT_SUPPLIED),
+        let value = demo.get(f.name()).unwrap_or(missing);
+        match super::format::mark_media("JSONAdapter", f, f.ty(), value)? {
+            Some(marked) => write_py_json_indented(out, &marked, 1),
+            None => write_py_json_indented(out, value, 1),
         }
     }
     out.push_str("\n}");
+    Ok(())
 }
 
 /// Whether `line` (already Python-stripped) starts with a `[[ ## name ## ]]` header; returns

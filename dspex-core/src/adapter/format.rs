@@ -7,7 +7,8 @@ use crate::example::Example;
 use crate::pycompat::text::{
     dedent, is_py_space, py_splitlines, py_strip_in_place, write_py_json, write_py_number,
 };
-use crate::signature::{DynSignature, FieldSpec, LiteralValue, TypeSpec};
+use crate::signature::{CustomType, DynSignature, FieldSpec, LiteralValue, TypeSpec};
+use crate::types::{ContentPart, FilePart, InputAudio};
 use serde_json::{Map, Value};
 use std::fmt::Write as _;
 
@@ -196,7 +197,134 @@ pub fn type_first_sorted(value: &Value) -> Value {
 /// Appends `format_field_value(field, value)`: a list given to a `str` field becomes DSPy's
 /// numbered `«…»` list, a string is written as is, lists and objects as JSON (Python's
 /// separators, non-ASCII kept), numbers as Python prints them, `null` as `None`.
+///
+/// A value of DSPy's media types (`Image`, `Audio`, `File`, also inside `list[…]`,
+/// `Optional[…]`, `dict[str, …]`) is first replaced by its content parts between DSPy's
+/// custom-type markers (see [`mark_media`]), as DSPy's `serialize_for_json` does.
 pub fn write_field_value(
+    out: &mut String,
+    adapter: &'static str,
+    field: &FieldSpec,
+    value: &Value,
+) -> Result<(), AdapterError> {
+    if field.ty().has_media()
+        && let Some(marked) = mark_media(adapter, field, field.ty(), value)?
+    {
+        return write_plain_value(out, adapter, field, &marked);
+    }
+    write_plain_value(out, adapter, field, value)
+}
+
+/// Replaces every value of a media type inside `value` (following `ty`) by the marked text of
+/// its content parts (`<<CUSTOM-TYPE-START-IDENTIFIER>>[…]<<CUSTOM-TYPE-END-IDENTIFIER>>`), the
+/// string DSPy's pydantic serializer gives a `dspy.Type`. `None` when nothing changed.
+///
+/// Values are typed by the field's type, not by their shape: an `Image` field's value is an
+/// image (`{"url": …}`), while the same object in an `Any` field is plain JSON. A media field
+/// given a value that is not an object (a string, say) is printed as it is, as DSPy prints a
+/// value of the wrong type; an object of the wrong shape is [`AdapterError::Format`].
+pub fn mark_media(
+    adapter: &'static str,
+    field: &FieldSpec,
+    ty: &TypeSpec,
+    value: &Value,
+) -> Result<Option<Value>, AdapterError> {
+    match (ty, value) {
+        (TypeSpec::Custom(c), Value::Object(map)) if c.is_media() => {
+            let parts = media_parts(*c, map).ok_or_else(|| AdapterError::Format {
+                adapter,
+                message: format!(
+                    "field `{}` is of type `{}`, but its value {} is not one (expected {})",
+                    field.name(),
+                    c.name(),
+                    crate::pycompat::text::compact_json(value),
+                    match c {
+                        CustomType::Image => "{\"url\": …}",
+                        CustomType::Audio => "{\"data\": …, \"audio_format\": …}",
+                        _ => "{\"file_data\"?, \"file_id\"?, \"filename\"?}",
+                    }
+                ),
+            })?;
+            Ok(Some(Value::String(super::custom::marked(&parts))))
+        }
+        (TypeSpec::List(item), Value::Array(items)) => {
+            mark_each(adapter, field, item, items.iter()).map(|m| m.map(Value::Array))
+        }
+        (TypeSpec::Dict(item), Value::Object(map)) => {
+            let Some(values) = mark_each(adapter, field, item, map.values())? else {
+                return Ok(None);
+            };
+            Ok(Some(Value::Object(
+                map.keys().cloned().zip(values).collect(),
+            )))
+        }
+        (TypeSpec::Optional(inner), v) => mark_media(adapter, field, inner, v),
+        _ => Ok(None),
+    }
+}
+
+fn mark_each<'a>(
+    adapter: &'static str,
+    field: &FieldSpec,
+    ty: &TypeSpec,
+    items: impl ExactSizeIterator<Item = &'a Value>,
+) -> Result<Option<Vec<Value>>, AdapterError> {
+    let mut out = Vec::with_capacity(items.len());
+    let mut changed = false;
+    for item in items {
+        match mark_media(adapter, field, ty, item)? {
+            Some(marked) => {
+                changed = true;
+                out.push(marked);
+            }
+            None => out.push(item.clone()),
+        }
+    }
+    Ok(changed.then_some(out))
+}
+
+/// The content parts of a media value given as its field map (DSPy's `format()`), or `None`
+/// when the map is not of that type's shape.
+fn media_parts(ty: CustomType, map: &Map<String, Value>) -> Option<Vec<ContentPart>> {
+    let text = |key: &str| -> Option<Option<String>> {
+        match map.get(key) {
+            None | Some(Value::Null) => Some(None),
+            Some(Value::String(s)) => Some(Some(s.clone())),
+            Some(_) => None,
+        }
+    };
+    let allowed: &[&str] = match ty {
+        CustomType::Image => &["url"],
+        CustomType::Audio => &["data", "audio_format"],
+        _ => &["file_data", "file_id", "filename"],
+    };
+    if map.keys().any(|k| !allowed.contains(&k.as_str())) {
+        return None;
+    }
+    match ty {
+        CustomType::Image => Some(vec![ContentPart::image_url(text("url")??)]),
+        CustomType::Audio => Some(vec![ContentPart::InputAudio {
+            input_audio: InputAudio {
+                data: text("data")??,
+                format: text("audio_format")??,
+            },
+        }]),
+        _ => {
+            let set = |key: &str| text(key).map(|v| v.filter(|s| !s.is_empty()));
+            let file = FilePart {
+                file_data: set("file_data")?,
+                file_id: set("file_id")?,
+                filename: set("filename")?,
+            };
+            if map.values().all(Value::is_null) {
+                return None;
+            }
+            Some(vec![ContentPart::File { file }])
+        }
+    }
+}
+
+fn write_plain_value(
     out: &mut String,
     adapter: &'static str,
     field: &FieldSpec,

@@ -79,8 +79,8 @@ fn outputs_model_schema(signature: &DynSignature) -> Value {
         let mut prop = property_schema(f.ty(), &mut defs);
         if let Value::Object(map) = &mut prop {
             // Pydantic titles a field unless its schema is a model reference (or a nullable one).
-            let is_ref = matches!(f.ty(), TypeSpec::Model { .. })
-                || matches!(f.ty(), TypeSpec::Optional(t) if matches!(**t, TypeSpec::Model { .. }));
+            let is_ref = f.ty().as_model().is_some()
+                || matches!(f.ty(), TypeSpec::Optional(t) if t.as_model().is_some());
             if !is_ref {
                 map.insert("title".to_string(), Value::String(pydantic_title(f.name())));
             }
@@ -110,14 +110,17 @@ fn outputs_model_schema(signature: &DynSignature) -> Value {
 /// [`TypeSpec::json_schema`] so that every mapping keeps pydantic's key order.
 fn property_schema(ty: &TypeSpec, defs: &mut Map<String, Value>) -> Value {
     match ty {
-        TypeSpec::Model { name, schema } => {
+        TypeSpec::Model { .. } | TypeSpec::Custom(_) => {
+            let Some((name, schema)) = ty.as_model() else {
+                return ty.json_schema();
+            };
             let mut schema = schema.clone();
             if let Some(Value::Object(inner)) =
                 schema.as_object_mut().and_then(|m| m.shift_remove("$defs"))
             {
                 defs.extend(inner);
             }
-            defs.insert(name.clone(), schema);
+            defs.insert(name.to_string(), schema);
             json!({ "$ref": format!("#/$defs/{name}") })
         }
         TypeSpec::List(item) => json!({"items": property_schema(item, defs), "type": "array"}),

@@ -44,6 +44,8 @@ pub mod custom;
 #[doc(hidden)]
 pub mod format;
 mod json;
+#[cfg(test)]
+mod special_types_tests;
 mod stream;
 pub mod two_step;
 mod xml;

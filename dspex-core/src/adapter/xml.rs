@@ -1,9 +1,7 @@
 //! [`XMLAdapter`]: DSPy's XML prompt format, every field as a `<name>…</name>` element.
 
 use super::chat::{Style, empty_error, format_messages, missing_fields_error};
-use super::format::{
-    NOT_SUPPLIED, STRUCTURE_HEADER, strip_tail, write_field_value, write_type_note,
-};
+use super::format::{STRUCTURE_HEADER, strip_tail, write_field_value, write_type_note};
 use super::json::JSONAdapter;
 use super::{Adapter, AdapterError};
 use crate::example::Example;
@@ -78,12 +76,19 @@ pub(crate) const NAME: &str = "XMLAdapter";
 const MAX_DEPTH: usize = 200;
 
 /// `_uses_nested_xml`: whether an output of this type is written as nested XML (a list, a
-/// dict or a model, possibly `Optional`).
+/// dict or a model, possibly `Optional`) — never DSPy's own types (`Image`, `list[Image]`).
 fn uses_nested_xml(ty: &TypeSpec) -> bool {
     let ty = match ty {
         TypeSpec::Optional(inner) => inner,
         other => other,
     };
+    let item = match ty {
+        TypeSpec::List(item) => item,
+        other => other,
+    };
+    if matches!(item, TypeSpec::Custom(_)) {
+        return false;
+    }
     matches!(
         ty,
         TypeSpec::List(_) | TypeSpec::Dict(_) | TypeSpec::Model { .. }
@@ -397,19 +402,19 @@ pub(crate) fn write_reminder(out: &mut String, sig: &DynSignature) {
     }
 }
 
-/// XMLAdapter's `format_assistant_message_content`: every output's element (missing ones say
-/// "not supplied"), joined by blank lines.
+/// XMLAdapter's `format_assistant_message_content`: every output's element (`missing` for an
+/// absent one), joined by blank lines.
 pub(crate) fn write_assistant(
     out: &mut String,
     sig: &DynSignature,
     demo: &Map<String, Value>,
+    missing: &Value,
 ) -> Result<(), AdapterError> {
-    let missing = Value::String(NOT_SUPPLIED.to_string());
     for (i, f) in sig.outputs().iter().enumerate() {
         if i > 0 {
             out.push_str("\n\n");
         }
-        write_field(out, f, demo.get(f.name()).unwrap_or(&missing))?;
+        write_field(out, f, demo.get(f.name()).unwrap_or(missing))?;
     }
     Ok(())
 }

@@ -156,6 +156,8 @@ fn validate(ty: &TypeSpec, v: &Py, strict: bool, depth: usize) -> Result<Value, 
             }),
         TypeSpec::Model { name, schema } => validate_schema(schema, schema, v, strict, depth + 1)
             .map_err(|e| format!("{name}: {e}")),
+        TypeSpec::Custom(c) => validate_schema(c.schema(), c.schema(), v, strict, depth + 1)
+            .map_err(|e| format!("{}: {e}", c.name())),
         #[allow(unreachable_patterns)]
         _ => to_json(v),
     }

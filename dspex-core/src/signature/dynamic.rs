@@ -308,10 +308,13 @@ fn type_spec(
         TypeKind::Literal(values) => TypeSpec::Literal(values.clone()),
         TypeKind::Named(path) => {
             let name = path.join("::");
-            resolve(&name).ok_or_else(|| SignatureError::UnknownType {
-                field: field.to_string(),
-                name,
-            })?
+            // A user type of the same name wins over DSPy's own `Image`, `History`, ….
+            resolve(&name)
+                .or_else(|| super::spec::CustomType::from_path(&name).map(TypeSpec::Custom))
+                .ok_or_else(|| SignatureError::UnknownType {
+                    field: field.to_string(),
+                    name,
+                })?
         }
     })
 }
@@ -491,6 +494,31 @@ mod tests {
         );
         let err = DynSignature::parse("claim -> citation: Citation").unwrap_err();
         assert!(matches!(err, SignatureError::UnknownType { ref name, .. } if name == "Citation"));
+    }
+
+    #[test]
+    fn dspy_special_types_resolve_and_round_trip() {
+        let sig = DynSignature::parse(
+            "image: Image, photos: list[dspy.Image], history: dspy.History, question -> answer",
+        )
+        .unwrap();
+        assert_eq!(
+            sig.inputs()[0].ty(),
+            &TypeSpec::Custom(super::super::spec::CustomType::Image)
+        );
+        assert_eq!(sig.inputs()[1].dspy_type(), "list[Image]");
+        let json = serde_json::to_value(&sig).unwrap();
+        assert!(json["inputs"][0].get("schema").is_none());
+        let back: DynSignature = serde_json::from_value(json).unwrap();
+        assert_eq!(back, sig);
+        // A user type of the same name wins.
+        let model = TypeSpec::Model {
+            name: "Image".into(),
+            schema: serde_json::json!({"type": "object", "title": "Image"}),
+        };
+        let sig = DynSignature::parse_with_types("image: Image -> a", &[("Image", model.clone())])
+            .unwrap();
+        assert_eq!(sig.inputs()[0].ty(), &model);
     }
 
     #[test]

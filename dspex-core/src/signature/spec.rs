@@ -49,6 +49,9 @@ pub enum TypeSpec {
     Optional(Box<TypeSpec>),
     /// `Literal[...]`: one of fixed values (Rust enums deriving `LiteralEnum`).
     Literal(Vec<LiteralValue>),
+    /// One of DSPy's own types: `Image`, `Audio`, `File` (inputs sent as content parts) or
+    /// `History` (earlier turns sent as messages).
+    Custom(CustomType),
     /// A structured type with a JSON schema (a Rust struct deriving `JsonSchema`, DSPy's pydantic
     /// model).
     Model {
@@ -73,7 +76,36 @@ impl TypeSpec {
             TypeSpec::Dict(v) => format!("dict[str, {}]", v.dspy_name()),
             TypeSpec::Optional(t) => format!("Union[{}, NoneType]", t.dspy_name()),
             TypeSpec::Literal(values) => dspex_grammar::literal_type_name(values),
+            TypeSpec::Custom(c) => c.name().to_string(),
             TypeSpec::Model { name, .. } => name.clone(),
+        }
+    }
+
+    /// The name and JSON schema of a type that DSPy treats as a pydantic model: a
+    /// [`TypeSpec::Model`], or a [`TypeSpec::Custom`] type with its pydantic schema.
+    pub fn as_model(&self) -> Option<(&str, &Value)> {
+        match self {
+            TypeSpec::Model { name, schema } => Some((name, schema)),
+            TypeSpec::Custom(c) => Some((c.name(), c.schema())),
+            _ => None,
+        }
+    }
+
+    /// The custom type, if this is one.
+    pub fn custom(&self) -> Option<CustomType> {
+        match self {
+            TypeSpec::Custom(c) => Some(*c),
+            _ => None,
+        }
+    }
+
+    /// Whether a media type (`Image`, `Audio`, `File`) appears anywhere in this type
+    /// (`list[Image]`, `Optional[Audio]`): its values are sent as content parts.
+    pub fn has_media(&self) -> bool {
+        match self {
+            TypeSpec::Custom(c) => c.is_media(),
+            TypeSpec::List(t) | TypeSpec::Dict(t) | TypeSpec::Optional(t) => t.has_media(),
+            _ => false,
         }
     }
 
@@ -112,21 +144,8 @@ impl TypeSpec {
                 json!({"anyOf": [t.schema_into(defs, false), {"type": "null"}]})
             }
             TypeSpec::Literal(values) => schema::literal_schema(values),
-            TypeSpec::Model { name, schema } => {
-                let mut schema = schema.clone();
-                // A model's own `$defs` always move up to the root.
-                if let Some(Value::Object(inner)) =
-                    schema.as_object_mut().and_then(|m| m.shift_remove("$defs"))
-                {
-                    defs.extend(inner);
-                }
-                if top {
-                    schema
-                } else {
-                    defs.insert(name.clone(), schema);
-                    json!({"$ref": format!("#/$defs/{name}")})
-                }
-            }
+            TypeSpec::Model { name, schema } => model_schema_into(name, schema, defs, top),
+            TypeSpec::Custom(c) => model_schema_into(c.name(), c.schema(), defs, top),
         }
     }
 
@@ -150,8 +169,112 @@ impl TypeSpec {
             TypeSpec::List(t) => format!("Vec<{}>", t.default_rust_type()),
             TypeSpec::Dict(v) => format!("BTreeMap<String, {}>", v.default_rust_type()),
             TypeSpec::Optional(t) => format!("Option<{}>", t.default_rust_type()),
+            TypeSpec::Custom(c) => c.name().to_string(),
             TypeSpec::Model { name, .. } => name.clone(),
         }
+    }
+}
+
+/// DSPy's own field types (`dspy.Image`, `dspy.Audio`, `dspy.File`, `dspy.History`), whose
+/// Rust values are [`crate::types::Image`], [`crate::types::Audio`], [`crate::types::File`] and
+/// [`crate::types::History`].
+///
+/// In a prompt they are named as DSPy names them (`Image`, `list[Image]`); as outputs, their
+/// type note is pydantic's JSON schema of the DSPy class, docstring included, as DSPy prints it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum CustomType {
+    /// `dspy.Image`.
+    Image,
+    /// `dspy.Audio`.
+    Audio,
+    /// `dspy.File`.
+    File,
+    /// `dspy.History`.
+    History,
+}
+
+impl CustomType {
+    /// Every custom type.
+    pub const ALL: [CustomType; 4] = [
+        CustomType::Image,
+        CustomType::Audio,
+        CustomType::File,
+        CustomType::History,
+    ];
+
+    /// DSPy's name (`Image`), which is also the Rust type's name.
+    pub fn name(self) -> &'static str {
+        match self {
+            CustomType::Image => "Image",
+            CustomType::Audio => "Audio",
+            CustomType::File => "File",
+            CustomType::History => "History",
+        }
+    }
+
+    /// The type a name in a signature string stands for: `Image`, or with a `dspy.` (`dspy::`)
+    /// or `dspex::` path (`dspy.Image`).
+    pub fn from_path(path: &str) -> Option<Self> {
+        let name = [
+            "dspy.",
+            "dspy::",
+            "dspex::",
+            "dspex::types::",
+            "dspex_core::types::",
+        ]
+        .iter()
+        .find_map(|prefix| path.strip_prefix(prefix))
+        .unwrap_or(path);
+        CustomType::ALL.into_iter().find(|c| c.name() == name)
+    }
+
+    /// Whether values of the type are sent as content parts (`Image`, `Audio`, `File`; not
+    /// `History`, whose turns become messages).
+    pub fn is_media(self) -> bool {
+        !matches!(self, CustomType::History)
+    }
+
+    /// Pydantic's JSON schema of the DSPy class (`TypeAdapter(dspy.Image).json_schema()` in
+    /// DSPy 3.4.1).
+    pub fn schema(self) -> &'static Value {
+        static SCHEMAS: std::sync::OnceLock<[Value; 4]> = std::sync::OnceLock::new();
+        let schemas = SCHEMAS.get_or_init(|| {
+            let load = |text: &str| serde_json::from_str(text).unwrap_or(Value::Null);
+            [
+                load(include_str!("../types/schemas/image.json")),
+                load(include_str!("../types/schemas/audio.json")),
+                load(include_str!("../types/schemas/file.json")),
+                load(include_str!("../types/schemas/history.json")),
+            ]
+        });
+        match self {
+            CustomType::Image => &schemas[0],
+            CustomType::Audio => &schemas[1],
+            CustomType::File => &schemas[2],
+            CustomType::History => &schemas[3],
+        }
+    }
+}
+
+/// A model's schema at the top (itself) or nested (a `$ref` into `defs`); its own `$defs` always
+/// move up to the root.
+fn model_schema_into(
+    name: &str,
+    schema: &Value,
+    defs: &mut serde_json::Map<String, Value>,
+    top: bool,
+) -> Value {
+    let mut schema = schema.clone();
+    if let Some(Value::Object(inner)) = schema.as_object_mut().and_then(|m| m.shift_remove("$defs"))
+    {
+        defs.extend(inner);
+    }
+    if top {
+        schema
+    } else {
+        defs.insert(name.to_string(), schema);
+        json!({"$ref": format!("#/$defs/{name}")})
     }
 }
 
@@ -323,6 +446,35 @@ mod tests {
         let b = FieldSpec::output("n", TypeSpec::Int);
         assert_eq!(a, b);
         assert_ne!(a, FieldSpec::input("n", TypeSpec::Int));
+    }
+
+    #[test]
+    fn custom_types_are_named_and_schemed_as_dspy() {
+        let image = TypeSpec::Custom(CustomType::Image);
+        assert_eq!(image.dspy_name(), "Image");
+        assert_eq!(
+            image.json_schema(),
+            json!({"additionalProperties": false, "properties": {"url": {"title": "Url", "type": "string"}},
+                "required": ["url"], "title": "Image", "type": "object"})
+        );
+        let list = TypeSpec::List(Box::new(image.clone()));
+        assert_eq!(
+            list.json_schema()["items"],
+            json!({"$ref": "#/$defs/Image"})
+        );
+        assert!(list.has_media());
+        assert!(!TypeSpec::Custom(CustomType::History).has_media());
+        // Only user models carry a schema of their own (a signature's JSON keeps `Image` a
+        // custom type when it is read back).
+        assert_eq!(image.model_schema(), None);
+        assert_eq!(
+            CustomType::from_path("dspy::History"),
+            Some(CustomType::History)
+        );
+        assert_eq!(CustomType::from_path("Picture"), None);
+        for c in CustomType::ALL {
+            assert_eq!(c.schema()["title"], c.name());
+        }
     }
 
     #[test]

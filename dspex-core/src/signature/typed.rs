@@ -1,7 +1,7 @@
 //! The typed face of signatures and the map from Rust types to DSPy types.
 
 use super::dynamic::DynSignature;
-use super::spec::{FieldSpec, TypeSpec};
+use super::spec::{CustomType, FieldSpec, TypeSpec};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 use std::collections::{BTreeMap, HashMap};
@@ -60,7 +60,8 @@ pub trait Signature: Send + Sync + 'static {
 /// A Rust type that can be a signature field, with its DSPy type.
 ///
 /// Implemented for `String`, `bool`, every integer and float, `serde_json::Value` (`Any`),
-/// `Vec<T>`, `Option<T>`, `HashMap<String, T>` and `BTreeMap<String, T>`; `#[derive(LiteralEnum)]`
+/// DSPy's own types [`Image`](crate::types::Image), [`Audio`](crate::types::Audio),
+/// [`File`](crate::types::File) and [`History`](crate::types::History), `Vec<T>`, `Option<T>`, `HashMap<String, T>` and `BTreeMap<String, T>`; `#[derive(LiteralEnum)]`
 /// implements it for enums. Structs need no impl: a struct deriving `schemars::JsonSchema` is a
 /// field type as it is (a DSPy model).
 #[diagnostic::on_unimplemented(
@@ -87,6 +88,10 @@ impl_signature_type!(TypeSpec::Bool => bool);
 impl_signature_type!(TypeSpec::Int => i8, i16, i32, i64, i128, isize, u8, u16, u32, u64, u128, usize);
 impl_signature_type!(TypeSpec::Float => f32, f64);
 impl_signature_type!(TypeSpec::Any => serde_json::Value);
+impl_signature_type!(TypeSpec::Custom(CustomType::Image) => crate::types::Image);
+impl_signature_type!(TypeSpec::Custom(CustomType::Audio) => crate::types::Audio);
+impl_signature_type!(TypeSpec::Custom(CustomType::File) => crate::types::File);
+impl_signature_type!(TypeSpec::Custom(CustomType::History) => crate::types::History);
 
 impl<T: SignatureType> SignatureType for Vec<T> {
     fn type_spec() -> TypeSpec {
@@ -138,5 +143,10 @@ mod tests {
             "dict[str, bool]"
         );
         assert_eq!(serde_json::Value::type_spec().dspy_name(), "Any");
+        assert_eq!(
+            <Vec<crate::types::Image>>::type_spec().dspy_name(),
+            "list[Image]"
+        );
+        assert_eq!(crate::types::History::type_spec().dspy_name(), "History");
     }
 }

@@ -3,6 +3,17 @@
 //! and neither on the other's internals: adapters build messages without knowing how they are
 //! sent, and the LM layer sends them without knowing how they were formatted. (The LM layer
 //! re-exports these as `lm::Message`, `lm::Role`, `lm::ResponseFormat`.)
+//!
+//! It also holds DSPy's special input types, the values that become message parts or turns:
+//! [`Image`], [`Audio`] and [`File`] (sent as `image_url`, `input_audio` and `file` content
+//! parts) and [`History`] (earlier turns, sent as user/assistant message pairs).
+
+mod history;
+mod media;
+mod mime;
+
+pub use history::{History, HistoryTurnError};
+pub use media::{Audio, File, Image, MediaError};
 
 use serde::{Deserialize, Serialize};
 use serde_json::Value;

@@ -232,7 +232,19 @@ impl TypeCx<'_> {
                 *rust_name = rust_name.replacen("String", &name.to_string(), 1);
                 quote!(#name)
             }
-            TypeKind::Named(path) => path_tokens(path, span),
+            TypeKind::Named(path) => self.named_path(path, span),
+        }
+    }
+
+    /// The Rust path of a user-named type; `dspy.Image` and its kin are dspex's types.
+    fn named_path(&self, path: &[String], span: Span) -> TokenStream {
+        match dspy_custom_type(path) {
+            Some(name) => {
+                let p = &self.p;
+                let name = Ident::new(name, span);
+                quote_spanned!(span=> #p::#name)
+            }
+            None => path_tokens(path, span),
         }
     }
 
@@ -262,7 +274,7 @@ impl TypeCx<'_> {
                 quote!(#p::TypeSpec::Literal(#p::vec![#(#lits),*]))
             }
             TypeKind::Named(path) => {
-                let path = path_tokens(path, span);
+                let path = self.named_path(path, span);
                 quote_spanned!(span=> (&&#p::Probe::<#path>::new()).__dspex_kind().spec::<#path>())
             }
         }
@@ -373,6 +385,18 @@ fn literal_tokens(p: &TokenStream, v: &LiteralValue) -> TokenStream {
 fn path_tokens(path: &[String], span: Span) -> TokenStream {
     let segments = path.iter().map(|s| Ident::new(s, span));
     quote!(#(#segments)::*)
+}
+
+/// DSPy's spelling of its own types, `dspy.Image` (`dspy.Audio`, `dspy.File`, `dspy.History`):
+/// the name of dspex's type, which the generated code reaches through the hidden path. Plain
+/// `Image` is left to the user's scope (the prelude brings it), so a user type of that name wins.
+fn dspy_custom_type(path: &[String]) -> Option<&'static str> {
+    match path {
+        [module, name] if module == "dspy" => ["Image", "Audio", "File", "History"]
+            .into_iter()
+            .find(|custom| name == custom),
+        _ => None,
+    }
 }
 
 /// `search_query` → `SearchQuery`, `very negative!` → `VeryNegative`.

@@ -42,7 +42,9 @@ enum Command {
     /// FILE is JSON in the layout of the `format` fixtures: `adapter` ("chat", "json" or "xml",
     /// default "chat"), `signature` ({instructions, inputs, outputs}), `demos` (a list of
     /// objects, optional), `inputs` (an object) and optionally `module: "ChainOfThought"`.
-    /// Exits 1 when the values cannot be formatted, 2 when the file is missing or malformed.
+    /// Values of DSPy's own types are tagged as in the `call` fixtures ({"$type": "Image",
+    /// "url": ...}). Exits 1 when the values cannot be formatted, 2 when the file is missing or
+    /// malformed.
     Prompt {
         /// The JSON file to read.
         file: PathBuf,
@@ -454,8 +456,18 @@ fn prompt_command(path: &std::path::Path) -> ExitCode {
         Ok(x) => x,
         Err(code) => return code,
     };
+    // Values of DSPy's own types come tagged, as in the `call` fixtures: {"$type": "Image", …}.
+    let decode =
+        |map: &Map<String, Value>| match dspex::replay::decode_value(&Value::Object(map.clone())) {
+            Ok(Value::Object(decoded)) => Ok(Example::from_map(decoded)),
+            Ok(_) => Ok(Example::from_map(map.clone())),
+            Err(e) => Err(e),
+        };
     let inputs = match doc.get("inputs") {
-        Some(Value::Object(map)) => Example::from_map(map.clone()),
+        Some(Value::Object(map)) => match decode(map) {
+            Ok(inputs) => inputs,
+            Err(e) => return bad_file(path, format!("`inputs`: {e}")),
+        },
         Some(other) => {
             return bad_file(
                 path,
@@ -478,7 +490,10 @@ fn prompt_command(path: &std::path::Path) -> ExitCode {
             let mut demos = Vec::with_capacity(items.len());
             for (i, item) in items.iter().enumerate() {
                 match item {
-                    Value::Object(map) => demos.push(Example::from_map(map.clone())),
+                    Value::Object(map) => match decode(map) {
+                        Ok(demo) => demos.push(demo),
+                        Err(e) => return bad_file(path, format!("`demos[{i}]`: {e}")),
+                    },
                     other => {
                         return bad_file(
                             path,
