@@ -866,9 +866,16 @@ mod tests {
         };
         assert_eq!((call.id, call.parent), (3, Some(17)));
         let req = call.request.to_lm_request().unwrap();
+        // Content parts are sent on as parts, as DSPy sends them.
         assert_eq!(
             req.messages,
-            vec![Message::system("s"), Message::user("ab")]
+            vec![
+                Message::system("s"),
+                Message::user(vec![
+                    crate::lm::ContentPart::text("a"),
+                    crate::lm::ContentPart::text("b")
+                ])
+            ]
         );
         assert_eq!(req.temperature, Some(0.5));
         assert_eq!(req.max_tokens, Some(10));
@@ -890,6 +897,25 @@ mod tests {
         )
         .unwrap();
         assert!(bad.to_lm_request().unwrap_err().contains("role `tool`"));
+
+        // Images go through; a part the LM layer does not know is named.
+        let image: LmCallRequest = serde_json::from_value(json!({"messages": [{"role": "user",
+            "content": [{"type": "image_url", "image_url": {"url": "https://x/cat.png"}}]}]}))
+        .unwrap();
+        assert!(
+            image.to_lm_request().unwrap().messages[0]
+                .content
+                .has_media()
+        );
+        let odd_part: LmCallRequest = serde_json::from_value(json!({"messages": [{"role": "user",
+            "content": ["a", {"type": "video", "video": {}}]}]}))
+        .unwrap();
+        assert!(
+            odd_part
+                .to_lm_request()
+                .unwrap_err()
+                .contains("messages[0].content[0]")
+        );
     }
 
     #[test]

@@ -8,7 +8,7 @@ use crate::example::Example;
 use crate::lm::Role;
 use crate::pycompat::json_repair::tag;
 use crate::pycompat::py::{Py, from_json, to_json, write_repr};
-use crate::signature::{DynSignature, LiteralValue, TypeSpec};
+use crate::signature::{CustomType, DynSignature, LiteralValue, TypeSpec};
 use serde_json::{Map, Value, json};
 
 /// The model types a fuzzed signature may name (DSPy's fixtures use `Citation`).
@@ -192,13 +192,27 @@ fn round_trips(adapter: &dyn Adapter, sig: &DynSignature, fields: &Map<String, V
     })
 }
 
+/// An input value of type `ty` that every adapter formats: `"x"`, or for DSPy's own types a
+/// value of their shape (an empty history, an image URL, …).
+fn placeholder(ty: &TypeSpec) -> Value {
+    match ty.custom() {
+        Some(CustomType::History) => json!({"messages": []}),
+        Some(CustomType::Image) => json!({"url": "https://example.com/x.png"}),
+        Some(CustomType::Audio) => json!({"data": "", "audio_format": "wav"}),
+        Some(CustomType::File) => {
+            json!({"file_data": null, "file_id": "x", "filename": null})
+        }
+        _ => Value::from("x"),
+    }
+}
+
 /// The assistant turn the adapter formats for a demo holding `fields` as its outputs.
 fn demo_answer(adapter: &dyn Adapter, sig: &DynSignature, fields: &Map<String, Value>) -> String {
     let mut demo = Example::new();
     let mut inputs = Example::new();
     for f in sig.inputs() {
-        demo.insert(f.name(), "x");
-        inputs.insert(f.name(), "x");
+        demo.insert(f.name(), placeholder(f.ty()));
+        inputs.insert(f.name(), placeholder(f.ty()));
     }
     for (k, v) in fields {
         demo.insert(k.clone(), v.clone());

@@ -505,6 +505,12 @@ typed_wrapper_impls!(ReAct => inner);
 impl<S: Signature> ReAct<S> {
     /// An agent for `S` with `tools` — [`Tool`]s, such as the `<name>_tool()` that `#[tool]`
     /// generates for a function; see [`DynReAct::new`].
+    ///
+    /// Where DSPy writes `ReAct(QA, tools=[calculator, lookup])`, write
+    /// `ReAct::<QA>::new([calculator_tool(), lookup_tool()])`. A `#[tool]` function stays a plain
+    /// function you can call; passing one alone is a compile error whose note names its
+    /// `<name>_tool()`, but an array of two different functions is rejected by rustc first
+    /// (E0308: every function is its own type), before any trait could explain the fix.
     pub fn new(tools: impl IntoIterator<Item = impl IntoTool>) -> Result<Self> {
         Ok(ReAct {
             inner: DynReAct::new(S::signature().clone(), tools)?,
