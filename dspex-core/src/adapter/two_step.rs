@@ -102,16 +102,17 @@ pub type ExtractResult = Result<Map<String, Value>, Box<dyn std::error::Error + 
 pub type ExtractFuture<'a> = Pin<Box<dyn Future<Output = ExtractResult> + Send + 'a>>;
 
 /// An adapter whose output fields are read by a second model call instead of a parser (the
-/// TwoStepAdapter's extraction LM). The module layer calls it in place of [`Adapter::parse`]
-/// when [`Adapter::extractor`] gives one.
+/// TwoStepAdapter's extraction LM). The module layer calls it in place of
+/// [`Adapter::parse`](super::Adapter::parse) when
+/// [`Adapter::extractor`](super::Adapter::extractor) gives one.
 pub trait Extractor: Send + Sync {
     /// The output fields of `signature` read from the main LM's `completion`.
     fn extract<'a>(&'a self, signature: &'a DynSignature, completion: &'a str)
     -> ExtractFuture<'a>;
 }
 
-/// The error of [`Adapter::parse`] on an adapter that reads its outputs with an LM: parsing
-/// needs the module layer, which runs the extraction.
+/// The error of [`Adapter::parse`](super::Adapter::parse) on an adapter that reads its outputs
+/// with an LM: parsing needs the module layer, which runs the extraction.
 pub fn parse_needs_extraction(completion: &str) -> AdapterError {
     AdapterError::Parse {
         adapter: NAME,
