@@ -31,7 +31,9 @@ pub trait Language: Send + Sync + 'static {
     const BARE: bool = false;
 }
 
-/// Marker types for [`Code`]'s language.
+/// Marker types for [`Code`]'s language, each named after DSPy's spelling of the language with
+/// its first letter upper-cased (`"python"` → [`lang::Python`], `"javascript"` →
+/// [`lang::Javascript`]) — the name a `Code["…"]` type in a `sig!` string refers to.
 pub mod lang {
     use super::Language;
 
@@ -48,7 +50,7 @@ pub mod lang {
             )+
 
             /// The markers dspex ships, by DSPy's name of the language (`"python"` →
-            /// `"Python"`): what `Code["python"]` in a `sig!` string names.
+            /// `"Python"`).
             pub const KNOWN: &[(&str, &str)] = &[$(($lang, stringify!($name))),+];
         };
     }
@@ -59,9 +61,9 @@ pub mod lang {
         /// `dspy.Code["rust"]`.
         Rust = "rust";
         /// `dspy.Code["javascript"]`.
-        JavaScript = "javascript";
+        Javascript = "javascript";
         /// `dspy.Code["typescript"]`.
-        TypeScript = "typescript";
+        Typescript = "typescript";
         /// `dspy.Code["java"]`.
         Java = "java";
         /// `dspy.Code["go"]`.
