@@ -899,6 +899,7 @@ mod tests {
                 text: "hi".into(),
                 finish_reason: None,
                 tool_calls: Vec::new(),
+                reasoning_content: None,
             }],
             usage: Usage {
                 prompt_tokens: 1,
