@@ -338,29 +338,6 @@ impl TypeKind {
     }
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn literal_repr_follows_python() {
-        assert_eq!(python_str_repr("a"), "'a'");
-        assert_eq!(python_str_repr("b's"), "\"b's\"");
-        assert_eq!(python_str_repr("c\"d"), "'c\"d'");
-        assert_eq!(python_str_repr("e'f\"g"), "'e\\'f\"g'");
-        assert_eq!(python_str_repr("x\ny\\"), "'x\\ny\\\\'");
-        assert_eq!(LiteralValue::Bool(true).python_repr(), "True");
-        assert_eq!(LiteralValue::None.python_repr(), "None");
-        let name = literal_type_name(&[
-            LiteralValue::Str("a\nb".into()),
-            LiteralValue::Str("b's".into()),
-            LiteralValue::Str("c'd\"".into()),
-            LiteralValue::Int(3),
-        ]);
-        assert_eq!(name, "Literal['a\nb', \"b's\", 'c\\'d\"', 3]");
-    }
-}
-
 /// The language of DSPy's `Code_python` class (`Code["python"]`) named by a path: `Code_<lang>`
 /// alone or after `dspy` / `dspex`.
 pub fn code_type_language(path: &[String]) -> Option<&str> {
@@ -382,4 +359,27 @@ pub fn code_language_marker(language: &str) -> Option<String> {
         return None;
     }
     Some(first.to_ascii_uppercase().to_string() + &language[1..])
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn literal_repr_follows_python() {
+        assert_eq!(python_str_repr("a"), "'a'");
+        assert_eq!(python_str_repr("b's"), "\"b's\"");
+        assert_eq!(python_str_repr("c\"d"), "'c\"d'");
+        assert_eq!(python_str_repr("e'f\"g"), "'e\\'f\"g'");
+        assert_eq!(python_str_repr("x\ny\\"), "'x\\ny\\\\'");
+        assert_eq!(LiteralValue::Bool(true).python_repr(), "True");
+        assert_eq!(LiteralValue::None.python_repr(), "None");
+        let name = literal_type_name(&[
+            LiteralValue::Str("a\nb".into()),
+            LiteralValue::Str("b's".into()),
+            LiteralValue::Str("c'd\"".into()),
+            LiteralValue::Int(3),
+        ]);
+        assert_eq!(name, "Literal['a\nb', \"b's\", 'c\\'d\"', 3]");
+    }
 }
