@@ -28,8 +28,8 @@ mod types;
 
 pub use parser::{parse_signature, parse_signature_partial, parse_type};
 pub use types::{
-    FloatKind, IntKind, LiteralValue, MapKind, TypeExpr, TypeKind, literal_type_name,
-    python_str_repr, write_python_str_repr,
+    FloatKind, IntKind, LiteralValue, MapKind, TypeExpr, TypeKind, code_language_marker,
+    code_type_language, literal_type_name, python_str_repr, write_python_str_repr,
 };
 
 use std::fmt;

@@ -105,6 +105,33 @@ impl<'t> Cursor<'t> {
     }
 }
 
+/// `["python"]` after `Code`, `dspy.Code` or `dspex::Code`: the language, with the tokens
+/// consumed. Anything else is left for the ordinary type arguments.
+fn code_subscript(cur: &mut Cursor<'_>, path: &[String]) -> Option<String> {
+    let is_code = match path {
+        [name] => name == "Code",
+        [module, name] => matches!(module.as_str(), "dspy" | "dspex") && name == "Code",
+        _ => false,
+    };
+    if !is_code {
+        return None;
+    }
+    match (
+        cur.toks.get(cur.pos).map(|t| &t.tok),
+        cur.toks.get(cur.pos + 1).map(|t| &t.tok),
+        cur.toks.get(cur.pos + 2).map(|t| &t.tok),
+    ) {
+        (Some(Tok::LBracket), Some(Tok::Str(Some(language))), Some(Tok::RBracket))
+            if !language.is_empty() =>
+        {
+            let language = language.clone();
+            cur.pos += 3;
+            Some(language)
+        }
+        _ => None,
+    }
+}
+
 /// A parsed type position: a real type or a bare `None` (only meaningful inside a union).
 enum Parsed {
     Type(TypeExpr),
@@ -459,6 +486,16 @@ impl Parser<'_> {
                     return Err(());
                 }
             }
+        }
+        if let Some(language) = code_subscript(cur, &path) {
+            // DSPy's `Code["python"]` (`dspy.Code["python"]`) is the class `Code_python`.
+            let last = path.len() - 1;
+            path[last] = format!("Code_{language}");
+            let span = start.join(cur.last_span());
+            return Ok(Parsed::Type(TypeExpr {
+                kind: TypeKind::Named(path),
+                span,
+            }));
         }
         let args = self.args(cur, depth, &path)?;
         let span = start.join(cur.last_span());
@@ -939,6 +976,21 @@ mod tests {
             "crate::types::Citation"
         );
         assert_eq!(parse_type("u32").unwrap().kind, TypeKind::Int(IntKind::U32));
+        // DSPy's `Code["python"]` is its class `Code_python`.
+        assert_eq!(
+            parse_type("Code['python']").unwrap().dspy_name(),
+            "Code_python"
+        );
+        let list = parse_type("list[dspy.Code[\"rust\"]]").unwrap();
+        assert!(
+            matches!(&list.kind, TypeKind::List(t) if t.kind == TypeKind::Named(vec!["dspy".into(), "Code_rust".into()]))
+        );
+        assert_eq!(list.dspy_name(), "list[Code_rust]");
+        assert_eq!(list.rust_name(), "Vec<Code<Rust>>");
+        assert_eq!(crate::code_language_marker("c++"), None);
+        // Only a string subscript: `Code[int]` stays a (refused) generic.
+        assert!(parse_type("Code[int]").is_err());
+        assert!(parse_type("Code['']").is_err());
         // Python's attribute access is a path: DSPy's `dspy.Image`.
         let image = parse_type("list[dspy.Image]").unwrap();
         assert_eq!(image.dspy_name(), "list[Image]");

@@ -294,6 +294,12 @@ impl TypeKind {
             TypeKind::Map(MapKind::HashMap, v) => format!("HashMap<String, {}>", v.rust_name()),
             TypeKind::Map(_, v) => format!("BTreeMap<String, {}>", v.rust_name()),
             TypeKind::Optional(t) => format!("Option<{}>", t.rust_name()),
+            // `Code_python` (DSPy's `Code["python"]`) is `Code<Python>`.
+            TypeKind::Named(path)
+                if let Some(marker) = code_type_language(path).and_then(code_language_marker) =>
+            {
+                format!("Code<{marker}>")
+            }
             // DSPy's own types (`dspy.Image`) are dspex's types of the same name.
             TypeKind::Named(path) if path.len() == 2 && path[0] == "dspy" => path[1].clone(),
             TypeKind::Named(path) => path.join("::"),
@@ -330,6 +336,29 @@ impl TypeKind {
             other => TypeKind::Int(IntKind::from_name(other)?),
         })
     }
+}
+
+/// The language of DSPy's `Code_python` class (`Code["python"]`) named by a path: `Code_<lang>`
+/// alone or after `dspy` / `dspex`.
+pub fn code_type_language(path: &[String]) -> Option<&str> {
+    let name = match path {
+        [name] => name,
+        [module, name] if matches!(module.as_str(), "dspy" | "dspex") => name,
+        _ => return None,
+    };
+    name.strip_prefix("Code_").filter(|lang| !lang.is_empty())
+}
+
+/// The Rust marker type named after a code language: its first letter upper-cased (`python` →
+/// `Python`, `cpp` → `Cpp`), when the language is an ASCII identifier; `None` otherwise
+/// (`c++`).
+pub fn code_language_marker(language: &str) -> Option<String> {
+    let mut chars = language.chars();
+    let first = chars.next()?;
+    if !first.is_ascii_alphabetic() || !chars.all(|c| c.is_ascii_alphanumeric() || c == '_') {
+        return None;
+    }
+    Some(first.to_ascii_uppercase().to_string() + &language[1..])
 }
 
 #[cfg(test)]

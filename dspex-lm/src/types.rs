@@ -89,6 +89,11 @@ pub struct Choice {
     /// The tools the model asked to call (native function calling), in order.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub tool_calls: Vec<ToolCall>,
+    /// The model's native reasoning, when the provider returns it beside the answer
+    /// (`message.reasoning_content`, as LiteLLM exposes reasoning models' thinking). A
+    /// `Reasoning` output field takes it in place of any text parsed for it, as DSPy does.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reasoning_content: Option<String>,
 }
 
 impl Choice {
@@ -98,7 +103,15 @@ impl Choice {
             text: text.into(),
             finish_reason: Some(FinishReason::Stop),
             tool_calls: Vec::new(),
+            reasoning_content: None,
         }
+    }
+
+    /// The same completion with this native reasoning content.
+    #[must_use]
+    pub fn with_reasoning_content(mut self, reasoning: impl Into<String>) -> Self {
+        self.reasoning_content = Some(reasoning.into());
+        self
     }
 
     /// The same completion with these tool calls.
@@ -277,6 +290,7 @@ mod tests {
                 text: "a".into(),
                 finish_reason: Some(FinishReason::Stop),
                 tool_calls: Vec::new(),
+                reasoning_content: None,
             }],
             usage: Usage {
                 prompt_tokens: 1,

@@ -144,6 +144,9 @@ struct ApiMessage {
     content: Option<Value>,
     #[serde(default)]
     tool_calls: Option<Vec<Value>>,
+    /// Reasoning models' thinking, as LiteLLM and OpenAI-compatible servers return it.
+    #[serde(default)]
+    reasoning_content: Option<Value>,
 }
 
 #[derive(Deserialize, Default)]
@@ -182,11 +185,18 @@ impl CompletionResponse {
         let mut indexed = Vec::with_capacity(choices.len());
         for (i, c) in choices.into_iter().enumerate() {
             let mut tool_calls = Vec::new();
+            let mut reasoning_content = None;
             let text = match model_type {
                 ModelType::Chat => {
-                    let (content, calls) = c
-                        .message
-                        .map_or((None, None), |m| (m.content, m.tool_calls));
+                    let (content, calls, reasoning) = c.message.map_or((None, None, None), |m| {
+                        (m.content, m.tool_calls, m.reasoning_content)
+                    });
+                    // DSPy keeps it only when it is a non-empty string.
+                    if let Some(Value::String(r)) = reasoning
+                        && !r.is_empty()
+                    {
+                        reasoning_content = Some(r);
+                    }
                     for (j, call) in calls.unwrap_or_default().iter().enumerate() {
                         tool_calls.push(
                             ToolCall::from_openai(call)
@@ -210,6 +220,7 @@ impl CompletionResponse {
                     text,
                     finish_reason,
                     tool_calls,
+                    reasoning_content,
                 },
             ));
         }
@@ -324,6 +335,22 @@ mod tests {
         )
         .unwrap();
         assert_eq!(r.usage().total_tokens, u64::MAX);
+    }
+
+    #[test]
+    fn reasoning_content_is_read_from_the_message() {
+        let mut r: CompletionResponse = serde_json::from_value(serde_json::json!({
+            "choices": [
+                {"message": {"content": "a", "reasoning_content": "because"}},
+                {"message": {"content": "b", "reasoning_content": ""}},
+                {"message": {"content": "c", "reasoning_content": 3}}
+            ]
+        }))
+        .unwrap();
+        let choices = r.choices(ModelType::Chat).unwrap();
+        assert_eq!(choices[0].reasoning_content.as_deref(), Some("because"));
+        assert_eq!(choices[1].reasoning_content, None);
+        assert_eq!(choices[2].reasoning_content, None);
     }
 
     #[test]

@@ -59,6 +59,38 @@ fn string_form_dspy_special_types() {
 }
 
 #[test]
+fn string_form_code_and_reasoning() {
+    let out = crate::signature::attribute(
+        quote!(
+            "task: str, snippet: dspy.Code['rust'] -> reasoning: dspy.Reasoning, code: Code[\"python\"], scripts: list[Code_haskell]"
+        ),
+        quote!(
+            pub struct WriteCode;
+        ),
+    );
+    insta::assert_snapshot!(pretty(out));
+}
+
+#[test]
+fn field_form_code_and_reasoning() {
+    let out = crate::signature::attribute(
+        quote!(),
+        quote!(
+            /// Write a Python function for the task.
+            pub struct CodeGen {
+                #[input]
+                task: String,
+                #[output]
+                reasoning: Reasoning,
+                #[output]
+                code: Code<dspex::lang::Python>,
+            }
+        ),
+    );
+    insta::assert_snapshot!(pretty(out));
+}
+
+#[test]
 fn field_form_image_and_history() {
     let out = crate::signature::attribute(
         quote!(),

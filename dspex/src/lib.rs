@@ -246,10 +246,15 @@ pub use dspex_runtime::{
 };
 
 pub use dspex_runtime::signature::CustomType;
+/// The language of a `Code` field type, as signatures hold it.
+pub use dspex_runtime::signature::{CodeLanguage, CodeLanguageError};
 /// DSPy's special input types: [`Image`], [`Audio`] and [`File`] (sent as content parts of the
 /// user message) and [`History`] (earlier turns, sent as user/assistant messages), with the
 /// errors of their constructors.
 pub use dspex_runtime::types::{Audio, File, History, HistoryTurnError, Image, MediaError};
+/// DSPy's string-like types: [`Code`] in a [`Language`] (`Code<lang::Python>` is
+/// `dspy.Code["python"]`), with DSPy's fence extraction [`extract_code`], and [`Reasoning`].
+pub use dspex_runtime::types::{Code, Language, Reasoning, extract_code, lang};
 
 /// Running programs from synchronous code: [`ProgramExt::forward_blocking`] and
 /// [`blocking::block_on`], on a shared runtime; inside a tokio runtime they return
@@ -351,9 +356,9 @@ pub mod prelude {
     pub use crate::retrieve::{Passage, Retrieve, Retriever};
     pub use crate::settings::{Settings, configure, with_settings};
     pub use crate::{
-        Audio, DynSignature, Either, Example, File, History, Image, LiteralEnum, Module,
-        Prediction, PredictorParams, Program, ProgramExt, Signature, SignatureType, branch,
-        branch_either, fan_out, program_fn, sig, signature, tool,
+        Audio, Code, DynSignature, Either, Example, File, History, Image, LiteralEnum, Module,
+        Prediction, PredictorParams, Program, ProgramExt, Reasoning, Signature, SignatureType,
+        branch, branch_either, fan_out, program_fn, sig, signature, tool,
     };
 }
 
@@ -361,7 +366,7 @@ pub mod prelude {
 #[doc(hidden)]
 pub mod __private {
     pub use dspex_runtime::signature::model_schema;
-    pub use dspex_runtime::types::{Audio, File, History, Image};
+    pub use dspex_runtime::types::{Audio, Code, File, History, Image, Reasoning, lang};
     pub use dspex_runtime::{
         DynSignature, FieldRole, FieldSpec, LiteralValue, Module, PredictorParams, Signature,
         SignatureType, TypeSpec, program::StateError, program::join_path,

@@ -251,7 +251,7 @@ fn scripted_replies(list: &Value, what: &str) -> Result<Vec<String>, ReplayError
 fn find_unsupported_tag(v: &Value) -> Option<String> {
     match v {
         Value::Object(map) => match map.get("$type").and_then(Value::as_str) {
-            Some(tag @ ("Tool" | "ToolCalls" | "Code")) => Some(tag.to_string()),
+            Some(tag @ ("Tool" | "ToolCalls")) => Some(tag.to_string()),
             _ => map.values().find_map(find_unsupported_tag),
         },
         Value::Array(items) => items.iter().find_map(find_unsupported_tag),
@@ -272,9 +272,10 @@ fn example(v: &Value) -> Result<Example, String> {
 
 /// A fixture's value with DSPy's own types decoded, at any depth: `{"$type": "Image", "url"}`
 /// becomes the value of [`Image::url`](crate::Image::url) (`{"url"}`), `Audio` of
-/// [`Audio::new`](crate::Audio::new), `File` and `History` of their serde forms — each built
-/// through the Rust type, so a malformed one is an error naming it. Tags of types dspex does
-/// not have yet (`Tool`, `ToolCalls`, `Code`) are [`ReplayError::Unsupported`].
+/// [`Audio::new`](crate::Audio::new), `File` and `History` of their serde forms, `{"$type":
+/// "Code", "code"}` the string of [`Code::new`](crate::Code::new) — each built through the
+/// Rust type, so a malformed one is an error naming it. Tags of types dspex does not have yet
+/// (`Tool`, `ToolCalls`) are [`ReplayError::Unsupported`].
 pub fn decode_value(v: &Value) -> Result<Value, ReplayError> {
     let bad = |what: String| ReplayError::Fixture(what);
     let str_of = |map: &Map<String, Value>, key: &str| -> Result<String, ReplayError> {
@@ -300,6 +301,9 @@ pub fn decode_value(v: &Value) -> Result<Value, ReplayError> {
                     .map_err(|e| bad(format!("a File: {e}")))?;
                 json(serde_json::to_value(file))?
             }
+            Some("Code") => json(serde_json::to_value(<crate::Code>::new(str_of(
+                map, "code",
+            )?)))?,
             Some("History") => {
                 let messages = decode_value(map.get("messages").unwrap_or(&Value::Null))?;
                 let messages = serde_json::from_value(messages)
@@ -324,12 +328,23 @@ pub fn decode_value(v: &Value) -> Result<Value, ReplayError> {
     })
 }
 
-/// Outputs whose type is one of DSPy's own tagged with `$type`, as the fixtures write them.
+/// Outputs whose type is one of DSPy's own tagged with `$type`, as the fixtures write them
+/// (`Code` as `{"$type": "Code", "code"}`, whatever its language; `Reasoning`, which the
+/// fixtures do not tag, stays a string).
 fn tag_outputs(signature: &DynSignature, mut outputs: Map<String, Value>) -> Map<String, Value> {
     for field in signature.outputs() {
         let Some(custom) = field.ty().custom() else {
             continue;
         };
+        if let crate::CustomType::Code(_) = custom {
+            if let Some(value) = outputs.get_mut(field.name())
+                && let Value::String(code) = value
+            {
+                let code = <crate::Code>::new(std::mem::take(code));
+                *value = json!({"$type": "Code", "code": code.into_code()});
+            }
+            continue;
+        }
         if let Some(Value::Object(value)) = outputs.get_mut(field.name()) {
             let mut tagged = Map::new();
             tagged.insert("$type".into(), Value::String(custom.name().into()));
@@ -443,6 +458,12 @@ mod tests {
         assert!(
             matches!(decode_value(&missing), Err(ReplayError::Fixture(m)) if m.contains("url"))
         );
+        let code = json!({"$type": "Code", "code": "x = 1"});
+        assert_eq!(decode_value(&code).unwrap(), json!("x = 1"));
+        assert!(matches!(
+            decode_value(&json!({"$type": "Code"})),
+            Err(ReplayError::Fixture(m)) if m.contains("code")
+        ));
         let tool = json!({"$type": "Tool", "name": "t"});
         assert!(matches!(
             decode_value(&tool),

@@ -101,7 +101,7 @@ fn pending_call_feature(fx: &Value) -> Option<String> {
     if fx["adapter_options"]["use_native_function_calling"] == true {
         return Some("native function calling".into());
     }
-    const SPECIAL: [&str; 3] = ["Tool", "ToolCalls", "Code"];
+    const SPECIAL: [&str; 2] = ["Tool", "ToolCalls"];
     let sig = &fx["signature"];
     for field in ["inputs", "outputs"]
         .iter()

@@ -71,6 +71,7 @@ impl LanguageModel for ContentLm {
                     text: (self.answer)(&request)?,
                     finish_reason: Some(FinishReason::Stop),
                     tool_calls: Vec::new(),
+                    reasoning_content: None,
                 }],
                 usage: Usage::default(),
                 model: "content".into(),

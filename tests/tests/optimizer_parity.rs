@@ -146,6 +146,7 @@ impl LanguageModel for TraceLM {
                 text: self.answer(&request.messages, i),
                 finish_reason: Some(FinishReason::Stop),
                 tool_calls: Vec::new(),
+                reasoning_content: None,
             })
             .collect();
         Box::pin(std::future::ready(Ok(LmResponse {

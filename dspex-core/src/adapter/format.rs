@@ -64,6 +64,8 @@ pub fn write_type_name(out: &mut String, ty: &TypeSpec) {
             out.push(']');
         }
         TypeSpec::Model { name, .. } => out.push_str(name),
+        // DSPy prints `Reasoning` as `str`, as ChainOfThought's reasoning always was.
+        TypeSpec::Custom(CustomType::Reasoning) => out.push_str("str"),
         // `TypeSpec` is non-exhaustive: a future variant prints as DSPy's name for it.
         #[allow(unreachable_patterns)]
         other => out.push_str(&other.dspy_name()),
@@ -97,7 +99,9 @@ fn write_literal_quoted(out: &mut String, s: &str) {
 }
 
 /// Appends the numbered field list of `get_field_description_string`, stripped as DSPy strips
-/// it (the trailing space of an empty description survives except on the last line).
+/// it (the trailing space of an empty description survives except on the last line). A field
+/// whose type holds DSPy types with a description (`Code_python`, also in `list[…]`) gets
+/// `\n    Type description of Code_python: …` after its own description, once per occurrence.
 pub fn write_field_list(out: &mut String, fields: &[FieldSpec]) {
     let start = out.len();
     for (i, f) in fields.iter().enumerate() {
@@ -110,12 +114,29 @@ pub fn write_field_list(out: &mut String, fields: &[FieldSpec]) {
         if let Some(desc) = f.description() {
             out.push_str(desc);
         }
+        write_type_descriptions(out, f.ty());
     }
     let end = start + out[start..].trim_end_matches(is_py_space).len();
     out.truncate(end);
     let lead = out[start..].len() - out[start..].trim_start_matches(is_py_space).len();
     if lead > 0 {
         out.drain(start..start + lead);
+    }
+}
+
+/// `extract_custom_type_from_annotation` and each type's `description()`, depth first.
+fn write_type_descriptions(out: &mut String, ty: &TypeSpec) {
+    match ty {
+        TypeSpec::Custom(c) if !c.description().is_empty() => {
+            out.push_str("\n    Type description of ");
+            write_type_name(out, ty);
+            out.push_str(": ");
+            out.push_str(c.description());
+        }
+        TypeSpec::List(t) | TypeSpec::Dict(t) | TypeSpec::Optional(t) => {
+            write_type_descriptions(out, t);
+        }
+        _ => {}
     }
 }
 
@@ -145,7 +166,10 @@ pub fn write_type_note(out: &mut String, f: &FieldSpec) {
         return;
     }
     match f.ty() {
-        TypeSpec::Str => {}
+        // `Reasoning` is a `str` to DSPy; `Code` has its type description instead.
+        TypeSpec::Str
+        | TypeSpec::Custom(CustomType::Reasoning)
+        | TypeSpec::Custom(CustomType::Code(_)) => {}
         TypeSpec::Bool => {
             out.push_str("        # note: the value you produce must be True or False")
         }

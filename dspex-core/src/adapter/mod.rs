@@ -40,6 +40,8 @@
 //! failure fails the call.
 
 mod chat;
+#[cfg(test)]
+mod code_reasoning_tests;
 pub mod custom;
 #[doc(hidden)]
 pub mod format;

@@ -5,7 +5,7 @@ use super::json_repair;
 use super::literal_eval::literal_eval;
 use super::py::{Py, int_to_json, py_eq, py_str, short_repr, to_json};
 use super::text::py_strip;
-use crate::signature::{DynSignature, LiteralValue, TypeSpec};
+use crate::signature::{CustomType, DynSignature, LiteralValue, TypeSpec};
 use serde_json::{Map, Number, Value};
 
 /// How deep schemas and values may nest before validation gives up (DSPy would hit Python's
@@ -61,8 +61,62 @@ pub fn parse_value(ty: &TypeSpec, value: &Py) -> Result<Value, String> {
     if candidate.is_empty_str() && !text.is_empty() {
         candidate = literal_eval(text).unwrap_or_else(|_| Py::Str(text.clone()));
     }
-    // 7. Pydantic's lax validation.
-    validate(ty, &candidate, false, 0)
+    // 7. Pydantic's lax validation; a DSPy type (`Code`, `Reasoning`) that refuses the
+    //    candidate is validated from the original text, as DSPy retries it.
+    match validate(ty, &candidate, false, 0) {
+        Err(_) if is_str_like(ty) => validate(ty, value, false, 0),
+        other => other,
+    }
+}
+
+/// DSPy's string-like types, whose validators take a string or a one-field dict.
+fn is_str_like(ty: &TypeSpec) -> bool {
+    matches!(
+        ty,
+        TypeSpec::Custom(CustomType::Code(_) | CustomType::Reasoning)
+    )
+}
+
+/// The validators of `dspy.Code` and `dspy.Reasoning` (`validate_input`): a string, or a dict
+/// with a string `code` (`content`); a `Code`'s text is reduced to its fenced block
+/// (`_filter_code`). The value is the string pydantic's `model_dump` gives.
+fn validate_str_like(c: CustomType, v: &Py) -> Result<Value, String> {
+    let (key, name) = match c {
+        CustomType::Code(_) => ("code", "dspy.Code"),
+        _ => ("content", "dspy.Reasoning"),
+    };
+    let text = match v {
+        Py::Str(s) => s.as_str(),
+        Py::Dict(entries) => {
+            let found = entries
+                .iter()
+                .find(|(k, _)| matches!(k, Py::Str(k) if k == key));
+            match found {
+                Some((_, Py::Str(s))) => s.as_str(),
+                Some((_, other)) => {
+                    return Err(format!(
+                        "Value error, `{key}` field must be a string [input_value={}]",
+                        short_repr(other)
+                    ));
+                }
+                None => {
+                    return Err(format!(
+                        "Value error, `{key}` field is required for `{name}`"
+                    ));
+                }
+            }
+        }
+        other => {
+            return Err(format!(
+                "Value error, Received invalid value for `{name}` [input_value={}]",
+                short_repr(other)
+            ));
+        }
+    };
+    Ok(Value::String(match c {
+        CustomType::Code(_) => crate::types::extract_code(text).to_string(),
+        _ => text.to_string(),
+    }))
 }
 
 /// `TypeAdapter(annotation).validate_python(value)`: pydantic's lax validation of a Python
@@ -156,6 +210,7 @@ fn validate(ty: &TypeSpec, v: &Py, strict: bool, depth: usize) -> Result<Value, 
             }),
         TypeSpec::Model { name, schema } => validate_schema(schema, schema, v, strict, depth + 1)
             .map_err(|e| format!("{name}: {e}")),
+        TypeSpec::Custom(c) if is_str_like(ty) => validate_str_like(*c, v),
         TypeSpec::Custom(c) => validate_schema(c.schema(), c.schema(), v, strict, depth + 1)
             .map_err(|e| format!("{}: {e}", c.name())),
         #[allow(unreachable_patterns)]

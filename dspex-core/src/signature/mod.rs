@@ -17,5 +17,7 @@ mod typed;
 pub use dynamic::DynSignature;
 pub use error::SignatureError;
 pub use schema::{model_schema, pydantic_title};
-pub use spec::{CustomType, FieldRole, FieldSpec, LiteralValue, TypeSpec};
+pub use spec::{
+    CodeLanguage, CodeLanguageError, CustomType, FieldRole, FieldSpec, LiteralValue, TypeSpec,
+};
 pub use typed::{Signature, SignatureType};

@@ -175,12 +175,15 @@ impl TypeSpec {
     }
 }
 
-/// DSPy's own field types (`dspy.Image`, `dspy.Audio`, `dspy.File`, `dspy.History`), whose
-/// Rust values are [`crate::types::Image`], [`crate::types::Audio`], [`crate::types::File`] and
-/// [`crate::types::History`].
+/// DSPy's own field types (`dspy.Image`, `dspy.Audio`, `dspy.File`, `dspy.History`,
+/// `dspy.Code["python"]`, `dspy.Reasoning`), whose Rust values are [`crate::types::Image`],
+/// [`crate::types::Audio`], [`crate::types::File`], [`crate::types::History`],
+/// [`crate::types::Code`] and [`crate::types::Reasoning`].
 ///
-/// In a prompt they are named as DSPy names them (`Image`, `list[Image]`); as outputs, their
-/// type note is pydantic's JSON schema of the DSPy class, docstring included, as DSPy prints it.
+/// In a prompt they are named as DSPy names them (`Image`, `list[Image]`, `Code_python`; a
+/// `Reasoning` field as `str`); as outputs, their type note is pydantic's JSON schema of the
+/// DSPy class, docstring included, as DSPy prints it (none for `Code` and `Reasoning`, which
+/// DSPy exempts).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 #[non_exhaustive]
 pub enum CustomType {
@@ -192,29 +195,38 @@ pub enum CustomType {
     File,
     /// `dspy.History`.
     History,
+    /// `dspy.Code["python"]` (class `Code_python`) or bare `dspy.Code`, with its language.
+    Code(CodeLanguage),
+    /// `dspy.Reasoning`: a string-like output that native reasoning content can fill.
+    Reasoning,
 }
 
 impl CustomType {
-    /// Every custom type.
-    pub const ALL: [CustomType; 4] = [
+    /// Every custom type without a parameter (not [`CustomType::Code`], one per language).
+    pub const ALL: [CustomType; 5] = [
         CustomType::Image,
         CustomType::Audio,
         CustomType::File,
         CustomType::History,
+        CustomType::Reasoning,
     ];
 
-    /// DSPy's name (`Image`), which is also the Rust type's name.
+    /// DSPy's class name (`Image`, `Code_python`), which is also the Rust type's name for the
+    /// types without a parameter.
     pub fn name(self) -> &'static str {
         match self {
             CustomType::Image => "Image",
             CustomType::Audio => "Audio",
             CustomType::File => "File",
             CustomType::History => "History",
+            CustomType::Code(lang) => lang.class_name(),
+            CustomType::Reasoning => "Reasoning",
         }
     }
 
     /// The type a name in a signature string stands for: `Image`, or with a `dspy.` (`dspy::`)
-    /// or `dspex::` path (`dspy.Image`).
+    /// or `dspex::` path (`dspy.Image`); `Code_python` (the class of `dspy.Code["python"]`) and
+    /// bare `Code`.
     pub fn from_path(path: &str) -> Option<Self> {
         let name = [
             "dspy.",
@@ -226,19 +238,37 @@ impl CustomType {
         .iter()
         .find_map(|prefix| path.strip_prefix(prefix))
         .unwrap_or(path);
+        if name == "Code" {
+            return Some(CustomType::Code(CodeLanguage::bare()));
+        }
+        if let Some(language) = name.strip_prefix("Code_") {
+            return CodeLanguage::new(language).ok().map(CustomType::Code);
+        }
         CustomType::ALL.into_iter().find(|c| c.name() == name)
     }
 
     /// Whether values of the type are sent as content parts (`Image`, `Audio`, `File`; not
-    /// `History`, whose turns become messages).
+    /// `History`, whose turns become messages, nor the string-like `Code` and `Reasoning`).
     pub fn is_media(self) -> bool {
-        !matches!(self, CustomType::History)
+        matches!(
+            self,
+            CustomType::Image | CustomType::Audio | CustomType::File
+        )
+    }
+
+    /// DSPy's `description()` of the class, which prompts add under a field of the type
+    /// (`Type description of Code_python: …`); empty for the types without one.
+    pub fn description(self) -> &'static str {
+        match self {
+            CustomType::Code(lang) => lang.description(),
+            _ => "",
+        }
     }
 
     /// Pydantic's JSON schema of the DSPy class (`TypeAdapter(dspy.Image).json_schema()` in
     /// DSPy 3.4.1).
     pub fn schema(self) -> &'static Value {
-        static SCHEMAS: std::sync::OnceLock<[Value; 4]> = std::sync::OnceLock::new();
+        static SCHEMAS: std::sync::OnceLock<[Value; 5]> = std::sync::OnceLock::new();
         let schemas = SCHEMAS.get_or_init(|| {
             let load = |text: &str| serde_json::from_str(text).unwrap_or(Value::Null);
             [
@@ -246,6 +276,7 @@ impl CustomType {
                 load(include_str!("../types/schemas/audio.json")),
                 load(include_str!("../types/schemas/file.json")),
                 load(include_str!("../types/schemas/history.json")),
+                load(include_str!("../types/schemas/reasoning.json")),
             ]
         });
         match self {
@@ -253,7 +284,181 @@ impl CustomType {
             CustomType::Audio => &schemas[1],
             CustomType::File => &schemas[2],
             CustomType::History => &schemas[3],
+            CustomType::Reasoning => &schemas[4],
+            CustomType::Code(lang) => lang.schema(),
         }
+    }
+}
+
+/// The language of a [`CustomType::Code`] field: DSPy's `dspy.Code["python"]` (class
+/// `Code_python`) or bare `dspy.Code` (class `Code`, language `python`).
+///
+/// It is `Copy` like the rest of [`CustomType`]: each language is interned once per process (its
+/// class name, description and schema built then and kept), so a language costs a few hundred
+/// bytes for the life of the process. [`CodeLanguage::new`] refuses names DSPy could not print
+/// sensibly and caps the number of distinct languages read from text at
+/// [`CodeLanguage::MAX_INTERNED`].
+///
+/// ```
+/// use dspex_core::signature::{CodeLanguage, CustomType, TypeSpec};
+/// use dspex_core::types::{Code, lang::Python};
+///
+/// let python = CodeLanguage::new("python")?;
+/// assert_eq!(python, CodeLanguage::of::<Python>());
+/// assert_eq!(python.class_name(), "Code_python");
+/// assert_eq!(TypeSpec::Custom(CustomType::Code(python)).dspy_name(), "Code_python");
+/// assert_eq!(CodeLanguage::bare().class_name(), "Code");
+/// assert_eq!(CodeLanguage::bare().language(), "python");
+/// assert!(CodeLanguage::new("").is_err());
+/// # Ok::<(), dspex_core::signature::CodeLanguageError>(())
+/// ```
+#[derive(Clone, Copy)]
+pub struct CodeLanguage(&'static CodeLanguageInfo);
+
+struct CodeLanguageInfo {
+    language: Box<str>,
+    bare: bool,
+    class_name: Box<str>,
+    description: Box<str>,
+    schema: Value,
+}
+
+/// A language name [`CodeLanguage::new`] refuses.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum CodeLanguageError {
+    /// The name is empty.
+    #[error("a code language needs a name (as in `Code[\"python\"]`)")]
+    Empty,
+    /// The name is longer than [`CodeLanguage::MAX_LEN`] bytes or has control characters.
+    #[error("`{0}` is not a code language name (at most 64 bytes, no control characters)")]
+    Invalid(String),
+    /// [`CodeLanguage::MAX_INTERNED`] languages are known already.
+    #[error("too many distinct code languages (at most {max})", max = CodeLanguage::MAX_INTERNED)]
+    TooMany,
+}
+
+impl CodeLanguage {
+    /// The longest language name accepted, in bytes.
+    pub const MAX_LEN: usize = 64;
+    /// How many distinct languages [`CodeLanguage::new`] interns at most.
+    pub const MAX_INTERNED: usize = 1024;
+
+    /// `dspy.Code[language]`. Any name DSPy accepts works, within [`CodeLanguage::MAX_LEN`]
+    /// bytes and without control characters.
+    pub fn new(language: &str) -> Result<Self, CodeLanguageError> {
+        if language.is_empty() {
+            return Err(CodeLanguageError::Empty);
+        }
+        if language.len() > Self::MAX_LEN || language.chars().any(char::is_control) {
+            return Err(CodeLanguageError::Invalid(language.to_string()));
+        }
+        Self::intern(language, false, true).ok_or(CodeLanguageError::TooMany)
+    }
+
+    /// The language of a Rust marker: `CodeLanguage::of::<Python>()` for `Code<Python>`.
+    pub fn of<L: crate::types::Language>() -> Self {
+        // Markers are compile-time constants, so they are few: no cap.
+        Self::intern(L::NAME, L::BARE, false).unwrap_or_else(Self::bare)
+    }
+
+    /// Bare `dspy.Code`: class `Code`, language `python`.
+    pub fn bare() -> Self {
+        static BARE: std::sync::OnceLock<CodeLanguage> = std::sync::OnceLock::new();
+        *BARE.get_or_init(|| CodeLanguage(Box::leak(Box::new(info("python", true)))))
+    }
+
+    fn intern(language: &str, bare: bool, capped: bool) -> Option<Self> {
+        use std::sync::{Mutex, OnceLock};
+        type Table = std::collections::HashMap<(Box<str>, bool), &'static CodeLanguageInfo>;
+        if bare && language == "python" {
+            return Some(Self::bare());
+        }
+        static TABLE: OnceLock<Mutex<Table>> = OnceLock::new();
+        let mut table = TABLE
+            .get_or_init(Default::default)
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        if let Some(found) = table.get(&(Box::<str>::from(language), bare)) {
+            return Some(CodeLanguage(found));
+        }
+        if capped && table.len() >= Self::MAX_INTERNED {
+            return None;
+        }
+        let leaked: &'static CodeLanguageInfo = Box::leak(Box::new(info(language, bare)));
+        table.insert((language.into(), bare), leaked);
+        Some(CodeLanguage(leaked))
+    }
+
+    /// The language as DSPy's subscript spells it (`python`; also for bare `Code`).
+    pub fn language(self) -> &'static str {
+        &self.0.language
+    }
+
+    /// Whether this is bare `dspy.Code`.
+    pub fn is_bare(self) -> bool {
+        self.0.bare
+    }
+
+    /// DSPy's class name: `Code_python`, or `Code` when bare.
+    pub fn class_name(self) -> &'static str {
+        &self.0.class_name
+    }
+
+    /// DSPy's `Code.description()` for the language.
+    pub fn description(self) -> &'static str {
+        &self.0.description
+    }
+
+    /// Pydantic's JSON schema of the class (`{"properties": {"code": …}, "title":
+    /// "Code_python", …}`; bare `Code` carries DSPy's docstring).
+    pub fn schema(self) -> &'static Value {
+        &self.0.schema
+    }
+}
+
+fn info(language: &str, bare: bool) -> CodeLanguageInfo {
+    let class_name = if bare {
+        "Code".to_string()
+    } else {
+        format!("Code_{language}")
+    };
+    let mut schema = if bare {
+        serde_json::from_str(include_str!("../types/schemas/code.json")).unwrap_or(Value::Null)
+    } else {
+        json!({"properties": {"code": {"title": "Code", "type": "string"}},
+               "required": ["code"], "title": class_name, "type": "object"})
+    };
+    if let Value::Object(map) = &mut schema {
+        map.insert("title".into(), Value::String(class_name.clone()));
+    }
+    CodeLanguageInfo {
+        description: crate::types::code_description(language).into(),
+        language: language.into(),
+        bare,
+        class_name: class_name.into(),
+        schema,
+    }
+}
+
+impl PartialEq for CodeLanguage {
+    fn eq(&self, other: &Self) -> bool {
+        self.0.bare == other.0.bare && self.0.language == other.0.language
+    }
+}
+
+impl Eq for CodeLanguage {}
+
+impl std::hash::Hash for CodeLanguage {
+    fn hash<H: std::hash::Hasher>(&self, state: &mut H) {
+        self.0.language.hash(state);
+        self.0.bare.hash(state);
+    }
+}
+
+impl std::fmt::Debug for CodeLanguage {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.class_name())
     }
 }
 

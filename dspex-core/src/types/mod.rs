@@ -6,14 +6,20 @@
 //!
 //! It also holds DSPy's special input types, the values that become message parts or turns:
 //! [`Image`], [`Audio`] and [`File`] (sent as `image_url`, `input_audio` and `file` content
-//! parts) and [`History`] (earlier turns, sent as user/assistant message pairs).
+//! parts) and [`History`] (earlier turns, sent as user/assistant message pairs); and DSPy's
+//! string-like output types [`Code`] (source code in a [`Language`]) and [`Reasoning`].
 
+mod code;
 mod history;
 mod media;
 mod mime;
+mod reasoning;
 
+pub(crate) use code::code_description;
+pub use code::{Code, Language, extract_code, lang};
 pub use history::{History, HistoryTurnError};
 pub use media::{Audio, File, Image, MediaError};
+pub use reasoning::Reasoning;
 
 use serde::{Deserialize, Serialize};
 use serde_json::Value;

@@ -464,6 +464,7 @@ mod tests {
                 text: text.into(),
                 finish_reason: Some(FinishReason::Stop),
                 tool_calls: Vec::new(),
+                reasoning_content: None,
             }],
             usage: Usage {
                 prompt_tokens: 10,

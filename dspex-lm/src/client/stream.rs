@@ -251,6 +251,7 @@ impl Completed {
                 text: String::new(),
                 finish_reason: None,
                 tool_calls: Vec::new(),
+                reasoning_content: None,
             });
         }
         self.choices.get_mut(index)

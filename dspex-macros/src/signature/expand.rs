@@ -159,6 +159,12 @@ impl TypeCx<'_> {
                 let spec = self.spec(expr, span);
                 (quote!(#ty), spec, expr.rust_name(), expr.kind.is_builtin())
             }
+            FieldType::Generic { ty } => {
+                let span = syn::spanned::Spanned::span(ty);
+                let spec = quote_spanned!(span=> <#ty as #p::SignatureType>::type_spec());
+                let rust_name = quote!(#ty).to_string().replace(' ', "");
+                (quote!(#ty), spec, rust_name, false)
+            }
         };
         let role = match field.side {
             Side::Input => quote!(#p::FieldRole::Input),
@@ -238,6 +244,9 @@ impl TypeCx<'_> {
 
     /// The Rust path of a user-named type; `dspy.Image` and its kin are dspex's types.
     fn named_path(&self, path: &[String], span: Span) -> TokenStream {
+        if let Some(language) = dspex_grammar::code_type_language(path) {
+            return self.code_path(language, span);
+        }
         match dspy_custom_type(path) {
             Some(name) => {
                 let p = &self.p;
@@ -387,14 +396,51 @@ fn path_tokens(path: &[String], span: Span) -> TokenStream {
     quote!(#(#segments)::*)
 }
 
-/// DSPy's spelling of its own types, `dspy.Image` (`dspy.Audio`, `dspy.File`, `dspy.History`):
+impl TypeCx<'_> {
+    /// `Code_python` (DSPy's `Code["python"]`): `Code<lang::Python>` for the languages dspex
+    /// ships a marker for, else `Code<Haskell>` — a marker the user declares in scope.
+    fn code_path(&self, language: &str, span: Span) -> TokenStream {
+        let p = &self.p;
+        let Some(marker) = dspex_grammar::code_language_marker(language) else {
+            let msg = format!(
+                "no Rust marker type can be named after the code language `{language}`; declare a `dspex::Language` marker and use the field form (`code: Code<MyLanguage>`)"
+            );
+            return quote_spanned!(span=> ::core::compile_error!(#msg));
+        };
+        let ident = Ident::new(&marker, span);
+        if KNOWN_CODE_LANGUAGES.contains(&language) {
+            quote_spanned!(span=> #p::Code<#p::lang::#ident>)
+        } else {
+            quote_spanned!(span=> #p::Code<#ident>)
+        }
+    }
+}
+
+/// The languages `dspex::lang` has markers for (kept in step with `dspex_core::types::lang`).
+const KNOWN_CODE_LANGUAGES: [&str; 10] = [
+    "python",
+    "rust",
+    "javascript",
+    "typescript",
+    "java",
+    "go",
+    "c",
+    "cpp",
+    "sql",
+    "bash",
+];
+
+/// DSPy's spelling of its own types, `dspy.Image` (`dspy.Audio`, `dspy.File`, `dspy.History`,
+/// bare `dspy.Code`, `dspy.Reasoning`):
 /// the name of dspex's type, which the generated code reaches through the hidden path. Plain
 /// `Image` is left to the user's scope (the prelude brings it), so a user type of that name wins.
 fn dspy_custom_type(path: &[String]) -> Option<&'static str> {
     match path {
-        [module, name] if module == "dspy" => ["Image", "Audio", "File", "History"]
-            .into_iter()
-            .find(|custom| name == custom),
+        [module, name] if module == "dspy" => {
+            ["Image", "Audio", "File", "History", "Code", "Reasoning"]
+                .into_iter()
+                .find(|custom| name == custom)
+        }
         _ => None,
     }
 }

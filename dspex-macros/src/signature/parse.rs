@@ -38,6 +38,27 @@ pub(crate) enum FieldType {
     FromString { expr: Option<TypeExpr>, span: Span },
     /// Written by the user in the field form.
     Written { ty: Box<syn::Type>, expr: TypeExpr },
+    /// Written in the field form with a generic dspex type the grammar does not spell
+    /// (`Code<lang::Python>`, `Option<Code<MyLanguage>>`): its DSPy type comes from its
+    /// `SignatureType` impl.
+    Generic { ty: Box<syn::Type> },
+}
+
+/// Whether a field type holds `Code<…>` (DSPy's `Code["python"]` in Rust spelling), at any depth.
+fn holds_generic_code(ty: &syn::Type) -> bool {
+    let syn::Type::Path(path) = ty else {
+        return false;
+    };
+    path.path.segments.iter().any(|seg| {
+        let syn::PathArguments::AngleBracketed(args) = &seg.arguments else {
+            return false;
+        };
+        seg.ident == "Code"
+            || args.args.iter().any(|a| match a {
+                syn::GenericArgument::Type(t) => holds_generic_code(t),
+                _ => false,
+            })
+    })
 }
 
 /// Arguments of `#[signature(...)]` after the optional string.
@@ -550,6 +571,19 @@ fn fields_from_struct(cx: &mut Ctxt, named: &syn::FieldsNamed) -> Vec<FieldModel
         let text = quote::ToTokens::to_token_stream(field_ty).to_string();
         let expr = match dspex_grammar::parse_type(&text) {
             Ok(expr) => expr,
+            Err(_) if holds_generic_code(field_ty) => {
+                out.push(FieldModel {
+                    ident,
+                    side,
+                    desc,
+                    prefix,
+                    docs,
+                    ty: FieldType::Generic {
+                        ty: Box::new(field.ty.clone()),
+                    },
+                });
+                continue;
+            }
             Err(errors) => {
                 for e in errors {
                     cx.error_spanned_by(

@@ -925,6 +925,7 @@ mod tests {
                 text: "hi".into(),
                 finish_reason: None,
                 tool_calls: Vec::new(),
+                reasoning_content: None,
             }],
             usage: Usage {
                 prompt_tokens: 1,

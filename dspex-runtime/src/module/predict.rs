@@ -342,9 +342,31 @@ pub(super) async fn run(
                 EventError::new(kind, e)
             });
         }
-        completions.push(parsed?);
+        let mut parsed = parsed?;
+        take_native_reasoning(signature, c, &mut parsed);
+        completions.push(parsed);
     }
     Ok(Prediction::from_completions(completions)?)
+}
+
+/// DSPy's `Reasoning.parse_lm_response`: the LM's native reasoning content, when it sent
+/// some, is the value of every `Reasoning` output field, in place of the parsed text.
+fn take_native_reasoning(
+    signature: &DynSignature,
+    choice: &crate::lm::Choice,
+    parsed: &mut serde_json::Map<String, serde_json::Value>,
+) {
+    let Some(reasoning) = &choice.reasoning_content else {
+        return;
+    };
+    for field in signature.outputs() {
+        if field.ty().custom() == Some(crate::signature::CustomType::Reasoning) {
+            parsed.insert(
+                field.name().to_string(),
+                serde_json::Value::String(reasoning.clone()),
+            );
+        }
+    }
 }
 
 /// The LM request of one call: the adapter's messages with the call's parameters. Plain and
