@@ -192,15 +192,22 @@ pub enum CustomType {
     File,
     /// `dspy.History`.
     History,
+    /// `dspy.Tool`: a tool's description ([`crate::types::ToolSpec`]; the runtime's callable
+    /// tool is a field type of this DSPy type too).
+    Tool,
+    /// `dspy.ToolCalls` ([`crate::types::ToolCalls`]).
+    ToolCalls,
 }
 
 impl CustomType {
     /// Every custom type.
-    pub const ALL: [CustomType; 4] = [
+    pub const ALL: [CustomType; 6] = [
         CustomType::Image,
         CustomType::Audio,
         CustomType::File,
         CustomType::History,
+        CustomType::Tool,
+        CustomType::ToolCalls,
     ];
 
     /// DSPy's name (`Image`), which is also the Rust type's name.
@@ -210,6 +217,17 @@ impl CustomType {
             CustomType::Audio => "Audio",
             CustomType::File => "File",
             CustomType::History => "History",
+            CustomType::Tool => "Tool",
+            CustomType::ToolCalls => "ToolCalls",
+        }
+    }
+
+    /// DSPy's `description()` of the type, which the field list of a prompt adds after the
+    /// field's own description (`Type description of ToolCalls: …`); `None` when it is empty.
+    pub fn description(self) -> Option<&'static str> {
+        match self {
+            CustomType::ToolCalls => Some(crate::types::ToolCalls::DESCRIPTION),
+            _ => None,
         }
     }
 
@@ -230,15 +248,19 @@ impl CustomType {
     }
 
     /// Whether values of the type are sent as content parts (`Image`, `Audio`, `File`; not
-    /// `History`, whose turns become messages).
+    /// `History`, whose turns become messages, nor the tool types).
     pub fn is_media(self) -> bool {
-        !matches!(self, CustomType::History)
+        matches!(
+            self,
+            CustomType::Image | CustomType::Audio | CustomType::File
+        )
     }
 
     /// Pydantic's JSON schema of the DSPy class (`TypeAdapter(dspy.Image).json_schema()` in
-    /// DSPy 3.4.1).
+    /// DSPy 3.4.1). Pydantic cannot write one for `dspy.Tool` (it holds a function); dspex's is
+    /// the schema of the description it holds (`name`, `desc`, `args`).
     pub fn schema(self) -> &'static Value {
-        static SCHEMAS: std::sync::OnceLock<[Value; 4]> = std::sync::OnceLock::new();
+        static SCHEMAS: std::sync::OnceLock<[Value; 6]> = std::sync::OnceLock::new();
         let schemas = SCHEMAS.get_or_init(|| {
             let load = |text: &str| serde_json::from_str(text).unwrap_or(Value::Null);
             [
@@ -246,6 +268,8 @@ impl CustomType {
                 load(include_str!("../types/schemas/audio.json")),
                 load(include_str!("../types/schemas/file.json")),
                 load(include_str!("../types/schemas/history.json")),
+                load(include_str!("../types/schemas/tool.json")),
+                load(include_str!("../types/schemas/tool_calls.json")),
             ]
         });
         match self {
@@ -253,6 +277,8 @@ impl CustomType {
             CustomType::Audio => &schemas[1],
             CustomType::File => &schemas[2],
             CustomType::History => &schemas[3],
+            CustomType::Tool => &schemas[4],
+            CustomType::ToolCalls => &schemas[5],
         }
     }
 }

@@ -61,7 +61,8 @@ pub trait Signature: Send + Sync + 'static {
 ///
 /// Implemented for `String`, `bool`, every integer and float, `serde_json::Value` (`Any`),
 /// DSPy's own types [`Image`](crate::types::Image), [`Audio`](crate::types::Audio),
-/// [`File`](crate::types::File) and [`History`](crate::types::History), `Vec<T>`, `Option<T>`, `HashMap<String, T>` and `BTreeMap<String, T>`; `#[derive(LiteralEnum)]`
+/// [`File`](crate::types::File), [`History`](crate::types::History),
+/// [`ToolSpec`](crate::types::ToolSpec) (`Tool`) and [`ToolCalls`](crate::types::ToolCalls), `Vec<T>`, `Option<T>`, `HashMap<String, T>` and `BTreeMap<String, T>`; `#[derive(LiteralEnum)]`
 /// implements it for enums. Structs need no impl: a struct deriving `schemars::JsonSchema` is a
 /// field type as it is (a DSPy model).
 #[diagnostic::on_unimplemented(
@@ -92,6 +93,8 @@ impl_signature_type!(TypeSpec::Custom(CustomType::Image) => crate::types::Image)
 impl_signature_type!(TypeSpec::Custom(CustomType::Audio) => crate::types::Audio);
 impl_signature_type!(TypeSpec::Custom(CustomType::File) => crate::types::File);
 impl_signature_type!(TypeSpec::Custom(CustomType::History) => crate::types::History);
+impl_signature_type!(TypeSpec::Custom(CustomType::Tool) => crate::types::ToolSpec);
+impl_signature_type!(TypeSpec::Custom(CustomType::ToolCalls) => crate::types::ToolCalls);
 
 impl<T: SignatureType> SignatureType for Vec<T> {
     fn type_spec() -> TypeSpec {

@@ -6,14 +6,19 @@
 //!
 //! It also holds DSPy's special input types, the values that become message parts or turns:
 //! [`Image`], [`Audio`] and [`File`] (sent as `image_url`, `input_audio` and `file` content
-//! parts) and [`History`] (earlier turns, sent as user/assistant message pairs).
+//! parts) and [`History`] (earlier turns, sent as user/assistant message pairs); and the
+//! tool-calling types [`ToolSpec`], [`ToolCalls`] and [`ToolCallResults`].
 
 mod history;
 mod media;
 mod mime;
+mod tool;
 
 pub use history::{History, HistoryTurnError};
 pub use media::{Audio, File, Image, MediaError};
+pub use tool::{
+    ToolCall, ToolCallResult, ToolCallResults, ToolCalls, ToolSpec, ToolValueError, format_tool,
+};
 
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
