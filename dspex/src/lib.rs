@@ -250,6 +250,10 @@ pub use dspex_runtime::signature::CustomType;
 /// user message) and [`History`] (earlier turns, sent as user/assistant messages), with the
 /// errors of their constructors.
 pub use dspex_runtime::types::{Audio, File, History, HistoryTurnError, Image, MediaError};
+/// DSPy's tool-calling types: [`ToolSpec`] (a tool's description, the value of a `Tool` field;
+/// [`module::Tool`] is a `Tool` field type too), [`ToolCalls`] (a `ToolCalls` output, run with
+/// [`module::ExecuteToolCalls`]) and [`ToolCallResults`].
+pub use dspex_runtime::types::{ToolCallResults, ToolCalls, ToolSpec, ToolValueError};
 
 /// Running programs from synchronous code: [`ProgramExt::forward_blocking`] and
 /// [`blocking::block_on`], on a shared runtime; inside a tokio runtime they return
@@ -340,7 +344,7 @@ pub mod prelude {
     pub use crate::lm::LM;
     pub use crate::module::{
         BestOfN, CallConfig, ChainOfThought, MultiChainComparison, Predict, ReAct, Reasoned,
-        Refine, StreamItem, StreamOptions, Tool, majority,
+        ExecuteToolCalls, Refine, StreamItem, StreamOptions, Tool, majority,
     };
     pub use crate::optimize::{
         BootstrapFewShot, BootstrapFewShotWithRandomSearch, DemoKnobs, LabeledFewShot, MIPROv2,
@@ -361,7 +365,8 @@ pub mod prelude {
 #[doc(hidden)]
 pub mod __private {
     pub use dspex_runtime::signature::model_schema;
-    pub use dspex_runtime::types::{Audio, File, History, Image};
+    pub use dspex_runtime::module::Tool;
+    pub use dspex_runtime::types::{Audio, File, History, Image, ToolCalls};
     pub use dspex_runtime::{
         DynSignature, FieldRole, FieldSpec, LiteralValue, Module, PredictorParams, Signature,
         SignatureType, TypeSpec, program::StateError, program::join_path,

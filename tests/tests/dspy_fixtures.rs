@@ -90,18 +90,15 @@ fn every_dspy_fixture_agrees_with_dspex_signatures() {
     );
 }
 
-/// What a `call` fixture needs that dspex does not have yet (issue 16), if anything: native
-/// function calling, or one of DSPy's tool and code types as a field type (`Image`, `Audio`,
-/// `File` and `History` are checked). `None` for every other fixture, which is then checked in
+/// What a `call` fixture needs that dspex does not have yet (issue 16), if anything: DSPy's
+/// code type as a field type (`Image`, `Audio`, `File`, `History`, `Tool` and `ToolCalls`, and
+/// native function calling, are checked). `None` for every other fixture, which is then checked in
 /// full.
 fn pending_call_feature(fx: &Value) -> Option<String> {
     if fx["kind"] != "call" {
         return None;
     }
-    if fx["adapter_options"]["use_native_function_calling"] == true {
-        return Some("native function calling".into());
-    }
-    const SPECIAL: [&str; 3] = ["Tool", "ToolCalls", "Code"];
+    const SPECIAL: [&str; 1] = ["Code"];
     let sig = &fx["signature"];
     for field in ["inputs", "outputs"]
         .iter()

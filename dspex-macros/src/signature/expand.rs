@@ -387,14 +387,17 @@ fn path_tokens(path: &[String], span: Span) -> TokenStream {
     quote!(#(#segments)::*)
 }
 
-/// DSPy's spelling of its own types, `dspy.Image` (`dspy.Audio`, `dspy.File`, `dspy.History`):
+/// DSPy's spelling of its own types, `dspy.Image` (`dspy.Audio`, `dspy.File`, `dspy.History`,
+/// `dspy.Tool` — dspex's callable `Tool` — and `dspy.ToolCalls`):
 /// the name of dspex's type, which the generated code reaches through the hidden path. Plain
 /// `Image` is left to the user's scope (the prelude brings it), so a user type of that name wins.
 fn dspy_custom_type(path: &[String]) -> Option<&'static str> {
     match path {
-        [module, name] if module == "dspy" => ["Image", "Audio", "File", "History"]
-            .into_iter()
-            .find(|custom| name == custom),
+        [module, name] if module == "dspy" => {
+            ["Image", "Audio", "File", "History", "Tool", "ToolCalls"]
+                .into_iter()
+                .find(|custom| name == custom)
+        }
         _ => None,
     }
 }
