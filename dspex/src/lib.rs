@@ -343,8 +343,8 @@ pub mod prelude {
     pub use crate::evaluate::{Evaluate, Metric, answer_exact_match, metric_fn};
     pub use crate::lm::LM;
     pub use crate::module::{
-        BestOfN, CallConfig, ChainOfThought, MultiChainComparison, Predict, ReAct, Reasoned,
-        ExecuteToolCalls, Refine, StreamItem, StreamOptions, Tool, majority,
+        BestOfN, CallConfig, ChainOfThought, ExecuteToolCalls, MultiChainComparison, Predict,
+        ReAct, Reasoned, Refine, StreamItem, StreamOptions, Tool, majority,
     };
     pub use crate::optimize::{
         BootstrapFewShot, BootstrapFewShotWithRandomSearch, DemoKnobs, LabeledFewShot, MIPROv2,
@@ -356,16 +356,16 @@ pub mod prelude {
     pub use crate::settings::{Settings, configure, with_settings};
     pub use crate::{
         Audio, DynSignature, Either, Example, File, History, Image, LiteralEnum, Module,
-        Prediction, PredictorParams, Program, ProgramExt, Signature, SignatureType, branch,
-        branch_either, fan_out, program_fn, sig, signature, tool,
+        Prediction, PredictorParams, Program, ProgramExt, Signature, SignatureType, ToolCalls,
+        branch, branch_either, fan_out, program_fn, sig, signature, tool,
     };
 }
 
 /// What generated code needs. Not public API: it changes without notice.
 #[doc(hidden)]
 pub mod __private {
-    pub use dspex_runtime::signature::model_schema;
     pub use dspex_runtime::module::Tool;
+    pub use dspex_runtime::signature::model_schema;
     pub use dspex_runtime::types::{Audio, File, History, Image, ToolCalls};
     pub use dspex_runtime::{
         DynSignature, FieldRole, FieldSpec, LiteralValue, Module, PredictorParams, Signature,

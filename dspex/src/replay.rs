@@ -577,7 +577,10 @@ mod tests {
             json!({"name": "t", "desc": null, "args": {}})
         );
         let nameless = json!({"$type": "Tool", "desc": "t"});
-        assert!(matches!(decode_value(&nameless), Err(ReplayError::Fixture(_))));
+        assert!(matches!(
+            decode_value(&nameless),
+            Err(ReplayError::Fixture(_))
+        ));
         let calls = json!({"$type": "ToolCalls", "tool_calls": [{"name": "t", "args": {}}]});
         assert_eq!(
             decode_value(&calls).unwrap(),

@@ -256,9 +256,11 @@ pub fn format_tool_values(ty: &TypeSpec, value: &Value) -> Option<Value> {
             let tool = crate::types::ToolSpec::from_value(value).ok()?;
             Some(Value::String(tool.to_string()))
         }
-        (TypeSpec::Custom(CustomType::ToolCalls), Value::Object(_) | Value::Array(_)) => {
-            Some(crate::types::ToolCalls::from_value(value).ok()?.format_value())
-        }
+        (TypeSpec::Custom(CustomType::ToolCalls), Value::Object(_) | Value::Array(_)) => Some(
+            crate::types::ToolCalls::from_value(value)
+                .ok()?
+                .format_value(),
+        ),
         (TypeSpec::List(item), Value::Array(items)) => {
             let formatted: Vec<Option<Value>> =
                 items.iter().map(|v| format_tool_values(item, v)).collect();

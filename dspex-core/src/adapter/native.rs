@@ -219,8 +219,7 @@ mod tests {
     use serde_json::json;
 
     fn sig() -> DynSignature {
-        DynSignature::parse("question, tools: list[Tool] -> answer, tool_calls: ToolCalls")
-            .unwrap()
+        DynSignature::parse("question, tools: list[Tool] -> answer, tool_calls: ToolCalls").unwrap()
     }
 
     fn inputs() -> Example {
@@ -262,10 +261,18 @@ mod tests {
         let mut params = Map::new();
         let only_calls = DynSignature::parse("question -> tool_calls: ToolCalls").unwrap();
         assert!(matches!(
-            prepare(NativeToolCalling::on(), &only_calls, &inputs(), true, &mut params),
+            prepare(
+                NativeToolCalling::on(),
+                &only_calls,
+                &inputs(),
+                true,
+                &mut params
+            ),
             Err(AdapterError::Format { .. })
         ));
-        let bad = Example::new().with("question", "q").with("tools", json!([1]));
+        let bad = Example::new()
+            .with("question", "q")
+            .with("tools", json!([1]));
         assert!(prepare(NativeToolCalling::on(), &sig(), &bad, true, &mut params).is_err());
     }
 
@@ -273,7 +280,8 @@ mod tests {
     fn finish_merges_calls_and_fills_missing_outputs() {
         let s = sig();
         let processed = s.delete("tool_calls").delete("tools");
-        let ok = |_: &DynSignature, _: &str| Ok(json!({"answer": "a"}).as_object().unwrap().clone());
+        let ok =
+            |_: &DynSignature, _: &str| Ok(json!({"answer": "a"}).as_object().unwrap().clone());
         let fail = |_: &DynSignature, t: &str| {
             Err(AdapterError::Parse {
                 adapter: "ChatAdapter",
@@ -289,7 +297,10 @@ mod tests {
             json!({"answer": "a", "tool_calls": {"tool_calls": [{"id": "c1", "name": "f", "args": {"a": "x"}}]}})
         );
         let out = finish(&s, &processed, "text", vec![], ok).unwrap();
-        assert_eq!(Value::Object(out), json!({"answer": "a", "tool_calls": null}));
+        assert_eq!(
+            Value::Object(out),
+            json!({"answer": "a", "tool_calls": null})
+        );
         // A text that does not parse beside tool calls is no fields; alone, an error.
         let out = finish(&s, &processed, "garbage", vec![call], fail).unwrap();
         assert_eq!(out["answer"], Value::Null);

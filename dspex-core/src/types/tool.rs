@@ -390,7 +390,10 @@ fn normalize_call(v: &Value) -> Result<ToolCall, ToolValueError> {
         other => {
             return Err(ToolValueError::new(format!(
                 "a tool call's name must be a string, not {}",
-                other.map_or_else(|| "missing".to_string(), |v| crate::pycompat::text::compact_json(&v))
+                other.map_or_else(
+                    || "missing".to_string(),
+                    |v| crate::pycompat::text::compact_json(&v)
+                )
             )));
         }
     };
@@ -516,8 +519,12 @@ mod tests {
 
     #[test]
     fn tools_print_and_schema_as_dspy() {
-        let t = ToolSpec::new("f", "Line one.\nLine two.", json!({"x": {"type": "integer"}}))
-            .unwrap();
+        let t = ToolSpec::new(
+            "f",
+            "Line one.\nLine two.",
+            json!({"x": {"type": "integer"}}),
+        )
+        .unwrap();
         assert_eq!(
             t.to_string(),
             "f, whose description is <desc>Line one.  Line two.</desc>. It takes arguments {'x': {'type': 'integer'}}."
@@ -575,18 +582,18 @@ mod tests {
     fn provider_arguments_are_read_leniently() {
         let call = ToolCall::from_provider(None, "f", "{\"a\": 1, \"b\": [1, 2");
         assert_eq!(Value::Object(call.args), json!({"a": 1, "b": [1, 2]}));
-        assert!(ToolCall::from_provider(None, "f", "not json").args.is_empty());
+        assert!(
+            ToolCall::from_provider(None, "f", "not json")
+                .args
+                .is_empty()
+        );
         assert!(ToolCall::from_provider(None, "f", "").args.is_empty());
         assert!(ToolCall::from_provider(None, "f", "[1]").args.is_empty());
     }
 
     #[test]
     fn results_pair_with_calls() {
-        let calls = ToolCalls::new(vec![ToolCall::from_provider(
-            Some("c".into()),
-            "f",
-            "{}",
-        )]);
+        let calls = ToolCalls::new(vec![ToolCall::from_provider(Some("c".into()), "f", "{}")]);
         let r = ToolCallResults::from_calls_and_values(&calls, vec![Err("boom".into())]).unwrap();
         assert_eq!(r.results()[0].call_id.as_deref(), Some("c"));
         assert!(r.results()[0].is_error);

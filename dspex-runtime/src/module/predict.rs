@@ -325,11 +325,16 @@ pub(super) async fn run(
                 signature,
                 &prompt_signature,
                 &c.text,
-                c.tool_calls.iter().map(crate::lm::ToolCall::to_dspy).collect(),
+                c.tool_calls
+                    .iter()
+                    .map(crate::lm::ToolCall::to_dspy)
+                    .collect(),
                 |sig, text| adapter.parse(sig, text),
             )
             .map_err(Error::from),
-            None => adapter.parse(&prompt_signature, &c.text).map_err(Error::from),
+            None => adapter
+                .parse(&prompt_signature, &c.text)
+                .map_err(Error::from),
             // The TwoStepAdapter reads the fields with its extraction LM.
             Some(extractor) => extractor
                 .extract(&prompt_signature, &c.text)

@@ -57,14 +57,18 @@ pub enum ToolError {
         message: String,
     },
     /// No tool of the called name was given ([`ExecuteToolCalls::execute`](super::ExecuteToolCalls::execute)).
-    #[error("Tool function '{tool}' not found. Please pass the tool functions to the `execute` method.")]
+    #[error(
+        "Tool function '{tool}' not found. Please pass the tool functions to the `execute` method."
+    )]
     NotFound {
         /// The name the call used.
         tool: String,
     },
     /// The tool was read back from its description (a deserialized field value) and has no
     /// function to run.
-    #[error("the tool `{tool}` was read from its description and has no function to run; pass the tool itself")]
+    #[error(
+        "the tool `{tool}` was read from its description and has no function to run; pass the tool itself"
+    )]
     NoFunction {
         /// The tool's name.
         tool: String,

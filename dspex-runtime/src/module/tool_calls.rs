@@ -169,7 +169,10 @@ mod tests {
         Tool::from_json_fn(
             "add",
             Some("Add."),
-            json!({"a": {"type": "integer"}}).as_object().unwrap().clone(),
+            json!({"a": {"type": "integer"}})
+                .as_object()
+                .unwrap()
+                .clone(),
             |args| async move { Ok::<_, String>(args["a"].clone()) },
         )
         .unwrap()
@@ -203,7 +206,8 @@ mod tests {
         let back: Tool = serde_json::from_value(v).unwrap();
         assert_eq!(back.spec(), tool.spec());
         assert!(matches!(
-            back.call(json!({"a": 1}).as_object().unwrap().clone()).await,
+            back.call(json!({"a": 1}).as_object().unwrap().clone())
+                .await,
             Err(ToolError::NoFunction { .. })
         ));
         assert!(serde_json::from_value::<Tool>(json!({"desc": "x"})).is_err());

@@ -525,8 +525,7 @@ fn prompt_command(path: &std::path::Path) -> ExitCode {
                 .unwrap_or(adapter.native_tool_calling().enabled),
             parallel_tool_calls: flag("parallel_tool_calls"),
         };
-        match dspex::adapter::native::prepare(native, &signature, &inputs, true, &mut Map::new())
-        {
+        match dspex::adapter::native::prepare(native, &signature, &inputs, true, &mut Map::new()) {
             Ok(prompt) => prompt.into_owned(),
             Err(e) => {
                 eprintln!("error: {}: {e}", path.display());
