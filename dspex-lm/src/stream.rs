@@ -42,7 +42,7 @@ impl StreamEvent {
     /// use std::time::Duration;
     ///
     /// let response = LmResponse {
-    ///     choices: vec![Choice { text: "Hi".into(), finish_reason: Some(FinishReason::Stop) }],
+    ///     choices: vec![Choice::text("Hi")],
     ///     usage: Usage::default(),
     ///     model: "m".into(),
     ///     latency: Duration::ZERO,
