@@ -108,4 +108,11 @@ pub trait LanguageModel: Send + Sync {
     fn supports_response_format(&self) -> bool {
         true
     }
+
+    /// Whether requests may carry `tools` (DSPy's `lm.supports_function_calling`). When
+    /// `false`, an adapter with native function calling prints the tools in the prompt and
+    /// parses the calls from the text instead. `true` by default.
+    fn supports_function_calling(&self) -> bool {
+        true
+    }
 }

@@ -171,6 +171,19 @@ impl ToolCall {
         })
     }
 
+    /// The call as a signature's `ToolCalls` output holds it: the arguments read leniently as
+    /// DSPy reads them (`json_repair`; text that is not a JSON object gives no arguments).
+    ///
+    /// ```
+    /// use dspex_lm::ToolCall;
+    ///
+    /// let call = ToolCall::new("get_weather", "{\"city\": \"Paris\"");
+    /// assert_eq!(call.to_dspy().args["city"], "Paris");
+    /// ```
+    pub fn to_dspy(&self) -> dspex_core::types::ToolCall {
+        dspex_core::types::ToolCall::from_provider(self.id.clone(), &self.name, &self.arguments)
+    }
+
     /// OpenAI's shape of the call (what [`from_openai`](ToolCall::from_openai) reads).
     pub fn to_openai(&self) -> serde_json::Value {
         let mut call = serde_json::Map::new();

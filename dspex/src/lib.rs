@@ -255,6 +255,10 @@ pub use dspex_runtime::types::{Audio, File, History, HistoryTurnError, Image, Me
 /// DSPy's string-like types: [`Code`] in a [`Language`] (`Code<lang::Python>` is
 /// `dspy.Code["python"]`), with DSPy's fence extraction [`extract_code`], and [`Reasoning`].
 pub use dspex_runtime::types::{Code, Language, Reasoning, extract_code, lang};
+/// DSPy's tool-calling types: [`ToolSpec`] (a tool's description, the value of a `Tool` field;
+/// [`module::Tool`] is a `Tool` field type too), [`ToolCalls`] (a `ToolCalls` output, run with
+/// [`module::ExecuteToolCalls`]) and [`ToolCallResults`].
+pub use dspex_runtime::types::{ToolCallResults, ToolCalls, ToolSpec, ToolValueError};
 
 /// Running programs from synchronous code: [`ProgramExt::forward_blocking`] and
 /// [`blocking::block_on`], on a shared runtime; inside a tokio runtime they return
@@ -344,8 +348,8 @@ pub mod prelude {
     pub use crate::evaluate::{Evaluate, Metric, answer_exact_match, metric_fn};
     pub use crate::lm::LM;
     pub use crate::module::{
-        BestOfN, CallConfig, ChainOfThought, MultiChainComparison, Predict, ReAct, Reasoned,
-        Refine, StreamItem, StreamOptions, Tool, majority,
+        BestOfN, CallConfig, ChainOfThought, ExecuteToolCalls, MultiChainComparison, Predict,
+        ReAct, Reasoned, Refine, StreamItem, StreamOptions, Tool, majority,
     };
     pub use crate::optimize::{
         BootstrapFewShot, BootstrapFewShotWithRandomSearch, DemoKnobs, LabeledFewShot, MIPROv2,
@@ -358,15 +362,16 @@ pub mod prelude {
     pub use crate::{
         Audio, Code, DynSignature, Either, Example, File, History, Image, LiteralEnum, Module,
         Prediction, PredictorParams, Program, ProgramExt, Reasoning, Signature, SignatureType,
-        branch, branch_either, fan_out, program_fn, sig, signature, tool,
+        ToolCalls, branch, branch_either, fan_out, program_fn, sig, signature, tool,
     };
 }
 
 /// What generated code needs. Not public API: it changes without notice.
 #[doc(hidden)]
 pub mod __private {
+    pub use dspex_runtime::module::Tool;
     pub use dspex_runtime::signature::model_schema;
-    pub use dspex_runtime::types::{Audio, Code, File, History, Image, Reasoning, lang};
+    pub use dspex_runtime::types::{Audio, Code, File, History, Image, Reasoning, ToolCalls, lang};
     pub use dspex_runtime::{
         DynSignature, FieldRole, FieldSpec, LiteralValue, Module, PredictorParams, Signature,
         SignatureType, TypeSpec, program::StateError, program::join_path,

@@ -34,9 +34,9 @@
 //! # Ok::<(), dspex::replay::ReplayError>(())
 //! ```
 
-use crate::lm::{LmRequest, ScriptedLM};
+use crate::lm::{Choice, LmRequest, ScriptedLM, ToolCall};
 use crate::module::{CallConfig, DynPredict};
-use crate::{DynSignature, Error, Example, FieldSpec, TypeSpec};
+use crate::{CustomType, DynSignature, Error, Example, FieldSpec, TypeSpec};
 use dspex_runtime::adapter::{AdapterError, ChatAdapter, JSONAdapter, TwoStepAdapter, XMLAdapter};
 use serde_json::{Map, Value, json};
 
@@ -102,10 +102,97 @@ pub async fn replay_async(fixture: &Value) -> Result<Replay, ReplayError> {
 struct Plan {
     signature: DynSignature,
     adapter: AdapterKind,
+    options: AdapterOptions,
     demos: Vec<Example>,
     inputs: Example,
-    replies: Vec<String>,
-    extraction_replies: Vec<String>,
+    replies: Vec<Choice>,
+    extraction_replies: Vec<Choice>,
+}
+
+/// DSPy's adapter options a fixture may set (`adapter_options`).
+#[derive(Clone, Copy, Default)]
+struct AdapterOptions {
+    /// `use_native_function_calling`; `None` keeps the adapter's default (on for the
+    /// JSONAdapter, off for the others).
+    native_function_calling: Option<bool>,
+    /// `parallel_tool_calls`.
+    parallel_tool_calls: Option<bool>,
+    /// `use_json_adapter_fallback` (ChatAdapter).
+    json_adapter_fallback: Option<bool>,
+}
+
+impl AdapterOptions {
+    fn read(v: &Value, adapter: AdapterKind) -> Result<Self, ReplayError> {
+        let mut options = AdapterOptions::default();
+        let map = match v {
+            Value::Null => return Ok(options),
+            Value::Object(map) => map,
+            other => {
+                return Err(ReplayError::Fixture(format!(
+                    "adapter_options is {}",
+                    short(other)
+                )));
+            }
+        };
+        for (name, value) in map {
+            let flag = match value {
+                Value::Bool(b) => Some(*b),
+                Value::Null => None,
+                other => {
+                    return Err(ReplayError::Fixture(format!(
+                        "the adapter option `{name}` is {}",
+                        short(other)
+                    )));
+                }
+            };
+            let supported = match (name.as_str(), adapter) {
+                ("use_native_function_calling", AdapterKind::Chat | AdapterKind::Json) => {
+                    options.native_function_calling = flag;
+                    true
+                }
+                ("parallel_tool_calls", AdapterKind::Chat | AdapterKind::Json) => {
+                    options.parallel_tool_calls = flag;
+                    true
+                }
+                ("use_json_adapter_fallback", AdapterKind::Chat) => {
+                    options.json_adapter_fallback = flag;
+                    true
+                }
+                _ => false,
+            };
+            if !supported {
+                return Err(ReplayError::Unsupported(format!(
+                    "the adapter option `{name}`"
+                )));
+            }
+        }
+        Ok(options)
+    }
+
+    fn chat(self) -> ChatAdapter {
+        let mut adapter = ChatAdapter::new();
+        if let Some(on) = self.native_function_calling {
+            adapter = adapter.native_function_calling(on);
+        }
+        if let Some(on) = self.parallel_tool_calls {
+            adapter = adapter.parallel_tool_calls(on);
+        }
+        if let Some(on) = self.json_adapter_fallback {
+            adapter = adapter.json_adapter_fallback(on);
+        }
+        adapter
+    }
+
+    fn json(self) -> JSONAdapter {
+        let mut adapter = JSONAdapter::new();
+        if let Some(on) = self.native_function_calling {
+            adapter = adapter.native_function_calling(on);
+        }
+        if let Some(on) = self.parallel_tool_calls {
+            adapter = adapter.parallel_tool_calls(on);
+        }
+        adapter
+    }
 }
 
 #[derive(Clone, Copy)]
@@ -153,17 +240,7 @@ impl Plan {
                 )));
             }
         };
-        match &fx["adapter_options"] {
-            Value::Null => {}
-            Value::Object(options) => {
-                if let Some((name, _)) = options.iter().next() {
-                    return Err(ReplayError::Unsupported(format!(
-                        "the adapter option `{name}`"
-                    )));
-                }
-            }
-            other => return Err(bad(&format!("adapter_options is {}", short(other)))),
-        }
+        let options = AdapterOptions::read(&fx["adapter_options"], adapter)?;
         let demos = match &fx["demos"] {
             Value::Null => Vec::new(),
             Value::Array(items) => items
@@ -190,6 +267,7 @@ impl Plan {
         Ok(Plan {
             signature,
             adapter,
+            options,
             demos,
             inputs,
             replies,
@@ -198,12 +276,13 @@ impl Plan {
     }
 
     async fn run(self) -> Replay {
-        let lm = ScriptedLM::new(self.replies).without_response_format();
-        let extraction = ScriptedLM::new(self.extraction_replies).without_response_format();
+        let lm = ScriptedLM::from_choices(self.replies).without_response_format();
+        let extraction =
+            ScriptedLM::from_choices(self.extraction_replies).without_response_format();
         let config = CallConfig::new().lm(lm.clone());
         let config = match self.adapter {
-            AdapterKind::Chat => config.adapter(ChatAdapter),
-            AdapterKind::Json => config.adapter(JSONAdapter),
+            AdapterKind::Chat => config.adapter(self.options.chat()),
+            AdapterKind::Json => config.adapter(self.options.json()),
             AdapterKind::Xml => config.adapter(XMLAdapter),
             AdapterKind::TwoStep => config.adapter(TwoStepAdapter::new(extraction.clone())),
         };
@@ -223,35 +302,62 @@ impl Plan {
     }
 }
 
-/// The scripted LM's answers: each reply's `content` (tool calls are not replayed yet).
-fn scripted_replies(list: &Value, what: &str) -> Result<Vec<String>, ReplayError> {
+/// The scripted LM's answers: each reply's `content` and its `tool_calls` (OpenAI's shape).
+fn scripted_replies(list: &Value, what: &str) -> Result<Vec<Choice>, ReplayError> {
     list.as_array()
         .ok_or_else(|| ReplayError::Fixture(format!("`{what}` is not a list")))?
         .iter()
         .enumerate()
         .map(|(i, r)| {
-            if r.get("tool_calls").is_some_and(|t| !t.is_null()) {
-                return Err(ReplayError::Unsupported(format!(
-                    "tool calls in {what}[{i}] (native function calling)"
-                )));
-            }
-            match &r["content"] {
-                Value::String(s) => Ok(s.clone()),
-                Value::Null => Ok(String::new()),
-                other => Err(ReplayError::Fixture(format!(
-                    "{what}[{i}].content is {}",
-                    short(other)
-                ))),
-            }
+            let text = match &r["content"] {
+                Value::String(s) => s.clone(),
+                Value::Null => String::new(),
+                other => {
+                    return Err(ReplayError::Fixture(format!(
+                        "{what}[{i}].content is {}",
+                        short(other)
+                    )));
+                }
+            };
+            let calls = match &r["tool_calls"] {
+                Value::Null => Vec::new(),
+                Value::Array(calls) => calls
+                    .iter()
+                    .enumerate()
+                    .map(|(j, c)| {
+                        ToolCall::from_openai(c).map_err(|e| {
+                            ReplayError::Fixture(format!("{what}[{i}].tool_calls[{j}]: {e}"))
+                        })
+                    })
+                    .collect::<Result<_, _>>()?,
+                other => {
+                    return Err(ReplayError::Fixture(format!(
+                        "{what}[{i}].tool_calls is {}",
+                        short(other)
+                    )));
+                }
+            };
+            Ok(Choice::text(text).with_tool_calls(calls))
         })
         .collect()
 }
+
+/// The `$type` tags of DSPy's types that dspex builds.
+const KNOWN_TAGS: [&str; 7] = [
+    "Image",
+    "Audio",
+    "File",
+    "History",
+    "Code",
+    "Tool",
+    "ToolCalls",
+];
 
 /// The first `$type` tag of a type dspex cannot build yet, at any depth.
 fn find_unsupported_tag(v: &Value) -> Option<String> {
     match v {
         Value::Object(map) => match map.get("$type").and_then(Value::as_str) {
-            Some(tag @ ("Tool" | "ToolCalls")) => Some(tag.to_string()),
+            Some(tag) if !KNOWN_TAGS.contains(&tag) => Some(tag.to_string()),
             _ => map.values().find_map(find_unsupported_tag),
         },
         Value::Array(items) => items.iter().find_map(find_unsupported_tag),
@@ -273,9 +379,10 @@ fn example(v: &Value) -> Result<Example, String> {
 /// A fixture's value with DSPy's own types decoded, at any depth: `{"$type": "Image", "url"}`
 /// becomes the value of [`Image::url`](crate::Image::url) (`{"url"}`), `Audio` of
 /// [`Audio::new`](crate::Audio::new), `File` and `History` of their serde forms, `{"$type":
-/// "Code", "code"}` the string of [`Code::new`](crate::Code::new) — each built through the
-/// Rust type, so a malformed one is an error naming it. Tags of types dspex does not have yet
-/// (`Tool`, `ToolCalls`) are [`ReplayError::Unsupported`].
+/// "Code", "code"}` the string of [`Code::new`](crate::Code::new), `Tool` the value of
+/// [`ToolSpec`](crate::ToolSpec) and `ToolCalls` of [`ToolCalls`](crate::ToolCalls) — each
+/// built through the Rust type, so a malformed one is an error naming it. A tag of a type dspex
+/// does not know is [`ReplayError::Unsupported`].
 pub fn decode_value(v: &Value) -> Result<Value, ReplayError> {
     let bad = |what: String| ReplayError::Fixture(what);
     let str_of = |map: &Map<String, Value>, key: &str| -> Result<String, ReplayError> {
@@ -312,6 +419,20 @@ pub fn decode_value(v: &Value) -> Result<Value, ReplayError> {
                     messages,
                 )))?
             }
+            Some("Tool") => {
+                let mut fields = map.clone();
+                fields.shift_remove("$type");
+                let tool = crate::ToolSpec::from_value(&Value::Object(fields))
+                    .map_err(|e| bad(format!("a Tool: {e}")))?;
+                json(serde_json::to_value(tool))?
+            }
+            Some("ToolCalls") => {
+                let mut fields = map.clone();
+                fields.shift_remove("$type");
+                let calls = crate::ToolCalls::from_value(&Value::Object(fields))
+                    .map_err(|e| bad(format!("a ToolCalls: {e}")))?;
+                json(serde_json::to_value(calls))?
+            }
             Some(other) => {
                 return Err(ReplayError::Unsupported(format!("DSPy's `{other}` type")));
             }
@@ -345,6 +466,14 @@ fn tag_outputs(signature: &DynSignature, mut outputs: Map<String, Value>) -> Map
             }
             continue;
         }
+        // The fixtures write tool calls as DSPy's `format()` does: names and args, no ids.
+        if custom == CustomType::ToolCalls
+            && let Some(value) = outputs.get_mut(field.name())
+            && let Ok(calls) = serde_json::from_value::<crate::ToolCalls>(value.clone())
+            && !value.is_null()
+        {
+            *value = calls.format_value();
+        }
         if let Some(Value::Object(value)) = outputs.get_mut(field.name()) {
             let mut tagged = Map::new();
             tagged.insert("$type".into(), Value::String(custom.name().into()));
@@ -364,9 +493,10 @@ fn request_json(request: &LmRequest) -> Value {
             serde_json::to_value(format).unwrap_or(Value::Null),
         );
     }
-    for key in ["tools", "tool_choice", "parallel_tool_calls"] {
-        if let Some(v) = request.extra.get(key) {
-            options.insert(key.into(), v.clone());
+    // In the order the call set them, as DSPy's `lm_kwargs` holds them.
+    for (key, v) in &request.extra {
+        if ["tools", "tool_choice", "parallel_tool_calls"].contains(&key.as_str()) {
+            options.insert(key.clone(), v.clone());
         }
     }
     json!({
@@ -436,8 +566,16 @@ mod tests {
             matches!(replay(&fx), Err(ReplayError::Fixture(m)) if m.contains("extraction_replies"))
         );
         let mut fx = fixture();
-        fx["adapter_options"] = json!({"use_native_function_calling": true});
+        fx["adapter_options"] = json!({"native_response_types": true});
         assert!(matches!(replay(&fx), Err(ReplayError::Unsupported(_))));
+        let mut fx = fixture();
+        fx["adapter_options"] = json!({"use_native_function_calling": 1});
+        assert!(matches!(replay(&fx), Err(ReplayError::Fixture(_))));
+        let mut fx = fixture();
+        fx["replies"] = json!([{"content": "x", "tool_calls": [{"id": "c"}]}]);
+        assert!(
+            matches!(replay(&fx), Err(ReplayError::Fixture(m)) if m.contains("replies[0].tool_calls[0]"))
+        );
         let mut fx = fixture();
         fx["inputs"] = json!([1]);
         assert!(matches!(replay(&fx), Err(ReplayError::Fixture(m)) if m.contains("inputs")));
@@ -465,8 +603,25 @@ mod tests {
             Err(ReplayError::Fixture(m)) if m.contains("code")
         ));
         let tool = json!({"$type": "Tool", "name": "t"});
+        assert_eq!(
+            decode_value(&tool).unwrap(),
+            json!({"name": "t", "desc": null, "args": {}})
+        );
+        let nameless = json!({"$type": "Tool", "desc": "t"});
         assert!(matches!(
-            decode_value(&tool),
+            decode_value(&nameless),
+            Err(ReplayError::Fixture(_))
+        ));
+        let calls = json!({"$type": "ToolCalls", "tool_calls": [{"name": "t", "args": {}}]});
+        assert_eq!(
+            decode_value(&calls).unwrap(),
+            json!({"tool_calls": [{"name": "t", "args": {}}]})
+        );
+        let code = json!({"$type": "Code", "code": "x"});
+        assert_eq!(decode_value(&code).unwrap(), json!("x"));
+        let unknown = json!({"$type": "Document", "data": "x"});
+        assert!(matches!(
+            decode_value(&unknown),
             Err(ReplayError::Unsupported(_))
         ));
     }

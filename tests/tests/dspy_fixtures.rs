@@ -21,10 +21,8 @@
 //!   field gives an integer, a float field a float) or fails with `AdapterError::Parse`;
 //! - `call` fixtures are replayed through `dspex::replay` (what `dspex replay FILE` prints) on
 //!   a scripted LM answering the recorded replies: every request's messages and options equal
-//!   DSPy's and the outputs (or the error class) equal `expected`. A `call` fixture that needs
-//!   what dspex does not have yet — DSPy's `Tool`, `ToolCalls` and `Code` types, native function
-//!   calling (issue 16) — is listed as pending with the feature it needs; one that needs
-//!   anything else fails.
+//!   DSPy's and the outputs (or the error class) equal `expected`. Every fixture is checked: a
+//!   new one that needs what dspex lacks fails, naming it.
 
 use dspex::runtime::adapter::{Adapter, AdapterError, ChatAdapter, JSONAdapter, XMLAdapter};
 use dspex::runtime::lm::{Content, Message, ScriptedLM};
@@ -58,17 +56,12 @@ fn every_dspy_fixture_agrees_with_dspex_signatures() {
     assert!(!files.is_empty(), "no fixtures in {}", dir.display());
 
     let mut failures = Vec::new();
-    let mut pending = Vec::new();
     let mut checks = 0usize;
     for path in &files {
         let name = path.file_name().unwrap().to_string_lossy().to_string();
         let text = fs::read_to_string(path).unwrap();
         let fixture: Value =
             serde_json::from_str(&text).unwrap_or_else(|e| panic!("{name} is not JSON: {e}"));
-        if let Some(feature) = pending_call_feature(&fixture) {
-            pending.push(format!("{name}: needs {feature}"));
-            continue;
-        }
         match check_fixture(&fixture) {
             Ok(n) if n > 0 => checks += n,
             Ok(_) => failures.push(format!("{name}: nothing was checked")),
@@ -82,46 +75,7 @@ fn every_dspy_fixture_agrees_with_dspex_signatures() {
         files.len(),
         failures.join("\n")
     );
-    eprintln!(
-        "{} fixtures, {checks} checks; {} call fixtures pending (issue 16):\n  {}",
-        files.len(),
-        pending.len(),
-        pending.join("\n  ")
-    );
-}
-
-/// What a `call` fixture needs that dspex does not have yet (issue 16), if anything: native
-/// function calling, or one of DSPy's tool and code types as a field type (`Image`, `Audio`,
-/// `File` and `History` are checked). `None` for every other fixture, which is then checked in
-/// full.
-fn pending_call_feature(fx: &Value) -> Option<String> {
-    if fx["kind"] != "call" {
-        return None;
-    }
-    if fx["adapter_options"]["use_native_function_calling"] == true {
-        return Some("native function calling".into());
-    }
-    const SPECIAL: [&str; 2] = ["Tool", "ToolCalls"];
-    let sig = &fx["signature"];
-    for field in ["inputs", "outputs"]
-        .iter()
-        .filter_map(|side| sig[*side].as_array())
-        .flatten()
-    {
-        let ty = field["type"].as_str().unwrap_or_default();
-        if let Some(special) = SPECIAL.iter().find(|t| {
-            ty == **t
-                || ty.starts_with(&format!("{t}_"))
-                || ty.contains(&format!("[{t}]"))
-                || ty.contains(&format!("[{t},"))
-        }) {
-            return Some(format!(
-                "DSPy's `{special}` type (field `{}`)",
-                field["name"]
-            ));
-        }
-    }
-    None
+    eprintln!("{} fixtures, {checks} checks", files.len());
 }
 
 /// Replays a `call` fixture: the module on a scripted LM answering `replies` sends DSPy's

@@ -6,6 +6,7 @@ use super::format::{
     write_type_note, write_user_content,
 };
 use super::json::JSONAdapter;
+use super::native::NativeToolCalling;
 use super::{Adapter, AdapterError};
 use crate::example::Example;
 use crate::pycompat::text::{
@@ -48,8 +49,73 @@ use serde_json::{Map, Value};
 /// assert_eq!(out["answer"], 4);
 /// # Ok::<(), Box<dyn std::error::Error>>(())
 /// ```
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash)]
-pub struct ChatAdapter;
+///
+/// **Options** (DSPy's `ChatAdapter(...)` arguments). `ChatAdapter` is both the type and its
+/// default value; [`ChatAdapter::new`] gives the same, and the builder methods change it:
+/// [`native_function_calling`](ChatAdapter::native_function_calling) (DSPy's
+/// `use_native_function_calling`: a `list[Tool]` input goes out as the request's `tools` and a
+/// `ToolCalls` output comes from the response's tool calls, see [`super::native`]),
+/// [`parallel_tool_calls`](ChatAdapter::parallel_tool_calls) and
+/// [`json_adapter_fallback`](ChatAdapter::json_adapter_fallback) (DSPy's
+/// `use_json_adapter_fallback`).
+///
+/// ```
+/// use dspex_core::adapter::{Adapter, ChatAdapter};
+///
+/// let adapter = ChatAdapter::new().native_function_calling(true).parallel_tool_calls(true);
+/// assert!(adapter.native_tool_calling().enabled);
+/// assert!(ChatAdapter.fallback().is_some());
+/// assert!(ChatAdapter::new().json_adapter_fallback(false).fallback().is_none());
+/// ```
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct ChatAdapter {
+    tools: NativeToolCalling,
+    json_fallback: bool,
+}
+
+/// The default [`ChatAdapter`] as a value, so `ChatAdapter` reads as DSPy's `dspy.ChatAdapter()`.
+#[allow(non_upper_case_globals)]
+pub const ChatAdapter: ChatAdapter = ChatAdapter::new();
+
+impl Default for ChatAdapter {
+    fn default() -> Self {
+        ChatAdapter::new()
+    }
+}
+
+impl ChatAdapter {
+    /// DSPy's defaults: no native function calling, the provider's default for parallel calls,
+    /// the JSONAdapter fallback on.
+    pub const fn new() -> Self {
+        ChatAdapter {
+            tools: NativeToolCalling::OFF,
+            json_fallback: true,
+        }
+    }
+
+    /// DSPy's `use_native_function_calling`.
+    #[must_use]
+    pub const fn native_function_calling(mut self, on: bool) -> Self {
+        self.tools.enabled = on;
+        self
+    }
+
+    /// DSPy's `parallel_tool_calls`: sent (with `tool_choice: "auto"`) when native function
+    /// calling is in use.
+    #[must_use]
+    pub const fn parallel_tool_calls(mut self, on: bool) -> Self {
+        self.tools.parallel_tool_calls = Some(on);
+        self
+    }
+
+    /// DSPy's `use_json_adapter_fallback`: whether a completion that does not parse is retried
+    /// with the JSONAdapter (on by default).
+    #[must_use]
+    pub const fn json_adapter_fallback(mut self, on: bool) -> Self {
+        self.json_fallback = on;
+        self
+    }
+}
 
 /// The name DSPy gives the adapter.
 const NAME: &str = "ChatAdapter";
@@ -517,8 +583,12 @@ impl Adapter for ChatAdapter {
     }
 
     fn fallback(&self) -> Option<&'static dyn Adapter> {
-        static JSON: JSONAdapter = JSONAdapter;
-        Some(&JSON)
+        self.json_fallback
+            .then(|| JSONAdapter::fallback_for(self.tools) as &'static dyn Adapter)
+    }
+
+    fn native_tool_calling(&self) -> NativeToolCalling {
+        self.tools
     }
 }
 

@@ -140,6 +140,16 @@ fn write_type_descriptions(out: &mut String, ty: &TypeSpec) {
     }
 }
 
+/// DSPy's `extract_custom_type_from_annotation`: every custom type inside `ty`, outermost
+/// first.
+fn custom_types_in(ty: &TypeSpec) -> Vec<CustomType> {
+    match ty {
+        TypeSpec::Custom(c) => vec![*c],
+        TypeSpec::List(t) | TypeSpec::Dict(t) | TypeSpec::Optional(t) => custom_types_in(t),
+        _ => Vec::new(),
+    }
+}
+
 /// Appends `Your input fields are:\n…\nYour output fields are:\n…`.
 pub fn write_field_description(out: &mut String, sig: &DynSignature) {
     out.push_str("Your input fields are:\n");
@@ -236,7 +246,64 @@ pub fn write_field_value(
     {
         return write_plain_value(out, adapter, field, &marked);
     }
+    if has_tool_type(field.ty())
+        && let Some(formatted) = format_tool_values(field.ty(), value)
+    {
+        return write_plain_value(out, adapter, field, &formatted);
+    }
     write_plain_value(out, adapter, field, value)
+}
+
+/// Whether `Tool` or `ToolCalls` appears anywhere in `ty`.
+fn has_tool_type(ty: &TypeSpec) -> bool {
+    custom_types_in(ty)
+        .iter()
+        .any(|c| matches!(c, CustomType::Tool | CustomType::ToolCalls))
+}
+
+/// Values of DSPy's tool types inside `value` (following `ty`) as DSPy's `format()` gives
+/// them: a `Tool` as its `str()` line, `ToolCalls` as `{"tool_calls": [{"name", "args"}]}`
+/// (without ids). A value not of its field's shape is left as it is, as DSPy prints a value
+/// of the wrong type. `None` when nothing changed.
+pub fn format_tool_values(ty: &TypeSpec, value: &Value) -> Option<Value> {
+    match (ty, value) {
+        (TypeSpec::Custom(CustomType::Tool), Value::Object(_)) => {
+            let tool = crate::types::ToolSpec::from_value(value).ok()?;
+            Some(Value::String(tool.to_string()))
+        }
+        (TypeSpec::Custom(CustomType::ToolCalls), Value::Object(_) | Value::Array(_)) => Some(
+            crate::types::ToolCalls::from_value(value)
+                .ok()?
+                .format_value(),
+        ),
+        (TypeSpec::List(item), Value::Array(items)) => {
+            let formatted: Vec<Option<Value>> =
+                items.iter().map(|v| format_tool_values(item, v)).collect();
+            formatted.iter().any(Option::is_some).then(|| {
+                Value::Array(
+                    formatted
+                        .into_iter()
+                        .zip(items)
+                        .map(|(f, v)| f.unwrap_or_else(|| v.clone()))
+                        .collect(),
+                )
+            })
+        }
+        (TypeSpec::Dict(item), Value::Object(map)) => {
+            let formatted: Vec<Option<Value>> =
+                map.values().map(|v| format_tool_values(item, v)).collect();
+            formatted.iter().any(Option::is_some).then(|| {
+                Value::Object(
+                    map.iter()
+                        .zip(formatted)
+                        .map(|((k, v), f)| (k.clone(), f.unwrap_or_else(|| v.clone())))
+                        .collect(),
+                )
+            })
+        }
+        (TypeSpec::Optional(inner), v) => format_tool_values(inner, v),
+        _ => None,
+    }
 }
 
 /// Replaces every value of a media type inside `value` (following `ty`) by the marked text of
@@ -499,10 +566,14 @@ pub fn strip_tail(out: &mut String, start: usize) {
     }
 }
 
-/// Appends the per-field type hint of the output reminder: nothing for `str`, else
-/// ` (must be formatted as a valid Python <type>)`.
+/// Appends the per-field type hint of the output reminder: nothing for `str`, DSPy's JSON
+/// example for `ToolCalls`, else ` (must be formatted as a valid Python <type>)`.
 pub fn write_reminder_hint(out: &mut String, f: &FieldSpec) {
-    if *f.ty() != TypeSpec::Str {
+    if *f.ty() == TypeSpec::Custom(CustomType::ToolCalls) {
+        out.push_str(
+            " (must be a JSON object like {\"tool_calls\": [{\"name\": \"...\", \"args\": {...}}]})",
+        );
+    } else if *f.ty() != TypeSpec::Str {
         out.push_str(" (must be formatted as a valid Python ");
         write_type_name(out, f.ty());
         out.push(')');

@@ -1,6 +1,7 @@
 //! [`JSONAdapter`]: DSPy's JSON prompt format and its structured-output schema.
 
 use super::chat::{Style, empty_error, format_messages, missing_fields_error};
+use super::native::NativeToolCalling;
 use super::{Adapter, AdapterError};
 use crate::example::Example;
 use crate::pycompat::json_repair;
@@ -45,12 +46,79 @@ use serde_json::{Map, Value, json};
 /// assert_eq!(out["confidence"], 0.9);
 /// # Ok::<(), Box<dyn std::error::Error>>(())
 /// ```
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash)]
-pub struct JSONAdapter;
+///
+/// **Options.** `JSONAdapter` is both the type and its default value (DSPy's
+/// `dspy.JSONAdapter()`, which uses native function calling by default); turn that off with
+/// [`native_function_calling(false)`](JSONAdapter::native_function_calling), ask for parallel
+/// calls with [`parallel_tool_calls`](JSONAdapter::parallel_tool_calls). With native calling,
+/// a `ToolCalls` output is left out of the structured-output schema; without it, a signature
+/// with one asks for `json_object`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct JSONAdapter {
+    tools: NativeToolCalling,
+}
+
+/// The default [`JSONAdapter`] as a value, so `JSONAdapter` reads as DSPy's `dspy.JSONAdapter()`.
+#[allow(non_upper_case_globals)]
+pub const JSONAdapter: JSONAdapter = JSONAdapter::new();
+
+impl Default for JSONAdapter {
+    fn default() -> Self {
+        JSONAdapter::new()
+    }
+}
 
 const NAME: &str = "JSONAdapter";
 
 impl JSONAdapter {
+    /// DSPy's defaults: native function calling on, the provider's default for parallel calls.
+    pub const fn new() -> Self {
+        JSONAdapter {
+            tools: NativeToolCalling::on(),
+        }
+    }
+
+    /// DSPy's `use_native_function_calling` (on by default for the JSONAdapter).
+    #[must_use]
+    pub const fn native_function_calling(mut self, on: bool) -> Self {
+        self.tools.enabled = on;
+        self
+    }
+
+    /// DSPy's `parallel_tool_calls`.
+    #[must_use]
+    pub const fn parallel_tool_calls(mut self, on: bool) -> Self {
+        self.tools.parallel_tool_calls = Some(on);
+        self
+    }
+
+    /// The JSONAdapter another adapter with these options falls back to (DSPy's
+    /// `_make_json_adapter_fallback` carries them over), as a `'static` value.
+    pub(crate) fn fallback_for(tools: NativeToolCalling) -> &'static JSONAdapter {
+        const fn with(enabled: bool, parallel_tool_calls: Option<bool>) -> JSONAdapter {
+            JSONAdapter {
+                tools: NativeToolCalling {
+                    enabled,
+                    parallel_tool_calls,
+                },
+            }
+        }
+        static ALL: [JSONAdapter; 6] = [
+            with(false, None),
+            with(false, Some(false)),
+            with(false, Some(true)),
+            with(true, None),
+            with(true, Some(false)),
+            with(true, Some(true)),
+        ];
+        let parallel = match tools.parallel_tool_calls {
+            None => 0,
+            Some(false) => 1,
+            Some(true) => 2,
+        };
+        &ALL[usize::from(tools.enabled) * 3 + parallel]
+    }
+
     /// DSPy's structured-output schema for the signature's outputs, in the wire form its client
     /// sends (`{"name": "DSPyProgramOutputs", "schema": …, "strict": true}`), or `None` when an
     /// output is an open-ended `dict[str, V]`.
@@ -343,10 +411,22 @@ impl Adapter for JSONAdapter {
     /// `json_schema` structured outputs when every output type can be declared, else
     /// `json_object` (see the type's documentation for the rule).
     fn response_format(&self, signature: &DynSignature) -> Option<ResponseFormat> {
-        Some(match Self::structured_output_schema(signature) {
-            Some(json_schema) => ResponseFormat::JsonSchema { json_schema },
-            None => ResponseFormat::JsonObject,
-        })
+        let tool_calls = super::native::tool_calls_output(signature);
+        if tool_calls.is_some() && !self.tools.enabled {
+            return Some(ResponseFormat::JsonObject);
+        }
+        // With native calling the calls come back as tool calls, not in the JSON.
+        let without_calls = tool_calls.map(|f| signature.delete(f.name()));
+        Some(
+            match Self::structured_output_schema(without_calls.as_ref().unwrap_or(signature)) {
+                Some(json_schema) => ResponseFormat::JsonSchema { json_schema },
+                None => ResponseFormat::JsonObject,
+            },
+        )
+    }
+
+    fn native_tool_calling(&self) -> NativeToolCalling {
+        self.tools
     }
 }
 

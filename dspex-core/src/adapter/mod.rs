@@ -46,6 +46,7 @@ pub mod custom;
 #[doc(hidden)]
 pub mod format;
 mod json;
+pub mod native;
 #[cfg(test)]
 mod special_types_tests;
 mod stream;
@@ -95,6 +96,13 @@ pub trait Adapter: Send + Sync + fmt::Debug {
     /// with `fallback.parse(...)`; its error, if any, is final (there is no third attempt).
     fn fallback(&self) -> Option<&'static dyn Adapter> {
         None
+    }
+
+    /// Its native function-calling options (DSPy's `use_native_function_calling` and
+    /// `parallel_tool_calls`); the module layer applies them around the LM call with
+    /// [`native::prepare`] and [`native::finish`]. Off by default.
+    fn native_tool_calling(&self) -> native::NativeToolCalling {
+        native::NativeToolCalling::OFF
     }
 
     /// For an adapter whose outputs are read by a second LM call (the TwoStepAdapter), that

@@ -666,8 +666,11 @@ impl Adapter for XMLAdapter {
     }
 
     fn fallback(&self) -> Option<&'static dyn Adapter> {
-        static JSON: JSONAdapter = JSONAdapter;
-        Some(&JSON)
+        // DSPy's XMLAdapter falls back to `JSONAdapter(use_native_function_calling=False)`,
+        // carrying its own (default) options.
+        Some(JSONAdapter::fallback_for(
+            super::native::NativeToolCalling::OFF,
+        ))
     }
 
     /// XMLAdapter's `format_user_message_content(signature, values)`: the `<name>` element of

@@ -210,6 +210,12 @@ fn validate(ty: &TypeSpec, v: &Py, strict: bool, depth: usize) -> Result<Value, 
             }),
         TypeSpec::Model { name, schema } => validate_schema(schema, schema, v, strict, depth + 1)
             .map_err(|e| format!("{name}: {e}")),
+        // `ToolCalls` validates as DSPy's `validate_input`: several shapes of calls are read.
+        TypeSpec::Custom(crate::signature::CustomType::ToolCalls) => {
+            let calls = crate::types::ToolCalls::from_value(&to_json(v)?)
+                .map_err(|e| format!("ToolCalls: {e}"))?;
+            serde_json::to_value(calls).map_err(|e| e.to_string())
+        }
         TypeSpec::Custom(c) if is_str_like(ty) => validate_str_like(*c, v),
         TypeSpec::Custom(c) => validate_schema(c.schema(), c.schema(), v, strict, depth + 1)
             .map_err(|e| format!("{}: {e}", c.name())),

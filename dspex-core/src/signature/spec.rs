@@ -199,16 +199,23 @@ pub enum CustomType {
     Code(CodeLanguage),
     /// `dspy.Reasoning`: a string-like output that native reasoning content can fill.
     Reasoning,
+    /// `dspy.Tool`: a tool's description ([`crate::types::ToolSpec`]; the runtime's callable
+    /// tool is a field type of this DSPy type too).
+    Tool,
+    /// `dspy.ToolCalls` ([`crate::types::ToolCalls`]).
+    ToolCalls,
 }
 
 impl CustomType {
     /// Every custom type without a parameter (not [`CustomType::Code`], one per language).
-    pub const ALL: [CustomType; 5] = [
+    pub const ALL: [CustomType; 7] = [
         CustomType::Image,
         CustomType::Audio,
         CustomType::File,
         CustomType::History,
         CustomType::Reasoning,
+        CustomType::Tool,
+        CustomType::ToolCalls,
     ];
 
     /// DSPy's class name (`Image`, `Code_python`), which is also the Rust type's name for the
@@ -221,6 +228,8 @@ impl CustomType {
             CustomType::History => "History",
             CustomType::Code(lang) => lang.class_name(),
             CustomType::Reasoning => "Reasoning",
+            CustomType::Tool => "Tool",
+            CustomType::ToolCalls => "ToolCalls",
         }
     }
 
@@ -248,7 +257,8 @@ impl CustomType {
     }
 
     /// Whether values of the type are sent as content parts (`Image`, `Audio`, `File`; not
-    /// `History`, whose turns become messages, nor the string-like `Code` and `Reasoning`).
+    /// `History`, whose turns become messages, nor the string-like `Code` and `Reasoning`, nor
+    /// the tool types).
     pub fn is_media(self) -> bool {
         matches!(
             self,
@@ -257,18 +267,21 @@ impl CustomType {
     }
 
     /// DSPy's `description()` of the class, which prompts add under a field of the type
-    /// (`Type description of Code_python: …`); empty for the types without one.
+    /// (`Type description of Code_python: …`, `Type description of ToolCalls: …`); empty for
+    /// the types without one.
     pub fn description(self) -> &'static str {
         match self {
             CustomType::Code(lang) => lang.description(),
+            CustomType::ToolCalls => crate::types::ToolCalls::DESCRIPTION,
             _ => "",
         }
     }
 
     /// Pydantic's JSON schema of the DSPy class (`TypeAdapter(dspy.Image).json_schema()` in
-    /// DSPy 3.4.1).
+    /// DSPy 3.4.1). Pydantic cannot write one for `dspy.Tool` (it holds a function); dspex's is
+    /// the schema of the description it holds (`name`, `desc`, `args`).
     pub fn schema(self) -> &'static Value {
-        static SCHEMAS: std::sync::OnceLock<[Value; 5]> = std::sync::OnceLock::new();
+        static SCHEMAS: std::sync::OnceLock<[Value; 7]> = std::sync::OnceLock::new();
         let schemas = SCHEMAS.get_or_init(|| {
             let load = |text: &str| serde_json::from_str(text).unwrap_or(Value::Null);
             [
@@ -277,6 +290,8 @@ impl CustomType {
                 load(include_str!("../types/schemas/file.json")),
                 load(include_str!("../types/schemas/history.json")),
                 load(include_str!("../types/schemas/reasoning.json")),
+                load(include_str!("../types/schemas/tool.json")),
+                load(include_str!("../types/schemas/tool_calls.json")),
             ]
         });
         match self {
@@ -285,6 +300,8 @@ impl CustomType {
             CustomType::File => &schemas[2],
             CustomType::History => &schemas[3],
             CustomType::Reasoning => &schemas[4],
+            CustomType::Tool => &schemas[5],
+            CustomType::ToolCalls => &schemas[6],
             CustomType::Code(lang) => lang.schema(),
         }
     }

@@ -62,7 +62,7 @@ pub trait Signature: Send + Sync + 'static {
 /// Implemented for `String`, `bool`, every integer and float, `serde_json::Value` (`Any`),
 /// DSPy's own types [`Image`](crate::types::Image), [`Audio`](crate::types::Audio),
 /// [`File`](crate::types::File), [`History`](crate::types::History),
-/// [`Code<L>`](crate::types::Code) and [`Reasoning`](crate::types::Reasoning), `Vec<T>`, `Option<T>`, `HashMap<String, T>` and `BTreeMap<String, T>`; `#[derive(LiteralEnum)]`
+/// [`Code<L>`](crate::types::Code) and [`Reasoning`](crate::types::Reasoning), [`ToolSpec`](crate::types::ToolSpec) (`Tool`) and [`ToolCalls`](crate::types::ToolCalls), `Vec<T>`, `Option<T>`, `HashMap<String, T>` and `BTreeMap<String, T>`; `#[derive(LiteralEnum)]`
 /// implements it for enums. Structs need no impl: a struct deriving `schemars::JsonSchema` is a
 /// field type as it is (a DSPy model).
 #[diagnostic::on_unimplemented(
@@ -100,6 +100,8 @@ impl<L: crate::types::Language> SignatureType for crate::types::Code<L> {
         TypeSpec::Custom(CustomType::Code(super::spec::CodeLanguage::of::<L>()))
     }
 }
+impl_signature_type!(TypeSpec::Custom(CustomType::Tool) => crate::types::ToolSpec);
+impl_signature_type!(TypeSpec::Custom(CustomType::ToolCalls) => crate::types::ToolCalls);
 
 impl<T: SignatureType> SignatureType for Vec<T> {
     fn type_spec() -> TypeSpec {

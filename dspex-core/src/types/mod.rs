@@ -6,20 +6,25 @@
 //!
 //! It also holds DSPy's special input types, the values that become message parts or turns:
 //! [`Image`], [`Audio`] and [`File`] (sent as `image_url`, `input_audio` and `file` content
-//! parts) and [`History`] (earlier turns, sent as user/assistant message pairs); and DSPy's
-//! string-like output types [`Code`] (source code in a [`Language`]) and [`Reasoning`].
+//! parts) and [`History`] (earlier turns, sent as user/assistant message pairs); DSPy's
+//! string-like output types [`Code`] (source code in a [`Language`]) and [`Reasoning`]; and the
+//! tool-calling types [`ToolSpec`], [`ToolCalls`] and [`ToolCallResults`].
 
 mod code;
 mod history;
 mod media;
 mod mime;
 mod reasoning;
+mod tool;
 
 pub(crate) use code::code_description;
 pub use code::{Code, Language, extract_code, lang};
 pub use history::{History, HistoryTurnError};
 pub use media::{Audio, File, Image, MediaError};
 pub use reasoning::Reasoning;
+pub use tool::{
+    ToolCall, ToolCallResult, ToolCallResults, ToolCalls, ToolSpec, ToolValueError, format_tool,
+};
 
 use serde::{Deserialize, Serialize};
 use serde_json::Value;

@@ -431,16 +431,24 @@ const KNOWN_CODE_LANGUAGES: [&str; 10] = [
 ];
 
 /// DSPy's spelling of its own types, `dspy.Image` (`dspy.Audio`, `dspy.File`, `dspy.History`,
-/// bare `dspy.Code`, `dspy.Reasoning`):
+/// bare `dspy.Code`, `dspy.Reasoning`, `dspy.Tool` — dspex's callable `Tool` — and
+/// `dspy.ToolCalls`):
 /// the name of dspex's type, which the generated code reaches through the hidden path. Plain
 /// `Image` is left to the user's scope (the prelude brings it), so a user type of that name wins.
 fn dspy_custom_type(path: &[String]) -> Option<&'static str> {
     match path {
-        [module, name] if module == "dspy" => {
-            ["Image", "Audio", "File", "History", "Code", "Reasoning"]
-                .into_iter()
-                .find(|custom| name == custom)
-        }
+        [module, name] if module == "dspy" => [
+            "Image",
+            "Audio",
+            "File",
+            "History",
+            "Code",
+            "Reasoning",
+            "Tool",
+            "ToolCalls",
+        ]
+        .into_iter()
+        .find(|custom| name == custom),
         _ => None,
     }
 }

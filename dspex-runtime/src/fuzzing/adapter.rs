@@ -271,6 +271,14 @@ fn assert_conforms(ty: &TypeSpec, v: &Value, field: &str) {
             crate::pycompat::py::py_eq(&from_json(v), &member)
         }),
         TypeSpec::Model { .. } => v.is_object(),
+        TypeSpec::Custom(crate::signature::CustomType::ToolCalls) => {
+            v["tool_calls"].is_array() && crate::types::ToolCalls::from_value(v).is_ok()
+        }
+        // Code and Reasoning are string-like: their values are strings.
+        TypeSpec::Custom(
+            crate::signature::CustomType::Code(_) | crate::signature::CustomType::Reasoning,
+        ) => v.is_string(),
+        TypeSpec::Custom(_) => v.is_object(),
         other => panic!("the fuzz target does not know the type {other:?}: teach assert_conforms"),
     };
     assert!(ok, "field `{field}`: {v} is not a {}", ty.dspy_name());
@@ -304,6 +312,33 @@ pub fn literal_eval_tagged(text: &str) -> Value {
 pub fn parse_value_text(type_name: &str, text: &str) -> Result<Value, String> {
     let ty = type_named(type_name).ok_or_else(|| format!("no type `{type_name}`"))?;
     crate::pycompat::value::parse_value(&ty, &Py::Str(text.to_string()))
+}
+
+/// Target `tool_calls`: tool-call arguments as providers return them (JSON text the model
+/// wrote), and `ToolCalls` values as a completion gives them. Reading never panics; provider
+/// arguments always give an object; a `ToolCalls` value that reads, written and read again, is
+/// the same calls.
+pub fn tool_calls(data: &[u8]) {
+    use crate::types::{ToolCall, ToolCalls};
+    let Ok(text) = std::str::from_utf8(data) else {
+        return;
+    };
+    let call = ToolCall::from_provider(Some("id".into()), "f", text);
+    if let Ok(Value::Object(strict)) = serde_json::from_str::<Value>(text) {
+        assert_eq!(call.args, strict, "valid JSON arguments read as they are");
+    }
+    let Ok(value) = crate::pycompat::json_repair::loads(text).and_then(|v| to_json(&v)) else {
+        return;
+    };
+    if let Ok(calls) = ToolCalls::from_value(&value) {
+        let written = serde_json::to_value(&calls).expect("tool calls serialize");
+        let back = ToolCalls::from_value(&written).expect("written tool calls read back");
+        assert_eq!(back, calls);
+    }
+    let _ = crate::adapter::ChatAdapter.parse(
+        &DynSignature::parse("q -> tool_calls: ToolCalls").expect("a valid signature"),
+        &format!("[[ ## tool_calls ## ]]\n{text}"),
+    );
 }
 
 /// Target `json_repair`: the lenient JSON reader. Valid JSON reads as `serde_json` reads it;

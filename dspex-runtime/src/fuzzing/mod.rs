@@ -35,6 +35,7 @@ pub const TARGETS: &[(&str, Target)] = &[
     ("json_repair", adapter::json_repair),
     ("literal_eval", adapter::literal_eval),
     ("parse_value", adapter::parse_value),
+    ("tool_calls", adapter::tool_calls),
     ("http1_response", wire::http1_response),
     ("sse_stream", wire::sse_stream),
     ("bridge_frames", bridge::bridge_frames),

@@ -77,6 +77,7 @@ pub fn all(fixtures: &Path) -> Result<Vec<(&'static str, Vec<u8>)>, String> {
         if t.len() <= 4096 {
             add("json_repair", t.as_bytes().to_vec());
             add("literal_eval", t.as_bytes().to_vec());
+            add("tool_calls", t.as_bytes().to_vec());
         }
     }
     for (i, v) in values.iter().enumerate() {

@@ -56,6 +56,7 @@ mod refine;
 mod search_tool;
 mod streaming;
 mod tool;
+mod tool_calls;
 
 pub use crate::settings::CallConfig;
 pub use best_of_n::{AttemptFailure, AttemptsError, BestOfN, FnReward, Reward};
@@ -71,3 +72,4 @@ pub use refine::{Refine, offer_feedback_signature};
 pub use search_tool::search_tool;
 pub use streaming::{FieldChunk, FieldStream, StreamError, StreamItem, StreamOptions};
 pub use tool::{IntoTool, Tool, ToolError};
+pub use tool_calls::ExecuteToolCalls;

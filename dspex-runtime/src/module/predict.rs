@@ -293,11 +293,14 @@ pub(super) async fn run(
             })
         },
     );
-    let request = request_for(lm, adapter, config, signature, demos, inputs);
+    let prepared = request_for(lm, adapter, config, signature, demos, inputs);
     if let Some(format) = format {
-        format.finish_with(&request, |r| to_json(&r.messages), EventError::of);
+        format.finish_with(&prepared, |(r, _)| to_json(&r.messages), EventError::of);
     }
-    let request = request?;
+    let (request, prompt_signature) = prepared?;
+    // With native function calling the prompt's signature lacks the tool fields, and the
+    // `ToolCalls` output comes from the response (DSPy's `_call_postprocess`).
+    let tool_calls_field = crate::adapter::native::tool_calls_output(signature).is_some();
     let call = Observed::start(
         EventKind::Lm,
         || lm.model().to_string(),
@@ -318,10 +321,23 @@ pub(super) async fn run(
             || serde_json::json!({"signature": signature.to_string(), "completion": c.text}),
         );
         let parsed = match adapter.extractor() {
-            None => adapter.parse(signature, &c.text).map_err(Error::from),
+            None if tool_calls_field => crate::adapter::native::finish(
+                signature,
+                &prompt_signature,
+                &c.text,
+                c.tool_calls
+                    .iter()
+                    .map(crate::lm::ToolCall::to_dspy)
+                    .collect(),
+                |sig, text| adapter.parse(sig, text),
+            )
+            .map_err(Error::from),
+            None => adapter
+                .parse(&prompt_signature, &c.text)
+                .map_err(Error::from),
             // The TwoStepAdapter reads the fields with its extraction LM.
             Some(extractor) => extractor
-                .extract(signature, &c.text)
+                .extract(&prompt_signature, &c.text)
                 .await
                 .map_err(|e| match e.downcast::<Error>() {
                     Ok(e) => *e,
@@ -369,22 +385,34 @@ fn take_native_reasoning(
     }
 }
 
-/// The LM request of one call: the adapter's messages with the call's parameters. Plain and
-/// streamed calls send the same request, so they share cache entries.
-pub(super) fn request_for(
+/// The LM request of one call: the adapter's messages with the call's parameters, and the
+/// signature the prompt was formatted with (the call's own, less the tool fields when the
+/// adapter's native function calling moved the tools into the request: see
+/// [`crate::adapter::native::prepare`]). Plain and streamed calls send the same request, so
+/// they share cache entries.
+pub(super) fn request_for<'a>(
     lm: &dyn LanguageModel,
     adapter: &dyn Adapter,
     config: &CallConfig,
-    signature: &DynSignature,
+    signature: &'a DynSignature,
     demos: &[Example],
     inputs: &Example,
-) -> Result<LmRequest> {
-    let messages = adapter.format(signature, demos, inputs)?;
+) -> Result<(LmRequest, std::borrow::Cow<'a, DynSignature>)> {
+    let mut extra = config.extra.clone();
+    let prompt_signature = crate::adapter::native::prepare(
+        adapter.native_tool_calling(),
+        signature,
+        inputs,
+        lm.supports_function_calling(),
+        &mut extra,
+    )?;
+    let messages = adapter.format(&prompt_signature, demos, inputs)?;
     let mut request = LmRequest::new(messages);
     request.max_tokens = config.max_tokens;
     request.n = config.n;
     request.rollout_id = config.rollout_id;
-    request.extra = config.extra.clone();
+    request.extra = extra;
+    // DSPy's JSONAdapter picks the format from the call's own signature.
     request.response_format = adapter
         .response_format(signature)
         .filter(|_| lm.supports_response_format());
@@ -400,7 +428,7 @@ pub(super) fn request_for(
     } else {
         config.temperature
     };
-    Ok(request)
+    Ok((request, prompt_signature))
 }
 
 /// A typed predictor for signature `S` (DSPy's `dspy.Predict`): formats the signature with its

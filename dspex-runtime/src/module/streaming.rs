@@ -340,7 +340,7 @@ async fn start(call: Box<StreamCall>) -> Result<Box<Streaming>, StreamError> {
         }
         parser = parser.map(|p| p.listen_only(fields));
     }
-    let request = request_for(
+    let (request, prompt_signature) = request_for(
         &*call.lm,
         &*call.adapter,
         &call.config,
@@ -348,6 +348,16 @@ async fn start(call: Box<StreamCall>) -> Result<Box<Streaming>, StreamError> {
         &call.demos,
         &call.inputs,
     )?;
+    // Native function calling answers with tool calls, which a text stream does not carry.
+    if *prompt_signature != call.signature {
+        return Err(StreamError::Call(crate::error::Error::Adapter(
+            crate::adapter::AdapterError::Format {
+                adapter: call.adapter.name(),
+                message: "native function calling cannot stream: the tool calls come with the whole response; call the predictor instead".to_string(),
+            },
+        )));
+    }
+    drop(prompt_signature);
     let events = call.lm.stream(request).await?;
     Ok(Box::new(Streaming {
         call,

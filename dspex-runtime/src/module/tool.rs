@@ -56,6 +56,23 @@ pub enum ToolError {
         /// The error it returned.
         message: String,
     },
+    /// No tool of the called name was given ([`ExecuteToolCalls::execute`](super::ExecuteToolCalls::execute)).
+    #[error(
+        "Tool function '{tool}' not found. Please pass the tool functions to the `execute` method."
+    )]
+    NotFound {
+        /// The name the call used.
+        tool: String,
+    },
+    /// The tool was read back from its description (a deserialized field value) and has no
+    /// function to run.
+    #[error(
+        "the tool `{tool}` was read from its description and has no function to run; pass the tool itself"
+    )]
+    NoFunction {
+        /// The tool's name.
+        tool: String,
+    },
     /// The tool panicked; the panic was caught.
     #[error("the tool panicked: {message}")]
     Panicked {
@@ -298,6 +315,27 @@ impl Tool {
             func: Arc::new(func),
             callbacks: Callbacks::new(),
         })
+    }
+
+    /// A tool with this description and no function (read back from a field value): calling
+    /// it fails with [`ToolError::NoFunction`].
+    pub(super) fn without_function(
+        name: String,
+        desc: Option<String>,
+        args: Map<String, Value>,
+    ) -> Tool {
+        let tool = name.clone();
+        Tool {
+            name,
+            desc,
+            args,
+            open: true,
+            func: Arc::new(move |_| {
+                let tool = tool.clone();
+                Box::pin(std::future::ready(Err(ToolError::NoFunction { tool })))
+            }),
+            callbacks: Callbacks::new(),
+        }
     }
 
     fn check_name(name: &str) -> Result<(), ToolError> {

@@ -218,6 +218,7 @@ impl Matcher {
 pub struct Rule {
     matcher: Matcher,
     completion: Completion,
+    tool_calls: Vec<serde_json::Value>,
 }
 
 impl Rule {
@@ -226,6 +227,7 @@ impl Rule {
         Rule {
             matcher: Matcher::Exact(text.into()),
             completion: completion.into(),
+            tool_calls: Vec::new(),
         }
     }
 
@@ -234,6 +236,7 @@ impl Rule {
         Rule {
             matcher: Matcher::Contains(text.into()),
             completion: completion.into(),
+            tool_calls: Vec::new(),
         }
     }
 
@@ -243,6 +246,7 @@ impl Rule {
         Ok(Rule {
             matcher: Matcher::Regex(Pattern::new(pattern)?),
             completion: completion.into(),
+            tool_calls: Vec::new(),
         })
     }
 
@@ -257,13 +261,41 @@ impl Rule {
         Ok(Rule {
             matcher: Matcher::Conversation(Pattern::new(pattern)?),
             completion: completion.into(),
+            tool_calls: Vec::new(),
         })
+    }
+
+    /// The same rule, answering also with a call of the tool `name` with `args` (native
+    /// function calling) whenever the request offers tools: the response's message carries it
+    /// in OpenAI's shape (`{"id": "call_<i>", "type": "function", "function": {"name",
+    /// "arguments": "<args as JSON text>"}}`, `i` counting the rule's calls from 1) beside the
+    /// completion text, and the finish reason is `tool_calls`. Streamed responses carry no
+    /// tool calls.
+    ///
+    /// ```
+    /// use dspex_testing::Rule;
+    /// use serde_json::json;
+    ///
+    /// let rule = Rule::contains("Weather", "[[ ## answer ## ]]\nChecking.\n\n[[ ## completed ## ]]")
+    ///     .with_tool_call("get_weather", json!({"city": "Paris"}));
+    /// # let _ = rule;
+    /// ```
+    #[must_use]
+    pub fn with_tool_call(mut self, name: impl Into<String>, args: serde_json::Value) -> Self {
+        let id = format!("call_{}", self.tool_calls.len() + 1);
+        self.tool_calls.push(serde_json::json!({
+            "id": id,
+            "type": "function",
+            "function": {"name": name.into(), "arguments": args.to_string()},
+        }));
+        self
     }
 
     /// Parses a rules file: one JSON object per line, `{"match": "regex", "completion": "text"}`
     /// (also `"exact"`, `"contains"` or `"conversation"` — a regex over the whole conversation,
     /// see [`Rule::conversation_regex`] — instead of `"match"`, and a list of texts as a sequence
-    /// completion). Blank lines and lines starting with `#` or `//` are skipped.
+    /// completion; `"tool_calls": [{"name", "args"}]` adds tool calls, see
+    /// [`Rule::with_tool_call`]). Blank lines and lines starting with `#` or `//` are skipped.
     pub fn parse_json_lines(text: &str) -> Result<Vec<Rule>, MockError> {
         let mut rules = Vec::new();
         for (i, line) in text.lines().enumerate() {
@@ -303,6 +335,27 @@ impl Rule {
                         .to_owned(),
                 ));
             };
+            let rule = match value.get("tool_calls") {
+                None | Some(serde_json::Value::Null) => rule,
+                Some(serde_json::Value::Array(calls)) => {
+                    calls.iter().try_fold(rule, |rule, call| {
+                        let name = call.get("name").and_then(serde_json::Value::as_str);
+                        let args = call
+                            .get("args")
+                            .cloned()
+                            .unwrap_or_else(|| serde_json::json!({}));
+                        match name {
+                            Some(name) => Ok(rule.with_tool_call(name, args)),
+                            None => Err(bad("a tool call needs a string \"name\"".to_owned())),
+                        }
+                    })?
+                }
+                Some(_) => {
+                    return Err(bad(
+                        "\"tool_calls\" must be a list of {\"name\", \"args\"}".to_owned()
+                    ));
+                }
+            };
             rules.push(rule);
         }
         Ok(rules)
@@ -313,6 +366,7 @@ impl Rule {
 struct CompiledRule {
     matcher: Matcher,
     texts: Vec<String>,
+    tool_calls: Vec<serde_json::Value>,
     next: AtomicUsize,
 }
 
@@ -422,6 +476,7 @@ impl MockLmBuilder {
             .map(|rule| CompiledRule {
                 matcher: rule.matcher,
                 texts: rule.completion.texts(),
+                tool_calls: rule.tool_calls,
                 next: AtomicUsize::new(0),
             })
             .collect();
@@ -487,6 +542,18 @@ impl Shared {
             .iter()
             .find(|r| r.matcher.matches(user, conversation))
             .map(CompiledRule::take)
+    }
+
+    /// The tool calls of the rule [`rule_for`](Shared::rule_for) picks for this prompt.
+    fn tool_calls_for(
+        &self,
+        user: &str,
+        conversation: Option<&str>,
+    ) -> Option<&[serde_json::Value]> {
+        self.rules
+            .iter()
+            .find(|r| r.matcher.matches(user, conversation))
+            .map(|r| r.tool_calls.as_slice())
     }
 
     /// Whether any rule reads the whole conversation (only then is it put together).

@@ -28,6 +28,10 @@ pub(crate) struct ChatRequest {
     pub(crate) max_completion_tokens: Option<u64>,
     #[serde(default)]
     pub(crate) response_format: Option<Value>,
+    /// The tools offered (native function calling); a rule's tool calls are answered only
+    /// when there are some.
+    #[serde(default)]
+    pub(crate) tools: Option<Vec<Value>>,
 }
 
 /// One chat message; only its role and text matter to the mock.
@@ -214,6 +218,8 @@ pub(crate) struct AssistantMessage<'a> {
     pub(crate) role: &'static str,
     pub(crate) content: &'a str,
     pub(crate) refusal: Option<()>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub(crate) tool_calls: Option<&'a [Value]>,
 }
 
 /// `chat.completion.chunk`.

@@ -164,6 +164,13 @@ async fn chat(shared: &Shared, route: Route, req: Request, arrived: Instant) -> 
         let events = chat_events(&meta, &choices, include_usage.then_some(usage), empty);
         return sse(events, fault.as_ref());
     }
+    // A rule's tool calls, when the request offers tools (native function calling).
+    let tool_calls = request
+        .tools
+        .as_ref()
+        .filter(|tools| !tools.is_empty())
+        .and_then(|_| shared.tool_calls_for(&user, conversation.as_deref()))
+        .filter(|calls| !calls.is_empty());
     let response = ChatCompletion {
         id: &id,
         object: "chat.completion",
@@ -178,9 +185,14 @@ async fn chat(shared: &Shared, route: Route, req: Request, arrived: Instant) -> 
                     role: "assistant",
                     content,
                     refusal: None,
+                    tool_calls,
                 },
                 logprobs: None,
-                finish_reason: finish,
+                finish_reason: if tool_calls.is_some() && *finish == "stop" {
+                    "tool_calls"
+                } else {
+                    finish
+                },
             })
             .collect(),
         usage,

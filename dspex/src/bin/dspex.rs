@@ -514,6 +514,27 @@ fn prompt_command(path: &std::path::Path) -> ExitCode {
             );
         }
     };
+    // A module call formats what its request sends: with native function calling (DSPy's
+    // `_call_preprocess`, the LM supporting it as the fixtures' LM does) the tool fields leave
+    // the prompt.
+    let signature = if doc.get("kind").and_then(Value::as_str) == Some("call") {
+        let options = doc.get("adapter_options");
+        let flag = |name: &str| options.and_then(|o| o.get(name)).and_then(Value::as_bool);
+        let native = dspex::adapter::native::NativeToolCalling {
+            enabled: flag("use_native_function_calling")
+                .unwrap_or(adapter.native_tool_calling().enabled),
+            parallel_tool_calls: flag("parallel_tool_calls"),
+        };
+        match dspex::adapter::native::prepare(native, &signature, &inputs, true, &mut Map::new()) {
+            Ok(prompt) => prompt.into_owned(),
+            Err(e) => {
+                eprintln!("error: {}: {e}", path.display());
+                return ExitCode::FAILURE;
+            }
+        }
+    } else {
+        signature
+    };
     match adapter.format(&signature, &demos, &inputs) {
         Ok(messages) => {
             let list: Vec<Value> = messages
