@@ -1,4 +1,4 @@
-//! [`ChatAdapter`]: DSPy's default prompt format, with `[[ ## field ## ]]` section markers.
+//! [`ChatAdapter`](struct@ChatAdapter): DSPy's default prompt format, with `[[ ## field ## ]]` section markers.
 
 use super::format::{
     INCOMPLETE_DEMO_PREFIX, NOT_SUPPLIED, STRUCTURE_HEADER, order_demos, strip_tail,
@@ -32,7 +32,7 @@ use serde_json::{Map, Value};
 /// pydantic's lax coercions. A missing output (other than an `Optional` one, which becomes
 /// `null`) or a value of the wrong type is [`AdapterError::Parse`].
 ///
-/// **Fallback.** DSPy retries a failed parse once with [`JSONAdapter`] (a second LM call with
+/// **Fallback.** DSPy retries a failed parse once with [`JSONAdapter`](struct@JSONAdapter) (a second LM call with
 /// the JSON prompt); [`Adapter::fallback`] returns that adapter, and the module layer makes the
 /// call.
 ///
@@ -73,7 +73,7 @@ pub struct ChatAdapter {
     json_fallback: bool,
 }
 
-/// The default [`ChatAdapter`] as a value, so `ChatAdapter` reads as DSPy's `dspy.ChatAdapter()`.
+/// The default [`ChatAdapter`](struct@ChatAdapter) as a value, so `ChatAdapter` reads as DSPy's `dspy.ChatAdapter()`.
 #[allow(non_upper_case_globals)]
 pub const ChatAdapter: ChatAdapter = ChatAdapter::new();
 

@@ -1,4 +1,4 @@
-//! [`JSONAdapter`]: DSPy's JSON prompt format and its structured-output schema.
+//! [`JSONAdapter`](struct@JSONAdapter): DSPy's JSON prompt format and its structured-output schema.
 
 use super::chat::{Style, empty_error, format_messages, missing_fields_error};
 use super::native::NativeToolCalling;
@@ -13,7 +13,7 @@ use serde_json::{Map, Value, json};
 
 /// DSPy's `JSONAdapter` (3.4.1), reproduced byte for byte.
 ///
-/// **Prompt.** The same field list and instructions as [`ChatAdapter`](super::ChatAdapter),
+/// **Prompt.** The same field list and instructions as [`ChatAdapter`](struct@super::ChatAdapter),
 /// but the outputs are described as one JSON object (`{"answer": "{answer}"}` with the type
 /// notes inside the strings), demos answer with indented JSON, and the reminder asks for
 /// "a JSON object in the following order of fields".
@@ -58,7 +58,7 @@ pub struct JSONAdapter {
     tools: NativeToolCalling,
 }
 
-/// The default [`JSONAdapter`] as a value, so `JSONAdapter` reads as DSPy's `dspy.JSONAdapter()`.
+/// The default [`JSONAdapter`](struct@JSONAdapter) as a value, so `JSONAdapter` reads as DSPy's `dspy.JSONAdapter()`.
 #[allow(non_upper_case_globals)]
 pub const JSONAdapter: JSONAdapter = JSONAdapter::new();
 

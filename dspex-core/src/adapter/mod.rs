@@ -1,7 +1,7 @@
 //! Adapters: the exact prompt formats DSPy uses, and their parsers.
 //!
 //! An [`Adapter`] turns a signature, few-shot demos and inputs into chat messages, and a
-//! completion back into output field values. [`ChatAdapter`], [`JSONAdapter`] and
+//! completion back into output field values. [`ChatAdapter`](struct@ChatAdapter), [`JSONAdapter`](struct@JSONAdapter) and
 //! [`XMLAdapter`] reproduce DSPy 3.4.1 byte for byte (checked against every fixture in
 //! `../shared/fixtures/dspy`, and against DSPy itself on thousands of generated signatures,
 //! demos and completions).
@@ -35,7 +35,7 @@
 //! [`FieldStreamParser`] reads output fields from a completion while it streams (for
 //! `Predict::stream` and friends); the final value is still `parse`'s.
 //!
-//! The module layer owns the LM calls: DSPy's retry with [`JSONAdapter`] after a ChatAdapter
+//! The module layer owns the LM calls: DSPy's retry with [`JSONAdapter`](struct@JSONAdapter) after a ChatAdapter
 //! (or XMLAdapter) parse failure is [`Adapter::fallback`]; with `n > 1`, every completion is parsed and one
 //! failure fails the call.
 
@@ -90,7 +90,7 @@ pub trait Adapter: Send + Sync + fmt::Debug {
     }
 
     /// The adapter DSPy retries with, in a second LM call, when this one's completion cannot
-    /// be parsed ([`AdapterError::Parse`]): [`JSONAdapter`] for [`ChatAdapter`] and
+    /// be parsed ([`AdapterError::Parse`]): [`JSONAdapter`](struct@JSONAdapter) for [`ChatAdapter`](struct@ChatAdapter) and
     /// [`XMLAdapter`], none otherwise.
     /// The retry sends `fallback.format(...)` with `fallback.response_format(...)` and parses
     /// with `fallback.parse(...)`; its error, if any, is final (there is no third attempt).

@@ -114,8 +114,8 @@ enum Format {
 
 impl FieldStreamParser {
     /// A parser for `adapter`'s completions of `signature`, listening to every output field;
-    /// `None` when the adapter has no streaming parser (only [`ChatAdapter`](super::ChatAdapter)
-    /// and [`JSONAdapter`](super::JSONAdapter) have one; adapters are told apart by
+    /// `None` when the adapter has no streaming parser (only [`ChatAdapter`](struct@super::ChatAdapter)
+    /// and [`JSONAdapter`](struct@super::JSONAdapter) have one; adapters are told apart by
     /// [`Adapter::name`]).
     pub fn new(adapter: &dyn Adapter, signature: &DynSignature) -> Option<Self> {
         match adapter.name() {

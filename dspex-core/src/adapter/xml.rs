@@ -19,7 +19,7 @@ use std::collections::HashMap;
 ///
 /// DSPy's `XMLAdapter` is a `ChatAdapter` subclass, and so is this one in what it keeps: the
 /// field list and instructions of the system message, the demo order and "not supplied"
-/// wording, and the retry with [`JSONAdapter`] when a completion does not parse
+/// wording, and the retry with [`JSONAdapter`](struct@JSONAdapter) when a completion does not parse
 /// ([`Adapter::fallback`]).
 ///
 /// **Prompt.** Every field is an element: `<question>\nWhat is 2+2?\n</question>`. The
