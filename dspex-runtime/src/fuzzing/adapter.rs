@@ -182,13 +182,18 @@ fn round_trips(adapter: &dyn Adapter, sig: &DynSignature, fields: &Map<String, V
             _ => false,
         }
     }
+    // DSPy's XMLAdapter escapes `&` and `<` in a demo's `str` outputs only: text of another
+    // type written as text (`Code`, `Reasoning`) holding them is not XML, in DSPy as here.
+    fn unescaped_markup(ty: &TypeSpec, v: &Value) -> bool {
+        *ty != TypeSpec::Str && v.as_str().is_some_and(|s| s.contains(['&', '<']))
+    }
     let chat = adapter.name() == "ChatAdapter";
     let xml = adapter.name() == "XMLAdapter";
     sig.outputs().iter().all(|f| {
         let v = &fields[f.name()];
         !((chat || xml) && matches!(f.ty(), TypeSpec::Any | TypeSpec::Optional(_)))
             && plain(v)
-            && (!xml || (xml_plain(v) && !has_any(f.ty())))
+            && (!xml || (xml_plain(v) && !has_any(f.ty()) && !unescaped_markup(f.ty(), v)))
     })
 }
 
