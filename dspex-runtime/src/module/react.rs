@@ -433,8 +433,13 @@ impl DynReAct {
         overrides: &CallConfig,
     ) -> Result<()> {
         let tools = serde_json::to_value(&self.tools[..]).map_err(|e| ToolError::Definition {
-            tool: "finish".into(),
-            message: format!("the tools could not be described: {e}"),
+            tool: self
+                .tools
+                .iter()
+                .map(Tool::name)
+                .collect::<Vec<_>>()
+                .join(", "),
+            message: format!("the tools could not be described as JSON: {e}"),
         })?;
         let mut step_inputs = inputs.clone();
         step_inputs.insert("tools", tools);
