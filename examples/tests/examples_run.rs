@@ -50,6 +50,39 @@ fn react_agent_uses_both_tools_then_finishes() {
 }
 
 #[test]
+fn multimodal_agent_calls_tools_natively_and_returns_code() {
+    let out = run("multimodal_agent");
+    assert!(
+        out.contains("image:   chart_sketch.png (image/png"),
+        "{out}"
+    );
+    assert!(out.contains("history: 1 earlier turn(s)"), "{out}");
+    // Both native calls of the first turn ran, in order, and their results came back.
+    assert!(
+        out.contains(
+            "call 0:\n  thought:     The history says the chart is for ACME: get its palette and its bar-chart spec.\n  tool call:   brand_palette({\"company\":\"ACME\"})\n  observation: [\"#0B3D91\",\"#FC3D21\",\"#F2F2F2\"]"
+        ),
+        "{out}"
+    );
+    assert!(
+        out.contains("call 1:\n  tool call:   figure_spec({\"company\":\"ACME\",\"kind\":\"bar chart\"})\n  observation: {\"width\":8,\"height\":4.5,\"dpi\":150}"),
+        "{out}"
+    );
+    assert!(out.contains("  tool call:   finish({})"), "{out}");
+    // The code came back as Code<lang::Python>, out of its fence.
+    let code = out
+        .split_once("code (Code<lang::Python>):\n")
+        .map(|(_, code)| code)
+        .expect("the code");
+    assert!(
+        code.starts_with("import matplotlib.pyplot as plt\n"),
+        "{out}"
+    );
+    assert!(code.contains("figsize=(8, 4.5), dpi=150"), "{out}");
+    assert!(!code.contains("```"), "{out}");
+}
+
+#[test]
 fn optimize_improves_the_score_and_saves() {
     let out = run("optimize");
     assert!(out.contains("before optimizing:       33.33"), "{out}");

@@ -114,6 +114,67 @@ async fn react_runs_against_the_mock_lm_server() {
     );
 }
 
+#[tokio::test]
+async fn native_react_runs_tool_calls_from_the_mock_lm_server_in_order() {
+    use dspex::testing::Rule;
+    let thought = |t: &str| format!("[[ ## next_thought ## ]]\n{t}\n\n[[ ## completed ## ]]");
+    let server = dspex::testing::MockLm::builder()
+        .rules([
+            Rule::contains(
+                "starting with the field `[[ ## reasoning ## ]]`",
+                "[[ ## reasoning ## ]]\n2 + 3 = 5; Paris.\n\n[[ ## answer ## ]]\n5, Paris\n\n[[ ## completed ## ]]",
+            ),
+            Rule::contains("[[ ## observation_2 ## ]]", thought("Done.")),
+            Rule::contains("[[ ## trajectory ## ]]", thought("Three calls."))
+                .with_tool_call("add", json!({"a": 2, "b": 3}))
+                .with_tool_call("lookup", json!({"key": "capital of France"}))
+                .with_tool_call("search", json!({"q": "x"})),
+        ])
+        .start()
+        .await
+        .unwrap();
+    let lm = dspex::lm::LM::builder("openai/mock")
+        .api_base(server.api_base())
+        .api_key("x")
+        .cache(false)
+        .build()
+        .unwrap();
+    let agent = ReAct::<QA>::new(tools())
+        .unwrap()
+        .native_function_calling(true)
+        .unwrap()
+        .with_max_iters(4)
+        .with_config(CallConfig::new().lm(lm));
+    let out = agent
+        .forward(QAInput {
+            question: "What is 2 + 3, and the capital of France?".into(),
+        })
+        .await
+        .unwrap();
+    assert_eq!(out.output.answer, "5, Paris");
+    let steps: Vec<(&str, Value)> = out
+        .trajectory
+        .steps()
+        .iter()
+        .map(|s| (s.tool_name.as_str(), s.observation.clone()))
+        .collect();
+    assert_eq!(
+        steps,
+        [
+            ("add", json!(5)),
+            ("lookup", json!("Paris")),
+            (
+                "search",
+                json!("Execution error in search: no tool has this name")
+            ),
+            ("finish", json!("Completed.")),
+        ]
+    );
+    // Two steps and the extraction went over HTTP. The mock answers with tool calls only when
+    // the request offers tools, so the calls above show the steps sent them natively.
+    assert_eq!(server.stats().requests_to("/v1/chat/completions"), 3);
+}
+
 #[test]
 fn tool_schemas_from_schemars_match_dspys() {
     let fx = fixture("trace_react_two_tools.json");

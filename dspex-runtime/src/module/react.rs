@@ -2,14 +2,17 @@
 
 use super::predict::DynPredict;
 use super::tool::{IntoTool, Tool, ToolError};
-use crate::adapter::{Adapter, ChatAdapter};
+use super::tool_calls::ExecuteToolCalls;
+use crate::adapter::native::NativeToolCalling;
+use crate::adapter::{Adapter, AdapterError, ChatAdapter, JSONAdapter};
 use crate::callback::{Callbacks, EventError, EventKind, observe, to_json};
 use crate::error::{Error, Result};
 use crate::example::{Example, Prediction};
 use crate::program::Program;
 use crate::settings::CallConfig;
 use crate::settings::Settings;
-use crate::signature::{DynSignature, FieldSpec, LiteralValue, Signature, TypeSpec};
+use crate::signature::{CustomType, DynSignature, FieldSpec, LiteralValue, Signature, TypeSpec};
+use crate::types::{Message, ResponseFormat, ToolCalls};
 use serde::{Deserialize, Serialize, Serializer};
 use serde_json::{Map, Value};
 use std::marker::PhantomData;
@@ -139,6 +142,7 @@ pub struct DynReAct {
     config: CallConfig,
     max_iters: usize,
     callbacks: Callbacks,
+    native: bool,
 }
 
 impl DynReAct {
@@ -187,6 +191,7 @@ impl DynReAct {
             config: CallConfig::default(),
             max_iters: DEFAULT_MAX_ITERS,
             callbacks: Callbacks::new(),
+            native: false,
         })
     }
 
@@ -196,6 +201,89 @@ impl DynReAct {
     pub fn with_max_iters(mut self, max_iters: usize) -> Self {
         self.max_iters = max_iters;
         self
+    }
+
+    /// The same agent in native function-calling mode (`true`), or DSPy's text mode (`false`,
+    /// the default). A dspex addition: DSPy 3.4.1's ReAct always asks for `next_tool_name` and
+    /// `next_tool_args` as text.
+    ///
+    /// In native mode each step offers the model the tools (and `finish`) as the request's
+    /// `tools`, as a [`Predict`](super::Predict) over a `tools: list[Tool]` input and a
+    /// `tool_calls: ToolCalls` output does with an adapter whose native function calling is on
+    /// (the step turns it on for whichever adapter is in use, keeping its `parallel_tool_calls`).
+    /// The prompt asks only for `next_thought`. Every call the model returns is run, in order,
+    /// and becomes one entry of the trajectory (its own `tool_name_<n>`, `tool_args_<n>` and
+    /// `observation_<n>`; the step's thought goes with its first call, later calls of the same
+    /// step have an empty thought). Errors are observations the model sees on the next step,
+    /// as in text mode: a tool's failure as `Execution error in <tool>: <error>`, an unknown
+    /// tool as `Execution error in <tool>: no tool has this name`. The loop ends when the model
+    /// calls `finish`, answers with no call (recorded as a `finish` step with its thought), or
+    /// after `max_iters` steps (model turns, however many calls each made); the extraction
+    /// step then writes `reasoning` and the outputs exactly as in text mode. An LM without
+    /// function calling support gets the tools and calls as text, as DSPy's adapters do.
+    ///
+    /// Switching modes replaces the `react` predictor (its signature differs), dropping its
+    /// demos. Fails when the signature already has a field the native step adds (`tools`,
+    /// `tool_calls`, `trajectory`, `next_thought`).
+    ///
+    /// ```
+    /// use dspex_runtime::lm::{Choice, ScriptedLM, ToolCall};
+    /// use dspex_runtime::module::{CallConfig, DynReAct, Tool};
+    /// use dspex_runtime::{DynSignature, Example};
+    /// use schemars::JsonSchema;
+    /// use serde::Deserialize;
+    ///
+    /// /// Add two integers.
+    /// #[derive(Deserialize, JsonSchema)]
+    /// struct Add { a: i64, b: i64 }
+    ///
+    /// # tokio::runtime::Builder::new_current_thread().build().unwrap().block_on(async {
+    /// let add = Tool::new("add", |Add { a, b }| async move { Ok::<_, String>(a + b) })?;
+    /// let lm = ScriptedLM::from_choices([
+    ///     // Step 0: two calls in one turn.
+    ///     Choice::text("[[ ## next_thought ## ]]\nAdd both pairs.\n\n[[ ## completed ## ]]")
+    ///         .with_tool_calls(vec![
+    ///             ToolCall::new("add", r#"{"a": 2, "b": 3}"#),
+    ///             ToolCall::new("add", r#"{"a": 5, "b": 5}"#),
+    ///         ]),
+    ///     // Step 1: no call, so the loop ends.
+    ///     Choice::text("[[ ## next_thought ## ]]\nI have both sums.\n\n[[ ## completed ## ]]"),
+    ///     // Extraction.
+    ///     Choice::text(
+    ///         "[[ ## reasoning ## ]]\n2+3=5, 5+5=10.\n\n[[ ## answer ## ]]\n5 and 10\n\n[[ ## completed ## ]]",
+    ///     ),
+    /// ]);
+    /// let agent = DynReAct::new(DynSignature::parse("question -> answer")?, [add])?
+    ///     .native_function_calling(true)?
+    ///     .with_config(CallConfig::new().lm(lm.clone()));
+    /// let out = agent.call(&Example::new().with("question", "2 + 3 and 5 + 5?")).await?;
+    /// assert_eq!(out.get_str("answer"), Some("5 and 10"));
+    /// let trajectory = out.get("trajectory").unwrap();
+    /// assert_eq!(trajectory["observation_0"], 5);
+    /// assert_eq!(trajectory["observation_1"], 10);
+    /// assert_eq!(trajectory["tool_name_2"], "finish");
+    /// // The tools went out as the request's `tools`, `finish` last.
+    /// let tools = &lm.requests()[0].extra["tools"];
+    /// assert_eq!(tools[0]["function"]["name"], "add");
+    /// assert_eq!(tools[1]["function"]["name"], "finish");
+    /// # Ok::<(), dspex_runtime::Error>(())
+    /// # }).unwrap();
+    /// ```
+    pub fn native_function_calling(mut self, on: bool) -> Result<Self> {
+        let signature = if on {
+            native_react_signature(&self.signature)?
+        } else {
+            react_signature(&self.signature, &self.tools)?
+        };
+        self.react = DynPredict::new(signature).with_config(self.config.clone());
+        self.native = on;
+        Ok(self)
+    }
+
+    /// Whether the agent runs in native function-calling mode
+    /// ([`native_function_calling`](DynReAct::native_function_calling)).
+    pub fn is_native_function_calling(&self) -> bool {
+        self.native
     }
 
     /// The same agent with these defaults for both of its predictors.
@@ -272,7 +360,15 @@ impl DynReAct {
             .or_else(|| Settings::current().adapter)
             .unwrap_or_else(|| Arc::new(ChatAdapter));
         let mut trajectory = Trajectory::default();
-        for index in 0..self.max_iters {
+        // Native mode runs its own loop; text mode (DSPy's) runs the one below.
+        let text_iters = if self.native {
+            self.native_steps(&adapter, inputs, &mut trajectory, overrides)
+                .await?;
+            0
+        } else {
+            self.max_iters
+        };
+        for index in 0..text_iters {
             let step = self
                 .call_truncating(&self.react, &*adapter, inputs, &mut trajectory, overrides)
                 .await;
@@ -325,6 +421,102 @@ impl DynReAct {
             .call_truncating(&self.extract, &*adapter, inputs, &mut trajectory, overrides)
             .await?;
         Ok((trajectory, extracted))
+    }
+
+    /// The loop of native function-calling mode: each step offers the tools natively, runs
+    /// every call the model returns, in order, and appends one trajectory entry per call.
+    async fn native_steps(
+        &self,
+        adapter: &Arc<dyn Adapter>,
+        inputs: &Example,
+        trajectory: &mut Trajectory,
+        overrides: &CallConfig,
+    ) -> Result<()> {
+        let tools = serde_json::to_value(&self.tools[..]).map_err(|e| ToolError::Definition {
+            tool: self
+                .tools
+                .iter()
+                .map(Tool::name)
+                .collect::<Vec<_>>()
+                .join(", "),
+            message: format!("the tools could not be described as JSON: {e}"),
+        })?;
+        let mut step_inputs = inputs.clone();
+        step_inputs.insert("tools", tools);
+        let mut step_overrides = overrides.clone();
+        step_overrides.adapter = Some(Arc::new(NativeCalls(adapter.clone())));
+        let mut index = 0;
+        for _ in 0..self.max_iters {
+            let step = self
+                .call_truncating(
+                    &self.react,
+                    &**adapter,
+                    &step_inputs,
+                    trajectory,
+                    &step_overrides,
+                )
+                .await;
+            let pred = match step {
+                Ok(pred) => pred,
+                Err(e) if is_context_window(&e) => {
+                    tracing::warn!(error = %e, "ReAct: ending the trajectory: the prompt does not fit the context window");
+                    break;
+                }
+                Err(e) => return Err(e),
+            };
+            let thought = pred.get_str("next_thought").unwrap_or_default().to_string();
+            let calls = match pred.get("tool_calls") {
+                None | Some(Value::Null) => ToolCalls::default(),
+                Some(value) => ToolCalls::from_value(value).map_err(|e| AdapterError::Parse {
+                    adapter: adapter.name(),
+                    field: Some("tool_calls".into()),
+                    message: e.to_string(),
+                    completion: value.to_string(),
+                })?,
+            };
+            if calls.is_empty() {
+                trajectory.steps.push(ToolStep {
+                    index,
+                    thought,
+                    tool_name: "finish".into(),
+                    tool_args: Map::new(),
+                    observation: Value::String("Completed.".into()),
+                });
+                break;
+            }
+            let results = calls.execute(&self.tools).await;
+            let mut finished = false;
+            for (k, (call, result)) in calls.calls().iter().zip(results).enumerate() {
+                let observation = match result {
+                    Ok(value) => value,
+                    Err(ToolError::NotFound { .. }) => Value::String(format!(
+                        "Execution error in {}: no tool has this name",
+                        call.name
+                    )),
+                    Err(e) => {
+                        tracing::debug!(tool = %call.name, error = %e, "ReAct: tool failed");
+                        Value::String(format!("Execution error in {}: {e}", call.name))
+                    }
+                };
+                finished |= call.name == "finish";
+                trajectory.steps.push(ToolStep {
+                    index,
+                    thought: if k == 0 {
+                        thought.clone()
+                    } else {
+                        String::new()
+                    },
+                    tool_name: call.name.clone(),
+                    tool_args: call.args.clone(),
+                    observation,
+                });
+                index += 1;
+            }
+            if finished {
+                break;
+            }
+        }
+        Ok(())
     }
 
     /// Calls `predict` with the inputs and the formatted trajectory; on a context-window
@@ -418,6 +610,113 @@ fn react_signature(signature: &DynSignature, tools: &[Tool]) -> Result<DynSignat
         FieldSpec::output("next_tool_args", TypeSpec::Dict(Box::new(TypeSpec::Any))),
     ]);
     Ok(DynSignature::from_fields(Some(&instr.join("\n")), fields)?)
+}
+
+/// The native step's signature: the inputs, `trajectory` and the tools (which the adapter moves
+/// into the request), then `next_thought` and the calls (read from the response).
+fn native_react_signature(signature: &DynSignature) -> Result<DynSignature> {
+    let inputs = backticked(signature.input_names());
+    let outputs = backticked(signature.output_names());
+    let mut instr: Vec<String> = Vec::new();
+    if !signature.instructions().is_empty() {
+        instr.push(format!("{}\n", signature.instructions()));
+    }
+    instr.push(format!(
+        "You are an Agent. In each episode, you will be given the fields {inputs} as input. And you can see your past trajectory so far."
+    ));
+    instr.push(format!(
+        "Your goal is to use one or more of the supplied tools to collect any necessary information for producing {outputs}.\n"
+    ));
+    instr.push("To do this, in each turn you will write next_thought and call the tools you need; several calls in one turn run in order.".into());
+    instr.push("After each tool call, you receive a resulting observation, which gets appended to your trajectory.\n".into());
+    instr.push("When writing next_thought, you may reason about the current situation and plan for future steps.".into());
+    instr.push(format!(
+        "When all information for producing {outputs} is available, call `finish` or call no tool."
+    ));
+    let fields = signature.inputs().iter().cloned().chain([
+        FieldSpec::input("trajectory", TypeSpec::Str),
+        FieldSpec::input(
+            "tools",
+            TypeSpec::List(Box::new(TypeSpec::Custom(CustomType::Tool))),
+        ),
+        FieldSpec::output("next_thought", TypeSpec::Str),
+        FieldSpec::output("tool_calls", TypeSpec::Custom(CustomType::ToolCalls)),
+    ]);
+    Ok(DynSignature::from_fields(Some(&instr.join("\n")), fields)?)
+}
+
+/// The adapter in use with native function calling turned on, for native ReAct's steps.
+#[derive(Debug)]
+struct NativeCalls(Arc<dyn Adapter>);
+
+/// The JSONAdapter fallbacks with native function calling on (by `parallel_tool_calls`).
+static NATIVE_JSON: [JSONAdapter; 3] = [
+    JSONAdapter::new().native_function_calling(true),
+    JSONAdapter::new()
+        .native_function_calling(true)
+        .parallel_tool_calls(false),
+    JSONAdapter::new()
+        .native_function_calling(true)
+        .parallel_tool_calls(true),
+];
+
+impl Adapter for NativeCalls {
+    fn name(&self) -> &'static str {
+        self.0.name()
+    }
+
+    fn format(
+        &self,
+        signature: &DynSignature,
+        demos: &[Example],
+        inputs: &Example,
+    ) -> std::result::Result<Vec<Message>, AdapterError> {
+        self.0.format(signature, demos, inputs)
+    }
+
+    fn parse(
+        &self,
+        signature: &DynSignature,
+        completion: &str,
+    ) -> std::result::Result<Map<String, Value>, AdapterError> {
+        self.0.parse(signature, completion)
+    }
+
+    fn response_format(&self, signature: &DynSignature) -> Option<ResponseFormat> {
+        self.0.response_format(signature)
+    }
+
+    fn fallback(&self) -> Option<&'static dyn Adapter> {
+        let fallback = self.0.fallback()?;
+        if fallback.native_tool_calling().enabled || fallback.name() != "JSONAdapter" {
+            return Some(fallback);
+        }
+        let i = match self.native_tool_calling().parallel_tool_calls {
+            None => 0,
+            Some(false) => 1,
+            Some(true) => 2,
+        };
+        Some(&NATIVE_JSON[i])
+    }
+
+    fn native_tool_calling(&self) -> NativeToolCalling {
+        NativeToolCalling {
+            enabled: true,
+            ..self.0.native_tool_calling()
+        }
+    }
+
+    fn extractor(&self) -> Option<&dyn crate::adapter::two_step::Extractor> {
+        self.0.extractor()
+    }
+
+    fn format_fields(
+        &self,
+        signature: &DynSignature,
+        values: &Map<String, Value>,
+    ) -> std::result::Result<String, AdapterError> {
+        self.0.format_fields(signature, values)
+    }
 }
 
 /// The extractor's signature: inputs, `trajectory`, outputs, the original instructions, with
@@ -523,6 +822,14 @@ impl<S: Signature> ReAct<S> {
     pub fn with_max_iters(mut self, max_iters: usize) -> Self {
         self.inner = self.inner.with_max_iters(max_iters);
         self
+    }
+
+    /// The same agent in native function-calling mode, or text mode
+    /// ([`DynReAct::native_function_calling`]): each step offers the tools as the request's
+    /// `tools` and runs every call the model returns.
+    pub fn native_function_calling(mut self, on: bool) -> Result<Self> {
+        self.inner = self.inner.native_function_calling(on)?;
+        Ok(self)
     }
 
     /// The same agent with these defaults for both of its predictors.
@@ -801,6 +1108,169 @@ mod tests {
             matches!(&err, Error::Lm(e) if e.is_context_window_exceeded()),
             "{err}"
         );
+    }
+
+    /// A native step's completion: the thought, and these calls as the response's tool calls.
+    fn native_step(thought: &str, calls: &[(&str, Value)]) -> crate::lm::Choice {
+        crate::lm::Choice::text(format!(
+            "[[ ## next_thought ## ]]\n{thought}\n\n[[ ## completed ## ]]"
+        ))
+        .with_tool_calls(
+            calls
+                .iter()
+                .map(|(name, args)| crate::lm::ToolCall::new(*name, args.to_string()))
+                .collect(),
+        )
+    }
+
+    fn extraction(answer: &str) -> crate::lm::Choice {
+        crate::lm::Choice::text(format!(
+            "[[ ## reasoning ## ]]\nr\n\n[[ ## answer ## ]]\n{answer}\n\n[[ ## completed ## ]]"
+        ))
+    }
+
+    fn native_agent() -> DynReAct {
+        agent().native_function_calling(true).unwrap()
+    }
+
+    #[test]
+    fn native_calls_run_in_order_and_their_results_and_errors_reach_the_model() {
+        let lm = ScriptedLM::from_choices([
+            native_step(
+                "Look both up.",
+                &[
+                    ("lookup", json!({"key": "capital of France"})),
+                    ("lookup", json!({"key": "capital of Spain"})),
+                ],
+            ),
+            native_step("Search instead.", &[("search", json!({"q": "Spain"}))]),
+            native_step("Enough.", &[]),
+            extraction("Paris"),
+        ]);
+        let agent = native_agent().with_config(CallConfig::new().lm(lm.clone()));
+        assert!(agent.is_native_function_calling());
+        let out = ask(&agent).unwrap();
+        assert_eq!(out.get_str("answer"), Some("Paris"));
+        let t: Trajectory = serde_json::from_value(out.get("trajectory").unwrap().clone()).unwrap();
+        let summary: Vec<(usize, &str, &str, Value)> = t
+            .steps()
+            .iter()
+            .map(|s| {
+                (
+                    s.index,
+                    s.thought.as_str(),
+                    s.tool_name.as_str(),
+                    s.observation.clone(),
+                )
+            })
+            .collect();
+        assert_eq!(
+            summary,
+            [
+                (0, "Look both up.", "lookup", json!("Paris")),
+                (
+                    1,
+                    "",
+                    "lookup",
+                    json!("Execution error in lookup: no fact for \"capital of Spain\"")
+                ),
+                (
+                    2,
+                    "Search instead.",
+                    "search",
+                    json!("Execution error in search: no tool has this name")
+                ),
+                (3, "Enough.", "finish", json!("Completed.")),
+            ]
+        );
+        assert_eq!(
+            t.steps()[1].tool_args,
+            *json!({"key": "capital of Spain"}).as_object().unwrap()
+        );
+        assert_eq!(lm.calls(), 4);
+        let requests = lm.requests();
+        // Every step offers the tools natively, `finish` last; the extraction does not.
+        for request in &requests[..3] {
+            let names: Vec<&str> = request.extra["tools"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|t| t["function"]["name"].as_str().unwrap())
+                .collect();
+            assert_eq!(names, ["lookup", "finish"]);
+        }
+        assert!(!requests[3].extra.contains_key("tools"));
+        // The prompt asks for the thought only; results and errors come back in the trajectory.
+        let messages = lm.messages();
+        let system = messages[0][0].content.text();
+        assert!(system.contains("next_thought"), "{system}");
+        assert!(!system.contains("next_tool_name"), "{system}");
+        let second = messages[1][1].content.text();
+        assert!(
+            second.contains("[[ ## observation_0 ## ]]\nParis"),
+            "{second}"
+        );
+        assert!(second.contains(
+            "[[ ## observation_1 ## ]]\nExecution error in lookup: no fact for \"capital of Spain\""
+        ));
+        let third = messages[2][1].content.text();
+        assert!(third.contains("Execution error in search: no tool has this name"));
+    }
+
+    #[test]
+    fn native_mode_respects_max_iters_and_finish() {
+        let call = || native_step("again", &[("lookup", json!({"key": "capital of France"}))]);
+        let lm = ScriptedLM::from_choices([call(), call(), extraction("Paris")]);
+        let agent = native_agent()
+            .with_max_iters(2)
+            .with_config(CallConfig::new().lm(lm.clone()));
+        let out = ask(&agent).unwrap();
+        assert_eq!(out.get("trajectory").unwrap().as_object().unwrap().len(), 8);
+        assert_eq!(lm.calls(), 3);
+
+        // `finish` among a step's calls ends the loop after that step's calls ran.
+        let lm = ScriptedLM::from_choices([
+            native_step(
+                "done",
+                &[
+                    ("finish", json!({})),
+                    ("lookup", json!({"key": "capital of France"})),
+                ],
+            ),
+            extraction("Paris"),
+        ]);
+        let agent = native_agent().with_config(CallConfig::new().lm(lm.clone()));
+        let out = ask(&agent).unwrap();
+        let t = out.get("trajectory").unwrap();
+        assert_eq!(t["observation_0"], "Completed.");
+        assert_eq!(t["observation_1"], "Paris");
+        assert_eq!(lm.calls(), 2);
+
+        // Zero steps goes straight to extraction.
+        let lm = ScriptedLM::from_choices([extraction("?")]);
+        let agent = native_agent()
+            .with_max_iters(0)
+            .with_config(CallConfig::new().lm(lm.clone()));
+        assert_eq!(ask(&agent).unwrap().get("trajectory"), Some(&json!({})));
+        assert_eq!(lm.calls(), 1);
+    }
+
+    #[test]
+    fn native_mode_switches_back_and_rejects_clashing_fields() {
+        let text = agent();
+        let back = native_agent().native_function_calling(false).unwrap();
+        assert!(!back.is_native_function_calling());
+        let sig = |a: &DynReAct| {
+            a.named_predictors()
+                .into_iter()
+                .map(|(n, p)| (n, p.signature.to_string()))
+                .collect::<Vec<_>>()
+        };
+        assert_eq!(sig(&back), sig(&text));
+        assert_ne!(sig(&native_agent()), sig(&text));
+        let clash =
+            DynReAct::new(DynSignature::parse("tools -> answer").unwrap(), [lookup()]).unwrap();
+        assert!(clash.native_function_calling(true).is_err());
     }
 
     #[test]
