@@ -115,4 +115,13 @@ pub trait LanguageModel: Send + Sync {
     fn supports_function_calling(&self) -> bool {
         true
     }
+
+    /// Whether the model reasons natively and returns its reasoning as `reasoning_content`
+    /// (DSPy's `lm.supports_reasoning`). When `true`, a signature's `Reasoning` output is not
+    /// asked for in the prompt: the request carries `reasoning_effort` (`"low"` unless the call
+    /// sets one; an explicit `null` turns this off) and the field takes the LM's reasoning, as
+    /// DSPy's `Reasoning.adapt_to_native_lm_feature` does. `false` by default.
+    fn supports_reasoning(&self) -> bool {
+        false
+    }
 }

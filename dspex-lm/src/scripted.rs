@@ -44,6 +44,7 @@ struct Inner {
     record: bool,
     chunk_chars: usize,
     response_format: bool,
+    reasoning: bool,
     state: Mutex<State>,
 }
 
@@ -67,6 +68,7 @@ impl ScriptedLM {
                 record: true,
                 chunk_chars: DEFAULT_CHUNK_CHARS,
                 response_format: true,
+                reasoning: false,
                 state: Mutex::new(State::default()),
             }),
         }
@@ -128,6 +130,14 @@ impl ScriptedLM {
         self.reconfigure(|inner| inner.response_format = false)
     }
 
+    /// Acts as a model that reasons natively (see [`LanguageModel::supports_reasoning`]);
+    /// give the reasoning with [`Choice::with_reasoning_content`] in
+    /// [`from_choices`](ScriptedLM::from_choices).
+    #[must_use]
+    pub fn with_native_reasoning(self) -> Self {
+        self.reconfigure(|inner| inner.reasoning = true)
+    }
+
     fn reconfigure(self, change: impl FnOnce(&mut Inner)) -> Self {
         let mut inner = Arc::try_unwrap(self.inner).unwrap_or_else(|shared| Inner {
             model: shared.model.clone(),
@@ -136,6 +146,7 @@ impl ScriptedLM {
             record: shared.record,
             chunk_chars: shared.chunk_chars,
             response_format: shared.response_format,
+            reasoning: shared.reasoning,
             state: Mutex::new(State::default()),
         });
         change(&mut inner);
@@ -212,6 +223,10 @@ impl LanguageModel for ScriptedLM {
 
     fn supports_response_format(&self) -> bool {
         self.inner.response_format
+    }
+
+    fn supports_reasoning(&self) -> bool {
+        self.inner.reasoning
     }
 
     fn call(&self, request: LmRequest) -> BoxFuture<'_, Result<LmResponse, LmError>> {

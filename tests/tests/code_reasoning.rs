@@ -89,3 +89,79 @@ async fn native_reasoning_content_fills_a_reasoning_output() {
     assert_eq!(out.reasoning.content(), "written");
     let _: Value = serde_json::to_value(&out.reasoning).unwrap();
 }
+
+/// An LM that reasons natively: the `Reasoning` field leaves the prompt, the request asks for
+/// `reasoning_effort` ("low" unless the call sets one), and the field takes the LM's
+/// reasoning — DSPy's `Reasoning.adapt_to_native_lm_feature`.
+#[tokio::test]
+async fn a_native_reasoning_lm_is_asked_for_reasoning_instead_of_the_field() {
+    let answer = "[[ ## answer ## ]]\n4\n\n[[ ## completed ## ]]";
+    let lm = ScriptedLM::from_choices([
+        Choice::text(answer).with_reasoning_content("Two and two make four.")
+    ])
+    .with_native_reasoning();
+    let think = Predict::<Think>::new().with_config(CallConfig::new().lm(lm.clone()));
+    let out = think
+        .forward(ThinkInput {
+            question: "2+2?".into(),
+        })
+        .await
+        .unwrap();
+    assert_eq!(out.reasoning, "Two and two make four.");
+    assert_eq!(out.answer, "4");
+    let request = &lm.requests()[0];
+    assert_eq!(request.extra["reasoning_effort"], "low");
+    // The field is gone from the prompt (the instructions, which name it, stay as DSPy keeps
+    // them).
+    let system = request.messages[0].content.text().into_owned();
+    assert!(
+        !system.contains("[[ ## reasoning ## ]]") && !system.contains("`reasoning` ("),
+        "{system}"
+    );
+
+    // The call's own effort is kept.
+    let lm = ScriptedLM::from_choices([Choice::text(answer).with_reasoning_content("r")])
+        .with_native_reasoning();
+    let mut config = CallConfig::new().lm(lm.clone());
+    config
+        .extra
+        .insert("reasoning_effort".into(), "high".into());
+    let think = Predict::<Think>::new().with_config(config);
+    think
+        .forward(ThinkInput {
+            question: "2+2?".into(),
+        })
+        .await
+        .unwrap();
+    assert_eq!(lm.requests()[0].extra["reasoning_effort"], "high");
+
+    // An explicit null turns it off: the field is asked for in the prompt, as without support.
+    let written =
+        "[[ ## reasoning ## ]]\nby hand\n\n[[ ## answer ## ]]\n4\n\n[[ ## completed ## ]]";
+    let lm = ScriptedLM::new([written]).with_native_reasoning();
+    let mut config = CallConfig::new().lm(lm.clone());
+    config.extra.insert("reasoning_effort".into(), Value::Null);
+    let think = Predict::<Think>::new().with_config(config);
+    let out = think
+        .forward(ThinkInput {
+            question: "2+2?".into(),
+        })
+        .await
+        .unwrap();
+    assert_eq!(out.reasoning, "by hand");
+    let request = &lm.requests()[0];
+    assert!(request.messages[0].content.text().contains("`reasoning`"));
+    assert!(!request.extra.contains_key("reasoning_effort"));
+
+    // A native-reasoning LM that sends no reasoning leaves the field empty: a typed error.
+    let lm = ScriptedLM::new([answer]).with_native_reasoning();
+    let think = Predict::<Think>::new().with_config(CallConfig::new().lm(lm));
+    assert!(
+        think
+            .forward(ThinkInput {
+                question: "2+2?".into(),
+            })
+            .await
+            .is_err()
+    );
+}

@@ -10,6 +10,25 @@ impl LmBuilder {
         self
     }
 
+    /// Whether the model reasons natively and returns `reasoning_content` (o-series, DeepSeek-R1,
+    /// Claude with thinking, …; see [`crate::LanguageModel::supports_reasoning`]). Off by default:
+    /// dspex does not guess it from the model name as LiteLLM's model map does.
+    ///
+    /// ```
+    /// use dspex_lm::{LanguageModel, LM};
+    ///
+    /// let lm = LM::builder("openai/o3-mini")
+    ///     .api_key("sk-test")
+    ///     .native_reasoning(true)
+    ///     .build()?;
+    /// assert!(lm.supports_reasoning());
+    /// # Ok::<(), dspex_lm::LmError>(())
+    /// ```
+    pub fn native_reasoning(mut self, on: bool) -> Self {
+        self.reasoning = on;
+        self
+    }
+
     /// The base URL of an OpenAI-compatible server (`http://localhost:8000/v1`).
     pub fn api_base(mut self, url: impl Into<String>) -> Self {
         self.api_base = Some(url.into());
@@ -235,6 +254,7 @@ impl LmBuilder {
                 model: self.model,
                 provider,
                 model_type,
+                reasoning: self.reasoning,
                 urls,
                 endpoint,
                 api_key,

@@ -92,6 +92,7 @@ struct Settings {
     model: String,
     provider: Provider,
     model_type: ModelType,
+    reasoning: bool,
     urls: Urls,
     endpoint: String,
     api_key: Option<ApiKey>,
@@ -144,6 +145,7 @@ struct Urls {
 pub struct LmBuilder {
     model: String,
     model_type: Option<ModelType>,
+    reasoning: bool,
     api_base: Option<String>,
     api_key: Option<ApiKey>,
     headers: Vec<(String, String)>,
@@ -180,6 +182,7 @@ impl LM {
         LmBuilder {
             model: model.into(),
             model_type: None,
+            reasoning: false,
             api_base: None,
             api_key: None,
             headers: Vec::new(),
@@ -885,6 +888,10 @@ impl LanguageModel for LM {
 
     fn default_temperature(&self) -> Option<f64> {
         self.settings.temperature
+    }
+
+    fn supports_reasoning(&self) -> bool {
+        self.settings.reasoning
     }
 }
 

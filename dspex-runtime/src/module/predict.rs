@@ -366,23 +366,68 @@ pub(super) async fn run(
 }
 
 /// DSPy's `Reasoning.parse_lm_response`: the LM's native reasoning content, when it sent
-/// some, is the value of every `Reasoning` output field, in place of the parsed text.
+/// some, is the value of every `Reasoning` output field, in place of the parsed text. A
+/// `Reasoning` field left out of the prompt (see [`native_reasoning`]) and given no reasoning
+/// content is `null`, as DSPy leaves it `None`.
 fn take_native_reasoning(
     signature: &DynSignature,
     choice: &crate::lm::Choice,
     parsed: &mut serde_json::Map<String, serde_json::Value>,
 ) {
-    let Some(reasoning) = &choice.reasoning_content else {
-        return;
-    };
     for field in signature.outputs() {
-        if field.ty().custom() == Some(crate::signature::CustomType::Reasoning) {
-            parsed.insert(
-                field.name().to_string(),
-                serde_json::Value::String(reasoning.clone()),
-            );
+        if field.ty().custom() != Some(crate::signature::CustomType::Reasoning) {
+            continue;
+        }
+        match &choice.reasoning_content {
+            Some(reasoning) => {
+                parsed.insert(
+                    field.name().to_string(),
+                    serde_json::Value::String(reasoning.clone()),
+                );
+            }
+            None => {
+                parsed
+                    .entry(field.name().to_string())
+                    .or_insert(serde_json::Value::Null);
+            }
         }
     }
+}
+
+/// DSPy's `Reasoning.adapt_to_native_lm_feature`: for an LM that reasons natively
+/// ([`LanguageModel::supports_reasoning`]), the signature's `Reasoning` outputs leave the
+/// prompt and the request asks for native reasoning with `reasoning_effort` — the call's own
+/// (`CallConfig::extra`), else `"low"`; an explicit `null` keeps the field in the prompt. As in
+/// DSPy, GPT-5 models are left alone (their chat completions do not return the reasoning).
+fn native_reasoning<'a>(
+    lm: &dyn LanguageModel,
+    signature: std::borrow::Cow<'a, DynSignature>,
+    extra: &mut serde_json::Map<String, serde_json::Value>,
+) -> std::borrow::Cow<'a, DynSignature> {
+    let fields: Vec<String> = signature
+        .outputs()
+        .iter()
+        .filter(|f| f.ty().custom() == Some(crate::signature::CustomType::Reasoning))
+        .map(|f| f.name().to_string())
+        .collect();
+    if fields.is_empty() || !lm.supports_reasoning() || lm.model().contains("gpt-5") {
+        return signature;
+    }
+    let effort = match extra.get("reasoning_effort") {
+        // Turned off; the null itself is not sent.
+        Some(serde_json::Value::Null) => {
+            extra.remove("reasoning_effort");
+            return signature;
+        }
+        Some(effort) => effort.clone(),
+        None => serde_json::Value::from("low"),
+    };
+    extra.insert("reasoning_effort".into(), effort);
+    let mut prompt = signature.into_owned();
+    for name in fields {
+        prompt = prompt.delete(&name);
+    }
+    std::borrow::Cow::Owned(prompt)
 }
 
 /// The LM request of one call: the adapter's messages with the call's parameters, and the
@@ -406,6 +451,7 @@ pub(super) fn request_for<'a>(
         lm.supports_function_calling(),
         &mut extra,
     )?;
+    let prompt_signature = native_reasoning(lm, prompt_signature, &mut extra);
     let messages = adapter.format(&prompt_signature, demos, inputs)?;
     let mut request = LmRequest::new(messages);
     request.max_tokens = config.max_tokens;
