@@ -153,6 +153,24 @@ async fn a_native_reasoning_lm_is_asked_for_reasoning_instead_of_the_field() {
     assert!(request.messages[0].content.text().contains("`reasoning`"));
     assert!(!request.extra.contains_key("reasoning_effort"));
 
+    // An adapter without `Reasoning` among its native response types asks for the field and
+    // keeps what was written, whatever the LM's native reasoning.
+    let lm = ScriptedLM::from_choices([Choice::text(written).with_reasoning_content("native")])
+        .with_native_reasoning();
+    let think = Predict::<Think>::new().with_config(
+        CallConfig::new()
+            .lm(lm.clone())
+            .adapter(dspex::adapter::ChatAdapter::new().native_reasoning(false)),
+    );
+    let out = think
+        .forward(ThinkInput {
+            question: "2+2?".into(),
+        })
+        .await
+        .unwrap();
+    assert_eq!(out.reasoning, "by hand");
+    assert!(!lm.requests()[0].extra.contains_key("reasoning_effort"));
+
     // A native-reasoning LM that sends no reasoning leaves the field empty: a typed error.
     let lm = ScriptedLM::new([answer]).with_native_reasoning();
     let think = Predict::<Think>::new().with_config(CallConfig::new().lm(lm));

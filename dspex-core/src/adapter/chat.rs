@@ -71,6 +71,7 @@ use serde_json::{Map, Value};
 pub struct ChatAdapter {
     tools: NativeToolCalling,
     json_fallback: bool,
+    native_reasoning: bool,
 }
 
 /// The default [`ChatAdapter`](struct@ChatAdapter) as a value, so `ChatAdapter` reads as DSPy's `dspy.ChatAdapter()`.
@@ -90,7 +91,18 @@ impl ChatAdapter {
         ChatAdapter {
             tools: NativeToolCalling::OFF,
             json_fallback: true,
+            native_reasoning: true,
         }
+    }
+
+    /// DSPy's `native_response_types` with (`true`, the default) or without `Reasoning`: whether
+    /// a `Reasoning` output is left to an LM that reasons natively
+    /// (`LanguageModel::supports_reasoning`) instead of being asked for in the prompt. (DSPy's
+    /// other default native type, `Citations`, has no dspex counterpart yet.)
+    #[must_use]
+    pub const fn native_reasoning(mut self, on: bool) -> Self {
+        self.native_reasoning = on;
+        self
     }
 
     /// DSPy's `use_native_function_calling`.
@@ -589,6 +601,10 @@ impl Adapter for ChatAdapter {
 
     fn native_tool_calling(&self) -> NativeToolCalling {
         self.tools
+    }
+
+    fn native_reasoning_enabled(&self) -> bool {
+        self.native_reasoning
     }
 }
 

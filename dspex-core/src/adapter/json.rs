@@ -56,6 +56,7 @@ use serde_json::{Map, Value, json};
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub struct JSONAdapter {
     tools: NativeToolCalling,
+    native_reasoning: bool,
 }
 
 /// The default [`JSONAdapter`](struct@JSONAdapter) as a value, so `JSONAdapter` reads as DSPy's `dspy.JSONAdapter()`.
@@ -75,7 +76,18 @@ impl JSONAdapter {
     pub const fn new() -> Self {
         JSONAdapter {
             tools: NativeToolCalling::on(),
+            native_reasoning: true,
         }
+    }
+
+    /// DSPy's `native_response_types` with (`true`, the default) or without `Reasoning`: whether
+    /// a `Reasoning` output is left to an LM that reasons natively
+    /// (`LanguageModel::supports_reasoning`) instead of being asked for in the prompt. (DSPy's
+    /// other default native type, `Citations`, has no dspex counterpart yet.)
+    #[must_use]
+    pub const fn native_reasoning(mut self, on: bool) -> Self {
+        self.native_reasoning = on;
+        self
     }
 
     /// DSPy's `use_native_function_calling` (on by default for the JSONAdapter).
@@ -101,6 +113,8 @@ impl JSONAdapter {
                     enabled,
                     parallel_tool_calls,
                 },
+                // DSPy's fallback JSONAdapter has the default native response types.
+                native_reasoning: true,
             }
         }
         static ALL: [JSONAdapter; 6] = [
@@ -427,6 +441,10 @@ impl Adapter for JSONAdapter {
 
     fn native_tool_calling(&self) -> NativeToolCalling {
         self.tools
+    }
+
+    fn native_reasoning_enabled(&self) -> bool {
+        self.native_reasoning
     }
 }
 

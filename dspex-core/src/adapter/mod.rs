@@ -105,6 +105,13 @@ pub trait Adapter: Send + Sync + fmt::Debug {
         native::NativeToolCalling::OFF
     }
 
+    /// Whether `Reasoning` is among the adapter's native response types (DSPy's
+    /// `native_response_types`, `[Citations, Reasoning]` by default): a `Reasoning` output is
+    /// then left to an LM that reasons natively. `true` by default.
+    fn native_reasoning_enabled(&self) -> bool {
+        true
+    }
+
     /// For an adapter whose outputs are read by a second LM call (the TwoStepAdapter), that
     /// call; the module layer runs it in place of [`parse`](Adapter::parse). `None` for the
     /// adapters that parse.

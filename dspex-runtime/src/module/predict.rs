@@ -359,7 +359,9 @@ pub(super) async fn run(
             });
         }
         let mut parsed = parsed?;
-        take_native_reasoning(signature, c, &mut parsed);
+        if adapter.native_reasoning_enabled() {
+            take_native_reasoning(signature, c, &mut parsed);
+        }
         completions.push(parsed);
     }
     Ok(Prediction::from_completions(completions)?)
@@ -394,7 +396,8 @@ fn take_native_reasoning(
     }
 }
 
-/// DSPy's `Reasoning.adapt_to_native_lm_feature`: for an LM that reasons natively
+/// DSPy's `Reasoning.adapt_to_native_lm_feature`, for an adapter with `Reasoning` among its
+/// native response types ([`Adapter::native_reasoning_enabled`]): for an LM that reasons natively
 /// ([`LanguageModel::supports_reasoning`]), the signature's `Reasoning` outputs leave the
 /// prompt and the request asks for native reasoning with `reasoning_effort` — the call's own
 /// (`CallConfig::extra`), else `"low"`; an explicit `null` keeps the field in the prompt. As in
@@ -451,7 +454,11 @@ pub(super) fn request_for<'a>(
         lm.supports_function_calling(),
         &mut extra,
     )?;
-    let prompt_signature = native_reasoning(lm, prompt_signature, &mut extra);
+    let prompt_signature = if adapter.native_reasoning_enabled() {
+        native_reasoning(lm, prompt_signature, &mut extra)
+    } else {
+        prompt_signature
+    };
     let messages = adapter.format(&prompt_signature, demos, inputs)?;
     let mut request = LmRequest::new(messages);
     request.max_tokens = config.max_tokens;
