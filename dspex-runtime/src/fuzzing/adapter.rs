@@ -187,11 +187,21 @@ fn round_trips(adapter: &dyn Adapter, sig: &DynSignature, fields: &Map<String, V
     fn unescaped_markup(ty: &TypeSpec, v: &Value) -> bool {
         *ty != TypeSpec::Str && v.as_str().is_some_and(|s| s.contains(['&', '<']))
     }
+    // DSPy reads a `Code` or `Reasoning` answer leniently: a fenced block or a `{"code": …}` /
+    // `{"content": …}` object inside the text is unwrapped. A value that holds one reads back
+    // as its inside, in DSPy as here.
+    fn unwraps_when_read(ty: &TypeSpec, v: &Value) -> bool {
+        matches!(
+            ty.custom(),
+            Some(CustomType::Code(_) | CustomType::Reasoning)
+        ) && v.as_str().is_some_and(|s| s.contains(['{', '`']))
+    }
     let chat = adapter.name() == "ChatAdapter";
     let xml = adapter.name() == "XMLAdapter";
     sig.outputs().iter().all(|f| {
         let v = &fields[f.name()];
         !((chat || xml) && matches!(f.ty(), TypeSpec::Any | TypeSpec::Optional(_)))
+            && !unwraps_when_read(f.ty(), v)
             && plain(v)
             && (!xml || (xml_plain(v) && !has_any(f.ty()) && !unescaped_markup(f.ty(), v)))
     })
