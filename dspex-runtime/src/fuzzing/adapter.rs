@@ -189,12 +189,15 @@ fn round_trips(adapter: &dyn Adapter, sig: &DynSignature, fields: &Map<String, V
     }
     // DSPy reads a `Code` or `Reasoning` answer leniently: a fenced block or a `{"code": …}` /
     // `{"content": …}` object inside the text is unwrapped. A value that holds one reads back
-    // as its inside, in DSPy as here.
+    // as its inside, and an empty one (a fence with nothing in it) is an empty XML element,
+    // which DSPy's XMLAdapter reads as a missing `code` — in DSPy as here.
     fn unwraps_when_read(ty: &TypeSpec, v: &Value) -> bool {
         matches!(
             ty.custom(),
             Some(CustomType::Code(_) | CustomType::Reasoning)
-        ) && v.as_str().is_some_and(|s| s.contains(['{', '`']))
+        ) && v
+            .as_str()
+            .is_some_and(|s| s.contains(['{', '`']) || s.trim().is_empty())
     }
     let chat = adapter.name() == "ChatAdapter";
     let xml = adapter.name() == "XMLAdapter";
