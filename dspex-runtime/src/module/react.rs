@@ -571,9 +571,9 @@ fn backticked<'a>(names: impl Iterator<Item = &'a str>) -> String {
         .join(", ")
 }
 
-/// The step signature: the inputs, `trajectory`, and `next_thought`, `next_tool_name` (a
-/// literal of the tool names), `next_tool_args`, under DSPy's agent instructions.
-fn react_signature(signature: &DynSignature, tools: &[Tool]) -> Result<DynSignature> {
+/// The first lines of DSPy's agent instructions, shared by the text and native step
+/// signatures: the task's own instructions, then who the agent is and what it is after.
+fn agent_preamble(signature: &DynSignature) -> Vec<String> {
     let inputs = backticked(signature.input_names());
     let outputs = backticked(signature.output_names());
     let mut instr: Vec<String> = Vec::new();
@@ -586,6 +586,13 @@ fn react_signature(signature: &DynSignature, tools: &[Tool]) -> Result<DynSignat
     instr.push(format!(
         "Your goal is to use one or more of the supplied tools to collect any necessary information for producing {outputs}.\n"
     ));
+    instr
+}
+
+/// The step signature: the inputs, `trajectory`, and `next_thought`, `next_tool_name` (a
+/// literal of the tool names), `next_tool_args`, under DSPy's agent instructions.
+fn react_signature(signature: &DynSignature, tools: &[Tool]) -> Result<DynSignature> {
+    let mut instr = agent_preamble(signature);
     instr.push("To do this, you will interleave next_thought, next_tool_name, and next_tool_args in each turn, and also when finishing the task.".into());
     instr.push("After each tool call, you receive a resulting observation, which gets appended to your trajectory.\n".into());
     instr.push("When writing next_thought, you may reason about the current situation and plan for future steps.".into());
@@ -615,18 +622,8 @@ fn react_signature(signature: &DynSignature, tools: &[Tool]) -> Result<DynSignat
 /// The native step's signature: the inputs, `trajectory` and the tools (which the adapter moves
 /// into the request), then `next_thought` and the calls (read from the response).
 fn native_react_signature(signature: &DynSignature) -> Result<DynSignature> {
-    let inputs = backticked(signature.input_names());
     let outputs = backticked(signature.output_names());
-    let mut instr: Vec<String> = Vec::new();
-    if !signature.instructions().is_empty() {
-        instr.push(format!("{}\n", signature.instructions()));
-    }
-    instr.push(format!(
-        "You are an Agent. In each episode, you will be given the fields {inputs} as input. And you can see your past trajectory so far."
-    ));
-    instr.push(format!(
-        "Your goal is to use one or more of the supplied tools to collect any necessary information for producing {outputs}.\n"
-    ));
+    let mut instr = agent_preamble(signature);
     instr.push("To do this, in each turn you will write next_thought and call the tools you need; several calls in one turn run in order.".into());
     instr.push("After each tool call, you receive a resulting observation, which gets appended to your trajectory.\n".into());
     instr.push("When writing next_thought, you may reason about the current situation and plan for future steps.".into());
