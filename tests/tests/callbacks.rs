@@ -559,3 +559,160 @@ async fn a_program_you_write_reports_module_events_through_instrumented() {
     assert_eq!(seen[1].parent_id, Some(seen[0].call_id));
     assert_eq!(seen.last().unwrap().payload, Some(json!(length)));
 }
+
+#[tokio::test]
+async fn a_stream_fires_the_events_of_a_plain_call_wherever_it_is_polled() {
+    use dspex::module::StreamItem;
+    use futures_util::StreamExt;
+    let server = server().await;
+    let (recorder, handle) = new_recorder();
+    let cot = ChainOfThought::<QA>::new();
+    let settings = Settings::new().lm(lm(&server)).callbacks(handle.clone());
+    // Made inside the scope and read outside it: the events still reach the scope's callbacks.
+    let stream = with_settings(settings, async {
+        cot.stream(QAInput {
+            question: "Why is the sky blue?".into(),
+        })
+    })
+    .await;
+    let items: Vec<_> = stream.collect().await;
+    let Some(Ok(StreamItem::Final(out))) = items.last() else {
+        panic!("no final item: {items:?}")
+    };
+    assert!(
+        items
+            .iter()
+            .any(|i| matches!(i, Ok(StreamItem::Chunk(c)) if c.field == "answer")),
+        "the answer streamed"
+    );
+    assert!(handle.flush(FLUSH));
+    let mut expected = vec!["module_start ChainOfThought".to_string()];
+    expected.extend(predict_trail("ChatAdapter", "openai/mock-model"));
+    expected.push("module_end ChainOfThought".into());
+    assert_eq!(recorder.trail(), expected);
+    let seen = recorder.seen();
+    check_nesting(&seen);
+    // The LM's end event is the response as it streamed; the modules end with the final value.
+    let lm_end = seen[5].payload.as_ref().unwrap();
+    assert_eq!(lm_end["streamed"], true);
+    assert!(
+        lm_end["choices"][0]["text"]
+            .as_str()
+            .unwrap()
+            .contains("[[ ## answer ## ]]")
+    );
+    assert_eq!(
+        seen[9].payload.as_ref().unwrap()["answer"],
+        json!(out.answer)
+    );
+    assert_eq!(
+        seen[9].payload.as_ref().unwrap()["reasoning"],
+        json!(out.reasoning)
+    );
+    assert_no_secret(&seen);
+}
+
+#[tokio::test]
+async fn a_stream_dropped_half_read_ends_its_calls_as_cancelled() {
+    use futures_util::StreamExt;
+    let server = server().await;
+    let (recorder, handle) = new_recorder();
+    let predict = Predict::<QA>::new();
+    let settings = Settings::new().lm(lm(&server)).callbacks(handle.clone());
+    let mut stream = with_settings(settings, async {
+        predict.stream(QAInput {
+            question: "Name a colour.".into(),
+        })
+    })
+    .await;
+    let first = stream.next().await;
+    assert!(matches!(first, Some(Ok(_))), "{first:?}");
+    drop(stream);
+    assert!(handle.flush(FLUSH));
+    let seen = recorder.seen();
+    check_nesting(&seen);
+    assert_eq!(
+        recorder.trail(),
+        [
+            "module_start Predict",
+            "adapter_format_start ChatAdapter",
+            "adapter_format_end ChatAdapter",
+            "lm_start openai/mock-model",
+            "lm_end openai/mock-model",
+            "module_end Predict",
+        ]
+    );
+    for end in [&seen[4], &seen[5]] {
+        assert_eq!(end.error.as_ref().unwrap().kind, ErrorKind::Cancelled);
+    }
+}
+
+#[tokio::test]
+async fn best_of_n_refine_and_multi_chain_comparison_are_module_calls() {
+    use dspex::module::{BestOfN, MultiChainComparison, Reasoned, Refine};
+    let server = server().await;
+    let (recorder, handle) = new_recorder();
+    let (own, own_handle) = new_recorder();
+    let settings = Settings::new().lm(lm(&server)).callbacks(handle.clone());
+    let input = || QAInput {
+        question: "What is 2 + 2?".into(),
+    };
+
+    let best = BestOfN::new(
+        Predict::<QA>::new(),
+        3,
+        |_: &QAInput, _: &QAOutput| 1.0,
+        0.5,
+    )
+    .with_callbacks(own_handle.clone());
+    with_settings(settings.clone(), best.forward(input()))
+        .await
+        .expect("BestOfN succeeds");
+    let refine = Refine::new(
+        Predict::<QA>::new(),
+        1,
+        |_: &QAInput, _: &QAOutput| 1.0,
+        0.5,
+    );
+    with_settings(settings.clone(), refine.forward(input()))
+        .await
+        .expect("Refine succeeds");
+    let compare = MultiChainComparison::<QA>::new(2).expect("the module builds");
+    let attempt = |answer: &str| Reasoned {
+        reasoning: "Add them.".to_string(),
+        output: QAOutput {
+            answer: answer.to_string(),
+        },
+    };
+    with_settings(
+        settings,
+        compare.forward_with(
+            &[attempt("4"), attempt("5")],
+            input(),
+            &CallConfig::default(),
+        ),
+    )
+    .await
+    .expect("MultiChainComparison succeeds");
+
+    assert!(handle.flush(FLUSH) && own_handle.flush(FLUSH));
+    let mut expected = Vec::new();
+    for module in ["BestOfN", "Refine", "MultiChainComparison"] {
+        expected.push(format!("module_start {module}"));
+        expected.extend(predict_trail("ChatAdapter", "openai/mock-model"));
+        expected.push(format!("module_end {module}"));
+    }
+    assert_eq!(recorder.trail(), expected);
+    let seen = recorder.seen();
+    check_nesting(&seen);
+    assert_eq!(
+        seen[0].payload.as_ref().unwrap()["question"],
+        "What is 2 + 2?"
+    );
+    // MultiChainComparison's inputs are the attempts and the input fields.
+    let compare_start = seen[20].payload.as_ref().unwrap();
+    assert_eq!(compare_start["completions"][1]["answer"], "5");
+    assert_eq!(compare_start["question"], "What is 2 + 2?");
+    // The instance's callbacks see its own module events only.
+    assert_eq!(own.trail(), ["module_start BestOfN", "module_end BestOfN"]);
+}

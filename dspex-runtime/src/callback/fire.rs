@@ -32,6 +32,15 @@ pub(crate) async fn scope_current<F: Future>(id: Option<CallId>, fut: F) -> F::O
     }
 }
 
+/// Runs `f` with `id` as the current call; without an id, `f` keeps the current call of its
+/// context.
+pub(crate) fn scope_current_sync<R>(id: Option<CallId>, f: impl FnOnce() -> R) -> R {
+    match id {
+        Some(id) => CURRENT.sync_scope(id, f),
+        None => f(),
+    }
+}
+
 /// `value` as JSON; a value that cannot be turned into JSON is described instead (an event is
 /// never skipped for its payload).
 pub(crate) fn to_json<T: Serialize + ?Sized>(value: &T) -> Value {
@@ -61,6 +70,17 @@ impl Observed {
         instance: Option<&Callbacks>,
         inputs: impl FnOnce() -> Value,
     ) -> Option<Observed> {
+        Self::start_under(current_call_id(), kind, name, instance, inputs)
+    }
+
+    /// [`start`](Observed::start) with `parent_id` as the enclosing call, not the current one.
+    pub(crate) fn start_under(
+        parent_id: Option<CallId>,
+        kind: EventKind,
+        name: impl FnOnce() -> String,
+        instance: Option<&Callbacks>,
+        inputs: impl FnOnce() -> Value,
+    ) -> Option<Observed> {
         let global = Settings::current_callbacks();
         let targets: Vec<CallbackHandle> = global
             .iter()
@@ -72,7 +92,6 @@ impl Observed {
             return None;
         }
         let call_id = CallId::next();
-        let parent_id = current_call_id();
         let name = name();
         let event = Arc::new(StartEvent {
             call_id,

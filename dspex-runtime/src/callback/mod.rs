@@ -37,7 +37,7 @@
 //!
 //! | Event | Fired by | Name | Inputs | Outputs |
 //! |---|---|---|---|---|
-//! | module | `Predict`/`DynPredict` calls (`"Predict"`), `ChainOfThought` (`"ChainOfThought"`), `ReAct`/`DynReAct` (`"ReAct"`), an [`Instrumented`] program (its name) | type or given name | the input fields | the prediction's fields |
+//! | module | `Predict`/`DynPredict` calls (`"Predict"`), `ChainOfThought` (`"ChainOfThought"`), `ReAct`/`DynReAct` (`"ReAct"`), `BestOfN`, `Refine`, `MultiChainComparison`, an [`Instrumented`] program (its name) | type or given name | the input fields (`MultiChainComparison`: and the `completions`) | the prediction's fields |
 //! | adapter format | every predictor call, before the LM call | `ChatAdapter`, `JSONAdapter`, … | `signature`, `demos`, `inputs` | the messages |
 //! | LM | every predictor call | the model string | the request (messages and parameters) | the response (choices, usage, model, cache hit) |
 //! | adapter parse | once per completion | the adapter | `signature`, `completion` | the parsed fields |
@@ -48,9 +48,16 @@
 //! as DSPy's does; ReAct fires one module call around the step predictors, the tools and the
 //! extraction predictor. When the ChatAdapter's output does not parse and the JSONAdapter is
 //! tried, the parse end carries the error and a second format / LM / parse sequence follows,
-//! named `JSONAdapter`. Streaming calls (`stream`, `stream_with`) and the other built-in
-//! modules (`BestOfN`, `Refine`, `MultiChainComparison`, `Parallel`) fire no module events of
-//! their own; the predictors they call do.
+//! named `JSONAdapter`. `BestOfN` and `Refine` fire one module call around their attempts (and
+//! Refine's feedback calls); `Parallel` is not a module in DSPy and fires none of its own.
+//!
+//! A streamed call (`stream`, `stream_with` on `DynPredict`, `Predict`, `ChainOfThought`) fires
+//! the events of the plain call: its module calls start when the stream is made, the format and
+//! LM events when it is first polled, the LM's end (the text as it streamed, with
+//! `"streamed": true`) and the parse events when the LM's stream ends, and the module ends
+//! with the final item or the error. A stream dropped before its end ends its open calls as
+//! cancelled. The events go to the callbacks in effect where the stream was *made*, and name
+//! the calls open there as parents, wherever the stream is then polled.
 //!
 //! No event carries a secret: LM inputs are the request (messages and sampling parameters), and
 //! API keys live in the LM client, which never appears in an event.
@@ -141,7 +148,7 @@ pub use dispatch::{CallbackHandle, Callbacks, DEFAULT_QUEUE_CAPACITY};
 pub use fire::{Instrumented, current_call_id};
 pub use tracing_callback::TracingCallback;
 
-pub(crate) use fire::{Observed, observe, scope_current, to_json};
+pub(crate) use fire::{Observed, observe, scope_current, scope_current_sync, to_json};
 
 use serde_json::Value;
 use std::fmt;

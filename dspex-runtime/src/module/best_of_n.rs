@@ -1,10 +1,12 @@
 //! [`BestOfN`]: run a program up to N times at temperature 1.0 and keep the best-rewarded output;
 //! the attempt loop, reward and failure accounting it shares with [`super::Refine`].
 
+use crate::callback::{Callbacks, EventError, EventKind, observe, to_json};
 use crate::error::{Error, Result};
 use crate::program::{Module, Program};
 use crate::settings::CallConfig;
 use crate::settings::{InputHints, Settings, Trace, TraceEntry, with_settings};
+use serde::Serialize;
 use std::fmt;
 use std::future::Future;
 use std::sync::Arc;
@@ -340,6 +342,7 @@ pub struct BestOfN<P, R> {
     reward: R,
     threshold: f64,
     fail_count: usize,
+    callbacks: Callbacks,
 }
 
 impl<P: fmt::Debug, R> fmt::Debug for BestOfN<P, R> {
@@ -349,6 +352,7 @@ impl<P: fmt::Debug, R> fmt::Debug for BestOfN<P, R> {
             .field("n", &self.n)
             .field("threshold", &self.threshold)
             .field("fail_count", &self.fail_count)
+            .field("callbacks", &self.callbacks)
             .finish_non_exhaustive()
     }
 }
@@ -373,7 +377,17 @@ impl<P, R> BestOfN<P, R> {
             reward,
             threshold,
             fail_count: n,
+            callbacks: Callbacks::new(),
         }
+    }
+
+    /// The same module with callbacks of its own: they receive its module events (named
+    /// `BestOfN`), after the callbacks in the settings. The program inside fires its own events
+    /// to the callbacks in the settings, as in DSPy (see [`crate::callback`]).
+    #[must_use]
+    pub fn with_callbacks(mut self, callbacks: impl Into<Callbacks>) -> Self {
+        self.callbacks = callbacks.into();
+        self
     }
 
     /// Sets DSPy's failure budget (default `n`; as in DSPy, 0 also means `n`). When attempt `i`
@@ -400,29 +414,42 @@ impl<P, R> BestOfN<P, R> {
 impl<P, R> Program for BestOfN<P, R>
 where
     P: Program,
-    P::Input: Clone + Sync,
-    P::Output: Sync,
+    P::Input: Clone + Sync + Serialize,
+    P::Output: Sync + Serialize,
     R: Reward<P::Input, P::Output>,
 {
     type Input = P::Input;
     type Output = P::Output;
 
     async fn forward(&self, input: P::Input) -> Result<P::Output> {
-        let mut attempts = Attempts::new("BestOfN", self.fail_count);
-        for idx in 0..self.n {
-            let rollout_id = attempts.rollout_id(idx);
-            match run_attempt(&self.module, &self.reward, &input, rollout_id, None).await {
-                Ok(attempt) => {
-                    let done = attempt.reward >= self.threshold;
-                    attempts.succeeded(attempt);
-                    if done {
-                        break;
+        observe(
+            EventKind::Module,
+            || "BestOfN".to_string(),
+            Some(&self.callbacks),
+            || to_json(&input),
+            // Boxed: the attempts nest whole program calls, too deep for one stack frame in
+            // debug builds.
+            Box::pin(async {
+                let mut attempts = Attempts::new("BestOfN", self.fail_count);
+                for idx in 0..self.n {
+                    let rollout_id = attempts.rollout_id(idx);
+                    match run_attempt(&self.module, &self.reward, &input, rollout_id, None).await {
+                        Ok(attempt) => {
+                            let done = attempt.reward >= self.threshold;
+                            attempts.succeeded(attempt);
+                            if done {
+                                break;
+                            }
+                        }
+                        Err(error) => attempts.failed(idx, error)?,
                     }
                 }
-                Err(error) => attempts.failed(idx, error)?,
-            }
-        }
-        attempts.finish()
+                attempts.finish()
+            }),
+            to_json,
+            EventError::of,
+        )
+        .await
     }
 }
 

@@ -209,10 +209,13 @@ impl<S: Signature> ChainOfThought<S> {
         options: &StreamOptions,
     ) -> FieldStream<Reasoned<S::Output>> {
         match Example::from_typed(&input) {
-            Ok(inputs) => streaming::typed(
-                self.predict
-                    .stream_named(&inputs, config, options, "predict"),
-            ),
+            Ok(inputs) => streaming::typed(self.predict.stream_named(
+                &inputs,
+                config,
+                options,
+                "predict",
+                Some(("ChainOfThought", &self.callbacks)),
+            )),
             Err(e) => streaming::failed(StreamError::Call(e.into())),
         }
     }

@@ -2,6 +2,7 @@
 
 use super::chain_of_thought::Reasoned;
 use super::predict::DynPredict;
+use crate::callback::{Callbacks, EventError, EventKind, observe, to_json};
 use crate::error::{Error, Result};
 use crate::example::{Example, Prediction};
 use crate::program::{PredictorParams, Program};
@@ -127,6 +128,7 @@ pub struct DynMultiChainComparison {
     predict: DynPredict,
     m: usize,
     last_key: String,
+    callbacks: Callbacks,
 }
 
 impl DynMultiChainComparison {
@@ -161,6 +163,7 @@ impl DynMultiChainComparison {
                 .with_config(CallConfig::new().temperature(DEFAULT_TEMPERATURE)),
             m,
             last_key,
+            callbacks: Callbacks::new(),
         })
     }
 
@@ -212,6 +215,42 @@ impl DynMultiChainComparison {
     ///
     /// As [`DynMultiChainComparison::call`].
     pub async fn call_with(
+        &self,
+        completions: &[Map<String, Value>],
+        inputs: &Example,
+        overrides: &CallConfig,
+    ) -> Result<Prediction> {
+        observe(
+            EventKind::Module,
+            || "MultiChainComparison".to_string(),
+            Some(&self.callbacks),
+            || {
+                let mut event = serde_json::Map::new();
+                event.insert("completions".to_string(), to_json(completions));
+                if let Value::Object(fields) = to_json(inputs) {
+                    event.extend(fields);
+                }
+                Value::Object(event)
+            },
+            self.compare(completions, inputs, overrides),
+            to_json,
+            EventError::of,
+        )
+        .await
+    }
+
+    /// The same module with callbacks of its own: they receive its module events (named
+    /// `MultiChainComparison`; the inputs are the `completions` and the input fields), after
+    /// the callbacks in the settings. The predictor inside fires its own events to the
+    /// callbacks in the settings, as in DSPy (see [`crate::callback`]).
+    #[must_use]
+    pub fn with_callbacks(mut self, callbacks: impl Into<Callbacks>) -> Self {
+        self.callbacks = callbacks.into();
+        self
+    }
+
+    /// [`DynMultiChainComparison::call_with`] without the events.
+    async fn compare(
         &self,
         completions: &[Map<String, Value>],
         inputs: &Example,
@@ -294,6 +333,14 @@ impl<S: Signature> MultiChainComparison<S> {
             inner: DynMultiChainComparison::new(S::signature(), m)?,
             _signature: PhantomData,
         })
+    }
+
+    /// The same module with callbacks of its own (see
+    /// [`DynMultiChainComparison::with_callbacks`]).
+    #[must_use]
+    pub fn with_callbacks(mut self, callbacks: impl Into<Callbacks>) -> Self {
+        self.inner = self.inner.with_callbacks(callbacks);
+        self
     }
 
     /// The same module with these defaults for every call (temperature 0.7 unless `config`

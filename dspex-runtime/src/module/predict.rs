@@ -8,7 +8,7 @@ use crate::lm::{LanguageModel, LmRequest};
 use crate::module::streaming::{self, FieldStream, StreamCall, StreamError, StreamOptions};
 use crate::program::delegate_module;
 use crate::program::{PredictorParams, Program};
-use crate::settings::{CallConfig, Settings};
+use crate::settings::{CallConfig, CapturedScope, Settings};
 use crate::signature::{DynSignature, Signature};
 use std::marker::PhantomData;
 use std::sync::Arc;
@@ -169,18 +169,39 @@ impl DynPredict {
         overrides: &CallConfig,
         options: &StreamOptions,
     ) -> FieldStream<Prediction> {
-        self.stream_named(inputs, overrides, options, "self")
+        self.stream_named(inputs, overrides, options, "self", None)
     }
 
     /// [`stream_with`](DynPredict::stream_with), with `default_name` for chunks when `options`
-    /// names no predictor.
+    /// names no predictor, inside the module call `outer` (a name and its instance's
+    /// callbacks: a `ChainOfThought` around this predictor) when there is one.
     pub(super) fn stream_named(
         &self,
         inputs: &Example,
         overrides: &CallConfig,
         options: &StreamOptions,
         default_name: &'static str,
+        outer: Option<(&'static str, &Callbacks)>,
     ) -> FieldStream<Prediction> {
+        // The module events start now, in the caller's context, as a plain call's would; the
+        // stream's steps run in that context wherever they are polled.
+        let mut modules = Vec::new();
+        let mut parent = crate::callback::current_call_id();
+        for (name, callbacks) in outer.into_iter().chain([("Predict", &self.callbacks)]) {
+            if let Some(observed) = Observed::start_under(
+                parent,
+                EventKind::Module,
+                || name.to_string(),
+                Some(callbacks),
+                || to_json(inputs),
+            ) {
+                parent = Some(observed.id());
+                modules.push(observed);
+            }
+        }
+        // Innermost first: its end comes first, as a plain call's does.
+        modules.reverse();
+        let scope = CapturedScope::capture().with_parent_call(parent);
         let settings = Settings::current();
         let resolved = self.resolve(&settings, overrides).and_then(|r| {
             let Resolved {
@@ -199,18 +220,27 @@ impl DynPredict {
         });
         let (config, lm, adapter, signature, inputs) = match resolved {
             Ok(resolved) => resolved,
-            Err(e) => return streaming::failed(StreamError::Call(e)),
+            Err(e) => {
+                for observed in modules {
+                    observed.finish(Err(EventError::of(&e)));
+                }
+                return streaming::failed(StreamError::Call(e));
+            }
         };
-        streaming::stream_prediction(StreamCall {
-            lm,
-            adapter,
-            config,
-            signature,
-            demos: self.params.demos.clone(),
-            inputs,
-            options: options.clone(),
-            default_name,
-        })
+        streaming::stream_prediction(
+            modules,
+            scope,
+            StreamCall {
+                lm,
+                adapter,
+                config,
+                signature,
+                demos: self.params.demos.clone(),
+                inputs,
+                options: options.clone(),
+                default_name,
+            },
+        )
     }
 }
 
@@ -281,23 +311,8 @@ pub(super) async fn run(
     demos: &[Example],
     inputs: &Example,
 ) -> Result<Prediction> {
-    let format = Observed::start(
-        EventKind::AdapterFormat,
-        || adapter.name().to_string(),
-        None,
-        || {
-            serde_json::json!({
-                "signature": signature.to_string(),
-                "demos": to_json(demos),
-                "inputs": to_json(inputs),
-            })
-        },
-    );
-    let prepared = request_for(lm, adapter, config, signature, demos, inputs);
-    if let Some(format) = format {
-        format.finish_with(&prepared, |(r, _)| to_json(&r.messages), EventError::of);
-    }
-    let (request, prompt_signature) = prepared?;
+    let (request, prompt_signature) =
+        observed_request_for(lm, adapter, config, signature, demos, inputs)?;
     // With native function calling the prompt's signature lacks the tool fields, and the
     // `ToolCalls` output comes from the response (DSPy's `_call_postprocess`).
     let tool_calls_field = crate::adapter::native::tool_calls_output(signature).is_some();
@@ -348,15 +363,7 @@ pub(super) async fn run(
                 }),
         };
         if let Some(parse) = parse {
-            parse.finish_with(&parsed, to_json, |e| {
-                let kind = match e {
-                    Error::Adapter(AdapterError::Parse { .. }) => ErrorKind::Parse,
-                    Error::Adapter(_) => ErrorKind::Adapter,
-                    Error::Lm(_) => ErrorKind::Lm,
-                    _ => ErrorKind::Other,
-                };
-                EventError::new(kind, e)
-            });
+            parse.finish_with(&parsed, to_json, parse_error_event);
         }
         let mut parsed = parsed?;
         if adapter.native_reasoning_enabled() {
@@ -431,6 +438,45 @@ fn native_reasoning<'a>(
         prompt = prompt.delete(&name);
     }
     std::borrow::Cow::Owned(prompt)
+}
+
+/// [`request_for`] between the adapter's format start and end events.
+pub(super) fn observed_request_for<'a>(
+    lm: &dyn LanguageModel,
+    adapter: &dyn Adapter,
+    config: &CallConfig,
+    signature: &'a DynSignature,
+    demos: &[Example],
+    inputs: &Example,
+) -> Result<(LmRequest, std::borrow::Cow<'a, DynSignature>)> {
+    let format = Observed::start(
+        EventKind::AdapterFormat,
+        || adapter.name().to_string(),
+        None,
+        || {
+            serde_json::json!({
+                "signature": signature.to_string(),
+                "demos": to_json(demos),
+                "inputs": to_json(inputs),
+            })
+        },
+    );
+    let prepared = request_for(lm, adapter, config, signature, demos, inputs);
+    if let Some(format) = format {
+        format.finish_with(&prepared, |(r, _)| to_json(&r.messages), EventError::of);
+    }
+    prepared
+}
+
+/// The parse events' error description.
+pub(super) fn parse_error_event(e: &Error) -> EventError {
+    let kind = match e {
+        Error::Adapter(AdapterError::Parse { .. }) => ErrorKind::Parse,
+        Error::Adapter(_) => ErrorKind::Adapter,
+        Error::Lm(_) => ErrorKind::Lm,
+        _ => ErrorKind::Other,
+    };
+    EventError::new(kind, e)
 }
 
 /// The LM request of one call: the adapter's messages with the call's parameters, and the

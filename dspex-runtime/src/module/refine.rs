@@ -3,6 +3,7 @@
 use super::best_of_n::{Attempt, Attempts, FnReward, Reward, run_attempt};
 use super::predict::DynPredict;
 use crate::adapter::format::write_field_list;
+use crate::callback::{Callbacks, EventError, EventKind, observe, to_json as event_json};
 use crate::error::{Error, Result};
 use crate::example::Example;
 use crate::program::{Module, PredictorParams, Program};
@@ -110,6 +111,7 @@ pub struct Refine<P, R> {
     program_code: String,
     reward_code: String,
     feedback: DynPredict,
+    callbacks: Callbacks,
 }
 
 impl<P: fmt::Debug, R> fmt::Debug for Refine<P, R> {
@@ -122,6 +124,7 @@ impl<P: fmt::Debug, R> fmt::Debug for Refine<P, R> {
             .field("program_code", &self.program_code)
             .field("reward_code", &self.reward_code)
             .field("feedback", &self.feedback)
+            .field("callbacks", &self.callbacks)
             .finish_non_exhaustive()
     }
 }
@@ -152,7 +155,18 @@ impl<P, R> Refine<P, R> {
             ),
             reward_code: "The source code of the reward function is not available. It scores the program's inputs and outputs with a float; higher is better.".to_string(),
             feedback: DynPredict::new(offer_feedback_signature().clone()),
+            callbacks: Callbacks::new(),
         }
+    }
+
+    /// The same module with callbacks of its own: they receive its module events (named
+    /// `Refine`), after the callbacks in the settings. The program and the feedback predictor
+    /// inside fire their own events to the callbacks in the settings, as in DSPy (see
+    /// [`crate::callback`]).
+    #[must_use]
+    pub fn with_callbacks(mut self, callbacks: impl Into<Callbacks>) -> Self {
+        self.callbacks = callbacks.into();
+        self
     }
 
     /// DSPy's failure budget; see [`super::BestOfN::fail_count`].
@@ -298,6 +312,30 @@ where
     type Output = P::Output;
 
     async fn forward(&self, input: P::Input) -> Result<P::Output> {
+        observe(
+            EventKind::Module,
+            || "Refine".to_string(),
+            Some(&self.callbacks),
+            || event_json(&input),
+            // Boxed: the attempts nest whole program calls, too deep for one stack frame in
+            // debug builds.
+            Box::pin(self.attempts(&input)),
+            event_json,
+            EventError::of,
+        )
+        .await
+    }
+}
+
+impl<P, R> Refine<P, R>
+where
+    P: Program + Module,
+    P::Input: Clone + Sync + Serialize,
+    P::Output: Sync + Serialize,
+    R: Reward<P::Input, P::Output>,
+{
+    /// The attempt loop: run, score, ask for feedback, run again with the advice as hints.
+    async fn attempts(&self, input: &P::Input) -> Result<P::Output> {
         let mut attempts = Attempts::new("Refine", self.fail_count);
         let named = self.module.named_predictors();
         let modules_defn = inspect_modules(&named);
@@ -321,7 +359,7 @@ where
                 })
             });
             let attempt =
-                match run_attempt(&self.module, &self.reward, &input, rollout_id, hints).await {
+                match run_attempt(&self.module, &self.reward, input, rollout_id, hints).await {
                     Ok(attempt) => attempt,
                     Err(error) => {
                         attempts.failed(idx, error)?;
@@ -330,7 +368,7 @@ where
                 };
             let last = attempt.reward >= self.threshold || idx + 1 == self.n;
             let feedback =
-                (!last).then(|| self.feedback_inputs(&input, &attempt, &names, &modules_defn));
+                (!last).then(|| self.feedback_inputs(input, &attempt, &names, &modules_defn));
             attempts.succeeded(attempt);
             let Some(feedback) = feedback else { break };
             let advised = match feedback {

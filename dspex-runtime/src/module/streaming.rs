@@ -1,12 +1,13 @@
 //! Output-field streaming for `DynPredict`, `Predict` and `ChainOfThought`: DSPy's
 //! `dspy.streamify` with `StreamListener`s. [`StreamItem`] describes it.
 
-use super::predict::{request_for, run};
+use super::predict::{observed_request_for, parse_error_event, run};
 use crate::adapter::{Adapter, AdapterError, FieldStreamParser};
+use crate::callback::{ErrorKind, EventError, EventKind, Observed, to_json};
 use crate::error::Error;
 use crate::example::{Example, Prediction};
 use crate::lm::{EventStream, LanguageModel, StreamEvent};
-use crate::settings::CallConfig;
+use crate::settings::{CallConfig, CapturedScope};
 use crate::signature::DynSignature;
 use futures_util::StreamExt;
 use futures_util::stream::BoxStream;
@@ -256,16 +257,48 @@ struct Streaming {
     parser: Option<FieldStreamParser>,
     predictor: String,
     text: String,
+    /// The LM call's callback events (its end comes when the stream does).
+    lm_call: Option<Observed>,
+    finish_reason: Option<crate::lm::FinishReason>,
+    usage: Option<crate::lm::Usage>,
 }
 
 struct State {
     phase: Phase,
     pending: VecDeque<Result<StreamItem<Prediction>, StreamError>>,
     span: tracing::Span,
+    /// The module calls this stream is (innermost first), ended with its final item.
+    modules: Vec<Observed>,
+    /// The context the stream was made in, which every step runs in.
+    scope: CapturedScope,
+}
+
+impl State {
+    /// Ends the module calls with the stream's last item.
+    fn end_modules(&mut self, item: &Result<StreamItem<Prediction>, StreamError>) {
+        let outcome = match item {
+            Ok(StreamItem::Final(prediction)) => Ok(to_json(prediction)),
+            Ok(_) => return,
+            Err(StreamError::Call(e)) => Err(EventError::of(e)),
+            Err(other) => Err(EventError::new(ErrorKind::Other, other)),
+        };
+        for observed in self.modules.drain(..) {
+            observed.finish(outcome.clone());
+        }
+    }
 }
 
 /// Streams one predictor call: format → LM stream → field chunks → parse (→ fallback call).
-pub(super) fn stream_prediction(call: StreamCall) -> FieldStream<Prediction> {
+///
+/// `modules` are the module calls the stream reports (already started, innermost first): they
+/// end with its final item or its error, or as cancelled when it is dropped before either.
+/// Every step runs in `scope`, so the format, LM and parse events, the usage trackers and the
+/// settings are those of the place the stream was made, wherever it is polled.
+pub(super) fn stream_prediction(
+    modules: Vec<Observed>,
+    scope: CapturedScope,
+    call: StreamCall,
+) -> FieldStream<Prediction> {
     let span = tracing::debug_span!(
         "predict.stream",
         predictor = %call.predictor(),
@@ -276,35 +309,42 @@ pub(super) fn stream_prediction(call: StreamCall) -> FieldStream<Prediction> {
         phase: Phase::Start(Box::new(call)),
         pending: VecDeque::new(),
         span,
+        modules,
+        scope,
     };
     futures_util::stream::unfold(state, |mut st| async move {
         loop {
             if let Some(item) = st.pending.pop_front() {
+                if !st.modules.is_empty() && st.pending.is_empty() {
+                    st.end_modules(&item);
+                }
                 return Some((item, st));
             }
             let span = st.span.clone();
+            let scope = st.scope.clone();
             match std::mem::replace(&mut st.phase, Phase::Done) {
                 Phase::Done => return None,
-                Phase::Start(call) => match start(call).instrument(span).await {
+                Phase::Start(call) => match scope.enter(start(call)).instrument(span).await {
                     Ok(streaming) => st.phase = Phase::Streaming(streaming),
                     Err(error) => st.pending.push_back(Err(error)),
                 },
                 Phase::Streaming(mut streaming) => {
-                    let next = streaming.events.next().instrument(span).await;
-                    st.phase = streaming.step(next, &mut st.pending);
+                    let next = scope.enter(streaming.events.next()).instrument(span).await;
+                    st.phase = scope.enter_sync(|| streaming.step(next, &mut st.pending));
                 }
                 Phase::Fallback(call, fallback, primary) => {
                     let c = &*call;
-                    let result = run(
-                        &*c.lm,
-                        fallback,
-                        &c.config,
-                        &c.signature,
-                        &c.demos,
-                        &c.inputs,
-                    )
-                    .instrument(span)
-                    .await;
+                    let result = scope
+                        .enter(run(
+                            &*c.lm,
+                            fallback,
+                            &c.config,
+                            &c.signature,
+                            &c.demos,
+                            &c.inputs,
+                        ))
+                        .instrument(span)
+                        .await;
                     // As `call_with`: a failed fallback keeps the first failure too.
                     st.pending
                         .push_back(result.map(StreamItem::Final).map_err(|error| {
@@ -340,7 +380,7 @@ async fn start(call: Box<StreamCall>) -> Result<Box<Streaming>, StreamError> {
         }
         parser = parser.map(|p| p.listen_only(fields));
     }
-    let (request, prompt_signature) = request_for(
+    let (request, prompt_signature) = observed_request_for(
         &*call.lm,
         &*call.adapter,
         &call.config,
@@ -358,13 +398,30 @@ async fn start(call: Box<StreamCall>) -> Result<Box<Streaming>, StreamError> {
         )));
     }
     drop(prompt_signature);
-    let events = call.lm.stream(request).await?;
+    let lm_call = Observed::start(
+        EventKind::Lm,
+        || call.lm.model().to_string(),
+        None,
+        || to_json(&request),
+    );
+    let events = match call.lm.stream(request).await {
+        Ok(events) => events,
+        Err(error) => {
+            if let Some(lm_call) = lm_call {
+                lm_call.finish(Err(EventError::new(ErrorKind::Lm, &error)));
+            }
+            return Err(error.into());
+        }
+    };
     Ok(Box::new(Streaming {
         call,
         events,
         parser,
         predictor,
         text: String::new(),
+        lm_call,
+        finish_reason: None,
+        usage: None,
     }))
 }
 
@@ -384,8 +441,19 @@ impl Streaming {
                 self.text.push_str(&text);
                 Phase::Streaming(self)
             }
+            Some(Ok(StreamEvent::Finish { index: 0, reason })) => {
+                self.finish_reason = Some(reason);
+                Phase::Streaming(self)
+            }
+            Some(Ok(StreamEvent::Usage(usage))) => {
+                self.usage = Some(usage);
+                Phase::Streaming(self)
+            }
             Some(Ok(_)) => Phase::Streaming(self),
             Some(Err(error)) => {
+                if let Some(lm_call) = self.lm_call.take() {
+                    lm_call.finish(Err(EventError::new(ErrorKind::Lm, &error)));
+                }
                 pending.push_back(Err(error.into()));
                 Phase::Done
             }
@@ -394,8 +462,32 @@ impl Streaming {
                     let deltas = parser.finish();
                     self.queue(deltas, pending);
                 }
+                if let Some(lm_call) = self.lm_call.take() {
+                    // The response as the stream delivered it (one completion: streams refuse
+                    // n > 1).
+                    lm_call.finish(Ok(serde_json::json!({
+                        "choices": [{
+                            "text": self.text,
+                            "finish_reason": self.finish_reason.as_ref().map(to_json),
+                        }],
+                        "usage": self.usage.as_ref().map(to_json),
+                        "streamed": true,
+                    })));
+                }
                 let call = self.call;
-                match call.adapter.parse(&call.signature, &self.text) {
+                let parse = Observed::start(
+                    EventKind::AdapterParse,
+                    || call.adapter.name().to_string(),
+                    None,
+                    || serde_json::json!({"signature": call.signature.to_string(), "completion": self.text}),
+                );
+                let parsed = call.adapter.parse(&call.signature, &self.text);
+                if let Some(parse) = parse {
+                    parse.finish_with(&parsed, to_json, |e| {
+                        parse_error_event(&Error::from(e.clone()))
+                    });
+                }
+                match parsed {
                     Ok(fields) => {
                         pending.push_back(
                             Prediction::from_completions(vec![fields])

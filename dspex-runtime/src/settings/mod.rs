@@ -229,18 +229,67 @@ pub fn in_current_scope<F>(fut: F) -> impl Future<Output = F::Output> + Send + '
 where
     F: Future + Send + 'static,
 {
-    let overrides = SCOPED.try_with(Clone::clone).ok();
-    let parent_call = crate::callback::current_call_id();
-    let mut fut: Pin<Box<dyn Future<Output = F::Output> + Send>> =
-        Box::pin(crate::callback::scope_current(parent_call, fut));
-    // Innermost tracker last: wrap from the inside out, so the outermost scope is entered first.
-    for tracker in UsageTracker::current().into_iter().rev() {
-        fut = Box::pin(async move { tracker.scope(fut).await });
+    CapturedScope::capture().enter(fut)
+}
+
+/// The task-scoped context in effect where it was captured (settings overrides, usage
+/// trackers, the enclosing callback call), to run later futures in: what
+/// [`in_current_scope`] does for one future, kept for many (a stream's steps, each polled
+/// wherever its consumer happens to be).
+#[derive(Clone)]
+pub(crate) struct CapturedScope {
+    overrides: Option<Settings>,
+    trackers: Vec<UsageTracker>,
+    parent_call: Option<crate::callback::CallId>,
+}
+
+impl CapturedScope {
+    /// The context in effect here.
+    pub(crate) fn capture() -> Self {
+        CapturedScope {
+            overrides: SCOPED.try_with(Clone::clone).ok(),
+            trackers: UsageTracker::current(),
+            parent_call: crate::callback::current_call_id(),
+        }
     }
-    async move {
-        match overrides {
-            Some(settings) => SCOPED.scope(settings, fut).await,
-            None => fut.await,
+
+    /// The same context with `call` as the enclosing callback call.
+    pub(crate) fn with_parent_call(mut self, call: Option<crate::callback::CallId>) -> Self {
+        if call.is_some() {
+            self.parent_call = call;
+        }
+        self
+    }
+
+    /// `f`, run inside this context's settings and enclosing call (usage trackers only record
+    /// what LM futures report, so synchronous code needs none).
+    pub(crate) fn enter_sync<R>(&self, f: impl FnOnce() -> R) -> R {
+        let f = || crate::callback::scope_current_sync(self.parent_call, f);
+        match &self.overrides {
+            Some(settings) => SCOPED.sync_scope(settings.clone(), f),
+            None => f(),
+        }
+    }
+
+    /// `fut`, run inside this context wherever it is polled.
+    pub(crate) fn enter<'a, F>(&self, fut: F) -> impl Future<Output = F::Output> + Send + use<'a, F>
+    where
+        F: Future + Send + 'a,
+    {
+        let mut fut: Pin<Box<dyn Future<Output = F::Output> + Send + 'a>> =
+            Box::pin(crate::callback::scope_current(self.parent_call, fut));
+        // Innermost tracker last: wrap from the inside out, so the outermost scope is entered
+        // first.
+        for tracker in self.trackers.iter().rev() {
+            let tracker = tracker.clone();
+            fut = Box::pin(async move { tracker.scope(fut).await });
+        }
+        let overrides = self.overrides.clone();
+        async move {
+            match overrides {
+                Some(settings) => SCOPED.scope(settings, fut).await,
+                None => fut.await,
+            }
         }
     }
 }
