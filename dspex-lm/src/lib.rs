@@ -20,6 +20,7 @@ mod history;
 #[doc(hidden)]
 pub mod http1;
 mod limit;
+mod protocol;
 mod provider;
 mod retry;
 mod scripted;
@@ -36,7 +37,7 @@ pub use breaker::{BreakerConfig, BreakerState};
 pub use cache::{CacheConfig, CacheKey, CacheStats, ResponseCache};
 pub use client::{CallOptions, DEFAULT_MAX_RESPONSE_BYTES, LM, LmBuilder};
 pub use embedder::{Embedder, EmbedderFn, embedder_fn};
-pub use error::LmError;
+pub use error::{LmError, LmErrorKind};
 pub use history::{
     GLOBAL_HISTORY_SIZE, HistoryEntry, clear_global_history, global_history, inspect_history,
     render_history, set_global_history_size,

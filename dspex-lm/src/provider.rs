@@ -2,6 +2,7 @@
 //! OpenAI-compatible endpoints.
 
 use super::error::LmError;
+use super::protocol::{Protocol, openai::OpenAi};
 
 /// Chat or text completions, as `dspy.LM(model_type=...)`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -13,8 +14,10 @@ pub enum ModelType {
 }
 
 /// Where and how to reach a model.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone)]
 pub(crate) struct Provider {
+    /// The wire protocol its API speaks.
+    pub(crate) protocol: &'static dyn Protocol,
     /// The provider prefix (`openai`).
     pub(crate) name: &'static str,
     /// The model id sent to the server (the prefix stripped).
@@ -50,6 +53,7 @@ pub(crate) fn resolve(model: &str) -> Result<Provider, LmError> {
         )));
     }
     let mut p = Provider {
+        protocol: &OpenAi,
         name: "openai",
         model_id: id.to_string(),
         default_base: Some("https://api.openai.com/v1".to_string()),

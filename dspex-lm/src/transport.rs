@@ -94,7 +94,7 @@ impl Transport {
         &self,
         url: reqwest::Url,
         headers: &reqwest::header::HeaderMap,
-        auth: Option<&reqwest::header::HeaderValue>,
+        auth: Option<(&reqwest::header::HeaderName, &reqwest::header::HeaderValue)>,
     ) -> Endpoint {
         let target = match self {
             Transport::Reqwest(_) => None,
@@ -118,10 +118,10 @@ impl Transport {
                         lines.push((name, value.as_bytes()));
                     }
                 }
-                if let Some(auth) = auth
-                    && !headers.contains_key(reqwest::header::AUTHORIZATION)
+                if let Some((name, value)) = auth
+                    && !headers.contains_key(name)
                 {
-                    lines.push(("authorization", auth.as_bytes()));
+                    lines.push((name.as_str(), value.as_bytes()));
                 }
                 for (name, value) in headers {
                     lines.push((name.as_str(), value.as_bytes()));
@@ -137,7 +137,7 @@ impl Transport {
         &self,
         endpoint: &Endpoint,
         headers: &reqwest::header::HeaderMap,
-        auth: Option<&reqwest::header::HeaderValue>,
+        auth: Option<(&reqwest::header::HeaderName, &reqwest::header::HeaderValue)>,
         body: Bytes,
     ) -> Result<HttpResponse, TransportError> {
         match (self, &endpoint.target) {
@@ -162,8 +162,10 @@ impl Transport {
                     if !headers.is_empty() {
                         builder = builder.headers(headers.clone());
                     }
-                    if let Some(auth) = auth {
-                        builder = builder.header(reqwest::header::AUTHORIZATION, auth.clone());
+                    if let Some((name, value)) = auth
+                        && !headers.contains_key(name)
+                    {
+                        builder = builder.header(name.clone(), value.clone());
                     }
                     builder
                         .send()
@@ -433,7 +435,7 @@ mod tests {
         let endpoint = transport.endpoint(
             url("http://127.0.0.1:8000/v1/chat/completions?api-version=2"),
             &headers,
-            Some(&auth),
+            Some((&reqwest::header::AUTHORIZATION, &auth)),
         );
         let head = String::from_utf8(endpoint.target.unwrap().prefix_for_test()).unwrap();
         assert_eq!(

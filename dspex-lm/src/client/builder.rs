@@ -214,31 +214,45 @@ impl LmBuilder {
             reqwest::Url::parse(&format!("{base}/{path}"))
                 .map_err(|e| config(format!("the base URL `{endpoint}` is not a valid URL: {e}")))
         };
-        let chat = url("chat/completions")?;
+        let protocol = provider.protocol;
+        let paths = protocol.paths(crate::protocol::Target {
+            model_id: &provider.model_id,
+            model_type,
+            max_tokens_key: provider.max_tokens_key,
+        });
+        let call = url(&paths.call)?;
         let http = match self.http {
             Some(client) => Transport::Reqwest(client),
-            None => Transport::for_base(&chat)
+            None => Transport::for_base(&call)
                 .map_err(|e| config(format!("cannot build the HTTP client: {e}")))?,
         };
+        for (name, value) in protocol.fixed_headers() {
+            if !headers.contains_key(*name) {
+                headers.insert(
+                    reqwest::header::HeaderName::from_static(name),
+                    reqwest::header::HeaderValue::from_static(value),
+                );
+            }
+        }
         let auth = match &api_key {
             Some(key) => {
-                let mut value =
-                    reqwest::header::HeaderValue::from_str(&format!("Bearer {}", key.expose()))
-                        .map_err(|_| {
-                            config(
-                                "the API key contains characters not allowed in a header"
-                                    .to_string(),
-                            )
-                        })?;
+                let (name, value) = protocol.auth(key);
+                let mut value = reqwest::header::HeaderValue::from_str(&value).map_err(|_| {
+                    config("the API key contains characters not allowed in a header".to_string())
+                })?;
                 value.set_sensitive(true);
-                Some(value)
+                Some((reqwest::header::HeaderName::from_static(name), value))
             }
             None => None,
         };
+        let auth_ref = auth.as_ref().map(|(n, v)| (n, v));
         let urls = Urls {
-            chat: http.endpoint(chat, &headers, auth.as_ref()),
-            text: http.endpoint(url("completions")?, &headers, auth.as_ref()),
-            embeddings: http.endpoint(url("embeddings")?, &headers, auth.as_ref()),
+            call: http.endpoint(call, &headers, auth_ref),
+            stream: http.endpoint(url(&paths.stream)?, &headers, auth_ref),
+            embeddings: match &paths.embeddings {
+                Some(path) => Some(http.endpoint(url(path)?, &headers, auth_ref)),
+                None => None,
+            },
         };
         Ok(LM {
             shared: Arc::new(Shared {

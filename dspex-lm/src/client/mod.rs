@@ -12,14 +12,15 @@ use super::cache::{CacheConfig, CacheKey, ResponseCache};
 use super::error::{LmError, excerpt};
 use super::history::{self, History, HistoryEntry, render_history};
 use super::limit::{Limiter, RateLimit, Slot};
+use super::protocol::{self, Chunk, StreamReader};
 use super::provider::{self, ModelType, Provider};
 use super::retry::RetryPolicy;
 use super::secret::ApiKey;
-use super::stream::{EventStream, SseData, SseDecoder, StreamEvent, parse_chunk};
+use super::stream::{EventStream, SseData, SseDecoder, StreamEvent};
 use super::transport::{ByteStream, Endpoint, HttpResponse, Transport, TransportError};
 use super::types::{Choice, Embeddings, LmRequest, LmResponse, Message, Usage};
 use super::usage::{Price, UsageReport, record_current, record_request_current};
-use super::wire::{Body, CompletionResponse, EmbeddingBody, EmbeddingResponse, provider_message};
+use super::wire::{EmbeddingBody, EmbeddingResponse};
 use bytes::Bytes;
 use futures_util::StreamExt;
 use futures_util::future::BoxFuture;
@@ -96,8 +97,9 @@ struct Settings {
     urls: Urls,
     endpoint: String,
     api_key: Option<ApiKey>,
-    /// `Bearer <key>`, built once and marked sensitive.
-    auth: Option<reqwest::header::HeaderValue>,
+    /// The header carrying the key (the protocol's: `authorization: Bearer …`, `x-api-key`,
+    /// …), built once and marked sensitive.
+    auth: Option<(reqwest::header::HeaderName, reqwest::header::HeaderValue)>,
     headers: reqwest::header::HeaderMap,
     temperature: Option<f64>,
     max_tokens: Option<u32>,
@@ -134,9 +136,12 @@ impl fmt::Debug for LM {
 /// The endpoints, parsed and prepared for the transport once.
 #[derive(Clone)]
 struct Urls {
-    chat: Endpoint,
-    text: Endpoint,
-    embeddings: Endpoint,
+    /// A plain call (chat or text completions, per the model type).
+    call: Endpoint,
+    /// A streamed call.
+    stream: Endpoint,
+    /// Embeddings, where the protocol has them.
+    embeddings: Option<Endpoint>,
 }
 
 /// Builds an [`LM`]; every setting has a sane default.
@@ -616,45 +621,40 @@ impl LM {
         self.record_request();
         let s = &self.settings;
         let started = Instant::now();
-        let url = match s.model_type {
-            ModelType::Chat => &s.urls.chat,
-            ModelType::Text => &s.urls.text,
-        };
-        if s.model_type == ModelType::Text
-            && let Some(m) = request.messages.iter().find(|m| m.content.has_media())
-        {
-            return Err(LmError::UnsupportedFeature {
-                model: s.model.clone(),
-                feature: format!(
-                    "a {} message with images, audio or files for a text-completion model (model_type \"text\" sends one prompt string)",
-                    m.role.as_str()
-                ),
-            });
-        }
-        // Serialized before the exchange, so `Body` is not held while it runs.
-        let body = Body::new(
-            &s.provider.model_id,
-            s.model_type,
-            s.provider.max_tokens_key,
-            request,
-        )
-        .to_bytes();
-        let (mut parsed, bytes) = self
-            .post_json::<CompletionResponse>(url, Bytes::from(body))
-            .await?;
-        let choices = parsed
-            .choices(s.model_type)
+        let target = self.target();
+        // Serialized before the exchange, so the body's borrows are not held while it runs.
+        let body = s
+            .provider
+            .protocol
+            .body(target, request, false)
+            .map_err(|feature| protocol::unsupported(&s.model, feature))?;
+        let response = self.post(&s.urls.call, Bytes::from(body)).await?;
+        let bytes = response
+            .bytes(s.max_response_bytes)
+            .await
+            .map_err(|e| self.transport_error(&e))?;
+        let decoded = s
+            .provider
+            .protocol
+            .response(target, &bytes)
             .map_err(|message| self.decode_error(message, &bytes))?;
         Ok(LmResponse {
-            choices,
-            usage: parsed.usage(),
-            model: parsed
-                .model
-                .take()
-                .unwrap_or_else(|| s.provider.model_id.clone()),
+            choices: decoded.choices,
+            usage: decoded.usage,
+            model: decoded.model.unwrap_or_else(|| s.provider.model_id.clone()),
             latency: started.elapsed(),
             cache_hit: false,
         })
+    }
+
+    /// What the protocol needs to know of the model.
+    fn target(&self) -> protocol::Target<'_> {
+        let s = &self.settings;
+        protocol::Target {
+            model_id: &s.provider.model_id,
+            model_type: s.model_type,
+            max_tokens_key: s.provider.max_tokens_key,
+        }
     }
 
     fn decode_error(&self, message: String, raw: &[u8]) -> LmError {
@@ -690,7 +690,7 @@ impl LM {
         let response = self
             .shared
             .http
-            .post(url, &s.headers, s.auth.as_ref(), body)
+            .post(url, &s.headers, s.auth.as_ref().map(|(n, v)| (n, v)), body)
             .await
             .map_err(|e| self.transport_error(&e))?;
         if (200..300).contains(&response.status()) {
@@ -700,7 +700,8 @@ impl LM {
         Err(Box::pin(self.status_error(response)).await)
     }
 
-    /// The typed error for an answer that is not 2xx, with the provider's message.
+    /// The typed error for an answer that is not 2xx: the provider's code and message, read by
+    /// the protocol, classified with the status ([`LmError::from_provider`]).
     async fn status_error(&self, response: HttpResponse) -> LmError {
         let s = &self.settings;
         let status = response.status();
@@ -709,23 +710,15 @@ impl LM {
             .bytes(s.max_response_bytes)
             .await
             .unwrap_or_default();
-        let body = excerpt(&provider_message(&String::from_utf8_lossy(&raw)), 500);
-        if status == 429 {
-            LmError::RateLimited {
-                model: s.model.clone(),
-                endpoint: s.endpoint.clone(),
-                retry_after,
-                body,
-            }
-        } else {
-            LmError::Http {
-                model: s.model.clone(),
-                endpoint: s.endpoint.clone(),
-                status,
-                body,
-                retry_after,
-            }
-        }
+        let failure = s.provider.protocol.error(&String::from_utf8_lossy(&raw));
+        LmError::from_provider(
+            s.model.clone(),
+            s.endpoint.clone(),
+            status,
+            failure.code,
+            excerpt(&failure.message, 500),
+            retry_after,
+        )
     }
 
     fn transport_error(&self, e: &TransportError) -> LmError {
@@ -806,7 +799,21 @@ impl LM {
 
     /// Embeds `inputs` with the provider's `/embeddings` endpoint (one vector per input, in
     /// order), under the LM's retry policy, limits and breaker. Not cached.
+    ///
+    /// # Errors
+    ///
+    /// [`LmError::UnsupportedFeature`] for a provider whose protocol has no embeddings
+    /// endpoint (Anthropic's); otherwise what a call fails with.
     pub async fn embed<S: AsRef<str>>(&self, inputs: &[S]) -> Result<Embeddings, LmError> {
+        let Some(url) = &self.settings.urls.embeddings else {
+            return Err(protocol::unsupported(
+                &self.settings.model,
+                format!(
+                    "embeddings: the {} protocol has no embeddings endpoint",
+                    self.settings.provider.protocol.name()
+                ),
+            ));
+        };
         let start = Instant::now();
         let inputs: Vec<&str> = inputs.iter().map(AsRef::as_ref).collect();
         let body = Bytes::from(
@@ -821,7 +828,7 @@ impl LM {
         self.retrying(&options, start, |timeout, deadline| {
             self.guarded(estimate, timeout, deadline, || async {
                 let (mut parsed, bytes) = self
-                    .post_json::<EmbeddingResponse>(&self.settings.urls.embeddings, body.clone())
+                    .post_json::<EmbeddingResponse>(url, body.clone())
                     .await?;
                 let vectors = parsed
                     .vectors(inputs.len())

@@ -66,20 +66,17 @@ impl LM {
             self.record(request, &hit);
             return Ok(events);
         }
-        let body = Body::new(
-            &s.provider.model_id,
-            ModelType::Chat,
-            s.provider.max_tokens_key,
-            &request,
-        )
-        .streaming()
-        .to_bytes();
+        let body = s
+            .provider
+            .protocol
+            .body(self.target(), &request, true)
+            .map_err(|feature| protocol::unsupported(&s.model, feature))?;
         let body = Bytes::from(body);
         let (response, slot) = self
             .retrying(options, start, |timeout, deadline| {
                 self.admitted(estimate_tokens(&request), timeout, deadline, || {
                     self.record_request();
-                    self.post(&self.settings.urls.chat, body.clone())
+                    self.post(&self.settings.urls.stream, body.clone())
                 })
             })
             .await?;
@@ -95,6 +92,7 @@ impl LM {
         let state = StreamState {
             bytes: response.into_stream(s.max_response_bytes),
             decoder: SseDecoder::default(),
+            reader: s.provider.protocol.stream(self.target()),
             pending: std::collections::VecDeque::new(),
             done: false,
             charge,
@@ -147,6 +145,8 @@ impl LM {
 struct StreamState {
     bytes: ByteStream,
     decoder: SseDecoder,
+    /// The protocol's reader of the stream's events.
+    reader: Box<dyn StreamReader>,
     pending: std::collections::VecDeque<Result<StreamEvent, LmError>>,
     done: bool,
     /// The concurrency slot and token budget the stream holds until it ends or is dropped.
@@ -175,11 +175,13 @@ impl StreamState {
             }
             Ok(None) => {
                 self.done = true;
-                self.pending.push_back(Err(LmError::Connect {
-                    model: s.model.clone(),
-                    endpoint: s.endpoint.clone(),
-                    message: "the stream ended before `data: [DONE]`".to_string(),
-                }));
+                if !self.reader.complete_at_eof() {
+                    self.pending.push_back(Err(LmError::Connect {
+                        model: s.model.clone(),
+                        endpoint: s.endpoint.clone(),
+                        message: format!("the stream ended before {}", self.reader.end_marker()),
+                    }));
+                }
             }
             Ok(Some(Err(e))) => {
                 self.done = true;
@@ -187,24 +189,41 @@ impl StreamState {
             }
             Ok(Some(Ok(bytes))) => {
                 for data in self.decoder.feed(&bytes) {
-                    match data {
-                        SseData::Done => {
+                    let text = match data {
+                        SseData::Done => "[DONE]".to_string(),
+                        SseData::Json(text) => text,
+                    };
+                    match self.reader.read(&text) {
+                        Ok(Chunk::Events(events)) => {
+                            self.pending.extend(events.into_iter().map(Ok));
+                        }
+                        Ok(Chunk::End(events)) => {
+                            self.pending.extend(events.into_iter().map(Ok));
                             self.done = true;
                             break;
                         }
-                        SseData::Json(text) => match parse_chunk(&text) {
-                            Ok(events) => self.pending.extend(events.into_iter().map(Ok)),
-                            Err(message) => {
-                                self.done = true;
-                                self.pending.push_back(Err(LmError::Decode {
-                                    model: s.model.clone(),
-                                    endpoint: s.endpoint.clone(),
-                                    message: format!("invalid stream chunk: {message}"),
-                                    raw: excerpt(&text, 500),
-                                }));
-                                break;
-                            }
-                        },
+                        Ok(Chunk::Failed { status, failure }) => {
+                            self.done = true;
+                            self.pending.push_back(Err(LmError::from_provider(
+                                s.model.clone(),
+                                s.endpoint.clone(),
+                                status,
+                                failure.code,
+                                excerpt(&failure.message, 500),
+                                None,
+                            )));
+                            break;
+                        }
+                        Err(message) => {
+                            self.done = true;
+                            self.pending.push_back(Err(LmError::Decode {
+                                model: s.model.clone(),
+                                endpoint: s.endpoint.clone(),
+                                message: format!("invalid stream chunk: {message}"),
+                                raw: excerpt(&text, 500),
+                            }));
+                            break;
+                        }
                     }
                 }
             }

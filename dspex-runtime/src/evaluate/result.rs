@@ -216,7 +216,7 @@ impl EvaluationResult {
     ///
     /// ```text
     /// Evaluate: 3 of 10 examples failed, each scored 0.0:
-    ///   example 1: [openai/gpt-4o-mini] gave up after 4 attempt(s) in 7.5s: [openai/gpt-4o-mini] https://api.openai.com/v1: HTTP 503: …
+    ///   example 1: [openai/gpt-4o-mini] gave up after 4 attempt(s) in 7.5s: [openai/gpt-4o-mini] https://api.openai.com/v1: HTTP 503 (LMServerError): …
     ///   example 4: the program panicked: index out of bounds: the len is 0 but the index is 0
     ///   ... and 1 more
     /// ```

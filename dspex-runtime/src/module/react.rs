@@ -1050,13 +1050,14 @@ mod tests {
             let len: usize = request.messages.iter().map(|m| m.content.size_hint()).sum();
             self.seen.lock().unwrap().push(len);
             if len > self.limit {
-                return Box::pin(std::future::ready(Err(LmError::Http {
-                    model: "small-window".into(),
-                    endpoint: "http://127.0.0.1/v1/chat/completions".into(),
-                    status: 400,
-                    body: r#"{"error": {"code": "context_length_exceeded", "message": "This model's maximum context length is 10 tokens."}}"#.into(),
-                    retry_after: None,
-                })));
+                return Box::pin(std::future::ready(Err(LmError::from_provider(
+                    "small-window",
+                    "http://127.0.0.1/v1/chat/completions",
+                    400,
+                    Some("context_length_exceeded".into()),
+                    "This model's maximum context length is 10 tokens.",
+                    None,
+                ))));
             }
             self.script.call(request)
         }

@@ -1,0 +1,148 @@
+//! Wire protocols: how one provider family's HTTP API carries an [`LmRequest`] and its answer.
+//!
+//! The [`LM`](crate::LM) client owns everything that does not depend on the provider — cache
+//! and coalescing, retries, limits, the circuit breaker, timeouts, usage, history, streaming's
+//! bookkeeping — and asks its [`Protocol`] for the rest:
+//!
+//! - the endpoint paths of a plain and a streamed call ([`Protocol::paths`]);
+//! - the header that carries the key ([`Protocol::auth`]) and fixed headers
+//!   ([`Protocol::fixed_headers`]);
+//! - the request body ([`Protocol::body`]), or a typed refusal of what the protocol cannot
+//!   carry ([`LmError::UnsupportedFeature`]);
+//! - the response ([`Protocol::response`]), the events of a stream ([`Protocol::stream`]) and
+//!   the meaning of an error answer ([`Protocol::error`]).
+//!
+//! One file per protocol: `openai` (chat and text completions, the protocol of every
+//! OpenAI-compatible server). The provider table (`provider.rs`) picks the protocol from the
+//! model string's prefix.
+
+pub(crate) mod openai;
+
+use crate::error::LmError;
+use crate::provider::ModelType;
+use crate::secret::ApiKey;
+use crate::stream::StreamEvent;
+use crate::types::{Choice, LmRequest, Usage};
+
+/// The model a request goes to, as the protocol needs it.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Target<'a> {
+    /// The model id the server knows (the model string without its prefix).
+    pub(crate) model_id: &'a str,
+    /// Chat or text completions.
+    pub(crate) model_type: ModelType,
+    /// The body key of the token limit, where the provider renames it.
+    pub(crate) max_tokens_key: &'static str,
+}
+
+/// Endpoint paths, relative to the base URL (no leading slash; may carry a query).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct Paths {
+    /// A plain call.
+    pub(crate) call: String,
+    /// A streamed call.
+    pub(crate) stream: String,
+    /// Embeddings, where the protocol has them.
+    pub(crate) embeddings: Option<String>,
+}
+
+/// A whole response, read.
+#[derive(Debug)]
+pub(crate) struct Decoded {
+    /// The completions, in index order.
+    pub(crate) choices: Vec<Choice>,
+    /// Token counts.
+    pub(crate) usage: Usage,
+    /// The model that answered, when the provider says.
+    pub(crate) model: Option<String>,
+}
+
+/// An error answer, read: the provider's code and message. The client adds the status, the
+/// `Retry-After` and the class ([`LmError::from_provider`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct Failure {
+    /// The provider's error code or type.
+    pub(crate) code: Option<String>,
+    /// The provider's message.
+    pub(crate) message: String,
+}
+
+/// What one event of a streamed answer held.
+#[derive(Debug)]
+pub(crate) enum Chunk {
+    /// Events for the caller (possibly none).
+    Events(Vec<StreamEvent>),
+    /// The protocol's end of the answer (OpenAI's `[DONE]`, Anthropic's `message_stop`),
+    /// after these last events.
+    End(Vec<StreamEvent>),
+    /// An error the provider sent inside the stream, with the status it documents for it.
+    Failed {
+        /// The HTTP status the provider gives this error.
+        status: u16,
+        /// Its code and message.
+        failure: Failure,
+    },
+}
+
+/// Reads the events of one streamed answer, in order. One per stream: it may keep state
+/// (Anthropic's content blocks, the tool calls being assembled).
+pub(crate) trait StreamReader: Send {
+    /// One server-sent event's `data:` payload (`[DONE]` included, as it came).
+    fn read(&mut self, data: &str) -> Result<Chunk, String>;
+
+    /// The protocol's end of an answer, as the error for a stream cut short names it
+    /// (`` `data: [DONE]` ``).
+    fn end_marker(&self) -> &'static str;
+
+    /// Whether the byte stream may end here without its protocol's end marker, as Gemini's
+    /// streams end (after a candidate with a finish reason).
+    fn complete_at_eof(&self) -> bool {
+        false
+    }
+}
+
+/// One provider family's wire protocol. Implementations are stateless values; a
+/// [`StreamReader`] holds a stream's state.
+pub(crate) trait Protocol: Send + Sync + std::fmt::Debug {
+    /// The protocol's name in messages (`openai`, `anthropic`).
+    fn name(&self) -> &'static str;
+
+    /// The endpoint paths for `target`.
+    fn paths(&self, target: Target<'_>) -> Paths;
+
+    /// The header carrying `key`: its name and its value (the client marks it sensitive).
+    fn auth(&self, key: &ApiKey) -> (&'static str, String) {
+        ("authorization", format!("Bearer {}", key.expose()))
+    }
+
+    /// Headers every request carries unless the caller sets the same name.
+    fn fixed_headers(&self) -> &'static [(&'static str, &'static str)] {
+        &[]
+    }
+
+    /// The request body, JSON. `Err` is a message for [`LmError::UnsupportedFeature`]: what
+    /// the request needs that this protocol or model type cannot carry.
+    fn body(
+        &self,
+        target: Target<'_>,
+        request: &LmRequest,
+        stream: bool,
+    ) -> Result<Vec<u8>, String>;
+
+    /// A success answer's body, or what is wrong with it.
+    fn response(&self, target: Target<'_>, body: &[u8]) -> Result<Decoded, String>;
+
+    /// A reader for one streamed answer.
+    fn stream(&self, target: Target<'_>) -> Box<dyn StreamReader>;
+
+    /// The code and message of an error answer's body.
+    fn error(&self, body: &str) -> Failure;
+}
+
+/// `message` as [`LmError::UnsupportedFeature`] for `model`.
+pub(crate) fn unsupported(model: &str, feature: String) -> LmError {
+    LmError::UnsupportedFeature {
+        model: model.to_string(),
+        feature,
+    }
+}
