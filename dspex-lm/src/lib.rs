@@ -32,6 +32,10 @@ mod types;
 mod usage;
 #[doc(hidden)]
 pub mod wire;
+/// The Anthropic protocol's parsers, for the fuzz targets (feature `fuzzing`).
+#[cfg(feature = "fuzzing")]
+#[doc(hidden)]
+pub use protocol::anthropic::fuzzing as anthropic_fuzzing;
 
 pub use breaker::{BreakerConfig, BreakerState};
 pub use cache::{CacheConfig, CacheKey, CacheStats, ResponseCache};

@@ -2,7 +2,7 @@
 //! OpenAI-compatible endpoints.
 
 use super::error::LmError;
-use super::protocol::{Protocol, openai::OpenAi};
+use super::protocol::{Protocol, anthropic::Anthropic, openai::OpenAi};
 
 /// Chat or text completions, as `dspy.LM(model_type=...)`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -96,19 +96,36 @@ pub(crate) fn resolve(model: &str) -> Result<Provider, LmError> {
             p.key_required = false;
             p.max_tokens_key = "max_tokens";
         }
+        "anthropic" => {
+            p.protocol = &Anthropic;
+            p.name = "anthropic";
+            p.default_base = Some("https://api.anthropic.com/v1".to_string());
+            p.base_env = &["ANTHROPIC_API_BASE", "ANTHROPIC_BASE_URL"];
+            p.key_env = &["ANTHROPIC_API_KEY"];
+            p.max_tokens_key = "max_tokens";
+        }
         other => {
             return Err(config(format!(
-                "provider `{other}` is not one dspex reaches: dspex speaks the OpenAI protocol; use `openai/<model>` with `api_base` for any compatible server (vLLM, llama.cpp, …), or one of ollama_chat/, ollama/, hosted_vllm/, lm_studio/"
+                "provider `{other}` is not one dspex reaches: dspex speaks the OpenAI protocol and Anthropic's Messages API; use `openai/<model>` with `api_base` for any OpenAI-compatible server (vLLM, llama.cpp, …), or one of anthropic/, ollama_chat/, ollama/, hosted_vllm/, lm_studio/"
             )));
         }
     }
     Ok(p)
 }
 
-/// `http://host:port` → `http://host:port/v1` for providers whose env var omits it (Ollama);
-/// strips a trailing slash.
+/// `http://host:port` → `http://host:port/v1` for providers whose env var omits it (Ollama,
+/// and Anthropic, whose base LiteLLM takes without `/v1` — `…/v1/messages` is cut back to
+/// `…/v1`); strips a trailing slash.
 pub(crate) fn normalize_base(provider: &Provider, base: &str) -> String {
     let base = base.trim_end_matches('/');
+    if provider.name == "anthropic" {
+        let base = base.strip_suffix("/messages").unwrap_or(base);
+        return if base.ends_with("/v1") {
+            base.to_string()
+        } else {
+            format!("{base}/v1")
+        };
+    }
     if provider.name.starts_with("ollama") && !base.ends_with("/v1") {
         format!("{base}/v1")
     } else {
@@ -165,8 +182,35 @@ mod tests {
         );
         assert_eq!(resolve("gpt-4o").unwrap().name, "openai");
         assert!(matches!(resolve("openai/"), Err(LmError::Config { .. })));
-        let err = resolve("anthropic/claude").unwrap_err().to_string();
-        assert!(err.contains("provider `anthropic`"), "{err}");
+        let err = resolve("cohere/command-r").unwrap_err().to_string();
+        assert!(
+            err.contains("provider `cohere`") && err.contains("anthropic/"),
+            "{err}"
+        );
+        let p = resolve("anthropic/claude-sonnet-4-5").unwrap();
+        assert_eq!(p.protocol.name(), "anthropic");
+        assert_eq!(p.model_id, "claude-sonnet-4-5");
+        assert_eq!(
+            p.default_base.as_deref(),
+            Some("https://api.anthropic.com/v1")
+        );
+        assert_eq!(p.key_env, ["ANTHROPIC_API_KEY"]);
+        assert_eq!(p.base_env[0], "ANTHROPIC_API_BASE");
+        assert!(p.key_required);
+        for (base, normalized) in [
+            ("https://api.anthropic.com", "https://api.anthropic.com/v1"),
+            (
+                "https://api.anthropic.com/v1/",
+                "https://api.anthropic.com/v1",
+            ),
+            (
+                "http://127.0.0.1:4000/v1/messages",
+                "http://127.0.0.1:4000/v1",
+            ),
+            ("http://proxy/anthropic", "http://proxy/anthropic/v1"),
+        ] {
+            assert_eq!(normalize_base(&p, base), normalized);
+        }
     }
 
     #[test]

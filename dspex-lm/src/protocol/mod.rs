@@ -13,9 +13,10 @@
 //!   the meaning of an error answer ([`Protocol::error`]).
 //!
 //! One file per protocol: `openai` (chat and text completions, the protocol of every
-//! OpenAI-compatible server). The provider table (`provider.rs`) picks the protocol from the
+//! OpenAI-compatible server), `anthropic` (the Messages API). The provider table (`provider.rs`) picks the protocol from the
 //! model string's prefix.
 
+pub(crate) mod anthropic;
 pub(crate) mod openai;
 
 use crate::error::LmError;
