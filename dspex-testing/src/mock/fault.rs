@@ -34,6 +34,11 @@ pub enum Fault {
     /// For `stream: true` requests only: send the first chunks, then end the stream without a
     /// final chunk and without `data: [DONE]`.
     TruncatedStream,
+    /// For `stream: true` requests only: send the first chunks, then the provider's error
+    /// inside the stream for this HTTP status in place of the rest (an Anthropic `error` event
+    /// whose type the status maps to — `overloaded_error` for 529, `rate_limit_error` for 429,
+    /// `api_error` for 500 —; an OpenAI `{"error": …}` chunk), and no end marker.
+    StreamError(u16),
     /// One of these faults, chosen evenly among those that apply to the request (so
     /// [`TruncatedStream`](Fault::TruncatedStream) only for streamed ones): a mixed fault
     /// mode. With [`MockLmBuilder::seed`](super::MockLmBuilder::seed) the k-th request to an
@@ -44,7 +49,7 @@ pub enum Fault {
 impl Fault {
     /// The name used as the key in [`MockStats::faults`](super::MockStats::faults):
     /// `status_503`, `rate_limited`, `hang`, `reset_mid_body`, `malformed_json`,
-    /// `empty_choices`, `truncated_stream` (`one_of` for a mix, which is never counted
+    /// `empty_choices`, `truncated_stream`, `stream_error` (`one_of` for a mix, which is never counted
     /// itself: the fault it chose is).
     pub fn name(&self) -> String {
         match self {
@@ -63,6 +68,7 @@ impl Fault {
             Fault::MalformedJson => FaultKind::MalformedJson,
             Fault::EmptyChoices => FaultKind::EmptyChoices,
             Fault::TruncatedStream => FaultKind::TruncatedStream,
+            Fault::StreamError(_) => FaultKind::StreamError,
             // Never counted: `FaultSet::select` answers with the fault a mix chose.
             Fault::OneOf(faults) => faults.first().map_or(FaultKind::Status(500), Fault::kind),
         }
@@ -71,7 +77,7 @@ impl Fault {
     /// Whether the fault can happen on this request at all.
     fn applies(&self, api: Api, streaming: bool) -> bool {
         match self {
-            Fault::TruncatedStream => streaming && api != Api::Embeddings,
+            Fault::TruncatedStream | Fault::StreamError(_) => streaming && api != Api::Embeddings,
             Fault::OneOf(faults) => faults.iter().any(|f| f.applies(api, streaming)),
             _ => true,
         }
@@ -114,7 +120,8 @@ impl fmt::Display for Fault {
 }
 
 /// Parses the CLI spellings: a status code (`500`, `503`; `429` is [`Fault::RateLimited`] with a
-/// 1 s retry-after), `rate_limited`, `hang` (60 s), `reset`, `malformed`, `empty`, `truncate`
+/// 1 s retry-after), `rate_limited`, `hang` (60 s), `reset`, `malformed`, `empty`, `truncate`,
+/// `stream_error` (status 500) or `stream_error_<status>`
 /// (the long names of [`Fault::name`] work too).
 impl FromStr for Fault {
     type Err = MockError;
@@ -131,6 +138,14 @@ impl FromStr for Fault {
             } else {
                 Err(MockError::InvalidFault(s.to_owned()))
             };
+        }
+        if let Some(code) = s.strip_prefix("stream_error_") {
+            return code
+                .parse::<u16>()
+                .ok()
+                .filter(|c| (100..=999).contains(c))
+                .map(Fault::StreamError)
+                .ok_or_else(|| MockError::InvalidFault(s.to_owned()));
         }
         if let Some(code) = s.strip_prefix("status_") {
             return code
@@ -149,6 +164,7 @@ impl FromStr for Fault {
             "malformed" | "malformed_json" => Ok(Fault::MalformedJson),
             "empty" | "empty_choices" => Ok(Fault::EmptyChoices),
             "truncate" | "truncated" | "truncated_stream" => Ok(Fault::TruncatedStream),
+            "stream_error" => Ok(Fault::StreamError(500)),
             _ => Err(MockError::InvalidFault(s.to_owned())),
         }
     }
@@ -257,17 +273,19 @@ pub(crate) enum FaultKind {
     MalformedJson,
     EmptyChoices,
     TruncatedStream,
+    StreamError,
 }
 
 impl FaultKind {
     /// Kinds other than `Status`, in counter order (after the 900 status slots).
-    pub(crate) const OTHERS: [FaultKind; 6] = [
+    pub(crate) const OTHERS: [FaultKind; 7] = [
         FaultKind::RateLimited,
         FaultKind::Hang,
         FaultKind::ResetMidBody,
         FaultKind::MalformedJson,
         FaultKind::EmptyChoices,
         FaultKind::TruncatedStream,
+        FaultKind::StreamError,
     ];
 
     /// Number of counters needed: one per status code 100–999, then one per other kind.
@@ -282,6 +300,7 @@ impl FaultKind {
             FaultKind::MalformedJson => 903,
             FaultKind::EmptyChoices => 904,
             FaultKind::TruncatedStream => 905,
+            FaultKind::StreamError => 906,
         }
     }
 
@@ -294,6 +313,7 @@ impl FaultKind {
             FaultKind::MalformedJson => "malformed_json",
             FaultKind::EmptyChoices => "empty_choices",
             FaultKind::TruncatedStream => "truncated_stream",
+            FaultKind::StreamError => "stream_error",
         }
     }
 }
@@ -494,6 +514,16 @@ mod tests {
             "truncate".parse::<Fault>().ok(),
             Some(Fault::TruncatedStream)
         );
+        assert_eq!(
+            "stream_error".parse::<Fault>().ok(),
+            Some(Fault::StreamError(500))
+        );
+        assert_eq!(
+            "stream_error_529".parse::<Fault>().ok(),
+            Some(Fault::StreamError(529))
+        );
+        assert_eq!(Fault::StreamError(529).name(), "stream_error");
+        assert!("stream_error_5".parse::<Fault>().is_err());
         assert!("nope".parse::<Fault>().is_err());
         assert!("42".parse::<Fault>().is_err());
         assert_eq!(Fault::Status(7).name(), "status_500");

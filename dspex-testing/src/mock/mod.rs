@@ -2,6 +2,7 @@
 //! server handle ([`MockLmServer`]).
 
 mod answer;
+mod anthropic;
 mod fault;
 mod openai;
 mod server;
@@ -42,7 +43,7 @@ pub enum MockError {
     },
     /// A fault name the CLI spelling does not know (see [`Fault`]'s `FromStr`).
     #[error(
-        "unknown fault `{0}` (expected a status code such as 500 or 503, 429, hang, reset, malformed, empty or truncate)"
+        "unknown fault `{0}` (expected a status code such as 500 or 503, 429, hang, reset, malformed, empty, truncate or stream_error[_<status>])"
     )]
     InvalidFault(String),
     /// A line of a rules file is not `{"match": "regex", "completion": "text"}`.

@@ -51,6 +51,12 @@ pub(super) async fn handle(shared: &Shared, req: Request) -> Response {
         "/completions" if post => completions(shared, Route::Completions, req, arrived).await,
         "/v1/embeddings" if post => embeddings(shared, Route::EmbeddingsV1, req, arrived).await,
         "/embeddings" if post => embeddings(shared, Route::Embeddings, req, arrived).await,
+        "/v1/messages" if post => {
+            super::anthropic::messages(shared, Route::MessagesV1, req, arrived).await
+        }
+        "/messages" if post => {
+            super::anthropic::messages(shared, Route::Messages, req, arrived).await
+        }
         "/v1/models" if get => models(shared, Route::ModelsV1),
         "/models" if get => models(shared, Route::Models),
         "/stats" if get => json(StatusCode::OK, &shared.stats.snapshot()),
@@ -63,6 +69,8 @@ pub(super) async fn handle(shared: &Shared, req: Request) -> Response {
         | "/embeddings"
         | "/v1/models"
         | "/models"
+        | "/v1/messages"
+        | "/messages"
         | "/stats"
         | "/health" => method_not_allowed(&req),
         _ => not_found(&req),
@@ -633,6 +641,27 @@ fn sse(mut events: Vec<Bytes>, fault: Option<&Fault>) -> Response {
             // Keep the first half of the data events: no final chunk, no [DONE].
             let data_events = events.len().saturating_sub(1);
             events.truncate((data_events / 2).max(1));
+        }
+        Some(Fault::StreamError(code)) => {
+            // The first half of the data events, then an error object, no [DONE].
+            let data_events = events.len().saturating_sub(1);
+            events.truncate((data_events / 2).max(1));
+            let status = effective_status(*code);
+            let message =
+                format!("The server had an error while streaming (mock fault: HTTP {status}).");
+            let kind = if status < 500 {
+                "invalid_request_error"
+            } else {
+                "server_error"
+            };
+            events.push(event(&ErrorBody {
+                error: ErrorDetail {
+                    message: &message,
+                    kind,
+                    param: None,
+                    code: Some(kind),
+                },
+            }));
         }
         _ => {}
     }

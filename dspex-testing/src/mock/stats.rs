@@ -47,10 +47,12 @@ pub(crate) enum Route {
     Embeddings,
     ModelsV1,
     Models,
+    MessagesV1,
+    Messages,
 }
 
 impl Route {
-    pub(crate) const ALL: [Route; 8] = [
+    pub(crate) const ALL: [Route; 10] = [
         Route::ChatV1,
         Route::Chat,
         Route::CompletionsV1,
@@ -59,6 +61,8 @@ impl Route {
         Route::Embeddings,
         Route::ModelsV1,
         Route::Models,
+        Route::MessagesV1,
+        Route::Messages,
     ];
 
     pub(crate) fn path(self) -> &'static str {
@@ -71,6 +75,8 @@ impl Route {
             Route::Embeddings => "/embeddings",
             Route::ModelsV1 => "/v1/models",
             Route::Models => "/models",
+            Route::MessagesV1 => "/v1/messages",
+            Route::Messages => "/messages",
         }
     }
 }
