@@ -120,7 +120,12 @@ pub fn all(fixtures: &Path) -> Result<Vec<(&'static str, Vec<u8>)>, String> {
         add("mock_request", input);
         let mut body = vec![5u8];
         body.extend_from_slice(&answer_body(answer));
-        add("sse_stream", body);
+        if request.starts_with(b"POST /v1/messages ") {
+            add("anthropic_response", body[1..].to_vec());
+            add("anthropic_stream", body);
+        } else {
+            add("sse_stream", body);
+        }
     }
     for request in extra_requests(&fx) {
         let mut input = vec![4u8];
@@ -429,11 +434,25 @@ fn capture_mock_answers() -> Result<Vec<Exchange>, String> {
             "/v1/embeddings",
             r#"{"model":"mock","input":["a","b"]}"#,
         ),
+        (
+            "/v1/messages",
+            r#"{"model":"claude-mock","max_tokens":64,"system":"Be brief.","messages":[{"role":"user","content":"What is 2+2?"}]}"#,
+        ),
+        (
+            "/v1/messages",
+            r#"{"model":"claude-mock","max_tokens":4096,"stream":true,"thinking":{"type":"enabled","budget_tokens":1024},"messages":[{"role":"user","content":"Hi"}]}"#,
+        ),
     ]
     .iter()
     .map(|(path, body)| {
+        // Anthropic's route wants its key and version headers.
+        let anthropic = if path.ends_with("/messages") {
+            "x-api-key: mock\r\nanthropic-version: 2023-06-01\r\n"
+        } else {
+            ""
+        };
         format!(
-            "POST {path} HTTP/1.1\r\nhost: mock\r\ncontent-type: application/json\r\nconnection: close\r\ncontent-length: {}\r\n\r\n{body}",
+            "POST {path} HTTP/1.1\r\nhost: mock\r\ncontent-type: application/json\r\n{anthropic}connection: close\r\ncontent-length: {}\r\n\r\n{body}",
             body.len()
         )
         .into_bytes()
@@ -450,6 +469,7 @@ fn capture_mock_answers() -> Result<Vec<Exchange>, String> {
         Some(Fault::MalformedJson),
         Some(Fault::EmptyChoices),
         Some(Fault::TruncatedStream),
+        Some(Fault::StreamError(529)),
     ];
     loopback().runtime.block_on(async {
         let mut out = Vec::new();

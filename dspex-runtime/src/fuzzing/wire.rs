@@ -212,3 +212,85 @@ fn response_bodies(body: &[u8]) {
     }
     let _ = provider_message(&String::from_utf8_lossy(body));
 }
+
+/// Target `anthropic_response`: the bytes as an Anthropic Messages response body and as an
+/// error body. Reading never panics; a message read is one completion whose total is the sum
+/// of its counts, whose tool calls are named and whose arguments are JSON objects' text.
+pub fn anthropic_response(data: &[u8]) {
+    if let Ok((choice, _usage)) = crate::lm::anthropic_fuzzing::response(data) {
+        for call in &choice.tool_calls {
+            assert!(!call.name.is_empty(), "a tool call without a name");
+            assert!(
+                serde_json::from_str::<serde_json::Value>(&call.arguments).is_ok(),
+                "tool arguments that are not JSON: {:?}",
+                call.arguments
+            );
+        }
+        if let Some(reasoning) = &choice.reasoning_content {
+            assert!(!reasoning.is_empty(), "empty reasoning content");
+        }
+    }
+    let (_, message) = crate::lm::anthropic_fuzzing::error_body(&String::from_utf8_lossy(data));
+    assert!(
+        message.len() <= data.len().max(64) * 3,
+        "an error message longer than its body"
+    );
+}
+
+/// Target `anthropic_stream`: the first byte picks how the bytes are cut (1 to 16 bytes per
+/// read), the rest is a streamed body. Decoded cut and whole, the events are the same; read
+/// by Anthropic's stream reader (as the client reads it: up to the end, an error event or an
+/// unreadable event) they never panic, deltas are not empty, usage adds up and an error event
+/// has an HTTP error status.
+pub fn anthropic_stream(data: &[u8]) {
+    use crate::lm::anthropic_fuzzing::{Read, stream_events};
+    let Some((cut, body)) = split_first(data) else {
+        return;
+    };
+    let whole = SseDecoder::default().feed(body);
+    let mut decoder = SseDecoder::default();
+    let mut pieces = Vec::new();
+    for piece in body.chunks(usize::from(cut % 16) + 1) {
+        pieces.extend(decoder.feed(piece));
+    }
+    assert_eq!(whole, pieces, "cutting the stream changes its events");
+    let payloads: Vec<&str> = whole
+        .iter()
+        .map(|d| match d {
+            SseData::Done => "[DONE]",
+            SseData::Json(text) => text.as_str(),
+        })
+        .collect();
+    let reads = stream_events(&payloads);
+    assert!(reads.len() <= payloads.len());
+    for (i, read) in reads.iter().enumerate() {
+        let events = match read {
+            Read::Events(events) | Read::End(events) => events,
+            Read::Failed(status, _) => {
+                assert!((400..600).contains(status), "error status {status}");
+                continue;
+            }
+            Read::Invalid(message) => {
+                assert!(!message.is_empty());
+                continue;
+            }
+        };
+        if !matches!(read, Read::Events(_)) {
+            assert_eq!(i + 1, reads.len(), "events read past the end");
+        }
+        for event in events {
+            match event {
+                StreamEvent::Delta { index, text } => {
+                    assert_eq!(*index, 0, "a message is one completion");
+                    assert!(!text.is_empty(), "an empty delta");
+                }
+                StreamEvent::Usage(u) => assert_eq!(
+                    u.total_tokens,
+                    u.prompt_tokens.saturating_add(u.completion_tokens)
+                ),
+                StreamEvent::Finish { index, .. } => assert_eq!(*index, 0),
+            }
+        }
+    }
+    anthropic_response(body);
+}
