@@ -4,6 +4,8 @@
 //! tools, images, usage, every error class, and the key kept out of logs, `Debug`, errors and
 //! the cache. Nothing here reaches the internet.
 
+mod common;
+
 use dspex::adapter::{ChatAdapter, JSONAdapter};
 use dspex::lm::{
     CacheConfig, ContentPart, FinishReason, InputAudio, LM, LmError, LmErrorKind, LmRequest,
@@ -627,4 +629,171 @@ fn the_api_key_never_leaks() {
         );
     }
     assert!(cache_files > 0, "the disk cache wrote nothing");
+}
+
+/// LiteLLM's proxy, started from the project venv and killed when dropped.
+struct Proxy {
+    child: std::process::Child,
+    port: u16,
+    _dir: tempfile::TempDir,
+}
+
+impl Drop for Proxy {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+const PROXY_KEY: &str = "sk-litellm-4f1c9a7e2b6d8e0f3a5c7b9d1e2f4a6c";
+
+/// Starts `litellm --config` on a free port of 127.0.0.1 with one Anthropic and one OpenAI model
+/// answering `mock_response` (no provider is called), and waits until it serves.
+fn start_litellm() -> Proxy {
+    let python = common::venv_python();
+    let litellm = python.with_file_name("litellm");
+    assert!(litellm.is_file(), "{} is missing", litellm.display());
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("a free port")
+        .port();
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("config.yaml");
+    std::fs::write(
+        &config,
+        format!(
+            "model_list:
+  - model_name: claude-mock
+    litellm_params:
+      model: anthropic/claude-mock
+      api_key: sk-ant-unused
+      mock_response: Hello from LiteLLM
+  - model_name: gpt-mock
+    litellm_params:
+      model: openai/gpt-mock
+      api_key: sk-unused
+      mock_response: Hello from LiteLLM
+general_settings:
+  master_key: {PROXY_KEY}
+"
+        ),
+    )
+    .unwrap();
+    let log = std::fs::File::create(dir.path().join("litellm.log")).unwrap();
+    let child = std::process::Command::new(&litellm)
+        .args(["--config", config.to_str().unwrap(), "--host", "127.0.0.1"])
+        .args(["--port", &port.to_string(), "--num_workers", "1"])
+        // Offline: the bundled cost map, no telemetry.
+        .env("LITELLM_LOCAL_MODEL_COST_MAP", "True")
+        .env("LITELLM_TELEMETRY", "False")
+        .env_remove("ANTHROPIC_API_KEY")
+        .env_remove("OPENAI_API_KEY")
+        .stdin(std::process::Stdio::null())
+        .stdout(log.try_clone().unwrap())
+        .stderr(log)
+        .spawn()
+        .expect("litellm starts");
+    let mut proxy = Proxy {
+        child,
+        port,
+        _dir: dir,
+    };
+    let deadline = Instant::now() + Duration::from_secs(90);
+    loop {
+        if let Some(status) = proxy.child.try_wait().unwrap() {
+            let log =
+                std::fs::read_to_string(proxy._dir.path().join("litellm.log")).unwrap_or_default();
+            panic!("litellm exited with {status}:\n{log}");
+        }
+        if liveliness(port) {
+            return proxy;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "litellm did not serve within 90 s"
+        );
+        std::thread::sleep(Duration::from_millis(250));
+    }
+}
+
+/// Whether the proxy answers `GET /health/liveliness` with 200.
+fn liveliness(port: u16) -> bool {
+    use std::io::{Read, Write};
+    let Ok(mut stream) = std::net::TcpStream::connect(("127.0.0.1", port)) else {
+        return false;
+    };
+    let _ = stream.set_read_timeout(Some(Duration::from_secs(2)));
+    let request = format!(
+        "GET /health/liveliness HTTP/1.1\r\nhost: 127.0.0.1:{port}\r\nconnection: close\r\n\r\n"
+    );
+    if stream.write_all(request.as_bytes()).is_err() {
+        return false;
+    }
+    let mut answer = String::new();
+    let _ = stream.read_to_string(&mut answer);
+    answer.starts_with("HTTP/1.1 200")
+}
+
+/// dspex's clients against LiteLLM's real proxy: `anthropic/…` at its Anthropic-compatible
+/// `/v1/messages` (the base as LiteLLM users give it, without `/v1`), `openai/…` at its chat
+/// completions.
+#[tokio::test]
+async fn litellm_proxy_answers_the_anthropic_and_openai_clients() {
+    let proxy = tokio::task::spawn_blocking(start_litellm).await.unwrap();
+    let base = format!("http://127.0.0.1:{}", proxy.port);
+    let anthropic = LM::builder("anthropic/claude-mock")
+        .api_base(&base)
+        .api_key(PROXY_KEY)
+        .cache(false)
+        .timeout(Duration::from_secs(30))
+        .build()
+        .unwrap();
+    assert_eq!(anthropic.endpoint(), format!("{base}/v1"));
+    let mut request = LmRequest::new(vec![Message::system("Be brief."), Message::user("Hi")]);
+    request.stop = vec!["STOP".into()];
+    request.temperature = Some(0.0);
+    let response = anthropic
+        .call(request)
+        .await
+        .expect("LiteLLM's /v1/messages");
+    assert_eq!(response.text(), "Hello from LiteLLM");
+    assert_eq!(response.choices[0].finish_reason, Some(FinishReason::Stop));
+    assert_eq!(response.model, "claude-mock");
+    assert!(response.usage.prompt_tokens > 0 && response.usage.completion_tokens > 0);
+    // Typed, through the ChatAdapter's prompt (the mock response is not in its format, so the
+    // JSONAdapter fallback's parse fails: the answer came back, typed as a parse error).
+    let err = Predict::<QA>::new()
+        .with_config(CallConfig::new().lm(anthropic.clone()))
+        .forward(question("Hi?"))
+        .await
+        .unwrap_err();
+    assert!(err.to_string().contains("Hello from LiteLLM"), "{err}");
+
+    let openai = LM::builder("openai/gpt-mock")
+        .api_base(format!("{base}/v1"))
+        .api_key(PROXY_KEY)
+        .cache(false)
+        .timeout(Duration::from_secs(30))
+        .build()
+        .unwrap();
+    let response = openai
+        .call(LmRequest::prompt("Hi"))
+        .await
+        .expect("LiteLLM's chat completions");
+    assert_eq!(response.text(), "Hello from LiteLLM");
+
+    // A key the proxy does not know is refused, with the key nowhere in the error.
+    let stranger = LM::builder("anthropic/claude-mock")
+        .api_base(&base)
+        .api_key("sk-not-the-proxy-key-55")
+        .cache(false)
+        .build()
+        .unwrap();
+    let err = stranger.call(LmRequest::prompt("Hi")).await.unwrap_err();
+    assert!(
+        !err.to_string().contains("sk-not-the-proxy-key-55"),
+        "{err}"
+    );
+    assert!(matches!(err.root(), LmError::Http { .. }), "{err:?}");
+    drop(proxy);
 }
