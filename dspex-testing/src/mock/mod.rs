@@ -270,8 +270,9 @@ impl Rule {
     /// function calling) whenever the request offers tools: the response's message carries it
     /// in OpenAI's shape (`{"id": "call_<i>", "type": "function", "function": {"name",
     /// "arguments": "<args as JSON text>"}}`, `i` counting the rule's calls from 1) beside the
-    /// completion text, and the finish reason is `tool_calls`. Streamed responses carry no
-    /// tool calls.
+    /// completion text, and the finish reason is `tool_calls`; the Anthropic route answers
+    /// them as `tool_use` blocks (ids `toolu_<i>`, `stop_reason: "tool_use"`). Streamed OpenAI
+    /// responses carry no tool calls.
     ///
     /// ```
     /// use dspex_testing::Rule;

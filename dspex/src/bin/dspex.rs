@@ -134,8 +134,8 @@ struct MockLmArgs {
     /// Seed for latency jitter and fault rates (reproducible runs).
     #[arg(long)]
     seed: Option<u64>,
-    /// A fault to inject: a status code (500, 503, ...), 429, hang, reset, malformed, empty or
-    /// truncate. Repeatable; each pairs with the --fault-rate at the same position (one rate
+    /// A fault to inject: a status code (500, 503, 529, ...), 429, hang, reset, malformed, empty,
+    /// truncate or stream_error[_STATUS] (an error mid-stream). Repeatable; each pairs with the --fault-rate at the same position (one rate
     /// applies to all; no rate means every request).
     #[arg(long = "fault", value_name = "KIND", value_parser = parse_fault)]
     faults: Vec<Fault>,
