@@ -1,8 +1,8 @@
-//! DSPy model names (`openai/gpt-4o-mini`, `ollama_chat/llama3`, `hosted_vllm/…`) mapped to
-//! OpenAI-compatible endpoints.
+//! DSPy model names (`openai/gpt-4o-mini`, `ollama_chat/llama3`, `hosted_vllm/…`,
+//! `gemini/gemini-2.5-flash`) mapped to endpoints and the protocol they speak.
 
 use super::error::LmError;
-use super::protocol::{Protocol, openai::OpenAi};
+use super::protocol::{Protocol, gemini::Gemini, openai::OpenAi};
 
 /// Chat or text completions, as `dspy.LM(model_type=...)`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -96,9 +96,20 @@ pub(crate) fn resolve(model: &str) -> Result<Provider, LmError> {
             p.key_required = false;
             p.max_tokens_key = "max_tokens";
         }
+        "gemini" => {
+            // Google AI Studio, as DSPy 3.4.1's client (lm15) reaches it: the key from
+            // GEMINI_API_KEY then GOOGLE_API_KEY, a proxy's base from GEMINI_API_BASE (LiteLLM's
+            // name), which includes the API version as the default does.
+            p.protocol = &Gemini;
+            p.name = "gemini";
+            p.default_base = Some("https://generativelanguage.googleapis.com/v1beta".to_string());
+            p.base_env = &["GEMINI_API_BASE"];
+            p.key_env = &["GEMINI_API_KEY", "GOOGLE_API_KEY"];
+            p.max_tokens_key = "max_tokens";
+        }
         other => {
             return Err(config(format!(
-                "provider `{other}` is not one dspex reaches: dspex speaks the OpenAI protocol; use `openai/<model>` with `api_base` for any compatible server (vLLM, llama.cpp, …), or one of ollama_chat/, ollama/, hosted_vllm/, lm_studio/"
+                "provider `{other}` is not one dspex reaches: dspex speaks the OpenAI protocol and Gemini's; use `openai/<model>` with `api_base` for any OpenAI-compatible server (vLLM, llama.cpp, …), `gemini/<model>` for Google AI Studio, or one of ollama_chat/, ollama/, hosted_vllm/, lm_studio/"
             )));
         }
     }
@@ -165,8 +176,29 @@ mod tests {
         );
         assert_eq!(resolve("gpt-4o").unwrap().name, "openai");
         assert!(matches!(resolve("openai/"), Err(LmError::Config { .. })));
-        let err = resolve("anthropic/claude").unwrap_err().to_string();
-        assert!(err.contains("provider `anthropic`"), "{err}");
+        let err = resolve("vertex_ai/gemini-2.5-pro").unwrap_err().to_string();
+        assert!(err.contains("provider `vertex_ai`"), "{err}");
+        assert!(err.contains("`gemini/<model>`"), "{err}");
+    }
+
+    #[test]
+    fn gemini_model_names() {
+        let p = resolve("gemini/gemini-2.5-flash").unwrap();
+        assert_eq!(p.protocol.name(), "gemini");
+        assert_eq!(p.model_id, "gemini-2.5-flash");
+        assert_eq!(
+            p.default_base.as_deref(),
+            Some("https://generativelanguage.googleapis.com/v1beta")
+        );
+        assert_eq!(p.key_env, ["GEMINI_API_KEY", "GOOGLE_API_KEY"]);
+        assert_eq!(p.base_env, ["GEMINI_API_BASE"]);
+        assert!(p.key_required);
+        assert_eq!(p.model_type, ModelType::Chat);
+        assert_eq!(
+            normalize_base(&p, "http://127.0.0.1:9/v1beta/"),
+            "http://127.0.0.1:9/v1beta"
+        );
+        assert!(matches!(resolve("gemini/"), Err(LmError::Config { .. })));
     }
 
     #[test]

@@ -636,8 +636,18 @@ impl LM {
         let decoded = s
             .provider
             .protocol
-            .response(target, &bytes)
-            .map_err(|message| self.decode_error(message, &bytes))?;
+            .decode(target, &bytes)
+            .map_err(|unusable| match unusable {
+                protocol::Unusable::Unreadable(message) => self.decode_error(message, &bytes),
+                protocol::Unusable::Failed { status, failure } => LmError::from_provider(
+                    s.model.clone(),
+                    s.endpoint.clone(),
+                    status,
+                    failure.code,
+                    excerpt(&failure.message, 500),
+                    None,
+                ),
+            })?;
         Ok(LmResponse {
             choices: decoded.choices,
             usage: decoded.usage,

@@ -13,9 +13,10 @@
 //!   the meaning of an error answer ([`Protocol::error`]).
 //!
 //! One file per protocol: `openai` (chat and text completions, the protocol of every
-//! OpenAI-compatible server). The provider table (`provider.rs`) picks the protocol from the
+//! OpenAI-compatible server), `gemini` (Google AI Studio's `generateContent`). The provider table (`provider.rs`) picks the protocol from the
 //! model string's prefix.
 
+pub(crate) mod gemini;
 pub(crate) mod openai;
 
 use crate::error::LmError;
@@ -65,6 +66,20 @@ pub(crate) struct Failure {
     pub(crate) code: Option<String>,
     /// The provider's message.
     pub(crate) message: String,
+}
+
+/// Why a success answer gives no completions ([`Protocol::decode`]).
+#[derive(Debug)]
+pub(crate) enum Unusable {
+    /// It is not what the protocol promises: what is wrong with it.
+    Unreadable(String),
+    /// The provider reports an error in it, with the status it gives that error.
+    Failed {
+        /// The status the error is given (the answer's own, 200, for Gemini's blocks).
+        status: u16,
+        /// Its code and message.
+        failure: Failure,
+    },
 }
 
 /// What one event of a streamed answer held.
@@ -131,6 +146,13 @@ pub(crate) trait Protocol: Send + Sync + std::fmt::Debug {
 
     /// A success answer's body, or what is wrong with it.
     fn response(&self, target: Target<'_>, body: &[u8]) -> Result<Decoded, String>;
+
+    /// A success answer's body read as [`response`](Protocol::response) reads it, or why it
+    /// gives no completions: unreadable ([`LmError::Decode`]), or an error the provider put
+    /// inside a success answer (Gemini's blocked prompts), classified as an error answer.
+    fn decode(&self, target: Target<'_>, body: &[u8]) -> Result<Decoded, Unusable> {
+        self.response(target, body).map_err(Unusable::Unreadable)
+    }
 
     /// A reader for one streamed answer.
     fn stream(&self, target: Target<'_>) -> Box<dyn StreamReader>;
