@@ -652,7 +652,13 @@ mod tests {
         );
         // Gemini's codes whatever the status: a 200 answer that blocked the prompt, an error
         // event inside a stream, billing preconditions.
-        for code in ["SAFETY", "PROHIBITED_CONTENT", "RECITATION", "OTHER", "BLOCKLIST"] {
+        for code in [
+            "SAFETY",
+            "PROHIBITED_CONTENT",
+            "RECITATION",
+            "OTHER",
+            "BLOCKLIST",
+        ] {
             let blocked = LmError::from_provider("m", "e", 200, Some(code.into()), "blocked", None);
             assert_eq!(blocked.kind(), LmErrorKind::InvalidRequest, "{code}");
             assert!(!blocked.is_retryable());

@@ -33,10 +33,6 @@ mod usage;
 #[doc(hidden)]
 pub mod wire;
 
-/// Gemini's readers of response bodies and stream events, for the fuzz targets (not part of
-/// the API).
-#[doc(hidden)]
-pub use protocol::gemini::fuzzing as gemini_fuzzing;
 pub use breaker::{BreakerConfig, BreakerState};
 pub use cache::{CacheConfig, CacheKey, CacheStats, ResponseCache};
 pub use client::{CallOptions, DEFAULT_MAX_RESPONSE_BYTES, LM, LmBuilder};
@@ -47,6 +43,10 @@ pub use history::{
     render_history, set_global_history_size,
 };
 pub use limit::RateLimit;
+/// Gemini's readers of response bodies and stream events, for the fuzz targets (not part of
+/// the API).
+#[doc(hidden)]
+pub use protocol::gemini::fuzzing as gemini_fuzzing;
 pub use provider::ModelType;
 pub use retry::RetryPolicy;
 pub use scripted::ScriptedLM;

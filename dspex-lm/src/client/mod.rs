@@ -633,21 +633,21 @@ impl LM {
             .bytes(s.max_response_bytes)
             .await
             .map_err(|e| self.transport_error(&e))?;
-        let decoded = s
-            .provider
-            .protocol
-            .decode(target, &bytes)
-            .map_err(|unusable| match unusable {
-                protocol::Unusable::Unreadable(message) => self.decode_error(message, &bytes),
-                protocol::Unusable::Failed { status, failure } => LmError::from_provider(
-                    s.model.clone(),
-                    s.endpoint.clone(),
-                    status,
-                    failure.code,
-                    excerpt(&failure.message, 500),
-                    None,
-                ),
-            })?;
+        let decoded =
+            s.provider
+                .protocol
+                .decode(target, &bytes)
+                .map_err(|unusable| match unusable {
+                    protocol::Unusable::Unreadable(message) => self.decode_error(message, &bytes),
+                    protocol::Unusable::Failed { status, failure } => LmError::from_provider(
+                        s.model.clone(),
+                        s.endpoint.clone(),
+                        status,
+                        failure.code,
+                        excerpt(&failure.message, 500),
+                        None,
+                    ),
+                })?;
         Ok(LmResponse {
             choices: decoded.choices,
             usage: decoded.usage,

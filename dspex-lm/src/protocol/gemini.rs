@@ -80,8 +80,8 @@ use crate::provider::ModelType;
 use crate::secret::ApiKey;
 use crate::stream::StreamEvent;
 use crate::types::{
-    Choice, Content, ContentPart, FinishReason, LmRequest, Message, ResponseFormat, Role,
-    ToolCall, Usage,
+    Choice, Content, ContentPart, FinishReason, LmRequest, Message, ResponseFormat, Role, ToolCall,
+    Usage,
 };
 use serde::Deserialize;
 use serde_json::{Map, Value, json};
@@ -256,7 +256,11 @@ fn contents(messages: &[Message]) -> Result<(Option<Value>, Vec<Value>), String>
                 system_parts.push(json!({ "text": m.content.text() }));
             }
             Role::User | Role::Assistant => {
-                let role = if m.role == Role::User { "user" } else { "model" };
+                let role = if m.role == Role::User {
+                    "user"
+                } else {
+                    "model"
+                };
                 let parts = parts(&m.content).map_err(|e| format!("message {i}: {e}"))?;
                 match turns.last_mut() {
                     Some((last, existing)) if *last == role => existing.extend(parts),
@@ -337,7 +341,9 @@ fn media(url: &str, mime_hint: Option<&'static str>, what: &str) -> Result<Value
         return Ok(json!({ "inline_data": { "mime_type": mime, "data": data } }));
     }
     let lower = url.to_ascii_lowercase();
-    if !(lower.starts_with("https://") || lower.starts_with("http://") || lower.starts_with("gs://"))
+    if !(lower.starts_with("https://")
+        || lower.starts_with("http://")
+        || lower.starts_with("gs://"))
     {
         return Err(format!(
             "{what} at `{}`: Gemini takes a data: URI or an http(s):// or gs:// URL",
@@ -456,7 +462,11 @@ fn generation_config(model_id: &str, request: &LmRequest) -> Result<Map<String, 
         Some(v @ Value::Array(_)) => {
             c.insert("stopSequences".into(), v.clone());
         }
-        Some(v) => return Err(format!("the parameter `stop` must be text or a list, not {v}")),
+        Some(v) => {
+            return Err(format!(
+                "the parameter `stop` must be text or a list, not {v}"
+            ));
+        }
         None => {
             if !request.stop.is_empty() {
                 c.insert("stopSequences".into(), json!(request.stop));
@@ -481,7 +491,11 @@ fn generation_config(model_id: &str, request: &LmRequest) -> Result<Map<String, 
             }
         }
         Some(Value::Bool(false)) | None => {}
-        Some(v) => return Err(format!("the parameter `logprobs` must be true or false, not {v}")),
+        Some(v) => {
+            return Err(format!(
+                "the parameter `logprobs` must be true or false, not {v}"
+            ));
+        }
     }
     let format = match given("response_format") {
         Some(v) => Some(
@@ -635,7 +649,10 @@ fn function_declarations(tools: &Value) -> Result<Vec<Value>, String> {
     };
     let mut out = Vec::with_capacity(tools.len());
     for (i, tool) in tools.iter().enumerate() {
-        let kind = tool.get("type").and_then(Value::as_str).unwrap_or("function");
+        let kind = tool
+            .get("type")
+            .and_then(Value::as_str)
+            .unwrap_or("function");
         if kind != "function" {
             return Err(format!(
                 "tool {i} of type `{kind}`: Gemini's functionDeclarations take functions only"
@@ -695,7 +712,9 @@ fn tool_config(choice: &Value) -> Result<Value, String> {
                 "allowedFunctionNames": [name],
             }}))
         }
-        other => Err(format!("`tool_choice` must be text or an object, not {other}")),
+        other => Err(format!(
+            "`tool_choice` must be text or an object, not {other}"
+        )),
     }
 }
 
@@ -826,8 +845,14 @@ fn finish_reason(reason: &str, has_calls: bool) -> Option<FinishReason> {
         "" | "FINISH_REASON_UNSPECIFIED" => return None,
         "STOP" => FinishReason::Stop,
         "MAX_TOKENS" => FinishReason::Length,
-        "SAFETY" | "RECITATION" | "BLOCKLIST" | "PROHIBITED_CONTENT" | "SPII" | "IMAGE_SAFETY"
-        | "IMAGE_PROHIBITED_CONTENT" | "IMAGE_RECITATION" => FinishReason::ContentFilter,
+        "SAFETY"
+        | "RECITATION"
+        | "BLOCKLIST"
+        | "PROHIBITED_CONTENT"
+        | "SPII"
+        | "IMAGE_SAFETY"
+        | "IMAGE_PROHIBITED_CONTENT"
+        | "IMAGE_RECITATION" => FinishReason::ContentFilter,
         other => FinishReason::Other(other.to_string()),
     })
 }
@@ -881,7 +906,9 @@ fn read_parts(index: u32, parts: &[ApiPart]) -> Result<Read, String> {
                 .name
                 .as_deref()
                 .filter(|n| !n.is_empty())
-                .ok_or_else(|| format!("candidate {index}, part {j}: a functionCall without a name"))?;
+                .ok_or_else(|| {
+                    format!("candidate {index}, part {j}: a functionCall without a name")
+                })?;
             let arguments = match &call.args {
                 None | Some(Value::Null) => "{}".to_string(),
                 Some(args) => args.to_string(),
@@ -929,7 +956,9 @@ pub(crate) fn decode_response(body: &[u8]) -> Result<Decoded, Unusable> {
         let parts = c.content.and_then(|c| c.parts).unwrap_or_default();
         let read = read_parts(index, &parts).map_err(Unusable::Unreadable)?;
         let reason = c.finish_reason.unwrap_or_default();
-        if read.text.is_empty() && read.calls.is_empty() && BLOCKING_FINISH.contains(&reason.as_str())
+        if read.text.is_empty()
+            && read.calls.is_empty()
+            && BLOCKING_FINISH.contains(&reason.as_str())
         {
             return Err(Unusable::Failed {
                 status: 200,
@@ -1027,7 +1056,10 @@ impl StreamReader for GeminiStream {
             return Err("`[DONE]` is not a Gemini stream event".to_string());
         }
         let value: Value = serde_json::from_str(data).map_err(|e| e.to_string())?;
-        if let Some(error) = value.get("error").filter(|_| value.get("candidates").is_none()) {
+        if let Some(error) = value
+            .get("error")
+            .filter(|_| value.get("candidates").is_none())
+        {
             let status = error
                 .get("code")
                 .and_then(Value::as_u64)
@@ -1048,13 +1080,20 @@ impl StreamReader for GeminiStream {
         }
         let mut events = Vec::new();
         let mut finished_now = false;
-        for (i, c) in parsed.candidates.unwrap_or_default().into_iter().enumerate() {
+        for (i, c) in parsed
+            .candidates
+            .unwrap_or_default()
+            .into_iter()
+            .enumerate()
+        {
             let index = c.index.unwrap_or(i as u32);
             let parts = c.content.and_then(|c| c.parts).unwrap_or_default();
             let read = read_parts(index, &parts)?;
             let state = self.candidates.entry(index).or_default();
             if state.finished {
-                return Err(format!("candidate {index} continues after its finishReason"));
+                return Err(format!(
+                    "candidate {index} continues after its finishReason"
+                ));
             }
             state.generated |= !read.text.is_empty() || !read.calls.is_empty();
             if !read.text.is_empty() {

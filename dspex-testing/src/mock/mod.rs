@@ -3,6 +3,7 @@
 
 mod answer;
 mod fault;
+mod gemini;
 mod openai;
 mod server;
 mod stats;
@@ -219,6 +220,8 @@ pub struct Rule {
     matcher: Matcher,
     completion: Completion,
     tool_calls: Vec<serde_json::Value>,
+    /// A safety block the Gemini routes answer with ([`Rule::with_safety_block`]).
+    block: Option<gemini::Block>,
 }
 
 impl Rule {
@@ -228,6 +231,7 @@ impl Rule {
             matcher: Matcher::Exact(text.into()),
             completion: completion.into(),
             tool_calls: Vec::new(),
+            block: None,
         }
     }
 
@@ -237,6 +241,7 @@ impl Rule {
             matcher: Matcher::Contains(text.into()),
             completion: completion.into(),
             tool_calls: Vec::new(),
+            block: None,
         }
     }
 
@@ -247,6 +252,7 @@ impl Rule {
             matcher: Matcher::Regex(Pattern::new(pattern)?),
             completion: completion.into(),
             tool_calls: Vec::new(),
+            block: None,
         })
     }
 
@@ -262,6 +268,7 @@ impl Rule {
             matcher: Matcher::Conversation(Pattern::new(pattern)?),
             completion: completion.into(),
             tool_calls: Vec::new(),
+            block: None,
         })
     }
 
@@ -367,6 +374,7 @@ struct CompiledRule {
     matcher: Matcher,
     texts: Vec<String>,
     tool_calls: Vec<serde_json::Value>,
+    block: Option<gemini::Block>,
     next: AtomicUsize,
 }
 
@@ -477,6 +485,7 @@ impl MockLmBuilder {
                 matcher: rule.matcher,
                 texts: rule.completion.texts(),
                 tool_calls: rule.tool_calls,
+                block: rule.block,
                 next: AtomicUsize::new(0),
             })
             .collect();

@@ -65,6 +65,9 @@ pub(super) async fn handle(shared: &Shared, req: Request) -> Response {
         | "/models"
         | "/stats"
         | "/health" => method_not_allowed(&req),
+        p if post && p.starts_with("/v1beta/models/") => {
+            super::gemini::handle(shared, req, arrived).await
+        }
         _ => not_found(&req),
     }
 }
@@ -202,7 +205,7 @@ async fn chat(shared: &Shared, route: Route, req: Request, arrived: Instant) -> 
 }
 
 /// The `n` completions for a prompt, each with its finish reason.
-fn generate(
+pub(super) fn generate(
     shared: &Shared,
     prompt: Prompt<'_>,
     format: Format<'_>,
@@ -599,7 +602,7 @@ async fn prelude(
 }
 
 /// A JSON response, altered by a body fault.
-fn json_with_fault<T: Serialize>(value: &T, fault: Option<&Fault>) -> Response {
+pub(super) fn json_with_fault<T: Serialize>(value: &T, fault: Option<&Fault>) -> Response {
     let body = match serde_json::to_vec(value) {
         Ok(b) => b,
         Err(e) => return internal(&e.to_string()),
@@ -651,7 +654,7 @@ fn sse(mut events: Vec<Bytes>, fault: Option<&Fault>) -> Response {
 
 /// Sends the status, the headers and half the body, then fails the body so the connection is
 /// dropped. With `declare_length`, `Content-Length` announces the whole body.
-fn reset(full: Bytes, content_type: &'static str, declare_length: bool) -> Response {
+pub(super) fn reset(full: Bytes, content_type: &'static str, declare_length: bool) -> Response {
     let total = full.len();
     let half = full.slice(..total / 2);
     let parts = stream::unfold(0u8, move |state| {

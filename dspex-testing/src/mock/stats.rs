@@ -47,10 +47,12 @@ pub(crate) enum Route {
     Embeddings,
     ModelsV1,
     Models,
+    GeminiGenerate,
+    GeminiStream,
 }
 
 impl Route {
-    pub(crate) const ALL: [Route; 8] = [
+    pub(crate) const ALL: [Route; 10] = [
         Route::ChatV1,
         Route::Chat,
         Route::CompletionsV1,
@@ -59,6 +61,8 @@ impl Route {
         Route::Embeddings,
         Route::ModelsV1,
         Route::Models,
+        Route::GeminiGenerate,
+        Route::GeminiStream,
     ];
 
     pub(crate) fn path(self) -> &'static str {
@@ -71,6 +75,8 @@ impl Route {
             Route::Embeddings => "/embeddings",
             Route::ModelsV1 => "/v1/models",
             Route::Models => "/models",
+            Route::GeminiGenerate => "/v1beta/models/{model}:generateContent",
+            Route::GeminiStream => "/v1beta/models/{model}:streamGenerateContent",
         }
     }
 }

@@ -10,8 +10,12 @@ fn target(model: &str) -> Target<'_> {
 }
 
 fn body(request: &LmRequest) -> Value {
-    serde_json::from_slice(&Gemini.body(target("gemini-2.5-flash"), request, false).unwrap())
-        .unwrap()
+    serde_json::from_slice(
+        &Gemini
+            .body(target("gemini-2.5-flash"), request, false)
+            .unwrap(),
+    )
+    .unwrap()
 }
 
 fn refusal(request: &LmRequest) -> String {
@@ -76,7 +80,10 @@ fn messages_become_system_instruction_and_alternating_contents() {
         ("max_completion_tokens", json!(9)),
         ("stop", json!("X")),
         ("parallel_tool_calls", json!(true)),
-        ("safetySettings", json!([{"category": "HARM_CATEGORY_HARASSMENT", "threshold": "BLOCK_NONE"}])),
+        (
+            "safetySettings",
+            json!([{"category": "HARM_CATEGORY_HARASSMENT", "threshold": "BLOCK_NONE"}]),
+        ),
         ("generationConfig", json!({"topK": 3})),
     ] {
         req.extra.insert(k.into(), v);
@@ -160,7 +167,8 @@ fn what_gemini_cannot_carry_is_refused() {
     ]))]);
     assert!(refusal(&req).contains("ftp://host/a.png"));
     let mut req = LmRequest::prompt("hi");
-    req.extra.insert("reasoning_effort".into(), json!("extreme"));
+    req.extra
+        .insert("reasoning_effort".into(), json!("extreme"));
     assert!(refusal(&req).contains("\"extreme\""));
     let mut req = LmRequest::prompt("hi");
     req.extra
@@ -203,9 +211,7 @@ fn json_mode_picks_the_schema_field() {
     let config = &body(&req)["generationConfig"];
     assert_eq!(config["responseJsonSchema"], full);
     assert!(config.get("responseSchema").is_none());
-    assert!(!fits_openapi_subset(
-        &json!({"type": ["string", "null"]})
-    ));
+    assert!(!fits_openapi_subset(&json!({"type": ["string", "null"]})));
     assert!(!fits_openapi_subset(
         &json!({"type": "object", "properties": {"a": {"$ref": "#/$defs/A"}}})
     ));
@@ -249,7 +255,10 @@ fn tools_and_tool_choice() {
         json!({"functionCallingConfig": {"mode": "ANY", "allowedFunctionNames": ["get_weather"]}})
     );
     for (choice, mode) in [("auto", "AUTO"), ("none", "NONE"), ("required", "ANY")] {
-        assert_eq!(tool_config(&json!(choice)).unwrap()["functionCallingConfig"]["mode"], mode);
+        assert_eq!(
+            tool_config(&json!(choice)).unwrap()["functionCallingConfig"]["mode"],
+            mode
+        );
     }
 }
 
@@ -260,7 +269,10 @@ fn reasoning_effort_becomes_thinking_config() {
         config("gemini-2.5-flash", "low"),
         json!({"thinkingBudget": 2048, "includeThoughts": true})
     );
-    assert_eq!(config("gemini-2.5-pro", "none"), json!({"thinkingBudget": 0}));
+    assert_eq!(
+        config("gemini-2.5-pro", "none"),
+        json!({"thinkingBudget": 0})
+    );
     assert_eq!(
         config("gemini-3-pro-preview", "xhigh"),
         json!({"thinkingLevel": "high", "includeThoughts": true})
@@ -348,15 +360,29 @@ fn blocks_and_empty_answers_are_errors() {
     assert!(f.message.contains("blocked the prompt"), "{}", f.message);
     let (_, f) = failed(json!({"candidates": [{"finishReason": "RECITATION", "index": 0}]}));
     assert_eq!(f.code.as_deref(), Some("RECITATION"));
-    let (_, f) = failed(json!({"candidates": [{"content": {"parts": []}, "finishReason": "PROHIBITED_CONTENT", "finishMessage": "no"}]}));
+    let (_, f) = failed(
+        json!({"candidates": [{"content": {"parts": []}, "finishReason": "PROHIBITED_CONTENT", "finishMessage": "no"}]}),
+    );
     assert!(f.message.ends_with(": no"), "{}", f.message);
     // Text cut by a filter is kept, marked as filtered.
     let d = decode(json!({"candidates": [{"content": {"parts": [{"text": "partial"}]}, "finishReason": "SAFETY"}]})).unwrap();
-    assert_eq!(d.choices[0].finish_reason, Some(FinishReason::ContentFilter));
+    assert_eq!(
+        d.choices[0].finish_reason,
+        Some(FinishReason::ContentFilter)
+    );
     // BLOCK_REASON_UNSPECIFIED is no block.
-    assert!(decode(json!({"promptFeedback": {"blockReason": "BLOCK_REASON_UNSPECIFIED"},
-        "candidates": [{"content": {"parts": [{"text": "ok"}]}, "finishReason": "STOP"}]})).is_ok());
-    for empty in [json!({}), json!({"candidates": []}), json!({"usageMetadata": {}})] {
+    assert!(
+        decode(
+            json!({"promptFeedback": {"blockReason": "BLOCK_REASON_UNSPECIFIED"},
+        "candidates": [{"content": {"parts": [{"text": "ok"}]}, "finishReason": "STOP"}]})
+        )
+        .is_ok()
+    );
+    for empty in [
+        json!({}),
+        json!({"candidates": []}),
+        json!({"usageMetadata": {}}),
+    ] {
         assert!(
             matches!(decode(empty), Err(Unusable::Unreadable(m)) if m.contains("no candidates"))
         );
@@ -463,7 +489,10 @@ fn streams_report_blocks_and_errors() {
         Err(e) => panic!("{e}"),
     };
     let (status, f) = failed(r#"{"promptFeedback": {"blockReason": "PROHIBITED_CONTENT"}}"#);
-    assert_eq!((status, f.code.as_deref()), (200, Some("PROHIBITED_CONTENT")));
+    assert_eq!(
+        (status, f.code.as_deref()),
+        (200, Some("PROHIBITED_CONTENT"))
+    );
     let (_, f) = failed(r#"{"candidates": [{"finishReason": "SAFETY"}]}"#);
     assert_eq!(f.code.as_deref(), Some("SAFETY"));
     let (status, f) = failed(
@@ -474,7 +503,10 @@ fn streams_report_blocks_and_errors() {
     assert_eq!(status, 500);
     // A filter after some text finishes the candidate as filtered.
     let mut r = GeminiStream::default();
-    events(&mut r, json!({"candidates": [{"content": {"parts": [{"text": "a"}]}}]}));
+    events(
+        &mut r,
+        json!({"candidates": [{"content": {"parts": [{"text": "a"}]}}]}),
+    );
     let e = events(&mut r, json!({"candidates": [{"finishReason": "SAFETY"}]}));
     assert_eq!(
         e,
@@ -501,7 +533,8 @@ fn fuzzing_entry_points() {
     ]);
     assert_eq!(events.len(), 2);
     assert!(complete);
-    let (_, complete) = fuzzing::stream([r#"{"candidates": [{"content": {"parts": [{"text": "a"}]}}]}"#]);
+    let (_, complete) =
+        fuzzing::stream([r#"{"candidates": [{"content": {"parts": [{"text": "a"}]}}]}"#]);
     assert!(!complete);
     assert_eq!(fuzzing::error("{}").1, "{}");
 }
