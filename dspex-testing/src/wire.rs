@@ -218,6 +218,7 @@ async fn connection<H, F>(
         let mut request = Request::new(body);
         *request.method_mut() = head.method;
         *request.uri_mut() = head.uri;
+        *request.headers_mut() = head.headers;
         let response = (service.handler)(request).await;
         // Once the server stops, the answer under way is the connection's last.
         let keep_alive = head.keep_alive && !*shutdown.borrow();
@@ -253,6 +254,9 @@ struct Head {
     body: BodyFraming,
     keep_alive: bool,
     expect_continue: bool,
+    /// The request's headers (the handlers check keys: Gemini's `x-goog-api-key`); a header
+    /// whose name or value `http` cannot hold is left out.
+    headers: http::HeaderMap,
     /// Bytes of the head.
     length: usize,
 }
@@ -276,7 +280,14 @@ fn parse_head(buf: &[u8]) -> Result<Option<Head>, BadRequest> {
     let http11 = request.version == Some(1);
     let (mut content_length, mut chunked, mut close, mut expect_continue) =
         (None, false, false, false);
+    let mut headers = http::HeaderMap::with_capacity(request.headers.len());
     for h in request.headers.iter() {
+        if let (Ok(name), Ok(value)) = (
+            http::HeaderName::from_bytes(h.name.as_bytes()),
+            http::HeaderValue::from_bytes(h.value),
+        ) {
+            headers.append(name, value);
+        }
         if h.name.eq_ignore_ascii_case("content-length") {
             let n = std::str::from_utf8(h.value)
                 .ok()
@@ -313,6 +324,7 @@ fn parse_head(buf: &[u8]) -> Result<Option<Head>, BadRequest> {
         // HTTP/1.0 connections close after one answer.
         keep_alive: http11 && !close,
         expect_continue,
+        headers,
         length,
     }))
 }
