@@ -38,6 +38,8 @@ pub const TARGETS: &[(&str, Target)] = &[
     ("tool_calls", adapter::tool_calls),
     ("http1_response", wire::http1_response),
     ("sse_stream", wire::sse_stream),
+    ("gemini_response", wire::gemini_response),
+    ("gemini_stream", wire::gemini_stream),
     ("bridge_frames", bridge::bridge_frames),
     ("mock_request", mock::mock_request),
     ("bm25_open", index::bm25_open),
