@@ -218,6 +218,7 @@ async fn connection<H, F>(
         let mut request = Request::new(body);
         *request.method_mut() = head.method;
         *request.uri_mut() = head.uri;
+        *request.headers_mut() = head.headers;
         let response = (service.handler)(request).await;
         // Once the server stops, the answer under way is the connection's last.
         let keep_alive = head.keep_alive && !*shutdown.borrow();
@@ -250,6 +251,8 @@ enum BodyFraming {
 struct Head {
     method: Method,
     uri: http::Uri,
+    /// The request's headers (a handler checks a provider's key header, a version header).
+    headers: http::HeaderMap,
     body: BodyFraming,
     keep_alive: bool,
     expect_continue: bool,
@@ -276,7 +279,13 @@ fn parse_head(buf: &[u8]) -> Result<Option<Head>, BadRequest> {
     let http11 = request.version == Some(1);
     let (mut content_length, mut chunked, mut close, mut expect_continue) =
         (None, false, false, false);
+    let mut header_map = http::HeaderMap::with_capacity(request.headers.len());
     for h in request.headers.iter() {
+        let name = http::header::HeaderName::from_bytes(h.name.as_bytes())
+            .map_err(|_| bad("invalid header name"))?;
+        let value =
+            http::HeaderValue::from_bytes(h.value).map_err(|_| bad("invalid header value"))?;
+        header_map.append(name, value);
         if h.name.eq_ignore_ascii_case("content-length") {
             let n = std::str::from_utf8(h.value)
                 .ok()
@@ -309,6 +318,7 @@ fn parse_head(buf: &[u8]) -> Result<Option<Head>, BadRequest> {
     Ok(Some(Head {
         method,
         uri,
+        headers: header_map,
         body,
         // HTTP/1.0 connections close after one answer.
         keep_alive: http11 && !close,

@@ -13,9 +13,10 @@
 //!   the meaning of an error answer ([`Protocol::error`]).
 //!
 //! One file per protocol: `openai` (chat and text completions, the protocol of every
-//! OpenAI-compatible server). The provider table (`provider.rs`) picks the protocol from the
+//! OpenAI-compatible server), `azure` (the same bodies at Azure OpenAI's deployment URLs). The provider table (`provider.rs`) picks the protocol from the
 //! model string's prefix.
 
+pub(crate) mod azure;
 pub(crate) mod openai;
 
 use crate::error::LmError;
@@ -33,6 +34,8 @@ pub(crate) struct Target<'a> {
     pub(crate) model_type: ModelType,
     /// The body key of the token limit, where the provider renames it.
     pub(crate) max_tokens_key: &'static str,
+    /// The API version the provider's URLs carry (Azure's `api-version`).
+    pub(crate) api_version: Option<&'a str>,
 }
 
 /// Endpoint paths, relative to the base URL (no leading slash; may carry a query).

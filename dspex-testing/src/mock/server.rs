@@ -65,7 +65,50 @@ pub(super) async fn handle(shared: &Shared, req: Request) -> Response {
         | "/models"
         | "/stats"
         | "/health" => method_not_allowed(&req),
+        path if path.starts_with("/openai/deployments/") => azure(shared, req, arrived).await,
         _ => not_found(&req),
+    }
+}
+
+/// Azure OpenAI's deployment routes (`/openai/deployments/{deployment}/chat/completions`,
+/// `/completions`, `/embeddings`): the OpenAI handlers, behind Azure's checks — an
+/// `api-version` query (404 without, as Azure answers) and an `api-key` header (401 without).
+async fn azure(shared: &Shared, req: Request, arrived: Instant) -> Response {
+    let path = req.uri().path().to_string();
+    let rest = path
+        .strip_prefix("/openai/deployments/")
+        .and_then(|r| r.split_once('/'))
+        .filter(|(deployment, _)| !deployment.is_empty())
+        .map(|(_, rest)| rest.to_string());
+    let route = match rest.as_deref() {
+        Some("chat/completions") => Route::AzureChat,
+        Some("completions") => Route::AzureCompletions,
+        Some("embeddings") => Route::AzureEmbeddings,
+        _ => return not_found(&req),
+    };
+    if req.method() != Method::POST {
+        return method_not_allowed(&req);
+    }
+    let has_version = req.uri().query().is_some_and(|q| {
+        q.split('&')
+            .any(|pair| pair.starts_with("api-version=") && pair.len() > "api-version=".len())
+    });
+    if !has_version {
+        return json(
+            StatusCode::NOT_FOUND,
+            &serde_json::json!({"error": {"code": "404", "message": "Resource not found"}}),
+        );
+    }
+    if !req.headers().contains_key("api-key") {
+        return json(
+            StatusCode::UNAUTHORIZED,
+            &serde_json::json!({"error": {"code": "401", "message": "Access denied due to invalid subscription key or wrong API endpoint. Make sure to provide a valid key for an active subscription and use a correct regional API endpoint for your resource."}}),
+        );
+    }
+    match route {
+        Route::AzureChat => chat(shared, route, req, arrived).await,
+        Route::AzureCompletions => completions(shared, route, req, arrived).await,
+        _ => embeddings(shared, route, req, arrived).await,
     }
 }
 

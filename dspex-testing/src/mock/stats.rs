@@ -47,10 +47,13 @@ pub(crate) enum Route {
     Embeddings,
     ModelsV1,
     Models,
+    AzureChat,
+    AzureCompletions,
+    AzureEmbeddings,
 }
 
 impl Route {
-    pub(crate) const ALL: [Route; 8] = [
+    pub(crate) const ALL: [Route; 11] = [
         Route::ChatV1,
         Route::Chat,
         Route::CompletionsV1,
@@ -59,6 +62,9 @@ impl Route {
         Route::Embeddings,
         Route::ModelsV1,
         Route::Models,
+        Route::AzureChat,
+        Route::AzureCompletions,
+        Route::AzureEmbeddings,
     ];
 
     pub(crate) fn path(self) -> &'static str {
@@ -71,6 +77,9 @@ impl Route {
             Route::Embeddings => "/embeddings",
             Route::ModelsV1 => "/v1/models",
             Route::Models => "/models",
+            Route::AzureChat => "/openai/deployments/{deployment}/chat/completions",
+            Route::AzureCompletions => "/openai/deployments/{deployment}/completions",
+            Route::AzureEmbeddings => "/openai/deployments/{deployment}/embeddings",
         }
     }
 }
