@@ -11,6 +11,9 @@ pub enum ModelType {
     Chat,
     /// `/completions` (the messages' contents joined into one prompt).
     Text,
+    /// `/responses`, OpenAI's Responses API (DSPy's `model_type="responses"`): for OpenAI and
+    /// the OpenAI-compatible providers that serve it.
+    Responses,
 }
 
 /// Where and how to reach a model.

@@ -241,6 +241,17 @@ impl LmBuilder {
             (None, None) => None,
         };
         let model_type = self.model_type.unwrap_or(provider.model_type);
+        let mut provider = provider;
+        if model_type == ModelType::Responses {
+            if provider.protocol.name() != "openai" {
+                return Err(config(format!(
+                    "model_type Responses is OpenAI's Responses API: `{}` models speak the {} protocol",
+                    provider.name,
+                    provider.protocol.name()
+                )));
+            }
+            provider.protocol = &crate::protocol::responses::Responses;
+        }
         let endpoint = provider::redact_url(&base);
         let url = |path: &str| {
             reqwest::Url::parse(&format!("{base}/{path}"))

@@ -762,6 +762,7 @@ impl LM {
         match self.settings.model_type {
             ModelType::Chat => "dspex.chat",
             ModelType::Text => "dspex.text",
+            ModelType::Responses => "dspex.responses",
         }
     }
 

@@ -36,6 +36,7 @@ impl Protocol for AzureOpenAi {
         let call = match target.model_type {
             ModelType::Chat => at("chat/completions"),
             ModelType::Text => at("completions"),
+            ModelType::Responses => at("responses"),
         };
         Paths {
             stream: call.clone(),

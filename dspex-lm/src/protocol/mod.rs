@@ -13,11 +13,13 @@
 //!   the meaning of an error answer ([`Protocol::error`]).
 //!
 //! One file per protocol: `openai` (chat and text completions, the protocol of every
-//! OpenAI-compatible server), `azure` (the same bodies at Azure OpenAI's deployment URLs). The provider table (`provider.rs`) picks the protocol from the
+//! OpenAI-compatible server), `azure` (the same bodies at Azure OpenAI's deployment URLs), `responses` (OpenAI's Responses
+//! API, DSPy's `model_type="responses"`). The provider table (`provider.rs`) picks the protocol from the
 //! model string's prefix.
 
 pub(crate) mod azure;
 pub(crate) mod openai;
+pub(crate) mod responses;
 
 use crate::error::LmError;
 use crate::provider::ModelType;
@@ -140,6 +142,11 @@ pub(crate) trait Protocol: Send + Sync + std::fmt::Debug {
 
     /// The code and message of an error answer's body.
     fn error(&self, body: &str) -> Failure;
+}
+
+/// Every protocol, for the fuzz targets.
+pub(crate) fn all() -> &'static [&'static dyn Protocol] {
+    &[&openai::OpenAi, &azure::AzureOpenAi, &responses::Responses]
 }
 
 /// `message` as [`LmError::UnsupportedFeature`] for `model`.

@@ -38,6 +38,7 @@ pub const TARGETS: &[(&str, Target)] = &[
     ("tool_calls", adapter::tool_calls),
     ("http1_response", wire::http1_response),
     ("sse_stream", wire::sse_stream),
+    ("provider_wire", wire::provider_wire),
     ("bridge_frames", bridge::bridge_frames),
     ("mock_request", mock::mock_request),
     ("bm25_open", index::bm25_open),

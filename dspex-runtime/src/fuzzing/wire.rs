@@ -188,6 +188,12 @@ pub fn sse_stream(data: &[u8]) {
     response_bodies(body);
 }
 
+/// The provider protocols' readers of response bodies, error bodies and streams: the first
+/// byte picks the protocol (`dspex_lm::__fuzz::provider_wire` holds the checks).
+pub fn provider_wire(data: &[u8]) {
+    crate::lm::__fuzz::provider_wire(data);
+}
+
 /// The non-streaming bodies: a chat and a text completion, an embeddings answer, an error body.
 fn response_bodies(body: &[u8]) {
     for model_type in [ModelType::Chat, ModelType::Text] {

@@ -4,6 +4,7 @@
 mod answer;
 mod fault;
 mod openai;
+mod responses;
 mod server;
 mod stats;
 mod timer;

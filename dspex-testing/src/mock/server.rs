@@ -65,6 +65,13 @@ pub(super) async fn handle(shared: &Shared, req: Request) -> Response {
         | "/models"
         | "/stats"
         | "/health" => method_not_allowed(&req),
+        "/v1/responses" if post => {
+            super::responses::responses(shared, Route::ResponsesV1, req, arrived).await
+        }
+        "/responses" if post => {
+            super::responses::responses(shared, Route::Responses, req, arrived).await
+        }
+        "/v1/responses" | "/responses" => method_not_allowed(&req),
         path if path.starts_with("/openai/deployments/") => azure(shared, req, arrived).await,
         _ => not_found(&req),
     }
@@ -245,7 +252,7 @@ async fn chat(shared: &Shared, route: Route, req: Request, arrived: Instant) -> 
 }
 
 /// The `n` completions for a prompt, each with its finish reason.
-fn generate(
+pub(super) fn generate(
     shared: &Shared,
     prompt: Prompt<'_>,
     format: Format<'_>,
@@ -571,7 +578,7 @@ fn model_list() -> serde_json::Value {
 
 /// Picks the request's fault, counts it, sleeps the latency (and a hang), and answers the
 /// faults that replace the response entirely. `Ok` carries a fault that alters the response.
-async fn prelude(
+pub(super) async fn prelude(
     shared: &Shared,
     arrived: Instant,
     api: Api,
@@ -642,7 +649,7 @@ async fn prelude(
 }
 
 /// A JSON response, altered by a body fault.
-fn json_with_fault<T: Serialize>(value: &T, fault: Option<&Fault>) -> Response {
+pub(super) fn json_with_fault<T: Serialize>(value: &T, fault: Option<&Fault>) -> Response {
     let body = match serde_json::to_vec(value) {
         Ok(b) => b,
         Err(e) => return internal(&e.to_string()),
@@ -658,7 +665,7 @@ fn json_with_fault<T: Serialize>(value: &T, fault: Option<&Fault>) -> Response {
 }
 
 /// A server-sent-events response, altered by a body fault.
-fn sse(mut events: Vec<Bytes>, fault: Option<&Fault>) -> Response {
+pub(super) fn sse(mut events: Vec<Bytes>, fault: Option<&Fault>) -> Response {
     match fault {
         Some(Fault::ResetMidBody) => {
             return reset(events.concat().into(), "text/event-stream", false);
@@ -733,7 +740,7 @@ async fn read_body(req: Request) -> Result<Bytes, Response> {
     Ok(req.into_body())
 }
 
-fn event<T: Serialize>(value: &T) -> Bytes {
+pub(super) fn event<T: Serialize>(value: &T) -> Bytes {
     let mut out = b"data: ".to_vec();
     // Serializing these plain structs cannot fail; an error would only drop the payload.
     let _ = serde_json::to_writer(&mut out, value);
@@ -741,7 +748,7 @@ fn event<T: Serialize>(value: &T) -> Bytes {
     Bytes::from(out)
 }
 
-fn now() -> u64 {
+pub(super) fn now() -> u64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map_or(0, |d| d.as_secs())

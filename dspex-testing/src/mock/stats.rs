@@ -50,10 +50,12 @@ pub(crate) enum Route {
     AzureChat,
     AzureCompletions,
     AzureEmbeddings,
+    ResponsesV1,
+    Responses,
 }
 
 impl Route {
-    pub(crate) const ALL: [Route; 11] = [
+    pub(crate) const ALL: [Route; 13] = [
         Route::ChatV1,
         Route::Chat,
         Route::CompletionsV1,
@@ -65,6 +67,8 @@ impl Route {
         Route::AzureChat,
         Route::AzureCompletions,
         Route::AzureEmbeddings,
+        Route::ResponsesV1,
+        Route::Responses,
     ];
 
     pub(crate) fn path(self) -> &'static str {
@@ -80,6 +84,8 @@ impl Route {
             Route::AzureChat => "/openai/deployments/{deployment}/chat/completions",
             Route::AzureCompletions => "/openai/deployments/{deployment}/completions",
             Route::AzureEmbeddings => "/openai/deployments/{deployment}/embeddings",
+            Route::ResponsesV1 => "/v1/responses",
+            Route::Responses => "/responses",
         }
     }
 }
