@@ -108,7 +108,7 @@ async fn plain_typed_streamed_and_multiple_completions() {
         match event.expect("no stream error") {
             StreamEvent::Delta { text: t, .. } => text.push_str(&t),
             StreamEvent::Usage(u) => usage = Some(u),
-            StreamEvent::Finish { .. } => {}
+            _ => {}
         }
     }
     assert!(!text.is_empty() && usage.is_some());

@@ -100,6 +100,7 @@ async fn plain_typed_streamed_and_several_completions() {
             StreamEvent::Delta { text: t, .. } => text.push_str(&t),
             StreamEvent::Usage(u) => usage = Some(u),
             StreamEvent::Finish { .. } => finished = true,
+            _ => {}
         }
     }
     assert!(!text.is_empty() && usage.is_some() && finished);

@@ -200,6 +200,13 @@ async fn chat(shared: &Shared, route: Route, req: Request, arrived: Instant) -> 
     let created = now();
     let model = request.model.as_deref().unwrap_or("mock");
 
+    // A rule's tool calls, when the request offers tools (native function calling).
+    let tool_calls = request
+        .tools
+        .as_ref()
+        .filter(|tools| !tools.is_empty())
+        .and_then(|_| shared.tool_calls_for(&user, conversation.as_deref()))
+        .filter(|calls| !calls.is_empty());
     if streaming {
         let include_usage = request
             .stream_options
@@ -211,16 +218,15 @@ async fn chat(shared: &Shared, route: Route, req: Request, arrived: Instant) -> 
             created,
             model,
         };
-        let events = chat_events(&meta, &choices, include_usage.then_some(usage), empty);
+        let events = chat_events(
+            &meta,
+            &choices,
+            tool_calls.unwrap_or_default(),
+            include_usage.then_some(usage),
+            empty,
+        );
         return sse(events, fault.as_ref());
     }
-    // A rule's tool calls, when the request offers tools (native function calling).
-    let tool_calls = request
-        .tools
-        .as_ref()
-        .filter(|tools| !tools.is_empty())
-        .and_then(|_| shared.tool_calls_for(&user, conversation.as_deref()))
-        .filter(|calls| !calls.is_empty());
     let response = ChatCompletion {
         id: &id,
         object: "chat.completion",
@@ -312,10 +318,13 @@ fn chat_delta(
     chat_chunk(meta, vec![choice], None)
 }
 
-/// The SSE events of a streamed chat completion, `data: [DONE]` last.
+/// The SSE events of a streamed chat completion, `data: [DONE]` last. Tool calls follow each
+/// choice's text as OpenAI streams them: a first piece with the call's id and name, then its
+/// arguments in two pieces; the choice then finishes with `tool_calls`.
 fn chat_events(
     meta: &Meta<'_>,
     choices: &[(String, &'static str)],
+    tool_calls: &[serde_json::Value],
     usage: Option<Usage>,
     empty: bool,
 ) -> Vec<Bytes> {
@@ -336,6 +345,43 @@ fn chat_events(
             };
             events.push(chat_delta(meta, index, delta, None));
         }
+        for (call_index, call) in tool_calls.iter().enumerate() {
+            let arguments = call
+                .pointer("/function/arguments")
+                .and_then(serde_json::Value::as_str)
+                .unwrap_or("{}");
+            let cut = arguments
+                .char_indices()
+                .nth(arguments.chars().count() / 2)
+                .map_or(0, |(i, _)| i);
+            let piece = |value: serde_json::Value| {
+                event(&serde_json::json!({
+                    "id": meta.id,
+                    "object": "chat.completion.chunk",
+                    "created": meta.created,
+                    "model": meta.model,
+                    "system_fingerprint": "fp_mock",
+                    "choices": [{"index": index, "delta": {"tool_calls": [value]}, "logprobs": null, "finish_reason": null}],
+                }))
+            };
+            events.push(piece(serde_json::json!({
+                "index": call_index,
+                "id": call.get("id"),
+                "type": "function",
+                "function": {"name": call.pointer("/function/name"), "arguments": ""},
+            })));
+            for part in [&arguments[..cut], &arguments[cut..]] {
+                events.push(piece(serde_json::json!({
+                    "index": call_index,
+                    "function": {"arguments": part},
+                })));
+            }
+        }
+        let finish = if tool_calls.is_empty() || *finish != "stop" {
+            finish
+        } else {
+            "tool_calls"
+        };
         events.push(chat_delta(meta, index, Delta::default(), Some(finish)));
     }
     if let Some(usage) = usage {
