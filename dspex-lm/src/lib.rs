@@ -11,6 +11,9 @@
 //! - [`LmRequest`], [`LmResponse`], [`LmError`] — the values that cross the trait.
 //! - [`Embedder`] — texts to vectors, from an [`LM`]'s embeddings endpoint or a function.
 
+#[doc(hidden)]
+#[path = "fuzz_entry.rs"]
+pub mod __fuzz;
 mod breaker;
 mod cache;
 mod client;

@@ -181,6 +181,7 @@ async fn streaming_text_and_a_typed_stream() {
             }
             StreamEvent::Finish { reason, .. } => finish = Some(reason),
             StreamEvent::Usage(u) => usage = Some(u),
+            other => panic!("a plain answer streams no {other:?}"),
         }
     }
     assert_eq!(text, LONG);
@@ -654,4 +655,72 @@ fn the_key_never_leaks() {
         );
     }
     assert!(cache_files > 0, "the disk cache wrote nothing");
+}
+
+/// Streams carry thoughts and function calls too: a streamed call with native function calling
+/// returns the calls (ids numbered across the stream) and a natively reasoning LM's thoughts
+/// fill a `dspy.Reasoning` output, as the plain calls do.
+#[tokio::test]
+async fn streams_carry_thoughts_and_function_calls() {
+    let server = server(
+        vec![
+            Rule::contains(
+                "Paris and Rome",
+                "[[ ## answer ## ]]\nChecking both.\n\n[[ ## completed ## ]]",
+            )
+            .with_tool_call("get_weather", json!({"city": "Paris"}))
+            .with_tool_call("get_weather", json!({"city": "Rome"})),
+        ],
+        vec![],
+    )
+    .await;
+    let predict = Predict::<ToolQA>::new().with_config(
+        CallConfig::new()
+            .lm(lm(&server))
+            .adapter(ChatAdapter::new().native_function_calling(true)),
+    );
+    let items = collect(predict.stream_with(
+        ToolQAInput {
+            question: "Weather in Paris and Rome?".into(),
+            tools: vec![get_weather_tool()],
+        },
+        &CallConfig::default(),
+        &StreamOptions::new(),
+    ))
+    .await;
+    let Some(Ok(StreamItem::Final(out))) = items.last() else {
+        panic!("{items:?}")
+    };
+    assert_eq!(out.answer, "Checking both.");
+    let calls = out.tool_calls.calls();
+    assert_eq!(calls.len(), 2);
+    assert_eq!(calls[0].id.as_deref(), Some("tool_call_0"));
+    assert_eq!(calls[1].id.as_deref(), Some("tool_call_1"));
+    assert_eq!(calls[1].args["city"], "Rome");
+
+    let thinking = LM::builder("gemini/gemini-2.5-flash")
+        .api_base(base(&server))
+        .api_key(KEY)
+        .cache(false)
+        .native_reasoning(true)
+        .build()
+        .unwrap();
+    let think = Predict::<Think>::new().with_config(CallConfig::new().lm(thinking));
+    let items = collect(think.stream_with(
+        ThinkInput {
+            question: "Think about it.".into(),
+        },
+        &CallConfig::default(),
+        &StreamOptions::new(),
+    ))
+    .await;
+    let Some(Ok(StreamItem::Final(out))) = items.last() else {
+        panic!("{items:?}")
+    };
+    assert!(
+        out.reasoning.starts_with("Thinking it over ("),
+        "{:?}",
+        out.reasoning
+    );
+    assert!(!out.answer.is_empty());
 }

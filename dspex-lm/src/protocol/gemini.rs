@@ -1027,6 +1027,8 @@ struct Candidate {
     generated: bool,
     /// Whether it has its finish reason.
     finished: bool,
+    /// How many tool calls it streamed so far (the next call's number).
+    calls: u32,
 }
 
 /// A `streamGenerateContent?alt=sse` stream: whole responses, one per event, no end marker.
@@ -1096,10 +1098,40 @@ impl StreamReader for GeminiStream {
                 ));
             }
             state.generated |= !read.text.is_empty() || !read.calls.is_empty();
+            let has_calls = !read.calls.is_empty();
+            if !read.reasoning.is_empty() {
+                events.push(StreamEvent::Reasoning {
+                    index,
+                    text: read.reasoning,
+                });
+            }
             if !read.text.is_empty() {
                 events.push(StreamEvent::Delta {
                     index,
                     text: read.text,
+                });
+            }
+            // Each call comes whole in one part; a call without an id gets one numbered across
+            // the stream, as a whole answer numbers them.
+            let given_ids: Vec<bool> = parts
+                .iter()
+                .filter_map(|p| p.function_call.as_ref())
+                .map(|c| c.id.as_deref().is_some_and(|id| !id.is_empty()))
+                .collect();
+            for (k, call) in read.calls.into_iter().enumerate() {
+                let number = state.calls;
+                state.calls = state.calls.saturating_add(1);
+                let id = if given_ids.get(k).copied().unwrap_or(true) {
+                    call.id
+                } else {
+                    Some(format!("tool_call_{number}"))
+                };
+                events.push(StreamEvent::ToolCall {
+                    index,
+                    call: number,
+                    id,
+                    name: Some(call.name),
+                    arguments: call.arguments,
                 });
             }
             let reason = c.finish_reason.unwrap_or_default();
@@ -1114,7 +1146,7 @@ impl StreamReader for GeminiStream {
             }
             state.finished = true;
             finished_now = true;
-            if let Some(reason) = finish_reason(&reason, !read.calls.is_empty()) {
+            if let Some(reason) = finish_reason(&reason, has_calls || state.calls > 0) {
                 events.push(StreamEvent::Finish { index, reason });
             }
         }

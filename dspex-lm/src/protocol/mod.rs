@@ -13,11 +13,15 @@
 //!   the meaning of an error answer ([`Protocol::error`]).
 //!
 //! One file per protocol: `openai` (chat and text completions, the protocol of every
-//! OpenAI-compatible server), `gemini` (Google AI Studio's `generateContent`). The provider table (`provider.rs`) picks the protocol from the
+//! OpenAI-compatible server), `azure` (the same bodies at Azure OpenAI's deployment URLs),
+//! `responses` (OpenAI's Responses API, DSPy's `model_type="responses"`), `gemini` (Google AI
+//! Studio's `generateContent`). The provider table (`provider.rs`) picks the protocol from the
 //! model string's prefix.
 
+pub(crate) mod azure;
 pub(crate) mod gemini;
 pub(crate) mod openai;
+pub(crate) mod responses;
 
 use crate::error::LmError;
 use crate::provider::ModelType;
@@ -34,6 +38,8 @@ pub(crate) struct Target<'a> {
     pub(crate) model_type: ModelType,
     /// The body key of the token limit, where the provider renames it.
     pub(crate) max_tokens_key: &'static str,
+    /// The API version the provider's URLs carry (Azure's `api-version`).
+    pub(crate) api_version: Option<&'a str>,
 }
 
 /// Endpoint paths, relative to the base URL (no leading slash; may carry a query).
@@ -159,6 +165,16 @@ pub(crate) trait Protocol: Send + Sync + std::fmt::Debug {
 
     /// The code and message of an error answer's body.
     fn error(&self, body: &str) -> Failure;
+}
+
+/// Every protocol, for the fuzz targets.
+pub(crate) fn all() -> &'static [&'static dyn Protocol] {
+    &[
+        &openai::OpenAi,
+        &azure::AzureOpenAi,
+        &responses::Responses,
+        &gemini::Gemini,
+    ]
 }
 
 /// `message` as [`LmError::UnsupportedFeature`] for `model`.

@@ -40,6 +40,7 @@ pub const TARGETS: &[(&str, Target)] = &[
     ("sse_stream", wire::sse_stream),
     ("gemini_response", wire::gemini_response),
     ("gemini_stream", wire::gemini_stream),
+    ("provider_wire", wire::provider_wire),
     ("bridge_frames", bridge::bridge_frames),
     ("mock_request", mock::mock_request),
     ("bm25_open", index::bm25_open),

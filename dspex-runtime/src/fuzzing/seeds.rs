@@ -121,6 +121,12 @@ pub fn all(fixtures: &Path) -> Result<Vec<(&'static str, Vec<u8>)>, String> {
         let mut body = vec![5u8];
         body.extend_from_slice(&answer_body(answer));
         add("sse_stream", body);
+        // Every protocol reads every answer (the first byte picks the protocol).
+        for selector in 0..8u8 {
+            let mut body = vec![selector];
+            body.extend_from_slice(&answer_body(answer));
+            add("provider_wire", body);
+        }
         if request.windows(7).any(|w| w == b"/v1beta") {
             let body = answer_body(answer);
             add("gemini_response", body.clone());
@@ -447,6 +453,14 @@ fn capture_mock_answers() -> Result<Vec<Exchange>, String> {
             r#"{"model":"mock","n":2,"messages":[{"role":"system","content":"Your output fields are:\n1. `answer` (int)"},{"role":"user","content":"[[ ## question ## ]]\nq"}]}"#,
         ),
         ("/v1/completions", r#"{"model":"mock","prompt":"Once"}"#),
+        (
+            "/v1/responses",
+            r#"{"model":"mock","input":[{"role":"user","content":[{"type":"input_text","text":"Hi"}]}]}"#,
+        ),
+        (
+            "/v1/responses",
+            r#"{"model":"mock","input":"Hi","stream":true}"#,
+        ),
         (
             "/v1/embeddings",
             r#"{"model":"mock","input":["a","b"]}"#,

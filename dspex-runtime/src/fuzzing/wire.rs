@@ -190,6 +190,12 @@ pub fn sse_stream(data: &[u8]) {
     response_bodies(body);
 }
 
+/// The provider protocols' readers of response bodies, error bodies and streams: the first
+/// byte picks the protocol (`dspex_lm::__fuzz::provider_wire` holds the checks).
+pub fn provider_wire(data: &[u8]) {
+    crate::lm::__fuzz::provider_wire(data);
+}
+
 /// The non-streaming bodies: a chat and a text completion, an embeddings answer, an error body.
 fn response_bodies(body: &[u8]) {
     for model_type in [ModelType::Chat, ModelType::Text] {
@@ -295,6 +301,19 @@ pub fn gemini_stream(data: &[u8]) {
                         StreamEvent::Usage(_) => {
                             assert!(finishes > 0, "usage without a finish in its chunk");
                         }
+                        StreamEvent::Reasoning { index, text } => {
+                            assert!(!text.is_empty(), "an empty reasoning delta");
+                            assert!(!finished.contains(index), "reasoning after a finish");
+                        }
+                        StreamEvent::ToolCall { index, name, .. } => {
+                            assert!(
+                                name.as_ref().is_some_and(|n| !n.is_empty()),
+                                "a call without a name"
+                            );
+                            assert!(!finished.contains(index), "a call after a finish");
+                            started.insert(*index);
+                        }
+                        _ => {}
                     }
                 }
             }

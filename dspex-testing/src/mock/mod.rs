@@ -5,6 +5,7 @@ mod answer;
 mod fault;
 mod gemini;
 mod openai;
+mod responses;
 mod server;
 mod stats;
 mod timer;

@@ -6,6 +6,7 @@ fn target(model: &str) -> Target<'_> {
         model_id: model,
         model_type: ModelType::Chat,
         max_tokens_key: "max_tokens",
+        api_version: None,
     }
 }
 
@@ -439,10 +440,14 @@ fn streams_complete_when_every_candidate_finished() {
         json!({"candidates": [{"content": {"parts": [{"text": "lo"}, {"text": "hmm", "thought": true}]}, "finishReason": "STOP", "index": 0}],
                "usageMetadata": {"promptTokenCount": 2, "candidatesTokenCount": 1}}),
     );
-    // Candidate 1 is still open: no usage yet.
+    // Candidate 1 is still open: no usage yet. The thought streams as reasoning.
     assert_eq!(
         e,
         [
+            StreamEvent::Reasoning {
+                index: 0,
+                text: "hmm".into()
+            },
             StreamEvent::Delta {
                 index: 0,
                 text: "lo".into()
