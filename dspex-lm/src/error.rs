@@ -293,9 +293,12 @@ impl LmErrorKind {
             | "model_not_available"
             | "unsupported_model"
             | "DeploymentNotFound" => Some(LmErrorKind::UnsupportedModel),
-            "insufficient_quota" | "exceeded_current_quota_error" | "billing_error" => {
-                Some(LmErrorKind::Billing)
-            }
+            // Gemini's FAILED_PRECONDITION: the free tier is not offered where the caller is,
+            // billing must be enabled (DSPy's Gemini client calls it a billing error).
+            "insufficient_quota"
+            | "exceeded_current_quota_error"
+            | "billing_error"
+            | "FAILED_PRECONDITION" => Some(LmErrorKind::Billing),
             "invalid_api_key"
             | "authentication_error"
             | "permission_error"
@@ -313,7 +316,11 @@ impl LmErrorKind {
         if let Some(kind) = by_code {
             return kind;
         }
-        let base = LmErrorKind::of_status(status);
+        let base = if is_gemini_refusal(code) {
+            LmErrorKind::InvalidRequest
+        } else {
+            LmErrorKind::of_status(status)
+        };
         if matches!(base, LmErrorKind::InvalidRequest) {
             if is_context_window_message(message) {
                 return LmErrorKind::ContextWindowExceeded;
@@ -332,6 +339,35 @@ impl std::fmt::Display for LmErrorKind {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.write_str(self.dspy_name())
     }
+}
+
+/// Whether `code` is one of Gemini's codes for a request it refuses, whatever the status: its
+/// `INVALID_ARGUMENT` and `NOT_FOUND` statuses (in a stream's error event too), and the block
+/// and finish reasons of a prompt or candidate it stopped inside a 200 answer (`SAFETY`,
+/// `PROHIBITED_CONTENT`, …) — DSPy's Gemini client raises `LMInvalidRequestError` for those.
+fn is_gemini_refusal(code: &str) -> bool {
+    matches!(
+        code,
+        "INVALID_ARGUMENT"
+            | "NOT_FOUND"
+            | "SAFETY"
+            | "OTHER"
+            | "BLOCKLIST"
+            | "PROHIBITED_CONTENT"
+            | "IMAGE_SAFETY"
+            | "RECITATION"
+            | "LANGUAGE"
+            | "SPII"
+            | "MALFORMED_FUNCTION_CALL"
+            | "IMAGE_PROHIBITED_CONTENT"
+            | "IMAGE_OTHER"
+            | "NO_IMAGE"
+            | "IMAGE_RECITATION"
+            | "UNEXPECTED_TOOL_CALL"
+            | "TOO_MANY_TOOL_CALLS"
+            | "MISSING_THOUGHT_SIGNATURE"
+            | "MALFORMED_RESPONSE"
+    )
 }
 
 /// Whether a provider's message says the prompt is too long for the model (the wording of
@@ -614,6 +650,56 @@ mod tests {
             )
             .eq(&LmErrorKind::ContextWindowExceeded)
         );
+        // Gemini's codes whatever the status: a 200 answer that blocked the prompt, an error
+        // event inside a stream, billing preconditions.
+        for code in [
+            "SAFETY",
+            "PROHIBITED_CONTENT",
+            "RECITATION",
+            "OTHER",
+            "BLOCKLIST",
+        ] {
+            let blocked = LmError::from_provider("m", "e", 200, Some(code.into()), "blocked", None);
+            assert_eq!(blocked.kind(), LmErrorKind::InvalidRequest, "{code}");
+            assert!(!blocked.is_retryable());
+        }
+        assert_eq!(
+            kind(500, Some("INVALID_ARGUMENT"), "bad schema"),
+            LmErrorKind::InvalidRequest
+        );
+        assert_eq!(
+            kind(
+                200,
+                Some("INVALID_ARGUMENT"),
+                "The input token count (1048577) exceeds the maximum number of tokens allowed (1048576)."
+            ),
+            LmErrorKind::ContextWindowExceeded
+        );
+        assert_eq!(
+            kind(
+                404,
+                Some("NOT_FOUND"),
+                "models/gemini-nope is not found for API version v1beta, or is not supported for generateContent."
+            ),
+            LmErrorKind::UnsupportedModel
+        );
+        assert_eq!(
+            kind(
+                400,
+                Some("FAILED_PRECONDITION"),
+                "User location is not supported for the API use without a billing account linked."
+            ),
+            LmErrorKind::Billing
+        );
+        assert_eq!(
+            kind(503, Some("UNAVAILABLE"), "The model is overloaded."),
+            LmErrorKind::Server
+        );
+        assert_eq!(
+            kind(504, Some("DEADLINE_EXCEEDED"), "Deadline expired"),
+            LmErrorKind::Timeout
+        );
+        assert_eq!(kind(401, Some("UNAUTHENTICATED"), "no"), LmErrorKind::Auth);
         // Local failures.
         let config = LmError::Config {
             model: "m".into(),

@@ -11,6 +11,9 @@
 //! - [`LmRequest`], [`LmResponse`], [`LmError`] — the values that cross the trait.
 //! - [`Embedder`] — texts to vectors, from an [`LM`]'s embeddings endpoint or a function.
 
+#[doc(hidden)]
+#[path = "fuzz_entry.rs"]
+pub mod __fuzz;
 mod breaker;
 mod cache;
 mod client;
@@ -47,6 +50,10 @@ pub use history::{
     render_history, set_global_history_size,
 };
 pub use limit::RateLimit;
+/// Gemini's readers of response bodies and stream events, for the fuzz targets (not part of
+/// the API).
+#[doc(hidden)]
+pub use protocol::gemini::fuzzing as gemini_fuzzing;
 pub use provider::ModelType;
 pub use retry::RetryPolicy;
 pub use scripted::ScriptedLM;

@@ -116,7 +116,8 @@ impl ScriptedLM {
         self.reconfigure(|inner| inner.record = false)
     }
 
-    /// Streams completions in chunks of `chars` characters (at least 1; default 4).
+    /// Streams completions — reasoning, text, and each tool call's arguments — in chunks of
+    /// `chars` characters (at least 1; default 4).
     #[must_use]
     pub fn chunk_size(self, chars: usize) -> Self {
         self.reconfigure(|inner| inner.chunk_chars = chars.max(1))
@@ -239,12 +240,39 @@ impl LanguageModel for ScriptedLM {
             let mut events = Vec::new();
             for (index, choice) in response.choices.iter().enumerate() {
                 let index = u32::try_from(index).unwrap_or(u32::MAX);
+                let reasoning = choice.reasoning_content.as_deref().unwrap_or_default();
+                events.extend(chunks(reasoning, self.inner.chunk_chars).map(|text| {
+                    StreamEvent::Reasoning {
+                        index,
+                        text: text.to_string(),
+                    }
+                }));
                 events.extend(chunks(&choice.text, self.inner.chunk_chars).map(|text| {
                     StreamEvent::Delta {
                         index,
                         text: text.to_string(),
                     }
                 }));
+                // A call's id and name first, then its arguments in pieces, as OpenAI streams.
+                for (call, tool_call) in choice.tool_calls.iter().enumerate() {
+                    let call = u32::try_from(call).unwrap_or(u32::MAX);
+                    events.push(StreamEvent::ToolCall {
+                        index,
+                        call,
+                        id: tool_call.id.clone(),
+                        name: Some(tool_call.name.clone()),
+                        arguments: String::new(),
+                    });
+                    events.extend(chunks(&tool_call.arguments, self.inner.chunk_chars).map(
+                        |piece| StreamEvent::ToolCall {
+                            index,
+                            call,
+                            id: None,
+                            name: None,
+                            arguments: piece.to_string(),
+                        },
+                    ));
+                }
                 if let Some(reason) = &choice.finish_reason {
                     events.push(StreamEvent::Finish {
                         index,

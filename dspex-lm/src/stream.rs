@@ -11,6 +11,7 @@ pub type EventStream = BoxStream<'static, Result<StreamEvent, LmError>>;
 
 /// One piece of a streamed completion.
 #[derive(Debug, Clone, PartialEq)]
+#[non_exhaustive]
 pub enum StreamEvent {
     /// Text for completion `index`.
     Delta {
@@ -28,11 +29,36 @@ pub enum StreamEvent {
     },
     /// Token counts (sent last when the server includes usage).
     Usage(Usage),
+    /// A piece of a tool call of completion `index` (native function calling): call number
+    /// `call` of that completion, its id and name with its first piece, and the next piece of
+    /// its arguments (JSON text, put together by appending).
+    ToolCall {
+        /// Which completion.
+        index: u32,
+        /// Which call of that completion (0, 1, … in order).
+        call: u32,
+        /// The call's id, when this piece carries it.
+        id: Option<String>,
+        /// The function's name, when this piece carries it.
+        name: Option<String>,
+        /// The next piece of the arguments.
+        arguments: String,
+    },
+    /// Reasoning text for completion `index`: what a reasoning model sends as
+    /// `reasoning_content` (or as thinking) before its answer.
+    Reasoning {
+        /// Which completion.
+        index: u32,
+        /// The new reasoning text.
+        text: String,
+    },
 }
 
 impl StreamEvent {
-    /// A whole response as the events a stream of it would end up with: per completion, one
-    /// [`Delta`](StreamEvent::Delta) with all its text (none for an empty text) and a
+    /// A whole response as the events a stream of it would end up with: per completion, its
+    /// [`Reasoning`](StreamEvent::Reasoning) when it has some, one
+    /// [`Delta`](StreamEvent::Delta) with all its text (none for an empty text), one
+    /// [`ToolCall`](StreamEvent::ToolCall) per call, and a
     /// [`Finish`](StreamEvent::Finish) when its finish reason is known; then
     /// [`Usage`](StreamEvent::Usage) when any tokens were counted. This is how a response that was
     /// not streamed (a cache hit, an LM without streaming) is streamed.
@@ -60,10 +86,25 @@ impl StreamEvent {
         let mut events = Vec::with_capacity(2 * response.choices.len() + 1);
         for (index, choice) in response.choices.iter().enumerate() {
             let index = u32::try_from(index).unwrap_or(u32::MAX);
+            if let Some(reasoning) = choice.reasoning_content.as_ref().filter(|r| !r.is_empty()) {
+                events.push(StreamEvent::Reasoning {
+                    index,
+                    text: reasoning.clone(),
+                });
+            }
             if !choice.text.is_empty() {
                 events.push(StreamEvent::Delta {
                     index,
                     text: choice.text.clone(),
+                });
+            }
+            for (call, tool_call) in choice.tool_calls.iter().enumerate() {
+                events.push(StreamEvent::ToolCall {
+                    index,
+                    call: u32::try_from(call).unwrap_or(u32::MAX),
+                    id: tool_call.id.clone(),
+                    name: Some(tool_call.name.clone()),
+                    arguments: tool_call.arguments.clone(),
                 });
             }
             if let Some(reason) = &choice.finish_reason {
@@ -162,6 +203,16 @@ pub fn parse_chunk(json: &str) -> Result<Vec<StreamEvent>, String> {
     if let Some(choices) = v.get("choices").and_then(|c| c.as_array()) {
         for c in choices {
             let index = c.get("index").and_then(|i| i.as_u64()).unwrap_or(0) as u32;
+            if let Some(text) = c
+                .pointer("/delta/reasoning_content")
+                .and_then(|t| t.as_str())
+                && !text.is_empty()
+            {
+                out.push(StreamEvent::Reasoning {
+                    index,
+                    text: text.to_string(),
+                });
+            }
             if let Some(text) = c.pointer("/delta/content").and_then(|t| t.as_str())
                 && !text.is_empty()
             {
@@ -169,6 +220,29 @@ pub fn parse_chunk(json: &str) -> Result<Vec<StreamEvent>, String> {
                     index,
                     text: text.to_string(),
                 });
+            }
+            // Tool calls come in pieces: the first of a call carries its id and name, the rest
+            // the next characters of its arguments; `index` says which call.
+            if let Some(calls) = c.pointer("/delta/tool_calls").and_then(|t| t.as_array()) {
+                for (position, call) in calls.iter().enumerate() {
+                    let text =
+                        |p: &str| call.pointer(p).and_then(|v| v.as_str()).map(str::to_string);
+                    let arguments = match call.pointer("/function/arguments") {
+                        Some(serde_json::Value::String(s)) => s.clone(),
+                        None | Some(serde_json::Value::Null) => String::new(),
+                        Some(other) => other.to_string(),
+                    };
+                    out.push(StreamEvent::ToolCall {
+                        index,
+                        call: call
+                            .get("index")
+                            .and_then(|i| i.as_u64())
+                            .map_or(position as u32, |i| u32::try_from(i).unwrap_or(u32::MAX)),
+                        id: text("/id"),
+                        name: text("/function/name"),
+                        arguments,
+                    });
+                }
             }
             if let Some(reason) = c.get("finish_reason").and_then(|r| r.as_str()) {
                 out.push(StreamEvent::Finish {
@@ -241,5 +315,33 @@ mod tests {
         .unwrap();
         assert_eq!(events.len(), 2);
         assert!(parse_chunk("nope").is_err());
+        // Reasoning and the pieces of a tool call.
+        let events = parse_chunk(
+            r#"{"choices":[{"index":0,"delta":{"reasoning_content":"Hmm.","tool_calls":[{"index":0,"id":"call_1","type":"function","function":{"name":"f","arguments":"{\"a\""}}]}}]}"#,
+        )
+        .unwrap();
+        assert_eq!(
+            events,
+            [
+                StreamEvent::Reasoning {
+                    index: 0,
+                    text: "Hmm.".into()
+                },
+                StreamEvent::ToolCall {
+                    index: 0,
+                    call: 0,
+                    id: Some("call_1".into()),
+                    name: Some("f".into()),
+                    arguments: "{\"a\"".into()
+                },
+            ]
+        );
+        let events = parse_chunk(
+            r#"{"choices":[{"index":0,"delta":{"tool_calls":[{"index":1,"function":{"arguments":": 1}"}}]}}]}"#,
+        )
+        .unwrap();
+        assert!(
+            matches!(&events[0], StreamEvent::ToolCall { call: 1, id: None, name: None, arguments, .. } if arguments == ": 1}")
+        );
     }
 }

@@ -97,6 +97,75 @@ pub struct Choice {
 }
 
 impl Choice {
+    /// An empty completion, to put a streamed one together with [`absorb`](Choice::absorb).
+    pub fn empty() -> Self {
+        Choice {
+            text: String::new(),
+            finish_reason: None,
+            tool_calls: Vec::new(),
+            reasoning_content: None,
+        }
+    }
+
+    /// Adds one event of a stream of this completion: a text delta is appended, reasoning to
+    /// the reasoning content, a tool call's piece to its call (a call number past the calls
+    /// seen so far starts the next one; a larger gap is ignored, so a server cannot make it
+    /// allocate), a finish sets the finish reason. Usage and other completions' indexes are not
+    /// looked at; the caller routes events by index.
+    ///
+    /// ```
+    /// use dspex_lm::{Choice, StreamEvent};
+    ///
+    /// let mut choice = Choice::empty();
+    /// for event in [
+    ///     StreamEvent::Delta { index: 0, text: "Checking".into() },
+    ///     StreamEvent::ToolCall { index: 0, call: 0, id: Some("c1".into()), name: Some("f".into()), arguments: "{\"a\":".into() },
+    ///     StreamEvent::ToolCall { index: 0, call: 0, id: None, name: None, arguments: " 1}".into() },
+    /// ] {
+    ///     choice.absorb(&event);
+    /// }
+    /// assert_eq!(choice.text, "Checking");
+    /// assert_eq!(choice.tool_calls[0].arguments, "{\"a\": 1}");
+    /// ```
+    pub fn absorb(&mut self, event: &crate::StreamEvent) {
+        use crate::StreamEvent;
+        match event {
+            StreamEvent::Delta { text, .. } => self.text.push_str(text),
+            StreamEvent::Finish { reason, .. } => self.finish_reason = Some(reason.clone()),
+            StreamEvent::Reasoning { text, .. } => self
+                .reasoning_content
+                .get_or_insert_with(String::new)
+                .push_str(text),
+            StreamEvent::ToolCall {
+                call,
+                id,
+                name,
+                arguments,
+                ..
+            } => {
+                let call = *call as usize;
+                if call > self.tool_calls.len() {
+                    return;
+                }
+                if call == self.tool_calls.len() {
+                    self.tool_calls
+                        .push(ToolCall::new(String::new(), String::new()));
+                }
+                let entry = &mut self.tool_calls[call];
+                if id.is_some() {
+                    entry.id.clone_from(id);
+                }
+                if let Some(name) = name
+                    && entry.name.is_empty()
+                {
+                    entry.name.clone_from(name);
+                }
+                entry.arguments.push_str(arguments);
+            }
+            StreamEvent::Usage(_) => {}
+        }
+    }
+
     /// A completion of `text` that stopped normally, with no tool calls.
     pub fn text(text: impl Into<String>) -> Self {
         Choice {

@@ -53,7 +53,9 @@ impl<'a> Body<'a> {
     ) -> Self {
         let free = |key: &str| !request.extra.contains_key(key);
         let (messages, prompt, max_key) = match model_type {
-            ModelType::Chat => (Some(request.messages.as_slice()), None, max_tokens_key),
+            ModelType::Chat | ModelType::Responses => {
+                (Some(request.messages.as_slice()), None, max_tokens_key)
+            }
             ModelType::Text => {
                 let parts: Vec<std::borrow::Cow<'_, str>> =
                     request.messages.iter().map(|m| m.content.text()).collect();
@@ -187,7 +189,7 @@ impl CompletionResponse {
             let mut tool_calls = Vec::new();
             let mut reasoning_content = None;
             let text = match model_type {
-                ModelType::Chat => {
+                ModelType::Chat | ModelType::Responses => {
                     let (content, calls, reasoning) = c.message.map_or((None, None, None), |m| {
                         (m.content, m.tool_calls, m.reasoning_content)
                     });

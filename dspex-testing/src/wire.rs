@@ -251,12 +251,11 @@ enum BodyFraming {
 struct Head {
     method: Method,
     uri: http::Uri,
+    /// The request's headers (a handler checks a provider's key header, a version header).
+    headers: http::HeaderMap,
     body: BodyFraming,
     keep_alive: bool,
     expect_continue: bool,
-    /// The request's headers (those with a valid name and value), for handlers that check
-    /// them (Anthropic's `x-api-key`).
-    headers: http::HeaderMap,
     /// Bytes of the head.
     length: usize,
 }
@@ -280,14 +279,13 @@ fn parse_head(buf: &[u8]) -> Result<Option<Head>, BadRequest> {
     let http11 = request.version == Some(1);
     let (mut content_length, mut chunked, mut close, mut expect_continue) =
         (None, false, false, false);
-    let mut kept = http::HeaderMap::new();
+    let mut header_map = http::HeaderMap::with_capacity(request.headers.len());
     for h in request.headers.iter() {
-        if let (Ok(name), Ok(value)) = (
-            http::HeaderName::from_bytes(h.name.as_bytes()),
-            http::HeaderValue::from_bytes(h.value),
-        ) {
-            kept.append(name, value);
-        }
+        let name = http::header::HeaderName::from_bytes(h.name.as_bytes())
+            .map_err(|_| bad("invalid header name"))?;
+        let value =
+            http::HeaderValue::from_bytes(h.value).map_err(|_| bad("invalid header value"))?;
+        header_map.append(name, value);
         if h.name.eq_ignore_ascii_case("content-length") {
             let n = std::str::from_utf8(h.value)
                 .ok()
@@ -320,11 +318,11 @@ fn parse_head(buf: &[u8]) -> Result<Option<Head>, BadRequest> {
     Ok(Some(Head {
         method,
         uri,
+        headers: header_map,
         body,
         // HTTP/1.0 connections close after one answer.
         keep_alive: http11 && !close,
         expect_continue,
-        headers: kept,
         length,
     }))
 }

@@ -5,7 +5,7 @@
 //! measurement runs in a fresh worker process (this binary with `worker …`) so peak RSS and
 //! warm caches do not leak between them.
 
-use dspex::lm::{CacheConfig, LM, LmRequest, RetryPolicy};
+use dspex::lm::{CacheConfig, LM, LmRequest, ModelType, RetryPolicy};
 use dspex_examples::{
     bench_main, dspex_binary, dspy_side, peak_rss_mb, run_json, start_mock, venv_python,
 };
@@ -68,6 +68,21 @@ fn orchestrate(quick: bool) {
         })
         .collect();
     let cache = run_json(Command::new(&exe).args(["worker", "cache", &fast_url]));
+    // Every protocol against the same server at concurrency 64, each in a process of its own.
+    let protocol_requests = if quick { 2000 } else { 20_000 };
+    let protocol_rows: Vec<(&str, Value)> = PROTOCOLS
+        .iter()
+        .map(|(label, name)| {
+            let row = run_json(Command::new(&exe).args([
+                "worker",
+                "protocol",
+                &fast_url,
+                name,
+                &protocol_requests.to_string(),
+            ]));
+            (*label, row)
+        })
+        .collect();
     let _ = fast.kill();
     let _ = slow.kill();
 
@@ -109,6 +124,25 @@ fn orchestrate(quick: bool) {
         walls[walls.len() / 2],
         walls[walls.len() - 1]
     );
+    println!(
+        "\n### Protocols: {protocol_requests} requests at concurrency 64 against the same mock server\n"
+    );
+    println!("CPU is the client process's own (user + system, all threads) per call.\n");
+    println!("| protocol | req/s | CPU µs / call | CPU vs OpenAI chat | errors |");
+    println!("|---|---:|---:|---:|---:|");
+    let base = protocol_rows
+        .first()
+        .and_then(|(_, r)| r["cpu_us_per_call"].as_f64())
+        .unwrap_or(f64::NAN);
+    for (label, row) in &protocol_rows {
+        let cpu = row["cpu_us_per_call"].as_f64().unwrap_or(f64::NAN);
+        println!(
+            "| {label} | {:.0} | {cpu:.1} | {:.2}× | {} |",
+            row["requests_per_s"].as_f64().unwrap_or(0.0),
+            cpu / base,
+            row["errors"]
+        );
+    }
     println!("\n### Cache hits (10,000 lookups each)\n");
     println!("| tier | LM call p50 | LM call p99 | cache get p50 | cache get p99 |");
     println!("|---|---:|---:|---:|---:|");
@@ -133,6 +167,10 @@ async fn worker(args: &[String]) -> Value {
             rps(url, concurrency, requests).await
         }
         Some("cache") => cache_hits(&args[1]).await,
+        Some("protocol") => {
+            let requests: usize = args[3].parse().expect("requests");
+            protocol_rps(&args[1], &args[2], requests).await
+        }
         other => panic!("unknown worker {other:?}"),
     }
 }
@@ -188,6 +226,99 @@ async fn rps(url: &str, concurrency: usize, requests: usize) -> Value {
         "requests_per_s": requests as f64 / wall,
         "errors": errors.load(Ordering::Relaxed),
         "peak_rss_mb": peak_rss_mb(),
+    })
+}
+
+/// The protocols compared, by label and worker name (OpenAI chat first: the others are shown
+/// relative to it).
+const PROTOCOLS: &[(&str, &str)] = &[
+    ("OpenAI chat (`openai/`)", "openai"),
+    ("OpenAI Responses (`ModelType::Responses`)", "responses"),
+    ("Azure OpenAI (`azure/`)", "azure"),
+];
+
+/// An LM of protocol `name` on the mock server at `url`.
+fn protocol_client(url: &str, name: &str) -> LM {
+    let builder = match name {
+        "openai" => LM::builder("openai/mock").api_base(format!("{url}/v1")),
+        "responses" => LM::builder("openai/mock")
+            .model_type(ModelType::Responses)
+            .api_base(format!("{url}/v1")),
+        "azure" => LM::builder("azure/mock")
+            .api_base(url)
+            .api_version("2024-10-21"),
+        other => panic!("unknown protocol {other}"),
+    };
+    builder
+        .api_key("x")
+        .cache(false)
+        .retry(RetryPolicy::none())
+        .timeout(Duration::from_secs(60))
+        .build()
+        .expect("the LM builds")
+}
+
+/// CPU time of this process so far (user + system, every thread), from
+/// `/proc/self/task/*/schedstat` (nanoseconds; the per-process tick counters are too coarse
+/// for a few seconds of work). Threads that ended are not counted: the runtime's workers live
+/// to the end.
+fn process_cpu() -> Duration {
+    let mut total = 0u64;
+    if let Ok(tasks) = std::fs::read_dir("/proc/self/task") {
+        for task in tasks.flatten() {
+            if let Ok(stat) = std::fs::read_to_string(task.path().join("schedstat")) {
+                total += stat
+                    .split_whitespace()
+                    .next()
+                    .and_then(|ns| ns.parse::<u64>().ok())
+                    .unwrap_or(0);
+            }
+        }
+    }
+    Duration::from_nanos(total)
+}
+
+/// `requests` calls of protocol `name` from 64 tasks: requests/s and CPU per call.
+async fn protocol_rps(url: &str, name: &str, requests: usize) -> Value {
+    let lm = protocol_client(url, name);
+    for _ in 0..64 {
+        lm.call(LmRequest::prompt("warm up"))
+            .await
+            .expect("warm-up call");
+    }
+    let next = Arc::new(AtomicUsize::new(0));
+    let errors = Arc::new(AtomicUsize::new(0));
+    let cpu = process_cpu();
+    let start = Instant::now();
+    let tasks: Vec<_> = (0..64)
+        .map(|_| {
+            let (lm, next, errors) = (lm.clone(), Arc::clone(&next), Arc::clone(&errors));
+            tokio::spawn(async move {
+                loop {
+                    let i = next.fetch_add(1, Ordering::Relaxed);
+                    if i >= requests {
+                        break;
+                    }
+                    if lm
+                        .call(LmRequest::prompt(format!("request {i}")))
+                        .await
+                        .is_err()
+                    {
+                        errors.fetch_add(1, Ordering::Relaxed);
+                    }
+                }
+            })
+        })
+        .collect();
+    for t in tasks {
+        t.await.expect("a worker task");
+    }
+    let wall = start.elapsed().as_secs_f64();
+    let cpu = (process_cpu() - cpu).as_secs_f64();
+    json!({
+        "requests_per_s": requests as f64 / wall,
+        "cpu_us_per_call": cpu * 1e6 / requests as f64,
+        "errors": errors.load(Ordering::Relaxed),
     })
 }
 

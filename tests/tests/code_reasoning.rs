@@ -183,3 +183,43 @@ async fn a_native_reasoning_lm_is_asked_for_reasoning_instead_of_the_field() {
             .is_err()
     );
 }
+
+/// A streamed call reads native reasoning as the plain call does: the `Reasoning` field takes
+/// the LM's streamed reasoning, the answer streams as chunks.
+#[tokio::test]
+async fn native_reasoning_arrives_through_a_stream() {
+    use dspex::module::{StreamItem, StreamOptions};
+    use futures_util::StreamExt;
+    let answer = "[[ ## answer ## ]]\n4\n\n[[ ## completed ## ]]";
+    let lm = ScriptedLM::from_choices([
+        Choice::text(answer).with_reasoning_content("Two and two make four.")
+    ])
+    .with_native_reasoning()
+    .chunk_size(5);
+    let think = Predict::<Think>::new().with_config(CallConfig::new().lm(lm.clone()));
+    let items: Vec<_> = think
+        .stream_with(
+            ThinkInput {
+                question: "2+2?".into(),
+            },
+            &CallConfig::default(),
+            &StreamOptions::new(),
+        )
+        .collect()
+        .await;
+    // Only the answer streams (the reasoning is not in the prompt), its last chunk marked.
+    let mut streamed = String::new();
+    for item in &items {
+        if let Ok(StreamItem::Chunk(c)) = item {
+            assert_eq!(c.field, "answer");
+            streamed.push_str(&c.delta);
+        }
+    }
+    assert_eq!(streamed, "4");
+    let Some(Ok(StreamItem::Final(out))) = items.last() else {
+        panic!("{items:?}")
+    };
+    assert_eq!(out.reasoning, "Two and two make four.");
+    assert_eq!(out.answer, "4");
+    assert_eq!(lm.requests()[0].extra["reasoning_effort"], "low");
+}

@@ -164,3 +164,46 @@ async fn text_mode_parses_calls_from_the_completion() {
     let results = out.tool_calls.execute(&tools()).await;
     assert!(matches!(&results[0], Err(e) if e.to_string().contains("Oslo")));
 }
+
+/// A streamed call with native function calling: the answer streams as chunks, the tool calls
+/// arrive in pieces (id and name, then the arguments) and come back whole in the final output,
+/// as the plain call returns them.
+#[tokio::test]
+async fn calls_come_back_from_a_stream_too() {
+    use dspex::module::{StreamItem, StreamOptions};
+    use futures_util::StreamExt;
+    let server = server().await;
+    let predict = Predict::<ToolQA>::new().with_config(
+        CallConfig::new()
+            .lm(lm(&server))
+            .adapter(ChatAdapter::new().native_function_calling(true)),
+    );
+    let items: Vec<_> = predict
+        .stream_with(
+            ToolQAInput {
+                question: "Weather in Paris and Rome?".into(),
+                tools: tools(),
+            },
+            &CallConfig::default(),
+            &StreamOptions::new(),
+        )
+        .collect()
+        .await;
+    let answer: String = items
+        .iter()
+        .filter_map(|i| match i {
+            Ok(StreamItem::Chunk(c)) if c.field == "answer" => Some(c.delta.as_str()),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(answer, "Checking both.");
+    let Some(Ok(StreamItem::Final(out))) = items.last() else {
+        panic!("{items:?}")
+    };
+    assert_eq!(out.answer, "Checking both.");
+    let calls = out.tool_calls.calls();
+    assert_eq!(calls.len(), 2);
+    assert_eq!(calls[0].id.as_deref(), Some("call_1"));
+    assert_eq!(calls[0].name, "get_weather");
+    assert_eq!(calls[1].args["city"], "Rome");
+}

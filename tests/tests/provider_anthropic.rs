@@ -797,3 +797,68 @@ async fn litellm_proxy_answers_the_anthropic_and_openai_clients() {
     assert!(matches!(err.root(), LmError::Http { .. }), "{err:?}");
     drop(proxy);
 }
+
+#[signature("question -> reasoning: dspy.Reasoning, answer")]
+struct Think;
+
+/// Streams carry thinking and tool calls too: `tool_use` blocks and their `input_json_delta`s
+/// come back as the final output's calls, and a natively reasoning LM's `thinking_delta`s fill a
+/// `dspy.Reasoning` output, as the plain calls do.
+#[tokio::test]
+async fn streams_carry_thinking_and_tool_calls() {
+    use dspex::module::StreamOptions;
+    let server = server_with(
+        vec![
+            Rule::contains(
+                "Paris and Rome",
+                "[[ ## answer ## ]]\nChecking both.\n\n[[ ## completed ## ]]",
+            )
+            .with_tool_call("get_weather", json!({"city": "Paris"}))
+            .with_tool_call("get_weather", json!({"city": "Rome"})),
+        ],
+        vec![],
+    )
+    .await;
+    let predict = Predict::<ToolQA>::new().with_config(
+        CallConfig::new()
+            .lm(lm(&server))
+            .adapter(ChatAdapter::new().native_function_calling(true)),
+    );
+    let items: Vec<_> = predict
+        .stream_with(
+            ToolQAInput {
+                question: "Weather in Paris and Rome?".into(),
+                tools: vec![get_weather_tool()],
+            },
+            &CallConfig::default(),
+            &StreamOptions::new(),
+        )
+        .collect()
+        .await;
+    let Some(Ok(StreamItem::Final(out))) = items.last() else {
+        panic!("{items:?}")
+    };
+    assert_eq!(out.answer, "Checking both.");
+    let calls = out.tool_calls.calls();
+    assert_eq!(calls.len(), 2);
+    assert_eq!(calls[0].id.as_deref(), Some("toolu_1"));
+    assert_eq!(calls[1].args["city"], "Rome");
+
+    let thinking = builder(&server).native_reasoning(true).build().unwrap();
+    let think = Predict::<Think>::new().with_config(CallConfig::new().lm(thinking));
+    let items: Vec<_> = think
+        .stream_with(
+            ThinkInput {
+                question: "Think about it.".into(),
+            },
+            &CallConfig::default(),
+            &StreamOptions::new(),
+        )
+        .collect()
+        .await;
+    let Some(Ok(StreamItem::Final(out))) = items.last() else {
+        panic!("{items:?}")
+    };
+    assert!(!out.reasoning.is_empty(), "{out:?}");
+    assert!(!out.answer.is_empty());
+}

@@ -10,6 +10,14 @@ impl LmBuilder {
         self
     }
 
+    /// The API version an Azure OpenAI deployment is called with (`api-version`); without it,
+    /// `AZURE_API_VERSION` or `OPENAI_API_VERSION`, else LiteLLM's default (`2025-02-01-preview`).
+    /// Ignored by other providers.
+    pub fn api_version(mut self, version: impl Into<String>) -> Self {
+        self.api_version = Some(version.into());
+        self
+    }
+
     /// Whether the model reasons natively and returns `reasoning_content` (o-series, DeepSeek-R1,
     /// Claude with thinking, …; see [`crate::LanguageModel::supports_reasoning`]). Off by default:
     /// dspex does not guess it from the model name as LiteLLM's model map does.
@@ -127,7 +135,9 @@ impl LmBuilder {
         self
     }
 
-    /// Prices for cost estimates.
+    /// Prices for cost estimates. Without one, the LM takes the model's published price from
+    /// dspex's table ([`Price::for_model`]); a model the table does not list has no cost
+    /// (`None`), never a cost of 0.
     pub fn price(mut self, price: Price) -> Self {
         self.price = Some(price);
         self
@@ -151,8 +161,14 @@ impl LmBuilder {
         self
     }
 
-    /// Builds the LM, resolving the provider, base URL and key.
+    /// Builds the LM, resolving the provider, base URL and key (from the builder, else from the
+    /// provider's environment variables: see the README's provider table).
     pub fn build(self) -> Result<LM, LmError> {
+        self.build_in(&|name| std::env::var(name).ok())
+    }
+
+    /// [`build`](LmBuilder::build) with `lookup` as the environment.
+    pub(crate) fn build_in(self, lookup: &dyn Fn(&str) -> Option<String>) -> Result<LM, LmError> {
         let provider = provider::resolve(&self.model)?;
         let config = |message: String| LmError::Config {
             model: self.model.clone(),
@@ -161,8 +177,24 @@ impl LmBuilder {
         let env = |names: &[&str]| {
             names
                 .iter()
-                .find_map(|n| std::env::var(n).ok().filter(|v| !v.trim().is_empty()))
+                .find_map(|n| lookup(n).filter(|v| !v.trim().is_empty()))
         };
+        // DSPy's rule for OpenAI's reasoning models (`dspy.LM._get_initial_kwargs`): temperature
+        // 1.0 or unset, and a token limit of at least 16000 or unset.
+        if provider::is_openai_reasoning_model(&self.model)
+            && (self.temperature.is_some_and(|t| t != 0.0 && t != 1.0)
+                || self.max_tokens.is_some_and(|m| m != 0 && m < 16_000))
+        {
+            return Err(config(format!(
+                "OpenAI's reasoning models require passing temperature=1.0 or None and max_tokens >= 16000 or None, e.g. LM::builder(\"{}\").temperature(1.0).max_tokens(16000) (got temperature {:?}, max_tokens {:?})",
+                self.model, self.temperature, self.max_tokens
+            )));
+        }
+        let api_version = self.api_version.clone().or_else(|| {
+            (provider.name == "azure")
+                .then(|| env(&["AZURE_API_VERSION", "OPENAI_API_VERSION"]))
+                .flatten()
+        });
         let explicit_base = self.api_base.clone().or_else(|| env(provider.base_env));
         let base = match explicit_base
             .clone()
@@ -209,6 +241,17 @@ impl LmBuilder {
             (None, None) => None,
         };
         let model_type = self.model_type.unwrap_or(provider.model_type);
+        let mut provider = provider;
+        if model_type == ModelType::Responses {
+            if provider.protocol.name() != "openai" {
+                return Err(config(format!(
+                    "model_type Responses is OpenAI's Responses API: `{}` models speak the {} protocol",
+                    provider.name,
+                    provider.protocol.name()
+                )));
+            }
+            provider.protocol = &crate::protocol::responses::Responses;
+        }
         let endpoint = provider::redact_url(&base);
         let url = |path: &str| {
             reqwest::Url::parse(&format!("{base}/{path}"))
@@ -219,6 +262,7 @@ impl LmBuilder {
             model_id: &provider.model_id,
             model_type,
             max_tokens_key: provider.max_tokens_key,
+            api_version: api_version.as_deref(),
         });
         let call = url(&paths.call)?;
         let http = match self.http {
@@ -254,6 +298,8 @@ impl LmBuilder {
                 None => None,
             },
         };
+        // The caller's price, else the published one (`None` for an unlisted model).
+        let price = self.price.or_else(|| Price::for_model(&self.model));
         Ok(LM {
             shared: Arc::new(Shared {
                 http,
@@ -269,6 +315,7 @@ impl LmBuilder {
                 provider,
                 model_type,
                 reasoning: self.reasoning,
+                api_version,
                 urls,
                 endpoint,
                 api_key,
@@ -281,7 +328,7 @@ impl LmBuilder {
                 retry: self.retry,
                 timeout: self.timeout,
                 deadline: self.deadline,
-                price: self.price,
+                price,
                 max_response_bytes: self.max_response_bytes,
             }),
         })

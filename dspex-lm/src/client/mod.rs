@@ -94,6 +94,8 @@ struct Settings {
     provider: Provider,
     model_type: ModelType,
     reasoning: bool,
+    /// The API version the provider's URLs carry (Azure).
+    api_version: Option<String>,
     urls: Urls,
     endpoint: String,
     api_key: Option<ApiKey>,
@@ -152,6 +154,7 @@ pub struct LmBuilder {
     model_type: Option<ModelType>,
     reasoning: bool,
     api_base: Option<String>,
+    api_version: Option<String>,
     api_key: Option<ApiKey>,
     headers: Vec<(String, String)>,
     temperature: Option<f64>,
@@ -189,6 +192,7 @@ impl LM {
             model_type: None,
             reasoning: false,
             api_base: None,
+            api_version: None,
             api_key: None,
             headers: Vec::new(),
             temperature: None,
@@ -633,11 +637,21 @@ impl LM {
             .bytes(s.max_response_bytes)
             .await
             .map_err(|e| self.transport_error(&e))?;
-        let decoded = s
-            .provider
-            .protocol
-            .response(target, &bytes)
-            .map_err(|message| self.decode_error(message, &bytes))?;
+        let decoded =
+            s.provider
+                .protocol
+                .decode(target, &bytes)
+                .map_err(|unusable| match unusable {
+                    protocol::Unusable::Unreadable(message) => self.decode_error(message, &bytes),
+                    protocol::Unusable::Failed { status, failure } => LmError::from_provider(
+                        s.model.clone(),
+                        s.endpoint.clone(),
+                        status,
+                        failure.code,
+                        excerpt(&failure.message, 500),
+                        None,
+                    ),
+                })?;
         Ok(LmResponse {
             choices: decoded.choices,
             usage: decoded.usage,
@@ -654,6 +668,7 @@ impl LM {
             model_id: &s.provider.model_id,
             model_type: s.model_type,
             max_tokens_key: s.provider.max_tokens_key,
+            api_version: s.api_version.as_deref(),
         }
     }
 
@@ -757,6 +772,7 @@ impl LM {
         match self.settings.model_type {
             ModelType::Chat => "dspex.chat",
             ModelType::Text => "dspex.text",
+            ModelType::Responses => "dspex.responses",
         }
     }
 
@@ -1026,5 +1042,218 @@ mod tests {
         );
         assert!(!debug.contains("pw@"), "{debug}");
         assert_eq!(lm.endpoint(), "http://127.0.0.1:9/v1");
+    }
+
+    /// Every OpenAI-compatible prefix builds from its key variable alone, at its public base,
+    /// with the key as a bearer token; a base variable moves it.
+    #[test]
+    fn providers_build_from_their_environment_variables() {
+        let cases = [
+            (
+                "openai/gpt-4o-mini",
+                "OPENAI_API_KEY",
+                "https://api.openai.com/v1",
+            ),
+            (
+                "groq/llama-3.3-70b",
+                "GROQ_API_KEY",
+                "https://api.groq.com/openai/v1",
+            ),
+            (
+                "openrouter/anthropic/claude-3.5-sonnet",
+                "OPENROUTER_API_KEY",
+                "https://openrouter.ai/api/v1",
+            ),
+            (
+                "together_ai/meta-llama/Llama-3-70b",
+                "TOGETHERAI_API_KEY",
+                "https://api.together.ai/v1",
+            ),
+            (
+                "deepseek/deepseek-chat",
+                "DEEPSEEK_API_KEY",
+                "https://api.deepseek.com/beta",
+            ),
+            (
+                "mistral/mistral-large-latest",
+                "MISTRAL_API_KEY",
+                "https://api.mistral.ai/v1",
+            ),
+            ("xai/grok-3", "XAI_API_KEY", "https://api.x.ai/v1"),
+            (
+                "fireworks_ai/accounts/fireworks/models/llama",
+                "FIREWORKS_API_KEY",
+                "https://api.fireworks.ai/inference/v1",
+            ),
+        ];
+        for (model, key_var, base) in cases {
+            let env = |name: &str| (name == key_var).then(|| "k-env".to_string());
+            let lm = LM::builder(model)
+                .build_in(&env)
+                .unwrap_or_else(|e| panic!("{model}: {e}"));
+            assert_eq!(lm.endpoint(), base, "{model}");
+            assert_eq!(
+                lm.settings.api_key.as_ref().map(ApiKey::expose),
+                Some("k-env")
+            );
+            let (name, _) = lm.settings.auth.as_ref().unwrap();
+            assert_eq!(name.as_str(), "authorization", "{model}");
+            // Without the key, a typed configuration error names the variable.
+            let err = LM::builder(model).build_in(&|_| None).unwrap_err();
+            assert!(err.to_string().contains(key_var), "{model}: {err}");
+            assert_eq!(err.kind(), crate::LmErrorKind::Configuration);
+        }
+        let env = |name: &str| match name {
+            "GROQ_API_KEY" => Some("k".to_string()),
+            "GROQ_API_BASE" => Some("http://127.0.0.1:9/openai/v1/".to_string()),
+            _ => None,
+        };
+        let lm = LM::builder("groq/llama").build_in(&env).unwrap();
+        assert_eq!(lm.endpoint(), "http://127.0.0.1:9/openai/v1");
+    }
+
+    #[test]
+    fn azure_takes_its_base_key_and_api_version_from_the_environment() {
+        let env = |name: &str| match name {
+            "AZURE_API_BASE" => Some("https://res.openai.azure.com/".to_string()),
+            "AZURE_API_KEY" => Some("az-key".to_string()),
+            "AZURE_API_VERSION" => Some("2024-10-21".to_string()),
+            _ => None,
+        };
+        let lm = LM::builder("azure/my-gpt-4o").build_in(&env).unwrap();
+        assert_eq!(lm.endpoint(), "https://res.openai.azure.com");
+        assert_eq!(
+            lm.settings.urls.call.url.as_str(),
+            "https://res.openai.azure.com/openai/deployments/my-gpt-4o/chat/completions?api-version=2024-10-21"
+        );
+        let (name, value) = lm.settings.auth.as_ref().unwrap();
+        assert_eq!(
+            (name.as_str(), value.to_str().unwrap()),
+            ("api-key", "az-key")
+        );
+        assert!(value.is_sensitive());
+        // The builder's version wins; without a base, a typed error names the variables.
+        let lm = LM::builder("azure/d")
+            .api_version("2025-01-01")
+            .build_in(&env)
+            .unwrap();
+        assert!(
+            lm.settings
+                .urls
+                .call
+                .url
+                .as_str()
+                .ends_with("?api-version=2025-01-01")
+        );
+        let err = LM::builder("azure/d")
+            .build_in(&|n| (n == "AZURE_API_KEY").then(|| "k".to_string()))
+            .unwrap_err();
+        assert!(err.to_string().contains("AZURE_API_BASE"), "{err}");
+    }
+
+    /// DSPy's rule for OpenAI's reasoning models, with its message; their limit goes out as
+    /// `max_completion_tokens` whatever the provider.
+    #[test]
+    fn reasoning_models_follow_dspys_rules() {
+        for model in [
+            "openai/o3",
+            "openai/o4-mini",
+            "openai/gpt-5",
+            "azure/gpt-5-mini",
+            "openai/o1-2024-12-17",
+        ] {
+            let err = LM::builder(model)
+                .api_key("k")
+                .api_base("http://127.0.0.1:9/v1")
+                .temperature(0.7)
+                .build()
+                .unwrap_err();
+            assert!(
+                err.to_string().contains("OpenAI's reasoning models require passing temperature=1.0 or None and max_tokens >= 16000 or None"),
+                "{model}: {err}"
+            );
+            assert!(
+                LM::builder(model)
+                    .api_key("k")
+                    .api_base("http://127.0.0.1:9/v1")
+                    .max_tokens(1000)
+                    .build()
+                    .is_err()
+            );
+            let lm = LM::builder(model)
+                .api_key("k")
+                .api_base("http://127.0.0.1:9/v1")
+                .temperature(1.0)
+                .max_tokens(16_000)
+                .build()
+                .unwrap();
+            assert_eq!(
+                lm.settings.provider.max_tokens_key, "max_completion_tokens",
+                "{model}"
+            );
+        }
+        // Not reasoning models: any temperature, and other providers keep `max_tokens`.
+        for model in [
+            "openai/gpt-4o",
+            "openai/gpt-5-chat-latest",
+            "openai/o1-preview",
+            "groq/llama-3.3-70b",
+        ] {
+            assert!(!provider::is_openai_reasoning_model(model), "{model}");
+        }
+        let lm = LM::builder("groq/llama")
+            .api_key("k")
+            .temperature(0.3)
+            .max_tokens(10)
+            .build()
+            .unwrap();
+        assert_eq!(lm.settings.provider.max_tokens_key, "max_tokens");
+        for model in [
+            "gpt-5.1",
+            "gpt-5.2-codex",
+            "o5-pro",
+            "openrouter/openai/o3-mini-2025-01-31",
+        ] {
+            assert!(provider::is_openai_reasoning_model(model), "{model}");
+        }
+        for model in [
+            "gpt-5.1-chat",
+            "gpt-5x",
+            "gpt-5.",
+            "o2",
+            "o3-large",
+            "o3-2025-1-31",
+        ] {
+            assert!(!provider::is_openai_reasoning_model(model), "{model}");
+        }
+    }
+
+    #[test]
+    fn published_prices_are_looked_up_and_unknown_models_have_none() {
+        let mini = Price::for_model("openai/gpt-4o-mini").expect("listed");
+        assert_eq!(
+            (mini.input_per_million, mini.output_per_million),
+            (0.15, 0.6)
+        );
+        assert_eq!(Price::for_model("gpt-4o-mini"), Some(mini));
+        assert!(Price::for_model("anthropic/claude-sonnet-4-5").is_some());
+        assert!(Price::for_model("gemini/gemini-2.5-flash").is_some());
+        assert_eq!(Price::for_model("openai/mock-model"), None);
+        assert_eq!(Price::for_model("hosted_vllm/gpt-4o-mini"), None);
+        let lm = LM::builder("openai/gpt-4o-mini")
+            .api_key("k")
+            .build()
+            .unwrap();
+        assert_eq!(lm.settings.price, Some(mini));
+        let own = Price {
+            input_per_million: 1.0,
+            output_per_million: 2.0,
+        };
+        let lm = LM::builder("openai/gpt-4o-mini")
+            .api_key("k")
+            .price(own)
+            .build()
+            .unwrap();
+        assert_eq!(lm.settings.price, Some(own));
     }
 }

@@ -244,17 +244,15 @@ struct Completed {
 impl Completed {
     fn observe(&mut self, event: &StreamEvent) {
         match event {
-            StreamEvent::Delta { index, text } => {
-                if let Some(choice) = self.choice(*index) {
-                    choice.text.push_str(text);
-                }
-            }
-            StreamEvent::Finish { index, reason } => {
-                if let Some(choice) = self.choice(*index) {
-                    choice.finish_reason = Some(reason.clone());
-                }
-            }
             StreamEvent::Usage(usage) => self.usage = *usage,
+            StreamEvent::Delta { index, .. }
+            | StreamEvent::Finish { index, .. }
+            | StreamEvent::Reasoning { index, .. }
+            | StreamEvent::ToolCall { index, .. } => {
+                if let Some(choice) = self.choice(*index) {
+                    choice.absorb(event);
+                }
+            }
         }
     }
 
@@ -266,12 +264,7 @@ impl Completed {
             return None;
         }
         if self.choices.len() <= index {
-            self.choices.resize_with(index + 1, || Choice {
-                text: String::new(),
-                finish_reason: None,
-                tool_calls: Vec::new(),
-                reasoning_content: None,
-            });
+            self.choices.resize_with(index + 1, Choice::empty);
         }
         self.choices.get_mut(index)
     }
@@ -316,7 +309,10 @@ struct StreamCharge {
 impl StreamCharge {
     fn observe(&mut self, event: &StreamEvent) {
         match event {
-            StreamEvent::Delta { text, .. } => self.delivered_chars += text.len(),
+            StreamEvent::Delta { text, .. } | StreamEvent::Reasoning { text, .. } => {
+                self.delivered_chars += text.len();
+            }
+            StreamEvent::ToolCall { arguments, .. } => self.delivered_chars += arguments.len(),
             StreamEvent::Usage(usage) if usage.total_tokens > 0 => self.reported = Some(*usage),
             _ => {}
         }

@@ -726,10 +726,14 @@ pub(crate) fn anthropic_failure(body: &str) -> Failure {
 // Streams
 // ---------------------------------------------------------------------------------------------
 
-/// The state of one streamed message: the prompt tokens `message_start` reported.
+/// The state of one streamed message: the prompt tokens `message_start` reported, and the
+/// `tool_use` blocks open so far (content block index → call number, and whether any of the
+/// call's input arrived).
 #[derive(Debug, Default)]
 pub(crate) struct AnthropicStream {
     prompt_tokens: Option<u64>,
+    tool_blocks: std::collections::BTreeMap<u64, (u32, bool)>,
+    calls: u32,
 }
 
 /// One stream event's payload.
@@ -737,6 +741,8 @@ pub(crate) struct AnthropicStream {
 struct Event {
     #[serde(rename = "type")]
     kind: String,
+    #[serde(default)]
+    index: Option<u64>,
     #[serde(default)]
     message: Option<EventMessage>,
     #[serde(default)]
@@ -772,15 +778,53 @@ impl StreamReader for AnthropicStream {
                 self.prompt_tokens = usage.and_then(|u| u.prompt());
             }
             "content_block_start" => {
-                // A text block may open with text of its own.
-                if let Some(block) = &event.content_block
-                    && block.get("type").and_then(Value::as_str) == Some("text")
-                    && let Some(Value::String(text)) = block.get("text")
-                    && !text.is_empty()
-                {
-                    events.push(StreamEvent::Delta {
+                let block = event.content_block.as_ref();
+                match block.and_then(|b| b.get("type")).and_then(Value::as_str) {
+                    // A text block may open with text of its own.
+                    Some("text") => {
+                        if let Some(Value::String(text)) = block.and_then(|b| b.get("text"))
+                            && !text.is_empty()
+                        {
+                            events.push(StreamEvent::Delta {
+                                index: 0,
+                                text: text.clone(),
+                            });
+                        }
+                    }
+                    // A tool call opens with its id and name; its input follows as
+                    // `input_json_delta`s.
+                    Some("tool_use") => {
+                        let block = block.unwrap_or(&Value::Null);
+                        let name = block
+                            .get("name")
+                            .and_then(Value::as_str)
+                            .filter(|n| !n.is_empty())
+                            .ok_or("a `tool_use` block without a `name`")?;
+                        let call = self.calls;
+                        self.calls = self.calls.saturating_add(1);
+                        self.tool_blocks
+                            .insert(event.index.unwrap_or(u64::MAX), (call, false));
+                        events.push(StreamEvent::ToolCall {
+                            index: 0,
+                            call,
+                            id: block.get("id").and_then(Value::as_str).map(str::to_string),
+                            name: Some(name.to_string()),
+                            arguments: String::new(),
+                        });
+                    }
+                    _ => {}
+                }
+            }
+            "content_block_stop" => {
+                // A call whose input never streamed has no arguments: `{}`, as a whole
+                // message's empty `input` reads.
+                if let Some((call, false)) = event.index.and_then(|i| self.tool_blocks.remove(&i)) {
+                    events.push(StreamEvent::ToolCall {
                         index: 0,
-                        text: text.clone(),
+                        call,
+                        id: None,
+                        name: None,
+                        arguments: "{}".to_string(),
                     });
                 }
             }
@@ -801,8 +845,47 @@ impl StreamReader for AnthropicStream {
                         _ => return Err("a `text_delta` without a string `text`".to_string()),
                     }
                 }
-                // thinking_delta, signature_delta, input_json_delta, citations_delta: no
-                // stream event carries them.
+                match delta.get("type").and_then(Value::as_str) {
+                    Some("thinking_delta") => {
+                        if let Some(Value::String(text)) = delta.get("thinking")
+                            && !text.is_empty()
+                        {
+                            events.push(StreamEvent::Reasoning {
+                                index: 0,
+                                text: text.clone(),
+                            });
+                        }
+                    }
+                    Some("input_json_delta") => {
+                        let piece = match delta.get("partial_json") {
+                            Some(Value::String(piece)) => piece,
+                            _ => {
+                                return Err(
+                                    "an `input_json_delta` without a string `partial_json`"
+                                        .to_string(),
+                                );
+                            }
+                        };
+                        let block = event.index.unwrap_or(u64::MAX);
+                        let Some((call, seen)) = self.tool_blocks.get_mut(&block) else {
+                            return Err(format!(
+                                "an `input_json_delta` for block {block}, which is not an open `tool_use` block"
+                            ));
+                        };
+                        if !piece.is_empty() {
+                            *seen = true;
+                            events.push(StreamEvent::ToolCall {
+                                index: 0,
+                                call: *call,
+                                id: None,
+                                name: None,
+                                arguments: piece.clone(),
+                            });
+                        }
+                    }
+                    // signature_delta, citations_delta: no stream event carries them.
+                    _ => {}
+                }
             }
             "message_delta" => {
                 if let Some(reason) = event
@@ -929,6 +1012,7 @@ mod tests {
             model_id,
             model_type: ModelType::Chat,
             max_tokens_key: "max_tokens",
+            api_version: None,
         }
     }
 
@@ -1296,7 +1380,7 @@ mod tests {
         assert!(matches!(
             read(json!({"type": "content_block_delta", "index": 0,
                         "delta": {"type": "thinking_delta", "thinking": "hmm"}})),
-            Chunk::Events(e) if e.is_empty()
+            Chunk::Events(e) if e == [StreamEvent::Reasoning { index: 0, text: "hmm".into() }]
         ));
         read(json!({"type": "content_block_stop", "index": 0}));
         read(json!({"type": "content_block_start", "index": 1,
@@ -1313,10 +1397,23 @@ mod tests {
             ),
             other => panic!("{other:?}"),
         }
-        read(json!({"type": "content_block_start", "index": 2,
-                    "content_block": {"type": "tool_use", "id": "t", "name": "f", "input": {}}}));
-        read(json!({"type": "content_block_delta", "index": 2,
-                    "delta": {"type": "input_json_delta", "partial_json": "{\"a\":"}}));
+        assert!(matches!(
+            read(json!({"type": "content_block_start", "index": 2,
+                        "content_block": {"type": "tool_use", "id": "t", "name": "f", "input": {}}})),
+            Chunk::Events(e) if e == [StreamEvent::ToolCall { index: 0, call: 0, id: Some("t".into()), name: Some("f".into()), arguments: String::new() }]
+        ));
+        assert!(matches!(
+            read(json!({"type": "content_block_delta", "index": 2,
+                        "delta": {"type": "input_json_delta", "partial_json": "{\"a\":"}})),
+            Chunk::Events(e) if e == [StreamEvent::ToolCall { index: 0, call: 0, id: None, name: None, arguments: "{\"a\":".into() }]
+        ));
+        // A second call without input: `{}` when its block stops.
+        read(json!({"type": "content_block_start", "index": 3,
+                    "content_block": {"type": "tool_use", "id": "u", "name": "g", "input": {}}}));
+        assert!(matches!(
+            read(json!({"type": "content_block_stop", "index": 3})),
+            Chunk::Events(e) if e == [StreamEvent::ToolCall { index: 0, call: 1, id: None, name: None, arguments: "{}".into() }]
+        ));
         match read(json!({"type": "message_delta",
                           "delta": {"stop_reason": "end_turn", "stop_sequence": null},
                           "usage": {"output_tokens": 15}}))

@@ -13,11 +13,16 @@
 //!   the meaning of an error answer ([`Protocol::error`]).
 //!
 //! One file per protocol: `openai` (chat and text completions, the protocol of every
-//! OpenAI-compatible server), `anthropic` (the Messages API). The provider table (`provider.rs`) picks the protocol from the
-//! model string's prefix.
+//! OpenAI-compatible server), `azure` (the same bodies at Azure OpenAI's deployment URLs),
+//! `responses` (OpenAI's Responses API, DSPy's `model_type="responses"`), `anthropic` (the
+//! Messages API), `gemini` (Google AI Studio's `generateContent`). The provider table
+//! (`provider.rs`) picks the protocol from the model string's prefix.
 
 pub(crate) mod anthropic;
+pub(crate) mod azure;
+pub(crate) mod gemini;
 pub(crate) mod openai;
+pub(crate) mod responses;
 
 use crate::error::LmError;
 use crate::provider::ModelType;
@@ -34,6 +39,8 @@ pub(crate) struct Target<'a> {
     pub(crate) model_type: ModelType,
     /// The body key of the token limit, where the provider renames it.
     pub(crate) max_tokens_key: &'static str,
+    /// The API version the provider's URLs carry (Azure's `api-version`).
+    pub(crate) api_version: Option<&'a str>,
 }
 
 /// Endpoint paths, relative to the base URL (no leading slash; may carry a query).
@@ -66,6 +73,20 @@ pub(crate) struct Failure {
     pub(crate) code: Option<String>,
     /// The provider's message.
     pub(crate) message: String,
+}
+
+/// Why a success answer gives no completions ([`Protocol::decode`]).
+#[derive(Debug)]
+pub(crate) enum Unusable {
+    /// It is not what the protocol promises: what is wrong with it.
+    Unreadable(String),
+    /// The provider reports an error in it, with the status it gives that error.
+    Failed {
+        /// The status the error is given (the answer's own, 200, for Gemini's blocks).
+        status: u16,
+        /// Its code and message.
+        failure: Failure,
+    },
 }
 
 /// What one event of a streamed answer held.
@@ -133,11 +154,29 @@ pub(crate) trait Protocol: Send + Sync + std::fmt::Debug {
     /// A success answer's body, or what is wrong with it.
     fn response(&self, target: Target<'_>, body: &[u8]) -> Result<Decoded, String>;
 
+    /// A success answer's body read as [`response`](Protocol::response) reads it, or why it
+    /// gives no completions: unreadable ([`LmError::Decode`]), or an error the provider put
+    /// inside a success answer (Gemini's blocked prompts), classified as an error answer.
+    fn decode(&self, target: Target<'_>, body: &[u8]) -> Result<Decoded, Unusable> {
+        self.response(target, body).map_err(Unusable::Unreadable)
+    }
+
     /// A reader for one streamed answer.
     fn stream(&self, target: Target<'_>) -> Box<dyn StreamReader>;
 
     /// The code and message of an error answer's body.
     fn error(&self, body: &str) -> Failure;
+}
+
+/// Every protocol, for the fuzz targets.
+pub(crate) fn all() -> &'static [&'static dyn Protocol] {
+    &[
+        &openai::OpenAi,
+        &azure::AzureOpenAi,
+        &responses::Responses,
+        &anthropic::Anthropic,
+        &gemini::Gemini,
+    ]
 }
 
 /// `message` as [`LmError::UnsupportedFeature`] for `model`.

@@ -23,6 +23,8 @@ impl Protocol for OpenAi {
         let call = match target.model_type {
             ModelType::Chat => "chat/completions",
             ModelType::Text => "completions",
+            // The builder gives a Responses model the Responses protocol; this is its path.
+            ModelType::Responses => "responses",
         };
         Paths {
             call: call.to_string(),

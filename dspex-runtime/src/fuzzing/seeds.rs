@@ -126,6 +126,34 @@ pub fn all(fixtures: &Path) -> Result<Vec<(&'static str, Vec<u8>)>, String> {
         } else {
             add("sse_stream", body);
         }
+        // Every protocol reads every answer (the first byte picks the protocol).
+        for selector in 0..8u8 {
+            let mut body = vec![selector];
+            body.extend_from_slice(&answer_body(answer));
+            add("provider_wire", body);
+        }
+        if request.windows(7).any(|w| w == b"/v1beta") {
+            let body = answer_body(answer);
+            add("gemini_response", body.clone());
+            for cut in [0u8, 6] {
+                let mut input = vec![cut];
+                input.extend_from_slice(&body);
+                add("gemini_stream", input);
+            }
+        }
+    }
+    // Gemini answers the mock does not give unasked: blocks, calls, thoughts, errors.
+    for body in [
+        r#"{"promptFeedback":{"blockReason":"SAFETY"},"usageMetadata":{"promptTokenCount":4}}"#,
+        r#"{"candidates":[{"finishReason":"RECITATION","index":0}]}"#,
+        r#"{"candidates":[{"content":{"parts":[{"text":"hm","thought":true},{"functionCall":{"name":"f","args":{"a":1}}},{"functionCall":{"id":"c1","name":"g"}}]},"finishReason":"STOP"}],"usageMetadata":{"promptTokenCount":1,"candidatesTokenCount":2,"thoughtsTokenCount":3}}"#,
+        r#"{"error":{"code":429,"message":"Resource has been exhausted","status":"RESOURCE_EXHAUSTED"}}"#,
+        r#"[{"error":{"code":503,"message":"overloaded","status":"UNAVAILABLE"}}]"#,
+    ] {
+        add("gemini_response", body.as_bytes().to_vec());
+        let mut input = vec![2u8];
+        input.extend_from_slice(format!("data: {body}\r\n\r\n").as_bytes());
+        add("gemini_stream", input);
     }
     for request in extra_requests(&fx) {
         let mut input = vec![4u8];
@@ -431,6 +459,14 @@ fn capture_mock_answers() -> Result<Vec<Exchange>, String> {
         ),
         ("/v1/completions", r#"{"model":"mock","prompt":"Once"}"#),
         (
+            "/v1/responses",
+            r#"{"model":"mock","input":[{"role":"user","content":[{"type":"input_text","text":"Hi"}]}]}"#,
+        ),
+        (
+            "/v1/responses",
+            r#"{"model":"mock","input":"Hi","stream":true}"#,
+        ),
+        (
             "/v1/embeddings",
             r#"{"model":"mock","input":["a","b"]}"#,
         ),
@@ -442,6 +478,18 @@ fn capture_mock_answers() -> Result<Vec<Exchange>, String> {
             "/v1/messages",
             r#"{"model":"claude-mock","max_tokens":4096,"stream":true,"thinking":{"type":"enabled","budget_tokens":1024},"messages":[{"role":"user","content":"Hi"}]}"#,
         ),
+        (
+            "/v1beta/models/gemini-2.5-flash:generateContent",
+            r#"{"contents":[{"role":"user","parts":[{"text":"What is 2+2?"}]}],"generationConfig":{"candidateCount":2,"temperature":0.5,"thinkingConfig":{"thinkingBudget":1024,"includeThoughts":true}}}"#,
+        ),
+        (
+            "/v1beta/models/gemini-2.5-flash:streamGenerateContent?alt=sse",
+            r#"{"systemInstruction":{"parts":[{"text":"Your output fields are:\n1. `answer` (int)"}]},"contents":[{"role":"user","parts":[{"text":"[[ ## question ## ]]\nq"}]}],"generationConfig":{"candidateCount":2,"temperature":0.7}}"#,
+        ),
+        (
+            "/v1beta/models/gemini-2.5-flash:generateContent",
+            r#"{"contents":[{"role":"user","parts":[{"text":"Weather?"},{"inline_data":{"mime_type":"image/png","data":"iVBORw0KGgo="}}]}],"tools":[{"functionDeclarations":[{"name":"get_weather","parameters":{"type":"object","properties":{"city":{"type":"string"}}}}]}],"generationConfig":{"responseMimeType":"application/json"}}"#,
+        ),
     ]
     .iter()
     .map(|(path, body)| {
@@ -452,7 +500,7 @@ fn capture_mock_answers() -> Result<Vec<Exchange>, String> {
             ""
         };
         format!(
-            "POST {path} HTTP/1.1\r\nhost: mock\r\ncontent-type: application/json\r\n{anthropic}connection: close\r\ncontent-length: {}\r\n\r\n{body}",
+            "POST {path} HTTP/1.1\r\nhost: mock\r\ncontent-type: application/json\r\nx-goog-api-key: seed-key\r\n{anthropic}connection: close\r\ncontent-length: {}\r\n\r\n{body}",
             body.len()
         )
         .into_bytes()

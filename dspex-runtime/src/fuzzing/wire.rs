@@ -1,12 +1,14 @@
 //! The LM client's readers of what a server sends: the HTTP/1.1 response reader (status line,
 //! headers, `Content-Length`, chunked bodies and trailers, bodies that run to the close), the
-//! server-sent-events decoder and the JSON bodies of completions, stream chunks and embeddings.
+//! server-sent-events decoder and the JSON bodies of completions, stream chunks and embeddings,
+//! and Gemini's response bodies and stream events.
 
 use super::split_first;
+use crate::lm::gemini_fuzzing;
 use crate::lm::http1::{Pool, Target};
 use crate::lm::stream::{SseData, SseDecoder, parse_chunk};
 use crate::lm::wire::{CompletionResponse, EmbeddingResponse, provider_message};
-use crate::lm::{ModelType, StreamEvent};
+use crate::lm::{FinishReason, ModelType, StreamEvent};
 use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -188,6 +190,12 @@ pub fn sse_stream(data: &[u8]) {
     response_bodies(body);
 }
 
+/// The provider protocols' readers of response bodies, error bodies and streams: the first
+/// byte picks the protocol (`dspex_lm::__fuzz::provider_wire` holds the checks).
+pub fn provider_wire(data: &[u8]) {
+    crate::lm::__fuzz::provider_wire(data);
+}
+
 /// The non-streaming bodies: a chat and a text completion, an embeddings answer, an error body.
 fn response_bodies(body: &[u8]) {
     for model_type in [ModelType::Chat, ModelType::Text] {
@@ -289,8 +297,126 @@ pub fn anthropic_stream(data: &[u8]) {
                     u.prompt_tokens.saturating_add(u.completion_tokens)
                 ),
                 StreamEvent::Finish { index, .. } => assert_eq!(*index, 0),
+                StreamEvent::Reasoning { index, text } => {
+                    assert_eq!(*index, 0, "a message is one completion");
+                    assert!(!text.is_empty(), "an empty reasoning delta");
+                }
+                StreamEvent::ToolCall { index, .. } => assert_eq!(*index, 0),
+                _ => {}
             }
         }
     }
     anthropic_response(body);
+}
+
+/// Target `gemini_response`: the bytes as a Gemini `generateContent` body and as a Google
+/// error body. A body that reads gives at least one completion; every tool call has a name, an
+/// id (Gemini's or a generated one) and JSON arguments; reasoning is never an empty string; a
+/// body that does not read says why.
+pub fn gemini_response(data: &[u8]) {
+    match gemini_fuzzing::response(data) {
+        Ok(choices) => {
+            assert!(
+                !choices.is_empty(),
+                "an answer without candidates is an error"
+            );
+            for choice in &choices {
+                for call in &choice.tool_calls {
+                    assert!(!call.name.is_empty(), "a nameless call");
+                    assert!(call.id.as_deref().is_some_and(|id| !id.is_empty()));
+                    assert!(
+                        serde_json::from_str::<serde_json::Value>(&call.arguments).is_ok(),
+                        "arguments that are not JSON: {}",
+                        call.arguments
+                    );
+                }
+                assert_ne!(choice.reasoning_content.as_deref(), Some(""));
+                if !choice.tool_calls.is_empty() && choice.finish_reason.is_some() {
+                    assert_ne!(choice.finish_reason, Some(FinishReason::Stop));
+                }
+            }
+        }
+        Err((class, message)) => {
+            assert!(matches!(class, "unreadable" | "failed"));
+            assert!(!message.is_empty(), "an error without a message");
+        }
+    }
+    let (_, message) = gemini_fuzzing::error(&String::from_utf8_lossy(data));
+    let _ = message;
+}
+
+/// Target `gemini_stream`: the first byte picks how the bytes are cut (1 to 16 bytes per
+/// read), the rest is a `streamGenerateContent?alt=sse` body. Its events, read in order by one
+/// Gemini stream reader: deltas are never empty; no completion gets text after its finish; a
+/// stream is complete only when it finished a completion and every completion it started; usage
+/// comes only with a finish; failures have messages.
+pub fn gemini_stream(data: &[u8]) {
+    let Some((cut, body)) = split_first(data) else {
+        return;
+    };
+    let mut decoder = SseDecoder::default();
+    let mut texts = Vec::new();
+    for piece in body.chunks(usize::from(cut % 16) + 1) {
+        for event in decoder.feed(piece) {
+            texts.push(match event {
+                SseData::Done => "[DONE]".to_string(),
+                SseData::Json(text) => text,
+            });
+        }
+    }
+    let (chunks, complete) = gemini_fuzzing::stream(texts.iter().map(String::as_str));
+    let mut started = std::collections::BTreeSet::new();
+    let mut finished = std::collections::BTreeSet::new();
+    let mut failed = false;
+    for chunk in &chunks {
+        match chunk {
+            Ok(events) => {
+                let finishes = events
+                    .iter()
+                    .filter(|e| matches!(e, StreamEvent::Finish { .. }))
+                    .count();
+                for event in events {
+                    match event {
+                        StreamEvent::Delta { index, text } => {
+                            assert!(!text.is_empty(), "an empty delta");
+                            assert!(!finished.contains(index), "text after a finish");
+                            started.insert(*index);
+                        }
+                        StreamEvent::Finish { index, .. } => {
+                            assert!(finished.insert(*index), "a second finish of {index}");
+                            started.insert(*index);
+                        }
+                        StreamEvent::Usage(_) => {
+                            assert!(finishes > 0, "usage without a finish in its chunk");
+                        }
+                        StreamEvent::Reasoning { index, text } => {
+                            assert!(!text.is_empty(), "an empty reasoning delta");
+                            assert!(!finished.contains(index), "reasoning after a finish");
+                        }
+                        StreamEvent::ToolCall { index, name, .. } => {
+                            assert!(
+                                name.as_ref().is_some_and(|n| !n.is_empty()),
+                                "a call without a name"
+                            );
+                            assert!(!finished.contains(index), "a call after a finish");
+                            started.insert(*index);
+                        }
+                        _ => {}
+                    }
+                }
+            }
+            Err(message) => {
+                assert!(!message.is_empty(), "a failure without a message");
+                failed = true;
+            }
+        }
+    }
+    if complete {
+        assert!(!failed, "a failed stream counts as complete");
+        assert!(!finished.is_empty(), "complete without any finish");
+        assert!(
+            started.is_subset(&finished),
+            "complete with open completions: {started:?} vs {finished:?}"
+        );
+    }
 }

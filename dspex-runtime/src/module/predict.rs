@@ -313,9 +313,6 @@ pub(super) async fn run(
 ) -> Result<Prediction> {
     let (request, prompt_signature) =
         observed_request_for(lm, adapter, config, signature, demos, inputs)?;
-    // With native function calling the prompt's signature lacks the tool fields, and the
-    // `ToolCalls` output comes from the response (DSPy's `_call_postprocess`).
-    let tool_calls_field = crate::adapter::native::tool_calls_output(signature).is_some();
     let call = Observed::start(
         EventKind::Lm,
         || lm.model().to_string(),
@@ -336,20 +333,7 @@ pub(super) async fn run(
             || serde_json::json!({"signature": signature.to_string(), "completion": c.text}),
         );
         let parsed = match adapter.extractor() {
-            None if tool_calls_field => crate::adapter::native::finish(
-                signature,
-                &prompt_signature,
-                &c.text,
-                c.tool_calls
-                    .iter()
-                    .map(crate::lm::ToolCall::to_dspy)
-                    .collect(),
-                |sig, text| adapter.parse(sig, text),
-            )
-            .map_err(Error::from),
-            None => adapter
-                .parse(&prompt_signature, &c.text)
-                .map_err(Error::from),
+            None => parse_choice(adapter, signature, &prompt_signature, c),
             // The TwoStepAdapter reads the fields with its extraction LM.
             Some(extractor) => extractor
                 .extract(&prompt_signature, &c.text)
@@ -366,12 +350,43 @@ pub(super) async fn run(
             parse.finish_with(&parsed, to_json, parse_error_event);
         }
         let mut parsed = parsed?;
-        if adapter.native_reasoning_enabled() {
+        if adapter.extractor().is_some() && adapter.native_reasoning_enabled() {
             take_native_reasoning(signature, c, &mut parsed);
         }
         completions.push(parsed);
     }
     Ok(Prediction::from_completions(completions)?)
+}
+
+/// One completion's output fields, as the adapter reads them: the text parsed with the
+/// signature the prompt was formatted with, and — with native function calling — the response's
+/// tool calls as the `ToolCalls` output (DSPy's `_call_postprocess`), and the LM's native
+/// reasoning as the `Reasoning` outputs. Plain and streamed calls read completions with it.
+pub(super) fn parse_choice(
+    adapter: &dyn Adapter,
+    signature: &DynSignature,
+    prompt_signature: &DynSignature,
+    choice: &crate::lm::Choice,
+) -> Result<serde_json::Map<String, serde_json::Value>> {
+    let mut parsed = if crate::adapter::native::tool_calls_output(signature).is_some() {
+        crate::adapter::native::finish(
+            signature,
+            prompt_signature,
+            &choice.text,
+            choice
+                .tool_calls
+                .iter()
+                .map(crate::lm::ToolCall::to_dspy)
+                .collect(),
+            |sig, text| adapter.parse(sig, text),
+        )?
+    } else {
+        adapter.parse(prompt_signature, &choice.text)?
+    };
+    if adapter.native_reasoning_enabled() {
+        take_native_reasoning(signature, choice, &mut parsed);
+    }
+    Ok(parsed)
 }
 
 /// DSPy's `Reasoning.parse_lm_response`: the LM's native reasoning content, when it sent

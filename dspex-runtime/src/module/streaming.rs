@@ -1,7 +1,7 @@
 //! Output-field streaming for `DynPredict`, `Predict` and `ChainOfThought`: DSPy's
 //! `dspy.streamify` with `StreamListener`s. [`StreamItem`] describes it.
 
-use super::predict::{observed_request_for, parse_error_event, run};
+use super::predict::{observed_request_for, parse_choice, parse_error_event, run};
 use crate::adapter::{Adapter, AdapterError, FieldStreamParser};
 use crate::callback::{ErrorKind, EventError, EventKind, Observed, to_json};
 use crate::error::Error;
@@ -253,10 +253,14 @@ enum Phase {
 
 struct Streaming {
     call: Box<StreamCall>,
+    /// The signature the prompt was formatted with (without the tool fields under native
+    /// function calling, without native `Reasoning` fields).
+    prompt_signature: DynSignature,
     events: EventStream,
     parser: Option<FieldStreamParser>,
     predictor: String,
-    text: String,
+    /// The completion so far: its text, reasoning and tool calls.
+    choice: crate::lm::Choice,
     /// The LM call's callback events (its end comes when the stream does).
     lm_call: Option<Observed>,
     finish_reason: Option<crate::lm::FinishReason>,
@@ -368,7 +372,18 @@ async fn start(call: Box<StreamCall>) -> Result<Box<Streaming>, StreamError> {
         return Err(StreamError::MultipleCompletions { n });
     }
     let predictor = call.predictor();
-    let mut parser = FieldStreamParser::new(&*call.adapter, &call.signature);
+    let (request, prompt_signature) = observed_request_for(
+        &*call.lm,
+        &*call.adapter,
+        &call.config,
+        &call.signature,
+        &call.demos,
+        &call.inputs,
+    )?;
+    let prompt_signature = prompt_signature.into_owned();
+    // The LM writes the prompt's fields; tool calls and native reasoning come as their own
+    // events.
+    let mut parser = FieldStreamParser::new(&*call.adapter, &prompt_signature);
     if let Some(fields) = &call.options.fields {
         let outputs: Vec<String> = call.signature.output_names().map(str::to_string).collect();
         if let Some(unknown) = fields.iter().find(|f| !outputs.contains(f)) {
@@ -380,24 +395,6 @@ async fn start(call: Box<StreamCall>) -> Result<Box<Streaming>, StreamError> {
         }
         parser = parser.map(|p| p.listen_only(fields));
     }
-    let (request, prompt_signature) = observed_request_for(
-        &*call.lm,
-        &*call.adapter,
-        &call.config,
-        &call.signature,
-        &call.demos,
-        &call.inputs,
-    )?;
-    // Native function calling answers with tool calls, which a text stream does not carry.
-    if *prompt_signature != call.signature {
-        return Err(StreamError::Call(crate::error::Error::Adapter(
-            crate::adapter::AdapterError::Format {
-                adapter: call.adapter.name(),
-                message: "native function calling cannot stream: the tool calls come with the whole response; call the predictor instead".to_string(),
-            },
-        )));
-    }
-    drop(prompt_signature);
     let lm_call = Observed::start(
         EventKind::Lm,
         || call.lm.model().to_string(),
@@ -415,10 +412,11 @@ async fn start(call: Box<StreamCall>) -> Result<Box<Streaming>, StreamError> {
     };
     Ok(Box::new(Streaming {
         call,
+        prompt_signature,
         events,
         parser,
         predictor,
-        text: String::new(),
+        choice: crate::lm::Choice::empty(),
         lm_call,
         finish_reason: None,
         usage: None,
@@ -438,11 +436,18 @@ impl Streaming {
                     let deltas = parser.feed(&text);
                     self.queue(deltas, pending);
                 }
-                self.text.push_str(&text);
+                self.choice.text.push_str(&text);
                 Phase::Streaming(self)
             }
             Some(Ok(StreamEvent::Finish { index: 0, reason })) => {
                 self.finish_reason = Some(reason);
+                Phase::Streaming(self)
+            }
+            Some(Ok(
+                event @ (StreamEvent::Reasoning { index: 0, .. }
+                | StreamEvent::ToolCall { index: 0, .. }),
+            )) => {
+                self.choice.absorb(&event);
                 Phase::Streaming(self)
             }
             Some(Ok(StreamEvent::Usage(usage))) => {
@@ -467,8 +472,10 @@ impl Streaming {
                     // n > 1).
                     lm_call.finish(Ok(serde_json::json!({
                         "choices": [{
-                            "text": self.text,
+                            "text": self.choice.text,
                             "finish_reason": self.finish_reason.as_ref().map(to_json),
+                            "tool_calls": to_json(&self.choice.tool_calls),
+                            "reasoning_content": self.choice.reasoning_content,
                         }],
                         "usage": self.usage.as_ref().map(to_json),
                         "streamed": true,
@@ -479,13 +486,16 @@ impl Streaming {
                     EventKind::AdapterParse,
                     || call.adapter.name().to_string(),
                     None,
-                    || serde_json::json!({"signature": call.signature.to_string(), "completion": self.text}),
+                    || serde_json::json!({"signature": call.signature.to_string(), "completion": self.choice.text}),
                 );
-                let parsed = call.adapter.parse(&call.signature, &self.text);
+                let parsed = parse_choice(
+                    &*call.adapter,
+                    &call.signature,
+                    &self.prompt_signature,
+                    &self.choice,
+                );
                 if let Some(parse) = parse {
-                    parse.finish_with(&parsed, to_json, |e| {
-                        parse_error_event(&Error::from(e.clone()))
-                    });
+                    parse.finish_with(&parsed, to_json, parse_error_event);
                 }
                 match parsed {
                     Ok(fields) => {
@@ -496,23 +506,25 @@ impl Streaming {
                         );
                         Phase::Done
                     }
-                    Err(error @ AdapterError::Parse { .. }) => match call.adapter.fallback() {
-                        // DSPy's ChatAdapter retries once with JSONAdapter, as `call_with` does.
-                        Some(fallback) => {
-                            tracing::debug!(%error, fallback = fallback.name(), "streamed completion did not parse");
-                            pending.push_back(Ok(StreamItem::Fallback {
-                                adapter: fallback.name(),
-                                error: error.clone(),
-                            }));
-                            Phase::Fallback(call, fallback, error)
+                    Err(Error::Adapter(error @ AdapterError::Parse { .. })) => {
+                        match call.adapter.fallback() {
+                            // DSPy's ChatAdapter retries once with JSONAdapter, as `call_with` does.
+                            Some(fallback) => {
+                                tracing::debug!(%error, fallback = fallback.name(), "streamed completion did not parse");
+                                pending.push_back(Ok(StreamItem::Fallback {
+                                    adapter: fallback.name(),
+                                    error: error.clone(),
+                                }));
+                                Phase::Fallback(call, fallback, error)
+                            }
+                            None => {
+                                pending.push_back(Err(error.into()));
+                                Phase::Done
+                            }
                         }
-                        None => {
-                            pending.push_back(Err(error.into()));
-                            Phase::Done
-                        }
-                    },
+                    }
                     Err(error) => {
-                        pending.push_back(Err(error.into()));
+                        pending.push_back(Err(StreamError::Call(error)));
                         Phase::Done
                     }
                 }

@@ -4,7 +4,9 @@
 mod answer;
 mod anthropic;
 mod fault;
+mod gemini;
 mod openai;
+mod responses;
 mod server;
 mod stats;
 mod timer;
@@ -220,6 +222,8 @@ pub struct Rule {
     matcher: Matcher,
     completion: Completion,
     tool_calls: Vec<serde_json::Value>,
+    /// A safety block the Gemini routes answer with ([`Rule::with_safety_block`]).
+    block: Option<gemini::Block>,
 }
 
 impl Rule {
@@ -229,6 +233,7 @@ impl Rule {
             matcher: Matcher::Exact(text.into()),
             completion: completion.into(),
             tool_calls: Vec::new(),
+            block: None,
         }
     }
 
@@ -238,6 +243,7 @@ impl Rule {
             matcher: Matcher::Contains(text.into()),
             completion: completion.into(),
             tool_calls: Vec::new(),
+            block: None,
         }
     }
 
@@ -248,6 +254,7 @@ impl Rule {
             matcher: Matcher::Regex(Pattern::new(pattern)?),
             completion: completion.into(),
             tool_calls: Vec::new(),
+            block: None,
         })
     }
 
@@ -263,6 +270,7 @@ impl Rule {
             matcher: Matcher::Conversation(Pattern::new(pattern)?),
             completion: completion.into(),
             tool_calls: Vec::new(),
+            block: None,
         })
     }
 
@@ -369,6 +377,7 @@ struct CompiledRule {
     matcher: Matcher,
     texts: Vec<String>,
     tool_calls: Vec<serde_json::Value>,
+    block: Option<gemini::Block>,
     next: AtomicUsize,
 }
 
@@ -479,6 +488,7 @@ impl MockLmBuilder {
                 matcher: rule.matcher,
                 texts: rule.completion.texts(),
                 tool_calls: rule.tool_calls,
+                block: rule.block,
                 next: AtomicUsize::new(0),
             })
             .collect();

@@ -73,7 +73,60 @@ pub(super) async fn handle(shared: &Shared, req: Request) -> Response {
         | "/messages"
         | "/stats"
         | "/health" => method_not_allowed(&req),
+        p if post && p.starts_with("/v1beta/models/") => {
+            super::gemini::handle(shared, req, arrived).await
+        }
+        "/v1/responses" if post => {
+            super::responses::responses(shared, Route::ResponsesV1, req, arrived).await
+        }
+        "/responses" if post => {
+            super::responses::responses(shared, Route::Responses, req, arrived).await
+        }
+        "/v1/responses" | "/responses" => method_not_allowed(&req),
+        path if path.starts_with("/openai/deployments/") => azure(shared, req, arrived).await,
         _ => not_found(&req),
+    }
+}
+
+/// Azure OpenAI's deployment routes (`/openai/deployments/{deployment}/chat/completions`,
+/// `/completions`, `/embeddings`): the OpenAI handlers, behind Azure's checks — an
+/// `api-version` query (404 without, as Azure answers) and an `api-key` header (401 without).
+async fn azure(shared: &Shared, req: Request, arrived: Instant) -> Response {
+    let path = req.uri().path().to_string();
+    let rest = path
+        .strip_prefix("/openai/deployments/")
+        .and_then(|r| r.split_once('/'))
+        .filter(|(deployment, _)| !deployment.is_empty())
+        .map(|(_, rest)| rest.to_string());
+    let route = match rest.as_deref() {
+        Some("chat/completions") => Route::AzureChat,
+        Some("completions") => Route::AzureCompletions,
+        Some("embeddings") => Route::AzureEmbeddings,
+        _ => return not_found(&req),
+    };
+    if req.method() != Method::POST {
+        return method_not_allowed(&req);
+    }
+    let has_version = req.uri().query().is_some_and(|q| {
+        q.split('&')
+            .any(|pair| pair.starts_with("api-version=") && pair.len() > "api-version=".len())
+    });
+    if !has_version {
+        return json(
+            StatusCode::NOT_FOUND,
+            &serde_json::json!({"error": {"code": "404", "message": "Resource not found"}}),
+        );
+    }
+    if !req.headers().contains_key("api-key") {
+        return json(
+            StatusCode::UNAUTHORIZED,
+            &serde_json::json!({"error": {"code": "401", "message": "Access denied due to invalid subscription key or wrong API endpoint. Make sure to provide a valid key for an active subscription and use a correct regional API endpoint for your resource."}}),
+        );
+    }
+    match route {
+        Route::AzureChat => chat(shared, route, req, arrived).await,
+        Route::AzureCompletions => completions(shared, route, req, arrived).await,
+        _ => embeddings(shared, route, req, arrived).await,
     }
 }
 
@@ -158,6 +211,13 @@ async fn chat(shared: &Shared, route: Route, req: Request, arrived: Instant) -> 
     let created = now();
     let model = request.model.as_deref().unwrap_or("mock");
 
+    // A rule's tool calls, when the request offers tools (native function calling).
+    let tool_calls = request
+        .tools
+        .as_ref()
+        .filter(|tools| !tools.is_empty())
+        .and_then(|_| shared.tool_calls_for(&user, conversation.as_deref()))
+        .filter(|calls| !calls.is_empty());
     if streaming {
         let include_usage = request
             .stream_options
@@ -169,16 +229,15 @@ async fn chat(shared: &Shared, route: Route, req: Request, arrived: Instant) -> 
             created,
             model,
         };
-        let events = chat_events(&meta, &choices, include_usage.then_some(usage), empty);
+        let events = chat_events(
+            &meta,
+            &choices,
+            tool_calls.unwrap_or_default(),
+            include_usage.then_some(usage),
+            empty,
+        );
         return sse(events, fault.as_ref());
     }
-    // A rule's tool calls, when the request offers tools (native function calling).
-    let tool_calls = request
-        .tools
-        .as_ref()
-        .filter(|tools| !tools.is_empty())
-        .and_then(|_| shared.tool_calls_for(&user, conversation.as_deref()))
-        .filter(|calls| !calls.is_empty());
     let response = ChatCompletion {
         id: &id,
         object: "chat.completion",
@@ -210,7 +269,7 @@ async fn chat(shared: &Shared, route: Route, req: Request, arrived: Instant) -> 
 }
 
 /// The `n` completions for a prompt, each with its finish reason.
-fn generate(
+pub(super) fn generate(
     shared: &Shared,
     prompt: Prompt<'_>,
     format: Format<'_>,
@@ -270,10 +329,13 @@ fn chat_delta(
     chat_chunk(meta, vec![choice], None)
 }
 
-/// The SSE events of a streamed chat completion, `data: [DONE]` last.
+/// The SSE events of a streamed chat completion, `data: [DONE]` last. Tool calls follow each
+/// choice's text as OpenAI streams them: a first piece with the call's id and name, then its
+/// arguments in two pieces; the choice then finishes with `tool_calls`.
 fn chat_events(
     meta: &Meta<'_>,
     choices: &[(String, &'static str)],
+    tool_calls: &[serde_json::Value],
     usage: Option<Usage>,
     empty: bool,
 ) -> Vec<Bytes> {
@@ -294,6 +356,43 @@ fn chat_events(
             };
             events.push(chat_delta(meta, index, delta, None));
         }
+        for (call_index, call) in tool_calls.iter().enumerate() {
+            let arguments = call
+                .pointer("/function/arguments")
+                .and_then(serde_json::Value::as_str)
+                .unwrap_or("{}");
+            let cut = arguments
+                .char_indices()
+                .nth(arguments.chars().count() / 2)
+                .map_or(0, |(i, _)| i);
+            let piece = |value: serde_json::Value| {
+                event(&serde_json::json!({
+                    "id": meta.id,
+                    "object": "chat.completion.chunk",
+                    "created": meta.created,
+                    "model": meta.model,
+                    "system_fingerprint": "fp_mock",
+                    "choices": [{"index": index, "delta": {"tool_calls": [value]}, "logprobs": null, "finish_reason": null}],
+                }))
+            };
+            events.push(piece(serde_json::json!({
+                "index": call_index,
+                "id": call.get("id"),
+                "type": "function",
+                "function": {"name": call.pointer("/function/name"), "arguments": ""},
+            })));
+            for part in [&arguments[..cut], &arguments[cut..]] {
+                events.push(piece(serde_json::json!({
+                    "index": call_index,
+                    "function": {"arguments": part},
+                })));
+            }
+        }
+        let finish = if tool_calls.is_empty() || *finish != "stop" {
+            finish
+        } else {
+            "tool_calls"
+        };
         events.push(chat_delta(meta, index, Delta::default(), Some(finish)));
     }
     if let Some(usage) = usage {
@@ -536,7 +635,7 @@ fn model_list() -> serde_json::Value {
 
 /// Picks the request's fault, counts it, sleeps the latency (and a hang), and answers the
 /// faults that replace the response entirely. `Ok` carries a fault that alters the response.
-async fn prelude(
+pub(super) async fn prelude(
     shared: &Shared,
     arrived: Instant,
     api: Api,
@@ -607,7 +706,7 @@ async fn prelude(
 }
 
 /// A JSON response, altered by a body fault.
-fn json_with_fault<T: Serialize>(value: &T, fault: Option<&Fault>) -> Response {
+pub(super) fn json_with_fault<T: Serialize>(value: &T, fault: Option<&Fault>) -> Response {
     let body = match serde_json::to_vec(value) {
         Ok(b) => b,
         Err(e) => return internal(&e.to_string()),
@@ -623,7 +722,7 @@ fn json_with_fault<T: Serialize>(value: &T, fault: Option<&Fault>) -> Response {
 }
 
 /// A server-sent-events response, altered by a body fault.
-fn sse(mut events: Vec<Bytes>, fault: Option<&Fault>) -> Response {
+pub(super) fn sse(mut events: Vec<Bytes>, fault: Option<&Fault>) -> Response {
     match fault {
         Some(Fault::ResetMidBody) => {
             return reset(events.concat().into(), "text/event-stream", false);
@@ -680,7 +779,7 @@ fn sse(mut events: Vec<Bytes>, fault: Option<&Fault>) -> Response {
 
 /// Sends the status, the headers and half the body, then fails the body so the connection is
 /// dropped. With `declare_length`, `Content-Length` announces the whole body.
-fn reset(full: Bytes, content_type: &'static str, declare_length: bool) -> Response {
+pub(super) fn reset(full: Bytes, content_type: &'static str, declare_length: bool) -> Response {
     let total = full.len();
     let half = full.slice(..total / 2);
     let parts = stream::unfold(0u8, move |state| {
@@ -719,7 +818,7 @@ async fn read_body(req: Request) -> Result<Bytes, Response> {
     Ok(req.into_body())
 }
 
-fn event<T: Serialize>(value: &T) -> Bytes {
+pub(super) fn event<T: Serialize>(value: &T) -> Bytes {
     let mut out = b"data: ".to_vec();
     // Serializing these plain structs cannot fail; an error would only drop the payload.
     let _ = serde_json::to_writer(&mut out, value);
@@ -727,7 +826,7 @@ fn event<T: Serialize>(value: &T) -> Bytes {
     Bytes::from(out)
 }
 
-fn now() -> u64 {
+pub(super) fn now() -> u64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map_or(0, |d| d.as_secs())

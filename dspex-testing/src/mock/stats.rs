@@ -47,12 +47,19 @@ pub(crate) enum Route {
     Embeddings,
     ModelsV1,
     Models,
+    AzureChat,
+    AzureCompletions,
+    AzureEmbeddings,
+    ResponsesV1,
+    Responses,
+    GeminiGenerate,
+    GeminiStream,
     MessagesV1,
     Messages,
 }
 
 impl Route {
-    pub(crate) const ALL: [Route; 10] = [
+    pub(crate) const ALL: [Route; 17] = [
         Route::ChatV1,
         Route::Chat,
         Route::CompletionsV1,
@@ -61,6 +68,13 @@ impl Route {
         Route::Embeddings,
         Route::ModelsV1,
         Route::Models,
+        Route::AzureChat,
+        Route::AzureCompletions,
+        Route::AzureEmbeddings,
+        Route::ResponsesV1,
+        Route::Responses,
+        Route::GeminiGenerate,
+        Route::GeminiStream,
         Route::MessagesV1,
         Route::Messages,
     ];
@@ -75,6 +89,13 @@ impl Route {
             Route::Embeddings => "/embeddings",
             Route::ModelsV1 => "/v1/models",
             Route::Models => "/models",
+            Route::AzureChat => "/openai/deployments/{deployment}/chat/completions",
+            Route::AzureCompletions => "/openai/deployments/{deployment}/completions",
+            Route::AzureEmbeddings => "/openai/deployments/{deployment}/embeddings",
+            Route::ResponsesV1 => "/v1/responses",
+            Route::Responses => "/responses",
+            Route::GeminiGenerate => "/v1beta/models/{model}:generateContent",
+            Route::GeminiStream => "/v1beta/models/{model}:streamGenerateContent",
             Route::MessagesV1 => "/v1/messages",
             Route::Messages => "/messages",
         }
