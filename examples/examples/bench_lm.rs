@@ -235,6 +235,8 @@ const PROTOCOLS: &[(&str, &str)] = &[
     ("OpenAI chat (`openai/`)", "openai"),
     ("OpenAI Responses (`ModelType::Responses`)", "responses"),
     ("Azure OpenAI (`azure/`)", "azure"),
+    ("Anthropic Messages (`anthropic/`)", "anthropic"),
+    ("Gemini generateContent (`gemini/`)", "gemini"),
 ];
 
 /// An LM of protocol `name` on the mock server at `url`.
@@ -247,6 +249,8 @@ fn protocol_client(url: &str, name: &str) -> LM {
         "azure" => LM::builder("azure/mock")
             .api_base(url)
             .api_version("2024-10-21"),
+        "anthropic" => LM::builder("anthropic/claude-mock").api_base(url),
+        "gemini" => LM::builder("gemini/gemini-2.5-flash").api_base(format!("{url}/v1beta")),
         other => panic!("unknown protocol {other}"),
     };
     builder

@@ -115,3 +115,39 @@ fn rag_retrieves_over_two_hops_compiles_and_saves() {
         2
     );
 }
+
+/// With no provider configured (the environment emptied of keys), every protocol answers from
+/// the mock server, typed, with its tokens.
+#[test]
+fn providers_run_one_program_through_every_protocol() {
+    let exe = std::env::current_exe().expect("the test's path");
+    let dir = exe
+        .parent()
+        .and_then(|deps| deps.parent())
+        .expect("target/<profile>/deps");
+    let out = Command::new(dir.join("examples").join("providers"))
+        .env_clear()
+        .env("PATH", std::env::var("PATH").unwrap_or_default())
+        .output()
+        .expect("the example runs");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{stdout}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    for entry in [
+        "openai/gpt-4o-mini (mock",
+        "responses:openai/gpt-4o-mini (mock",
+        "azure/gpt-4o-mini (mock",
+        "anthropic/claude-sonnet-4-5 (mock",
+        "gemini/gemini-2.5-flash (mock",
+        "groq/llama-3.3-70b-versatile (mock",
+    ] {
+        assert!(stdout.contains(entry), "{entry} missing:\n{stdout}");
+    }
+    assert!(!stdout.contains("failed:"), "{stdout}");
+    assert_eq!(stdout.matches("  answer:    ").count(), 6, "{stdout}");
+    // Listed models are priced from the published table; the mock's answers cost something.
+    assert!(stdout.contains("cost:      $"), "{stdout}");
+}
