@@ -725,7 +725,9 @@ impl LM {
             .bytes(s.max_response_bytes)
             .await
             .unwrap_or_default();
-        let failure = s.provider.protocol.error(&String::from_utf8_lossy(&raw));
+        let text = String::from_utf8_lossy(&raw);
+        let failure = s.provider.protocol.error(&text);
+        let retry_after = retry_after.or_else(|| s.provider.protocol.retry_after_in_body(&text));
         LmError::from_provider(
             s.model.clone(),
             s.endpoint.clone(),

@@ -143,6 +143,10 @@ impl Protocol for Gemini {
     fn error(&self, body: &str) -> Failure {
         gemini_failure(body)
     }
+
+    fn retry_after_in_body(&self, body: &str) -> Option<std::time::Duration> {
+        retry_delay(body)
+    }
 }
 
 /// `models/{id}` (an id that already starts with `models/` or `tunedModels/` is kept), with the
@@ -986,6 +990,30 @@ pub(crate) fn decode_response(body: &[u8]) -> Result<Decoded, Unusable> {
 
 /// The code and message of a Google error body (`{"error": {"code", "message", "status"}}`,
 /// or a list of such objects, as some Google front ends send), else the body as it is.
+/// Google's `RetryInfo.retryDelay` (`"37s"`, `"1.5s"`) among an error body's `details`.
+pub(crate) fn retry_delay(body: &str) -> Option<std::time::Duration> {
+    let parsed: Value = serde_json::from_str(body).ok()?;
+    let error = match &parsed {
+        Value::Array(items) => items.first()?.get("error")?,
+        v => v.get("error")?,
+    };
+    error
+        .get("details")?
+        .as_array()?
+        .iter()
+        .filter(|d| {
+            d.get("@type")
+                .and_then(Value::as_str)
+                .is_some_and(|t| t.ends_with("google.rpc.RetryInfo"))
+        })
+        .find_map(|d| {
+            let delay = d.get("retryDelay")?.as_str()?.strip_suffix('s')?;
+            let seconds: f64 = delay.trim().parse().ok()?;
+            (seconds.is_finite() && seconds >= 0.0 && seconds <= 86_400.0)
+                .then(|| std::time::Duration::from_secs_f64(seconds))
+        })
+}
+
 pub(crate) fn gemini_failure(body: &str) -> Failure {
     let parsed: Option<Value> = serde_json::from_str(body).ok();
     let error = match &parsed {

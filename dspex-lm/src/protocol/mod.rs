@@ -166,6 +166,13 @@ pub(crate) trait Protocol: Send + Sync + std::fmt::Debug {
 
     /// The code and message of an error answer's body.
     fn error(&self, body: &str) -> Failure;
+
+    /// The wait an error answer's body asks for, for providers that say it there rather than
+    /// (or as well as) in a `Retry-After` header — Google's `RetryInfo.retryDelay`. The header
+    /// wins when both are present. `None` by default.
+    fn retry_after_in_body(&self, _body: &str) -> Option<std::time::Duration> {
+        None
+    }
 }
 
 /// Every protocol, for the fuzz targets.

@@ -543,3 +543,31 @@ fn fuzzing_entry_points() {
     assert!(!complete);
     assert_eq!(fuzzing::error("{}").1, "{}");
 }
+
+#[test]
+fn retry_info_in_the_body_is_the_wait() {
+    let body = json!({"error": {"code": 429, "message": "Resource has been exhausted",
+    "status": "RESOURCE_EXHAUSTED",
+    "details": [
+        {"@type": "type.googleapis.com/google.rpc.QuotaFailure", "violations": []},
+        {"@type": "type.googleapis.com/google.rpc.RetryInfo", "retryDelay": "1.5s"}
+    ]}})
+    .to_string();
+    assert_eq!(
+        Gemini.retry_after_in_body(&body),
+        Some(std::time::Duration::from_millis(1500))
+    );
+    assert_eq!(
+        Gemini.retry_after_in_body(&format!("[{body}]")),
+        Some(std::time::Duration::from_millis(1500))
+    );
+    for bad in [
+        r#"{"error": {"details": [{"@type": "type.googleapis.com/google.rpc.RetryInfo", "retryDelay": "soon"}]}}"#,
+        r#"{"error": {"details": [{"@type": "type.googleapis.com/google.rpc.RetryInfo", "retryDelay": "-1s"}]}}"#,
+        r#"{"error": {"details": [{"@type": "type.googleapis.com/google.rpc.RetryInfo", "retryDelay": "1e300s"}]}}"#,
+        r#"{"error": {"details": "none"}}"#,
+        "not json",
+    ] {
+        assert_eq!(Gemini.retry_after_in_body(bad), None, "{bad}");
+    }
+}
