@@ -1009,7 +1009,8 @@ pub(crate) fn retry_delay(body: &str) -> Option<std::time::Duration> {
         .find_map(|d| {
             let delay = d.get("retryDelay")?.as_str()?.strip_suffix('s')?;
             let seconds: f64 = delay.trim().parse().ok()?;
-            (0.0..=86_400.0).contains(&seconds)
+            (0.0..=86_400.0)
+                .contains(&seconds)
                 .then(|| std::time::Duration::from_secs_f64(seconds))
         })
 }

@@ -26,6 +26,7 @@ use crate::stream::StreamEvent;
 use crate::types::{
     Choice, Content, ContentPart, FinishReason, LmRequest, ResponseFormat, Role, ToolCall, Usage,
 };
+use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value, json};
 
 /// The Responses API protocol.
@@ -56,16 +57,24 @@ impl Protocol for Responses {
     }
 
     fn response(&self, _target: Target<'_>, body: &[u8]) -> Result<Decoded, String> {
-        let value: Value =
+        let response: ApiResponse =
             serde_json::from_slice(body).map_err(|e| format!("invalid JSON: {e}"))?;
-        let choice = read_output(&value)?;
+        let choice = read_output(&response)?;
+        let usage = response.usage.unwrap_or_default();
+        let (prompt, completion) = (
+            usage.input_tokens.unwrap_or(0),
+            usage.output_tokens.unwrap_or(0),
+        );
         Ok(Decoded {
             choices: vec![choice],
-            usage: read_usage(value.get("usage")),
-            model: value
-                .get("model")
-                .and_then(Value::as_str)
-                .map(str::to_string),
+            usage: Usage {
+                prompt_tokens: prompt,
+                completion_tokens: completion,
+                total_tokens: usage
+                    .total_tokens
+                    .unwrap_or(prompt.saturating_add(completion)),
+            },
+            model: response.model,
         })
     }
 
@@ -78,18 +87,64 @@ impl Protocol for Responses {
     }
 }
 
+/// A request body: the messages borrowed from the request (serialized straight from it, as
+/// the chat body is), the parameters as a map.
+#[derive(Serialize)]
+struct Body<'a> {
+    model: &'a str,
+    input: Vec<InputItem<'a>>,
+    #[serde(flatten)]
+    params: Map<String, Value>,
+}
+
+/// One message of `input`.
+#[derive(Serialize)]
+struct InputItem<'a> {
+    role: &'static str,
+    content: Vec<Block<'a>>,
+}
+
+/// A content block: a translated part, or a part that goes as it is (audio).
+#[derive(Serialize)]
+#[serde(untagged)]
+enum Block<'a> {
+    Typed(TypedBlock<'a>),
+    AsIs(&'a ContentPart),
+}
+
+#[derive(Serialize)]
+#[serde(tag = "type")]
+enum TypedBlock<'a> {
+    #[serde(rename = "input_text")]
+    InputText { text: &'a str },
+    #[serde(rename = "output_text")]
+    OutputText { text: &'a str },
+    #[serde(rename = "input_image")]
+    InputImage {
+        image_url: &'a str,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        detail: Option<&'a str>,
+    },
+    /// DSPy copies every key, `null` for an absent one.
+    #[serde(rename = "input_file")]
+    InputFile {
+        file_data: Option<&'a str>,
+        filename: Option<&'a str>,
+        file_id: Option<&'a str>,
+    },
+}
+
 /// The request body, as DSPy's `chat_to_responses` writes it.
-fn request_body(model_id: &str, request: &LmRequest, stream: bool) -> Value {
+fn request_body<'a>(model_id: &'a str, request: &'a LmRequest, stream: bool) -> Body<'a> {
+    let input = request
+        .messages
+        .iter()
+        .map(|message| InputItem {
+            role: message.role.as_str(),
+            content: content_blocks(&message.content, message.role),
+        })
+        .collect();
     let mut body = Map::new();
-    body.insert("model".into(), model_id.into());
-    let mut input = Vec::with_capacity(request.messages.len());
-    for message in &request.messages {
-        input.push(json!({
-            "role": message.role.as_str(),
-            "content": content_blocks(&message.content, message.role),
-        }));
-    }
-    body.insert("input".into(), Value::Array(input));
     let extra = &request.extra;
     let free = |key: &str| !extra.contains_key(key);
     if let Some(max) = request.max_tokens
@@ -178,41 +233,41 @@ fn request_body(model_id: &str, request: &LmRequest, stream: bool) -> Value {
     if stream {
         body.insert("stream".into(), true.into());
     }
-    Value::Object(body)
+    Body {
+        model: model_id,
+        input,
+        params: body,
+    }
 }
 
 /// A message's content as Responses content blocks.
-fn content_blocks(content: &Content, role: Role) -> Value {
-    let text_type = if role == Role::Assistant {
-        "output_text"
-    } else {
-        "input_text"
+fn content_blocks(content: &Content, role: Role) -> Vec<Block<'_>> {
+    let text = |text| {
+        Block::Typed(if role == Role::Assistant {
+            TypedBlock::OutputText { text }
+        } else {
+            TypedBlock::InputText { text }
+        })
     };
-    let blocks: Vec<Value> = match content {
-        Content::Text(text) => vec![json!({"type": text_type, "text": text})],
+    match content {
+        Content::Text(t) => vec![text(t.as_str())],
         Content::Parts(parts) => parts
             .iter()
             .map(|part| match part {
-                ContentPart::Text { text } => json!({"type": text_type, "text": text}),
-                ContentPart::ImageUrl { image_url } => {
-                    let mut block = json!({"type": "input_image", "image_url": image_url.url});
-                    if let Some(detail) = &image_url.detail {
-                        block["detail"] = detail.clone().into();
-                    }
-                    block
-                }
-                // DSPy copies every key, `null` for an absent one.
-                ContentPart::File { file } => json!({
-                    "type": "input_file",
-                    "file_data": file.file_data,
-                    "filename": file.filename,
-                    "file_id": file.file_id,
+                ContentPart::Text { text: t } => text(t.as_str()),
+                ContentPart::ImageUrl { image_url } => Block::Typed(TypedBlock::InputImage {
+                    image_url: &image_url.url,
+                    detail: image_url.detail.as_deref(),
                 }),
-                other => serde_json::to_value(other).unwrap_or(Value::Null),
+                ContentPart::File { file } => Block::Typed(TypedBlock::InputFile {
+                    file_data: file.file_data.as_deref(),
+                    filename: file.filename.as_deref(),
+                    file_id: file.file_id.as_deref(),
+                }),
+                other => Block::AsIs(other),
             })
             .collect(),
-    };
-    Value::Array(blocks)
+    }
 }
 
 /// A chat-style tool (`{"type": "function", "function": {...}}`) flattened.
@@ -327,28 +382,81 @@ fn resolve_ref<'a>(root: &'a Value, reference: &str) -> Option<&'a Value> {
     Some(node)
 }
 
+/// A response object, read into what DSPy reads of it (and no more).
+#[derive(Deserialize)]
+struct ApiResponse {
+    #[serde(default)]
+    output: Option<Vec<ApiItem>>,
+    #[serde(default)]
+    usage: Option<ApiUsage>,
+    #[serde(default)]
+    model: Option<String>,
+    #[serde(default)]
+    status: Option<String>,
+    #[serde(default)]
+    incomplete_details: Option<ApiIncomplete>,
+}
+
+#[derive(Deserialize)]
+struct ApiItem {
+    #[serde(rename = "type", default)]
+    kind: Option<String>,
+    #[serde(default)]
+    content: Option<Vec<ApiPart>>,
+    #[serde(default)]
+    summary: Option<Vec<ApiPart>>,
+    #[serde(default)]
+    name: Option<String>,
+    #[serde(default)]
+    arguments: Option<Value>,
+    #[serde(default)]
+    call_id: Option<String>,
+}
+
+#[derive(Deserialize)]
+struct ApiPart {
+    #[serde(rename = "type", default)]
+    kind: Option<String>,
+    #[serde(default)]
+    text: Option<Value>,
+}
+
+impl ApiPart {
+    fn text(&self) -> Option<&str> {
+        self.text.as_ref().and_then(Value::as_str)
+    }
+}
+
+#[derive(Deserialize, Default)]
+struct ApiUsage {
+    #[serde(default)]
+    input_tokens: Option<u64>,
+    #[serde(default)]
+    output_tokens: Option<u64>,
+    #[serde(default)]
+    total_tokens: Option<u64>,
+}
+
+#[derive(Deserialize)]
+struct ApiIncomplete {
+    #[serde(default)]
+    reason: Option<String>,
+}
+
 /// The one completion of a response object.
-fn read_output(response: &Value) -> Result<Choice, String> {
-    let output = match response.get("output") {
-        Some(Value::Array(items)) => items.as_slice(),
-        Some(Value::Null) | None => return Err("no `output` list".to_string()),
-        Some(other) => return Err(format!("`output` is not a list: {other}")),
-    };
+fn read_output(response: &ApiResponse) -> Result<Choice, String> {
+    let output = response.output.as_deref().ok_or("no `output` list")?;
     let mut texts = String::new();
     let mut reasoning = String::new();
     let mut tool_calls = Vec::new();
     for (i, item) in output.iter().enumerate() {
-        match item.get("type").and_then(Value::as_str) {
+        match item.kind.as_deref() {
             Some("message") => {
-                for part in item
-                    .get("content")
-                    .and_then(Value::as_array)
-                    .into_iter()
-                    .flatten()
-                {
-                    let kind = part.get("type").and_then(Value::as_str);
-                    if matches!(kind, Some("text" | "output_text" | "input_text"))
-                        && let Some(text) = part.get("text").and_then(Value::as_str)
+                for part in item.content.iter().flatten() {
+                    if matches!(
+                        part.kind.as_deref(),
+                        Some("text" | "output_text" | "input_text")
+                    ) && let Some(text) = part.text()
                     {
                         texts.push_str(text);
                     }
@@ -356,11 +464,11 @@ fn read_output(response: &Value) -> Result<Choice, String> {
             }
             Some("function_call") => {
                 let name = item
-                    .get("name")
-                    .and_then(Value::as_str)
+                    .name
+                    .as_deref()
                     .ok_or_else(|| format!("output item {i}: a function call without `name`"))?;
                 // DSPy reads the arguments as JSON, `{}` when they are not.
-                let arguments = match item.get("arguments") {
+                let arguments = match &item.arguments {
                     Some(Value::String(s)) => serde_json::from_str::<Value>(s)
                         .map(|v| v.to_string())
                         .unwrap_or_else(|_| "{}".to_string()),
@@ -368,22 +476,19 @@ fn read_output(response: &Value) -> Result<Choice, String> {
                     Some(other) => other.to_string(),
                 };
                 tool_calls.push(ToolCall {
-                    id: item
-                        .get("call_id")
-                        .and_then(Value::as_str)
-                        .map(str::to_string),
+                    id: item.call_id.clone(),
                     name: name.to_string(),
                     arguments,
                 });
             }
             Some("reasoning") => {
                 let parts = item
-                    .get("content")
-                    .and_then(Value::as_array)
-                    .filter(|a| !a.is_empty())
-                    .or_else(|| item.get("summary").and_then(Value::as_array));
+                    .content
+                    .as_deref()
+                    .filter(|c| !c.is_empty())
+                    .or(item.summary.as_deref());
                 for part in parts.into_iter().flatten() {
-                    if let Some(text) = part.get("text").and_then(Value::as_str) {
+                    if let Some(text) = part.text() {
                         reasoning.push_str(text);
                     }
                 }
@@ -391,7 +496,14 @@ fn read_output(response: &Value) -> Result<Choice, String> {
             _ => {}
         }
     }
-    let finish_reason = finish_reason(response, !tool_calls.is_empty());
+    let finish_reason = status_finish(
+        response.status.as_deref(),
+        response
+            .incomplete_details
+            .as_ref()
+            .and_then(|d| d.reason.as_deref()),
+        !tool_calls.is_empty(),
+    );
     Ok(Choice {
         text: texts,
         finish_reason,
@@ -400,24 +512,33 @@ fn read_output(response: &Value) -> Result<Choice, String> {
     })
 }
 
-/// The finish reason of a response from its `status`.
-fn finish_reason(response: &Value, called: bool) -> Option<FinishReason> {
-    match response.get("status").and_then(Value::as_str)? {
+/// The finish reason of a response from its `status` (and, when incomplete, why).
+fn status_finish(
+    status: Option<&str>,
+    incomplete: Option<&str>,
+    called: bool,
+) -> Option<FinishReason> {
+    match status? {
         "completed" if called => Some(FinishReason::ToolCalls),
         "completed" => Some(FinishReason::Stop),
-        "incomplete" => {
-            let reason = response
-                .pointer("/incomplete_details/reason")
-                .and_then(Value::as_str)
-                .unwrap_or("incomplete");
-            Some(match reason {
-                "max_output_tokens" => FinishReason::Length,
-                "content_filter" => FinishReason::ContentFilter,
-                other => FinishReason::Other(other.to_string()),
-            })
-        }
+        "incomplete" => Some(match incomplete.unwrap_or("incomplete") {
+            "max_output_tokens" => FinishReason::Length,
+            "content_filter" => FinishReason::ContentFilter,
+            other => FinishReason::Other(other.to_string()),
+        }),
         other => Some(FinishReason::Other(other.to_string())),
     }
+}
+
+/// [`status_finish`] of a response object as JSON (a stream's last event).
+fn finish_reason(response: &Value, called: bool) -> Option<FinishReason> {
+    status_finish(
+        response.get("status").and_then(Value::as_str),
+        response
+            .pointer("/incomplete_details/reason")
+            .and_then(Value::as_str),
+        called,
+    )
 }
 
 /// `usage: {input_tokens, output_tokens, total_tokens}`.
