@@ -1,13 +1,17 @@
 //! The LM client against dspex's mock LM server on loopback: every fault, the cache, coalescing,
 //! the breaker, limits, usage, history and secrets. Nothing here reaches the internet.
 
+mod common;
+
+use common::Capture;
+
 use dspex::lm::{
     BreakerConfig, BreakerState, CacheConfig, CallOptions, LM, LmError, LmRequest, RateLimit,
     RetryPolicy, StreamEvent, track_usage,
 };
 use dspex::testing::{Fault, FaultWhen, Latency, MockLm, MockLmServer};
 use futures_util::StreamExt;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 const KEY: &str = "sk-test-DO-NOT-LEAK-4242";
@@ -491,38 +495,6 @@ async fn the_concurrency_cap_holds() {
         "{:?}",
         start.elapsed()
     );
-}
-
-/// Collects every tracing event and span field as text.
-#[derive(Clone, Default)]
-struct Capture(Arc<Mutex<String>>);
-
-impl tracing::Subscriber for Capture {
-    fn enabled(&self, _: &tracing::Metadata<'_>) -> bool {
-        true
-    }
-    fn new_span(&self, span: &tracing::span::Attributes<'_>) -> tracing::span::Id {
-        span.record(&mut Visitor(Arc::clone(&self.0)));
-        tracing::span::Id::from_u64(1)
-    }
-    fn record(&self, _: &tracing::span::Id, values: &tracing::span::Record<'_>) {
-        values.record(&mut Visitor(Arc::clone(&self.0)));
-    }
-    fn record_follows_from(&self, _: &tracing::span::Id, _: &tracing::span::Id) {}
-    fn event(&self, event: &tracing::Event<'_>) {
-        event.record(&mut Visitor(Arc::clone(&self.0)));
-    }
-    fn enter(&self, _: &tracing::span::Id) {}
-    fn exit(&self, _: &tracing::span::Id) {}
-}
-
-struct Visitor(Arc<Mutex<String>>);
-
-impl tracing::field::Visit for Visitor {
-    fn record_debug(&mut self, field: &tracing::field::Field, value: &dyn std::fmt::Debug) {
-        let mut log = self.0.lock().unwrap();
-        log.push_str(&format!("{}={value:?}\n", field.name()));
-    }
 }
 
 #[test]

@@ -6,6 +6,8 @@
 
 mod common;
 
+use common::Capture;
+
 use dspex::adapter::{ChatAdapter, JSONAdapter};
 use dspex::lm::{
     CacheConfig, ContentPart, FinishReason, InputAudio, LM, LmError, LmErrorKind, LmRequest,
@@ -16,7 +18,7 @@ use dspex::prelude::*;
 use dspex::testing::{Fault, FaultWhen, MockLm, MockLmServer, Rule};
 use futures_util::StreamExt;
 use serde_json::{Value, json};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 const KEY: &str = "sk-ant-test-DO-NOT-LEAK-7312";
@@ -526,38 +528,6 @@ async fn an_error_event_mid_stream_ends_it_with_its_class() {
         panic!("{items:?}");
     };
     assert!(err.to_string().contains("message_stop"), "{err}");
-}
-
-/// Collects every tracing event and span field as text.
-#[derive(Clone, Default)]
-struct Capture(Arc<Mutex<String>>);
-
-impl tracing::Subscriber for Capture {
-    fn enabled(&self, _: &tracing::Metadata<'_>) -> bool {
-        true
-    }
-    fn new_span(&self, span: &tracing::span::Attributes<'_>) -> tracing::span::Id {
-        span.record(&mut Visitor(Arc::clone(&self.0)));
-        tracing::span::Id::from_u64(1)
-    }
-    fn record(&self, _: &tracing::span::Id, values: &tracing::span::Record<'_>) {
-        values.record(&mut Visitor(Arc::clone(&self.0)));
-    }
-    fn record_follows_from(&self, _: &tracing::span::Id, _: &tracing::span::Id) {}
-    fn event(&self, event: &tracing::Event<'_>) {
-        event.record(&mut Visitor(Arc::clone(&self.0)));
-    }
-    fn enter(&self, _: &tracing::span::Id) {}
-    fn exit(&self, _: &tracing::span::Id) {}
-}
-
-struct Visitor(Arc<Mutex<String>>);
-
-impl tracing::field::Visit for Visitor {
-    fn record_debug(&mut self, field: &tracing::field::Field, value: &dyn std::fmt::Debug) {
-        let mut log = self.0.lock().unwrap();
-        log.push_str(&format!("{}={value:?}\n", field.name()));
-    }
 }
 
 #[test]

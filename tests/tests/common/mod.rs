@@ -3,6 +3,7 @@
 use serde_json::Value;
 use std::path::PathBuf;
 use std::process::Command;
+use std::sync::{Arc, Mutex};
 
 /// The DSPy fixture `name` from `shared/fixtures/dspy` (recorded from DSPy 3.4.1), parsed.
 #[allow(dead_code)] // Not every test file that takes `common` uses it.
@@ -414,5 +415,39 @@ pub(crate) mod chaos {
             s.latency.quantile(0.99)
         );
         report
+    }
+}
+
+/// A tracing subscriber that collects every event's and span's fields as text (`name=value`
+/// lines), for tests that check what logs carry (an API key must never appear).
+#[allow(dead_code)] // Not every test file that takes `common` uses it.
+#[derive(Clone, Default)]
+pub(crate) struct Capture(pub(crate) Arc<Mutex<String>>);
+
+impl tracing::Subscriber for Capture {
+    fn enabled(&self, _: &tracing::Metadata<'_>) -> bool {
+        true
+    }
+    fn new_span(&self, span: &tracing::span::Attributes<'_>) -> tracing::span::Id {
+        span.record(&mut Visitor(Arc::clone(&self.0)));
+        tracing::span::Id::from_u64(1)
+    }
+    fn record(&self, _: &tracing::span::Id, values: &tracing::span::Record<'_>) {
+        values.record(&mut Visitor(Arc::clone(&self.0)));
+    }
+    fn record_follows_from(&self, _: &tracing::span::Id, _: &tracing::span::Id) {}
+    fn event(&self, event: &tracing::Event<'_>) {
+        event.record(&mut Visitor(Arc::clone(&self.0)));
+    }
+    fn enter(&self, _: &tracing::span::Id) {}
+    fn exit(&self, _: &tracing::span::Id) {}
+}
+
+struct Visitor(Arc<Mutex<String>>);
+
+impl tracing::field::Visit for Visitor {
+    fn record_debug(&mut self, field: &tracing::field::Field, value: &dyn std::fmt::Debug) {
+        let mut log = self.0.lock().unwrap();
+        log.push_str(&format!("{}={value:?}\n", field.name()));
     }
 }
