@@ -33,8 +33,8 @@
 use super::Shared;
 use super::answer::{self, Format, Prompt};
 use super::fault::{Api, Fault, effective_status};
+use super::server::{ShuttingDown, json_with_fault, pick_fault, reset};
 use super::stats::Route;
-use super::timer;
 use super::util::{seconds_text, split_deltas, truncate_words, words};
 use crate::wire::{Body, Request, Response, full_response};
 use bytes::Bytes;
@@ -42,14 +42,12 @@ use futures_util::stream;
 use http::{HeaderValue, StatusCode, header};
 use serde_json::{Value, json};
 use std::sync::atomic::Ordering;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 /// The mock's context window, in words.
 pub(crate) const CONTEXT_WINDOW: u64 = 200_000;
 /// Content pieces per streamed block.
 const STREAM_PIECES: usize = 4;
-/// How long a reset response waits between its partial body and the reset.
-const RESET_DELAY: Duration = Duration::from_millis(20);
 
 /// The top-level fields of a Messages request.
 const FIELDS: [&str; 19] = [
@@ -152,7 +150,7 @@ pub(super) async fn messages(
     if parsed.stream {
         return sse(events(&message), fault.as_ref());
     }
-    with_fault(&message.to_json(), fault.as_ref())
+    json_with_fault(&message.to_json(), fault.as_ref())
 }
 
 /// The checks of the request body, as the API makes them.
@@ -704,8 +702,8 @@ fn invalid(message: &str) -> Response {
     error(StatusCode::BAD_REQUEST, "invalid_request_error", message)
 }
 
-/// Picks the request's fault, counts it, sleeps the latency (and a hang), and answers the
-/// faults that replace the response entirely, in Anthropic's shapes. `Ok` carries a fault that
+/// [`pick_fault`](super::server), with the faults that replace the response answered in
+/// Anthropic's shapes. `Ok` carries a fault that
 /// alters the response.
 async fn prelude(
     shared: &Shared,
@@ -714,16 +712,6 @@ async fn prelude(
     user: &str,
     model: &str,
 ) -> Result<Option<Fault>, Response> {
-    let faults = shared.faults();
-    let fault = if faults.is_empty() {
-        None
-    } else {
-        faults.select(Api::Chat, streaming, user).cloned()
-    };
-    drop(faults);
-    if let Some(f) = &fault {
-        shared.stats.count_fault(f.kind());
-    }
     let stopping = || {
         error(
             StatusCode::SERVICE_UNAVAILABLE,
@@ -731,13 +719,9 @@ async fn prelude(
             "The mock server is shutting down.",
         )
     };
-    if shared.latency != super::Latency::None {
-        let k = shared.draws.fetch_add(1, Ordering::Relaxed);
-        let latency = shared.latency.sample(shared.seed, k);
-        if !shared.pause_until(timer::after(arrived, latency)).await {
-            return Err(stopping());
-        }
-    }
+    let fault = pick_fault(shared, arrived, Api::Chat, streaming, user)
+        .await
+        .map_err(|ShuttingDown| stopping())?;
     match fault {
         Some(Fault::Status(code)) => {
             let code = effective_status(code);
@@ -758,27 +742,7 @@ async fn prelude(
             }
             Err(resp)
         }
-        Some(Fault::Hang(d)) => {
-            if shared.pause_until(timer::after(Instant::now(), d)).await {
-                Ok(None)
-            } else {
-                Err(stopping())
-            }
-        }
         other => Ok(other),
-    }
-}
-
-/// A JSON message, altered by a body fault.
-fn with_fault(value: &Value, fault: Option<&Fault>) -> Response {
-    let body = value.to_string().into_bytes();
-    match fault {
-        Some(Fault::ResetMidBody) => reset(body.into(), "application/json", true),
-        Some(Fault::MalformedJson) => {
-            let cut = (body.len() / 2).max(1).min(body.len());
-            full_response(StatusCode::OK, "application/json", body[..cut].to_vec())
-        }
-        _ => full_response(StatusCode::OK, "application/json", body),
     }
 }
 
@@ -826,37 +790,6 @@ fn sse(mut events: Vec<Bytes>, fault: Option<&Fault>) -> Response {
         HeaderValue::from_static("text/event-stream"),
     );
     headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache"));
-    resp
-}
-
-/// Sends the status, the headers and half the body, then fails the body so the connection is
-/// dropped. With `declare_length`, `Content-Length` announces the whole body.
-fn reset(full: Bytes, content_type: &'static str, declare_length: bool) -> Response {
-    let total = full.len();
-    let half = full.slice(..total / 2);
-    let parts = stream::unfold(0u8, move |state| {
-        let half = half.clone();
-        async move {
-            match state {
-                0 => Some((Ok(half), 1)),
-                1 => {
-                    tokio::time::sleep(RESET_DELAY).await;
-                    let err = std::io::Error::new(
-                        std::io::ErrorKind::ConnectionReset,
-                        "mock fault: connection reset mid-body",
-                    );
-                    Some((Err(err), 2))
-                }
-                _ => None,
-            }
-        }
-    });
-    let mut resp = Response::new(Body::from_stream(parts));
-    let headers = resp.headers_mut();
-    headers.insert(header::CONTENT_TYPE, HeaderValue::from_static(content_type));
-    if declare_length {
-        headers.insert(header::CONTENT_LENGTH, HeaderValue::from(total));
-    }
     resp
 }
 

@@ -36,10 +36,10 @@
 
 use super::answer::{Format, Prompt};
 use super::fault::{Api, Fault, effective_status};
-use super::server::{generate, json_with_fault, reset};
+use super::server::{ShuttingDown, generate, json_with_fault, pick_fault, reset};
 use super::stats::Route;
 use super::util::{seconds_text, sha_u64, split_deltas, words};
-use super::{Shared, timer};
+use super::Shared;
 use crate::wire::{Body, Request, Response, full_response};
 use bytes::Bytes;
 use futures_util::stream;
@@ -803,31 +803,17 @@ fn sse_response(chunks: &[Value], fault: Option<&Fault>) -> Response {
 // Faults and errors
 // ---------------------------------------------------------------------------------------------
 
-/// [`server::prelude`](super::server)'s work with Google's error bodies: picks and counts the
-/// fault, sleeps the latency (and a hang), and answers the faults that replace the response.
+/// [`pick_fault`](super::server), with the faults that replace the response answered in
+/// Google's error bodies.
 async fn prelude(
     shared: &Shared,
     arrived: Instant,
     streaming: bool,
     user: &str,
 ) -> Result<Option<Fault>, Response> {
-    let faults = shared.faults();
-    let fault = if faults.is_empty() {
-        None
-    } else {
-        faults.select(Api::Chat, streaming, user).cloned()
-    };
-    drop(faults);
-    if let Some(f) = &fault {
-        shared.stats.count_fault(f.kind());
-    }
-    if shared.latency != super::Latency::None {
-        let k = shared.draws.fetch_add(1, Ordering::Relaxed);
-        let latency = shared.latency.sample(shared.seed, k);
-        if !shared.pause_until(timer::after(arrived, latency)).await {
-            return Err(shutting_down());
-        }
-    }
+    let fault = pick_fault(shared, arrived, Api::Chat, streaming, user)
+        .await
+        .map_err(|ShuttingDown| shutting_down())?;
     match fault {
         Some(Fault::Status(code)) => {
             let status = StatusCode::from_u16(effective_status(code))
@@ -862,13 +848,6 @@ async fn prelude(
                 resp.headers_mut().insert(header::RETRY_AFTER, v);
             }
             Err(resp)
-        }
-        Some(Fault::Hang(d)) => {
-            if shared.pause_until(timer::after(Instant::now(), d)).await {
-                Ok(None)
-            } else {
-                Err(shutting_down())
-            }
         }
         other => Ok(other),
     }

@@ -633,15 +633,20 @@ fn model_list() -> serde_json::Value {
 // Faults and latency
 // ---------------------------------------------------------------------------------------------
 
-/// Picks the request's fault, counts it, sleeps the latency (and a hang), and answers the
-/// faults that replace the response entirely. `Ok` carries a fault that alters the response.
-pub(super) async fn prelude(
+/// The server is stopping: the request is answered with the protocol's "shutting down" error.
+pub(super) struct ShuttingDown;
+
+/// What every route does before its answer, whatever its protocol: picks the request's fault
+/// and counts it, sleeps the latency, and sleeps out a hang (which then answers normally). `Ok`
+/// carries the fault left for the route: a status or rate limit it answers in its own error
+/// shape, or a fault that alters its response.
+pub(super) async fn pick_fault(
     shared: &Shared,
     arrived: Instant,
     api: Api,
     streaming: bool,
     user: &str,
-) -> Result<Option<Fault>, Response> {
+) -> Result<Option<Fault>, ShuttingDown> {
     let faults = shared.faults();
     let fault = if faults.is_empty() {
         None
@@ -656,9 +661,33 @@ pub(super) async fn prelude(
         let k = shared.draws.fetch_add(1, Ordering::Relaxed);
         let latency = shared.latency.sample(shared.seed, k);
         if !shared.pause_until(timer::after(arrived, latency)).await {
-            return Err(shutting_down());
+            return Err(ShuttingDown);
         }
     }
+    match fault {
+        Some(Fault::Hang(d)) => {
+            if shared.pause_until(timer::after(Instant::now(), d)).await {
+                Ok(None)
+            } else {
+                Err(ShuttingDown)
+            }
+        }
+        other => Ok(other),
+    }
+}
+
+/// [`pick_fault`], with the faults that replace the response answered in OpenAI's shapes. `Ok`
+/// carries a fault that alters the response.
+pub(super) async fn prelude(
+    shared: &Shared,
+    arrived: Instant,
+    api: Api,
+    streaming: bool,
+    user: &str,
+) -> Result<Option<Fault>, Response> {
+    let fault = pick_fault(shared, arrived, api, streaming, user)
+        .await
+        .map_err(|ShuttingDown| shutting_down())?;
     match fault {
         Some(Fault::Status(code)) => {
             let status = StatusCode::from_u16(effective_status(code))
@@ -693,13 +722,6 @@ pub(super) async fn prelude(
                 headers.insert("retry-after-ms", v);
             }
             Err(resp)
-        }
-        Some(Fault::Hang(d)) => {
-            if shared.pause_until(timer::after(Instant::now(), d)).await {
-                Ok(None)
-            } else {
-                Err(shutting_down())
-            }
         }
         other => Ok(other),
     }
