@@ -274,18 +274,6 @@ impl EmbeddingResponse {
     }
 }
 
-/// The provider's error message from an OpenAI-style error body, else the body.
-pub fn provider_message(text: &str) -> String {
-    serde_json::from_str::<Value>(text)
-        .ok()
-        .and_then(|v| {
-            v.pointer("/error/message")
-                .and_then(Value::as_str)
-                .map(str::to_string)
-        })
-        .unwrap_or_else(|| text.trim().to_string())
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -418,9 +406,5 @@ mod tests {
         }))
         .unwrap();
         assert_eq!(e.vectors(2).unwrap(), vec![vec![0.5], vec![1.0]]);
-        assert_eq!(
-            provider_message(r#"{"error": {"message": "bad key"}}"#),
-            "bad key"
-        );
     }
 }

@@ -71,7 +71,7 @@
 //! `rate_limit_error` 429, `api_error` 500, …). Thinking and tool-input deltas have no stream
 //! event and are not delivered: a streamed answer carries its text only.
 
-use super::{Chunk, Decoded, Failure, Paths, Protocol, StreamReader, Target};
+use super::{Chunk, Decoded, Failure, Paths, Protocol, StreamReader, Target, failure_from};
 use crate::provider::ModelType;
 use crate::secret::ApiKey;
 use crate::stream::StreamEvent;
@@ -699,27 +699,11 @@ fn tool_use(i: usize, block: &Value) -> Result<ToolCall, String> {
 /// "text"}`, else the body as it is.
 pub(crate) fn anthropic_failure(body: &str) -> Failure {
     let parsed: Option<Value> = serde_json::from_str(body).ok();
-    match parsed.as_ref().and_then(|v| v.get("error")) {
-        Some(Value::Object(e)) => {
-            let text = |k: &str| match e.get(k) {
-                Some(Value::String(s)) if !s.is_empty() => Some(s.clone()),
-                Some(Value::Number(n)) => Some(n.to_string()),
-                _ => None,
-            };
-            Failure {
-                code: text("type").or_else(|| text("code")),
-                message: text("message").unwrap_or_else(|| body.trim().to_string()),
-            }
-        }
-        Some(Value::String(s)) => Failure {
-            code: None,
-            message: s.clone(),
-        },
-        _ => Failure {
-            code: None,
-            message: body.trim().to_string(),
-        },
-    }
+    failure_from(
+        body,
+        parsed.as_ref().and_then(|v| v.get("error")),
+        &["type", "code"],
+    )
 }
 
 // ---------------------------------------------------------------------------------------------

@@ -75,7 +75,9 @@
 //! body with no candidates and no block reason is [`LmError::Decode`](crate::LmError::Decode)
 //! (`LMUnexpectedError`), as a response without choices is for OpenAI.
 
-use super::{Chunk, Decoded, Failure, Paths, Protocol, StreamReader, Target, Unusable};
+use super::{
+    Chunk, Decoded, Failure, Paths, Protocol, StreamReader, Target, Unusable, failure_from,
+};
 use crate::provider::ModelType;
 use crate::secret::ApiKey;
 use crate::stream::StreamEvent;
@@ -1022,27 +1024,7 @@ pub(crate) fn gemini_failure(body: &str) -> Failure {
         Some(v) => v.get("error"),
         None => None,
     };
-    match error {
-        Some(Value::Object(e)) => {
-            let text = |k: &str| match e.get(k) {
-                Some(Value::String(s)) if !s.is_empty() => Some(s.clone()),
-                Some(Value::Number(n)) => Some(n.to_string()),
-                _ => None,
-            };
-            Failure {
-                code: text("status").or_else(|| text("code")),
-                message: text("message").unwrap_or_else(|| body.trim().to_string()),
-            }
-        }
-        Some(Value::String(s)) => Failure {
-            code: None,
-            message: s.clone(),
-        },
-        _ => Failure {
-            code: None,
-            message: body.trim().to_string(),
-        },
-    }
+    failure_from(body, error, &["status", "code"])
 }
 
 // ---------------------------------------------------------------------------------------------

@@ -175,6 +175,39 @@ pub(crate) trait Protocol: Send + Sync + std::fmt::Debug {
     }
 }
 
+/// The code and message of an error body whose `error` member is `error`: for an object, the
+/// first of `code_keys` it holds (a non-empty string, or a number as text) and its `message`
+/// (else the whole body); for a string, that string as the message; else the body as it is.
+/// The providers differ only in where `error` sits and which key names the code.
+pub(crate) fn failure_from(
+    body: &str,
+    error: Option<&serde_json::Value>,
+    code_keys: &[&str],
+) -> Failure {
+    use serde_json::Value;
+    match error {
+        Some(Value::Object(e)) => {
+            let text = |k: &str| match e.get(k) {
+                Some(Value::String(s)) if !s.is_empty() => Some(s.clone()),
+                Some(Value::Number(n)) => Some(n.to_string()),
+                _ => None,
+            };
+            Failure {
+                code: code_keys.iter().find_map(|k| text(k)),
+                message: text("message").unwrap_or_else(|| body.trim().to_string()),
+            }
+        }
+        Some(Value::String(s)) => Failure {
+            code: None,
+            message: s.clone(),
+        },
+        _ => Failure {
+            code: None,
+            message: body.trim().to_string(),
+        },
+    }
+}
+
 /// Every protocol, for the fuzz targets.
 pub(crate) fn all() -> &'static [&'static dyn Protocol] {
     &[

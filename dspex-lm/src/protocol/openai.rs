@@ -3,7 +3,7 @@
 //! proxy, Groq, Together, …). The body and response types are in `wire.rs`, the stream chunks
 //! in `stream.rs`.
 
-use super::{Chunk, Decoded, Failure, Paths, Protocol, StreamReader, Target};
+use super::{Chunk, Decoded, Failure, Paths, Protocol, StreamReader, Target, failure_from};
 use crate::provider::ModelType;
 use crate::stream::parse_chunk;
 use crate::types::LmRequest;
@@ -79,28 +79,11 @@ impl Protocol for OpenAi {
 /// "type"}}`, or `{"error": "text"}`), else the body as it is.
 pub(crate) fn openai_failure(body: &str) -> Failure {
     let parsed: Option<Value> = serde_json::from_str(body).ok();
-    let error = parsed.as_ref().and_then(|v| v.get("error"));
-    match error {
-        Some(Value::Object(e)) => {
-            let text = |k: &str| match e.get(k) {
-                Some(Value::String(s)) if !s.is_empty() => Some(s.clone()),
-                Some(Value::Number(n)) => Some(n.to_string()),
-                _ => None,
-            };
-            Failure {
-                code: text("code").or_else(|| text("type")),
-                message: text("message").unwrap_or_else(|| body.trim().to_string()),
-            }
-        }
-        Some(Value::String(s)) => Failure {
-            code: None,
-            message: s.clone(),
-        },
-        _ => Failure {
-            code: None,
-            message: body.trim().to_string(),
-        },
-    }
+    failure_from(
+        body,
+        parsed.as_ref().and_then(|v| v.get("error")),
+        &["code", "type"],
+    )
 }
 
 /// A chat completion stream: `chat.completion.chunk`s, then `[DONE]`.

@@ -7,7 +7,7 @@ use super::split_first;
 use crate::lm::gemini_fuzzing;
 use crate::lm::http1::{Pool, Target};
 use crate::lm::stream::{SseData, SseDecoder, parse_chunk};
-use crate::lm::wire::{CompletionResponse, EmbeddingResponse, provider_message};
+use crate::lm::wire::{CompletionResponse, EmbeddingResponse};
 use crate::lm::{FinishReason, ModelType, StreamEvent};
 use std::sync::{Arc, OnceLock};
 use std::time::Duration;
@@ -196,7 +196,8 @@ pub fn provider_wire(data: &[u8]) {
     crate::lm::__fuzz::provider_wire(data);
 }
 
-/// The non-streaming bodies: a chat and a text completion, an embeddings answer, an error body.
+/// The non-streaming bodies: a chat and a text completion, an embeddings answer (error bodies
+/// are read by every protocol in `provider_wire`).
 fn response_bodies(body: &[u8]) {
     for model_type in [ModelType::Chat, ModelType::Text] {
         if let Ok(mut parsed) = serde_json::from_slice::<CompletionResponse>(body) {
@@ -218,7 +219,6 @@ fn response_bodies(body: &[u8]) {
             let _ = embeddings.usage();
         }
     }
-    let _ = provider_message(&String::from_utf8_lossy(body));
 }
 
 /// Target `anthropic_response`: the bytes as an Anthropic Messages response body and as an

@@ -34,12 +34,12 @@
 //!   last chunk (the one with the finish reason). Faults count with the chat completions
 //!   endpoint's.
 
+use super::Shared;
 use super::answer::{Format, Prompt};
 use super::fault::{Api, Fault, effective_status};
 use super::server::{ShuttingDown, generate, json_with_fault, pick_fault, reset};
 use super::stats::Route;
 use super::util::{seconds_text, sha_u64, split_deltas, words};
-use super::Shared;
 use crate::wire::{Body, Request, Response, full_response};
 use bytes::Bytes;
 use futures_util::stream;
