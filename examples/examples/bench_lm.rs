@@ -192,6 +192,20 @@ async fn rps(url: &str, concurrency: usize, requests: usize) -> Value {
     lm.call(LmRequest::prompt("warm up"))
         .await
         .expect("warm-up call");
+    let (wall, errors) = drive(&lm, concurrency, requests).await;
+    json!({
+        "requests": requests,
+        "concurrency": concurrency,
+        "wall_s": wall,
+        "requests_per_s": requests as f64 / wall,
+        "errors": errors,
+        "peak_rss_mb": peak_rss_mb(),
+    })
+}
+
+/// `requests` distinct calls of `lm` from `concurrency` tasks, as DSPy's side makes them from
+/// threads: the wall time in seconds and how many failed.
+async fn drive(lm: &LM, concurrency: usize, requests: usize) -> (f64, usize) {
     let next = Arc::new(AtomicUsize::new(0));
     let errors = Arc::new(AtomicUsize::new(0));
     let start = Instant::now();
@@ -218,15 +232,10 @@ async fn rps(url: &str, concurrency: usize, requests: usize) -> Value {
     for t in tasks {
         t.await.expect("a worker task");
     }
-    let wall = start.elapsed().as_secs_f64();
-    json!({
-        "requests": requests,
-        "concurrency": concurrency,
-        "wall_s": wall,
-        "requests_per_s": requests as f64 / wall,
-        "errors": errors.load(Ordering::Relaxed),
-        "peak_rss_mb": peak_rss_mb(),
-    })
+    (
+        start.elapsed().as_secs_f64(),
+        errors.load(Ordering::Relaxed),
+    )
 }
 
 /// The protocols compared, by label and worker name (OpenAI chat first: the others are shown
@@ -290,39 +299,13 @@ async fn protocol_rps(url: &str, name: &str, requests: usize) -> Value {
             .await
             .expect("warm-up call");
     }
-    let next = Arc::new(AtomicUsize::new(0));
-    let errors = Arc::new(AtomicUsize::new(0));
     let cpu = process_cpu();
-    let start = Instant::now();
-    let tasks: Vec<_> = (0..64)
-        .map(|_| {
-            let (lm, next, errors) = (lm.clone(), Arc::clone(&next), Arc::clone(&errors));
-            tokio::spawn(async move {
-                loop {
-                    let i = next.fetch_add(1, Ordering::Relaxed);
-                    if i >= requests {
-                        break;
-                    }
-                    if lm
-                        .call(LmRequest::prompt(format!("request {i}")))
-                        .await
-                        .is_err()
-                    {
-                        errors.fetch_add(1, Ordering::Relaxed);
-                    }
-                }
-            })
-        })
-        .collect();
-    for t in tasks {
-        t.await.expect("a worker task");
-    }
-    let wall = start.elapsed().as_secs_f64();
+    let (wall, errors) = drive(&lm, 64, requests).await;
     let cpu = (process_cpu() - cpu).as_secs_f64();
     json!({
         "requests_per_s": requests as f64 / wall,
         "cpu_us_per_call": cpu * 1e6 / requests as f64,
-        "errors": errors.load(Ordering::Relaxed),
+        "errors": errors,
     })
 }
 
