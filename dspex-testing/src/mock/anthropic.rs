@@ -33,12 +33,11 @@
 use super::Shared;
 use super::answer::{self, Format, Prompt};
 use super::fault::{Api, Fault, effective_status};
-use super::server::{ShuttingDown, json_with_fault, pick_fault, reset};
+use super::server::{ShuttingDown, event_stream, json_with_fault, pick_fault, reset};
 use super::stats::Route;
 use super::util::{seconds_text, split_deltas, truncate_words, words};
-use crate::wire::{Body, Request, Response, full_response};
+use crate::wire::{Request, Response, full_response};
 use bytes::Bytes;
-use futures_util::stream;
 use http::{HeaderValue, StatusCode, header};
 use serde_json::{Value, json};
 use std::sync::atomic::Ordering;
@@ -780,17 +779,7 @@ fn sse(mut events: Vec<Bytes>, fault: Option<&Fault>) -> Response {
         }
         _ => {}
     }
-    let body = Body::from_stream(stream::iter(
-        events.into_iter().map(Ok::<_, std::io::Error>),
-    ));
-    let mut resp = Response::new(body);
-    let headers = resp.headers_mut();
-    headers.insert(
-        header::CONTENT_TYPE,
-        HeaderValue::from_static("text/event-stream"),
-    );
-    headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache"));
-    resp
+    event_stream(events)
 }
 
 #[cfg(test)]

@@ -37,12 +37,11 @@
 use super::Shared;
 use super::answer::{Format, Prompt};
 use super::fault::{Api, Fault, effective_status};
-use super::server::{ShuttingDown, generate, json_with_fault, pick_fault, reset};
+use super::server::{ShuttingDown, event_stream, generate, json_with_fault, pick_fault, reset};
 use super::stats::Route;
 use super::util::{seconds_text, sha_u64, split_deltas, words};
-use crate::wire::{Body, Request, Response, full_response};
+use crate::wire::{Request, Response, full_response};
 use bytes::Bytes;
-use futures_util::stream;
 use http::{HeaderValue, StatusCode, header};
 use serde::Deserialize;
 use serde_json::{Map, Value, json};
@@ -786,17 +785,7 @@ fn sse_response(chunks: &[Value], fault: Option<&Fault>) -> Response {
         }
         _ => {}
     }
-    let body = Body::from_stream(stream::iter(
-        events.into_iter().map(Ok::<_, std::io::Error>),
-    ));
-    let mut resp = Response::new(body);
-    let headers = resp.headers_mut();
-    headers.insert(
-        header::CONTENT_TYPE,
-        HeaderValue::from_static("text/event-stream"),
-    );
-    headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache"));
-    resp
+    event_stream(events)
 }
 
 // ---------------------------------------------------------------------------------------------

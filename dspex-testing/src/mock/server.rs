@@ -786,6 +786,11 @@ pub(super) fn sse(mut events: Vec<Bytes>, fault: Option<&Fault>) -> Response {
         }
         _ => {}
     }
+    event_stream(events)
+}
+
+/// A `text/event-stream` response of these events, sent one write each.
+pub(super) fn event_stream(events: Vec<Bytes>) -> Response {
     let body = Body::from_stream(stream::iter(
         events.into_iter().map(Ok::<_, std::io::Error>),
     ));
