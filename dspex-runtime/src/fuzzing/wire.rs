@@ -157,6 +157,19 @@ async fn exchange(lb: &Loopback, answer: &[u8], cut: Option<usize>) -> Outcome {
     outcome
 }
 
+/// `body` decoded as server-sent events whole, and in reads of 1 to 16 bytes (`cut` picks):
+/// the events, which must be the same both ways.
+fn decode_cut_and_whole(cut: u8, body: &[u8]) -> Vec<SseData> {
+    let whole = SseDecoder::default().feed(body);
+    let mut decoder = SseDecoder::default();
+    let mut pieces = Vec::new();
+    for piece in body.chunks(usize::from(cut % 16) + 1) {
+        pieces.extend(decoder.feed(piece));
+    }
+    assert_eq!(whole, pieces, "cutting the stream changes its events");
+    whole
+}
+
 /// Target `sse_stream`: the first byte picks how the bytes are cut (1 to 16 bytes per read),
 /// the rest is a streamed body. Decoding it cut and whole gives the same events; every event's
 /// JSON chunk reads (or fails) without panicking, and its deltas are not empty. The bytes are
@@ -165,13 +178,7 @@ pub fn sse_stream(data: &[u8]) {
     let Some((cut, body)) = split_first(data) else {
         return;
     };
-    let whole = SseDecoder::default().feed(body);
-    let mut decoder = SseDecoder::default();
-    let mut pieces = Vec::new();
-    for piece in body.chunks(usize::from(cut % 16) + 1) {
-        pieces.extend(decoder.feed(piece));
-    }
-    assert_eq!(whole, pieces, "cutting the stream changes its events");
+    let whole = decode_cut_and_whole(cut, body);
     for data in &whole {
         match data {
             SseData::Done => {}
@@ -255,13 +262,7 @@ pub fn anthropic_stream(data: &[u8]) {
     let Some((cut, body)) = split_first(data) else {
         return;
     };
-    let whole = SseDecoder::default().feed(body);
-    let mut decoder = SseDecoder::default();
-    let mut pieces = Vec::new();
-    for piece in body.chunks(usize::from(cut % 16) + 1) {
-        pieces.extend(decoder.feed(piece));
-    }
-    assert_eq!(whole, pieces, "cutting the stream changes its events");
+    let whole = decode_cut_and_whole(cut, body);
     let payloads: Vec<&str> = whole
         .iter()
         .map(|d| match d {
