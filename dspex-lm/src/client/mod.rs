@@ -643,14 +643,9 @@ impl LM {
                 .decode(target, &bytes)
                 .map_err(|unusable| match unusable {
                     protocol::Unusable::Unreadable(message) => self.decode_error(message, &bytes),
-                    protocol::Unusable::Failed { status, failure } => LmError::from_provider(
-                        s.model.clone(),
-                        s.endpoint.clone(),
-                        status,
-                        failure.code,
-                        excerpt(&failure.message, 500),
-                        None,
-                    ),
+                    protocol::Unusable::Failed { status, failure } => {
+                        self.provider_error(status, failure, None)
+                    }
                 })?;
         Ok(LmResponse {
             choices: decoded.choices,
@@ -728,6 +723,18 @@ impl LM {
         let text = String::from_utf8_lossy(&raw);
         let failure = s.provider.protocol.error(&text);
         let retry_after = retry_after.or_else(|| s.provider.protocol.retry_after_in_body(&text));
+        self.provider_error(status, failure, retry_after)
+    }
+
+    /// The typed error of a provider's error answer (an error status, an error event in a
+    /// stream, a refusal inside a success), its message cut to 500 characters.
+    fn provider_error(
+        &self,
+        status: u16,
+        failure: protocol::Failure,
+        retry_after: Option<Duration>,
+    ) -> LmError {
+        let s = &self.settings;
         LmError::from_provider(
             s.model.clone(),
             s.endpoint.clone(),

@@ -204,14 +204,8 @@ impl StreamState {
                         }
                         Ok(Chunk::Failed { status, failure }) => {
                             self.done = true;
-                            self.pending.push_back(Err(LmError::from_provider(
-                                s.model.clone(),
-                                s.endpoint.clone(),
-                                status,
-                                failure.code,
-                                excerpt(&failure.message, 500),
-                                None,
-                            )));
+                            self.pending
+                                .push_back(Err(lm.provider_error(status, failure, None)));
                             break;
                         }
                         Err(message) => {
