@@ -1,7 +1,7 @@
 //! Helpers shared by the integration tests; a test file takes them with `mod common;`.
 
 use serde_json::Value;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::sync::{Arc, Mutex};
 
@@ -450,4 +450,40 @@ impl tracing::field::Visit for Visitor {
         let mut log = self.0.lock().unwrap();
         log.push_str(&format!("{}={value:?}\n", field.name()));
     }
+}
+
+/// How many files lie below `dir` (recursively), after checking that none holds `secret`.
+#[allow(dead_code)] // Not every test file that takes `common` uses it.
+pub(crate) fn files_without(dir: &Path, secret: &str) -> usize {
+    let mut files = 0;
+    for entry in std::fs::read_dir(dir).unwrap() {
+        let path = entry.unwrap().path();
+        if path.is_dir() {
+            files += files_without(&path, secret);
+            continue;
+        }
+        let bytes = std::fs::read(&path).unwrap();
+        assert!(
+            !bytes.windows(secret.len()).any(|w| w == secret.as_bytes()),
+            "{} holds the key",
+            path.display()
+        );
+        files += 1;
+    }
+    files
+}
+
+/// Asserts that `key` is in none of what a secrecy test collected: `Debug` output, error texts,
+/// the captured log (which must have caught an LM call), and the files of the disk cache in
+/// `cache_dir` (which must have written some).
+#[allow(dead_code)] // Not every test file that takes `common` uses it.
+pub(crate) fn assert_key_kept(key: &str, debug: &str, errors: &str, log: &str, cache_dir: &Path) {
+    assert!(!debug.contains(key), "Debug output leaks the key: {debug}");
+    assert!(!errors.contains(key), "an error leaks the key: {errors}");
+    assert!(log.contains("LM call"), "tracing captured nothing: {log}");
+    assert!(!log.contains(key), "a log line leaks the key");
+    assert!(
+        files_without(cache_dir, key) > 0,
+        "the disk cache wrote nothing"
+    );
 }
