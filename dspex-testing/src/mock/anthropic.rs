@@ -33,7 +33,9 @@
 use super::Shared;
 use super::answer::{self, Format, Prompt};
 use super::fault::{Api, Fault, effective_status};
-use super::server::{ShuttingDown, event_stream, json_with_fault, pick_fault, reset};
+use super::server::{
+    STREAM_PIECES, ShuttingDown, event_stream, json_with_fault, pick_fault, reset,
+};
 use super::stats::Route;
 use super::util::{seconds_text, split_deltas, truncate_words, words};
 use crate::wire::{Request, Response, full_response};
@@ -45,8 +47,6 @@ use std::time::Instant;
 
 /// The mock's context window, in words.
 pub(crate) const CONTEXT_WINDOW: u64 = 200_000;
-/// Content pieces per streamed block.
-const STREAM_PIECES: usize = 4;
 
 /// The top-level fields of a Messages request.
 const FIELDS: [&str; 19] = [

@@ -37,7 +37,9 @@
 use super::Shared;
 use super::answer::{Format, Prompt};
 use super::fault::{Api, Fault, effective_status};
-use super::server::{ShuttingDown, event_stream, generate, json_with_fault, pick_fault, reset};
+use super::server::{
+    STREAM_PIECES, ShuttingDown, event_stream, generate, json_with_fault, pick_fault, reset,
+};
 use super::stats::Route;
 use super::util::{seconds_text, sha_u64, split_deltas, words};
 use crate::wire::{Request, Response, full_response};
@@ -50,8 +52,6 @@ use std::time::Instant;
 
 /// Most candidates Gemini gives for one request.
 const MAX_CANDIDATES: u64 = 8;
-/// Pieces a streamed candidate's text is cut into.
-const STREAM_PIECES: usize = 4;
 /// The context window of most mock models, in tokens (words).
 const CONTEXT_WINDOW: u64 = 1_048_576;
 /// The context window of a `small-context` model.

@@ -7,7 +7,7 @@
 use super::Shared;
 use super::answer::{Format, Prompt};
 use super::fault::Api;
-use super::server::{bad_request, event, generate, json_with_fault, prelude, sse};
+use super::server::{STREAM_PIECES, bad_request, event, generate, json_with_fault, prelude, sse};
 use super::stats::Route;
 use super::util::{split_deltas, words};
 use crate::wire::{Request, Response};
@@ -15,9 +15,6 @@ use bytes::Bytes;
 use serde_json::{Value, json};
 use std::sync::atomic::Ordering;
 use std::time::Instant;
-
-/// Text pieces per streamed answer.
-const STREAM_PIECES: usize = 4;
 
 /// Handles one Responses request.
 pub(super) async fn responses(

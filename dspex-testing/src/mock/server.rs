@@ -31,8 +31,8 @@ pub(crate) const BODY_LIMIT: usize = 64 << 20;
 const MAX_N: u64 = 128;
 /// Largest embedding dimension.
 const MAX_DIM: u64 = 65_536;
-/// Content pieces per streamed choice.
-const STREAM_PIECES: usize = 4;
+/// Content pieces per streamed choice (or block, on every route).
+pub(super) const STREAM_PIECES: usize = 4;
 /// How long a reset response waits between its partial body and the reset.
 const RESET_DELAY: Duration = Duration::from_millis(20);
 
