@@ -791,6 +791,18 @@ async fn bootstrap_makes_the_sequential_calls_unless_speculative_as_the_server_c
             served <= sequential + report.discarded_lm_requests,
             "{served} {report:?}"
         );
+        // Requests of runs dropped in flight may reach the server after the compile returned:
+        // let them land before the next round counts from zero (on a loaded machine they were
+        // counted in the next round's sequential run).
+        let mut landed = chat(&server);
+        loop {
+            tokio::time::sleep(Duration::from_millis(200)).await;
+            let now = chat(&server);
+            if now == landed {
+                break;
+            }
+            landed = now;
+        }
     }
 }
 
