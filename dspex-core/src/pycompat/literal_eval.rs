@@ -584,9 +584,7 @@ impl TokParser<'_> {
 fn eval(node: Node) -> Result<Py, String> {
     Ok(match node {
         Node::Const(v) => v,
-        Node::Bytes(b) => {
-            Py::Str(String::from_utf8(b).map_err(|_| "bytes that are not UTF-8".to_string())?)
-        }
+        Node::Bytes(b) => Py::Bytes(b),
         Node::Signed(sign, inner) => {
             let v = match *inner {
                 Node::Const(v @ (Py::Int(_) | Py::BigInt(_) | Py::Float(_))) => v,
@@ -668,7 +666,7 @@ mod tests {
         assert_eq!(ok("'\\x41\\n\\u00e9'"), Py::Str("A\né".into()));
         assert_eq!(ok("r'\\n'"), Py::Str("\\n".into()));
         assert_eq!(ok("'''a\nb'''"), Py::Str("a\nb".into()));
-        assert_eq!(ok("b'ab'"), Py::Str("ab".into()));
+        assert_eq!(ok("b'ab'"), Py::Bytes(b"ab".to_vec()));
         assert_eq!(ok("1, 2"), Py::List(vec![Py::Int(1), Py::Int(2)]));
         assert_eq!(ok("(1,)"), Py::List(vec![Py::Int(1)]));
         assert_eq!(ok("(5)"), Py::Int(5));

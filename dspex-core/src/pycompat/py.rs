@@ -19,8 +19,11 @@ pub enum Py {
     BigInt(String),
     /// A `float`.
     Float(f64),
-    /// A `str` (or `bytes`, which pydantic's `str` accepts as UTF-8).
+    /// A `str`.
     Str(String),
+    /// A `bytes` (from a `b'…'` literal): pydantic's lax `str`, `int`, `float` and `bool`
+    /// accept it as its UTF-8 text; `dspy.Code`, `dspy.Reasoning` and `Literal` refuse it.
+    Bytes(Vec<u8>),
     /// A `list`, `tuple` or `set` (in order).
     List(Vec<Py>),
     /// A `dict` in insertion order (keys unique under Python equality).
@@ -37,6 +40,7 @@ impl Py {
             Py::BigInt(_) => true,
             Py::Float(f) => *f != 0.0,
             Py::Str(s) => !s.is_empty(),
+            Py::Bytes(b) => !b.is_empty(),
             Py::List(v) => !v.is_empty(),
             Py::Dict(d) => !d.is_empty(),
         }
@@ -72,6 +76,7 @@ pub fn py_eq(a: &Py, b: &Py) -> bool {
     match (a, b) {
         (Py::None, Py::None) => true,
         (Py::Str(x), Py::Str(y)) => x == y,
+        (Py::Bytes(x), Py::Bytes(y)) => x == y,
         (Py::BigInt(x), Py::BigInt(y)) => x == y,
         (Py::Int(x), Py::Int(y)) => x == y,
         (Py::List(x), Py::List(y)) => {
@@ -114,6 +119,7 @@ pub fn write_repr(out: &mut String, v: &Py) {
         Py::BigInt(s) => out.push_str(s),
         Py::Float(f) => write_py_float(out, *f),
         Py::Str(s) => write_str_repr(out, s),
+        Py::Bytes(b) => write_bytes_repr(out, b),
         Py::List(items) => {
             out.push('[');
             for (i, item) in items.iter().enumerate() {
@@ -142,6 +148,35 @@ pub fn write_repr(out: &mut String, v: &Py) {
 /// Python's `repr()` of a `str`, written into `out`.
 pub fn write_str_repr(out: &mut String, s: &str) {
     dspex_grammar::write_python_str_repr(out, s);
+}
+
+/// Python's `repr()` of a `bytes`: `b'…'`, quoted with `"` only when the bytes hold `'` and
+/// no `"`; printable ASCII as itself, `\t` `\n` `\r` and the quote escaped, the rest `\xNN`.
+pub fn write_bytes_repr(out: &mut String, b: &[u8]) {
+    let quote = if b.contains(&b'\'') && !b.contains(&b'"') {
+        '"'
+    } else {
+        '\''
+    };
+    out.push('b');
+    out.push(quote);
+    for &c in b {
+        match c {
+            b'\\' => out.push_str("\\\\"),
+            b'\t' => out.push_str("\\t"),
+            b'\n' => out.push_str("\\n"),
+            b'\r' => out.push_str("\\r"),
+            c if char::from(c) == quote => {
+                out.push('\\');
+                out.push(quote);
+            }
+            0x20..=0x7e => out.push(char::from(c)),
+            c => {
+                let _ = write!(out, "\\x{c:02x}");
+            }
+        }
+    }
+    out.push(quote);
 }
 
 /// Python's `str()`: the text itself for a string, the repr otherwise.
@@ -198,6 +233,8 @@ pub fn to_json(v: &Py) -> Result<Value, String> {
                 .ok_or_else(|| format!("{} cannot be represented in JSON", py_str(v)))?,
         ),
         Py::Str(s) => Value::String(s.clone()),
+        // Pydantic dumps `bytes` to JSON as their UTF-8 text.
+        Py::Bytes(b) => Value::String(String::from_utf8_lossy(b).into_owned()),
         Py::List(items) => Value::Array(items.iter().map(to_json).collect::<Result<_, _>>()?),
         Py::Dict(entries) => {
             let mut map = Map::with_capacity(entries.len());

@@ -179,16 +179,19 @@ fn validate(ty: &TypeSpec, v: &Py, strict: bool, depth: usize) -> Result<Value, 
             Py::Dict(entries) => {
                 let mut map = Map::with_capacity(entries.len());
                 for (k, x) in entries {
-                    let Py::Str(key) = k else {
-                        return Err(format!(
-                            "key {}: {}",
-                            short_repr(k),
-                            type_error("a valid string", k)
-                        ));
+                    let key = match validate_str(k) {
+                        Ok(Value::String(key)) => key,
+                        _ => {
+                            return Err(format!(
+                                "key {}: {}",
+                                short_repr(k),
+                                type_error("a valid string", k)
+                            ));
+                        }
                     };
                     let x = validate(value_ty, x, strict, depth + 1)
                         .map_err(|e| format!("key {key:?}: {e}"))?;
-                    map.insert(key.clone(), x);
+                    map.insert(key, x);
                 }
                 Ok(Value::Object(map))
             }
@@ -240,12 +243,24 @@ fn literal_member<'a>(members: &'a [LiteralValue], v: &Py) -> Option<&'a Literal
 fn validate_str(v: &Py) -> Result<Value, String> {
     match v {
         Py::Str(s) => Ok(Value::String(s.clone())),
+        Py::Bytes(b) => match std::str::from_utf8(b) {
+            Ok(s) => Ok(Value::String(s.to_string())),
+            Err(_) => Err(type_error(
+                "a valid string, unable to parse raw data as a unicode string",
+                v,
+            )),
+        },
         other => Err(type_error("a valid string", other)),
     }
 }
 
 fn validate_int(v: &Py, strict: bool) -> Result<Value, String> {
     match v {
+        // Pydantic's lax mode reads `bytes` as their UTF-8 text.
+        Py::Bytes(b) if !strict => match std::str::from_utf8(b) {
+            Ok(text) => validate_int(&Py::Str(text.to_string()), strict),
+            Err(_) => Err(type_error("a valid number", v)),
+        },
         Py::Int(i) => int_to_json(*i),
         Py::Bool(b) if !strict => Ok(Value::from(u8::from(*b))),
         Py::BigInt(s) => Err(format!("the integer {s} does not fit in 64 bits")),
@@ -364,6 +379,11 @@ fn float_json(f: f64, v: &Py) -> Result<Value, String> {
 
 fn validate_float(v: &Py, strict: bool) -> Result<Value, String> {
     match v {
+        // Pydantic's lax mode reads `bytes` as their UTF-8 text.
+        Py::Bytes(b) if !strict => match std::str::from_utf8(b) {
+            Ok(text) => validate_float(&Py::Str(text.to_string()), strict),
+            Err(_) => Err(type_error("a valid number", v)),
+        },
         Py::Float(f) => float_json(*f, v),
         Py::Int(i) => float_json(*i as f64, v),
         Py::BigInt(s) => float_json(s.parse::<f64>().unwrap_or(f64::INFINITY), v),
@@ -381,6 +401,11 @@ fn validate_float(v: &Py, strict: bool) -> Result<Value, String> {
 
 fn validate_bool(v: &Py, strict: bool) -> Result<Value, String> {
     match v {
+        // Pydantic's lax mode reads `bytes` as their UTF-8 text.
+        Py::Bytes(b) if !strict => match std::str::from_utf8(b) {
+            Ok(text) => validate_bool(&Py::Str(text.to_string()), strict),
+            Err(_) => Err(type_error("a valid number", v)),
+        },
         Py::Bool(b) => Ok(Value::Bool(*b)),
         Py::Int(0) if !strict => Ok(Value::Bool(false)),
         Py::Int(1) if !strict => Ok(Value::Bool(true)),
@@ -724,6 +749,38 @@ mod tests {
 
     fn list(t: TypeSpec) -> TypeSpec {
         TypeSpec::List(Box::new(t))
+    }
+
+    /// A `b'…'` answer reaches `ast.literal_eval` (json_repair finds nothing in it) and is a
+    /// `bytes`: DSPy 3.4.1's results, from `parse_value(text, annotation)` in its venv.
+    #[test]
+    fn bytes_literals_validate_as_pydantic_validates_bytes() {
+        let ty = |name: &str| {
+            DynSignature::parse(&format!("a -> x: {name}"))
+                .unwrap()
+                .outputs()[0]
+                .ty()
+                .clone()
+        };
+        assert_eq!(chat(&TypeSpec::Int, "b'1'"), Ok(json!(1)));
+        assert_eq!(chat(&TypeSpec::Float, "b'1'"), Ok(json!(1.0)));
+        assert_eq!(chat(&TypeSpec::Bool, "b'1'"), Ok(json!(true)));
+        assert!(chat(&TypeSpec::Int, "b'a'").is_err());
+        assert!(chat(&ty("Literal['a']"), "b'a'").is_err());
+        assert_eq!(chat(&TypeSpec::Str, "b'a'"), Ok(json!("b'a'")));
+        // `dspy.Code` and `dspy.Reasoning` refuse `bytes` and keep the text as it was (a fuzz
+        // find: the text lost its `B"` before).
+        let code = ty("Code['python']");
+        for text in ["b'a'", "B\"$t re@turn a + b\"", "rb'x'"] {
+            assert_eq!(chat(&code, text), Ok(json!(text)), "{text}");
+            assert_eq!(chat(&ty("Reasoning"), text), Ok(json!(text)), "{text}");
+        }
+        let mut repr = String::new();
+        super::super::py::write_repr(&mut repr, &literal_eval("b'it\\'s\\x00\"'").unwrap());
+        assert_eq!(repr, "b'it\\'s\\x00\"'");
+        let mut repr = String::new();
+        super::super::py::write_repr(&mut repr, &literal_eval("b\"it's\"").unwrap());
+        assert_eq!(repr, "b\"it's\"");
     }
 
     #[test]

@@ -2234,6 +2234,11 @@ pub fn tag(v: &Py) -> serde_json::Value {
             json!({"f": s})
         }
         Py::Str(s) => Value::String(s.clone()),
+        Py::Bytes(_) => {
+            let mut repr = String::new();
+            super::py::write_repr(&mut repr, v);
+            json!({"other": "bytes", "repr": repr})
+        }
         Py::List(items) => Value::Array(items.iter().map(tag).collect()),
         Py::Dict(entries) => {
             json!({"d": entries.iter().map(|(k, v)| json!([tag(k), tag(v)])).collect::<Vec<_>>()})
