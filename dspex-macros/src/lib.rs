@@ -45,5 +45,12 @@ pub fn tool(args: TokenStream, item: TokenStream) -> TokenStream {
     tool::attribute(args.into(), item.into()).into()
 }
 
+/// `tools![calculator, lookup]`: the tools of `#[tool]` functions named as DSPy users name
+/// them, as an array. See the `dspex` crate.
+#[proc_macro]
+pub fn tools(input: TokenStream) -> TokenStream {
+    tool::list(input.into()).into()
+}
+
 #[cfg(test)]
 mod snapshots;

@@ -221,3 +221,17 @@ fn tool_sync_result_with_options() {
     );
     insta::assert_snapshot!(pretty(out));
 }
+
+#[test]
+fn tools_list_names_and_values() {
+    let out = crate::tool::list(quote!(
+        calculator,
+        agents::lookup,
+        search_tool(&retriever, 3),
+    ));
+    insta::assert_snapshot!(pretty(quote!(
+        fn tools() {
+            let _ = #out;
+        }
+    )));
+}

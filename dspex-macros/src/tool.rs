@@ -19,6 +19,44 @@ struct Args {
     crate_path: Option<syn::Path>,
 }
 
+/// `tools![a, b, expr]`: each bare name `a` becomes `a_tool()` (the builder `#[tool]` makes,
+/// spanned at the name, so a name that is no `#[tool]` function is the error rustc points
+/// at); any other expression is taken as a tool value (`IntoTool`). The result is an array
+/// of `Tool`s, which every API taking tools accepts.
+pub(crate) fn list(input: TokenStream) -> TokenStream {
+    let parser = Punctuated::<Expr, Token![,]>::parse_terminated;
+    let items = match syn::parse::Parser::parse2(parser, input) {
+        Ok(items) => items,
+        Err(e) => {
+            let mut cx = Ctxt::default();
+            cx.error_at(
+                e.span(),
+                "tools![…] takes `#[tool]` function names and tool values, separated by commas: `tools![calculator, lookup]`",
+            );
+            return cx.into_compile_errors();
+        }
+    };
+    let k = facade_path(None);
+    let items = items.into_iter().map(|expr| match expr {
+        Expr::Path(p)
+            if p.qself.is_none()
+                && p.attrs.is_empty()
+                && p.path
+                    .segments
+                    .last()
+                    .is_some_and(|s| s.arguments.is_none()) =>
+        {
+            let mut path = p.path;
+            if let Some(last) = path.segments.last_mut() {
+                last.ident = format_ident!("{}_tool", last.ident, span = last.ident.span());
+            }
+            quote!(#k::module::IntoTool::into_tool(#path()))
+        }
+        other => quote!(#k::module::IntoTool::into_tool(#other)),
+    });
+    quote!([#(#items),*])
+}
+
 pub(crate) fn attribute(args: TokenStream, item: TokenStream) -> TokenStream {
     let mut cx = Ctxt::default();
     let args = parse_args(&mut cx, args);

@@ -143,6 +143,11 @@
 //! observation the model sees next, as in DSPy. `#[tool(name = "…", desc = "…")]` overrides
 //! either; `Tool::new` builds the same from an argument struct and a closure.
 //!
+//! [`tools!`]`[add, lookup]` lists tools as DSPy users list them (`tools=[add, lookup]`): a
+//! bare name stands for the `#[tool]` function's `<name>_tool()`, any other expression is a
+//! tool value. A plain array of the functions cannot work in Rust: each function has its own
+//! type, so `[add, lookup]` is a type error before any tool is looked at.
+//!
 //! ```
 //! use dspex::prelude::*;
 //!
@@ -171,6 +176,9 @@
 //! );
 //! let agent = ReAct::<QA>::new([add_tool(), lookup_tool()])?.with_max_iters(5);
 //! assert_eq!(agent.as_dyn().tools().len(), 3); // `finish` comes last
+//! // The same, written as in DSPy:
+//! let agent = ReAct::<QA>::new(tools![add, lookup])?;
+//! assert_eq!(agent.as_dyn().tools()[1].name(), "lookup");
 //! # Ok::<(), dspex::Error>(())
 //! ```
 //!
@@ -235,7 +243,7 @@
 //! embeddings retriever ([`retrieve::EmbeddingsRetriever`]), hybrid search by reciprocal rank
 //! fusion ([`retrieve::HybridRetriever`]) and a ColBERTv2 client ([`retrieve::ColBERTv2`]).
 
-pub use dspex_macros::{LiteralEnum, Module, sig, signature, tool};
+pub use dspex_macros::{LiteralEnum, Module, sig, signature, tool, tools};
 pub use dspex_runtime::program::{
     Branch, BranchEither, Branches, Either, FanOut, FanOutSettled, branch, branch_either, fan_out,
 };
@@ -352,8 +360,8 @@ pub mod prelude {
         ReAct, Reasoned, Refine, StreamItem, StreamOptions, Tool, majority,
     };
     pub use crate::optimize::{
-        BootstrapFewShot, BootstrapFewShotWithRandomSearch, DemoKnobs, LabeledFewShot, MIPROv2,
-        Optimizer,
+        BootstrapFewShot, BootstrapFewShotWithRandomSearch, DemoKnobs, Ensemble, InferRules,
+        LabeledFewShot, MIPROv2, Optimizer,
     };
     #[cfg(feature = "bm25")]
     pub use crate::retrieve::Bm25Index;
@@ -362,7 +370,7 @@ pub mod prelude {
     pub use crate::{
         Audio, Code, DynSignature, Either, Example, File, History, Image, LiteralEnum, Module,
         Prediction, PredictorParams, Program, ProgramExt, Reasoning, Signature, SignatureType,
-        ToolCalls, branch, branch_either, fan_out, program_fn, sig, signature, tool,
+        ToolCalls, branch, branch_either, fan_out, program_fn, sig, signature, tool, tools,
     };
 }
 
