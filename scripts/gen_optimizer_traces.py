@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
-"""Writes tests/data/{mipro_light_trace,copro_trace,random_search_trace}.json: DSPy 3.4.1's MIPROv2
-(auto="light", seed 9), COPRO (breadth 3, depth 2) and BootstrapFewShotWithRandomSearch (3
-candidate programs) compiling a ChainOfThought QA program against a
+"""Writes tests/data/{mipro_light,copro,random_search,infer_rules}_trace.json: DSPy 3.4.1's MIPROv2
+(auto="light", seed 9), COPRO (breadth 3, depth 2), BootstrapFewShotWithRandomSearch (3
+candidate programs) and InferRules (3 candidates of 4 rules) compiling a ChainOfThought QA program against a
 deterministic scripted LM, for dspex's optimizer parity tests.
 
 The LM answers every prompt with a function of the prompt alone (a SHA-256 of its messages, and
@@ -11,7 +11,7 @@ function. Each file holds the digest of every prompt DSPy sent (a multiset), the
 optimizer logs them, and the compiled program's saved state.
 
 Needs a venv with `dspy==3.4.1` and `optuna==5.0.0` (the project venv has no optuna):
-    python scripts/gen_optimizer_traces.py tests/data
+    python scripts/gen_optimizer_traces.py tests/data [mipro_light|copro|random_search|infer_rules ...]
 """
 import hashlib
 import json
@@ -190,6 +190,27 @@ def random_search(path):
     write(path, out)
 
 
+def infer_rules(path):
+    SEEN.clear()
+    lm = ScriptLM()
+    dspy.configure(lm=lm)
+    program = dspy.ChainOfThought("question -> answer")
+    trainset = TRAIN[:16]
+    opt = dspy.InferRules(metric=metric, num_candidates=3, num_rules=4, num_threads=1,
+                          max_bootstrapped_demos=2, max_labeled_demos=3)
+    compiled = opt.compile(program, trainset=trainset)
+    out = {
+        "dspy_version": dspy.__version__,
+        "program": {"module": "ChainOfThought", "signature": "question -> answer"},
+        "optimizer": {"name": "InferRules", "num_candidates": 3, "num_rules": 4, "max_bootstrapped_demos": 2,
+                      "max_labeled_demos": 3, "metric": "exact answer match"},
+        "trainset": [ex.toDict() for ex in trainset],
+        "prompt_digests": sorted(SEEN),
+        "compiled_state": compiled.dump_state(json_mode=True),
+    }
+    write(path, out)
+
+
 def write(path, out):
     with open(path, "w") as f:
         json.dump(out, f, indent=1)
@@ -199,9 +220,10 @@ def write(path, out):
 def main():
     import os
     folder = sys.argv[1]
-    mipro(os.path.join(folder, "mipro_light_trace.json"))
-    copro(os.path.join(folder, "copro_trace.json"))
-    random_search(os.path.join(folder, "random_search_trace.json"))
+    runs = {"mipro_light": mipro, "copro": copro, "random_search": random_search, "infer_rules": infer_rules}
+    # Optional names after the folder regenerate only those traces.
+    for name in sys.argv[2:] or list(runs):
+        runs[name](os.path.join(folder, f"{name}_trace.json"))
 
 
 if __name__ == "__main__":

@@ -8,7 +8,9 @@ use dspex::lm::{Choice, FinishReason, LanguageModel, LmError, LmRequest, LmRespo
 use dspex::module::ChainOfThought;
 use dspex::prelude::*;
 use dspex::runtime::evaluate::metric_fn;
-use dspex::runtime::optimize::{BootstrapFewShotWithRandomSearch, COPRO, MIPROv2, Optimizer};
+use dspex::runtime::optimize::{
+    BootstrapFewShotWithRandomSearch, COPRO, InferRules, MIPROv2, Optimizer,
+};
 use futures_util::future::BoxFuture;
 use regex::Regex;
 use serde_json::Value;
@@ -315,5 +317,28 @@ async fn random_search_scores_and_picks_what_dspy_does() {
         .collect();
     assert_eq!(Value::Array(scores), fx["candidates"]);
     // The student's own LM config is not part of its saved state.
+    assert_same_state(&fx, &compiled);
+}
+
+#[tokio::test]
+async fn infer_rules_induces_and_compiles_what_dspy_does() {
+    let fx = trace("infer_rules_trace.json");
+    let lm = TraceLM::new(&fx["trainset"]);
+    let infer = InferRules::new(exact())
+        .num_candidates(3)
+        .num_rules(4)
+        .num_threads(4)
+        .bootstrap(
+            BootstrapFewShot::new()
+                .max_bootstrapped_demos(2)
+                .max_labeled_demos(3),
+        );
+    let compiled = dspex::settings::with_settings(
+        dspex::settings::Settings::new().lm(lm.clone()),
+        infer.compile(ChainOfThought::<QA>::new(), &trainset(&fx)),
+    )
+    .await
+    .unwrap();
+    assert_same_prompts(&fx, &lm);
     assert_same_state(&fx, &compiled);
 }

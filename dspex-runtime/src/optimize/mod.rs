@@ -17,12 +17,18 @@
 //! - [`BootstrapFewShot`] — demos from the traces of teacher runs the metric accepts, plus
 //!   labeled ones; concurrent runs that still make exactly DSPy's sequential calls and pick its
 //!   demos (speculative runs on request, counted in a [`BootstrapReport`]).
+//! - [`Ensemble`] — several programs on one input, their outputs reduced to one (DSPy's
+//!   `Ensemble` with `reduce_fn`, `size`, and a working `deterministic`).
+//! - [`InferRules`] — BootstrapFewShot, then rules induced from the training examples added to
+//!   each predictor's instructions; the best of several rule sets on a valset.
 //! - [`MIPROv2`] — demo sets, grounded instruction proposals and a TPE search over them.
 //! - [`PyRandom`] — CPython's `random.Random`, bit for bit, so seeded choices match DSPy's.
 
 mod bootstrap;
 mod config;
 mod copro;
+mod ensemble;
+mod infer_rules;
 mod job;
 mod knn;
 mod labeled;
@@ -35,6 +41,8 @@ pub use crate::pycompat::{PyRandom, RandomError};
 pub use bootstrap::{BootstrapError, BootstrapFewShot, BootstrapReport, Teacher};
 pub use config::{DEFAULT_CONCURRENCY, DEFAULT_MAX_ERRORS, DemoConfig, DemoKnobs};
 pub use copro::COPRO;
+pub use ensemble::{AllOutputs, Ensemble, EnsembleError, EnsembledProgram, Reduce};
+pub use infer_rules::InferRules;
 pub use job::{Job, JobContext, Progress, TrialEvent};
 pub use knn::{KNN, KNNFewShot, KNNFewShotProgram};
 pub use labeled::LabeledFewShot;
