@@ -312,3 +312,48 @@ fn index_errors_name_the_path() {
     assert_eq!(code, 2);
     assert!(stderr.contains("--b"), "{stderr}");
 }
+
+#[test]
+fn report_writes_a_page_and_refuses_bad_logs_with_exit_2() {
+    let dir = tempfile::tempdir().unwrap();
+    let log = dir.path().join("trials.jsonl");
+    std::fs::write(
+        &log,
+        "{\"event\":\"trial\",\"trial\":0,\"score\":40.5,\"minibatch\":false,\"candidate\":{}}\n\
+         {\"event\":\"trial\",\"trial\":1,\"score\":61,\"minibatch\":true,\"candidate\":{}}\n",
+    )
+    .unwrap();
+    let page = dir.path().join("out.html");
+    // A folder holding one log is read as that log.
+    let (code, stdout, stderr) = dspex(&[
+        "report",
+        dir.path().to_str().unwrap(),
+        "-o",
+        page.to_str().unwrap(),
+    ]);
+    assert_eq!(code, 0, "{stderr}");
+    assert!(stdout.starts_with("wrote "), "{stdout}");
+    let html = std::fs::read_to_string(&page).unwrap();
+    assert!(html.contains(r#"data-trial="0" data-score="40.5" data-minibatch="false""#));
+    assert!(html.contains(r#"data-trial="1" data-score="61" data-minibatch="true""#));
+
+    let bad = dir.path().join("bad.jsonl");
+    std::fs::write(
+        &bad,
+        "{\"event\":\"trial\",\"trial\":0,\"score\":1}\n{oops}\n",
+    )
+    .unwrap();
+    for (path, says) in [
+        (bad, "bad.jsonl, line 2: not JSON"),
+        (dir.path().join("missing.jsonl"), "missing.jsonl"),
+    ] {
+        let (code, _, stderr) = dspex(&[
+            "report",
+            path.to_str().unwrap(),
+            "-o",
+            page.to_str().unwrap(),
+        ]);
+        assert_eq!(code, 2, "{stderr}");
+        assert!(stderr.contains(says), "{stderr}");
+    }
+}

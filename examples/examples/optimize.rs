@@ -164,5 +164,8 @@ async fn main() -> dspex::Result<()> {
         path.display()
     );
     println!("MIPROv2's trials are in {}", log.display());
+    let report = dir.join("mipro_report.html");
+    dspex::optimize::write_report(&log, &report)?;
+    println!("its report (open it in a browser): {}", report.display());
     Ok(())
 }

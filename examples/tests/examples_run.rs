@@ -88,6 +88,12 @@ fn optimize_improves_the_score_and_saves() {
     assert!(out.contains("before optimizing:       33.33"), "{out}");
     assert!(out.contains("after BootstrapFewShot: 100.00"), "{out}");
     assert!(out.contains("saved the best program"), "{out}");
+    let report = out
+        .lines()
+        .find_map(|l| l.strip_prefix("its report (open it in a browser): "))
+        .expect("the report's path");
+    let page = std::fs::read_to_string(report).unwrap();
+    assert!(page.contains("<h1>MIPROv2 report</h1>"), "{page}");
 }
 
 #[test]

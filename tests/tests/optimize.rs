@@ -684,12 +684,20 @@ async fn a_cancelled_job_returns_the_program_bootstrapped_so_far() {
         .collect();
     assert_eq!(bootstrapped, ["QQ0?", "QQ1?"]);
     assert_eq!(answer.as_array().unwrap().len(), 4);
-    let lines: Vec<Value> = std::fs::read_to_string(&log)
+    let events: Vec<Value> = std::fs::read_to_string(&log)
         .unwrap()
         .lines()
         .map(|l| serde_json::from_str(l).unwrap())
         .collect();
-    assert_eq!(lines.len(), 2);
+    // The student, two trials, and the program the cancelled job returned.
+    let kinds: Vec<&str> = events
+        .iter()
+        .map(|e| e["event"].as_str().unwrap())
+        .collect();
+    assert_eq!(kinds, ["start", "trial", "trial", "end"]);
+    assert_eq!(events[0]["optimizer"], "BootstrapFewShot");
+    assert_eq!(events[3]["state"], compiled.dump_state());
+    let lines = &events[1..3];
     assert_eq!(lines[1]["candidate"]["example"], 1);
     assert_eq!(lines[1]["candidate"]["bootstrapped"], true);
     assert_eq!(lines[1]["phase"], "bootstrapping");

@@ -195,7 +195,8 @@ fn round_trips(adapter: &dyn Adapter, sig: &DynSignature, fields: &Map<String, V
     // DSPy reads a `Code` or `Reasoning` answer leniently: a fenced block, or whatever
     // json_repair finds inside the text — a `{"code": …}` / `{"content": …}` object, a quoted
     // string (`def"add\n"d` reads as `d`), a bare word after a bracket (`(  (return` reads as
-    // `return`) — is unwrapped. A value that holds one reads back as its
+    // `return`) —, or else the Python string literal the text is (`""""2"` reads as `2`), is
+    // unwrapped. A value that holds one reads back as its
     // inside, and an empty one (a fence with nothing in it) is an empty XML element, which
     // DSPy's XMLAdapter reads as a missing `code` — in DSPy as here.
     fn unwraps_when_read(ty: &TypeSpec, v: &Value) -> bool {
@@ -206,6 +207,10 @@ fn round_trips(adapter: &dyn Adapter, sig: &DynSignature, fields: &Map<String, V
             s.contains('`')
                 || s.trim().is_empty()
                 || !crate::pycompat::json_repair::loads(s).is_ok_and(|v| v.is_empty_str())
+                || matches!(
+                    crate::pycompat::literal_eval::literal_eval(s),
+                    Ok(Py::Str(_) | Py::Dict(_))
+                )
         })
     }
     let chat = adapter.name() == "ChatAdapter";

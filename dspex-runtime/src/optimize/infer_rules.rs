@@ -2,7 +2,7 @@
 //! rules induced from the training examples appended to each predictor's instructions; the
 //! candidate program that scores best on the validation set wins.
 
-use super::{BootstrapFewShot, JobContext, Optimizable, Optimizer, TrialEvent, score_program};
+use super::{BootstrapFewShot, JobContext, Optimizable, Optimizer, TrialEvent, score_examples};
 use crate::error::{Error, Result};
 use crate::evaluate::Metric;
 use crate::example::Example;
@@ -284,20 +284,23 @@ impl Optimizer for InferRules {
                     "{instructions}\n\nPlease adhere to the following rules when making your prediction:\n{rules}"
                 ));
             }
-            let score =
-                match score_program(&program, val, &self.metric, self.concurrency, ctx).await {
+            let (score, example_scores) =
+                match score_examples(&program, val, &self.metric, self.concurrency, ctx).await {
                     Err(e) if super::is_cancellation(&e) => break,
-                    score => score?,
+                    scored => scored?,
                 };
-            ctx.trial(TrialEvent {
-                trial: candidate,
-                score,
-                minibatch: false,
-                candidate: json!({"candidate": candidate, "rules": rules_of})
-                    .as_object()
-                    .cloned()
-                    .unwrap_or_default(),
-            });
+            ctx.trial_with_example_scores(
+                TrialEvent {
+                    trial: candidate,
+                    score,
+                    minibatch: false,
+                    candidate: json!({"candidate": candidate, "rules": rules_of})
+                        .as_object()
+                        .cloned()
+                        .unwrap_or_default(),
+                },
+                &example_scores,
+            );
             tracing::info!(
                 candidate = candidate + 1,
                 score,

@@ -9,6 +9,7 @@
 
 use crate::cancel::CancelToken;
 use crate::error::{Error, Result};
+use crate::lm::{UsageReport, UsageTracker};
 use serde::Serialize;
 use serde_json::{Map, Value};
 use std::future::Future;
@@ -68,6 +69,7 @@ struct Inner {
     log: Mutex<Option<std::io::BufWriter<std::fs::File>>>,
     log_path: Option<PathBuf>,
     started: Instant,
+    usage: UsageTracker,
 }
 
 impl std::fmt::Debug for JobContext {
@@ -103,6 +105,7 @@ impl JobContext {
                 log: Mutex::new(file),
                 log_path,
                 started: Instant::now(),
+                usage: UsageTracker::new(),
             }),
         }
     }
@@ -156,8 +159,18 @@ impl JobContext {
     }
 
     /// Records a finished trial: updates the progress and the best score, and appends the
-    /// event (with `elapsed_ms` and the phase) to the log, if there is one.
+    /// event (with `elapsed_ms`, the phase and the usage so far) to the log, if there is one.
     pub fn trial(&self, event: TrialEvent) {
+        self.record_trial(event, None);
+    }
+
+    /// [`trial`](Self::trial) for a full evaluation, with the score of each validation example
+    /// (in order), which the report's before/after table reads.
+    pub fn trial_with_example_scores(&self, event: TrialEvent, example_scores: &[f64]) {
+        self.record_trial(event, Some(example_scores));
+    }
+
+    fn record_trial(&self, event: TrialEvent, example_scores: Option<&[f64]>) {
         let mut phase = String::new();
         self.inner.progress.send_modify(|p| {
             p.trials += 1;
@@ -166,26 +179,51 @@ impl JobContext {
             }
             phase.clone_from(&p.phase);
         });
-        let mut log = self.inner.log.lock().unwrap_or_else(|e| e.into_inner());
-        if let Some(file) = log.as_mut() {
-            let mut line = match serde_json::to_value(&event) {
-                Ok(Value::Object(map)) => map,
-                _ => Map::new(),
-            };
-            line.insert("phase".into(), Value::String(phase));
-            line.insert(
-                "elapsed_ms".into(),
-                Value::from(self.inner.started.elapsed().as_millis() as u64),
-            );
-            let written = serde_json::to_writer(&mut *file, &line)
-                .map_err(std::io::Error::other)
-                .and_then(|()| file.write_all(b"\n"))
-                .and_then(|()| file.flush());
-            if let Err(e) = written {
-                tracing::warn!(error = %e, path = ?self.inner.log_path, "cannot write the trial log; trials go on unlogged");
-                *log = None;
-            }
+        let mut line = match serde_json::to_value(&event) {
+            Ok(Value::Object(map)) => map,
+            _ => Map::new(),
+        };
+        line.insert("phase".into(), Value::String(phase));
+        if let Some(scores) = example_scores {
+            line.insert("example_scores".into(), scores.into());
         }
+        self.log_event("trial", line);
+    }
+
+    /// Appends one line `{"event": kind, …fields, "elapsed_ms", "usage"}` to the log, if there
+    /// is one. A write that fails turns the log off with a warning; the job goes on.
+    pub(crate) fn log_event(&self, kind: &str, fields: Map<String, Value>) {
+        let mut log = self.inner.log.lock().unwrap_or_else(|e| e.into_inner());
+        let Some(file) = log.as_mut() else {
+            return;
+        };
+        let mut line = Map::with_capacity(fields.len() + 3);
+        line.insert("event".into(), kind.into());
+        line.extend(fields);
+        line.insert(
+            "elapsed_ms".into(),
+            Value::from(self.inner.started.elapsed().as_millis() as u64),
+        );
+        line.insert("usage".into(), usage_json(&self.inner.usage.report()));
+        let written = serde_json::to_writer(&mut *file, &line)
+            .map_err(std::io::Error::other)
+            .and_then(|()| file.write_all(b"\n"))
+            .and_then(|()| file.flush());
+        if let Err(e) = written {
+            tracing::warn!(error = %e, path = ?self.inner.log_path, "cannot write the trial log; trials go on unlogged");
+            *log = None;
+        }
+    }
+
+    /// The LM usage of the job's calls so far (every LM call made inside the job's task and
+    /// the work it spawns).
+    pub fn usage(&self) -> UsageReport {
+        self.inner.usage.report()
+    }
+
+    /// Where the log is written, if anywhere.
+    pub fn log_path(&self) -> Option<&Path> {
+        self.inner.log_path.as_deref()
     }
 
     /// The progress so far.
@@ -198,7 +236,34 @@ impl JobContext {
     }
 }
 
+/// A usage report as the log writes it: the totals over every model.
+fn usage_json(report: &UsageReport) -> Value {
+    let total = report.total();
+    serde_json::json!({
+        "lm_calls": total.calls,
+        "requests": total.requests,
+        "cache_hits": total.cache_hits,
+        "prompt_tokens": total.usage.prompt_tokens,
+        "completion_tokens": total.usage.completion_tokens,
+        "total_tokens": total.usage.total_tokens,
+        "cost_usd": total.cost_usd,
+    })
+}
+
 /// A running optimization. Dropping the handle does not stop it; [`Job::cancel`] does.
+///
+/// **The log** (one JSON object per line, each with an `event`):
+/// - `start` — the optimizer's name and the student's saved state (written by
+///   [`Optimizer::spawn`](super::Optimizer::spawn));
+/// - `trial` — a [`TrialEvent`]'s fields, the `phase`, `elapsed_ms`, the LM `usage` of the job
+///   so far (`lm_calls`, `requests`, `cache_hits`, `prompt_tokens`, `completion_tokens`,
+///   `total_tokens`, `cost_usd`), and for full evaluations that kept them, `example_scores`
+///   (one per validation example, in order);
+/// - `end` — the compiled program's saved state, the best score, the final usage.
+///
+/// Optimizers add their own keys to a trial's `candidate`; GEPA's `index`, `parents` and
+/// `val_scores` give the report its lineage tree and Pareto front.
+/// [`write_report`](super::write_report) turns a log into one HTML page.
 ///
 /// The job runs with the task-scoped context of the code that started it: the
 /// [settings](crate::settings) of an enclosing `with_settings` (LM, adapter, call defaults,
@@ -239,8 +304,9 @@ impl<P: Send + 'static> Job<P> {
         let progress = ctx.inner.progress.subscribe();
         let fut = optimize(ctx.clone());
         let done = Finish(ctx.clone());
+        let usage = ctx.inner.usage.clone();
         let run = crate::settings::in_current_scope(async move {
-            let out = fut.await;
+            let out = usage.scope(fut).await;
             drop(done);
             out
         });
@@ -265,6 +331,27 @@ impl<P: Send + 'static> Job<P> {
         }
         self.progress.changed().await.ok()?;
         Some(self.progress.borrow_and_update().clone())
+    }
+
+    /// The LM usage of the job so far.
+    pub fn usage(&self) -> UsageReport {
+        self.ctx.usage()
+    }
+
+    /// Writes the [report](super::write_report) of the job's log so far to `path`: one
+    /// self-contained HTML page. Works while the job runs and after it ended.
+    ///
+    /// # Errors
+    ///
+    /// When the job has no log, or the log cannot be read or the page written.
+    pub fn report(&self, path: impl AsRef<Path>) -> Result<()> {
+        let log = self.ctx.log_path().ok_or_else(|| {
+            Error::step(
+                "writing the optimization report",
+                "the job has no log: spawn it with a log path",
+            )
+        })?;
+        super::write_report(log, path.as_ref())
     }
 
     /// Asks the optimizer to stop. The work in flight is dropped (or, at worst, the LM calls

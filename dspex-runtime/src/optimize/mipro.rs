@@ -6,7 +6,7 @@ use super::config::{DemoConfig, DemoKnobs};
 use super::labeled::LabeledFewShot;
 use super::propose::{self, TIPS};
 use super::tpe::CategoricalTpe;
-use super::{JobContext, Optimizable, Optimizer, TrialEvent, is_cancellation, score_program};
+use super::{JobContext, Optimizable, Optimizer, TrialEvent, is_cancellation, score_examples};
 use crate::error::{Error, Result};
 use crate::evaluate::Metric;
 use crate::example::Example;
@@ -684,18 +684,18 @@ impl<P: Optimizable> Search<'_, P> {
         (program, key.join(","))
     }
 
-    /// `eval_candidate_program`: the whole valset, or a minibatch drawn from `rng`;
-    /// [`Error::Cancelled`] once `ctx` is cancelled.
+    /// `eval_candidate_program`: the whole valset, or a minibatch drawn from `rng`, with the
+    /// score of each example scored; [`Error::Cancelled`] once `ctx` is cancelled.
     async fn score(
         &self,
         program: &P,
         batch: usize,
         rng: &mut PyRandom,
         ctx: &JobContext,
-    ) -> Result<f64> {
+    ) -> Result<(f64, Vec<f64>)> {
         let m = self.mipro;
         if batch >= self.valset.len() {
-            return score_program(
+            return score_examples(
                 program,
                 &self.valset,
                 &m.metric,
@@ -708,7 +708,7 @@ impl<P: Optimizable> Search<'_, P> {
             .sample_indices(self.valset.len(), batch)
             .map_err(|e| Error::step("MIPROv2 minibatch", e))?;
         let devset: Vec<Example> = idx.into_iter().map(|i| self.valset[i].clone()).collect();
-        score_program(program, &devset, &m.metric, m.config.runs_at_once(), ctx).await
+        score_examples(program, &devset, &m.metric, m.config.runs_at_once(), ctx).await
     }
 
     async fn run(self, rng: &mut PyRandom, ctx: &JobContext) -> Result<P> {
@@ -734,18 +734,21 @@ impl<P: Optimizable> Search<'_, P> {
         let space = self.space();
         let default: BTreeMap<String, usize> = space.iter().map(|(k, _)| (k.clone(), 0)).collect();
         // Cancelled before the baseline is scored: no program to return (Error::Cancelled).
-        let baseline = self
+        let (baseline, example_scores) = self
             .score(&self.program, self.valset.len(), rng, ctx)
             .await?;
-        ctx.trial(TrialEvent {
-            trial: 0,
-            score: baseline,
-            minibatch: false,
-            candidate: json!({"baseline": true})
-                .as_object()
-                .cloned()
-                .unwrap_or_default(),
-        });
+        ctx.trial_with_example_scores(
+            TrialEvent {
+                trial: 0,
+                score: baseline,
+                minibatch: false,
+                candidate: json!({"baseline": true})
+                    .as_object()
+                    .cloned()
+                    .unwrap_or_default(),
+            },
+            &example_scores,
+        );
         let mut best_score = baseline;
         let mut best = self.program.clone();
         let mut tpe = CategoricalTpe::new(self.seed as u32);
@@ -764,16 +767,21 @@ impl<P: Optimizable> Search<'_, P> {
             } else {
                 self.valset.len()
             };
-            let score = match self.score(&candidate, batch, rng, ctx).await {
+            let (score, example_scores) = match self.score(&candidate, batch, rng, ctx).await {
                 Err(e) if is_cancellation(&e) => break,
-                score => score?,
+                scored => scored?,
             };
-            ctx.trial(TrialEvent {
+            let event = TrialEvent {
                 trial: trial_num - 1,
                 score,
                 minibatch: batch < self.valset.len(),
                 candidate: params.iter().map(|(k, v)| (k.clone(), json!(v))).collect(),
-            });
+            };
+            if event.minibatch {
+                ctx.trial(event);
+            } else {
+                ctx.trial_with_example_scores(event, &example_scores);
+            }
             if !self.minibatch && score > best_score {
                 best_score = score;
                 best = candidate.clone();
@@ -804,20 +812,24 @@ impl<P: Optimizable> Search<'_, P> {
                         "every choice tried so far was already evaluated on the whole valset",
                     ));
                 };
-                let full = match self.score(&pick.program, self.valset.len(), rng, ctx).await {
-                    Err(e) if is_cancellation(&e) => break,
-                    full => full?,
-                };
-                ctx.trial(TrialEvent {
-                    trial: trial_num,
-                    score: full,
-                    minibatch: false,
-                    candidate: pick
-                        .params
-                        .iter()
-                        .map(|(k, v)| (k.clone(), json!(v)))
-                        .collect(),
-                });
+                let (full, example_scores) =
+                    match self.score(&pick.program, self.valset.len(), rng, ctx).await {
+                        Err(e) if is_cancellation(&e) => break,
+                        full => full?,
+                    };
+                ctx.trial_with_example_scores(
+                    TrialEvent {
+                        trial: trial_num,
+                        score: full,
+                        minibatch: false,
+                        candidate: pick
+                            .params
+                            .iter()
+                            .map(|(k, v)| (k.clone(), json!(v)))
+                            .collect(),
+                    },
+                    &example_scores,
+                );
                 tpe.add(pick.params.clone(), full);
                 fully_evaluated.push(pick.key.clone());
                 if full > best_score {

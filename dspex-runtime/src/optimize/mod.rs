@@ -22,6 +22,8 @@
 //! - [`InferRules`] — BootstrapFewShot, then rules induced from the training examples added to
 //!   each predictor's instructions; the best of several rule sets on a valset.
 //! - [`MIPROv2`] — demo sets, grounded instruction proposals and a TPE search over them.
+//! - [`write_report`] — a job's log as one self-contained HTML page (scores, budget, GEPA's
+//!   Pareto front and lineage, the program before and after, per-example changes).
 //! - [`PyRandom`] — CPython's `random.Random`, bit for bit, so seeded choices match DSPy's.
 
 mod bootstrap;
@@ -35,6 +37,7 @@ mod labeled;
 mod mipro;
 mod propose;
 mod random_search;
+mod report;
 mod tpe;
 
 pub use crate::pycompat::{PyRandom, RandomError};
@@ -48,6 +51,7 @@ pub use knn::{KNN, KNNFewShot, KNNFewShotProgram};
 pub use labeled::LabeledFewShot;
 pub use mipro::{Auto, MIPROv2};
 pub use random_search::BootstrapFewShotWithRandomSearch;
+pub use report::{LoggedTrial, LoggedUsage, ReportError, RunLog, write_report};
 
 use crate::error::{Error, Result};
 use crate::evaluate::{Evaluate, ExampleProgram, Metric};
@@ -88,9 +92,10 @@ pub trait Optimizer: Send + Sync {
         }
     }
 
-    /// Starts compiling as a [`Job`] and returns its handle at once; with `log`, each trial is
-    /// appended to that JSONL file. The job runs with the task-scoped settings in effect here
-    /// (an enclosing `with_settings`).
+    /// Starts compiling as a [`Job`] and returns its handle at once; with `log`, the student,
+    /// each trial and the compiled program are appended to that JSONL file (the format is on
+    /// [`Job`]), which [`write_report`] makes a page of. The job runs with the task-scoped
+    /// settings in effect here (an enclosing `with_settings`).
     fn spawn<P: Optimizable>(
         self: Arc<Self>,
         student: P,
@@ -101,9 +106,33 @@ pub trait Optimizer: Send + Sync {
         Self: Sized + 'static,
     {
         Job::spawn(log, move |ctx| async move {
-            self.compile_in(student, &trainset, &ctx).await
+            let mut start = serde_json::Map::new();
+            start.insert("optimizer".into(), optimizer_name::<Self>().into());
+            start.insert("trainset_size".into(), trainset.len().into());
+            start.insert("state".into(), student.dump_state());
+            ctx.log_event("start", start);
+            let compiled = self.compile_in(student, &trainset, &ctx).await;
+            let mut end = serde_json::Map::new();
+            match &compiled {
+                Ok(program) => {
+                    end.insert("state".into(), program.dump_state());
+                }
+                Err(e) => {
+                    end.insert("error".into(), e.to_string().into());
+                }
+            }
+            end.insert("best_score".into(), ctx.progress().best_score.into());
+            ctx.log_event("end", end);
+            compiled
         })
     }
+}
+
+/// An optimizer's type name without its path or generics (`MIPROv2`), as the log names it.
+fn optimizer_name<T: ?Sized>() -> &'static str {
+    let full = std::any::type_name::<T>();
+    let plain = full.split('<').next().unwrap_or(full);
+    plain.rsplit("::").next().unwrap_or(plain)
 }
 
 /// The score DSPy's `Evaluate` gives `program` on `devset`: the metric's mean as a percentage,
@@ -118,6 +147,20 @@ pub(crate) async fn score_program<P: ExampleProgram + ?Sized>(
     concurrency: usize,
     ctx: &JobContext,
 ) -> Result<f64> {
+    Ok(score_examples(program, devset, metric, concurrency, ctx)
+        .await?
+        .0)
+}
+
+/// [`score_program`] with the score of each example of `devset`, in order (the failure score
+/// for one that failed), as the trial log's `example_scores` keeps them.
+pub(crate) async fn score_examples<P: ExampleProgram + ?Sized>(
+    program: &P,
+    devset: &[Example],
+    metric: &Arc<dyn Metric>,
+    concurrency: usize,
+    ctx: &JobContext,
+) -> Result<(f64, Vec<f64>)> {
     let result = Evaluate::new(devset.to_vec(), metric.clone())
         .num_threads(concurrency)
         .cancel_on(ctx.cancel_token())
@@ -127,7 +170,13 @@ pub(crate) async fn score_program<P: ExampleProgram + ?Sized>(
     if result.cancelled {
         return Err(ctx.cancelled_error());
     }
-    Ok(result.score)
+    let mut scores = vec![0.0; devset.len()];
+    for record in &result.records {
+        if let Some(slot) = scores.get_mut(record.index) {
+            *slot = record.score;
+        }
+    }
+    Ok((result.score, scores))
 }
 
 /// Whether `error` is a job's cancellation rather than a failure.

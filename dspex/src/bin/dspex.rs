@@ -74,6 +74,20 @@ enum Command {
     /// Build or search an embedded BM25 index (tantivy; scored as the `bm25s` package scores).
     #[command(subcommand)]
     Index(IndexCommand),
+    /// Write the report of an optimization run: one self-contained HTML page (no script, no
+    /// network) with the score per trial and the running best, the LM budget over time, GEPA's
+    /// Pareto front and candidate lineage, the program before and after, and per-example
+    /// changes.
+    ///
+    /// LOG is a job's JSONL log (`Optimizer::spawn(…, Some(path))`) or a folder holding one
+    /// (a GEPA `log_dir`). Exits 2 when the log is missing, malformed or holds no trial.
+    Report {
+        /// The log, or the run folder.
+        log: PathBuf,
+        /// Where to write the page.
+        #[arg(short, long, default_value = "report.html")]
+        output: PathBuf,
+    },
 }
 
 /// `dspex index …`.
@@ -174,6 +188,7 @@ fn main() -> ExitCode {
         Command::Parse { file } => parse_command(&file),
         Command::Replay { file } => replay_command(&file),
         Command::Index(command) => index_command(command),
+        Command::Report { log, output } => report_command(&log, &output),
         Command::MockLm(args) => {
             let runtime = match args.threads {
                 1 => tokio::runtime::Builder::new_current_thread()
@@ -555,6 +570,19 @@ fn prompt_command(path: &std::path::Path) -> ExitCode {
         Err(e) => {
             eprintln!("error: {}: {e}", path.display());
             ExitCode::FAILURE
+        }
+    }
+}
+
+fn report_command(log: &std::path::Path, output: &std::path::Path) -> ExitCode {
+    match dspex::optimize::write_report(log, output) {
+        Ok(()) => {
+            println!("wrote {}", output.display());
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("error: {e}");
+            ExitCode::from(2)
         }
     }
 }
