@@ -1,8 +1,10 @@
-//! Evaluate and BootstrapFewShot against DSPy 3.4.1 (`../shared/bench/dspy_side.py evaluate` and
-//! `bootstrap`), on the same mock LM servers (0 ms and 50 ms latency), in one run: wall time and
-//! peak RSS at equal concurrency (16) and at each side's best setting; for BootstrapFewShot also
-//! the LM calls each side made (as the mock server counted them), dspex by default and with
-//! speculation. Prints Markdown tables.
+//! Evaluate, BootstrapFewShot and MIPROv2 against DSPy 3.4.1 (`../shared/bench/dspy_side.py
+//! evaluate`, `bootstrap` and `mipro`), on the same mock LM servers (0 ms and 50 ms latency), in
+//! one run: wall time and peak RSS at equal concurrency (16) and at each side's best setting;
+//! for BootstrapFewShot and MIPROv2 also the LM calls each side made and the sequential waves of
+//! calls (as the mock server counted them: a request's wave is one more than the highest wave
+//! answered before it arrived, so `waves × latency` is the least wall time that run could take).
+//! dspex's BootstrapFewShot runs by default and with speculation. Prints Markdown tables.
 //!
 //! Run it with `scripts/bench optimize [--quick]`. Every measurement runs in a fresh worker
 //! process (this binary with `worker …`) so peak RSS is its own.
@@ -11,7 +13,7 @@ use dspex::lm::{LM, RetryPolicy};
 use dspex::module::{ChainOfThought, Predict};
 use dspex::prelude::*;
 use dspex::runtime::evaluate::{Evaluate, answer_exact_match, metric_fn};
-use dspex::runtime::optimize::{BootstrapFewShot, JobContext, Teacher};
+use dspex::runtime::optimize::{BootstrapFewShot, DemoKnobs, JobContext, MIPROv2, Teacher};
 use dspex::settings::{Settings, with_settings};
 use dspex_examples::{
     bench_main, dspex_binary, dspy_side, peak_rss_mb, run_json, start_mock, venv_python,
@@ -38,6 +40,13 @@ fn qa_set(n: usize) -> Vec<Example> {
                 .with_inputs(["question"])
         })
         .collect()
+}
+
+/// The `i` of `What is item {i}?`.
+fn item_number(ex: &Example) -> Option<usize> {
+    ex.get_str("question")
+        .and_then(|q| q.split_whitespace().last())
+        .and_then(|w| w.trim_end_matches('?').parse::<usize>().ok())
 }
 
 fn client(url: &str) -> LM {
@@ -74,10 +83,7 @@ async fn worker(args: &[String]) -> Value {
         Some("bootstrap") => {
             // DSPy's metric: true on items 0, 25, 50, 75.
             let every_25th = metric_fn("every_25th", |ex: &Example, _: &Prediction| {
-                ex.get_str("question")
-                    .and_then(|q| q.split_whitespace().last())
-                    .and_then(|w| w.trim_end_matches('?').parse::<usize>().ok())
-                    .is_some_and(|i| i % 25 == 0)
+                item_number(ex).is_some_and(|i| i % 25 == 0)
             });
             let speculative = args.get(4).is_some_and(|s| s == "speculative");
             let optimizer = BootstrapFewShot::new()
@@ -108,6 +114,35 @@ async fn worker(args: &[String]) -> Value {
                 "discarded_lm_requests": report.discarded_lm_requests,
             })
         }
+        Some("mipro") => {
+            // `dspy_side.py mipro`: MIPROv2(auto="light", seed 0) on Predict("question -> answer"),
+            // the metric true on items divisible by 5, the last fifth as the valset.
+            let every_5th = metric_fn("every_5th", |ex: &Example, _: &Prediction| {
+                item_number(ex).is_some_and(|i| i % 5 == 0)
+            });
+            let data = qa_set(n);
+            let (train, val) = data.split_at(n - n / 5);
+            let optimizer = MIPROv2::new(every_5th)
+                .seed(0)
+                .concurrency(concurrency)
+                .task_lm(client(url))
+                .prompt_lm(client(url));
+            let start = Instant::now();
+            let compiled = optimizer
+                .compile_with_valset(
+                    Predict::<QA>::new(),
+                    train,
+                    Some(val),
+                    &JobContext::detached(),
+                )
+                .await
+                .expect("the compile runs");
+            json!({
+                "trainset": train.len(), "valset": val.len(), "concurrency": concurrency,
+                "wall_s": start.elapsed().as_secs_f64(),
+                "demos": compiled.params().demos.len(), "peak_rss_mb": peak_rss_mb(),
+            })
+        }
         other => panic!("unknown worker {other:?}"),
     }
 }
@@ -125,8 +160,8 @@ fn rust_with(what: &str, url: &str, n: usize, c: usize, extra: &[&str]) -> Value
     )
 }
 
-/// The chat requests the mock server at `url` has received (its `GET /stats`).
-fn chat_requests(url: &str) -> u64 {
+/// The mock server's `GET /stats` at `url`.
+fn server_stats(url: &str) -> Value {
     let addr = url.trim_start_matches("http://").trim_end_matches('/');
     let mut stream = std::net::TcpStream::connect(addr).expect("the mock server answers");
     write!(
@@ -139,19 +174,21 @@ fn chat_requests(url: &str) -> u64 {
         .read_to_string(&mut response)
         .expect("the stats are read");
     let body = response.split_once("\r\n\r\n").map_or("", |(_, b)| b);
-    let stats: Value = serde_json::from_str(body).expect("the stats are JSON");
-    stats["requests"]["/v1/chat/completions"]
-        .as_u64()
-        .unwrap_or(0)
+    serde_json::from_str(body).expect("the stats are JSON")
 }
 
 /// Runs `measure` and adds the chat requests the server at `url` received meanwhile as
-/// `served` (after a pause, so that requests of a process that just exited are counted).
+/// `served`, and the sequential waves they came in as `waves` (after a pause, so that
+/// requests of a process that just exited are counted).
 fn counting(url: &str, measure: impl FnOnce() -> Value) -> Value {
-    let before = chat_requests(url);
+    let requests = |s: &Value| s["requests"]["/v1/chat/completions"].as_u64().unwrap_or(0);
+    let before = server_stats(url);
     let mut v = measure();
     std::thread::sleep(Duration::from_millis(200));
-    v["served"] = json!(chat_requests(url) - before);
+    let after = server_stats(url);
+    v["served"] = json!(requests(&after) - requests(&before));
+    v["waves"] =
+        json!(after["waves"].as_u64().unwrap_or(0) - before["waves"].as_u64().unwrap_or(0));
     v
 }
 
@@ -271,6 +308,62 @@ fn orchestrate(quick: bool) {
                 v["served"],
                 report("lm_requests"),
                 report("discarded_lm_requests"),
+            );
+        }
+    }
+
+    let n_mipro = 100;
+    println!(
+        "\n### MIPROv2 light: {n_mipro} examples (valset the last 20), Predict, metric true on items divisible by 5\n"
+    );
+    println!(
+        "| latency | side | threads | wall | vs DSPy | LM calls (server) | waves (server) | floor (waves × latency) | × floor | peak RSS |"
+    );
+    println!("|---|---|---:|---:|---:|---:|---:|---:|---:|---:|");
+    for (latency, url) in [(0u64, &fast_url), (50, &slow_url)] {
+        let side = |threads: usize| {
+            counting(url, || {
+                dspy(
+                    "mipro",
+                    url,
+                    &[
+                        "--trainset",
+                        &n_mipro.to_string(),
+                        "--threads",
+                        &threads.to_string(),
+                    ],
+                )
+            })
+        };
+        let (d16, d64) = (side(16), side(64));
+        let dspy_best = if f(&d64, "wall_s") < f(&d16, "wall_s") {
+            d64.clone()
+        } else {
+            d16.clone()
+        };
+        let ours = |c: usize| counting(url, || rust("mipro", url, n_mipro, c));
+        let rows = [
+            ("DSPy 3.4.1", 16, d16.clone(), None),
+            ("DSPy 3.4.1", 64, d64, None),
+            ("dspex", 16, ours(16), Some(&d16)),
+            ("dspex", 64, ours(64), Some(&dspy_best)),
+        ];
+        for (side, c, v, base) in &rows {
+            let wall = f(v, "wall_s");
+            let vs = base.map_or("—".to_string(), |b| {
+                format!("{:.1}× faster", f(b, "wall_s") / wall)
+            });
+            let waves = v["waves"].as_u64().unwrap_or(0);
+            let (floor, ratio) = if latency == 0 {
+                ("—".to_string(), "—".to_string())
+            } else {
+                let floor = waves as f64 * latency as f64 / 1000.0;
+                (format!("{floor:.2} s"), format!("{:.2}×", wall / floor))
+            };
+            println!(
+                "| {latency} ms | {side} | {c} | {wall:.3} s | {vs} | {} | {waves} | {floor} | {ratio} | {:.0} MB |",
+                v["served"],
+                f(v, "peak_rss_mb")
             );
         }
     }

@@ -39,6 +39,16 @@ const RESET_DELAY: Duration = Duration::from_millis(20);
 /// Routes a request: the API paths with and without `/v1`, `/stats`, `/health`; 405 for a
 /// known path with the wrong method, 404 for the rest.
 pub(super) async fn handle(shared: &Shared, req: Request) -> Response {
+    if matches!(req.uri().path(), "/stats" | "/health") {
+        return route(shared, req).await;
+    }
+    let wave = shared.stats.arrive();
+    let response = route(shared, req).await;
+    shared.stats.answered(wave);
+    response
+}
+
+async fn route(shared: &Shared, req: Request) -> Response {
     // Latency counts from here: the request has just been read whole.
     let arrived = Instant::now();
     let post = req.method() == Method::POST;

@@ -17,6 +17,13 @@ pub struct MockStats {
     pub faults: BTreeMap<String, u64>,
     /// All counted requests.
     pub total: u64,
+    /// The longest chain of requests each sent after the one before it was answered: the
+    /// sequential waves of LM calls the clients made (a request's wave is one more than the
+    /// highest wave answered before it arrived). With a fixed latency, no client can finish in
+    /// less than `waves × latency`; benchmarks read it as a program's own floor. Not reset by
+    /// [`reset_stats`](super::MockLmServer::reset_stats): take differences.
+    #[serde(default)]
+    pub waves: u64,
 }
 
 impl MockStats {
@@ -106,6 +113,8 @@ impl Route {
 pub(crate) struct Stats {
     requests: [AtomicU64; Route::ALL.len()],
     faults: Box<[AtomicU64]>,
+    /// The highest wave among the requests answered so far.
+    answered_wave: AtomicU64,
 }
 
 impl Stats {
@@ -113,7 +122,18 @@ impl Stats {
         Stats {
             requests: std::array::from_fn(|_| AtomicU64::new(0)),
             faults: (0..FaultKind::SLOTS).map(|_| AtomicU64::new(0)).collect(),
+            answered_wave: AtomicU64::new(0),
         }
+    }
+
+    /// The wave of a request arriving now: one more than the highest answered.
+    pub(crate) fn arrive(&self) -> u64 {
+        self.answered_wave.load(Ordering::Acquire) + 1
+    }
+
+    /// A request of wave `wave` is answered.
+    pub(crate) fn answered(&self, wave: u64) {
+        self.answered_wave.fetch_max(wave, Ordering::AcqRel);
     }
 
     pub(crate) fn count_request(&self, route: Route) {
@@ -147,6 +167,7 @@ impl Stats {
                 stats.faults.insert(kind.name().to_owned(), n);
             }
         }
+        stats.waves = self.answered_wave.load(Ordering::Acquire);
         stats
     }
 

@@ -463,6 +463,28 @@ async fn latency_delays_answers() {
     assert!(mean > 0.01 && mean < 0.1, "{mean}");
 }
 
+#[tokio::test]
+async fn waves_count_requests_sent_after_answers() {
+    let server = MockLm::builder()
+        .latency(Latency::Fixed(Duration::from_millis(100)))
+        .start()
+        .await
+        .expect("start");
+    assert_eq!(server.stats().waves, 0);
+    // Three in a row: each waits for the one before.
+    for i in 0..3 {
+        chat(&server, &hello(&format!("seq {i}"))).await;
+    }
+    assert_eq!(server.stats().waves, 3);
+    // Eight at once: one wave, whatever their order of arrival.
+    let bodies: Vec<Value> = (0..8).map(|i| hello(&format!("par {i}"))).collect();
+    futures_util::future::join_all(bodies.iter().map(|b| chat(&server, b))).await;
+    assert_eq!(server.stats().waves, 4);
+    // `/stats` and `/health` are not waves; a reset leaves the count (take differences).
+    server.reset_stats();
+    assert_eq!(server.stats().waves, 4);
+}
+
 // ---------------------------------------------------------------------------------------------
 // Faults
 // ---------------------------------------------------------------------------------------------
