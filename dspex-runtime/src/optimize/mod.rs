@@ -18,11 +18,14 @@
 //!   labeled ones; concurrent runs that still make exactly DSPy's sequential calls and pick its
 //!   demos (speculative runs on request, counted in a [`BootstrapReport`]).
 //! - [`MIPROv2`] — demo sets, grounded instruction proposals and a TPE search over them.
+//! - [`GEPA`] — instructions evolved by reflecting on feedback, kept on a Pareto front of
+//!   validation instances (module [`gepa`]: metrics with feedback, proposers, results).
 //! - [`PyRandom`] — CPython's `random.Random`, bit for bit, so seeded choices match DSPy's.
 
 mod bootstrap;
 mod config;
 mod copro;
+pub mod gepa;
 mod job;
 mod knn;
 mod labeled;
@@ -35,6 +38,7 @@ pub use crate::pycompat::{PyRandom, RandomError};
 pub use bootstrap::{BootstrapError, BootstrapFewShot, BootstrapReport, Teacher};
 pub use config::{DEFAULT_CONCURRENCY, DEFAULT_MAX_ERRORS, DemoConfig, DemoKnobs};
 pub use copro::COPRO;
+pub use gepa::{GEPA, GepaError, GepaResult, ScoreWithFeedback};
 pub use job::{Job, JobContext, Progress, TrialEvent};
 pub use knn::{KNN, KNNFewShot, KNNFewShotProgram};
 pub use labeled::LabeledFewShot;
