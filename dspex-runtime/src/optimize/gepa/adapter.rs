@@ -295,8 +295,7 @@ impl InstructionProposer for DefaultInstructionProposer {
                 let Some((_, current)) = candidate.iter().find(|(n, _)| n == name) else {
                     continue;
                 };
-                let Some((_, examples)) = reflective_dataset.iter().find(|(n, _)| n == name)
-                else {
+                let Some((_, examples)) = reflective_dataset.iter().find(|(n, _)| n == name) else {
                     continue;
                 };
                 let examples = serde_json::to_value(examples)

@@ -172,11 +172,7 @@ pub(crate) fn attempt_merge(
 
 /// gepa's `select_eval_subsample_for_merged_program`: up to 5 validation ids, balanced between
 /// those where the first parent scores higher, the second does, and ties.
-pub(crate) fn merge_subsample(
-    s1: &[f64],
-    s2: &[f64],
-    rng: &mut PyRandom,
-) -> Result<Vec<usize>> {
+pub(crate) fn merge_subsample(s1: &[f64], s2: &[f64], rng: &mut PyRandom) -> Result<Vec<usize>> {
     let common: Vec<usize> = (0..s1.len().min(s2.len())).collect();
     let p1: Vec<usize> = common.iter().copied().filter(|&i| s1[i] > s2[i]).collect();
     let p2: Vec<usize> = common.iter().copied().filter(|&i| s2[i] > s1[i]).collect();

@@ -51,8 +51,7 @@ pub use adapter::{
 };
 pub use budget::{Budget, GepaError, auto_budget};
 pub use feedback::{
-    FeedbackFn, FeedbackMetric, IntoFeedback, PredictorFocus, ScoreWithFeedback,
-    feedback_metric_fn,
+    FeedbackFn, FeedbackMetric, IntoFeedback, PredictorFocus, ScoreWithFeedback, feedback_metric_fn,
 };
 pub use result::{GepaOutcome, GepaResult};
 pub use sampler::{CandidateSelection, ComponentSelection};
@@ -565,9 +564,9 @@ impl<P: Optimizable> Run<'_, P> {
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
             Err(e) => return Err(self.log_dir_error(dir, e)),
         };
-        let saved: Saved =
-            serde_json::from_str(&text).map_err(|e| self.log_dir_error(&path, e))?;
-        if saved.state.components != components || saved.state.val_scores[0].len() != self.valset.len()
+        let saved: Saved = serde_json::from_str(&text).map_err(|e| self.log_dir_error(&path, e))?;
+        if saved.state.components != components
+            || saved.state.val_scores[0].len() != self.valset.len()
         {
             return Err(self.log_dir_error(
                 dir,
@@ -749,10 +748,21 @@ impl<P: Optimizable> Run<'_, P> {
         };
         state.total_evals += batch.len();
         let before_sum = sum(before.iter().map(|r| r.score));
-        self.report(state, "parent minibatch", &[parent], None, false, before_sum);
+        self.report(
+            state,
+            "parent minibatch",
+            &[parent],
+            None,
+            false,
+            before_sum,
+        );
         if self.gepa.skip_perfect_score && before.iter().all(|r| r.score >= self.gepa.perfect_score)
         {
-            tracing::info!(iteration = state.i + 1, parent, "GEPA: all subsample scores perfect; skipping");
+            tracing::info!(
+                iteration = state.i + 1,
+                parent,
+                "GEPA: all subsample scores perfect; skipping"
+            );
             return Ok(Step::Continue);
         }
         let to_update = select_components(self.gepa.component_selector, state, parent);
@@ -773,7 +783,10 @@ impl<P: Optimizable> Run<'_, P> {
                 return Ok(Step::Continue);
             }
         };
-        let names: Vec<String> = to_update.iter().map(|&k| state.components[k].clone()).collect();
+        let names: Vec<String> = to_update
+            .iter()
+            .map(|&k| state.components[k].clone())
+            .collect();
         let candidate: Vec<(String, String)> = state
             .components
             .iter()

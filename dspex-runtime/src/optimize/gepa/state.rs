@@ -95,7 +95,8 @@ impl GepaState {
             .max()
             .unwrap_or(0);
         self.next_component.push(next);
-        self.parents.push(parents.iter().map(|&p| Some(p)).collect());
+        self.parents
+            .push(parents.iter().map(|&p| Some(p)).collect());
         for (val_id, &score) in scores.iter().enumerate() {
             let prev = self.pareto_best[val_id];
             let output = outputs.as_ref().and_then(|o| o.get(val_id)).cloned();
@@ -188,7 +189,12 @@ pub(crate) fn remove_dominated(fronts: &[BTreeSet<usize>], scores: &[f64]) -> Ve
     }
     fronts
         .iter()
-        .map(|f| f.iter().copied().filter(|p| !dominated.contains(p)).collect())
+        .map(|f| {
+            f.iter()
+                .copied()
+                .filter(|p| !dominated.contains(p))
+                .collect()
+        })
         .collect()
 }
 

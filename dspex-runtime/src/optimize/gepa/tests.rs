@@ -1,12 +1,14 @@
 use super::*;
 use crate::evaluate::metric_fn;
 use crate::example::Prediction;
-use crate::lm::{Choice, FinishReason, LanguageModel, LmError, LmRequest, LmResponse, ScriptedLM, Usage};
-use futures_util::future::BoxFuture;
+use crate::lm::{
+    Choice, FinishReason, LanguageModel, LmError, LmRequest, LmResponse, ScriptedLM, Usage,
+};
 use crate::module::DynPredict;
 use crate::optimize::qa_trainset;
 use crate::settings::{Settings, with_settings};
 use crate::signature::DynSignature;
+use futures_util::future::BoxFuture;
 
 fn student() -> DynPredict {
     DynPredict::new(DynSignature::parse("question -> answer").unwrap())
@@ -19,7 +21,9 @@ fn exact() -> impl crate::evaluate::Metric + Clone {
 }
 
 fn err_of(e: &Error) -> GepaError {
-    GepaError::find(e).cloned().unwrap_or_else(|| panic!("not a GepaError: {e}"))
+    GepaError::find(e)
+        .cloned()
+        .unwrap_or_else(|| panic!("not a GepaError: {e}"))
 }
 
 #[tokio::test]
@@ -49,7 +53,11 @@ async fn bad_configurations_are_typed_errors() {
                 auto: Some(Auto::Light),
             },
         ),
-        (GEPA::new(exact()).max_metric_calls(5), &train, GepaError::NoReflection),
+        (
+            GEPA::new(exact()).max_metric_calls(5),
+            &train,
+            GepaError::NoReflection,
+        ),
         (
             GEPA::new(exact())
                 .reflection_lm(lm.clone())
@@ -59,7 +67,9 @@ async fn bad_configurations_are_typed_errors() {
             GepaError::TrackBestOutputs,
         ),
         (
-            GEPA::new(exact()).reflection_lm(lm.clone()).max_metric_calls(5),
+            GEPA::new(exact())
+                .reflection_lm(lm.clone())
+                .max_metric_calls(5),
             &[],
             GepaError::EmptyTrainset,
         ),
@@ -136,9 +146,8 @@ fn task_lm() -> FnLm {
 #[tokio::test]
 async fn a_run_improves_the_instruction_and_reports_results() {
     let train = qa_trainset(4);
-    let reflection = ScriptedLM::new([
-        r#"{"new_instruction": "  Answer with A and the question's number.  "}"#,
-    ]);
+    let reflection =
+        ScriptedLM::new([r#"{"new_instruction": "  Answer with A and the question's number.  "}"#]);
     let gepa = GEPA::new(exact())
         .max_metric_calls(20)
         .reflection_lm(reflection)
