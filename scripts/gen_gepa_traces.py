@@ -142,27 +142,20 @@ class TwoStep(dspy.Module):
         return self.answer(question=question, draft=draft)
 
 
-def run(name, program, max_metric_calls, path):
+def run(name, program, max_metric_calls, path, **knobs):
     SEEN.clear()
     FIRST.clear()
     lm = ScriptLM()
     dspy.configure(lm=lm)
-    opt = dspy.GEPA(
-        metric=metric,
-        max_metric_calls=max_metric_calls,
-        reflection_lm=lm,
-        num_threads=1,
-        seed=0,
-        use_merge=True,
-        track_stats=True,
-    )
+    config = {"seed": 0, "use_merge": True, "reflection_minibatch_size": 3, **knobs}
+    opt = dspy.GEPA(metric=metric, max_metric_calls=max_metric_calls, reflection_lm=lm, num_threads=1,
+                    track_stats=True, **config)
     compiled = opt.compile(program, trainset=TRAIN, valset=VAL)
     r = compiled.detailed_results.to_dict()
     out = {
         "dspy_version": dspy.__version__,
         "program": name,
-        "optimizer": {"name": "GEPA", "max_metric_calls": max_metric_calls, "num_threads": 1, "seed": 0,
-                      "use_merge": True, "reflection_minibatch_size": 3},
+        "optimizer": {"name": "GEPA", "max_metric_calls": max_metric_calls, "num_threads": 1, **config},
         "trainset": [ex.toDict() for ex in TRAIN],
         "valset": [ex.toDict() for ex in VAL],
         "prompt_digests": list(SEEN),
@@ -192,6 +185,9 @@ def main():
     out = sys.argv[1] if len(sys.argv) > 1 else "tests/data"
     run("single", dspy.Predict("question -> answer"), 60, os.path.join(out, "gepa_single_trace.json"))
     run("two_step", TwoStep(), 150, os.path.join(out, "gepa_two_step_trace.json"))
+    run("two_step_all_current_best", TwoStep(), 90, os.path.join(out, "gepa_all_current_best_trace.json"),
+        component_selector="all", candidate_selection_strategy="current_best", use_merge=False,
+        reflection_minibatch_size=2, seed=3)
 
 
 if __name__ == "__main__":

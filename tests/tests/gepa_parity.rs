@@ -9,7 +9,9 @@
 use dspex::lm::{Choice, FinishReason, LanguageModel, LmError, LmRequest, LmResponse, Usage};
 use dspex::prelude::*;
 use dspex::runtime::optimize::JobContext;
-use dspex::runtime::optimize::gepa::{GEPA, GepaResult, ScoreWithFeedback, feedback_metric_fn};
+use dspex::runtime::optimize::gepa::{
+    CandidateSelection, ComponentSelection, GEPA, GepaResult, ScoreWithFeedback, feedback_metric_fn,
+};
 use futures_util::future::BoxFuture;
 use regex::Regex;
 use serde_json::{Value, json};
@@ -62,12 +64,15 @@ fn hex(bytes: &[u8]) -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
+/// Every prompt sent, as (role, text) messages.
+type Prompts = Arc<Mutex<Vec<Vec<(String, String)>>>>;
+
 /// The Python script's scripted LM (`answer` in `scripts/gen_gepa_traces.py`).
 #[derive(Clone)]
 struct TraceLM {
     answers: Arc<HashMap<String, String>>,
     seen: Arc<Mutex<Vec<String>>>,
-    prompts: Arc<Mutex<Vec<Vec<(String, String)>>>>,
+    prompts: Prompts,
     outputs: Regex,
     question: Regex,
     first: Regex,
@@ -238,14 +243,24 @@ fn gepa(fx: &Value, lm: &TraceLM) -> GEPA {
             )
         }
     });
-    GEPA::new(metric)
-        .max_metric_calls(fx["optimizer"]["max_metric_calls"].as_u64().unwrap() as usize)
+    let knobs = &fx["optimizer"];
+    let number = |k: &str| knobs[k].as_u64().unwrap();
+    let mut gepa = GEPA::new(metric)
+        .max_metric_calls(number("max_metric_calls") as usize)
         .reflection_lm(lm.clone())
         .num_threads(1)
-        .seed(0)
-        .use_merge(true)
+        .seed(number("seed"))
+        .use_merge(knobs["use_merge"].as_bool().unwrap())
+        .reflection_minibatch_size(number("reflection_minibatch_size") as usize)
         .track_stats(true)
-        .valset(examples(&fx["valset"]))
+        .valset(examples(&fx["valset"]));
+    if knobs["component_selector"] == "all" {
+        gepa = gepa.component_selector(ComponentSelection::All);
+    }
+    if knobs["candidate_selection_strategy"] == "current_best" {
+        gepa = gepa.candidate_selection_strategy(CandidateSelection::CurrentBest);
+    }
+    gepa
 }
 
 /// The first prompt where dspex and DSPy part, with both texts, for the failure message.
@@ -340,6 +355,17 @@ fn gepa_two_predictors_with_a_merge_match_dspy() {
     );
     check(
         "gepa_two_step_trace.json",
+        TwoStep {
+            draft: Predict::new(),
+            answer: Predict::new(),
+        },
+    );
+}
+
+#[test]
+fn gepa_all_components_and_current_best_match_dspy() {
+    check(
+        "gepa_all_current_best_trace.json",
         TwoStep {
             draft: Predict::new(),
             answer: Predict::new(),
