@@ -5,8 +5,8 @@
 use super::state::{GepaState, Texts, dominators};
 use crate::error::{Error, Result};
 use crate::pycompat::PyRandom;
+use crate::pycompat::intset::PyIntSet;
 use serde::{Deserialize, Serialize};
-use std::collections::BTreeSet;
 
 /// How many validation instances both parents must have been scored on (gepa's
 /// `merge_val_overlap_floor`).
@@ -42,10 +42,12 @@ pub(crate) struct MergeAttempt {
     pub ancestor: usize,
 }
 
-fn ancestors(parents: &[Vec<Option<usize>>], node: usize, found: &mut BTreeSet<usize>) {
-    for p in parents[node].iter().flatten() {
-        if found.insert(*p) {
-            ancestors(parents, *p, found);
+/// gepa's `get_ancestors`: every ancestor of `node`, added depth first to a set.
+fn ancestors(parents: &[Vec<Option<usize>>], node: usize, found: &mut PyIntSet) {
+    for &p in parents[node].iter().flatten() {
+        if !found.contains(p as u64) {
+            found.add(p as u64);
+            ancestors(parents, p, found);
         }
     }
 }
@@ -77,16 +79,18 @@ fn find_common_ancestor_pair(
         if j < i {
             std::mem::swap(&mut i, &mut j);
         }
-        let mut ai = BTreeSet::new();
+        let mut ai = PyIntSet::new();
         ancestors(&state.parents, i, &mut ai);
-        let mut aj = BTreeSet::new();
+        let mut aj = PyIntSet::new();
         ancestors(&state.parents, j, &mut aj);
-        if ai.contains(&j) || aj.contains(&i) {
+        if ai.contains(j as u64) || aj.contains(i as u64) {
             continue;
         }
-        let common: Vec<usize> = ai
-            .intersection(&aj)
-            .copied()
+        // `set(list(ancestors_i)) & set(list(ancestors_j))`, in CPython's order.
+        let common = PyIntSet::from_adds(ai.iter()).intersection(&PyIntSet::from_adds(aj.iter()));
+        let common: Vec<usize> = common
+            .iter()
+            .map(|a| a as usize)
             .filter(|&a| {
                 !merge.triplets.contains(&(i, j, a))
                     && agg[a] <= agg[i]
@@ -111,7 +115,7 @@ fn rng_error(e: crate::pycompat::RandomError) -> Error {
 
 /// gepa's `sample_and_attempt_merge_programs_by_common_predictors` over the non-dominated
 /// candidates. Components are visited in the program's order, where gepa iterates a Python
-/// `set` of names (see the module docs of [`super`]).
+/// `set` of names, whose order depends on `PYTHONHASHSEED` (see the module docs of [`super`]).
 pub(crate) fn attempt_merge(
     state: &GepaState,
     merge: &mut MergeState,

@@ -19,17 +19,21 @@
 //! the merge proposer, in that order of use; and DSPy's adapter's own `Random(seed)`, which picks
 //! the trace entry of each reflective example. With a deterministic LM and metric and
 //! `num_threads(1)`, the LM calls, candidates and fronts are DSPy's (the parity test in
-//! `tests/tests/gepa_parity.rs` checks them). Two corners of gepa depend on CPython's `set`
-//! order, which dspex does not reproduce:
+//! `tests/tests/gepa_parity.rs` checks them).
 //!
-//! - Fronts are sets of candidate indices. CPython iterates a set of small ints in slot order,
-//!   which is ascending (dspex's order) while every index is below the set's table size; with
-//!   9 candidates or more a front such as `{3, 9}` may iterate as `9, 3` in Python, changing
-//!   which candidate a seeded choice lands on.
-//! - A merge visits the component names as a Python `set` of strings, whose order depends on
-//!   `PYTHONHASHSEED`. It only matters when both merged candidates changed the same component
-//!   and have equal mean scores (a seeded tie-break per such component); dspex visits the
-//!   components in the program's order.
+//! gepa iterates Python `set`s before several seeded choices: the Pareto fronts (sets of
+//! candidate indices) when it builds the selector's sampling list and the merge candidates, and
+//! the ancestors of a merge pair. CPython iterates a set of ints in hash-table slot order, which
+//! is not ascending once indices outgrow the table (`{3, 9}` iterates as `9, 3`); dspex rebuilds
+//! those sets as `dspex_core::pycompat::intset::PyIntSet`, CPython's table, so the
+//! choices land where DSPy's do for any number of candidates.
+//!
+//! One corner is left to `PYTHONHASHSEED`: a merge visits the component names as a Python `set`
+//! of strings, whose order depends on the per-process string hash. It only matters when both
+//! merged candidates changed the same component and have equal mean scores (then a seeded
+//! tie-break is drawn per such component, in that order); dspex visits the components in the
+//! program's order. The parity generator runs with `PYTHONHASHSEED=0`, and its cases never hit
+//! such a tie.
 //!
 //! Where dspex differs on purpose: a run resumed from `log_dir` restores both generators, the
 //! sampler and the merge bookkeeping from the saved state (gepa restarts its generator from the

@@ -9,6 +9,7 @@
 //! choices over fronts therefore match DSPy's while the run has fewer than 9 candidates, and
 //! may differ beyond (see the module docs of [`super`]).
 
+use crate::pycompat::intset::PyIntSet;
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeSet;
 
@@ -151,13 +152,23 @@ fn is_dominated(y: usize, others: &BTreeSet<usize>, fronts: &[BTreeSet<usize>]) 
         .all(|f| f.iter().any(|p| others.contains(p)))
 }
 
+/// A front as gepa's `get_pareto_front_mapping` hands it out: `set(front)`, a copy of a set
+/// built by adding its candidates in ascending order (a front starts as `{idx}` and only ever
+/// gains newer, larger indices).
+fn py_front(front: &BTreeSet<usize>) -> PyIntSet {
+    PyIntSet::from_adds(front.iter().map(|&p| p as u64)).copy()
+}
+
 /// gepa's `remove_dominated_programs`: the fronts without the programs every front of which
 /// holds another surviving program; programs are tried from the lowest score up (first seen
-/// first among equals), one removal at a time.
-pub(crate) fn remove_dominated(fronts: &[BTreeSet<usize>], scores: &[f64]) -> Vec<BTreeSet<usize>> {
+/// first among equals, in CPython's set order), one removal at a time. The fronts come back as
+/// the set comprehensions gepa builds.
+pub(crate) fn remove_dominated(fronts: &[BTreeSet<usize>], scores: &[f64]) -> Vec<PyIntSet> {
+    let fronts: Vec<PyIntSet> = fronts.iter().map(py_front).collect();
     let mut programs: Vec<usize> = Vec::new();
-    for front in fronts {
-        for &p in front {
+    for front in &fronts {
+        for p in front.iter() {
+            let p = p as usize;
             if !programs.contains(&p) {
                 programs.push(p);
             }
@@ -165,6 +176,10 @@ pub(crate) fn remove_dominated(fronts: &[BTreeSet<usize>], scores: &[f64]) -> Ve
     }
     // Python's sort is stable, as is this one.
     programs.sort_by(|a, b| scores[*a].total_cmp(&scores[*b]));
+    let sets: Vec<BTreeSet<usize>> = fronts
+        .iter()
+        .map(|f| f.iter().map(|p| p as usize).collect())
+        .collect();
     let mut dominated: BTreeSet<usize> = BTreeSet::new();
     loop {
         let mut found = false;
@@ -177,7 +192,7 @@ pub(crate) fn remove_dominated(fronts: &[BTreeSet<usize>], scores: &[f64]) -> Ve
                 .copied()
                 .filter(|p| *p != y && !dominated.contains(p))
                 .collect();
-            if is_dominated(y, &others, fronts) {
+            if is_dominated(y, &others, &sets) {
                 dominated.insert(y);
                 found = true;
                 break;
@@ -189,21 +204,16 @@ pub(crate) fn remove_dominated(fronts: &[BTreeSet<usize>], scores: &[f64]) -> Ve
     }
     fronts
         .iter()
-        .map(|f| {
-            f.iter()
-                .copied()
-                .filter(|p| !dominated.contains(p))
-                .collect()
-        })
+        .map(|f| PyIntSet::from_adds(f.iter().filter(|p| !dominated.contains(&(*p as usize)))))
         .collect()
 }
 
 /// gepa's `find_dominator_programs`: the programs left on some front once dominated ones are
-/// removed, in ascending order (CPython's order of a small int set).
+/// removed, as `list(set(...))` orders them.
 pub(crate) fn dominators(fronts: &[BTreeSet<usize>], scores: &[f64]) -> Vec<usize> {
     let kept = remove_dominated(fronts, scores);
-    let all: BTreeSet<usize> = kept.iter().flatten().copied().collect();
-    all.into_iter().collect()
+    let all = PyIntSet::from_adds(kept.iter().flat_map(|f| f.iter().collect::<Vec<_>>()));
+    all.iter().map(|p| p as usize).collect()
 }
 
 /// gepa's `select_program_candidate_from_pareto_front`'s sampling list: each non-dominated
@@ -212,7 +222,8 @@ pub(crate) fn pareto_sampling_list(fronts: &[BTreeSet<usize>], scores: &[f64]) -
     let kept = remove_dominated(fronts, scores);
     let mut freq: Vec<(usize, usize)> = Vec::new();
     for front in &kept {
-        for &p in front {
+        for p in front.iter() {
+            let p = p as usize;
             match freq.iter_mut().find(|(q, _)| *q == p) {
                 Some((_, n)) => *n += 1,
                 None => freq.push((p, 1)),
@@ -237,7 +248,8 @@ mod tests {
         // Program 1 is on every front 0 is on, and more: 0 is dominated.
         let f = fronts(&[&[0, 1], &[1], &[1, 2]]);
         let kept = remove_dominated(&f, &[0.3, 0.6, 0.5]);
-        assert_eq!(kept, fronts(&[&[1], &[1], &[1]]));
+        let kept: Vec<Vec<u64>> = kept.iter().map(|s| s.iter().collect()).collect();
+        assert_eq!(kept, vec![vec![1], vec![1], vec![1]]);
         // Python: remove_dominated_programs({0: {0, 1}, 1: {1}, 2: {1, 2}}, [0.3, 0.6, 0.5])
         //   -> {0: {1}, 1: {1}, 2: {1}}
         assert_eq!(dominators(&f, &[0.3, 0.6, 0.5]), vec![1]);
@@ -245,6 +257,31 @@ mod tests {
         let f = fronts(&[&[0], &[1], &[0, 1]]);
         assert_eq!(dominators(&f, &[0.5, 0.5]), vec![0, 1]);
         assert_eq!(pareto_sampling_list(&f, &[0.5, 0.5]), vec![0, 0, 1, 1]);
+    }
+
+    #[test]
+    fn large_indices_follow_cpython_set_order() {
+        // Python (gepa 0.1.4), fronts built by adding ascending indices:
+        //   remove_dominated_programs(...) -> {0: [9], 1: [9], 2: [17, 10], 3: [17], 4: [10]}
+        //   sampling list [9, 9, 17, 17, 10, 10]; find_dominator_programs -> [9, 10, 17]
+        let f = fronts(&[&[3, 9], &[9, 12], &[1, 3, 10, 12, 17], &[17], &[10, 25]]);
+        let mut scores = vec![0.1; 30];
+        for (i, v) in [
+            (3, 0.5),
+            (9, 0.6),
+            (12, 0.4),
+            (1, 0.3),
+            (10, 0.5),
+            (17, 0.7),
+            (25, 0.2),
+        ] {
+            scores[i] = v;
+        }
+        assert_eq!(
+            pareto_sampling_list(&f, &scores),
+            vec![9, 9, 17, 17, 10, 10]
+        );
+        assert_eq!(dominators(&f, &scores), vec![9, 10, 17]);
     }
 
     #[test]
