@@ -47,7 +47,10 @@ def make(i):
 
 TRAIN = [make(i) for i in range(0, 12, 2)]
 VAL = [make(i) for i in range(1, 11, 2)]
-ANSWERS = {ex.question: ex.answer for ex in TRAIN + VAL}
+# A larger case, for a run with many candidates.
+BIG_TRAIN = [make(i) for i in range(20, 44, 2)]
+BIG_VAL = [make(i) for i in range(21, 37, 2)]
+ANSWERS = {ex.question: ex.answer for ex in TRAIN + VAL + BIG_TRAIN + BIG_VAL}
 
 
 def digest(messages):
@@ -79,9 +82,9 @@ def answer(messages):
     values = []
     for f in outs:
         if f == "answer":
-            odds = 45 + 40 * min(helpful, 1)
+            odds = ODDS["base"] + ODDS["hint"] * min(helpful, ODDS["hint_cap"])
             if "(careful)" in user:
-                odds += 40
+                odds += ODDS["careful"]
             right = int(h[-8:], 16) % 100 < odds
             v = ANSWERS.get(q, "0") if right else "wrong"
         elif f == "draft":
@@ -94,6 +97,10 @@ def answer(messages):
 
 SEEN = []
 FIRST = {}
+# How likely a right answer is: `base`, plus `hint` for each helpful hint up to `hint_cap`, plus
+# `careful` when the draft says "(careful)". Recorded in each file as "odds".
+ODDS = {}
+DEFAULT_ODDS = {"base": 45, "hint": 40, "hint_cap": 1, "careful": 40}
 
 
 class ScriptEngine(DummyEngine):
@@ -142,31 +149,34 @@ class TwoStep(dspy.Module):
         return self.answer(question=question, draft=draft)
 
 
-def run(name, program, max_metric_calls, path, **knobs):
+def run(name, program, max_metric_calls, path, odds=DEFAULT_ODDS, trainset=TRAIN, valset=VAL, **knobs):
     SEEN.clear()
     FIRST.clear()
+    ODDS.clear()
+    ODDS.update(odds)
     lm = ScriptLM()
     dspy.configure(lm=lm)
     config = {"seed": 0, "use_merge": True, "reflection_minibatch_size": 3, **knobs}
     opt = dspy.GEPA(metric=metric, max_metric_calls=max_metric_calls, reflection_lm=lm, num_threads=1,
                     track_stats=True, **config)
-    compiled = opt.compile(program, trainset=TRAIN, valset=VAL)
+    compiled = opt.compile(program, trainset=trainset, valset=valset)
     r = compiled.detailed_results.to_dict()
     out = {
         "dspy_version": dspy.__version__,
         "program": name,
         "optimizer": {"name": "GEPA", "max_metric_calls": max_metric_calls, "num_threads": 1, **config},
-        "trainset": [ex.toDict() for ex in TRAIN],
-        "valset": [ex.toDict() for ex in VAL],
+        "odds": ODDS,
+        "trainset": [ex.toDict() for ex in trainset],
+        "valset": [ex.toDict() for ex in valset],
         "prompt_digests": list(SEEN),
         "first_task_prompt": FIRST.get("task"),
         "first_reflection_prompt": FIRST.get("reflection"),
         "components": list(r["candidates"][0].keys()),
         "candidates": r["candidates"],
         "parents": r["parents"],
-        "val_subscores": [[s[i] for i in range(len(VAL))] for s in r["val_subscores"]],
+        "val_subscores": [[s[i] for i in range(len(valset))] for s in r["val_subscores"]],
         "val_aggregate_scores": r["val_aggregate_scores"],
-        "per_val_instance_best_candidates": [sorted(r["per_val_instance_best_candidates"][i]) for i in range(len(VAL))],
+        "per_val_instance_best_candidates": [sorted(r["per_val_instance_best_candidates"][i]) for i in range(len(valset))],
         "discovery_eval_counts": r["discovery_eval_counts"],
         "total_metric_calls": r["total_metric_calls"],
         "num_full_val_evals": r["num_full_val_evals"],
@@ -188,6 +198,10 @@ def main():
     run("two_step_all_current_best", TwoStep(), 90, os.path.join(out, "gepa_all_current_best_trace.json"),
         component_selector="all", candidate_selection_strategy="current_best", use_merge=False,
         reflection_minibatch_size=2, seed=3)
+    # Many candidates (16, one merged): fronts hold indices past CPython's small set table, so
+    # the seeded choices depend on CPython's set iteration order.
+    run("many", TwoStep(), 300, os.path.join(out, "gepa_many_trace.json"),
+        odds={"base": 25, "hint": 20, "hint_cap": 3, "careful": 20}, trainset=BIG_TRAIN, valset=BIG_VAL)
 
 
 if __name__ == "__main__":

@@ -77,10 +77,12 @@ struct TraceLM {
     question: Regex,
     first: Regex,
     hint: Regex,
+    /// The script's `ODDS`: `base`, `hint`, `hint_cap`, `careful`.
+    odds: [u64; 4],
 }
 
 impl TraceLM {
-    fn new(sets: &[&Value]) -> Self {
+    fn new(sets: &[&Value], odds: &Value) -> Self {
         let answers = sets
             .iter()
             .flat_map(|s| s.as_array().unwrap())
@@ -99,6 +101,7 @@ impl TraceLM {
             question: Regex::new(r"\[\[ ## question ## \]\]\n(.*)").unwrap(),
             first: Regex::new(r"What is (\d+)").unwrap(),
             hint: Regex::new(r"Hint ([0-9a-f]{4})\.").unwrap(),
+            odds: ["base", "hint", "hint_cap", "careful"].map(|k| odds[k].as_u64().unwrap()),
         }
     }
 
@@ -153,9 +156,10 @@ impl TraceLM {
             let f = &cap[1];
             let v = match f {
                 "answer" => {
-                    let mut odds = 45 + 40 * helpful.min(1) as u64;
+                    let [base, hint, cap, careful] = self.odds;
+                    let mut odds = base + hint * (helpful as u64).min(cap);
                     if user.contains("(careful)") {
-                        odds += 40;
+                        odds += careful;
                     }
                     let right = u64::from_str_radix(&h[h.len() - 8..], 16).unwrap() % 100 < odds;
                     if right {
@@ -290,7 +294,7 @@ fn first_difference(fx: &Value, lm: &TraceLM) -> String {
 
 fn check<P: dspex::runtime::optimize::Optimizable + Module>(name: &str, student: P) {
     let fx = trace(name);
-    let lm = TraceLM::new(&[&fx["trainset"], &fx["valset"]]);
+    let lm = TraceLM::new(&[&fx["trainset"], &fx["valset"]], &fx["odds"]);
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
@@ -366,6 +370,21 @@ fn gepa_two_predictors_with_a_merge_match_dspy() {
 fn gepa_all_components_and_current_best_match_dspy() {
     check(
         "gepa_all_current_best_trace.json",
+        TwoStep {
+            draft: Predict::new(),
+            answer: Predict::new(),
+        },
+    );
+}
+
+#[test]
+fn gepa_many_candidates_follow_cpython_set_order() {
+    let fx = trace("gepa_many_trace.json");
+    // Fronts hold candidate indices past CPython's small set table, where its iteration order
+    // is no longer ascending.
+    assert!(fx["candidates"].as_array().unwrap().len() > 9);
+    check(
+        "gepa_many_trace.json",
         TwoStep {
             draft: Predict::new(),
             answer: Predict::new(),
