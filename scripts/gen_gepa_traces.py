@@ -198,10 +198,10 @@ def main():
     run("two_step_all_current_best", TwoStep(), 90, os.path.join(out, "gepa_all_current_best_trace.json"),
         component_selector="all", candidate_selection_strategy="current_best", use_merge=False,
         reflection_minibatch_size=2, seed=3)
-    # Many candidates (16, one merged): fronts hold indices past CPython's small set table, so
-    # the seeded choices depend on CPython's set iteration order.
+    # Many candidates: fronts such as {6, 8} iterate as 8, 6 in CPython, and with seed 1 eight of
+    # the Pareto selector's choices land on another parent than ascending order would give.
     run("many", TwoStep(), 300, os.path.join(out, "gepa_many_trace.json"),
-        odds={"base": 25, "hint": 20, "hint_cap": 3, "careful": 20}, trainset=BIG_TRAIN, valset=BIG_VAL)
+        odds={"base": 25, "hint": 20, "hint_cap": 3, "careful": 20}, trainset=BIG_TRAIN, valset=BIG_VAL, seed=1)
 
 
 if __name__ == "__main__":
