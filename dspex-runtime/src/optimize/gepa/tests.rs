@@ -9,6 +9,7 @@ use crate::optimize::qa_trainset;
 use crate::settings::{Settings, with_settings};
 use crate::signature::DynSignature;
 use futures_util::future::BoxFuture;
+use serde_json::Value;
 
 fn student() -> DynPredict {
     DynPredict::new(DynSignature::parse("question -> answer").unwrap())
@@ -225,4 +226,85 @@ async fn a_killed_run_continues_from_its_log_dir() {
     .unwrap();
     assert_eq!(resumed, full);
     std::fs::remove_dir_all(&dir).unwrap();
+}
+
+/// `FnLm` answering after a pause, so a job can be cancelled mid-run.
+#[derive(Clone)]
+struct SlowLm(FnLm);
+
+impl LanguageModel for SlowLm {
+    fn model(&self) -> &str {
+        "slow"
+    }
+
+    fn call(&self, request: LmRequest) -> BoxFuture<'_, std::result::Result<LmResponse, LmError>> {
+        Box::pin(async move {
+            tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+            self.0.call(request).await
+        })
+    }
+}
+
+#[tokio::test]
+async fn a_cancelled_job_returns_the_best_program_so_far_and_logs_iterations() {
+    let dir = std::env::temp_dir().join(format!("dspex-gepa-job-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let log = dir.join("trials.jsonl");
+    let reflection = FnLm::new(|_| r#"{"new_instruction": "Answer with A."}"#.to_string());
+    let gepa = Arc::new(
+        GEPA::new(exact())
+            .max_metric_calls(10_000)
+            .reflection_lm(reflection)
+            .num_threads(2),
+    );
+    let train = qa_trainset(4);
+    let mut job = with_settings(Settings::new().lm(SlowLm(task_lm())), async {
+        gepa.spawn(student(), train, Some(&log)).unwrap()
+    })
+    .await;
+    while let Some(p) = job.next_progress().await {
+        // The seed, the parent's minibatch, the child's and the child's valset run.
+        if p.trials >= 4 {
+            job.cancel();
+        }
+    }
+    let program = job.wait().await.unwrap();
+    assert_eq!(program.params().instructions(), "Answer with A.");
+    let lines: Vec<Value> = std::fs::read_to_string(&log)
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(lines[0]["candidate"]["kind"], "seed");
+    assert_eq!(lines[1]["candidate"]["kind"], "parent minibatch");
+    assert_eq!(lines[1]["minibatch"], true);
+    assert_eq!(lines[3]["candidate"]["kind"], "reflective");
+    assert_eq!(lines[3]["candidate"]["candidate"], 1);
+    assert_eq!(lines[3]["candidate"]["metric_calls"], 14);
+    assert_eq!(lines[3]["candidate"]["budget"], 10_000);
+    assert_eq!(lines[3]["candidate"]["pareto_front_size"], 1);
+    assert_eq!(lines[3]["score"], 1.0);
+    assert!(
+        lines[3]["phase"]
+            .as_str()
+            .unwrap()
+            .starts_with("iteration 1:")
+    );
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+#[tokio::test]
+async fn a_job_cancelled_before_the_seed_is_scored_is_an_error() {
+    let gepa = Arc::new(
+        GEPA::new(exact())
+            .max_metric_calls(100)
+            .reflection_lm(ScriptedLM::new(["{}"])),
+    );
+    let job = with_settings(Settings::new().lm(SlowLm(task_lm())), async {
+        gepa.spawn(student(), qa_trainset(3), None).unwrap()
+    })
+    .await;
+    job.cancel();
+    let err = job.wait().await.unwrap_err();
+    assert!(matches!(err, Error::Cancelled { .. }), "{err}");
 }
