@@ -235,6 +235,17 @@ pub trait InstructionProposer: Send + Sync {
     ) -> BoxFuture<'a, Result<Vec<(String, String)>>>;
 }
 
+impl<T: InstructionProposer + ?Sized> InstructionProposer for Arc<T> {
+    fn propose<'a>(
+        &'a self,
+        candidate: &'a [(String, String)],
+        reflective_dataset: &'a ReflectiveDataset,
+        components_to_update: &'a [String],
+    ) -> BoxFuture<'a, Result<Vec<(String, String)>>> {
+        (**self).propose(candidate, reflective_dataset, components_to_update)
+    }
+}
+
 /// The instructions of DSPy's `ProposeInstruction` signature.
 const PROPOSE_INSTRUCTION: &str = "I provided an assistant with instructions to perform a task for me. You are given those instructions, along with examples of different task inputs provided to the assistant, the assistant's response for each of them, and some feedback on how the assistant's response could be better.\n\nYour task is to write a new instruction for the assistant.\n\nRead the inputs carefully and identify the input format and infer detailed task description about the task I wish to solve with the assistant.\n\nRead all the assistant responses and the corresponding feedback. Identify all niche and domain specific factual information about the task and include it in the instruction, as a lot of it may not be available to the assistant in the future. The assistant may have utilized a generalizable strategy to solve the task, if so, include that in the instruction as well.";
 
@@ -260,7 +271,7 @@ pub(crate) fn propose_instruction_signature() -> DynSignature {
 }
 
 /// DSPy's default `InstructionProposer`: `Predict(ProposeInstruction)` through a
-/// [`JSONAdapter`](crate::adapter::JSONAdapter), under the reflection LM, once per component;
+/// [`JSONAdapter`](struct@crate::adapter::JSONAdapter), under the reflection LM, once per component;
 /// the answer is stripped, and an empty one is an error.
 #[derive(Clone)]
 pub struct DefaultInstructionProposer {

@@ -308,3 +308,56 @@ async fn a_job_cancelled_before_the_seed_is_scored_is_an_error() {
     let err = job.wait().await.unwrap_err();
     assert!(matches!(err, Error::Cancelled { .. }), "{err}");
 }
+
+/// A proposer that writes the instruction the task LM rewards, and records what it was shown.
+struct Fixed(std::sync::Mutex<Vec<(Vec<(String, String)>, ReflectiveDataset, Vec<String>)>>);
+
+impl InstructionProposer for Fixed {
+    fn propose<'a>(
+        &'a self,
+        candidate: &'a [(String, String)],
+        reflective_dataset: &'a ReflectiveDataset,
+        components_to_update: &'a [String],
+    ) -> BoxFuture<'a, Result<Vec<(String, String)>>> {
+        self.0.lock().unwrap().push((
+            candidate.to_vec(),
+            reflective_dataset.clone(),
+            components_to_update.to_vec(),
+        ));
+        Box::pin(async move {
+            Ok(components_to_update
+                .iter()
+                .map(|c| (c.clone(), "Answer with A.".to_string()))
+                .collect())
+        })
+    }
+}
+
+#[tokio::test]
+async fn a_custom_proposer_sees_feedback_from_plain_metrics() {
+    let proposer = Arc::new(Fixed(Default::default()));
+    let gepa = GEPA::new(exact())
+        .max_metric_calls(10)
+        .instruction_proposer(proposer.clone())
+        .num_threads(1);
+    let out = with_settings(
+        Settings::new().lm(task_lm()),
+        gepa.compile(student(), &qa_trainset(3)),
+    )
+    .await
+    .unwrap();
+    assert_eq!(out.params().instructions(), "Answer with A.");
+    let calls = proposer.0.lock().unwrap();
+    let (candidate, dataset, components) = &calls[0];
+    assert_eq!(components, &vec!["self".to_string()]);
+    assert_eq!(candidate[0].0, "self");
+    let first = &dataset[0].1[0];
+    assert!(first.inputs.contains_key("question"));
+    assert_eq!(first.generated_outputs["answer"], "wrong");
+    // A `bool` metric's default feedback, as DSPy words it.
+    assert_eq!(first.feedback, "This trajectory got a score of False.");
+    assert_eq!(
+        serde_json::to_value(first).unwrap()["Feedback"],
+        "This trajectory got a score of False."
+    );
+}
