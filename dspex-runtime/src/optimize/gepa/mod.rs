@@ -93,6 +93,16 @@ const STATE_FILE: &str = "gepa_state.json";
 /// The metric is a [`FeedbackMetric`]: any [`Metric`](crate::evaluate::Metric), or a closure
 /// over DSPy's five arguments returning a score with feedback ([`feedback_metric_fn`]).
 ///
+/// Components are the program's named predictors (any [`Optimizable`] program: several
+/// predictors, ReAct, …); only their instructions change. As a [job](super::Job), every
+/// evaluation is a trial: its JSONL line holds the iteration, the kind (`seed`, `parent
+/// minibatch`, `child minibatch`, `reflective`, `merge subsample`, `merge`), the parents, the
+/// new candidate's index and instructions, the metric calls used, the budget and the Pareto
+/// front's size; the phase reads `iteration N: used/budget metric calls, Pareto front of K`, and
+/// the best score is the best mean validation score. Examples are evaluated `num_threads` at a
+/// time. Cancelling drops the work in flight and returns the best candidate scored so far (or
+/// [`Error::Cancelled`] before the seed program was scored).
+///
 /// ```
 /// use dspex_runtime::evaluate::answer_exact_match;
 /// use dspex_runtime::lm::ScriptedLM;
@@ -457,7 +467,7 @@ impl GEPA {
         let mut state = match run.load(&components)? {
             Some(state) => state,
             None => {
-                ctx.phase("evaluating the seed program", Some(budget));
+                ctx.phase("evaluating the seed program", None);
                 let program = build_program(&student, &components, &seed_texts);
                 let all: Vec<&Example> = valset.iter().collect();
                 let Some(rollouts) = run.runner().run(&program, &all, false).await else {
@@ -651,7 +661,7 @@ impl<P: Optimizable> Run<'_, P> {
                 self.budget,
                 front.len()
             ),
-            Some(self.budget),
+            None,
         );
     }
 
