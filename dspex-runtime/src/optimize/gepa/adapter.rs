@@ -100,17 +100,22 @@ impl Runner<'_> {
                         ),
                     )
                     .await;
-                    let score = match scored {
-                        Ok(s) => s.score,
+                    match scored {
+                        Ok(s) => Rollout {
+                            prediction: Some(prediction),
+                            trace: entries,
+                            score: s.score,
+                        },
+                        // As in DSPy, an example whose metric raised is a failed example: it
+                        // scores failure_score and leaves no trajectory to reflect on.
                         Err(e) => {
                             tracing::warn!(error = %e, "GEPA: the metric failed; the example scores failure_score");
-                            self.failure_score
+                            Rollout {
+                                prediction: None,
+                                trace: entries,
+                                score: self.failure_score,
+                            }
                         }
-                    };
-                    Rollout {
-                        prediction: Some(prediction),
-                        trace: entries,
-                        score,
                     }
                 }
                 Err(e) => {

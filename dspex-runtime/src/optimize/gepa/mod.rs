@@ -770,6 +770,15 @@ impl<P: Optimizable> Run<'_, P> {
             false,
             before_sum,
         );
+        if before.iter().all(|r| r.prediction.is_none()) {
+            // gepa's "no trajectories": every run failed; skipped before the round-robin turn.
+            tracing::info!(
+                iteration = state.i + 1,
+                parent,
+                "GEPA: no trajectories; skipping"
+            );
+            return Ok(Step::Continue);
+        }
         if self.gepa.skip_perfect_score && before.iter().all(|r| r.score >= self.gepa.perfect_score)
         {
             tracing::info!(
