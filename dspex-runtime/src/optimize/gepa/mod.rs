@@ -579,19 +579,16 @@ impl<P: Optimizable> Run<'_, P> {
             Err(e) => return Err(self.log_dir_error(dir, e)),
         };
         let saved: Saved = serde_json::from_str(&text).map_err(|e| self.log_dir_error(&path, e))?;
-        if saved.state.components != components
-            || saved.state.val_scores[0].len() != self.valset.len()
-        {
-            return Err(self.log_dir_error(
-                dir,
-                "the saved run optimized another program or valset; use another log_dir",
-            ));
+        if let Err(detail) = saved.state.check(components, self.valset.len()) {
+            return Err(self.log_dir_error(&path, format!("{detail}; use another log_dir")));
         }
         self.rng = PyRandom::from_state(&saved.rng.0, saved.rng.1)
             .map_err(|e| self.log_dir_error(&path, e))?;
         self.adapter_rng = PyRandom::from_state(&saved.adapter_rng.0, saved.adapter_rng.1)
             .map_err(|e| self.log_dir_error(&path, e))?;
-        self.sampler = saved.sampler;
+        if saved.sampler.size() == self.gepa.reflection_minibatch_size {
+            self.sampler = saved.sampler;
+        }
         self.merge = saved.merge;
         tracing::info!(path = %path.display(), iteration = saved.state.i + 1, "GEPA: resuming a saved run");
         Ok(Some(saved.state))

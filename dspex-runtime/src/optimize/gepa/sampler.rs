@@ -90,6 +90,11 @@ impl EpochSampler {
         }
     }
 
+    /// The minibatch size.
+    pub(crate) fn size(&self) -> usize {
+        self.size
+    }
+
     fn update_shuffled(&mut self, n: usize, rng: &mut PyRandom) {
         self.last_trainset_size = n;
         self.shuffled = (0..n).collect();

@@ -118,6 +118,53 @@ impl GepaState {
         idx
     }
 
+    /// Whether a state read from disk is one a run could have made for `components` and a
+    /// valset of `val` instances (so nothing indexes out of bounds later); what is wrong if not.
+    pub(crate) fn check(&self, components: &[String], val: usize) -> Result<(), String> {
+        if self.components != components {
+            return Err(format!(
+                "the saved run optimized the components {:?}, this program has {:?}",
+                self.components, components
+            ));
+        }
+        let n = self.candidates.len();
+        if n == 0 {
+            return Err("the saved run has no candidates".into());
+        }
+        if [
+            self.parents.len(),
+            self.val_scores.len(),
+            self.next_component.len(),
+            self.discovery.len(),
+        ]
+        .iter()
+        .any(|&len| len != n)
+        {
+            return Err("the saved run's candidate lists differ in length".into());
+        }
+        if self.pareto_best.len() != val
+            || self.pareto_programs.len() != val
+            || self.val_scores.iter().any(|s| s.len() != val)
+        {
+            return Err(format!(
+                "the saved run was scored on another valset (this one has {val} examples)"
+            ));
+        }
+        let bad_parent = self
+            .parents
+            .iter()
+            .enumerate()
+            .any(|(i, ps)| ps.iter().flatten().any(|&p| p >= i));
+        if self.candidates.iter().any(|t| t.len() != components.len())
+            || self.next_component.iter().any(|&k| k >= components.len())
+            || self.pareto_programs.iter().flatten().any(|&p| p >= n)
+            || bad_parent
+        {
+            return Err("the saved run's state is inconsistent".into());
+        }
+        Ok(())
+    }
+
     /// The candidate with the highest mean validation score, the first of equals (gepa's
     /// `FullEvaluationPolicy.get_best_program`).
     pub(crate) fn best_index(&self) -> usize {

@@ -361,3 +361,35 @@ async fn a_custom_proposer_sees_feedback_from_plain_metrics() {
         "This trajectory got a score of False."
     );
 }
+
+#[tokio::test]
+async fn a_log_dir_of_another_run_is_a_typed_error() {
+    let dir = std::env::temp_dir().join(format!("dspex-gepa-other-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    std::fs::write(dir.join(STATE_FILE), "{not json").unwrap();
+    let gepa = GEPA::new(exact())
+        .max_metric_calls(10)
+        .reflection_lm(ScriptedLM::new(["{}"]))
+        .log_dir(&dir);
+    let err = gepa
+        .compile_with_results(student(), &qa_trainset(3), &JobContext::detached())
+        .await
+        .unwrap_err();
+    assert!(matches!(err_of(&err), GepaError::LogDir { .. }), "{err}");
+    // A state saved for another program.
+    let saved = Saved {
+        state: GepaState::new(vec!["other".into()], vec!["x".into()], vec![0.0; 3], None),
+        rng: PyRandom::new(0).state(),
+        adapter_rng: PyRandom::new(0).state(),
+        sampler: EpochSampler::new(3),
+        merge: MergeState::default(),
+    };
+    std::fs::write(dir.join(STATE_FILE), serde_json::to_string(&saved).unwrap()).unwrap();
+    let err = gepa
+        .compile_with_results(student(), &qa_trainset(3), &JobContext::detached())
+        .await
+        .unwrap_err();
+    assert!(err.to_string().contains("\"other\""), "{err}");
+    std::fs::remove_dir_all(&dir).unwrap();
+}
