@@ -310,7 +310,10 @@ async fn a_job_cancelled_before_the_seed_is_scored_is_an_error() {
 }
 
 /// A proposer that writes the instruction the task LM rewards, and records what it was shown.
-struct Fixed(std::sync::Mutex<Vec<(Vec<(String, String)>, ReflectiveDataset, Vec<String>)>>);
+/// One proposal request: the candidate, the reflective dataset, the components to update.
+type Request = (Vec<(String, String)>, ReflectiveDataset, Vec<String>);
+
+struct Fixed(std::sync::Mutex<Vec<Request>>);
 
 impl InstructionProposer for Fixed {
     fn propose<'a>(
