@@ -1,7 +1,10 @@
 #!/usr/bin/env python3
-"""Writes tests/data/gepa_{single,two_step}_trace.json: DSPy 3.4.1's GEPA (the gepa 0.1.4 engine)
-optimizing (a) a one-predictor QA program and (b) a two-predictor program (draft, then answer)
-against a deterministic scripted LM, for dspex's GEPA parity test (tests/tests/gepa_parity.rs).
+"""Writes tests/data/gepa_{single,two_step,all_current_best,many}_trace.json: DSPy 3.4.1's GEPA (the
+gepa 0.1.4 engine) optimizing (a) a one-predictor QA program, (b) a two-predictor program (draft,
+then answer) with round robin, the Pareto selector and an accepted merge, (c) the same with
+component_selector="all", candidate_selection_strategy="current_best" and no merging, and (d) a
+longer run whose Pareto selections depend on CPython's set order, against a deterministic scripted
+LM, for dspex's GEPA parity test (tests/tests/gepa_parity.rs).
 
 As in scripts/gen_optimizer_traces.py, the LM answers every prompt with a function of the prompt
 alone (a SHA-256 of its messages), so a re-implementation that sends the same prompts gets the
