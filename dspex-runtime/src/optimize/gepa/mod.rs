@@ -40,7 +40,10 @@
 //! seed and re-evaluates the seed program without counting it), so a resumed run continues as
 //! the uninterrupted one would have. Parse failures are scored `failure_score` like any other
 //! failed run and are left out of the reflective dataset (`add_format_failure_as_feedback` is
-//! accepted but has no failed-parse records to add yet).
+//! accepted but has no failed-parse records to add yet: dspex's trace records successful
+//! predictor calls only). Reflective records hold a predictor's inputs and outputs as their
+//! JSON values; DSPy moves a `dspy.History` input to a leading `Context` key and hands other
+//! `dspy.Type` values (images, …) to the JSONAdapter as objects, which dspex does not do yet.
 
 mod adapter;
 mod budget;
