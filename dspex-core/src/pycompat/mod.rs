@@ -20,6 +20,8 @@
 //!   (DSPy's `parse_value`).
 //! - [`pyfmt`] — `round`, `str` and `repr` of numbers and `json.dump`, as Evaluate writes them.
 //! - [`random`] — CPython's `random.Random` (MT19937), bit for bit ([`PyRandom`]).
+//! - [`intset`] — the iteration order of CPython's `set` of ints, as gepa's seeded choices see
+//!   it.
 //! - [`numpy`] — numpy's legacy `RandomState` and `np.sum`, as optuna's TPE sampler uses them.
 //!
 //! Every parser here reads bytes dspex does not control (LM completions), so each has a fuzz
@@ -28,6 +30,7 @@
 //! (`tests/tests/pycompat.rs`).
 
 pub mod etree;
+pub mod intset;
 pub mod json_repair;
 pub mod literal_eval;
 pub mod numpy;

@@ -45,6 +45,9 @@ pub enum RandomError {
     /// what it got.
     #[error("invalid weights for choices(): {0}")]
     Weights(&'static str),
+    /// [`PyRandom::from_state`] was given a state no generator has.
+    #[error("invalid generator state: {0}")]
+    State(&'static str),
 }
 
 /// CPython's `random.Random`: the same seeding, the same 32-bit Mersenne Twister stream and the
@@ -154,6 +157,30 @@ impl PyRandom {
         }
         mt[0] = 0x8000_0000;
         PyRandom { mt, index: N }
+    }
+
+    /// The generator's state, as CPython's `getstate()` holds it: the 624 words of the
+    /// Mersenne Twister and the position in them. [`PyRandom::from_state`] restores it, so a
+    /// run saved mid-way continues with the very draws it would have made.
+    pub fn state(&self) -> (Vec<u32>, usize) {
+        (self.mt.to_vec(), self.index)
+    }
+
+    /// The generator [`PyRandom::state`] saved (CPython's `setstate`).
+    ///
+    /// # Errors
+    ///
+    /// [`RandomError::State`] unless there are exactly 624 words and the position is at most 624.
+    pub fn from_state(words: &[u32], index: usize) -> Result<Self, RandomError> {
+        let mt: Box<[u32; N]> = words
+            .to_vec()
+            .into_boxed_slice()
+            .try_into()
+            .map_err(|_| RandomError::State("the state must hold exactly 624 words"))?;
+        if index > N {
+            return Err(RandomError::State("the position must be at most 624"));
+        }
+        Ok(PyRandom { mt, index })
     }
 
     /// The next 32-bit output of the Mersenne Twister (`genrand_uint32`).

@@ -30,7 +30,7 @@ pub enum Auto {
 }
 
 impl Auto {
-    fn n(self) -> usize {
+    pub(crate) fn n(self) -> usize {
         match self {
             Auto::Light => 6,
             Auto::Medium => 12,

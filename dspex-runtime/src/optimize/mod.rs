@@ -22,6 +22,8 @@
 //! - [`InferRules`] — BootstrapFewShot, then rules induced from the training examples added to
 //!   each predictor's instructions; the best of several rule sets on a valset.
 //! - [`MIPROv2`] — demo sets, grounded instruction proposals and a TPE search over them.
+//! - [`GEPA`] — instructions evolved by reflecting on feedback, kept on a Pareto front of
+//!   validation instances (module [`gepa`]: metrics with feedback, proposers, results).
 //! - [`write_report`] — a job's log as one self-contained HTML page (scores, budget, GEPA's
 //!   Pareto front and lineage, the program before and after, per-example changes).
 //! - [`PyRandom`] — CPython's `random.Random`, bit for bit, so seeded choices match DSPy's.
@@ -30,6 +32,7 @@ mod bootstrap;
 mod config;
 mod copro;
 mod ensemble;
+pub mod gepa;
 mod infer_rules;
 mod job;
 mod knn;
@@ -45,6 +48,7 @@ pub use bootstrap::{BootstrapError, BootstrapFewShot, BootstrapReport, Teacher};
 pub use config::{DEFAULT_CONCURRENCY, DEFAULT_MAX_ERRORS, DemoConfig, DemoKnobs};
 pub use copro::COPRO;
 pub use ensemble::{AllOutputs, Ensemble, EnsembleError, EnsembledProgram, Reduce};
+pub use gepa::{GEPA, GepaError, GepaResult, ScoreWithFeedback};
 pub use infer_rules::InferRules;
 pub use job::{Job, JobContext, Progress, TrialEvent};
 pub use knn::{KNN, KNNFewShot, KNNFewShotProgram};
