@@ -157,3 +157,37 @@ fn providers_run_one_program_through_every_protocol() {
     // Listed models are priced from the published table; the mock's answers cost something.
     assert!(stdout.contains("cost:      $"), "{stdout}");
 }
+
+#[test]
+fn gepa_improves_two_predictors_from_feedback_and_writes_its_report() {
+    let out = run("gepa");
+    assert!(
+        out.contains("before GEPA:   0.00 on 6 validation examples"),
+        "{out}"
+    );
+    assert!(out.contains("after GEPA:  100.00"), "{out}");
+    assert!(
+        out.contains("extract: \"Pull out the two numbers. Write the two numbers as digits, separated by a comma.\""),
+        "{out}"
+    );
+    assert!(
+        out.contains("solve: \"Add the numbers. Answer with the sum as a bare number.\""),
+        "{out}"
+    );
+    let report = out
+        .lines()
+        .find_map(|l| l.strip_prefix("its report (open it in a browser): "))
+        .expect("the report's path");
+    let page = std::fs::read_to_string(report).unwrap();
+    for section in [
+        "<h1>GEPA report</h1>",
+        "id=\"pareto\"",
+        "id=\"lineage\"",
+        "id=\"examples\"",
+    ] {
+        assert!(page.contains(section), "{section} in {page}");
+    }
+    // The run folder holds the state a restart resumes from.
+    let dir = std::path::Path::new(report).parent().unwrap();
+    assert!(dir.join("gepa_state.json").is_file());
+}

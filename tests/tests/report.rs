@@ -244,3 +244,67 @@ async fn the_report_of_a_mipro_run_opens_cleanly_and_plots_the_log() {
     let png = std::fs::read(&shot).expect("the screenshot is written");
     assert_eq!(&png[..8], b"\x89PNG\r\n\x1a\n");
 }
+
+/// GEPA's sections in the browser: every candidate of the log is a lineage node, every parent
+/// link an edge (a merge has two), and every per-instance score a Pareto cell, green where it is
+/// the best on its instance.
+#[test]
+fn gepa_lineage_and_pareto_front_match_the_log() {
+    let candidates = [
+        (0, vec![], vec![0.0, 0.0, 1.0, 0.0]),
+        (1, vec![0], vec![1.0, 0.0, 1.0, 0.0]),
+        (2, vec![0], vec![0.0, 1.0, 1.0, 0.0]),
+        (3, vec![1, 2], vec![1.0, 1.0, 1.0, 0.0]),
+    ];
+    let mut log = String::new();
+    for (trial, (index, parents, scores)) in candidates.iter().enumerate() {
+        let mean = scores.iter().sum::<f64>() / scores.len() as f64;
+        log.push_str(
+            &serde_json::json!({
+                "event": "trial", "trial": trial, "score": mean, "minibatch": false,
+                "elapsed_ms": trial * 10,
+                "candidate": {"index": index, "parents": parents, "val_scores": scores},
+                "example_scores": scores,
+            })
+            .to_string(),
+        );
+        log.push('\n');
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("events.jsonl");
+    std::fs::write(&path, log).unwrap();
+    let page = dir.path().join("report.html");
+    write_report(dir.path(), &page).unwrap();
+    let opened = open(&page, &["--dump-dom".into()]);
+    assert!(opened.console.is_empty(), "{:#?}", opened.console);
+    let edge = Regex::new(r#"data-from="(\d+)" data-to="(\d+)""#).unwrap();
+    let mut edges: Vec<(u64, u64)> = edge
+        .captures_iter(&opened.dom)
+        .map(|c| (c[1].parse().unwrap(), c[2].parse().unwrap()))
+        .collect();
+    edges.sort_unstable();
+    assert_eq!(edges, [(0, 1), (0, 2), (1, 3), (2, 3)]);
+    let cell = Regex::new(r#"<td class="num( front)?" data-instance="(\d)" data-score="([^"]+)""#)
+        .unwrap();
+    let cells: Vec<(bool, usize, f64)> = cell
+        .captures_iter(&opened.dom)
+        .map(|c| {
+            (
+                c.get(1).is_some(),
+                c[2].parse().unwrap(),
+                c[3].parse().unwrap(),
+            )
+        })
+        .collect();
+    assert_eq!(cells.len(), 16);
+    for (k, (front, instance, score)) in cells.iter().enumerate() {
+        let (_, _, scores) = &candidates[k / 4];
+        assert_eq!((*instance, *score), (k % 4, scores[k % 4]));
+        let best = candidates
+            .iter()
+            .map(|c| c.2[*instance])
+            .fold(f64::NEG_INFINITY, f64::max);
+        assert_eq!(*front, *score == best, "cell {k}");
+    }
+    assert!(opened.dom.contains("4 of 4 candidates are on the front"));
+}
