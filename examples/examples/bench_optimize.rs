@@ -1,19 +1,24 @@
-//! Evaluate, BootstrapFewShot and MIPROv2 against DSPy 3.4.1 (`../shared/bench/dspy_side.py
-//! evaluate`, `bootstrap` and `mipro`), on the same mock LM servers (0 ms and 50 ms latency), in
-//! one run: wall time and peak RSS at equal concurrency (16) and at each side's best setting;
-//! for BootstrapFewShot and MIPROv2 also the LM calls each side made and the sequential waves of
+//! Evaluate, BootstrapFewShot, MIPROv2 and GEPA against DSPy 3.4.1 (`../shared/bench/dspy_side.py
+//! evaluate`, `bootstrap`, `mipro` and `gepa`), on the same mock LM servers (0 ms and 50 ms
+//! latency), in one run: wall time and peak RSS at equal concurrency (16) and at each side's
+//! best setting; for the optimizers also the LM calls each side made and the sequential waves of
 //! calls (as the mock server counted them: a request's wave is one more than the highest wave
-//! answered before it arrived, so `waves × latency` is the least wall time that run could take).
+//! answered before it arrived, so at a fixed latency `waves × latency` is the least wall time
+//! that run could take; at 0 ms every request is its own wave).
 //! dspex's BootstrapFewShot runs by default and with speculation. Prints Markdown tables.
 //!
-//! Run it with `scripts/bench optimize [--quick]`. Every measurement runs in a fresh worker
+//! Run it with `scripts/bench optimize [--quick]` (`DSPEX_BENCH_ONLY=mipro,gepa` for some sections:
+//! `evaluate`, `bootstrap`, `mipro`, `gepa`). Every measurement runs in a fresh worker
 //! process (this binary with `worker …`) so peak RSS is its own.
 
 use dspex::lm::{LM, RetryPolicy};
 use dspex::module::{ChainOfThought, Predict};
 use dspex::prelude::*;
 use dspex::runtime::evaluate::{Evaluate, answer_exact_match, metric_fn};
-use dspex::runtime::optimize::{BootstrapFewShot, DemoKnobs, JobContext, MIPROv2, Teacher};
+use dspex::runtime::optimize::gepa::{ScoreWithFeedback, feedback_metric_fn};
+use dspex::runtime::optimize::{
+    Auto, BootstrapFewShot, DemoKnobs, GEPA, JobContext, MIPROv2, Optimizer, Teacher,
+};
 use dspex::settings::{Settings, with_settings};
 use dspex_examples::{
     bench_main, dspex_binary, dspy_side, peak_rss_mb, run_json, start_mock, venv_python,
@@ -143,6 +148,43 @@ async fn worker(args: &[String]) -> Value {
                 "demos": compiled.params().demos.len(), "peak_rss_mb": peak_rss_mb(),
             })
         }
+        Some("gepa") => {
+            // `dspy_side.py gepa`: GEPA(auto="light", seed 0, reflection_lm = the same mock) on
+            // Predict("question -> answer"); score 1 on items divisible by 5, with feedback.
+            let metric = feedback_metric_fn(
+                "every_5th",
+                |gold: &Example, _: &Prediction, _trace, _focus| {
+                    if item_number(gold).is_some_and(|i| i % 5 == 0) {
+                        ScoreWithFeedback::new(1.0, "correct")
+                    } else {
+                        ScoreWithFeedback::new(
+                            0.0,
+                            format!("expected {}", gold.get_str("answer").unwrap_or_default()),
+                        )
+                    }
+                },
+            );
+            let data = qa_set(n);
+            let (train, val) = data.split_at(n - n / 5);
+            let gepa = GEPA::new(metric)
+                .auto(Auto::Light)
+                .seed(0)
+                .num_threads(concurrency)
+                .reflection_lm(client(url))
+                .valset(val.to_vec());
+            let start = Instant::now();
+            let compiled = with_settings(
+                settings,
+                gepa.compile_in(Predict::<QA>::new(), train, &JobContext::detached()),
+            )
+            .await
+            .expect("the compile runs");
+            json!({
+                "trainset": train.len(), "valset": val.len(), "concurrency": concurrency,
+                "wall_s": start.elapsed().as_secs_f64(),
+                "instructions": compiled.params().instructions(), "peak_rss_mb": peak_rss_mb(),
+            })
+        }
         other => panic!("unknown worker {other:?}"),
     }
 }
@@ -225,110 +267,26 @@ fn row_cells(v: &Value, base: Option<&Value>, n: usize, c: usize, latency: u64) 
     )
 }
 
-fn orchestrate(quick: bool) {
-    let dspex = dspex_binary();
-    let (mut fast, fast_url) = start_mock(&dspex, &["--threads", "1"]);
-    let (mut slow, slow_url) = start_mock(&dspex, &["--threads", "1", "--latency-ms", "50"]);
-    let n_eval = if quick { 200 } else { 1000 };
-    let n_boot = 100;
-
+/// One optimizer against DSPy's at 16 and 64 threads on each server: wall time, LM calls and
+/// waves as the server counted them, the waves × latency floor, peak RSS.
+fn optimizer_table(what: &str, title: &str, n: usize, servers: &[(u64, &String)]) {
     println!(
-        "### Evaluate: {n_eval} examples, Predict(\"question -> answer\"), answer_exact_match\n"
-    );
-    println!("| latency | side | concurrency | wall | vs DSPy | floor | × floor | peak RSS |");
-    println!("|---|---|---:|---:|---:|---:|---:|---:|");
-    for (latency, url) in [(0u64, &fast_url), (50, &slow_url)] {
-        let d16 = dspy(
-            "evaluate",
-            url,
-            &["--examples", &n_eval.to_string(), "--threads", "16"],
-        );
-        let d64 = dspy(
-            "evaluate",
-            url,
-            &["--examples", &n_eval.to_string(), "--threads", "64"],
-        );
-        let dspy_best = if f(&d64, "wall_s") < f(&d16, "wall_s") {
-            &d64
-        } else {
-            &d16
-        };
-        let mut rows = vec![
-            ("DSPy 3.4.1", 16, d16.clone()),
-            ("DSPy 3.4.1", 64, d64.clone()),
-        ];
-        let settings: &[usize] = if latency == 0 {
-            &[16, 64]
-        } else {
-            &[16, 100, n_eval]
-        };
-        for &c in settings {
-            rows.push(("dspex", c, rust("evaluate", url, n_eval, c)));
-        }
-        for (side, c, v) in &rows {
-            let base = (*side == "dspex").then_some(if *c == 16 { &d16 } else { dspy_best });
-            let cells = row_cells(v, base, n_eval, *c, latency);
-            println!("| {latency} ms | {side} | {c} | {cells} |");
-        }
-    }
-
-    println!(
-        "\n### BootstrapFewShot: {n_boot} examples, ChainOfThought, metric true on items 0/25/50/75\n"
-    );
-    println!(
-        "| latency | side | concurrency | wall | vs DSPy | floor | × floor | peak RSS | demos | LM calls (server) | LM requests kept (report) | runs discarded (in flight) | their LM requests (report) |"
-    );
-    println!("|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|");
-    let boot = |url: &str, c: usize, speculative: bool| {
-        let extra: &[&str] = if speculative { &["speculative"] } else { &[] };
-        counting(url, || rust_with("bootstrap", url, n_boot, c, extra))
-    };
-    for (latency, url) in [(0u64, &fast_url), (50, &slow_url)] {
-        let d = counting(url, || {
-            dspy("bootstrap", url, &["--trainset", &n_boot.to_string()])
-        });
-        let rows = [
-            ("DSPy 3.4.1", 1, d.clone()),
-            ("dspex", 16, boot(url, 16, false)),
-            ("dspex", 64, boot(url, 64, false)),
-            ("dspex, speculative", 16, boot(url, 16, true)),
-            ("dspex, speculative", 64, boot(url, 64, true)),
-        ];
-        for (side, c, v) in &rows {
-            let base = (*side != "DSPy 3.4.1").then_some(&d);
-            let cells = row_cells(v, base, n_boot, *c, latency);
-            let report = |key: &str| v.get(key).map_or("—".to_string(), Value::to_string);
-            let discarded = match (v.get("discarded_runs"), v.get("dropped_in_flight")) {
-                (Some(runs), Some(in_flight)) => format!("{runs} ({in_flight})"),
-                _ => "—".to_string(),
-            };
-            println!(
-                "| {latency} ms | {side} | {c} | {cells} | {} | {} | {} | {discarded} | {} |",
-                v["demos"],
-                v["served"],
-                report("lm_requests"),
-                report("discarded_lm_requests"),
-            );
-        }
-    }
-
-    let n_mipro = 100;
-    println!(
-        "\n### MIPROv2 light: {n_mipro} examples (valset the last 20), Predict, metric true on items divisible by 5\n"
+        "\n### {title}: {n} examples (valset the last {}), Predict(\"question -> answer\"), metric true on items divisible by 5\n",
+        n / 5
     );
     println!(
         "| latency | side | threads | wall | vs DSPy | LM calls (server) | waves (server) | floor (waves × latency) | × floor | peak RSS |"
     );
     println!("|---|---|---:|---:|---:|---:|---:|---:|---:|---:|");
-    for (latency, url) in [(0u64, &fast_url), (50, &slow_url)] {
+    for &(latency, url) in servers {
         let side = |threads: usize| {
             counting(url, || {
                 dspy(
-                    "mipro",
+                    what,
                     url,
                     &[
                         "--trainset",
-                        &n_mipro.to_string(),
+                        &n.to_string(),
                         "--threads",
                         &threads.to_string(),
                     ],
@@ -341,7 +299,7 @@ fn orchestrate(quick: bool) {
         } else {
             d16.clone()
         };
-        let ours = |c: usize| counting(url, || rust("mipro", url, n_mipro, c));
+        let ours = |c: usize| counting(url, || rust(what, url, n, c));
         let rows = [
             ("DSPy 3.4.1", 16, d16.clone(), None),
             ("DSPy 3.4.1", 64, d64, None),
@@ -365,6 +323,112 @@ fn orchestrate(quick: bool) {
                 v["served"],
                 f(v, "peak_rss_mb")
             );
+        }
+    }
+}
+
+/// Whether the section `name` runs: all of them, or those listed in `DSPEX_BENCH_ONLY`
+/// (comma-separated: `evaluate`, `bootstrap`, `mipro`, `gepa`).
+fn wanted(name: &str) -> bool {
+    std::env::var("DSPEX_BENCH_ONLY").map_or(true, |only| only.split(',').any(|s| s.trim() == name))
+}
+
+fn orchestrate(quick: bool) {
+    let dspex = dspex_binary();
+    let (mut fast, fast_url) = start_mock(&dspex, &["--threads", "1"]);
+    let (mut slow, slow_url) = start_mock(&dspex, &["--threads", "1", "--latency-ms", "50"]);
+    let n_eval = if quick { 200 } else { 1000 };
+    let n_boot = 100;
+
+    if wanted("evaluate") {
+        println!(
+            "### Evaluate: {n_eval} examples, Predict(\"question -> answer\"), answer_exact_match\n"
+        );
+        println!("| latency | side | concurrency | wall | vs DSPy | floor | × floor | peak RSS |");
+        println!("|---|---|---:|---:|---:|---:|---:|---:|");
+        for (latency, url) in [(0u64, &fast_url), (50, &slow_url)] {
+            let d16 = dspy(
+                "evaluate",
+                url,
+                &["--examples", &n_eval.to_string(), "--threads", "16"],
+            );
+            let d64 = dspy(
+                "evaluate",
+                url,
+                &["--examples", &n_eval.to_string(), "--threads", "64"],
+            );
+            let dspy_best = if f(&d64, "wall_s") < f(&d16, "wall_s") {
+                &d64
+            } else {
+                &d16
+            };
+            let mut rows = vec![
+                ("DSPy 3.4.1", 16, d16.clone()),
+                ("DSPy 3.4.1", 64, d64.clone()),
+            ];
+            let settings: &[usize] = if latency == 0 {
+                &[16, 64]
+            } else {
+                &[16, 100, n_eval]
+            };
+            for &c in settings {
+                rows.push(("dspex", c, rust("evaluate", url, n_eval, c)));
+            }
+            for (side, c, v) in &rows {
+                let base = (*side == "dspex").then_some(if *c == 16 { &d16 } else { dspy_best });
+                let cells = row_cells(v, base, n_eval, *c, latency);
+                println!("| {latency} ms | {side} | {c} | {cells} |");
+            }
+        }
+    }
+    if wanted("bootstrap") {
+        println!(
+            "\n### BootstrapFewShot: {n_boot} examples, ChainOfThought, metric true on items 0/25/50/75\n"
+        );
+        println!(
+            "| latency | side | concurrency | wall | vs DSPy | floor | × floor | peak RSS | demos | LM calls (server) | LM requests kept (report) | runs discarded (in flight) | their LM requests (report) |"
+        );
+        println!("|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|");
+        let boot = |url: &str, c: usize, speculative: bool| {
+            let extra: &[&str] = if speculative { &["speculative"] } else { &[] };
+            counting(url, || rust_with("bootstrap", url, n_boot, c, extra))
+        };
+        for (latency, url) in [(0u64, &fast_url), (50, &slow_url)] {
+            let d = counting(url, || {
+                dspy("bootstrap", url, &["--trainset", &n_boot.to_string()])
+            });
+            let rows = [
+                ("DSPy 3.4.1", 1, d.clone()),
+                ("dspex", 16, boot(url, 16, false)),
+                ("dspex", 64, boot(url, 64, false)),
+                ("dspex, speculative", 16, boot(url, 16, true)),
+                ("dspex, speculative", 64, boot(url, 64, true)),
+            ];
+            for (side, c, v) in &rows {
+                let base = (*side != "DSPy 3.4.1").then_some(&d);
+                let cells = row_cells(v, base, n_boot, *c, latency);
+                let report = |key: &str| v.get(key).map_or("—".to_string(), Value::to_string);
+                let discarded = match (v.get("discarded_runs"), v.get("dropped_in_flight")) {
+                    (Some(runs), Some(in_flight)) => format!("{runs} ({in_flight})"),
+                    _ => "—".to_string(),
+                };
+                println!(
+                    "| {latency} ms | {side} | {c} | {cells} | {} | {} | {} | {discarded} | {} |",
+                    v["demos"],
+                    v["served"],
+                    report("lm_requests"),
+                    report("discarded_lm_requests"),
+                );
+            }
+        }
+    }
+    let n_opt = 100;
+    for (what, title) in [
+        ("mipro", "MIPROv2 light"),
+        ("gepa", "GEPA light (reflection LM = the same mock)"),
+    ] {
+        if wanted(what) {
+            optimizer_table(what, title, n_opt, &[(0, &fast_url), (50, &slow_url)]);
         }
     }
     let _ = fast.kill();

@@ -117,6 +117,11 @@ impl<I, O> std::fmt::Debug for BridgedModule<I, O> {
 }
 
 /// A DSPy optimizer run on a bridged module ([`BridgedModule::optimize`]).
+///
+/// For DSPy's own implementation only: GEPA, SIMBA, MIPROv2 and the other optimizers run
+/// natively on any Rust program ([`crate::optimize`]), with metrics written in Rust (GEPA's
+/// with feedback), jobs, reports, and the same prompts as DSPy's; through the bridge they take a
+/// named Python metric and a bridged module.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Optimization {
     /// An attribute of `dspy` (`MIPROv2`, `GEPA`, `SIMBA`, `BootstrapFewShot`, …).

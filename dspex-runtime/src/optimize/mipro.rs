@@ -398,17 +398,19 @@ impl MIPROv2 {
         rng: &mut PyRandom,
         ctx: &JobContext,
     ) -> Result<Vec<Vec<Vec<Example>>>> {
-        let mut sets = Vec::new();
+        // The shuffles and sizes are drawn first, in DSPy's order; the sets, which do not depend
+        // on each other, are then bootstrapped at once (each one making exactly DSPy's calls).
+        enum Plan {
+            ZeroShot,
+            Labeled,
+            Bootstrap(Vec<Example>, usize),
+        }
+        let mut plans = Vec::new();
         for seed in -3i64..(num_sets as i64 - 3) {
-            if ctx.is_cancelled() {
-                return Err(ctx.cancelled_error());
-            }
-            let compiled: P = if seed == -3 {
-                let mut p = program.clone();
-                p.visit_predictors_mut("", &mut |_, params| params.demos.clear());
-                p
+            plans.push(if seed == -3 {
+                Plan::ZeroShot
             } else if seed == -2 && max_labeled > 0 {
-                LabeledFewShot::new(max_labeled).apply(program.clone(), trainset)
+                Plan::Labeled
             } else {
                 let mut copy = trainset.to_vec();
                 let size = if seed == -1 {
@@ -419,31 +421,52 @@ impl MIPROv2 {
                         .map_err(|e| Error::step("MIPROv2 demo sets", e))?
                         as usize
                 };
-                let boot = BootstrapFewShot::new()
-                    .metric_arc(self.metric.clone())
-                    .with_demo_config(self.config)
-                    .max_bootstrapped_demos(size)
-                    .max_labeled_demos(max_labeled);
-                // The teacher is a copy of the student, as DSPy's `teacher=None`. Its own trials
-                // are not this job's, its cancellation is: a cancelled run returns at once with
-                // a partial program, thrown away here.
-                let compiled = boot
-                    .compile_in(program.clone(), &copy, &ctx.muted())
-                    .await?;
-                if ctx.is_cancelled() {
-                    return Err(ctx.cancelled_error());
-                }
-                compiled
-            };
-            sets.push(
-                compiled
-                    .named_predictors()
-                    .into_iter()
-                    .map(|(_, p)| p.demos.clone())
-                    .collect(),
-            );
+                Plan::Bootstrap(copy, size)
+            });
         }
-        Ok(sets)
+        if ctx.is_cancelled() {
+            return Err(ctx.cancelled_error());
+        }
+        let muted = ctx.muted();
+        let compiled = futures_util::future::try_join_all(plans.into_iter().map(|plan| {
+            let muted = &muted;
+            async move {
+                Ok::<P, Error>(match plan {
+                    Plan::ZeroShot => {
+                        let mut p = program.clone();
+                        p.visit_predictors_mut("", &mut |_, params| params.demos.clear());
+                        p
+                    }
+                    Plan::Labeled => {
+                        LabeledFewShot::new(max_labeled).apply(program.clone(), trainset)
+                    }
+                    Plan::Bootstrap(copy, size) => {
+                        let boot = BootstrapFewShot::new()
+                            .metric_arc(self.metric.clone())
+                            .with_demo_config(self.config)
+                            .max_bootstrapped_demos(size)
+                            .max_labeled_demos(max_labeled);
+                        // The teacher is a copy of the student, as DSPy's `teacher=None`. Its
+                        // own trials are not this job's, its cancellation is: a cancelled run
+                        // returns at once with a partial program, thrown away below.
+                        boot.compile_in(program.clone(), &copy, muted).await?
+                    }
+                })
+            }
+        }))
+        .await?;
+        if ctx.is_cancelled() {
+            return Err(ctx.cancelled_error());
+        }
+        Ok(compiled
+            .into_iter()
+            .map(|p| {
+                p.named_predictors()
+                    .into_iter()
+                    .map(|(_, params)| params.demos.clone())
+                    .collect()
+            })
+            .collect())
     }
 
     /// `GroundedProposer.propose_instructions_for_program`, then candidate 0 of each predictor
@@ -484,9 +507,11 @@ impl MIPROv2 {
         } else {
             demo_sets.len().max(1)
         };
-        let mut out = Vec::new();
+        // The tips and rollout ids are drawn first, in DSPy's order (predictor by predictor,
+        // set by set); the proposals, which do not depend on each other, are then asked all at
+        // once: the same calls as DSPy's loop, in one wave of LM calls instead of one each.
+        let mut asks = Vec::new();
         for (p_i, (_, params)) in predictors.iter().enumerate() {
-            let mut proposals = Vec::new();
             for set_i in 0..n.min(num_demo_sets) {
                 let tip = if self.tip_aware {
                     let (_, text) = *rng
@@ -499,27 +524,35 @@ impl MIPROv2 {
                 let rollout = rng
                     .randint(0, 1_000_000_000)
                     .map_err(|e| Error::step("MIPROv2 proposals", e))?;
-                let proposal = self
-                    .propose_one(
-                        prompt_lm,
-                        params,
-                        p_i,
-                        set_i,
-                        if use_demos { demo_sets } else { &[] },
-                        &program_code,
-                        data_summary.as_deref(),
-                        tip,
-                        rollout as u64,
-                    )
-                    .await?;
-                proposals.push(proposal);
+                asks.push((p_i, params, set_i, tip, rollout as u64));
             }
+        }
+        let answers = futures_util::future::try_join_all(asks.iter().map(
+            |&(p_i, params, set_i, tip, rollout)| {
+                self.propose_one(
+                    prompt_lm,
+                    params,
+                    p_i,
+                    set_i,
+                    if use_demos { demo_sets } else { &[] },
+                    &program_code,
+                    data_summary.as_deref(),
+                    tip,
+                    rollout,
+                )
+            },
+        ))
+        .await?;
+        let mut out: Vec<Vec<String>> = vec![Vec::new(); predictors.len()];
+        for ((p_i, ..), proposal) in asks.iter().zip(answers) {
+            out[*p_i].push(proposal);
+        }
+        for (proposals, (_, params)) in out.iter_mut().zip(&predictors) {
             if let Some(first) = proposals.first_mut() {
                 *first = params.instructions().to_string();
             } else {
                 proposals.push(params.instructions().to_string());
             }
-            out.push(proposals);
         }
         Ok(out)
     }
