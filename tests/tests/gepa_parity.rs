@@ -6,7 +6,10 @@
 //! (task and reflection prompts alike), and finds the same candidates, parents, per-instance
 //! validation scores, Pareto fronts, discovery budgets and final instructions.
 
-use dspex::lm::{Choice, FinishReason, LanguageModel, LmError, LmRequest, LmResponse, Usage};
+mod common;
+
+use common::parity::{digest, examples, response, trace};
+use dspex::lm::{LanguageModel, LmError, LmRequest, LmResponse};
 use dspex::prelude::*;
 use dspex::runtime::optimize::JobContext;
 use dspex::runtime::optimize::gepa::{
@@ -15,11 +18,8 @@ use dspex::runtime::optimize::gepa::{
 use futures_util::future::BoxFuture;
 use regex::Regex;
 use serde_json::{Value, json};
-use sha2::{Digest, Sha256};
 use std::collections::HashMap;
-use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
 
 #[signature("question -> answer")]
 struct QA;
@@ -49,19 +49,6 @@ impl Program for TwoStep {
             })
             .await
     }
-}
-
-fn trace(name: &str) -> Value {
-    let path = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-        .join("data")
-        .join(name);
-    let text = std::fs::read_to_string(&path)
-        .unwrap_or_else(|e| panic!("cannot read {}: {e}", path.display()));
-    serde_json::from_str(&text).unwrap()
-}
-
-fn hex(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
 /// Every prompt sent, as (role, text) messages.
@@ -105,21 +92,10 @@ impl TraceLM {
         }
     }
 
-    fn digest(messages: &[dspex::lm::Message]) -> String {
-        let mut h = Sha256::new();
-        for m in messages {
-            h.update(m.role.as_str().as_bytes());
-            h.update([1u8]);
-            h.update(m.content.text().as_bytes());
-            h.update([0u8]);
-        }
-        hex(&h.finalize())
-    }
-
     fn answer(&self, messages: &[dspex::lm::Message]) -> String {
         let system = messages[0].content.text();
         let user = messages[messages.len() - 1].content.text();
-        let h = Self::digest(messages);
+        let h = digest(messages);
         if system.contains("`new_instruction`") {
             let current = user
                 .split("[[ ## current_instruction ## ]]\n")
@@ -187,10 +163,7 @@ impl LanguageModel for TraceLM {
     }
 
     fn call(&self, request: LmRequest) -> BoxFuture<'_, Result<LmResponse, LmError>> {
-        self.seen
-            .lock()
-            .unwrap()
-            .push(Self::digest(&request.messages));
+        self.seen.lock().unwrap().push(digest(&request.messages));
         self.prompts.lock().unwrap().push(
             request
                 .messages
@@ -199,31 +172,8 @@ impl LanguageModel for TraceLM {
                 .collect(),
         );
         let text = self.answer(&request.messages);
-        Box::pin(std::future::ready(Ok(LmResponse {
-            choices: vec![Choice {
-                text,
-                finish_reason: Some(FinishReason::Stop),
-                tool_calls: Vec::new(),
-                reasoning_content: None,
-            }],
-            usage: Usage::default(),
-            model: "dummy".into(),
-            latency: Duration::ZERO,
-            cache_hit: false,
-        })))
+        Box::pin(std::future::ready(Ok(response([text]))))
     }
-}
-
-fn examples(set: &Value) -> Vec<Example> {
-    set.as_array()
-        .unwrap()
-        .iter()
-        .map(|ex| {
-            serde_json::from_value::<Example>(ex.clone())
-                .unwrap()
-                .with_inputs(["question"])
-        })
-        .collect()
 }
 
 fn gepa(fx: &Value, lm: &TraceLM) -> GEPA {

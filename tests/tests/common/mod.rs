@@ -487,3 +487,75 @@ pub(crate) fn assert_key_kept(key: &str, debug: &str, errors: &str, log: &str, c
         "the disk cache wrote nothing"
     );
 }
+
+/// What the optimizer parity tests share: the traces `scripts/gen_*_trace(s).py` recorded from
+/// DSPy 3.4.1 and the pieces of their scripted LMs, whose answers are functions of the prompt.
+#[allow(dead_code)] // Not every test file that takes `common` uses it.
+pub(crate) mod parity {
+    use dspex::lm::{Choice, FinishReason, LmResponse, Message, Usage};
+    use dspex::prelude::*;
+    use serde_json::Value;
+    use sha2::{Digest, Sha256};
+    use std::path::PathBuf;
+    use std::time::Duration;
+
+    /// The trace `name` from `tests/data`, parsed.
+    pub(crate) fn trace(name: &str) -> Value {
+        let path = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+            .join("data")
+            .join(name);
+        let text = std::fs::read_to_string(&path)
+            .unwrap_or_else(|e| panic!("cannot read {}: {e}", path.display()));
+        serde_json::from_str(&text).unwrap()
+    }
+
+    /// Lowercase hex.
+    pub(crate) fn hex(bytes: &[u8]) -> String {
+        bytes.iter().map(|b| format!("{b:02x}")).collect()
+    }
+
+    /// The scripts' `digest(messages)`: SHA-256 over each message's role, `\x01`, its text and
+    /// `\x00`, in hex.
+    pub(crate) fn digest(messages: &[Message]) -> String {
+        let mut h = Sha256::new();
+        for m in messages {
+            h.update(m.role.as_str().as_bytes());
+            h.update([1u8]);
+            h.update(m.content.text().as_bytes());
+            h.update([0u8]);
+        }
+        hex(&h.finalize())
+    }
+
+    /// A response of the scripted LM: one choice per text, finished, no usage.
+    pub(crate) fn response(texts: impl IntoIterator<Item = String>) -> LmResponse {
+        LmResponse {
+            choices: texts
+                .into_iter()
+                .map(|text| Choice {
+                    text,
+                    finish_reason: Some(FinishReason::Stop),
+                    tool_calls: Vec::new(),
+                    reasoning_content: None,
+                })
+                .collect(),
+            usage: Usage::default(),
+            model: "dummy".into(),
+            latency: Duration::ZERO,
+            cache_hit: false,
+        }
+    }
+
+    /// A trace's examples (`question` the input).
+    pub(crate) fn examples(set: &Value) -> Vec<Example> {
+        set.as_array()
+            .unwrap()
+            .iter()
+            .map(|ex| {
+                serde_json::from_value::<Example>(ex.clone())
+                    .unwrap()
+                    .with_inputs(["question"])
+            })
+            .collect()
+    }
+}
