@@ -111,8 +111,17 @@ impl DynPredict {
         let (signature, inputs) = settings.hinted(&self.params, inputs)?;
         let demos = &self.params.demos;
         let result = run_with_fallback(&*lm, &*adapter, &config, &signature, demos, &inputs).await;
-        if let (Some(trace), Ok(prediction)) = (&settings.trace, &result) {
-            trace.record(&self.params, &inputs, prediction);
+        if let Some(trace) = &settings.trace {
+            match &result {
+                Ok(prediction) => trace.record(&self.params, &inputs, prediction),
+                Err(error) => {
+                    if let Some(crate::adapter::AdapterError::Parse { completion, .. }) =
+                        error.parse_failures().last()
+                    {
+                        trace.record_failed_parse(&self.params, &inputs, completion);
+                    }
+                }
+            }
         }
         result
     }

@@ -320,9 +320,24 @@ pub struct TraceEntry {
     pub outputs: Prediction,
 }
 
+/// A predictor call whose answer could not be parsed (after the fallback adapter, if any): what
+/// DSPy's `bootstrap_trace_data` records as a `FailedPrediction`, and GEPA's
+/// `add_format_failure_as_feedback` reflects on.
+#[derive(Debug, Clone, PartialEq)]
+#[non_exhaustive]
+pub struct FailedParse {
+    /// The predictor that was called.
+    pub predictor: PredictorId,
+    /// The inputs it was given.
+    pub inputs: Example,
+    /// The LM's answer that did not parse (the last adapter's).
+    pub completion: String,
+}
+
 /// A shared, growing record of predictor calls (DSPy's `settings.trace`). Clones share the same
-/// record. Install it for a scope with [`Settings::trace`] and [`with_settings`]; only successful
-/// calls are recorded, in the order they finished.
+/// record. Install it for a scope with [`Settings::trace`] and [`with_settings`]; successful
+/// calls are recorded as [`TraceEntry`]s, in the order they finished, and calls whose answer
+/// did not parse apart, as [`FailedParse`]s.
 ///
 /// ```
 /// use dspex_runtime::lm::ScriptedLM;
@@ -349,6 +364,7 @@ pub struct TraceEntry {
 #[derive(Debug, Clone, Default)]
 pub struct Trace {
     entries: Arc<Mutex<Vec<TraceEntry>>>,
+    failed: Arc<Mutex<Vec<FailedParse>>>,
 }
 
 impl Trace {
@@ -380,6 +396,36 @@ impl Trace {
     /// Appends entries (a module passing on the calls of its chosen attempt).
     pub fn extend(&self, entries: impl IntoIterator<Item = TraceEntry>) {
         self.lock().extend(entries);
+    }
+
+    /// The calls whose answer did not parse, so far.
+    pub fn failed_parses(&self) -> Vec<FailedParse> {
+        self.failed
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+    }
+
+    /// Removes and returns the calls whose answer did not parse.
+    pub fn take_failed_parses(&self) -> Vec<FailedParse> {
+        std::mem::take(&mut *self.failed.lock().unwrap_or_else(|e| e.into_inner()))
+    }
+
+    /// Records a call whose answer did not parse.
+    pub(crate) fn record_failed_parse(
+        &self,
+        params: &PredictorParams,
+        inputs: &Example,
+        completion: &str,
+    ) {
+        self.failed
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .push(FailedParse {
+                predictor: PredictorId::of(params),
+                inputs: inputs.clone(),
+                completion: completion.to_string(),
+            });
     }
 
     /// Records one call.

@@ -12,7 +12,7 @@ use crate::module::DynPredict;
 use crate::optimize::{JobContext, Optimizable};
 use crate::program::Module;
 use crate::pycompat::PyRandom;
-use crate::settings::{PredictorId, Settings, Trace, TraceEntry, with_settings};
+use crate::settings::{FailedParse, PredictorId, Settings, Trace, TraceEntry, with_settings};
 use crate::signature::{DynSignature, FieldSpec, TypeSpec};
 use futures_util::StreamExt;
 use futures_util::future::BoxFuture;
@@ -26,6 +26,9 @@ pub(crate) struct Rollout {
     pub prediction: Option<Prediction>,
     /// The predictor calls of the run (with traces only).
     pub trace: Vec<TraceEntry>,
+    /// The predictor calls whose answer did not parse (with traces only; DSPy's
+    /// `FailedPrediction` entries).
+    pub failed: Vec<FailedParse>,
     /// The metric's score (`failure_score` for a failed run).
     pub score: f64,
 }
@@ -87,6 +90,11 @@ impl Runner<'_> {
             let scope = Settings::new().trace(trace.clone());
             let prediction = with_settings(scope, program.run_example(example)).await;
             let entries = if capture { trace.take() } else { Vec::new() };
+            let failed = if capture {
+                trace.take_failed_parses()
+            } else {
+                Vec::new()
+            };
             match prediction {
                 Ok(prediction) => {
                     // The metric's own predictor calls are recorded nowhere that matters.
@@ -104,6 +112,7 @@ impl Runner<'_> {
                         Ok(s) => Rollout {
                             prediction: Some(prediction),
                             trace: entries,
+                            failed,
                             score: s.score,
                         },
                         // As in DSPy, an example whose metric raised is a failed example: it
@@ -113,16 +122,20 @@ impl Runner<'_> {
                             Rollout {
                                 prediction: None,
                                 trace: entries,
+                                failed,
                                 score: self.failure_score,
                             }
                         }
                     }
                 }
                 Err(e) => {
+                    // A parse failure scores the format-failure score, which DSPy's GEPA sets to
+                    // `failure_score` too.
                     tracing::warn!(error = %e, "GEPA: the program failed; the example scores failure_score");
                     Rollout {
                         prediction: None,
                         trace: entries,
+                        failed,
                         score: self.failure_score,
                     }
                 }
@@ -137,9 +150,11 @@ pub struct ReflectiveExample {
     /// The predictor's inputs.
     #[serde(rename = "Inputs")]
     pub inputs: Map<String, Value>,
-    /// What it answered.
+    /// What it answered: its outputs by name, or — for a call whose answer did not parse,
+    /// reflected on with `add_format_failure_as_feedback` — DSPy's text "Couldn't parse the
+    /// output as per the expected output format. The model's raw response was: …".
     #[serde(rename = "Generated Outputs")]
-    pub generated_outputs: Map<String, Value>,
+    pub generated_outputs: Value,
     /// The metric's feedback.
     #[serde(rename = "Feedback")]
     pub feedback: String,
@@ -150,7 +165,10 @@ pub type ReflectiveDataset = Vec<(String, Vec<ReflectiveExample>)>;
 
 /// DSPy's `make_reflective_dataset`: for each component, one call of its predictor from each
 /// trajectory (chosen with the adapter's own generator), with the metric's feedback on it.
-/// Trajectories whose run failed are left out.
+/// Trajectories whose run failed are left out — except, with `format_failures`
+/// (`add_format_failure_as_feedback`), a call of the component whose answer did not parse,
+/// which is taken first, shown as its raw answer and given DSPy's feedback: the structure the
+/// answer should have followed (the ChatAdapter prompt of the signature without inputs).
 #[allow(clippy::too_many_arguments)]
 pub(crate) async fn reflective_dataset<P: Module>(
     program: &P,
@@ -160,6 +178,7 @@ pub(crate) async fn reflective_dataset<P: Module>(
     rollouts: &[Rollout],
     metric: &Arc<dyn FeedbackMetric>,
     rng: &mut PyRandom,
+    format_failures: bool,
 ) -> Result<ReflectiveDataset> {
     let predictors = program.named_predictors();
     let mut out = Vec::new();
@@ -176,6 +195,14 @@ pub(crate) async fn reflective_dataset<P: Module>(
             .collect();
         let mut items = Vec::new();
         for (example, rollout) in batch.iter().zip(rollouts) {
+            // DSPy appends the failed call to the trace: it is the first failed instance.
+            let failed = format_failures
+                .then(|| rollout.failed.iter().find(|f| ids.contains(&f.predictor)))
+                .flatten();
+            if let Some(failed) = failed {
+                items.push(format_failure_example(&params.signature, failed)?);
+                continue;
+            }
             let instances: Vec<&TraceEntry> = rollout
                 .trace
                 .iter()
@@ -209,7 +236,7 @@ pub(crate) async fn reflective_dataset<P: Module>(
                 .unwrap_or_else(|| default_feedback(fb.score, metric.returns_bool()));
             items.push(ReflectiveExample {
                 inputs: selected.inputs.as_map().clone(),
-                generated_outputs: selected.outputs.as_map().clone(),
+                generated_outputs: Value::Object(selected.outputs.as_map().clone()),
                 feedback,
             });
         }
@@ -223,6 +250,28 @@ pub(crate) async fn reflective_dataset<P: Module>(
         return Err(GepaError::NoReflectiveExamples.into());
     }
     Ok(out)
+}
+
+/// DSPy's record of a call whose answer did not parse: the raw answer, and the structure the
+/// answer should have followed as feedback.
+fn format_failure_example(
+    signature: &DynSignature,
+    failed: &FailedParse,
+) -> Result<ReflectiveExample> {
+    use crate::adapter::Adapter as _;
+    let structure: String = crate::adapter::ChatAdapter::new()
+        .format(signature, &[], &Example::new())?
+        .iter()
+        .map(|m| format!("{}: {}\n", m.role.as_str(), m.content.text()))
+        .collect();
+    Ok(ReflectiveExample {
+        inputs: failed.inputs.as_map().clone(),
+        generated_outputs: Value::String(format!(
+            "Couldn't parse the output as per the expected output format. The model's raw response was:\n```\n{}\n```\n\n",
+            failed.completion
+        )),
+        feedback: format!("Your output failed to parse. Follow this structure:\n{structure}"),
+    })
 }
 
 /// Writes new instructions from the reflective dataset (DSPy's `ProposalFn`, the

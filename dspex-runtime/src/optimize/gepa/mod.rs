@@ -38,10 +38,10 @@
 //! Where dspex differs on purpose: a run resumed from `log_dir` restores both generators, the
 //! sampler and the merge bookkeeping from the saved state (gepa restarts its generator from the
 //! seed and re-evaluates the seed program without counting it), so a resumed run continues as
-//! the uninterrupted one would have. Parse failures are scored `failure_score` like any other
-//! failed run and are left out of the reflective dataset (`add_format_failure_as_feedback` is
-//! accepted but has no failed-parse records to add yet: dspex's trace records successful
-//! predictor calls only). Reflective records hold a predictor's inputs and outputs as their
+//! the uninterrupted one would have. Parse failures are scored `failure_score` (DSPy's GEPA
+//! passes it as the format-failure score too) and, with `add_format_failure_as_feedback`, the
+//! failed call is the one reflected on, as DSPy does (the trace's
+//! [`FailedParse`](crate::settings::FailedParse) records). Reflective records hold a predictor's inputs and outputs as their
 //! JSON values; DSPy moves a `dspy.History` input to a leading `Context` key and hands other
 //! `dspy.Type` values (images, …) to the JSONAdapter as objects, which dspex does not do yet.
 
@@ -288,7 +288,10 @@ impl GEPA {
         self
     }
 
-    /// DSPy's `add_format_failure_as_feedback` (default false); see the module docs.
+    /// DSPy's `add_format_failure_as_feedback` (default false): a run whose answer for a
+    /// component did not parse is reflected on through that call — its raw answer as the
+    /// generated output, and as feedback the structure the answer should have followed (the
+    /// ChatAdapter prompt of the component's signature).
     #[must_use]
     pub fn add_format_failure_as_feedback(mut self, add: bool) -> Self {
         self.add_format_failure_as_feedback = add;
@@ -796,8 +799,12 @@ impl<P: Optimizable> Run<'_, P> {
             Some(batch.len()),
             before_sum,
         );
-        if before.iter().all(|r| r.prediction.is_none()) {
-            // gepa's "no trajectories": every run failed; skipped before the round-robin turn.
+        if before
+            .iter()
+            .all(|r| r.prediction.is_none() && r.failed.is_empty())
+        {
+            // gepa's "no trajectories": every run raised; skipped before the round-robin turn.
+            // A run whose answer did not parse is a trajectory (DSPy's `FailedPrediction`).
             tracing::info!(
                 iteration = state.i + 1,
                 parent,
@@ -823,6 +830,7 @@ impl<P: Optimizable> Run<'_, P> {
             &before,
             &self.gepa.metric,
             &mut self.adapter_rng,
+            self.gepa.add_format_failure_as_feedback,
         )
         .await
         {

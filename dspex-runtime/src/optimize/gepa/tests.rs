@@ -399,3 +399,58 @@ async fn a_log_dir_of_another_run_is_a_typed_error() {
     assert!(err.to_string().contains("\"other\""), "{err}");
     std::fs::remove_dir_all(&dir).unwrap();
 }
+
+#[tokio::test]
+async fn format_failures_are_reflected_on_only_when_asked() {
+    // Every answer is unparseable (no field markers, no JSON): every run fails to parse.
+    let garbage = || ScriptedLM::new(["I refuse to use your format."]).repeat_last();
+    let run = |add: bool| {
+        let proposer = Arc::new(Fixed(Default::default()));
+        let gepa = GEPA::new(exact())
+            .max_metric_calls(12)
+            .instruction_proposer(proposer.clone())
+            .add_format_failure_as_feedback(add)
+            .num_threads(1);
+        async move {
+            let out = with_settings(
+                Settings::new().lm(garbage()),
+                gepa.compile(student(), &qa_trainset(3)),
+            )
+            .await
+            .unwrap();
+            let calls = proposer.0.lock().unwrap().clone();
+            (out, calls)
+        }
+    };
+    // Off (DSPy's default): a run that failed leaves nothing to reflect on; no proposal.
+    let (_, calls) = run(false).await;
+    assert!(calls.is_empty(), "{calls:?}");
+    // On: the failed call is reflected on, with its raw answer and the expected structure (the
+    // proposal does not parse either, so the student keeps its instructions).
+    let (out, calls) = run(true).await;
+    assert_eq!(
+        out.params().instructions(),
+        "Given the fields `question`, produce the fields `answer`."
+    );
+    let (_, dataset, _) = &calls[0];
+    let first = &dataset[0].1[0];
+    // The minibatch is drawn from the shuffled trainset.
+    assert!(["Q0", "Q1", "Q2"].contains(&first.inputs["question"].as_str().unwrap()));
+    assert_eq!(
+        dataset[0].1.len(),
+        3,
+        "every run of the minibatch failed to parse"
+    );
+    assert_eq!(
+        first.generated_outputs,
+        "Couldn't parse the output as per the expected output format. The model's raw response was:\n```\nI refuse to use your format.\n```\n\n"
+    );
+    assert!(
+        first.feedback.starts_with(
+            "Your output failed to parse. Follow this structure:\nsystem: Your input fields are:\n1. `question` (str)"
+        ),
+        "{}",
+        first.feedback
+    );
+    assert!(first.feedback.ends_with("\n"), "{:?}", first.feedback);
+}
