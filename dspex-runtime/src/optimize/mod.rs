@@ -22,6 +22,9 @@
 //! - [`InferRules`] — BootstrapFewShot, then rules induced from the training examples added to
 //!   each predictor's instructions; the best of several rule sets on a valset.
 //! - [`MIPROv2`] — demo sets, grounded instruction proposals and a TPE search over them.
+//! - [`SIMBA`] — mini-batch ascent: resampled trajectories of the best programs so far, and
+//!   new candidates from the examples whose outcomes vary most (a demo from the best run, or
+//!   a rule the prompt model draws from the best and worst runs), with DSPy's seeded choices.
 //! - [`write_report`] — a job's log as one self-contained HTML page (scores, budget, GEPA's
 //!   Pareto front and lineage, the program before and after, per-example changes).
 //! - [`PyRandom`] — CPython's `random.Random`, bit for bit, so seeded choices match DSPy's.
@@ -38,6 +41,7 @@ mod mipro;
 mod propose;
 mod random_search;
 mod report;
+mod simba;
 mod tpe;
 
 pub use crate::pycompat::{PyRandom, RandomError};
@@ -52,6 +56,7 @@ pub use labeled::LabeledFewShot;
 pub use mipro::{Auto, MIPROv2};
 pub use random_search::BootstrapFewShotWithRandomSearch;
 pub use report::{LoggedTrial, LoggedUsage, ReportError, RunLog, write_report};
+pub use simba::{FeedbackMetric, SIMBA, SimbaCandidate, SimbaError, SimbaReport, SimbaStep};
 
 use crate::error::{Error, Result};
 use crate::evaluate::{Evaluate, ExampleProgram, Metric};
