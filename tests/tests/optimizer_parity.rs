@@ -9,7 +9,7 @@ use dspex::module::ChainOfThought;
 use dspex::prelude::*;
 use dspex::runtime::evaluate::metric_fn;
 use dspex::runtime::optimize::{
-    BootstrapFewShotWithRandomSearch, COPRO, InferRules, MIPROv2, Optimizer,
+    BootstrapFewShotWithRandomSearch, COPRO, InferRules, JobContext, MIPROv2, Optimizer, SIMBA,
 };
 use futures_util::future::BoxFuture;
 use regex::Regex;
@@ -43,6 +43,9 @@ struct TraceLM {
     seen: Arc<Mutex<Vec<String>>>,
     outputs: Regex,
     question: Regex,
+    /// `scripts/gen_simba_trace.py`'s variant: a request's `rollout_id` is hashed into the
+    /// digest, so resamples differ.
+    rollouts: bool,
 }
 
 impl TraceLM {
@@ -63,6 +66,15 @@ impl TraceLM {
             seen: Arc::default(),
             outputs: Regex::new(r"(?m)^\d+\. `(\w+)` \(").unwrap(),
             question: Regex::new(r"\[\[ ## question ## \]\]\n(.*)").unwrap(),
+            rollouts: false,
+        }
+    }
+
+    /// The SIMBA script's LM: answers also depend on the request's `rollout_id`.
+    fn with_rollouts(trainset: &Value) -> Self {
+        TraceLM {
+            rollouts: true,
+            ..Self::new(trainset)
         }
     }
 
@@ -77,12 +89,22 @@ impl TraceLM {
         hex(&h.finalize())
     }
 
-    fn answer(&self, messages: &[dspex::lm::Message], index: usize) -> String {
+    fn answer(
+        &self,
+        messages: &[dspex::lm::Message],
+        index: usize,
+        rollout: Option<u64>,
+    ) -> String {
         let system = messages[0].content.text();
         let user = messages[messages.len() - 1].content.text();
         let mut h = Self::digest(messages);
         if index > 0 {
             h = hex(&Sha256::digest(format!("{h}:{index}").as_bytes()));
+        }
+        if self.rollouts
+            && let Some(r) = rollout
+        {
+            h = hex(&Sha256::digest(format!("{h}:r{r}").as_bytes()));
         }
         let block = system
             .split("Your output fields are:")
@@ -118,6 +140,10 @@ impl TraceLM {
                     &h[..6]
                 ),
                 "reasoning" => format!("Adding the numbers ({}).", &h[..6]),
+                "module_advice" => format!(
+                    "{{\"predict\": \"If the module receives an arithmetic question, it should add the two numbers and answer with the sum alone ({}).\"}}",
+                    &h[..6]
+                ),
                 other => format!("{} {}", other.replace('_', " "), &h[..8]),
             };
             values.push(format!("[[ ## {f} ## ]]\n{v}"));
@@ -145,7 +171,7 @@ impl LanguageModel for TraceLM {
         let n = request.n.unwrap_or(1).max(1) as usize;
         let choices = (0..n)
             .map(|i| Choice {
-                text: self.answer(&request.messages, i),
+                text: self.answer(&request.messages, i, request.rollout_id),
                 finish_reason: Some(FinishReason::Stop),
                 tool_calls: Vec::new(),
                 reasoning_content: None,
@@ -340,6 +366,69 @@ async fn infer_rules_induces_and_compiles_what_dspy_does() {
     )
     .await
     .unwrap();
+    assert_same_prompts(&fx, &lm);
+    assert_same_state(&fx, &compiled);
+}
+
+#[tokio::test]
+async fn simba_samples_builds_and_compiles_what_dspy_does() {
+    let fx = trace("simba_trace.json");
+    let lm = TraceLM::with_rollouts(&fx["trainset"]);
+    let metric = metric_fn("metric", |ex: &Example, pred: &Prediction| {
+        if ex.get_str("answer") == pred.get_str("answer") {
+            1.0
+        } else {
+            0.0
+        }
+    });
+    let simba = SIMBA::new(metric)
+        .bsize(4)
+        .num_candidates(3)
+        .max_steps(4)
+        .max_demos(2)
+        .seed(fx["optimizer"]["seed"].as_u64().unwrap())
+        .num_threads(4)
+        .program_code(fx["program_code"].as_str().unwrap());
+    let (compiled, report) = dspex::settings::with_settings(
+        dspex::settings::Settings::new().lm(lm.clone()),
+        simba.compile_with_report(
+            ChainOfThought::<QA>::new(),
+            &trainset(&fx),
+            &JobContext::detached(),
+        ),
+    )
+    .await
+    .unwrap();
+    // Each step's candidates, scored on the mini-batch, and the strategies drawn.
+    let steps: Vec<Value> = report
+        .trial_logs
+        .iter()
+        .map(|s| serde_json::json!(s.candidate_scores))
+        .collect();
+    assert_eq!(Value::Array(steps), fx["step_candidate_scores"]);
+    let strategies: Vec<&str> = report
+        .trial_logs
+        .iter()
+        .flat_map(|s| s.strategies.iter().copied())
+        .collect();
+    let want: Vec<String> = fx["step_strategies"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| s.as_str().unwrap().trim_end_matches('_').to_string())
+        .collect();
+    assert_eq!(strategies, want);
+    // DSPy's trial_logs (train_score by its own indexing) and candidate_programs scores.
+    for (i, log) in report.trial_logs.iter().enumerate() {
+        let want = &fx["trial_logs"][i.to_string()]["train_score"];
+        assert_eq!(
+            log.train_score.map_or(Value::Null, |s| serde_json::json!(s)),
+            *want,
+            "trial_logs[{i}]"
+        );
+    }
+    let scores: Vec<f64> = report.candidate_programs.iter().map(|c| c.score).collect();
+    assert_eq!(serde_json::json!(scores), fx["candidate_scores"]);
     assert_same_prompts(&fx, &lm);
     assert_same_state(&fx, &compiled);
 }
