@@ -1,8 +1,8 @@
 #!/usr/bin/env python3
-"""Writes tests/data/simba_trace.json: DSPy 3.4.1's SIMBA (seed 1, num_threads=1, trainset 12,
-bsize 4, num_candidates 3, max_steps 4, max_demos 2) compiling a ChainOfThought QA program
-against a deterministic scripted LM, for dspex's SIMBA parity test
-(`tests/tests/optimizer_parity.rs`).
+"""Writes tests/data/{simba,simba_feedback}_trace.json: DSPy 3.4.1's SIMBA (num_threads=1,
+trainset 12, bsize 4; the knobs and seed of each run are in `VARIANTS`)
+compiling a ChainOfThought QA program against a deterministic scripted LM, for dspex's SIMBA
+parity tests (`tests/tests/optimizer_parity.rs`).
 
 The scripted LM is `scripts/gen_optimizer_traces.py`'s (an answer is a function of the prompt's
 SHA-256, so a re-implementation that sends the same prompts gets the same answers in any order),
@@ -14,13 +14,15 @@ with two additions SIMBA needs:
   advice mentions "arithmetic question", which (as a MIPROv2 instruction does in the base
   script) makes right answers likelier, so appended rules can win.
 
-The metric returns a float (1.0 or 0.0). It writes the digest of every prompt (a multiset), the
+`simba` scores with a float metric (1.0 or 0.0); `simba_feedback` with a graded metric that
+returns a `dspy.Prediction(score=…, feedback=…)`, cuts demo inputs at 12 characters and keeps
+one demo per predictor. Each file holds the digest of every prompt (a multiset), the
 mini-batch scores of each step's candidates (from SIMBA's log), DSPy's `trial_logs`, the final
 candidates' full-trainset scores, the `OfferFeedback` program code (`inspect.getsource` of the
 student's class: Python-specific, dspex takes it as the `program_code` option) and the compiled
 program's saved state.
 
-    /work/main/.venv/bin/python scripts/gen_simba_trace.py tests/data/simba_trace.json
+    /work/main/.venv/bin/python scripts/gen_simba_trace.py tests/data [simba|simba_feedback ...]
 """
 import ast
 import hashlib
@@ -40,7 +42,6 @@ from dspy.utils.dummies import DummyLM
 logging.disable(logging.WARNING)
 
 N = 12
-SEED = int(__import__("os").environ.get("SIMBA_SEED", "1"))
 TRAIN = [
     dspy.Example(question=f"What is {i % 9 + 1} plus {i // 9 + 2}?", answer=str(i % 9 + 1 + i // 9 + 2)).with_inputs("question")
     for i in range(N)
@@ -92,12 +93,16 @@ def answer(messages, index=0, rollout=None):
 
 
 SEEN = []
+# OfferFeedback prompts with a blanked ("N/A") trajectory, to show the trace covers that case.
+BLANKED = []
 
 
 class ScriptEngine(DummyEngine):
     def _complete_messages(self, messages, index=0, rollout=None):
         if index == 0:
             SEEN.append(digest(messages))
+            if "Prediction not available" in messages[-1]["content"]:
+                BLANKED.append(digest(messages))
         return Response(id=None, model="dummy", message=Message.assistant([TextPart(answer(messages, index, rollout))]),
                         finish_reason="stop", usage=Usage(input_tokens=0, output_tokens=0, total_tokens=0))
 
@@ -128,6 +133,28 @@ def metric(example, prediction, trace=None):
     return 1.0 if example.answer == prediction.answer else 0.0
 
 
+def feedback_metric(example, prediction, trace=None):
+    """A graded metric that explains itself (SIMBA's `output_metadata`): 1.0 for the right
+    answer, else 0.5, or 0.0 when the first byte of the reasoning's SHA-256 is a multiple of 4."""
+    right = example.answer == prediction.answer
+    partial = int(hashlib.sha256(prediction.reasoning.encode()).hexdigest()[:2], 16) % 4 != 0
+    score = 1.0 if right else (0.5 if partial else 0.0)
+    return dspy.Prediction(score=score, feedback=f"expected {example.answer}, got {prediction.answer}")
+
+
+# name -> (metric, metric description, SIMBA knobs, seed)
+VARIANTS = {
+    "simba": (metric, "exact answer match, 1.0 or 0.0",
+              dict(bsize=4, num_candidates=3, max_steps=4, max_demos=2), 1),
+    # Reward info from the metric's prediction, demo inputs cut at 12 characters, one demo per
+    # predictor at most (so demos are dropped), two resampling models and a seed (16) where a
+    # bucket of equal scores blanks a trajectory in an OfferFeedback prompt.
+    "simba_feedback": (feedback_metric, "graded (1.0 / 0.5 / 0.0) with a `feedback` field",
+                       dict(bsize=4, num_candidates=2, max_steps=5, max_demos=1, demo_input_field_maxlen=12),
+                       int(__import__("os").environ.get("SIMBA_FEEDBACK_SEED", "16"))),
+}
+
+
 class StepScores(logging.Handler):
     """SIMBA logs each step's candidate mini-batch scores and strategies; keep them."""
 
@@ -145,12 +172,21 @@ class StepScores(logging.Handler):
 
 
 def main():
-    path = sys.argv[1]
+    folder = sys.argv[1]
+    for name in sys.argv[2:] or list(VARIANTS):
+        run(name, f"{folder}/{name}_trace.json")
+
+
+def run(name, path):
+    metric_fn, metric_desc, knobs, seed = VARIANTS[name]
+    SEEN.clear()
+    BLANKED.clear()
     logging.disable(logging.NOTSET)
     logging.getLogger().setLevel(logging.CRITICAL)
     log = logging.getLogger("dspy.teleprompt.simba")
     log.setLevel(logging.INFO)
     handler = StepScores()
+    log.handlers.clear()
     log.addHandler(handler)
     log.propagate = False
     for name in ("dspy.teleprompt.simba_utils", "dspy.utils.parallelizer"):
@@ -159,16 +195,16 @@ def main():
     lm = ScriptLM()
     dspy.configure(lm=lm)
     program = dspy.ChainOfThought("question -> answer")
-    opt = dspy.SIMBA(metric=metric, bsize=4, num_candidates=3, max_steps=4, max_demos=2, num_threads=1)
-    compiled = opt.compile(program, trainset=TRAIN, seed=SEED)
+    opt = dspy.SIMBA(metric=metric_fn, num_threads=1, **knobs)
+    compiled = opt.compile(program, trainset=TRAIN, seed=seed)
     out = {
         "dspy_version": dspy.__version__,
         "program": {"module": "ChainOfThought", "signature": "question -> answer"},
-        "optimizer": {"name": "SIMBA", "bsize": 4, "num_candidates": 3, "max_steps": 4, "max_demos": 2,
-                      "seed": SEED, "metric": "exact answer match, 1.0 or 0.0"},
+        "optimizer": {"name": "SIMBA", **knobs, "seed": seed, "metric": metric_desc},
         "trainset": [ex.toDict() for ex in TRAIN],
         "program_code": inspect.getsource(dspy.ChainOfThought),
         "prompt_digests": sorted(SEEN),
+        "blanked_trajectory_prompts": len(BLANKED),
         "step_candidate_scores": handler.scores,
         "step_strategies": handler.strategies,
         "trial_logs": {str(k): v for k, v in sorted(compiled.trial_logs.items())},

@@ -370,30 +370,34 @@ async fn infer_rules_induces_and_compiles_what_dspy_does() {
     assert_same_state(&fx, &compiled);
 }
 
-#[tokio::test]
-async fn simba_samples_builds_and_compiles_what_dspy_does() {
-    let fx = trace("simba_trace.json");
-    let lm = TraceLM::with_rollouts(&fx["trainset"]);
-    let metric = metric_fn("metric", |ex: &Example, pred: &Prediction| {
-        if ex.get_str("answer") == pred.get_str("answer") {
-            1.0
-        } else {
-            0.0
-        }
-    });
-    let simba = SIMBA::new(metric)
-        .bsize(4)
-        .num_candidates(3)
-        .max_steps(4)
-        .max_demos(2)
-        .seed(fx["optimizer"]["seed"].as_u64().unwrap())
+/// SIMBA with the trace's knobs and seed.
+fn simba_for(fx: &Value, simba: SIMBA) -> SIMBA {
+    let opt = &fx["optimizer"];
+    let knob = |k: &str| opt[k].as_u64().map(|v| v as usize);
+    let mut simba = simba
+        .bsize(knob("bsize").unwrap())
+        .num_candidates(knob("num_candidates").unwrap())
+        .max_steps(knob("max_steps").unwrap())
+        .max_demos(knob("max_demos").unwrap())
+        .seed(opt["seed"].as_u64().unwrap())
         .num_threads(4)
         .program_code(fx["program_code"].as_str().unwrap());
+    if let Some(n) = knob("demo_input_field_maxlen") {
+        simba = simba.demo_input_field_maxlen(n);
+    }
+    simba
+}
+
+/// Runs `simba` as the trace's DSPy run did and checks every prompt, each step's candidate
+/// scores and strategies, DSPy's `trial_logs` and `candidate_programs` scores, the job log's
+/// trials and the compiled state.
+async fn check_simba(fx: &Value, simba: SIMBA) {
+    let lm = TraceLM::with_rollouts(&fx["trainset"]);
     let (compiled, report) = dspex::settings::with_settings(
         dspex::settings::Settings::new().lm(lm.clone()),
         simba.compile_with_report(
             ChainOfThought::<QA>::new(),
-            &trainset(&fx),
+            &trainset(fx),
             &JobContext::detached(),
         ),
     )
@@ -419,6 +423,10 @@ async fn simba_samples_builds_and_compiles_what_dspy_does() {
         .collect();
     assert_eq!(strategies, want);
     // DSPy's trial_logs (train_score by its own indexing) and candidate_programs scores.
+    assert_eq!(
+        report.trial_logs.len(),
+        fx["trial_logs"].as_object().unwrap().len()
+    );
     for (i, log) in report.trial_logs.iter().enumerate() {
         let want = &fx["trial_logs"][i.to_string()]["train_score"];
         assert_eq!(
@@ -429,6 +437,51 @@ async fn simba_samples_builds_and_compiles_what_dspy_does() {
     }
     let scores: Vec<f64> = report.candidate_programs.iter().map(|c| c.score).collect();
     assert_eq!(serde_json::json!(scores), fx["candidate_scores"]);
-    assert_same_prompts(&fx, &lm);
-    assert_same_state(&fx, &compiled);
+    assert_same_prompts(fx, &lm);
+    assert_same_state(fx, &compiled);
+}
+
+#[tokio::test]
+async fn simba_samples_builds_and_compiles_what_dspy_does() {
+    let fx = trace("simba_trace.json");
+    let metric = metric_fn("metric", |ex: &Example, pred: &Prediction| {
+        if ex.get_str("answer") == pred.get_str("answer") {
+            1.0
+        } else {
+            0.0
+        }
+    });
+    check_simba(&fx, simba_for(&fx, SIMBA::new(metric))).await;
+}
+
+#[tokio::test]
+async fn simba_with_reward_info_truncation_and_blanking_matches_dspy() {
+    // The graded metric returns a prediction whose `feedback` is the reward info; demo inputs
+    // are cut at 12 characters; one DSPy prompt shows a blanked ("N/A") trajectory.
+    let fx = trace("simba_feedback_trace.json");
+    assert_eq!(fx["blanked_trajectory_prompts"], 1);
+    let metric = |ex: &Example, pred: &Prediction| -> dspex::Result<Prediction> {
+        let answer = pred.get_str("answer").unwrap_or_default();
+        let right = ex.get_str("answer") == Some(answer);
+        let reasoning = pred.get_str("reasoning").unwrap_or_default();
+        let first = Sha256::digest(reasoning.as_bytes())[0];
+        let score = if right {
+            1.0
+        } else if first % 4 != 0 {
+            0.5
+        } else {
+            0.0
+        };
+        Ok(Prediction::from_pairs([
+            ("score", serde_json::json!(score)),
+            (
+                "feedback",
+                serde_json::json!(format!(
+                    "expected {}, got {answer}",
+                    ex.get_str("answer").unwrap_or_default()
+                )),
+            ),
+        ]))
+    };
+    check_simba(&fx, simba_for(&fx, SIMBA::with_feedback_metric(metric))).await;
 }
