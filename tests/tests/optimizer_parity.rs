@@ -430,7 +430,8 @@ async fn check_simba(fx: &Value, simba: SIMBA) {
     for (i, log) in report.trial_logs.iter().enumerate() {
         let want = &fx["trial_logs"][i.to_string()]["train_score"];
         assert_eq!(
-            log.train_score.map_or(Value::Null, |s| serde_json::json!(s)),
+            log.train_score
+                .map_or(Value::Null, |s| serde_json::json!(s)),
             *want,
             "trial_logs[{i}]"
         );

@@ -153,19 +153,39 @@ enum ScoreFn {
 ///
 /// ```
 /// use dspex_runtime::evaluate::metric_fn;
-/// use dspex_runtime::optimize::SIMBA;
-/// # use dspex_runtime::{Example, Prediction};
+/// use dspex_runtime::lm::ScriptedLM;
+/// use dspex_runtime::module::DynPredict;
+/// use dspex_runtime::optimize::{JobContext, Optimizer, SIMBA};
+/// use dspex_runtime::settings::{Settings, with_settings};
+/// use dspex_runtime::{DynSignature, Example, Module, Prediction};
+/// use serde_json::json;
 ///
+/// # tokio::runtime::Builder::new_current_thread().build().unwrap().block_on(async {
+/// let student = DynPredict::new(DynSignature::parse("question -> answer")?);
+/// let trainset: Vec<Example> = (0..8)
+///     .map(|i| Example::new().with("question", format!("{i} + {i}?")).with("answer", format!("{}", 2 * i)).with_inputs(["question"]))
+///     .collect();
+/// // A model that answers "4" to everything: right on one example of eight.
+/// let lm = ScriptedLM::from_fields([json!({"answer": "4"})]).repeat_last();
 /// let simba = SIMBA::new(metric_fn("exact", |ex: &Example, pred: &Prediction| {
 ///     ex.get_str("answer") == pred.get_str("answer")
 /// }))
-/// .bsize(16)
-/// .num_candidates(4)
-/// .max_steps(6)
-/// .max_demos(3)
+/// .bsize(4)
+/// .num_candidates(2)
+/// .max_steps(2)
+/// .max_demos(1)
 /// .seed(7);
-/// assert_eq!(simba.get_bsize(), 16);
-/// // let compiled = simba.compile(program, &trainset).await?;
+/// let (compiled, report) = with_settings(
+///     Settings::new().lm(lm),
+///     simba.compile_with_report(student, &trainset, &JobContext::detached()),
+/// )
+/// .await?;
+/// assert_eq!(report.trial_logs.len(), 2);
+/// assert!(compiled.named_predictors()[0].1.demos.len() <= 1);
+/// // Best first, scored on the whole training set.
+/// assert_eq!(report.candidate_programs[0].score, 0.125);
+/// # Ok::<(), dspex_runtime::Error>(())
+/// # }).unwrap();
 /// ```
 #[derive(Clone)]
 pub struct SIMBA {
@@ -422,7 +442,10 @@ impl SIMBA {
         }
         for (name, value) in [
             ("temperature_for_sampling", self.temperature_for_sampling),
-            ("temperature_for_candidates", self.temperature_for_candidates),
+            (
+                "temperature_for_candidates",
+                self.temperature_for_candidates,
+            ),
         ] {
             if !(value.is_finite() && value > 0.0) {
                 return fail(SimbaError::BadTemperature { name, value });
@@ -432,9 +455,9 @@ impl SIMBA {
     }
 
     /// Compiles `student` and reports DSPy's `candidate_programs` and `trial_logs`. When `ctx`
-    /// is cancelled during the steps, the winner with the best mini-batch score so far comes
-    /// back (the baseline if no step finished) with the steps done; during the final
-    /// evaluation, the best finalist scored so far.
+    /// is cancelled during the steps, the step winner with the best mini-batch score so far
+    /// comes back with the steps done (no finalists), or [`Error::Cancelled`] if no step
+    /// finished; during the final evaluation, the best finalist scored so far.
     pub async fn compile_with_report<P: Optimizable>(
         &self,
         student: P,
@@ -470,7 +493,11 @@ impl SIMBA {
                 break;
             }
             ctx.phase(
-                format!("step {} of {}: sampling trajectories", step + 1, self.max_steps),
+                format!(
+                    "step {} of {}: sampling trajectories",
+                    step + 1,
+                    self.max_steps
+                ),
                 None,
             );
             if instance_idx + self.bsize > trainset.len() {
@@ -484,7 +511,8 @@ impl SIMBA {
             let mut pairs: Vec<(usize, usize, Settings)> = Vec::new();
             for model in &models {
                 for &ex in &batch {
-                    let chosen = pool.softmax_sample(&mut rng, &top, self.temperature_for_sampling)?;
+                    let chosen =
+                        pool.softmax_sample(&mut rng, &top, self.temperature_for_sampling)?;
                     pairs.push((chosen, ex, model.clone()));
                 }
             }
@@ -509,7 +537,11 @@ impl SIMBA {
             let sampled_score = all.iter().sum::<f64>() / all.len() as f64;
 
             ctx.phase(
-                format!("step {} of {}: building candidates", step + 1, self.max_steps),
+                format!(
+                    "step {} of {}: building candidates",
+                    step + 1,
+                    self.max_steps
+                ),
                 None,
             );
             let mut candidates: Vec<(P, Map<String, Value>)> = Vec::new();
@@ -580,7 +612,11 @@ impl SIMBA {
             }
 
             ctx.phase(
-                format!("step {} of {}: evaluating candidates", step + 1, self.max_steps),
+                format!(
+                    "step {} of {}: evaluating candidates",
+                    step + 1,
+                    self.max_steps
+                ),
                 Some(candidates.len()),
             );
             let mut runs: Vec<BoxFuture<'_, Rollout>> = Vec::new();
@@ -632,6 +668,9 @@ impl SIMBA {
         }
 
         if cancelled {
+            if winners.iter().all(|(_, s)| s.is_none()) {
+                return Err(ctx.cancelled_error());
+            }
             let best = winners
                 .iter()
                 .enumerate()
@@ -692,6 +731,8 @@ impl SIMBA {
         if scores.is_empty() {
             return Err(ctx.cancelled_error());
         }
+        let mut finalists = finalists;
+        finalists.truncate(scores.len());
         let best = first_max(&scores);
         let program = finalists[best].clone();
         let mut candidate_programs: Vec<SimbaCandidate<P>> = scores
@@ -876,7 +917,11 @@ impl SIMBA {
             .map(|(_, p)| p.demos.len())
             .max()
             .unwrap_or(0);
-        let cap = if self.max_demos > 0 { self.max_demos } else { 3 };
+        let cap = if self.max_demos > 0 {
+            self.max_demos
+        } else {
+            3
+        };
         let drawn = rng_np.poisson(num_demos as f64 / cap as f64).max(0) as usize;
         let to_drop = drawn.max(usize::from(num_demos >= cap)).min(num_demos);
         let mut positions = Vec::with_capacity(to_drop);
@@ -1030,8 +1075,14 @@ impl SIMBA {
             .with("worse_program_outputs", text(worse_outputs))
             .with("worse_reward_value", text(bad.reward.clone()))
             .with("better_reward_value", text(good.reward.clone()))
-            .with("worse_reward_info", text(Value::Object(bad.metadata.clone())))
-            .with("better_reward_info", text(Value::Object(good.metadata.clone())))
+            .with(
+                "worse_reward_info",
+                text(Value::Object(bad.metadata.clone())),
+            )
+            .with(
+                "better_reward_info",
+                text(Value::Object(good.metadata.clone())),
+            )
             .with("module_names", text(json!(module_names)));
         let mut scope = base.clone().trace(Trace::new());
         if let Some(lm) = &self.prompt_model {
@@ -1264,7 +1315,8 @@ fn offer_feedback() -> DynSignature {
     let trajectory = "The trajectory of the program's execution, showing each module's I/O";
     let outputs = "The outputs of the program that we are analyzing";
     let reward = "The reward value assigned to the program's outputs";
-    let info = "Additional information that might be helpful to understanding the assigned reward value.";
+    let info =
+        "Additional information that might be helpful to understanding the assigned reward value.";
     let s = || TypeSpec::Str;
     DynSignature::from_fields(
         Some(INSTRUCTIONS),
@@ -1368,10 +1420,14 @@ mod tests {
 
     #[tokio::test]
     async fn bad_input_is_a_typed_error() {
-        let student = DynPredict::new(DynSignature::parse("question -> reasoning, answer").unwrap());
+        let student =
+            DynPredict::new(DynSignature::parse("question -> reasoning, answer").unwrap());
         let trainset = super::super::qa_trainset(3);
         let cases = [
-            (exact().bsize(4), SimbaError::TrainsetTooSmall { len: 3, bsize: 4 }),
+            (
+                exact().bsize(4),
+                SimbaError::TrainsetTooSmall { len: 3, bsize: 4 },
+            ),
             (exact().bsize(0), SimbaError::EmptyBatch),
             (exact().bsize(2).num_candidates(0), SimbaError::NoCandidates),
             (
@@ -1389,8 +1445,56 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn the_job_logs_every_candidate_and_final_evaluation() {
+        let student =
+            DynPredict::new(DynSignature::parse("question -> reasoning, answer").unwrap());
+        let trainset = super::super::qa_trainset(4);
+        let lm = ScriptedLM::from_fields([json!({"reasoning": "r", "answer": "A1"})]).repeat_last();
+        let dir = tempfile::tempdir().unwrap();
+        let log = dir.path().join("simba.jsonl");
+        let simba = exact().bsize(2).num_candidates(2).max_steps(3).max_demos(1);
+        let job = with_settings(Settings::new().lm(lm), async {
+            Arc::new(simba).spawn(student, trainset, Some(&log))
+        })
+        .await
+        .unwrap();
+        job.wait().await.unwrap();
+        let lines: Vec<Value> = std::fs::read_to_string(&log)
+            .unwrap()
+            .lines()
+            .map(|l| serde_json::from_str(l).unwrap())
+            .collect();
+        let trials: Vec<&Value> = lines.iter().filter(|l| l["event"] == "trial").collect();
+        let minibatch = trials.iter().filter(|t| t["minibatch"] == true).count();
+        let full: Vec<&&Value> = trials.iter().filter(|t| t["minibatch"] == false).collect();
+        // Up to num_candidates + 1 candidates a step, then the finalists with their scores.
+        assert!((3..=9).contains(&minibatch), "{minibatch}");
+        assert!(!full.is_empty());
+        for t in &full {
+            assert_eq!(t["example_scores"].as_array().unwrap().len(), 4);
+            assert!(t["candidate"]["winner"].is_u64());
+        }
+        assert_eq!(lines.last().unwrap()["event"], "end");
+    }
+
+    #[tokio::test]
+    async fn a_job_cancelled_before_any_step_is_cancelled() {
+        let student = DynPredict::new(DynSignature::parse("question -> answer").unwrap());
+        let lm = ScriptedLM::from_fields([json!({"answer": "A1"})]).repeat_last();
+        let job = with_settings(Settings::new().lm(lm), async {
+            Arc::new(exact().bsize(2)).spawn(student, super::super::qa_trainset(4), None)
+        })
+        .await
+        .unwrap();
+        job.cancel();
+        let result = job.wait().await;
+        assert!(matches!(result, Err(Error::Cancelled { .. })), "{result:?}");
+    }
+
+    #[tokio::test]
     async fn compiles_with_a_scripted_lm() {
-        let student = DynPredict::new(DynSignature::parse("question -> reasoning, answer").unwrap());
+        let student =
+            DynPredict::new(DynSignature::parse("question -> reasoning, answer").unwrap());
         let trainset = super::super::qa_trainset(4);
         let lm = ScriptedLM::from_fields(
             (0..200).map(|i| json!({"reasoning": "r", "answer": format!("A{}", i % 4)})),
