@@ -167,9 +167,9 @@ impl SeedSequence {
             }
         }
         for &word in words.iter().skip(4) {
-            for dst in 0..4 {
+            for slot in pool.iter_mut() {
                 let h = hashmix(word);
-                pool[dst] = mix(pool[dst], h);
+                *slot = mix(*slot, h);
             }
         }
         SeedSequence { pool }
