@@ -147,6 +147,15 @@ enum ScoreFn {
 /// - A run that fails scores 0.0 without calling the metric (DSPy calls it with `None`, which
 ///   almost every metric answers with an exception, hence 0.0); the reward shown to the prompt
 ///   model is then `0.0`.
+/// - The resampling models derive from the settings in effect at compile time (their LM and
+///   call defaults), where DSPy copies `programs[0].get_lm()` — the student's own LM when its
+///   predictors have one. Likewise the prompt model defaults to the LM in effect at compile
+///   time; DSPy reads `dspy.settings.lm` when the optimizer is constructed.
+/// - With `teacher_settings` that name no LM, DSPy writes the first `rollout_id` into the
+///   *base* LM's kwargs in place (`teacher_lm = teacher_settings.get("lm") or lm`), so every
+///   later call through that LM object — candidate evaluations, the final evaluation, rules —
+///   carries that `rollout_id` (a different cache key). dspex scopes the `rollout_id` to the
+///   first model's runs only.
 /// - A metric that returns a number shows the prompt model the reward as JSON writes that
 ///   `f64` (`1.0`, `0.75`); DSPy writes an int metric's `1` as `1`. A metric that
 ///   [returns a bool](Metric::returns_bool) shows `true`/`false`, as DSPy.
