@@ -1,8 +1,10 @@
-//! Optimizers against DSPy 3.4.1: `scripts/gen_optimizer_traces.py` ran DSPy's COPRO and
-//! MIPROv2 on a ChainOfThought QA program with a scripted LM that answers each prompt with a
-//! function of the prompt alone. `TraceLM` is the same function in Rust, so when dspex sends
-//! DSPy's prompts it gets DSPy's answers, in any order. Each test checks every prompt (by
-//! digest, as a multiset) and the compiled program's saved state.
+//! Optimizers against DSPy 3.4.1: `scripts/gen_optimizer_traces.py` ran DSPy's COPRO, MIPROv2,
+//! BootstrapFewShotWithRandomSearch and InferRules, and `scripts/gen_simba_trace.py` DSPy's
+//! SIMBA, on a ChainOfThought QA program with a scripted LM that answers each prompt with a
+//! function of the prompt alone (for SIMBA, of the prompt and the call's `rollout_id`).
+//! `TraceLM` is the same function in Rust, so when dspex sends DSPy's prompts it gets DSPy's
+//! answers, in any order. Each test checks every prompt (by digest, as a multiset) and the
+//! compiled program's saved state.
 
 use dspex::lm::{Choice, FinishReason, LanguageModel, LmError, LmRequest, LmResponse, Usage};
 use dspex::module::ChainOfThought;

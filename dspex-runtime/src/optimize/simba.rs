@@ -1407,6 +1407,41 @@ mod tests {
         assert!(softmax_sample(&mut rng, &[], &[], 0.2).is_err());
     }
 
+    fn run(example: usize, score: f64) -> Rollout {
+        Rollout {
+            example,
+            prediction: None,
+            trace: Vec::new(),
+            score,
+            reward: json!(score),
+            metadata: Map::new(),
+            blanked: false,
+        }
+    }
+
+    #[test]
+    fn buckets_group_by_example_and_sort_stably() {
+        // Two models (outer) × three examples (inner): runs j and j + 3 are example j's.
+        let outputs = [1.0, 0.5, 0.0, 1.0, 1.0, 0.0]
+            .iter()
+            .enumerate()
+            .map(|(i, &s)| run(i, s))
+            .collect();
+        let got: Vec<Vec<(usize, f64)>> = buckets(outputs, 3)
+            .iter()
+            .map(|b| b.iter().map(|r| (r.example, r.score)).collect())
+            .collect();
+        // Keys: example 0 (0, 1, 0), example 1 (0.5, 1, 0.25), example 2 (0, 0, 0).
+        assert_eq!(
+            got,
+            [
+                vec![(4, 1.0), (1, 0.5)],
+                vec![(0, 1.0), (3, 1.0)],
+                vec![(2, 0.0), (5, 0.0)],
+            ]
+        );
+    }
+
     #[test]
     fn first_max_and_average() {
         assert_eq!(first_max(&[0.5, 1.0, 1.0]), 1);
