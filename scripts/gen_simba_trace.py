@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""Writes tests/data/{simba,simba_feedback}_trace.json: DSPy 3.4.1's SIMBA (num_threads=1,
+"""Writes tests/data/{simba,simba_feedback,simba_teacher}_trace.json: DSPy 3.4.1's SIMBA (num_threads=1,
 trainset 12, bsize 4; the knobs and seed of each run are in `VARIANTS`)
 compiling a ChainOfThought QA program against a deterministic scripted LM, for dspex's SIMBA
 parity tests (`tests/tests/optimizer_parity.rs`).
@@ -14,7 +14,7 @@ with two additions SIMBA needs:
   advice mentions "arithmetic question", which (as a MIPROv2 instruction does in the base
   script) makes right answers likelier, so appended rules can win.
 
-`simba` scores with a float metric (1.0 or 0.0); `simba_feedback` with a graded metric that
+`simba_teacher` adds `teacher_settings` with an LM that always answers right. `simba` scores with a float metric (1.0 or 0.0); `simba_feedback` with a graded metric that
 returns a `dspy.Prediction(score=…, feedback=…)`, cuts demo inputs at 12 characters and keeps
 one demo per predictor. Each file holds the digest of every prompt (a multiset), the
 mini-batch scores of each step's candidates (from SIMBA's log), DSPy's `trial_logs`, the final
@@ -22,7 +22,7 @@ candidates' full-trainset scores, the `OfferFeedback` program code (`inspect.get
 student's class: Python-specific, dspex takes it as the `program_code` option) and the compiled
 program's saved state.
 
-    /work/main/.venv/bin/python scripts/gen_simba_trace.py tests/data [simba|simba_feedback ...]
+    /work/main/.venv/bin/python scripts/gen_simba_trace.py tests/data [simba|simba_feedback|simba_teacher ...]
 """
 import ast
 import hashlib
@@ -59,8 +59,9 @@ def digest(messages):
     return h.hexdigest()
 
 
-def answer(messages, index=0, rollout=None):
-    """The scripted completion `index` for a prompt (ChatAdapter format), for `rollout`."""
+def answer(messages, index=0, rollout=None, expert=False):
+    """The scripted completion `index` for a prompt (ChatAdapter format), for `rollout`; an
+    `expert` (the teacher of `simba_teacher`) always answers right."""
     system = messages[0]["content"]
     user = messages[-1]["content"]
     h = digest(messages)
@@ -79,7 +80,7 @@ def answer(messages, index=0, rollout=None):
                 odds += 25
             if "arithmetic question" in system:
                 odds += 10
-            right = int(h[:8], 16) % 100 < odds
+            right = expert or int(h[:8], 16) % 100 < odds
             v = ANSWERS.get(q, "0") if right else "wrong"
         elif f == "reasoning":
             v = f"Adding the numbers ({h[:6]})."
@@ -98,12 +99,12 @@ BLANKED = []
 
 
 class ScriptEngine(DummyEngine):
-    def _complete_messages(self, messages, index=0, rollout=None):
+    def _complete_messages(self, messages, index=0, rollout=None, expert=False):
         if index == 0:
             SEEN.append(digest(messages))
             if "Prediction not available" in messages[-1]["content"]:
                 BLANKED.append(digest(messages))
-        return Response(id=None, model="dummy", message=Message.assistant([TextPart(answer(messages, index, rollout))]),
+        return Response(id=None, model="dummy", message=Message.assistant([TextPart(answer(messages, index, rollout, expert))]),
                         finish_reason="stop", usage=Usage(input_tokens=0, output_tokens=0, total_tokens=0))
 
     def complete_legacy(self, lm, request, *, prompt=None, messages=None, **context):
@@ -112,13 +113,16 @@ class ScriptEngine(DummyEngine):
         messages = request["messages"] if messages is None else messages
         count = request.get("n") or 1
         rollout = lm.kwargs.get("rollout_id")
-        results = [CallResult.native(self._complete_messages(messages, i, rollout)) for i in range(count)]
+        # The flag lives on the LM: DSPy builds engines anew (per thread) from the engine's type.
+        expert = getattr(lm, "expert", False)
+        results = [CallResult.native(self._complete_messages(messages, i, rollout, expert)) for i in range(count)]
         return results[0] if count == 1 else combine(results, model_type="chat")
 
 
 class ScriptLM(DummyLM):
-    def __init__(self):
+    def __init__(self, expert=False):
         super().__init__([])
+        self.expert = expert
         self._engine_spec = ScriptEngine(self)
         self._async_engine_spec = AsyncDummyEngine(self._engine_spec)
 
@@ -152,6 +156,10 @@ VARIANTS = {
     "simba_feedback": (feedback_metric, "graded (1.0 / 0.5 / 0.0) with a `feedback` field",
                        dict(bsize=4, num_candidates=2, max_steps=5, max_demos=1, demo_input_field_maxlen=12),
                        int(__import__("os").environ.get("SIMBA_FEEDBACK_SEED", "16"))),
+    # The first resampling model is a teacher that always answers right
+    # (`teacher_settings={"lm": expert}`; DSPy sets `rollout_id` 0 in its kwargs in place).
+    "simba_teacher": (metric, "exact answer match, 1.0 or 0.0",
+                      dict(bsize=4, num_candidates=3, max_steps=3, max_demos=2), 5),
 }
 
 
@@ -189,13 +197,14 @@ def run(name, path):
     log.handlers.clear()
     log.addHandler(handler)
     log.propagate = False
-    for name in ("dspy.teleprompt.simba_utils", "dspy.utils.parallelizer"):
-        logging.getLogger(name).setLevel(logging.CRITICAL)
+    for logger_name in ("dspy.teleprompt.simba_utils", "dspy.utils.parallelizer"):
+        logging.getLogger(logger_name).setLevel(logging.CRITICAL)
 
     lm = ScriptLM()
     dspy.configure(lm=lm)
     program = dspy.ChainOfThought("question -> answer")
-    opt = dspy.SIMBA(metric=metric_fn, num_threads=1, **knobs)
+    extra = {"teacher_settings": {"lm": ScriptLM(expert=True)}} if name == "simba_teacher" else {}
+    opt = dspy.SIMBA(metric=metric_fn, num_threads=1, **knobs, **extra)
     compiled = opt.compile(program, trainset=TRAIN, seed=seed)
     out = {
         "dspy_version": dspy.__version__,

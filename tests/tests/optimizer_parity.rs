@@ -48,6 +48,8 @@ struct TraceLM {
     /// `scripts/gen_simba_trace.py`'s variant: a request's `rollout_id` is hashed into the
     /// digest, so resamples differ.
     rollouts: bool,
+    /// The SIMBA script's teacher: always answers right.
+    expert: bool,
 }
 
 impl TraceLM {
@@ -69,6 +71,7 @@ impl TraceLM {
             outputs: Regex::new(r"(?m)^\d+\. `(\w+)` \(").unwrap(),
             question: Regex::new(r"\[\[ ## question ## \]\]\n(.*)").unwrap(),
             rollouts: false,
+            expert: false,
         }
     }
 
@@ -130,7 +133,8 @@ impl TraceLM {
                     if system.contains("arithmetic question") {
                         odds += 10;
                     }
-                    let right = u64::from_str_radix(&h[..8], 16).unwrap() % 100 < odds;
+                    let right =
+                        self.expert || u64::from_str_radix(&h[..8], 16).unwrap() % 100 < odds;
                     if right {
                         self.answers.get(&q).cloned().unwrap_or_else(|| "0".into())
                     } else {
@@ -394,7 +398,11 @@ fn simba_for(fx: &Value, simba: SIMBA) -> SIMBA {
 /// scores and strategies, DSPy's `trial_logs` and `candidate_programs` scores, the job log's
 /// trials and the compiled state.
 async fn check_simba(fx: &Value, simba: SIMBA) {
-    let lm = TraceLM::with_rollouts(&fx["trainset"]);
+    check_simba_with(fx, simba, TraceLM::with_rollouts(&fx["trainset"])).await;
+}
+
+/// [`check_simba`] with `lm` as the LM in effect.
+async fn check_simba_with(fx: &Value, simba: SIMBA, lm: TraceLM) {
     let (compiled, report) = dspex::settings::with_settings(
         dspex::settings::Settings::new().lm(lm.clone()),
         simba.compile_with_report(
@@ -487,4 +495,26 @@ async fn simba_with_reward_info_truncation_and_blanking_matches_dspy() {
         ]))
     };
     check_simba(&fx, simba_for(&fx, SIMBA::with_feedback_metric(metric))).await;
+}
+
+#[tokio::test]
+async fn simba_with_a_teacher_matches_dspy() {
+    // `teacher_settings={"lm": expert}`: the first resampling model is a teacher that always
+    // answers right; its prompts count with the others (one multiset, as DSPy's script keeps).
+    let fx = trace("simba_teacher_trace.json");
+    let lm = TraceLM::with_rollouts(&fx["trainset"]);
+    let expert = TraceLM {
+        expert: true,
+        ..lm.clone()
+    };
+    let metric = metric_fn("metric", |ex: &Example, pred: &Prediction| {
+        if ex.get_str("answer") == pred.get_str("answer") {
+            1.0
+        } else {
+            0.0
+        }
+    });
+    let simba = simba_for(&fx, SIMBA::new(metric))
+        .teacher_settings(dspex::settings::Settings::new().lm(expert));
+    check_simba_with(&fx, simba, lm).await;
 }
