@@ -1,6 +1,6 @@
 #!/usr/bin/env python3
-"""Writes tests/data/{simba,simba_feedback,simba_teacher}_trace.json: DSPy 3.4.1's SIMBA (num_threads=1,
-trainset 12, bsize 4; the knobs and seed of each run are in `VARIANTS`)
+"""Writes tests/data/{simba,simba_feedback,simba_teacher}_trace.json: DSPy 3.4.1's SIMBA
+(num_threads=1, trainset 12, bsize 4; the knobs and seed of each run are in `VARIANTS`)
 compiling a ChainOfThought QA program against a deterministic scripted LM, for dspex's SIMBA
 parity tests (`tests/tests/optimizer_parity.rs`).
 
@@ -14,13 +14,15 @@ with two additions SIMBA needs:
   advice mentions "arithmetic question", which (as a MIPROv2 instruction does in the base
   script) makes right answers likelier, so appended rules can win.
 
-`simba_teacher` adds `teacher_settings` with an LM that always answers right. `simba` scores with a float metric (1.0 or 0.0); `simba_feedback` with a graded metric that
-returns a `dspy.Prediction(score=…, feedback=…)`, cuts demo inputs at 12 characters and keeps
-one demo per predictor. Each file holds the digest of every prompt (a multiset), the
-mini-batch scores of each step's candidates (from SIMBA's log), DSPy's `trial_logs`, the final
-candidates' full-trainset scores, the `OfferFeedback` program code (`inspect.getsource` of the
-student's class: Python-specific, dspex takes it as the `program_code` option) and the compiled
-program's saved state.
+`simba` scores with a float metric (1.0 or 0.0); `simba_feedback` with a graded metric that
+returns a `dspy.Prediction(score=…, feedback=…)` (the reward info), cuts demo inputs at 12
+characters, keeps one demo per predictor and blanks one trajectory ("N/A"); `simba_teacher`
+adds `teacher_settings={"lm": expert}`, an LM that always answers right. Each file holds the
+digest of every prompt (a multiset), the mini-batch scores of each step's candidates and the
+strategies drawn (from SIMBA's log), DSPy's `trial_logs`, the final candidates' full-trainset
+scores, the `OfferFeedback` program code (`inspect.getsource` of the student's class:
+Python-specific, dspex takes it as the `program_code` option) and the compiled program's saved
+state.
 
     /work/main/.venv/bin/python scripts/gen_simba_trace.py tests/data [simba|simba_feedback|simba_teacher ...]
 """
