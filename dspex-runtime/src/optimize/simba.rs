@@ -134,8 +134,11 @@ enum ScoreFn {
 /// As DSPy: the baseline (the student) keeps an empty score list, so its average is 0.0 all
 /// run long; a strategy that declines still yields a candidate (an unchanged copy after the
 /// demo dropping); a strategy that fails (the prompt model's answer does not parse, or the
-/// best run has no prediction) discards the candidate; a failed run scores 0.0; every sampled
-/// run, candidate score and final evaluation is recorded as a trial of the job.
+/// best run has no prediction) discards the candidate; a failed run scores 0.0.
+///
+/// The job log gets one trial per candidate (its mini-batch score, `minibatch: true`, with its
+/// step, pool id, source program, strategy and dropped demos) and one per final evaluation
+/// (`minibatch: false`, with the winner's index and every training example's score).
 ///
 /// Differences, all documented where they arise:
 /// - DSPy sends the Python source of the program's class (`inspect.getsource`) in the rule
@@ -172,7 +175,12 @@ enum ScoreFn {
 /// # tokio::runtime::Builder::new_current_thread().build().unwrap().block_on(async {
 /// let student = DynPredict::new(DynSignature::parse("question -> answer")?);
 /// let trainset: Vec<Example> = (0..8)
-///     .map(|i| Example::new().with("question", format!("{i} + {i}?")).with("answer", format!("{}", 2 * i)).with_inputs(["question"]))
+///     .map(|i| {
+///         Example::new()
+///             .with("question", format!("{i} + {i}?"))
+///             .with("answer", format!("{}", 2 * i))
+///             .with_inputs(["question"])
+///     })
 ///     .collect();
 /// // A model that answers "4" to everything: right on one example of eight.
 /// let lm = ScriptedLM::from_fields([json!({"answer": "4"})]).repeat_last();
