@@ -232,7 +232,7 @@
 //! streaming; callbacks on module, LM, adapter, tool and evaluation calls ([`callback`]);
 //! `save`/`load` in DSPy's JSON state format; [`evaluate::Evaluate`] with DSPy's
 //! metrics; the optimizers in [`optimize`] (`LabeledFewShot`, `BootstrapFewShot`,
-//! `BootstrapFewShotWithRandomSearch`, `KNNFewShot`, `COPRO`, `MIPROv2`, `GEPA`), checked against DSPy
+//! `BootstrapFewShotWithRandomSearch`, `KNNFewShot`, `COPRO`, `MIPROv2`, `GEPA`, `SIMBA`), checked against DSPy
 //! 3.4.1, run as jobs; the `dspex` command (`signature`, `prompt`, `parse`, `mock-lm`); the
 //! Python bridge's supervised worker pool, bridged DSPy modules, and the router that picks
 //! dspex's module or DSPy's ([`bridge`]).
@@ -303,7 +303,7 @@ pub use dspex_runtime::evaluate;
 
 /// Optimizers (DSPy's teleprompters): `LabeledFewShot`, `BootstrapFewShot`,
 /// `BootstrapFewShotWithRandomSearch`, `KNNFewShot`, `COPRO`, `MIPROv2`, `GEPA` (with metrics
-/// that give feedback, in [`optimize::gepa`]), optimization jobs, and
+/// that give feedback, in [`optimize::gepa`]), `SIMBA`, optimization jobs, and
 /// `PyRandom` (CPython's `random.Random`, so seeded choices match DSPy's).
 pub use dspex_runtime::optimize;
 
@@ -351,6 +351,7 @@ pub use dspex_testing as testing;
 /// is_an_optimizer(&optimizer);
 /// # let _ = (MIPROv2::new(answer_exact_match()), LabeledFewShot::new(4));
 /// # let _ = (GEPA::new(answer_exact_match()), ScoreWithFeedback::new(1.0, "right"));
+/// # let _ = SIMBA::new(answer_exact_match()).bsize(16);
 /// # Ok(()) }
 /// ```
 pub mod prelude {
@@ -363,7 +364,7 @@ pub mod prelude {
     };
     pub use crate::optimize::{
         BootstrapFewShot, BootstrapFewShotWithRandomSearch, DemoKnobs, Ensemble, GEPA, InferRules,
-        LabeledFewShot, MIPROv2, Optimizer, ScoreWithFeedback,
+        LabeledFewShot, MIPROv2, Optimizer, SIMBA, ScoreWithFeedback,
     };
     #[cfg(feature = "bm25")]
     pub use crate::retrieve::Bm25Index;

@@ -1,15 +1,17 @@
-//! Optimizers against DSPy 3.4.1: `scripts/gen_optimizer_traces.py` ran DSPy's COPRO and
-//! MIPROv2 on a ChainOfThought QA program with a scripted LM that answers each prompt with a
-//! function of the prompt alone. `TraceLM` is the same function in Rust, so when dspex sends
-//! DSPy's prompts it gets DSPy's answers, in any order. Each test checks every prompt (by
-//! digest, as a multiset) and the compiled program's saved state.
+//! Optimizers against DSPy 3.4.1: `scripts/gen_optimizer_traces.py` ran DSPy's COPRO, MIPROv2,
+//! BootstrapFewShotWithRandomSearch and InferRules, and `scripts/gen_simba_trace.py` DSPy's
+//! SIMBA, on a ChainOfThought QA program with a scripted LM that answers each prompt with a
+//! function of the prompt alone (for SIMBA, of the prompt and the call's `rollout_id`).
+//! `TraceLM` is the same function in Rust, so when dspex sends DSPy's prompts it gets DSPy's
+//! answers, in any order. Each test checks every prompt (by digest, as a multiset) and the
+//! compiled program's saved state.
 
 use dspex::lm::{Choice, FinishReason, LanguageModel, LmError, LmRequest, LmResponse, Usage};
 use dspex::module::ChainOfThought;
 use dspex::prelude::*;
 use dspex::runtime::evaluate::metric_fn;
 use dspex::runtime::optimize::{
-    BootstrapFewShotWithRandomSearch, COPRO, InferRules, MIPROv2, Optimizer,
+    BootstrapFewShotWithRandomSearch, COPRO, InferRules, JobContext, MIPROv2, Optimizer, SIMBA,
 };
 use futures_util::future::BoxFuture;
 use regex::Regex;
@@ -43,6 +45,11 @@ struct TraceLM {
     seen: Arc<Mutex<Vec<String>>>,
     outputs: Regex,
     question: Regex,
+    /// `scripts/gen_simba_trace.py`'s variant: a request's `rollout_id` is hashed into the
+    /// digest, so resamples differ.
+    rollouts: bool,
+    /// The SIMBA script's teacher: always answers right.
+    expert: bool,
 }
 
 impl TraceLM {
@@ -63,6 +70,16 @@ impl TraceLM {
             seen: Arc::default(),
             outputs: Regex::new(r"(?m)^\d+\. `(\w+)` \(").unwrap(),
             question: Regex::new(r"\[\[ ## question ## \]\]\n(.*)").unwrap(),
+            rollouts: false,
+            expert: false,
+        }
+    }
+
+    /// The SIMBA script's LM: answers also depend on the request's `rollout_id`.
+    fn with_rollouts(trainset: &Value) -> Self {
+        TraceLM {
+            rollouts: true,
+            ..Self::new(trainset)
         }
     }
 
@@ -77,12 +94,22 @@ impl TraceLM {
         hex(&h.finalize())
     }
 
-    fn answer(&self, messages: &[dspex::lm::Message], index: usize) -> String {
+    fn answer(
+        &self,
+        messages: &[dspex::lm::Message],
+        index: usize,
+        rollout: Option<u64>,
+    ) -> String {
         let system = messages[0].content.text();
         let user = messages[messages.len() - 1].content.text();
         let mut h = Self::digest(messages);
         if index > 0 {
             h = hex(&Sha256::digest(format!("{h}:{index}").as_bytes()));
+        }
+        if self.rollouts
+            && let Some(r) = rollout
+        {
+            h = hex(&Sha256::digest(format!("{h}:r{r}").as_bytes()));
         }
         let block = system
             .split("Your output fields are:")
@@ -106,7 +133,8 @@ impl TraceLM {
                     if system.contains("arithmetic question") {
                         odds += 10;
                     }
-                    let right = u64::from_str_radix(&h[..8], 16).unwrap() % 100 < odds;
+                    let right =
+                        self.expert || u64::from_str_radix(&h[..8], 16).unwrap() % 100 < odds;
                     if right {
                         self.answers.get(&q).cloned().unwrap_or_else(|| "0".into())
                     } else {
@@ -118,6 +146,10 @@ impl TraceLM {
                     &h[..6]
                 ),
                 "reasoning" => format!("Adding the numbers ({}).", &h[..6]),
+                "module_advice" => format!(
+                    "{{\"predict\": \"If the module receives an arithmetic question, it should add the two numbers and answer with the sum alone ({}).\"}}",
+                    &h[..6]
+                ),
                 other => format!("{} {}", other.replace('_', " "), &h[..8]),
             };
             values.push(format!("[[ ## {f} ## ]]\n{v}"));
@@ -145,7 +177,7 @@ impl LanguageModel for TraceLM {
         let n = request.n.unwrap_or(1).max(1) as usize;
         let choices = (0..n)
             .map(|i| Choice {
-                text: self.answer(&request.messages, i),
+                text: self.answer(&request.messages, i, request.rollout_id),
                 finish_reason: Some(FinishReason::Stop),
                 tool_calls: Vec::new(),
                 reasoning_content: None,
@@ -342,4 +374,147 @@ async fn infer_rules_induces_and_compiles_what_dspy_does() {
     .unwrap();
     assert_same_prompts(&fx, &lm);
     assert_same_state(&fx, &compiled);
+}
+
+/// SIMBA with the trace's knobs and seed.
+fn simba_for(fx: &Value, simba: SIMBA) -> SIMBA {
+    let opt = &fx["optimizer"];
+    let knob = |k: &str| opt[k].as_u64().map(|v| v as usize);
+    let mut simba = simba
+        .bsize(knob("bsize").unwrap())
+        .num_candidates(knob("num_candidates").unwrap())
+        .max_steps(knob("max_steps").unwrap())
+        .max_demos(knob("max_demos").unwrap())
+        .seed(opt["seed"].as_u64().unwrap())
+        .num_threads(4)
+        .program_code(fx["program_code"].as_str().unwrap());
+    if let Some(n) = knob("demo_input_field_maxlen") {
+        simba = simba.demo_input_field_maxlen(n);
+    }
+    simba
+}
+
+/// Runs `simba` as the trace's DSPy run did and checks every prompt, each step's candidate
+/// scores and strategies, DSPy's `trial_logs` and `candidate_programs` scores, the job log's
+/// trials and the compiled state.
+async fn check_simba(fx: &Value, simba: SIMBA) {
+    check_simba_with(fx, simba, TraceLM::with_rollouts(&fx["trainset"])).await;
+}
+
+/// [`check_simba`] with `lm` as the LM in effect.
+async fn check_simba_with(fx: &Value, simba: SIMBA, lm: TraceLM) {
+    let (compiled, report) = dspex::settings::with_settings(
+        dspex::settings::Settings::new().lm(lm.clone()),
+        simba.compile_with_report(
+            ChainOfThought::<QA>::new(),
+            &trainset(fx),
+            &JobContext::detached(),
+        ),
+    )
+    .await
+    .unwrap();
+    // Each step's candidates, scored on the mini-batch, and the strategies drawn.
+    let steps: Vec<Value> = report
+        .trial_logs
+        .iter()
+        .map(|s| serde_json::json!(s.candidate_scores))
+        .collect();
+    assert_eq!(Value::Array(steps), fx["step_candidate_scores"]);
+    let strategies: Vec<&str> = report
+        .trial_logs
+        .iter()
+        .flat_map(|s| s.strategies.iter().copied())
+        .collect();
+    let want: Vec<String> = fx["step_strategies"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| s.as_str().unwrap().trim_end_matches('_').to_string())
+        .collect();
+    assert_eq!(strategies, want);
+    // DSPy's trial_logs (train_score by its own indexing) and candidate_programs scores.
+    assert_eq!(
+        report.trial_logs.len(),
+        fx["trial_logs"].as_object().unwrap().len()
+    );
+    for (i, log) in report.trial_logs.iter().enumerate() {
+        let want = &fx["trial_logs"][i.to_string()]["train_score"];
+        assert_eq!(
+            log.train_score
+                .map_or(Value::Null, |s| serde_json::json!(s)),
+            *want,
+            "trial_logs[{i}]"
+        );
+    }
+    let scores: Vec<f64> = report.candidate_programs.iter().map(|c| c.score).collect();
+    assert_eq!(serde_json::json!(scores), fx["candidate_scores"]);
+    assert_same_prompts(fx, &lm);
+    assert_same_state(fx, &compiled);
+}
+
+#[tokio::test]
+async fn simba_samples_builds_and_compiles_what_dspy_does() {
+    let fx = trace("simba_trace.json");
+    let metric = metric_fn("metric", |ex: &Example, pred: &Prediction| {
+        if ex.get_str("answer") == pred.get_str("answer") {
+            1.0
+        } else {
+            0.0
+        }
+    });
+    check_simba(&fx, simba_for(&fx, SIMBA::new(metric))).await;
+}
+
+#[tokio::test]
+async fn simba_with_reward_info_truncation_and_blanking_matches_dspy() {
+    // The graded metric returns a prediction whose `feedback` is the reward info; demo inputs
+    // are cut at 12 characters; one DSPy prompt shows a blanked ("N/A") trajectory.
+    let fx = trace("simba_feedback_trace.json");
+    assert_eq!(fx["blanked_trajectory_prompts"], 1);
+    let metric = |ex: &Example, pred: &Prediction| -> dspex::Result<Prediction> {
+        let answer = pred.get_str("answer").unwrap_or_default();
+        let right = ex.get_str("answer") == Some(answer);
+        let reasoning = pred.get_str("reasoning").unwrap_or_default();
+        let first = Sha256::digest(reasoning.as_bytes())[0];
+        let score = if right {
+            1.0
+        } else if first % 4 != 0 {
+            0.5
+        } else {
+            0.0
+        };
+        Ok(Prediction::from_pairs([
+            ("score", serde_json::json!(score)),
+            (
+                "feedback",
+                serde_json::json!(format!(
+                    "expected {}, got {answer}",
+                    ex.get_str("answer").unwrap_or_default()
+                )),
+            ),
+        ]))
+    };
+    check_simba(&fx, simba_for(&fx, SIMBA::with_feedback_metric(metric))).await;
+}
+
+#[tokio::test]
+async fn simba_with_a_teacher_matches_dspy() {
+    // `teacher_settings={"lm": expert}`: the first resampling model is a teacher that always
+    // answers right; its prompts count with the others (one multiset, as DSPy's script keeps).
+    let fx = trace("simba_teacher_trace.json");
+    let lm = TraceLM::with_rollouts(&fx["trainset"]);
+    let expert = TraceLM {
+        expert: true,
+        ..lm.clone()
+    };
+    let metric = metric_fn("metric", |ex: &Example, pred: &Prediction| {
+        if ex.get_str("answer") == pred.get_str("answer") {
+            1.0
+        } else {
+            0.0
+        }
+    });
+    let simba = simba_for(&fx, SIMBA::new(metric))
+        .teacher_settings(dspex::settings::Settings::new().lm(expert));
+    check_simba_with(&fx, simba, lm).await;
 }

@@ -946,7 +946,7 @@ fn predictor_ids<T: Module + ?Sized>(teacher: &T) -> Vec<(PredictorId, usize)> {
 
 /// `Example(augmented=True, **inputs, **outputs)`: no input keys; the outputs' hidden `dspy_`
 /// keys are left out, as Python's `**prediction` leaves them out.
-fn augmented_demo(entry: &TraceEntry) -> Example {
+pub(crate) fn augmented_demo(entry: &TraceEntry) -> Example {
     let mut demo = Example::new().with("augmented", true);
     for (key, value) in entry.inputs.iter_all() {
         demo.insert(key, value.clone());

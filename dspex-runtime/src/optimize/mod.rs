@@ -24,6 +24,9 @@
 //! - [`MIPROv2`] — demo sets, grounded instruction proposals and a TPE search over them.
 //! - [`GEPA`] — instructions evolved by reflecting on feedback, kept on a Pareto front of
 //!   validation instances (module [`gepa`]: metrics with feedback, proposers, results).
+//! - [`SIMBA`] — mini-batch ascent: resampled trajectories of the best programs so far, and
+//!   new candidates from the examples whose outcomes vary most (a demo from the best run, or
+//!   a rule the prompt model draws from the best and worst runs), with DSPy's seeded choices.
 //! - [`write_report`] — a job's log as one self-contained HTML page (scores, budget, GEPA's
 //!   Pareto front and lineage, the program before and after, per-example changes).
 //! - [`PyRandom`] — CPython's `random.Random`, bit for bit, so seeded choices match DSPy's.
@@ -41,6 +44,7 @@ mod mipro;
 mod propose;
 mod random_search;
 mod report;
+mod simba;
 mod tpe;
 
 pub use crate::pycompat::{PyRandom, RandomError};
@@ -56,6 +60,7 @@ pub use labeled::LabeledFewShot;
 pub use mipro::{Auto, MIPROv2};
 pub use random_search::BootstrapFewShotWithRandomSearch;
 pub use report::{LoggedTrial, LoggedUsage, ReportError, RunLog, write_report};
+pub use simba::{SIMBA, SimbaCandidate, SimbaError, SimbaMetric, SimbaReport, SimbaStep};
 
 use crate::error::{Error, Result};
 use crate::evaluate::{Evaluate, ExampleProgram, Metric};
