@@ -6,7 +6,10 @@
 //! answers, in any order. Each test checks every prompt (by digest, as a multiset) and the
 //! compiled program's saved state.
 
-use dspex::lm::{Choice, FinishReason, LanguageModel, LmError, LmRequest, LmResponse, Usage};
+mod common;
+
+use common::parity::{digest, examples, hex, response, trace};
+use dspex::lm::{LanguageModel, LmError, LmRequest, LmResponse};
 use dspex::module::ChainOfThought;
 use dspex::prelude::*;
 use dspex::runtime::evaluate::metric_fn;
@@ -18,25 +21,10 @@ use regex::Regex;
 use serde_json::Value;
 use sha2::{Digest, Sha256};
 use std::collections::HashMap;
-use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
 
 #[signature("question -> answer")]
 struct QA;
-
-fn trace(name: &str) -> Value {
-    let path = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-        .join("data")
-        .join(name);
-    let text = std::fs::read_to_string(&path)
-        .unwrap_or_else(|e| panic!("cannot read {}: {e}", path.display()));
-    serde_json::from_str(&text).unwrap()
-}
-
-fn hex(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
-}
 
 /// The Python script's scripted LM.
 #[derive(Clone)]
@@ -83,17 +71,6 @@ impl TraceLM {
         }
     }
 
-    fn digest(messages: &[dspex::lm::Message]) -> String {
-        let mut h = Sha256::new();
-        for m in messages {
-            h.update(m.role.as_str().as_bytes());
-            h.update([1u8]);
-            h.update(m.content.text().as_bytes());
-            h.update([0u8]);
-        }
-        hex(&h.finalize())
-    }
-
     fn answer(
         &self,
         messages: &[dspex::lm::Message],
@@ -102,7 +79,7 @@ impl TraceLM {
     ) -> String {
         let system = messages[0].content.text();
         let user = messages[messages.len() - 1].content.text();
-        let mut h = Self::digest(messages);
+        let mut h = digest(messages);
         if index > 0 {
             h = hex(&Sha256::digest(format!("{h}:{index}").as_bytes()));
         }
@@ -170,40 +147,15 @@ impl LanguageModel for TraceLM {
     }
 
     fn call(&self, request: LmRequest) -> BoxFuture<'_, Result<LmResponse, LmError>> {
-        self.seen
-            .lock()
-            .unwrap()
-            .push(Self::digest(&request.messages));
+        self.seen.lock().unwrap().push(digest(&request.messages));
         let n = request.n.unwrap_or(1).max(1) as usize;
-        let choices = (0..n)
-            .map(|i| Choice {
-                text: self.answer(&request.messages, i, request.rollout_id),
-                finish_reason: Some(FinishReason::Stop),
-                tool_calls: Vec::new(),
-                reasoning_content: None,
-            })
-            .collect();
-        Box::pin(std::future::ready(Ok(LmResponse {
-            choices,
-            usage: Usage::default(),
-            model: "dummy".into(),
-            latency: Duration::ZERO,
-            cache_hit: false,
-        })))
+        let texts = (0..n).map(|i| self.answer(&request.messages, i, request.rollout_id));
+        Box::pin(std::future::ready(Ok(response(texts))))
     }
 }
 
 fn trainset(trace: &Value) -> Vec<Example> {
-    trace["trainset"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|ex| {
-            serde_json::from_value::<Example>(ex.clone())
-                .unwrap()
-                .with_inputs(["question"])
-        })
-        .collect()
+    examples(&trace["trainset"])
 }
 
 /// Which of DSPy's prompts dspex did not send, and which it sent that DSPy did not.
