@@ -22,7 +22,6 @@ hash; the script re-runs itself with PYTHONHASHSEED=0 so the files never depend 
 
     /work/main/.venv/bin/python scripts/gen_gepa_traces.py tests/data
 """
-import hashlib
 import json
 import logging
 import os
@@ -36,9 +35,11 @@ if os.environ.get("PYTHONHASHSEED") != "0":
 
 warnings.filterwarnings("ignore")
 import dspy
-from dspy.clients.engines.dummy_engine import AsyncDummyEngine, DummyEngine
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from script_lm import ScriptedDummyLM, digest  # noqa: E402  (shared by the trace generators)
+from dspy.clients.engines.dummy_engine import DummyEngine
 from dspy.lm15 import Message, Response, TextPart, Usage
-from dspy.utils.dummies import DummyLM
 
 logging.disable(logging.CRITICAL)
 
@@ -54,16 +55,6 @@ VAL = [make(i) for i in range(1, 11, 2)]
 BIG_TRAIN = [make(i) for i in range(20, 44, 2)]
 BIG_VAL = [make(i) for i in range(21, 37, 2)]
 ANSWERS = {ex.question: ex.answer for ex in TRAIN + VAL + BIG_TRAIN + BIG_VAL}
-
-
-def digest(messages):
-    h = hashlib.sha256()
-    for m in messages:
-        h.update(m["role"].encode())
-        h.update(b"\x01")
-        h.update(m["content"].encode())
-        h.update(b"\x00")
-    return h.hexdigest()
 
 
 def answer(messages):
@@ -121,17 +112,8 @@ class ScriptEngine(DummyEngine):
         return CallResult.native(self._complete_messages(messages))
 
 
-class ScriptLM(DummyLM):
-    def __init__(self):
-        super().__init__([])
-        self._engine_spec = ScriptEngine(self)
-        self._async_engine_spec = AsyncDummyEngine(self._engine_spec)
-
-    def copy(self, **kwargs):
-        copied = super().copy(**kwargs)
-        copied._engine_spec = ScriptEngine(copied)
-        copied._async_engine_spec = AsyncDummyEngine(copied._engine_spec)
-        return copied
+class ScriptLM(ScriptedDummyLM):
+    ENGINE = ScriptEngine
 
 
 def metric(gold, pred, trace=None, pred_name=None, pred_trace=None):

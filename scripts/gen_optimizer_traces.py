@@ -15,6 +15,7 @@ Needs a venv with `dspy==3.4.1` and `optuna==5.0.0` (the project venv has no opt
 """
 import hashlib
 import json
+import os
 import logging
 import re
 import sys
@@ -22,10 +23,12 @@ import warnings
 
 warnings.filterwarnings("ignore")
 import dspy
-from dspy.clients.engines.dummy_engine import AsyncDummyEngine, DummyEngine
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from script_lm import ScriptedDummyLM, digest  # noqa: E402  (shared by the trace generators)
+from dspy.clients.engines.dummy_engine import DummyEngine
 from dspy.lm15 import Message, Response, TextPart, Usage
 from dspy.propose.utils import get_dspy_source_code
-from dspy.utils.dummies import DummyLM
 
 logging.disable(logging.CRITICAL)
 
@@ -35,16 +38,6 @@ TRAIN = [
     for i in range(N)
 ]
 ANSWERS = {ex.question: ex.answer for ex in TRAIN}
-
-
-def digest(messages):
-    h = hashlib.sha256()
-    for m in messages:
-        h.update(m["role"].encode())
-        h.update(b"\x01")
-        h.update(m["content"].encode())
-        h.update(b"\x00")
-    return h.hexdigest()
 
 
 def answer(messages, index=0):
@@ -98,17 +91,8 @@ class ScriptEngine(DummyEngine):
         return results[0] if count == 1 else combine(results, model_type="chat")
 
 
-class ScriptLM(DummyLM):
-    def __init__(self):
-        super().__init__([])
-        self._engine_spec = ScriptEngine(self)
-        self._async_engine_spec = AsyncDummyEngine(self._engine_spec)
-
-    def copy(self, **kwargs):
-        copied = super().copy(**kwargs)
-        copied._engine_spec = ScriptEngine(copied)
-        copied._async_engine_spec = AsyncDummyEngine(copied._engine_spec)
-        return copied
+class ScriptLM(ScriptedDummyLM):
+    ENGINE = ScriptEngine
 
 
 def metric(example, prediction, trace=None):

@@ -30,6 +30,7 @@ import ast
 import hashlib
 import inspect
 import json
+import os
 import logging
 import re
 import sys
@@ -37,9 +38,11 @@ import warnings
 
 warnings.filterwarnings("ignore")
 import dspy
-from dspy.clients.engines.dummy_engine import AsyncDummyEngine, DummyEngine
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from script_lm import ScriptedDummyLM, digest  # noqa: E402  (shared by the trace generators)
+from dspy.clients.engines.dummy_engine import DummyEngine
 from dspy.lm15 import Message, Response, TextPart, Usage
-from dspy.utils.dummies import DummyLM
 
 logging.disable(logging.WARNING)
 
@@ -49,16 +52,6 @@ TRAIN = [
     for i in range(N)
 ]
 ANSWERS = {ex.question: ex.answer for ex in TRAIN}
-
-
-def digest(messages):
-    h = hashlib.sha256()
-    for m in messages:
-        h.update(m["role"].encode())
-        h.update(b"\x01")
-        h.update(m["content"].encode())
-        h.update(b"\x00")
-    return h.hexdigest()
 
 
 def answer(messages, index=0, rollout=None, expert=False):
@@ -121,18 +114,12 @@ class ScriptEngine(DummyEngine):
         return results[0] if count == 1 else combine(results, model_type="chat")
 
 
-class ScriptLM(DummyLM):
-    def __init__(self, expert=False):
-        super().__init__([])
-        self.expert = expert
-        self._engine_spec = ScriptEngine(self)
-        self._async_engine_spec = AsyncDummyEngine(self._engine_spec)
+class ScriptLM(ScriptedDummyLM):
+    ENGINE = ScriptEngine
 
-    def copy(self, **kwargs):
-        copied = super().copy(**kwargs)
-        copied._engine_spec = ScriptEngine(copied)
-        copied._async_engine_spec = AsyncDummyEngine(copied._engine_spec)
-        return copied
+    def __init__(self, expert=False):
+        self.expert = expert
+        super().__init__()
 
 
 def metric(example, prediction, trace=None):
