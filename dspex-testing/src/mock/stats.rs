@@ -20,8 +20,8 @@ pub struct MockStats {
     /// The longest chain of requests each sent after the one before it was answered: the
     /// sequential waves of LM calls the clients made (a request's wave is one more than the
     /// highest wave answered before it arrived). With a fixed latency, no client can finish in
-    /// less than `waves × latency`; benchmarks read it as a program's own floor. Not reset by
-    /// [`reset_stats`](super::MockLmServer::reset_stats): take differences.
+    /// less than `waves × latency`; benchmarks read it as a program's own floor. Reset with the
+    /// other counters (a request in flight across a reset counts from its old wave).
     #[serde(default)]
     pub waves: u64,
 }
@@ -175,5 +175,6 @@ impl Stats {
         for counter in self.requests.iter().chain(self.faults.iter()) {
             counter.store(0, Ordering::Relaxed);
         }
+        self.answered_wave.store(0, Ordering::Release);
     }
 }

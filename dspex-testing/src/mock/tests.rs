@@ -480,9 +480,11 @@ async fn waves_count_requests_sent_after_answers() {
     let bodies: Vec<Value> = (0..8).map(|i| hello(&format!("par {i}"))).collect();
     futures_util::future::join_all(bodies.iter().map(|b| chat(&server, b))).await;
     assert_eq!(server.stats().waves, 4);
-    // `/stats` and `/health` are not waves; a reset leaves the count (take differences).
+    // A reset starts the count again.
     server.reset_stats();
-    assert_eq!(server.stats().waves, 4);
+    assert_eq!(server.stats().waves, 0);
+    chat(&server, &hello("after")).await;
+    assert_eq!(server.stats().waves, 1);
 }
 
 // ---------------------------------------------------------------------------------------------
