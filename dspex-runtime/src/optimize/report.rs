@@ -122,7 +122,8 @@ struct Candidate {
 
 impl RunLog {
     /// Reads a log: a JSONL file, or a folder holding one (`events.jsonl`, `trials.jsonl`, or
-    /// the only `*.jsonl` there, as a GEPA `log_dir` does).
+    /// the only `*.jsonl` there), or else a GEPA `log_dir`'s `gepa_state.json`
+    /// ([`from_gepa_state`](Self::from_gepa_state)).
     ///
     /// # Errors
     ///
@@ -134,11 +135,19 @@ impl RunLog {
             path: file.clone(),
             source,
         })?;
-        let log = Self::parse(&text).map_err(|(line, message)| ReportError::BadLine {
-            path: file.clone(),
-            line,
-            message,
-        })?;
+        let log = if file.file_name().is_some_and(|n| n == GEPA_STATE) {
+            Self::from_gepa_state(&text).map_err(|message| ReportError::BadLine {
+                path: file.clone(),
+                line: 1,
+                message,
+            })?
+        } else {
+            Self::parse(&text).map_err(|(line, message)| ReportError::BadLine {
+                path: file.clone(),
+                line,
+                message,
+            })?
+        };
         if log.trials.is_empty() {
             return Err(ReportError::NoTrials { path: file });
         }
@@ -187,6 +196,88 @@ impl RunLog {
                 // Other events (an optimizer's own) are not drawn.
                 _ => {}
             }
+        }
+        Ok(log)
+    }
+
+    /// A GEPA run from the state its `log_dir` keeps (`gepa_state.json`): each candidate as a
+    /// full evaluation (its mean valset score, parents and per-instance scores), the seed's
+    /// instructions as the start and the best candidate's as the end. Timing and usage are not
+    /// in the state.
+    pub fn from_gepa_state(text: &str) -> std::result::Result<RunLog, String> {
+        let doc: Value = serde_json::from_str(text).map_err(|e| format!("not JSON: {e}"))?;
+        let state = doc.get("state").unwrap_or(&doc);
+        let field = |key: &str| {
+            state
+                .get(key)
+                .and_then(Value::as_array)
+                .ok_or_else(|| format!("not a GEPA state: no `{key}` list"))
+        };
+        let components: Vec<&str> = field("components")?
+            .iter()
+            .map(|c| c.as_str().unwrap_or_default())
+            .collect();
+        let candidates = field("candidates")?;
+        let parents = field("parents")?;
+        let val_scores = field("val_scores")?;
+        let mut log = RunLog {
+            optimizer: Some("GEPA".into()),
+            ..RunLog::default()
+        };
+        let texts = |i: usize| -> Vec<&str> {
+            candidates
+                .get(i)
+                .and_then(Value::as_array)
+                .map(|t| t.iter().map(|x| x.as_str().unwrap_or_default()).collect())
+                .unwrap_or_default()
+        };
+        let program = |i: usize| -> Value {
+            Value::Object(
+                components
+                    .iter()
+                    .zip(texts(i))
+                    .map(|(c, t)| {
+                        (
+                            (*c).to_string(),
+                            serde_json::json!({"signature": {"instructions": t}}),
+                        )
+                    })
+                    .collect(),
+            )
+        };
+        let mut best: Option<(f64, usize)> = None;
+        for (i, scores) in val_scores.iter().enumerate() {
+            let scores: Vec<f64> = scores
+                .as_array()
+                .map(|s| s.iter().map(|x| x.as_f64().unwrap_or(f64::NAN)).collect())
+                .unwrap_or_default();
+            let mean = scores.iter().sum::<f64>() / scores.len().max(1) as f64;
+            if best.is_none_or(|(b, _)| mean > b) {
+                best = Some((mean, i));
+            }
+            let parent_ids: Vec<Value> = parents
+                .get(i)
+                .and_then(Value::as_array)
+                .map(|p| p.iter().filter(|x| !x.is_null()).cloned().collect())
+                .unwrap_or_default();
+            let mut candidate = Map::new();
+            candidate.insert("index".into(), i.into());
+            candidate.insert("parents".into(), Value::Array(parent_ids));
+            candidate.insert("val_scores".into(), scores.clone().into());
+            log.trials.push(LoggedTrial {
+                trial: i as u64,
+                score: mean,
+                minibatch: false,
+                phase: "GEPA candidate".into(),
+                elapsed_ms: 0,
+                usage: None,
+                candidate,
+                example_scores: Some(scores),
+            });
+        }
+        if let Some((_, b)) = best {
+            log.start_state = Some(program(0));
+            log.end_state = Some(program(b));
         }
         Ok(log)
     }
@@ -277,7 +368,10 @@ fn trial(map: &Map<String, Value>) -> std::result::Result<LoggedTrial, String> {
     })
 }
 
-/// The JSONL file behind `path`.
+/// The state file GEPA keeps in its `log_dir`.
+const GEPA_STATE: &str = "gepa_state.json";
+
+/// The JSONL file behind `path` (or a GEPA state file).
 fn log_file(path: &Path) -> std::result::Result<PathBuf, ReportError> {
     let meta = std::fs::metadata(path).map_err(|source| ReportError::Io {
         path: path.to_path_buf(),
@@ -302,6 +396,8 @@ fn log_file(path: &Path) -> std::result::Result<PathBuf, ReportError> {
     logs.sort();
     match logs.len() {
         1 => Ok(logs.remove(0)),
+        // A GEPA `log_dir` of a run that kept no job log: its saved state.
+        0 if path.join(GEPA_STATE).is_file() => Ok(path.join(GEPA_STATE)),
         0 => Err(ReportError::NoLog {
             path: path.to_path_buf(),
             found: "no .jsonl file".into(),
@@ -861,7 +957,7 @@ fn instructions(p: &Map<String, Value>) -> &str {
 fn demos_text(p: &Map<String, Value>) -> String {
     let demos = p.get("demos").and_then(Value::as_array);
     match demos {
-        None => "no demos".into(),
+        None => "not recorded".into(),
         Some(d) if d.is_empty() => "no demos".into(),
         Some(d) => d
             .iter()
@@ -1045,6 +1141,35 @@ mod tests {
         let page = render(&RunLog::parse(&text).unwrap(), "t");
         assert!(!page.contains("<b>x</b>") && !page.contains("<script>") && !page.contains("<i>"));
         assert!(page.contains("a &lt; b &amp; &quot;c&quot;"));
+    }
+
+    #[test]
+    fn a_gepa_state_file_reads_as_its_candidates() {
+        let state = json!({"state": {
+            "components": ["extract", "solve"],
+            "candidates": [["a", "b"], ["a2", "b"], ["a2", "b2"]],
+            "parents": [[null], [0], [1]],
+            "val_scores": [[0.0, 0.0], [1.0, 0.0], [1.0, 1.0]],
+        }});
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("gepa_state.json"), state.to_string()).unwrap();
+        let log = RunLog::read(dir.path()).unwrap();
+        assert_eq!(log.optimizer.as_deref(), Some("GEPA"));
+        let scores: Vec<f64> = log.trials.iter().map(|t| t.score).collect();
+        assert_eq!(scores, [0.0, 0.5, 1.0]);
+        assert_eq!(log.trials[2].candidate["parents"], json!([1]));
+        assert_eq!(
+            log.end_state.as_ref().unwrap()["solve"]["signature"]["instructions"],
+            "b2"
+        );
+        let page = render(&log, "gepa_state.json");
+        assert!(page.contains(r#"data-from="1" data-to="2""#));
+        assert!(page.contains(">b2</div>"));
+        assert!(
+            RunLog::from_gepa_state("{}")
+                .unwrap_err()
+                .contains("components")
+        );
     }
 
     #[test]

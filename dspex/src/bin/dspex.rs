@@ -79,8 +79,9 @@ enum Command {
     /// Pareto front and candidate lineage, the program before and after, and per-example
     /// changes.
     ///
-    /// LOG is a job's JSONL log (`Optimizer::spawn(…, Some(path))`) or a folder holding one
-    /// (a GEPA `log_dir`). Exits 2 when the log is missing, malformed or holds no trial.
+    /// LOG is a job's JSONL log (`Optimizer::spawn(…, Some(path))`), a folder holding one, or
+    /// a GEPA `log_dir` (its `gepa_state.json`: candidates, lineage and Pareto front). Exits 2
+    /// when the log is missing, malformed or holds no trial.
     Report {
         /// The log, or the run folder.
         log: PathBuf,
