@@ -15,6 +15,7 @@ pub mod adapter;
 pub mod bridge;
 pub mod index;
 pub mod mock;
+pub mod report;
 pub mod seeds;
 pub mod wire;
 
@@ -47,6 +48,7 @@ pub const TARGETS: &[(&str, Target)] = &[
     ("mock_request", mock::mock_request),
     ("bm25_open", index::bm25_open),
     ("embeddings_open", index::embeddings_open),
+    ("report_log", report::report_log),
 ];
 
 /// The function of target `name`, if there is one.

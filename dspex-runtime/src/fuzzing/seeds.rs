@@ -160,7 +160,29 @@ pub fn all(fixtures: &Path) -> Result<Vec<(&'static str, Vec<u8>)>, String> {
         input.extend_from_slice(&request);
         add("mock_request", input);
     }
+    for seed in report_seeds() {
+        add("report_log", seed);
+    }
     Ok(out)
+}
+
+/// A job's log (every event, a GEPA candidate with parents and per-instance scores, a cut last
+/// line) and a GEPA state file.
+fn report_seeds() -> Vec<Vec<u8>> {
+    let lines = [
+        json!({"event": "start", "optimizer": "MIPROv2", "state": {"predict": {"signature": {"instructions": "Answer."}, "demos": []}}, "elapsed_ms": 0}),
+        json!({"event": "trial", "trial": 0, "score": 40.0, "minibatch": false, "phase": "searching", "elapsed_ms": 12, "usage": {"lm_calls": 20, "total_tokens": 4000, "cost_usd": 0.01}, "candidate": {"baseline": true}, "example_scores": [1.0, 0.0]}),
+        json!({"event": "trial", "trial": 1, "score": 0.5, "minibatch": true, "candidate": {"index": 1, "parents": [0], "val_scores": [1.0, 0.0]}}),
+        json!({"event": "end", "state": {"predict": {"signature": {"instructions": "Answer <b>well</b>."}, "demos": [{"question": "q", "answer": "a"}]}}, "best_score": 40.0}),
+    ];
+    let log: String = lines.iter().map(|l| format!("{l}\n")).collect();
+    let state = json!({"state": {"components": ["a", "b"], "candidates": [["x", "y"], ["x2", "y"]],
+        "parents": [[null], [0]], "val_scores": [[0.0, 1.0], [1.0, 1.0]]}});
+    vec![
+        log.clone().into_bytes(),
+        format!("{log}{{\"event\": \"tri").into_bytes(),
+        state.to_string().into_bytes(),
+    ]
 }
 
 /// The seeds of the index targets: for every file of the valid index, its bytes (as a

@@ -43,7 +43,7 @@ mod labeled;
 mod mipro;
 mod propose;
 mod random_search;
-mod report;
+pub(crate) mod report;
 mod simba;
 mod tpe;
 

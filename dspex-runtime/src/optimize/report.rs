@@ -493,7 +493,7 @@ svg{background:#fff;border:1px solid #e5e7eb;border-radius:6px}.axis{stroke:#9ca
 .up{color:#059669}.down{color:#dc2626}td.front{background:#dcfce7;font-weight:600}.node{fill:#eff6ff;stroke:#2563eb}.node.best{fill:#fee2e2;stroke:#dc2626}.edge{stroke:#9ca3af;fill:none}";
 
 /// Renders the page.
-fn render(run: &RunLog, title: &str) -> String {
+pub(crate) fn render(run: &RunLog, title: &str) -> String {
     let mut h = String::new();
     let name = run.optimizer.as_deref().unwrap_or("Optimization");
     let _ = write!(
