@@ -794,6 +794,17 @@ fn budget_charts(h: &mut String, run: &RunLog) {
     }
 }
 
+/// The first of `items` with the highest `score` (ties keep the earlier, as the optimizers do).
+fn first_best<'a, T>(
+    items: impl IntoIterator<Item = &'a T>,
+    score: impl Fn(&T) -> f64,
+) -> Option<&'a T> {
+    items.into_iter().fold(None, |best, item| match best {
+        Some(b) if score(b) >= score(item) => Some(b),
+        _ => Some(item),
+    })
+}
+
 /// For each validation instance, the candidates with the best score on it.
 fn fronts(candidates: &[Candidate]) -> Vec<Vec<u64>> {
     let width = candidates
@@ -889,13 +900,7 @@ fn lineage(h: &mut String, candidates: &[Candidate]) {
             pos.insert(*id, (step * (i as f64 + 1.0), 30.0 + *row as f64 * 70.0));
         }
     }
-    let best = candidates
-        .iter()
-        .fold(None::<&Candidate>, |b, c| match b {
-            Some(b) if b.score >= c.score => Some(b),
-            _ => Some(c),
-        })
-        .map(|c| c.index);
+    let best = first_best(candidates, |c| c.score).map(|c| c.index);
     let _ = write!(
         h,
         "<h2>Candidate lineage</h2><p class=\"muted\">Each candidate below its parent(s); two parents: a merge. Red: the best.</p><svg id=\"lineage\" width=\"{width:.0}\" height=\"{height:.0}\" viewBox=\"0 0 {width:.0} {height:.0}\">"
@@ -1018,20 +1023,12 @@ fn per_example(h: &mut String, run: &RunLog, candidates: &[Candidate]) {
     // GEPA: the seed candidate against the best; otherwise the first full evaluation that kept
     // its example scores against the best-scoring one.
     let pair: Option<(Vec<f64>, Vec<f64>)> = if let Some(seed) = candidates.first() {
-        candidates
-            .iter()
-            .fold(None::<&Candidate>, |b, c| match b {
-                Some(b) if b.score >= c.score => Some(b),
-                _ => Some(c),
-            })
+        first_best(candidates, |c| c.score)
             .map(|best| (seed.val_scores.clone(), best.val_scores.clone()))
     } else {
         let with: Vec<&LoggedTrial> = run.full().filter(|t| t.example_scores.is_some()).collect();
         let first = with.first();
-        let best = with.iter().fold(None::<&&LoggedTrial>, |b, t| match b {
-            Some(b) if b.score >= t.score => Some(b),
-            _ => Some(t),
-        });
+        let best = first_best(with.iter().copied(), |t| t.score);
         match (first, best) {
             (Some(f), Some(b)) => Some((
                 f.example_scores.clone().unwrap_or_default(),
