@@ -290,7 +290,8 @@ impl LmBuilder {
             }
             bases.push((base, *weight));
         }
-        let explicit_base = explicit_base.or_else(|| (!self.endpoints.is_empty()).then(String::new));
+        let explicit_base =
+            explicit_base.or_else(|| (!self.endpoints.is_empty()).then(String::new));
         let api_key = self
             .api_key
             .clone()
@@ -378,7 +379,9 @@ impl LmBuilder {
                 },
             };
             let breaker = breaker::for_endpoint(&endpoint, self.breaker);
-            members.push(Arc::new(Member::new(endpoint, http, urls, breaker, *weight)));
+            members.push(Arc::new(Member::new(
+                endpoint, http, urls, breaker, *weight,
+            )));
         }
         let fleet = Fleet { members };
         let endpoint = fleet.joined();

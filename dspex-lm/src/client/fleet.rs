@@ -252,7 +252,10 @@ impl Fleet {
     fn lighter(&self, a: usize, b: usize) -> bool {
         let load = |i: usize| {
             let m = &self.members[i];
-            (m.outstanding.load(Ordering::Relaxed) as u64, u64::from(m.weight))
+            (
+                m.outstanding.load(Ordering::Relaxed) as u64,
+                u64::from(m.weight),
+            )
         };
         let ((oa, wa), (ob, wb)) = (load(a), load(b));
         // (oa + 1) / wa < (ob + 1) / wb, without division.
@@ -294,4 +297,303 @@ fn random() -> u64 {
     z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
     z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
     z ^ (z >> 31)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::retry::RetryPolicy;
+    use dspex_testing::{Fault, FaultWhen, MockLm};
+
+    fn lm(bases: &[(&str, u32)], breaker: BreakerConfig) -> LM {
+        let mut builder = LM::builder("openai/m")
+            .api_key("k")
+            .cache(false)
+            .retry(RetryPolicy::none())
+            .breaker(breaker);
+        for (base, weight) in bases {
+            builder = builder.endpoint_weighted(*base, *weight);
+        }
+        builder.build().unwrap()
+    }
+
+    fn fleet(lm: &LM) -> &Fleet {
+        &lm.shared.fleet
+    }
+
+    /// A breaker config unique to a test, so the process-wide registry does not share breakers
+    /// between tests that name the same URLs.
+    fn breaker(threshold: u32, cool_down_ms: u64) -> BreakerConfig {
+        BreakerConfig {
+            failure_threshold: threshold,
+            cool_down: Duration::from_millis(cool_down_ms),
+        }
+    }
+
+    #[test]
+    fn power_of_two_choices_prefers_the_lighter_endpoint_per_weight() {
+        let lm = lm(
+            &[("http://10.9.0.1:1/v1", 1), ("http://10.9.0.2:1/v1", 1)],
+            breaker(5, 10_001),
+        );
+        let f = fleet(&lm);
+        // Four requests outstanding on the first: with two endpoints, both are always drawn and
+        // the idle one wins every time.
+        let _held: Vec<Lease> = (0..4).map(|_| Lease::new(f.member(0))).collect();
+        for _ in 0..50 {
+            let (index, admission) = f.pick(0).unwrap();
+            assert_eq!(index, 1);
+            drop(admission);
+        }
+        assert_eq!(f.stats()[0].outstanding, 4);
+        drop(_held);
+        assert_eq!(f.stats()[0].outstanding, 0);
+
+        // Weight 3 against 1: three outstanding on the heavy one weigh like one on the light.
+        let lm = lm_weighted();
+        let f = fleet(&lm);
+        let _heavy: Vec<Lease> = (0..2).map(|_| Lease::new(f.member(0))).collect();
+        let _light = Lease::new(f.member(1));
+        // (2 + 1) / 3 = 1 < (1 + 1) / 1 = 2: the heavy endpoint still wins.
+        assert_eq!(f.pick(0).unwrap().0, 0);
+        let _more: Vec<Lease> = (0..4).map(|_| Lease::new(f.member(0))).collect();
+        // (6 + 1) / 3 > 2: now the light one.
+        assert_eq!(f.pick(0).unwrap().0, 1);
+    }
+
+    fn lm_weighted() -> LM {
+        lm(
+            &[("http://10.9.1.1:1/v1", 3), ("http://10.9.1.2:1/v1", 1)],
+            breaker(5, 10_002),
+        )
+    }
+
+    #[test]
+    fn equal_load_spreads_over_every_endpoint() {
+        let lm = lm(
+            &[
+                ("http://10.9.2.1:1/v1", 1),
+                ("http://10.9.2.2:1/v1", 1),
+                ("http://10.9.2.3:1/v1", 1),
+            ],
+            breaker(5, 10_003),
+        );
+        let f = fleet(&lm);
+        let mut counts = [0u32; 3];
+        for _ in 0..3000 {
+            counts[f.pick(0).unwrap().0] += 1;
+        }
+        assert!(counts.iter().all(|&c| c > 800), "{counts:?}");
+    }
+
+    #[test]
+    fn tried_and_ejected_endpoints_are_skipped_and_re_admitted_by_a_probe() {
+        let lm = lm(
+            &[
+                ("http://10.9.3.1:1/v1", 1),
+                ("http://10.9.3.2:1/v1", 1),
+                ("http://10.9.3.3:1/v1", 1),
+            ],
+            breaker(1, 40),
+        );
+        let f = fleet(&lm);
+        // Tried ones are never picked again in the same attempt.
+        for _ in 0..50 {
+            assert_eq!(f.pick(0b101).unwrap().0, 1);
+        }
+        assert_eq!(f.pick(0b111).unwrap_err(), Duration::ZERO);
+        // Eject the second endpoint: one failure opens its breaker.
+        f.member(1).breaker.admit().unwrap().record(true);
+        assert!(!f.stats()[1].healthy);
+        for _ in 0..50 {
+            assert_ne!(f.pick(0).unwrap().0, 1);
+        }
+        // With the others tried, the wait until its probe comes back.
+        let wait = f.pick(0b101).unwrap_err();
+        assert!(wait > Duration::ZERO && wait <= Duration::from_millis(40));
+        // After the cool-down one probe is let through; its success re-admits the endpoint.
+        std::thread::sleep(Duration::from_millis(50));
+        let (index, probe) = f.pick(0b101).unwrap();
+        assert_eq!(index, 1);
+        assert!(f.pick(0b101).is_err(), "one probe at a time");
+        probe.record(false);
+        assert_eq!(f.stats()[1].breaker, BreakerState::Closed { failures: 0 });
+        assert_eq!(f.pick(0b101).unwrap().0, 1);
+        // Every breaker open: the shortest wait; the LM's state is the healthiest one's.
+        for m in &f.members {
+            m.breaker.admit().unwrap().record(true);
+        }
+        assert!(f.pick(0).is_err());
+        assert!(matches!(lm.breaker_state(), BreakerState::Open { .. }));
+    }
+
+    #[test]
+    fn which_failures_fail_over() {
+        let model = || "m".to_string();
+        let endpoint = || "http://e".to_string();
+        let http = |status| LmError::from_provider(model(), endpoint(), status, None, "x", None);
+        for status in [429, 502, 503, 504] {
+            assert!(fails_over(&http(status)), "{status}");
+        }
+        for status in [400, 401, 404, 422, 500] {
+            assert!(!fails_over(&http(status)), "{status}");
+        }
+        assert!(fails_over(&LmError::Connect {
+            model: model(),
+            endpoint: endpoint(),
+            message: "refused".into()
+        }));
+        assert!(fails_over(&LmError::Timeout {
+            model: model(),
+            endpoint: endpoint(),
+            timeout: Duration::from_secs(1)
+        }));
+        assert!(!fails_over(&LmError::Decode {
+            model: model(),
+            endpoint: endpoint(),
+            message: "bad".into(),
+            raw: String::new()
+        }));
+        assert!(!fails_over(&LmError::DeadlineExceeded {
+            model: model(),
+            endpoint: endpoint(),
+            deadline: Duration::from_secs(1),
+            attempts: 1
+        }));
+        // What `From` makes is not a failure before the answer; `early` is.
+        let late = Failed::from(http(503));
+        assert!(!late.before_answer);
+        assert!(Failed::early(http(503)).before_answer);
+    }
+
+    #[test]
+    fn building_a_fleet() {
+        let lm = LM::builder("openai/m")
+            .api_base("http://u:secret@10.9.4.1:1/v1/, http://10.9.4.2:1/v1")
+            .build()
+            .unwrap();
+        assert_eq!(lm.endpoint(), "http://10.9.4.1:1/v1,http://10.9.4.2:1/v1");
+        assert!(!format!("{lm:?}").contains("secret"));
+        let env = |name: &str| {
+            (name == "OPENAI_API_BASE").then(|| "http://10.9.4.3:1/v1,http://10.9.4.4:1/v1".into())
+        };
+        let lm = LM::builder("openai/m").build_in(&env).unwrap();
+        let urls: Vec<String> = lm.endpoints().into_iter().map(|e| e.url).collect();
+        assert_eq!(urls, ["http://10.9.4.3:1/v1", "http://10.9.4.4:1/v1"]);
+        // Endpoints given replace the base URL.
+        let lm = LM::builder("openai/m")
+            .api_base("http://10.9.4.5:1/v1")
+            .endpoints(["http://10.9.4.6:1/v1"])
+            .build()
+            .unwrap();
+        assert_eq!(lm.endpoint(), "http://10.9.4.6:1/v1");
+        let err = LM::builder("openai/m")
+            .endpoint_weighted("http://10.9.4.7:1/v1", 0)
+            .build()
+            .unwrap_err();
+        assert!(err.to_string().contains("weight 0"), "{err}");
+        let err = LM::builder("openai/m")
+            .endpoints(["http://a:1/v1", "ftp://b"])
+            .build()
+            .unwrap_err();
+        assert!(err.to_string().contains("must start with http"), "{err}");
+        let many: Vec<String> = (0..65).map(|i| format!("http://10.9.5.{i}:1/v1")).collect();
+        let err = LM::builder("openai/m").endpoints(many).build().unwrap_err();
+        assert!(err.to_string().contains("at most 64"), "{err}");
+    }
+
+    /// A port nothing listens on (bound, then released).
+    fn dead_base() -> String {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = listener.local_addr().unwrap().port();
+        drop(listener);
+        format!("http://127.0.0.1:{port}/v1")
+    }
+
+    #[tokio::test]
+    async fn refused_connections_and_unavailable_statuses_fail_over_without_a_retry() {
+        let good = MockLm::start().await.unwrap();
+        let busy = MockLm::builder()
+            .fault(Fault::Status(503), FaultWhen::Always)
+            .start()
+            .await
+            .unwrap();
+        let dead = dead_base();
+        let lm = lm(
+            &[(&dead, 1), (&busy.api_base(), 1), (&good.api_base(), 1)],
+            breaker(1000, 10_004),
+        );
+        for i in 0..20 {
+            let answer = lm.call(crate::LmRequest::prompt(format!("q{i}"))).await;
+            assert!(answer.is_ok(), "{answer:?}");
+        }
+        let stats = lm.endpoints();
+        assert_eq!(stats[2].served, 20);
+        assert_eq!(stats[0].served + stats[1].served, 0);
+        assert_eq!(stats[0].failovers, stats[0].failures);
+        assert_eq!(stats[1].failovers, stats[1].failures);
+        assert!(stats[0].failovers + stats[1].failovers > 0);
+        assert!(stats.iter().all(|e| e.outstanding == 0));
+        // Streams fail over the same way.
+        use futures_util::StreamExt;
+        let mut events = lm
+            .stream(crate::LmRequest::prompt("stream me"))
+            .await
+            .unwrap();
+        while let Some(event) = events.next().await {
+            event.unwrap();
+        }
+        drop(events);
+        assert_eq!(lm.endpoints()[2].served, 21);
+        assert!(lm.endpoints().iter().all(|e| e.outstanding == 0));
+    }
+
+    #[tokio::test]
+    async fn an_answer_that_started_arriving_is_not_sent_again() {
+        let broken = MockLm::builder()
+            .fault(Fault::ResetMidBody, FaultWhen::Always)
+            .start()
+            .await
+            .unwrap();
+        let bad_request = MockLm::builder()
+            .fault(Fault::Status(400), FaultWhen::Always)
+            .start()
+            .await
+            .unwrap();
+        let good = MockLm::start().await.unwrap();
+        for (failing, cool) in [(&broken, 10_005), (&bad_request, 10_006)] {
+            let lm = lm(
+                &[(&failing.api_base(), 1_000_000), (&good.api_base(), 1)],
+                breaker(1000, cool),
+            );
+            // The weight makes the failing endpoint the first pick whenever it is drawn.
+            let mut failed = 0;
+            for i in 0..10 {
+                if lm
+                    .call(crate::LmRequest::prompt(format!("q{i}")))
+                    .await
+                    .is_err()
+                {
+                    failed += 1;
+                }
+            }
+            let stats = lm.endpoints();
+            assert_eq!(failed, 10, "{stats:?}");
+            assert_eq!(stats[0].failovers, 0);
+            assert_eq!(stats[1].served, 0);
+        }
+    }
+
+    #[tokio::test]
+    async fn one_endpoint_keeps_its_errors() {
+        let dead = dead_base();
+        let lm = lm(&[(&dead, 1)], breaker(1000, 10_007));
+        let err = lm.call(crate::LmRequest::prompt("q")).await.unwrap_err();
+        assert!(
+            matches!(&err, LmError::Connect { endpoint, .. } if *endpoint == dead),
+            "{err:?}"
+        );
+        assert_eq!(lm.endpoints()[0].failovers, 0);
+        assert_eq!(lm.endpoints()[0].failures, 1);
+    }
 }

@@ -735,18 +735,18 @@ impl LM {
             .bytes(s.max_response_bytes)
             .await
             .map_err(|e| self.transport_error(member, &e))?;
-        let decoded = s
-            .provider
-            .protocol
-            .decode(target, &bytes)
-            .map_err(|unusable| match unusable {
-                protocol::Unusable::Unreadable(message) => {
-                    self.decode_error(member, message, &bytes)
-                }
-                protocol::Unusable::Failed { status, failure } => {
-                    self.provider_error(member, status, failure, None)
-                }
-            })?;
+        let decoded =
+            s.provider
+                .protocol
+                .decode(target, &bytes)
+                .map_err(|unusable| match unusable {
+                    protocol::Unusable::Unreadable(message) => {
+                        self.decode_error(member, message, &bytes)
+                    }
+                    protocol::Unusable::Failed { status, failure } => {
+                        self.provider_error(member, status, failure, None)
+                    }
+                })?;
         Ok(LmResponse {
             choices: decoded.choices,
             usage: decoded.usage,
@@ -784,10 +784,7 @@ impl LM {
         url: &Endpoint,
         body: Bytes,
     ) -> Result<(T, Bytes), Failed> {
-        let response = self
-            .post(member, url, body)
-            .await
-            .map_err(Failed::early)?;
+        let response = self.post(member, url, body).await.map_err(Failed::early)?;
         let bytes = response
             .bytes(self.settings.max_response_bytes)
             .await

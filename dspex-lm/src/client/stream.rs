@@ -75,16 +75,22 @@ impl LM {
         let body = Bytes::from(body);
         let (response, slot, served) = self
             .retrying(options, start, |timeout, deadline| {
-                self.admitted(estimate_tokens(&request), timeout, deadline, true, |index| {
-                    self.record_request();
-                    let member = self.shared.fleet.member(index);
-                    let body = body.clone();
-                    async move {
-                        self.post(member, &member.urls.stream, body)
-                            .await
-                            .map_err(Failed::early)
-                    }
-                })
+                self.admitted(
+                    estimate_tokens(&request),
+                    timeout,
+                    deadline,
+                    true,
+                    |index| {
+                        self.record_request();
+                        let member = self.shared.fleet.member(index);
+                        let body = body.clone();
+                        async move {
+                            self.post(member, &member.urls.stream, body)
+                                .await
+                                .map_err(Failed::early)
+                        }
+                    },
+                )
             })
             .await?;
         self.record_served_by(served.index);
