@@ -529,6 +529,14 @@ mod tests {
         }
         let stats = lm.endpoints();
         assert_eq!(stats[2].served, 20);
+        // The history names the endpoint that answered.
+        let history = lm.history(20);
+        assert_eq!(history.len(), 20);
+        assert!(
+            history
+                .iter()
+                .all(|e| e.endpoint.as_deref() == Some(good.api_base().as_str()))
+        );
         assert_eq!(stats[0].served + stats[1].served, 0);
         assert_eq!(stats[0].failovers, stats[0].failures);
         assert_eq!(stats[1].failovers, stats[1].failures);

@@ -366,19 +366,26 @@ impl LM {
                 // Boxed: the cache's lookups make its future larger, and a call without the
                 // cache should not carry that space while it waits on the network.
                 Some(cache) => Box::pin(self.cached(cache, &request, options, start)).await,
-                None => self.complete(&request, options, start).await,
+                None => self
+                    .complete(&request, options, start)
+                    .await
+                    .map(|(response, served)| (response, Some(served))),
             }
         }
         .instrument(span.clone())
         .await;
         let _entered = span.enter();
+        let (result, served) = match result {
+            Ok((response, served)) => (Ok(response), served),
+            Err(error) => (Err(error), None),
+        };
         match &result {
             Ok(response) => {
                 span.record("cache_hit", response.cache_hit);
                 span.record("prompt_tokens", response.usage.prompt_tokens);
                 span.record("completion_tokens", response.usage.completion_tokens);
                 span.record("latency_ms", response.latency.as_secs_f64() * 1000.0);
-                self.record(request, response);
+                self.record(request, response, served);
             }
             Err(error) => tracing::warn!(%error, "LM call failed"),
         }
@@ -386,16 +393,17 @@ impl LM {
     }
 
     /// Cache lookup, then one in-flight call per key: identical concurrent requests share it.
+    /// With the answer, the endpoint that served it (`None` for a hit or a shared answer).
     async fn cached(
         &self,
         cache: &ResponseCache,
         request: &LmRequest,
         options: &CallOptions,
         start: Instant,
-    ) -> Result<LmResponse, LmError> {
+    ) -> Result<(LmResponse, Option<usize>), LmError> {
         let key = CacheKey::for_request(&self.settings.model, self.kind(), request);
         if let Some(hit) = cache.get(&key).await {
-            return Ok(hit);
+            return Ok((hit, None));
         }
         loop {
             let role = {
@@ -417,7 +425,7 @@ impl LM {
                             r.cache_hit = true;
                             r.usage = Usage::default();
                             r.latency = start.elapsed();
-                            r
+                            (r, None)
                         });
                     }
                     // The leader was cancelled before answering: take over.
@@ -432,9 +440,12 @@ impl LM {
                     if let Some(hit) = cache.get(&key).await {
                         drop(guard);
                         let _ = tx.send(Ok(hit.clone()));
-                        return Ok(hit);
+                        return Ok((hit, None));
                     }
-                    let result = self.complete(request, options, start).await;
+                    let (result, served) = match self.complete(request, options, start).await {
+                        Ok((response, served)) => (Ok(response), Some(served)),
+                        Err(error) => (Err(error), None),
+                    };
                     // Followers get the answer first; the in-flight entry stays until it is
                     // stored, so a caller arriving meanwhile waits for the store and reads it.
                     let _ = tx.send(result.clone());
@@ -454,7 +465,7 @@ impl LM {
                         }
                         Err(_) => drop(guard),
                     }
-                    return result;
+                    return result.map(|response| (response, served));
                 }
             }
         }
@@ -471,13 +482,13 @@ impl LM {
     }
 
     /// One logical call: retries, then top-up requests when the server returned fewer than `n`
-    /// choices.
+    /// choices. With the answer, the endpoint that served it (the first request's).
     async fn complete(
         &self,
         request: &LmRequest,
         options: &CallOptions,
         start: Instant,
-    ) -> Result<LmResponse, LmError> {
+    ) -> Result<(LmResponse, usize), LmError> {
         let (mut response, served_by) = self
             .retrying(options, start, |timeout, deadline| {
                 self.guarded(estimate_tokens(request), timeout, deadline, |member| {
@@ -508,7 +519,7 @@ impl LM {
             }
         }
         response.latency = start.elapsed();
-        Ok(response)
+        Ok((response, served_by))
     }
 
     /// Runs `attempt` under the caller's retry policy. `attempt` gets the per-attempt timeout
@@ -906,7 +917,7 @@ impl LM {
     }
 
     /// Usage totals, trackers, history and a trace event for a finished call.
-    fn record(&self, mut request: LmRequest, response: &LmResponse) {
+    fn record(&self, mut request: LmRequest, response: &LmResponse, served: Option<usize>) {
         let s = &self.settings;
         let cost = (!response.cache_hit)
             .then(|| s.price.map(|p| p.cost(response.usage)))
@@ -928,6 +939,7 @@ impl LM {
             cost_usd: cost,
             cache_hit: response.cache_hit,
             latency: response.latency,
+            endpoint: served.map(|i| self.shared.fleet.member(i).endpoint.clone()),
         });
     }
 

@@ -64,7 +64,7 @@ impl LM {
         {
             tracing::debug!(model = %s.model, "LM stream answered from the cache");
             let events = StreamEvent::stream_of(&hit);
-            self.record(request, &hit);
+            self.record(request, &hit, None);
             return Ok(events);
         }
         let body = s
@@ -94,6 +94,7 @@ impl LM {
             })
             .await?;
         self.record_served_by(served.index);
+        let served_index = served.index;
         let member = Arc::clone(self.shared.fleet.member(served.index));
         let lm = self.clone();
         let idle = options.timeout.unwrap_or(s.timeout);
@@ -120,6 +121,7 @@ impl LM {
                 key,
                 cache,
                 start,
+                served: served_index,
                 choices: Vec::new(),
                 usage: Usage::default(),
             }),
@@ -251,6 +253,8 @@ struct Completed {
     key: CacheKey,
     cache: Option<ResponseCache>,
     start: Instant,
+    /// The endpoint answering.
+    served: usize,
     choices: Vec<Choice>,
     usage: Usage,
 }
@@ -303,7 +307,7 @@ impl Completed {
         {
             cache.put(self.key, &response).await;
         }
-        lm.record(self.request, &response);
+        lm.record(self.request, &response, Some(self.served));
     }
 }
 
