@@ -290,6 +290,8 @@ impl LmBuilder {
             }
             bases.push((base, *weight));
         }
+        // Endpoints of the caller's own count as an explicit base: a self-hosted server needs no
+        // key, as with `api_base`.
         let explicit_base =
             explicit_base.or_else(|| (!self.endpoints.is_empty()).then(String::new));
         let api_key = self
