@@ -228,7 +228,7 @@ fn fleet_section(quick: bool) {
             row["p50_ms"].as_f64().unwrap_or(f64::NAN),
             row["p99_ms"].as_f64().unwrap_or(f64::NAN),
             row["requests_per_s"].as_f64().unwrap_or(0.0),
-            row["served"],
+            row["served"].as_str().unwrap_or("?"),
             row["errors"]
         );
     }
