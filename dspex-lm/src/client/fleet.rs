@@ -15,8 +15,8 @@
 //! answer" means, precisely:
 //! - the connection could not be opened, or broke (refused, reset, closed) before the status
 //!   line arrived, including a transport-level connect timeout;
-//! - the status line said the endpoint could not take the request: 429, 502, 503 or 504 (its
-//!   body, an error message, is read but is no answer);
+//! - the status line said the endpoint could not take the request: 429 (a rate limit, not an
+//!   exhausted quota), 502, 503 or 504 (its body, an error message, is read but is no answer);
 //! - for streamed calls, the per-attempt timeout ran out before the status line (a streamed
 //!   attempt ends at the status line, see [`LM::stream_with`]).
 //!
@@ -175,11 +175,12 @@ impl From<LmError> for Failed {
 
 /// Whether a failure before the answer is re-sent to another endpoint: connection failures, a
 /// transport timeout before the status line, and the statuses that say "not here, not now"
-/// (429, 502, 503, 504).
+/// (a 429 rate limit, 502, 503, 504). A 429 that means "out of quota" (a billing error) is not:
+/// it is the account's, not the endpoint's.
 pub(crate) fn fails_over(error: &LmError) -> bool {
     match error {
         LmError::Connect { .. } | LmError::Timeout { .. } | LmError::RateLimited { .. } => true,
-        LmError::Http { status, .. } => matches!(status, 429 | 502 | 503 | 504),
+        LmError::Http { status, .. } => matches!(status, 502 | 503 | 504),
         _ => false,
     }
 }
@@ -438,6 +439,16 @@ mod tests {
         for status in [400, 401, 404, 422, 500] {
             assert!(!fails_over(&http(status)), "{status}");
         }
+        let quota = LmError::from_provider(
+            model(),
+            endpoint(),
+            429,
+            Some("insufficient_quota".into()),
+            "You exceeded your current quota",
+            None,
+        );
+        assert_eq!(quota.kind(), crate::LmErrorKind::Billing);
+        assert!(!fails_over(&quota));
         assert!(fails_over(&LmError::Connect {
             model: model(),
             endpoint: endpoint(),
