@@ -164,6 +164,10 @@ async fn a_fleet_survives_a_killed_endpoint_and_takes_it_back() {
     assert!(stats.iter().all(|e| e.outstanding == 0), "{stats:?}");
     assert!(stats[VICTIM].failovers > 0, "{stats:?}");
     assert_eq!(stats[VICTIM].breaker, BreakerState::Closed { failures: 0 });
-    // The fastest endpoint served the most.
-    assert!(stats[0].served > stats[1].served && stats[1].served > stats[2].served);
+    // The fastest endpoint served the most (the victim's share depends on how long its outage
+    // lasted against the whole run).
+    assert!(
+        stats[0].served > stats[1].served && stats[0].served > stats[2].served,
+        "{stats:?}"
+    );
 }
