@@ -567,6 +567,72 @@ mod tests {
         assert!(lm.endpoints().iter().all(|e| e.outstanding == 0));
     }
 
+    /// Collects the values recorded for the `served_by` field of any span (a layer over
+    /// tracing-subscriber's registry, which tracks the current span as real subscribers do).
+    #[derive(Default, Clone)]
+    struct ServedBy(Arc<std::sync::Mutex<Vec<String>>>);
+
+    struct Visit<'a>(&'a std::sync::Mutex<Vec<String>>);
+
+    impl tracing::field::Visit for Visit<'_> {
+        fn record_debug(&mut self, field: &tracing::field::Field, value: &dyn std::fmt::Debug) {
+            if field.name() == "served_by" {
+                self.0.lock().unwrap().push(format!("{value:?}"));
+            }
+        }
+    }
+
+    impl<S: tracing::Subscriber> tracing_subscriber::Layer<S> for ServedBy {
+        fn on_new_span(
+            &self,
+            attrs: &tracing::span::Attributes<'_>,
+            _: &tracing::span::Id,
+            _: tracing_subscriber::layer::Context<'_, S>,
+        ) {
+            attrs.record(&mut Visit(&self.0));
+        }
+
+        fn on_record(
+            &self,
+            _: &tracing::span::Id,
+            values: &tracing::span::Record<'_>,
+            _: tracing_subscriber::layer::Context<'_, S>,
+        ) {
+            values.record(&mut Visit(&self.0));
+        }
+    }
+
+    #[test]
+    fn the_call_span_names_the_endpoint_that_served_it() {
+        use tracing_subscriber::layer::SubscriberExt;
+        let collector = ServedBy::default();
+        let subscriber = tracing_subscriber::registry().with(collector.clone());
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        tracing::subscriber::with_default(subscriber, || {
+            runtime.block_on(async {
+                let good = MockLm::start().await.unwrap();
+                let dead = dead_base();
+                let lm = lm(&[(&dead, 1), (&good.api_base(), 1)], breaker(1000, 10_008));
+                for i in 0..5 {
+                    lm.call(crate::LmRequest::prompt(format!("q{i}")))
+                        .await
+                        .unwrap();
+                }
+            });
+        });
+        let served = collector.0.lock().unwrap().clone();
+        assert_eq!(served.len(), 5, "{served:?}");
+        assert!(
+            served
+                .iter()
+                .all(|s| !s.contains(":1/") && s.contains("/v1")),
+            "{served:?}"
+        );
+    }
+
     #[tokio::test]
     async fn an_answer_that_started_arriving_is_not_sent_again() {
         let broken = MockLm::builder()
