@@ -180,7 +180,7 @@ impl From<LmError> for Failed {
 pub(crate) fn fails_over(error: &LmError) -> bool {
     match error {
         LmError::Connect { .. } | LmError::Timeout { .. } | LmError::RateLimited { .. } => true,
-        LmError::Http { status, .. } => matches!(status, 502 | 503 | 504),
+        LmError::Http { status, .. } => matches!(status, 502..=504),
         _ => false,
     }
 }
