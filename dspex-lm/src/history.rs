@@ -86,6 +86,10 @@ pub struct HistoryEntry {
     pub cache_hit: bool,
     /// Wall time of the call.
     pub latency: Duration,
+    /// The base URL (credentials removed) of the endpoint that answered; `None` for a cache hit
+    /// or an answer shared with an identical call in flight. Tells the endpoints of an LM over
+    /// several apart ([`LmBuilder::endpoints`](crate::LmBuilder::endpoints)).
+    pub endpoint: Option<String>,
 }
 
 /// The last `capacity` calls (oldest dropped first). DSPy's history is unbounded per LM, which
@@ -263,6 +267,7 @@ mod tests {
             cost_usd: None,
             cache_hit: false,
             latency: Duration::ZERO,
+            endpoint: None,
         }
     }
 

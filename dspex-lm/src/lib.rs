@@ -42,7 +42,7 @@ pub use protocol::anthropic::fuzzing as anthropic_fuzzing;
 
 pub use breaker::{BreakerConfig, BreakerState};
 pub use cache::{CacheConfig, CacheKey, CacheStats, ResponseCache};
-pub use client::{CallOptions, DEFAULT_MAX_RESPONSE_BYTES, LM, LmBuilder};
+pub use client::{CallOptions, DEFAULT_MAX_RESPONSE_BYTES, EndpointStats, LM, LmBuilder};
 pub use embedder::{Embedder, EmbedderFn, embedder_fn};
 pub use error::{LmError, LmErrorKind};
 pub use history::{

@@ -3,7 +3,9 @@
 //!
 //! Run it with `scripts/bench lm` (release build, the project venv, a raised file limit). Each
 //! measurement runs in a fresh worker process (this binary with `worker …`) so peak RSS and
-//! warm caches do not leak between them.
+//! warm caches do not leak between them. `bench_lm fleet` runs only the fleet section (one LM
+//! over three mock servers at 20, 50 and 100 ms against one server alone), which needs no
+//! Python.
 
 use dspex::lm::{CacheConfig, LM, LmRequest, ModelType, RetryPolicy};
 use dspex_examples::{
@@ -23,6 +25,10 @@ fn main() {
 const BURST_RUNS: usize = 5;
 
 fn orchestrate(quick: bool) {
+    if std::env::args().skip(1).any(|a| a == "fleet") {
+        fleet_section(quick);
+        return;
+    }
     let exe = std::env::current_exe().expect("the bench's own path");
     let dspex = dspex_binary();
     let python = venv_python();
@@ -156,6 +162,142 @@ fn orchestrate(quick: bool) {
             t["get_p99_us"].as_f64().unwrap_or(0.0),
         );
     }
+    fleet_section(quick);
+}
+
+/// Latencies of the fleet's three mock servers, in milliseconds.
+const FLEET_MS: [u64; 3] = [20, 50, 100];
+/// Calls in flight in the fleet section.
+const FLEET_IN_FLIGHT: usize = 300;
+/// Runs of each fleet row (a process each); the table shows the middle one by req/s.
+const FLEET_RUNS: usize = 3;
+
+/// One LM over three mock servers at 20, 50 and 100 ms against each server alone: p50/p99
+/// latency and requests/s of 10,000 calls at 300 in flight.
+fn fleet_section(quick: bool) {
+    let exe = std::env::current_exe().expect("the bench's own path");
+    let dspex = dspex_binary();
+    let mut servers = Vec::new();
+    let mut urls = Vec::new();
+    for ms in FLEET_MS {
+        let (child, url) = start_mock(&dspex, &["--threads", "1", "--latency-ms", &ms.to_string()]);
+        servers.push(child);
+        urls.push(url);
+    }
+    let requests = if quick { 1000 } else { 10_000 };
+    let runs = if quick { 1 } else { FLEET_RUNS };
+    let mut rows = vec![("fleet of 3 (20/50/100 ms)".to_string(), urls.join(","))];
+    for (ms, url) in FLEET_MS.iter().zip(&urls) {
+        rows.push((format!("one endpoint, {ms} ms"), url.clone()));
+    }
+    let measured: Vec<(String, Value)> = rows
+        .into_iter()
+        .map(|(label, target)| {
+            let mut results: Vec<Value> = (0..runs)
+                .map(|_| {
+                    run_json(Command::new(&exe).args([
+                        "worker",
+                        "fleet",
+                        &target,
+                        &FLEET_IN_FLIGHT.to_string(),
+                        &requests.to_string(),
+                    ]))
+                })
+                .collect();
+            results.sort_by(|a, b| {
+                let rps = |v: &Value| v["requests_per_s"].as_f64().unwrap_or(0.0);
+                rps(a).total_cmp(&rps(b))
+            });
+            (label, results.swap_remove(results.len() / 2))
+        })
+        .collect();
+    for mut server in servers {
+        let _ = server.kill();
+    }
+    println!(
+        "\n### Fleet: {requests} calls at {FLEET_IN_FLIGHT} in flight, one LM over three endpoints\n"
+    );
+    println!(
+        "Middle run of {runs} by req/s; each mock server `--threads 1`; cache and retries off.\n"
+    );
+    println!("| target | p50 | p99 | req/s | served per endpoint | errors |");
+    println!("|---|---:|---:|---:|---|---:|");
+    for (label, row) in &measured {
+        println!(
+            "| {label} | {:.1} ms | {:.1} ms | {:.0} | {} | {} |",
+            row["p50_ms"].as_f64().unwrap_or(f64::NAN),
+            row["p99_ms"].as_f64().unwrap_or(f64::NAN),
+            row["requests_per_s"].as_f64().unwrap_or(0.0),
+            row["served"].as_str().unwrap_or("?"),
+            row["errors"]
+        );
+    }
+    let mean = FLEET_MS.iter().sum::<u64>() as f64 / FLEET_MS.len() as f64;
+    println!("\nMean of the three servers' latencies: {mean:.1} ms.");
+}
+
+/// `requests` calls at `in_flight` through one LM over the comma-separated base URLs in
+/// `urls`: latency percentiles, requests/s, errors and the calls each endpoint served.
+async fn fleet_rps(urls: &str, in_flight: usize, requests: usize) -> Value {
+    let bases: Vec<String> = urls.split(',').map(|u| format!("{u}/v1")).collect();
+    let lm = LM::builder("openai/mock")
+        .endpoints(bases)
+        .api_key("x")
+        .cache(false)
+        .history_size(0)
+        .retry(RetryPolicy::none())
+        .timeout(Duration::from_secs(60))
+        .build()
+        .expect("the LM builds");
+    lm.call(LmRequest::prompt("warm up"))
+        .await
+        .expect("warm-up call");
+    let before: Vec<u64> = lm.endpoints().iter().map(|e| e.served).collect();
+    let next = Arc::new(AtomicUsize::new(0));
+    let start = Instant::now();
+    let tasks: Vec<_> = (0..in_flight)
+        .map(|_| {
+            let (lm, next) = (lm.clone(), Arc::clone(&next));
+            tokio::spawn(async move {
+                let mut latencies = Vec::new();
+                let mut errors = 0usize;
+                loop {
+                    let i = next.fetch_add(1, Ordering::Relaxed);
+                    if i >= requests {
+                        break;
+                    }
+                    let t = Instant::now();
+                    match lm.call(LmRequest::prompt(format!("request {i}"))).await {
+                        Ok(_) => latencies.push(t.elapsed()),
+                        Err(_) => errors += 1,
+                    }
+                }
+                (latencies, errors)
+            })
+        })
+        .collect();
+    let mut latencies = Vec::with_capacity(requests);
+    let mut errors = 0;
+    for t in tasks {
+        let (l, e) = t.await.expect("a worker task");
+        latencies.extend(l);
+        errors += e;
+    }
+    let wall = start.elapsed().as_secs_f64();
+    let (p50, p99) = percentiles(latencies);
+    let served: Vec<u64> = lm
+        .endpoints()
+        .iter()
+        .zip(&before)
+        .map(|(e, b)| e.served - b)
+        .collect();
+    json!({
+        "p50_ms": p50 / 1000.0,
+        "p99_ms": p99 / 1000.0,
+        "requests_per_s": requests as f64 / wall,
+        "errors": errors,
+        "served": served.iter().map(u64::to_string).collect::<Vec<_>>().join(" / "),
+    })
 }
 
 async fn worker(args: &[String]) -> Value {
@@ -167,6 +309,11 @@ async fn worker(args: &[String]) -> Value {
             rps(url, concurrency, requests).await
         }
         Some("cache") => cache_hits(&args[1]).await,
+        Some("fleet") => {
+            let in_flight: usize = args[2].parse().expect("in flight");
+            let requests: usize = args[3].parse().expect("requests");
+            fleet_rps(&args[1], in_flight, requests).await
+        }
         Some("protocol") => {
             let requests: usize = args[3].parse().expect("requests");
             protocol_rps(&args[1], &args[2], requests).await

@@ -37,9 +37,53 @@ impl LmBuilder {
         self
     }
 
-    /// The base URL of an OpenAI-compatible server (`http://localhost:8000/v1`).
+    /// The base URL of an OpenAI-compatible server (`http://localhost:8000/v1`). Several base
+    /// URLs of the same model separated by commas (`http://a:8000/v1,http://b:8000/v1`) make a
+    /// fleet, as [`endpoints`](LmBuilder::endpoints) does; so does a comma-separated value of
+    /// the provider's base variable (`DSPEX_API_BASE`, `OPENAI_API_BASE`, …).
     pub fn api_base(mut self, url: impl Into<String>) -> Self {
         self.api_base = Some(url.into());
+        self
+    }
+
+    /// Several base URLs serving the same model (vLLM replicas, regional deployments), each of
+    /// weight 1: one LM over all of them. Each call goes to one endpoint, picked by the power
+    /// of two choices on outstanding requests per unit of weight; each endpoint has its own
+    /// breaker (the [`breaker`](LmBuilder::breaker) setting) that ejects it after consecutive
+    /// failures and re-admits it through a probe after the cool-down; a call that failed before
+    /// any byte of its answer (connection refused or reset, 429/502/503/504, a streamed call
+    /// timing out before its status line) is re-sent at once to another endpoint, without
+    /// counting as an attempt of the retry policy. [`LM::endpoints`] reports each endpoint's
+    /// load and counters; [`LM::endpoint`] returns the base URLs joined with commas.
+    ///
+    /// Added to the endpoints given before (with [`endpoint_weighted`](Self::endpoint_weighted));
+    /// when any are given they replace [`api_base`](LmBuilder::api_base) and the environment's
+    /// base URL. At most 64 endpoints.
+    ///
+    /// ```
+    /// use dspex_lm::LM;
+    ///
+    /// let lm = LM::builder("hosted_vllm/llama")
+    ///     .endpoints(["http://gpu-1:8000/v1", "http://gpu-2:8000/v1"])
+    ///     .build()?;
+    /// assert_eq!(lm.endpoint(), "http://gpu-1:8000/v1,http://gpu-2:8000/v1");
+    /// # Ok::<(), dspex_lm::LmError>(())
+    /// ```
+    pub fn endpoints<I, S>(mut self, urls: I) -> Self
+    where
+        I: IntoIterator<Item = S>,
+        S: Into<String>,
+    {
+        self.endpoints
+            .extend(urls.into_iter().map(|url| (url.into(), 1)));
+        self
+    }
+
+    /// One more endpoint of the fleet (see [`endpoints`](LmBuilder::endpoints)) with `weight`:
+    /// an endpoint of weight 2 is given about twice the outstanding requests of one of weight
+    /// 1. A weight of 0 is a configuration error at [`build`](LmBuilder::build).
+    pub fn endpoint_weighted(mut self, url: impl Into<String>, weight: u32) -> Self {
+        self.endpoints.push((url.into(), weight));
         self
     }
 
@@ -196,25 +240,60 @@ impl LmBuilder {
                 .flatten()
         });
         let explicit_base = self.api_base.clone().or_else(|| env(provider.base_env));
-        let base = match explicit_base
-            .clone()
-            .or_else(|| provider.default_base.clone())
-        {
-            Some(base) => provider::normalize_base(&provider, &base),
-            None => {
-                return Err(config(format!(
-                    "`{}` needs a base URL: call .api_base(\"http://host:port/v1\") or set {}",
-                    provider.name,
-                    provider.base_env.join(" or ")
-                )));
+        // The endpoints given, else the base URL (a comma-separated one is a fleet), else the
+        // provider's public base.
+        let given: Vec<(String, u32)> = if self.endpoints.is_empty() {
+            match explicit_base
+                .clone()
+                .or_else(|| provider.default_base.clone())
+            {
+                Some(base) if base.contains(',') => base
+                    .split(',')
+                    .map(str::trim)
+                    .filter(|b| !b.is_empty())
+                    .map(|b| (b.to_string(), 1))
+                    .collect(),
+                Some(base) => vec![(base, 1)],
+                None => Vec::new(),
             }
+        } else {
+            self.endpoints.clone()
         };
-        if !(base.starts_with("http://") || base.starts_with("https://")) {
+        if given.is_empty() {
             return Err(config(format!(
-                "the base URL `{}` must start with http:// or https://",
-                provider::redact_url(&base)
+                "`{}` needs a base URL: call .api_base(\"http://host:port/v1\") or set {}",
+                provider.name,
+                provider.base_env.join(" or ")
             )));
         }
+        if given.len() > fleet::MAX_ENDPOINTS {
+            return Err(config(format!(
+                "{} endpoints given: an LM takes at most {}",
+                given.len(),
+                fleet::MAX_ENDPOINTS
+            )));
+        }
+        let mut bases = Vec::with_capacity(given.len());
+        for (base, weight) in &given {
+            let base = provider::normalize_base(&provider, base);
+            if !(base.starts_with("http://") || base.starts_with("https://")) {
+                return Err(config(format!(
+                    "the base URL `{}` must start with http:// or https://",
+                    provider::redact_url(&base)
+                )));
+            }
+            if *weight == 0 {
+                return Err(config(format!(
+                    "the endpoint `{}` has weight 0: weights start at 1",
+                    provider::redact_url(&base)
+                )));
+            }
+            bases.push((base, *weight));
+        }
+        // Endpoints of the caller's own count as an explicit base: a self-hosted server needs no
+        // key, as with `api_base`.
+        let explicit_base =
+            explicit_base.or_else(|| (!self.endpoints.is_empty()).then(String::new));
         let api_key = self
             .api_key
             .clone()
@@ -252,11 +331,6 @@ impl LmBuilder {
             }
             provider.protocol = &crate::protocol::responses::Responses;
         }
-        let endpoint = provider::redact_url(&base);
-        let url = |path: &str| {
-            reqwest::Url::parse(&format!("{base}/{path}"))
-                .map_err(|e| config(format!("the base URL `{endpoint}` is not a valid URL: {e}")))
-        };
         let protocol = provider.protocol;
         let paths = protocol.paths(crate::protocol::Target {
             model_id: &provider.model_id,
@@ -264,12 +338,6 @@ impl LmBuilder {
             max_tokens_key: provider.max_tokens_key,
             api_version: api_version.as_deref(),
         });
-        let call = url(&paths.call)?;
-        let http = match self.http {
-            Some(client) => Transport::Reqwest(client),
-            None => Transport::for_base(&call)
-                .map_err(|e| config(format!("cannot build the HTTP client: {e}")))?,
-        };
         for (name, value) in protocol.fixed_headers() {
             if !headers.contains_key(*name) {
                 headers.insert(
@@ -290,22 +358,42 @@ impl LmBuilder {
             None => None,
         };
         let auth_ref = auth.as_ref().map(|(n, v)| (n, v));
-        let urls = Urls {
-            call: http.endpoint(call, &headers, auth_ref),
-            stream: http.endpoint(url(&paths.stream)?, &headers, auth_ref),
-            embeddings: match &paths.embeddings {
-                Some(path) => Some(http.endpoint(url(path)?, &headers, auth_ref)),
-                None => None,
-            },
-        };
+        let mut members = Vec::with_capacity(bases.len());
+        for (base, weight) in &bases {
+            let endpoint = provider::redact_url(base);
+            let url = |path: &str| {
+                reqwest::Url::parse(&format!("{base}/{path}")).map_err(|e| {
+                    config(format!("the base URL `{endpoint}` is not a valid URL: {e}"))
+                })
+            };
+            let call = url(&paths.call)?;
+            let http = match &self.http {
+                Some(client) => Transport::Reqwest(client.clone()),
+                None => Transport::for_base(&call)
+                    .map_err(|e| config(format!("cannot build the HTTP client: {e}")))?,
+            };
+            let urls = Urls {
+                call: http.endpoint(call, &headers, auth_ref),
+                stream: http.endpoint(url(&paths.stream)?, &headers, auth_ref),
+                embeddings: match &paths.embeddings {
+                    Some(path) => Some(http.endpoint(url(path)?, &headers, auth_ref)),
+                    None => None,
+                },
+            };
+            let breaker = breaker::for_endpoint(&endpoint, self.breaker);
+            members.push(Arc::new(Member::new(
+                endpoint, http, urls, breaker, *weight,
+            )));
+        }
+        let fleet = Fleet { members };
+        let endpoint = fleet.joined();
         // The caller's price, else the published one (`None` for an unlisted model).
         let price = self.price.or_else(|| Price::for_model(&self.model));
         Ok(LM {
             shared: Arc::new(Shared {
-                http,
+                fleet,
                 cache,
                 limiter: Limiter::new(self.max_concurrency, self.rate_limit),
-                breaker: breaker::for_endpoint(&endpoint, self.breaker),
                 history: History::new(self.history_size),
                 totals: Mutex::new(UsageReport::default()),
                 inflight: Mutex::new(HashMap::new()),
@@ -316,7 +404,6 @@ impl LmBuilder {
                 model_type,
                 reasoning: self.reasoning,
                 api_version,
-                urls,
                 endpoint,
                 api_key,
                 auth,

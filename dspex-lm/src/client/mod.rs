@@ -4,10 +4,14 @@
 //! in `builder`.
 
 mod builder;
+mod fleet;
 mod stream;
 
+pub use fleet::EndpointStats;
+use fleet::{Failed, Fleet, Lease, Member};
+
 use super::LanguageModel;
-use super::breaker::{self, Breaker, BreakerConfig, BreakerState};
+use super::breaker::{self, Admission, Breaker, BreakerConfig, BreakerState};
 use super::cache::{CacheConfig, CacheKey, ResponseCache};
 use super::error::{LmError, excerpt};
 use super::history::{self, History, HistoryEntry, render_history};
@@ -79,10 +83,11 @@ pub struct LM {
 }
 
 struct Shared {
-    http: Transport,
+    /// The endpoints, each with its transport, URLs, breaker and counters (one for a single
+    /// base URL).
+    fleet: Fleet,
     cache: Option<ResponseCache>,
     limiter: Limiter,
-    breaker: Arc<Breaker>,
     history: History,
     totals: Mutex<UsageReport>,
     inflight: Mutex<HashMap<CacheKey, broadcast::Sender<Result<LmResponse, LmError>>>>,
@@ -96,7 +101,7 @@ struct Settings {
     reasoning: bool,
     /// The API version the provider's URLs carry (Azure).
     api_version: Option<String>,
-    urls: Urls,
+    /// The base URL, credentials removed (a fleet's, joined with commas).
     endpoint: String,
     api_key: Option<ApiKey>,
     /// The header carrying the key (the protocol's: `authorization: Bearer …`, `x-api-key`,
@@ -154,6 +159,9 @@ pub struct LmBuilder {
     model_type: Option<ModelType>,
     reasoning: bool,
     api_base: Option<String>,
+    /// Base URLs with their weights ([`LmBuilder::endpoints`]); when not empty they replace
+    /// `api_base`.
+    endpoints: Vec<(String, u32)>,
     api_version: Option<String>,
     api_key: Option<ApiKey>,
     headers: Vec<(String, String)>,
@@ -192,6 +200,7 @@ impl LM {
             model_type: None,
             reasoning: false,
             api_base: None,
+            endpoints: Vec::new(),
             api_version: None,
             api_key: None,
             headers: Vec::new(),
@@ -219,9 +228,31 @@ impl LM {
         &self.settings.model
     }
 
-    /// The base URL calls go to (credentials removed).
+    /// The base URL calls go to (credentials removed). For an LM over several endpoints
+    /// ([`LmBuilder::endpoints`]), their base URLs joined with commas, in the order given.
     pub fn endpoint(&self) -> &str {
         &self.settings.endpoint
+    }
+
+    /// Each endpoint's URL (credentials removed), weight, outstanding requests, counters and
+    /// breaker state, in the order the endpoints were given (one entry for a single base URL).
+    /// The counters are shared by every clone of this LM.
+    ///
+    /// ```
+    /// use dspex_lm::LM;
+    ///
+    /// let lm = LM::builder("openai/m")
+    ///     .endpoints(["http://10.0.0.1:8000/v1", "http://10.0.0.2:8000/v1"])
+    ///     .endpoint_weighted("http://10.0.0.3:8000/v1", 2)
+    ///     .build()?;
+    /// let stats = lm.endpoints();
+    /// assert_eq!(stats.len(), 3);
+    /// assert_eq!((stats[2].url.as_str(), stats[2].weight), ("http://10.0.0.3:8000/v1", 2));
+    /// assert!(stats.iter().all(|e| e.healthy && e.outstanding == 0 && e.served == 0));
+    /// # Ok::<(), dspex_lm::LmError>(())
+    /// ```
+    pub fn endpoints(&self) -> Vec<EndpointStats> {
+        self.shared.fleet.stats()
     }
 
     /// A clone with another retry policy (sharing pool, cache, limits and breaker).
@@ -268,9 +299,11 @@ impl LM {
         self.shared.cache.as_ref()
     }
 
-    /// The endpoint's circuit breaker state.
+    /// The endpoint's circuit breaker state. For an LM over several endpoints, the healthiest
+    /// one's (closed if any endpoint is closed, else half-open if any is, else open with the
+    /// shortest wait); [`endpoints`](LM::endpoints) has each.
     pub fn breaker_state(&self) -> BreakerState {
-        self.shared.breaker.state()
+        self.shared.fleet.best_breaker_state()
     }
 
     /// What every clone of this LM has used so far.
@@ -322,6 +355,7 @@ impl LM {
             "lm.call",
             model = %self.settings.model,
             endpoint = %self.settings.endpoint,
+            served_by = tracing::field::Empty,
             cache_hit = tracing::field::Empty,
             prompt_tokens = tracing::field::Empty,
             completion_tokens = tracing::field::Empty,
@@ -332,19 +366,26 @@ impl LM {
                 // Boxed: the cache's lookups make its future larger, and a call without the
                 // cache should not carry that space while it waits on the network.
                 Some(cache) => Box::pin(self.cached(cache, &request, options, start)).await,
-                None => self.complete(&request, options, start).await,
+                None => self
+                    .complete(&request, options, start)
+                    .await
+                    .map(|(response, served)| (response, Some(served))),
             }
         }
         .instrument(span.clone())
         .await;
         let _entered = span.enter();
+        let (result, served) = match result {
+            Ok((response, served)) => (Ok(response), served),
+            Err(error) => (Err(error), None),
+        };
         match &result {
             Ok(response) => {
                 span.record("cache_hit", response.cache_hit);
                 span.record("prompt_tokens", response.usage.prompt_tokens);
                 span.record("completion_tokens", response.usage.completion_tokens);
                 span.record("latency_ms", response.latency.as_secs_f64() * 1000.0);
-                self.record(request, response);
+                self.record(request, response, served);
             }
             Err(error) => tracing::warn!(%error, "LM call failed"),
         }
@@ -352,16 +393,17 @@ impl LM {
     }
 
     /// Cache lookup, then one in-flight call per key: identical concurrent requests share it.
+    /// With the answer, the endpoint that served it (`None` for a hit or a shared answer).
     async fn cached(
         &self,
         cache: &ResponseCache,
         request: &LmRequest,
         options: &CallOptions,
         start: Instant,
-    ) -> Result<LmResponse, LmError> {
+    ) -> Result<(LmResponse, Option<usize>), LmError> {
         let key = CacheKey::for_request(&self.settings.model, self.kind(), request);
         if let Some(hit) = cache.get(&key).await {
-            return Ok(hit);
+            return Ok((hit, None));
         }
         loop {
             let role = {
@@ -383,7 +425,7 @@ impl LM {
                             r.cache_hit = true;
                             r.usage = Usage::default();
                             r.latency = start.elapsed();
-                            r
+                            (r, None)
                         });
                     }
                     // The leader was cancelled before answering: take over.
@@ -398,9 +440,12 @@ impl LM {
                     if let Some(hit) = cache.get(&key).await {
                         drop(guard);
                         let _ = tx.send(Ok(hit.clone()));
-                        return Ok(hit);
+                        return Ok((hit, None));
                     }
-                    let result = self.complete(request, options, start).await;
+                    let (result, served) = match self.complete(request, options, start).await {
+                        Ok((response, served)) => (Ok(response), Some(served)),
+                        Err(error) => (Err(error), None),
+                    };
                     // Followers get the answer first; the in-flight entry stays until it is
                     // stored, so a caller arriving meanwhile waits for the store and reads it.
                     let _ = tx.send(result.clone());
@@ -420,7 +465,7 @@ impl LM {
                         }
                         Err(_) => drop(guard),
                     }
-                    return result;
+                    return result.map(|response| (response, served));
                 }
             }
         }
@@ -437,20 +482,21 @@ impl LM {
     }
 
     /// One logical call: retries, then top-up requests when the server returned fewer than `n`
-    /// choices.
+    /// choices. With the answer, the endpoint that served it (the first request's).
     async fn complete(
         &self,
         request: &LmRequest,
         options: &CallOptions,
         start: Instant,
-    ) -> Result<LmResponse, LmError> {
-        let mut response = self
+    ) -> Result<(LmResponse, usize), LmError> {
+        let (mut response, served_by) = self
             .retrying(options, start, |timeout, deadline| {
-                self.guarded(estimate_tokens(request), timeout, deadline, || {
-                    self.send(request)
+                self.guarded(estimate_tokens(request), timeout, deadline, |member| {
+                    self.send(member, request)
                 })
             })
             .await?;
+        self.record_served_by(served_by);
         let wanted = request.n.unwrap_or(1) as usize;
         if response.choices.len() < wanted {
             let single = LmRequest {
@@ -460,20 +506,20 @@ impl LM {
             let extra =
                 futures_util::future::join_all((response.choices.len()..wanted).map(|_| {
                     self.retrying(options, start, |timeout, deadline| {
-                        self.guarded(estimate_tokens(&single), timeout, deadline, || {
-                            self.send(&single)
+                        self.guarded(estimate_tokens(&single), timeout, deadline, |member| {
+                            self.send(member, &single)
                         })
                     })
                 }))
                 .await;
             for r in extra {
-                let r = r?;
+                let (r, _) = r?;
                 response.usage += r.usage;
                 response.choices.extend(r.choices);
             }
         }
         response.latency = start.elapsed();
-        Ok(response)
+        Ok((response, served_by))
     }
 
     /// Runs `attempt` under the caller's retry policy. `attempt` gets the per-attempt timeout
@@ -535,43 +581,60 @@ impl LM {
     }
 
     /// One attempt behind the breaker, the limits and the timeout; its usage settles the
-    /// token-rate budget.
+    /// token-rate budget. Returns the index of the endpoint that answered.
     ///
     /// `send` makes the exchange's future only once it may run, right inside the timeout: a
     /// future passed in ready-made would be held twice in this one's state (as the argument and
     /// inside the timeout), and every call in flight pays for its size.
-    async fn guarded<T: HasUsage, Fut: Future<Output = Result<T, LmError>>>(
+    async fn guarded<T: HasUsage, Fut: Future<Output = Result<T, Failed>>>(
         &self,
         estimated_tokens: u64,
         timeout: Duration,
         deadline: Option<Instant>,
-        send: impl FnOnce() -> Fut,
-    ) -> Result<T, LmError> {
-        let (value, slot) = self
-            .admitted(estimated_tokens, timeout, deadline, send)
+        send: impl FnMut(usize) -> Fut,
+    ) -> Result<(T, usize), LmError> {
+        let (value, slot, served) = self
+            .admitted(estimated_tokens, timeout, deadline, false, send)
             .await?;
         self.shared
             .limiter
             .settle(&slot, value.usage().total_tokens);
-        Ok(value)
+        Ok((value, served.index))
+    }
+
+    /// Records in the current span (`lm.call`, `lm.stream`) which endpoint served the call,
+    /// when the LM has several.
+    fn record_served_by(&self, index: usize) {
+        let fleet = &self.shared.fleet;
+        if fleet.members.len() > 1 {
+            tracing::Span::current().record(
+                "served_by",
+                tracing::field::display(&fleet.member(index).endpoint),
+            );
+        }
     }
 
     /// One attempt behind the breaker, the limits and the timeout, returning the limits' slot
-    /// with the result: a stream holds it until it ends. The breaker's admission is a guard:
-    /// dropped with this future, it gives a probe slot back.
-    async fn admitted<T, Fut: Future<Output = Result<T, LmError>>>(
+    /// and the endpoint's lease with the result: a stream holds them until it ends. The
+    /// breaker's admission is a guard: dropped with this future, it gives a probe slot back.
+    ///
+    /// The endpoint is picked by the fleet's balancer (the only one, for a single base URL). A
+    /// failure before any byte of the answer ([`fleet::fails_over`]) is sent again at once to
+    /// another endpoint not tried yet, inside this same attempt and its concurrency slot; a
+    /// per-attempt timeout fails over only when `timeout_is_early` (a streamed attempt, which
+    /// ends at the status line).
+    async fn admitted<T, Fut: Future<Output = Result<T, Failed>>>(
         &self,
         estimated_tokens: u64,
         timeout: Duration,
         deadline: Option<Instant>,
-        send: impl FnOnce() -> Fut,
-    ) -> Result<(T, Slot), LmError> {
+        timeout_is_early: bool,
+        mut send: impl FnMut(usize) -> Fut,
+    ) -> Result<(T, Slot, ServedBy), LmError> {
         let s = &self.settings;
-        let admission = self
-            .shared
-            .breaker
-            .admit()
-            .map_err(|retry_in| LmError::BreakerOpen {
+        let fleet = &self.shared.fleet;
+        let (mut index, mut admission) =
+            fleet.pick(0).map_err(|retry_in| LmError::BreakerOpen {
                 model: s.model.clone(),
                 endpoint: s.endpoint.clone(),
                 retry_in,
@@ -591,39 +654,82 @@ impl LM {
                 });
             }
         };
-        let (limit, by_deadline) = match deadline {
-            Some(d) => {
-                let left = d.saturating_duration_since(Instant::now());
-                (timeout.min(left), left < timeout)
+        let mut tried: fleet::Tried = 0;
+        loop {
+            let member = fleet.member(index);
+            let lease = Lease::new(member);
+            let (limit, by_deadline) = match deadline {
+                Some(d) => {
+                    let left = d.saturating_duration_since(Instant::now());
+                    (timeout.min(left), left < timeout)
+                }
+                None => (timeout, false),
+            };
+            let result = match tokio::time::timeout(limit, send(index)).await {
+                Ok(result) => result,
+                Err(_) if by_deadline => Err(Failed::from(LmError::DeadlineExceeded {
+                    model: s.model.clone(),
+                    endpoint: member.endpoint.clone(),
+                    deadline: limit,
+                    attempts: 1,
+                })),
+                Err(_) => Err(Failed {
+                    error: LmError::Timeout {
+                        model: s.model.clone(),
+                        endpoint: member.endpoint.clone(),
+                        timeout,
+                    },
+                    before_answer: timeout_is_early,
+                }),
+            };
+            let failure = result
+                .as_ref()
+                .err()
+                .is_some_and(|f| f.error.counts_against_endpoint());
+            admission.record(failure);
+            member.count(result.is_ok(), failure);
+            let failed = match result {
+                Ok(value) => {
+                    return Ok((
+                        value,
+                        slot,
+                        ServedBy {
+                            index,
+                            _lease: lease,
+                        },
+                    ));
+                }
+                Err(failed) => failed,
+            };
+            drop(lease);
+            tried |= 1 << index;
+            let out_of_time = deadline.is_some_and(|d| Instant::now() >= d);
+            if !(failed.before_answer && fleet::fails_over(&failed.error)) || out_of_time {
+                return Err(failed.error);
             }
-            None => (timeout, false),
-        };
-        let result = match tokio::time::timeout(limit, send()).await {
-            Ok(result) => result,
-            Err(_) if by_deadline => Err(LmError::DeadlineExceeded {
-                model: s.model.clone(),
-                endpoint: s.endpoint.clone(),
-                deadline: limit,
-                attempts: 1,
-            }),
-            Err(_) => Err(LmError::Timeout {
-                model: s.model.clone(),
-                endpoint: s.endpoint.clone(),
-                timeout,
-            }),
-        };
-        let failure = result
-            .as_ref()
-            .err()
-            .is_some_and(LmError::counts_against_endpoint);
-        admission.record(failure);
-        result.map(|value| (value, slot))
+            match fleet.pick(tried) {
+                Ok((next, next_admission)) => {
+                    member.count_failover();
+                    tracing::info!(
+                        model = %s.model,
+                        from = %member.endpoint,
+                        to = %fleet.member(next).endpoint,
+                        error = %failed.error,
+                        "failing over to another endpoint"
+                    );
+                    index = next;
+                    admission = next_admission;
+                }
+                Err(_) => return Err(failed.error),
+            }
+        }
     }
 
-    /// The HTTP exchange of one attempt.
-    async fn send(&self, request: &LmRequest) -> Result<LmResponse, LmError> {
+    /// The HTTP exchange of one attempt with the endpoint at `index`.
+    async fn send(&self, index: usize, request: &LmRequest) -> Result<LmResponse, Failed> {
         self.record_request();
         let s = &self.settings;
+        let member = self.shared.fleet.member(index);
         let started = Instant::now();
         let target = self.target();
         // Serialized before the exchange, so the body's borrows are not held while it runs.
@@ -632,19 +738,24 @@ impl LM {
             .protocol
             .body(target, request, false)
             .map_err(|feature| protocol::unsupported(&s.model, feature))?;
-        let response = self.post(&s.urls.call, Bytes::from(body)).await?;
+        let response = self
+            .post(member, &member.urls.call, Bytes::from(body))
+            .await
+            .map_err(Failed::early)?;
         let bytes = response
             .bytes(s.max_response_bytes)
             .await
-            .map_err(|e| self.transport_error(&e))?;
+            .map_err(|e| self.transport_error(member, &e))?;
         let decoded =
             s.provider
                 .protocol
                 .decode(target, &bytes)
                 .map_err(|unusable| match unusable {
-                    protocol::Unusable::Unreadable(message) => self.decode_error(message, &bytes),
+                    protocol::Unusable::Unreadable(message) => {
+                        self.decode_error(member, message, &bytes)
+                    }
                     protocol::Unusable::Failed { status, failure } => {
-                        self.provider_error(status, failure, None)
+                        self.provider_error(member, status, failure, None)
                     }
                 })?;
         Ok(LmResponse {
@@ -667,10 +778,10 @@ impl LM {
         }
     }
 
-    fn decode_error(&self, message: String, raw: &[u8]) -> LmError {
+    fn decode_error(&self, member: &Member, message: String, raw: &[u8]) -> LmError {
         LmError::Decode {
             model: self.settings.model.clone(),
-            endpoint: self.settings.endpoint.clone(),
+            endpoint: member.endpoint.clone(),
             message,
             raw: excerpt(&String::from_utf8_lossy(raw), 500),
         }
@@ -680,39 +791,47 @@ impl LM {
     /// mapping every failure to a typed error.
     async fn post_json<T: serde::de::DeserializeOwned>(
         &self,
+        member: &Member,
         url: &Endpoint,
         body: Bytes,
-    ) -> Result<(T, Bytes), LmError> {
-        let response = self.post(url, body).await?;
+    ) -> Result<(T, Bytes), Failed> {
+        let response = self.post(member, url, body).await.map_err(Failed::early)?;
         let bytes = response
             .bytes(self.settings.max_response_bytes)
             .await
-            .map_err(|e| self.transport_error(&e))?;
+            .map_err(|e| self.transport_error(member, &e))?;
         match serde_json::from_slice(&bytes) {
             Ok(parsed) => Ok((parsed, bytes)),
-            Err(e) => Err(self.decode_error(format!("invalid JSON: {e}"), &bytes)),
+            Err(e) => Err(self
+                .decode_error(member, format!("invalid JSON: {e}"), &bytes)
+                .into()),
         }
     }
 
-    /// POSTs and checks the status; the body is left unread.
-    async fn post(&self, url: &Endpoint, body: Bytes) -> Result<HttpResponse, LmError> {
+    /// POSTs to one of `member`'s URLs and checks the status; the body is left unread. Every
+    /// error of this function came before any byte of the answer (a failover candidate).
+    async fn post(
+        &self,
+        member: &Member,
+        url: &Endpoint,
+        body: Bytes,
+    ) -> Result<HttpResponse, LmError> {
         let s = &self.settings;
-        let response = self
-            .shared
+        let response = member
             .http
             .post(url, &s.headers, s.auth.as_ref().map(|(n, v)| (n, v)), body)
             .await
-            .map_err(|e| self.transport_error(&e))?;
+            .map_err(|e| self.transport_error(member, &e))?;
         if (200..300).contains(&response.status()) {
             return Ok(response);
         }
         // Boxed: the rare path should not make every call in flight larger.
-        Err(Box::pin(self.status_error(response)).await)
+        Err(Box::pin(self.status_error(member, response)).await)
     }
 
     /// The typed error for an answer that is not 2xx: the provider's code and message, read by
     /// the protocol, classified with the status ([`LmError::from_provider`]).
-    async fn status_error(&self, response: HttpResponse) -> LmError {
+    async fn status_error(&self, member: &Member, response: HttpResponse) -> LmError {
         let s = &self.settings;
         let status = response.status();
         let retry_after = response.headers().and_then(retry_after);
@@ -723,13 +842,14 @@ impl LM {
         let text = String::from_utf8_lossy(&raw);
         let failure = s.provider.protocol.error(&text);
         let retry_after = retry_after.or_else(|| s.provider.protocol.retry_after_in_body(&text));
-        self.provider_error(status, failure, retry_after)
+        self.provider_error(member, status, failure, retry_after)
     }
 
     /// The typed error of a provider's error answer (an error status, an error event in a
     /// stream, a refusal inside a success), its message cut to 500 characters.
     fn provider_error(
         &self,
+        member: &Member,
         status: u16,
         failure: protocol::Failure,
         retry_after: Option<Duration>,
@@ -737,7 +857,7 @@ impl LM {
         let s = &self.settings;
         LmError::from_provider(
             s.model.clone(),
-            s.endpoint.clone(),
+            member.endpoint.clone(),
             status,
             failure.code,
             excerpt(&failure.message, 500),
@@ -745,25 +865,25 @@ impl LM {
         )
     }
 
-    fn transport_error(&self, e: &TransportError) -> LmError {
+    fn transport_error(&self, member: &Member, e: &TransportError) -> LmError {
         let s = &self.settings;
         if e.too_large {
             return LmError::ResponseTooLarge {
                 model: s.model.clone(),
-                endpoint: s.endpoint.clone(),
+                endpoint: member.endpoint.clone(),
                 limit: s.max_response_bytes,
             };
         }
         if e.timeout {
             return LmError::Timeout {
                 model: s.model.clone(),
-                endpoint: s.endpoint.clone(),
+                endpoint: member.endpoint.clone(),
                 timeout: s.timeout,
             };
         }
         LmError::Connect {
             model: s.model.clone(),
-            endpoint: s.endpoint.clone(),
+            endpoint: member.endpoint.clone(),
             message: e.message.clone(),
         }
     }
@@ -797,7 +917,7 @@ impl LM {
     }
 
     /// Usage totals, trackers, history and a trace event for a finished call.
-    fn record(&self, mut request: LmRequest, response: &LmResponse) {
+    fn record(&self, mut request: LmRequest, response: &LmResponse, served: Option<usize>) {
         let s = &self.settings;
         let cost = (!response.cache_hit)
             .then(|| s.price.map(|p| p.cost(response.usage)))
@@ -819,6 +939,7 @@ impl LM {
             cost_usd: cost,
             cache_hit: response.cache_hit,
             latency: response.latency,
+            endpoint: served.map(|i| self.shared.fleet.member(i).endpoint.clone()),
         });
     }
 
@@ -830,7 +951,8 @@ impl LM {
     /// [`LmError::UnsupportedFeature`] for a provider whose protocol has no embeddings
     /// endpoint (Anthropic's); otherwise what a call fails with.
     pub async fn embed<S: AsRef<str>>(&self, inputs: &[S]) -> Result<Embeddings, LmError> {
-        let Some(url) = &self.settings.urls.embeddings else {
+        let fleet = &self.shared.fleet;
+        if fleet.member(0).urls.embeddings.is_none() {
             return Err(protocol::unsupported(
                 &self.settings.model,
                 format!(
@@ -838,7 +960,7 @@ impl LM {
                     self.settings.provider.protocol.name()
                 ),
             ));
-        };
+        }
         let start = Instant::now();
         let inputs: Vec<&str> = inputs.iter().map(AsRef::as_ref).collect();
         let body = Bytes::from(
@@ -851,13 +973,21 @@ impl LM {
         let estimate = inputs.iter().map(|t| t.len() as u64 / 4 + 1).sum();
         let options = CallOptions::default();
         self.retrying(&options, start, |timeout, deadline| {
-            self.guarded(estimate, timeout, deadline, || async {
+            let (body, inputs) = (&body, &inputs);
+            self.guarded(estimate, timeout, deadline, move |index| async move {
+                let member = fleet.member(index);
+                let Some(url) = &member.urls.embeddings else {
+                    return Err(Failed::from(protocol::unsupported(
+                        &self.settings.model,
+                        "embeddings".to_string(),
+                    )));
+                };
                 let (mut parsed, bytes) = self
-                    .post_json::<EmbeddingResponse>(url, body.clone())
+                    .post_json::<EmbeddingResponse>(member, url, body.clone())
                     .await?;
                 let vectors = parsed
                     .vectors(inputs.len())
-                    .map_err(|message| self.decode_error(message, &bytes))?;
+                    .map_err(|message| self.decode_error(member, message, &bytes))?;
                 Ok(Embeddings {
                     vectors,
                     usage: parsed.usage(),
@@ -869,7 +999,15 @@ impl LM {
             })
         })
         .await
+        .map(|(embeddings, _)| embeddings)
     }
+}
+
+/// The endpoint that answered an attempt, and its lease: the request counts as outstanding on
+/// it until this is dropped (a stream keeps it until it ends).
+struct ServedBy {
+    index: usize,
+    _lease: Lease,
 }
 
 /// Removes the in-flight entry when the leader finishes or is cancelled, so followers of a
@@ -1132,7 +1270,7 @@ mod tests {
         let lm = LM::builder("azure/my-gpt-4o").build_in(&env).unwrap();
         assert_eq!(lm.endpoint(), "https://res.openai.azure.com");
         assert_eq!(
-            lm.settings.urls.call.url.as_str(),
+            lm.shared.fleet.member(0).urls.call.url.as_str(),
             "https://res.openai.azure.com/openai/deployments/my-gpt-4o/chat/completions?api-version=2024-10-21"
         );
         let (name, value) = lm.settings.auth.as_ref().unwrap();
@@ -1147,7 +1285,9 @@ mod tests {
             .build_in(&env)
             .unwrap();
         assert!(
-            lm.settings
+            lm.shared
+                .fleet
+                .member(0)
                 .urls
                 .call
                 .url

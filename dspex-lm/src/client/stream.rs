@@ -35,6 +35,7 @@ impl LM {
             "lm.stream",
             model = %self.settings.model,
             endpoint = %self.settings.endpoint,
+            served_by = tracing::field::Empty,
         );
         self.open_stream(request, options).instrument(span).await
     }
@@ -63,7 +64,7 @@ impl LM {
         {
             tracing::debug!(model = %s.model, "LM stream answered from the cache");
             let events = StreamEvent::stream_of(&hit);
-            self.record(request, &hit);
+            self.record(request, &hit, None);
             return Ok(events);
         }
         let body = s
@@ -72,18 +73,34 @@ impl LM {
             .body(self.target(), &request, true)
             .map_err(|feature| protocol::unsupported(&s.model, feature))?;
         let body = Bytes::from(body);
-        let (response, slot) = self
+        let (response, slot, served) = self
             .retrying(options, start, |timeout, deadline| {
-                self.admitted(estimate_tokens(&request), timeout, deadline, || {
-                    self.record_request();
-                    self.post(&self.settings.urls.stream, body.clone())
-                })
+                self.admitted(
+                    estimate_tokens(&request),
+                    timeout,
+                    deadline,
+                    true,
+                    |index| {
+                        self.record_request();
+                        let member = self.shared.fleet.member(index);
+                        let body = body.clone();
+                        async move {
+                            self.post(member, &member.urls.stream, body)
+                                .await
+                                .map_err(Failed::early)
+                        }
+                    },
+                )
             })
             .await?;
+        self.record_served_by(served.index);
+        let served_index = served.index;
+        let member = Arc::clone(self.shared.fleet.member(served.index));
         let lm = self.clone();
         let idle = options.timeout.unwrap_or(s.timeout);
         let charge = StreamCharge {
             slot: Some(slot),
+            served: Some(served),
             prompt_tokens: prompt_tokens(&request),
             delivered_chars: 0,
             reported: None,
@@ -97,12 +114,14 @@ impl LM {
             done: false,
             charge,
             lm,
+            member,
             idle,
             completed: Some(Completed {
                 request,
                 key,
                 cache,
                 start,
+                served: served_index,
                 choices: Vec::new(),
                 usage: Usage::default(),
             }),
@@ -152,6 +171,8 @@ struct StreamState {
     /// The concurrency slot and token budget the stream holds until it ends or is dropped.
     charge: StreamCharge,
     lm: LM,
+    /// The endpoint answering, which the stream's errors name.
+    member: Arc<Member>,
     idle: Duration,
     /// What the stream delivered so far, to store and record once it completes (`None` once it
     /// failed).
@@ -164,12 +185,13 @@ impl StreamState {
     async fn read(&mut self) {
         let lm = &self.lm;
         let s = &lm.settings;
+        let member = &*self.member;
         match tokio::time::timeout(self.idle, self.bytes.next()).await {
             Err(_) => {
                 self.done = true;
                 self.pending.push_back(Err(LmError::Timeout {
                     model: s.model.clone(),
-                    endpoint: s.endpoint.clone(),
+                    endpoint: member.endpoint.clone(),
                     timeout: self.idle,
                 }));
             }
@@ -178,14 +200,14 @@ impl StreamState {
                 if !self.reader.complete_at_eof() {
                     self.pending.push_back(Err(LmError::Connect {
                         model: s.model.clone(),
-                        endpoint: s.endpoint.clone(),
+                        endpoint: member.endpoint.clone(),
                         message: format!("the stream ended before {}", self.reader.end_marker()),
                     }));
                 }
             }
             Ok(Some(Err(e))) => {
                 self.done = true;
-                self.pending.push_back(Err(lm.transport_error(&e)));
+                self.pending.push_back(Err(lm.transport_error(member, &e)));
             }
             Ok(Some(Ok(bytes))) => {
                 for data in self.decoder.feed(&bytes) {
@@ -205,14 +227,14 @@ impl StreamState {
                         Ok(Chunk::Failed { status, failure }) => {
                             self.done = true;
                             self.pending
-                                .push_back(Err(lm.provider_error(status, failure, None)));
+                                .push_back(Err(lm.provider_error(member, status, failure, None)));
                             break;
                         }
                         Err(message) => {
                             self.done = true;
                             self.pending.push_back(Err(LmError::Decode {
                                 model: s.model.clone(),
-                                endpoint: s.endpoint.clone(),
+                                endpoint: member.endpoint.clone(),
                                 message: format!("invalid stream chunk: {message}"),
                                 raw: excerpt(&text, 500),
                             }));
@@ -231,6 +253,8 @@ struct Completed {
     key: CacheKey,
     cache: Option<ResponseCache>,
     start: Instant,
+    /// The endpoint answering.
+    served: usize,
     choices: Vec<Choice>,
     usage: Usage,
 }
@@ -283,7 +307,7 @@ impl Completed {
         {
             cache.put(self.key, &response).await;
         }
-        lm.record(self.request, &response);
+        lm.record(self.request, &response, Some(self.served));
     }
 }
 
@@ -294,6 +318,8 @@ impl Completed {
 /// characters / 4 plus the delivered text's characters / 4.
 struct StreamCharge {
     slot: Option<Slot>,
+    /// The endpoint's lease: the stream is outstanding on it until it ends or is dropped.
+    served: Option<ServedBy>,
     prompt_tokens: u64,
     delivered_chars: usize,
     reported: Option<Usage>,
@@ -325,6 +351,7 @@ impl StreamCharge {
         if let Some(slot) = self.slot.take() {
             self.lm.shared.limiter.settle(&slot, self.tokens());
         }
+        self.served = None;
     }
 }
 
