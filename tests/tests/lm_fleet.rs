@@ -2,8 +2,7 @@
 //! 300 in flight while the 50 ms server is killed and restarted on the same port. No call fails
 //! (failover before the first byte, not the retry policy: it is off), the restarted server is
 //! back in rotation within 2 s of restarting (its breaker's probe), and the median latency sits
-//! near the fastest server's, not the mean of the three (checked in optimized builds: see the
-//! test).
+//! near the fastest server's, not the mean of the three.
 
 use dspex::lm::{BreakerConfig, BreakerState, LM, LmRequest, RetryPolicy};
 use dspex::testing::{Latency, MockLm, MockLmServer};
@@ -145,20 +144,19 @@ async fn a_fleet_survives_a_killed_endpoint_and_takes_it_back() {
         restarted.stats().requests_to("/v1/chat/completions") > 0,
         "the restarted server saw no request"
     );
-    // Nearer the fastest endpoint's latency than the mean of the three. Only an optimized build
-    // can show it on a small machine: the client and the three servers share its cores, and an
-    // unoptimized build tops out (about 3,700 calls/s on 2 cores) well below the fleet's
-    // capacity at 300 in flight (about 8,000/s), so every call then queues for CPU and, by
-    // Little's law, the median is ~300 / throughput ≈ 80 ms whatever the balancing. Run
-    // `cargo test --release -p dspex-tests --test lm_fleet` for this check.
+    // Nearer the fastest endpoint's latency than the mean of the three. On a small machine the
+    // client and the three servers share its cores: with an unoptimized runtime and JSON the
+    // process tops out near 3,700 calls/s on 2 cores, below the fleet's capacity at 300 in flight
+    // (about 8,000/s), and by Little's law every call then queues for CPU (p50 ≈ 300 / throughput
+    // ≈ 80 ms whatever the balancing). The workspace's Cargo.toml therefore optimizes the hot
+    // dependencies (tokio, serde_json, the HTTP parser) in test builds too: ~6,000-7,000 calls/s.
     let near_fastest = (p50 - LATENCIES_MS[0] as f64).abs() < (p50 - mean_of_servers).abs();
-    if cfg!(debug_assertions) {
-        if !near_fastest {
-            eprintln!("unoptimized build: p50 {p50:.1} ms is CPU-bound, not checked");
-        }
-    } else {
-        assert!(near_fastest, "p50 {p50:.1} ms");
-    }
+    assert!(
+        near_fastest,
+        "p50 {p50:.1} ms is nearer the mean of the servers ({mean_of_servers:.1} ms) than the \
+         fastest ({} ms)",
+        LATENCIES_MS[0]
+    );
     // Every call was served once, nothing is left outstanding, the victim's breaker is closed.
     assert_eq!(stats.iter().map(|e| e.served).sum::<u64>(), CALLS as u64);
     assert!(stats.iter().all(|e| e.outstanding == 0), "{stats:?}");
