@@ -10,11 +10,13 @@ use super::native::NativeToolCalling;
 use super::{Adapter, AdapterError};
 use crate::example::Example;
 use crate::pycompat::text::{
-    is_py_space, py_splitlines, py_strip, write_json_str, write_py_json_indented,
+    is_py_space, py_splitlines, py_strip, write_json_str, write_py_json, write_py_json_indented,
 };
 use crate::pycompat::value::{apply_defaults, parse_value};
+use crate::signature::FieldSpec;
 use crate::signature::{CustomType, DynSignature, TypeSpec};
-use crate::types::Message;
+use crate::types::{Message, MessageToolCall, ToolCallResults, ToolCalls};
+use serde::Deserialize;
 use serde_json::{Map, Value};
 
 /// DSPy's `ChatAdapter` (3.4.1), reproduced byte for byte.
@@ -154,9 +156,11 @@ impl Style {
 }
 
 /// `Adapter.format` for every layout: system message, demo turns, the conversation history
-/// (when the signature has a `History` input), the main request.
+/// (when the signature has a `History` input), the main request. `native` is the adapter's
+/// `use_native_function_calling`, which decides how the history's tool calls are sent.
 pub(crate) fn format_messages(
     style: Style,
+    native: bool,
     sig: &DynSignature,
     demos: &[Example],
     inputs: &Example,
@@ -203,21 +207,7 @@ pub(crate) fn format_messages(
 
     if let Some(field) = history_field {
         for turn in history_turns(adapter, field.name(), inputs.as_map().get(field.name()))? {
-            // `format_conversation_history`: a turn's inputs as a user message (with the output
-            // reminder when it has any input), its outputs as an assistant message (a missing
-            // output is `None`).
-            let main_request = main_sig
-                .inputs()
-                .iter()
-                .any(|f| turn.contains_key(f.name()));
-            let user = user_turn(style, main_sig, turn, "", main_request)?;
-            if !user.is_empty() {
-                messages.push(Message::user(user));
-            }
-            let assistant = assistant_turn(style, main_sig, turn, &Value::Null)?;
-            if !assistant.is_empty() {
-                messages.push(Message::assistant(assistant));
-            }
+            history_turn(style, native, main_sig, turn, &mut messages)?;
         }
     }
 
@@ -228,6 +218,166 @@ pub(crate) fn format_messages(
     // Values of DSPy's own types (images, audio, files) were written between markers; they
     // become the user messages' content parts.
     Ok(super::custom::expand_all(messages))
+}
+
+/// One turn of `format_conversation_history`: its inputs as a user message (with the output
+/// reminder when it has any input), then its outputs — and its tool calls and their results,
+/// when a value of the turn is a `ToolCalls` (an object with a `"tool_calls"` key, whose
+/// `"tool_call_results"` are the results).
+///
+/// With native function calling and tool calls: an assistant message with the turn's other
+/// outputs (if any) and, when there are results whose call ids are the calls' ids (all
+/// non-empty), the calls as OpenAI `tool_calls`, followed by one `tool` message per result.
+/// Without: the outputs as an assistant message (the calls without their results; a missing
+/// output is `None`), then the results as a user message of `tool_call_results`.
+fn history_turn(
+    style: Style,
+    native: bool,
+    sig: &DynSignature,
+    turn: &Map<String, Value>,
+    messages: &mut Vec<Message>,
+) -> Result<(), AdapterError> {
+    let adapter = style.adapter_name();
+    let main_request = sig.inputs().iter().any(|f| turn.contains_key(f.name()));
+    let user = user_turn(style, sig, turn, "", main_request)?;
+    if !user.is_empty() {
+        messages.push(Message::user(user));
+    }
+    let calls = history_tool_calls(adapter, turn)?;
+
+    if native && let Some((_, calls, results)) = &calls {
+        // The outputs the turn has, other than tool calls, form the content.
+        let mut content_sig = std::borrow::Cow::Borrowed(sig);
+        for f in sig.outputs() {
+            let absent = turn.get(f.name()).is_none_or(Value::is_null);
+            if absent || *f.ty() == TypeSpec::Custom(CustomType::ToolCalls) {
+                content_sig = std::borrow::Cow::Owned(content_sig.delete(f.name()));
+            }
+        }
+        let content = if content_sig.outputs().is_empty() {
+            String::new()
+        } else {
+            assistant_turn(style, &content_sig, turn, &Value::Null)?
+        };
+        // Results go out only when they answer the calls one for one, by id.
+        let results = results.as_ref().filter(|results| {
+            calls.len() == results.results().len()
+                && calls
+                    .calls()
+                    .iter()
+                    .zip(results.results())
+                    .all(|(call, result)| {
+                        call.id.as_deref().is_some_and(|id| !id.is_empty())
+                            && call.id == result.call_id
+                    })
+        });
+        if let Some(results) = results {
+            let tool_calls = calls
+                .calls()
+                .iter()
+                .map(|call| {
+                    let mut arguments = String::with_capacity(64);
+                    write_py_json(&mut arguments, &Value::Object(call.args.clone()));
+                    MessageToolCall::new(
+                        call.id.clone().unwrap_or_default(),
+                        call.name.clone(),
+                        arguments,
+                    )
+                })
+                .collect();
+            messages.push(Message::assistant_tool_calls(content, tool_calls));
+            for result in results.results() {
+                let content = match &result.value {
+                    Value::String(text) => text.clone(),
+                    other => {
+                        let mut text = String::with_capacity(64);
+                        write_py_json(&mut text, other);
+                        text
+                    }
+                };
+                messages.push(Message::tool(
+                    result.call_id.clone().unwrap_or_default(),
+                    result.name.clone(),
+                    content,
+                ));
+            }
+        } else if !content.is_empty() {
+            messages.push(Message::assistant(content));
+        }
+        return Ok(());
+    }
+
+    // Text mode: the calls are printed as DSPy prints a `ToolCalls` whose results were taken
+    // out, and the results follow as a user message.
+    let results = calls.as_ref().and_then(|(_, _, results)| results.as_ref());
+    let stripped;
+    let values = match (&calls, results) {
+        (Some((name, calls, _)), Some(_)) => {
+            let mut copy = turn.clone();
+            copy.insert((*name).to_string(), calls.format_value());
+            stripped = copy;
+            &stripped
+        }
+        _ => turn,
+    };
+    let assistant = assistant_turn(style, sig, values, &Value::Null)?;
+    if !assistant.is_empty() {
+        messages.push(Message::assistant(assistant));
+    }
+    if let Some(results) = results {
+        let mut values = Map::with_capacity(1);
+        values.insert(
+            "tool_call_results".to_string(),
+            serde_json::to_value(results).unwrap_or(Value::Null),
+        );
+        messages.push(Message::user(user_turn(
+            style,
+            &TOOL_CALL_RESULTS_SIGNATURE,
+            &values,
+            "",
+            false,
+        )?));
+    }
+    Ok(())
+}
+
+/// DSPy's `_TOOL_CALL_RESULTS_SIGNATURE`: one `tool_call_results` input (typed `Any` here, which
+/// prints a `ToolCallResults` as DSPy prints it: its JSON dump).
+static TOOL_CALL_RESULTS_SIGNATURE: std::sync::LazyLock<DynSignature> =
+    std::sync::LazyLock::new(|| {
+        DynSignature::from_fields(None, [FieldSpec::input("tool_call_results", TypeSpec::Any)])
+            .expect("a one-input signature is valid")
+    });
+
+/// DSPy's `_tool_calls_from_message`: the first value of `turn` that is a `ToolCalls` (an
+/// object with a `"tool_calls"` key), with its key and its `tool_call_results` (a
+/// `ToolCallResults` object or a bare list of results; `null` or absent: none). A value that
+/// does not validate is [`AdapterError::Format`], as DSPy's `model_validate` raises.
+fn history_tool_calls<'a>(
+    adapter: &'static str,
+    turn: &'a Map<String, Value>,
+) -> Result<Option<(&'a str, ToolCalls, Option<ToolCallResults>)>, AdapterError> {
+    let Some((name, value)) = turn
+        .iter()
+        .find(|(_, v)| v.as_object().is_some_and(|m| m.contains_key("tool_calls")))
+    else {
+        return Ok(None);
+    };
+    let bad = |message: String| AdapterError::Format {
+        adapter,
+        message: format!("history value `{name}`: {message}"),
+    };
+    let calls = ToolCalls::from_value(value).map_err(|e| bad(e.to_string()))?;
+    let results = match value.get("tool_call_results") {
+        None | Some(Value::Null) => None,
+        Some(Value::Array(items)) => Some(ToolCallResults::deserialize(
+            &serde_json::json!({"tool_call_results": items}),
+        )),
+        Some(other) => Some(ToolCallResults::deserialize(other)),
+    }
+    .transpose()
+    .map_err(|e| bad(format!("invalid tool_call_results: {e}")))?;
+    Ok(Some((name.as_str(), calls, results)))
 }
 
 /// `format_user_message_content`: `prefix`, the inputs of `sig` present in `values`, and the
@@ -441,6 +591,9 @@ fn write_json_assistant(
         write_json_str(out, f.name());
         out.push_str(": ");
         let value = demo.get(f.name()).unwrap_or(missing);
+        // `Tool` and `ToolCalls` values as their `format()` (a call's id is not shown).
+        let tools = super::format::format_tool_values(f.ty(), value);
+        let value = tools.as_ref().unwrap_or(value);
         match super::format::mark_media("JSONAdapter", f, f.ty(), value)? {
             Some(marked) => write_py_json_indented(out, &marked, 1),
             None => write_py_json_indented(out, value, 1),
@@ -555,7 +708,7 @@ impl Adapter for ChatAdapter {
         demos: &[Example],
         inputs: &Example,
     ) -> Result<Vec<Message>, AdapterError> {
-        format_messages(Style::Chat, signature, demos, inputs)
+        format_messages(Style::Chat, self.tools.enabled, signature, demos, inputs)
     }
 
     fn parse(

@@ -38,11 +38,14 @@ pub fn marked(parts: &[ContentPart]) -> String {
 /// Turns a user message whose text carries custom-type markers into a list of parts (text
 /// before, the parts between each pair of markers, text after); every other message is
 /// returned as it is.
-pub fn expand_markers(message: Message) -> Message {
-    let Message { role, content } = message;
-    let text = match content {
-        Content::Text(text) if role == Role::User && text.contains(CUSTOM_TYPE_START) => text,
-        content => return Message { role, content },
+pub fn expand_markers(mut message: Message) -> Message {
+    let marked = matches!(&message.content,
+        Content::Text(text) if message.role == Role::User && text.contains(CUSTOM_TYPE_START));
+    if !marked {
+        return message;
+    }
+    let Content::Text(text) = std::mem::take(&mut message.content) else {
+        return message;
     };
     let mut parts = Vec::new();
     let mut last_end = 0;
@@ -63,17 +66,15 @@ pub fn expand_markers(message: Message) -> Message {
         search = last_end;
     }
     if last_end == 0 {
-        return Message {
-            role,
-            content: Content::Text(text),
-        };
+        message.content = Content::Text(text);
+        return message;
     }
     if last_end < text.len() {
         parts.push(ContentPart::text(&text[last_end..]));
     }
     Message {
-        role,
         content: Content::Parts(parts),
+        ..message
     }
 }
 

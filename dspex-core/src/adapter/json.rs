@@ -368,7 +368,7 @@ impl Adapter for JSONAdapter {
         demos: &[Example],
         inputs: &Example,
     ) -> Result<Vec<Message>, AdapterError> {
-        format_messages(Style::Json, signature, demos, inputs)
+        format_messages(Style::Json, self.tools.enabled, signature, demos, inputs)
     }
 
     fn parse(

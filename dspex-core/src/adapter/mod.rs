@@ -45,6 +45,8 @@ mod code_reasoning_tests;
 pub mod custom;
 #[doc(hidden)]
 pub mod format;
+#[cfg(test)]
+mod history_tools_tests;
 mod json;
 pub mod native;
 #[cfg(test)]

@@ -3,6 +3,7 @@
 use super::chat::{Style, empty_error, format_messages, missing_fields_error};
 use super::format::{STRUCTURE_HEADER, strip_tail, write_field_value, write_type_note};
 use super::json::JSONAdapter;
+use super::native::NativeToolCalling;
 use super::{Adapter, AdapterError};
 use crate::example::Example;
 use crate::pycompat::etree;
@@ -66,8 +67,43 @@ use std::collections::HashMap;
 /// assert!(XMLAdapter.parse(&sig, "<answer>4 & more</answer>").is_err());
 /// # Ok::<(), Box<dyn std::error::Error>>(())
 /// ```
+///
+/// **Options.** `XMLAdapter` is both the type and its default value (DSPy's
+/// `dspy.XMLAdapter()`); [`native_function_calling`](XMLAdapter::native_function_calling) and
+/// [`parallel_tool_calls`](XMLAdapter::parallel_tool_calls) are DSPy's
+/// `use_native_function_calling` and `parallel_tool_calls`, as for the
+/// [`ChatAdapter`](struct@super::ChatAdapter).
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash)]
-pub struct XMLAdapter;
+pub struct XMLAdapter {
+    tools: NativeToolCalling,
+}
+
+/// The default [`XMLAdapter`](struct@XMLAdapter) as a value, so `XMLAdapter` reads as DSPy's `dspy.XMLAdapter()`.
+#[allow(non_upper_case_globals)]
+pub const XMLAdapter: XMLAdapter = XMLAdapter::new();
+
+impl XMLAdapter {
+    /// DSPy's defaults: no native function calling, the provider's default for parallel calls.
+    pub const fn new() -> Self {
+        XMLAdapter {
+            tools: NativeToolCalling::OFF,
+        }
+    }
+
+    /// DSPy's `use_native_function_calling`.
+    #[must_use]
+    pub const fn native_function_calling(mut self, on: bool) -> Self {
+        self.tools.enabled = on;
+        self
+    }
+
+    /// DSPy's `parallel_tool_calls`.
+    #[must_use]
+    pub const fn parallel_tool_calls(mut self, on: bool) -> Self {
+        self.tools.parallel_tool_calls = Some(on);
+        self
+    }
+}
 
 /// The name DSPy gives the adapter.
 pub(crate) const NAME: &str = "XMLAdapter";
@@ -587,7 +623,7 @@ impl Adapter for XMLAdapter {
         demos: &[Example],
         inputs: &Example,
     ) -> Result<Vec<Message>, AdapterError> {
-        format_messages(Style::Xml, signature, demos, inputs)
+        format_messages(Style::Xml, self.tools.enabled, signature, demos, inputs)
     }
 
     fn parse(
@@ -666,11 +702,12 @@ impl Adapter for XMLAdapter {
     }
 
     fn fallback(&self) -> Option<&'static dyn Adapter> {
-        // DSPy's XMLAdapter falls back to `JSONAdapter(use_native_function_calling=False)`,
-        // carrying its own (default) options.
-        Some(JSONAdapter::fallback_for(
-            super::native::NativeToolCalling::OFF,
-        ))
+        // DSPy's XMLAdapter falls back to a JSONAdapter carrying its own native-calling options.
+        Some(JSONAdapter::fallback_for(self.tools))
+    }
+
+    fn native_tool_calling(&self) -> NativeToolCalling {
+        self.tools
     }
 
     /// XMLAdapter's `format_user_message_content(signature, values)`: the `<name>` element of

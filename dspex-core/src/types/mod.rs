@@ -37,52 +37,244 @@ pub enum Role {
     System,
     /// The user (the adapter's formatted inputs).
     User,
-    /// The model (few-shot demos' answers).
+    /// The model (few-shot demos' answers, earlier turns, its tool calls).
     Assistant,
+    /// A tool's result, answering one of an assistant message's tool calls (OpenAI's `tool`
+    /// role): a conversation history with native function calling sends these.
+    Tool,
 }
 
 impl Role {
-    /// `"system"`, `"user"` or `"assistant"`.
+    /// `"system"`, `"user"`, `"assistant"` or `"tool"`.
     pub fn as_str(self) -> &'static str {
         match self {
             Role::System => "system",
             Role::User => "user",
             Role::Assistant => "assistant",
+            Role::Tool => "tool",
         }
     }
 }
 
-/// One chat message.
-#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
+/// One chat message, in OpenAI's chat shape.
+///
+/// Most messages are a role and a content. Two carry more, as DSPy sends an earlier turn's tool
+/// calls with native function calling: an assistant message with [`tool_calls`](Message::tool_calls)
+/// (its content may then be empty, sent as `null`), and a [`Role::Tool`] message with the
+/// [`tool_call_id`](Message::tool_call_id) it answers and the tool's [`name`](Message::name).
+///
+/// ```
+/// use dspex_core::types::{Message, MessageToolCall};
+/// use serde_json::json;
+///
+/// let call = MessageToolCall::new("call_1", "get_weather", "{\"city\": \"Paris\"}");
+/// let asked = Message::assistant_tool_calls("", vec![call]);
+/// assert_eq!(
+///     serde_json::to_value(&asked)?,
+///     json!({"role": "assistant", "content": null, "tool_calls": [{"id": "call_1", "type": "function",
+///         "function": {"name": "get_weather", "arguments": "{\"city\": \"Paris\"}"}}]})
+/// );
+/// let answer = Message::tool("call_1", "get_weather", "Sunny");
+/// assert_eq!(
+///     serde_json::to_value(&answer)?,
+///     json!({"role": "tool", "content": "Sunny", "tool_call_id": "call_1", "name": "get_weather"})
+/// );
+/// assert_eq!(serde_json::from_value::<Message>(serde_json::to_value(&asked)?)?, asked);
+/// # Ok::<(), serde_json::Error>(())
+/// ```
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Deserialize)]
+#[serde(from = "MessageRepr")]
 pub struct Message {
     /// Who wrote it.
     pub role: Role,
     /// The text, or (for a user message carrying images, audio or files) a list of parts.
     pub content: Content,
+    /// The tools an assistant message called (OpenAI's `tool_calls`); empty for every other
+    /// message.
+    pub tool_calls: Vec<MessageToolCall>,
+    /// The call a [`Role::Tool`] message answers.
+    pub tool_call_id: Option<String>,
+    /// The tool whose result a [`Role::Tool`] message carries.
+    pub name: Option<String>,
 }
 
 impl Message {
+    /// A message of `role` with `content` and nothing else.
+    pub fn new(role: Role, content: impl Into<Content>) -> Self {
+        Message {
+            role,
+            content: content.into(),
+            tool_calls: Vec::new(),
+            tool_call_id: None,
+            name: None,
+        }
+    }
+
     /// A system message.
     pub fn system(content: impl Into<Content>) -> Self {
-        Message {
-            role: Role::System,
-            content: content.into(),
-        }
+        Message::new(Role::System, content)
     }
 
     /// A user message.
     pub fn user(content: impl Into<Content>) -> Self {
-        Message {
-            role: Role::User,
-            content: content.into(),
-        }
+        Message::new(Role::User, content)
     }
 
     /// An assistant message.
     pub fn assistant(content: impl Into<Content>) -> Self {
+        Message::new(Role::Assistant, content)
+    }
+
+    /// An assistant message that calls tools, with `content` beside the calls (empty: none,
+    /// sent as `null`).
+    pub fn assistant_tool_calls(content: impl Into<Content>, calls: Vec<MessageToolCall>) -> Self {
         Message {
-            role: Role::Assistant,
-            content: content.into(),
+            tool_calls: calls,
+            ..Message::assistant(content)
+        }
+    }
+
+    /// A tool's result: the answer to the call `tool_call_id` of the tool `name`.
+    pub fn tool(
+        tool_call_id: impl Into<String>,
+        name: impl Into<String>,
+        content: impl Into<Content>,
+    ) -> Self {
+        Message {
+            tool_call_id: Some(tool_call_id.into()),
+            name: Some(name.into()),
+            ..Message::new(Role::Tool, content)
+        }
+    }
+
+    /// Whether the content goes out as `null`: an assistant message with tool calls and no
+    /// text (DSPy's `content or None`).
+    fn null_content(&self) -> bool {
+        self.role == Role::Assistant && !self.tool_calls.is_empty() && self.content == ""
+    }
+}
+
+/// `{"role", "content", "tool_calls"?, "tool_call_id"?, "name"?}`, the optional keys only when
+/// set; `content` is `null` for an assistant message with tool calls and no text.
+impl Serialize for Message {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        use serde::ser::SerializeStruct;
+        let mut s = serializer.serialize_struct("Message", 5)?;
+        s.serialize_field("role", &self.role)?;
+        if self.null_content() {
+            s.serialize_field("content", &None::<Content>)?;
+        } else {
+            s.serialize_field("content", &self.content)?;
+        }
+        if self.tool_calls.is_empty() {
+            s.skip_field("tool_calls")?;
+        } else {
+            s.serialize_field("tool_calls", &self.tool_calls)?;
+        }
+        match &self.tool_call_id {
+            Some(id) => s.serialize_field("tool_call_id", id)?,
+            None => s.skip_field("tool_call_id")?,
+        }
+        match &self.name {
+            Some(name) => s.serialize_field("name", name)?,
+            None => s.skip_field("name")?,
+        }
+        s.end()
+    }
+}
+
+/// What a [`Message`] deserializes from: `content` may be `null` or absent (no text).
+#[derive(Deserialize)]
+struct MessageRepr {
+    role: Role,
+    #[serde(default)]
+    content: Option<Content>,
+    #[serde(default)]
+    tool_calls: Option<Vec<MessageToolCall>>,
+    #[serde(default)]
+    tool_call_id: Option<String>,
+    #[serde(default)]
+    name: Option<String>,
+}
+
+impl From<MessageRepr> for Message {
+    fn from(m: MessageRepr) -> Self {
+        Message {
+            role: m.role,
+            content: m.content.unwrap_or_default(),
+            tool_calls: m.tool_calls.unwrap_or_default(),
+            tool_call_id: m.tool_call_id,
+            name: m.name,
+        }
+    }
+}
+
+/// One tool call of an assistant message, as OpenAI's chat API spells it: `{"id", "type":
+/// "function", "function": {"name", "arguments"}}`, the arguments as JSON text.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(from = "MessageToolCallRepr", into = "MessageToolCallRepr")]
+pub struct MessageToolCall {
+    /// The call's id, which the answering [`Role::Tool`] message names.
+    pub id: String,
+    /// The tool called.
+    pub name: String,
+    /// Its arguments, JSON text.
+    pub arguments: String,
+}
+
+impl MessageToolCall {
+    /// The call `id` of the tool `name` with `arguments` (JSON text).
+    pub fn new(
+        id: impl Into<String>,
+        name: impl Into<String>,
+        arguments: impl Into<String>,
+    ) -> Self {
+        MessageToolCall {
+            id: id.into(),
+            name: name.into(),
+            arguments: arguments.into(),
+        }
+    }
+}
+
+#[derive(Serialize, Deserialize)]
+struct MessageToolCallRepr {
+    id: String,
+    #[serde(rename = "type", default = "function_type")]
+    kind: String,
+    function: FunctionRepr,
+}
+
+#[derive(Serialize, Deserialize)]
+struct FunctionRepr {
+    name: String,
+    #[serde(default)]
+    arguments: String,
+}
+
+fn function_type() -> String {
+    "function".to_string()
+}
+
+impl From<MessageToolCallRepr> for MessageToolCall {
+    fn from(r: MessageToolCallRepr) -> Self {
+        MessageToolCall {
+            id: r.id,
+            name: r.function.name,
+            arguments: r.function.arguments,
+        }
+    }
+}
+
+impl From<MessageToolCall> for MessageToolCallRepr {
+    fn from(c: MessageToolCall) -> Self {
+        MessageToolCallRepr {
+            id: c.id,
+            kind: function_type(),
+            function: FunctionRepr {
+                name: c.name,
+                arguments: c.arguments,
+            },
         }
     }
 }
