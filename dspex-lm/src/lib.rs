@@ -62,7 +62,7 @@ pub use stream::{EventStream, StreamEvent};
 pub use transport::reqwest_builder;
 pub use types::{
     Choice, Content, ContentPart, Embeddings, FilePart, FinishReason, ImageUrl, InputAudio,
-    LmRequest, LmResponse, Message, ResponseFormat, Role, ToolCall, Usage,
+    LmRequest, LmResponse, Message, MessageToolCall, ResponseFormat, Role, ToolCall, Usage,
 };
 pub use usage::{ModelUsage, Price, UsageReport, UsageTracker, track_usage};
 

@@ -1,7 +1,8 @@
 //! Requests and responses of the LM layer.
 
 pub use dspex_core::types::{
-    Content, ContentPart, FilePart, ImageUrl, InputAudio, Message, ResponseFormat, Role,
+    Content, ContentPart, FilePart, ImageUrl, InputAudio, Message, MessageToolCall, ResponseFormat,
+    Role,
 };
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};

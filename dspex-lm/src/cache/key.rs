@@ -83,15 +83,10 @@ pub(super) fn key_document(model: &str, kind: &str, request: &LmRequest) -> Valu
     let messages = request
         .messages
         .iter()
-        .map(|m| {
-            let mut msg = Map::new();
-            msg.insert("role".into(), m.role.as_str().into());
-            msg.insert(
-                "content".into(),
-                serde_json::to_value(&m.content).unwrap_or(Value::Null),
-            );
-            Value::Object(msg)
-        })
+        // The message as sent: `{"role", "content"}`, with an assistant message's
+        // `tool_calls` and a tool message's `tool_call_id` and `name` when it has them (as the
+        // message dicts DSPy hashes have them).
+        .map(|m| serde_json::to_value(m).unwrap_or(Value::Null))
         .collect();
     doc.insert("messages".into(), Value::Array(messages));
     doc.insert(

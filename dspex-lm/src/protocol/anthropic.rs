@@ -234,12 +234,15 @@ pub(crate) fn request_body(
                 .to_string(),
         );
     }
+    super::refuse_tool_history("Anthropic Messages", &request.messages)?;
     let extra = &request.extra;
     let mut system: Vec<String> = Vec::new();
     let mut messages = Vec::with_capacity(request.messages.len());
     for (i, message) in request.messages.iter().enumerate() {
         match message.role {
             Role::System => system.push(system_text(i, message)?),
+            // Refused above.
+            Role::Tool => {}
             Role::User | Role::Assistant => messages.push(json!({
                 "role": message.role.as_str(),
                 "content": content(i, message)?,

@@ -218,6 +218,7 @@ pub(crate) fn request_body(model_id: &str, request: &LmRequest) -> Result<Value,
         ));
     }
     let mut body = Map::new();
+    super::refuse_tool_history("Gemini", &request.messages)?;
     let (system, contents) = contents(&request.messages)?;
     body.insert("contents".into(), Value::Array(contents));
     if let Some(system) = system {
@@ -261,6 +262,8 @@ fn contents(messages: &[Message]) -> Result<(Option<Value>, Vec<Value>), String>
                 }
                 system_parts.push(json!({ "text": m.content.text() }));
             }
+            // Refused before: `contents` never sees one.
+            Role::Tool => {}
             Role::User | Role::Assistant => {
                 let role = if m.role == Role::User {
                     "user"

@@ -208,6 +208,33 @@ pub(crate) fn failure_from(
     }
 }
 
+/// Refuses a conversation carrying native tool-call history — an assistant message with
+/// `tool_calls` or a `tool` message (what an adapter with native function calling makes of a
+/// `History` turn's tool calls) — for a protocol (`protocol`, as the message names it) that does
+/// not send it: the message, for [`LmError::UnsupportedFeature`], names the first such message
+/// and the way out. Rather this than sending the conversation without the calls.
+pub(crate) fn refuse_tool_history(
+    protocol: &str,
+    messages: &[crate::types::Message],
+) -> Result<(), String> {
+    use crate::types::Role;
+    let found = messages.iter().enumerate().find_map(|(i, m)| {
+        if m.role == Role::Tool {
+            Some((i, "a tool result (role `tool`)"))
+        } else if !m.tool_calls.is_empty() {
+            Some((i, "an assistant message with tool calls"))
+        } else {
+            None
+        }
+    });
+    match found {
+        None => Ok(()),
+        Some((i, what)) => Err(format!(
+            "message {i} is {what}, which the {protocol} protocol does not send; these come from a History turn's tool calls formatted with native function calling — turn it off on the adapter (`.native_function_calling(false)`) to send them as text"
+        )),
+    }
+}
+
 /// Every protocol, for the fuzz targets.
 pub(crate) fn all() -> &'static [&'static dyn Protocol] {
     &[
@@ -224,5 +251,58 @@ pub(crate) fn unsupported(model: &str, feature: String) -> LmError {
     LmError::UnsupportedFeature {
         model: model.to_string(),
         feature,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::types::{Message, MessageToolCall};
+
+    /// A History turn's tool calls with native calling: OpenAI's chat bodies (OpenAI, Azure)
+    /// carry them; every other protocol refuses them by name instead of dropping them.
+    #[test]
+    fn tool_history_is_sent_or_refused_never_dropped() {
+        let request = LmRequest::new(vec![
+            Message::user("Weather?"),
+            Message::assistant_tool_calls("", vec![MessageToolCall::new("c1", "f", "{}")]),
+            Message::tool("c1", "f", "Sunny"),
+            Message::user("And now?"),
+        ]);
+        for protocol in all() {
+            let target = Target {
+                model_id: "gpt-4o-mini",
+                model_type: if protocol.name() == "openai responses" {
+                    ModelType::Responses
+                } else {
+                    ModelType::Chat
+                },
+                max_tokens_key: "max_tokens",
+                api_version: Some("2024-10-21"),
+            };
+            let body = protocol.body(target, &request, false);
+            match protocol.name() {
+                "openai" | "azure" => {
+                    let body: serde_json::Value =
+                        serde_json::from_slice(&body.expect("chat bodies carry tool calls"))
+                            .expect("JSON");
+                    assert_eq!(body["messages"][1]["tool_calls"][0]["id"], "c1");
+                    assert_eq!(body["messages"][2]["role"], "tool");
+                }
+                name => {
+                    let e = body.expect_err(name);
+                    assert!(
+                        e.contains("message 1 is an assistant message with tool calls"),
+                        "{name}: {e}"
+                    );
+                }
+            }
+            let only_result =
+                LmRequest::new(vec![Message::user("q"), Message::tool("c1", "f", "Sunny")]);
+            if !matches!(protocol.name(), "openai" | "azure") {
+                let e = protocol.body(target, &only_result, false).unwrap_err();
+                assert!(e.contains("message 1 is a tool result"), "{e}");
+            }
+        }
     }
 }

@@ -47,6 +47,9 @@ impl Protocol for OpenAi {
                 m.role.as_str()
             ));
         }
+        if target.model_type == ModelType::Text {
+            super::refuse_tool_history("text-completion (model_type \"text\")", &request.messages)?;
+        }
         let body = Body::new(
             target.model_id,
             target.model_type,
@@ -117,6 +120,56 @@ impl StreamReader for OpenAiStream {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn target(model_type: ModelType) -> Target<'static> {
+        Target {
+            model_id: "m",
+            model_type,
+            max_tokens_key: "max_tokens",
+            api_version: None,
+        }
+    }
+
+    #[test]
+    fn chat_bodies_carry_tool_calls_and_tool_results() {
+        use crate::types::{Message, MessageToolCall};
+        let request = LmRequest::new(vec![
+            Message::user("Weather?"),
+            Message::assistant_tool_calls(
+                "",
+                vec![MessageToolCall::new(
+                    "c1",
+                    "get_weather",
+                    "{\"city\": \"Paris\"}",
+                )],
+            ),
+            Message::tool("c1", "get_weather", "Sunny"),
+            Message::assistant_tool_calls("Checking.", vec![MessageToolCall::new("c2", "f", "{}")]),
+        ]);
+        let body = OpenAi
+            .body(target(ModelType::Chat), &request, false)
+            .unwrap();
+        let body: Value = serde_json::from_slice(&body).unwrap();
+        assert_eq!(
+            body["messages"],
+            serde_json::json!([
+                {"role": "user", "content": "Weather?"},
+                {"role": "assistant", "content": null, "tool_calls": [{"id": "c1", "type": "function",
+                    "function": {"name": "get_weather", "arguments": "{\"city\": \"Paris\"}"}}]},
+                {"role": "tool", "content": "Sunny", "tool_call_id": "c1", "name": "get_weather"},
+                {"role": "assistant", "content": "Checking.", "tool_calls": [{"id": "c2", "type": "function",
+                    "function": {"name": "f", "arguments": "{}"}}]},
+            ])
+        );
+        // A text-completion prompt has no place for them.
+        let e = OpenAi
+            .body(target(ModelType::Text), &request, false)
+            .unwrap_err();
+        assert!(
+            e.contains("message 1 is an assistant message with tool calls"),
+            "{e}"
+        );
+    }
 
     #[test]
     fn error_bodies_give_code_and_message() {

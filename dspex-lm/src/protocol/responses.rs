@@ -52,6 +52,7 @@ impl Protocol for Responses {
         request: &LmRequest,
         stream: bool,
     ) -> Result<Vec<u8>, String> {
+        super::refuse_tool_history("Responses API", &request.messages)?;
         let body = request_body(target.model_id, request, stream);
         serde_json::to_vec(&body).map_err(|e| format!("the request cannot be written: {e}"))
     }

@@ -338,7 +338,7 @@ impl LmCallRequest {
                     ));
                 }
             };
-            messages.push(Message { role, content });
+            messages.push(Message::new(role, content));
         }
         let mut extra = self.extra.clone();
         extra.remove("cache");
