@@ -17,7 +17,8 @@
 //! ```
 
 use crate::lm::{
-    ApiKey, Content, ContentPart, LmRequest, LmResponse, Message, ResponseFormat, Role, Usage,
+    ApiKey, Content, ContentPart, LmRequest, LmResponse, Message, MessageToolCall, ResponseFormat,
+    Role, Usage,
 };
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
@@ -281,10 +282,21 @@ pub struct LmCallRequest {
 /// One message of an [`LmCallRequest`].
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct WireMessage {
-    /// `system`, `user` or `assistant` (`developer` is read as `system`).
+    /// `system`, `user`, `assistant` or `tool` (`developer` is read as `system`).
     pub role: String,
-    /// A string, or a list of `{"type": "text", "text": ...}` parts.
+    /// A string, or a list of `{"type": "text", "text": ...}` parts (`null`: none).
     pub content: Value,
+    /// An assistant message's tool calls, in OpenAI's shape (`{"id", "type": "function",
+    /// "function": {"name", "arguments"}}`), as DSPy sends a History turn's calls with native
+    /// function calling.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub tool_calls: Vec<Value>,
+    /// The call a `tool` message answers.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tool_call_id: Option<String>,
+    /// The tool whose result a `tool` message carries.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
 }
 
 fn stop_sequences<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<String>, D::Error> {
@@ -315,6 +327,7 @@ impl LmCallRequest {
                 "system" | "developer" => Role::System,
                 "user" => Role::User,
                 "assistant" => Role::Assistant,
+                "tool" => Role::Tool,
                 other => return Err(format!("messages[{i}]: unsupported role `{other}`")),
             };
             let content = match &m.content {
@@ -338,7 +351,18 @@ impl LmCallRequest {
                     ));
                 }
             };
-            messages.push(Message::new(role, content));
+            let mut message = Message::new(role, content);
+            for (j, call) in m.tool_calls.iter().enumerate() {
+                let call = MessageToolCall::deserialize(call).map_err(|e| {
+                    format!(
+                        "messages[{i}].tool_calls[{j}]: not an OpenAI tool call {{\"id\", \"function\": {{\"name\", \"arguments\"}}}} ({e})"
+                    )
+                })?;
+                message.tool_calls.push(call);
+            }
+            message.tool_call_id.clone_from(&m.tool_call_id);
+            message.name.clone_from(&m.name);
+            messages.push(message);
         }
         let mut extra = self.extra.clone();
         extra.remove("cache");
@@ -790,6 +814,39 @@ mod tests {
             let back: Op = serde_json::from_value(Value::Object(obj)).unwrap();
             assert_eq!(back, op);
         }
+    }
+
+    #[test]
+    fn lm_calls_keep_a_conversations_tool_calls() {
+        let call: LmCallRequest = serde_json::from_value(json!({"messages": [
+            {"role": "user", "content": "Weather?"},
+            {"role": "assistant", "content": null, "tool_calls": [{"id": "c1", "type": "function",
+                "function": {"name": "get_weather", "arguments": "{\"city\": \"Paris\"}"}}]},
+            {"role": "tool", "tool_call_id": "c1", "name": "get_weather", "content": "Sunny"},
+        ]}))
+        .unwrap();
+        let request = call.to_lm_request().unwrap();
+        assert_eq!(
+            request.messages[1],
+            Message::assistant_tool_calls(
+                "",
+                vec![MessageToolCall::new(
+                    "c1",
+                    "get_weather",
+                    "{\"city\": \"Paris\"}"
+                )]
+            )
+        );
+        assert_eq!(
+            request.messages[2],
+            Message::tool("c1", "get_weather", "Sunny")
+        );
+        let bad: LmCallRequest = serde_json::from_value(json!({"messages": [
+            {"role": "assistant", "content": null, "tool_calls": [{"function": {}}]},
+        ]}))
+        .unwrap();
+        let e = bad.to_lm_request().unwrap_err();
+        assert!(e.contains("messages[0].tool_calls[0]"), "{e}");
     }
 
     #[test]

@@ -378,12 +378,7 @@ fn bridge_frames(fx: &[(String, Value)]) -> Vec<Vec<u8>> {
             };
             let messages_of = msgs
                 .iter()
-                .filter_map(|m| {
-                    Some(WireMessage {
-                        role: m.get("role")?.as_str()?.to_string(),
-                        content: m.get("content")?.clone(),
-                    })
-                })
+                .filter_map(|m| serde_json::from_value::<WireMessage>(m.clone()).ok())
                 .collect();
             let mut extra = Map::new();
             if let Some(Value::Object(options)) = r.get("options") {
