@@ -349,6 +349,9 @@ static TOOL_CALL_RESULTS_SIGNATURE: std::sync::LazyLock<DynSignature> =
             .expect("a one-input signature is valid")
     });
 
+/// A history turn's tool calls: the key holding them, the calls, and their results if any.
+type TurnToolCalls<'a> = (&'a str, ToolCalls, Option<ToolCallResults>);
+
 /// DSPy's `_tool_calls_from_message`: the first value of `turn` that is a `ToolCalls` (an
 /// object with a `"tool_calls"` key), with its key and its `tool_call_results` (a
 /// `ToolCallResults` object or a bare list of results; `null` or absent: none). A value that
@@ -356,7 +359,7 @@ static TOOL_CALL_RESULTS_SIGNATURE: std::sync::LazyLock<DynSignature> =
 fn history_tool_calls<'a>(
     adapter: &'static str,
     turn: &'a Map<String, Value>,
-) -> Result<Option<(&'a str, ToolCalls, Option<ToolCallResults>)>, AdapterError> {
+) -> Result<Option<TurnToolCalls<'a>>, AdapterError> {
     let Some((name, value)) = turn
         .iter()
         .find(|(_, v)| v.as_object().is_some_and(|m| m.contains_key("tool_calls")))
