@@ -950,10 +950,10 @@ mod tests {
         assert_eq!(req.extra.len(), 2);
 
         let bad: LmCallRequest = serde_json::from_value(
-            json!({"messages": [{"role": "tool", "content": "x"}], "stop": null}),
+            json!({"messages": [{"role": "function", "content": "x"}], "stop": null}),
         )
         .unwrap();
-        assert!(bad.to_lm_request().unwrap_err().contains("role `tool`"));
+        assert!(bad.to_lm_request().unwrap_err().contains("role `function`"));
 
         // Images go through; a part the LM layer does not know is named.
         let image: LmCallRequest = serde_json::from_value(json!({"messages": [{"role": "user",
