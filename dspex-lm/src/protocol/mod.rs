@@ -260,7 +260,8 @@ mod tests {
     use crate::types::{Message, MessageToolCall};
 
     /// A History turn's tool calls with native calling: OpenAI's chat bodies (OpenAI, Azure)
-    /// carry them; every other protocol refuses them by name instead of dropping them.
+    /// and the Responses API carry them; every other protocol refuses them by name instead of
+    /// dropping them.
     #[test]
     fn tool_history_is_sent_or_refused_never_dropped() {
         let request = LmRequest::new(vec![
@@ -282,6 +283,12 @@ mod tests {
             };
             let body = protocol.body(target, &request, false);
             match protocol.name() {
+                "openai responses" => {
+                    let body: serde_json::Value =
+                        serde_json::from_slice(&body.expect("function call items")).expect("JSON");
+                    assert_eq!(body["input"][1]["type"], "function_call");
+                    assert_eq!(body["input"][2]["type"], "function_call_output");
+                }
                 "openai" | "azure" => {
                     let body: serde_json::Value =
                         serde_json::from_slice(&body.expect("chat bodies carry tool calls"))
@@ -299,7 +306,7 @@ mod tests {
             }
             let only_result =
                 LmRequest::new(vec![Message::user("q"), Message::tool("c1", "f", "Sunny")]);
-            if !matches!(protocol.name(), "openai" | "azure") {
+            if !matches!(protocol.name(), "openai" | "azure" | "openai responses") {
                 let e = protocol.body(target, &only_result, false).unwrap_err();
                 assert!(e.contains("message 1 is a tool result"), "{e}");
             }

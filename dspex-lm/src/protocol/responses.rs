@@ -6,7 +6,9 @@
 //! (`dspy/clients/legacy_requests.py`, `chat_to_responses`): every message becomes an `input`
 //! item with its role (system messages included, as DSPy keeps them) and typed content blocks
 //! (`input_text` — `output_text` for the assistant —, `input_image`, `input_file`; audio parts
-//! go as they are); the token limit is `max_output_tokens`; `reasoning_effort` becomes
+//! go as they are) — except a conversation's native tool calls: an assistant message's
+//! `tool_calls` become `function_call` items after it (the message itself left out when it has
+//! no text), a `tool` message a `function_call_output` item; the token limit is `max_output_tokens`; `reasoning_effort` becomes
 //! `reasoning: {effort, summary: "auto"}`; function tools are flattened
 //! (`{"type": "function", "name", "parameters", …}`) and a named `tool_choice` too; a JSON schema
 //! `response_format` becomes `text.format` with the schema made strict as OpenAI's strict mode
@@ -24,7 +26,8 @@ use super::openai::openai_failure;
 use super::{Chunk, Decoded, Failure, Paths, Protocol, StreamReader, Target};
 use crate::stream::StreamEvent;
 use crate::types::{
-    Choice, Content, ContentPart, FinishReason, LmRequest, ResponseFormat, Role, ToolCall, Usage,
+    Choice, Content, ContentPart, FinishReason, LmRequest, Message, ResponseFormat, Role, ToolCall,
+    Usage,
 };
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value, json};
@@ -52,7 +55,6 @@ impl Protocol for Responses {
         request: &LmRequest,
         stream: bool,
     ) -> Result<Vec<u8>, String> {
-        super::refuse_tool_history("Responses API", &request.messages)?;
         let body = request_body(target.model_id, request, stream);
         serde_json::to_vec(&body).map_err(|e| format!("the request cannot be written: {e}"))
     }
@@ -98,11 +100,37 @@ struct Body<'a> {
     params: Map<String, Value>,
 }
 
-/// One message of `input`.
+/// One item of `input`: a message, or (from a conversation's native tool calls) a function
+/// call or a function call's output.
 #[derive(Serialize)]
-struct InputItem<'a> {
-    role: &'static str,
-    content: Vec<Block<'a>>,
+#[serde(untagged)]
+enum InputItem<'a> {
+    Message {
+        role: &'static str,
+        content: Vec<Block<'a>>,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        name: Option<&'a str>,
+    },
+    Tool(ToolItem<'a>),
+}
+
+/// A tool item of `input`, in the key order DSPy's `chat_to_responses` writes.
+#[derive(Serialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+enum ToolItem<'a> {
+    /// An assistant message's tool call.
+    FunctionCall {
+        name: &'a str,
+        arguments: &'a str,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        call_id: Option<&'a str>,
+    },
+    /// A `tool` message: the call's result.
+    FunctionCallOutput {
+        output: std::borrow::Cow<'a, str>,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        call_id: Option<&'a str>,
+    },
 }
 
 /// A content block: a translated part, or a part that goes as it is (audio).
@@ -137,14 +165,10 @@ enum TypedBlock<'a> {
 
 /// The request body, as DSPy's `chat_to_responses` writes it.
 fn request_body<'a>(model_id: &'a str, request: &'a LmRequest, stream: bool) -> Body<'a> {
-    let input = request
-        .messages
-        .iter()
-        .map(|message| InputItem {
-            role: message.role.as_str(),
-            content: content_blocks(&message.content, message.role),
-        })
-        .collect();
+    let mut input = Vec::with_capacity(request.messages.len());
+    for message in &request.messages {
+        input_items(message, &mut input);
+    }
     let mut body = Map::new();
     let extra = &request.extra;
     let free = |key: &str| !extra.contains_key(key);
@@ -238,6 +262,44 @@ fn request_body<'a>(model_id: &'a str, request: &'a LmRequest, stream: bool) -> 
         model: model_id,
         input,
         params: body,
+    }
+}
+
+/// DSPy's `chat_to_responses` for one message: a `tool` message is a `function_call_output`;
+/// any other is a message item (left out for an assistant message with tool calls and no
+/// text), followed, for an assistant message, by one `function_call` per tool call.
+fn input_items<'a>(message: &'a Message, input: &mut Vec<InputItem<'a>>) {
+    if message.role == Role::Tool {
+        input.push(InputItem::Tool(ToolItem::FunctionCallOutput {
+            output: message.content.text(),
+            call_id: message.tool_call_id.as_deref(),
+        }));
+        return;
+    }
+    // An assistant message's empty text beside tool calls is DSPy's `None`: no blocks.
+    let blocks = if message.role == Role::Assistant
+        && !message.tool_calls.is_empty()
+        && message.content == ""
+    {
+        Vec::new()
+    } else {
+        content_blocks(&message.content, message.role)
+    };
+    if !blocks.is_empty() || message.role != Role::Assistant || message.tool_calls.is_empty() {
+        input.push(InputItem::Message {
+            role: message.role.as_str(),
+            content: blocks,
+            name: message.name.as_deref(),
+        });
+    }
+    if message.role == Role::Assistant {
+        for call in &message.tool_calls {
+            input.push(InputItem::Tool(ToolItem::FunctionCall {
+                name: &call.name,
+                arguments: &call.arguments,
+                call_id: Some(&call.id),
+            }));
+        }
     }
 }
 
@@ -657,6 +719,33 @@ mod tests {
             max_tokens_key: "max_completion_tokens",
             api_version: None,
         }
+    }
+
+    #[test]
+    fn tool_calls_and_results_become_function_call_items() {
+        use crate::types::MessageToolCall;
+        let request = LmRequest::new(vec![
+            Message::user("Weather?"),
+            Message::assistant_tool_calls(
+                "",
+                vec![
+                    MessageToolCall::new("c1", "get_weather", "{\"city\": \"Paris\"}"),
+                    MessageToolCall::new("c2", "get_time", "{}"),
+                ],
+            ),
+            Message::tool("c1", "get_weather", "Sunny"),
+            Message::tool("c2", "get_time", "{\"t\": 1}"),
+            Message::assistant_tool_calls("Checking.", vec![MessageToolCall::new("c3", "f", "{}")]),
+            Message::user("And now?"),
+        ]);
+        let body: Value =
+            serde_json::from_slice(&Responses.body(target(), &request, false).unwrap()).unwrap();
+        // What DSPy 3.4.1's `chat_to_responses` gives for the same chat messages.
+        let dspy: Value = serde_json::from_str(
+            r#"[{"role": "user", "content": [{"type": "input_text", "text": "Weather?"}]}, {"type": "function_call", "name": "get_weather", "arguments": "{\"city\": \"Paris\"}", "call_id": "c1"}, {"type": "function_call", "name": "get_time", "arguments": "{}", "call_id": "c2"}, {"type": "function_call_output", "output": "Sunny", "call_id": "c1"}, {"type": "function_call_output", "output": "{\"t\": 1}", "call_id": "c2"}, {"role": "assistant", "content": [{"type": "output_text", "text": "Checking."}]}, {"type": "function_call", "name": "f", "arguments": "{}", "call_id": "c3"}, {"role": "user", "content": [{"type": "input_text", "text": "And now?"}]}]"#,
+        )
+        .unwrap();
+        assert_eq!(body["input"], dspy);
     }
 
     #[test]
