@@ -1,7 +1,7 @@
 //! A bounded history of LM calls (each LM's, and the process-wide one DSPy keeps as
 //! `GLOBAL_HISTORY`) and DSPy's `inspect_history` rendering.
 
-use super::types::{Content, LmRequest, Message, Usage};
+use super::types::{Content, LmRequest, Message, Role, Usage};
 use std::collections::VecDeque;
 use std::fmt::Write as _;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -175,12 +175,21 @@ pub fn render_history(entries: &[HistoryEntry], color: bool) -> String {
         );
         for m in &entry.messages {
             let role = capitalize(m.role.as_str());
-            let _ = write!(
-                out,
-                "{}\n\n{}\n\n\n",
-                paint("31", &format!("{role} message:")),
-                shown(&m.content, &paint)
-            );
+            let _ = write!(out, "{}\n\n", paint("31", &format!("{role} message:")));
+            // An assistant message's `None` content beside its tool calls prints nothing.
+            let null_content =
+                m.role == Role::Assistant && !m.tool_calls.is_empty() && m.content == "";
+            if !null_content {
+                let _ = writeln!(out, "{}", shown(&m.content, &paint));
+            }
+            if !m.tool_calls.is_empty() {
+                let _ = write!(out, "{}\n\n", paint("31", "Tool calls:"));
+                for call in &m.tool_calls {
+                    let line = format!("{}: {}", call.name, shown_arguments(&call.arguments));
+                    let _ = write!(out, "{}\n\n", paint("32", line.trim_start()));
+                }
+            }
+            out.push_str("\n\n");
         }
         let first = entry.outputs.first().map_or("", |s| s.trim());
         let response = if color { first.trim_start() } else { first };
@@ -215,6 +224,28 @@ fn shown(content: &Content, paint: &dyn Fn(&str, &str) -> String) -> String {
             })
             .collect::<Vec<_>>()
             .join("\n"),
+    }
+}
+
+/// A tool call's arguments as DSPy's `inspect_history` prints them: JSON text that reads as an
+/// object or a list is re-printed as Python's `json.dumps(..., ensure_ascii=False)`, another
+/// JSON value as Python's `str()` of it, text that is not JSON as it is.
+fn shown_arguments(arguments: &str) -> String {
+    match serde_json::from_str::<serde_json::Value>(arguments) {
+        Ok(value @ (serde_json::Value::Object(_) | serde_json::Value::Array(_))) => {
+            let mut out = String::with_capacity(arguments.len());
+            dspex_core::pycompat::text::write_py_json(&mut out, &value);
+            out
+        }
+        Ok(serde_json::Value::String(s)) => s,
+        Ok(serde_json::Value::Null) => "None".to_string(),
+        Ok(serde_json::Value::Bool(b)) => if b { "True" } else { "False" }.to_string(),
+        Ok(serde_json::Value::Number(n)) => {
+            let mut out = String::new();
+            dspex_core::pycompat::text::write_py_number(&mut out, &n);
+            out
+        }
+        Err(_) => arguments.to_string(),
     }
 }
 
@@ -299,6 +330,29 @@ mod tests {
         let colored = render_history(&[entry(&["ok"])], true);
         assert!(colored.contains("\x1b[34m[2023-11-14T22:13:20.123456]\x1b[0m"));
         assert!(colored.contains("\x1b[32mok\x1b[0m"));
+    }
+
+    #[test]
+    fn tool_calls_and_tool_messages_render_like_dspy() {
+        use crate::types::MessageToolCall;
+        let mut e = entry(&["done"]);
+        e.messages = vec![
+            Message::user("Weather?"),
+            Message::assistant_tool_calls(
+                "",
+                vec![
+                    MessageToolCall::new("c1", "get_weather", "{\"city\":\"Zürich\"}"),
+                    MessageToolCall::new("c2", "g", "not json"),
+                ],
+            ),
+            Message::tool("c1", "get_weather", "Sunny"),
+            Message::assistant_tool_calls("Checking.", vec![MessageToolCall::new("c3", "f", "5")]),
+        ];
+        // DSPy 3.4.1's `pretty_print_history` of the same messages (without colours).
+        assert_eq!(
+            render_history(&[e], false),
+            "\n\n\n\n[2023-11-14T22:13:20.123456]\n\nUser message:\n\nWeather?\n\n\nAssistant message:\n\nTool calls:\n\nget_weather: {\"city\": \"Zürich\"}\n\ng: not json\n\n\n\nTool message:\n\nSunny\n\n\nAssistant message:\n\nChecking.\nTool calls:\n\nf: 5\n\n\n\nResponse:\n\ndone\n\n\n\n\n\n"
+        );
     }
 
     #[test]
