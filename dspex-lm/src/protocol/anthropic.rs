@@ -11,7 +11,10 @@
 //!   `http(s)` image URL → `image` with a `url` source; a file → `document` (a PDF `data:` URI
 //!   as a `base64` source, a `file_id` as a `file` source — the Files API wants an
 //!   `anthropic-beta` header, set it with [`header`](crate::LmBuilder::header) —, its
-//!   `filename` as the `title`).
+//!   `filename` as the `title`). A conversation's native tool calls go as DSPy's native
+//!   client sends them: an assistant message's `tool_calls` → `tool_use` blocks (`{"id",
+//!   "name", "input"}`) after its text blocks, consecutive `tool` messages → one user message of
+//!   `tool_result` blocks (`{"tool_use_id", "content"}`).
 //! - **Parameters.** `max_tokens` always (the API requires it): the request's, else
 //!   `max_completion_tokens` from `extra`, else DSPy 3.4.1's default for the model class
 //!   (4096 for `claude-3-haiku`/`-opus`/`-sonnet`, 8192 for `claude-3-5`/`claude-3.5`, 16384
@@ -234,19 +237,38 @@ pub(crate) fn request_body(
                 .to_string(),
         );
     }
-    super::refuse_tool_history("Anthropic Messages", &request.messages)?;
     let extra = &request.extra;
     let mut system: Vec<String> = Vec::new();
-    let mut messages = Vec::with_capacity(request.messages.len());
+    let mut messages: Vec<Value> = Vec::with_capacity(request.messages.len());
+    // Whether the last message written holds tool results (consecutive ones share it).
+    let mut in_results = false;
     for (i, message) in request.messages.iter().enumerate() {
+        let results = message.role == Role::Tool;
         match message.role {
             Role::System => system.push(system_text(i, message)?),
-            // Refused above.
-            Role::Tool => {}
+            Role::Tool => {
+                let block = tool_result_block(i, message)?;
+                match messages
+                    .last_mut()
+                    .and_then(|m| m["content"].as_array_mut())
+                {
+                    Some(blocks) if in_results => blocks.push(block),
+                    _ => messages.push(json!({"role": "user", "content": [block]})),
+                }
+            }
+            Role::Assistant if !message.tool_calls.is_empty() => {
+                messages.push(json!({
+                    "role": "assistant",
+                    "content": tool_use_content(i, message)?,
+                }));
+            }
             Role::User | Role::Assistant => messages.push(json!({
                 "role": message.role.as_str(),
                 "content": content(i, message)?,
             })),
+        }
+        if message.role != Role::System {
+            in_results = results;
         }
     }
     if messages.is_empty() {
@@ -405,6 +427,52 @@ fn system_text(i: usize, message: &Message) -> Result<String, String> {
             Ok(out)
         }
     }
+}
+
+/// An assistant message with tool calls, as DSPy's native client writes it: its text (if any)
+/// as content blocks, then a `tool_use` block per call (`{"type", "id", "name", "input"}`, the
+/// arguments read as the JSON object they must be).
+fn tool_use_content(i: usize, message: &Message) -> Result<Vec<Value>, String> {
+    let mut blocks = match &message.content {
+        Content::Text(text) if text.is_empty() => Vec::new(),
+        Content::Text(text) => vec![json!({"type": "text", "text": text})],
+        Content::Parts(parts) => parts
+            .iter()
+            .enumerate()
+            .map(|(j, part)| {
+                block(part).map_err(|e| format!("message {i} (assistant), part {j}: {e}"))
+            })
+            .collect::<Result<_, _>>()?,
+    };
+    for (j, call) in message.tool_calls.iter().enumerate() {
+        let input = match serde_json::from_str::<Value>(&call.arguments) {
+            Ok(input @ Value::Object(_)) => input,
+            _ => {
+                return Err(format!(
+                    "message {i} (assistant), tool call {j} (`{}`): its arguments are not a JSON object, which a tool_use block's `input` must be",
+                    call.name
+                ));
+            }
+        };
+        blocks.push(json!({"type": "tool_use", "id": call.id, "name": call.name, "input": input}));
+    }
+    Ok(blocks)
+}
+
+/// A `tool` message as a `tool_result` block: `{"type", "tool_use_id", "content"}`, the content
+/// its text.
+fn tool_result_block(i: usize, message: &Message) -> Result<Value, String> {
+    let id = message.tool_call_id.as_deref().ok_or_else(|| {
+        format!(
+            "message {i} (tool) has no tool_call_id: a tool_result block must name its tool_use"
+        )
+    })?;
+    if message.content.has_media() {
+        return Err(format!(
+            "message {i} (tool) holds images, audio or files: dspex sends a tool result's text only"
+        ));
+    }
+    Ok(json!({"type": "tool_result", "tool_use_id": id, "content": message.content.text()}))
 }
 
 /// A user or assistant message's content: its text, or its parts as content blocks.
@@ -1005,6 +1073,45 @@ mod tests {
 
     fn body(request: &LmRequest) -> Value {
         request_body(target("claude-sonnet-4-5"), request, false).unwrap()
+    }
+
+    /// A History turn's native tool calls and results, against DSPy 3.4.1's native client
+    /// (`request_from_openai_chat`, then `AnthropicLM.build_request`) on the same chat messages:
+    /// `tool_use` blocks after the assistant's text, consecutive results as `tool_result`
+    /// blocks of one user message, the next user message apart.
+    #[test]
+    fn tool_calls_and_results_as_dspy_sends_them() {
+        use crate::types::MessageToolCall;
+        let request = LmRequest::new(vec![
+            Message::system("Be brief."),
+            Message::user("Weather?"),
+            Message::assistant_tool_calls(
+                "",
+                vec![
+                    MessageToolCall::new("c1", "get_weather", "{\"city\": \"Paris\"}"),
+                    MessageToolCall::new("c2", "get_time", "{}"),
+                ],
+            ),
+            Message::tool("c1", "get_weather", "Sunny"),
+            Message::tool("c2", "get_time", "{\"t\": 1}"),
+            Message::assistant_tool_calls("Checking.", vec![MessageToolCall::new("c3", "f", "{}")]),
+            Message::tool("c3", "f", "ok"),
+            Message::user("And now?"),
+        ]);
+        let sent = body(&request);
+        let messages = sent["messages"].as_array().unwrap();
+        assert_eq!(messages.len(), 6);
+        let dspy: Value = serde_json::from_str(r#"[{"role": "assistant", "content": [{"type": "tool_use", "id": "c1", "name": "get_weather", "input": {"city": "Paris"}}, {"type": "tool_use", "id": "c2", "name": "get_time", "input": {}}]}, {"role": "user", "content": [{"type": "tool_result", "tool_use_id": "c1", "content": "Sunny"}, {"type": "tool_result", "tool_use_id": "c2", "content": "{\"t\": 1}"}]}, {"role": "assistant", "content": [{"type": "text", "text": "Checking."}, {"type": "tool_use", "id": "c3", "name": "f", "input": {}}]}, {"role": "user", "content": [{"type": "tool_result", "tool_use_id": "c3", "content": "ok"}]}]"#).unwrap();
+        assert_eq!(Value::Array(messages[1..5].to_vec()), dspy);
+        assert_eq!(messages[5], json!({"role": "user", "content": "And now?"}));
+        let mut bad = request.clone();
+        bad.messages[2].tool_calls[0].arguments = "[1]".into();
+        let e = request_body(target("claude-sonnet-4-5"), &bad, false).unwrap_err();
+        assert!(e.contains("message 2 (assistant), tool call 0"), "{e}");
+        bad.messages[2] = Message::assistant("x");
+        bad.messages[3].tool_call_id = None;
+        let e = request_body(target("claude-sonnet-4-5"), &bad, false).unwrap_err();
+        assert!(e.contains("message 3 (tool) has no tool_call_id"), "{e}");
     }
 
     #[test]

@@ -8,6 +8,10 @@
 //! - system messages → `systemInstruction.parts` (text only); user and assistant messages →
 //!   `contents` with roles `user` and `model`, consecutive messages of one role merged into one
 //!   turn (Gemini wants the roles to alternate);
+//! - a conversation's native tool calls, as DSPy's native client sends them: an assistant
+//!   message's `tool_calls` → `{"functionCall": {name, args, id}}` parts after its text,
+//!   consecutive `tool` messages → one `user` turn of `{"functionResponse": {name, response:
+//!   {result}, id}}` parts (not merged with a user message's text);
 //! - text parts → `{"text"}`; images, audio and files given as `data:` URIs →
 //!   `inline_data {mime_type, data}`; `http(s)://`, `gs://` URLs and uploaded file ids →
 //!   `file_data {file_uri, mime_type}` (the type guessed from the extension, left out when it
@@ -218,7 +222,6 @@ pub(crate) fn request_body(model_id: &str, request: &LmRequest) -> Result<Value,
         ));
     }
     let mut body = Map::new();
-    super::refuse_tool_history("Gemini", &request.messages)?;
     let (system, contents) = contents(&request.messages)?;
     body.insert("contents".into(), Value::Array(contents));
     if let Some(system) = system {
@@ -251,7 +254,9 @@ pub(crate) fn request_body(model_id: &str, request: &LmRequest) -> Result<Value,
 /// `systemInstruction` and `contents`.
 fn contents(messages: &[Message]) -> Result<(Option<Value>, Vec<Value>), String> {
     let mut system_parts = Vec::new();
-    let mut turns: Vec<(&'static str, Vec<Value>)> = Vec::new();
+    // Each turn: its role, its parts, and whether it holds tool results (a tool results turn
+    // is not merged with a user message's text, as DSPy's native client keeps them apart).
+    let mut turns: Vec<(&'static str, Vec<Value>, bool)> = Vec::new();
     for (i, m) in messages.iter().enumerate() {
         match m.role {
             Role::System => {
@@ -262,18 +267,42 @@ fn contents(messages: &[Message]) -> Result<(Option<Value>, Vec<Value>), String>
                 }
                 system_parts.push(json!({ "text": m.content.text() }));
             }
-            // Refused before: `contents` never sees one.
-            Role::Tool => {}
+            Role::Tool => {
+                let part = function_response(i, m, &messages[..i])?;
+                match turns.last_mut() {
+                    Some(("user", existing, true)) => existing.push(part),
+                    _ => turns.push(("user", vec![part], true)),
+                }
+            }
             Role::User | Role::Assistant => {
                 let role = if m.role == Role::User {
                     "user"
                 } else {
                     "model"
                 };
-                let parts = parts(&m.content).map_err(|e| format!("message {i}: {e}"))?;
+                let mut parts =
+                    if m.role == Role::Assistant && !m.tool_calls.is_empty() && m.content == "" {
+                        Vec::new()
+                    } else {
+                        parts(&m.content).map_err(|e| format!("message {i}: {e}"))?
+                    };
+                for (j, call) in m.tool_calls.iter().enumerate() {
+                    let args = match serde_json::from_str::<Value>(&call.arguments) {
+                        Ok(args @ Value::Object(_)) => args,
+                        _ => {
+                            return Err(format!(
+                                "message {i}, tool call {j} (`{}`): its arguments are not a JSON object, which a functionCall's `args` must be",
+                                call.name
+                            ));
+                        }
+                    };
+                    parts.push(
+                        json!({"functionCall": {"name": call.name, "args": args, "id": call.id}}),
+                    );
+                }
                 match turns.last_mut() {
-                    Some((last, existing)) if *last == role => existing.extend(parts),
-                    _ => turns.push((role, parts)),
+                    Some((last, existing, false)) if *last == role => existing.extend(parts),
+                    _ => turns.push((role, parts, false)),
                 }
             }
         }
@@ -287,9 +316,40 @@ fn contents(messages: &[Message]) -> Result<(Option<Value>, Vec<Value>), String>
     let system = (!system_parts.is_empty()).then(|| json!({ "parts": system_parts }));
     let contents = turns
         .into_iter()
-        .map(|(role, parts)| json!({ "role": role, "parts": parts }))
+        .map(|(role, parts, _)| json!({ "role": role, "parts": parts }))
         .collect();
     Ok((system, contents))
+}
+
+/// A `tool` message as a `functionResponse` part, as DSPy's native client writes it: `{"name",
+/// "response": {"result": text}, "id"}`; the name, when the message has none, is that of the
+/// call it answers in `earlier`.
+fn function_response(i: usize, m: &Message, earlier: &[Message]) -> Result<Value, String> {
+    let id = m.tool_call_id.as_deref().ok_or_else(|| {
+        format!("message {i} (tool) has no tool_call_id: a functionResponse must name its call")
+    })?;
+    if m.content.has_media() {
+        return Err(format!(
+            "message {i} (tool) holds images, audio or files: dspex sends a tool result's text only"
+        ));
+    }
+    let name = match &m.name {
+        Some(name) => name.as_str(),
+        None => earlier
+            .iter()
+            .rev()
+            .flat_map(|e| e.tool_calls.iter())
+            .find(|call| call.id == id)
+            .map(|call| call.name.as_str())
+            .ok_or_else(|| {
+                format!("message {i} (tool) names no tool, and no earlier call has the id `{id}`")
+            })?,
+    };
+    Ok(json!({"functionResponse": {
+        "name": name,
+        "response": {"result": m.content.text()},
+        "id": id,
+    }}))
 }
 
 /// The parts of one message.

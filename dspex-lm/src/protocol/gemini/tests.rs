@@ -571,3 +571,41 @@ fn retry_info_in_the_body_is_the_wait() {
         assert_eq!(Gemini.retry_after_in_body(bad), None, "{bad}");
     }
 }
+
+/// A History turn's native tool calls and results, against DSPy 3.4.1's native client
+/// (`request_from_openai_chat`, then `GeminiLM.build_request`) on the same chat messages:
+/// `functionCall` parts after the model's text, consecutive results as `functionResponse`
+/// parts of one user turn, the next user message a turn of its own.
+#[test]
+fn tool_calls_and_results_as_dspy_sends_them() {
+    use crate::types::MessageToolCall;
+    let request = LmRequest::new(vec![
+        Message::system("Be brief."),
+        Message::user("Weather?"),
+        Message::assistant_tool_calls(
+            "",
+            vec![
+                MessageToolCall::new("c1", "get_weather", "{\"city\": \"Paris\"}"),
+                MessageToolCall::new("c2", "get_time", "{}"),
+            ],
+        ),
+        Message::tool("c1", "get_weather", "Sunny"),
+        Message::tool("c2", "get_time", "{\"t\": 1}"),
+        Message::assistant_tool_calls("Checking.", vec![MessageToolCall::new("c3", "f", "{}")]),
+        Message::tool("c3", "f", "ok"),
+        Message::user("And now?"),
+    ]);
+    let sent = body(&request);
+    let dspy: Value = serde_json::from_str(r#"[{"role": "user", "parts": [{"text": "Weather?"}]}, {"role": "model", "parts": [{"functionCall": {"name": "get_weather", "args": {"city": "Paris"}, "id": "c1"}}, {"functionCall": {"name": "get_time", "args": {}, "id": "c2"}}]}, {"role": "user", "parts": [{"functionResponse": {"name": "get_weather", "response": {"result": "Sunny"}, "id": "c1"}}, {"functionResponse": {"name": "get_time", "response": {"result": "{\"t\": 1}"}, "id": "c2"}}]}, {"role": "model", "parts": [{"text": "Checking."}, {"functionCall": {"name": "f", "args": {}, "id": "c3"}}]}, {"role": "user", "parts": [{"functionResponse": {"name": "f", "response": {"result": "ok"}, "id": "c3"}}]}, {"role": "user", "parts": [{"text": "And now?"}]}]"#).unwrap();
+    assert_eq!(sent["contents"], dspy);
+    assert_eq!(
+        sent["systemInstruction"],
+        json!({"parts": [{"text": "Be brief."}]})
+    );
+    // A result without the tool's name takes it from the call it answers.
+    let mut unnamed = request.clone();
+    unnamed.messages[3].name = None;
+    assert_eq!(body(&unnamed)["contents"], dspy);
+    unnamed.messages[3].tool_call_id = Some("c9".into());
+    assert!(refusal(&unnamed).contains("no earlier call has the id `c9`"));
+}
