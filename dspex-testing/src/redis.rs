@@ -48,26 +48,7 @@ impl RedisServer {
                 unique()
             ));
             std::fs::create_dir_all(&dir)?;
-            let child = Command::new(server_program())
-                .arg("--port")
-                .arg(port.to_string())
-                .args(["--bind", "127.0.0.1", "--save", "", "--appendonly", "no"])
-                .arg("--dir")
-                .arg(&dir)
-                .args(args)
-                .stdin(Stdio::null())
-                .stdout(Stdio::null())
-                .stderr(Stdio::null())
-                .spawn()
-                .map_err(|e| {
-                    io::Error::new(
-                        e.kind(),
-                        format!(
-                            "cannot start `{}` (install Debian's redis-server, or set DSPEX_REDIS_SERVER): {e}",
-                            server_program()
-                        ),
-                    )
-                })?;
+            let child = spawn(port, &dir, args)?;
             let mut server = RedisServer {
                 child: Some(child),
                 port,
@@ -79,6 +60,14 @@ impl RedisServer {
             }
         }
         Err(last.unwrap_or_else(|| io::Error::other("redis-server did not start")))
+    }
+
+    /// Starts a fresh (empty) server on the same port after [`kill`](Self::kill): the end of
+    /// an outage.
+    pub fn restart(&mut self) -> io::Result<()> {
+        self.kill();
+        self.child = Some(spawn(self.port, &self.dir, &[])?);
+        self.wait_ready(Duration::from_secs(10))
     }
 
     /// The port it listens on.
@@ -120,7 +109,7 @@ impl RedisServer {
                 )));
             }
             if let Ok(reply) = command(self.port, &["PING"])
-                && reply.starts_with("+PONG")
+                && (reply.starts_with("+PONG") || reply.starts_with("-NOAUTH"))
             {
                 return Ok(());
             }
@@ -214,6 +203,29 @@ impl RedisCluster {
             .collect::<Vec<_>>()
             .join(",")
     }
+}
+
+fn spawn(port: u16, dir: &Path, args: &[&str]) -> io::Result<Child> {
+    Command::new(server_program())
+        .arg("--port")
+        .arg(port.to_string())
+        .args(["--bind", "127.0.0.1", "--save", "", "--appendonly", "no"])
+        .arg("--dir")
+        .arg(dir)
+        .args(args)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .map_err(|e| {
+            io::Error::new(
+                e.kind(),
+                format!(
+                    "cannot start `{}` (install Debian's redis-server, or set DSPEX_REDIS_SERVER): {e}",
+                    server_program()
+                ),
+            )
+        })
 }
 
 fn free_port() -> io::Result<u16> {
