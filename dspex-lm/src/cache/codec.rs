@@ -32,6 +32,7 @@ const MAX_RAW_LEN: u64 = 256 * 1024 * 1024;
 const MAX_LZ4_RATIO: u64 = 255;
 
 /// Default size (bytes of JSON) above which values are compressed.
+#[cfg_attr(not(feature = "redis"), allow(dead_code))]
 pub(crate) const DEFAULT_COMPRESS_ABOVE: usize = 1024;
 
 /// The bytes stored in Redis for `response` under `key`, compressed when its JSON is longer
