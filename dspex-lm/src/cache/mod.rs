@@ -21,8 +21,8 @@
 //! tier reaches the caller (each is logged with `tracing::warn!` and counted in [`CacheStats`]).
 //!
 //! With feature `redis`, a Redis tier (standalone or cluster) sits between memory and disk:
-//! memory → Redis → disk, each hit promoted into the tiers above it. It is set with
-//! [`CacheConfig::redis`] or by `$DSPEX_CACHE_REDIS_URL` (read when a cache is built from a
+//! memory → Redis → disk, each hit promoted into memory. It is set with
+//! `CacheConfig::redis` or by `$DSPEX_CACHE_REDIS_URL` (read when a cache is built from a
 //! config that neither sets nor refuses Redis); `CacheConfig::default().redis(..).no_disk()`
 //! puts Redis instead of the disk tier. Its entries carry their own checksummed, versioned
 //! format (LZ4 above a threshold) and a TTL; a Redis outage is counted in
