@@ -256,6 +256,14 @@ mod tests {
             elapsed >= Duration::from_secs(29) && elapsed <= Duration::from_secs(31),
             "{elapsed:?}"
         );
+        // The last 60 each waited for the bucket.
+        assert_eq!(
+            limiter.stats(),
+            LimitStats {
+                local_waits: 60,
+                ..LimitStats::default()
+            }
+        );
     }
 
     #[tokio::test]

@@ -103,6 +103,7 @@ fn child() {
         match role.as_str() {
             "flight" => child_flight().await,
             "limit" => child_limit().await,
+            "env" => child_env().await,
             other => format!("unknown role {other}"),
         }
     });
@@ -151,6 +152,25 @@ async fn child_flight() -> String {
         .filter_map(|r| r.as_ref().ok().map(|r| r.text().to_string()))
         .collect();
     format!("ok={ok} distinct_texts={}", texts.len())
+}
+
+/// One call through an LM whose cache config leaves Redis to `$DSPEX_CACHE_REDIS_URL`.
+async fn child_env() -> String {
+    let lm = LM::builder("openai/mock")
+        .api_base(env("API_BASE"))
+        .api_key(KEY)
+        .cache_config(CacheConfig::default().no_disk())
+        .build()
+        .expect("the LM builds");
+    lm.call(LmRequest::prompt("from the environment"))
+        .await
+        .expect("the call");
+    let cache = lm.cache().expect("a cache");
+    format!(
+        "redis={} redis_errors={}",
+        cache.redis_address().unwrap_or_else(|| "none".into()),
+        cache.stats().redis_errors
+    )
 }
 
 /// Distinct calls as fast as the shared limit allows, from `START_AT` to `END_AT`.
@@ -403,6 +423,7 @@ async fn four_processes_share_a_200_per_second_limit() {
         assert!(field(result, "shared_waits") > 0, "{result:?}");
     }
     // 200/s for 10 s: 2,000 (±5 %), each process at least 15 % of the total.
+    eprintln!("shared limit: {total} calls in 10 s, per process {counts:?}");
     assert!((1900..=2100).contains(&total), "total {total}: {counts:?}");
     for count in &counts {
         assert!(*count * 100 >= total * 15, "unfair share: {counts:?}");
@@ -413,6 +434,48 @@ async fn four_processes_share_a_200_per_second_limit() {
         (total..=total + 64).contains(&sent),
         "{sent} sent, {total} counted"
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dspex_cache_redis_url_turns_the_tier_on() {
+    let redis = RedisServer::start().expect("redis-server");
+    let server = MockLm::builder().start().await.expect("mock LM");
+    let url = format!("redis://:pw-DO-NOT-LEAK@127.0.0.1:{}", redis.port());
+    let child = spawn_child(
+        "env",
+        &[
+            ("DSPEX_CACHE_REDIS_URL", url),
+            ("API_BASE", server.api_base()),
+        ],
+    );
+    let result = tokio::task::spawn_blocking(move || child_result(child, Duration::from_secs(60)))
+        .await
+        .unwrap();
+    // No password in the address the cache reports.
+    assert_eq!(
+        result.get("redis").map(String::as_str),
+        Some(format!("redis://127.0.0.1:{}", redis.port()).as_str()),
+        "{result:?}"
+    );
+    // The server has no password set, so AUTH with one fails: counted, and the call succeeded.
+    assert!(field(&result, "redis_errors") > 0, "{result:?}");
+
+    // With the right (no) password, the answer lands in Redis.
+    let child = spawn_child(
+        "env",
+        &[
+            ("DSPEX_CACHE_REDIS_URL", redis.url()),
+            ("API_BASE", server.api_base()),
+        ],
+    );
+    let result = tokio::task::spawn_blocking(move || child_result(child, Duration::from_secs(60)))
+        .await
+        .unwrap();
+    assert_eq!(field(&result, "redis_errors"), 0, "{result:?}");
+    let stored = redis_cache(RedisConfig::new(&redis.url()).unwrap())
+        .get(&key("from the environment"))
+        .await;
+    assert!(stored.is_some());
 }
 
 // ---------------------------------------------------------------------------------------------

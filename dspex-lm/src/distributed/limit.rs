@@ -98,7 +98,7 @@ impl fmt::Debug for SharedRateLimit {
 impl SharedRateLimit {
     /// Limits kept in the Redis at `address` (a `redis://` URL, or a comma-separated list of a
     /// cluster's node URLs), none set yet. Defaults: a burst of 1 request, prefix
-    /// `dspex:limit:`, 100 ms per Redis command.
+    /// `dspex:limit:`, 250 ms per Redis command.
     pub fn new(address: &str) -> Result<SharedRateLimit, RedisConfigError> {
         Ok(SharedRateLimit {
             url: RedisUrl::parse(address)?,
@@ -137,7 +137,7 @@ impl SharedRateLimit {
     }
 
     /// How long one Redis command may take before the call goes on without the shared limit
-    /// (default 100 ms).
+    /// (default 250 ms).
     pub fn timeout(mut self, timeout: Duration) -> Self {
         self.timeout = timeout.max(Duration::from_millis(1));
         self

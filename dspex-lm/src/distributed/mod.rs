@@ -18,7 +18,7 @@
 //!
 //! # Failures
 //!
-//! Redis is never in the way of a call. Every command runs under a short timeout (100 ms by
+//! Redis is never in the way of a call. Every command runs under a short timeout (250 ms by
 //! default); a failure (refused connection, timeout, a node of the cluster down) counts in
 //! [`CacheStats::redis_errors`](crate::CacheStats::redis_errors) or
 //! [`LimitStats::shared_errors`](crate::LimitStats::shared_errors) and the call goes on without
@@ -43,7 +43,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 /// Default timeout of one Redis command.
-pub(crate) const DEFAULT_OP_TIMEOUT: Duration = Duration::from_millis(100);
+pub(crate) const DEFAULT_OP_TIMEOUT: Duration = Duration::from_millis(250);
 /// Least time between two warnings of one outage.
 const WARN_EVERY: Duration = Duration::from_secs(30);
 

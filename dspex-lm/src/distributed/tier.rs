@@ -84,7 +84,7 @@ impl fmt::Debug for RedisConfig {
 impl RedisConfig {
     /// The Redis tier at `address`: a `redis://` URL, or a comma-separated list of node URLs of
     /// a Redis Cluster. Defaults: prefix `dspex:cache:`, no TTL, values compressed above 1 KiB,
-    /// 100 ms per command, single flight across processes on with 10 s leases polled every
+    /// 250 ms per command, single flight across processes on with 10 s leases polled every
     /// 20 ms.
     pub fn new(address: &str) -> Result<RedisConfig, RedisConfigError> {
         Ok(RedisConfig {
@@ -133,7 +133,7 @@ impl RedisConfig {
     }
 
     /// How long one Redis command may take before it counts as a failure and the call goes on
-    /// without Redis (default 100 ms; at least 1 ms).
+    /// without Redis (default 250 ms; at least 1 ms).
     pub fn timeout(mut self, timeout: Duration) -> Self {
         self.timeout = timeout.max(Duration::from_millis(1));
         self
