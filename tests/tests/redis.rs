@@ -714,6 +714,44 @@ async fn cluster_round_trip_and_corruption() {
         .count();
     assert!(holding >= 2, "all entries on one node");
     assert_eq!(cache.stats().redis_errors, 0);
+
+    // Leases on the cluster: two LMs (two in-process flights, as two processes would be) asking
+    // at once make one LM request.
+    let server = MockLm::builder()
+        .latency(Latency::Fixed(Duration::from_millis(500)))
+        .start()
+        .await
+        .expect("mock LM");
+    let config = CacheConfig::memory_only().redis(RedisConfig::new(&url).unwrap());
+    let (a, b) = (lm(&server, config.clone()), lm(&server, config));
+    let (ra, rb) = tokio::join!(
+        a.call(LmRequest::prompt("one for both")),
+        b.call(LmRequest::prompt("one for both"))
+    );
+    assert_eq!(ra.unwrap().text(), rb.unwrap().text());
+    assert_eq!(server.stats().total, 1);
+
+    // The shared limit's script runs on the cluster too: 1/s, so the second call waits (the
+    // first takes 0.5 s).
+    let limited = LM::builder("openai/mock")
+        .api_base(server.api_base())
+        .api_key(KEY)
+        .cache(false)
+        .shared_rate_limit(SharedRateLimit::new(&url).unwrap().requests_per_second(1.0))
+        .build()
+        .unwrap();
+    for i in 0..2 {
+        limited
+            .call(LmRequest::prompt(format!("limited {i}")))
+            .await
+            .unwrap();
+    }
+    let stats = limited.limit_stats();
+    assert_eq!(
+        (stats.shared_waits, stats.shared_errors),
+        (1, 0),
+        "{stats:?}"
+    );
 }
 
 // ---------------------------------------------------------------------------------------------
