@@ -56,6 +56,56 @@ pub fn provider_wire(data: &[u8]) {
     }
 }
 
+/// A value read from the Redis tier of the response cache (`cache::codec`): no panic, no
+/// allocation beyond the format's bounds, and a value it accepts re-encodes (plain and
+/// compressed) to bytes that decode to the same response. Bytes 6..38 are overwritten with the
+/// key looked up, so the fuzzer gets past the key check.
+#[cfg(any(feature = "redis", feature = "fuzzing"))]
+pub fn redis_value(data: &[u8]) {
+    use crate::cache::codec;
+    let key = redis_fuzz_key();
+    let mut bytes = data.to_vec();
+    if let Some(slot) = bytes.get_mut(6..38) {
+        slot.copy_from_slice(key.as_bytes());
+    }
+    if let Ok(response) = codec::decode(&key, &bytes) {
+        assert!(!response.choices.is_empty(), "a value with no completion");
+        for threshold in [0, usize::MAX] {
+            let again = codec::encode(&key, &response, threshold).expect("a read value encodes");
+            assert_eq!(
+                codec::decode(&key, &again).as_ref(),
+                Ok(&response),
+                "a re-encoded value reads differently"
+            );
+        }
+    }
+}
+
+/// A stored Redis value of a response answering `text`, compressed or not: seeds for
+/// [`redis_value`].
+#[cfg(any(feature = "redis", feature = "fuzzing"))]
+pub fn redis_value_seed(text: &str, compressed: bool) -> Vec<u8> {
+    let response = crate::types::LmResponse {
+        choices: vec![crate::types::Choice {
+            text: text.to_string(),
+            finish_reason: Some(crate::types::FinishReason::Stop),
+            tool_calls: Vec::new(),
+            reasoning_content: None,
+        }],
+        usage: crate::types::Usage::default(),
+        model: "m".into(),
+        latency: std::time::Duration::ZERO,
+        cache_hit: false,
+    };
+    let threshold = if compressed { 0 } else { usize::MAX };
+    crate::cache::codec::encode(&redis_fuzz_key(), &response, threshold).unwrap_or_default()
+}
+
+#[cfg(any(feature = "redis", feature = "fuzzing"))]
+fn redis_fuzz_key() -> crate::cache::CacheKey {
+    crate::cache::CacheKey::for_request("m", "dspex.chat", &crate::types::LmRequest::prompt("fuzz"))
+}
+
 fn check_events(events: &[StreamEvent]) {
     for event in events {
         if let StreamEvent::Delta { text, .. } = event {

@@ -4,7 +4,9 @@
 //!   generated), object-safe so programs hold `Arc<dyn LanguageModel>`.
 //! - [`LM`] — the OpenAI-compatible HTTP client (chat, text completions, embeddings, streaming)
 //!   with DSPy's model names, and the reliability stack around each call: cache (memory → disk)
-//!   with coalescing of identical in-flight requests → concurrency and rate limits → circuit
+//!   (→ Redis, feature `redis`) with coalescing of identical in-flight requests (across
+//!   processes too, through Redis leases) → concurrency and rate limits (optionally shared
+//!   through Redis) → circuit
 //!   breaker → HTTP with a per-call timeout → caller-owned retries → usage and history. Plain
 //!   `http://` endpoints are reached by a lean HTTP/1.1 client of dspex's own (`http1`),
 //!   `https://` ones by reqwest (`transport` picks).
@@ -17,6 +19,8 @@ pub mod __fuzz;
 mod breaker;
 mod cache;
 mod client;
+#[cfg(feature = "redis")]
+mod distributed;
 mod embedder;
 mod error;
 mod history;
@@ -43,13 +47,15 @@ pub use protocol::anthropic::fuzzing as anthropic_fuzzing;
 pub use breaker::{BreakerConfig, BreakerState};
 pub use cache::{CacheConfig, CacheKey, CacheStats, ResponseCache};
 pub use client::{CallOptions, DEFAULT_MAX_RESPONSE_BYTES, EndpointStats, LM, LmBuilder};
+#[cfg(feature = "redis")]
+pub use distributed::{RedisConfig, RedisConfigError, RedisUrl, SharedRateLimit};
 pub use embedder::{Embedder, EmbedderFn, embedder_fn};
 pub use error::{LmError, LmErrorKind};
 pub use history::{
     GLOBAL_HISTORY_SIZE, HistoryEntry, clear_global_history, global_history, inspect_history,
     render_history, set_global_history_size,
 };
-pub use limit::RateLimit;
+pub use limit::{LimitStats, RateLimit};
 /// Gemini's readers of response bodies and stream events, for the fuzz targets (not part of
 /// the API).
 #[doc(hidden)]

@@ -1,8 +1,10 @@
 //! Limits shared by every clone of an LM: a concurrency cap and optional request and token
-//! rates per minute (token buckets).
+//! rates per minute (token buckets); with feature `redis`, rates shared by every process through
+//! Redis as well ([`SharedRateLimit`](crate::SharedRateLimit)).
 
 use std::sync::Arc;
 use std::sync::Mutex;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tokio::time::Instant;
@@ -15,6 +17,19 @@ pub struct RateLimit {
     /// Tokens per minute, counted as prompt estimate + `max_tokens` up front and corrected with
     /// the reported usage afterwards (`None`: unlimited).
     pub tokens_per_minute: Option<u32>,
+}
+
+/// How often calls of an LM waited for its limits (shared by its clones).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct LimitStats {
+    /// Calls that waited for the local request or token bucket.
+    pub local_waits: u64,
+    /// Calls that waited for a slot of the limits shared through Redis.
+    pub shared_waits: u64,
+    /// Redis commands of the shared limits that failed (the call then went on under the local
+    /// limits alone).
+    pub shared_errors: u64,
 }
 
 /// A token bucket refilled continuously at `per_minute / 60` per second, holding at most
@@ -79,6 +94,9 @@ pub(crate) struct Limiter {
     concurrency: Option<Arc<Semaphore>>,
     requests: Option<Bucket>,
     tokens: Option<Bucket>,
+    local_waits: AtomicU64,
+    #[cfg(feature = "redis")]
+    shared: Option<crate::distributed::SharedLimiter>,
 }
 
 /// What a call holds while it runs.
@@ -94,6 +112,32 @@ impl Limiter {
             concurrency: max_concurrency.map(|n| Arc::new(Semaphore::new(n.max(1)))),
             requests: rate.requests_per_minute.map(Bucket::new),
             tokens: rate.tokens_per_minute.map(Bucket::new),
+            local_waits: AtomicU64::new(0),
+            #[cfg(feature = "redis")]
+            shared: None,
+        }
+    }
+
+    /// Adds the limits shared through Redis.
+    #[cfg(feature = "redis")]
+    pub(crate) fn with_shared(mut self, shared: crate::distributed::SharedLimiter) -> Self {
+        self.shared = Some(shared);
+        self
+    }
+
+    /// How often calls waited so far.
+    pub(crate) fn stats(&self) -> LimitStats {
+        #[cfg(feature = "redis")]
+        let (shared_waits, shared_errors) = self
+            .shared
+            .as_ref()
+            .map_or((0, 0), |s| (s.waits.load(Ordering::Relaxed), s.errors()));
+        #[cfg(not(feature = "redis"))]
+        let (shared_waits, shared_errors) = (0, 0);
+        LimitStats {
+            local_waits: self.local_waits.load(Ordering::Relaxed),
+            shared_waits,
+            shared_errors,
         }
     }
 
@@ -125,12 +169,20 @@ impl Limiter {
             limiter: self,
             request: false,
         };
+        let mut waited = false;
         if let Some(bucket) = &self.requests {
-            take(bucket, 1.0, deadline).await?;
+            waited |= take(bucket, 1.0, deadline).await?;
             taken.request = true;
         }
         if let Some(bucket) = &self.tokens {
-            take(bucket, tokens, deadline).await?;
+            waited |= take(bucket, tokens, deadline).await?;
+        }
+        if waited {
+            self.local_waits.fetch_add(1, Ordering::Relaxed);
+        }
+        #[cfg(feature = "redis")]
+        if let Some(shared) = &self.shared {
+            shared.acquire(estimated_tokens, deadline).await?;
         }
         taken.request = false;
         Ok(Slot {
@@ -147,15 +199,18 @@ impl Limiter {
     }
 }
 
-/// Takes `amount` from `bucket`, waiting for it unless the wait would pass `deadline`.
-async fn take(bucket: &Bucket, amount: f64, deadline: Option<Instant>) -> Result<(), Duration> {
+/// Takes `amount` from `bucket`, waiting for it unless the wait would pass `deadline`; true
+/// when it waited.
+async fn take(bucket: &Bucket, amount: f64, deadline: Option<Instant>) -> Result<bool, Duration> {
+    let mut waited = false;
     loop {
         match bucket.try_take(amount) {
-            Ok(()) => return Ok(()),
+            Ok(()) => return Ok(waited),
             Err(wait) => {
                 if deadline.is_some_and(|d| Instant::now() + wait > d) {
                     return Err(wait);
                 }
+                waited = true;
                 tokio::time::sleep(wait).await;
             }
         }
@@ -200,6 +255,14 @@ mod tests {
         assert!(
             elapsed >= Duration::from_secs(29) && elapsed <= Duration::from_secs(31),
             "{elapsed:?}"
+        );
+        // The last 60 each waited for the bucket.
+        assert_eq!(
+            limiter.stats(),
+            LimitStats {
+                local_waits: 60,
+                ..LimitStats::default()
+            }
         );
     }
 

@@ -16,6 +16,8 @@
 //!   127.0.0.1 over a list of passages (scored by word overlap), answering GET and POST in the
 //!   real server's format, failing on demand ([`ColbertFault`]), counting requests
 //!   ([`MockColbertStats`]); for dspex's `ColBERTv2` retriever and DSPy's client.
+//! * `RedisServer` / `RedisCluster` (feature `redis`) — a throwaway `redis-server` on a free
+//!   loopback port without persistence, or a 3-node Redis Cluster, stopped when dropped.
 //!
 //! # Endpoints
 //!
@@ -62,7 +64,12 @@
 
 mod colbert;
 mod mock;
+#[cfg(feature = "redis")]
+mod redis;
 mod wire;
+
+#[cfg(feature = "redis")]
+pub use redis::{RedisCluster, RedisServer};
 
 pub use colbert::{
     ColbertFault, MockColbert, MockColbertBuilder, MockColbertServer, MockColbertStats,

@@ -618,8 +618,8 @@ pub mod __private {
 }
 
 /// The README's Rust blocks, compiled and run as doctests so the tour stays true. They use the
-/// mock LM server and the BM25 index, so they run when those features are on (as in the
-/// workspace's test run, where the tests crate turns them on).
-#[cfg(all(doctest, feature = "testing", feature = "bm25"))]
+/// mock LM server, the BM25 index and the Redis tier, so they run when those features are on
+/// (as in the workspace's test run, where the tests crate turns them on).
+#[cfg(all(doctest, feature = "testing", feature = "bm25", feature = "redis"))]
 #[doc = include_str!("../../README.md")]
 pub struct ReadmeDoctests;

@@ -5,9 +5,10 @@
 //! measurement runs in a fresh worker process (this binary with `worker …`) so peak RSS and
 //! warm caches do not leak between them. `bench_lm fleet` runs only the fleet section (one LM
 //! over three mock servers at 20, 50 and 100 ms against one server alone), which needs no
-//! Python.
+//! Python. `bench_lm redis` runs only the Redis cache tier's hit latency (a throwaway
+//! `redis-server` on loopback, memory and disk tiers off), which needs no Python either.
 
-use dspex::lm::{CacheConfig, LM, LmRequest, ModelType, RetryPolicy};
+use dspex::lm::{CacheConfig, LM, LmRequest, ModelType, RedisConfig, RetryPolicy};
 use dspex_examples::{
     bench_main, dspex_binary, dspy_side, peak_rss_mb, run_json, start_mock, venv_python,
 };
@@ -27,6 +28,10 @@ const BURST_RUNS: usize = 5;
 fn orchestrate(quick: bool) {
     if std::env::args().skip(1).any(|a| a == "fleet") {
         fleet_section(quick);
+        return;
+    }
+    if std::env::args().skip(1).any(|a| a == "redis") {
+        redis_section();
         return;
     }
     let exe = std::env::current_exe().expect("the bench's own path");
@@ -236,6 +241,83 @@ fn fleet_section(quick: bool) {
     println!("\nMean of the three servers' latencies: {mean:.1} ms.");
 }
 
+/// Hit latency of the Redis tier alone, against a throwaway `redis-server` on loopback: each
+/// row a worker process of its own.
+fn redis_section() {
+    let exe = std::env::current_exe().expect("the bench's own path");
+    let redis =
+        dspex::testing::RedisServer::start().expect("redis-server (apt-get install redis-server)");
+    let row = run_json(Command::new(&exe).args(["worker", "redis-cache", &redis.url()]));
+    println!("\n### Redis cache tier: hit latency on loopback (10,000 hits each)\n");
+    println!("Memory and disk tiers off: every hit is a Redis `GET`, a check and a decode.\n");
+    println!("| value | `LM::call` p50 | p99 | `ResponseCache::get` p50 | p99 |");
+    println!("|---|---:|---:|---:|---:|");
+    for (label, name) in [
+        ("plain (short answer)", "plain"),
+        ("LZ4 (2 KiB answer, compressed)", "lz4"),
+    ] {
+        let r = &row[name];
+        println!(
+            "| {label} | {:.0} µs | {:.0} µs | {:.0} µs | {:.0} µs |",
+            r["call_p50_us"].as_f64().unwrap_or(f64::NAN),
+            r["call_p99_us"].as_f64().unwrap_or(f64::NAN),
+            r["get_p50_us"].as_f64().unwrap_or(f64::NAN),
+            r["get_p99_us"].as_f64().unwrap_or(f64::NAN),
+        );
+    }
+}
+
+/// Hit latency through `LM::call` and through the cache alone, with the Redis tier at
+/// `redis_url` as the only tier; a short answer (stored plain) and a long one (compressed).
+async fn redis_hits(redis_url: &str) -> Value {
+    let long = "All work and no play makes Jack a dull boy. ".repeat(48);
+    let server = dspex::testing::MockLm::builder()
+        .rule(dspex::testing::Rule::contains("long", long.as_str()))
+        .start()
+        .await
+        .expect("the mock LM");
+    let mut out = serde_json::Map::new();
+    for (name, prompt) in [
+        ("plain", "What is the capital of France?"),
+        ("lz4", "a long one"),
+    ] {
+        let config = CacheConfig::memory_only()
+            .memory_capacity(0)
+            .redis(RedisConfig::new(redis_url).expect("a Redis URL"));
+        let lm = LM::builder("openai/mock")
+            .api_base(server.api_base())
+            .api_key("x")
+            .cache_config(config)
+            .build()
+            .expect("the LM builds");
+        let request = LmRequest::prompt(prompt);
+        lm.call(request.clone()).await.expect("the first call");
+        let mut calls = Vec::with_capacity(10_000);
+        for _ in 0..10_000 {
+            let t = Instant::now();
+            let r = lm.call(request.clone()).await.expect("a hit");
+            calls.push(t.elapsed());
+            assert!(r.cache_hit);
+        }
+        let cache = lm.cache().expect("a cache");
+        let key = dspex::lm::CacheKey::for_request("openai/mock", "dspex.chat", &request);
+        let mut gets = Vec::with_capacity(10_000);
+        for _ in 0..10_000 {
+            let t = Instant::now();
+            assert!(cache.get(&key).await.is_some());
+            gets.push(t.elapsed());
+        }
+        assert_eq!(cache.stats().redis_errors, 0);
+        let (c50, c99) = percentiles(calls);
+        let (g50, g99) = percentiles(gets);
+        out.insert(
+            name.to_string(),
+            json!({"call_p50_us": c50, "call_p99_us": c99, "get_p50_us": g50, "get_p99_us": g99}),
+        );
+    }
+    Value::Object(out)
+}
+
 /// `requests` calls at `in_flight` through one LM over the comma-separated base URLs in
 /// `urls`: latency percentiles, requests/s, errors and the calls each endpoint served.
 async fn fleet_rps(urls: &str, in_flight: usize, requests: usize) -> Value {
@@ -309,6 +391,7 @@ async fn worker(args: &[String]) -> Value {
             rps(url, concurrency, requests).await
         }
         Some("cache") => cache_hits(&args[1]).await,
+        Some("redis-cache") => redis_hits(&args[1]).await,
         Some("fleet") => {
             let in_flight: usize = args[2].parse().expect("in flight");
             let requests: usize = args[3].parse().expect("requests");

@@ -19,7 +19,19 @@
 //! panics) is moved aside the same way, and the cache runs from memory for the rest of its life.
 //! Disk work runs on tokio's blocking pool, never on the async threads; no failure of the disk
 //! tier reaches the caller (each is logged with `tracing::warn!` and counted in [`CacheStats`]).
+//!
+//! With feature `redis`, a Redis tier (standalone or cluster) sits between memory and disk:
+//! memory → Redis → disk, each hit promoted into memory. It is set with
+//! `CacheConfig::redis` or by `$DSPEX_CACHE_REDIS_URL` (read when a cache is built from a
+//! config that neither sets nor refuses Redis); `CacheConfig::default().redis(..).no_disk()`
+//! puts Redis instead of the disk tier. Its entries carry their own checksummed, versioned
+//! format (LZ4 above a threshold) and a TTL; a Redis outage is counted in
+//! [`CacheStats::redis_errors`] and the cache goes on with its local tiers. The tier also gives
+//! the LM single flight across processes (see `RedisConfig`). Without the feature, a set
+//! `$DSPEX_CACHE_REDIS_URL` is reported once with a warning and otherwise ignored.
 
+#[cfg(any(feature = "redis", feature = "fuzzing"))]
+pub(crate) mod codec;
 mod disk;
 mod key;
 
@@ -73,14 +85,30 @@ enum DiskDir {
     At(PathBuf),
 }
 
-/// How a [`ResponseCache`] is set up: the memory tier's capacity and the disk tier's directory.
+/// Whether a cache has a Redis tier.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum RedisChoice {
+    /// The one named by `$DSPEX_CACHE_REDIS_URL`, if any (read when the cache is built).
+    FromEnv,
+    /// None.
+    Off,
+    /// This one.
+    #[cfg(feature = "redis")]
+    On(crate::distributed::RedisConfig),
+}
+
+/// How a [`ResponseCache`] is set up: the memory tier's capacity, the disk tier's directory and
+/// (feature `redis`) the Redis tier.
 ///
 /// [`CacheConfig::default()`] keeps 100,000 entries in memory and uses the disk tier in
-/// `$DSPEX_CACHE_DIR`, else `~/.dspex/cache` (resolved when the disk is first used, not here).
+/// `$DSPEX_CACHE_DIR`, else `~/.dspex/cache` (resolved when the disk is first used, not here),
+/// and a Redis tier when `$DSPEX_CACHE_REDIS_URL` is set (read when the cache is built).
+/// `Debug` output never shows a Redis password.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct CacheConfig {
     memory_capacity: u64,
     disk: DiskDir,
+    redis: RedisChoice,
 }
 
 impl Default for CacheConfig {
@@ -88,15 +116,17 @@ impl Default for CacheConfig {
         CacheConfig {
             memory_capacity: DEFAULT_MEMORY_CAPACITY,
             disk: DiskDir::Default,
+            redis: RedisChoice::FromEnv,
         }
     }
 }
 
 impl CacheConfig {
-    /// The memory tier alone (100,000 entries), nothing on disk.
+    /// The memory tier alone (100,000 entries), nothing on disk or in Redis.
     pub fn memory_only() -> Self {
         CacheConfig {
             disk: DiskDir::Off,
+            redis: RedisChoice::Off,
             ..Self::default()
         }
     }
@@ -111,6 +141,7 @@ impl CacheConfig {
         CacheConfig {
             memory_capacity: 0,
             disk: DiskDir::Off,
+            redis: RedisChoice::Off,
         }
     }
 
@@ -129,6 +160,41 @@ impl CacheConfig {
     /// Turns the disk tier off.
     pub fn no_disk(mut self) -> Self {
         self.disk = DiskDir::Off;
+        self
+    }
+
+    /// Adds a Redis tier between memory and disk (feature `redis`); with
+    /// [`no_disk`](Self::no_disk), Redis replaces the disk tier. Overrides
+    /// `$DSPEX_CACHE_REDIS_URL`.
+    ///
+    /// ```
+    /// use dspex_lm::{CacheConfig, RedisConfig};
+    ///
+    /// let config = CacheConfig::default()
+    ///     .no_disk()
+    ///     .redis(RedisConfig::new("redis://127.0.0.1:6379")?);
+    /// assert!(config.redis_config().is_some());
+    /// # Ok::<(), dspex_lm::RedisConfigError>(())
+    /// ```
+    #[cfg(feature = "redis")]
+    pub fn redis(mut self, redis: crate::distributed::RedisConfig) -> Self {
+        self.redis = RedisChoice::On(redis);
+        self
+    }
+
+    /// The Redis tier set with [`redis`](Self::redis) (`None` when it is off or left to
+    /// `$DSPEX_CACHE_REDIS_URL`).
+    #[cfg(feature = "redis")]
+    pub fn redis_config(&self) -> Option<&crate::distributed::RedisConfig> {
+        match &self.redis {
+            RedisChoice::On(redis) => Some(redis),
+            _ => None,
+        }
+    }
+
+    /// No Redis tier, whatever `$DSPEX_CACHE_REDIS_URL` says.
+    pub fn no_redis(mut self) -> Self {
+        self.redis = RedisChoice::Off;
         self
     }
 
@@ -170,10 +236,18 @@ pub struct CacheStats {
     pub corrupt_dropped: u64,
     /// Disk failures: the database could not be opened, a read or write failed.
     pub errors: u64,
+    /// Lookups answered by the Redis tier.
+    pub redis_hits: u64,
+    /// Corrupt or foreign Redis values found and dropped.
+    pub redis_corrupt_dropped: u64,
+    /// Redis commands that failed or timed out (the cache went on without Redis).
+    pub redis_errors: u64,
 }
 
 #[derive(Debug, Default)]
 struct Counters {
+    redis_hits: AtomicU64,
+    redis_corrupt_dropped: AtomicU64,
     memory_hits: AtomicU64,
     disk_hits: AtomicU64,
     misses: AtomicU64,
@@ -200,6 +274,8 @@ pub struct ResponseCache {
 struct Inner {
     memory_capacity: u64,
     memory: Option<moka::future::Cache<CacheKey, Arc<LmResponse>>>,
+    #[cfg(feature = "redis")]
+    redis: Option<crate::distributed::RedisTier>,
     disk: Option<DiskTier>,
     counters: Counters,
 }
@@ -241,6 +317,7 @@ impl fmt::Debug for ResponseCache {
                 &inner.disk.as_ref().map(|tier| &tier.config.disk),
             )
             .field("disk", &disk)
+            .field("redis", &self.redis_address())
             .field("stats", &self.stats())
             .finish()
     }
@@ -260,10 +337,30 @@ impl ResponseCache {
             db: OnceCell::new(),
             failed: AtomicBool::new(false),
         });
+        #[cfg(feature = "redis")]
+        let redis = match &config.redis {
+            RedisChoice::Off => None,
+            RedisChoice::On(redis) => Some(redis.clone()),
+            RedisChoice::FromEnv => match crate::distributed::RedisConfig::from_env() {
+                None => None,
+                Some(Ok(redis)) => Some(redis),
+                Some(Err(error)) => {
+                    tracing::warn!(%error, "$DSPEX_CACHE_REDIS_URL is not usable; the response cache runs without Redis");
+                    None
+                }
+            },
+        }
+        .map(crate::distributed::RedisTier::new);
+        #[cfg(not(feature = "redis"))]
+        if config.redis == RedisChoice::FromEnv {
+            warn_redis_feature_off();
+        }
         ResponseCache {
             inner: Arc::new(Inner {
                 memory_capacity: config.memory_capacity,
                 memory,
+                #[cfg(feature = "redis")]
+                redis,
                 disk,
                 counters: Counters::default(),
             }),
@@ -280,6 +377,10 @@ impl ResponseCache {
         {
             bump(&inner.counters.memory_hits);
             return Some(as_hit(&hit, start));
+        }
+        #[cfg(feature = "redis")]
+        if let Some(hit) = self.redis_get(key, start).await {
+            return Some(hit);
         }
         let k = *key;
         match self.with_disk("read", move |db| disk_get(db, &k)).await {
@@ -315,6 +416,10 @@ impl ResponseCache {
         let mut stored = response.clone();
         stored.cache_hit = false;
         let mut written = false;
+        #[cfg(feature = "redis")]
+        if let Some(redis) = &inner.redis {
+            written |= redis.put(&key, &stored).await;
+        }
         if inner.disk.is_some() {
             match encode(&stored) {
                 Ok(bytes) => {
@@ -338,10 +443,15 @@ impl ResponseCache {
         }
     }
 
-    /// Removes every entry, from memory and from disk.
+    /// Removes every entry, from memory, from disk and from a standalone Redis (every key under
+    /// the tier's prefix; entries in a Redis Cluster are left to their TTL).
     pub async fn clear(&self) {
         if let Some(memory) = &self.inner.memory {
             memory.invalidate_all();
+        }
+        #[cfg(feature = "redis")]
+        if let Some(redis) = &self.inner.redis {
+            redis.clear().await;
         }
         self.with_disk("clear", disk_clear).await;
     }
@@ -356,6 +466,70 @@ impl ResponseCache {
             writes: c.writes.load(Ordering::Relaxed),
             corrupt_dropped: c.corrupt_dropped.load(Ordering::Relaxed),
             errors: c.errors.load(Ordering::Relaxed),
+            redis_hits: c.redis_hits.load(Ordering::Relaxed),
+            redis_corrupt_dropped: c.redis_corrupt_dropped.load(Ordering::Relaxed),
+            #[cfg(feature = "redis")]
+            redis_errors: self.inner.redis.as_ref().map_or(0, |r| r.errors()),
+            #[cfg(not(feature = "redis"))]
+            redis_errors: 0,
+        }
+    }
+
+    /// The Redis tier's address without credentials (`None` without one).
+    pub fn redis_address(&self) -> Option<String> {
+        #[cfg(feature = "redis")]
+        {
+            self.inner.redis.as_ref().map(|r| r.address())
+        }
+        #[cfg(not(feature = "redis"))]
+        {
+            None
+        }
+    }
+
+    /// The Redis tier's lookup: a hit is promoted into memory; a corrupt value is dropped.
+    #[cfg(feature = "redis")]
+    async fn redis_get(&self, key: &CacheKey, start: Instant) -> Option<LmResponse> {
+        use crate::distributed::Found;
+        let inner = &self.inner;
+        let redis = inner.redis.as_ref()?;
+        match redis.get(key).await {
+            Found::Hit(response) => {
+                bump(&inner.counters.redis_hits);
+                let hit = as_hit(&response, start);
+                if let Some(memory) = &inner.memory {
+                    memory.insert(*key, Arc::new(response)).await;
+                }
+                Some(hit)
+            }
+            Found::Corrupt(reason) => {
+                bump(&inner.counters.redis_corrupt_dropped);
+                tracing::warn!(key = %key, reason, "dropped a corrupt response cache entry in Redis");
+                None
+            }
+            Found::Miss | Found::Failed => None,
+        }
+    }
+
+    /// Single flight across processes for a request this process is about to make: see
+    /// `RedisConfig`. Without a Redis tier, this process leads at once.
+    #[cfg(feature = "redis")]
+    pub(crate) async fn lead(&self, key: &CacheKey) -> crate::distributed::Led {
+        use crate::distributed::Led;
+        let start = Instant::now();
+        let Some(redis) = self.inner.redis.as_ref() else {
+            return Led::Leader(None);
+        };
+        match redis.lead(key).await {
+            Led::Hit(response) => {
+                bump(&self.inner.counters.redis_hits);
+                let hit = as_hit(&response, start);
+                if let Some(memory) = &self.inner.memory {
+                    memory.insert(*key, Arc::new(response)).await;
+                }
+                Led::Hit(hit)
+            }
+            leader => leader,
         }
     }
 
@@ -429,6 +603,20 @@ impl ResponseCache {
             })
             .await
             .clone()
+    }
+}
+
+/// Warns once per process that `$DSPEX_CACHE_REDIS_URL` is set in a build without Redis.
+#[cfg(not(feature = "redis"))]
+fn warn_redis_feature_off() {
+    static WARNED: std::sync::Once = std::sync::Once::new();
+    if std::env::var_os("DSPEX_CACHE_REDIS_URL").is_some_and(|v| !v.is_empty()) {
+        WARNED.call_once(|| {
+            tracing::warn!(
+                "DSPEX_CACHE_REDIS_URL is set, but dspex was built without its `redis` feature: \
+                 the response cache runs without Redis (enable the `redis` feature of dspex)"
+            );
+        });
     }
 }
 

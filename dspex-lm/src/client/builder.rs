@@ -166,6 +166,18 @@ impl LmBuilder {
         self
     }
 
+    /// Request and token rates shared through Redis by every process calling this endpoint with
+    /// this API key (feature `redis`; see [`SharedRateLimit`](crate::SharedRateLimit)). Applies
+    /// after the local [`rate_limit`](Self::rate_limit) and
+    /// [`max_concurrency`](Self::max_concurrency); waits are counted in [`LM::limit_stats`].
+    /// The limits are keyed by a hash of the endpoint URL(s) and of the API key, never the key
+    /// itself.
+    #[cfg(feature = "redis")]
+    pub fn shared_rate_limit(mut self, limit: crate::distributed::SharedRateLimit) -> Self {
+        self.shared_rate_limit = Some(limit);
+        self
+    }
+
     /// The endpoint's circuit breaker (default: opens after 5 consecutive failures for 10 s).
     /// LMs calling the same endpoint with the same breaker configuration share one breaker.
     pub fn breaker(mut self, breaker: BreakerConfig) -> Self {
@@ -389,11 +401,24 @@ impl LmBuilder {
         let endpoint = fleet.joined();
         // The caller's price, else the published one (`None` for an unlisted model).
         let price = self.price.or_else(|| Price::for_model(&self.model));
+        let limiter = Limiter::new(self.max_concurrency, self.rate_limit);
+        #[cfg(feature = "redis")]
+        let limiter = match &self.shared_rate_limit {
+            Some(limit) => limiter.with_shared(
+                crate::distributed::SharedLimiter::new(
+                    limit,
+                    &endpoint,
+                    api_key.as_ref().map(ApiKey::expose),
+                )
+                .map_err(config)?,
+            ),
+            None => limiter,
+        };
         Ok(LM {
             shared: Arc::new(Shared {
                 fleet,
                 cache,
-                limiter: Limiter::new(self.max_concurrency, self.rate_limit),
+                limiter,
                 history: History::new(self.history_size),
                 totals: Mutex::new(UsageReport::default()),
                 inflight: Mutex::new(HashMap::new()),

@@ -15,7 +15,7 @@ use super::breaker::{self, Admission, Breaker, BreakerConfig, BreakerState};
 use super::cache::{CacheConfig, CacheKey, ResponseCache};
 use super::error::{LmError, excerpt};
 use super::history::{self, History, HistoryEntry, render_history};
-use super::limit::{Limiter, RateLimit, Slot};
+use super::limit::{LimitStats, Limiter, RateLimit, Slot};
 use super::protocol::{self, Chunk, StreamReader};
 use super::provider::{self, ModelType, Provider};
 use super::retry::RetryPolicy;
@@ -176,6 +176,8 @@ pub struct LmBuilder {
     deadline: Option<Duration>,
     max_concurrency: Option<usize>,
     rate_limit: RateLimit,
+    #[cfg(feature = "redis")]
+    shared_rate_limit: Option<crate::distributed::SharedRateLimit>,
     breaker: BreakerConfig,
     history_size: usize,
     price: Option<Price>,
@@ -215,6 +217,8 @@ impl LM {
             deadline: None,
             max_concurrency: None,
             rate_limit: RateLimit::default(),
+            #[cfg(feature = "redis")]
+            shared_rate_limit: None,
             breaker: BreakerConfig::default(),
             history_size: 1000,
             price: None,
@@ -292,6 +296,12 @@ impl LM {
             shared: Arc::clone(&self.shared),
             settings: Arc::new(settings),
         }
+    }
+
+    /// How often calls waited for this LM's rate limits, local and shared (counters shared by
+    /// every clone).
+    pub fn limit_stats(&self) -> LimitStats {
+        self.shared.limiter.stats()
     }
 
     /// The response cache, when this LM has one.
@@ -442,6 +452,18 @@ impl LM {
                         let _ = tx.send(Ok(hit.clone()));
                         return Ok((hit, None));
                     }
+                    // With Redis: one call across processes too (a lease, or another process's
+                    // answer).
+                    #[cfg(feature = "redis")]
+                    let lease = match cache.lead(&key).await {
+                        crate::distributed::Led::Hit(mut hit) => {
+                            hit.latency = start.elapsed();
+                            drop(guard);
+                            let _ = tx.send(Ok(hit.clone()));
+                            return Ok((hit, None));
+                        }
+                        crate::distributed::Led::Leader(lease) => lease,
+                    };
                     let (result, served) = match self.complete(request, options, start).await {
                         Ok((response, served)) => (Ok(response), Some(served)),
                         Err(error) => (Err(error), None),
@@ -459,6 +481,11 @@ impl LM {
                             let response = response.clone();
                             let store = tokio::spawn(async move {
                                 cache.put(key, &response).await;
+                                // Stored first: processes waiting on the lease find the answer.
+                                #[cfg(feature = "redis")]
+                                if let Some(lease) = lease {
+                                    lease.release().await;
+                                }
                                 drop(guard);
                             });
                             let _ = store.await;

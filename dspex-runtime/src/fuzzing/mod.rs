@@ -44,6 +44,7 @@ pub const TARGETS: &[(&str, Target)] = &[
     ("gemini_response", wire::gemini_response),
     ("gemini_stream", wire::gemini_stream),
     ("provider_wire", wire::provider_wire),
+    ("redis_value", wire::redis_value),
     ("bridge_frames", bridge::bridge_frames),
     ("mock_request", mock::mock_request),
     ("bm25_open", index::bm25_open),

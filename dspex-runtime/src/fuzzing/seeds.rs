@@ -103,6 +103,15 @@ pub fn all(fixtures: &Path) -> Result<Vec<(&'static str, Vec<u8>)>, String> {
             add("parse_value", input);
         }
     }
+    // Values of the Redis cache tier: completions stored plain and compressed.
+    for text in texts.iter().take(40) {
+        for compressed in [false, true] {
+            add(
+                "redis_value",
+                crate::lm::__fuzz::redis_value_seed(text, compressed),
+            );
+        }
+    }
     // The bridge: frames a worker writes.
     for frame in bridge_frames(&fx) {
         add("bridge_frames", frame);

@@ -203,6 +203,12 @@ pub fn provider_wire(data: &[u8]) {
     crate::lm::__fuzz::provider_wire(data);
 }
 
+/// A value read from the Redis tier of the response cache (`dspex_lm::__fuzz::redis_value`
+/// holds the checks).
+pub fn redis_value(data: &[u8]) {
+    crate::lm::__fuzz::redis_value(data);
+}
+
 /// The non-streaming bodies: a chat and a text completion, an embeddings answer (error bodies
 /// are read by every protocol in `provider_wire`).
 fn response_bodies(body: &[u8]) {
