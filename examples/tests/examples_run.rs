@@ -191,3 +191,28 @@ fn gepa_improves_two_predictors_from_feedback_and_writes_its_report() {
     let dir = std::path::Path::new(report).parent().unwrap();
     assert!(dir.join("gepa_state.json").is_file());
 }
+
+#[test]
+fn team_cache_second_process_pays_nothing_and_the_down_endpoint_fails_no_call() {
+    let out = run("team_cache");
+    let (first, second) = out
+        .split_once("== process 2:")
+        .expect("both processes reported");
+    // The first process paid one call per example; the down endpoint refused some of them,
+    // which went to the healthy endpoints (the same score as the second run: no call failed).
+    assert!(first.contains("== process 1: 40 LM calls paid"), "{out}");
+    assert!(first.contains("score:    85.0 on 40 examples"), "{out}");
+    assert!(first.contains("(the last one answers 503)"), "{out}");
+    let down = first
+        .lines()
+        .filter(|l| l.starts_with("endpoint:"))
+        .nth(2)
+        .expect("three endpoints");
+    assert!(down.contains("served   0"), "{out}");
+    assert!(down.ends_with("ejected"), "{out}");
+    assert!(!down.contains("failed 0,"), "{out}");
+    // The second process found every answer in Redis.
+    assert!(second.starts_with(" 0 LM calls paid"), "{out}");
+    assert!(second.contains("score:    85.0 on 40 examples"), "{out}");
+    assert!(second.contains("cache:    40 answers from Redis"), "{out}");
+}
