@@ -28,6 +28,7 @@ mod provider;
 mod retry;
 mod scripted;
 mod secret;
+pub mod telemetry;
 #[doc(hidden)]
 pub mod stream;
 mod transport;
