@@ -28,9 +28,9 @@ mod provider;
 mod retry;
 mod scripted;
 mod secret;
-pub mod telemetry;
 #[doc(hidden)]
 pub mod stream;
+pub mod telemetry;
 mod transport;
 mod types;
 mod usage;
@@ -60,7 +60,7 @@ pub use retry::RetryPolicy;
 pub use scripted::ScriptedLM;
 pub use secret::ApiKey;
 pub use stream::{EventStream, StreamEvent};
-pub use transport::reqwest_builder;
+pub use transport::{reqwest_builder, rustls_config};
 pub use types::{
     Choice, Content, ContentPart, Embeddings, FilePart, FinishReason, ImageUrl, InputAudio,
     LmRequest, LmResponse, Message, ResponseFormat, Role, ToolCall, Usage,

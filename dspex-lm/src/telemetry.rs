@@ -127,7 +127,10 @@ pub(crate) fn server_address(endpoint: &str) -> (&str, Option<u16>) {
         // An IPv6 literal: `[::1]:8000`.
         return match authority.rsplit_once("]:") {
             Some((host, port)) => (&host[1..], port.parse().ok()),
-            None => (authority.trim_start_matches('[').trim_end_matches(']'), None),
+            None => (
+                authority.trim_start_matches('[').trim_end_matches(']'),
+                None,
+            ),
         };
     }
     match authority.rsplit_once(':') {

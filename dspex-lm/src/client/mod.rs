@@ -403,14 +403,14 @@ impl LM {
                 gen_ai.provider.name = crate::telemetry::provider_name(s.provider.name),
                 gen_ai.request.model = %s.provider.model_id,
                 gen_ai.request.temperature = request.temperature,
-                gen_ai.request.max_tokens = request.max_tokens,
+                gen_ai.request.max_tokens = request.max_tokens.map(i64::from),
                 gen_ai.input.messages = tracing::field::Empty,
                 server.address = server,
-                server.port = port,
+                server.port = port.map(i64::from),
                 dspex.lm.model = %s.model,
                 dspex.lm.endpoint = %s.endpoint,
                 dspex.lm.served_by = tracing::field::Empty,
-                dspex.lm.retries = 0u32,
+                dspex.lm.retries = 0i64,
                 error.type = tracing::field::Empty,
             )
         } else {
@@ -423,19 +423,19 @@ impl LM {
                 gen_ai.provider.name = crate::telemetry::provider_name(s.provider.name),
                 gen_ai.request.model = %s.provider.model_id,
                 gen_ai.request.temperature = request.temperature,
-                gen_ai.request.max_tokens = request.max_tokens,
+                gen_ai.request.max_tokens = request.max_tokens.map(i64::from),
                 gen_ai.response.model = tracing::field::Empty,
                 gen_ai.usage.input_tokens = tracing::field::Empty,
                 gen_ai.usage.output_tokens = tracing::field::Empty,
                 gen_ai.input.messages = tracing::field::Empty,
                 gen_ai.output.messages = tracing::field::Empty,
                 server.address = server,
-                server.port = port,
+                server.port = port.map(i64::from),
                 dspex.lm.model = %s.model,
                 dspex.lm.endpoint = %s.endpoint,
                 dspex.lm.served_by = tracing::field::Empty,
                 dspex.cache.hit = tracing::field::Empty,
-                dspex.lm.retries = 0u32,
+                dspex.lm.retries = 0i64,
                 dspex.lm.latency_ms = tracing::field::Empty,
                 dspex.lm.cost_usd = tracing::field::Empty,
                 error.type = tracing::field::Empty,
@@ -668,7 +668,7 @@ impl LM {
                 return Err(give_up(error));
             }
             tracing::info!(model = %self.settings.model, attempt = attempts, ?delay, %error, "retrying LM call");
-            tracing::Span::current().record("dspex.lm.retries", attempts);
+            tracing::Span::current().record("dspex.lm.retries", i64::from(attempts));
             #[cfg(feature = "otel")]
             crate::telemetry::record_retry(&self.settings.provider.model_id);
             tokio::time::sleep(delay).await;
@@ -1174,14 +1174,29 @@ impl LanguageModel for LM {
 fn record_response(span: &tracing::Span, response: &LmResponse) {
     span.record("dspex.cache.hit", response.cache_hit);
     span.record("gen_ai.response.model", response.model.as_str());
-    span.record("gen_ai.usage.input_tokens", response.usage.prompt_tokens);
-    span.record("gen_ai.usage.output_tokens", response.usage.completion_tokens);
-    span.record("dspex.lm.latency_ms", response.latency.as_secs_f64() * 1000.0);
+    // Signed: OpenTelemetry has no unsigned integers (an unsigned field is exported as text).
+    span.record(
+        "gen_ai.usage.input_tokens",
+        signed(response.usage.prompt_tokens),
+    );
+    span.record(
+        "gen_ai.usage.output_tokens",
+        signed(response.usage.completion_tokens),
+    );
+    span.record(
+        "dspex.lm.latency_ms",
+        response.latency.as_secs_f64() * 1000.0,
+    );
     if crate::telemetry::capture_content() && !span.is_disabled() {
         let outputs: Vec<&str> = response.texts().collect();
         let outputs = serde_json::to_string(&outputs).unwrap_or_default();
         span.record(crate::telemetry::attr::GEN_AI_OUTPUT_MESSAGES, outputs);
     }
+}
+
+/// `n` as a signed attribute value (saturating).
+fn signed(n: u64) -> i64 {
+    i64::try_from(n).unwrap_or(i64::MAX)
 }
 
 /// A failed call's error class and status on its span.

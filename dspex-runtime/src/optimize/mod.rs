@@ -176,13 +176,13 @@ pub(crate) async fn score_examples<P: ExampleProgram + ?Sized>(
         otel.name = "optimize.trial",
         dspex.optimize.phase = tracing::field::Empty,
         dspex.optimize.trial = tracing::field::Empty,
-        dspex.evaluate.examples = devset.len(),
+        dspex.evaluate.examples = devset.len() as i64,
         dspex.score = tracing::field::Empty,
     );
     if !span.is_disabled() {
         let progress = ctx.progress();
         span.record("dspex.optimize.phase", progress.phase.as_str());
-        span.record("dspex.optimize.trial", progress.trials);
+        span.record("dspex.optimize.trial", progress.trials as i64);
     }
     let result = Evaluate::new(devset.to_vec(), metric.clone())
         .num_threads(concurrency)

@@ -81,7 +81,10 @@ pub(crate) fn module_span() -> tracing::Span {
 /// Names a module span.
 pub(crate) fn name_module_span(span: &tracing::Span, name: &str) {
     span.record("dspex.module.name", name);
-    span.record("otel.name", tracing::field::display(format_args!("module {name}")));
+    span.record(
+        "otel.name",
+        tracing::field::display(format_args!("module {name}")),
+    );
 }
 
 /// An instrumented program's span.
@@ -113,13 +116,16 @@ pub(crate) fn parse_span(adapter: &str, index: usize) -> tracing::Span {
         otel.name = "adapter.parse",
         otel.status_code = tracing::field::Empty,
         dspex.adapter.name = adapter,
-        dspex.completion.index = index,
+        dspex.completion.index = index as i64,
         error.type = tracing::field::Empty,
     )
 }
 
 /// A tool call's span; with content capture on, its arguments.
-pub(crate) fn tool_span(name: &str, args: &serde_json::Map<String, serde_json::Value>) -> tracing::Span {
+pub(crate) fn tool_span(
+    name: &str,
+    args: &serde_json::Map<String, serde_json::Value>,
+) -> tracing::Span {
     let span = tracing::info_span!(
         "dspex.tool",
         otel.name = %format_args!("execute_tool {name}"),

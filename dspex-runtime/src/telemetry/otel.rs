@@ -39,7 +39,9 @@
 //! multi-threaded runtime or outside any (its final flush waits for that runtime's tasks).
 
 use opentelemetry::trace::TracerProvider as _;
-use opentelemetry_otlp::{MetricExporter, SpanExporter, WithExportConfig as _};
+use opentelemetry_otlp::{
+    MetricExporter, SpanExporter, WithExportConfig as _, WithHttpConfig as _,
+};
 use opentelemetry_sdk::Resource;
 use opentelemetry_sdk::metrics::{PeriodicReader, SdkMeterProvider};
 use opentelemetry_sdk::trace::SdkTracerProvider;
@@ -252,7 +254,9 @@ impl Drop for OtelGuard {
 ///
 /// [`OtelError::Exporter`] for an endpoint the exporter refuses; [`OtelError::NoRuntime`]
 /// for gRPC outside a tokio runtime.
-pub fn layer<S>(config: OtelConfig) -> Result<(impl Layer<S> + Send + Sync + 'static, OtelGuard), OtelError>
+pub fn layer<S>(
+    config: OtelConfig,
+) -> Result<(impl Layer<S> + Send + Sync + 'static, OtelGuard), OtelError>
 where
     S: tracing::Subscriber + for<'a> LookupSpan<'a> + Send + Sync,
 {
@@ -329,8 +333,31 @@ pub fn init(config: OtelConfig) -> Result<OtelGuard, OtelError> {
     Ok(guard)
 }
 
+/// The exporters' blocking HTTP client, with dspex's TLS set-up
+/// ([`dspex_lm::rustls_config`]: rustls on ring). Built on a thread of its own, as reqwest's
+/// blocking client must not be built inside an async context.
+fn http_client(
+    timeout: Duration,
+) -> Result<reqwest::blocking::Client, opentelemetry_otlp::ExporterBuildError> {
+    let failed = opentelemetry_otlp::ExporterBuildError::InternalFailure;
+    std::thread::spawn(move || {
+        let tls = dspex_lm::rustls_config()?;
+        reqwest::blocking::Client::builder()
+            .tls_backend_preconfigured(tls)
+            .timeout(timeout)
+            .build()
+            .map_err(|e| e.to_string())
+    })
+    .join()
+    .map_err(|_| failed("the thread building the HTTP client panicked".into()))?
+    .map_err(|e| failed(format!("cannot build the HTTP client: {e}")))
+}
+
 /// The span and metric exporters for `protocol`.
-fn exporters(config: &OtelConfig, protocol: Protocol) -> Result<(SpanExporter, MetricExporter), OtelError> {
+fn exporters(
+    config: &OtelConfig,
+    protocol: Protocol,
+) -> Result<(SpanExporter, MetricExporter), OtelError> {
     let traces = |source| OtelError::Exporter {
         signal: "traces",
         source,
@@ -348,15 +375,21 @@ fn exporters(config: &OtelConfig, protocol: Protocol) -> Result<(SpanExporter, M
                 spans = spans.with_endpoint(url.clone());
                 meters = meters.with_endpoint(url.clone());
             }
-            Ok((spans.build().map_err(traces)?, meters.build().map_err(metrics)?))
+            Ok((
+                spans.build().map_err(traces)?,
+                meters.build().map_err(metrics)?,
+            ))
         }
         Protocol::HttpProtobuf => {
+            let client = http_client(timeout).map_err(traces)?;
             let mut spans = SpanExporter::builder()
                 .with_http()
+                .with_http_client(client.clone())
                 .with_protocol(opentelemetry_otlp::Protocol::HttpBinary)
                 .with_timeout(timeout);
             let mut meters = MetricExporter::builder()
                 .with_http()
+                .with_http_client(client)
                 .with_protocol(opentelemetry_otlp::Protocol::HttpBinary)
                 .with_timeout(timeout);
             if let Some(url) = &config.endpoint {
@@ -364,7 +397,10 @@ fn exporters(config: &OtelConfig, protocol: Protocol) -> Result<(SpanExporter, M
                 spans = spans.with_endpoint(format!("{base}/v1/traces"));
                 meters = meters.with_endpoint(format!("{base}/v1/metrics"));
             }
-            Ok((spans.build().map_err(traces)?, meters.build().map_err(metrics)?))
+            Ok((
+                spans.build().map_err(traces)?,
+                meters.build().map_err(metrics)?,
+            ))
         }
     }
 }

@@ -767,7 +767,10 @@ impl Shared {
         );
         #[cfg(feature = "otel")]
         self.record_utilization();
-        let result = self.run_inner(op, session, options).instrument(span.clone()).await;
+        let result = self
+            .run_inner(op, session, options)
+            .instrument(span.clone())
+            .await;
         #[cfg(feature = "otel")]
         self.record_utilization();
         if let Err(e) = &result
