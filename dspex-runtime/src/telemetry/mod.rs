@@ -7,7 +7,7 @@
 //!   for generative AI where they exist (`gen_ai.*`), `dspex.*` for the rest.
 //! - [`set_capture_content`] — whether prompts, completions and tool arguments go into the
 //!   spans (off by default). API keys never do.
-//! - `otel` (feature `otel`) — [`otel::init`](crate::telemetry) installs a
+//! - `otel` (feature `otel`) — `otel::init` installs a
 //!   `tracing-opentelemetry` layer with an OTLP exporter (gRPC or HTTP/protobuf) and an OTel
 //!   meter provider for the metrics.
 //!
