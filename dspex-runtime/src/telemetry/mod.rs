@@ -166,10 +166,13 @@ mod tests {
 
     #[test]
     fn spans_without_a_subscriber_are_disabled_and_record_nothing() {
-        let span = tool_span("add", &serde_json::Map::new());
-        assert!(span.is_disabled());
-        record_failure(&span, &"x");
-        record_tool_result(&span, &serde_json::json!(1));
-        assert!(module_span().is_disabled());
+        // Scoped: another test of this binary may have installed a global subscriber.
+        tracing::subscriber::with_default(tracing::subscriber::NoSubscriber::default(), || {
+            let span = tool_span("add", &serde_json::Map::new());
+            assert!(span.is_disabled());
+            record_failure(&span, &"x");
+            record_tool_result(&span, &serde_json::json!(1));
+            assert!(module_span().is_disabled());
+        });
     }
 }
