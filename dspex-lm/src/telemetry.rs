@@ -106,6 +106,35 @@ pub fn capture_content() -> bool {
     CAPTURE_CONTENT.load(Ordering::Relaxed)
 }
 
+/// Messages as the conventions' `gen_ai.input.messages` has them: `[{"role": "user", "parts":
+/// [{"type": "text", "content": "…"}]}, …]`. Images, audio and files appear as the placeholders
+/// `inspect_history` prints, not their bytes.
+pub(crate) fn input_messages(messages: &[crate::Message]) -> String {
+    let messages: Vec<serde_json::Value> = messages
+        .iter()
+        .map(|m| {
+            serde_json::json!({
+                "role": m.role,
+                "parts": [{"type": "text", "content": m.content.to_string()}],
+            })
+        })
+        .collect();
+    serde_json::Value::Array(messages).to_string()
+}
+
+/// Completions as the conventions' `gen_ai.output.messages` has them (assistant messages).
+pub(crate) fn output_messages<'a>(texts: impl Iterator<Item = &'a str>) -> String {
+    let messages: Vec<serde_json::Value> = texts
+        .map(|t| {
+            serde_json::json!({
+                "role": "assistant",
+                "parts": [{"type": "text", "content": t}],
+            })
+        })
+        .collect();
+    serde_json::Value::Array(messages).to_string()
+}
+
 /// The semantic conventions' provider name for a dspex provider prefix.
 pub(crate) fn provider_name(prefix: &str) -> &str {
     match prefix {
@@ -366,6 +395,18 @@ mod tests {
         );
         assert_eq!(server_address("http://[::1]:9/v1"), ("::1", Some(9)));
         assert_eq!(server_address("not a url"), ("not a url", None));
+    }
+
+    #[test]
+    fn messages_are_in_the_conventions_shape() {
+        let input = input_messages(&[crate::Message::user("Hi?")]);
+        let v: serde_json::Value = serde_json::from_str(&input).unwrap();
+        assert_eq!(v[0]["role"], "user");
+        assert_eq!(v[0]["parts"][0]["content"], "Hi?");
+        let v: serde_json::Value =
+            serde_json::from_str(&output_messages(["A", "B"].into_iter())).unwrap();
+        assert_eq!(v[1]["role"], "assistant");
+        assert_eq!(v[1]["parts"][0]["content"], "B");
     }
 
     #[test]

@@ -229,7 +229,7 @@ fn lm(server: &MockLmServer) -> LM {
         .expect("the LM builds")
 }
 
-/// ChainOfThought; the same Predict call twice (the second a cache hit); ReAct calling `add`;
+/// ChainOfThought in an instrumented program; the same Predict call twice (the second a cache hit); ReAct calling `add`;
 /// an Evaluate of a Predict over two examples.
 async fn program(server: &MockLmServer) {
     let lm = lm(server);
@@ -239,6 +239,7 @@ async fn program(server: &MockLmServer) {
     };
     ChainOfThought::<QA>::new()
         .with_config(config.clone())
+        .instrumented("qa")
         .forward(question.clone())
         .await
         .expect("ChainOfThought answers");
@@ -357,6 +358,7 @@ fn check_export(received: &Received, server: &MockLmServer) {
     let spans = spans(received);
     let names: std::collections::BTreeSet<&str> = spans.iter().map(|s| s.name.as_str()).collect();
     for name in [
+        "program qa",
         "chat mock-model",
         "module ChainOfThought",
         "module Predict",
@@ -371,8 +373,16 @@ fn check_export(received: &Received, server: &MockLmServer) {
         assert!(names.contains(name), "no span {name:?} among {names:?}");
     }
 
-    // ChainOfThought → Predict → format, LM call, parse.
+    // The instrumented program → ChainOfThought → Predict → format, LM call, parse.
+    let program = named(&spans, "program qa")[0];
+    assert_eq!(str_attr(program, "dspex.program.name"), Some("qa"));
+    assert!(
+        program.parent_span_id.is_empty(),
+        "the program's span is a root"
+    );
     let cot = named(&spans, "module ChainOfThought")[0];
+    assert_eq!(cot.parent_span_id, program.span_id);
+    assert_eq!(str_attr(cot, "dspex.module.name"), Some("ChainOfThought"));
     let inner = spans
         .iter()
         .find(|s| s.name == "module Predict" && s.parent_span_id == cot.span_id)

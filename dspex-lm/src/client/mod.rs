@@ -442,8 +442,10 @@ impl LM {
             )
         };
         if crate::telemetry::capture_content() && !span.is_disabled() {
-            let messages = serde_json::to_string(&request.messages).unwrap_or_default();
-            span.record(crate::telemetry::attr::GEN_AI_INPUT_MESSAGES, messages);
+            span.record(
+                crate::telemetry::attr::GEN_AI_INPUT_MESSAGES,
+                crate::telemetry::input_messages(&request.messages),
+            );
         }
         span
     }
@@ -1188,9 +1190,10 @@ fn record_response(span: &tracing::Span, response: &LmResponse) {
         response.latency.as_secs_f64() * 1000.0,
     );
     if crate::telemetry::capture_content() && !span.is_disabled() {
-        let outputs: Vec<&str> = response.texts().collect();
-        let outputs = serde_json::to_string(&outputs).unwrap_or_default();
-        span.record(crate::telemetry::attr::GEN_AI_OUTPUT_MESSAGES, outputs);
+        span.record(
+            crate::telemetry::attr::GEN_AI_OUTPUT_MESSAGES,
+            crate::telemetry::output_messages(response.texts()),
+        );
     }
 }
 

@@ -185,15 +185,13 @@ where
         EventKind::Module => crate::telemetry::module_span(),
         _ => tracing::Span::none(),
     };
-    let (name, observed) = if span.is_disabled() {
-        (None, Observed::start(kind, name, instance, inputs))
+    let observed = if span.is_disabled() {
+        Observed::start(kind, name, instance, inputs)
     } else {
         let name = name();
         crate::telemetry::name_module_span(&span, &name);
-        let observed = Observed::start(kind, || name.clone(), instance, inputs);
-        (Some(name), observed)
+        Observed::start(kind, move || name, instance, inputs)
     };
-    drop(name);
     let result = scope_current(observed.as_ref().map(Observed::id), fut)
         .instrument(span.clone())
         .await;

@@ -358,7 +358,9 @@ pub(super) async fn run(
                     },
                 }),
         };
-        if let Err(e) = &parsed {
+        if let Err(e) = &parsed
+            && !span.is_disabled()
+        {
             crate::telemetry::record_failure(&span, &parse_error_event(e).kind);
         }
         if let Some(parse) = parse {
@@ -493,7 +495,9 @@ pub(super) fn observed_request_for<'a>(
     );
     let span = crate::telemetry::format_span(adapter.name());
     let prepared = span.in_scope(|| request_for(lm, adapter, config, signature, demos, inputs));
-    if let Err(e) = &prepared {
+    if let Err(e) = &prepared
+        && !span.is_disabled()
+    {
         crate::telemetry::record_failure(&span, &EventError::of(e).kind);
     }
     if let Some(format) = format {

@@ -762,7 +762,7 @@ impl Shared {
             otel.name = "bridge.request",
             otel.status_code = tracing::field::Empty,
             dspex.bridge.op = op.name(),
-            dspex.bridge.session = session.map(|(id, _)| id),
+            dspex.bridge.session = session.and_then(|(id, _)| i64::try_from(id).ok()),
             error.type = tracing::field::Empty,
         );
         #[cfg(feature = "otel")]
