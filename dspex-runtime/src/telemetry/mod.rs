@@ -175,4 +175,63 @@ mod tests {
             assert!(module_span().is_disabled());
         });
     }
+
+    /// Records each new span as `name < parent name`.
+    #[derive(Clone, Default)]
+    struct Tree(std::sync::Arc<std::sync::Mutex<Vec<String>>>);
+
+    impl<S> tracing_subscriber::Layer<S> for Tree
+    where
+        S: tracing::Subscriber + for<'a> tracing_subscriber::registry::LookupSpan<'a>,
+    {
+        fn on_new_span(
+            &self,
+            _: &tracing::span::Attributes<'_>,
+            id: &tracing::span::Id,
+            ctx: tracing_subscriber::layer::Context<'_, S>,
+        ) {
+            let Some(span) = ctx.span(id) else { return };
+            let parent = span.parent().map(|p| p.name()).unwrap_or("-");
+            self.0
+                .lock()
+                .unwrap()
+                .push(format!("{} < {parent}", span.name()));
+        }
+    }
+
+    #[tokio::test]
+    async fn an_optimizer_trial_holds_its_evaluation_and_the_modules_inside() {
+        use crate::evaluate::answer_exact_match;
+        use crate::lm::ScriptedLM;
+        use crate::module::{CallConfig, DynPredict};
+        use crate::optimize::JobContext;
+        use tracing::instrument::WithSubscriber;
+        use tracing_subscriber::layer::SubscriberExt;
+
+        let tree = Tree::default();
+        let subscriber = tracing_subscriber::registry().with(tree.clone());
+        let lm = ScriptedLM::from_fields([serde_json::json!({"answer": "A0"})]).repeat_last();
+        let program = DynPredict::new(crate::DynSignature::parse("question -> answer").unwrap())
+            .with_config(CallConfig::new().lm(lm));
+        let metric: std::sync::Arc<dyn crate::evaluate::Metric> =
+            std::sync::Arc::new(answer_exact_match());
+        let devset = crate::optimize::qa_trainset(2);
+        let ctx = JobContext::detached();
+        let score = crate::optimize::score_program(&program, &devset, &metric, 1, &ctx)
+            .with_subscriber(subscriber)
+            .await
+            .unwrap();
+        assert_eq!(score, 50.0);
+        let seen = tree.0.lock().unwrap().clone();
+        for edge in [
+            "dspex.optimize.trial < -",
+            "dspex.evaluate < dspex.optimize.trial",
+            "dspex.evaluate.example < dspex.evaluate",
+            "dspex.module < dspex.evaluate.example",
+            "dspex.adapter.format < dspex.module",
+            "dspex.adapter.parse < dspex.module",
+        ] {
+            assert!(seen.iter().any(|s| s == edge), "no {edge:?} in {seen:?}");
+        }
+    }
 }
