@@ -13,7 +13,7 @@
 use dspex::lm::{CacheConfig, LM};
 use dspex::module::{CallConfig, ChainOfThought, ReAct, Tool};
 use dspex::prelude::*;
-use dspex::telemetry::otel::{self, OtelConfig, OtelGuard, Protocol};
+use dspex::telemetry::otel::{self, OtelConfig, OtelError, OtelGuard, Protocol};
 use dspex::testing::{MockLm, MockLmServer, Rule};
 use opentelemetry_proto::tonic::collector::metrics::v1::metrics_service_server::{
     MetricsService, MetricsServiceServer,
@@ -624,4 +624,34 @@ async fn a_collector_that_is_down_fails_no_call() {
     .expect("the exporters start");
     // `program` asserts every call succeeds.
     run_exported(layer, guard, &server).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn init_installs_the_global_subscriber_once() {
+    let _serial = SERIAL.lock().await;
+    let received = Shared::default();
+    let endpoint = http_receiver(received.clone()).await;
+    let guard = otel::init(
+        OtelConfig::new()
+            .endpoint(endpoint)
+            .protocol(Protocol::HttpProtobuf),
+    )
+    .expect("the first init installs the subscriber");
+    let again = otel::init(OtelConfig::new().endpoint("http://127.0.0.1:9"));
+    assert!(matches!(again, Err(OtelError::SubscriberAlreadySet(_))));
+    // Spans made anywhere now go through the global subscriber.
+    std::thread::spawn(|| {
+        let _span = tracing::info_span!("global.check", answer = 42i64).entered();
+    })
+    .join()
+    .unwrap();
+    tokio::task::spawn_blocking(move || drop(guard))
+        .await
+        .unwrap();
+    let received = received.lock().unwrap();
+    let spans = spans(&received);
+    let span = named(&spans, "global.check")
+        .pop()
+        .expect("the span made on another thread arrived");
+    assert_eq!(int_attr(span, "answer"), Some(42));
 }

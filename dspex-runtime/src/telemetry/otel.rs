@@ -16,8 +16,8 @@
 //!
 //! A collector that is down or slow never fails or slows a call: spans and metrics are queued
 //! and exported by background threads; a failed export is dropped and reported through
-//! `tracing` (target `opentelemetry_sdk`) and, at shutdown, as a warning of target
-//! `dspex::telemetry`.
+//! `tracing` (targets `opentelemetry_sdk` and `opentelemetry_otlp`; at shutdown, as a warning
+//! of target `dspex::telemetry`), which [`init`] prints on stderr.
 //!
 //! ```no_run
 //! use dspex_runtime::telemetry::otel::{self, OtelConfig, Protocol};
@@ -187,8 +187,8 @@ pub enum OtelError {
          (or choose Protocol::HttpProtobuf)"
     )]
     NoRuntime,
-    /// [`init`] found a global `tracing` subscriber already set; use [`layer`] to add the
-    /// OpenTelemetry layer to yours.
+    /// [`init`] found a global `tracing` subscriber already set (nothing was started); use
+    /// [`layer`] to add the OpenTelemetry layer to yours.
     #[error("a global tracing subscriber is already set ({0}); add `otel::layer` to it instead")]
     SubscriberAlreadySet(String),
 }
@@ -236,8 +236,8 @@ impl Drop for OtelGuard {
 
 /// Sets up the exporters and returns the `tracing` layer that feeds spans to them, with the
 /// guard that keeps them running. The meter provider becomes the global one
-/// (`opentelemetry::global`), which dspex's metrics report to; content capture is set as
-/// `config` says. Add the layer to a subscriber of your own:
+/// (`opentelemetry::global`), which dspex's metrics report to, and content capture is set as
+/// `config` says: both are process-wide, so the last `layer`/`init` whose guard lives wins. Add the layer to a subscriber of your own:
 ///
 /// ```no_run
 /// use dspex_runtime::telemetry::otel::{self, OtelConfig};
@@ -260,6 +260,42 @@ pub fn layer<S>(
 where
     S: tracing::Subscriber + for<'a> LookupSpan<'a> + Send + Sync,
 {
+    let (layer, providers) = build(&config)?;
+    Ok((layer, providers.activate(config.capture_content)))
+}
+
+/// The exporters' providers, built but not yet process-wide.
+struct Providers {
+    tracer_provider: SdkTracerProvider,
+    meter_provider: SdkMeterProvider,
+}
+
+impl Providers {
+    /// Makes the meter provider the global one and sets content capture.
+    fn activate(self, capture_content: bool) -> OtelGuard {
+        opentelemetry::global::set_meter_provider(self.meter_provider.clone());
+        dspex_lm::telemetry::reset_instruments();
+        super::set_capture_content(capture_content);
+        OtelGuard {
+            tracer_provider: self.tracer_provider,
+            meter_provider: self.meter_provider,
+        }
+    }
+
+    /// Stops the exporters of providers that were never activated.
+    fn discard(self) {
+        let _ = self.tracer_provider.shutdown();
+        let _ = self.meter_provider.shutdown();
+    }
+}
+
+/// The exporters, their providers and the layer, with no process-wide effect yet.
+fn build<S>(
+    config: &OtelConfig,
+) -> Result<(impl Layer<S> + Send + Sync + 'static + use<S>, Providers), OtelError>
+where
+    S: tracing::Subscriber + for<'a> LookupSpan<'a> + Send + Sync,
+{
     let protocol = config.resolved_protocol();
     if protocol == Protocol::Grpc && tokio::runtime::Handle::try_current().is_err() {
         return Err(OtelError::NoRuntime);
@@ -269,7 +305,7 @@ where
         resource = resource.with_service_name(name.clone());
     }
     let resource = resource.build();
-    let (spans, metrics) = exporters(&config, protocol)?;
+    let (spans, metrics) = exporters(config, protocol)?;
     let tracer_provider = SdkTracerProvider::builder()
         .with_batch_exporter(spans)
         .with_resource(resource.clone())
@@ -282,9 +318,6 @@ where
         )
         .with_resource(resource)
         .build();
-    opentelemetry::global::set_meter_provider(meter_provider.clone());
-    dspex_lm::telemetry::reset_instruments();
-    super::set_capture_content(config.capture_content);
 
     let tracer = tracer_provider.tracer("dspex");
     let level = config.level;
@@ -299,15 +332,16 @@ where
         }));
     Ok((
         layer,
-        OtelGuard {
+        Providers {
             tracer_provider,
             meter_provider,
         },
     ))
 }
 
-/// [`layer`] installed as the process's global `tracing` subscriber (the layer alone over a
-/// registry). Keep the guard for as long as telemetry should be exported.
+/// [`layer`] installed as the process's global `tracing` subscriber, with a log of warnings and
+/// errors on stderr (export failures among them). Keep the guard for as long as telemetry
+/// should be exported. For other logging, add [`layer`] to a subscriber of your own instead.
 ///
 /// ```no_run
 /// use dspex_runtime::telemetry::otel::{self, OtelConfig};
@@ -325,12 +359,22 @@ where
 /// As [`layer`], and [`OtelError::SubscriberAlreadySet`] when the process has a global
 /// subscriber already (the exporters are shut down again).
 pub fn init(config: OtelConfig) -> Result<OtelGuard, OtelError> {
-    let (layer, guard) = layer(config)?;
-    tracing_subscriber::registry()
+    let (layer, providers) = build::<tracing_subscriber::Registry>(&config)?;
+    let log = tracing_subscriber::fmt::layer()
+        .with_writer(std::io::stderr)
+        .with_filter(tracing_subscriber::filter::LevelFilter::WARN);
+    match tracing_subscriber::registry()
         .with(layer)
+        .with(log)
         .try_init()
-        .map_err(|e| OtelError::SubscriberAlreadySet(e.to_string()))?;
-    Ok(guard)
+    {
+        Ok(()) => Ok(providers.activate(config.capture_content)),
+        // A refused `init` leaves the running exporters, metrics and capture alone.
+        Err(e) => {
+            providers.discard();
+            Err(OtelError::SubscriberAlreadySet(e.to_string()))
+        }
+    }
 }
 
 /// The exporters' blocking HTTP client, with dspex's TLS set-up
