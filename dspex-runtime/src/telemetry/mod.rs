@@ -20,17 +20,19 @@
 //! # The span tree
 //!
 //! ```text
-//! dspex.evaluate                       otel name "evaluate"
-//! └─ dspex.evaluate.example            "evaluate.example"      dspex.example.index
-//!    └─ dspex.program                  "program {name}"        (ProgramExt::instrumented)
-//!       └─ dspex.module                "module ReAct"          dspex.module.name
-//!          ├─ dspex.module             "module Predict"
-//!          │  ├─ dspex.adapter.format  "adapter.format"        dspex.adapter.name
-//!          │  ├─ lm.call               "chat {model}"          gen_ai.*, server.*, dspex.lm.*, dspex.cache.hit
-//!          │  └─ dspex.adapter.parse   "adapter.parse"
-//!          └─ dspex.tool               "execute_tool add"      gen_ai.tool.name
-//! dspex.optimize.trial                 "optimize.trial"        dspex.optimizer, dspex.trial, dspex.score
-//! dspex.bridge.request                 "bridge.request"        dspex.bridge.op, dspex.bridge.session
+//! tracing name                            OpenTelemetry name     attributes
+//! dspex.optimize.trial                    "optimize.trial"       dspex.optimize.phase, dspex.optimize.trial, dspex.score
+//! └─ dspex.evaluate                       "evaluate"             dspex.evaluate.examples, dspex.score
+//!    └─ dspex.evaluate.example            "evaluate.example"     dspex.example.index
+//!       └─ dspex.program                  "program {name}"       dspex.program.name (ProgramExt::instrumented)
+//!          └─ dspex.module                "module ReAct"         dspex.module.name
+//!             ├─ dspex.module             "module Predict"
+//!             │  ├─ dspex.adapter.format  "adapter.format"       dspex.adapter.name
+//!             │  ├─ lm.call               "chat {model}"         gen_ai.*, server.*, dspex.lm.*, dspex.cache.hit
+//!             │  └─ dspex.adapter.parse   "adapter.parse"        dspex.adapter.name, dspex.completion.index
+//!             └─ dspex.tool               "execute_tool add"     gen_ai.tool.name
+//! dspex.predict.stream                    "predict.stream"       a streamed call across its polls (lm.stream inside)
+//! dspex.bridge.request                    "bridge.request"       dspex.bridge.op, dspex.bridge.session
 //! ```
 
 #[cfg(feature = "otel")]
@@ -54,13 +56,18 @@ pub mod span {
     pub const LM_CALL: &str = "lm.call";
     /// One streamed LM call, up to its first byte.
     pub const LM_STREAM: &str = "lm.stream";
+    /// One streamed predictor call (`stream`, `stream_with`), across its polls:
+    /// `dspex.predictor`, `dspex.lm.model`, `dspex.adapter.name`.
+    pub const PREDICT_STREAM: &str = "dspex.predict.stream";
     /// One tool call: `gen_ai.tool.name`.
     pub const TOOL: &str = "dspex.tool";
     /// One evaluation: `dspex.evaluate.examples`, and `dspex.score` at the end.
     pub const EVALUATE: &str = "dspex.evaluate";
     /// One example of an evaluation: `dspex.example.index`.
     pub const EVALUATE_EXAMPLE: &str = "dspex.evaluate.example";
-    /// One candidate an optimizer scores: `dspex.optimizer`, `dspex.trial`, `dspex.score`.
+    /// One candidate an optimizer scores (COPRO, MIPROv2, InferRules and others that score
+    /// through the shared evaluation): `dspex.optimize.phase`, `dspex.optimize.trial`,
+    /// `dspex.score`.
     pub const OPTIMIZE_TRIAL: &str = "dspex.optimize.trial";
     /// One request to the Python bridge's pool: `dspex.bridge.op`, `dspex.bridge.session`.
     pub const BRIDGE_REQUEST: &str = "dspex.bridge.request";
