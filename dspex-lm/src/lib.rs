@@ -34,6 +34,7 @@ mod scripted;
 mod secret;
 #[doc(hidden)]
 pub mod stream;
+pub mod telemetry;
 mod transport;
 mod types;
 mod usage;
@@ -65,7 +66,7 @@ pub use retry::RetryPolicy;
 pub use scripted::ScriptedLM;
 pub use secret::ApiKey;
 pub use stream::{EventStream, StreamEvent};
-pub use transport::reqwest_builder;
+pub use transport::{reqwest_builder, rustls_config};
 pub use types::{
     Choice, Content, ContentPart, Embeddings, FilePart, FinishReason, ImageUrl, InputAudio,
     LmRequest, LmResponse, Message, MessageToolCall, ResponseFormat, Role, ToolCall, Usage,

@@ -331,6 +331,13 @@ fn is_proxied(url: &reqwest::Url, proxies: &hyper_util::client::proxy::matcher::
 /// wants a reqwest client set up the same way. Fails (with the reason) only when the platform's
 /// certificate verifier cannot start.
 pub fn reqwest_builder() -> Result<reqwest::ClientBuilder, String> {
+    Ok(reqwest::Client::builder().tls_backend_preconfigured(rustls_config()?))
+}
+
+/// The TLS configuration of [`reqwest_builder`]: rustls with the ring provider, the platform's
+/// certificate verifier, ALPN for HTTP/2 and HTTP/1.1. For clients that reqwest's async
+/// builder does not make (the OTLP exporter's blocking client).
+pub fn rustls_config() -> Result<rustls::ClientConfig, String> {
     let provider = Arc::new(rustls::crypto::ring::default_provider());
     let verifier = rustls_platform_verifier::Verifier::new(Arc::clone(&provider))
         .map_err(|e| format!("cannot set up TLS certificate verification: {e}"))?;
@@ -341,7 +348,7 @@ pub fn reqwest_builder() -> Result<reqwest::ClientBuilder, String> {
         .with_custom_certificate_verifier(Arc::new(verifier))
         .with_no_client_auth();
     tls.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
-    Ok(reqwest::Client::builder().tls_backend_preconfigured(tls))
+    Ok(tls)
 }
 
 /// The reqwest client: dspex's TLS ([`reqwest_builder`]), pooled connections, HTTP/2 where the

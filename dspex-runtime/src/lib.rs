@@ -22,6 +22,7 @@ pub mod optimize;
 pub mod program;
 pub mod retrieve;
 pub mod settings;
+pub mod telemetry;
 
 use dspex_core::pycompat;
 pub use dspex_core::{example, signature, types};

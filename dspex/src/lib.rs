@@ -328,6 +328,12 @@ pub mod replay;
 /// panicking callback cannot block or break a call), and the [`callback::TracingCallback`].
 pub use dspex_runtime::callback;
 
+/// Telemetry: the `tracing` spans every hop opens (program, module, adapter, LM call, tool,
+/// evaluation, optimizer trial, bridge request) with the OpenTelemetry semantic conventions for
+/// generative AI as attribute names, the metric names, the content-capture switch, and — with
+/// feature `otel` — their export over OTLP (`telemetry::otel`: `init(OtelConfig)`).
+pub use dspex_runtime::telemetry;
+
 /// Test helpers (feature `testing`, also on with `cli`): the mock LM server and mock ColBERTv2.
 #[cfg(feature = "testing")]
 pub use dspex_testing as testing;

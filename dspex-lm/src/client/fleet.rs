@@ -576,7 +576,7 @@ mod tests {
 
     impl tracing::field::Visit for Visit<'_> {
         fn record_debug(&mut self, field: &tracing::field::Field, value: &dyn std::fmt::Debug) {
-            if field.name() == "served_by" {
+            if field.name() == "dspex.lm.served_by" {
                 self.0.lock().unwrap().push(format!("{value:?}"));
             }
         }

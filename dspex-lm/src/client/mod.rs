@@ -361,16 +361,7 @@ impl LM {
             (Some(cache), true) => Some(cache),
             _ => None,
         };
-        let span = tracing::info_span!(
-            "lm.call",
-            model = %self.settings.model,
-            endpoint = %self.settings.endpoint,
-            served_by = tracing::field::Empty,
-            cache_hit = tracing::field::Empty,
-            prompt_tokens = tracing::field::Empty,
-            completion_tokens = tracing::field::Empty,
-            latency_ms = tracing::field::Empty,
-        );
+        let span = self.call_span("lm.call", &request);
         let result = async {
             match cache {
                 // Boxed: the cache's lookups make its future larger, and a call without the
@@ -389,17 +380,120 @@ impl LM {
             Ok((response, served)) => (Ok(response), served),
             Err(error) => (Err(error), None),
         };
+        #[cfg(feature = "otel")]
+        self.record_metrics(&result, cache.is_some(), start);
         match &result {
             Ok(response) => {
-                span.record("cache_hit", response.cache_hit);
-                span.record("prompt_tokens", response.usage.prompt_tokens);
-                span.record("completion_tokens", response.usage.completion_tokens);
-                span.record("latency_ms", response.latency.as_secs_f64() * 1000.0);
+                record_response(&span, response);
                 self.record(request, response, served);
             }
-            Err(error) => tracing::warn!(%error, "LM call failed"),
+            Err(error) => {
+                record_error(&span, error);
+                tracing::warn!(%error, "LM call failed");
+            }
         }
         result
+    }
+
+    /// The span of one call (`lm.call`, `lm.stream`): named after the operation and model as
+    /// the OpenTelemetry conventions for generative AI want (`chat gpt-4o-mini`), with their
+    /// attribute names. Its response attributes are empty until the call ends; the messages
+    /// are recorded only with content capture on ([`crate::telemetry::set_capture_content`]).
+    fn call_span(&self, name: &'static str, request: &LmRequest) -> tracing::Span {
+        let s = &self.settings;
+        let operation = self.operation();
+        let (server, port) = crate::telemetry::server_address(&s.endpoint);
+        let span = if name == "lm.stream" {
+            tracing::info_span!(
+                "lm.stream",
+                otel.name = %format_args!("{operation} {}", s.provider.model_id),
+                otel.kind = "client",
+                otel.status_code = tracing::field::Empty,
+                gen_ai.operation.name = operation,
+                gen_ai.provider.name = crate::telemetry::provider_name(s.provider.name),
+                gen_ai.request.model = %s.provider.model_id,
+                gen_ai.request.temperature = request.temperature,
+                gen_ai.request.max_tokens = request.max_tokens.map(i64::from),
+                gen_ai.input.messages = tracing::field::Empty,
+                server.address = server,
+                server.port = port.map(i64::from),
+                dspex.lm.model = %s.model,
+                dspex.lm.endpoint = %s.endpoint,
+                dspex.lm.served_by = tracing::field::Empty,
+                dspex.lm.retries = 0i64,
+                error.type = tracing::field::Empty,
+            )
+        } else {
+            tracing::info_span!(
+                "lm.call",
+                otel.name = %format_args!("{operation} {}", s.provider.model_id),
+                otel.kind = "client",
+                otel.status_code = tracing::field::Empty,
+                gen_ai.operation.name = operation,
+                gen_ai.provider.name = crate::telemetry::provider_name(s.provider.name),
+                gen_ai.request.model = %s.provider.model_id,
+                gen_ai.request.temperature = request.temperature,
+                gen_ai.request.max_tokens = request.max_tokens.map(i64::from),
+                gen_ai.response.model = tracing::field::Empty,
+                gen_ai.usage.input_tokens = tracing::field::Empty,
+                gen_ai.usage.output_tokens = tracing::field::Empty,
+                gen_ai.input.messages = tracing::field::Empty,
+                gen_ai.output.messages = tracing::field::Empty,
+                server.address = server,
+                server.port = port.map(i64::from),
+                dspex.lm.model = %s.model,
+                dspex.lm.endpoint = %s.endpoint,
+                dspex.lm.served_by = tracing::field::Empty,
+                dspex.cache.hit = tracing::field::Empty,
+                dspex.lm.retries = 0i64,
+                dspex.lm.latency_ms = tracing::field::Empty,
+                dspex.lm.cost_usd = tracing::field::Empty,
+                error.type = tracing::field::Empty,
+            )
+        };
+        if crate::telemetry::capture_content() && !span.is_disabled() {
+            span.record(
+                crate::telemetry::attr::GEN_AI_INPUT_MESSAGES,
+                crate::telemetry::input_messages(&request.messages),
+            );
+        }
+        span
+    }
+
+    /// The conventions' `gen_ai.operation.name` of this LM's calls.
+    fn operation(&self) -> &'static str {
+        match self.settings.model_type {
+            ModelType::Chat | ModelType::Responses => "chat",
+            ModelType::Text => "text_completion",
+        }
+    }
+
+    /// The call's duration, tokens, cost and cache use, in the OpenTelemetry metrics.
+    #[cfg(feature = "otel")]
+    fn record_metrics(
+        &self,
+        result: &Result<LmResponse, LmError>,
+        cache_used: bool,
+        start: Instant,
+    ) {
+        let s = &self.settings;
+        let (server, _) = crate::telemetry::server_address(&s.endpoint);
+        let (usage, hit, error_type) = match result {
+            Ok(r) => (r.usage, r.cache_hit, None),
+            Err(e) => (Usage::default(), false, Some(e.kind().dspy_name())),
+        };
+        crate::telemetry::record_call(&crate::telemetry::CallRecord {
+            operation: self.operation(),
+            provider: crate::telemetry::provider_name(s.provider.name),
+            model: &s.provider.model_id,
+            server,
+            seconds: start.elapsed().as_secs_f64(),
+            cache_hit: cache_used.then_some(hit),
+            input_tokens: usage.prompt_tokens,
+            output_tokens: usage.completion_tokens,
+            cost_usd: (!hit).then(|| s.price.map(|p| p.cost(usage))).flatten(),
+            error_type,
+        });
     }
 
     /// Cache lookup, then one in-flight call per key: identical concurrent requests share it.
@@ -603,6 +697,9 @@ impl LM {
                 return Err(give_up(error));
             }
             tracing::info!(model = %self.settings.model, attempt = attempts, ?delay, %error, "retrying LM call");
+            tracing::Span::current().record("dspex.lm.retries", i64::from(attempts));
+            #[cfg(feature = "otel")]
+            crate::telemetry::record_retry(&self.settings.provider.model_id);
             tokio::time::sleep(delay).await;
         }
     }
@@ -635,7 +732,7 @@ impl LM {
         let fleet = &self.shared.fleet;
         if fleet.members.len() > 1 {
             tracing::Span::current().record(
-                "served_by",
+                "dspex.lm.served_by",
                 tracing::field::display(&fleet.member(index).endpoint),
             );
         }
@@ -666,13 +763,19 @@ impl LM {
                 endpoint: s.endpoint.clone(),
                 retry_in,
             })?;
+        #[cfg(feature = "otel")]
+        let waiting = Instant::now();
         let slot = match self
             .shared
             .limiter
             .acquire(estimated_tokens, deadline)
             .await
         {
-            Ok(slot) => slot,
+            Ok(slot) => {
+                #[cfg(feature = "otel")]
+                crate::telemetry::record_limiter_wait(&s.provider.model_id, waiting.elapsed());
+                slot
+            }
             // The admission is dropped unsettled: a probe slot goes back.
             Err(wait) => {
                 return Err(LmError::LocalRateLimit {
@@ -714,6 +817,8 @@ impl LM {
                 .err()
                 .is_some_and(|f| f.error.counts_against_endpoint());
             admission.record(failure);
+            #[cfg(feature = "otel")]
+            crate::telemetry::record_breaker(&member.endpoint, &member.breaker.state());
             member.count(result.is_ok(), failure);
             let failed = match result {
                 Ok(value) => {
@@ -955,6 +1060,8 @@ impl LM {
             .unwrap_or_else(|e| e.into_inner())
             .record(&s.model, response.usage, response.cache_hit, s.price);
         record_current(&s.model, response.usage, response.cache_hit, s.price);
+        // The current span is the call's (`lm.call`, or `lm.stream` for a streamed call).
+        tracing::Span::current().record("dspex.lm.cost_usd", cost);
         tracing::debug!("LM call");
         history::record(&self.shared.history, || HistoryEntry {
             timestamp: SystemTime::now(),
@@ -1090,6 +1197,42 @@ impl LanguageModel for LM {
     fn supports_reasoning(&self) -> bool {
         self.settings.reasoning
     }
+}
+
+/// A finished call's response attributes on its span.
+fn record_response(span: &tracing::Span, response: &LmResponse) {
+    span.record("dspex.cache.hit", response.cache_hit);
+    span.record("gen_ai.response.model", response.model.as_str());
+    // Signed: OpenTelemetry has no unsigned integers (an unsigned field is exported as text).
+    span.record(
+        "gen_ai.usage.input_tokens",
+        signed(response.usage.prompt_tokens),
+    );
+    span.record(
+        "gen_ai.usage.output_tokens",
+        signed(response.usage.completion_tokens),
+    );
+    span.record(
+        "dspex.lm.latency_ms",
+        response.latency.as_secs_f64() * 1000.0,
+    );
+    if crate::telemetry::capture_content() && !span.is_disabled() {
+        span.record(
+            crate::telemetry::attr::GEN_AI_OUTPUT_MESSAGES,
+            crate::telemetry::output_messages(response.texts()),
+        );
+    }
+}
+
+/// `n` as a signed attribute value (saturating).
+fn signed(n: u64) -> i64 {
+    i64::try_from(n).unwrap_or(i64::MAX)
+}
+
+/// A failed call's error class and status on its span.
+fn record_error(span: &tracing::Span, error: &LmError) {
+    span.record("error.type", error.kind().dspy_name());
+    span.record("otel.status_code", "ERROR");
 }
 
 /// A rough upper bound of the tokens a request will use, for the token-rate limit: four

@@ -31,12 +31,7 @@ impl LM {
         request: LmRequest,
         options: &CallOptions,
     ) -> Result<EventStream, LmError> {
-        let span = tracing::info_span!(
-            "lm.stream",
-            model = %self.settings.model,
-            endpoint = %self.settings.endpoint,
-            served_by = tracing::field::Empty,
-        );
+        let span = self.call_span("lm.stream", &request);
         self.open_stream(request, options).instrument(span).await
     }
 

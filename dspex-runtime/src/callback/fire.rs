@@ -10,6 +10,7 @@ use serde_json::Value;
 use std::future::Future;
 use std::sync::Arc;
 use std::time::Instant;
+use tracing::Instrument;
 
 tokio::task_local! {
     /// The innermost call in progress that fired events: the parent of calls made inside it.
@@ -179,10 +180,35 @@ pub(crate) async fn observe<T, E, F>(
 where
     F: Future<Output = std::result::Result<T, E>>,
 {
-    let observed = Observed::start(kind, name, instance, inputs);
-    let result = scope_current(observed.as_ref().map(Observed::id), fut).await;
-    if let Some(observed) = observed {
-        observed.finish_with(&result, outputs, error);
+    // The span needs the name now, the callbacks only if there are any: made once.
+    let span = match kind {
+        EventKind::Module => crate::telemetry::module_span(),
+        _ => tracing::Span::none(),
+    };
+    let observed = if span.is_disabled() {
+        Observed::start(kind, name, instance, inputs)
+    } else {
+        let name = name();
+        crate::telemetry::name_module_span(&span, &name);
+        Observed::start(kind, move || name, instance, inputs)
+    };
+    let result = scope_current(observed.as_ref().map(Observed::id), fut)
+        .instrument(span.clone())
+        .await;
+    match &result {
+        Ok(value) => {
+            if let Some(observed) = observed {
+                observed.finish(Ok(outputs(value)));
+            }
+        }
+        Err(e) if observed.is_some() || !span.is_disabled() => {
+            let e = error(e);
+            crate::telemetry::record_failure(&span, &e.kind);
+            if let Some(observed) = observed {
+                observed.finish(Err(e));
+            }
+        }
+        Err(_) => {}
     }
     result
 }
@@ -265,6 +291,7 @@ where
     type Output = P::Output;
 
     async fn forward(&self, input: P::Input) -> Result<P::Output> {
+        let span = crate::telemetry::program_span(&self.name);
         let observed = Observed::start(
             EventKind::Module,
             || self.name.clone(),
@@ -275,7 +302,13 @@ where
             observed.as_ref().map(Observed::id),
             self.inner.forward(input),
         )
+        .instrument(span.clone())
         .await;
+        if let Err(e) = &result
+            && !span.is_disabled()
+        {
+            crate::telemetry::record_failure(&span, &EventError::of(e).kind);
+        }
         if let Some(observed) = observed {
             observed.finish_with(&result, to_json, EventError::of);
         }

@@ -394,11 +394,17 @@ impl Evaluate {
             return Err(EvaluateError::NoInputs { index });
         }
         let span = tracing::info_span!(
-            "evaluate",
-            examples = devset.len(),
-            metric = self.metric.name()
+            "dspex.evaluate",
+            otel.name = "evaluate",
+            dspex.evaluate.examples = devset.len() as i64,
+            dspex.evaluate.metric = self.metric.name(),
+            dspex.score = tracing::field::Empty,
+            dspex.evaluate.errors = tracing::field::Empty,
         );
-        Ok(self.run(program, devset).instrument(span).await)
+        let result = self.run(program, devset).instrument(span.clone()).await;
+        span.record("dspex.score", result.score);
+        span.record("dspex.evaluate.errors", result.n_errors as i64);
+        Ok(result)
     }
 
     async fn run<P: ExampleProgram + ?Sized>(
@@ -446,7 +452,11 @@ impl Evaluate {
                         return (index, None);
                     }
                     let outcome = run_one(program, metric, example)
-                        .instrument(tracing::debug_span!("example", index))
+                        .instrument(tracing::info_span!(
+                            "dspex.evaluate.example",
+                            otel.name = "evaluate.example",
+                            dspex.example.index = index as i64
+                        ))
                         .await;
                     (index, Some(outcome))
                 })

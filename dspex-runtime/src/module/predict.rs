@@ -12,6 +12,7 @@ use crate::settings::{CallConfig, CapturedScope, Settings};
 use crate::signature::{DynSignature, Signature};
 use std::marker::PhantomData;
 use std::sync::Arc;
+use tracing::Instrument;
 
 /// A predictor over a run-time signature: inputs and outputs are [`Example`] / [`Prediction`].
 #[derive(Debug, Clone)]
@@ -334,7 +335,8 @@ pub(super) async fn run(
     }
     let response = response?;
     let mut completions = Vec::with_capacity(response.choices.len());
-    for c in &response.choices {
+    for (index, c) in response.choices.iter().enumerate() {
+        let span = crate::telemetry::parse_span(adapter.name(), index);
         let parse = Observed::start(
             EventKind::AdapterParse,
             || adapter.name().to_string(),
@@ -342,10 +344,11 @@ pub(super) async fn run(
             || serde_json::json!({"signature": signature.to_string(), "completion": c.text}),
         );
         let parsed = match adapter.extractor() {
-            None => parse_choice(adapter, signature, &prompt_signature, c),
+            None => span.in_scope(|| parse_choice(adapter, signature, &prompt_signature, c)),
             // The TwoStepAdapter reads the fields with its extraction LM.
             Some(extractor) => extractor
                 .extract(&prompt_signature, &c.text)
+                .instrument(span.clone())
                 .await
                 .map_err(|e| match e.downcast::<Error>() {
                     Ok(e) => *e,
@@ -355,6 +358,11 @@ pub(super) async fn run(
                     },
                 }),
         };
+        if let Err(e) = &parsed
+            && !span.is_disabled()
+        {
+            crate::telemetry::record_failure(&span, &parse_error_event(e).kind);
+        }
         if let Some(parse) = parse {
             parse.finish_with(&parsed, to_json, parse_error_event);
         }
@@ -485,7 +493,13 @@ pub(super) fn observed_request_for<'a>(
             })
         },
     );
-    let prepared = request_for(lm, adapter, config, signature, demos, inputs);
+    let span = crate::telemetry::format_span(adapter.name());
+    let prepared = span.in_scope(|| request_for(lm, adapter, config, signature, demos, inputs));
+    if let Err(e) = &prepared
+        && !span.is_disabled()
+    {
+        crate::telemetry::record_failure(&span, &EventError::of(e).kind);
+    }
     if let Some(format) = format {
         format.finish_with(&prepared, |(r, _)| to_json(&r.messages), EventError::of);
     }

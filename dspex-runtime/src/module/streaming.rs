@@ -303,11 +303,12 @@ pub(super) fn stream_prediction(
     scope: CapturedScope,
     call: StreamCall,
 ) -> FieldStream<Prediction> {
-    let span = tracing::debug_span!(
-        "predict.stream",
-        predictor = %call.predictor(),
-        model = %call.lm.model(),
-        adapter = call.adapter.name(),
+    let span = tracing::info_span!(
+        "dspex.predict.stream",
+        otel.name = "predict.stream",
+        dspex.predictor = %call.predictor(),
+        dspex.lm.model = %call.lm.model(),
+        dspex.adapter.name = call.adapter.name(),
     );
     let state = State {
         phase: Phase::Start(Box::new(call)),

@@ -13,6 +13,7 @@ use std::fmt;
 use std::future::Future;
 use std::panic::AssertUnwindSafe;
 use std::sync::Arc;
+use tracing::Instrument;
 
 /// What defining or calling a [`Tool`] can fail with. The `Display` of a call error is the text
 /// ReAct feeds back to the model as the observation (after `Execution error in <tool>: `), so
@@ -399,6 +400,7 @@ impl Tool {
     /// [`ToolError::Panicked`]. The call is reported to the [callbacks](crate::callback) as a
     /// tool call named after the tool, its arguments as inputs.
     pub async fn call(&self, args: Map<String, Value>) -> Result<Value, ToolError> {
+        let span = crate::telemetry::tool_span(&self.name, &args);
         let observed = Observed::start(
             EventKind::Tool,
             || self.name.clone(),
@@ -409,7 +411,12 @@ impl Tool {
             observed.as_ref().map(Observed::id),
             self.call_unobserved(args),
         )
+        .instrument(span.clone())
         .await;
+        match &result {
+            Ok(value) => crate::telemetry::record_tool_result(&span, value),
+            Err(_) => crate::telemetry::record_failure(&span, &ErrorKind::Tool),
+        }
         if let Some(observed) = observed {
             observed.finish_with(&result, Value::clone, |e| {
                 EventError::new(ErrorKind::Tool, e)

@@ -69,6 +69,7 @@ use crate::program::Module;
 use std::future::Future;
 use std::path::Path;
 use std::sync::Arc;
+use tracing::Instrument;
 
 /// What every program an optimizer can compile is: runnable on examples, with named predictors
 /// to tune, and cloneable (optimizers copy the student for the teacher and for candidates).
@@ -170,12 +171,27 @@ pub(crate) async fn score_examples<P: ExampleProgram + ?Sized>(
     concurrency: usize,
     ctx: &JobContext,
 ) -> Result<(f64, Vec<f64>)> {
+    let span = tracing::info_span!(
+        "dspex.optimize.trial",
+        otel.name = "optimize.trial",
+        dspex.optimize.phase = tracing::field::Empty,
+        dspex.optimize.trial = tracing::field::Empty,
+        dspex.evaluate.examples = devset.len() as i64,
+        dspex.score = tracing::field::Empty,
+    );
+    if !span.is_disabled() {
+        let progress = ctx.progress();
+        span.record("dspex.optimize.phase", progress.phase.as_str());
+        span.record("dspex.optimize.trial", progress.trials as i64);
+    }
     let result = Evaluate::new(devset.to_vec(), metric.clone())
         .num_threads(concurrency)
         .cancel_on(ctx.cancel_token())
         .report_failures(false)
         .call(program)
+        .instrument(span.clone())
         .await?;
+    span.record("dspex.score", result.score);
     if result.cancelled {
         return Err(ctx.cancelled_error());
     }

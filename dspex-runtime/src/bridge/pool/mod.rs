@@ -756,13 +756,50 @@ impl Shared {
         options: &RequestOptions,
     ) -> Result<(Value, WorkerRef), BridgeError> {
         use tracing::Instrument;
-        let span = tracing::debug_span!(
+        let span = tracing::info_span!(
             target: "dspex::bridge",
-            "bridge.request",
-            op = op.name(),
-            session = session.map(|(id, _)| id),
+            "dspex.bridge.request",
+            otel.name = "bridge.request",
+            otel.status_code = tracing::field::Empty,
+            dspex.bridge.op = op.name(),
+            dspex.bridge.session = session.and_then(|(id, _)| i64::try_from(id).ok()),
+            error.type = tracing::field::Empty,
         );
-        self.run_inner(op, session, options).instrument(span).await
+        #[cfg(feature = "otel")]
+        self.record_utilization();
+        let result = self
+            .run_inner(op, session, options)
+            .instrument(span.clone())
+            .await;
+        #[cfg(feature = "otel")]
+        self.record_utilization();
+        if let Err(e) = &result
+            && !span.is_disabled()
+        {
+            // The variant's name (`Timeout`, `WorkerCrashed`, …), not its message.
+            let debug = format!("{e:?}");
+            let variant = debug
+                .split(|c: char| !c.is_alphanumeric())
+                .next()
+                .unwrap_or_default();
+            crate::telemetry::record_failure(&span, &tracing::field::display(variant));
+        }
+        result
+    }
+
+    /// Busy workers and their share of the pool, in the OpenTelemetry metrics.
+    #[cfg(feature = "otel")]
+    fn record_utilization(&self) {
+        let (busy, size) = {
+            let st = lock(&self.state);
+            let busy = st
+                .workers
+                .values()
+                .filter(|w| w.info().state == WorkerState::Busy)
+                .count();
+            (busy, st.workers.len())
+        };
+        dspex_lm::telemetry::record_pool(busy, size);
     }
 
     async fn run_inner(
