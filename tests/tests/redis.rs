@@ -775,11 +775,12 @@ async fn a_password_in_the_url_never_shows() {
         assert!(!shown.contains(secret), "{shown}");
         assert!(shown.contains("127.0.0.1"), "{shown}");
     }
-    for bad in [
-        format!("rediss://:{secret}@127.0.0.1:1"),
-        format!("http://:{secret}@127.0.0.1:1"),
-    ] {
-        let error = RedisConfig::new(&bad).unwrap_err();
+    let bad_scheme = RedisConfig::new(&format!("http://:{secret}@127.0.0.1:1")).unwrap_err();
+    let bad_ca = RedisConfig::new(&format!("rediss://:{secret}@127.0.0.1:1"))
+        .unwrap()
+        .tls_root_certificate(b"not PEM".to_vec())
+        .unwrap_err();
+    for error in [bad_scheme, bad_ca] {
         assert!(!error.to_string().contains(secret), "{error}");
         assert!(!format!("{error:?}").contains(secret), "{error:?}");
     }
@@ -797,4 +798,150 @@ async fn a_password_in_the_url_never_shows() {
     let log = log.lock().unwrap();
     assert!(log.contains("Redis cache unavailable"), "{log}");
     assert!(!log.contains(secret), "{log}");
+}
+
+/// A private CA and a certificate for 127.0.0.1 signed by it, made with the `openssl` command
+/// in `dir`: (CA certificate, server certificate, server key).
+fn tls_files(dir: &std::path::Path) -> [std::path::PathBuf; 3] {
+    let openssl = |args: &[&str]| {
+        let out = Command::new("openssl")
+            .args(args)
+            .current_dir(dir)
+            .output()
+            .expect("the openssl command (Debian's openssl package) runs");
+        assert!(
+            out.status.success(),
+            "openssl {args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    };
+    openssl(&[
+        "req",
+        "-x509",
+        "-newkey",
+        "rsa:2048",
+        "-nodes",
+        "-keyout",
+        "ca.key",
+        "-out",
+        "ca.crt",
+        "-days",
+        "2",
+        "-subj",
+        "/CN=dspex test CA",
+    ]);
+    openssl(&[
+        "req",
+        "-newkey",
+        "rsa:2048",
+        "-nodes",
+        "-keyout",
+        "server.key",
+        "-out",
+        "server.csr",
+        "-subj",
+        "/CN=127.0.0.1",
+    ]);
+    std::fs::write(dir.join("san.ext"), "subjectAltName=IP:127.0.0.1\n").unwrap();
+    openssl(&[
+        "x509",
+        "-req",
+        "-in",
+        "server.csr",
+        "-CA",
+        "ca.crt",
+        "-CAkey",
+        "ca.key",
+        "-CAcreateserial",
+        "-out",
+        "server.crt",
+        "-days",
+        "2",
+        "-extfile",
+        "san.ext",
+    ]);
+    ["ca.crt", "server.crt", "server.key"].map(|f| dir.join(f))
+}
+
+#[tokio::test]
+async fn tls_with_a_private_ca_and_an_untrusted_server_is_an_outage() {
+    let dir = tempfile::tempdir().unwrap();
+    let [ca, cert, key_file] = tls_files(dir.path());
+    let tls_port = std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .unwrap()
+        .port()
+        .to_string();
+    let path = |p: &std::path::Path| p.to_string_lossy().into_owned();
+    let (ca_path, cert_path, key_path) = (path(&ca), path(&cert), path(&key_file));
+    // The plain port stays open too: the harness checks readiness there, and the test reads
+    // raw values through it.
+    let redis = RedisServer::start_with(&[
+        "--tls-port",
+        &tls_port,
+        "--tls-cert-file",
+        &cert_path,
+        "--tls-key-file",
+        &key_path,
+        "--tls-ca-cert-file",
+        &ca_path,
+        "--tls-auth-clients",
+        "no",
+    ])
+    .expect("redis-server with TLS");
+    let url = format!("rediss://127.0.0.1:{tls_port}");
+    let ca_pem = std::fs::read(&ca).unwrap();
+
+    // The cache tier over TLS, checked against the private CA.
+    let config = RedisConfig::new(&url)
+        .unwrap()
+        .tls_root_certificate(ca_pem.clone())
+        .unwrap();
+    assert!(config.url().is_tls());
+    let writer = redis_cache(config.clone());
+    writer.put(key("tls"), &response("over TLS")).await;
+    let reader = redis_cache(config.clone());
+    let hit = reader.get(&key("tls")).await.expect("a Redis hit over TLS");
+    assert_eq!(hit.text(), "over TLS");
+    assert_eq!(reader.stats().redis_hits, 1);
+    assert_eq!(writer.stats().redis_errors + reader.stats().redis_errors, 0);
+    let exists: i64 = redis::cmd("EXISTS")
+        .arg(entry_name(&key("tls")))
+        .query(&mut raw_client(&redis.url()))
+        .unwrap();
+    assert_eq!(exists, 1);
+
+    // The shared limit over TLS too.
+    let server = MockLm::builder().start().await.expect("mock LM");
+    let limit = SharedRateLimit::new(&url)
+        .unwrap()
+        .tls_root_certificate(ca_pem)
+        .unwrap()
+        .requests_per_second(1000.0);
+    let limited = LM::builder("openai/mock")
+        .api_base(server.api_base())
+        .api_key(KEY)
+        .cache(false)
+        .shared_rate_limit(limit)
+        .build()
+        .unwrap();
+    for i in 0..3 {
+        limited
+            .call(LmRequest::prompt(format!("q{i}")))
+            .await
+            .unwrap();
+    }
+    assert_eq!(limited.limit_stats().shared_errors, 0);
+    let cells: Vec<String> = redis::cmd("KEYS")
+        .arg("dspex:limit:*")
+        .query(&mut raw_client(&redis.url()))
+        .unwrap();
+    assert!(!cells.is_empty(), "the limit's cells live in Redis");
+
+    // Without the private CA the server's certificate is not trusted: Redis is down for this
+    // process (counted), never a failed call.
+    let untrusted = RedisConfig::new(&url).unwrap();
+    let lm = lm(&server, CacheConfig::memory_only().redis(untrusted));
+    lm.call(LmRequest::prompt("untrusted")).await.unwrap();
+    assert!(lm.cache().unwrap().stats().redis_errors > 0);
 }

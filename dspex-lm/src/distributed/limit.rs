@@ -124,6 +124,21 @@ impl SharedRateLimit {
         self
     }
 
+    /// Checks the `rediss://` server(s) against the PEM root certificate(s) `pem` (a private
+    /// CA) instead of the system's trust store.
+    ///
+    /// # Errors
+    ///
+    /// [`RedisConfigError::Tls`] when the address is not `rediss://` or `pem` holds no usable
+    /// certificate.
+    pub fn tls_root_certificate(
+        mut self,
+        pem: impl Into<Vec<u8>>,
+    ) -> Result<Self, RedisConfigError> {
+        self.url = self.url.with_root_certificate(pem)?;
+        Ok(self)
+    }
+
     /// How many requests may go at once after a quiet spell (default 1: evenly spaced).
     pub fn burst(mut self, requests: u32) -> Self {
         self.burst = requests.max(1);

@@ -8,9 +8,16 @@
 //!
 //! A Redis address is a `redis://[user:password@]host[:port][/db]` URL. A comma-separated list
 //! of such URLs (`redis://a:7000,redis://b:7001,redis://c:7002`) names the seed nodes of a Redis
-//! Cluster, reached through the `redis` crate's cluster client. `rediss://` (TLS) URLs are
-//! refused with [`RedisConfigError::TlsUnsupported`]: this build of dspex has no TLS client for
-//! Redis yet (put a TLS proxy such as stunnel on loopback in front of a TLS-only server).
+//! Cluster, reached through the `redis` crate's cluster client.
+//!
+//! `rediss://` URLs speak TLS (rustls, through the `redis` crate's `tokio-rustls-comp`): the
+//! server's certificate is checked against the system's trust store, or against the root
+//! certificate given with [`RedisConfig::tls_root_certificate`] /
+//! [`SharedRateLimit::tls_root_certificate`] (a private CA, as managed Redis services and
+//! self-run servers use). The `redis` crate builds its TLS set-up with rustls's process-wide
+//! crypto provider: when the process has none installed yet, dspex installs rustls's *ring*
+//! provider (the one dspex's HTTP clients use) before the first TLS client is made; a provider
+//! the application installed first is left in place.
 //!
 //! The URL may hold a password: it is kept in a [`RedisUrl`], whose `Debug` and `Display` print
 //! the URL without its credentials, and every error or log line built from a Redis error has the
@@ -54,21 +61,22 @@ pub enum RedisConfigError {
     /// The address is empty.
     #[error("the Redis address is empty")]
     Empty,
-    /// The URL does not start with `redis://`.
+    /// The URL does not start with `redis://` or `rediss://`.
     #[error(
-        "the Redis address `{url}` must start with redis:// (or be a comma-separated list of redis:// node URLs for a cluster)"
+        "the Redis address `{url}` must start with redis:// or rediss:// (TLS), or be a comma-separated list of such node URLs for a cluster"
     )]
     Scheme {
         /// The URL without its credentials.
         url: String,
     },
-    /// The URL asks for TLS (`rediss://`), which this build cannot do.
-    #[error(
-        "the Redis address `{url}` asks for TLS (rediss://), which dspex cannot speak to Redis yet: reach the server through a TLS proxy on loopback with a redis:// URL"
-    )]
-    TlsUnsupported {
+    /// The TLS set-up of a `rediss://` address was refused: a root certificate that is not
+    /// PEM, or a root certificate given for an address without TLS.
+    #[error("TLS for the Redis address `{url}`: {reason}")]
+    Tls {
         /// The URL without its credentials.
         url: String,
+        /// What was wrong (credentials masked).
+        reason: String,
     },
     /// The `redis` crate refused the URL.
     #[error("the Redis address `{url}` is not valid: {reason}")]
@@ -94,10 +102,14 @@ pub enum RedisConfigError {
 #[derive(Clone, PartialEq, Eq)]
 pub struct RedisUrl {
     nodes: Vec<String>,
+    /// The PEM root certificate(s) that `rediss://` servers are checked against instead of the
+    /// system's trust store.
+    root_cert: Option<std::sync::Arc<[u8]>>,
 }
 
 impl RedisUrl {
-    /// Parses a `redis://` URL or a comma-separated list of them (a cluster's seed nodes).
+    /// Parses a `redis://` (or `rediss://`, TLS) URL or a comma-separated list of them (a
+    /// cluster's seed nodes).
     pub fn parse(address: &str) -> Result<RedisUrl, RedisConfigError> {
         let nodes: Vec<String> = address
             .split(',')
@@ -110,10 +122,7 @@ impl RedisUrl {
         }
         for node in &nodes {
             let url = redact(node);
-            if node.starts_with("rediss://") {
-                return Err(RedisConfigError::TlsUnsupported { url });
-            }
-            if !node.starts_with("redis://") {
+            if !node.starts_with("redis://") && !node.starts_with("rediss://") {
                 return Err(RedisConfigError::Scheme { url });
             }
             if let Err(e) = redis::Client::open(node.as_str()) {
@@ -123,7 +132,56 @@ impl RedisUrl {
                 });
             }
         }
-        Ok(RedisUrl { nodes })
+        Ok(RedisUrl {
+            nodes,
+            root_cert: None,
+        })
+    }
+
+    /// Whether the address speaks TLS (`rediss://`; a cluster whose nodes do).
+    pub fn is_tls(&self) -> bool {
+        self.nodes.iter().any(|n| n.starts_with("rediss://"))
+    }
+
+    /// The same address, its `rediss://` servers checked against the PEM root certificate(s)
+    /// `pem` instead of the system's trust store.
+    ///
+    /// # Errors
+    ///
+    /// [`RedisConfigError::Tls`] when the address has no `rediss://` URL or `pem` holds no
+    /// usable certificate.
+    pub(crate) fn with_root_certificate(
+        mut self,
+        pem: impl Into<Vec<u8>>,
+    ) -> Result<RedisUrl, RedisConfigError> {
+        let pem: Vec<u8> = pem.into();
+        let Some(node) = self.nodes.iter().find(|n| n.starts_with("rediss://")) else {
+            return Err(RedisConfigError::Tls {
+                url: self.redacted(),
+                reason: "a root certificate is for rediss:// addresses; this one is redis://"
+                    .into(),
+            });
+        };
+        use rustls::pki_types::CertificateDer;
+        use rustls::pki_types::pem::PemObject;
+        if CertificateDer::pem_slice_iter(&pem).next().is_none() {
+            return Err(RedisConfigError::Tls {
+                url: redact(node),
+                reason:
+                    "the root certificate holds no PEM certificate (-----BEGIN CERTIFICATE-----)"
+                        .into(),
+            });
+        }
+        ensure_crypto_provider();
+        // Building a client parses the PEM and sets up rustls, without any network I/O.
+        redis::Client::build_with_tls(node.as_str(), tls_certificates(Some(&pem))).map_err(
+            |e| RedisConfigError::Tls {
+                url: redact(node),
+                reason: mask(&e.to_string(), node),
+            },
+        )?;
+        self.root_cert = Some(pem.into());
+        Ok(self)
     }
 
     /// Whether the address names a cluster (more than one node URL).
@@ -240,13 +298,18 @@ impl fmt::Display for OpError {
 impl Conn {
     /// Sets up the connection (no network I/O: the first command connects).
     pub(crate) fn new(url: RedisUrl, op_timeout: Duration, what: &'static str) -> Conn {
+        if url.is_tls() {
+            ensure_crypto_provider();
+        }
         let kind = if url.is_cluster() {
-            match redis::cluster::ClusterClient::builder(url.nodes.clone())
+            let mut builder = redis::cluster::ClusterClient::builder(url.nodes.clone())
                 .connection_timeout(op_timeout.max(Duration::from_millis(250)))
                 .response_timeout(op_timeout)
-                .retries(1)
-                .build()
-            {
+                .retries(1);
+            if let Some(pem) = &url.root_cert {
+                builder = builder.certs(tls_certificates(Some(pem)));
+            }
+            match builder.build() {
                 Ok(client) => ConnKind::Cluster {
                     client,
                     conn: tokio::sync::Mutex::new(ClusterState::default()),
@@ -259,7 +322,12 @@ impl Conn {
                 .set_response_timeout(Some(op_timeout))
                 .set_number_of_retries(1)
                 .set_max_delay(Duration::from_millis(500));
-            match redis::Client::open(url.nodes[0].as_str()) {
+            let node = url.nodes[0].as_str();
+            let client = match &url.root_cert {
+                Some(pem) => redis::Client::build_with_tls(node, tls_certificates(Some(pem))),
+                None => redis::Client::open(node),
+            };
+            match client {
                 Ok(client) => ConnKind::Single {
                     client,
                     config,
@@ -417,6 +485,24 @@ impl Runnable<'_, '_> {
 }
 
 /// The first 16 hex digits of the SHA-256 of `bytes`: how shared keys name an endpoint or an
+/// Installs rustls's *ring* provider as the process's default when none is installed yet: the
+/// `redis` crate builds its TLS configuration with the default provider.
+fn ensure_crypto_provider() {
+    if rustls::crypto::CryptoProvider::get_default().is_none() {
+        // Another thread may install one first: either way the process then has a provider.
+        let _ = rustls::crypto::ring::default_provider().install_default();
+    }
+}
+
+/// The `redis` crate's TLS settings: no client certificate; `root_cert` (PEM) instead of the
+/// system's trust store when given.
+fn tls_certificates(root_cert: Option<&[u8]>) -> redis::TlsCertificates {
+    redis::TlsCertificates {
+        client_tls: None,
+        root_cert: root_cert.map(<[u8]>::to_vec),
+    }
+}
+
 /// API key without holding it.
 pub(crate) fn short_hash(bytes: &[u8]) -> String {
     use sha2::{Digest, Sha256};
@@ -444,9 +530,23 @@ mod tests {
         assert_eq!(cluster.to_string(), "redis://a:7000,redis://b:7001");
 
         assert_eq!(RedisUrl::parse(" , ").unwrap_err(), RedisConfigError::Empty);
-        let tls = RedisUrl::parse("rediss://u:secret@h:6380").unwrap_err();
-        assert!(matches!(tls, RedisConfigError::TlsUnsupported { .. }));
-        assert!(!tls.to_string().contains("secret"), "{tls}");
+        let tls = RedisUrl::parse("rediss://u:secret@h:6380").unwrap();
+        assert!(tls.is_tls() && !url.is_tls());
+        assert_eq!(tls.to_string(), "rediss://h:6380");
+        // A root certificate is checked when given: PEM, and for a rediss:// address.
+        let bad = tls
+            .clone()
+            .with_root_certificate(b"not a certificate".to_vec());
+        let bad = bad.unwrap_err();
+        assert!(matches!(bad, RedisConfigError::Tls { .. }), "{bad:?}");
+        assert!(!bad.to_string().contains("secret"), "{bad}");
+        let plain = url
+            .clone()
+            .with_root_certificate(b"-----BEGIN CERTIFICATE-----".to_vec());
+        assert!(
+            matches!(plain, Err(RedisConfigError::Tls { .. })),
+            "{plain:?}"
+        );
         let scheme = RedisUrl::parse("http://u:secret@h").unwrap_err();
         assert!(matches!(scheme, RedisConfigError::Scheme { .. }));
         assert!(!scheme.to_string().contains("secret"), "{scheme}");

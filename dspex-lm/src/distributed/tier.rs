@@ -112,6 +112,21 @@ impl RedisConfig {
         &self.url
     }
 
+    /// Checks the `rediss://` server(s) against the PEM root certificate(s) `pem` (a private
+    /// CA) instead of the system's trust store.
+    ///
+    /// # Errors
+    ///
+    /// [`RedisConfigError::Tls`] when the address is not `rediss://` or `pem` holds no usable
+    /// certificate.
+    pub fn tls_root_certificate(
+        mut self,
+        pem: impl Into<Vec<u8>>,
+    ) -> Result<Self, RedisConfigError> {
+        self.url = self.url.with_root_certificate(pem)?;
+        Ok(self)
+    }
+
     /// The prefix of every key (default `dspex:cache:`): one namespace per team or project.
     pub fn prefix(mut self, prefix: impl Into<String>) -> Self {
         self.prefix = prefix.into();
