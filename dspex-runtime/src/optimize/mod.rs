@@ -162,6 +162,34 @@ pub(crate) async fn score_program<P: ExampleProgram + ?Sized>(
         .0)
 }
 
+/// The span of one optimizer trial (`dspex.optimize.trial`): one evaluation of a candidate on
+/// `examples` examples, with the job's phase and trial count; its `dspex.score` is recorded by
+/// the caller (the mean score of the batch) when the trial ends.
+pub(crate) fn trial_span(ctx: &JobContext, examples: usize) -> tracing::Span {
+    let span = tracing::info_span!(
+        "dspex.optimize.trial",
+        otel.name = "optimize.trial",
+        dspex.optimize.phase = tracing::field::Empty,
+        dspex.optimize.trial = tracing::field::Empty,
+        dspex.evaluate.examples = examples as i64,
+        dspex.score = tracing::field::Empty,
+    );
+    if !span.is_disabled() {
+        let progress = ctx.progress();
+        span.record("dspex.optimize.phase", progress.phase.as_str());
+        span.record("dspex.optimize.trial", progress.trials as i64);
+    }
+    span
+}
+
+/// Records the mean of `scores` as the trial span's `dspex.score` (nothing for no score).
+pub(crate) fn record_trial_score(span: &tracing::Span, scores: impl Iterator<Item = f64>) {
+    let (sum, n) = scores.fold((0.0, 0usize), |(s, n), x| (s + x, n + 1));
+    if n > 0 {
+        span.record("dspex.score", sum / n as f64);
+    }
+}
+
 /// [`score_program`] with the score of each example of `devset`, in order (the failure score
 /// for one that failed), as the trial log's `example_scores` keeps them.
 pub(crate) async fn score_examples<P: ExampleProgram + ?Sized>(
@@ -171,19 +199,7 @@ pub(crate) async fn score_examples<P: ExampleProgram + ?Sized>(
     concurrency: usize,
     ctx: &JobContext,
 ) -> Result<(f64, Vec<f64>)> {
-    let span = tracing::info_span!(
-        "dspex.optimize.trial",
-        otel.name = "optimize.trial",
-        dspex.optimize.phase = tracing::field::Empty,
-        dspex.optimize.trial = tracing::field::Empty,
-        dspex.evaluate.examples = devset.len() as i64,
-        dspex.score = tracing::field::Empty,
-    );
-    if !span.is_disabled() {
-        let progress = ctx.progress();
-        span.record("dspex.optimize.phase", progress.phase.as_str());
-        span.record("dspex.optimize.trial", progress.trials as i64);
-    }
+    let span = trial_span(ctx, devset.len());
     let result = Evaluate::new(devset.to_vec(), metric.clone())
         .num_threads(concurrency)
         .cancel_on(ctx.cancel_token())

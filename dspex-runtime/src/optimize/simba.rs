@@ -23,6 +23,7 @@ use futures_util::StreamExt;
 use futures_util::future::BoxFuture;
 use serde_json::{Map, Value, json};
 use std::sync::Arc;
+use tracing::Instrument;
 
 /// Why a [`SIMBA`] compile could not start (wrapped in [`Error::Step`] with the context
 /// `SIMBA`; [`SimbaError::find`] gets it back).
@@ -774,12 +775,18 @@ impl SIMBA {
         runs: Vec<BoxFuture<'_, Rollout>>,
         ctx: &JobContext,
     ) -> Option<Vec<Rollout>> {
-        ctx.run_until_cancelled(
-            futures_util::stream::iter(runs)
-                .buffered(self.num_threads)
-                .collect::<Vec<_>>(),
-        )
-        .await
+        // A batch of rollouts (candidates × examples) is one trial of the optimizer.
+        let span = crate::optimize::trial_span(ctx, runs.len());
+        let rollouts = ctx
+            .run_until_cancelled(
+                futures_util::stream::iter(runs)
+                    .buffered(self.num_threads)
+                    .collect::<Vec<_>>(),
+            )
+            .instrument(span.clone())
+            .await?;
+        crate::optimize::record_trial_score(&span, rollouts.iter().map(|r| r.score));
+        Some(rollouts)
     }
 
     /// The resampling models as settings for a run (DSPy's `prepare_models_for_resampling`).
@@ -1541,6 +1548,42 @@ mod tests {
         job.cancel();
         let result = job.wait().await;
         assert!(matches!(result, Err(Error::Cancelled { .. })), "{result:?}");
+    }
+
+    #[tokio::test]
+    async fn each_batch_of_rollouts_is_an_optimizer_trial_span() {
+        use crate::telemetry::testing::Tree;
+        use tracing::instrument::WithSubscriber;
+        use tracing_subscriber::layer::SubscriberExt;
+
+        let tree = Tree::default();
+        let subscriber = tracing_subscriber::registry().with(tree.clone());
+        let student = DynPredict::new(DynSignature::parse("question -> answer").unwrap());
+        let lm =
+            ScriptedLM::from_fields((0..200).map(|i| json!({"answer": format!("A{}", i % 4)})));
+        with_settings(
+            Settings::new().lm(lm),
+            exact()
+                .bsize(2)
+                .num_candidates(2)
+                .max_steps(1)
+                .num_threads(1)
+                .compile_with_report(
+                    student,
+                    &super::super::qa_trainset(4),
+                    &JobContext::detached(),
+                ),
+        )
+        .with_subscriber(subscriber)
+        .await
+        .unwrap();
+        let seen = tree.0.lock().unwrap().clone();
+        for edge in [
+            "dspex.optimize.trial < -",
+            "dspex.module < dspex.optimize.trial",
+        ] {
+            assert!(seen.iter().any(|s| s == edge), "no {edge:?} in {seen:?}");
+        }
     }
 
     #[tokio::test]

@@ -65,9 +65,10 @@ pub mod span {
     pub const EVALUATE: &str = "dspex.evaluate";
     /// One example of an evaluation: `dspex.example.index`.
     pub const EVALUATE_EXAMPLE: &str = "dspex.evaluate.example";
-    /// One candidate an optimizer scores (COPRO, MIPROv2, InferRules and others that score
-    /// through the shared evaluation): `dspex.optimize.phase`, `dspex.optimize.trial`,
-    /// `dspex.score`.
+    /// One candidate an optimizer scores (an evaluation through the shared evaluation — COPRO,
+    /// MIPROv2, InferRules and others —, a GEPA candidate on a minibatch or the valset, a SIMBA
+    /// batch of rollouts): `dspex.optimize.phase`, `dspex.optimize.trial`, `dspex.score` (the
+    /// mean score).
     pub const OPTIMIZE_TRIAL: &str = "dspex.optimize.trial";
     /// One request to the Python bridge's pool: `dspex.bridge.op`, `dspex.bridge.session`.
     pub const BRIDGE_REQUEST: &str = "dspex.bridge.request";
@@ -169,6 +170,7 @@ pub(crate) fn record_failure(span: &tracing::Span, error_type: &dyn std::fmt::De
 
 #[cfg(test)]
 mod tests {
+    use super::testing::Tree;
     use super::*;
 
     #[test]
@@ -181,29 +183,6 @@ mod tests {
             record_tool_result(&span, &serde_json::json!(1));
             assert!(module_span().is_disabled());
         });
-    }
-
-    /// Records each new span as `name < parent name`.
-    #[derive(Clone, Default)]
-    struct Tree(std::sync::Arc<std::sync::Mutex<Vec<String>>>);
-
-    impl<S> tracing_subscriber::Layer<S> for Tree
-    where
-        S: tracing::Subscriber + for<'a> tracing_subscriber::registry::LookupSpan<'a>,
-    {
-        fn on_new_span(
-            &self,
-            _: &tracing::span::Attributes<'_>,
-            id: &tracing::span::Id,
-            ctx: tracing_subscriber::layer::Context<'_, S>,
-        ) {
-            let Some(span) = ctx.span(id) else { return };
-            let parent = span.parent().map(|p| p.name()).unwrap_or("-");
-            self.0
-                .lock()
-                .unwrap()
-                .push(format!("{} < {parent}", span.name()));
-        }
     }
 
     #[tokio::test]
@@ -239,6 +218,33 @@ mod tests {
             "dspex.adapter.parse < dspex.module",
         ] {
             assert!(seen.iter().any(|s| s == edge), "no {edge:?} in {seen:?}");
+        }
+    }
+}
+
+/// Span-tree capture for the unit tests of other modules.
+#[cfg(test)]
+pub(crate) mod testing {
+    /// Records each new span as `name < parent name`.
+    #[derive(Clone, Default)]
+    pub(crate) struct Tree(pub(crate) std::sync::Arc<std::sync::Mutex<Vec<String>>>);
+
+    impl<S> tracing_subscriber::Layer<S> for Tree
+    where
+        S: tracing::Subscriber + for<'a> tracing_subscriber::registry::LookupSpan<'a>,
+    {
+        fn on_new_span(
+            &self,
+            _: &tracing::span::Attributes<'_>,
+            id: &tracing::span::Id,
+            ctx: tracing_subscriber::layer::Context<'_, S>,
+        ) {
+            let Some(span) = ctx.span(id) else { return };
+            let parent = span.parent().map(|p| p.name()).unwrap_or("-");
+            self.0
+                .lock()
+                .unwrap()
+                .push(format!("{} < {parent}", span.name()));
         }
     }
 }

@@ -18,6 +18,7 @@ use futures_util::StreamExt;
 use futures_util::future::BoxFuture;
 use serde_json::{Map, Value};
 use std::sync::Arc;
+use tracing::Instrument;
 
 /// One run of a candidate on one example.
 #[derive(Debug, Clone)]
@@ -75,7 +76,15 @@ impl Runner<'_> {
         let runs = futures_util::stream::iter(runs)
             .buffered(self.concurrency.max(1))
             .collect::<Vec<_>>();
-        self.ctx.run_until_cancelled(runs).await
+        // One evaluation of a candidate on a batch is one trial of the optimizer.
+        let span = crate::optimize::trial_span(self.ctx, batch.len());
+        let rollouts = self
+            .ctx
+            .run_until_cancelled(runs)
+            .instrument(span.clone())
+            .await?;
+        crate::optimize::record_trial_score(&span, rollouts.iter().map(|r| r.score));
+        Some(rollouts)
     }
 
     /// One run of `program` on `example`, scored.

@@ -454,3 +454,37 @@ async fn format_failures_are_reflected_on_only_when_asked() {
     );
     assert!(first.feedback.ends_with("\n"), "{:?}", first.feedback);
 }
+
+#[tokio::test]
+async fn each_candidate_evaluation_is_an_optimizer_trial_span() {
+    use crate::telemetry::testing::Tree;
+    use tracing::instrument::WithSubscriber;
+    use tracing_subscriber::layer::SubscriberExt;
+
+    let tree = Tree::default();
+    let subscriber = tracing_subscriber::registry().with(tree.clone());
+    let reflection =
+        ScriptedLM::new([r#"{"new_instruction": "Answer with A and the question's number."}"#]);
+    let gepa = GEPA::new(exact())
+        .max_metric_calls(10)
+        .reflection_lm(reflection)
+        .num_threads(1);
+    with_settings(
+        Settings::new().lm(task_lm()),
+        gepa.compile_with_results(student(), &qa_trainset(4), &JobContext::detached()),
+    )
+    .with_subscriber(subscriber)
+    .await
+    .unwrap();
+    let seen = tree.0.lock().unwrap().clone();
+    let trials = seen
+        .iter()
+        .filter(|s| *s == "dspex.optimize.trial < -")
+        .count();
+    // The seed's evaluation, then the parent's and the child's minibatches (at least).
+    assert!(trials >= 3, "{trials} trials in {seen:?}");
+    assert!(
+        seen.iter().any(|s| s == "dspex.module < dspex.optimize.trial"),
+        "{seen:?}"
+    );
+}
