@@ -10,11 +10,12 @@
 //! queued), so nothing waits on a clock. The tests share the global meter provider and the
 //! content-capture switch, so they run one at a time.
 
-use dspex::lm::{CacheConfig, LM};
+use dspex::lm::{CacheConfig, LM, LmRequest};
 use dspex::module::{CallConfig, ChainOfThought, ReAct, Tool};
 use dspex::prelude::*;
 use dspex::telemetry::otel::{self, OtelConfig, OtelError, OtelGuard, Protocol};
 use dspex::testing::{MockLm, MockLmServer, Rule};
+use futures_util::StreamExt;
 use opentelemetry_proto::tonic::collector::metrics::v1::metrics_service_server::{
     MetricsService, MetricsServiceServer,
 };
@@ -37,6 +38,7 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpListener;
+use tracing::Instrument;
 use tracing::instrument::WithSubscriber;
 use tracing_subscriber::layer::SubscriberExt;
 
@@ -279,6 +281,16 @@ async fn program(server: &MockLmServer) {
         .call(&Predict::<QA>::new().with_config(config))
         .await
         .expect("the evaluation runs");
+    // A streamed call: its span lasts until the stream ends and gets the response's
+    // attributes then.
+    let mut stream = lm
+        .stream(LmRequest::prompt("Stream a short answer."))
+        .instrument(tracing::info_span!("streamed"))
+        .await
+        .expect("the stream opens");
+    while let Some(event) = stream.next().await {
+        event.expect("a stream event");
+    }
 }
 
 /// Runs the program with `layer`'s subscriber in scope (it follows the program's futures onto
@@ -401,6 +413,17 @@ fn check_export(received: &Received, server: &MockLmServer) {
     }
     assert_eq!(cot.trace_id, inner.trace_id);
 
+    // The streamed call's span, under the test's own span, has the response's attributes.
+    let streamed = named(&spans, "streamed")[0];
+    let stream_call = spans
+        .iter()
+        .find(|s| s.parent_span_id == streamed.span_id)
+        .expect("the streamed call's span");
+    assert_eq!(stream_call.name, "chat mock-model");
+    assert!(str_attr(stream_call, "gen_ai.response.model").is_some());
+    assert!(int_attr(stream_call, "gen_ai.usage.output_tokens").is_some());
+    assert_eq!(bool_attr(stream_call, "dspex.cache.hit"), Some(false));
+
     // The LM calls' attributes.
     let calls = named(&spans, "chat mock-model");
     let (host, port) = (server.addr().ip().to_string(), server.addr().port());
@@ -421,7 +444,9 @@ fn check_export(received: &Received, server: &MockLmServer) {
         assert!(int_attr(call, "gen_ai.usage.output_tokens").is_some());
         assert_eq!(call.kind, 3, "an LM call is a CLIENT span");
         let parent = parent(&spans, call).expect("an LM call has a parent");
-        assert_eq!(parent.name, "module Predict");
+        if call.span_id != stream_call.span_id {
+            assert_eq!(parent.name, "module Predict");
+        }
     }
     let misses: Vec<_> = calls
         .iter()

@@ -414,13 +414,20 @@ impl LM {
                 gen_ai.request.model = %s.provider.model_id,
                 gen_ai.request.temperature = request.temperature,
                 gen_ai.request.max_tokens = request.max_tokens.map(i64::from),
+                gen_ai.response.model = tracing::field::Empty,
+                gen_ai.usage.input_tokens = tracing::field::Empty,
+                gen_ai.usage.output_tokens = tracing::field::Empty,
                 gen_ai.input.messages = tracing::field::Empty,
+                gen_ai.output.messages = tracing::field::Empty,
                 server.address = server,
                 server.port = port.map(i64::from),
                 dspex.lm.model = %s.model,
                 dspex.lm.endpoint = %s.endpoint,
                 dspex.lm.served_by = tracing::field::Empty,
+                dspex.cache.hit = tracing::field::Empty,
                 dspex.lm.retries = 0i64,
+                dspex.lm.latency_ms = tracing::field::Empty,
+                dspex.lm.cost_usd = tracing::field::Empty,
                 error.type = tracing::field::Empty,
             )
         } else {
@@ -1200,7 +1207,7 @@ impl LanguageModel for LM {
 }
 
 /// A finished call's response attributes on its span.
-fn record_response(span: &tracing::Span, response: &LmResponse) {
+pub(super) fn record_response(span: &tracing::Span, response: &LmResponse) {
     span.record("dspex.cache.hit", response.cache_hit);
     span.record("gen_ai.response.model", response.model.as_str());
     // Signed: OpenTelemetry has no unsigned integers (an unsigned field is exported as text).
@@ -1230,7 +1237,7 @@ fn signed(n: u64) -> i64 {
 }
 
 /// A failed call's error class and status on its span.
-fn record_error(span: &tracing::Span, error: &LmError) {
+pub(super) fn record_error(span: &tracing::Span, error: &LmError) {
     span.record("error.type", error.kind().dspy_name());
     span.record("otel.status_code", "ERROR");
 }

@@ -31,8 +31,22 @@ impl LM {
         request: LmRequest,
         options: &CallOptions,
     ) -> Result<EventStream, LmError> {
+        // The span lasts as long as the stream (the stream holds it) and gets the response's
+        // attributes when it completes, or the error that ended it.
         let span = self.call_span("lm.stream", &request);
-        self.open_stream(request, options).instrument(span).await
+        let start = Instant::now();
+        let opened = self
+            .open_stream(request, options, &span)
+            .instrument(span.clone())
+            .await;
+        if let Err(error) = &opened {
+            record_error(&span, error);
+            #[cfg(feature = "otel")]
+            self.record_metrics(&Err(error.clone()), false, start);
+        }
+        #[cfg(not(feature = "otel"))]
+        let _ = start;
+        opened
     }
 
     /// Everything of [`stream_with`](LM::stream_with) up to the first byte of the answer.
@@ -40,6 +54,7 @@ impl LM {
         &self,
         request: LmRequest,
         options: &CallOptions,
+        span: &tracing::Span,
     ) -> Result<EventStream, LmError> {
         let start = Instant::now();
         let mut request = request;
@@ -59,6 +74,9 @@ impl LM {
         {
             tracing::debug!(model = %s.model, "LM stream answered from the cache");
             let events = StreamEvent::stream_of(&hit);
+            record_response(span, &hit);
+            #[cfg(feature = "otel")]
+            self.record_metrics(&Ok(hit.clone()), true, start);
             self.record(request, &hit, None);
             return Ok(events);
         }
@@ -119,6 +137,7 @@ impl LM {
                 served: served_index,
                 choices: Vec::new(),
                 usage: Usage::default(),
+                span: span.clone(),
             }),
         };
         Ok(
@@ -131,8 +150,18 @@ impl LM {
                         if let Some(completed) = &mut st.completed {
                             match &event {
                                 Ok(event) => completed.observe(event),
-                                // A failed stream is neither stored nor recorded.
-                                Err(_) => st.completed = None,
+                                // A failed stream is neither stored nor recorded (but its
+                                // span and the metrics say how it ended).
+                                Err(error) => {
+                                    record_error(&completed.span, error);
+                                    #[cfg(feature = "otel")]
+                                    st.lm.record_metrics(
+                                        &Err(error.clone()),
+                                        completed.cache.is_some(),
+                                        completed.start,
+                                    );
+                                    st.completed = None;
+                                }
                             }
                         }
                         if st.done && st.pending.is_empty() && st.completed.is_none() {
@@ -252,6 +281,8 @@ struct Completed {
     served: usize,
     choices: Vec<Choice>,
     usage: Usage,
+    /// The call's `lm.stream` span, open until the stream ends or is dropped.
+    span: tracing::Span,
 }
 
 impl Completed {
@@ -297,6 +328,9 @@ impl Completed {
             latency: self.start.elapsed(),
             cache_hit: false,
         };
+        record_response(&self.span, &response);
+        #[cfg(feature = "otel")]
+        lm.record_metrics(&Ok(response.clone()), self.cache.is_some(), self.start);
         if let Some(cache) = &self.cache
             && response.choices.len() >= wanted
         {

@@ -484,7 +484,8 @@ async fn each_candidate_evaluation_is_an_optimizer_trial_span() {
     // The seed's evaluation, then the parent's and the child's minibatches (at least).
     assert!(trials >= 3, "{trials} trials in {seen:?}");
     assert!(
-        seen.iter().any(|s| s == "dspex.module < dspex.optimize.trial"),
+        seen.iter()
+            .any(|s| s == "dspex.module < dspex.optimize.trial"),
         "{seen:?}"
     );
 }
