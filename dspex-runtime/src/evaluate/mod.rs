@@ -26,7 +26,7 @@
 mod builtin;
 mod metric;
 mod result;
-mod results_file;
+pub(crate) mod results_file;
 mod runner;
 mod semantic;
 mod stream;

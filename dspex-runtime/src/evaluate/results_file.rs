@@ -164,7 +164,7 @@ struct RecordOut<'a> {
 }
 
 /// Appends one record, with its newline, to `buf`.
-pub(super) fn write_record(
+pub(crate) fn write_record(
     buf: &mut Vec<u8>,
     index: u64,
     hash: u64,
