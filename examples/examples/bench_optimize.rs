@@ -75,6 +75,11 @@ async fn worker(args: &[String]) -> Value {
     let url = &args[1];
     let n: usize = args[2].parse().expect("a size");
     let concurrency: usize = args[3].parse().expect("a concurrency");
+    if what == Some("evaluate_stream") {
+        // Its URL may be `inproc`: it builds its own client.
+        let keep_history = args.get(4).is_none_or(|a| a != "no_history");
+        return evaluate_stream(url, n, concurrency, keep_history).await;
+    }
     let settings = Settings::new().lm(client(url));
     match what {
         Some("evaluate") => {
@@ -90,7 +95,6 @@ async fn worker(args: &[String]) -> Value {
                 "errors": result.n_errors, "peak_rss_mb": peak_rss_mb(),
             })
         }
-        Some("evaluate_stream") => evaluate_stream(url, n, concurrency).await,
         Some("bootstrap") => {
             // DSPy's metric: true on items 0, 25, 50, 75.
             let every_25th = metric_fn("every_25th", |ex: &Example, _: &Prediction| {
@@ -197,8 +201,13 @@ async fn worker(args: &[String]) -> Value {
 
 /// `Evaluate::call_stream` over `n` examples of `qa_set`'s shape, written to a temporary JSONL
 /// file first (as they are generated, not held), records to a results file. `url` `inproc`
-/// starts the mock server in this process (so its memory counts in the peak RSS).
-async fn evaluate_stream(url: &str, n: usize, concurrency: usize) -> Value {
+/// starts the mock server in this process (so its memory counts in the peak RSS). Without
+/// `keep_history`, the LM's history and the process-wide one (1,000 and 10,000 calls by default,
+/// as DSPy keeps them) are off, leaving the evaluation's own memory.
+async fn evaluate_stream(url: &str, n: usize, concurrency: usize, keep_history: bool) -> Value {
+    if !keep_history {
+        dspex::lm::set_global_history_size(0);
+    }
     let dir = tempfile::tempdir().expect("a temp dir");
     let data = dir.path().join("dev.jsonl");
     let results = dir.path().join("results.jsonl");
@@ -219,7 +228,19 @@ async fn evaluate_stream(url: &str, n: usize, concurrency: usize) -> Value {
     let url = inproc
         .as_ref()
         .map_or_else(|| url.to_string(), MockLmServer::url);
-    let settings = Settings::new().lm(client(&url));
+    let mut lm = client(&url);
+    if !keep_history {
+        lm = LM::builder("openai/mock")
+            .api_base(format!("{url}/v1"))
+            .api_key("x")
+            .cache(false)
+            .retry(RetryPolicy::none())
+            .timeout(Duration::from_secs(60))
+            .history_size(0)
+            .build()
+            .expect("the LM builds");
+    }
+    let settings = Settings::new().lm(lm);
     let evaluate = Evaluate::for_stream(answer_exact_match()).num_threads(concurrency);
     let program = Predict::<QA>::new();
     let start = Instant::now();
@@ -442,17 +463,32 @@ fn orchestrate(quick: bool) {
             "\n### Evaluate::call_stream: {n} examples from a JSONL file, records to a results file, Predict(\"question -> answer\"), answer_exact_match, 0 ms latency, concurrency {c}\n"
         );
         println!(
-            "| mock server | examples | wall | examples/s | peak RSS | dataset file | results file |"
+            "| mock server | LM histories | examples | wall | examples/s | peak RSS | dataset file | results file |"
         );
-        println!("|---|---:|---:|---:|---:|---:|---:|");
-        for (label, url) in [
-            ("own process (`dspex mock-lm`)", fast_url.as_str()),
-            ("in the evaluating process", "inproc"),
+        println!("|---|---|---:|---:|---:|---:|---:|---:|");
+        for (label, url, history) in [
+            (
+                "own process (`dspex mock-lm`)",
+                fast_url.as_str(),
+                "default",
+            ),
+            (
+                "own process (`dspex mock-lm`)",
+                fast_url.as_str(),
+                "no_history",
+            ),
+            ("in the evaluating process", "inproc", "default"),
+            ("in the evaluating process", "inproc", "no_history"),
         ] {
-            let v = rust("evaluate_stream", url, n, c);
+            let v = rust_with("evaluate_stream", url, n, c, &[history]);
+            let history = if history == "default" {
+                "on (1,000 + 10,000 calls)"
+            } else {
+                "off"
+            };
             let mb = |key: &str| v[key].as_f64().unwrap_or(0.0) / 1e6;
             println!(
-                "| {label} | {} | {:.1} s | {:.0} | {:.1} MB | {:.0} MB | {:.0} MB |",
+                "| {label} | {history} | {} | {:.1} s | {:.0} | {:.1} MB | {:.0} MB | {:.0} MB |",
                 v["examples"],
                 f(&v, "wall_s"),
                 f(&v, "examples_per_s"),
