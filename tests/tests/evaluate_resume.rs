@@ -31,16 +31,21 @@ fn main() {
         child(&args[1..]);
         return;
     }
-    // `cargo test` passes libtest's flags (a filter, `--nocapture`, …): run unless `--list`.
+    // `cargo test` passes libtest's arguments: `--list`, `--ignored`, a name filter, flags.
+    const NAME: &str = "sigkilled_evaluation_resumes_without_loss_or_double_pay";
     if args.iter().any(|a| a == "--list") {
-        println!("sigkilled_evaluation_resumes_without_loss_or_double_pay: test");
+        println!("{NAME}: test");
         return;
     }
-    if args.iter().any(|a| a == "--ignored") {
+    let filters: Vec<&String> = args.iter().filter(|a| !a.starts_with('-')).collect();
+    let wanted = filters.is_empty() || filters.iter().any(|f| NAME.contains(f.as_str()));
+    if !wanted || args.iter().any(|a| a == "--ignored") {
+        println!("test result: ok. 0 passed; 0 failed; 0 ignored; 0 measured; 1 filtered out");
         return;
     }
     sigkilled_evaluation_resumes_without_loss_or_double_pay();
-    println!("test sigkilled_evaluation_resumes_without_loss_or_double_pay ... ok");
+    println!("test {NAME} ... ok");
+    println!("test result: ok. 1 passed; 0 failed; 0 ignored; 0 measured; 0 filtered out");
 }
 
 /// `child URL DATA RESULTS create|resume`: one evaluation; prints its summary as JSON.
