@@ -8,18 +8,23 @@
 //! dspex's BootstrapFewShot runs by default and with speculation. Prints Markdown tables.
 //!
 //! Run it with `scripts/bench optimize [--quick]` (`DSPEX_BENCH_ONLY=mipro,gepa` for some sections:
-//! `evaluate`, `bootstrap`, `mipro`, `gepa`). Every measurement runs in a fresh worker
+//! `evaluate`, `evaluate_stream`, `bootstrap`, `mipro`, `gepa`; `evaluate_stream` is dspex alone:
+//! `Evaluate::call_stream` over 1,000,000 examples, with the mock server in its own process and
+//! in the evaluating one). Every measurement runs in a fresh worker
 //! process (this binary with `worker …`) so peak RSS is its own.
 
 use dspex::lm::{LM, RetryPolicy};
 use dspex::module::{ChainOfThought, Predict};
 use dspex::prelude::*;
-use dspex::runtime::evaluate::{Evaluate, answer_exact_match, metric_fn};
+use dspex::runtime::evaluate::{
+    Evaluate, ResultsFile, answer_exact_match, jsonl_examples, metric_fn,
+};
 use dspex::runtime::optimize::gepa::{ScoreWithFeedback, feedback_metric_fn};
 use dspex::runtime::optimize::{
     Auto, BootstrapFewShot, DemoKnobs, GEPA, JobContext, MIPROv2, Optimizer, Teacher,
 };
 use dspex::settings::{Settings, with_settings};
+use dspex::testing::{MockLm, MockLmServer};
 use dspex_examples::{
     bench_main, dspex_binary, dspy_side, peak_rss_mb, run_json, start_mock, venv_python,
 };
@@ -70,6 +75,11 @@ async fn worker(args: &[String]) -> Value {
     let url = &args[1];
     let n: usize = args[2].parse().expect("a size");
     let concurrency: usize = args[3].parse().expect("a concurrency");
+    if what == Some("evaluate_stream") {
+        // Its URL may be `inproc`: it builds its own client.
+        let keep_history = args.get(4).is_none_or(|a| a != "no_history");
+        return evaluate_stream(url, n, concurrency, keep_history).await;
+    }
     let settings = Settings::new().lm(client(url));
     match what {
         Some("evaluate") => {
@@ -187,6 +197,71 @@ async fn worker(args: &[String]) -> Value {
         }
         other => panic!("unknown worker {other:?}"),
     }
+}
+
+/// `Evaluate::call_stream` over `n` examples of `qa_set`'s shape, written to a temporary JSONL
+/// file first (as they are generated, not held), records to a results file. `url` `inproc`
+/// starts the mock server in this process (so its memory counts in the peak RSS). Without
+/// `keep_history`, the LM's history and the process-wide one (1,000 and 10,000 calls by default,
+/// as DSPy keeps them) are off, leaving the evaluation's own memory.
+async fn evaluate_stream(url: &str, n: usize, concurrency: usize, keep_history: bool) -> Value {
+    if !keep_history {
+        dspex::lm::set_global_history_size(0);
+    }
+    let dir = tempfile::tempdir().expect("a temp dir");
+    let data = dir.path().join("dev.jsonl");
+    let results = dir.path().join("results.jsonl");
+    {
+        let file = std::fs::File::create(&data).expect("the dataset file");
+        let mut out = std::io::BufWriter::new(file);
+        for i in 0..n {
+            let line = json!({"question": format!("What is item {i}?"), "answer": format!("answer-{}", i % 9973)});
+            writeln!(out, "{line}").expect("a line is written");
+        }
+        out.flush().expect("the dataset is written");
+    }
+    let inproc = if url == "inproc" {
+        Some(MockLm::start().await.expect("the mock server starts"))
+    } else {
+        None
+    };
+    let url = inproc
+        .as_ref()
+        .map_or_else(|| url.to_string(), MockLmServer::url);
+    let mut lm = client(&url);
+    if !keep_history {
+        lm = LM::builder("openai/mock")
+            .api_base(format!("{url}/v1"))
+            .api_key("x")
+            .cache(false)
+            .retry(RetryPolicy::none())
+            .timeout(Duration::from_secs(60))
+            .history_size(0)
+            .build()
+            .expect("the LM builds");
+    }
+    let settings = Settings::new().lm(lm);
+    let evaluate = Evaluate::for_stream(answer_exact_match()).num_threads(concurrency);
+    let program = Predict::<QA>::new();
+    let start = Instant::now();
+    let result = with_settings(
+        settings,
+        evaluate.call_stream(
+            &program,
+            jsonl_examples(&data, ["question"]),
+            ResultsFile::create(&results),
+        ),
+    )
+    .await
+    .expect("the evaluation runs");
+    let wall = start.elapsed().as_secs_f64();
+    let size = |p: &std::path::Path| std::fs::metadata(p).map_or(0, |m| m.len());
+    json!({
+        "examples": result.n_examples, "concurrency": concurrency, "wall_s": wall,
+        "examples_per_s": result.n_examples as f64 / wall, "score": result.score,
+        "errors": result.n_errors, "peak_rss_mb": peak_rss_mb(),
+        "dataset_bytes": size(&data), "results_bytes": size(&results),
+    })
 }
 
 fn rust(what: &str, url: &str, n: usize, c: usize) -> Value {
@@ -328,7 +403,7 @@ fn optimizer_table(what: &str, title: &str, n: usize, servers: &[(u64, &String)]
 }
 
 /// Whether the section `name` runs: all of them, or those listed in `DSPEX_BENCH_ONLY`
-/// (comma-separated: `evaluate`, `bootstrap`, `mipro`, `gepa`).
+/// (comma-separated: `evaluate`, `evaluate_stream`, `bootstrap`, `mipro`, `gepa`).
 fn wanted(name: &str) -> bool {
     std::env::var("DSPEX_BENCH_ONLY").map_or(true, |only| only.split(',').any(|s| s.trim() == name))
 }
@@ -379,6 +454,48 @@ fn orchestrate(quick: bool) {
                 let cells = row_cells(v, base, n_eval, *c, latency);
                 println!("| {latency} ms | {side} | {c} | {cells} |");
             }
+        }
+    }
+    if wanted("evaluate_stream") {
+        let n = if quick { 100_000 } else { 1_000_000 };
+        let c = 64;
+        println!(
+            "\n### Evaluate::call_stream: {n} examples from a JSONL file, records to a results file, Predict(\"question -> answer\"), answer_exact_match, 0 ms latency, concurrency {c}\n"
+        );
+        println!(
+            "| mock server | LM histories | examples | wall | examples/s | peak RSS | dataset file | results file |"
+        );
+        println!("|---|---|---:|---:|---:|---:|---:|---:|");
+        for (label, url, history) in [
+            (
+                "own process (`dspex mock-lm`)",
+                fast_url.as_str(),
+                "default",
+            ),
+            (
+                "own process (`dspex mock-lm`)",
+                fast_url.as_str(),
+                "no_history",
+            ),
+            ("in the evaluating process", "inproc", "default"),
+            ("in the evaluating process", "inproc", "no_history"),
+        ] {
+            let v = rust_with("evaluate_stream", url, n, c, &[history]);
+            let history = if history == "default" {
+                "on (1,000 + 10,000 calls)"
+            } else {
+                "off"
+            };
+            let mb = |key: &str| v[key].as_f64().unwrap_or(0.0) / 1e6;
+            println!(
+                "| {label} | {history} | {} | {:.1} s | {:.0} | {:.1} MB | {:.0} MB | {:.0} MB |",
+                v["examples"],
+                f(&v, "wall_s"),
+                f(&v, "examples_per_s"),
+                f(&v, "peak_rss_mb"),
+                mb("dataset_bytes"),
+                mb("results_bytes"),
+            );
         }
     }
     if wanted("bootstrap") {

@@ -7,6 +7,10 @@
 //!   average score (a percentage, rounded as Python rounds) and an [`EvalRecord`] per example
 //!   (a failure keeps its typed cause, an [`EvalFailure`]), with DSPy's result table and CSV /
 //!   JSON exports (plus JSONL).
+//! - [`Evaluate::call_stream`] — the same over a stream of examples ([`jsonl_examples`] reads
+//!   a JSONL file) in bounded memory, each record appended to a results file as it finishes
+//!   ([`ResultsFile`]); a killed run restarted with [`ResultsFile::resume`] skips what was
+//!   recorded and ends with the result of an uninterrupted run ([`StreamedEvaluation`]).
 //! - [`Metric`] — how well a prediction answers an example (`metric_fn`, `metric_with_trace`,
 //!   `async_metric`, or an implementation).
 //! - Built-in metrics, DSPy's: [`answer_exact_match`] ([`AnswerExactMatch`], with `frac`),
@@ -22,8 +26,10 @@
 mod builtin;
 mod metric;
 mod result;
+pub(crate) mod results_file;
 mod runner;
 mod semantic;
+mod stream;
 
 pub use builtin::{
     AnswerExactMatch, AnswerF1, AnswerPassageMatch, MetricError, answer_exact_match,
@@ -37,6 +43,7 @@ pub use metric::{
 pub use result::{EvalFailure, EvalRecord, EvaluateError, EvaluationResult, ResultTable};
 pub use runner::{DEFAULT_NUM_THREADS, Evaluate};
 pub use semantic::{CompleteAndGrounded, SemanticF1};
+pub use stream::{ExampleItem, ResultsFile, StreamedEvaluation, jsonl_examples};
 
 use crate::error::Result;
 use crate::example::{Example, Prediction};

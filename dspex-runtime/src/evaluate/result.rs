@@ -36,6 +36,82 @@ pub enum EvaluateError {
         #[source]
         source: std::io::Error,
     },
+    /// A file of a streamed evaluation (its examples, its results) could not be opened or read.
+    #[error("cannot read {}: {source}", path.display())]
+    Read {
+        /// The file.
+        path: PathBuf,
+        /// Why.
+        #[source]
+        source: std::io::Error,
+    },
+    /// A line of a JSONL file of examples ([`jsonl_examples`](super::jsonl_examples)) is not a
+    /// JSON object (or not UTF-8). The evaluation stops: the examples in flight finish and are
+    /// recorded, then this is returned.
+    #[error("{}, line {line}: not an example (a JSON object per line): {message}", path.display())]
+    InputLine {
+        /// The file of examples.
+        path: PathBuf,
+        /// The line (1-based).
+        line: u64,
+        /// What is wrong with it.
+        message: String,
+    },
+    /// The stream of examples given to [`Evaluate::call_stream`](super::Evaluate::call_stream)
+    /// yielded an error in place of example `index`. The evaluation stops as for
+    /// [`InputLine`](Self::InputLine).
+    #[error("the stream of examples failed at example {index}: {source}")]
+    Source {
+        /// The position in the stream where the error came.
+        index: u64,
+        /// The stream's error.
+        #[source]
+        source: Box<dyn std::error::Error + Send + Sync>,
+    },
+    /// A line of a results file being resumed, other than a cut last line, is not a record.
+    /// (A cut last line — the run died writing it — is dropped and its example runs again.)
+    #[error(
+        "{}, line {line}: not an evaluation record ({message}); this file cannot be resumed: \
+         fix or remove that line, or start a new results file",
+        path.display()
+    )]
+    ResultsLine {
+        /// The results file.
+        path: PathBuf,
+        /// The line (1-based).
+        line: u64,
+        /// What is wrong with it.
+        message: String,
+    },
+    /// A results file being resumed records the same example twice.
+    #[error(
+        "{} records example {index} twice; this file cannot be resumed: remove one of them, \
+         or start a new results file",
+        path.display()
+    )]
+    DuplicateRecord {
+        /// The results file.
+        path: PathBuf,
+        /// The example's position in the stream.
+        index: u64,
+    },
+    /// The results file being resumed was written for other examples: the example at `index`
+    /// differs from the one recorded there (its content hash), or the file records an example
+    /// past the end of the stream. Resuming would mix two datasets' results, so nothing more
+    /// is run once this is found (the examples in flight finish and are recorded).
+    #[error(
+        "{} was written for another dataset: {reason}; resume it only with the examples it \
+         was written for, or start a new results file",
+        path.display()
+    )]
+    DatasetChanged {
+        /// The results file.
+        path: PathBuf,
+        /// The first example found to differ (or the recorded example past the end).
+        index: u64,
+        /// What differs.
+        reason: String,
+    },
 }
 
 impl From<EvaluateError> for Error {
@@ -487,7 +563,7 @@ fn write_file(path: &Path, text: &str) -> Result<(), EvaluateError> {
 }
 
 /// How many characters of an error a line of [`EvaluationResult::failure_report`] shows.
-const REPORT_ERROR_CHARS: usize = 200;
+pub(super) const REPORT_ERROR_CHARS: usize = 200;
 
 /// How many characters of an error the result table's error column shows.
 const TABLE_ERROR_CHARS: usize = 80;

@@ -22,7 +22,7 @@ pub const DEFAULT_NUM_THREADS: usize = 16;
 
 /// How many failures the report [`Evaluate`] writes to stderr lists (see
 /// [`Evaluate::report_failures`]).
-const REPORTED_FAILURES: usize = 5;
+pub(super) const REPORTED_FAILURES: usize = 5;
 
 type StopFn = Arc<dyn Fn() -> bool + Send + Sync>;
 
@@ -158,18 +158,18 @@ type StopFn = Arc<dyn Fn() -> bool + Send + Sync>;
 /// ```
 #[derive(Clone)]
 pub struct Evaluate {
-    devset: Arc<[Example]>,
-    metric: Arc<dyn Metric>,
-    num_threads: usize,
-    shared: Option<Arc<Semaphore>>,
-    failure_score: f64,
-    max_errors: Option<usize>,
-    display_progress: bool,
-    display_table: Option<usize>,
-    report_failures: bool,
-    stop: Option<StopFn>,
-    cancel: Option<CancelToken>,
-    callbacks: Callbacks,
+    pub(super) devset: Arc<[Example]>,
+    pub(super) metric: Arc<dyn Metric>,
+    pub(super) num_threads: usize,
+    pub(super) shared: Option<Arc<Semaphore>>,
+    pub(super) failure_score: f64,
+    pub(super) max_errors: Option<usize>,
+    pub(super) display_progress: bool,
+    pub(super) display_table: Option<usize>,
+    pub(super) report_failures: bool,
+    pub(super) stop: Option<StopFn>,
+    pub(super) cancel: Option<CancelToken>,
+    pub(super) callbacks: Callbacks,
 }
 
 impl std::fmt::Debug for Evaluate {
@@ -189,9 +189,9 @@ impl std::fmt::Debug for Evaluate {
 }
 
 /// How one example ended.
-struct Outcome {
-    prediction: Option<Prediction>,
-    score: Result<f64, EvalFailure>,
+pub(super) struct Outcome {
+    pub(super) prediction: Option<Prediction>,
+    pub(super) score: Result<f64, EvalFailure>,
 }
 
 impl Evaluate {
@@ -611,7 +611,7 @@ impl Evaluate {
 
 /// DSPy's log line, `Average Metric: {ncorrect} / {ntotal} ({round(100*ncorrect/ntotal, 1)}%)`,
 /// with `ncorrect` as Python prints the sum (an int when every score was a bool).
-fn average_metric_line(total: f64, n: usize, as_int: bool) -> String {
+pub(super) fn average_metric_line(total: f64, n: usize, as_int: bool) -> String {
     let shown = if as_int {
         format!("{total:.0}")
     } else {
@@ -633,7 +633,7 @@ fn progress_message(sum: f64, count: usize) -> String {
 }
 
 /// Runs the program and the metric on one example; errors and panics become the outcome.
-async fn run_one<P: ExampleProgram + ?Sized>(
+pub(super) async fn run_one<P: ExampleProgram + ?Sized>(
     program: &P,
     metric: &dyn Metric,
     example: &Example,

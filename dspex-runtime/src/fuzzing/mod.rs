@@ -13,6 +13,7 @@
 
 pub mod adapter;
 pub mod bridge;
+pub mod evaluate;
 pub mod index;
 pub mod mock;
 pub mod report;
@@ -50,6 +51,7 @@ pub const TARGETS: &[(&str, Target)] = &[
     ("bm25_open", index::bm25_open),
     ("embeddings_open", index::embeddings_open),
     ("report_log", report::report_log),
+    ("results_file", evaluate::results_file),
 ];
 
 /// The function of target `name`, if there is one.

@@ -172,6 +172,9 @@ pub fn all(fixtures: &Path) -> Result<Vec<(&'static str, Vec<u8>)>, String> {
     for seed in report_seeds() {
         add("report_log", seed);
     }
+    for seed in super::evaluate::seeds() {
+        add("results_file", seed);
+    }
     Ok(out)
 }
 
