@@ -440,16 +440,27 @@ impl Evaluate {
                 })
             },
         );
+        // The same span as an in-memory evaluation's (`dspex.evaluate`), without a known size.
         let span = tracing::info_span!(
-            "evaluate",
-            results = %results.path.display(),
-            metric = self.metric.name()
+            "dspex.evaluate",
+            otel.name = "evaluate",
+            dspex.evaluate.metric = self.metric.name(),
+            dspex.evaluate.results = %results.path.display(),
+            dspex.evaluate.examples = tracing::field::Empty,
+            dspex.score = tracing::field::Empty,
+            dspex.evaluate.errors = tracing::field::Empty,
         );
         let result = scope_current(
             observed.as_ref().map(Observed::id),
-            self.run_stream(program, examples, results).instrument(span),
+            self.run_stream(program, examples, results)
+                .instrument(span.clone()),
         )
         .await;
+        if let Ok(r) = &result {
+            span.record("dspex.evaluate.examples", r.n_examples as i64);
+            span.record("dspex.score", r.score);
+            span.record("dspex.evaluate.errors", r.n_errors as i64);
+        }
         if let Some(observed) = observed {
             observed.finish_with(
                 &result,
@@ -628,7 +639,11 @@ impl Evaluate {
                             None => None,
                         };
                         let outcome = run_one(program, metric, &example)
-                            .instrument(tracing::debug_span!("example", index))
+                            .instrument(tracing::info_span!(
+                                "dspex.evaluate.example",
+                                otel.name = "evaluate.example",
+                                dspex.example.index = index as i64
+                            ))
                             .await;
                         (index, hash, example, Some(outcome))
                     });
