@@ -403,60 +403,41 @@ impl LM {
         let s = &self.settings;
         let operation = self.operation();
         let (server, port) = crate::telemetry::server_address(&s.endpoint);
+        // One field list for both spans (a span's name must be a literal).
+        macro_rules! lm_span {
+            ($name:literal) => {
+                tracing::info_span!(
+                    $name,
+                    otel.name = %format_args!("{operation} {}", s.provider.model_id),
+                    otel.kind = "client",
+                    otel.status_code = tracing::field::Empty,
+                    gen_ai.operation.name = operation,
+                    gen_ai.provider.name = crate::telemetry::provider_name(s.provider.name),
+                    gen_ai.request.model = %s.provider.model_id,
+                    gen_ai.request.temperature = request.temperature,
+                    gen_ai.request.max_tokens = request.max_tokens.map(i64::from),
+                    gen_ai.response.model = tracing::field::Empty,
+                    gen_ai.usage.input_tokens = tracing::field::Empty,
+                    gen_ai.usage.output_tokens = tracing::field::Empty,
+                    gen_ai.input.messages = tracing::field::Empty,
+                    gen_ai.output.messages = tracing::field::Empty,
+                    server.address = server,
+                    server.port = port.map(i64::from),
+                    dspex.lm.model = %s.model,
+                    dspex.lm.endpoint = %s.endpoint,
+                    dspex.lm.served_by = tracing::field::Empty,
+                    dspex.cache.hit = tracing::field::Empty,
+                    dspex.lm.retries = 0i64,
+                    dspex.lm.latency_ms = tracing::field::Empty,
+                    dspex.lm.cost_usd = tracing::field::Empty,
+                    error.type = tracing::field::Empty,
+                )
+            };
+        }
         let span = if name == "lm.stream" {
-            tracing::info_span!(
-                "lm.stream",
-                otel.name = %format_args!("{operation} {}", s.provider.model_id),
-                otel.kind = "client",
-                otel.status_code = tracing::field::Empty,
-                gen_ai.operation.name = operation,
-                gen_ai.provider.name = crate::telemetry::provider_name(s.provider.name),
-                gen_ai.request.model = %s.provider.model_id,
-                gen_ai.request.temperature = request.temperature,
-                gen_ai.request.max_tokens = request.max_tokens.map(i64::from),
-                gen_ai.response.model = tracing::field::Empty,
-                gen_ai.usage.input_tokens = tracing::field::Empty,
-                gen_ai.usage.output_tokens = tracing::field::Empty,
-                gen_ai.input.messages = tracing::field::Empty,
-                gen_ai.output.messages = tracing::field::Empty,
-                server.address = server,
-                server.port = port.map(i64::from),
-                dspex.lm.model = %s.model,
-                dspex.lm.endpoint = %s.endpoint,
-                dspex.lm.served_by = tracing::field::Empty,
-                dspex.cache.hit = tracing::field::Empty,
-                dspex.lm.retries = 0i64,
-                dspex.lm.latency_ms = tracing::field::Empty,
-                dspex.lm.cost_usd = tracing::field::Empty,
-                error.type = tracing::field::Empty,
-            )
+            lm_span!("lm.stream")
         } else {
-            tracing::info_span!(
-                "lm.call",
-                otel.name = %format_args!("{operation} {}", s.provider.model_id),
-                otel.kind = "client",
-                otel.status_code = tracing::field::Empty,
-                gen_ai.operation.name = operation,
-                gen_ai.provider.name = crate::telemetry::provider_name(s.provider.name),
-                gen_ai.request.model = %s.provider.model_id,
-                gen_ai.request.temperature = request.temperature,
-                gen_ai.request.max_tokens = request.max_tokens.map(i64::from),
-                gen_ai.response.model = tracing::field::Empty,
-                gen_ai.usage.input_tokens = tracing::field::Empty,
-                gen_ai.usage.output_tokens = tracing::field::Empty,
-                gen_ai.input.messages = tracing::field::Empty,
-                gen_ai.output.messages = tracing::field::Empty,
-                server.address = server,
-                server.port = port.map(i64::from),
-                dspex.lm.model = %s.model,
-                dspex.lm.endpoint = %s.endpoint,
-                dspex.lm.served_by = tracing::field::Empty,
-                dspex.cache.hit = tracing::field::Empty,
-                dspex.lm.retries = 0i64,
-                dspex.lm.latency_ms = tracing::field::Empty,
-                dspex.lm.cost_usd = tracing::field::Empty,
-                error.type = tracing::field::Empty,
-            )
+            lm_span!("lm.call")
         };
         if crate::telemetry::capture_content() && !span.is_disabled() {
             span.record(

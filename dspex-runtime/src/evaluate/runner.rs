@@ -548,16 +548,7 @@ impl Evaluate {
         }
         // Python's `sum`, in dev-set order.
         let total: f64 = records.iter().fold(0.0, |acc, r| acc + r.score);
-        let score = if evaluated == 0 {
-            0.0
-        } else {
-            py_round(100.0 * total / evaluated as f64, 2)
-        };
-        if evaluated > 0 {
-            // DSPy's sum stays an int while every score is a bool (no failure score added).
-            let as_int = metric.returns_bool() && n_errors == 0;
-            tracing::info!("{}", average_metric_line(total, evaluated, as_int));
-        }
+        let score = overall_score(metric, total, evaluated, n_errors);
         let result = EvaluationResult {
             score,
             records,
@@ -678,6 +669,23 @@ fn panic_message(panic: &(dyn std::any::Any + Send)) -> String {
     } else {
         "(no message)".to_string()
     }
+}
+
+/// DSPy's overall score of `evaluated` examples whose scores sum to `total`:
+/// `round(100 * total / evaluated, 2)` (0 for none), after DSPy's "Average Metric" log line.
+pub(super) fn overall_score(
+    metric: &dyn Metric,
+    total: f64,
+    evaluated: usize,
+    n_errors: usize,
+) -> f64 {
+    if evaluated == 0 {
+        return 0.0;
+    }
+    // DSPy's sum stays an int while every score is a bool (no failure score added).
+    let as_int = metric.returns_bool() && n_errors == 0;
+    tracing::info!("{}", average_metric_line(total, evaluated, as_int));
+    py_round(100.0 * total / evaluated as f64, 2)
 }
 
 #[cfg(test)]

@@ -10,11 +10,11 @@ use super::results_file::{
     ExactSum, KEPT_FAILURES, ReadError, Recorded, Tail, example_hash, hash_hex, read_results,
     write_record,
 };
-use super::runner::{Evaluate, Outcome, average_metric_line, run_one};
+use super::runner::{Evaluate, Outcome, overall_score, run_one};
 use crate::callback::{ErrorKind, EventError, EventKind, Observed, scope_current};
 use crate::cancel::CancelToken;
 use crate::example::Example;
-use crate::pycompat::pyfmt::{py_float, py_round};
+use crate::pycompat::pyfmt::py_float;
 use futures_util::stream::{FuturesUnordered, Stream, StreamExt};
 use std::fmt;
 use std::io::Write as _;
@@ -671,15 +671,7 @@ impl Evaluate {
             }
         }
         let total = sum.value();
-        let score = if count == 0 {
-            0.0
-        } else {
-            py_round(100.0 * total / count as f64, 2)
-        };
-        if count > 0 {
-            let as_int = metric.returns_bool() && n_errors == 0;
-            tracing::info!("{}", average_metric_line(total, count, as_int));
-        }
+        let score = overall_score(metric, total, count, n_errors);
         let result = StreamedEvaluation {
             score,
             total,
@@ -791,18 +783,24 @@ mod tests {
             .report_failures(false)
     }
 
+    /// [`evaluate`] of `program` over the JSONL file `input` (input key `x`) into `results`.
+    async fn run(
+        program: &Doubler,
+        input: &Path,
+        results: ResultsFile,
+    ) -> Result<StreamedEvaluation, EvaluateError> {
+        evaluate()
+            .call_stream(program, jsonl_examples(input, ["x"]), results)
+            .await
+    }
+
     #[tokio::test]
     async fn a_stream_is_recorded_line_by_line() {
         let dir = tempfile::tempdir().unwrap();
         let input = data(dir.path(), 100);
         let out = dir.path().join("results.jsonl");
         let program = Doubler::default();
-        let r = evaluate()
-            .call_stream(
-                &program,
-                jsonl_examples(&input, ["x"]),
-                ResultsFile::create(&out),
-            )
+        let r = run(&program, &input, ResultsFile::create(&out))
             .await
             .unwrap();
         // 10 failures (x % 10 == 3, all odd), 25 wrong labels (x % 4 == 0): 65 right.
@@ -835,12 +833,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let input = data(dir.path(), 100);
         let out = dir.path().join("results.jsonl");
-        let full = evaluate()
-            .call_stream(
-                &Doubler::default(),
-                jsonl_examples(&input, ["x"]),
-                ResultsFile::create(&out),
-            )
+        let full = run(&Doubler::default(), &input, ResultsFile::create(&out))
             .await
             .unwrap();
         let text = std::fs::read_to_string(&out).unwrap();
@@ -850,12 +843,7 @@ mod tests {
         std::fs::write(&out, format!("{}\n{cut}", lines[..60].join("\n"))).unwrap();
 
         let program = Doubler::default();
-        let resumed = evaluate()
-            .call_stream(
-                &program,
-                jsonl_examples(&input, ["x"]),
-                ResultsFile::resume(&out),
-            )
+        let resumed = run(&program, &input, ResultsFile::resume(&out))
             .await
             .unwrap();
         assert_eq!((resumed.resumed, resumed.ran), (60, 40));
@@ -880,12 +868,7 @@ mod tests {
         let text = std::fs::read_to_string(&out).unwrap();
         std::fs::write(&out, text.trim_end()).unwrap();
         let program = Doubler::default();
-        let again = evaluate()
-            .call_stream(
-                &program,
-                jsonl_examples(&input, ["x"]),
-                ResultsFile::resume(&out),
-            )
+        let again = run(&program, &input, ResultsFile::resume(&out))
             .await
             .unwrap();
         assert_eq!(
@@ -901,12 +884,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let input = data(dir.path(), 10);
         let out = dir.path().join("results.jsonl");
-        evaluate()
-            .call_stream(
-                &Doubler::default(),
-                jsonl_examples(&input, ["x"]),
-                ResultsFile::create(&out),
-            )
+        run(&Doubler::default(), &input, ResultsFile::create(&out))
             .await
             .unwrap();
         let text = std::fs::read_to_string(&out).unwrap();
@@ -914,12 +892,7 @@ mod tests {
         lines[4] = "{\"index\": 4, \"hash\": \"zz\"";
         std::fs::write(&out, format!("{}\n", lines.join("\n"))).unwrap();
         let program = Doubler::default();
-        let err = evaluate()
-            .call_stream(
-                &program,
-                jsonl_examples(&input, ["x"]),
-                ResultsFile::resume(&out),
-            )
+        let err = run(&program, &input, ResultsFile::resume(&out))
             .await
             .unwrap_err();
         assert!(
@@ -935,12 +908,7 @@ mod tests {
 
         // The same example twice.
         std::fs::write(&out, format!("{}\n{}\n", text.trim_end(), lines[0])).unwrap();
-        let err = evaluate()
-            .call_stream(
-                &program,
-                jsonl_examples(&input, ["x"]),
-                ResultsFile::resume(&out),
-            )
+        let err = run(&program, &input, ResultsFile::resume(&out))
             .await
             .unwrap_err();
         assert!(
@@ -954,12 +922,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let input = data(dir.path(), 20);
         let out = dir.path().join("results.jsonl");
-        evaluate()
-            .call_stream(
-                &Doubler::default(),
-                jsonl_examples(&input, ["x"]),
-                ResultsFile::create(&out),
-            )
+        run(&Doubler::default(), &input, ResultsFile::create(&out))
             .await
             .unwrap();
         let before = std::fs::read_to_string(&out).unwrap();
@@ -1061,12 +1024,7 @@ mod tests {
         )
         .unwrap();
         let out = dir.path().join("results.jsonl");
-        let err = evaluate()
-            .call_stream(
-                &Doubler::default(),
-                jsonl_examples(&input, ["x"]),
-                ResultsFile::create(&out),
-            )
+        let err = run(&Doubler::default(), &input, ResultsFile::create(&out))
             .await
             .unwrap_err();
         assert!(
@@ -1143,12 +1101,7 @@ mod tests {
         assert!(stopped.stopped_early);
         assert_eq!((stopped.n_examples, stopped.n_errors), (14, 2));
         let program = Doubler::default();
-        let finished = evaluate()
-            .call_stream(
-                &program,
-                jsonl_examples(&input, ["x"]),
-                ResultsFile::resume(&out),
-            )
+        let finished = run(&program, &input, ResultsFile::resume(&out))
             .await
             .unwrap();
         assert!(!finished.stopped_early);
