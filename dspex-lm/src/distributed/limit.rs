@@ -17,7 +17,6 @@
 //! corrected afterwards as the local limit does.
 
 use super::{Conn, DEFAULT_OP_TIMEOUT, RedisConfigError, RedisUrl, short_hash};
-use std::fmt;
 use std::sync::LazyLock;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
@@ -72,7 +71,7 @@ return {1, wait}
 /// When Redis cannot be reached, calls go on under the local limits alone (counted in
 /// [`LimitStats::shared_errors`](crate::LimitStats::shared_errors), with a rate-limited
 /// warning).
-#[derive(Clone, PartialEq)]
+#[derive(Clone, PartialEq, Debug)]
 pub struct SharedRateLimit {
     pub(crate) url: RedisUrl,
     pub(crate) requests_per_second: Option<f64>,
@@ -80,19 +79,6 @@ pub struct SharedRateLimit {
     pub(crate) burst: u32,
     pub(crate) prefix: String,
     pub(crate) timeout: Duration,
-}
-
-impl fmt::Debug for SharedRateLimit {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("SharedRateLimit")
-            .field("url", &self.url)
-            .field("requests_per_second", &self.requests_per_second)
-            .field("tokens_per_minute", &self.tokens_per_minute)
-            .field("burst", &self.burst)
-            .field("prefix", &self.prefix)
-            .field("timeout", &self.timeout)
-            .finish()
-    }
 }
 
 impl SharedRateLimit {

@@ -54,7 +54,7 @@ const DEFAULT_POLL: Duration = Duration::from_millis(20);
 /// assert!(!format!("{config:?}").contains("secret"));
 /// # Ok::<(), dspex_lm::RedisConfigError>(())
 /// ```
-#[derive(Clone, PartialEq, Eq)]
+#[derive(Clone, PartialEq, Eq, Debug)]
 pub struct RedisConfig {
     pub(crate) url: RedisUrl,
     pub(crate) prefix: String,
@@ -64,21 +64,6 @@ pub struct RedisConfig {
     pub(crate) lease: Duration,
     pub(crate) poll: Duration,
     pub(crate) single_flight: bool,
-}
-
-impl fmt::Debug for RedisConfig {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("RedisConfig")
-            .field("url", &self.url)
-            .field("prefix", &self.prefix)
-            .field("ttl", &self.ttl)
-            .field("compress_above", &self.compress_above)
-            .field("timeout", &self.timeout)
-            .field("lease", &self.lease)
-            .field("poll", &self.poll)
-            .field("single_flight", &self.single_flight)
-            .finish()
-    }
 }
 
 impl RedisConfig {
