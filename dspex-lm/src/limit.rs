@@ -191,10 +191,14 @@ impl Limiter {
         })
     }
 
-    /// Corrects the token bucket once the real usage is known.
+    /// Corrects the token bucket (and the shared token limit) once the real usage is known.
     pub(crate) fn settle(&self, slot: &Slot, actual_tokens: u64) {
         if let Some(bucket) = &self.tokens {
             bucket.adjust(slot.reserved_tokens - actual_tokens as f64);
+        }
+        #[cfg(feature = "redis")]
+        if let Some(shared) = &self.shared {
+            shared.settle(slot.reserved_tokens, actual_tokens);
         }
     }
 }

@@ -945,3 +945,47 @@ async fn tls_with_a_private_ca_and_an_untrusted_server_is_an_outage() {
     lm.call(LmRequest::prompt("untrusted")).await.unwrap();
     assert!(lm.cache().unwrap().stats().redis_errors > 0);
 }
+
+#[tokio::test]
+async fn the_shared_token_limit_is_corrected_with_the_real_usage() {
+    let redis = RedisServer::start().expect("redis-server");
+    let server = MockLm::builder().start().await.expect("mock LM");
+    // 6,000 tokens a minute: 10 ms a token. The call reserves its estimate (the prompt's
+    // characters / 4 + max_tokens 1,000: about 10 s of the cell) and uses a few dozen.
+    let limit = SharedRateLimit::new(&redis.url())
+        .unwrap()
+        .tokens_per_minute(6_000);
+    let lm = LM::builder("openai/mock")
+        .api_base(server.api_base())
+        .api_key(KEY)
+        .cache(false)
+        .shared_rate_limit(limit)
+        .build()
+        .unwrap();
+    let mut request = LmRequest::prompt("How many tokens will this take?");
+    request.max_tokens = Some(1_000);
+    let response = lm.call(request).await.unwrap();
+    let used = response.usage.total_tokens;
+    assert!(used > 0 && used < 200, "{used}");
+    let mut raw = raw_client(&redis.url());
+    let cells: Vec<String> = redis::cmd("KEYS")
+        .arg("dspex:limit:*:tok")
+        .query(&mut raw)
+        .unwrap();
+    assert_eq!(cells.len(), 1, "{cells:?}");
+    // The correction runs off the call's path: wait for the cell to hold the real usage
+    // (about `used` × 10 ms ahead, plus the key's 1 s of slack), not the 10 s estimate.
+    let deadline = Instant::now() + Duration::from_secs(5);
+    loop {
+        let pttl: i64 = redis::cmd("PTTL").arg(&cells[0]).query(&mut raw).unwrap();
+        if pttl <= used as i64 * 10 + 1_100 {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the token cell still holds the estimate: {pttl} ms left for {used} tokens used"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert_eq!(lm.limit_stats().shared_errors, 0);
+}

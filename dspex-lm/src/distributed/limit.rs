@@ -13,8 +13,11 @@
 //! prefix `dspex:limit:`: every LM with the same endpoint(s) and key shares the limits, and
 //! neither the URL nor the key is stored in Redis (16 hex digits of a SHA-256 of each).
 //!
-//! Tokens are counted as the estimate made before the call (prompt estimate + `max_tokens`), not
-//! corrected afterwards as the local limit does.
+//! Tokens are reserved as the estimate made before the call (prompt estimate + `max_tokens`) and
+//! corrected once the call's real usage is known, as the local limit is: a second script moves
+//! the cell's arrival time back by what was reserved and not used (never before now: a slot that
+//! has passed is not given back) or forward by what was used beyond the estimate. The correction
+//! runs in a task of its own, off the call's path; when Redis fails it is skipped (counted).
 
 use super::{Conn, DEFAULT_OP_TIMEOUT, RedisConfigError, RedisUrl, short_hash};
 use std::sync::LazyLock;
@@ -46,6 +49,28 @@ if at > now then wait = math.ceil(at - now) end
 if max_wait >= 0 and wait > max_wait then return {0, wait} end
 redis.call('SET', KEYS[1], string.format('%.0f', new_tat), 'PX', math.ceil((new_tat - now) / 1000) + 1000)
 return {1, wait}
+",
+    )
+});
+
+/// Moves a cell's arrival time by `ARGV[1]` µs (the tokens used beyond the reservation, times
+/// the cell's interval; negative: given back), never before now. Nothing is given back to a
+/// cell that owes nothing.
+static ADJUST: LazyLock<redis::Script> = LazyLock::new(|| {
+    redis::Script::new(
+        r"
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000000 + tonumber(t[2])
+local delta = tonumber(ARGV[1])
+local tat = tonumber(redis.call('GET', KEYS[1]) or '0')
+if tat < now then
+  if delta <= 0 then return 0 end
+  tat = now
+end
+local new_tat = tat + delta
+if new_tat < now then new_tat = now end
+redis.call('SET', KEYS[1], string.format('%.0f', new_tat), 'PX', math.ceil((new_tat - now) / 1000) + 1000)
+return 1
 ",
     )
 });
@@ -156,7 +181,7 @@ struct Cell {
 /// The shared limits of one LM.
 #[derive(Debug)]
 pub(crate) struct SharedLimiter {
-    conn: Conn,
+    conn: std::sync::Arc<Conn>,
     requests: Option<Cell>,
     tokens: Option<Cell>,
     /// Calls that had to wait for a shared slot.
@@ -203,7 +228,7 @@ impl SharedLimiter {
             }),
         };
         Ok(SharedLimiter {
-            conn: Conn::new(limit.url.clone(), limit.timeout, "rate limit"),
+            conn: std::sync::Arc::new(Conn::new(limit.url.clone(), limit.timeout, "rate limit")),
             requests,
             tokens,
             waits: AtomicU64::new(0),
@@ -213,6 +238,26 @@ impl SharedLimiter {
     /// Failed Redis commands so far.
     pub(crate) fn errors(&self) -> u64 {
         self.conn.errors.load(Ordering::Relaxed)
+    }
+
+    /// Corrects the shared token cell once a call's real usage is known: `reserved` tokens were
+    /// taken, `actual` were used. Runs in a task of its own (nothing when there is no token
+    /// limit, no difference, or no runtime).
+    pub(crate) fn settle(&self, reserved: f64, actual: u64) {
+        let Some(cell) = &self.tokens else { return };
+        let delta_us = (actual as f64 - reserved) * cell.interval_us;
+        if delta_us.abs() < 1.0 {
+            return;
+        }
+        let Ok(runtime) = tokio::runtime::Handle::try_current() else {
+            return;
+        };
+        let conn = std::sync::Arc::clone(&self.conn);
+        let key = cell.key.clone();
+        runtime.spawn(async move {
+            // A failure is counted and logged by the connection; the reservation then stands.
+            let _: Result<i64, _> = conn.script(ADJUST.key(&key).arg(delta_us)).await;
+        });
     }
 
     /// Reserves a request and `tokens` tokens and waits for their slot. Fails with the wait that
