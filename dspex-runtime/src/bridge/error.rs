@@ -159,6 +159,27 @@ pub enum BridgeError {
         /// The last start or crash failure seen.
         last_failure: Option<String>,
     },
+    /// The pool's call breaker is open ([`CallBreaker`](super::CallBreaker)): too many recent
+    /// calls failed for pool reasons (crashes, timeouts, protocol errors), so new calls fail fast
+    /// until the cool-down ends and a probe call succeeds.
+    #[error(
+        "the pool's call breaker is open: {failed} of the last {calls} calls within {window:?} failed for pool reasons ({:.0}% > the {:.0}% threshold); {}",
+        *failed as f64 * 100.0 / (*calls).max(1) as f64,
+        threshold * 100.0,
+        if retry_in.is_zero() { "a probe call is under way".to_string() } else { format!("calls fail fast for another {retry_in:?}") }
+    )]
+    CallBreakerOpen {
+        /// Calls in the window that failed for pool reasons when the breaker opened.
+        failed: usize,
+        /// Calls in the window when it opened.
+        calls: usize,
+        /// The breaker's window.
+        window: Duration,
+        /// The failure rate above which it opens.
+        threshold: f64,
+        /// Until a probe call is let through (zero while a probe is under way).
+        retry_in: Duration,
+    },
     /// The pool is shutting down or was shut down.
     #[error("the Python worker pool is shut down")]
     ShutDown,

@@ -49,8 +49,8 @@ mod writer;
 
 pub use error::{BridgeError, WorkerRef};
 pub use pool::{
-    AffinityMode, LatencyHistogram, Pool, PoolBuilder, PoolStats, RequestOptions, RestartBreaker,
-    Session, ShutdownReport,
+    AffinityMode, CallBreaker, CallBreakerState, LatencyHistogram, Pool, PoolBuilder, PoolStats,
+    RequestOptions, RestartBreaker, Session, ShutdownReport,
 };
 pub use program::{BridgedModule, BridgedPredict, Optimization};
 pub use router::{

@@ -50,6 +50,8 @@ pub struct PoolBuilder {
     pub(super) stable_after: Duration,
     pub(super) breaker: RestartBreaker,
     pub(super) max_retries: u32,
+    pub(super) retry_backoff: (Duration, Duration),
+    pub(super) call_breaker: Option<CallBreaker>,
     pub(super) shutdown_grace: Duration,
     pub(super) term_grace: Duration,
     pub(super) idle_timeout: Duration,
@@ -96,6 +98,8 @@ impl Default for PoolBuilder {
             stable_after: Duration::from_secs(10),
             breaker: RestartBreaker::default(),
             max_retries: 2,
+            retry_backoff: (Duration::from_millis(50), Duration::from_secs(2)),
+            call_breaker: Some(CallBreaker::default()),
             shutdown_grace: Duration::from_secs(5),
             term_grace: Duration::from_secs(2),
             idle_timeout: Duration::from_secs(60),
@@ -273,10 +277,35 @@ impl PoolBuilder {
         self
     }
 
-    /// Retries of an idempotent call on another worker after its worker crashed (default 2).
+    /// Retries of an idempotent call on another worker after its worker crashed (default 2),
+    /// each after a backoff ([`retry_backoff`](Self::retry_backoff)).
     #[must_use]
     pub fn max_retries(mut self, n: u32) -> Self {
         self.max_retries = n;
+        self
+    }
+
+    /// The backoff before each retry of a call after its worker crashed: exponential with full
+    /// jitter, a delay drawn uniformly from `[0, min(cap, base · 2^(retry-1))]` (default
+    /// 50 ms … 2 s), so calls that lost their workers together do not all land on the
+    /// replacements at once. The call's timeout ([`call_timeout`](Self::call_timeout) or
+    /// [`RequestOptions::timeout`]) bounds the whole call, retries and backoff included: a retry
+    /// whose backoff would end past it is not made (the crash is returned), and each attempt gets
+    /// only the time left.
+    #[must_use]
+    pub fn retry_backoff(mut self, base: Duration, cap: Duration) -> Self {
+        self.retry_backoff = (base, cap.max(base));
+        self
+    }
+
+    /// The breaker on the pool's call error rate (default on, [`CallBreaker::default`]: more
+    /// than 50 % of at least 20 of the last 100 calls within 60 s failed for pool reasons →
+    /// calls fail fast with [`BridgeError::CallBreakerOpen`] for 10 s, then one probe call).
+    /// `None` turns it off. Its state is in [`PoolStats::call_breaker`]; see [`CallBreaker`] for
+    /// which errors count.
+    #[must_use]
+    pub fn call_breaker(mut self, breaker: Option<CallBreaker>) -> Self {
+        self.call_breaker = breaker;
         self
     }
 
@@ -384,12 +413,14 @@ impl PoolBuilder {
         };
         let worker_config = Arc::new(worker_config);
         let min = self.min_workers;
+        let call_breaker = self.call_breaker.map(|c| Mutex::new(Breaker::new(c)));
         let shared = Arc::new_cyclic(|weak| Shared {
             weak: weak.clone(),
             worker_config,
             fork_server,
             config: self,
             state: Mutex::new(State::default()),
+            call_breaker,
             counters: Counters::default(),
             request_ids: Arc::new(AtomicU64::new(1)),
             next_worker: AtomicU64::new(1),
