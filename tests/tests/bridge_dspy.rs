@@ -219,3 +219,143 @@ async fn signature_instructions_and_field_descriptions_reach_dspy() {
     })
     .await;
 }
+
+/// An LM that never answers: a call served by it hangs until its timeout.
+struct HangingLm;
+
+impl dspex::lm::LanguageModel for HangingLm {
+    fn model(&self) -> &str {
+        "hanging"
+    }
+
+    fn call(
+        &self,
+        _request: dspex::lm::LmRequest,
+    ) -> futures_util::future::BoxFuture<'_, Result<dspex::lm::LmResponse, dspex::lm::LmError>>
+    {
+        Box::pin(std::future::pending())
+    }
+}
+
+/// The call breaker with the real worker: calls that time out (their LM never answers, so each
+/// worker is killed and replaced) push the pool's call error rate over the threshold; the breaker
+/// opens and the next call fails fast, typed, without reaching a worker; after the cool-down a
+/// probe call goes through, succeeds, and closes the breaker.
+#[tokio::test]
+async fn the_call_breaker_opens_on_failing_calls_and_a_probe_closes_it() {
+    use dspex::bridge::protocol::Op;
+    use dspex::bridge::{CallBreaker, CallBreakerState, RequestOptions};
+    use std::sync::Arc;
+    use std::time::Duration;
+    let python = venv_python();
+    within(240, async {
+        let server = MockLm::builder().start().await.expect("the mock LM starts");
+        let cooldown = Duration::from_secs(2);
+        let pool = pool(python)
+            .fork_server(true)
+            .restart_backoff(Duration::from_millis(5), Duration::from_millis(50))
+            .call_breaker(Some(CallBreaker {
+                window: Duration::from_secs(120),
+                max_calls: 10,
+                min_calls: 3,
+                failure_rate: 0.5,
+                cooldown,
+            }))
+            .init(Op::Create {
+                module: "Predict".into(),
+                signature: "question -> answer".into(),
+                instructions: None,
+                fields: Map::new(),
+                kwargs: Map::new(),
+                session: None,
+            })
+            .build()
+            .await
+            .expect("the pool starts");
+        let call = |lm: Arc<dyn dspex::lm::LanguageModel>, timeout: Duration| {
+            let pool = pool.clone();
+            async move {
+                let mut inputs = Map::new();
+                inputs.insert("question".into(), json!("What is 2 + 2?"));
+                pool.request_with(
+                    Op::Call {
+                        object: "o1".into(),
+                        inputs,
+                    },
+                    RequestOptions::new().lm(lm).timeout(timeout),
+                )
+                .await
+            }
+        };
+        let hanging: Arc<dyn dspex::lm::LanguageModel> = Arc::new(HangingLm);
+        let good: Arc<dyn dspex::lm::LanguageModel> = Arc::new(lm(&server));
+
+        for n in 0..3 {
+            assert_eq!(
+                pool.stats().call_breaker,
+                CallBreakerState::Closed,
+                "call {n}"
+            );
+            let err = call(hanging.clone(), Duration::from_secs(1))
+                .await
+                .unwrap_err();
+            assert!(matches!(err, BridgeError::Timeout { .. }), "{err:?}");
+        }
+        let stats = pool.stats();
+        assert!(
+            matches!(stats.call_breaker, CallBreakerState::Open { .. }),
+            "{stats:#?}"
+        );
+        assert_eq!(stats.call_failure_rate, 1.0);
+
+        // Open: a call fails fast, typed, naming the rate and the window; no LM call is made.
+        let err = call(good.clone(), Duration::from_secs(60))
+            .await
+            .unwrap_err();
+        match &err {
+            BridgeError::CallBreakerOpen {
+                failed,
+                calls,
+                window,
+                ..
+            } => {
+                assert_eq!((*failed, *calls), (3, 3));
+                assert_eq!(*window, Duration::from_secs(120));
+            }
+            other => panic!("expected CallBreakerOpen, got {other:?}"),
+        }
+        let message = err.to_string();
+        assert!(
+            message.contains("3 of the last 3 calls within 120s") && message.contains("100%"),
+            "{message}"
+        );
+        assert_eq!(server.stats().requests_to("/v1/chat/completions"), 0);
+        assert_eq!(pool.stats().breaker_rejections, 1);
+
+        // After the cool-down the breaker is half-open; a probe succeeds and closes it.
+        tokio::time::sleep(cooldown).await;
+        let mut waited = Duration::ZERO;
+        while !matches!(
+            pool.stats().call_breaker,
+            CallBreakerState::HalfOpen { probing: false }
+        ) {
+            assert!(waited < Duration::from_secs(30), "{:#?}", pool.stats());
+            tokio::time::sleep(Duration::from_millis(50)).await;
+            waited += Duration::from_millis(50);
+        }
+        let out = call(good.clone(), Duration::from_secs(60))
+            .await
+            .expect("the probe call succeeds");
+        assert!(out["outputs"]["answer"].is_string(), "{out}");
+        let stats = pool.stats();
+        assert_eq!(stats.call_breaker, CallBreakerState::Closed, "{stats:#?}");
+        assert_eq!(stats.call_failure_rate, 0.0);
+        assert_eq!(stats.timeouts, 3);
+        assert_eq!(server.stats().requests_to("/v1/chat/completions"), 1);
+        call(good, Duration::from_secs(60))
+            .await
+            .expect("calls go through again");
+        pool.shutdown().await;
+    })
+    .await;
+}

@@ -5,8 +5,10 @@
 //!   taking traffic only after its `ready` handshake (and the init operations, such as
 //!   `configure`); checkout with a bounded queue and a timeout; heartbeats; a per-call timeout
 //!   that kills and replaces a hung worker; crash detection on process exit or end of stdout, with
-//!   retries of idempotent calls on another worker; replacement with exponential backoff and a
-//!   restart breaker; graceful [`shutdown`](Pool::shutdown); [`stats`](Pool::stats).
+//!   retries of idempotent calls on another worker after a jittered backoff
+//!   ([`PoolBuilder::retry_backoff`]); replacement with exponential backoff and a restart breaker;
+//!   a breaker on the call error rate ([`CallBreaker`]) that fails calls fast while most fail for
+//!   pool reasons; graceful [`shutdown`](Pool::shutdown); [`stats`](Pool::stats).
 //! - A fork server ([`PoolBuilder::fork_server`]): DSPy imported once, workers forked from it,
 //!   so a replacement is ready in a fraction of the time of a fresh `import dspy`.
 //! - [`Session`] and [`AffinityMode`] — calls that share objects run on one worker.
