@@ -68,6 +68,8 @@ def parse_args(argv):
     parser = argparse.ArgumentParser(prog="python -m dspex_worker", description="A dspex bridge worker.")
     parser.add_argument("--eager-import", action="store_true", help="import dspy before the ready frame")
     parser.add_argument("--memory-mb", type=int, default=None, help="RLIMIT_AS in MiB")
+    parser.add_argument("--cpu-seconds", type=int, default=None,
+                        help="CPU seconds each operation may use (RLIMIT_CPU, armed per operation)")
     parser.add_argument("--fork-from", metavar="NAME", default=None,
                         help="have the fork server NAME fork this worker (falls back to a normal start)")
     parser.add_argument("--fork-server", metavar="NAME", default=None,
@@ -96,7 +98,8 @@ def main(argv=None):
     if args.fork_server is not None:
         from . import forkserver
 
-        forkserver.serve(args.fork_server, in_fd, out_fd, memory_mb=args.memory_mb)
+        forkserver.serve(args.fork_server, in_fd, out_fd, memory_mb=args.memory_mb,
+                         cpu_seconds=args.cpu_seconds)
     if args.fork_from is not None:
         from . import forkserver
 
@@ -114,12 +117,16 @@ def main(argv=None):
             os._exit(2)
 
     from . import ops
-    from .worker import Worker
+    from .worker import Worker, check_cpu_limit
 
-    if args.eager_import:
+    if args.cpu_seconds is not None and not check_cpu_limit(args.cpu_seconds):
+        os._exit(2)
+    if args.eager_import or args.cpu_seconds is not None:
+        # With a CPU limit, DSPy's import (a second or more of CPU) must not count against the
+        # first operation's budget.
         ops.import_dspy()
     reader = open(in_fd, "rb", buffering=1 << 16)  # noqa: SIM115
-    worker = Worker(reader, out_fd, dspy_version=ops.dspy_version())
+    worker = Worker(reader, out_fd, dspy_version=ops.dspy_version(), cpu_seconds=args.cpu_seconds)
     worker.run()
 
 

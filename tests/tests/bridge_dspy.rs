@@ -359,3 +359,92 @@ async fn the_call_breaker_opens_on_failing_calls_and_a_probe_closes_it() {
     })
     .await;
 }
+
+/// The CPU limit with the real worker: ordinary operations (the init `configure`, a `create`) run
+/// under a 1 s per-operation limit; an operation that spins (a `create` whose tool's module loops
+/// forever at import) is killed by SIGXCPU, fails typed naming the limit, is not retried, and the
+/// worker is replaced.
+#[tokio::test]
+async fn a_call_past_the_cpu_limit_fails_typed_and_its_worker_is_replaced() {
+    cpu_limit_case(false).await;
+}
+
+/// The same with workers forked from a fork server: the limit reaches the forked children.
+#[tokio::test]
+async fn the_cpu_limit_holds_for_workers_forked_from_the_fork_server() {
+    cpu_limit_case(true).await;
+}
+
+async fn cpu_limit_case(fork_server: bool) {
+    use dspex::bridge::WorkerState;
+    use dspex::bridge::protocol::Op;
+    use std::time::Duration;
+    let python = venv_python();
+    let helpers = std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("python");
+    within(240, async {
+        let pool = pool(python)
+            .fork_server(fork_server)
+            .cpu_seconds(1)
+            .env("PYTHONPATH", helpers.to_string_lossy())
+            .restart_backoff(Duration::from_millis(5), Duration::from_millis(50))
+            .build()
+            .await
+            .expect("the pool starts: init operations run under the limit");
+        let create = |tools: Option<&str>| Op::Create {
+            module: "Predict".into(),
+            signature: "question -> answer".into(),
+            instructions: None,
+            fields: Map::new(),
+            kwargs: tools
+                .map(|t| {
+                    let mut m = Map::new();
+                    m.insert("tools".into(), json!([t]));
+                    m
+                })
+                .unwrap_or_default(),
+            session: None,
+        };
+        pool.request(create(None))
+            .await
+            .expect("an ordinary create stays within the limit");
+        let victim = pool.worker_pids()[0];
+
+        let err = pool
+            .request(create(Some("dspex_cpu_spin:spin")))
+            .await
+            .unwrap_err();
+        match &err {
+            BridgeError::CpuLimitExceeded {
+                worker,
+                op,
+                seconds,
+                ..
+            } => {
+                assert_eq!(worker.pid, victim);
+                assert_eq!(*op, "create");
+                assert_eq!(*seconds, 1);
+            }
+            other => panic!("expected CpuLimitExceeded, got {other:?}"),
+        }
+        let message = err.to_string();
+        assert!(
+            message.contains("CPU limit of 1 s") && message.contains("SIGXCPU"),
+            "{message}"
+        );
+
+        // Replaced: a new worker answers, and the stats tell what happened.
+        pool.ping().await.expect("a replacement worker answers");
+        let stats = pool.stats();
+        assert!(!pool.worker_pids().contains(&victim));
+        assert_eq!(stats.cpu_limit_kills, 1, "{stats:#?}");
+        assert_eq!(stats.retries, 0, "{stats:#?}");
+        let gone = stats
+            .recently_gone
+            .iter()
+            .find(|w| w.worker.pid == victim)
+            .expect("the killed worker is listed");
+        assert_eq!(gone.state, WorkerState::Failed);
+        pool.shutdown().await;
+    })
+    .await;
+}

@@ -88,6 +88,24 @@ pub enum BridgeError {
         /// The last lines the worker wrote to stderr.
         stderr: Vec<String>,
     },
+    /// The call used more CPU time than the pool's per-operation limit
+    /// ([`PoolBuilder::cpu_seconds`](super::PoolBuilder::cpu_seconds)): the kernel killed its
+    /// worker with SIGXCPU, and the pool is replacing it. Not retried: the call itself spent the
+    /// budget.
+    #[error(
+        "`{op}` on {worker} exceeded the pool's CPU limit of {seconds} s (RLIMIT_CPU): the worker was killed by SIGXCPU and is being replaced{}",
+        stderr_tail(stderr)
+    )]
+    CpuLimitExceeded {
+        /// The worker.
+        worker: WorkerRef,
+        /// The operation.
+        op: &'static str,
+        /// The limit, in CPU seconds per operation.
+        seconds: u64,
+        /// The last lines the worker wrote to stderr.
+        stderr: Vec<String>,
+    },
     /// Python raised: the operation failed inside the worker (the worker lives on).
     #[error("`{op}` on {worker} raised {error}")]
     Remote {
@@ -193,6 +211,7 @@ impl BridgeError {
             | BridgeError::ProtocolVersion { worker, .. }
             | BridgeError::Timeout { worker, .. }
             | BridgeError::WorkerCrashed { worker, .. }
+            | BridgeError::CpuLimitExceeded { worker, .. }
             | BridgeError::Remote { worker, .. }
             | BridgeError::BadResult { worker, .. }
             | BridgeError::SessionLost { worker, .. }

@@ -9,6 +9,9 @@
 //!   ([`PoolBuilder::retry_backoff`]); replacement with exponential backoff and a restart breaker;
 //!   a breaker on the call error rate ([`CallBreaker`]) that fails calls fast while most fail for
 //!   pool reasons; graceful [`shutdown`](Pool::shutdown); [`stats`](Pool::stats).
+//! - Limits per worker: address space ([`PoolBuilder::memory_mb`]) and CPU time per operation
+//!   ([`PoolBuilder::cpu_seconds`]; a call past it fails with
+//!   [`CpuLimitExceeded`](BridgeError::CpuLimitExceeded) and its worker is replaced).
 //! - A fork server ([`PoolBuilder::fork_server`]): DSPy imported once, workers forked from it,
 //!   so a replacement is ready in a fraction of the time of a fresh `import dspy`.
 //! - [`Session`] and [`AffinityMode`] — calls that share objects run on one worker.
@@ -38,7 +41,7 @@
 //! `libc::killpg`), then the child itself.
 //!
 //! # Not yet
-//! MessagePack frames, CPU limits.
+//! MessagePack frames.
 
 mod error;
 mod forkserver;

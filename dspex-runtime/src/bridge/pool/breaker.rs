@@ -14,8 +14,9 @@ use std::time::{Duration, Instant};
 /// through (the others still fail fast); if the probe does not fail for a pool reason the
 /// breaker closes (with an empty window), else it opens again for another `cooldown`.
 ///
-/// Pool reasons ([`counts_as_pool_failure`]): [`WorkerCrashed`](BridgeError::WorkerCrashed)
-/// (after its retries), [`Timeout`](BridgeError::Timeout), [`Protocol`](BridgeError::Protocol)
+/// Pool reasons: [`WorkerCrashed`](BridgeError::WorkerCrashed)
+/// (after its retries), [`Timeout`](BridgeError::Timeout),
+/// [`CpuLimitExceeded`](BridgeError::CpuLimitExceeded) (each costs a worker, like a timeout), [`Protocol`](BridgeError::Protocol)
 /// and [`BadResult`](BridgeError::BadResult). Not counted, as failures or at all:
 /// [`Remote`](BridgeError::Remote) (Python raised in user code: that is the call's answer, and the
 /// worker lives on; it counts as a success), and errors of load or usage that never reached a
@@ -73,6 +74,7 @@ pub enum CallBreakerState {
 pub(crate) fn counts_as_pool_failure(e: &BridgeError) -> Option<bool> {
     match e {
         BridgeError::WorkerCrashed { .. }
+        | BridgeError::CpuLimitExceeded { .. }
         | BridgeError::Timeout { .. }
         | BridgeError::Protocol { .. }
         | BridgeError::BadResult { .. } => Some(true),

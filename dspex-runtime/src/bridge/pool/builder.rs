@@ -32,6 +32,7 @@ pub struct PoolBuilder {
     pub(super) worker_args: Vec<OsString>,
     pub(super) eager_import: bool,
     pub(super) memory_mb: Option<u64>,
+    pub(super) cpu_seconds: Option<u64>,
     pub(super) extra_args: Vec<OsString>,
     pub(super) env_allow: Vec<String>,
     pub(super) env: Vec<(String, String)>,
@@ -80,6 +81,7 @@ impl Default for PoolBuilder {
             worker_args: vec!["-m".into(), "dspex_worker".into()],
             eager_import: false,
             memory_mb: None,
+            cpu_seconds: None,
             extra_args: Vec::new(),
             env_allow: DEFAULT_ENV_ALLOW.iter().map(|s| s.to_string()).collect(),
             env: Vec::new(),
@@ -138,6 +140,26 @@ impl PoolBuilder {
     #[must_use]
     pub fn memory_mb(mut self, mb: u64) -> Self {
         self.memory_mb = Some(mb);
+        self
+    }
+
+    /// `--cpu-seconds N`: the CPU time each operation may use in its worker (default: no limit).
+    ///
+    /// The worker sets its soft RLIMIT_CPU to the CPU time it has used so far plus `n` before
+    /// each operation (all its threads count, and the LM calls it waits on do not: waiting costs
+    /// no CPU). An operation past it gets SIGXCPU from the kernel, which kills the worker; the
+    /// pool replaces it and the call fails with [`BridgeError::CpuLimitExceeded`] (not retried:
+    /// the call spent the budget, and would spend it again). It is a per-operation budget rather
+    /// than RLIMIT_CPU's lifetime total, so a long-lived worker is not killed by the sum of many
+    /// short calls. With a limit the worker imports DSPy before `ready` (as with
+    /// [`eager_import`](Self::eager_import)), so the import does not count against the first
+    /// operation; it also sets RLIMIT_CORE to 0 (SIGXCPU would dump core). Needs an unlimited
+    /// hard RLIMIT_CPU in the pool's process (the usual case): else the worker fails its start.
+    /// Python code could catch or ignore SIGXCPU: this bounds runaway computation, it is not a
+    /// defence against hostile code.
+    #[must_use]
+    pub fn cpu_seconds(mut self, n: u64) -> Self {
+        self.cpu_seconds = Some(n.max(1));
         self
     }
 
@@ -379,6 +401,10 @@ impl PoolBuilder {
             args.push("--memory-mb".into());
             args.push(mb.to_string().into());
         }
+        if let Some(seconds) = self.cpu_seconds {
+            args.push("--cpu-seconds".into());
+            args.push(seconds.to_string().into());
+        }
         args.extend(self.extra_args.iter().cloned());
         WorkerConfig {
             program: self.python.clone(),
@@ -403,8 +429,13 @@ impl PoolBuilder {
     pub async fn build(self) -> Result<Pool, BridgeError> {
         let mut worker_config = self.worker_config();
         let fork_server = if self.fork_server {
-            let server =
-                ForkServer::start(&worker_config, &self.worker_args, self.memory_mb).await?;
+            let server = ForkServer::start(
+                &worker_config,
+                &self.worker_args,
+                self.memory_mb,
+                self.cpu_seconds,
+            )
+            .await?;
             worker_config.args.push("--fork-from".into());
             worker_config.args.push(server.name().into());
             Some(server)

@@ -17,7 +17,8 @@ use super::forkserver::ForkServer;
 use super::protocol::{CreateResult, Op};
 use super::router::SignatureArg;
 use super::worker::{
-    DEFAULT_ENV_ALLOW, LeaseEnd, Worker, WorkerConfig, WorkerHooks, WorkerInfo, WorkerState,
+    DEFAULT_ENV_ALLOW, LeaseEnd, SIGXCPU_REASON, Worker, WorkerConfig, WorkerHooks, WorkerInfo,
+    WorkerState,
 };
 use crate::flag;
 use crate::lm::LanguageModel;
@@ -807,6 +808,47 @@ impl Shared {
         dspex_lm::telemetry::record_pool(busy, size);
     }
 
+    /// A crash of a worker killed by SIGXCPU, with a CPU limit set, as
+    /// [`BridgeError::CpuLimitExceeded`]. The crash may be seen (stdout closed) a moment before
+    /// the exit status: wait for it briefly.
+    async fn cpu_limit_error(
+        &self,
+        worker: &Arc<Worker>,
+        result: Result<Value, BridgeError>,
+    ) -> Result<Value, BridgeError> {
+        let Some(seconds) = self.config.cpu_seconds else {
+            return result;
+        };
+        match result {
+            Err(BridgeError::WorkerCrashed {
+                worker: wref,
+                op,
+                reason,
+                stderr,
+            }) => {
+                worker.wait_exit(Duration::from_secs(2)).await;
+                if reason == SIGXCPU_REASON
+                    || worker.exit_description().as_deref() == Some(SIGXCPU_REASON)
+                {
+                    Err(BridgeError::CpuLimitExceeded {
+                        worker: wref,
+                        op,
+                        seconds,
+                        stderr,
+                    })
+                } else {
+                    Err(BridgeError::WorkerCrashed {
+                        worker: wref,
+                        op,
+                        reason,
+                        stderr,
+                    })
+                }
+            }
+            result => result,
+        }
+    }
+
     /// Asks the call breaker to let a call through: `Some` guard for the half-open breaker's
     /// probe, whose outcome it reports.
     fn admit_call(self: &Arc<Self>, now: Instant) -> Result<Option<Probe>, BridgeError> {
@@ -860,6 +902,7 @@ impl Shared {
             let left = deadline.saturating_duration_since(now);
             let result = worker.request(op, true, Some(left), lm).await;
             drop(lease);
+            let result = self.cpu_limit_error(&worker, result).await;
             match result {
                 Err(BridgeError::WorkerCrashed { ref reason, .. })
                     if may_retry && attempt < self.config.max_retries =>
@@ -923,6 +966,7 @@ impl Shared {
                     BridgeError::Remote { .. } => inc(&c.remote_errors),
                     BridgeError::Timeout { .. } => inc(&c.timeouts),
                     BridgeError::WorkerCrashed { .. } => inc(&c.crashes),
+                    BridgeError::CpuLimitExceeded { .. } => inc(&c.cpu_limit_kills),
                     BridgeError::PoolSaturated { .. } => inc(&c.saturated),
                     BridgeError::CheckoutTimeout { .. } => inc(&c.checkout_timeouts),
                     BridgeError::SessionLost { .. } => inc(&c.sessions_lost),
@@ -1246,6 +1290,7 @@ impl Pool {
                 })
                 .unwrap_or_default(),
             breaker_rejections: get(&c.breaker_rejections),
+            cpu_limit_kills: get(&c.cpu_limit_kills),
             last_failure: st.last_failure.clone(),
             latency: c.latency.snapshot(),
             recently_gone: st.gone.iter().cloned().collect(),

@@ -93,6 +93,7 @@ pub(super) struct Counters {
     pub(super) crashes: AtomicU64,
     pub(super) retries: AtomicU64,
     pub(super) breaker_rejections: AtomicU64,
+    pub(super) cpu_limit_kills: AtomicU64,
     pub(super) saturated: AtomicU64,
     pub(super) checkout_timeouts: AtomicU64,
     pub(super) sessions_lost: AtomicU64,
@@ -139,6 +140,8 @@ pub struct PoolStats {
     pub timeouts: u64,
     /// … of which failed because their worker crashed (after retries).
     pub crashes: u64,
+    /// … of which used more CPU time than the limit ([`PoolBuilder::cpu_seconds`](super::PoolBuilder::cpu_seconds)).
+    pub cpu_limit_kills: u64,
     /// … of which found the pool saturated.
     pub saturated: u64,
     /// … of which waited past the checkout timeout.
