@@ -448,3 +448,71 @@ async fn cpu_limit_case(fork_server: bool) {
     })
     .await;
 }
+
+/// `no_network` with the real worker, on this machine, where unprivileged user namespaces work:
+/// the pool starts; code in a worker cannot reach a TCP listener on the host's loopback (which a
+/// worker without the option reaches); DSPy's LM calls still come back over the bridge. Plain and
+/// forked workers.
+#[tokio::test]
+async fn no_network_workers_reach_no_network_but_their_lm_calls_work() {
+    use dspex::bridge::protocol::Op;
+    let python = venv_python();
+    let helpers = std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("python");
+    within(240, async {
+        let server = MockLm::builder().start().await.expect("the mock LM starts");
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("a local listener");
+        let addr = listener.local_addr().unwrap().to_string();
+        let probe = Op::Create {
+            module: "Predict".into(),
+            signature: "question -> answer".into(),
+            instructions: None,
+            fields: Map::new(),
+            kwargs: {
+                let mut m = Map::new();
+                m.insert("tools".into(), json!(["dspex_net_probe:probe"]));
+                m
+            },
+            session: None,
+        };
+        for (no_network, fork_server) in [(false, false), (true, false), (true, true)] {
+            let pool = pool(python.clone())
+                .no_network(no_network)
+                .fork_server(fork_server)
+                .env("PYTHONPATH", helpers.to_string_lossy())
+                .env("DSPEX_NET_PROBE_ADDR", addr.clone())
+                .build()
+                .await
+                .unwrap_or_else(|e| panic!("the pool starts (no_network {no_network}): {e}"));
+            let err = pool.request(probe.clone()).await.unwrap_err();
+            let message = err.remote().map(|r| r.message.clone()).unwrap_or_default();
+            if no_network {
+                assert!(
+                    message.contains("NET-PROBE: unreachable"),
+                    "fork server {fork_server}: {err}"
+                );
+            } else {
+                assert!(message.contains("NET-PROBE: connected"), "{err}");
+            }
+            // LM calls go over the pipes, not the network.
+            let lm = lm(&server);
+            let answer = with_settings(Settings::new().lm(lm), async {
+                let predict = BridgedModule::<Question, serde_json::Value>::create(
+                    &pool,
+                    "Predict",
+                    "question -> answer",
+                )
+                .await?;
+                predict
+                    .forward(Question {
+                        question: "What is 2 + 2?".into(),
+                    })
+                    .await
+            })
+            .await
+            .expect("a bridged Predict answers through the pool's LM");
+            assert!(answer["answer"].is_string(), "{answer}");
+            pool.shutdown().await;
+        }
+    })
+    .await;
+}

@@ -198,6 +198,16 @@ pub enum BridgeError {
         /// Until a probe call is let through (zero while a probe is under way).
         retry_in: Duration,
     },
+    /// [`PoolBuilder::no_network`](super::PoolBuilder::no_network) was asked for, but the workers
+    /// cannot be put in a network namespace of their own here (at pool start; the pool never
+    /// runs workers with the network they were asked not to have).
+    #[error(
+        "no_network: the workers cannot be isolated from the network here: {message}; it needs unprivileged user namespaces (sysctl user.max_user_namespaces > 0, kernel.unprivileged_userns_clone = 1 where it exists, and no seccomp/AppArmor profile forbidding unshare, as Docker's default one does)"
+    )]
+    NetworkIsolation {
+        /// What the worker said (its stderr, or how it exited).
+        message: String,
+    },
     /// The pool is shutting down or was shut down.
     #[error("the Python worker pool is shut down")]
     ShutDown,

@@ -11,7 +11,9 @@
 //!   pool reasons; graceful [`shutdown`](Pool::shutdown); [`stats`](Pool::stats).
 //! - Limits per worker: address space ([`PoolBuilder::memory_mb`]) and CPU time per operation
 //!   ([`PoolBuilder::cpu_seconds`]; a call past it fails with
-//!   [`CpuLimitExceeded`](BridgeError::CpuLimitExceeded) and its worker is replaced).
+//!   [`CpuLimitExceeded`](BridgeError::CpuLimitExceeded) and its worker is replaced); no network
+//!   ([`PoolBuilder::no_network`], a network namespace per worker, checked at start:
+//!   [`NetworkIsolation`](BridgeError::NetworkIsolation) where the OS refuses).
 //! - A fork server ([`PoolBuilder::fork_server`]): DSPy imported once, workers forked from it,
 //!   so a replacement is ready in a fraction of the time of a fresh `import dspy`.
 //! - [`Session`] and [`AffinityMode`] — calls that share objects run on one worker.

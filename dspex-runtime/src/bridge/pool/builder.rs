@@ -33,6 +33,7 @@ pub struct PoolBuilder {
     pub(super) eager_import: bool,
     pub(super) memory_mb: Option<u64>,
     pub(super) cpu_seconds: Option<u64>,
+    pub(super) no_network: bool,
     pub(super) extra_args: Vec<OsString>,
     pub(super) env_allow: Vec<String>,
     pub(super) env: Vec<(String, String)>,
@@ -82,6 +83,7 @@ impl Default for PoolBuilder {
             eager_import: false,
             memory_mb: None,
             cpu_seconds: None,
+            no_network: false,
             extra_args: Vec::new(),
             env_allow: DEFAULT_ENV_ALLOW.iter().map(|s| s.to_string()).collect(),
             env: Vec::new(),
@@ -160,6 +162,27 @@ impl PoolBuilder {
     #[must_use]
     pub fn cpu_seconds(mut self, n: u64) -> Self {
         self.cpu_seconds = Some(n.max(1));
+        self
+    }
+
+    /// `--no-network`: each worker runs in a network namespace of its own, with only a loopback
+    /// interface (down), so that the code it runs reaches no network — neither the internet
+    /// nor services on the host's loopback (default off). DSPy's LM calls still work in
+    /// [`bridge` LM mode](crate::bridge::protocol::LmConfig::bridge): they go to the pool over
+    /// the worker's pipes; `direct` mode cannot reach its provider.
+    ///
+    /// The worker enters new user and network namespaces (`unshare(CLONE_NEWUSER |
+    /// CLONE_NEWNET)`, its uid and gid mapped to themselves) before it starts any thread. This
+    /// needs Linux with unprivileged user namespaces allowed (`user.max_user_namespaces` > 0, no
+    /// `kernel.unprivileged_userns_clone = 0`, no seccomp/AppArmor profile refusing `unshare`,
+    /// as Docker's default one does); root needs nothing more. [`build`](Self::build) first
+    /// runs the worker once with `--check-no-network`: where isolation is refused it fails with
+    /// [`BridgeError::NetworkIsolation`], and no worker ever runs with the network. With the
+    /// [`fork_server`](Self::fork_server), each forked worker isolates itself (the server and
+    /// the stubs keep the network namespace their abstract socket lives in).
+    #[must_use]
+    pub fn no_network(mut self, on: bool) -> Self {
+        self.no_network = on;
         self
     }
 
@@ -405,6 +428,9 @@ impl PoolBuilder {
             args.push("--cpu-seconds".into());
             args.push(seconds.to_string().into());
         }
+        if self.no_network {
+            args.push("--no-network".into());
+        }
         args.extend(self.extra_args.iter().cloned());
         WorkerConfig {
             program: self.python.clone(),
@@ -428,12 +454,16 @@ impl PoolBuilder {
     /// init operations. If any cannot start, the others are stopped and its error returned.
     pub async fn build(self) -> Result<Pool, BridgeError> {
         let mut worker_config = self.worker_config();
+        if self.no_network {
+            check_no_network(&worker_config, &self.worker_args).await?;
+        }
         let fork_server = if self.fork_server {
             let server = ForkServer::start(
                 &worker_config,
                 &self.worker_args,
                 self.memory_mb,
                 self.cpu_seconds,
+                self.no_network,
             )
             .await?;
             worker_config.args.push("--fork-from".into());
@@ -494,4 +524,51 @@ impl PoolBuilder {
         tokio::spawn(maintain(Arc::downgrade(&shared)));
         Ok(Pool { shared })
     }
+}
+
+/// Runs the worker once with `--check-no-network` (it tries the isolation and exits): an error
+/// unless it could isolate itself.
+async fn check_no_network(
+    config: &WorkerConfig,
+    base_args: &[OsString],
+) -> Result<(), BridgeError> {
+    let mut args = base_args.to_vec();
+    args.push("--check-no-network".into());
+    let mut cmd = super::super::worker::command(config, &args);
+    cmd.stdin(std::process::Stdio::null());
+    let program = config.program.to_string_lossy().into_owned();
+    let output = match tokio::time::timeout(config.start_timeout, cmd.output()).await {
+        Ok(Ok(output)) => output,
+        Ok(Err(e)) => {
+            return Err(BridgeError::Spawn {
+                program,
+                message: format!("cannot run the no_network check: {e}"),
+            });
+        }
+        Err(_) => {
+            return Err(BridgeError::NetworkIsolation {
+                message: format!(
+                    "the check did not finish within {:?} (start timeout)",
+                    config.start_timeout
+                ),
+            });
+        }
+    };
+    if output.status.success() {
+        tracing::debug!(target: "dspex::bridge", "no_network: the workers can isolate themselves");
+        return Ok(());
+    }
+    // The worker writes its logs to stderr (its stdout is the protocol's).
+    let mut said: Vec<String> = String::from_utf8_lossy(&output.stderr)
+        .lines()
+        .chain(String::from_utf8_lossy(&output.stdout).lines())
+        .map(str::to_string)
+        .filter(|l| !l.trim().is_empty())
+        .collect();
+    if said.len() > 5 {
+        said.drain(..said.len() - 5);
+    }
+    Err(BridgeError::NetworkIsolation {
+        message: format!("the worker's check {}: {}", output.status, said.join(" | ")),
+    })
 }
