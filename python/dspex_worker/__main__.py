@@ -1,4 +1,4 @@
-"""`python -m dspex_worker [--eager-import] [--memory-mb N] [--fork-from NAME]`: one bridge worker
+"""`python -m dspex_worker [--eager-import] [--memory-mb N] [--cpu-seconds N] [--no-network] [--fork-from NAME]`: one bridge worker
 process; `python -m dspex_worker --fork-server NAME [--memory-mb N]`: a fork server (see forkserver.py).
 
 Start-up order matters: stdout is taken for frames before anything can print, the parent-death
@@ -68,6 +68,12 @@ def parse_args(argv):
     parser = argparse.ArgumentParser(prog="python -m dspex_worker", description="A dspex bridge worker.")
     parser.add_argument("--eager-import", action="store_true", help="import dspy before the ready frame")
     parser.add_argument("--memory-mb", type=int, default=None, help="RLIMIT_AS in MiB")
+    parser.add_argument("--cpu-seconds", type=int, default=None,
+                        help="CPU seconds each operation may use (RLIMIT_CPU, armed per operation)")
+    parser.add_argument("--no-network", action="store_true",
+                        help="run in new user and network namespaces (no network); exit 3 if refused")
+    parser.add_argument("--check-no-network", action="store_true",
+                        help="only try the --no-network isolation: exit 0, or 3 with the reason on stderr")
     parser.add_argument("--fork-from", metavar="NAME", default=None,
                         help="have the fork server NAME fork this worker (falls back to a normal start)")
     parser.add_argument("--fork-server", metavar="NAME", default=None,
@@ -93,15 +99,41 @@ def main(argv=None):
         log.error("the parent process is already gone: exiting")
         os._exit(0)
 
+    if args.check_no_network:
+        from . import sandbox
+
+        try:
+            sandbox.isolate_network()
+        except sandbox.IsolationError as exc:
+            log.error("cannot isolate the network: %s", exc)
+            os._exit(sandbox.EXIT_NO_NETWORK)
+        os._exit(0)
+
     if args.fork_server is not None:
         from . import forkserver
 
-        forkserver.serve(args.fork_server, in_fd, out_fd, memory_mb=args.memory_mb)
+        forkserver.serve(args.fork_server, in_fd, out_fd, memory_mb=args.memory_mb,
+                         cpu_seconds=args.cpu_seconds, no_network=args.no_network)
     if args.fork_from is not None:
         from . import forkserver
 
         # Returns only when the server could not take over (then this process becomes the worker).
         forkserver.run_stub(args.fork_from, in_fd, out_fd)
+
+    if args.no_network:
+        # Here, not in a fork stub: the stub only relays descriptors (and must reach the fork
+        # server's abstract socket, which a network namespace would hide); its forked child
+        # isolates itself. A stub the server refused falls through to here.
+        from . import sandbox
+
+        try:
+            sandbox.isolate_network()
+        except sandbox.IsolationError as exc:
+            log.error("cannot isolate the network: %s", exc)
+            os._exit(sandbox.EXIT_NO_NETWORK)
+        # Entering a user namespace changes the credentials, which may clear the parent-death
+        # signal: set it again.
+        set_parent_death_signal()
 
     if args.memory_mb is not None:
         import resource
@@ -114,12 +146,16 @@ def main(argv=None):
             os._exit(2)
 
     from . import ops
-    from .worker import Worker
+    from .worker import Worker, check_cpu_limit
 
-    if args.eager_import:
+    if args.cpu_seconds is not None and not check_cpu_limit(args.cpu_seconds):
+        os._exit(2)
+    if args.eager_import or args.cpu_seconds is not None:
+        # With a CPU limit, DSPy's import (a second or more of CPU) must not count against the
+        # first operation's budget.
         ops.import_dspy()
     reader = open(in_fd, "rb", buffering=1 << 16)  # noqa: SIM115
-    worker = Worker(reader, out_fd, dspy_version=ops.dspy_version())
+    worker = Worker(reader, out_fd, dspy_version=ops.dspy_version(), cpu_seconds=args.cpu_seconds)
     worker.run()
 
 

@@ -108,7 +108,7 @@ def run_stub(name, in_fd, out_fd):
 
 
 # ---- the server ----------------------------------------------------------------------------------
-def _child_main(conn, fds, stub_pid, memory_mb, closing):
+def _child_main(conn, fds, stub_pid, memory_mb, closing, cpu_seconds=None, no_network=False):
     """In the forked child: become a worker on the stub's descriptors. Never returns."""
     try:
         signal.set_wakeup_fd(-1)
@@ -133,6 +133,11 @@ def _child_main(conn, fds, stub_pid, memory_mb, closing):
             os.setpgid(0, os.getpgid(stub_pid))
         except OSError as exc:
             log.warning("cannot join the process group of stub %d: %s", stub_pid, exc)
+        if no_network:
+            # A forked child has one thread: it may enter new user and network namespaces.
+            from .sandbox import isolate_network
+
+            isolate_network()
         if memory_mb is not None:
             import resource
 
@@ -142,7 +147,7 @@ def _child_main(conn, fds, stub_pid, memory_mb, closing):
         from .worker import Worker
 
         reader = open(in_fd, "rb", buffering=1 << 16)  # noqa: SIM115
-        worker = Worker(reader, out_fd, dspy_version=ops.dspy_version())
+        worker = Worker(reader, out_fd, dspy_version=ops.dspy_version(), cpu_seconds=cpu_seconds)
         worker.run()
     except BaseException as exc:  # noqa: BLE001 - a forked child must never return into the server
         try:
@@ -152,7 +157,7 @@ def _child_main(conn, fds, stub_pid, memory_mb, closing):
     os._exit(0)
 
 
-def serve(name, in_fd, out_fd, memory_mb=None):
+def serve(name, in_fd, out_fd, memory_mb=None, cpu_seconds=None, no_network=False):
     """Import DSPy, listen on `name`, write `ready` on stdout, and fork workers until end of file on
     stdin. Never returns."""
     from . import ops, worker  # noqa: F401 - imported here so that every child has them
@@ -224,7 +229,7 @@ def serve(name, in_fd, out_fd, memory_mb=None):
             closing = [in_fd, out_fd, wake_r, wake_w, listener.fileno(), *waiting, *by_conn]
             pid = os.fork()
             if pid == 0:
-                _child_main(conn, received, stub_pid, memory_mb, closing)
+                _child_main(conn, received, stub_pid, memory_mb, closing, cpu_seconds, no_network)
             for r in received:
                 os.close(r)
             if _send(conn, {"pid": pid}):

@@ -74,7 +74,8 @@ class _Op:
 
 
 class Worker:
-    def __init__(self, reader, out_fd, dspy_version=None):
+    def __init__(self, reader, out_fd, dspy_version=None, cpu_seconds=None):
+        self._cpu_seconds = cpu_seconds
         self._reader = reader
         self._out_fd = out_fd
         self._write_lock = threading.Lock()
@@ -211,6 +212,8 @@ class Worker:
                     continue  # already answered by the cancel
                 self._current = entry
             op = entry.request.get("op")
+            if self._cpu_seconds is not None:
+                arm_cpu_limit(self._cpu_seconds)
             try:
                 result = self.ops.run(op, entry.request)
                 outcome = ("ok", result)
@@ -228,3 +231,45 @@ class Worker:
             if op == "shutdown" and outcome[0] == "ok":
                 log.info("shutdown: exiting")
                 _exit(0)
+
+
+# ---- the CPU limit ---------------------------------------------------------------------------------
+def _cpu_used():
+    import resource
+
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    return usage.ru_utime + usage.ru_stime
+
+
+def arm_cpu_limit(seconds):
+    """Let the next operation use `seconds` of CPU (all threads together): the soft RLIMIT_CPU is set
+    to the CPU used so far plus `seconds`. Past it the kernel sends SIGXCPU, whose default action
+    kills the process (the pool sees the signal and names the limit). The hard limit stays as it
+    was (unlimited, normally), so the soft one can be raised again for the next operation."""
+    import math
+    import resource
+
+    _, hard = resource.getrlimit(resource.RLIMIT_CPU)
+    soft = math.ceil(_cpu_used()) + seconds
+    if hard != resource.RLIM_INFINITY:
+        soft = min(soft, hard)
+    resource.setrlimit(resource.RLIMIT_CPU, (soft, hard))
+
+
+def check_cpu_limit(seconds):
+    """Whether the CPU limit can be armed (logged when not): checked before `ready`."""
+    import resource
+
+    try:
+        if seconds <= 0:
+            raise ValueError(f"--cpu-seconds must be positive, got {seconds}")
+        _, hard = resource.getrlimit(resource.RLIMIT_CPU)
+        if hard != resource.RLIM_INFINITY:
+            raise ValueError(f"the hard RLIMIT_CPU is {hard} s, so a per-operation limit cannot be re-armed")
+        resource.setrlimit(resource.RLIMIT_CPU, (resource.RLIM_INFINITY, hard))
+        # SIGXCPU's default action dumps core: no core files in the workers' directory.
+        resource.setrlimit(resource.RLIMIT_CORE, (0, 0))
+        return True
+    except (ValueError, OSError) as exc:
+        log.error("cannot set RLIMIT_CPU: %s", exc)
+        return False

@@ -1,4 +1,4 @@
-"""Start-up and ending: stdin EOF, parent death, shutdown, memory limit, oversize frames."""
+"""Start-up and ending: stdin EOF, parent death, shutdown, memory and CPU limits, oversize frames."""
 
 import os
 import struct
@@ -112,6 +112,26 @@ def test_memory_limit_sets_rlimit_as():
         with open(f"/proc/{client.proc.pid}/limits") as f:
             line = next(line for line in f if line.startswith("Max address space"))
         assert line.split()[3:5] == [str(3072 * 1024 * 1024)] * 2
+        assert client.call("ping")["pong"] is True
+    finally:
+        client.close()
+
+
+def test_cpu_limit_is_armed_per_operation():
+    client = WorkerClient("--cpu-seconds", "30")
+    try:
+        def cpu_limit():
+            with open(f"/proc/{client.proc.pid}/limits") as f:
+                line = next(line for line in f if line.startswith("Max cpu time"))
+            return line.split()[3:5]
+
+        # Before any operation: no soft limit yet; the hard one is left unlimited.
+        assert cpu_limit() == ["unlimited", "unlimited"]
+        client.call("create", module="Predict", signature="a -> b", timeout=30)
+        soft, hard = cpu_limit()
+        assert hard == "unlimited"
+        # The CPU time used so far (DSPy imported before ready) plus the 30 s budget.
+        assert 30 < int(soft) < 30 + 120, soft
         assert client.call("ping")["pong"] is True
     finally:
         client.close()

@@ -1303,3 +1303,34 @@ async fn chaos_executor_calls_with_a_worker_killed_every_100ms() {
     })
     .await;
 }
+
+/// Where the workers cannot isolate their network (simulated: a "worker" whose check refuses, as
+/// one does where unprivileged user namespaces are disabled), `no_network` fails the pool's start
+/// with a typed error naming what it needs, and no worker is started.
+#[tokio::test]
+async fn no_network_refused_by_the_os_fails_the_start_typed() {
+    within(60, async {
+        let refuse = "import sys\n\
+                      assert sys.argv[-1] == '--check-no-network', sys.argv\n\
+                      sys.stderr.write('cannot isolate the network: unshare: Operation not permitted\\n')\n\
+                      sys.exit(3)\n";
+        let err = Pool::builder()
+            .python("python3")
+            .worker_args(["-c", refuse])
+            .workers(1)
+            .no_network(true)
+            .start_timeout(Duration::from_secs(20))
+            .build()
+            .await
+            .unwrap_err();
+        match &err {
+            BridgeError::NetworkIsolation { message } => {
+                assert!(message.contains("Operation not permitted"), "{message}");
+                assert!(message.contains("exit status: 3"), "{message}");
+            }
+            other => panic!("expected NetworkIsolation, got {other:?}"),
+        }
+        assert!(err.to_string().contains("unprivileged user namespaces"), "{err}");
+    })
+    .await;
+}

@@ -219,3 +219,300 @@ async fn signature_instructions_and_field_descriptions_reach_dspy() {
     })
     .await;
 }
+
+/// An LM that never answers: a call served by it hangs until its timeout.
+struct HangingLm;
+
+impl dspex::lm::LanguageModel for HangingLm {
+    fn model(&self) -> &str {
+        "hanging"
+    }
+
+    fn call(
+        &self,
+        _request: dspex::lm::LmRequest,
+    ) -> futures_util::future::BoxFuture<'_, Result<dspex::lm::LmResponse, dspex::lm::LmError>>
+    {
+        Box::pin(std::future::pending())
+    }
+}
+
+/// The call breaker with the real worker: calls that time out (their LM never answers, so each
+/// worker is killed and replaced) push the pool's call error rate over the threshold; the breaker
+/// opens and the next call fails fast, typed, without reaching a worker; after the cool-down a
+/// probe call goes through, succeeds, and closes the breaker.
+#[tokio::test]
+async fn the_call_breaker_opens_on_failing_calls_and_a_probe_closes_it() {
+    use dspex::bridge::protocol::Op;
+    use dspex::bridge::{CallBreaker, CallBreakerState, RequestOptions};
+    use std::sync::Arc;
+    use std::time::Duration;
+    let python = venv_python();
+    within(240, async {
+        let server = MockLm::builder().start().await.expect("the mock LM starts");
+        let cooldown = Duration::from_secs(2);
+        let pool = pool(python)
+            .fork_server(true)
+            .restart_backoff(Duration::from_millis(5), Duration::from_millis(50))
+            .call_breaker(Some(CallBreaker {
+                window: Duration::from_secs(120),
+                max_calls: 10,
+                min_calls: 3,
+                failure_rate: 0.5,
+                cooldown,
+            }))
+            .init(Op::Create {
+                module: "Predict".into(),
+                signature: "question -> answer".into(),
+                instructions: None,
+                fields: Map::new(),
+                kwargs: Map::new(),
+                session: None,
+            })
+            .build()
+            .await
+            .expect("the pool starts");
+        let call = |lm: Arc<dyn dspex::lm::LanguageModel>, timeout: Duration| {
+            let pool = pool.clone();
+            async move {
+                let mut inputs = Map::new();
+                inputs.insert("question".into(), json!("What is 2 + 2?"));
+                pool.request_with(
+                    Op::Call {
+                        object: "o1".into(),
+                        inputs,
+                    },
+                    RequestOptions::new().lm(lm).timeout(timeout),
+                )
+                .await
+            }
+        };
+        let hanging: Arc<dyn dspex::lm::LanguageModel> = Arc::new(HangingLm);
+        let good: Arc<dyn dspex::lm::LanguageModel> = Arc::new(lm(&server));
+
+        for n in 0..3 {
+            assert_eq!(
+                pool.stats().call_breaker,
+                CallBreakerState::Closed,
+                "call {n}"
+            );
+            let err = call(hanging.clone(), Duration::from_secs(1))
+                .await
+                .unwrap_err();
+            assert!(matches!(err, BridgeError::Timeout { .. }), "{err:?}");
+        }
+        let stats = pool.stats();
+        assert!(
+            matches!(stats.call_breaker, CallBreakerState::Open { .. }),
+            "{stats:#?}"
+        );
+        assert_eq!(stats.call_failure_rate, 1.0);
+
+        // Open: a call fails fast, typed, naming the rate and the window; no LM call is made.
+        let err = call(good.clone(), Duration::from_secs(60))
+            .await
+            .unwrap_err();
+        match &err {
+            BridgeError::CallBreakerOpen {
+                failed,
+                calls,
+                window,
+                ..
+            } => {
+                assert_eq!((*failed, *calls), (3, 3));
+                assert_eq!(*window, Duration::from_secs(120));
+            }
+            other => panic!("expected CallBreakerOpen, got {other:?}"),
+        }
+        let message = err.to_string();
+        assert!(
+            message.contains("3 of the last 3 calls within 120s") && message.contains("100%"),
+            "{message}"
+        );
+        assert_eq!(server.stats().requests_to("/v1/chat/completions"), 0);
+        assert_eq!(pool.stats().breaker_rejections, 1);
+
+        // After the cool-down the breaker is half-open; a probe succeeds and closes it.
+        tokio::time::sleep(cooldown).await;
+        let mut waited = Duration::ZERO;
+        while !matches!(
+            pool.stats().call_breaker,
+            CallBreakerState::HalfOpen { probing: false }
+        ) {
+            assert!(waited < Duration::from_secs(30), "{:#?}", pool.stats());
+            tokio::time::sleep(Duration::from_millis(50)).await;
+            waited += Duration::from_millis(50);
+        }
+        let out = call(good.clone(), Duration::from_secs(60))
+            .await
+            .expect("the probe call succeeds");
+        assert!(out["outputs"]["answer"].is_string(), "{out}");
+        let stats = pool.stats();
+        assert_eq!(stats.call_breaker, CallBreakerState::Closed, "{stats:#?}");
+        assert_eq!(stats.call_failure_rate, 0.0);
+        assert_eq!(stats.timeouts, 3);
+        assert_eq!(server.stats().requests_to("/v1/chat/completions"), 1);
+        call(good, Duration::from_secs(60))
+            .await
+            .expect("calls go through again");
+        pool.shutdown().await;
+    })
+    .await;
+}
+
+/// The CPU limit with the real worker: ordinary operations (the init `configure`, a `create`) run
+/// under a 1 s per-operation limit; an operation that spins (a `create` whose tool's module loops
+/// forever at import) is killed by SIGXCPU, fails typed naming the limit, is not retried, and the
+/// worker is replaced.
+#[tokio::test]
+async fn a_call_past_the_cpu_limit_fails_typed_and_its_worker_is_replaced() {
+    cpu_limit_case(false).await;
+}
+
+/// The same with workers forked from a fork server: the limit reaches the forked children.
+#[tokio::test]
+async fn the_cpu_limit_holds_for_workers_forked_from_the_fork_server() {
+    cpu_limit_case(true).await;
+}
+
+async fn cpu_limit_case(fork_server: bool) {
+    use dspex::bridge::WorkerState;
+    use dspex::bridge::protocol::Op;
+    use std::time::Duration;
+    let python = venv_python();
+    let helpers = std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("python");
+    within(240, async {
+        let pool = pool(python)
+            .fork_server(fork_server)
+            .cpu_seconds(1)
+            .env("PYTHONPATH", helpers.to_string_lossy())
+            .restart_backoff(Duration::from_millis(5), Duration::from_millis(50))
+            .build()
+            .await
+            .expect("the pool starts: init operations run under the limit");
+        let create = |tools: Option<&str>| Op::Create {
+            module: "Predict".into(),
+            signature: "question -> answer".into(),
+            instructions: None,
+            fields: Map::new(),
+            kwargs: tools
+                .map(|t| {
+                    let mut m = Map::new();
+                    m.insert("tools".into(), json!([t]));
+                    m
+                })
+                .unwrap_or_default(),
+            session: None,
+        };
+        pool.request(create(None))
+            .await
+            .expect("an ordinary create stays within the limit");
+        let victim = pool.worker_pids()[0];
+
+        let err = pool
+            .request(create(Some("dspex_cpu_spin:spin")))
+            .await
+            .unwrap_err();
+        match &err {
+            BridgeError::CpuLimitExceeded {
+                worker,
+                op,
+                seconds,
+                ..
+            } => {
+                assert_eq!(worker.pid, victim);
+                assert_eq!(*op, "create");
+                assert_eq!(*seconds, 1);
+            }
+            other => panic!("expected CpuLimitExceeded, got {other:?}"),
+        }
+        let message = err.to_string();
+        assert!(
+            message.contains("CPU limit of 1 s") && message.contains("SIGXCPU"),
+            "{message}"
+        );
+
+        // Replaced: a new worker answers, and the stats tell what happened.
+        pool.ping().await.expect("a replacement worker answers");
+        let stats = pool.stats();
+        assert!(!pool.worker_pids().contains(&victim));
+        assert_eq!(stats.cpu_limit_kills, 1, "{stats:#?}");
+        assert_eq!(stats.retries, 0, "{stats:#?}");
+        let gone = stats
+            .recently_gone
+            .iter()
+            .find(|w| w.worker.pid == victim)
+            .expect("the killed worker is listed");
+        assert_eq!(gone.state, WorkerState::Failed);
+        pool.shutdown().await;
+    })
+    .await;
+}
+
+/// `no_network` with the real worker, on this machine, where unprivileged user namespaces work:
+/// the pool starts; code in a worker cannot reach a TCP listener on the host's loopback (which a
+/// worker without the option reaches); DSPy's LM calls still come back over the bridge. Plain and
+/// forked workers.
+#[tokio::test]
+async fn no_network_workers_reach_no_network_but_their_lm_calls_work() {
+    use dspex::bridge::protocol::Op;
+    let python = venv_python();
+    let helpers = std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("python");
+    within(240, async {
+        let server = MockLm::builder().start().await.expect("the mock LM starts");
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("a local listener");
+        let addr = listener.local_addr().unwrap().to_string();
+        let probe = Op::Create {
+            module: "Predict".into(),
+            signature: "question -> answer".into(),
+            instructions: None,
+            fields: Map::new(),
+            kwargs: {
+                let mut m = Map::new();
+                m.insert("tools".into(), json!(["dspex_net_probe:probe"]));
+                m
+            },
+            session: None,
+        };
+        for (no_network, fork_server) in [(false, false), (true, false), (true, true)] {
+            let pool = pool(python.clone())
+                .no_network(no_network)
+                .fork_server(fork_server)
+                .env("PYTHONPATH", helpers.to_string_lossy())
+                .env("DSPEX_NET_PROBE_ADDR", addr.clone())
+                .build()
+                .await
+                .unwrap_or_else(|e| panic!("the pool starts (no_network {no_network}): {e}"));
+            let err = pool.request(probe.clone()).await.unwrap_err();
+            let message = err.remote().map(|r| r.message.clone()).unwrap_or_default();
+            if no_network {
+                assert!(
+                    message.contains("NET-PROBE: unreachable"),
+                    "fork server {fork_server}: {err}"
+                );
+            } else {
+                assert!(message.contains("NET-PROBE: connected"), "{err}");
+            }
+            // LM calls go over the pipes, not the network.
+            let lm = lm(&server);
+            let answer = with_settings(Settings::new().lm(lm), async {
+                let predict = BridgedModule::<Question, serde_json::Value>::create(
+                    &pool,
+                    "Predict",
+                    "question -> answer",
+                )
+                .await?;
+                predict
+                    .forward(Question {
+                        question: "What is 2 + 2?".into(),
+                    })
+                    .await
+            })
+            .await
+            .expect("a bridged Predict answers through the pool's LM");
+            assert!(answer["answer"].is_string(), "{answer}");
+            pool.shutdown().await;
+        }
+    })
+    .await;
+}

@@ -2,7 +2,7 @@
 //!
 //! An [`Adapter`] turns a signature, few-shot demos and inputs into chat messages, and a
 //! completion back into output field values. [`ChatAdapter`](struct@ChatAdapter), [`JSONAdapter`](struct@JSONAdapter) and
-//! [`XMLAdapter`] reproduce DSPy 3.4.1 byte for byte (checked against every fixture in
+//! [`XMLAdapter`](struct@XMLAdapter) reproduce DSPy 3.4.1 byte for byte (checked against every fixture in
 //! `../shared/fixtures/dspy`, and against DSPy itself on thousands of generated signatures,
 //! demos and completions).
 //!
@@ -93,7 +93,7 @@ pub trait Adapter: Send + Sync + fmt::Debug {
 
     /// The adapter DSPy retries with, in a second LM call, when this one's completion cannot
     /// be parsed ([`AdapterError::Parse`]): [`JSONAdapter`](struct@JSONAdapter) for [`ChatAdapter`](struct@ChatAdapter) and
-    /// [`XMLAdapter`], none otherwise.
+    /// [`XMLAdapter`](struct@XMLAdapter), none otherwise.
     /// The retry sends `fallback.format(...)` with `fallback.response_format(...)` and parses
     /// with `fallback.parse(...)`; its error, if any, is final (there is no third attempt).
     fn fallback(&self) -> Option<&'static dyn Adapter> {

@@ -1,4 +1,4 @@
-//! [`XMLAdapter`]: DSPy's XML prompt format, every field as a `<name>…</name>` element.
+//! [`XMLAdapter`](struct@XMLAdapter): DSPy's XML prompt format, every field as a `<name>…</name>` element.
 
 use super::chat::{Style, empty_error, format_messages, missing_fields_error};
 use super::format::{STRUCTURE_HEADER, strip_tail, write_field_value, write_type_note};
@@ -500,7 +500,7 @@ fn stripped_text(node: Node<'_, '_>) -> String {
 struct TooDeep;
 
 /// `_elements_to_value`: the Python value of the elements named after a field, guided by
-/// `schema` (see [`XMLAdapter`]).
+/// `schema` (see [`XMLAdapter`](struct@XMLAdapter)).
 fn elements_to_value(
     elements: &[Node<'_, '_>],
     schema: &Value,

@@ -88,6 +88,24 @@ pub enum BridgeError {
         /// The last lines the worker wrote to stderr.
         stderr: Vec<String>,
     },
+    /// The call used more CPU time than the pool's per-operation limit
+    /// ([`PoolBuilder::cpu_seconds`](super::PoolBuilder::cpu_seconds)): the kernel killed its
+    /// worker with SIGXCPU, and the pool is replacing it. Not retried: the call itself spent the
+    /// budget.
+    #[error(
+        "`{op}` on {worker} exceeded the pool's CPU limit of {seconds} s (RLIMIT_CPU): the worker was killed by SIGXCPU and is being replaced{}",
+        stderr_tail(stderr)
+    )]
+    CpuLimitExceeded {
+        /// The worker.
+        worker: WorkerRef,
+        /// The operation.
+        op: &'static str,
+        /// The limit, in CPU seconds per operation.
+        seconds: u64,
+        /// The last lines the worker wrote to stderr.
+        stderr: Vec<String>,
+    },
     /// Python raised: the operation failed inside the worker (the worker lives on).
     #[error("`{op}` on {worker} raised {error}")]
     Remote {
@@ -159,6 +177,37 @@ pub enum BridgeError {
         /// The last start or crash failure seen.
         last_failure: Option<String>,
     },
+    /// The pool's call breaker is open ([`CallBreaker`](super::CallBreaker)): too many recent
+    /// calls failed for pool reasons (crashes, timeouts, protocol errors), so new calls fail fast
+    /// until the cool-down ends and a probe call succeeds.
+    #[error(
+        "the pool's call breaker is open: {failed} of the last {calls} calls within {window:?} failed for pool reasons ({:.0}% > the {:.0}% threshold); {}",
+        *failed as f64 * 100.0 / (*calls).max(1) as f64,
+        threshold * 100.0,
+        if retry_in.is_zero() { "a probe call is under way".to_string() } else { format!("calls fail fast for another {retry_in:?}") }
+    )]
+    CallBreakerOpen {
+        /// Calls in the window that failed for pool reasons when the breaker opened.
+        failed: usize,
+        /// Calls in the window when it opened.
+        calls: usize,
+        /// The breaker's window.
+        window: Duration,
+        /// The failure rate above which it opens.
+        threshold: f64,
+        /// Until a probe call is let through (zero while a probe is under way).
+        retry_in: Duration,
+    },
+    /// [`PoolBuilder::no_network`](super::PoolBuilder::no_network) was asked for, but the workers
+    /// cannot be put in a network namespace of their own here (at pool start; the pool never
+    /// runs workers with the network they were asked not to have).
+    #[error(
+        "no_network: the workers cannot be isolated from the network here: {message}; it needs unprivileged user namespaces (sysctl user.max_user_namespaces > 0, kernel.unprivileged_userns_clone = 1 where it exists, and no seccomp/AppArmor profile forbidding unshare, as Docker's default one does)"
+    )]
+    NetworkIsolation {
+        /// What the worker said (its stderr, or how it exited).
+        message: String,
+    },
     /// The pool is shutting down or was shut down.
     #[error("the Python worker pool is shut down")]
     ShutDown,
@@ -172,6 +221,7 @@ impl BridgeError {
             | BridgeError::ProtocolVersion { worker, .. }
             | BridgeError::Timeout { worker, .. }
             | BridgeError::WorkerCrashed { worker, .. }
+            | BridgeError::CpuLimitExceeded { worker, .. }
             | BridgeError::Remote { worker, .. }
             | BridgeError::BadResult { worker, .. }
             | BridgeError::SessionLost { worker, .. }

@@ -55,12 +55,14 @@ fn unique_name() -> String {
 
 impl ForkServer {
     /// Starts `config.program` with `base_args` (`-m dspex_worker`) and `--fork-server NAME`
-    /// (plus `--memory-mb`, applied to the forked workers), and waits for its `ready` line
+    /// (plus `--memory-mb`, `--cpu-seconds` and `--no-network`, applied to the forked workers), and waits for its `ready` line
     /// within the start timeout.
     pub(crate) async fn start(
         config: &WorkerConfig,
         base_args: &[OsString],
         memory_mb: Option<u64>,
+        cpu_seconds: Option<u64>,
+        no_network: bool,
     ) -> Result<ForkServer, BridgeError> {
         let name = unique_name();
         let mut args: Vec<OsString> = base_args.to_vec();
@@ -69,6 +71,13 @@ impl ForkServer {
         if let Some(mb) = memory_mb {
             args.push("--memory-mb".into());
             args.push(mb.to_string().into());
+        }
+        if let Some(seconds) = cpu_seconds {
+            args.push("--cpu-seconds".into());
+            args.push(seconds.to_string().into());
+        }
+        if no_network {
+            args.push("--no-network".into());
         }
         let program = config.program.to_string_lossy().into_owned();
         let mut child = command(config, &args)

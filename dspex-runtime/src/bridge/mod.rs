@@ -5,8 +5,15 @@
 //!   taking traffic only after its `ready` handshake (and the init operations, such as
 //!   `configure`); checkout with a bounded queue and a timeout; heartbeats; a per-call timeout
 //!   that kills and replaces a hung worker; crash detection on process exit or end of stdout, with
-//!   retries of idempotent calls on another worker; replacement with exponential backoff and a
-//!   restart breaker; graceful [`shutdown`](Pool::shutdown); [`stats`](Pool::stats).
+//!   retries of idempotent calls on another worker after a jittered backoff
+//!   ([`PoolBuilder::retry_backoff`]); replacement with exponential backoff and a restart breaker;
+//!   a breaker on the call error rate ([`CallBreaker`]) that fails calls fast while most fail for
+//!   pool reasons; graceful [`shutdown`](Pool::shutdown); [`stats`](Pool::stats).
+//! - Limits per worker: address space ([`PoolBuilder::memory_mb`]) and CPU time per operation
+//!   ([`PoolBuilder::cpu_seconds`]; a call past it fails with
+//!   [`CpuLimitExceeded`](BridgeError::CpuLimitExceeded) and its worker is replaced); no network
+//!   ([`PoolBuilder::no_network`], a network namespace per worker, checked at start:
+//!   [`NetworkIsolation`](BridgeError::NetworkIsolation) where the OS refuses).
 //! - A fork server ([`PoolBuilder::fork_server`]): DSPy imported once, workers forked from it,
 //!   so a replacement is ready in a fraction of the time of a fresh `import dspy`.
 //! - [`Session`] and [`AffinityMode`] — calls that share objects run on one worker.
@@ -36,7 +43,7 @@
 //! `libc::killpg`), then the child itself.
 //!
 //! # Not yet
-//! MessagePack frames, CPU limits.
+//! MessagePack frames.
 
 mod error;
 mod forkserver;
@@ -49,8 +56,8 @@ mod writer;
 
 pub use error::{BridgeError, WorkerRef};
 pub use pool::{
-    AffinityMode, LatencyHistogram, Pool, PoolBuilder, PoolStats, RequestOptions, RestartBreaker,
-    Session, ShutdownReport,
+    AffinityMode, CallBreaker, CallBreakerState, LatencyHistogram, Pool, PoolBuilder, PoolStats,
+    RequestOptions, RestartBreaker, Session, ShutdownReport,
 };
 pub use program::{BridgedModule, BridgedPredict, Optimization};
 pub use router::{

@@ -251,6 +251,11 @@ impl std::fmt::Debug for Worker {
     }
 }
 
+/// How a worker killed by SIGXCPU died: the kernel's answer to a process past its CPU-time
+/// limit (RLIMIT_CPU, [`PoolBuilder::cpu_seconds`](super::PoolBuilder::cpu_seconds)).
+pub(crate) const SIGXCPU_REASON: &str =
+    "killed by SIGXCPU (signal 24): it used more CPU time than its limit (RLIMIT_CPU)";
+
 fn describe_exit(status: &ExitStatus) -> String {
     use std::os::unix::process::ExitStatusExt;
     match (status.code(), status.signal()) {
@@ -259,6 +264,7 @@ fn describe_exit(status: &ExitStatus) -> String {
         (None, Some(11)) => "crashed with SIGSEGV (signal 11)".to_string(),
         (None, Some(15)) => "terminated by SIGTERM (signal 15)".to_string(),
         (None, Some(6)) => "aborted (SIGABRT, signal 6)".to_string(),
+        (None, Some(24)) => SIGXCPU_REASON.to_string(),
         (None, Some(sig)) => format!("killed by signal {sig}"),
         (None, None) => status.to_string(),
     }
@@ -894,6 +900,11 @@ impl Worker {
     /// an error status.
     pub(crate) fn exited_cleanly(&self) -> bool {
         lock(&self.inner).exit_code == Some(0)
+    }
+
+    /// How the process exited (as in a crash's reason), once the pool has seen it exit.
+    pub(crate) fn exit_description(&self) -> Option<String> {
+        lock(&self.inner).exit.clone()
     }
 
     fn record_exit(self: &Arc<Self>, code: Option<i32>, description: String) {

@@ -32,6 +32,8 @@ pub struct PoolBuilder {
     pub(super) worker_args: Vec<OsString>,
     pub(super) eager_import: bool,
     pub(super) memory_mb: Option<u64>,
+    pub(super) cpu_seconds: Option<u64>,
+    pub(super) no_network: bool,
     pub(super) extra_args: Vec<OsString>,
     pub(super) env_allow: Vec<String>,
     pub(super) env: Vec<(String, String)>,
@@ -50,6 +52,8 @@ pub struct PoolBuilder {
     pub(super) stable_after: Duration,
     pub(super) breaker: RestartBreaker,
     pub(super) max_retries: u32,
+    pub(super) retry_backoff: (Duration, Duration),
+    pub(super) call_breaker: Option<CallBreaker>,
     pub(super) shutdown_grace: Duration,
     pub(super) term_grace: Duration,
     pub(super) idle_timeout: Duration,
@@ -78,6 +82,8 @@ impl Default for PoolBuilder {
             worker_args: vec!["-m".into(), "dspex_worker".into()],
             eager_import: false,
             memory_mb: None,
+            cpu_seconds: None,
+            no_network: false,
             extra_args: Vec::new(),
             env_allow: DEFAULT_ENV_ALLOW.iter().map(|s| s.to_string()).collect(),
             env: Vec::new(),
@@ -96,6 +102,8 @@ impl Default for PoolBuilder {
             stable_after: Duration::from_secs(10),
             breaker: RestartBreaker::default(),
             max_retries: 2,
+            retry_backoff: (Duration::from_millis(50), Duration::from_secs(2)),
+            call_breaker: Some(CallBreaker::default()),
             shutdown_grace: Duration::from_secs(5),
             term_grace: Duration::from_secs(2),
             idle_timeout: Duration::from_secs(60),
@@ -134,6 +142,47 @@ impl PoolBuilder {
     #[must_use]
     pub fn memory_mb(mut self, mb: u64) -> Self {
         self.memory_mb = Some(mb);
+        self
+    }
+
+    /// `--cpu-seconds N`: the CPU time each operation may use in its worker (default: no limit).
+    ///
+    /// The worker sets its soft RLIMIT_CPU to the CPU time it has used so far plus `n` before
+    /// each operation (all its threads count, and the LM calls it waits on do not: waiting costs
+    /// no CPU). An operation past it gets SIGXCPU from the kernel, which kills the worker; the
+    /// pool replaces it and the call fails with [`BridgeError::CpuLimitExceeded`] (not retried:
+    /// the call spent the budget, and would spend it again). It is a per-operation budget rather
+    /// than RLIMIT_CPU's lifetime total, so a long-lived worker is not killed by the sum of many
+    /// short calls. With a limit the worker imports DSPy before `ready` (as with
+    /// [`eager_import`](Self::eager_import)), so the import does not count against the first
+    /// operation; it also sets RLIMIT_CORE to 0 (SIGXCPU would dump core). Needs an unlimited
+    /// hard RLIMIT_CPU in the pool's process (the usual case): else the worker fails its start.
+    /// Python code could catch or ignore SIGXCPU: this bounds runaway computation, it is not a
+    /// defence against hostile code.
+    #[must_use]
+    pub fn cpu_seconds(mut self, n: u64) -> Self {
+        self.cpu_seconds = Some(n.max(1));
+        self
+    }
+
+    /// `--no-network`: each worker runs in a network namespace of its own, with only a loopback
+    /// interface (down), so that the code it runs reaches no network — neither the internet
+    /// nor services on the host's loopback (default off). DSPy's LM calls still work in
+    /// [`bridge` LM mode](crate::bridge::protocol::LmConfig::bridge): they go to the pool over
+    /// the worker's pipes; `direct` mode cannot reach its provider.
+    ///
+    /// The worker enters new user and network namespaces (`unshare(CLONE_NEWUSER |
+    /// CLONE_NEWNET)`, its uid and gid mapped to themselves) before it starts any thread. This
+    /// needs Linux with unprivileged user namespaces allowed (`user.max_user_namespaces` > 0, no
+    /// `kernel.unprivileged_userns_clone = 0`, no seccomp/AppArmor profile refusing `unshare`,
+    /// as Docker's default one does); root needs nothing more. [`build`](Self::build) first
+    /// runs the worker once with `--check-no-network`: where isolation is refused it fails with
+    /// [`BridgeError::NetworkIsolation`], and no worker ever runs with the network. With the
+    /// [`fork_server`](Self::fork_server), each forked worker isolates itself (the server and
+    /// the stubs keep the network namespace their abstract socket lives in).
+    #[must_use]
+    pub fn no_network(mut self, on: bool) -> Self {
+        self.no_network = on;
         self
     }
 
@@ -273,10 +322,35 @@ impl PoolBuilder {
         self
     }
 
-    /// Retries of an idempotent call on another worker after its worker crashed (default 2).
+    /// Retries of an idempotent call on another worker after its worker crashed (default 2),
+    /// each after a backoff ([`retry_backoff`](Self::retry_backoff)).
     #[must_use]
     pub fn max_retries(mut self, n: u32) -> Self {
         self.max_retries = n;
+        self
+    }
+
+    /// The backoff before each retry of a call after its worker crashed: exponential with full
+    /// jitter, a delay drawn uniformly from `[0, min(cap, base · 2^(retry-1))]` (default
+    /// 50 ms … 2 s), so calls that lost their workers together do not all land on the
+    /// replacements at once. The call's timeout ([`call_timeout`](Self::call_timeout) or
+    /// [`RequestOptions::timeout`]) bounds the whole call, retries and backoff included: a retry
+    /// whose backoff would end past it is not made (the crash is returned), and each attempt gets
+    /// only the time left.
+    #[must_use]
+    pub fn retry_backoff(mut self, base: Duration, cap: Duration) -> Self {
+        self.retry_backoff = (base, cap.max(base));
+        self
+    }
+
+    /// The breaker on the pool's call error rate (default on, [`CallBreaker::default`]: more
+    /// than 50 % of at least 20 of the last 100 calls within 60 s failed for pool reasons →
+    /// calls fail fast with [`BridgeError::CallBreakerOpen`] for 10 s, then one probe call).
+    /// `None` turns it off. Its state is in [`PoolStats::call_breaker`]; see [`CallBreaker`] for
+    /// which errors count.
+    #[must_use]
+    pub fn call_breaker(mut self, breaker: Option<CallBreaker>) -> Self {
+        self.call_breaker = breaker;
         self
     }
 
@@ -350,6 +424,13 @@ impl PoolBuilder {
             args.push("--memory-mb".into());
             args.push(mb.to_string().into());
         }
+        if let Some(seconds) = self.cpu_seconds {
+            args.push("--cpu-seconds".into());
+            args.push(seconds.to_string().into());
+        }
+        if self.no_network {
+            args.push("--no-network".into());
+        }
         args.extend(self.extra_args.iter().cloned());
         WorkerConfig {
             program: self.python.clone(),
@@ -373,9 +454,18 @@ impl PoolBuilder {
     /// init operations. If any cannot start, the others are stopped and its error returned.
     pub async fn build(self) -> Result<Pool, BridgeError> {
         let mut worker_config = self.worker_config();
+        if self.no_network {
+            check_no_network(&worker_config, &self.worker_args).await?;
+        }
         let fork_server = if self.fork_server {
-            let server =
-                ForkServer::start(&worker_config, &self.worker_args, self.memory_mb).await?;
+            let server = ForkServer::start(
+                &worker_config,
+                &self.worker_args,
+                self.memory_mb,
+                self.cpu_seconds,
+                self.no_network,
+            )
+            .await?;
             worker_config.args.push("--fork-from".into());
             worker_config.args.push(server.name().into());
             Some(server)
@@ -384,12 +474,14 @@ impl PoolBuilder {
         };
         let worker_config = Arc::new(worker_config);
         let min = self.min_workers;
+        let call_breaker = self.call_breaker.map(|c| Mutex::new(Breaker::new(c)));
         let shared = Arc::new_cyclic(|weak| Shared {
             weak: weak.clone(),
             worker_config,
             fork_server,
             config: self,
             state: Mutex::new(State::default()),
+            call_breaker,
             counters: Counters::default(),
             request_ids: Arc::new(AtomicU64::new(1)),
             next_worker: AtomicU64::new(1),
@@ -432,4 +524,51 @@ impl PoolBuilder {
         tokio::spawn(maintain(Arc::downgrade(&shared)));
         Ok(Pool { shared })
     }
+}
+
+/// Runs the worker once with `--check-no-network` (it tries the isolation and exits): an error
+/// unless it could isolate itself.
+async fn check_no_network(
+    config: &WorkerConfig,
+    base_args: &[OsString],
+) -> Result<(), BridgeError> {
+    let mut args = base_args.to_vec();
+    args.push("--check-no-network".into());
+    let mut cmd = super::super::worker::command(config, &args);
+    cmd.stdin(std::process::Stdio::null());
+    let program = config.program.to_string_lossy().into_owned();
+    let output = match tokio::time::timeout(config.start_timeout, cmd.output()).await {
+        Ok(Ok(output)) => output,
+        Ok(Err(e)) => {
+            return Err(BridgeError::Spawn {
+                program,
+                message: format!("cannot run the no_network check: {e}"),
+            });
+        }
+        Err(_) => {
+            return Err(BridgeError::NetworkIsolation {
+                message: format!(
+                    "the check did not finish within {:?} (start timeout)",
+                    config.start_timeout
+                ),
+            });
+        }
+    };
+    if output.status.success() {
+        tracing::debug!(target: "dspex::bridge", "no_network: the workers can isolate themselves");
+        return Ok(());
+    }
+    // The worker writes its logs to stderr (its stdout is the protocol's).
+    let mut said: Vec<String> = String::from_utf8_lossy(&output.stderr)
+        .lines()
+        .chain(String::from_utf8_lossy(&output.stdout).lines())
+        .map(str::to_string)
+        .filter(|l| !l.trim().is_empty())
+        .collect();
+    if said.len() > 5 {
+        said.drain(..said.len() - 5);
+    }
+    Err(BridgeError::NetworkIsolation {
+        message: format!("the worker's check {}: {}", output.status, said.join(" | ")),
+    })
 }

@@ -2,10 +2,12 @@
 //! calls, replacement of dead workers with backoff and a restart breaker, graceful shutdown,
 //! statistics.
 
+mod breaker;
 mod builder;
 mod session;
 mod stats;
 
+pub use breaker::{CallBreaker, CallBreakerState};
 pub use builder::{PoolBuilder, RestartBreaker};
 pub use session::Session;
 pub use stats::{LatencyHistogram, PoolStats, ShutdownReport};
@@ -15,10 +17,12 @@ use super::forkserver::ForkServer;
 use super::protocol::{CreateResult, Op};
 use super::router::SignatureArg;
 use super::worker::{
-    DEFAULT_ENV_ALLOW, LeaseEnd, Worker, WorkerConfig, WorkerHooks, WorkerInfo, WorkerState,
+    DEFAULT_ENV_ALLOW, LeaseEnd, SIGXCPU_REASON, Worker, WorkerConfig, WorkerHooks, WorkerInfo,
+    WorkerState,
 };
 use crate::flag;
 use crate::lm::LanguageModel;
+use breaker::{Admission, Breaker};
 use serde::de::DeserializeOwned;
 use serde_json::{Map, Value};
 use session::SessionInner;
@@ -156,6 +160,8 @@ pub(crate) struct Shared {
     /// The fork server the workers are forked from, if the pool has one.
     fork_server: Option<ForkServer>,
     state: Mutex<State>,
+    /// The breaker on the call error rate, unless turned off.
+    call_breaker: Option<Mutex<Breaker>>,
     counters: Counters,
     request_ids: Arc<AtomicU64>,
     next_worker: AtomicU64,
@@ -802,6 +808,61 @@ impl Shared {
         dspex_lm::telemetry::record_pool(busy, size);
     }
 
+    /// A crash of a worker killed by SIGXCPU, with a CPU limit set, as
+    /// [`BridgeError::CpuLimitExceeded`]. The crash may be seen (stdout closed) a moment before
+    /// the exit status: wait for it briefly.
+    async fn cpu_limit_error(
+        &self,
+        worker: &Arc<Worker>,
+        result: Result<Value, BridgeError>,
+    ) -> Result<Value, BridgeError> {
+        let Some(seconds) = self.config.cpu_seconds else {
+            return result;
+        };
+        match result {
+            Err(BridgeError::WorkerCrashed {
+                worker: wref,
+                op,
+                reason,
+                stderr,
+            }) => {
+                worker.wait_exit(Duration::from_secs(2)).await;
+                if reason == SIGXCPU_REASON
+                    || worker.exit_description().as_deref() == Some(SIGXCPU_REASON)
+                {
+                    Err(BridgeError::CpuLimitExceeded {
+                        worker: wref,
+                        op,
+                        seconds,
+                        stderr,
+                    })
+                } else {
+                    Err(BridgeError::WorkerCrashed {
+                        worker: wref,
+                        op,
+                        reason,
+                        stderr,
+                    })
+                }
+            }
+            result => result,
+        }
+    }
+
+    /// Asks the call breaker to let a call through: `Some` guard for the half-open breaker's
+    /// probe, whose outcome it reports.
+    fn admit_call(self: &Arc<Self>, now: Instant) -> Result<Option<Probe>, BridgeError> {
+        let Some(breaker) = &self.call_breaker else {
+            return Ok(None);
+        };
+        match lock(breaker).admit(now)? {
+            Admission::Call => Ok(None),
+            Admission::Probe => Ok(Some(Probe {
+                shared: Some(self.clone()),
+            })),
+        }
+    }
+
     async fn run_inner(
         self: &Arc<Self>,
         op: &Op,
@@ -809,10 +870,24 @@ impl Shared {
         options: &RequestOptions,
     ) -> Result<(Value, WorkerRef), BridgeError> {
         let started = Instant::now();
+        let c = &self.counters;
+        let probe = match self.admit_call(started) {
+            Ok(probe) => probe,
+            Err(e) => {
+                inc(&c.calls);
+                inc(&c.errors);
+                inc(&c.breaker_rejections);
+                tracing::debug!(target: "dspex::bridge", error = %e, "bridge request failed fast");
+                return Err(e);
+            }
+        };
         let idempotent = options.idempotent.unwrap_or_else(|| op.is_idempotent());
         let may_retry = idempotent && session.is_none_or(|(_, mode)| !mode.is_strict());
         let timeout = options.timeout.unwrap_or(self.config.call_timeout);
         let lm = options.lm.as_ref().or(self.config.lm.as_ref());
+        let (backoff_base, backoff_cap) = self.config.retry_backoff;
+        // Set by the first attempt: the call's timeout bounds it and every retry.
+        let mut deadline: Option<Instant> = None;
         let mut attempt = 0;
         let result = loop {
             let lease = match self.checkout(session.map(|(id, _)| id)).await {
@@ -822,25 +897,54 @@ impl Shared {
             let Some(worker) = lease.worker().cloned() else {
                 break Err(BridgeError::ShutDown);
             };
-            let result = worker.request(op, true, Some(timeout), lm).await;
+            let now = Instant::now();
+            let deadline = *deadline.get_or_insert(now + timeout);
+            let left = deadline.saturating_duration_since(now);
+            let result = worker.request(op, true, Some(left), lm).await;
             drop(lease);
+            let result = self.cpu_limit_error(&worker, result).await;
             match result {
                 Err(BridgeError::WorkerCrashed { ref reason, .. })
                     if may_retry && attempt < self.config.max_retries =>
                 {
+                    let delay = breaker::retry_delay(
+                        backoff_base,
+                        backoff_cap,
+                        attempt + 1,
+                        breaker::unit_random(),
+                    );
+                    // Leave the next attempt a moment at least; else give up with the crash.
+                    let min_attempt = Duration::from_millis(10);
+                    if Instant::now() + delay + min_attempt >= deadline {
+                        tracing::debug!(
+                            target: "dspex::bridge",
+                            op = op.name(), worker = %worker.wref, reason = %reason, attempt,
+                            "no retry: the call's timeout would pass during the backoff"
+                        );
+                        break result.map(|v| (v, worker.wref));
+                    }
                     attempt += 1;
                     inc(&self.counters.retries);
                     tracing::debug!(
                         target: "dspex::bridge",
                         op = op.name(), worker = %worker.wref, reason = %reason, attempt,
-                        "retrying on another worker"
+                        ?delay, "retrying on another worker after a backoff"
                     );
+                    tokio::time::sleep(delay).await;
                 }
                 Ok(value) => break Ok((value, worker.wref)),
                 Err(e) => break Err(e),
             }
         };
-        let c = &self.counters;
+        if let Some(probe) = probe {
+            probe.report(result.as_ref().err());
+        } else if let Some(breaker) = &self.call_breaker {
+            let failed = match &result {
+                Ok(_) => Some(false),
+                Err(e) => breaker::counts_as_pool_failure(e),
+            };
+            lock(breaker).record(Instant::now(), Admission::Call, failed);
+        }
         let elapsed = started.elapsed();
         inc(&c.calls);
         c.latency.record(elapsed);
@@ -862,6 +966,7 @@ impl Shared {
                     BridgeError::Remote { .. } => inc(&c.remote_errors),
                     BridgeError::Timeout { .. } => inc(&c.timeouts),
                     BridgeError::WorkerCrashed { .. } => inc(&c.crashes),
+                    BridgeError::CpuLimitExceeded { .. } => inc(&c.cpu_limit_kills),
                     BridgeError::PoolSaturated { .. } => inc(&c.saturated),
                     BridgeError::CheckoutTimeout { .. } => inc(&c.checkout_timeouts),
                     BridgeError::SessionLost { .. } => inc(&c.sessions_lost),
@@ -908,6 +1013,37 @@ impl Shared {
             tokio::spawn(async move {
                 stop_worker(&w, grace, term).await;
             });
+        }
+    }
+}
+
+/// The half-open call breaker's probe call: reports its outcome, or (dropped unreported, its
+/// caller having given up) lets another probe through.
+struct Probe {
+    shared: Option<Arc<Shared>>,
+}
+
+impl Probe {
+    fn report(mut self, error: Option<&BridgeError>) {
+        let Some(shared) = self.shared.take() else {
+            return;
+        };
+        let failed = match error {
+            None => Some(false),
+            Some(e) => breaker::counts_as_pool_failure(e),
+        };
+        if let Some(breaker) = &shared.call_breaker {
+            lock(breaker).record(Instant::now(), Admission::Probe, failed);
+        }
+    }
+}
+
+impl Drop for Probe {
+    fn drop(&mut self) {
+        if let Some(shared) = self.shared.take()
+            && let Some(breaker) = &shared.call_breaker
+        {
+            lock(breaker).abandon_probe();
         }
     }
 }
@@ -1134,6 +1270,27 @@ impl Pool {
             restarts: get(&c.restarts),
             worker_failures: get(&c.worker_failures),
             breaker_open: st.breaker_open(Instant::now()).is_some(),
+            call_breaker: self
+                .shared
+                .call_breaker
+                .as_ref()
+                .map(|b| lock(b).state(Instant::now()))
+                .unwrap_or_default(),
+            call_failure_rate: self
+                .shared
+                .call_breaker
+                .as_ref()
+                .map(|b| {
+                    let (failed, calls) = lock(b).counts(Instant::now());
+                    if calls == 0 {
+                        0.0
+                    } else {
+                        failed as f64 / calls as f64
+                    }
+                })
+                .unwrap_or_default(),
+            breaker_rejections: get(&c.breaker_rejections),
+            cpu_limit_kills: get(&c.cpu_limit_kills),
             last_failure: st.last_failure.clone(),
             latency: c.latency.snapshot(),
             recently_gone: st.gone.iter().cloned().collect(),

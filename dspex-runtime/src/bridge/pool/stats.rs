@@ -92,6 +92,8 @@ pub(super) struct Counters {
     pub(super) timeouts: AtomicU64,
     pub(super) crashes: AtomicU64,
     pub(super) retries: AtomicU64,
+    pub(super) breaker_rejections: AtomicU64,
+    pub(super) cpu_limit_kills: AtomicU64,
     pub(super) saturated: AtomicU64,
     pub(super) checkout_timeouts: AtomicU64,
     pub(super) sessions_lost: AtomicU64,
@@ -138,6 +140,8 @@ pub struct PoolStats {
     pub timeouts: u64,
     /// … of which failed because their worker crashed (after retries).
     pub crashes: u64,
+    /// … of which used more CPU time than the limit ([`PoolBuilder::cpu_seconds`](super::PoolBuilder::cpu_seconds)).
+    pub cpu_limit_kills: u64,
     /// … of which found the pool saturated.
     pub saturated: u64,
     /// … of which waited past the checkout timeout.
@@ -153,8 +157,16 @@ pub struct PoolStats {
     pub restarts: u64,
     /// Workers that died without being asked to (crash, kill, timeout, missed heartbeats).
     pub worker_failures: u64,
-    /// Whether restarts are paused by the breaker.
+    /// Whether restarts are paused by the restart breaker.
     pub breaker_open: bool,
+    /// The call breaker's state ([`PoolBuilder::call_breaker`](super::PoolBuilder::call_breaker);
+    /// `Closed` when it is off).
+    pub call_breaker: CallBreakerState,
+    /// The fraction of the calls in the call breaker's window that failed for pool reasons (0
+    /// with none, or with the breaker off).
+    pub call_failure_rate: f64,
+    /// Requests failed fast by the open call breaker (counted in `calls` and `errors` too).
+    pub breaker_rejections: u64,
     /// The last worker failure or failed start.
     pub last_failure: Option<String>,
     /// Request latencies.
