@@ -284,6 +284,18 @@ fn child_result(child: Child, within: Duration) -> HashMap<String, String> {
         .collect()
 }
 
+/// The results of `children`, each within `within`, read off a blocking thread.
+async fn children_results(children: Vec<Child>, within: Duration) -> Vec<HashMap<String, String>> {
+    tokio::task::spawn_blocking(move || {
+        children
+            .into_iter()
+            .map(|c| child_result(c, within))
+            .collect()
+    })
+    .await
+    .unwrap()
+}
+
 fn field(result: &HashMap<String, String>, name: &str) -> u64 {
     result
         .get(name)
@@ -318,14 +330,7 @@ async fn four_processes_of_500_identical_calls_make_one_lm_request() {
             )
         })
         .collect();
-    let results: Vec<_> = tokio::task::spawn_blocking(move || {
-        children
-            .into_iter()
-            .map(|c| child_result(c, Duration::from_secs(60)))
-            .collect::<Vec<_>>()
-    })
-    .await
-    .unwrap();
+    let results = children_results(children, Duration::from_secs(60)).await;
     for result in &results {
         assert_eq!(field(result, "ok"), 500, "{result:?}");
         assert_eq!(field(result, "distinct_texts"), 1, "{result:?}");
@@ -366,14 +371,7 @@ async fn a_leader_killed_mid_call_costs_at_most_one_more_request_and_nobody_hang
     leader.kill().expect("SIGKILL the leader");
     let _ = leader.wait();
     let killed_at = Instant::now();
-    let results: Vec<_> = tokio::task::spawn_blocking(move || {
-        followers
-            .into_iter()
-            .map(|c| child_result(c, Duration::from_secs(60)))
-            .collect::<Vec<_>>()
-    })
-    .await
-    .unwrap();
+    let results = children_results(followers, Duration::from_secs(60)).await;
     for result in &results {
         assert_eq!(field(result, "ok"), 500, "{result:?}");
     }
@@ -407,14 +405,7 @@ async fn four_processes_share_a_200_per_second_limit() {
             )
         })
         .collect();
-    let results: Vec<_> = tokio::task::spawn_blocking(move || {
-        children
-            .into_iter()
-            .map(|c| child_result(c, Duration::from_secs(60)))
-            .collect::<Vec<_>>()
-    })
-    .await
-    .unwrap();
+    let results = children_results(children, Duration::from_secs(60)).await;
     let counts: Vec<u64> = results.iter().map(|r| field(r, "ok")).collect();
     let total: u64 = counts.iter().sum();
     for result in &results {

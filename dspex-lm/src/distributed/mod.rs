@@ -174,12 +174,12 @@ impl RedisUrl {
         }
         ensure_crypto_provider();
         // Building a client parses the PEM and sets up rustls, without any network I/O.
-        redis::Client::build_with_tls(node.as_str(), tls_certificates(Some(&pem))).map_err(
-            |e| RedisConfigError::Tls {
+        redis::Client::build_with_tls(node.as_str(), tls_certificates(&pem)).map_err(|e| {
+            RedisConfigError::Tls {
                 url: redact(node),
                 reason: mask(&e.to_string(), node),
-            },
-        )?;
+            }
+        })?;
         self.root_cert = Some(pem.into());
         Ok(self)
     }
@@ -307,7 +307,7 @@ impl Conn {
                 .response_timeout(op_timeout)
                 .retries(1);
             if let Some(pem) = &url.root_cert {
-                builder = builder.certs(tls_certificates(Some(pem)));
+                builder = builder.certs(tls_certificates(pem));
             }
             match builder.build() {
                 Ok(client) => ConnKind::Cluster {
@@ -324,7 +324,7 @@ impl Conn {
                 .set_max_delay(Duration::from_millis(500));
             let node = url.nodes[0].as_str();
             let client = match &url.root_cert {
-                Some(pem) => redis::Client::build_with_tls(node, tls_certificates(Some(pem))),
+                Some(pem) => redis::Client::build_with_tls(node, tls_certificates(pem)),
                 None => redis::Client::open(node),
             };
             match client {
@@ -495,11 +495,11 @@ fn ensure_crypto_provider() {
 }
 
 /// The `redis` crate's TLS settings: no client certificate; `root_cert` (PEM) instead of the
-/// system's trust store when given.
-fn tls_certificates(root_cert: Option<&[u8]>) -> redis::TlsCertificates {
+/// system's trust store.
+fn tls_certificates(root_cert: &[u8]) -> redis::TlsCertificates {
     redis::TlsCertificates {
         client_tls: None,
-        root_cert: root_cert.map(<[u8]>::to_vec),
+        root_cert: Some(root_cert.to_vec()),
     }
 }
 
