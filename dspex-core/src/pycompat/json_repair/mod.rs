@@ -34,8 +34,23 @@ fn is_delim(c: Option<char>) -> bool {
     c.is_some_and(|c| DELIMS.contains(&c))
 }
 
+/// Python's `str.isalpha()` for one character: the letter categories (L*). Rust's
+/// `char::is_alphabetic` also counts Other_Alphabetic (combining marks such as U+0A47, Roman
+/// numerals, circled letters), which Python does not. Computed as XID_Start without numbers and
+/// the Other_ID_Start characters, plus the letters NFKC closure keeps out of XID_Start (checked
+/// against Python 3.11 over every code point).
 fn is_alpha(c: char) -> bool {
-    c.is_alphabetic()
+    const NOT_LETTERS: [char; 6] = [
+        '\u{1885}', '\u{1886}', '\u{2118}', '\u{212E}', '\u{309B}', '\u{309C}',
+    ];
+    const LETTERS: [char; 22] = [
+        '\u{37A}', '\u{E33}', '\u{EB3}', '\u{2E2F}', '\u{FC5E}', '\u{FC5F}', '\u{FC60}',
+        '\u{FC61}', '\u{FC62}', '\u{FC63}', '\u{FDFA}', '\u{FDFB}', '\u{FE70}', '\u{FE72}',
+        '\u{FE74}', '\u{FE76}', '\u{FE78}', '\u{FE7A}', '\u{FE7C}', '\u{FE7E}', '\u{FF9E}',
+        '\u{FF9F}',
+    ];
+    (unicode_ident::is_xid_start(c) && !c.is_numeric() && !NOT_LETTERS.contains(&c))
+        || LETTERS.contains(&c)
 }
 
 /// Python's `str.isdigit()` (approximated for non-ASCII by Unicode's numeric property).
@@ -43,8 +58,9 @@ fn is_digit(c: char) -> bool {
     c.is_ascii_digit() || (!c.is_ascii() && c.is_numeric())
 }
 
+/// Python's `str.isalnum()` for one character: a letter or a number (see [`is_alpha`]).
 fn is_alnum(c: char) -> bool {
-    c.is_alphanumeric()
+    is_alpha(c) || c.is_numeric()
 }
 
 /// `json_repair.loads(text)`. `Err` when the input nests too deeply (Python raises
@@ -2301,5 +2317,19 @@ mod deep_input_tests {
     fn a_few_slashes_still_read_as_python_reads_them() {
         let text = format!("{}{}", "<a>".repeat(100), "</a>".repeat(100));
         assert_eq!(loads(&text), Ok(Py::Str(String::new())));
+    }
+
+    /// Letters are Python's (`str.isalpha`), not Rust's `is_alphabetic`: a combining mark, a
+    /// Roman numeral or a circled letter is no letter; a Thai vowel sign folded out of
+    /// XID_Start is one. Expected values from json_repair in DSPy's venv.
+    #[test]
+    fn letters_are_pythons() {
+        let strs = |items: &[&str]| Py::List(items.iter().map(|s| Py::Str((*s).into())).collect());
+        assert_eq!(loads("{\u{a47}A"), Ok(strs(&["A"])));
+        assert_eq!(loads("[\u{2160}x"), Ok(strs(&["x"])));
+        assert_eq!(loads("[\u{e33}a"), Ok(strs(&["\u{e33}a"])));
+        assert!(matches!(loads("{\u{24b6}: 1}"), Ok(Py::Dict(d)) if d.is_empty()));
+        assert!(is_alpha('A') && is_alpha('\u{4e00}') && !is_alpha('_') && !is_alpha('1'));
+        assert!(is_alnum('1') && is_alnum('\u{2160}') && !is_alnum('\u{a47}'));
     }
 }
