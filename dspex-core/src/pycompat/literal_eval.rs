@@ -101,9 +101,10 @@ fn tokenize(src: &str) -> Result<Vec<Tok>, String> {
                     let (tok, next) = number_token(&chars, i)?;
                     toks.push(tok);
                     i = next;
-                } else if c.is_alphabetic() || c == '_' {
+                } else if unicode_ident::is_xid_start(c) || c == '_' {
+                    // Python's identifiers: XID_Start then XID_Continue (PEP 3131).
                     let start = i;
-                    while i < chars.len() && (chars[i].is_alphanumeric() || chars[i] == '_') {
+                    while i < chars.len() && unicode_ident::is_xid_continue(chars[i]) {
                         i += 1;
                     }
                     toks.push(Tok::Name(chars[start..i].iter().collect()));
@@ -690,6 +691,18 @@ mod tests {
             ok("123456789012345678901234567890123456789012"),
             Py::BigInt("123456789012345678901234567890123456789012".into())
         );
+    }
+
+    /// Identifiers are Python's (XID_Start, XID_Continue), not Rust's `is_alphabetic`: a circled
+    /// digit is an invalid character to Python, a Roman numeral a name (both errors, as in 3.11).
+    #[test]
+    fn identifiers_are_pythons() {
+        for text in ["\u{2460}", "x\u{2460}"] {
+            let err = literal_eval(text).expect_err(text);
+            assert!(err.contains("invalid character"), "{text:?}: {err}");
+        }
+        let err = literal_eval("\u{2170}").expect_err("a name");
+        assert!(!err.contains("invalid character"), "{err}");
     }
 
     #[test]
