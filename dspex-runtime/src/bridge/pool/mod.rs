@@ -20,6 +20,7 @@ use super::worker::{
     DEFAULT_ENV_ALLOW, LeaseEnd, SIGXCPU_REASON, Worker, WorkerConfig, WorkerHooks, WorkerInfo,
     WorkerState,
 };
+pub(crate) use super::worker::{EventSink, StreamFrame};
 use crate::flag;
 use crate::lm::LanguageModel;
 use breaker::{Admission, Breaker};
@@ -68,6 +69,8 @@ pub struct RequestOptions {
     timeout: Option<Duration>,
     idempotent: Option<bool>,
     lm: Option<Arc<dyn LanguageModel>>,
+    /// Where a `stream_call`'s chunk and status frames go (a stream's own plumbing).
+    events: Option<EventSink>,
 }
 
 impl std::fmt::Debug for RequestOptions {
@@ -105,6 +108,13 @@ impl RequestOptions {
     #[must_use]
     pub fn lm(mut self, lm: Arc<dyn LanguageModel>) -> Self {
         self.lm = Some(lm);
+        self
+    }
+
+    /// Sends the request's `stream_chunk` and `status` frames to `events`; once one was
+    /// delivered the call is never retried on another worker.
+    pub(crate) fn events(mut self, events: EventSink) -> Self {
+        self.events = Some(events);
         self
     }
 }
@@ -900,12 +910,17 @@ impl Shared {
             let now = Instant::now();
             let deadline = *deadline.get_or_insert(now + timeout);
             let left = deadline.saturating_duration_since(now);
-            let result = worker.request(op, true, Some(left), lm).await;
+            let result = worker
+                .request_with_events(op, true, Some(left), lm, options.events.clone())
+                .await;
             drop(lease);
             let result = self.cpu_limit_error(&worker, result).await;
             match result {
+                // A stream whose first frame reached its caller is never repeated.
                 Err(BridgeError::WorkerCrashed { ref reason, .. })
-                    if may_retry && attempt < self.config.max_retries =>
+                    if may_retry
+                        && attempt < self.config.max_retries
+                        && !options.events.as_ref().is_some_and(EventSink::delivered) =>
                 {
                     let delay = breaker::retry_delay(
                         backoff_base,
