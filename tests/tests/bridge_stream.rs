@@ -566,3 +566,36 @@ async fn a_dspy_error_mid_stream_ends_the_stream_with_the_python_exception() {
     })
     .await;
 }
+
+#[tokio::test]
+async fn a_worker_without_streaming_refuses_at_once_with_a_typed_error() {
+    within(60, async {
+        // The protocol test's fake worker: an older dspex_worker, whose `ready` lists no features.
+        let fake =
+            std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("python/fake_worker.py");
+        let pool = Pool::builder()
+            .python("python3")
+            .worker_args([fake])
+            .workers(1)
+            .start_timeout(Duration::from_secs(20))
+            .build()
+            .await
+            .expect("the pool of fake workers starts");
+        let predict: BridgedModule<Fields, Fields> =
+            BridgedModule::create(&pool, "Predict", "question -> answer")
+                .await
+                .expect("the fake worker creates objects");
+        let items: Vec<_> = predict.stream(question()).collect().await;
+        let [Err(StreamError::Call(Error::Bridge(BridgeError::Unsupported { op, feature, .. })))] =
+            items.as_slice()
+        else {
+            panic!("expected one Unsupported error: {items:?}");
+        };
+        assert_eq!((*op, *feature), ("stream_call", "stream"));
+        // Nothing was sent: the worker is free and answers the next call.
+        predict.call(question()).await.expect("a plain call works");
+        assert_eq!(pool.stats().crashes, 0);
+        pool.shutdown().await;
+    })
+    .await;
+}

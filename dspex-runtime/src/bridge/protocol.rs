@@ -867,6 +867,25 @@ mod tests {
                        "adapter": "json"}),
             ),
             (
+                Op::StreamCall {
+                    object: "o1".into(),
+                    inputs: json!({"question": "q"}).as_object().unwrap().clone(),
+                    fields: None,
+                    status: None,
+                },
+                json!({"kind": "request", "id": 1, "op": "stream_call", "object": "o1", "inputs": {"question": "q"}}),
+            ),
+            (
+                Op::StreamCall {
+                    object: "o1".into(),
+                    inputs: Map::new(),
+                    fields: Some(vec!["answer".into()]),
+                    status: Some(StatusMessages::All),
+                },
+                json!({"kind": "request", "id": 1, "op": "stream_call", "object": "o1", "inputs": {},
+                       "fields": ["answer"], "status": "all"}),
+            ),
+            (
                 Op::Cancel { target: 7 },
                 json!({"kind": "request", "id": 1, "op": "cancel", "target": 7}),
             ),
@@ -991,6 +1010,74 @@ mod tests {
         assert_eq!(unknown, WorkerMessage::Unknown);
         assert!(decode_frame::<WorkerMessage>(b"{not json").is_err());
         assert!(decode_frame::<WorkerMessage>(br#"{"kind": "response"}"#).is_err());
+    }
+
+    #[test]
+    fn stream_frames_have_the_documented_shape() {
+        let chunk: WorkerMessage = decode_frame(
+            br#"{"kind": "stream_chunk", "id": 7, "predictor": "predict", "field": "answer", "chunk": "Par", "is_last": false}"#,
+        )
+        .unwrap();
+        assert_eq!(
+            chunk,
+            WorkerMessage::StreamChunk(StreamChunk {
+                id: 7,
+                predictor: "predict".into(),
+                field: "answer".into(),
+                chunk: "Par".into(),
+                is_last: false,
+            })
+        );
+        let status: WorkerMessage =
+            decode_frame(br#"{"kind": "status", "id": 7, "message": "Calling tool search..."}"#)
+                .unwrap();
+        assert_eq!(
+            status,
+            WorkerMessage::Status(StatusUpdate {
+                id: 7,
+                message: "Calling tool search...".into()
+            })
+        );
+        // A chunk must name its request, field and predictor.
+        assert!(
+            decode_frame::<WorkerMessage>(br#"{"kind": "stream_chunk", "id": 7, "chunk": "x"}"#)
+                .is_err()
+        );
+        // A streamed lm_call says so; a plain one (an older worker's) reads as not streamed.
+        let call: WorkerMessage = decode_frame(
+            br#"{"kind": "lm_call", "id": 3, "parent": 7, "stream": true, "request": {"messages": []}}"#,
+        )
+        .unwrap();
+        assert!(matches!(
+            call,
+            WorkerMessage::LmCall(LmCall { stream: true, .. })
+        ));
+        let plain: LmCall =
+            serde_json::from_value(json!({"id": 3, "request": {"messages": []}})).unwrap();
+        assert!(!plain.stream);
+        assert_eq!(
+            serde_json::to_value(&plain).unwrap(),
+            json!({"id": 3, "request": {"model": null, "messages": []}})
+        );
+        assert_eq!(
+            body(
+                &encode_frame(&LmChunk {
+                    id: 3,
+                    text: "Pa".into()
+                })
+                .unwrap()
+            ),
+            json!({"kind": "lm_chunk", "id": 3, "text": "Pa"})
+        );
+        // Features: absent from an older worker's ready frame.
+        let ready: Ready = serde_json::from_value(
+            json!({"protocol": 1, "pid": 1, "python": "3.11", "features": [FEATURE_STREAM]}),
+        )
+        .unwrap();
+        assert_eq!(ready.features, [FEATURE_STREAM]);
+        let old: Ready =
+            serde_json::from_value(json!({"protocol": 1, "pid": 1, "python": "3.11"})).unwrap();
+        assert!(old.features.is_empty());
     }
 
     #[test]
