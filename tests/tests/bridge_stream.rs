@@ -599,3 +599,41 @@ async fn a_worker_without_streaming_refuses_at_once_with_a_typed_error() {
     })
     .await;
 }
+
+#[tokio::test]
+async fn the_pool_streams_an_object_every_worker_has() {
+    within(180, async {
+        let server = server(completion()).await;
+        let (lm, open) = PacedLm::new(&server, 0);
+        open.send_replace(true);
+        let pool = pool(venv_python())
+            .eager_import(true)
+            .lm(lm)
+            .init(dspex::bridge::protocol::Op::Create {
+                module: "ChainOfThought".into(),
+                signature: "question -> answer".into(),
+                instructions: None,
+                fields: Map::new(),
+                kwargs: Map::new(),
+                session: None,
+            })
+            .build()
+            .await
+            .expect("the pool starts");
+        let items: Vec<_> = pool
+            .stream("o1", question(), Some(vec!["answer".into()]), None)
+            .collect()
+            .await;
+        assert_eq!(
+            field_sequence(&items),
+            [("predict".to_string(), "answer".to_string())]
+        );
+        assert_eq!(streamed_text(&items)["answer"], ANSWER);
+        let Some(Ok(StreamItem::Final(outputs))) = items.last() else {
+            panic!("no prediction last: {items:?}");
+        };
+        assert_eq!(outputs["reasoning"], REASONING);
+        pool.shutdown().await;
+    })
+    .await;
+}

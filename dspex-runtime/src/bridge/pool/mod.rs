@@ -1222,6 +1222,47 @@ impl Pool {
         Ok(decode::<super::protocol::CallResult>(worker, "call", value)?.outputs)
     }
 
+    /// Calls `object` on any free worker (as [`call`](Self::call)) under DSPy's
+    /// `dspy.streamify`: the [`Op::StreamCall`] request's chunks and status messages as they
+    /// come, then the prediction's fields, as
+    /// [`BridgedModule::stream_with`](super::BridgedModule::stream_with) describes. A worker
+    /// that crashes before the first item is replaced by another (the call is idempotent); after
+    /// it, the stream ends with [`BridgeError::WorkerCrashed`]. Dropping the stream cancels the
+    /// call.
+    pub fn stream(
+        &self,
+        object: impl Into<String>,
+        inputs: Map<String, Value>,
+        fields: Option<Vec<String>>,
+        status: Option<super::protocol::StatusMessages>,
+    ) -> crate::module::FieldStream<Map<String, Value>> {
+        use futures_util::StreamExt;
+        let op = Op::StreamCall {
+            object: object.into(),
+            inputs,
+            fields,
+            status,
+        };
+        let (sink, events) = EventSink::channel();
+        let options = RequestOptions::new().events(sink);
+        let shared = self.shared.clone();
+        let call = Box::pin(async move { shared.run(&op, None, &options).await });
+        super::program::bridged_stream(call, events, None)
+            .map(|item| {
+                item.map(|item| match item {
+                    crate::module::StreamItem::Final((outputs, _)) => {
+                        crate::module::StreamItem::Final(outputs)
+                    }
+                    crate::module::StreamItem::Chunk(c) => crate::module::StreamItem::Chunk(c),
+                    crate::module::StreamItem::Status(m) => crate::module::StreamItem::Status(m),
+                    crate::module::StreamItem::Fallback { adapter, error } => {
+                        crate::module::StreamItem::Fallback { adapter, error }
+                    }
+                })
+            })
+            .boxed()
+    }
+
     /// A new session: its calls go to the worker that ran its first call, per `mode`.
     pub fn session(&self, mode: AffinityMode) -> Session {
         let id = self.shared.next_session.fetch_add(1, Ordering::Relaxed);
