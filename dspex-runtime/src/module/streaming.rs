@@ -69,7 +69,7 @@ pub type FieldStream<T> = BoxStream<'static, Result<StreamItem<T>, StreamError>>
 ///   chunks were streamed;
 /// - one predictor per stream, so DSPy's `predict`/`predict_name`/`allow_reuse` listener options
 ///   reduce to [`StreamOptions`]; a native stream has no status messages (a bridged module's
-///   stream, [`BridgedModule::stream`](crate::bridge::BridgedModule::stream), carries DSPy's as
+///   stream, `bridge::BridgedModule::stream` with the `bridge` feature, carries DSPy's as
 ///   [`StreamItem::Status`]);
 /// - `n > 1` cannot be streamed ([`StreamError::MultipleCompletions`]).
 #[derive(Debug, Clone, PartialEq)]
