@@ -664,3 +664,70 @@ async fn the_call_timeout_covers_the_whole_stream() {
     })
     .await;
 }
+
+#[tokio::test]
+async fn a_pool_stream_is_not_retried_on_another_worker_after_its_first_chunk() {
+    within(180, async {
+        let server = server(completion()).await;
+        let (lm, open) = PacedLm::new(&server, 10);
+        let pool = pool(venv_python())
+            .workers(2)
+            .eager_import(true)
+            .lm(lm.clone())
+            .init(dspex::bridge::protocol::Op::Create {
+                module: "ChainOfThought".into(),
+                signature: "question -> answer".into(),
+                instructions: None,
+                fields: Map::new(),
+                kwargs: Map::new(),
+                session: None,
+            })
+            .build()
+            .await
+            .expect("the pool starts");
+        let mut stream = pool.stream("o1", question(), None, None);
+        let mut items = until_first_chunk(&mut stream).await;
+        assert!(
+            matches!(items.last(), Some(Ok(StreamItem::Chunk(_)))),
+            "{items:?}"
+        );
+        let busy: Vec<u32> = pool
+            .stats()
+            .workers
+            .iter()
+            .filter(|w| w.state == dspex::bridge::WorkerState::Busy)
+            .map(|w| w.worker.pid)
+            .collect();
+        let [pid] = busy.as_slice() else {
+            panic!("one worker runs the stream: {busy:?}");
+        };
+        let status = std::process::Command::new("kill")
+            .args(["-KILL", &pid.to_string()])
+            .status()
+            .expect("kill runs");
+        assert!(status.success());
+        items.extend(stream.collect::<Vec<_>>().await);
+        assert!(
+            matches!(
+                items.last(),
+                Some(Err(StreamError::Call(Error::Bridge(
+                    BridgeError::WorkerCrashed { .. }
+                ))))
+            ),
+            "{items:?}"
+        );
+        // The other worker never got the call (its chunks would repeat the ones already seen).
+        assert_eq!(lm.probe.opened.load(Ordering::SeqCst), 1);
+        assert_eq!(pool.stats().retries, 0);
+
+        // A new stream runs on a live worker.
+        open.send_replace(true);
+        let items: Vec<_> = pool.stream("o1", question(), None, None).collect().await;
+        assert!(
+            matches!(items.last(), Some(Ok(StreamItem::Final(o))) if o["answer"] == ANSWER),
+            "{items:?}"
+        );
+        pool.shutdown().await;
+    })
+    .await;
+}
