@@ -620,10 +620,14 @@ async fn the_pool_streams_an_object_every_worker_has() {
             .build()
             .await
             .expect("the pool starts");
-        let items: Vec<_> = pool
-            .stream("o1", question(), Some(vec!["answer".into()]), None)
-            .collect()
-            .await;
+        // The streamed LM call is served in the task that polls the stream: its usage trackers
+        // see it.
+        let (items, usage) = dspex::lm::track_usage(
+            pool.stream("o1", question(), Some(vec!["answer".into()]), None)
+                .collect::<Vec<_>>(),
+        )
+        .await;
+        assert_eq!(usage.total().calls, 1, "{usage:?}");
         assert_eq!(
             field_sequence(&items),
             [("predict".to_string(), "answer".to_string())]
