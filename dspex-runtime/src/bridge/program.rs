@@ -464,6 +464,10 @@ where
     /// its first item; it does not re-create a module whose worker died (its next
     /// [`call`](Self::call) does).
     ///
+    /// The stream works while it is polled, as a native one does: the worker's LM calls are
+    /// served in the task that polls it (with that task's settings and usage trackers), so a
+    /// caller that stops polling holds the worker, up to the call's timeout.
+    ///
     /// Dropping the stream cancels the call: the worker is sent `cancel`, the LM stream serving
     /// it on the Rust side is dropped (the LM stops being read), DSPy's call fails with
     /// `Cancelled` in the worker, and the worker takes calls again once it has answered.
