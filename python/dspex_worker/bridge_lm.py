@@ -8,12 +8,21 @@ cache is never consulted or written (`use_cache` is False for unmanaged LMs) and
 (`retries = 0`). Both belong to the Rust side, which sees every call. `n` travels in the request: one
 `lm_call` returns n choices (the legacy path keeps backend-native `n`; a managed engine would send n
 separate requests). Usage from the `lm_result` flows into DSPy's usage tracker and history.
+
+Inside `dspy.streamify` (DSPy's `settings.send_stream` set for the predictor being listened to), a
+completion is streamed: the `lm_call` carries `"stream": true`, and each `lm_chunk` the pool sends
+is passed to DSPy's send stream as a chunk for the calling predictor's listeners, as DSPy's own LM
+does with litellm's streamed chunks, while the pool's LM is still generating.
 """
 
 import asyncio
 import math
 
+import anyio
 import dspy
+from dspy.clients.call_context import stream_emitted
+from dspy.clients.call_result import attributes
+from dspy.clients.engines.streaming import EngineChunk
 from dspy.dsp.utils.utils import dotdict
 from dspy.utils.exceptions import LMError
 
@@ -104,8 +113,10 @@ class BridgeLM(dspy.BaseLM):
 
     def forward(self, prompt=None, messages=None, **kwargs):
         request = self.build_request(prompt=prompt, messages=messages, **kwargs)
+        on_chunk = self._chunk_sender(request)
         try:
-            ok = channel.current().call(request, parent=dspy.settings.get(channel.PARENT_SETTING))
+            ok = channel.current().call(request, parent=dspy.settings.get(channel.PARENT_SETTING),
+                                        on_chunk=on_chunk)
         except LmCallFailed as exc:
             raise LmError(exc.remote_message, remote_type=exc.remote_type, model=self.model,
                           provider="dspex-bridge") from None
@@ -123,6 +134,25 @@ class BridgeLM(dspy.BaseLM):
         usage = ok.get("usage") if isinstance(ok.get("usage"), dict) else {}
         return _attributes({"model": ok.get("model") or self.model, "object": "chat.completion",
                             "choices": choices, "usage": dict(usage)})
+
+    def _chunk_sender(self, request):
+        """For a call inside `dspy.streamify`: a function that hands one chunk of text to DSPy's
+        send stream (as the calling predictor's chunk); None otherwise. A call for several
+        completions is not streamed (DSPy's listeners read one)."""
+        send_stream = dspy.settings.send_stream
+        if send_stream is None or (request.get("n") or 1) > 1:
+            return None
+        caller = dspy.settings.caller_predict
+        predict_id = id(caller) if caller is not None else None
+        model = self.model
+
+        def send(text):
+            stream_emitted()  # DSPy must not retry a call whose output was already shown
+            chunk = EngineChunk(id=None, model=model, predict_id=predict_id,
+                                choices=[attributes({"index": 0, "delta": {"content": text}, "finish_reason": None})])
+            anyio.from_thread.run(send_stream.send, chunk)
+
+        return send
 
     async def aforward(self, prompt=None, messages=None, **kwargs):
         # The wait for an lm_result blocks a thread, never the event loop.

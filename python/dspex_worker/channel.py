@@ -4,10 +4,14 @@ Any thread may call (DSPy's evaluators and optimizers run LM calls on thread poo
 its own id from the worker's counter, names the request whose operation it serves (`parent`), and
 blocks until the reader thread delivers its `lm_result`, or until that operation is cancelled. A
 call made for an operation that is no longer running (a straggler thread of a finished or
-cancelled operation) fails at once with Cancelled. Standard library only.
+cancelled operation) fails at once with Cancelled.
+
+A streamed call (`on_chunk` given) sends `"stream": true` and hands each `lm_chunk` frame's text to
+`on_chunk`, on the calling thread, as it arrives, until the `lm_result`. Standard library only.
 """
 
 import itertools
+import queue
 import threading
 
 from .errors import Cancelled, LmCallFailed
@@ -33,13 +37,15 @@ def install(channel):
 
 
 class _Slot:
-    __slots__ = ("event", "message", "cancelled", "parent")
+    """One waiting call: the reader puts ("chunk", text), ("result", message) or ("cancel", None)."""
 
-    def __init__(self, parent):
-        self.event = threading.Event()
-        self.message = None
+    __slots__ = ("items", "cancelled", "parent", "streaming")
+
+    def __init__(self, parent, streaming):
+        self.items = queue.SimpleQueue()
         self.cancelled = False
         self.parent = parent
+        self.streaming = streaming
 
 
 class LmChannel:
@@ -52,9 +58,10 @@ class LmChannel:
         self._lock = threading.Lock()
         self._slots = {}
 
-    def call(self, request, parent=None):
+    def call(self, request, parent=None, on_chunk=None):
         """Send an `lm_call` for the operation of request `parent` and block for its result: the
         `ok` object of the `lm_result`. Without `parent`, the call serves the running operation.
+        With `on_chunk`, the call is streamed: `on_chunk(text)` runs for each `lm_chunk` first.
 
         Raises LmCallFailed for an error result, and Cancelled when the operation is cancelled or
         no longer running.
@@ -62,7 +69,7 @@ class LmChannel:
         if parent is None:
             op = self._running()
             parent = op.id if op is not None else None
-        slot = _Slot(parent)
+        slot = _Slot(parent, on_chunk is not None)
         with self._lock:
             call_id = next(self._ids)
             self._slots[call_id] = slot
@@ -74,14 +81,21 @@ class LmChannel:
                 raise Cancelled(f"an LM call for request {parent}, whose operation is no longer running")
             if op.cancelled:
                 raise Cancelled("cancelled before an LM call")
-            self._send({"kind": "lm_call", "id": call_id, "parent": parent, "request": request})
-            slot.event.wait()
+            frame = {"kind": "lm_call", "id": call_id, "parent": parent, "request": request}
+            if on_chunk is not None:
+                frame["stream"] = True
+            self._send(frame)
+            while True:
+                kind, item = slot.items.get()
+                if kind == "cancel":
+                    raise Cancelled(f"cancelled while waiting for lm_result {call_id}")
+                if kind == "result":
+                    message = item
+                    break
+                on_chunk(item)
         finally:
             with self._lock:
                 self._slots.pop(call_id, None)
-        if slot.cancelled:
-            raise Cancelled(f"cancelled while waiting for lm_result {call_id}")
-        message = slot.message
         if "error" in message and message["error"] is not None:
             error = message["error"] if isinstance(message["error"], dict) else {"message": str(message["error"])}
             raise LmCallFailed(error.get("type"), error.get("message"))
@@ -96,8 +110,17 @@ class LmChannel:
             slot = self._slots.get(message.get("id"))
         if slot is None:
             return False
-        slot.message = message
-        slot.event.set()
+        slot.items.put(("result", message))
+        return True
+
+    def deliver_chunk(self, message):
+        """Hand an `lm_chunk` to its streamed call; False when no streamed call waits for that id."""
+        with self._lock:
+            slot = self._slots.get(message.get("id"))
+        text = message.get("text")
+        if slot is None or not slot.streaming or not isinstance(text, str):
+            return False
+        slot.items.put(("chunk", text))
         return True
 
     def cancel(self, parent):
@@ -106,7 +129,7 @@ class LmChannel:
             slots = [slot for slot in self._slots.values() if slot.parent == parent]
         for slot in slots:
             slot.cancelled = True
-            slot.event.set()
+            slot.items.put(("cancel", None))
 
     def waiting(self):
         with self._lock:

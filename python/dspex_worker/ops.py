@@ -1,4 +1,5 @@
-"""The executor's operations: configure, create, call, save_state, load_state, optimize, drop, shutdown.
+"""The executor's operations: configure, create, call, stream_call, save_state, load_state, optimize, drop,
+shutdown.
 
 DSPy is imported on the first operation that needs it.
 """
@@ -233,6 +234,21 @@ class Operations:
             outputs = prediction
         else:
             outputs = {"output": prediction}
+        self.checkpoint()
+        return {"outputs": {str(k): jsonable(v) for k, v in outputs.items()}}
+
+    def op_stream_call(self, request):
+        dspy = import_dspy()
+        from . import streaming
+
+        _, module = self._object(request)
+        inputs = _arg(request, "inputs", dict, required=False, default={})
+        fields = _arg(request, "fields", list, required=False)
+        provider = streaming.status_provider(_arg(request, "status", str, required=False))
+        stream_listeners = streaming.listeners(module, fields)
+        with self.serving(dspy, request):
+            prediction = streaming.run(self.worker, request.get("id"), module, inputs, stream_listeners, provider)
+        outputs = prediction.toDict() if hasattr(prediction, "toDict") else dict(prediction)
         self.checkpoint()
         return {"outputs": {str(k): jsonable(v) for k, v in outputs.items()}}
 

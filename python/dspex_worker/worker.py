@@ -19,7 +19,10 @@ from .framing import FrameError, encode_frame, read_frame, write_all
 log = logging.getLogger("dspex_worker")
 
 IMMEDIATE_OPS = ("ping", "cancel")
-EXECUTOR_OPS = ("configure", "create", "call", "save_state", "load_state", "optimize", "drop", "shutdown")
+EXECUTOR_OPS = ("configure", "create", "call", "stream_call", "save_state", "load_state", "optimize", "drop",
+                "shutdown")
+# What this worker does beyond protocol 1's first version, announced in `ready` (PROTOCOL.md).
+FEATURES = ("stream",)
 
 try:
     _PAGE_SIZE = os.sysconf("SC_PAGE_SIZE")
@@ -117,7 +120,8 @@ class Worker:
 
         self._executor.start()
         self.send({"kind": "ready", "protocol": 1, "pid": os.getpid(),
-                   "python": platform.python_version(), "dspy": self.dspy_version})
+                   "python": platform.python_version(), "dspy": self.dspy_version,
+                   "features": list(FEATURES)})
         while True:
             try:
                 payload = read_frame(self._reader)
@@ -147,6 +151,11 @@ class Worker:
         if kind == "lm_result":
             if not self.channel.deliver(message):
                 log.warning("lm_result %r matches no waiting lm_call (cancelled or unknown); dropped", msg_id)
+            return
+        if kind == "lm_chunk":
+            # After a cancel the pool may still have chunks of that call under way: dropped quietly.
+            if not self.channel.deliver_chunk(message):
+                log.debug("lm_chunk %r matches no streamed lm_call (cancelled or unknown); dropped", msg_id)
             return
         if kind != "request":
             if has_id:

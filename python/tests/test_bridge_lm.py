@@ -18,7 +18,8 @@ class ScriptedChannel:
         self.requests = []
         self.parents = []
 
-    def call(self, request, parent=None):
+    def call(self, request, parent=None, on_chunk=None):
+        assert on_chunk is None, "no streamify here: BridgeLM does not stream"
         self.requests.append(request)
         self.parents.append(parent)
         result = self.answer(request)

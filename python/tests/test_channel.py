@@ -87,3 +87,57 @@ def test_a_cancel_wakes_only_its_own_operations_calls():
     h.channel.deliver({"kind": "lm_result", "id": h.sent[1]["id"], "ok": {"choices": ["z"]}})
     other.join(5)
     assert other_outcome == {"ok": {"choices": ["z"]}}
+
+
+def test_a_streamed_call_hands_each_chunk_over_before_its_result():
+    h = Harness(Op(5))
+    chunks = []
+    outcome = {}
+
+    def run():
+        outcome["ok"] = h.channel.call({"messages": []}, parent=5, on_chunk=chunks.append)
+
+    thread = threading.Thread(target=run)
+    thread.start()
+    frame = h.wait_sent(1)
+    assert frame["stream"] is True
+    assert h.channel.deliver_chunk({"kind": "lm_chunk", "id": frame["id"], "text": "Pa"})
+    assert h.channel.deliver_chunk({"kind": "lm_chunk", "id": frame["id"], "text": "ris"})
+    deadline = time.monotonic() + 5
+    while len(chunks) < 2:  # handed over while the call still waits for its result
+        assert time.monotonic() < deadline, chunks
+        time.sleep(0.001)
+    assert thread.is_alive() and outcome == {}
+    h.channel.deliver({"kind": "lm_result", "id": frame["id"], "ok": {"choices": ["Paris"]}})
+    thread.join(5)
+    assert (chunks, outcome) == (["Pa", "ris"], {"ok": {"choices": ["Paris"]}})
+    # Chunks for no call, for a call that does not stream, or without text are refused.
+    assert not h.channel.deliver_chunk({"kind": "lm_chunk", "id": frame["id"], "text": "late"})
+    thread, _ = h.call_in_thread(parent=5)
+    plain = h.wait_sent(2)
+    assert "stream" not in plain
+    assert not h.channel.deliver_chunk({"kind": "lm_chunk", "id": plain["id"], "text": "x"})
+    h.channel.deliver({"kind": "lm_result", "id": plain["id"], "ok": {"choices": ["x"]}})
+    thread.join(5)
+
+
+def test_a_cancel_wakes_a_streamed_call():
+    op = Op(5)
+    h = Harness(op)
+    outcome = {}
+
+    def run():
+        try:
+            h.channel.call({"messages": []}, parent=5, on_chunk=lambda text: None)
+        except BaseException as exc:
+            outcome["error"] = exc
+
+    thread = threading.Thread(target=run)
+    thread.start()
+    frame = h.wait_sent(1)
+    h.channel.deliver_chunk({"kind": "lm_chunk", "id": frame["id"], "text": "Pa"})
+    op.cancelled = True
+    h.channel.cancel(5)
+    thread.join(5)
+    assert isinstance(outcome.get("error"), Cancelled)
+    assert h.channel.waiting() == 0

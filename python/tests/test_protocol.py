@@ -9,7 +9,7 @@ from workerclient import WorkerClient, encode
 def test_ready_frame_then_ping(worker):
     ready = worker.ready
     assert ready == {"kind": "ready", "protocol": 1, "pid": worker.proc.pid,
-                     "python": platform.python_version(), "dspy": None}
+                     "python": platform.python_version(), "dspy": None, "features": ["stream"]}
     pong = worker.call("ping")
     assert pong["pong"] is True and pong["busy"] is False
     assert isinstance(pong["rss_mb"], float) and 1 < pong["rss_mb"] < 4096

@@ -208,6 +208,19 @@ pub enum BridgeError {
         /// What the worker said (its stderr, or how it exited).
         message: String,
     },
+    /// The worker does not have a feature the call needs (an older `dspex_worker`: its `ready`
+    /// frame does not list it), so the call was not sent.
+    #[error(
+        "{worker} cannot `{op}`: its dspex_worker does not announce the `{feature}` feature; install the dspex_worker that matches this dspex"
+    )]
+    Unsupported {
+        /// The worker.
+        worker: WorkerRef,
+        /// The operation.
+        op: &'static str,
+        /// The missing feature ([`FEATURE_STREAM`](super::protocol::FEATURE_STREAM)).
+        feature: &'static str,
+    },
     /// The pool is shutting down or was shut down.
     #[error("the Python worker pool is shut down")]
     ShutDown,
@@ -225,7 +238,8 @@ impl BridgeError {
             | BridgeError::Remote { worker, .. }
             | BridgeError::BadResult { worker, .. }
             | BridgeError::SessionLost { worker, .. }
-            | BridgeError::SessionBusy { worker, .. } => Some(*worker),
+            | BridgeError::SessionBusy { worker, .. }
+            | BridgeError::Unsupported { worker, .. } => Some(*worker),
             BridgeError::Protocol { worker, .. } => *worker,
             _ => None,
         }

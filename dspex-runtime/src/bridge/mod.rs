@@ -18,10 +18,15 @@
 //!   so a replacement is ready in a fraction of the time of a fresh `import dspy`.
 //! - [`Session`] and [`AffinityMode`] — calls that share objects run on one worker.
 //! - [`BridgedModule`] / [`BridgedPredict`] — a DSPy module as a typed [`Program`](crate::Program),
-//!   with `save_state`, `load_state` and `optimize`.
+//!   with `save_state`, `load_state` and `optimize`, and [`stream`](BridgedModule::stream):
+//!   DSPy's `dspy.streamify` in the worker, its field chunks and status messages forwarded as
+//!   they come (the worker's LM calls streamed from the pool's LM), as the same
+//!   [`FieldStream`](crate::module::FieldStream) a native module streams; dropping the stream
+//!   cancels the call in the worker and the LM stream serving it.
 //! - [`Router`] — one program type, [`Routed`], for a module that is native or bridged: dspex's
 //!   implementation when it has one for the module name ([`NATIVE_MODULES`]), else DSPy's in the
-//!   pool; [`Route`] forces either; the choice is traced and [`Routed::route`] reports it.
+//!   pool; [`Route`] forces either; the choice is traced and [`Routed::route`] reports it;
+//!   [`Routed::stream`] streams either way.
 //! - [`protocol`] — the frames and messages of `python/PROTOCOL.md`.
 //! - [`BridgeError`] — every failure, typed: [`Timeout`](BridgeError::Timeout),
 //!   [`WorkerCrashed`](BridgeError::WorkerCrashed), [`PoolSaturated`](BridgeError::PoolSaturated),
@@ -43,7 +48,9 @@
 //! `libc::killpg`), then the child itself.
 //!
 //! # Not yet
-//! MessagePack frames.
+//! MessagePack frames. A stream does not re-create a module whose worker died (its next `call`
+//! does); streams of `n` > 1 completions (the LM call is then answered whole); reasoning and
+//! tool-call deltas of a streamed LM call (only its text is sent as `lm_chunk`s).
 
 mod error;
 mod forkserver;

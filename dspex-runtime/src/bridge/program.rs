@@ -1,19 +1,23 @@
 //! DSPy modules run through the pool as typed dspex programs.
 
-use super::error::BridgeError;
-use super::pool::{AffinityMode, Pool, RequestOptions, Session, decode};
-use super::protocol::{CallResult, Op, StateResult};
+use super::error::{BridgeError, WorkerRef};
+use super::pool::{AffinityMode, EventSink, Pool, RequestOptions, Session, StreamFrame, decode};
+use super::protocol::{CallResult, Op, StateResult, StatusMessages};
 use super::router::SignatureArg;
-use crate::error::Result;
+use crate::error::{Error, Result};
 use crate::example::Example;
+use crate::module::{FieldChunk, FieldStream, StreamError, StreamItem, StreamOptions};
 use crate::program::Program;
 use crate::signature::Signature;
+use futures_util::StreamExt;
+use futures_util::future::BoxFuture;
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 use serde_json::{Map, Value};
 use std::marker::PhantomData;
 use std::sync::{Mutex, MutexGuard};
 use std::time::Duration;
+use tokio::sync::mpsc;
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|e| e.into_inner())
@@ -411,25 +415,103 @@ where
             .unwrap_or(super::WorkerRef { id: 0, pid: 0 })
     }
 
+    /// The input as the JSON object of input fields `op` sends.
+    fn inputs(&self, input: &I, op: &'static str) -> Result<Map<String, Value>, BridgeError> {
+        match serde_json::to_value(input) {
+            Ok(Value::Object(map)) => Ok(map),
+            Ok(other) => Err(BridgeError::BadResult {
+                worker: self.error_worker(),
+                op,
+                message: format!("the input must serialize to a JSON object, not {other}"),
+            }),
+            Err(e) => Err(BridgeError::BadResult {
+                worker: self.error_worker(),
+                op,
+                message: format!("the input does not serialize: {e}"),
+            }),
+        }
+    }
+
+    /// Runs the module on `input` under DSPy's `dspy.streamify`, streaming every output field
+    /// of its last predictor (a ChainOfThought's `reasoning` and outputs) as DSPy's stream
+    /// listeners cut them, then the prediction's fields as `O`: the same
+    /// [`FieldStream`] of [`StreamItem`]s as a native module's `stream`
+    /// ([`ChainOfThought::stream`](crate::module::ChainOfThought::stream)). See
+    /// [`stream_with`](Self::stream_with).
+    pub fn stream(&self, input: I) -> FieldStream<O> {
+        self.stream_with(input, &StreamOptions::default(), StatusMessages::default())
+    }
+
+    /// [`stream`](Self::stream), listening to the fields `options` names (the last predictor
+    /// of the module that outputs each; [`StreamOptions::predictor_name`] renames the chunks'
+    /// predictor), with the `status` messages asked for.
+    ///
+    /// - [`StreamItem::Chunk`]: DSPy's `StreamResponse`s, as they come, while the pool's LM is
+    ///   still generating: the worker's LM calls for the listened predictor are streamed
+    ///   (`lm_call` with `stream`, answered from the LM's [`stream`](crate::lm::LanguageModel::stream));
+    ///   `predictor` is DSPy's `predict_name` (`predict` in a ChainOfThought, `self` for a
+    ///   Predict). The chunks follow DSPy's listeners, which strip the whitespace around a field.
+    /// - [`StreamItem::Status`]: DSPy's `StatusMessage`s.
+    /// - [`StreamItem::Final`]: the prediction's fields, last. No
+    ///   [`Fallback`](StreamItem::Fallback): DSPy's adapter fallback happens inside the worker.
+    ///
+    /// Errors end the stream as [`StreamError::Call`] holding [`Error::Bridge`]: what
+    /// [`call`](Self::call) fails with (a DSPy exception is
+    /// [`BridgeError::Remote`], a worker that dies mid-stream
+    /// [`BridgeError::WorkerCrashed`]; a worker without streaming
+    /// [`BridgeError::Unsupported`]). The call's timeout covers the whole stream. A stream is
+    /// retried on another worker only for a module outside a strict session and only before
+    /// its first item; it does not re-create a module whose worker died (its next
+    /// [`call`](Self::call) does).
+    ///
+    /// The stream works while it is polled, as a native one does: the worker's LM calls are
+    /// served in the task that polls it (with that task's settings and usage trackers), so a
+    /// caller that stops polling holds the worker, up to the call's timeout.
+    ///
+    /// Dropping the stream cancels the call: the worker is sent `cancel`, the LM stream serving
+    /// it on the Rust side is dropped (the LM stops being read), DSPy's call fails with
+    /// `Cancelled` in the worker, and the worker takes calls again once it has answered.
+    pub fn stream_with(
+        &self,
+        input: I,
+        options: &StreamOptions,
+        status: StatusMessages,
+    ) -> FieldStream<O> {
+        let inputs = match self.inputs(&input, "stream_call") {
+            Ok(inputs) => inputs,
+            Err(e) => return failed(e),
+        };
+        let binding = lock(&self.binding).clone();
+        let op = Op::StreamCall {
+            object: binding.object,
+            inputs,
+            fields: options.fields().map(<[String]>::to_vec),
+            status: (status != StatusMessages::default()).then_some(status),
+        };
+        let (sink, events) = EventSink::channel();
+        let request = self.options(None).events(sink);
+        let session = binding.session;
+        let call = Box::pin(async move { session.run(op, &request).await });
+        bridged_stream(call, events, options.predictor().map(str::to_string))
+            .map(|item| {
+                Ok(match item? {
+                    StreamItem::Final((outputs, worker)) => StreamItem::Final(
+                        decode(worker, "stream_call", Value::Object(outputs))
+                            .map_err(Error::from)?,
+                    ),
+                    StreamItem::Chunk(chunk) => StreamItem::Chunk(chunk),
+                    StreamItem::Status(message) => StreamItem::Status(message),
+                    StreamItem::Fallback { adapter, error } => {
+                        StreamItem::Fallback { adapter, error }
+                    }
+                })
+            })
+            .boxed()
+    }
+
     /// Calls the module: `module(**input)`'s fields as `O`.
     pub async fn call(&self, input: I) -> Result<O, BridgeError> {
-        let inputs = match serde_json::to_value(&input) {
-            Ok(Value::Object(map)) => map,
-            Ok(other) => {
-                return Err(BridgeError::BadResult {
-                    worker: self.error_worker(),
-                    op: "call",
-                    message: format!("the input must serialize to a JSON object, not {other}"),
-                });
-            }
-            Err(e) => {
-                return Err(BridgeError::BadResult {
-                    worker: self.error_worker(),
-                    op: "call",
-                    message: format!("the input does not serialize: {e}"),
-                });
-            }
-        };
+        let inputs = self.inputs(&input, "call")?;
         let make = |object| Op::Call {
             object,
             inputs: inputs.clone(),
@@ -505,6 +587,72 @@ where
         binding.session.run(op, &self.options(None)).await?;
         Ok(())
     }
+}
+
+/// A stream of one error.
+fn failed<T: Send + 'static>(error: BridgeError) -> FieldStream<T> {
+    futures_util::stream::once(std::future::ready(Err(StreamError::Call(error.into())))).boxed()
+}
+
+/// The items of a `stream_call` whose request is `call` and whose frames arrive on `events`:
+/// chunks and status messages as they come, then the prediction's fields (with the worker that
+/// answered), or the error. Polling the stream drives the request (and so the LM calls it
+/// serves); dropping it drops the request, which cancels the call in the worker.
+pub(crate) fn bridged_stream(
+    call: BoxFuture<'static, Result<(Value, WorkerRef), BridgeError>>,
+    events: mpsc::UnboundedReceiver<StreamFrame>,
+    predictor: Option<String>,
+) -> FieldStream<(Map<String, Value>, WorkerRef)> {
+    type Done = Result<(Value, WorkerRef), BridgeError>;
+    struct State {
+        call: BoxFuture<'static, Done>,
+        events: mpsc::UnboundedReceiver<StreamFrame>,
+        done: Option<Done>,
+        predictor: Option<String>,
+    }
+    let item = |frame: StreamFrame, predictor: &Option<String>| match frame {
+        StreamFrame::Chunk(c) => StreamItem::Chunk(FieldChunk {
+            predictor: predictor.clone().unwrap_or(c.predictor),
+            field: c.field,
+            delta: c.chunk,
+            is_last: c.is_last,
+        }),
+        StreamFrame::Status(message) => StreamItem::Status(message),
+    };
+    let state = State {
+        call,
+        events,
+        done: None,
+        predictor,
+    };
+    futures_util::stream::unfold(Some(state), move |state| async move {
+        let mut st = state?;
+        if st.done.is_none() {
+            // The reader hands a request's frames over before its response, so once the call
+            // is done every frame of it is queued.
+            tokio::select! {
+                biased;
+                Some(frame) = st.events.recv() => {
+                    let next = item(frame, &st.predictor);
+                    return Some((Ok(next), Some(st)));
+                }
+                done = &mut st.call => st.done = Some(done),
+            }
+        }
+        if let Ok(frame) = st.events.try_recv() {
+            let next = item(frame, &st.predictor);
+            return Some((Ok(next), Some(st)));
+        }
+        let last = match st.done.take()? {
+            Ok((value, worker)) => match decode::<CallResult>(worker, "stream_call", value) {
+                Ok(result) => Ok(StreamItem::Final((result.outputs, worker))),
+                Err(e) => Err(StreamError::Call(e.into())),
+            },
+            Err(e) => Err(StreamError::Call(e.into())),
+        };
+        Some((last, None))
+    })
+    .boxed()
 }
 
 /// Dropping a module drops its object in the worker, in the background (best effort: nothing

@@ -2,8 +2,9 @@
 //!
 //! Every message is one frame — a 4-byte big-endian length, then that many bytes of UTF-8 JSON
 //! holding one object — at most [`MAX_FRAME_BYTES`] long. [`WorkerMessage`] is what a worker
-//! sends (`ready`, `response`, `lm_call`); [`Op`] is what the pool asks for in a `request`, and
-//! [`LmResult`] answers an `lm_call`.
+//! sends (`ready`, `response`, `lm_call`, and for a `stream_call` in progress `stream_chunk` and
+//! `status`); [`Op`] is what the pool asks for in a `request`, and [`LmResult`] answers an
+//! `lm_call` (a streamed one after [`LmChunk`]s).
 //!
 //! ```
 //! use dspex_runtime::bridge::protocol::{Op, encode_request, decode_frame};
@@ -159,6 +160,10 @@ pub enum WorkerMessage {
     Response(Response),
     /// DSPy inside the worker needs an LM completion (LM mode `bridge`).
     LmCall(LmCall),
+    /// New text of an output field of a `stream_call` in progress (DSPy's `StreamResponse`).
+    StreamChunk(StreamChunk),
+    /// A status message of a `stream_call` in progress (DSPy's `StatusMessage`).
+    Status(StatusUpdate),
     /// A kind this version does not know (logged and ignored).
     #[serde(other)]
     Unknown,
@@ -176,6 +181,52 @@ pub struct Ready {
     /// DSPy's version, or `None` while `import dspy` has not happened (lazy import).
     #[serde(default)]
     pub dspy: Option<String>,
+    /// What the worker does beyond the first version of the protocol ([`FEATURE_STREAM`]);
+    /// empty from an older worker.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub features: Vec<String>,
+}
+
+/// The [`Ready::features`] entry of a worker that answers `stream_call` and streamed `lm_call`s.
+pub const FEATURE_STREAM: &str = "stream";
+
+/// `{"kind": "stream_chunk", "id": 7, "predictor": "predict", "field": "answer", "chunk": "Par",
+/// "is_last": false}`: new text of output `field` of predictor `predictor` (its name in the
+/// module, as DSPy's `StreamResponse.predict_name` gives it) for `stream_call` `id`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StreamChunk {
+    /// The `stream_call`'s request id.
+    pub id: u64,
+    /// The predictor's name in the module (`predict` in a ChainOfThought, `self` for a Predict).
+    pub predictor: String,
+    /// The output field.
+    pub field: String,
+    /// The new text (may be empty on a last chunk).
+    pub chunk: String,
+    /// Whether the field is complete.
+    #[serde(default)]
+    pub is_last: bool,
+}
+
+/// `{"kind": "status", "id": 7, "message": "Calling tool search..."}`: a status message of
+/// `stream_call` `id` (DSPy's `StatusMessage`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StatusUpdate {
+    /// The `stream_call`'s request id.
+    pub id: u64,
+    /// The message.
+    pub message: String,
+}
+
+/// `{"kind": "lm_chunk", "id": 3, "text": "..."}`: new text of streamed `lm_call` `id`, sent by
+/// the pool while its LM generates; the call ends with its [`LmResult`].
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename = "lm_chunk")]
+pub struct LmChunk {
+    /// The `lm_call`'s id.
+    pub id: u64,
+    /// The new text of the completion.
+    pub text: String,
 }
 
 /// The answer to request `id`: `ok` or `error`.
@@ -246,6 +297,10 @@ pub struct LmCall {
     /// any more. `None` from a worker that does not say: the running operation's caller serves it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub parent: Option<u64>,
+    /// Whether the worker wants the completion streamed: [`LmChunk`]s as the LM generates, then
+    /// the [`LmResult`] (a `stream_call`'s listened predictor asks so).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub stream: bool,
     /// What to complete.
     pub request: LmCallRequest,
 }
@@ -575,6 +630,21 @@ pub enum Op {
         /// The input fields.
         inputs: Map<String, Value>,
     },
+    /// Calls an object under `dspy.streamify`: `stream_chunk` and `status` frames while it runs,
+    /// then `{"outputs": {...}}` ([`CallResult`]). Only for workers with [`FEATURE_STREAM`].
+    StreamCall {
+        /// The object's id.
+        object: String,
+        /// The input fields.
+        inputs: Map<String, Value>,
+        /// The output fields to stream; `None`: every output field of the module's last
+        /// predictor.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        fields: Option<Vec<String>>,
+        /// Which status messages to send (DSPy's default, tool calls only, when absent).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        status: Option<StatusMessages>,
+    },
     /// An object's state (DSPy's `dump_state(json_mode=True)`): `{"state": ...}`
     /// ([`StateResult`]).
     SaveState {
@@ -631,6 +701,7 @@ impl Op {
             Op::Configure { .. } => "configure",
             Op::Create { .. } => "create",
             Op::Call { .. } => "call",
+            Op::StreamCall { .. } => "stream_call",
             Op::SaveState { .. } => "save_state",
             Op::LoadState { .. } => "load_state",
             Op::Optimize { .. } => "optimize",
@@ -641,7 +712,8 @@ impl Op {
     }
 
     /// Whether running the op twice is harmless, so the pool may retry it on another worker
-    /// when its worker crashed: `ping`, `configure`, `call`, `save_state`, `load_state` and
+    /// when its worker crashed: `ping`, `configure`, `call`, `stream_call` (until its first
+    /// chunk or status message reached the caller: never after), `save_state`, `load_state` and
     /// `drop` are; `create` (a new object each time), `optimize` (long and costly), `cancel` and
     /// `shutdown` are not. [`RequestOptions::idempotent`](super::RequestOptions::idempotent)
     /// overrides it per request.
@@ -651,6 +723,7 @@ impl Op {
             Op::Ping
                 | Op::Configure { .. }
                 | Op::Call { .. }
+                | Op::StreamCall { .. }
                 | Op::SaveState { .. }
                 | Op::LoadState { .. }
                 | Op::Drop { .. }
@@ -675,6 +748,18 @@ struct RequestFrame<'a> {
 /// Encodes request `id` for `op` as a frame.
 pub fn encode_request(id: u64, op: &Op) -> Result<Vec<u8>, FrameError> {
     encode_frame(&RequestFrame { id, op })
+}
+
+/// Which status messages a `stream_call` sends (its `status`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+#[non_exhaustive]
+pub enum StatusMessages {
+    /// DSPy's default `StatusMessageProvider`: a message as each tool call starts and ends.
+    #[default]
+    Tools,
+    /// Also one as each module and LM call starts and ends.
+    All,
 }
 
 /// The result of `ping`.
@@ -782,6 +867,25 @@ mod tests {
                        "adapter": "json"}),
             ),
             (
+                Op::StreamCall {
+                    object: "o1".into(),
+                    inputs: json!({"question": "q"}).as_object().unwrap().clone(),
+                    fields: None,
+                    status: None,
+                },
+                json!({"kind": "request", "id": 1, "op": "stream_call", "object": "o1", "inputs": {"question": "q"}}),
+            ),
+            (
+                Op::StreamCall {
+                    object: "o1".into(),
+                    inputs: Map::new(),
+                    fields: Some(vec!["answer".into()]),
+                    status: Some(StatusMessages::All),
+                },
+                json!({"kind": "request", "id": 1, "op": "stream_call", "object": "o1", "inputs": {},
+                       "fields": ["answer"], "status": "all"}),
+            ),
+            (
                 Op::Cancel { target: 7 },
                 json!({"kind": "request", "id": 1, "op": "cancel", "target": 7}),
             ),
@@ -867,7 +971,8 @@ mod tests {
                 protocol: 1,
                 pid: 42,
                 python: "3.11.7".into(),
-                dspy: None
+                dspy: None,
+                features: Vec::new(),
             })
         );
         let ok: WorkerMessage =
@@ -905,6 +1010,74 @@ mod tests {
         assert_eq!(unknown, WorkerMessage::Unknown);
         assert!(decode_frame::<WorkerMessage>(b"{not json").is_err());
         assert!(decode_frame::<WorkerMessage>(br#"{"kind": "response"}"#).is_err());
+    }
+
+    #[test]
+    fn stream_frames_have_the_documented_shape() {
+        let chunk: WorkerMessage = decode_frame(
+            br#"{"kind": "stream_chunk", "id": 7, "predictor": "predict", "field": "answer", "chunk": "Par", "is_last": false}"#,
+        )
+        .unwrap();
+        assert_eq!(
+            chunk,
+            WorkerMessage::StreamChunk(StreamChunk {
+                id: 7,
+                predictor: "predict".into(),
+                field: "answer".into(),
+                chunk: "Par".into(),
+                is_last: false,
+            })
+        );
+        let status: WorkerMessage =
+            decode_frame(br#"{"kind": "status", "id": 7, "message": "Calling tool search..."}"#)
+                .unwrap();
+        assert_eq!(
+            status,
+            WorkerMessage::Status(StatusUpdate {
+                id: 7,
+                message: "Calling tool search...".into()
+            })
+        );
+        // A chunk must name its request, field and predictor.
+        assert!(
+            decode_frame::<WorkerMessage>(br#"{"kind": "stream_chunk", "id": 7, "chunk": "x"}"#)
+                .is_err()
+        );
+        // A streamed lm_call says so; a plain one (an older worker's) reads as not streamed.
+        let call: WorkerMessage = decode_frame(
+            br#"{"kind": "lm_call", "id": 3, "parent": 7, "stream": true, "request": {"messages": []}}"#,
+        )
+        .unwrap();
+        assert!(matches!(
+            call,
+            WorkerMessage::LmCall(LmCall { stream: true, .. })
+        ));
+        let plain: LmCall =
+            serde_json::from_value(json!({"id": 3, "request": {"messages": []}})).unwrap();
+        assert!(!plain.stream);
+        assert_eq!(
+            serde_json::to_value(&plain).unwrap(),
+            json!({"id": 3, "request": {"model": null, "messages": []}})
+        );
+        assert_eq!(
+            body(
+                &encode_frame(&LmChunk {
+                    id: 3,
+                    text: "Pa".into()
+                })
+                .unwrap()
+            ),
+            json!({"kind": "lm_chunk", "id": 3, "text": "Pa"})
+        );
+        // Features: absent from an older worker's ready frame.
+        let ready: Ready = serde_json::from_value(
+            json!({"protocol": 1, "pid": 1, "python": "3.11", "features": [FEATURE_STREAM]}),
+        )
+        .unwrap();
+        assert_eq!(ready.features, [FEATURE_STREAM]);
+        let old: Ready =
+            serde_json::from_value(json!({"protocol": 1, "pid": 1, "python": "3.11"})).unwrap();
+        assert!(old.features.is_empty());
     }
 
     #[test]

@@ -691,6 +691,42 @@ impl<I, O> Module for TypedRouted<I, O> {
     }
 }
 
+impl Routed {
+    /// Runs on `input`, streaming every output field (a ChainOfThought's `reasoning` first),
+    /// then the prediction: the native module's
+    /// [`DynPredict::stream_with`](crate::module::DynPredict::stream_with) (chunks named `self`
+    /// for a Predict, `predict` for a ChainOfThought, as DSPy names them), or the bridged
+    /// module's [`BridgedModule::stream`] (DSPy's `streamify` in the worker; it may also yield
+    /// [`StreamItem::Status`](crate::module::StreamItem::Status)). Either way the same
+    /// [`FieldStream`](crate::module::FieldStream) of
+    /// [`StreamItem`](crate::module::StreamItem)s.
+    pub fn stream(&self, input: &Example) -> crate::module::FieldStream<Prediction> {
+        use crate::module::{CallConfig, StreamItem, StreamOptions};
+        use futures_util::StreamExt;
+        match &self.program {
+            RoutedProgram::Native(NativeModule::ChainOfThought(p)) => p.stream_with(
+                input,
+                &CallConfig::default(),
+                &StreamOptions::new().predictor_name("predict"),
+            ),
+            RoutedProgram::Native(m) => m.predictor().stream(input),
+            RoutedProgram::Bridged(m) => m
+                .stream(bridged_inputs(input))
+                .map(|item| {
+                    Ok(match item? {
+                        StreamItem::Final(outputs) => StreamItem::Final(Prediction::new(outputs)),
+                        StreamItem::Chunk(chunk) => StreamItem::Chunk(chunk),
+                        StreamItem::Status(message) => StreamItem::Status(message),
+                        StreamItem::Fallback { adapter, error } => {
+                            StreamItem::Fallback { adapter, error }
+                        }
+                    })
+                })
+                .boxed(),
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -8,7 +8,8 @@
 //!   queue is written), which makes the worker exit;
 //! - the **reader** owns stdout: responses go to the waiting caller by id, `lm_call`s to the
 //!   caller of the running operation (served in the caller's task, so task-scoped settings and
-//!   usage trackers apply); end of stream marks the worker failed at once;
+//!   usage trackers apply), a `stream_call`'s `stream_chunk` and `status` frames to its caller's
+//!   [`EventSink`] by request id; end of stream marks the worker failed at once;
 //! - the **exit watcher** owns the `Child`: it sees the exit status, and sends signals (to the
 //!   whole process group, then to the child) when asked;
 //! - the **stderr forwarder** turns stderr lines into `tracing` events and keeps the last lines
@@ -18,8 +19,9 @@
 
 use super::error::{BridgeError, WorkerRef};
 use super::protocol::{
-    FrameError, LmCall, LmResult, Op, PROTOCOL_VERSION, PingResult, Ready, WorkerMessage,
-    decode_frame, encode_frame, encode_request, read_frame,
+    FEATURE_STREAM, FrameError, LmCall, LmChunk, LmCompletion, LmResult, Op, PROTOCOL_VERSION,
+    PingResult, Ready, StreamChunk, WorkerMessage, decode_frame, encode_frame, encode_request,
+    read_frame,
 };
 use super::writer::FrameWriter;
 use crate::lm::LanguageModel;
@@ -31,7 +33,7 @@ use std::collections::{HashMap, VecDeque};
 use std::ffi::OsString;
 use std::path::PathBuf;
 use std::process::{ExitStatus, Stdio};
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, Weak};
 use std::time::{Duration, Instant};
 use tokio::io::{AsyncBufReadExt, AsyncReadExt, BufReader};
@@ -182,7 +184,52 @@ enum Signal {
 struct Pending {
     tx: oneshot::Sender<Result<Value, BridgeError>>,
     lm: Option<mpsc::UnboundedSender<LmCall>>,
+    /// Where a `stream_call`'s chunk and status frames go.
+    events: Option<EventSink>,
     op: &'static str,
+}
+
+/// One frame of a `stream_call` in progress, for its caller.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum StreamFrame {
+    /// A `stream_chunk`.
+    Chunk(StreamChunk),
+    /// A `status` message.
+    Status(String),
+}
+
+/// The sending end of a `stream_call`'s frames. Unbounded: the reader never waits for a caller,
+/// and a stream's frames are bounded by its completion's length. Remembers whether a frame was
+/// delivered, after which the call is never retried.
+#[derive(Debug, Clone)]
+pub(crate) struct EventSink {
+    tx: mpsc::UnboundedSender<StreamFrame>,
+    delivered: Arc<AtomicBool>,
+}
+
+impl EventSink {
+    /// A sink and the receiver of its frames.
+    pub(crate) fn channel() -> (EventSink, mpsc::UnboundedReceiver<StreamFrame>) {
+        let (tx, rx) = mpsc::unbounded_channel();
+        (
+            EventSink {
+                tx,
+                delivered: Arc::new(AtomicBool::new(false)),
+            },
+            rx,
+        )
+    }
+
+    fn send(&self, frame: StreamFrame) {
+        if self.tx.send(frame).is_ok() {
+            self.delivered.store(true, Ordering::Relaxed);
+        }
+    }
+
+    /// Whether a frame reached the caller's receiver.
+    pub(crate) fn delivered(&self) -> bool {
+        self.delivered.load(Ordering::Relaxed)
+    }
 }
 
 /// The exclusive operation the worker is running (at most one: the pool leases a worker to one
@@ -680,6 +727,33 @@ impl Worker {
         timeout: Option<Duration>,
         lm: Option<&Arc<dyn LanguageModel>>,
     ) -> Result<Value, BridgeError> {
+        self.request_with_events(op, exclusive, timeout, lm, None)
+            .await
+    }
+
+    /// Whether the worker announced `feature` in its `ready` frame.
+    pub(crate) fn has_feature(&self, feature: &str) -> bool {
+        self.ready.features.iter().any(|f| f == feature)
+    }
+
+    /// [`request`](Self::request), with the `stream_chunk` and `status` frames of the request
+    /// sent to `events`. A `stream_call` to a worker without [`FEATURE_STREAM`] fails with
+    /// [`BridgeError::Unsupported`] without being sent.
+    pub(crate) async fn request_with_events(
+        self: &Arc<Self>,
+        op: &Op,
+        exclusive: bool,
+        timeout: Option<Duration>,
+        lm: Option<&Arc<dyn LanguageModel>>,
+        events: Option<EventSink>,
+    ) -> Result<Value, BridgeError> {
+        if matches!(op, Op::StreamCall { .. }) && !self.has_feature(FEATURE_STREAM) {
+            return Err(BridgeError::Unsupported {
+                worker: self.wref,
+                op: op.name(),
+                feature: FEATURE_STREAM,
+            });
+        }
         let id = self.request_ids.fetch_add(1, Ordering::Relaxed);
         let frame = encode_request(id, op).map_err(|source| BridgeError::Protocol {
             worker: Some(self.wref),
@@ -703,6 +777,7 @@ impl Worker {
                 Pending {
                     tx,
                     lm: lm_tx,
+                    events,
                     op: op.name(),
                 },
             );
@@ -741,7 +816,7 @@ impl Worker {
                         self.send_lm_result(&result);
                     }
                     Some(call) = next_lm_call(&mut lm_rx) => {
-                        serving.push(serve_lm_call(call, lm.clone()));
+                        serving.push(self.serve_lm_call(call, lm.clone()));
                     }
                 }
             }
@@ -851,6 +926,89 @@ impl Worker {
         }
     }
 
+    /// The reader got a `stream_chunk` or `status` frame of request `id`: hand it to the
+    /// request's caller; dropped when nobody waits for it (the caller gave up) or the request is
+    /// not a `stream_call`.
+    fn on_stream_frame(&self, id: u64, frame: StreamFrame) {
+        let sink = lock(&self.inner)
+            .pending
+            .get(&id)
+            .and_then(|p| p.events.clone());
+        match sink {
+            Some(sink) => sink.send(frame),
+            None => tracing::trace!(
+                target: "dspex::bridge",
+                worker = self.wref.id, id, "stream frame for a request nobody streams; dropped"
+            ),
+        }
+    }
+
+    /// Serves one `lm_call` with `lm`, or the LM of the settings in the calling task. A
+    /// streamed call (`"stream": true`) is answered from the LM's stream: an `lm_chunk` per
+    /// piece of text as it arrives, then the `lm_result` with the whole completion. Dropping
+    /// the future (the caller gave up) drops the LM's stream.
+    async fn serve_lm_call(&self, call: LmCall, lm: Option<Arc<dyn LanguageModel>>) -> LmResult {
+        let Some(lm) = lm.or_else(|| Settings::current().lm) else {
+            return LmResult::error(
+                call.id,
+                "LmError",
+                "no LM is configured on the Rust side: give the pool an LM (PoolBuilder::lm) or configure dspex::settings",
+            );
+        };
+        let request = match call.request.to_lm_request() {
+            Ok(r) => r,
+            Err(message) => return LmResult::error(call.id, "ValueError", message),
+        };
+        // A stream carries one completion: several are answered whole.
+        if !call.stream || request.n.unwrap_or(1) > 1 {
+            return match lm.call(request).await {
+                Ok(response) => LmResult::from_response(call.id, &response),
+                Err(e) => LmResult::error(call.id, "LmError", e.to_string()),
+            };
+        }
+        let mut events = match lm.stream(request).await {
+            Ok(events) => events,
+            Err(e) => return LmResult::error(call.id, "LmError", e.to_string()),
+        };
+        let mut text = String::new();
+        let mut usage = crate::lm::Usage::default();
+        while let Some(event) = events.next().await {
+            match event {
+                Ok(crate::lm::StreamEvent::Delta {
+                    index: 0,
+                    text: delta,
+                }) => {
+                    if delta.is_empty() {
+                        continue;
+                    }
+                    let chunk = LmChunk {
+                        id: call.id,
+                        text: delta,
+                    };
+                    match encode_frame(&chunk) {
+                        Ok(frame) => {
+                            self.send_frame(frame);
+                        }
+                        Err(e) => return LmResult::error(call.id, "LmError", e.to_string()),
+                    }
+                    text.push_str(&chunk.text);
+                }
+                Ok(crate::lm::StreamEvent::Usage(u)) => usage = u,
+                Ok(_) => {}
+                Err(e) => return LmResult::error(call.id, "LmError", e.to_string()),
+            }
+        }
+        LmResult {
+            id: call.id,
+            ok: Some(LmCompletion {
+                choices: vec![text],
+                usage,
+                model: lm.model().to_string(),
+            }),
+            error: None,
+        }
+    }
+
     /// The deadline of an abandoned operation that has passed, if any.
     fn overdue(&self) -> Option<&'static str> {
         let inner = lock(&self.inner);
@@ -942,25 +1100,6 @@ async fn next_lm_call(rx: &mut Option<mpsc::UnboundedReceiver<LmCall>>) -> Optio
     }
 }
 
-/// Serves one `lm_call` with `lm`, or the LM of the settings in the calling task.
-async fn serve_lm_call(call: LmCall, lm: Option<Arc<dyn LanguageModel>>) -> LmResult {
-    let Some(lm) = lm.or_else(|| Settings::current().lm) else {
-        return LmResult::error(
-            call.id,
-            "LmError",
-            "no LM is configured on the Rust side: give the pool an LM (PoolBuilder::lm) or configure dspex::settings",
-        );
-    };
-    let request = match call.request.to_lm_request() {
-        Ok(r) => r,
-        Err(message) => return LmResult::error(call.id, "ValueError", message),
-    };
-    match lm.call(request).await {
-        Ok(response) => LmResult::from_response(call.id, &response),
-        Err(e) => LmResult::error(call.id, "LmError", e.to_string()),
-    }
-}
-
 enum HandshakeError {
     Eof,
     Version(u32),
@@ -1034,6 +1173,12 @@ async fn read_frames(worker: Arc<Worker>, mut stdout: BufReader<ChildStdout>) {
                 worker.on_response(id, result);
             }
             Ok(WorkerMessage::LmCall(call)) => worker.on_lm_call(call),
+            Ok(WorkerMessage::StreamChunk(chunk)) => {
+                worker.on_stream_frame(chunk.id, StreamFrame::Chunk(chunk));
+            }
+            Ok(WorkerMessage::Status(status)) => {
+                worker.on_stream_frame(status.id, StreamFrame::Status(status.message));
+            }
             Ok(other) => tracing::warn!(
                 target: "dspex::bridge",
                 worker = worker.wref.id, pid = worker.wref.pid, message = ?other,

@@ -42,8 +42,9 @@ impl AsyncRead for CutReader<'_> {
 /// Target `bridge_frames`: the first byte picks how many bytes each read returns (1 to 16, or
 /// all), the rest is a worker's stdout. Frames are read until the end or the first error (a
 /// truncated frame is [`FrameError::Truncated`], never a hang); every frame is decoded as a
-/// [`WorkerMessage`] and dispatched. A decoded message encodes to a frame that decodes to the
-/// same message; an LM call that becomes an LM request gives a request body that is JSON.
+/// [`WorkerMessage`] and dispatched. A decoded message (`stream_chunk` and `status` frames of a
+/// stream included) encodes to a frame that decodes to the same message; an LM call (streamed
+/// or not) that becomes an LM request gives a request body that is JSON.
 pub fn bridge_frames(data: &[u8]) {
     let Some((cut, stream)) = split_first(data) else {
         return;

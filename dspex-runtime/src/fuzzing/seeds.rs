@@ -7,8 +7,8 @@ use super::adapter::{TYPE_NAMES, models};
 use super::wire::loopback;
 use crate::adapter::{Adapter, XMLAdapter};
 use crate::bridge::protocol::{
-    LmCall, LmCallRequest, PROTOCOL_VERSION, Ready, RemoteError, Response, WireMessage,
-    WorkerMessage, encode_frame,
+    FEATURE_STREAM, LmCall, LmCallRequest, PROTOCOL_VERSION, Ready, RemoteError, Response,
+    StatusUpdate, StreamChunk, WireMessage, WorkerMessage, encode_frame,
 };
 use crate::pycompat::py::{from_json, write_repr};
 use crate::signature::DynSignature;
@@ -353,6 +353,25 @@ fn bridge_frames(fx: &[(String, Value)]) -> Vec<Vec<u8>> {
             pid: 4242,
             python: "3.11.7".into(),
             dspy: Some("3.4.1".into()),
+            features: vec![FEATURE_STREAM.into()],
+        }),
+        WorkerMessage::StreamChunk(StreamChunk {
+            id: 5,
+            predictor: "predict".into(),
+            field: "answer".into(),
+            chunk: "Par".into(),
+            is_last: false,
+        }),
+        WorkerMessage::StreamChunk(StreamChunk {
+            id: 5,
+            predictor: "predict".into(),
+            field: "answer".into(),
+            chunk: "is".into(),
+            is_last: true,
+        }),
+        WorkerMessage::Status(StatusUpdate {
+            id: 5,
+            message: "Calling tool search...".into(),
         }),
         WorkerMessage::Response(Response {
             id: 1,
@@ -400,6 +419,7 @@ fn bridge_frames(fx: &[(String, Value)]) -> Vec<Vec<u8>> {
             messages.push(WorkerMessage::LmCall(LmCall {
                 id: calls,
                 parent: Some(1),
+                stream: calls.is_multiple_of(2),
                 request: LmCallRequest {
                     model: Some("openai/mock".into()),
                     messages: messages_of,

@@ -68,7 +68,9 @@ pub type FieldStream<T> = BoxStream<'static, Result<StreamItem<T>, StreamError>>
 ///   [`DynPredict::call_with`](crate::module::DynPredict::call_with); DSPy raises instead once
 ///   chunks were streamed;
 /// - one predictor per stream, so DSPy's `predict`/`predict_name`/`allow_reuse` listener options
-///   reduce to [`StreamOptions`]; there are no status messages;
+///   reduce to [`StreamOptions`]; a native stream has no status messages (a bridged module's
+///   stream, `bridge::BridgedModule::stream` with the `bridge` feature, carries DSPy's as
+///   [`StreamItem::Status`]);
 /// - `n > 1` cannot be streamed ([`StreamError::MultipleCompletions`]).
 #[derive(Debug, Clone, PartialEq)]
 #[non_exhaustive]
@@ -83,6 +85,9 @@ pub enum StreamItem<T> {
         /// Why the streamed completion failed to parse.
         error: AdapterError,
     },
+    /// A progress message (DSPy's `StatusMessage`: a tool call starting, …). Only streams run by
+    /// DSPy through the bridge have them.
+    Status(String),
     /// The call's result, parsed from the whole completion; always the last item.
     Final(T),
 }
@@ -172,6 +177,16 @@ pub struct StreamOptions {
 }
 
 impl StreamOptions {
+    /// The fields named by [`listen`](Self::listen), or `None`: every output field.
+    pub fn fields(&self) -> Option<&[String]> {
+        self.fields.as_deref()
+    }
+
+    /// The predictor name set by [`predictor_name`](Self::predictor_name).
+    pub fn predictor(&self) -> Option<&str> {
+        self.predictor.as_deref()
+    }
+
     /// Every output field streams.
     pub fn new() -> Self {
         Self::default()
@@ -231,6 +246,7 @@ pub(super) fn typed<T: DeserializeOwned + Send + 'static>(
             Ok(match item? {
                 StreamItem::Chunk(chunk) => StreamItem::Chunk(chunk),
                 StreamItem::Fallback { adapter, error } => StreamItem::Fallback { adapter, error },
+                StreamItem::Status(message) => StreamItem::Status(message),
                 StreamItem::Final(prediction) => {
                     StreamItem::Final(prediction.to_typed().map_err(Error::from)?)
                 }

@@ -20,6 +20,7 @@ use super::worker::{
     DEFAULT_ENV_ALLOW, LeaseEnd, SIGXCPU_REASON, Worker, WorkerConfig, WorkerHooks, WorkerInfo,
     WorkerState,
 };
+pub(crate) use super::worker::{EventSink, StreamFrame};
 use crate::flag;
 use crate::lm::LanguageModel;
 use breaker::{Admission, Breaker};
@@ -68,6 +69,8 @@ pub struct RequestOptions {
     timeout: Option<Duration>,
     idempotent: Option<bool>,
     lm: Option<Arc<dyn LanguageModel>>,
+    /// Where a `stream_call`'s chunk and status frames go (a stream's own plumbing).
+    events: Option<EventSink>,
 }
 
 impl std::fmt::Debug for RequestOptions {
@@ -105,6 +108,13 @@ impl RequestOptions {
     #[must_use]
     pub fn lm(mut self, lm: Arc<dyn LanguageModel>) -> Self {
         self.lm = Some(lm);
+        self
+    }
+
+    /// Sends the request's `stream_chunk` and `status` frames to `events`; once one was
+    /// delivered the call is never retried on another worker.
+    pub(crate) fn events(mut self, events: EventSink) -> Self {
+        self.events = Some(events);
         self
     }
 }
@@ -900,12 +910,17 @@ impl Shared {
             let now = Instant::now();
             let deadline = *deadline.get_or_insert(now + timeout);
             let left = deadline.saturating_duration_since(now);
-            let result = worker.request(op, true, Some(left), lm).await;
+            let result = worker
+                .request_with_events(op, true, Some(left), lm, options.events.clone())
+                .await;
             drop(lease);
             let result = self.cpu_limit_error(&worker, result).await;
             match result {
+                // A stream whose first frame reached its caller is never repeated.
                 Err(BridgeError::WorkerCrashed { ref reason, .. })
-                    if may_retry && attempt < self.config.max_retries =>
+                    if may_retry
+                        && attempt < self.config.max_retries
+                        && !options.events.as_ref().is_some_and(EventSink::delivered) =>
                 {
                     let delay = breaker::retry_delay(
                         backoff_base,
@@ -1205,6 +1220,47 @@ impl Pool {
             .run(&op, None, &RequestOptions::default())
             .await?;
         Ok(decode::<super::protocol::CallResult>(worker, "call", value)?.outputs)
+    }
+
+    /// Calls `object` on any free worker (as [`call`](Self::call)) under DSPy's
+    /// `dspy.streamify`: the [`Op::StreamCall`] request's chunks and status messages as they
+    /// come, then the prediction's fields, as
+    /// [`BridgedModule::stream_with`](super::BridgedModule::stream_with) describes. A worker
+    /// that crashes before the first item is replaced by another (the call is idempotent); after
+    /// it, the stream ends with [`BridgeError::WorkerCrashed`]. Dropping the stream cancels the
+    /// call.
+    pub fn stream(
+        &self,
+        object: impl Into<String>,
+        inputs: Map<String, Value>,
+        fields: Option<Vec<String>>,
+        status: Option<super::protocol::StatusMessages>,
+    ) -> crate::module::FieldStream<Map<String, Value>> {
+        use futures_util::StreamExt;
+        let op = Op::StreamCall {
+            object: object.into(),
+            inputs,
+            fields,
+            status,
+        };
+        let (sink, events) = EventSink::channel();
+        let options = RequestOptions::new().events(sink);
+        let shared = self.shared.clone();
+        let call = Box::pin(async move { shared.run(&op, None, &options).await });
+        super::program::bridged_stream(call, events, None)
+            .map(|item| {
+                item.map(|item| match item {
+                    crate::module::StreamItem::Final((outputs, _)) => {
+                        crate::module::StreamItem::Final(outputs)
+                    }
+                    crate::module::StreamItem::Chunk(c) => crate::module::StreamItem::Chunk(c),
+                    crate::module::StreamItem::Status(m) => crate::module::StreamItem::Status(m),
+                    crate::module::StreamItem::Fallback { adapter, error } => {
+                        crate::module::StreamItem::Fallback { adapter, error }
+                    }
+                })
+            })
+            .boxed()
     }
 
     /// A new session: its calls go to the worker that ran its first call, per `mode`.
