@@ -48,8 +48,7 @@
 //! `libc::killpg`), then the child itself.
 //!
 //! # Not yet
-//! MessagePack frames. A stream does not re-create a module whose worker died (its next `call`
-//! does); streams of `n` > 1 completions (the LM call is then answered whole); reasoning and
+//! MessagePack frames. Streams of `n` > 1 completions (the LM call is then answered whole); reasoning and
 //! tool-call deltas of a streamed LM call (only its text is sent as `lm_chunk`s).
 
 mod error;

@@ -15,7 +15,7 @@ use serde::Serialize;
 use serde::de::DeserializeOwned;
 use serde_json::{Map, Value};
 use std::marker::PhantomData;
-use std::sync::{Mutex, MutexGuard};
+use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 use tokio::sync::mpsc;
 
@@ -68,6 +68,18 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
 /// # Ok(()) }
 /// ```
 pub struct BridgedModule<I, O> {
+    /// What a call needs, shared with the module's streams (which outlive the borrow).
+    core: Arc<Core>,
+    signature_text: String,
+    instructions: Option<String>,
+    recover: bool,
+    timeout: Option<Duration>,
+    dropped: bool,
+    _types: PhantomData<fn(I) -> O>,
+}
+
+/// A bridged module's object and how to make it again.
+struct Core {
     pool: Pool,
     /// The session and object in use; replaced when the module is re-created.
     binding: Mutex<Binding>,
@@ -75,15 +87,9 @@ pub struct BridgedModule<I, O> {
     recreating: tokio::sync::Mutex<()>,
     module: String,
     signature: SignatureArg,
-    signature_text: String,
-    instructions: Option<String>,
     kwargs: Map<String, Value>,
     /// The state last loaded or compiled, replayed into a re-created object.
     state: Mutex<Option<Value>>,
-    recover: bool,
-    timeout: Option<Duration>,
-    dropped: bool,
-    _types: PhantomData<fn(I) -> O>,
 }
 
 /// Where a bridged module's object lives now.
@@ -103,14 +109,106 @@ fn object_lost(error: &BridgeError) -> bool {
     )
 }
 
+impl Core {
+    /// Runs the operation `make(object)` on the module's object; when the object is lost with
+    /// its worker, re-creates the module (if it recovers) and, for an idempotent operation,
+    /// runs it again on the new object, within the pool's retry budget.
+    ///
+    /// A streamed operation (`options` with an event sink) is run again only while none of its
+    /// items reached the caller.
+    async fn run(
+        &self,
+        make: impl Fn(String) -> Op,
+        options: &RequestOptions,
+        recover: bool,
+    ) -> Result<(Value, super::WorkerRef), BridgeError> {
+        let budget = self.pool.max_retries();
+        let mut attempt = 0;
+        loop {
+            let binding = lock(&self.binding).clone();
+            let op = make(binding.object.clone());
+            let repeatable = op.is_idempotent();
+            let mut error = match binding.session.run(op, options).await {
+                Ok(done) => return Ok(done),
+                Err(e) => e,
+            };
+            if !recover || !object_lost(&error) {
+                return Err(error);
+            }
+            // Re-create the module; a new worker that dies under the `create` costs one more
+            // attempt of the budget, not a failing call too.
+            loop {
+                if attempt >= budget {
+                    return Err(error);
+                }
+                attempt += 1;
+                match self.recreate(binding.generation).await {
+                    Ok(()) => break,
+                    Err(e) if object_lost(&e) => error = e,
+                    Err(e) => return Err(e),
+                }
+            }
+            if !repeatable || options.delivered() {
+                return Err(error);
+            }
+            tracing::debug!(
+                target: "dspex::bridge",
+                module = %self.module, error = %error, attempt,
+                "the module's worker died: re-created, calling again"
+            );
+        }
+    }
+
+    /// Creates the module again in a new session, with the state it last loaded, unless
+    /// another caller already did since generation `seen`.
+    async fn recreate(&self, seen: u64) -> Result<(), BridgeError> {
+        let _one_at_a_time = self.recreating.lock().await;
+        let mode = {
+            let binding = lock(&self.binding);
+            if binding.generation != seen {
+                return Ok(());
+            }
+            binding.session.mode()
+        };
+        let session = self.pool.session(mode);
+        let object = session
+            .create(
+                self.module.clone(),
+                self.signature.clone(),
+                self.kwargs.clone(),
+            )
+            .await?;
+        let state = lock(&self.state).clone();
+        if let Some(state) = state {
+            let op = Op::LoadState {
+                object: object.clone(),
+                state,
+            };
+            session.run(op, &RequestOptions::new()).await?;
+        }
+        *lock(&self.binding) = Binding {
+            session,
+            object,
+            generation: seen + 1,
+        };
+        self.pool.count_recreated();
+        tracing::info!(
+            target: "dspex::bridge",
+            module = %self.module, generation = seen + 1,
+            "re-created a bridged module after its worker died"
+        );
+        Ok(())
+    }
+}
+
 /// A bridged module typed by a dspex [`Signature`]: its `Input` and `Output` structs.
 pub type BridgedPredict<S> = BridgedModule<<S as Signature>::Input, <S as Signature>::Output>;
 
 impl<I, O> std::fmt::Debug for BridgedModule<I, O> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        let binding = lock(&self.binding).clone();
+        let binding = lock(&self.core.binding).clone();
         f.debug_struct("BridgedModule")
-            .field("module", &self.module)
+            .field("module", &self.core.module)
             .field("signature", &self.signature_text)
             .field("instructions", &self.instructions)
             .field("object", &binding.object)
@@ -249,19 +347,21 @@ where
             .create(module.clone(), signature.clone(), kwargs.clone())
             .await?;
         Ok(BridgedModule {
-            pool: session.pool().clone(),
-            binding: Mutex::new(Binding {
-                session: session.clone(),
-                object,
-                generation: 0,
-            }),
-            recreating: tokio::sync::Mutex::new(()),
-            module,
             signature_text: signature.text(),
             instructions: signature.instructions(),
-            signature,
-            kwargs,
-            state: Mutex::new(None),
+            core: Arc::new(Core {
+                pool: session.pool().clone(),
+                binding: Mutex::new(Binding {
+                    session: session.clone(),
+                    object,
+                    generation: 0,
+                }),
+                recreating: tokio::sync::Mutex::new(()),
+                module,
+                signature,
+                kwargs,
+                state: Mutex::new(None),
+            }),
             recover: false,
             timeout: None,
             dropped: false,
@@ -287,17 +387,17 @@ where
 
     /// The object's id in its worker (it changes when the module is re-created).
     pub fn object(&self) -> String {
-        lock(&self.binding).object.clone()
+        lock(&self.core.binding).object.clone()
     }
 
     /// How many times the module was created again after its worker died.
     pub fn recreated(&self) -> u64 {
-        lock(&self.binding).generation
+        lock(&self.core.binding).generation
     }
 
     /// The DSPy module's name.
     pub fn module(&self) -> &str {
-        &self.module
+        &self.core.module
     }
 
     /// The signature string it was created with.
@@ -312,7 +412,7 @@ where
 
     /// The session holding it (a new one after the module was re-created).
     pub fn session(&self) -> Session {
-        lock(&self.binding).session.clone()
+        lock(&self.core.binding).session.clone()
     }
 
     fn options(&self, timeout: Option<Duration>) -> RequestOptions {
@@ -322,94 +422,18 @@ where
         }
     }
 
-    /// Runs the operation `make(object)` on the module's object; when the object is lost with
-    /// its worker, re-creates the module (if it recovers) and, for an idempotent operation,
-    /// runs it again on the new object, within the pool's retry budget.
     async fn run(
         &self,
         make: impl Fn(String) -> Op,
         timeout: Option<Duration>,
     ) -> Result<(Value, super::WorkerRef), BridgeError> {
-        let budget = self.pool.max_retries();
-        let mut attempt = 0;
-        loop {
-            let binding = lock(&self.binding).clone();
-            let op = make(binding.object.clone());
-            let repeatable = op.is_idempotent();
-            let mut error = match binding.session.run(op, &self.options(timeout)).await {
-                Ok(done) => return Ok(done),
-                Err(e) => e,
-            };
-            if !self.recover || !object_lost(&error) {
-                return Err(error);
-            }
-            // Re-create the module; a new worker that dies under the `create` costs one more
-            // attempt of the budget, not a failing call too.
-            loop {
-                if attempt >= budget {
-                    return Err(error);
-                }
-                attempt += 1;
-                match self.recreate(binding.generation).await {
-                    Ok(()) => break,
-                    Err(e) if object_lost(&e) => error = e,
-                    Err(e) => return Err(e),
-                }
-            }
-            if !repeatable {
-                return Err(error);
-            }
-            tracing::debug!(
-                target: "dspex::bridge",
-                module = %self.module, error = %error, attempt,
-                "the module's worker died: re-created, calling again"
-            );
-        }
-    }
-
-    /// Creates the module again in a new session, with the state it last loaded, unless
-    /// another caller already did since generation `seen`.
-    async fn recreate(&self, seen: u64) -> Result<(), BridgeError> {
-        let _one_at_a_time = self.recreating.lock().await;
-        let mode = {
-            let binding = lock(&self.binding);
-            if binding.generation != seen {
-                return Ok(());
-            }
-            binding.session.mode()
-        };
-        let session = self.pool.session(mode);
-        let object = session
-            .create(
-                self.module.clone(),
-                self.signature.clone(),
-                self.kwargs.clone(),
-            )
-            .await?;
-        let state = lock(&self.state).clone();
-        if let Some(state) = state {
-            let op = Op::LoadState {
-                object: object.clone(),
-                state,
-            };
-            session.run(op, &self.options(None)).await?;
-        }
-        *lock(&self.binding) = Binding {
-            session,
-            object,
-            generation: seen + 1,
-        };
-        self.pool.count_recreated();
-        tracing::info!(
-            target: "dspex::bridge",
-            module = %self.module, generation = seen + 1,
-            "re-created a bridged module after its worker died"
-        );
-        Ok(())
+        self.core
+            .run(make, &self.options(timeout), self.recover)
+            .await
     }
 
     fn error_worker(&self) -> super::WorkerRef {
-        lock(&self.binding)
+        lock(&self.core.binding)
             .session
             .worker()
             .unwrap_or(super::WorkerRef { id: 0, pid: 0 })
@@ -459,10 +483,11 @@ where
     /// [`call`](Self::call) fails with (a DSPy exception is
     /// [`BridgeError::Remote`], a worker that dies mid-stream
     /// [`BridgeError::WorkerCrashed`]; a worker without streaming
-    /// [`BridgeError::Unsupported`]). The call's timeout covers the whole stream. A stream is
-    /// retried on another worker only for a module outside a strict session and only before
-    /// its first item; it does not re-create a module whose worker died (its next
-    /// [`call`](Self::call) does).
+    /// [`BridgeError::Unsupported`]). The call's timeout covers the whole stream. Until its
+    /// first item reached the caller, a stream recovers as [`call`](Self::call) does: a module
+    /// whose worker died is created again (when it recovers) and the stream started over on the
+    /// new object; after that, a worker's death ends it with the error (the caller has seen
+    /// part of the answer, and decides).
     ///
     /// The stream works while it is polled, as a native one does: the worker's LM calls are
     /// served in the task that polls it (with that task's settings and usage trackers), so a
@@ -481,17 +506,18 @@ where
             Ok(inputs) => inputs,
             Err(e) => return failed(e),
         };
-        let binding = lock(&self.binding).clone();
-        let op = Op::StreamCall {
-            object: binding.object,
-            inputs,
-            fields: options.fields().map(<[String]>::to_vec),
-            status: (status != StatusMessages::default()).then_some(status),
+        let fields = options.fields().map(<[String]>::to_vec);
+        let status = (status != StatusMessages::default()).then_some(status);
+        let make = move |object| Op::StreamCall {
+            object,
+            inputs: inputs.clone(),
+            fields: fields.clone(),
+            status,
         };
         let (sink, events) = EventSink::channel();
         let request = self.options(None).events(sink);
-        let session = binding.session;
-        let call = Box::pin(async move { session.run(op, &request).await });
+        let (core, recover) = (Arc::clone(&self.core), self.recover);
+        let call = Box::pin(async move { core.run(make, &request, recover).await });
         bridged_stream(call, events, options.predictor().map(str::to_string))
             .map(|item| {
                 Ok(match item? {
@@ -535,7 +561,7 @@ where
             state: state.clone(),
         };
         self.run(make, None).await?;
-        *lock(&self.state) = Some(state);
+        *lock(&self.core.state) = Some(state);
         Ok(())
     }
 
@@ -572,7 +598,7 @@ where
         };
         let (value, worker) = self.run(make, optimization.timeout).await?;
         let state = decode::<StateResult>(worker, "optimize", value)?.state;
-        *lock(&self.state) = Some(state.clone());
+        *lock(&self.core.state) = Some(state.clone());
         Ok(state)
     }
 
@@ -580,7 +606,7 @@ where
     /// without waiting).
     pub async fn drop_object(mut self) -> Result<(), BridgeError> {
         self.dropped = true;
-        let binding = lock(&self.binding).clone();
+        let binding = lock(&self.core.binding).clone();
         let op = Op::Drop {
             object: binding.object,
         };
@@ -659,7 +685,7 @@ pub(crate) fn bridged_stream(
 /// happens outside a tokio runtime, or once its session is lost).
 impl<I, O> Drop for BridgedModule<I, O> {
     fn drop(&mut self) {
-        let binding = lock(&self.binding).clone();
+        let binding = lock(&self.core.binding).clone();
         if self.dropped || binding.session.is_lost() {
             return;
         }

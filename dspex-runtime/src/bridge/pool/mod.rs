@@ -117,6 +117,11 @@ impl RequestOptions {
         self.events = Some(events);
         self
     }
+
+    /// Whether a frame of the request reached its caller (so it must not run again).
+    pub(crate) fn delivered(&self) -> bool {
+        self.events.as_ref().is_some_and(EventSink::delivered)
+    }
 }
 
 struct Waiter {
