@@ -92,11 +92,12 @@ async fn native_and_bridged_modules_behind_one_type() {
                 .await?;
             assert!(!answer.reasoning.is_empty() && !answer.answer.is_empty());
 
-            // A module dspex does not route natively goes to DSPy without being forced.
+            // MultiChainComparison is native now (from the router's registry), fed the
+            // attempts in `completions` as DSPy's forward takes them.
             let mcc = router
                 .route("MultiChainComparison", "question -> answer")
                 .await?;
-            assert_eq!(mcc.route(), Route::Bridged);
+            assert_eq!(mcc.route(), Route::Native);
             let attempts = json!([
                 {"reasoning": "Paris is the capital.", "answer": "Paris"},
                 {"reasoning": "Lyon is large.", "answer": "Lyon"},
@@ -123,7 +124,7 @@ async fn native_and_bridged_modules_behind_one_type() {
         let err = router
             .clone()
             .force(Route::Native)
-            .route("MultiChainComparison", "question -> answer")
+            .route("ReAct", "question -> answer")
             .await
             .unwrap_err();
         assert!(matches!(err, RouterError::NoNative { .. }), "{err:?}");

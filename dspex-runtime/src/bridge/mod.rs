@@ -20,8 +20,11 @@
 //! - [`BridgedModule`] / [`BridgedPredict`] — a DSPy module as a typed [`Program`](crate::Program),
 //!   with `save_state`, `load_state` and `optimize`.
 //! - [`Router`] — one program type, [`Routed`], for a module that is native or bridged: dspex's
-//!   implementation when it has one for the module name ([`NATIVE_MODULES`]), else DSPy's in the
-//!   pool; [`Route`] forces either; the choice is traced and [`Routed::route`] reports it.
+//!   implementation when it can build one from the description ([`Router::native_modules`],
+//!   derived from a registry: Predict, ChainOfThought, MultiChainComparison), else DSPy's in the
+//!   pool; [`Route`] forces either, a [`RouteStrategy`] decides otherwise (by module, input
+//!   size, load), a [`Fallback`] policy re-runs failed calls on the other route; the route of
+//!   each call is traced, counted ([`RouteStats`]) and reported by [`Routed::route`].
 //! - [`protocol`] — the frames and messages of `python/PROTOCOL.md`.
 //! - [`BridgeError`] — every failure, typed: [`Timeout`](BridgeError::Timeout),
 //!   [`WorkerCrashed`](BridgeError::WorkerCrashed), [`PoolSaturated`](BridgeError::PoolSaturated),
@@ -61,7 +64,8 @@ pub use pool::{
 };
 pub use program::{BridgedModule, BridgedPredict, Optimization};
 pub use router::{
-    DynBridged, NATIVE_MODULES, NativeModule, Route, Routed, RoutedProgram, Router, RouterError,
-    SignatureArg, TypedRouted,
+    BridgedFailure, DynBridged, Fallback, NATIVE_MODULES, NativeFailure, NativeModule, PoolLoad,
+    PreferNative, Route, RouteContext, RouteStats, RouteStrategy, Routed, RoutedProgram, Router,
+    RouterError, SignatureArg, TypedRouted,
 };
 pub use worker::{DEFAULT_ENV_ALLOW, MAX_TRANSITIONS, Transition, WorkerInfo, WorkerState};
