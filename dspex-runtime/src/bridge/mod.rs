@@ -25,6 +25,9 @@
 //!   pool; [`Route`] forces either, a [`RouteStrategy`] decides otherwise (by module, input
 //!   size, load), a [`Fallback`] policy re-runs failed calls on the other route; the route of
 //!   each call is traced, counted ([`RouteStats`]) and reported by [`Routed::route`].
+//! - [`HybridProgram`] — a pipeline of DSPy modules from one [`HybridSpec`], each step routed on
+//!   its own (a ChainOfThought natively, a ProgramOfThought in the pool), saved and loaded as a
+//!   whole in DSPy's state format (the file DSPy's `save` writes for the equivalent program).
 //! - [`protocol`] — the frames and messages of `python/PROTOCOL.md`.
 //! - [`BridgeError`] — every failure, typed: [`Timeout`](BridgeError::Timeout),
 //!   [`WorkerCrashed`](BridgeError::WorkerCrashed), [`PoolSaturated`](BridgeError::PoolSaturated),
@@ -46,10 +49,13 @@
 //! `libc::killpg`), then the child itself.
 //!
 //! # Not yet
-//! MessagePack frames.
+//! MessagePack frames. Hybrid programs other than a sequential pipeline (branches, loops, steps
+//! that call one another); native `BestOfN`, `Refine`, `ReAct` and `ProgramOfThought` from a
+//! description (they take Python callables or run generated code, so they are routed to DSPy).
 
 mod error;
 mod forkserver;
+mod hybrid;
 mod pool;
 mod program;
 pub mod protocol;
@@ -58,6 +64,7 @@ mod worker;
 mod writer;
 
 pub use error::{BridgeError, WorkerRef};
+pub use hybrid::{HybridError, HybridProgram, HybridSpec, HybridStep};
 pub use pool::{
     AffinityMode, CallBreaker, CallBreakerState, LatencyHistogram, Pool, PoolBuilder, PoolStats,
     RequestOptions, RestartBreaker, Session, ShutdownReport,

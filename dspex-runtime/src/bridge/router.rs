@@ -1431,19 +1431,21 @@ impl Routed {
             return Ok(&self.program);
         }
         self.other
-            .get_or_try_init(|| async {
-                let mut program = self.plan.build(route).await?;
-                let state = lock(&self.state).clone();
-                if let Some(state) = state {
-                    program.load_state(&state).await?;
-                }
-                tracing::info!(
-                    target: "dspex::bridge",
-                    module = %self.plan.module,
-                    route = %route,
-                    "created the other route of a routed module"
-                );
-                Ok::<_, Error>(program)
+            .get_or_try_init(|| {
+                Box::pin(async {
+                    let mut program = self.plan.build(route).await?;
+                    let state = lock(&self.state).clone();
+                    if let Some(state) = state {
+                        program.load_state(&state).await?;
+                    }
+                    tracing::info!(
+                        target: "dspex::bridge",
+                        module = %self.plan.module,
+                        route = %route,
+                        "created the other route of a routed module"
+                    );
+                    Ok::<_, Error>(program)
+                })
             })
             .await
     }
@@ -1546,7 +1548,9 @@ impl Program for Routed {
             dspex.route = tracing::field::Empty,
             dspex.route.fallback_from = tracing::field::Empty,
         );
-        self.forward_routed(input).instrument(span).await
+        // Boxed: both routes' futures (and the lazy creation of the other side) live in it,
+        // too large to keep inline in every caller's future.
+        Box::pin(self.forward_routed(input)).instrument(span).await
     }
 }
 
