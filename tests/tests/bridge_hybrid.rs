@@ -19,16 +19,11 @@ use std::process::Command;
 /// Runs `tests/python/dspy_hybrid.py` with `args`; its stdout on success.
 fn dspy_script(python: &Path, args: &[&Path]) -> String {
     let script = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("python/dspy_hybrid.py");
-    let mut command = Command::new(python);
-    command.arg(script);
-    for (i, arg) in args.iter().enumerate() {
-        if i == 0 {
-            command.arg(arg);
-        } else {
-            command.arg(arg.as_os_str());
-        }
-    }
-    let out = command.output().expect("the DSPy script runs");
+    let out = Command::new(python)
+        .arg(script)
+        .args(args)
+        .output()
+        .expect("the DSPy script runs");
     assert!(
         out.status.success(),
         "dspy_hybrid.py {args:?} failed:\n{}\n{}",
@@ -104,6 +99,13 @@ async fn a_dspy_saved_program_runs_hybrid_and_saves_what_dspy_loads() {
         assert_eq!(params.demos.len(), 1);
         let explain = program.step("explain").unwrap().as_native().unwrap();
         assert_eq!(explain.named_predictors()[0].1.demos.len(), 2);
+        // The native steps' predictors are visible to dspex's optimizers.
+        let names: Vec<_> = program
+            .named_predictors()
+            .into_iter()
+            .map(|(n, _)| n)
+            .collect();
+        assert_eq!(names, ["plan.predict", "explain.predict"]);
         // … and the bridged one, inside the worker.
         let compute = program.step("compute").unwrap();
         let state = compute.save_state().await.expect("the worker saves");

@@ -5,8 +5,8 @@
 use super::router::{Route, Routed, Router, RouterError};
 use crate::error::{Error, Result};
 use crate::example::{Example, Prediction};
-use crate::program::Program;
 use crate::program::state::DSPY_STATE_VERSION;
+use crate::program::{Module, PredictorParams, Program, join_path};
 use crate::signature::{DynSignature, SignatureError};
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value, json};
@@ -469,11 +469,38 @@ impl Program for HybridProgram {
     }
 }
 
+/// The native steps' predictors, under the step names (`plan.predict`, a Predict step's own
+/// name), for dspex's optimizers; bridged steps show none (their predictors live in Python).
+impl Module for HybridProgram {
+    fn visit_predictors<'a>(
+        &'a self,
+        path: &str,
+        visit: &mut dyn FnMut(String, &'a PredictorParams),
+    ) {
+        for built in &self.steps {
+            built
+                .routed
+                .visit_predictors(&join_path(path, &built.step.name), visit);
+        }
+    }
+
+    fn visit_predictors_mut<'a>(
+        &'a mut self,
+        path: &str,
+        visit: &mut dyn FnMut(String, &'a mut PredictorParams),
+    ) {
+        for built in &mut self.steps {
+            built
+                .routed
+                .visit_predictors_mut(&join_path(path, &built.step.name), visit);
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::lm::ScriptedLM;
-    use crate::program::Module;
     use crate::settings::{Settings, with_settings};
 
     fn block_on<F: std::future::Future>(fut: F) -> F::Output {
@@ -511,6 +538,12 @@ mod tests {
         let second = lm.requests()[1].messages[1].content.text().into_owned();
         assert!(second.contains("Multiply."), "{second}");
 
+        let names: Vec<_> = program
+            .named_predictors()
+            .into_iter()
+            .map(|(n, _)| n)
+            .collect();
+        assert_eq!(names, ["plan.predict", "answer_it"]);
         let mut state = block_on(program.save_state()).unwrap();
         let keys: Vec<_> = state.as_object().unwrap().keys().cloned().collect();
         assert_eq!(keys, ["plan.predict", "answer_it"]);
