@@ -71,6 +71,7 @@ async fn a_dspy_saved_program_runs_hybrid_and_saves_what_dspy_loads() {
             .expect("the mock LM starts");
         let pool = common::bridge::pool(python.clone())
             .env("PYTHONPATH", helpers.to_string_lossy())
+            .env("PYTHONDONTWRITEBYTECODE", "1")
             .build()
             .await
             .expect("the pool starts");

@@ -320,8 +320,9 @@ pub struct RouteContext<'a> {
 ///
 /// Consulted by [`Router::route`] unless a route is forced, with `input_bytes` and `load` unset;
 /// when [`per_call`](Self::per_call) is true, consulted again before every call of a
-/// [`Routed`] that has both routes (a native implementation and a pool), with the call's input
-/// size and the pool's load. A choice the module does not have (native where there is none,
+/// [`Routed`] that has both routes (a native implementation and a pool) and was not built by a
+/// router with a forced route, with the call's input size and the pool's load (a
+/// [`Pool::stats`] snapshot per call). A choice the module does not have (native where there is none,
 /// bridged without a pool) is overridden by the route that exists, and traced with the reason
 /// `strategy's choice unavailable`.
 ///
@@ -836,7 +837,8 @@ impl Router {
         entry(module).is_some()
     }
 
-    /// The route [`route`](Self::route) would take for `module`, without building anything.
+    /// The route [`route`](Self::route) would take for `module` without keyword arguments,
+    /// without building anything (a strategy consulted here sees an empty signature).
     ///
     /// # Errors
     ///
