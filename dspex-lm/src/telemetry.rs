@@ -87,6 +87,10 @@ pub mod metric {
     pub const DSPEX_BRIDGE_POOL_BUSY: &str = "dspex.bridge.pool.busy";
     /// Gauge: busy workers of a bridge pool as a fraction of its size (0 to 1).
     pub const DSPEX_BRIDGE_POOL_UTILIZATION: &str = "dspex.bridge.pool.utilization";
+    /// Counter: calls of the bridge router's programs, by the route that served them
+    /// (`dspex.route` = `native` | `bridged`) and, after a fallback, the route that failed
+    /// first (`dspex.route.fallback_from`).
+    pub const DSPEX_BRIDGE_ROUTE_CALLS: &str = "dspex.bridge.route.calls";
 }
 
 static CAPTURE_CONTENT: AtomicBool = AtomicBool::new(false);
@@ -185,12 +189,12 @@ pub(crate) struct CallRecord<'a> {
 }
 
 #[cfg(feature = "otel")]
-#[doc(hidden)]
-pub use otel::record_pool;
-#[cfg(feature = "otel")]
 pub use otel::reset_instruments;
 #[cfg(feature = "otel")]
 pub(crate) use otel::{record_breaker, record_call, record_limiter_wait, record_retry};
+#[cfg(feature = "otel")]
+#[doc(hidden)]
+pub use otel::{record_pool, record_route};
 
 #[cfg(feature = "otel")]
 mod otel {
@@ -211,6 +215,7 @@ mod otel {
         limiter_wait: Histogram<f64>,
         pool_busy: Gauge<u64>,
         pool_utilization: Gauge<f64>,
+        route_calls: Counter<u64>,
     }
 
     static INSTRUMENTS: RwLock<Option<Arc<Instruments>>> = RwLock::new(None);
@@ -274,6 +279,11 @@ mod otel {
                     .f64_gauge(metric::DSPEX_BRIDGE_POOL_UTILIZATION)
                     .with_unit("1")
                     .with_description("Busy workers of a bridge pool over its size.")
+                    .build(),
+                route_calls: meter
+                    .u64_counter(metric::DSPEX_BRIDGE_ROUTE_CALLS)
+                    .with_unit("{call}")
+                    .with_description("Calls of routed programs, by the route that served them.")
                     .build(),
             }
         }
@@ -372,6 +382,17 @@ mod otel {
         if size > 0 {
             i.pool_utilization.record(busy as f64 / size as f64, &[]);
         }
+    }
+
+    /// Records a call of a routed program served by `route` (`native` | `bridged`), after a
+    /// failure on `fallback_from` when there was one (the runtime's bridge router calls it).
+    #[doc(hidden)]
+    pub fn record_route(route: &'static str, fallback_from: Option<&'static str>) {
+        let mut attrs = vec![KeyValue::new("dspex.route", route)];
+        if let Some(from) = fallback_from {
+            attrs.push(KeyValue::new("dspex.route.fallback_from", from));
+        }
+        instruments().route_calls.add(1, &attrs);
     }
 }
 

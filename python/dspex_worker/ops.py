@@ -193,6 +193,10 @@ class Operations:
         kwargs = dict(kwargs)
         if isinstance(kwargs.get("tools"), list):
             kwargs["tools"] = [import_callable(t) if isinstance(t, str) else t for t in kwargs["tools"]]
+        # ProgramOfThought / CodeAct: the code interpreter's factory, by import path (DSPy's default one
+        # needs Deno).
+        if isinstance(kwargs.get("interpreter_factory"), str):
+            kwargs["interpreter_factory"] = import_callable(kwargs["interpreter_factory"])
         return kwargs
 
     def op_create(self, request):

@@ -329,3 +329,25 @@ def test_create_with_field_descriptions_and_prefixes(bridged):
         {"signature": "a -> b", "fields": ["b"]},  # not an object at all
     ]:
         assert bridged.error("create", module="Predict", **bad)["type"] == "BadRequest", bad
+
+
+def test_program_of_thought_with_an_imported_interpreter_factory(bridged):
+    bridged.call("create", module="ProgramOfThought", signature="question -> answer",
+                 kwargs={"interpreter_factory": "worker_tools:ListInterpreter"})
+    steps = iter([
+        chat_completion(reasoning="Multiply.", generated_code='```python\nSUBMIT({"answer": 6 * 7})\n```'),
+        chat_completion(reasoning="The code printed 42.", answer="42"),
+    ])
+    seen = []
+
+    def lm(request):
+        seen.append(request)
+        return [next(steps)]
+
+    out = bridged.call("call", object="o1", inputs={"question": "What is 6 * 7?"}, on_lm=lm)
+    assert out["outputs"]["answer"] == "42"
+    # The code ran in the imported interpreter: its output reached the answer step.
+    user = [m for m in seen[1]["messages"] if m["role"] == "user"][-1]["content"]
+    assert '[[ ## code_output ## ]]\n{"answer": 42}' in user
+    assert bridged.error("create", module="ProgramOfThought", signature="question -> answer",
+                         kwargs={"interpreter_factory": "worker_tools"})["type"] == "BadRequest"

@@ -291,6 +291,18 @@ async fn program(server: &MockLmServer) {
     while let Some(event) = stream.next().await {
         event.expect("a stream event");
     }
+    // A call of a routed module, counted by the route that served it.
+    let mut routed = dspex::bridge::Router::new()
+        .route("Predict", "question -> answer")
+        .await
+        .expect("Predict routes natively");
+    if let dspex::bridge::RoutedProgram::Native(m) = routed.program_mut() {
+        m.set_config(CallConfig::new().lm(lm.clone()));
+    }
+    routed
+        .forward(Example::new().with("question", QUESTION))
+        .await
+        .expect("the routed Predict answers");
 }
 
 /// Runs the program with `layer`'s subscriber in scope (it follows the program's futures onto
@@ -537,6 +549,25 @@ fn check_export(received: &Received, server: &MockLmServer) {
         })
         .collect();
     assert_eq!(types, ["input".to_string(), "output".to_string()].into());
+    let Some(metric::Data::Sum(routes)) = &metrics
+        .get("dspex.bridge.route.calls")
+        .unwrap_or_else(|| panic!("no route metric: {:?}", metrics.keys()))
+        .data
+    else {
+        panic!("the route calls are a sum");
+    };
+    let native: Vec<_> = routes
+        .data_points
+        .iter()
+        .filter(|p| {
+            p.attributes.iter().any(|kv| {
+                kv.key == "dspex.route"
+                    && kv.value.as_ref().and_then(|v| v.value.as_ref())
+                        == Some(&any_value::Value::StringValue("native".into()))
+            })
+        })
+        .collect();
+    assert_eq!(native.len(), 1, "{routes:?}");
 
     // No key, and no prompt text, anywhere in what was exported.
     assert!(!contains(&received.raw, SECRET), "the API key was exported");

@@ -24,9 +24,15 @@
 //!   [`FieldStream`](crate::module::FieldStream) a native module streams; dropping the stream
 //!   cancels the call in the worker and the LM stream serving it.
 //! - [`Router`] — one program type, [`Routed`], for a module that is native or bridged: dspex's
-//!   implementation when it has one for the module name ([`NATIVE_MODULES`]), else DSPy's in the
-//!   pool; [`Route`] forces either; the choice is traced and [`Routed::route`] reports it;
+//!   implementation when it can build one from the description ([`Router::native_modules`],
+//!   derived from a registry: Predict, ChainOfThought, MultiChainComparison), else DSPy's in the
+//!   pool; [`Route`] forces either, a [`RouteStrategy`] decides otherwise (by module, input
+//!   size, load), a [`Fallback`] policy re-runs failed calls on the other route; the route of
+//!   each call is traced, counted ([`RouteStats`]) and reported by [`Routed::route`];
 //!   [`Routed::stream`] streams either way.
+//! - [`HybridProgram`] — a pipeline of DSPy modules from one [`HybridSpec`], each step routed on
+//!   its own (a ChainOfThought natively, a ProgramOfThought in the pool), saved and loaded as a
+//!   whole in DSPy's state format (the file DSPy's `save` writes for the equivalent program).
 //! - [`protocol`] — the frames and messages of `python/PROTOCOL.md`.
 //! - [`BridgeError`] — every failure, typed: [`Timeout`](BridgeError::Timeout),
 //!   [`WorkerCrashed`](BridgeError::WorkerCrashed), [`PoolSaturated`](BridgeError::PoolSaturated),
@@ -48,11 +54,15 @@
 //! `libc::killpg`), then the child itself.
 //!
 //! # Not yet
-//! MessagePack frames. Streams of `n` > 1 completions (the LM call is then answered whole); reasoning and
-//! tool-call deltas of a streamed LM call (only its text is sent as `lm_chunk`s).
+//! MessagePack frames. Streams of `n` > 1 completions (the LM call is then answered whole);
+//! reasoning and tool-call deltas of a streamed LM call (only its text is sent as `lm_chunk`s).
+//! Hybrid programs other than a sequential pipeline (branches, loops, steps that call one
+//! another); native `BestOfN`, `Refine`, `ReAct` and `ProgramOfThought` from a description (they
+//! take Python callables or run generated code, so they are routed to DSPy).
 
 mod error;
 mod forkserver;
+mod hybrid;
 mod pool;
 mod program;
 pub mod protocol;
@@ -61,13 +71,15 @@ mod worker;
 mod writer;
 
 pub use error::{BridgeError, WorkerRef};
+pub use hybrid::{HybridError, HybridProgram, HybridSpec, HybridStep};
 pub use pool::{
     AffinityMode, CallBreaker, CallBreakerState, LatencyHistogram, Pool, PoolBuilder, PoolStats,
     RequestOptions, RestartBreaker, Session, ShutdownReport,
 };
 pub use program::{BridgedModule, BridgedPredict, Optimization};
 pub use router::{
-    DynBridged, NATIVE_MODULES, NativeModule, Route, Routed, RoutedProgram, Router, RouterError,
-    SignatureArg, TypedRouted,
+    BridgedFailure, DynBridged, Fallback, NATIVE_MODULES, NativeFailure, NativeModule, PoolLoad,
+    PreferNative, Route, RouteContext, RouteStats, RouteStrategy, Routed, RoutedProgram, Router,
+    RouterError, SignatureArg, TypedRouted,
 };
 pub use worker::{DEFAULT_ENV_ALLOW, MAX_TRANSITIONS, Transition, WorkerInfo, WorkerState};

@@ -183,6 +183,16 @@ impl DynMultiChainComparison {
         self.m
     }
 
+    /// The inner predictor (DSPy's `predict`), over the extended signature.
+    pub fn predictor(&self) -> &DynPredict {
+        &self.predict
+    }
+
+    /// The inner predictor, mutable (to change its config, instructions or demos).
+    pub fn predictor_mut(&mut self) -> &mut DynPredict {
+        &mut self.predict
+    }
+
     /// The inner predictor's parameters (the extended signature, demos).
     pub fn params(&self) -> &PredictorParams {
         self.predict.params()
