@@ -19,7 +19,7 @@ from .framing import FrameError, encode_frame, read_frame, write_all
 log = logging.getLogger("dspex_worker")
 
 IMMEDIATE_OPS = ("ping", "cancel")
-EXECUTOR_OPS = ("configure", "create", "call", "save_state", "load_state", "optimize", "drop", "shutdown")
+EXECUTOR_OPS = ("configure", "create", "call", "save_state", "load_state", "optimize", "drop", "close_session", "shutdown")
 
 try:
     _PAGE_SIZE = os.sysconf("SC_PAGE_SIZE")

@@ -329,3 +329,18 @@ def test_create_with_field_descriptions_and_prefixes(bridged):
         {"signature": "a -> b", "fields": ["b"]},  # not an object at all
     ]:
         assert bridged.error("create", module="Predict", **bad)["type"] == "BadRequest", bad
+
+
+def test_close_session_drops_only_that_sessions_objects(worker):
+    worker.call("create", module="Predict", signature="question -> answer", session="s1")
+    worker.call("create", module="Predict", signature="question -> answer", session="s2")
+    worker.call("create", module="ChainOfThought", signature="question -> answer", session="s1")
+    worker.call("create", module="Predict", signature="question -> answer")
+    assert worker.call("close_session", session="s1") == {"dropped": 2}
+    assert worker.error("save_state", object="o1")["type"] == "UnknownObject"
+    assert worker.error("save_state", object="o3")["type"] == "UnknownObject"
+    assert "state" in worker.call("save_state", object="o2")
+    assert "state" in worker.call("save_state", object="o4")
+    # Closing again, or a session the worker never saw, drops nothing.
+    assert worker.call("close_session", session="s1") == {"dropped": 0}
+    assert worker.error("close_session")["type"] == "BadRequest"

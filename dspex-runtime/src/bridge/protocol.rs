@@ -614,6 +614,12 @@ pub enum Op {
         /// The object's id.
         object: String,
     },
+    /// Drops every object created in a session: `{"dropped": n}` ([`CloseSessionResult`]). The
+    /// pool sends it when a [`Session`](super::Session) closes.
+    CloseSession {
+        /// The session's name (`s1`).
+        session: String,
+    },
     /// Asks the worker to cancel request `target` (best effort): `{"cancelled": bool}`.
     Cancel {
         /// The request id to cancel.
@@ -635,14 +641,15 @@ impl Op {
             Op::LoadState { .. } => "load_state",
             Op::Optimize { .. } => "optimize",
             Op::Drop { .. } => "drop",
+            Op::CloseSession { .. } => "close_session",
             Op::Cancel { .. } => "cancel",
             Op::Shutdown => "shutdown",
         }
     }
 
     /// Whether running the op twice is harmless, so the pool may retry it on another worker
-    /// when its worker crashed: `ping`, `configure`, `call`, `save_state`, `load_state` and
-    /// `drop` are; `create` (a new object each time), `optimize` (long and costly), `cancel` and
+    /// when its worker crashed: `ping`, `configure`, `call`, `save_state`, `load_state`,
+    /// `drop` and `close_session` are; `create` (a new object each time), `optimize` (long and costly), `cancel` and
     /// `shutdown` are not. [`RequestOptions::idempotent`](super::RequestOptions::idempotent)
     /// overrides it per request.
     pub fn is_idempotent(&self) -> bool {
@@ -654,6 +661,7 @@ impl Op {
                 | Op::SaveState { .. }
                 | Op::LoadState { .. }
                 | Op::Drop { .. }
+                | Op::CloseSession { .. }
         )
     }
 
@@ -688,6 +696,13 @@ pub struct PingResult {
     /// The worker's resident memory in MiB.
     #[serde(default)]
     pub rss_mb: f64,
+}
+
+/// The result of `close_session`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CloseSessionResult {
+    /// How many objects the worker dropped.
+    pub dropped: u64,
 }
 
 /// The result of `create`.
@@ -780,6 +795,12 @@ mod tests {
                 json!({"kind": "request", "id": 1, "op": "configure",
                        "lm": {"mode": "direct", "model": "openai/x", "api_base": "http://h/v1", "api_key": "sk"},
                        "adapter": "json"}),
+            ),
+            (
+                Op::CloseSession {
+                    session: "s1".into(),
+                },
+                json!({"kind": "request", "id": 1, "op": "close_session", "session": "s1"}),
             ),
             (
                 Op::Cancel { target: 7 },
