@@ -623,7 +623,7 @@ impl Shared {
         let held = |id: u64| {
             st.sessions
                 .values()
-                .filter(|s| s.mode.is_strict() && s.lost.is_none())
+                .filter(|s| s.mode.is_strict() && s.lost.is_none() && s.life.ended.is_none())
                 .filter(|s| s.worker.is_some_and(|w| w.id == id))
                 .count()
         };
@@ -1018,6 +1018,7 @@ impl Shared {
                 let holds_session = st
                     .sessions
                     .values()
+                    .filter(|s| s.life.ended.is_none() || s.life.closing)
                     .any(|s| s.worker.is_some_and(|w| w.id == id));
                 if now.duration_since(since) >= self.config.idle_timeout && !holds_session {
                     st.idle.remove(i);

@@ -29,9 +29,17 @@ impl Ended {
     }
 }
 
+/// A session ended, whose worker is still to drop its objects.
+pub(super) struct Closing {
+    id: u64,
+    name: String,
+    /// Its live worker, if it has one.
+    worker: Option<WorkerRef>,
+    how: Ended,
+}
+
 /// The lifecycle part of a session's slot in the pool's state.
 pub(super) struct Lifecycle {
-    pub(super) created_at: Instant,
     pub(super) last_activity: Instant,
     pub(super) idle_ttl: Option<Duration>,
     /// Calls of the session under way: a session is never expired under a running call.
@@ -46,7 +54,6 @@ pub(super) struct Lifecycle {
 impl Lifecycle {
     pub(super) fn new(now: Instant, idle_ttl: Option<Duration>) -> Self {
         Lifecycle {
-            created_at: now,
             last_activity: now,
             idle_ttl,
             in_flight: 0,
@@ -133,6 +140,7 @@ pub(super) struct SessionInner {
     pub(super) name: String,
     pub(super) mode: AffinityMode,
     pub(super) state: Mutex<Map<String, Value>>,
+    pub(super) created_at: Instant,
     /// The runtime the session was opened on: the close after the last handle runs there
     /// when the handle is dropped outside a runtime.
     pub(super) runtime: Option<tokio::runtime::Handle>,
@@ -141,50 +149,43 @@ pub(super) struct SessionInner {
 impl Drop for SessionInner {
     fn drop(&mut self) {
         let shared = &self.pool.shared;
-        let close = {
+        let closing = {
             let mut st = lock(&shared.state);
             let Some(slot) = st.sessions.get_mut(&self.id) else {
                 return;
             };
             slot.life.orphaned = true;
-            if slot.life.ended.is_none() {
-                true
-            } else {
-                if !slot.life.closing {
-                    st.sessions.remove(&self.id);
-                }
-                false
+            if slot.life.ended.is_some() && !slot.life.closing {
+                // Ended and closed already: nothing left to do.
+                st.sessions.remove(&self.id);
+                return;
             }
+            drop(st);
+            shared.begin_close(self.id, Ended::Dropped)
         };
-        if !close {
+        let Some(closing) = closing else {
+            // Ended, its close still running: that close removes the slot.
             return;
-        }
+        };
         // Never block here: the worker's objects are freed by a task on the pool's runtime.
         let runtime = tokio::runtime::Handle::try_current()
             .ok()
             .or_else(|| self.runtime.clone());
         let weak = shared.weak.clone();
-        let id = self.id;
         match runtime {
             Some(runtime) => {
                 runtime.spawn(async move {
-                    if let Some(shared) = weak.upgrade()
-                        && let Err(e) = shared.close_session(id, Ended::Dropped).await
-                    {
-                        tracing::debug!(
-                            target: "dspex::bridge", session = id, error = %e,
-                            "freeing a dropped session's objects failed"
-                        );
+                    if let Some(shared) = weak.upgrade() {
+                        let _ = shared.finish_close(closing).await;
                     }
                 });
             }
             None => {
                 // No runtime to run the close on: forget the session (its objects stay in the
                 // worker until it exits).
-                shared.end_session(id, Ended::Dropped);
-                lock(&shared.state).sessions.remove(&id);
+                lock(&shared.state).sessions.remove(&self.id);
                 tracing::warn!(
-                    target: "dspex::bridge", session = id,
+                    target: "dspex::bridge", session = %closing.name,
                     "a session was dropped outside a tokio runtime: its objects stay in the worker"
                 );
             }
@@ -311,8 +312,7 @@ impl Session {
 
     /// When it was opened.
     pub fn created_at(&self) -> Instant {
-        self.with_slot(|s| s.life.created_at)
-            .unwrap_or_else(Instant::now)
+        self.inner.created_at
     }
 
     /// When its last call started or ended (or it was [touched](Self::touch)); its opening
@@ -487,6 +487,7 @@ impl Pool {
         let shared = &self.shared;
         let id = shared.next_session.fetch_add(1, Ordering::Relaxed);
         let name = format!("s{id}");
+        let now = Instant::now();
         lock(&shared.state).sessions.insert(
             id,
             SessionSlot {
@@ -494,7 +495,7 @@ impl Pool {
                 mode: options.mode,
                 worker: None,
                 lost: None,
-                life: Lifecycle::new(Instant::now(), options.idle_ttl),
+                life: Lifecycle::new(now, options.idle_ttl),
             },
         );
         inc(&shared.counters.sessions_created);
@@ -507,6 +508,7 @@ impl Pool {
                 name,
                 mode: options.mode,
                 state: Mutex::new(options.state),
+                created_at: now,
                 runtime: tokio::runtime::Handle::try_current().ok(),
             }),
         }
@@ -514,31 +516,6 @@ impl Pool {
 }
 
 impl Shared {
-    /// Ends session `id` as `how` (once) without asking its worker anything.
-    pub(super) fn end_session(&self, id: u64, how: Ended) {
-        {
-            let mut st = lock(&self.state);
-            let Some(slot) = st.sessions.get_mut(&id) else {
-                return;
-            };
-            if slot.life.ended.is_some() {
-                return;
-            }
-            slot.life.ended = Some(how);
-        }
-        self.count_end(how);
-    }
-
-    /// Counts a session's end in the stats and the metrics.
-    fn count_end(&self, how: Ended) {
-        match how {
-            Ended::Expired(_) => inc(&self.counters.sessions_expired),
-            Ended::Closed | Ended::Dropped => inc(&self.counters.sessions_closed),
-        }
-        #[cfg(feature = "otel")]
-        dspex_lm::telemetry::record_pool_session_ended(how.label());
-    }
-
     /// Ends session `id` as `how` and has its worker drop its objects; how many it dropped.
     /// A session already ended gives 0.
     pub(super) async fn close_session(
@@ -546,28 +523,59 @@ impl Shared {
         id: u64,
         how: Ended,
     ) -> Result<u64, BridgeError> {
-        let (name, bound) = {
+        match self.begin_close(id, how) {
+            Some(closing) => self.finish_close(closing).await,
+            None => Ok(0),
+        }
+    }
+
+    /// Ends session `id` as `how`, at once: what is left to do in its worker, or `None` if it
+    /// had ended already.
+    pub(super) fn begin_close(&self, id: u64, how: Ended) -> Option<Closing> {
+        let closing = {
             let mut st = lock(&self.state);
-            let Some(slot) = st.sessions.get(&id) else {
-                return Ok(0);
-            };
+            let slot = st.sessions.get(&id)?;
             if slot.life.ended.is_some() {
-                return Ok(0);
+                return None;
             }
             let name = slot.name.clone();
             // A worker that died took the objects with it.
-            let bound = slot
+            let worker = slot
                 .worker
                 .filter(|_| slot.lost.is_none())
                 .filter(|w| st.workers.contains_key(&w.id));
-            if let Some(slot) = st.sessions.get_mut(&id) {
-                slot.life.ended = Some(how);
-                slot.life.closing = bound.is_some();
+            let slot = st.sessions.get_mut(&id)?;
+            slot.life.ended = Some(how);
+            slot.life.closing = true;
+            Closing {
+                id,
+                name,
+                worker,
+                how,
             }
-            (name, bound)
         };
-        self.count_end(how);
-        let result = match bound {
+        match how {
+            Ended::Expired(_) => inc(&self.counters.sessions_expired),
+            Ended::Closed | Ended::Dropped => inc(&self.counters.sessions_closed),
+        }
+        #[cfg(feature = "otel")]
+        dspex_lm::telemetry::record_pool_session_ended(how.label());
+        Some(closing)
+    }
+
+    /// Sends `close_session` to the worker of a session [`begin_close`](Self::begin_close)
+    /// ended; removes its slot if its last handle went meanwhile.
+    pub(super) async fn finish_close(
+        self: &Arc<Self>,
+        closing: Closing,
+    ) -> Result<u64, BridgeError> {
+        let Closing {
+            id,
+            name,
+            worker,
+            how,
+        } = closing;
+        let result = match worker {
             None => Ok(0),
             Some(_) => {
                 let op = Op::CloseSession {
@@ -612,7 +620,8 @@ impl Shared {
         result
     }
 
-    /// Closes the sessions idle past their TTL (the maintenance task calls it).
+    /// Closes the sessions idle past their TTL (the maintenance task calls it): ended at
+    /// once, their objects freed by a task each.
     pub(super) fn reap_sessions(self: &Arc<Self>) {
         let now = Instant::now();
         let expired: Vec<(u64, Duration)> = lock(&self.state)
@@ -621,10 +630,12 @@ impl Shared {
             .filter_map(|(id, slot)| Some((*id, slot.life.expired(now)?)))
             .collect();
         for (id, ttl) in expired {
-            let shared = self.clone();
-            tokio::spawn(async move {
-                let _ = shared.close_session(id, Ended::Expired(ttl)).await;
-            });
+            if let Some(closing) = self.begin_close(id, Ended::Expired(ttl)) {
+                let shared = self.clone();
+                tokio::spawn(async move {
+                    let _ = shared.finish_close(closing).await;
+                });
+            }
         }
     }
 
