@@ -14,7 +14,7 @@ use dspex::bridge::protocol::Op;
 use dspex::bridge::{
     AffinityMode, BridgeError, Pool, Session, SessionOptions, SessionStatus, SessionStore,
 };
-use dspex::testing::{MockLm, MockLmServer};
+use dspex::testing::{Latency, MockLm, MockLmServer};
 use serde_json::{Map, Value, json};
 use std::collections::{BTreeSet, HashMap};
 use std::num::NonZeroUsize;
@@ -207,6 +207,41 @@ async fn an_idle_session_expires_after_its_ttl_and_its_objects_are_freed() {
         let stats = pool.stats();
         assert_eq!(stats.sessions_expired, 1);
         assert_eq!(stats.live_sessions, 1);
+        pool.shutdown().await;
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn a_call_running_past_the_ttl_keeps_its_session_open() {
+    within(120, async {
+        // Each LM call takes 1 s: five times the session's idle TTL.
+        let server = MockLm::builder()
+            .latency(Latency::Fixed(Duration::from_secs(1)))
+            .start()
+            .await
+            .expect("the mock LM starts");
+        let pool = pool(&server, 1).await;
+        let ttl = Duration::from_millis(200);
+        let session = pool.session_with(SessionOptions::new().idle_ttl(ttl));
+        let qa = session
+            .create("Predict", "question -> answer", Map::new())
+            .await
+            .expect("create");
+        let out = session
+            .call(&qa, question("Slow?"))
+            .await
+            .expect("the reaper leaves a session with a call under way alone");
+        assert!(out.contains_key("answer"), "{out:?}");
+        // The call's end is activity: the next request, at once, finds the session open (had
+        // it expired under the call, this would fail with SessionExpired).
+        session
+            .request(Op::SaveState { object: qa.clone() })
+            .await
+            .expect("the session is still open after its long call");
+        // Idle afterwards, it expires.
+        eventually(|| async { session.status() == SessionStatus::Expired { ttl } }).await;
+        assert_eq!(pool.stats().sessions_expired, 1);
         pool.shutdown().await;
     })
     .await;
