@@ -59,6 +59,11 @@ pub mod attr {
     pub const DSPEX_LM_RETRIES: &str = "dspex.lm.retries";
     /// Cost of the call in USD, when the LM has a price.
     pub const DSPEX_LM_COST_USD: &str = "dspex.lm.cost_usd";
+    /// A bridge request's operation (`call`, `create`, `close_session`, …).
+    pub const DSPEX_BRIDGE_OP: &str = "dspex.bridge.op";
+    /// How a bridge session ended: `closed` (explicitly, or removed or evicted from its
+    /// store), `expired` (idle past its TTL) or `dropped` (its last handle went).
+    pub const DSPEX_BRIDGE_SESSION_END: &str = "dspex.bridge.session.end";
 }
 
 /// Metric names. `gen_ai.client.*` are the OpenTelemetry semantic conventions'.
@@ -91,6 +96,23 @@ pub mod metric {
     /// (`dspex.route` = `native` | `bridged`) and, after a fallback, the route that failed
     /// first (`dspex.route.fallback_from`).
     pub const DSPEX_BRIDGE_ROUTE_CALLS: &str = "dspex.bridge.route.calls";
+    /// Gauge: calls of a bridge pool waiting for a worker.
+    pub const DSPEX_BRIDGE_POOL_QUEUE_DEPTH: &str = "dspex.bridge.pool.queue.depth";
+    /// Histogram, seconds: time a bridge request waited to check out a worker (each attempt).
+    pub const DSPEX_BRIDGE_POOL_CHECKOUT_WAIT: &str = "dspex.bridge.pool.checkout.wait";
+    /// Histogram, seconds: duration of each bridge request (checkout and retries included),
+    /// with `dspex.bridge.op` and, on failure, `error.type` (the `BridgeError` variant).
+    pub const DSPEX_BRIDGE_POOL_CALL_DURATION: &str = "dspex.bridge.pool.call.duration";
+    /// Counter: failed bridge requests, with `dspex.bridge.op` and `error.type` (the
+    /// `BridgeError` variant: `Remote`, `Timeout`, `WorkerCrashed`, `SessionLost`, …).
+    pub const DSPEX_BRIDGE_POOL_CALL_ERRORS: &str = "dspex.bridge.pool.call.errors";
+    /// Counter: workers started to replace others or to grow a bridge pool.
+    pub const DSPEX_BRIDGE_POOL_RESTARTS: &str = "dspex.bridge.pool.restarts";
+    /// Up-down counter: open bridge sessions (opened minus ended).
+    pub const DSPEX_BRIDGE_POOL_SESSIONS_LIVE: &str = "dspex.bridge.pool.sessions.live";
+    /// Counter: bridge sessions ended, with `dspex.bridge.session.end` (`closed`, `expired`,
+    /// `dropped`).
+    pub const DSPEX_BRIDGE_POOL_SESSIONS_ENDED: &str = "dspex.bridge.pool.sessions.ended";
 }
 
 static CAPTURE_CONTENT: AtomicBool = AtomicBool::new(false);
@@ -194,13 +216,16 @@ pub use otel::reset_instruments;
 pub(crate) use otel::{record_breaker, record_call, record_limiter_wait, record_retry};
 #[cfg(feature = "otel")]
 #[doc(hidden)]
-pub use otel::{record_pool, record_route};
+pub use otel::{
+    record_pool, record_pool_call, record_pool_checkout_wait, record_pool_queue,
+    record_pool_restart, record_pool_session_ended, record_pool_session_opened, record_route,
+};
 
 #[cfg(feature = "otel")]
 mod otel {
     use super::{CallRecord, attr, metric};
     use opentelemetry::KeyValue;
-    use opentelemetry::metrics::{Counter, Gauge, Histogram, Meter};
+    use opentelemetry::metrics::{Counter, Gauge, Histogram, Meter, UpDownCounter};
     use std::sync::{Arc, RwLock};
 
     /// The instruments, made from the global meter provider of the time.
@@ -216,9 +241,23 @@ mod otel {
         pool_busy: Gauge<u64>,
         pool_utilization: Gauge<f64>,
         route_calls: Counter<u64>,
+        pool_queue: Gauge<u64>,
+        pool_checkout_wait: Histogram<f64>,
+        pool_call_duration: Histogram<f64>,
+        pool_call_errors: Counter<u64>,
+        pool_restarts: Counter<u64>,
+        pool_sessions_live: UpDownCounter<i64>,
+        pool_sessions_ended: Counter<u64>,
     }
 
     static INSTRUMENTS: RwLock<Option<Arc<Instruments>>> = RwLock::new(None);
+
+    /// Bucket bounds of the bridge pool's histograms, in seconds: from a fast local call (a
+    /// `ping` answers in about 100 µs) to a long optimization.
+    const POOL_SECONDS: [f64; 16] = [
+        0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 5.0,
+        30.0, 120.0,
+    ];
 
     impl Instruments {
         fn new(meter: &Meter) -> Instruments {
@@ -284,6 +323,43 @@ mod otel {
                     .u64_counter(metric::DSPEX_BRIDGE_ROUTE_CALLS)
                     .with_unit("{call}")
                     .with_description("Calls of routed programs, by the route that served them.")
+                    .build(),
+                pool_queue: meter
+                    .u64_gauge(metric::DSPEX_BRIDGE_POOL_QUEUE_DEPTH)
+                    .with_unit("{call}")
+                    .with_description("Calls of a bridge pool waiting for a worker.")
+                    .build(),
+                pool_checkout_wait: meter
+                    .f64_histogram(metric::DSPEX_BRIDGE_POOL_CHECKOUT_WAIT)
+                    .with_unit("s")
+                    .with_description("Time bridge requests waited for a worker.")
+                    .with_boundaries(POOL_SECONDS.to_vec())
+                    .build(),
+                pool_call_duration: meter
+                    .f64_histogram(metric::DSPEX_BRIDGE_POOL_CALL_DURATION)
+                    .with_unit("s")
+                    .with_description("Duration of bridge requests, checkout and retries included.")
+                    .with_boundaries(POOL_SECONDS.to_vec())
+                    .build(),
+                pool_call_errors: meter
+                    .u64_counter(metric::DSPEX_BRIDGE_POOL_CALL_ERRORS)
+                    .with_unit("{call}")
+                    .with_description("Failed bridge requests, by error type.")
+                    .build(),
+                pool_restarts: meter
+                    .u64_counter(metric::DSPEX_BRIDGE_POOL_RESTARTS)
+                    .with_unit("{worker}")
+                    .with_description("Workers started to replace others or to grow a pool.")
+                    .build(),
+                pool_sessions_live: meter
+                    .i64_up_down_counter(metric::DSPEX_BRIDGE_POOL_SESSIONS_LIVE)
+                    .with_unit("{session}")
+                    .with_description("Open bridge sessions.")
+                    .build(),
+                pool_sessions_ended: meter
+                    .u64_counter(metric::DSPEX_BRIDGE_POOL_SESSIONS_ENDED)
+                    .with_unit("{session}")
+                    .with_description("Bridge sessions ended, by how they ended.")
                     .build(),
             }
         }
@@ -393,6 +469,53 @@ mod otel {
             attrs.push(KeyValue::new("dspex.route.fallback_from", from));
         }
         instruments().route_calls.add(1, &attrs);
+    }
+
+    /// Records a bridge pool's queue depth (calls waiting for a worker).
+    #[doc(hidden)]
+    pub fn record_pool_queue(depth: usize) {
+        instruments().pool_queue.record(depth as u64, &[]);
+    }
+
+    /// Records how long one checkout of a bridge request waited.
+    #[doc(hidden)]
+    pub fn record_pool_checkout_wait(waited: std::time::Duration) {
+        instruments()
+            .pool_checkout_wait
+            .record(waited.as_secs_f64(), &[]);
+    }
+
+    /// Records one finished bridge request of `op`; `error_type` is the error's variant name.
+    #[doc(hidden)]
+    pub fn record_pool_call(op: &'static str, took: std::time::Duration, error_type: Option<&str>) {
+        let i = instruments();
+        let mut attrs = vec![KeyValue::new(attr::DSPEX_BRIDGE_OP, op)];
+        if let Some(error) = error_type {
+            attrs.push(KeyValue::new(attr::ERROR_TYPE, error.to_string()));
+            i.pool_call_errors.add(1, &attrs);
+        }
+        i.pool_call_duration.record(took.as_secs_f64(), &attrs);
+    }
+
+    /// Records a worker start of a bridge pool (a replacement or an extra worker).
+    #[doc(hidden)]
+    pub fn record_pool_restart() {
+        instruments().pool_restarts.add(1, &[]);
+    }
+
+    /// Records a bridge session opened.
+    #[doc(hidden)]
+    pub fn record_pool_session_opened() {
+        instruments().pool_sessions_live.add(1, &[]);
+    }
+
+    /// Records a bridge session ended: `how` is `closed`, `expired` or `dropped`.
+    #[doc(hidden)]
+    pub fn record_pool_session_ended(how: &'static str) {
+        let i = instruments();
+        i.pool_sessions_live.add(-1, &[]);
+        i.pool_sessions_ended
+            .add(1, &[KeyValue::new(attr::DSPEX_BRIDGE_SESSION_END, how)]);
     }
 }
 

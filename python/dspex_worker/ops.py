@@ -1,4 +1,4 @@
-"""The executor's operations: configure, create, call, stream_call, save_state, load_state, optimize, drop,
+"""The executor's operations: configure, create, call, stream_call, save_state, load_state, optimize, drop, close_session,
 shutdown.
 
 DSPy is imported on the first operation that needs it.
@@ -271,6 +271,14 @@ class Operations:
         object_id, _ = self._object(request)
         del self.objects[object_id]
         return {}
+
+    def op_close_session(self, request):
+        """Drop every object created in `session`; how many there were (0 for an unknown session)."""
+        session = _arg(request, "session", str)
+        doomed = [object_id for object_id, (_, owner) in self.objects.items() if owner == session]
+        for object_id in doomed:
+            del self.objects[object_id]
+        return {"dropped": len(doomed)}
 
     def op_shutdown(self, request):
         return {}

@@ -20,7 +20,7 @@ log = logging.getLogger("dspex_worker")
 
 IMMEDIATE_OPS = ("ping", "cancel")
 EXECUTOR_OPS = ("configure", "create", "call", "stream_call", "save_state", "load_state", "optimize", "drop",
-                "shutdown")
+                "close_session", "shutdown")
 # What this worker does beyond protocol 1's first version, announced in `ready` (PROTOCOL.md).
 FEATURES = ("stream",)
 

@@ -351,3 +351,18 @@ def test_program_of_thought_with_an_imported_interpreter_factory(bridged):
     assert '[[ ## code_output ## ]]\n{"answer": 42}' in user
     assert bridged.error("create", module="ProgramOfThought", signature="question -> answer",
                          kwargs={"interpreter_factory": "worker_tools"})["type"] == "BadRequest"
+
+
+def test_close_session_drops_only_that_sessions_objects(worker):
+    worker.call("create", module="Predict", signature="question -> answer", session="s1")
+    worker.call("create", module="Predict", signature="question -> answer", session="s2")
+    worker.call("create", module="ChainOfThought", signature="question -> answer", session="s1")
+    worker.call("create", module="Predict", signature="question -> answer")
+    assert worker.call("close_session", session="s1") == {"dropped": 2}
+    assert worker.error("save_state", object="o1")["type"] == "UnknownObject"
+    assert worker.error("save_state", object="o3")["type"] == "UnknownObject"
+    assert "state" in worker.call("save_state", object="o2")
+    assert "state" in worker.call("save_state", object="o4")
+    # Closing again, or a session the worker never saw, drops nothing.
+    assert worker.call("close_session", session="s1") == {"dropped": 0}
+    assert worker.error("close_session")["type"] == "BadRequest"

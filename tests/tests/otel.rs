@@ -6,10 +6,17 @@
 //! attributes, the metrics, and that neither the prompt text nor the API key is exported unless
 //! content capture is on (the key never is).
 //!
+//! A bridge pool with real workers runs under the exporter too: its metrics
+//! (`dspex.bridge.pool.*`) arrive with sensible values.
+//!
 //! The receivers get everything by the time the guard is dropped (its shutdown exports what is
 //! queued), so nothing waits on a clock. The tests share the global meter provider and the
 //! content-capture switch, so they run one at a time.
 
+mod common;
+
+use dspex::bridge::protocol::{LmConfig, Op};
+use dspex::bridge::{AffinityMode, BridgeError, Pool, SessionOptions, SessionStatus};
 use dspex::lm::{CacheConfig, LM, LmRequest};
 use dspex::module::{CallConfig, ChainOfThought, ReAct, Tool};
 use dspex::prelude::*;
@@ -29,7 +36,7 @@ use opentelemetry_proto::tonic::collector::trace::v1::{
     ExportTraceServiceRequest, ExportTraceServiceResponse,
 };
 use opentelemetry_proto::tonic::common::v1::{AnyValue, any_value};
-use opentelemetry_proto::tonic::metrics::v1::metric;
+use opentelemetry_proto::tonic::metrics::v1::{metric, number_data_point};
 use opentelemetry_proto::tonic::trace::v1::Span;
 use prost::Message;
 use schemars::JsonSchema;
@@ -710,4 +717,236 @@ async fn init_installs_the_global_subscriber_once() {
         .pop()
         .expect("the span made on another thread arrived");
     assert_eq!(int_attr(span, "answer"), Some(42));
+}
+
+// ---------------------------------------------------------------------------------------------
+// The bridge pool's metrics
+
+/// The metrics that arrived, by name (the last export of each).
+fn metrics_by_name(
+    received: &Received,
+) -> HashMap<String, opentelemetry_proto::tonic::metrics::v1::Metric> {
+    received
+        .metrics
+        .iter()
+        .flat_map(|m| &m.resource_metrics)
+        .flat_map(|r| &r.scope_metrics)
+        .flat_map(|s| &s.metrics)
+        .map(|m| (m.name.clone(), m.clone()))
+        .collect()
+}
+
+fn string_attr(
+    attributes: &[opentelemetry_proto::tonic::common::v1::KeyValue],
+    key: &str,
+) -> Option<String> {
+    attributes.iter().find(|kv| kv.key == key).and_then(|kv| {
+        match kv.value.as_ref()?.value.as_ref()? {
+            any_value::Value::StringValue(s) => Some(s.clone()),
+            _ => None,
+        }
+    })
+}
+
+fn number(point: &opentelemetry_proto::tonic::metrics::v1::NumberDataPoint) -> f64 {
+    match point.value {
+        Some(number_data_point::Value::AsInt(v)) => v as f64,
+        Some(number_data_point::Value::AsDouble(v)) => v,
+        None => f64::NAN,
+    }
+}
+
+/// A sum's (or gauge's) points: `(attribute `key`'s value, number)`.
+fn points(
+    metric: &opentelemetry_proto::tonic::metrics::v1::Metric,
+    key: &str,
+) -> Vec<(Option<String>, f64)> {
+    let points = match &metric.data {
+        Some(metric::Data::Sum(sum)) => &sum.data_points,
+        Some(metric::Data::Gauge(gauge)) => &gauge.data_points,
+        other => panic!("{} is not a sum or a gauge: {other:?}", metric.name),
+    };
+    points
+        .iter()
+        .map(|p| (string_attr(&p.attributes, key), number(p)))
+        .collect()
+}
+
+/// A histogram's total count by attribute `key`'s value.
+fn histogram_counts(
+    metric: &opentelemetry_proto::tonic::metrics::v1::Metric,
+    key: &str,
+) -> HashMap<Option<String>, u64> {
+    let Some(metric::Data::Histogram(histogram)) = &metric.data else {
+        panic!("{} is not a histogram", metric.name);
+    };
+    let mut counts = HashMap::new();
+    for p in &histogram.data_points {
+        *counts.entry(string_attr(&p.attributes, key)).or_insert(0) += p.count;
+    }
+    counts
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_bridge_pools_metrics_arrive() {
+    let _serial = SERIAL.lock().await;
+    let received = Shared::default();
+    let endpoint = http_receiver(received.clone()).await;
+    let server = MockLm::builder().start().await.expect("the mock LM starts");
+    // The metrics alone: the layer (spans) is not installed.
+    let (_layer, guard) = otel::layer::<tracing_subscriber::Registry>(
+        OtelConfig::new()
+            .endpoint(endpoint)
+            .protocol(Protocol::HttpProtobuf),
+    )
+    .expect("the exporters start");
+    let pool = Pool::builder()
+        .python(common::venv_python())
+        .workers(2)
+        .start_timeout(std::time::Duration::from_secs(60))
+        .call_timeout(std::time::Duration::from_secs(60))
+        .init(Op::Configure {
+            lm: LmConfig::bridge("openai/mock"),
+            adapter: None,
+        })
+        .lm(Arc::new(lm(&server)))
+        .build()
+        .await
+        .expect("the pool starts");
+    // Kept until the end: a session's last handle going would end it.
+    let sessions = common::bridge::within(180, async {
+        let question = serde_json::json!({"question": QUESTION})
+            .as_object()
+            .unwrap()
+            .clone();
+        // Three sessions: one closed, one left open, one that expires.
+        let closed = pool.session(AffinityMode::StrictQueue);
+        let open = pool.session(AffinityMode::StrictQueue);
+        for session in [&closed, &open] {
+            let qa = session
+                .create("Predict", "question -> answer", Default::default())
+                .await
+                .expect("create");
+            session.call(&qa, question.clone()).await.expect("call");
+        }
+        let expiring = pool
+            .session_with(SessionOptions::new().idle_ttl(std::time::Duration::from_millis(100)));
+        {
+            let session = &expiring;
+            let qa = session
+                .create("Predict", "question -> answer", Default::default())
+                .await
+                .expect("create");
+            session.call(&qa, question.clone()).await.expect("call");
+        }
+        // A Python error: an object the worker does not have.
+        let err = open
+            .call("o404", question.clone())
+            .await
+            .expect_err("an unknown object");
+        assert!(matches!(err, BridgeError::Remote { .. }), "{err:?}");
+        closed.close().await.expect("close");
+        while expiring.status() == SessionStatus::Open {
+            tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+        }
+        // A worker SIGKILLed: the pool starts a replacement.
+        let victim = pool.worker_pids()[0];
+        let status = std::process::Command::new("kill")
+            .args(["-KILL", &victim.to_string()])
+            .status()
+            .expect("kill runs");
+        assert!(status.success());
+        loop {
+            let stats = pool.stats();
+            if stats.restarts >= 1 && stats.ready == 2 && !pool.worker_pids().contains(&victim) {
+                break;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+        }
+        pool.ping().await.expect("the pool answers");
+        let stats = pool.stats();
+        assert_eq!(stats.live_sessions, 1);
+        assert_eq!(stats.sessions_expired, 1);
+        assert_eq!(stats.sessions_closed, 1);
+        (closed, open, expiring)
+    })
+    .await;
+    pool.shutdown().await;
+    tokio::task::spawn_blocking(move || drop(guard))
+        .await
+        .unwrap();
+    drop(sessions);
+
+    let received = received.lock().unwrap();
+    let metrics = metrics_by_name(&received);
+    let get = |name: &str| {
+        metrics
+            .get(name)
+            .unwrap_or_else(|| panic!("no metric {name}: {:?}", metrics.keys()))
+    };
+    // Call durations by op, in seconds.
+    let duration = get("dspex.bridge.pool.call.duration");
+    assert_eq!(duration.unit, "s");
+    let by_op = histogram_counts(duration, "dspex.bridge.op");
+    assert_eq!(by_op.get(&Some("create".into())), Some(&3), "{by_op:?}");
+    assert_eq!(by_op.get(&Some("call".into())), Some(&4), "{by_op:?}");
+    assert_eq!(
+        by_op.get(&Some("close_session".into())),
+        Some(&2),
+        "{by_op:?}"
+    );
+    assert!(by_op.get(&Some("ping".into())).is_some_and(|n| *n >= 1));
+    // One checkout per attempt at least.
+    let waits = histogram_counts(get("dspex.bridge.pool.checkout.wait"), "none");
+    assert!(waits[&None] >= 10, "{waits:?}");
+    // The Python error, by kind and op.
+    let errors = get("dspex.bridge.pool.call.errors");
+    let Some(metric::Data::Sum(sum)) = &errors.data else {
+        panic!("the call errors are a sum");
+    };
+    assert!(sum.is_monotonic);
+    let remote: Vec<_> = sum
+        .data_points
+        .iter()
+        .filter(|p| string_attr(&p.attributes, "error.type").as_deref() == Some("Remote"))
+        .collect();
+    assert_eq!(remote.len(), 1);
+    assert_eq!(number(remote[0]), 1.0);
+    assert_eq!(
+        string_attr(&remote[0].attributes, "dspex.bridge.op").as_deref(),
+        Some("call")
+    );
+    // The replacement of the killed worker.
+    let restarts: f64 = points(get("dspex.bridge.pool.restarts"), "none")
+        .iter()
+        .map(|(_, v)| v)
+        .sum();
+    assert!(restarts >= 1.0, "{restarts}");
+    // Sessions: three opened, one closed, one expired; the open one still counts (the pool
+    // shut down without closing it).
+    let live = get("dspex.bridge.pool.sessions.live");
+    let Some(metric::Data::Sum(live_sum)) = &live.data else {
+        panic!("the live sessions are a sum");
+    };
+    assert!(!live_sum.is_monotonic, "an up-down counter");
+    assert_eq!(points(live, "none"), vec![(None, 1.0)]);
+    let mut ended = points(
+        get("dspex.bridge.pool.sessions.ended"),
+        "dspex.bridge.session.end",
+    );
+    ended.sort_by(|a, b| a.0.cmp(&b.0));
+    assert_eq!(
+        ended,
+        vec![(Some("closed".into()), 1.0), (Some("expired".into()), 1.0)]
+    );
+    // The gauges.
+    let utilization = points(get("dspex.bridge.pool.utilization"), "none");
+    assert!(
+        utilization.iter().all(|(_, v)| (0.0..=1.0).contains(v)),
+        "{utilization:?}"
+    );
+    let queue = points(get("dspex.bridge.pool.queue.depth"), "none");
+    assert!(queue.iter().all(|(_, v)| *v >= 0.0), "{queue:?}");
+    assert!(!points(get("dspex.bridge.pool.busy"), "none").is_empty());
+    assert!(!contains(&received.raw, SECRET), "the API key was exported");
 }

@@ -162,6 +162,24 @@ pub enum BridgeError {
         /// The busy worker.
         worker: WorkerRef,
     },
+    /// The session was closed ([`Session::close`](super::Session::close), or removed or evicted
+    /// from its [`SessionStore`](super::SessionStore)): the worker dropped its objects.
+    #[error("session `{session}` is closed and its objects were freed; open a new session")]
+    SessionClosed {
+        /// The session.
+        session: String,
+    },
+    /// The session was idle for longer than its idle TTL, so the pool closed it and the worker
+    /// dropped its objects ([`SessionOptions::idle_ttl`](super::SessionOptions::idle_ttl)).
+    #[error(
+        "session `{session}` expired: idle for longer than its idle TTL of {ttl:?}, so its objects were freed; open a new session"
+    )]
+    SessionExpired {
+        /// The session.
+        session: String,
+        /// Its idle TTL.
+        ttl: Duration,
+    },
     /// Workers kept dying, so restarts are paused and no worker is alive.
     #[error(
         "the pool's restart breaker is open after {restarts} restarts in {window:?}; next restart in {retry_in:?}{}",

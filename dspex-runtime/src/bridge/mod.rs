@@ -16,7 +16,15 @@
 //!   [`NetworkIsolation`](BridgeError::NetworkIsolation) where the OS refuses).
 //! - A fork server ([`PoolBuilder::fork_server`]): DSPy imported once, workers forked from it,
 //!   so a replacement is ready in a fraction of the time of a fresh `import dspy`.
-//! - [`Session`] and [`AffinityMode`] — calls that share objects run on one worker.
+//! - [`Session`] and [`AffinityMode`] — calls that share objects run on one worker. A session
+//!   has a lifecycle ([`SessionOptions`]: affinity, idle TTL, an initial state of JSON
+//!   variables kept in Rust): [`close`](Session::close), expiry after its idle TTL, or the
+//!   drop of its last handle has the worker drop every object created in it (`close_session`);
+//!   later calls fail with [`SessionClosed`](BridgeError::SessionClosed) /
+//!   [`SessionExpired`](BridgeError::SessionExpired).
+//! - [`SessionStore`] — one session per user id, the same (and on the same worker) while it
+//!   is open, bounded with least-recently-active eviction; an ended or lost session is
+//!   replaced by a new one on the next [`get_or_create`](SessionStore::get_or_create).
 //! - [`BridgedModule`] / [`BridgedPredict`] — a DSPy module as a typed [`Program`](crate::Program),
 //!   with `save_state`, `load_state` and `optimize`, and [`stream`](BridgedModule::stream):
 //!   DSPy's `dspy.streamify` in the worker, its field chunks and status messages forwarded as
@@ -53,6 +61,14 @@
 //! worker signals its whole process group with `kill(1)` (the workspace forbids `unsafe`, so no
 //! `libc::killpg`), then the child itself.
 //!
+//! # Metrics
+//! With the `otel` feature the pool records, through the same OpenTelemetry meter as the LM
+//! layer ([`metric`](crate::telemetry::metric)): `dspex.bridge.pool.busy`, `….utilization`,
+//! `….queue.depth` (gauges), `….checkout.wait` and `….call.duration` (histograms, seconds;
+//! the latter by `dspex.bridge.op`), `….call.errors` (by `error.type`, the [`BridgeError`]
+//! variant), `….restarts`, `….sessions.live` (an up-down counter) and `….sessions.ended` (by
+//! `dspex.bridge.session.end`). [`Pool::stats`] has the same figures without the feature.
+//!
 //! # Not yet
 //! MessagePack frames. Streams of `n` > 1 completions (the LM call is then answered whole);
 //! reasoning and tool-call deltas of a streamed LM call (only its text is sent as `lm_chunk`s).
@@ -74,7 +90,8 @@ pub use error::{BridgeError, WorkerRef};
 pub use hybrid::{HybridError, HybridProgram, HybridSpec, HybridStep};
 pub use pool::{
     AffinityMode, CallBreaker, CallBreakerState, LatencyHistogram, Pool, PoolBuilder, PoolStats,
-    RequestOptions, RestartBreaker, Session, ShutdownReport,
+    RequestOptions, RestartBreaker, Session, SessionOptions, SessionStatus, SessionStore,
+    ShutdownReport,
 };
 pub use program::{BridgedModule, BridgedPredict, Optimization};
 pub use router::{

@@ -684,6 +684,12 @@ pub enum Op {
         /// The object's id.
         object: String,
     },
+    /// Drops every object created in a session: `{"dropped": n}` ([`CloseSessionResult`]). The
+    /// pool sends it when a [`Session`](super::Session) closes.
+    CloseSession {
+        /// The session's name (`s1`).
+        session: String,
+    },
     /// Asks the worker to cancel request `target` (best effort): `{"cancelled": bool}`.
     Cancel {
         /// The request id to cancel.
@@ -706,6 +712,7 @@ impl Op {
             Op::LoadState { .. } => "load_state",
             Op::Optimize { .. } => "optimize",
             Op::Drop { .. } => "drop",
+            Op::CloseSession { .. } => "close_session",
             Op::Cancel { .. } => "cancel",
             Op::Shutdown => "shutdown",
         }
@@ -713,8 +720,8 @@ impl Op {
 
     /// Whether running the op twice is harmless, so the pool may retry it on another worker
     /// when its worker crashed: `ping`, `configure`, `call`, `stream_call` (until its first
-    /// chunk or status message reached the caller: never after), `save_state`, `load_state` and
-    /// `drop` are; `create` (a new object each time), `optimize` (long and costly), `cancel` and
+    /// chunk or status message reached the caller: never after), `save_state`, `load_state`,
+    /// `drop` and `close_session` are; `create` (a new object each time), `optimize` (long and costly), `cancel` and
     /// `shutdown` are not. [`RequestOptions::idempotent`](super::RequestOptions::idempotent)
     /// overrides it per request.
     pub fn is_idempotent(&self) -> bool {
@@ -727,6 +734,7 @@ impl Op {
                 | Op::SaveState { .. }
                 | Op::LoadState { .. }
                 | Op::Drop { .. }
+                | Op::CloseSession { .. }
         )
     }
 
@@ -773,6 +781,13 @@ pub struct PingResult {
     /// The worker's resident memory in MiB.
     #[serde(default)]
     pub rss_mb: f64,
+}
+
+/// The result of `close_session`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CloseSessionResult {
+    /// How many objects the worker dropped.
+    pub dropped: u64,
 }
 
 /// The result of `create`.
@@ -884,6 +899,12 @@ mod tests {
                 },
                 json!({"kind": "request", "id": 1, "op": "stream_call", "object": "o1", "inputs": {},
                        "fields": ["answer"], "status": "all"}),
+            ),
+            (
+                Op::CloseSession {
+                    session: "s1".into(),
+                },
+                json!({"kind": "request", "id": 1, "op": "close_session", "session": "s1"}),
             ),
             (
                 Op::Cancel { target: 7 },

@@ -6,11 +6,13 @@ mod breaker;
 mod builder;
 mod session;
 mod stats;
+mod store;
 
 pub use breaker::{CallBreaker, CallBreakerState};
 pub use builder::{PoolBuilder, RestartBreaker};
-pub use session::Session;
+pub use session::{Session, SessionOptions, SessionStatus};
 pub use stats::{LatencyHistogram, PoolStats, ShutdownReport};
+pub use store::SessionStore;
 
 use super::error::{BridgeError, WorkerRef};
 use super::forkserver::ForkServer;
@@ -26,7 +28,7 @@ use crate::lm::LanguageModel;
 use breaker::{Admission, Breaker};
 use serde::de::DeserializeOwned;
 use serde_json::{Map, Value};
-use session::SessionInner;
+use session::Lifecycle;
 use stats::*;
 use std::collections::{HashMap, VecDeque};
 use std::ffi::OsString;
@@ -137,6 +139,7 @@ struct SessionSlot {
     mode: AffinityMode,
     worker: Option<WorkerRef>,
     lost: Option<(WorkerRef, String)>,
+    life: Lifecycle,
 }
 
 #[derive(Default)]
@@ -349,7 +352,7 @@ impl Shared {
                 match self.admit_restart(&mut st) {
                     Some(delay) => {
                         st.starting += 1;
-                        inc(&self.counters.restarts);
+                        self.count_restart();
                         self.spawn_start(delay);
                     }
                     None => {
@@ -635,7 +638,7 @@ impl Shared {
         let held = |id: u64| {
             st.sessions
                 .values()
-                .filter(|s| s.mode.is_strict() && s.lost.is_none())
+                .filter(|s| s.mode.is_strict() && s.lost.is_none() && s.life.ended.is_none())
                 .filter(|s| s.worker.is_some_and(|w| w.id == id))
                 .count()
         };
@@ -676,7 +679,13 @@ impl Shared {
                 let Some(slot) = st.sessions.get(&sid) else {
                     return Err(BridgeError::ShutDown);
                 };
-                let (mode, name, bound) = (slot.mode, slot.name.clone(), slot.worker);
+                // An ended session's one request, `close_session`, goes to its worker whatever
+                // the mode.
+                let mode = match slot.life.ended {
+                    Some(_) => AffinityMode::StrictQueue,
+                    None => slot.mode,
+                };
+                let (name, bound) = (slot.name.clone(), slot.worker);
                 if let Some((worker, reason)) = slot.lost.clone() {
                     return Err(BridgeError::SessionLost {
                         session: name,
@@ -748,7 +757,7 @@ impl Shared {
                 && st.starting <= st.waiters.len()
             {
                 st.starting += 1;
-                inc(&self.counters.restarts);
+                self.count_restart();
                 self.spawn_start(Duration::ZERO);
             }
             let (tx, rx) = oneshot::channel();
@@ -788,39 +797,50 @@ impl Shared {
         );
         #[cfg(feature = "otel")]
         self.record_utilization();
+        #[cfg(feature = "otel")]
+        let started = Instant::now();
         let result = self
             .run_inner(op, session, options)
             .instrument(span.clone())
             .await;
         #[cfg(feature = "otel")]
-        self.record_utilization();
+        {
+            self.record_utilization();
+            let kind = result.as_ref().err().map(error_kind);
+            dspex_lm::telemetry::record_pool_call(op.name(), started.elapsed(), kind.as_deref());
+        }
         if let Err(e) = &result
             && !span.is_disabled()
         {
             // The variant's name (`Timeout`, `WorkerCrashed`, …), not its message.
-            let debug = format!("{e:?}");
-            let variant = debug
-                .split(|c: char| !c.is_alphanumeric())
-                .next()
-                .unwrap_or_default();
-            crate::telemetry::record_failure(&span, &tracing::field::display(variant));
+            crate::telemetry::record_failure(&span, &tracing::field::display(error_kind(e)));
         }
         result
     }
 
-    /// Busy workers and their share of the pool, in the OpenTelemetry metrics.
+    /// Busy workers, their share of the pool and the queue depth, in the OpenTelemetry
+    /// metrics.
     #[cfg(feature = "otel")]
     fn record_utilization(&self) {
-        let (busy, size) = {
+        let (busy, size, queued) = {
             let st = lock(&self.state);
             let busy = st
                 .workers
                 .values()
                 .filter(|w| w.info().state == WorkerState::Busy)
                 .count();
-            (busy, st.workers.len())
+            let queued = st.waiters.iter().filter(|w| !w.tx.is_closed()).count();
+            (busy, st.workers.len(), queued)
         };
         dspex_lm::telemetry::record_pool(busy, size);
+        dspex_lm::telemetry::record_pool_queue(queued);
+    }
+
+    /// Counts a worker start (a replacement or an extra worker).
+    fn count_restart(&self) {
+        inc(&self.counters.restarts);
+        #[cfg(feature = "otel")]
+        dspex_lm::telemetry::record_pool_restart();
     }
 
     /// A crash of a worker killed by SIGXCPU, with a CPU limit set, as
@@ -905,7 +925,12 @@ impl Shared {
         let mut deadline: Option<Instant> = None;
         let mut attempt = 0;
         let result = loop {
-            let lease = match self.checkout(session.map(|(id, _)| id)).await {
+            #[cfg(feature = "otel")]
+            let checkout_started = Instant::now();
+            let lease = self.checkout(session.map(|(id, _)| id)).await;
+            #[cfg(feature = "otel")]
+            dspex_lm::telemetry::record_pool_checkout_wait(checkout_started.elapsed());
+            let lease = match lease {
                 Ok(lease) => lease,
                 Err(e) => break Err(e),
             };
@@ -1013,6 +1038,7 @@ impl Shared {
                 let holds_session = st
                     .sessions
                     .values()
+                    .filter(|s| s.life.ended.is_none() || s.life.closing)
                     .any(|s| s.worker.is_some_and(|w| w.id == id));
                 if now.duration_since(since) >= self.config.idle_timeout && !holds_session {
                     st.idle.remove(i);
@@ -1151,6 +1177,7 @@ async fn maintain(weak: Weak<Shared>) {
         }
         shared.ensure_workers();
         shared.retire_idle();
+        shared.reap_sessions();
     }
 }
 
@@ -1268,29 +1295,6 @@ impl Pool {
             .boxed()
     }
 
-    /// A new session: its calls go to the worker that ran its first call, per `mode`.
-    pub fn session(&self, mode: AffinityMode) -> Session {
-        let id = self.shared.next_session.fetch_add(1, Ordering::Relaxed);
-        let name = format!("s{id}");
-        lock(&self.shared.state).sessions.insert(
-            id,
-            SessionSlot {
-                name: name.clone(),
-                mode,
-                worker: None,
-                lost: None,
-            },
-        );
-        Session {
-            inner: Arc::new(SessionInner {
-                pool: self.clone(),
-                id,
-                name,
-                mode,
-            }),
-        }
-    }
-
     /// The statistics now.
     pub fn stats(&self) -> PoolStats {
         let st = lock(&self.shared.state);
@@ -1326,6 +1330,10 @@ impl Pool {
             saturated: get(&c.saturated),
             checkout_timeouts: get(&c.checkout_timeouts),
             sessions_lost: get(&c.sessions_lost),
+            live_sessions: Shared::live_sessions(&st),
+            sessions_created: get(&c.sessions_created),
+            sessions_closed: get(&c.sessions_closed),
+            sessions_expired: get(&c.sessions_expired),
             retries: get(&c.retries),
             recreated: get(&c.recreated),
             restarts: get(&c.restarts),
@@ -1443,6 +1451,16 @@ impl Pool {
         tracing::info!(target: "dspex::bridge", ?report, "pool shut down");
         report
     }
+}
+
+/// The name of a bridge error's variant (`Timeout`, `WorkerCrashed`, …), not its message.
+fn error_kind(e: &BridgeError) -> String {
+    let debug = format!("{e:?}");
+    debug
+        .split(|c: char| !c.is_alphanumeric())
+        .next()
+        .unwrap_or_default()
+        .to_string()
 }
 
 pub(crate) fn decode<T: DeserializeOwned>(

@@ -97,6 +97,9 @@ pub(super) struct Counters {
     pub(super) saturated: AtomicU64,
     pub(super) checkout_timeouts: AtomicU64,
     pub(super) sessions_lost: AtomicU64,
+    pub(super) sessions_created: AtomicU64,
+    pub(super) sessions_closed: AtomicU64,
+    pub(super) sessions_expired: AtomicU64,
     pub(super) recreated: AtomicU64,
     pub(super) restarts: AtomicU64,
     pub(super) worker_failures: AtomicU64,
@@ -148,6 +151,14 @@ pub struct PoolStats {
     pub checkout_timeouts: u64,
     /// … of which found their session lost.
     pub sessions_lost: u64,
+    /// Sessions open now (neither closed nor expired; a lost one is open until it is closed).
+    pub live_sessions: usize,
+    /// Sessions opened.
+    pub sessions_created: u64,
+    /// Sessions closed: explicitly, by their store, or when their last handle went.
+    pub sessions_closed: u64,
+    /// Sessions closed after their idle TTL.
+    pub sessions_expired: u64,
     /// Attempts retried on another worker after a crash.
     pub retries: u64,
     /// Bridged modules created again on another worker after theirs died
