@@ -216,3 +216,44 @@ fn team_cache_second_process_pays_nothing_and_the_down_endpoint_fails_no_call() 
     assert!(second.contains("score:    85.0 on 40 examples"), "{out}");
     assert!(second.contains("cache:    40 answers from Redis"), "{out}");
 }
+
+#[test]
+fn python_bridge_streams_routes_hybrid_steps_keeps_sessions_and_falls_back() {
+    let out = run("python_bridge");
+    assert!(out.contains("(DSPy 3.4.1)"), "{out}");
+    // A bridged ChainOfThought streamed its fields, then its prediction.
+    assert!(out.contains("    [reasoning] "), "{out}");
+    assert!(out.contains("    [answer] "), "{out}");
+    assert!(out.contains("  final answer after "), "{out}");
+    // The hybrid program's steps: ChainOfThought natively, ProgramOfThought in DSPy.
+    assert!(
+        out.contains("  plan     Native\n  compute  Bridged\n  explain  Native\n"),
+        "{out}"
+    );
+    assert!(out.contains("\"compute.code_generate.predict\""), "{out}");
+    // Each user's turns stayed in one session on one worker.
+    let turns: Vec<&str> = out.lines().filter(|l| l.contains(" turn ")).collect();
+    assert_eq!(turns.len(), 4, "{out}");
+    for user in ["alice", "bob"] {
+        let places: Vec<&str> = turns
+            .iter()
+            .filter(|l| l.trim_start().starts_with(user))
+            .map(|l| {
+                l.split(" turn ")
+                    .nth(1)
+                    .unwrap_or("")
+                    .split_once(" on ")
+                    .map_or("", |(_, p)| p)
+            })
+            .map(|p| p.split("):").next().unwrap_or(""))
+            .collect();
+        assert_eq!(places.len(), 2, "{out}");
+        assert_eq!(places[0], places[1], "{user} moved: {out}");
+    }
+    assert!(out.contains("  store cleared: 0 sessions"), "{out}");
+    // Once the pool is shut down, the routed module answers natively.
+    assert!(
+        out.contains("created on Bridged, served by Native (1 fallback to native)"),
+        "{out}"
+    );
+}
