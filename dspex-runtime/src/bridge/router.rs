@@ -1202,6 +1202,10 @@ pub type DynBridged = BridgedModule<Map<String, Value>, Map<String, Value>>;
 
 /// The implementation behind a [`Routed`] program.
 #[derive(Debug)]
+#[allow(
+    clippy::large_enum_variant,
+    reason = "one per routed module, moved rarely; boxing would change the public variant"
+)]
 pub enum RoutedProgram {
     /// dspex's own.
     Native(NativeModule),
