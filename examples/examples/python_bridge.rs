@@ -14,8 +14,8 @@
 //! Run it with `cargo run --example python_bridge`. It needs the project venv with DSPy and the
 //! worker package (`scripts/python-env` creates it; this example runs it for you). The LM is
 //! dspex's mock server started in-process. ProgramOfThought runs generated code: DSPy's own
-//! interpreter needs Deno, so the example passes a small in-process one
-//! (`examples/python/example_interpreter.py`, not a sandbox).
+//! interpreter needs Deno, so the example names the worker package's in-process one
+//! (`dspex_worker.exec_interpreter`, not a sandbox: for trusted code, or a sandboxed pool).
 
 use dspex::bridge::protocol::{LmConfig, Op};
 use dspex::bridge::{
@@ -32,7 +32,6 @@ use dspex_examples::venv_python;
 use futures_util::StreamExt;
 use serde_json::{Map, Value, json};
 use std::io::Write;
-use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 #[signature("question -> answer")]
@@ -63,14 +62,11 @@ async fn main() -> dspex::Result<()> {
         .cache_config(CacheConfig::memory_only())
         .build()?;
     let started = Instant::now();
-    let python_helpers = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("python");
     let pool = Pool::builder()
         .python(venv_python())
         .workers(2)
         .eager_import(true)
         .start_timeout(Duration::from_secs(120))
-        // The example's interpreter for ProgramOfThought is importable in the workers.
-        .env("PYTHONPATH", python_helpers.to_string_lossy())
         // Every worker's DSPy sends its LM calls back over the bridge.
         .init(Op::Configure {
             lm: LmConfig::bridge(lm.model()),
@@ -131,7 +127,7 @@ async fn main() -> dspex::Result<()> {
         let mut pot_kwargs = Map::new();
         pot_kwargs.insert(
             "interpreter_factory".into(),
-            json!("example_interpreter:ExecInterpreter"),
+            json!("dspex_worker.exec_interpreter:ExecInterpreter"),
         );
         let spec = HybridSpec::new()
             .step("plan", "ChainOfThought", "question -> plan")

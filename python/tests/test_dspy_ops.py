@@ -333,7 +333,7 @@ def test_create_with_field_descriptions_and_prefixes(bridged):
 
 def test_program_of_thought_with_an_imported_interpreter_factory(bridged):
     bridged.call("create", module="ProgramOfThought", signature="question -> answer",
-                 kwargs={"interpreter_factory": "worker_tools:ListInterpreter"})
+                 kwargs={"interpreter_factory": "dspex_worker.exec_interpreter:ExecInterpreter"})
     steps = iter([
         chat_completion(reasoning="Multiply.", generated_code='```python\nSUBMIT({"answer": 6 * 7})\n```'),
         chat_completion(reasoning="The code printed 42.", answer="42"),

@@ -16,25 +16,3 @@ def noisy_add(a: int, b: int) -> int:
 def failing_tool(x: str) -> str:
     """Always fails."""
     raise RuntimeError("the tool failed on purpose")
-
-
-class ListInterpreter:
-    """A `dspy.CodeInterpreter` for ProgramOfThought in the tests (`worker_tools:ListInterpreter`):
-    `exec`s the code and returns what it `SUBMIT`s; DSPy's default interpreter needs Deno."""
-
-    @property
-    def tools(self):
-        return {}
-
-    def start(self):
-        pass
-
-    def execute(self, code, variables=None):
-        from dspy.primitives.code_interpreter import FinalOutput
-
-        submitted = []
-        exec(code, {"SUBMIT": submitted.append, **(variables or {})})
-        return FinalOutput(submitted[-1]) if submitted else None
-
-    def shutdown(self):
-        pass

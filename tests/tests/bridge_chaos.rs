@@ -44,6 +44,53 @@ fn chaos_builder(python: std::path::PathBuf) -> dspex::bridge::PoolBuilder {
         })
 }
 
+/// The pool of the runs with real DSPy work: `workers` forked from a fork server, DSPy's LM
+/// calls sent back over the bridge to the mock `server`.
+async fn dspy_chaos_pool(
+    python: std::path::PathBuf,
+    server: &dspex::testing::MockLmServer,
+    workers: usize,
+) -> Pool {
+    use dspex::bridge::protocol::{LmConfig, Op};
+    chaos_builder(python)
+        .workers(workers)
+        .fork_server(true)
+        // For a stub that cannot reach the fork server (it then imports DSPy itself).
+        .eager_import(true)
+        .init(Op::Configure {
+            lm: LmConfig::bridge("openai/mock"),
+            adapter: None,
+        })
+        .lm(std::sync::Arc::new(common::bridge::lm(server)))
+        // A module whose worker dies is re-created and its call repeated up to ten times: on
+        // two busy cores the replacements lag the kills, and then the few live workers each die
+        // within a few hundred milliseconds.
+        .max_retries(10)
+        .restart_backoff(Duration::from_millis(1), Duration::from_millis(10))
+        .build()
+        .await
+        .expect("the pool with a fork server starts")
+}
+
+/// Nothing is left of a shut-down pool: no stub, no forked worker (they are in their stubs'
+/// groups), no fork server.
+async fn nothing_left(report: &chaos::Report, fork_server: u32) {
+    let mut groups = report.seen.clone();
+    groups.push(fork_server);
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        let left = chaos::processes_in_groups(&groups);
+        if left.is_empty() {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "processes {left:?} outlived the pool (groups of its workers and fork server)"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn chaos_10000_calls_to_real_workers_with_one_killed_every_100ms() {
     let _turn = ONE_AT_A_TIME.lock().await;
@@ -111,10 +158,8 @@ async fn chaos_10000_calls_to_real_workers_with_one_killed_every_100ms() {
 /// worker and its idempotent call repeated (`a_bridged_module_recovers_…` in `bridge.rs`).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn chaos_2000_dspy_calls_through_bridged_modules_with_one_worker_killed_every_100ms() {
-    use common::bridge::lm;
-    use common::chaos::{kind, processes_in_groups};
+    use common::chaos::kind;
     use dspex::bridge::DynBridged;
-    use dspex::bridge::protocol::{LmConfig, Op};
     use dspex::testing::{Latency, MockLm};
     use serde_json::{Map, Value, json};
     use std::sync::Arc;
@@ -137,24 +182,7 @@ async fn chaos_2000_dspy_calls_through_bridged_modules_with_one_worker_killed_ev
             .start()
             .await
             .expect("the mock LM starts");
-        let pool = chaos_builder(python)
-            .workers(8)
-            .fork_server(true)
-            // For a stub that cannot reach the fork server (it then imports DSPy itself).
-            .eager_import(true)
-            .init(Op::Configure {
-                lm: LmConfig::bridge("openai/mock"),
-                adapter: None,
-            })
-            .lm(Arc::new(lm(&server)))
-            // A module whose worker dies is re-created and its call repeated up to ten times:
-            // on two busy cores the replacements lag the kills, and then the few live workers
-            // each die within a few hundred milliseconds.
-            .max_retries(10)
-            .restart_backoff(Duration::from_millis(1), Duration::from_millis(10))
-            .build()
-            .await
-            .expect("the pool with a fork server starts");
+        let pool = dspy_chaos_pool(python, &server, 8).await;
         let fork_server = pool.fork_server_pid().expect("the pool has a fork server");
         assert!(
             pool.stats()
@@ -275,22 +303,7 @@ async fn chaos_2000_dspy_calls_through_bridged_modules_with_one_worker_killed_ev
                 ..ShutdownReport::default()
             }
         );
-        // Nothing is left: no stub, no forked worker (they are in their stubs' groups), no
-        // fork server.
-        let mut groups = report.seen.clone();
-        groups.push(fork_server);
-        let deadline = Instant::now() + Duration::from_secs(10);
-        loop {
-            let left = processes_in_groups(&groups);
-            if left.is_empty() {
-                break;
-            }
-            assert!(
-                Instant::now() < deadline,
-                "processes {left:?} outlived the pool (groups of its workers and fork server)"
-            );
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
+        nothing_left(&report, fork_server).await;
     })
     .await;
 }
@@ -317,9 +330,7 @@ async fn chaos_2000_dspy_calls_through_bridged_modules_with_one_worker_killed_ev
 /// no process left behind.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn chaos_streams_and_chat_sessions_with_one_worker_killed_every_100ms() {
-    use common::bridge::lm;
     use common::chaos::kind;
-    use dspex::bridge::protocol::{LmConfig, Op};
     use dspex::bridge::{DynBridged, SessionOptions, SessionStore};
     use dspex::module::{StreamError, StreamItem};
     use dspex::testing::{Latency, MockLm};
@@ -328,7 +339,6 @@ async fn chaos_streams_and_chat_sessions_with_one_worker_killed_every_100ms() {
     use std::collections::BTreeMap;
     use std::sync::Arc;
     use std::sync::atomic::{AtomicUsize, Ordering};
-    use std::time::Instant;
 
     const QUESTIONS: usize = 16;
     const USERS: usize = 24;
@@ -377,20 +387,7 @@ async fn chaos_streams_and_chat_sessions_with_one_worker_killed_every_100ms() {
             .start()
             .await
             .expect("the mock LM starts");
-        let pool = chaos_builder(python)
-            .workers(6)
-            .fork_server(true)
-            .eager_import(true)
-            .init(Op::Configure {
-                lm: LmConfig::bridge("openai/mock"),
-                adapter: None,
-            })
-            .lm(Arc::new(lm(&server)))
-            .max_retries(10)
-            .restart_backoff(Duration::from_millis(1), Duration::from_millis(10))
-            .build()
-            .await
-            .expect("the pool with a fork server starts");
+        let pool = dspy_chaos_pool(python, &server, 6).await;
         let fork_server = pool.fork_server_pid().expect("the pool has a fork server");
 
         let mut cots: Vec<Arc<DynBridged>> = Vec::new();
@@ -632,20 +629,7 @@ async fn chaos_streams_and_chat_sessions_with_one_worker_killed_every_100ms() {
                 ..ShutdownReport::default()
             }
         );
-        let mut groups = report.seen.clone();
-        groups.push(fork_server);
-        let deadline = Instant::now() + Duration::from_secs(10);
-        loop {
-            let left = common::chaos::processes_in_groups(&groups);
-            if left.is_empty() {
-                break;
-            }
-            assert!(
-                Instant::now() < deadline,
-                "processes {left:?} outlived the pool (groups of its workers and fork server)"
-            );
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
+        nothing_left(&report, fork_server).await;
     })
     .await;
 }

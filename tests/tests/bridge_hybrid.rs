@@ -41,7 +41,7 @@ fn spec() -> HybridSpec {
     let mut pot = Map::new();
     pot.insert(
         "interpreter_factory".into(),
-        json!("dspex_exec_interpreter:ExecInterpreter"),
+        json!("dspex_worker.exec_interpreter:ExecInterpreter"),
     );
     HybridSpec::new()
         .step("plan", "ChainOfThought", "question -> plan")
@@ -57,7 +57,6 @@ fn spec() -> HybridSpec {
 #[tokio::test]
 async fn a_dspy_saved_program_runs_hybrid_and_saves_what_dspy_loads() {
     let python = venv_python();
-    let helpers = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("python");
     let dir = tempfile::tempdir().expect("a temporary directory");
     let dspy_file = dir.path().join("dspy_program.json");
     let dspex_file = dir.path().join("dspex_program.json");
@@ -70,8 +69,6 @@ async fn a_dspy_saved_program_runs_hybrid_and_saves_what_dspy_loads() {
             .await
             .expect("the mock LM starts");
         let pool = common::bridge::pool(python.clone())
-            .env("PYTHONPATH", helpers.to_string_lossy())
-            .env("PYTHONDONTWRITEBYTECODE", "1")
             .build()
             .await
             .expect("the pool starts");

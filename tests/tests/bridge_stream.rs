@@ -187,6 +187,26 @@ async fn bridged_pool(lm: Arc<PacedLm>) -> Pool {
         .expect("the pool starts")
 }
 
+/// The set-up most tests share: a mock server answering `completion`, its [`PacedLm`] holding
+/// each stream after `hold_after` deltas until the gate opens, a pool of one worker on that LM,
+/// and a bridged ChainOfThought in it.
+async fn paced_cot(
+    completion: String,
+    hold_after: usize,
+) -> (
+    MockLmServer,
+    Arc<PacedLm>,
+    watch::Sender<bool>,
+    Pool,
+    BridgedModule<Fields, Fields>,
+) {
+    let server = server(completion).await;
+    let (lm, open) = PacedLm::new(&server, hold_after);
+    let pool = bridged_pool(lm.clone()).await;
+    let cot = chain_of_thought(&pool).await;
+    (server, lm, open, pool, cot)
+}
+
 async fn chain_of_thought(pool: &Pool) -> BridgedModule<Fields, Fields> {
     BridgedModule::create(pool, "ChainOfThought", "question -> answer")
         .await
@@ -322,11 +342,8 @@ async fn chunks_reach_the_caller_while_the_lm_is_still_generating() {
 #[tokio::test]
 async fn status_messages_come_before_and_between_the_chunks() {
     within(180, async {
-        let server = server(completion()).await;
-        let (lm, open) = PacedLm::new(&server, 0);
+        let (_server, _lm, open, pool, cot) = paced_cot(completion(), 0).await;
         open.send_replace(true);
-        let pool = bridged_pool(lm).await;
-        let cot = chain_of_thought(&pool).await;
 
         let items: Vec<_> = cot
             .stream_with(
@@ -441,10 +458,7 @@ async fn a_bridged_chain_of_thought_streams_like_the_native_one() {
 #[tokio::test]
 async fn dropping_the_stream_cancels_the_generation_and_the_worker_takes_the_next_call() {
     within(180, async {
-        let server = server(completion()).await;
-        let (lm, open) = PacedLm::new(&server, 10);
-        let pool = bridged_pool(lm.clone()).await;
-        let cot = chain_of_thought(&pool).await;
+        let (_server, lm, open, pool, cot) = paced_cot(completion(), 10).await;
         let pids = pool.worker_pids();
 
         let mut stream = cot.stream(question());
@@ -481,10 +495,7 @@ async fn dropping_the_stream_cancels_the_generation_and_the_worker_takes_the_nex
 #[tokio::test]
 async fn a_worker_killed_mid_stream_ends_the_stream_with_worker_crashed() {
     within(180, async {
-        let server = server(completion()).await;
-        let (lm, open) = PacedLm::new(&server, 10);
-        let pool = bridged_pool(lm.clone()).await;
-        let cot = chain_of_thought(&pool).await;
+        let (_server, lm, open, pool, cot) = paced_cot(completion(), 10).await;
         let pid = pool.worker_pids()[0];
 
         let mut stream = cot.stream(question());
@@ -536,11 +547,8 @@ async fn a_dspy_error_mid_stream_ends_the_stream_with_the_python_exception() {
     within(180, async {
         // The reasoning streams, then the completion has no answer: DSPy's adapter fails.
         let broken = format!("[[ ## reasoning ## ]]\n{REASONING}\n\n[[ ## completed ## ]]");
-        let server = server(broken).await;
-        let (lm, open) = PacedLm::new(&server, 0);
+        let (_server, _lm, open, pool, cot) = paced_cot(broken, 0).await;
         open.send_replace(true);
-        let pool = bridged_pool(lm).await;
-        let cot = chain_of_thought(&pool).await;
 
         let items: Vec<_> = cot.stream(question()).collect().await;
         assert!(

@@ -1,10 +1,16 @@
-"""A code interpreter for DSPy's ProgramOfThought in `examples/python_bridge.rs`, named by import
-path in the module's `interpreter_factory` keyword (`example_interpreter:ExecInterpreter`).
+"""An in-process code interpreter for DSPy's ProgramOfThought and CodeAct, named by import path in
+the module's `interpreter_factory` keyword: `dspex_worker.exec_interpreter:ExecInterpreter`.
 
-DSPy's own `PythonInterpreter` runs generated code in Deno's Pyodide sandbox; install Deno and drop
-`interpreter_factory` to use it. This one runs the code with `exec` in a namespace of its own, in
-the worker's process, so the example needs nothing but DSPy: it is NOT a sandbox, and is fit only
-for the example's canned code from the mock LM, never for code from a real model.
+DSPy's own `PythonInterpreter` runs generated code in Deno's Pyodide sandbox; where Deno is
+installed, leave `interpreter_factory` out to use it. This one runs the code with `exec` in a
+namespace of its own, inside the worker's process, and needs nothing but DSPy. It is NOT a sandbox:
+the code can do whatever the worker can. Use it for code you trust (tests, examples, canned code),
+or confine the whole worker with the pool's sandbox options (`read_only_fs`, `no_network`,
+`cpu_seconds`, `memory_mb`).
+
+`SUBMIT(dict)` or `SUBMIT(field=value, ...)` ends the code with its output; an exception in the
+code is a `CodeExecutionError` (which ProgramOfThought answers by regenerating the code); a syntax
+error is raised as is. Variables persist between `execute` calls until `shutdown`.
 """
 
 from dspy.primitives.code_interpreter import CodeExecutionError, FinalOutput
