@@ -5,11 +5,10 @@
 use super::router::{Route, Routed, Router, RouterError};
 use crate::error::{Error, Result};
 use crate::example::{Example, Prediction};
-use crate::program::state::DSPY_STATE_VERSION;
 use crate::program::{Module, PredictorParams, Program, join_path};
 use crate::signature::{DynSignature, SignatureError};
 use serde::{Deserialize, Serialize};
-use serde_json::{Map, Value, json};
+use serde_json::{Map, Value};
 use std::path::Path;
 
 /// One step of a [`HybridSpec`]: the attribute name DSPy's program gives the module, the
@@ -384,28 +383,12 @@ impl HybridProgram {
     /// written.
     pub async fn save(&self, path: impl AsRef<Path>) -> Result<()> {
         let path = path.as_ref();
-        let mut state = match self.save_state().await? {
-            Value::Object(map) => map,
-            _ => Map::new(),
-        };
-        state.insert(
-            "metadata".into(),
-            json!({
-                "dependency_versions": {
-                    "python": "3.11",
-                    "dspy": DSPY_STATE_VERSION,
-                    "cloudpickle": "3.1",
-                },
-                "dspex": env!("CARGO_PKG_VERSION"),
-            }),
-        );
         let file_error = |message: String| HybridError::File {
             path: path.display().to_string(),
             message,
         };
-        let mut text = serde_json::to_string_pretty(&Value::Object(state))
+        let text = crate::program::state::saved_text(self.save_state().await?)
             .map_err(|e| file_error(e.to_string()))?;
-        text.push('\n');
         tokio::fs::write(path, text)
             .await
             .map_err(|e| file_error(e.to_string()))?;
@@ -501,7 +484,9 @@ impl Module for HybridProgram {
 mod tests {
     use super::*;
     use crate::lm::ScriptedLM;
+    use crate::program::state::DSPY_STATE_VERSION;
     use crate::settings::{Settings, with_settings};
+    use serde_json::json;
 
     fn block_on<F: std::future::Future>(fut: F) -> F::Output {
         tokio::runtime::Builder::new_current_thread()

@@ -260,11 +260,10 @@ fn apply_predictor_state(
     Ok(out)
 }
 
-/// Writes `module`'s state to `path` (`.json`), as DSPy's `save`: 2-space indented UTF-8 with
-/// `metadata.dependency_versions` last and a trailing newline.
-pub fn save<M: Module + ?Sized>(module: &M, path: &Path) -> Result<(), StateError> {
-    check_suffix(path)?;
-    let mut state = match dump_state(module) {
+/// The text of a state file, as DSPy's `save` writes it: `state` (an object of predictor states)
+/// with `metadata.dependency_versions` last, 2-space indented, a trailing newline.
+pub(crate) fn saved_text(state: Value) -> Result<String, StateError> {
+    let mut state = match state {
         Value::Object(map) => map,
         _ => Map::new(),
     };
@@ -282,6 +281,14 @@ pub fn save<M: Module + ?Sized>(module: &M, path: &Path) -> Result<(), StateErro
     let mut text = serde_json::to_string_pretty(&Value::Object(state))
         .map_err(|e| StateError::Serialize(e.to_string()))?;
     text.push('\n');
+    Ok(text)
+}
+
+/// Writes `module`'s state to `path` (`.json`), as DSPy's `save`: 2-space indented UTF-8 with
+/// `metadata.dependency_versions` last and a trailing newline.
+pub fn save<M: Module + ?Sized>(module: &M, path: &Path) -> Result<(), StateError> {
+    check_suffix(path)?;
+    let text = saved_text(dump_state(module))?;
     std::fs::write(path, text).map_err(|source| StateError::Io {
         path: path.to_path_buf(),
         source,
