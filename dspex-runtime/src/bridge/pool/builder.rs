@@ -2,6 +2,7 @@
 //! breaker, retries, the fork server) and [`PoolBuilder::build`].
 
 use super::*;
+use crate::bridge::protocol::DEFAULT_MSGPACK_THRESHOLD;
 
 /// The restart breaker: more than `max_restarts` restarts within `window` pause restarts for
 /// `cooldown`.
@@ -61,6 +62,7 @@ pub struct PoolBuilder {
     pub(super) lm: Option<Arc<dyn LanguageModel>>,
     pub(super) kill_process_group: bool,
     pub(super) fork_server: bool,
+    pub(super) msgpack_threshold: Option<usize>,
 }
 
 impl std::fmt::Debug for PoolBuilder {
@@ -111,6 +113,7 @@ impl Default for PoolBuilder {
             lm: None,
             kill_process_group: true,
             fork_server: false,
+            msgpack_threshold: Some(DEFAULT_MSGPACK_THRESHOLD),
         }
     }
 }
@@ -415,6 +418,27 @@ impl PoolBuilder {
         self
     }
 
+    /// Large frames as MessagePack (default on, above
+    /// [`DEFAULT_MSGPACK_THRESHOLD`] = 64 KiB; `None` turns it off): a message whose JSON would
+    /// be over `threshold` bytes goes to the worker as MessagePack instead, and the worker does
+    /// the same for its answers and LM calls (measuring its MessagePack encoding, which it
+    /// builds first). Negotiated per worker: its `ready` announces the encodings it reads, the
+    /// pool answers with the threshold, and a worker that does not announce MessagePack (an
+    /// older `dspex_worker`, or one without the `msgpack` package) keeps sending and getting
+    /// JSON only. The frames' length word tells the encodings apart
+    /// ([`MSGPACK_FLAG`](crate::bridge::protocol::MSGPACK_FLAG)). What is negotiated shows in
+    /// [`WorkerInfo::msgpack_threshold`](crate::bridge::WorkerInfo::msgpack_threshold).
+    ///
+    /// It saves the JSON escaping and parsing of large text (a long document, a data URI of an
+    /// image) on both sides; messages carry JSON values, so bytes still travel as text (an
+    /// image's base64), not as MessagePack `bin`. `BENCHMARKS.md` has the figures of a 1 MiB
+    /// round trip.
+    #[must_use]
+    pub fn msgpack_threshold(mut self, threshold: Option<usize>) -> Self {
+        self.msgpack_threshold = threshold;
+        self
+    }
+
     fn worker_config(&self) -> WorkerConfig {
         let mut args = self.worker_args.clone();
         if self.eager_import {
@@ -447,6 +471,7 @@ impl PoolBuilder {
                 .unwrap_or(Duration::from_secs(5)),
             max_missed_heartbeats: self.max_missed_heartbeats,
             kill_process_group: self.kill_process_group,
+            msgpack_threshold: self.msgpack_threshold,
         }
     }
 
