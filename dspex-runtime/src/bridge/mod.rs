@@ -13,7 +13,10 @@
 //!   ([`PoolBuilder::cpu_seconds`]; a call past it fails with
 //!   [`CpuLimitExceeded`](BridgeError::CpuLimitExceeded) and its worker is replaced); no network
 //!   ([`PoolBuilder::no_network`], a network namespace per worker, checked at start:
-//!   [`NetworkIsolation`](BridgeError::NetworkIsolation) where the OS refuses).
+//!   [`NetworkIsolation`](BridgeError::NetworkIsolation) where the OS refuses); a read-only file
+//!   system but for named paths ([`PoolBuilder::read_only_fs`] and
+//!   [`writable_path`](PoolBuilder::writable_path), a Landlock ruleset per worker, checked at
+//!   start: [`FilesystemIsolation`](BridgeError::FilesystemIsolation) where the kernel cannot).
 //! - A fork server ([`PoolBuilder::fork_server`]): DSPy imported once, workers forked from it,
 //!   so a replacement is ready in a fraction of the time of a fresh `import dspy`.
 //! - [`Session`] and [`AffinityMode`] — calls that share objects run on one worker.
@@ -22,7 +25,9 @@
 //! - [`Router`] — one program type, [`Routed`], for a module that is native or bridged: dspex's
 //!   implementation when it has one for the module name ([`NATIVE_MODULES`]), else DSPy's in the
 //!   pool; [`Route`] forces either; the choice is traced and [`Routed::route`] reports it.
-//! - [`protocol`] — the frames and messages of `python/PROTOCOL.md`.
+//! - [`protocol`] — the frames and messages of `python/PROTOCOL.md`. Large messages travel as
+//!   MessagePack ([`PoolBuilder::msgpack_threshold`], default above 64 KiB), agreed per worker
+//!   at the handshake; a worker that does not announce it gets JSON.
 //! - [`BridgeError`] — every failure, typed: [`Timeout`](BridgeError::Timeout),
 //!   [`WorkerCrashed`](BridgeError::WorkerCrashed), [`PoolSaturated`](BridgeError::PoolSaturated),
 //!   [`CheckoutTimeout`](BridgeError::CheckoutTimeout), [`SessionLost`](BridgeError::SessionLost), …
@@ -43,7 +48,8 @@
 //! `libc::killpg`), then the child itself.
 //!
 //! # Not yet
-//! MessagePack frames.
+//! Bytes as MessagePack `bin`: messages carry JSON values, so an image still travels as base64
+//! text (MessagePack saves its JSON escaping and parsing, not the base64).
 
 mod error;
 mod forkserver;
