@@ -227,5 +227,52 @@ async fn payload(quick: bool) -> dspex::Result<()> {
             println!("| {name} | {label} | {p50:.2?} | {p90:.2?} | {rate:.0} |");
         }
     }
+    // The pool's side alone: encoding a 1 MiB request and decoding a 1 MiB response, in-process.
+    println!(
+        "\nThe pool's share, in-process: encode a `call` request holding the payload and decode a response holding it, {n} times each, p50.\n"
+    );
+    println!("| payload | JSON encode | JSON decode | MessagePack encode | MessagePack decode |");
+    println!("|---|---:|---:|---:|---:|");
+    for (name, text) in [
+        ("document (escapes, non-ASCII)", document()),
+        ("image (base64 data URI)", image()),
+    ] {
+        use dspex::bridge::protocol::{FrameCodec, Op, WorkerMessage, read_encoded_frame};
+        let op = Op::Call {
+            object: "o1".into(),
+            inputs: json!({"question": text})
+                .as_object()
+                .cloned()
+                .unwrap_or_default(),
+        };
+        let response = json!({"kind": "response", "id": 1, "ok": {"outputs": {"answer": text}}});
+        let mut cells = Vec::new();
+        for codec in [FrameCodec::JSON, FrameCodec::msgpack_above(65536)] {
+            let (mut enc, mut dec) = (Vec::with_capacity(n), Vec::with_capacity(n));
+            let frame = codec
+                .encode(&response)
+                .map_err(|e| dspex::Error::step("encode", e))?;
+            for _ in 0..n {
+                let t = Instant::now();
+                let bytes = codec
+                    .encode_request(1, &op)
+                    .map_err(|e| dspex::Error::step("encode", e))?;
+                enc.push(t.elapsed());
+                std::hint::black_box(bytes);
+                let t = Instant::now();
+                let read = read_encoded_frame(&mut &frame[..])
+                    .await
+                    .map_err(|e| dspex::Error::step("read", e))?
+                    .ok_or_else(|| dspex::Error::step("read", "no frame"))?;
+                let message: WorkerMessage =
+                    read.decode().map_err(|e| dspex::Error::step("decode", e))?;
+                dec.push(t.elapsed());
+                std::hint::black_box(message);
+            }
+            cells.push(format!("{:.2?}", quantile(&mut enc, 0.5)));
+            cells.push(format!("{:.2?}", quantile(&mut dec, 0.5)));
+        }
+        println!("| {name} | {} |", cells.join(" | "));
+    }
     Ok(())
 }

@@ -243,15 +243,19 @@ pub fn decode_msgpack_frame<T: DeserializeOwned>(body: &[u8]) -> Result<T, Frame
         message,
         excerpt: hex_excerpt(body),
     };
-    let mut rest = body;
-    let mut de = rmp_serde::Deserializer::new(&mut rest);
+    // Reading from the slice itself: strings are borrowed, not copied through a buffer.
+    let mut de = rmp_serde::Deserializer::from_read_ref(body);
     de.set_max_depth(MSGPACK_MAX_DEPTH);
     let value = T::deserialize(&mut de).map_err(|e| fail(e.to_string()))?;
-    drop(de);
-    if !rest.is_empty() {
-        return Err(fail(format!("{} bytes after the message", rest.len())));
+    // Nothing may follow: reading one more value must meet the end of the body.
+    match serde::de::IgnoredAny::deserialize(&mut de) {
+        Err(rmp_serde::decode::Error::InvalidMarkerRead(e))
+            if e.kind() == std::io::ErrorKind::UnexpectedEof =>
+        {
+            Ok(value)
+        }
+        _ => Err(fail("bytes after the message".to_string())),
     }
-    Ok(value)
 }
 
 /// The first bytes of a binary body, in hex, for error messages.
