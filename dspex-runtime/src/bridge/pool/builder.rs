@@ -459,7 +459,12 @@ impl PoolBuilder {
     ///   a direct-mode LM writes to it;
     /// - `/dev/null`.
     ///
-    /// Python's own `.pyc` writes fail silently (it then runs from source). It needs Landlock
+    /// The ruleset asks for every such right the kernel's Landlock ABI knows: on ABI 1 moving or
+    /// linking a file into another directory is refused everywhere (even between writable
+    /// directories), and truncating by path (`truncate(2)`) is restricted only from ABI 3 on
+    /// (Linux 6.2); opening a file for writing is restricted on every ABI. It combines with
+    /// [`no_network`](Self::no_network). Python's own `.pyc` writes fail silently (it then
+    /// runs from source). It needs Landlock
     /// (Linux 5.13+, `landlock` among the active LSMs); [`build`](Self::build) runs the worker
     /// once with `--check-read-only-fs` and fails with [`BridgeError::FilesystemIsolation`] where
     /// the kernel cannot, or when a writable path does not exist.
