@@ -235,27 +235,94 @@ pub fn encode_msgpack_frame<T: Serialize + ?Sized>(message: &T) -> Result<Vec<u8
     finish_frame(buf, MSGPACK_FLAG)
 }
 
-/// Parses a MessagePack frame's body. The whole body must be one value, at most 128 levels deep;
-/// a `bin` or `ext` value where a message has JSON values is an error, as is anything after the
-/// value.
+/// Parses a MessagePack frame's body. The whole body must be one value, at most 128 levels deep,
+/// with nothing after it; a `bin` or `ext` value where a message has JSON values is an error, as
+/// is a float JSON cannot carry (NaN, infinities).
 pub fn decode_msgpack_frame<T: DeserializeOwned>(body: &[u8]) -> Result<T, FrameError> {
     let fail = |message: String| FrameError::MessagePack {
         message,
         excerpt: hex_excerpt(body),
     };
+    check_msgpack(body).map_err(|message| fail(message.to_string()))?;
     // Reading from the slice itself: strings are borrowed, not copied through a buffer.
     let mut de = rmp_serde::Deserializer::from_read_ref(body);
     de.set_max_depth(MSGPACK_MAX_DEPTH);
-    let value = T::deserialize(&mut de).map_err(|e| fail(e.to_string()))?;
-    // Nothing may follow: reading one more value must meet the end of the body.
-    match serde::de::IgnoredAny::deserialize(&mut de) {
-        Err(rmp_serde::decode::Error::InvalidMarkerRead(e))
-            if e.kind() == std::io::ErrorKind::UnexpectedEof =>
-        {
-            Ok(value)
+    T::deserialize(&mut de).map_err(|e| fail(e.to_string()))
+}
+
+/// Walks a MessagePack body without building anything: exactly one value, nothing after it, and
+/// no float JSON cannot carry (NaN, infinities: a JSON frame cannot hold them, so a MessagePack
+/// frame may not either — both encodings read the same messages). Iterative: a count of the
+/// values still to read instead of recursion.
+fn check_msgpack(body: &[u8]) -> Result<(), &'static str> {
+    const TRUNCATED: &str = "the body ends inside a value";
+    const NOT_JSON: &str = "a NaN or infinite float, which JSON cannot carry";
+    let mut pos = 0usize;
+    let mut pending: u64 = 1;
+    while pending > 0 {
+        pending -= 1;
+        let marker = *body.get(pos).ok_or(TRUNCATED)?;
+        pos += 1;
+        // The big-endian number in the next `n` bytes.
+        let mut number = |n: usize| -> Result<u64, &'static str> {
+            let bytes = body.get(pos..pos + n).ok_or(TRUNCATED)?;
+            pos += n;
+            Ok(bytes.iter().fold(0u64, |acc, &x| (acc << 8) | u64::from(x)))
+        };
+        let (skip, children): (u64, u64) = match marker {
+            0x00..=0x7f | 0xe0..=0xff | 0xc0 | 0xc2 | 0xc3 => (0, 0),
+            0x80..=0x8f => (0, 2 * u64::from(marker & 0x0f)),
+            0x90..=0x9f => (0, u64::from(marker & 0x0f)),
+            0xa0..=0xbf => (u64::from(marker & 0x1f), 0),
+            0xc1 => return Err("marker 0xc1, which MessagePack never uses"),
+            0xc4 | 0xd9 => (number(1)?, 0),
+            0xc5 | 0xda => (number(2)?, 0),
+            0xc6 | 0xdb => (number(4)?, 0),
+            0xc7 => (number(1)? + 1, 0),
+            0xc8 => (number(2)? + 1, 0),
+            0xc9 => (number(4)? + 1, 0),
+            0xca => {
+                let bits = u32::try_from(number(4)?).map_err(|_| TRUNCATED)?;
+                if !f32::from_bits(bits).is_finite() {
+                    return Err(NOT_JSON);
+                }
+                (0, 0)
+            }
+            0xcb => {
+                if !f64::from_bits(number(8)?).is_finite() {
+                    return Err(NOT_JSON);
+                }
+                (0, 0)
+            }
+            0xcc | 0xd0 => (1, 0),
+            0xcd | 0xd1 => (2, 0),
+            0xce | 0xd2 => (4, 0),
+            0xcf | 0xd3 => (8, 0),
+            0xd4 => (2, 0),
+            0xd5 => (3, 0),
+            0xd6 => (5, 0),
+            0xd7 => (9, 0),
+            0xd8 => (17, 0),
+            0xdc => (0, number(2)?),
+            0xdd => (0, number(4)?),
+            0xde => (0, 2 * number(2)?),
+            0xdf => (0, 2 * number(4)?),
+        };
+        let left = (body.len() - pos) as u64;
+        if skip > left {
+            return Err(TRUNCATED);
         }
-        _ => Err(fail("bytes after the message".to_string())),
+        pos += skip as usize;
+        pending += children;
+        // Every value takes at least one byte: more values than bytes left is a truncation.
+        if pending > (body.len() - pos) as u64 {
+            return Err(TRUNCATED);
+        }
     }
+    if pos != body.len() {
+        return Err("bytes after the message");
+    }
+    Ok(())
 }
 
 /// The first bytes of a binary body, in hex, for error messages.
@@ -1420,6 +1487,25 @@ mod tests {
             b"\xa3\xff\xfe\xfd",                          // a string that is not UTF-8
             &[0x91; 200],                                 // nested past the depth limit
         ];
+        // Floats JSON cannot carry: NaN (f64) and infinity (f32); a finite one reads.
+        let nan64 = [
+            &[0x81, 0xa1, b'x', 0xcb][..],
+            &f64::NAN.to_bits().to_be_bytes(),
+        ]
+        .concat();
+        let inf32 = [&[0x91, 0xca][..], &f32::INFINITY.to_bits().to_be_bytes()].concat();
+        let finite = [&[0x91, 0xcb][..], &1.5f64.to_bits().to_be_bytes()].concat();
+        assert_eq!(
+            decode_msgpack_frame::<Value>(&finite).unwrap(),
+            json!([1.5])
+        );
+        for body in [&nan64[..], &inf32[..]] {
+            let e = decode_msgpack_frame::<Value>(body).unwrap_err();
+            assert!(e.to_string().contains("NaN or infinite"), "{e}");
+        }
+        // More elements announced than bytes left; a length past the body.
+        assert!(decode_msgpack_frame::<Value>(&[0xdd, 0xff, 0xff, 0xff, 0xff, 0x01]).is_err());
+        assert!(decode_msgpack_frame::<Value>(&[0xc6, 0xff, 0xff, 0xff, 0xff]).is_err());
         for body in bad {
             match decode_msgpack_frame::<Value>(body) {
                 Err(FrameError::MessagePack { excerpt, .. }) => {
