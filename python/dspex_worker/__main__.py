@@ -1,5 +1,6 @@
-"""`python -m dspex_worker [--eager-import] [--memory-mb N] [--cpu-seconds N] [--no-network] [--fork-from NAME]`: one bridge worker
-process; `python -m dspex_worker --fork-server NAME [--memory-mb N]`: a fork server (see forkserver.py).
+"""`python -m dspex_worker [--eager-import] [--memory-mb N] [--cpu-seconds N] [--no-network]
+[--read-only-fs [--writable PATH]...] [--fork-from NAME]`: one bridge worker process;
+`python -m dspex_worker --fork-server NAME [...]`: a fork server (see forkserver.py).
 
 Start-up order matters: stdout is taken for frames before anything can print, the parent-death
 signal is set before the parent check (so a parent dying in between is seen by one or the other),
@@ -74,6 +75,12 @@ def parse_args(argv):
                         help="run in new user and network namespaces (no network); exit 3 if refused")
     parser.add_argument("--check-no-network", action="store_true",
                         help="only try the --no-network isolation: exit 0, or 3 with the reason on stderr")
+    parser.add_argument("--read-only-fs", action="store_true",
+                        help="Landlock: the file system read-only but for --writable paths; exit 4 if refused")
+    parser.add_argument("--writable", metavar="PATH", action="append", default=[],
+                        help="a path that stays writable under --read-only-fs (repeatable)")
+    parser.add_argument("--check-read-only-fs", action="store_true",
+                        help="only try the --read-only-fs restriction: exit 0, or 4 with the reason on stderr")
     parser.add_argument("--fork-from", metavar="NAME", default=None,
                         help="have the fork server NAME fork this worker (falls back to a normal start)")
     parser.add_argument("--fork-server", metavar="NAME", default=None,
@@ -109,11 +116,23 @@ def main(argv=None):
             os._exit(sandbox.EXIT_NO_NETWORK)
         os._exit(0)
 
+    if args.check_read_only_fs:
+        from . import sandbox
+
+        try:
+            abi = sandbox.restrict_filesystem(args.writable)
+        except sandbox.IsolationError as exc:
+            log.error("cannot make the file system read-only: %s", exc)
+            os._exit(sandbox.EXIT_NO_FS)
+        log.debug("read_only_fs: Landlock ABI %d", abi)
+        os._exit(0)
+
     if args.fork_server is not None:
         from . import forkserver
 
         forkserver.serve(args.fork_server, in_fd, out_fd, memory_mb=args.memory_mb,
-                         cpu_seconds=args.cpu_seconds, no_network=args.no_network)
+                         cpu_seconds=args.cpu_seconds, no_network=args.no_network,
+                         writable=args.writable if args.read_only_fs else None)
     if args.fork_from is not None:
         from . import forkserver
 
@@ -144,6 +163,17 @@ def main(argv=None):
         except (ValueError, OSError) as exc:
             log.error("cannot set RLIMIT_AS to %d MiB: %s", args.memory_mb, exc)
             os._exit(2)
+
+    if args.read_only_fs:
+        # Before any operation (and the import of DSPy, which is user code's too): the ruleset
+        # binds this process and whatever it starts.
+        from . import sandbox
+
+        try:
+            sandbox.restrict_filesystem(args.writable)
+        except sandbox.IsolationError as exc:
+            log.error("cannot make the file system read-only: %s", exc)
+            os._exit(sandbox.EXIT_NO_FS)
 
     from . import ops
     from .worker import Worker, check_cpu_limit

@@ -108,7 +108,7 @@ def run_stub(name, in_fd, out_fd):
 
 
 # ---- the server ----------------------------------------------------------------------------------
-def _child_main(conn, fds, stub_pid, memory_mb, closing, cpu_seconds=None, no_network=False):
+def _child_main(conn, fds, stub_pid, memory_mb, closing, cpu_seconds=None, no_network=False, writable=None):
     """In the forked child: become a worker on the stub's descriptors. Never returns."""
     try:
         signal.set_wakeup_fd(-1)
@@ -138,6 +138,11 @@ def _child_main(conn, fds, stub_pid, memory_mb, closing, cpu_seconds=None, no_ne
             from .sandbox import isolate_network
 
             isolate_network()
+        if writable is not None:
+            # --read-only-fs: each forked worker restricts itself (the server runs no user code).
+            from .sandbox import restrict_filesystem
+
+            restrict_filesystem(writable)
         if memory_mb is not None:
             import resource
 
@@ -157,7 +162,7 @@ def _child_main(conn, fds, stub_pid, memory_mb, closing, cpu_seconds=None, no_ne
     os._exit(0)
 
 
-def serve(name, in_fd, out_fd, memory_mb=None, cpu_seconds=None, no_network=False):
+def serve(name, in_fd, out_fd, memory_mb=None, cpu_seconds=None, no_network=False, writable=None):
     """Import DSPy, listen on `name`, write `ready` on stdout, and fork workers until end of file on
     stdin. Never returns."""
     from . import ops, worker  # noqa: F401 - imported here so that every child has them
@@ -229,7 +234,7 @@ def serve(name, in_fd, out_fd, memory_mb=None, cpu_seconds=None, no_network=Fals
             closing = [in_fd, out_fd, wake_r, wake_w, listener.fileno(), *waiting, *by_conn]
             pid = os.fork()
             if pid == 0:
-                _child_main(conn, received, stub_pid, memory_mb, closing, cpu_seconds, no_network)
+                _child_main(conn, received, stub_pid, memory_mb, closing, cpu_seconds, no_network, writable)
             for r in received:
                 os.close(r)
             if _send(conn, {"pid": pid}):

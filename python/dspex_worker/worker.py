@@ -6,7 +6,6 @@ order. Every request gets exactly one response; failures are structured errors, 
 """
 
 import itertools
-import json
 import logging
 import os
 import queue
@@ -14,6 +13,7 @@ import threading
 
 from . import channel as channel_module
 from .errors import BadFrame, BadRequest, Cancelled, UnknownOp, error_payload
+from . import framing
 from .framing import FrameError, encode_frame, read_frame, write_all
 
 log = logging.getLogger("dspex_worker")
@@ -82,6 +82,10 @@ class Worker:
         self._reader = reader
         self._out_fd = out_fd
         self._write_lock = threading.Lock()
+        # The encodings announced in `ready`; MessagePack is read only when announced, and sent
+        # (for frames over the threshold) only once the pool's `frames` message has set it.
+        self._encodings = framing.encodings()
+        self._msgpack_above = None
         self._lock = threading.Lock()  # guards _pending and _current
         self._pending = {}  # request id -> _Op, queued or running, not yet answered
         self._current = None  # the running _Op
@@ -96,7 +100,7 @@ class Worker:
 
     # ---- output -------------------------------------------------------------------------------
     def send(self, message):
-        frame = encode_frame(message)
+        frame = encode_frame(message, self._msgpack_above)
         with self._write_lock:
             try:
                 write_all(self._out_fd, frame)
@@ -107,7 +111,7 @@ class Worker:
     def respond_ok(self, op_id, result):
         try:
             self.send({"kind": "response", "id": op_id, "ok": result})
-        except (TypeError, ValueError, FrameError) as exc:  # not encodable: still one answer
+        except (TypeError, ValueError, OverflowError, FrameError) as exc:  # not encodable: still one answer
             self.respond_error(op_id, exc)
 
     def respond_error(self, op_id, exc):
@@ -121,31 +125,36 @@ class Worker:
         self._executor.start()
         self.send({"kind": "ready", "protocol": 1, "pid": os.getpid(),
                    "python": platform.python_version(), "dspy": self.dspy_version,
-                   "features": list(FEATURES)})
+                   "features": list(FEATURES), "encodings": self._encodings})
+        msgpack = "msgpack" in self._encodings
         while True:
             try:
-                payload = read_frame(self._reader)
+                frame = read_frame(self._reader, msgpack=msgpack)
             except FrameError as exc:
                 log.error("protocol error on stdin, closing: %s", exc)
                 _exit(2)
             except OSError as exc:
                 log.error("stdin failed (%s): exiting", exc)
                 _exit(0)
-            if payload is None:
+            if frame is None:
                 log.info("EOF on stdin: the pool is gone, exiting")
                 _exit(0)
-            self.handle_frame(payload)
+            self.handle_frame(*frame)
 
-    def handle_frame(self, payload):
+    def handle_frame(self, payload, packed=False):
         try:
-            message = json.loads(payload)
+            message = framing.decode_payload(payload, packed)
         except (ValueError, UnicodeDecodeError) as exc:
-            log.error("dropped a frame that is not UTF-8 JSON: %s", exc)
+            what = "MessagePack" if packed else "UTF-8 JSON"
+            log.error("dropped a frame that is not %s: %s", what, exc)
             return
         if not isinstance(message, dict):
-            log.error("dropped a frame that is not a JSON object")
+            log.error("dropped a frame that is not an object")
             return
         kind = message.get("kind")
+        if kind == "frames":
+            self._set_frames(message)
+            return
         msg_id = message.get("id")
         has_id = isinstance(msg_id, int) and not isinstance(msg_id, bool)
         if kind == "lm_result":
@@ -180,6 +189,17 @@ class Worker:
             self.respond_error(msg_id, BadRequest("a request needs a string `op`"))
         else:
             self.respond_error(msg_id, UnknownOp(f"unknown op {op!r}"))
+
+    def _set_frames(self, message):
+        """The pool's `frames` message: send frames over `msgpack_above` bytes as MessagePack."""
+        above = message.get("msgpack_above")
+        if "msgpack" not in self._encodings:
+            log.warning("the pool asked for MessagePack frames, which this worker did not announce; staying with JSON")
+        elif not isinstance(above, int) or isinstance(above, bool) or above < 0:
+            log.error("dropped a `frames` message whose msgpack_above is not a non-negative integer: %r", above)
+        else:
+            self._msgpack_above = above
+            log.debug("frames over %d bytes go out as MessagePack", above)
 
     # ---- cancel -------------------------------------------------------------------------------
     def _running(self):

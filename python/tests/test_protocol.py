@@ -3,13 +3,14 @@
 import platform
 import struct
 
-from workerclient import WorkerClient, encode
+from workerclient import WorkerClient, encode, encode_msgpack
 
 
 def test_ready_frame_then_ping(worker):
     ready = worker.ready
     assert ready == {"kind": "ready", "protocol": 1, "pid": worker.proc.pid,
-                     "python": platform.python_version(), "dspy": None, "features": ["stream"]}
+                     "python": platform.python_version(), "dspy": None, "features": ["stream"],
+                     "encodings": ["json", "msgpack"]}
     pong = worker.call("ping")
     assert pong["pong"] is True and pong["busy"] is False
     assert isinstance(pong["rss_mb"], float) and 1 < pong["rss_mb"] < 4096
@@ -91,3 +92,59 @@ def test_rss_is_read_anew_each_time():
     grown = rss_mb()
     assert grown - before > 48, (before, grown)
     del ballast
+
+
+# ---- MessagePack frames -----------------------------------------------------------------------------
+def _big_create(client, text):
+    return client.call("create", module="Predict", signature="question -> answer", instructions=text)["object"]
+
+
+def test_msgpack_requests_are_read_and_large_answers_go_out_as_msgpack_once_asked():
+    client = WorkerClient()
+    try:
+        big = "é" * 200_000 + "\n\"quoted\""
+        # A MessagePack request before `frames`: read (the worker announced it); answers stay JSON.
+        client.send_bytes(encode_msgpack({"kind": "request", "id": 900, "op": "create", "module": "Predict",
+                                          "signature": "question -> answer", "instructions": big}))
+        frame = client.response(900, timeout=60)
+        obj = frame["ok"]["object"]
+        assert client.call("save_state", object=obj)["state"]["signature"]["instructions"] == big
+        assert client.packed == [], "no MessagePack before the pool's `frames`"
+        # The pool's threshold: answers over it come as MessagePack, smaller ones as JSON.
+        client.send({"kind": "frames", "msgpack_above": 1024})
+        state = client.call("save_state", object=obj)["state"]
+        assert state["signature"]["instructions"] == big
+        assert len(client.packed) == 1 and client.packed[0]["kind"] == "response"
+        assert client.call("ping")["pong"] is True
+        assert len(client.packed) == 1, "a small answer stays JSON"
+        # Bytes, non-string keys and tuples arrive as JSON would carry them.
+        from dspex_worker import framing
+
+        assert framing._plain({1: b"ab\xff", None: (1, 2), "x": {2.5}}) == {
+            "1": "ab\ufffd", "null": [1, 2], "x": [2.5]}
+    finally:
+        client.close()
+
+
+def test_a_worker_announcing_json_only_refuses_msgpack_frames():
+    client = WorkerClient(env={"DSPEX_WORKER_ENCODINGS": "json"})
+    try:
+        assert client.ready["encodings"] == ["json"]
+        # Told a threshold anyway: it keeps answering in JSON.
+        client.send({"kind": "frames", "msgpack_above": 10})
+        assert client.call("ping")["pong"] is True
+        assert client.packed == []
+        # A MessagePack frame reads as a length over the limit, as in the protocol's first form.
+        client.send_bytes(encode_msgpack({"kind": "request", "id": 5, "op": "ping"}))
+        assert client.proc.wait(timeout=10) == 2
+        assert "exceeds" in client.stderr_text()
+    finally:
+        client.close()
+
+
+def test_garbage_msgpack_frames_are_dropped_and_the_worker_lives(worker):
+    import struct as st
+
+    for body in (b"\xc1", b"\x81\xa4kind", b"\x92\x01\x02", b"\x81\xa1k\xa1v\x00extra", b"\xa3\xff\xfe\xfd"):
+        worker.send_bytes(st.pack(">I", len(body) | 0x80000000) + body)
+    assert worker.call("ping")["pong"] is True

@@ -35,19 +35,40 @@ def encode(message):
     return struct.pack(">I", len(payload)) + payload
 
 
-def read_frames(stream, sink):
-    """Read frames from a binary stream into a queue; None marks EOF."""
+MSGPACK_FLAG = 0x80000000
+
+
+def encode_msgpack(message):
+    import msgpack
+
+    payload = msgpack.packb(message, use_bin_type=True)
+    return struct.pack(">I", len(payload) | MSGPACK_FLAG) + payload
+
+
+def read_frames(stream, sink, packed=None):
+    """Read frames (JSON, or MessagePack when the length word's high bit is set) from a binary
+    stream into a queue; None marks EOF. The messages that came as MessagePack are also appended
+    to `packed`, when given."""
     try:
         while True:
             header = stream.read(4)
             if len(header) < 4:
                 break
-            (length,) = struct.unpack(">I", header)
+            (word,) = struct.unpack(">I", header)
+            length = word & ~MSGPACK_FLAG
             payload = stream.read(length)
             if len(payload) < length:
                 sink.put(("truncated", payload))
                 break
-            sink.put(json.loads(payload))
+            if word & MSGPACK_FLAG:
+                import msgpack
+
+                message = msgpack.unpackb(payload, raw=False)
+                if packed is not None:
+                    packed.append(message)
+            else:
+                message = json.loads(payload)
+            sink.put(message)
     finally:
         sink.put(None)
 
@@ -64,7 +85,9 @@ class WorkerClient:
         self.proc = subprocess.Popen(worker_command(*args), stdin=subprocess.PIPE, stdout=subprocess.PIPE,
                                      stderr=self.stderr, env=worker_env(env), cwd=PYTHON_DIR)
         self.frames = queue.Queue()
-        self._reader = threading.Thread(target=read_frames, args=(self.proc.stdout, self.frames), daemon=True)
+        self.packed = []  # the frames the worker sent as MessagePack
+        self._reader = threading.Thread(target=read_frames, args=(self.proc.stdout, self.frames, self.packed),
+                                        daemon=True)
         self._reader.start()
         self._ids = 0
         self.backlog = []  # frames received while waiting for something else

@@ -239,6 +239,17 @@ pub enum BridgeError {
         /// The missing feature ([`FEATURE_STREAM`](super::protocol::FEATURE_STREAM)).
         feature: &'static str,
     },
+    /// [`PoolBuilder::read_only_fs`](super::PoolBuilder::read_only_fs) was asked for and the
+    /// workers cannot make their file system read-only here (checked when the pool starts; no
+    /// worker then runs with a writable file system it was asked not to have).
+    #[error(
+        "read_only_fs: the workers cannot make their file system read-only here: {reason}; it needs Landlock: Linux 5.13 or later built with CONFIG_SECURITY_LANDLOCK, `landlock` among the active LSMs (the `lsm=` boot parameter; see /sys/kernel/security/lsm), and no seccomp profile forbidding the landlock_* system calls"
+    )]
+    FilesystemIsolation {
+        /// What went wrong: the worker's own words (its stderr, or how it exited), or the
+        /// writable path that cannot be used.
+        reason: String,
+    },
     /// The pool is shutting down or was shut down.
     #[error("the Python worker pool is shut down")]
     ShutDown,

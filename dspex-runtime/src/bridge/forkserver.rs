@@ -55,14 +55,16 @@ fn unique_name() -> String {
 
 impl ForkServer {
     /// Starts `config.program` with `base_args` (`-m dspex_worker`) and `--fork-server NAME`
-    /// (plus `--memory-mb`, `--cpu-seconds` and `--no-network`, applied to the forked workers), and waits for its `ready` line
-    /// within the start timeout.
+    /// (plus `--memory-mb`, `--cpu-seconds`, `--no-network` and `sandbox_args` such as
+    /// `--read-only-fs`, applied to the forked workers), and waits for its `ready` line within
+    /// the start timeout.
     pub(crate) async fn start(
         config: &WorkerConfig,
         base_args: &[OsString],
         memory_mb: Option<u64>,
         cpu_seconds: Option<u64>,
         no_network: bool,
+        sandbox_args: &[OsString],
     ) -> Result<ForkServer, BridgeError> {
         let name = unique_name();
         let mut args: Vec<OsString> = base_args.to_vec();
@@ -79,6 +81,7 @@ impl ForkServer {
         if no_network {
             args.push("--no-network".into());
         }
+        args.extend(sandbox_args.iter().cloned());
         let program = config.program.to_string_lossy().into_owned();
         let mut child = command(config, &args)
             .spawn()

@@ -13,7 +13,10 @@
 //!   ([`PoolBuilder::cpu_seconds`]; a call past it fails with
 //!   [`CpuLimitExceeded`](BridgeError::CpuLimitExceeded) and its worker is replaced); no network
 //!   ([`PoolBuilder::no_network`], a network namespace per worker, checked at start:
-//!   [`NetworkIsolation`](BridgeError::NetworkIsolation) where the OS refuses).
+//!   [`NetworkIsolation`](BridgeError::NetworkIsolation) where the OS refuses); a read-only file
+//!   system but for named paths ([`PoolBuilder::read_only_fs`] and
+//!   [`writable_path`](PoolBuilder::writable_path), a Landlock ruleset per worker, checked at
+//!   start: [`FilesystemIsolation`](BridgeError::FilesystemIsolation) where the kernel cannot).
 //! - A fork server ([`PoolBuilder::fork_server`]): DSPy imported once, workers forked from it,
 //!   so a replacement is ready in a fraction of the time of a fresh `import dspy`.
 //! - [`Session`] and [`AffinityMode`] — calls that share objects run on one worker. A session
@@ -41,7 +44,9 @@
 //! - [`HybridProgram`] — a pipeline of DSPy modules from one [`HybridSpec`], each step routed on
 //!   its own (a ChainOfThought natively, a ProgramOfThought in the pool), saved and loaded as a
 //!   whole in DSPy's state format (the file DSPy's `save` writes for the equivalent program).
-//! - [`protocol`] — the frames and messages of `python/PROTOCOL.md`.
+//! - [`protocol`] — the frames and messages of `python/PROTOCOL.md`. Large messages travel as
+//!   MessagePack ([`PoolBuilder::msgpack_threshold`], default above 64 KiB), agreed per worker
+//!   at the handshake; a worker that does not announce it gets JSON.
 //! - [`BridgeError`] — every failure, typed: [`Timeout`](BridgeError::Timeout),
 //!   [`WorkerCrashed`](BridgeError::WorkerCrashed), [`PoolSaturated`](BridgeError::PoolSaturated),
 //!   [`CheckoutTimeout`](BridgeError::CheckoutTimeout), [`SessionLost`](BridgeError::SessionLost), …
@@ -70,11 +75,13 @@
 //! `dspex.bridge.session.end`). [`Pool::stats`] has the same figures without the feature.
 //!
 //! # Not yet
-//! MessagePack frames. Streams of `n` > 1 completions (the LM call is then answered whole);
+//! Streams of `n` > 1 completions (the LM call is then answered whole);
 //! reasoning and tool-call deltas of a streamed LM call (only its text is sent as `lm_chunk`s).
 //! Hybrid programs other than a sequential pipeline (branches, loops, steps that call one
 //! another); native `BestOfN`, `Refine`, `ReAct` and `ProgramOfThought` from a description (they
 //! take Python callables or run generated code, so they are routed to DSPy).
+//! Bytes as MessagePack `bin`: messages carry JSON values, so an image still travels as base64
+//! text (MessagePack saves its JSON escaping and parsing, not the base64).
 
 mod error;
 mod forkserver;

@@ -6,6 +6,11 @@
 //! `status`); [`Op`] is what the pool asks for in a `request`, and [`LmResult`] answers an
 //! `lm_call` (a streamed one after [`LmChunk`]s).
 //!
+//! Large messages may travel as MessagePack instead, once both sides have agreed to it (see
+//! [`FrameCodec`]): the high bit of the length word ([`MSGPACK_FLAG`]) marks a MessagePack body.
+//! A reader that does not know it sees a length over [`MAX_FRAME_BYTES`] and refuses the frame,
+//! so the two encodings can never be mistaken for one another.
+//!
 //! ```
 //! use dspex_runtime::bridge::protocol::{Op, encode_request, decode_frame};
 //! use serde_json::{Value, json};
@@ -61,6 +66,14 @@ pub enum FrameError {
         /// The start of the frame, for the log.
         excerpt: String,
     },
+    /// A MessagePack frame is not the message expected (or a message could not be encoded).
+    #[error("bad MessagePack frame: {message}; frame starts with (hex): {excerpt}")]
+    MessagePack {
+        /// What rmp-serde said.
+        message: String,
+        /// The first bytes of the frame in hex, for the log.
+        excerpt: String,
+    },
 }
 
 /// Encodes `message` as one frame: the 4-byte big-endian length, then the JSON.
@@ -71,13 +84,7 @@ pub fn encode_frame<T: Serialize + ?Sized>(message: &T) -> Result<Vec<u8>, Frame
         message: e.to_string(),
         excerpt: String::new(),
     })?;
-    let len = buf.len() - 4;
-    if len > MAX_FRAME_BYTES {
-        return Err(FrameError::TooLarge { len });
-    }
-    let header = u32::try_from(len).map_err(|_| FrameError::TooLarge { len })?;
-    buf[..4].copy_from_slice(&header.to_be_bytes());
-    Ok(buf)
+    finish_frame(buf, 0)
 }
 
 /// Parses a frame's body (the bytes after the length).
@@ -88,11 +95,20 @@ pub fn decode_frame<T: DeserializeOwned>(body: &[u8]) -> Result<T, FrameError> {
     })
 }
 
-/// Reads one frame's body. `Ok(None)` is a clean end of stream (before any byte of a frame);
-/// an end inside a frame is [`FrameError::Truncated`].
+/// Reads one JSON frame's body. `Ok(None)` is a clean end of stream (before any byte of a frame);
+/// an end inside a frame is [`FrameError::Truncated`]. A MessagePack frame (its length word has
+/// [`MSGPACK_FLAG`]) reads as [`FrameError::TooLarge`], as it does for a reader of the
+/// protocol's first form: use [`read_encoded_frame`] to take both.
 pub async fn read_frame<R: AsyncRead + Unpin + ?Sized>(
     reader: &mut R,
 ) -> Result<Option<Vec<u8>>, FrameError> {
+    Ok(read_any(reader, false).await?.map(|frame| frame.body))
+}
+
+async fn read_any<R: AsyncRead + Unpin + ?Sized>(
+    reader: &mut R,
+    msgpack: bool,
+) -> Result<Option<Frame>, FrameError> {
     let mut header = [0u8; 4];
     let mut got = 0;
     while got < 4 {
@@ -112,7 +128,12 @@ pub async fn read_frame<R: AsyncRead + Unpin + ?Sized>(
         }
         got += n;
     }
-    let len = u32::from_be_bytes(header) as usize;
+    let word = u32::from_be_bytes(header);
+    let (encoding, len) = if msgpack && word & MSGPACK_FLAG != 0 {
+        (Encoding::MessagePack, (word & !MSGPACK_FLAG) as usize)
+    } else {
+        (Encoding::Json, word as usize)
+    };
     if len > MAX_FRAME_BYTES {
         return Err(FrameError::TooLarge { len });
     }
@@ -131,7 +152,7 @@ pub async fn read_frame<R: AsyncRead + Unpin + ?Sized>(
         }
         read += n;
     }
-    Ok(Some(body))
+    Ok(Some(Frame { encoding, body }))
 }
 
 /// Writes an encoded frame (from [`encode_frame`]) and flushes.
@@ -147,6 +168,301 @@ pub async fn write_frame<W: AsyncWrite + Unpin + ?Sized>(
         .flush()
         .await
         .map_err(|e| FrameError::Io(e.to_string()))
+}
+
+// ---- Encodings: MessagePack frames for large messages ---------------------------------------
+
+/// The high bit of a frame's length word: set, the body is MessagePack; clear, JSON. The length
+/// is the other 31 bits. A reader that knows only JSON frames reads a length of at least 2 GiB,
+/// over [`MAX_FRAME_BYTES`], and refuses the frame ([`FrameError::TooLarge`]): it can never
+/// parse MessagePack as JSON.
+pub const MSGPACK_FLAG: u32 = 0x8000_0000;
+
+/// The default size above which a message travels as MessagePack (64 KiB of JSON):
+/// [`PoolBuilder::msgpack_threshold`](super::PoolBuilder::msgpack_threshold).
+pub const DEFAULT_MSGPACK_THRESHOLD: usize = 64 * 1024;
+
+/// Deepest nesting a MessagePack body may have (serde_json's own limit for JSON bodies).
+const MSGPACK_MAX_DEPTH: usize = 128;
+
+/// How a frame's body is encoded.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum Encoding {
+    /// UTF-8 JSON (every frame of a worker that does not announce MessagePack).
+    Json,
+    /// MessagePack: maps with field names, strings as `str`.
+    MessagePack,
+}
+
+impl Encoding {
+    /// The name a worker's `ready` announces it under (`json`, `msgpack`).
+    pub fn name(self) -> &'static str {
+        match self {
+            Encoding::Json => "json",
+            Encoding::MessagePack => "msgpack",
+        }
+    }
+}
+
+/// One frame's body and its encoding, as [`read_encoded_frame`] returns it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Frame {
+    /// How the body is encoded (the length word's [`MSGPACK_FLAG`]).
+    pub encoding: Encoding,
+    /// The bytes after the length word.
+    pub body: Vec<u8>,
+}
+
+impl Frame {
+    /// Parses the body in its encoding ([`decode_frame`] or [`decode_msgpack_frame`]).
+    pub fn decode<T: DeserializeOwned>(&self) -> Result<T, FrameError> {
+        match self.encoding {
+            Encoding::Json => decode_frame(&self.body),
+            Encoding::MessagePack => decode_msgpack_frame(&self.body),
+        }
+    }
+}
+
+/// Encodes `message` as one MessagePack frame: the length word with [`MSGPACK_FLAG`] set, then
+/// the body (structs as maps with their field names, as the JSON has them).
+pub fn encode_msgpack_frame<T: Serialize + ?Sized>(message: &T) -> Result<Vec<u8>, FrameError> {
+    let mut buf = Vec::with_capacity(128);
+    buf.extend_from_slice(&[0; 4]);
+    rmp_serde::encode::write_named(&mut buf, message).map_err(|e| FrameError::MessagePack {
+        message: e.to_string(),
+        excerpt: String::new(),
+    })?;
+    finish_frame(buf, MSGPACK_FLAG)
+}
+
+/// Parses a MessagePack frame's body. The whole body must be one value, at most 128 levels deep,
+/// with nothing after it; a `bin` or `ext` value where a message has JSON values is an error, as
+/// is a float JSON cannot carry (NaN, infinities).
+pub fn decode_msgpack_frame<T: DeserializeOwned>(body: &[u8]) -> Result<T, FrameError> {
+    let fail = |message: String| FrameError::MessagePack {
+        message,
+        excerpt: hex_excerpt(body),
+    };
+    check_msgpack(body).map_err(|message| fail(message.to_string()))?;
+    // Reading from the slice itself: strings are borrowed, not copied through a buffer.
+    let mut de = rmp_serde::Deserializer::from_read_ref(body);
+    de.set_max_depth(MSGPACK_MAX_DEPTH);
+    T::deserialize(&mut de).map_err(|e| fail(e.to_string()))
+}
+
+/// Walks a MessagePack body without building anything: exactly one value, nothing after it, and
+/// no float JSON cannot carry (NaN, infinities: a JSON frame cannot hold them, so a MessagePack
+/// frame may not either — both encodings read the same messages). Iterative: a count of the
+/// values still to read instead of recursion.
+fn check_msgpack(body: &[u8]) -> Result<(), &'static str> {
+    const TRUNCATED: &str = "the body ends inside a value";
+    const NOT_JSON: &str = "a NaN or infinite float, which JSON cannot carry";
+    let mut pos = 0usize;
+    let mut pending: u64 = 1;
+    while pending > 0 {
+        pending -= 1;
+        let marker = *body.get(pos).ok_or(TRUNCATED)?;
+        pos += 1;
+        // The big-endian number in the next `n` bytes.
+        let mut number = |n: usize| -> Result<u64, &'static str> {
+            let bytes = body.get(pos..pos + n).ok_or(TRUNCATED)?;
+            pos += n;
+            Ok(bytes.iter().fold(0u64, |acc, &x| (acc << 8) | u64::from(x)))
+        };
+        let (skip, children): (u64, u64) = match marker {
+            0x00..=0x7f | 0xe0..=0xff | 0xc0 | 0xc2 | 0xc3 => (0, 0),
+            0x80..=0x8f => (0, 2 * u64::from(marker & 0x0f)),
+            0x90..=0x9f => (0, u64::from(marker & 0x0f)),
+            0xa0..=0xbf => (u64::from(marker & 0x1f), 0),
+            0xc1 => return Err("marker 0xc1, which MessagePack never uses"),
+            0xc4 | 0xd9 => (number(1)?, 0),
+            0xc5 | 0xda => (number(2)?, 0),
+            0xc6 | 0xdb => (number(4)?, 0),
+            0xc7 => (number(1)? + 1, 0),
+            0xc8 => (number(2)? + 1, 0),
+            0xc9 => (number(4)? + 1, 0),
+            0xca => {
+                let bits = u32::try_from(number(4)?).map_err(|_| TRUNCATED)?;
+                if !f32::from_bits(bits).is_finite() {
+                    return Err(NOT_JSON);
+                }
+                (0, 0)
+            }
+            0xcb => {
+                if !f64::from_bits(number(8)?).is_finite() {
+                    return Err(NOT_JSON);
+                }
+                (0, 0)
+            }
+            0xcc | 0xd0 => (1, 0),
+            0xcd | 0xd1 => (2, 0),
+            0xce | 0xd2 => (4, 0),
+            0xcf | 0xd3 => (8, 0),
+            0xd4 => (2, 0),
+            0xd5 => (3, 0),
+            0xd6 => (5, 0),
+            0xd7 => (9, 0),
+            0xd8 => (17, 0),
+            0xdc => (0, number(2)?),
+            0xdd => (0, number(4)?),
+            0xde => (0, 2 * number(2)?),
+            0xdf => (0, 2 * number(4)?),
+        };
+        let left = (body.len() - pos) as u64;
+        if skip > left {
+            return Err(TRUNCATED);
+        }
+        pos += skip as usize;
+        pending += children;
+        // Every value takes at least one byte: more values than bytes left is a truncation.
+        if pending > (body.len() - pos) as u64 {
+            return Err(TRUNCATED);
+        }
+    }
+    if pos != body.len() {
+        return Err("bytes after the message");
+    }
+    Ok(())
+}
+
+/// The first bytes of a binary body, in hex, for error messages.
+fn hex_excerpt(body: &[u8]) -> String {
+    use std::fmt::Write as _;
+    let mut out = String::new();
+    for b in body.iter().take(32) {
+        let _ = write!(out, "{b:02x}");
+    }
+    if body.len() > 32 {
+        out.push('…');
+    }
+    out
+}
+
+/// Writes the length word (with `flag`) into the first four bytes of `buf`.
+fn finish_frame(mut buf: Vec<u8>, flag: u32) -> Result<Vec<u8>, FrameError> {
+    let len = buf.len() - 4;
+    if len > MAX_FRAME_BYTES {
+        return Err(FrameError::TooLarge { len });
+    }
+    let header = u32::try_from(len).map_err(|_| FrameError::TooLarge { len })? | flag;
+    buf[..4].copy_from_slice(&header.to_be_bytes());
+    Ok(buf)
+}
+
+/// Reads one frame in either encoding. `Ok(None)` is a clean end of stream; an end inside a
+/// frame is [`FrameError::Truncated`]; a length (without [`MSGPACK_FLAG`]) over
+/// [`MAX_FRAME_BYTES`] is [`FrameError::TooLarge`], refused before anything is allocated.
+pub async fn read_encoded_frame<R: AsyncRead + Unpin + ?Sized>(
+    reader: &mut R,
+) -> Result<Option<Frame>, FrameError> {
+    read_any(reader, true).await
+}
+
+/// Which encoding a pool or worker gives its outgoing messages: JSON, or MessagePack for those
+/// whose JSON would be over a threshold. A worker's `ready` says whether it reads MessagePack
+/// ([`Ready::accepts`]); the pool then tells it the threshold for its own large answers
+/// ([`FrameOptions`]).
+///
+/// ```
+/// use dspex_runtime::bridge::protocol::{FrameCodec, Encoding, read_encoded_frame};
+/// use serde_json::{Value, json};
+///
+/// let codec = FrameCodec::msgpack_above(16);
+/// let small = codec.encode(&json!({"a": 1}))?;
+/// let large = codec.encode(&json!({"text": "x".repeat(100)}))?;
+/// # tokio::runtime::Builder::new_current_thread().build().unwrap().block_on(async {
+/// let mut stream: &[u8] = &[small, large].concat();
+/// let first = read_encoded_frame(&mut stream).await?.unwrap();
+/// assert_eq!(first.encoding, Encoding::Json);
+/// let second = read_encoded_frame(&mut stream).await?.unwrap();
+/// assert_eq!(second.encoding, Encoding::MessagePack);
+/// assert_eq!(second.decode::<Value>()?, json!({"text": "x".repeat(100)}));
+/// # Ok::<(), dspex_runtime::bridge::protocol::FrameError>(())
+/// # })?;
+/// # Ok::<(), dspex_runtime::bridge::protocol::FrameError>(())
+/// ```
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct FrameCodec {
+    msgpack_above: Option<usize>,
+}
+
+impl FrameCodec {
+    /// Every frame JSON (the protocol's first form; what a worker that does not announce
+    /// MessagePack gets).
+    pub const JSON: FrameCodec = FrameCodec {
+        msgpack_above: None,
+    };
+
+    /// JSON for messages whose JSON is at most `threshold` bytes, MessagePack above.
+    pub fn msgpack_above(threshold: usize) -> Self {
+        FrameCodec {
+            msgpack_above: Some(threshold),
+        }
+    }
+
+    /// The threshold, when MessagePack is on.
+    pub fn threshold(&self) -> Option<usize> {
+        self.msgpack_above
+    }
+
+    /// Encodes `message` as one frame: JSON while its JSON stays within the threshold (the JSON
+    /// encoder stops as soon as it passes it), else MessagePack.
+    pub fn encode<T: Serialize + ?Sized>(&self, message: &T) -> Result<Vec<u8>, FrameError> {
+        let Some(threshold) = self.msgpack_above else {
+            return encode_frame(message);
+        };
+        let mut buf = Vec::with_capacity(128);
+        buf.extend_from_slice(&[0; 4]);
+        let mut capped = Capped {
+            buf: &mut buf,
+            cap: threshold.saturating_add(4),
+        };
+        match serde_json::to_writer(&mut capped, message) {
+            Ok(()) => finish_frame(buf, 0),
+            Err(e) if e.is_io() => encode_msgpack_frame(message),
+            Err(e) => Err(FrameError::Json {
+                message: e.to_string(),
+                excerpt: String::new(),
+            }),
+        }
+    }
+
+    /// Encodes request `id` for `op` as a frame ([`encode_request`] in this codec).
+    pub fn encode_request(&self, id: u64, op: &Op) -> Result<Vec<u8>, FrameError> {
+        self.encode(&RequestFrame { id, op })
+    }
+}
+
+/// A writer into a buffer that fails once the buffer would pass `cap` bytes.
+struct Capped<'a> {
+    buf: &'a mut Vec<u8>,
+    cap: usize,
+}
+
+impl std::io::Write for Capped<'_> {
+    fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
+        if self.buf.len() + bytes.len() > self.cap {
+            return Err(std::io::Error::other("over the MessagePack threshold"));
+        }
+        self.buf.extend_from_slice(bytes);
+        Ok(bytes.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+/// The pool's answer to a `ready` that announces MessagePack: `{"kind": "frames",
+/// "msgpack_above": N}`, sent once, before any request. From then on the worker sends its
+/// messages whose encoding would be over `N` bytes as MessagePack. A worker never told so sends
+/// JSON only.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename = "frames")]
+pub struct FrameOptions {
+    /// The threshold in bytes.
+    pub msgpack_above: usize,
 }
 
 /// A message from a worker.
@@ -185,6 +501,17 @@ pub struct Ready {
     /// empty from an older worker.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub features: Vec<String>,
+    /// The frame encodings the worker reads besides JSON (`["json", "msgpack"]`); empty from a
+    /// worker that announces none, which gets JSON only.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub encodings: Vec<String>,
+}
+
+impl Ready {
+    /// Whether the worker announced that it reads `encoding` (JSON always).
+    pub fn accepts(&self, encoding: Encoding) -> bool {
+        encoding == Encoding::Json || self.encodings.iter().any(|e| e == encoding.name())
+    }
 }
 
 /// The [`Ready::features`] entry of a worker that answers `stream_call` and streamed `lm_call`s.
@@ -994,6 +1321,7 @@ mod tests {
                 python: "3.11.7".into(),
                 dspy: None,
                 features: Vec::new(),
+                encodings: Vec::new(),
             })
         );
         let ok: WorkerMessage =
@@ -1252,6 +1580,161 @@ mod tests {
         let big = "x".repeat(MAX_FRAME_BYTES);
         assert!(matches!(
             encode_frame(&json!([big])),
+            Err(FrameError::TooLarge { .. })
+        ));
+    }
+    #[tokio::test]
+    async fn msgpack_frames_round_trip_and_are_told_apart_from_json() {
+        let messages = [
+            json!({"kind": "response", "id": 7, "ok": {"outputs": {"answer": "é\n\"q\"", "n": -3, "x": 1.5, "ok": true, "none": null}}}),
+            json!({"kind": "lm_call", "id": 3, "parent": 7, "request": {"messages": [{"role": "user", "content": "hi"}]}}),
+            json!({"kind": "ready", "protocol": 1, "pid": 4, "python": "3.11.7", "encodings": ["json", "msgpack"]}),
+        ];
+        for m in &messages {
+            let packed = encode_msgpack_frame(m).unwrap();
+            assert_ne!(packed[0] & 0x80, 0, "the flag is set");
+            let len = (u32::from_be_bytes([packed[0], packed[1], packed[2], packed[3]])
+                & !MSGPACK_FLAG) as usize;
+            assert_eq!(len, packed.len() - 4);
+            let frame = read_encoded_frame(&mut &packed[..]).await.unwrap().unwrap();
+            assert_eq!(frame.encoding, Encoding::MessagePack);
+            assert_eq!(frame.decode::<Value>().unwrap(), *m);
+            let typed: WorkerMessage = frame.decode().unwrap();
+            let json_typed: WorkerMessage = decode_frame(&encode_frame(m).unwrap()[4..]).unwrap();
+            assert_eq!(typed, json_typed, "both encodings read as the same message");
+            // A reader of JSON frames only refuses it (as an old worker would), never parses it.
+            assert!(matches!(
+                read_frame(&mut &packed[..]).await,
+                Err(FrameError::TooLarge { len }) if len > MAX_FRAME_BYTES
+            ));
+        }
+        let ready: WorkerMessage =
+            decode_msgpack_frame(&encode_msgpack_frame(&messages[2]).unwrap()[4..]).unwrap();
+        let WorkerMessage::Ready(ready) = ready else {
+            panic!("not ready")
+        };
+        assert!(ready.accepts(Encoding::MessagePack) && ready.accepts(Encoding::Json));
+        let old: Ready =
+            serde_json::from_value(json!({"protocol": 1, "pid": 4, "python": "3"})).unwrap();
+        assert!(
+            !old.accepts(Encoding::MessagePack),
+            "no announcement, no MessagePack"
+        );
+        assert!(old.accepts(Encoding::Json));
+    }
+
+    #[tokio::test]
+    async fn the_codec_switches_to_msgpack_just_above_the_threshold() {
+        // {"s":"xxx"} is 8 bytes of JSON around the string.
+        let at = |n: usize| json!({"s": "x".repeat(n)});
+        let threshold = 100;
+        let codec = FrameCodec::msgpack_above(threshold);
+        let exactly = codec.encode(&at(threshold - 8)).unwrap();
+        assert_eq!(exactly.len() - 4, threshold);
+        assert_eq!(exactly[0] & 0x80, 0, "at the threshold: JSON");
+        assert_eq!(exactly, encode_frame(&at(threshold - 8)).unwrap());
+        let above = codec.encode(&at(threshold - 7)).unwrap();
+        assert_ne!(above[0] & 0x80, 0, "one byte over: MessagePack");
+        assert_eq!(above, encode_msgpack_frame(&at(threshold - 7)).unwrap());
+        let frame = read_encoded_frame(&mut &above[..]).await.unwrap().unwrap();
+        assert_eq!(frame.decode::<Value>().unwrap(), at(threshold - 7));
+        // Off: JSON whatever the size; a zero threshold packs everything.
+        let big = at(1 << 20);
+        assert_eq!(FrameCodec::JSON.encode(&big).unwrap()[0] & 0x80, 0);
+        assert_eq!(FrameCodec::default(), FrameCodec::JSON);
+        assert_ne!(
+            FrameCodec::msgpack_above(0).encode(&json!({})).unwrap()[0] & 0x80,
+            0
+        );
+        // Requests through the codec read back as requests.
+        let op = Op::Call {
+            object: "o1".into(),
+            inputs: at(500).as_object().unwrap().clone(),
+        };
+        let frame = codec.encode_request(9, &op).unwrap();
+        let frame = read_encoded_frame(&mut &frame[..]).await.unwrap().unwrap();
+        assert_eq!(frame.encoding, Encoding::MessagePack);
+        assert_eq!(
+            frame.decode::<Value>().unwrap(),
+            json!({"kind": "request", "id": 9, "op": "call", "object": "o1", "inputs": at(500)})
+        );
+        // The pool's `frames` message.
+        assert_eq!(
+            body(
+                &encode_frame(&FrameOptions {
+                    msgpack_above: 65536
+                })
+                .unwrap()
+            ),
+            json!({"kind": "frames", "msgpack_above": 65536})
+        );
+    }
+
+    #[tokio::test]
+    async fn bad_msgpack_frames_fail_typed() {
+        let bad: [&[u8]; 7] = [
+            b"",                                          // nothing
+            b"\xc1",                                      // a marker MessagePack never uses
+            b"\x82\xa4kind\xa8response\xa2ok\xc4\x03abc", // `bin` where a JSON value goes
+            b"\x81\xa4kind\xdb\xff\xff\xff\xffab",        // a string longer than the body
+            b"\x81\xa1k\xa1v\x00",                        // a byte after the message
+            b"\xa3\xff\xfe\xfd",                          // a string that is not UTF-8
+            &[0x91; 200],                                 // nested past the depth limit
+        ];
+        // Floats JSON cannot carry: NaN (f64) and infinity (f32); a finite one reads.
+        let nan64 = [
+            &[0x81, 0xa1, b'x', 0xcb][..],
+            &f64::NAN.to_bits().to_be_bytes(),
+        ]
+        .concat();
+        let inf32 = [&[0x91, 0xca][..], &f32::INFINITY.to_bits().to_be_bytes()].concat();
+        let finite = [&[0x91, 0xcb][..], &1.5f64.to_bits().to_be_bytes()].concat();
+        assert_eq!(
+            decode_msgpack_frame::<Value>(&finite).unwrap(),
+            json!([1.5])
+        );
+        for body in [&nan64[..], &inf32[..]] {
+            let e = decode_msgpack_frame::<Value>(body).unwrap_err();
+            assert!(e.to_string().contains("NaN or infinite"), "{e}");
+        }
+        // More elements announced than bytes left; a length past the body.
+        assert!(decode_msgpack_frame::<Value>(&[0xdd, 0xff, 0xff, 0xff, 0xff, 0x01]).is_err());
+        assert!(decode_msgpack_frame::<Value>(&[0xc6, 0xff, 0xff, 0xff, 0xff]).is_err());
+        for body in bad {
+            match decode_msgpack_frame::<Value>(body) {
+                Err(FrameError::MessagePack { excerpt, .. }) => {
+                    assert!(excerpt.len() <= 32 * 2 + 3, "{excerpt}");
+                }
+                other => panic!("{body:?} decoded as {other:?}"),
+            }
+        }
+        // A message of the wrong shape.
+        let e = decode_msgpack_frame::<WorkerMessage>(
+            &encode_msgpack_frame(&json!({"kind": "response"})).unwrap()[4..],
+        )
+        .unwrap_err();
+        assert!(e.to_string().contains("bad MessagePack frame"), "{e}");
+        // Over the cap, with the flag: refused before anything is allocated.
+        let mut huge: &[u8] = &(MSGPACK_FLAG | (MAX_FRAME_BYTES as u32 + 1)).to_be_bytes();
+        assert_eq!(
+            read_encoded_frame(&mut huge).await,
+            Err(FrameError::TooLarge {
+                len: MAX_FRAME_BYTES + 1
+            })
+        );
+        let mut cut: &[u8] = &encode_msgpack_frame(&json!({"a": 1})).unwrap()[..6];
+        assert!(matches!(
+            read_encoded_frame(&mut cut).await,
+            Err(FrameError::Truncated { .. })
+        ));
+        // Encoding a message over the cap fails in both encodings.
+        let big = json!(["x".repeat(MAX_FRAME_BYTES)]);
+        assert!(matches!(
+            encode_msgpack_frame(&big),
+            Err(FrameError::TooLarge { .. })
+        ));
+        assert!(matches!(
+            FrameCodec::msgpack_above(1024).encode(&big),
             Err(FrameError::TooLarge { .. })
         ));
     }

@@ -19,9 +19,9 @@
 
 use super::error::{BridgeError, WorkerRef};
 use super::protocol::{
-    FEATURE_STREAM, FrameError, LmCall, LmChunk, LmCompletion, LmResult, Op, PROTOCOL_VERSION,
-    PingResult, Ready, StreamChunk, WorkerMessage, decode_frame, encode_frame, encode_request,
-    read_frame,
+    Encoding, FEATURE_STREAM, FrameCodec, FrameError, FrameOptions, LmCall, LmChunk, LmCompletion,
+    LmResult, Op, PROTOCOL_VERSION, PingResult, Ready, StreamChunk, WorkerMessage, encode_frame,
+    read_encoded_frame,
 };
 use super::writer::FrameWriter;
 use crate::lm::LanguageModel;
@@ -117,6 +117,13 @@ pub struct WorkerInfo {
     pub dspy: Option<String>,
     /// Why it failed, once it has.
     pub failure: Option<String>,
+    /// The size above which frames to and from this worker travel as MessagePack; `None` when
+    /// they are all JSON (MessagePack off in the pool, or a worker that does not announce it).
+    pub msgpack_threshold: Option<usize>,
+    /// Frames sent to the worker as MessagePack.
+    pub msgpack_sent: u64,
+    /// Frames received from the worker as MessagePack.
+    pub msgpack_received: u64,
     /// State changes, oldest first (the last [`MAX_TRANSITIONS`] kept).
     pub transitions: Vec<Transition>,
 }
@@ -164,6 +171,8 @@ pub(crate) struct WorkerConfig {
     pub(crate) heartbeat_timeout: Duration,
     pub(crate) max_missed_heartbeats: u32,
     pub(crate) kill_process_group: bool,
+    /// MessagePack for frames over this many bytes, with workers that announce it.
+    pub(crate) msgpack_threshold: Option<usize>,
 }
 
 /// What a worker tells its pool.
@@ -274,6 +283,10 @@ pub(crate) struct Worker {
     ready: Ready,
     spawned_at: Instant,
     writer: Arc<FrameWriter>,
+    /// The encoding of outgoing frames, agreed at the handshake.
+    codec: FrameCodec,
+    msgpack_sent: AtomicU64,
+    msgpack_received: AtomicU64,
     signals: mpsc::UnboundedSender<Signal>,
     inner: Mutex<Inner>,
     stderr: Arc<Mutex<VecDeque<String>>>,
@@ -437,6 +450,19 @@ impl Worker {
                 });
             }
         };
+        let codec = match config.msgpack_threshold {
+            Some(threshold) if ready.accepts(Encoding::MessagePack) => {
+                // Before any request: the worker reads its frames in order.
+                let options = FrameOptions {
+                    msgpack_above: threshold,
+                };
+                if let Ok(frame) = encode_frame(&options) {
+                    writer.send(frame);
+                }
+                FrameCodec::msgpack_above(threshold)
+            }
+            _ => FrameCodec::JSON,
+        };
         let (signals_tx, signals_rx) = mpsc::unbounded_channel();
         let (state_tx, _) = watch::channel(WorkerState::Starting);
         let (gone_tx, _) = watch::channel(false);
@@ -445,6 +471,9 @@ impl Worker {
             ready,
             spawned_at,
             writer,
+            codec,
+            msgpack_sent: AtomicU64::new(0),
+            msgpack_received: AtomicU64::new(0),
             signals: signals_tx,
             inner: Mutex::new(Inner {
                 state: WorkerState::Starting,
@@ -513,6 +542,9 @@ impl Worker {
             python: self.ready.python.clone(),
             dspy: self.ready.dspy.clone(),
             failure: inner.failure.clone(),
+            msgpack_threshold: self.codec.threshold(),
+            msgpack_sent: self.msgpack_sent.load(Ordering::Relaxed),
+            msgpack_received: self.msgpack_received.load(Ordering::Relaxed),
             transitions: inner.transitions.iter().cloned().collect(),
         }
     }
@@ -600,18 +632,22 @@ impl Worker {
     }
 
     fn send_frame(&self, frame: Vec<u8>) -> bool {
+        if frame.first().is_some_and(|b| b & 0x80 != 0) {
+            // The length word's high bit: a MessagePack frame.
+            self.msgpack_sent.fetch_add(1, Ordering::Relaxed);
+        }
         self.writer.send(frame)
     }
 
     fn send_cancel(&self, target: u64) {
         let id = self.request_ids.fetch_add(1, Ordering::Relaxed);
-        if let Ok(frame) = encode_request(id, &Op::Cancel { target }) {
+        if let Ok(frame) = self.codec.encode_request(id, &Op::Cancel { target }) {
             self.send_frame(frame);
         }
     }
 
     fn send_lm_result(&self, result: &LmResult) {
-        match encode_frame(result) {
+        match self.codec.encode(result) {
             Ok(frame) => {
                 self.send_frame(frame);
             }
@@ -755,10 +791,13 @@ impl Worker {
             });
         }
         let id = self.request_ids.fetch_add(1, Ordering::Relaxed);
-        let frame = encode_request(id, op).map_err(|source| BridgeError::Protocol {
-            worker: Some(self.wref),
-            source,
-        })?;
+        let frame = self
+            .codec
+            .encode_request(id, op)
+            .map_err(|source| BridgeError::Protocol {
+                worker: Some(self.wref),
+                source,
+            })?;
         let (tx, mut rx) = oneshot::channel();
         let (lm_tx, mut lm_rx) = if exclusive {
             let (a, b) = mpsc::unbounded_channel();
@@ -1111,7 +1150,7 @@ async fn handshake(
     timeout: Duration,
     wref: WorkerRef,
 ) -> Result<Ready, HandshakeError> {
-    let frame = match tokio::time::timeout(timeout, read_frame(stdout)).await {
+    let frame = match tokio::time::timeout(timeout, read_encoded_frame(stdout)).await {
         Err(_) => {
             return Err(HandshakeError::Other(format!(
                 "no `ready` within {timeout:?} (start timeout)"
@@ -1121,7 +1160,7 @@ async fn handshake(
         Ok(Err(e)) => return Err(HandshakeError::Other(format!("bad first frame: {e}"))),
         Ok(Ok(Some(frame))) => frame,
     };
-    match decode_frame::<WorkerMessage>(&frame) {
+    match frame.decode::<WorkerMessage>() {
         Ok(WorkerMessage::Ready(ready)) if ready.protocol == PROTOCOL_VERSION => {
             if ready.pid != wref.pid {
                 tracing::debug!(
@@ -1142,13 +1181,16 @@ async fn handshake(
 
 async fn read_frames(worker: Arc<Worker>, mut stdout: BufReader<ChildStdout>) {
     let reason = loop {
-        let frame = match read_frame(&mut stdout).await {
+        let frame = match read_encoded_frame(&mut stdout).await {
             Ok(Some(frame)) => frame,
             Ok(None) => break None,
             Err(e) => break Some(e),
         };
-        let message = if frame.len() > BLOCKING_DECODE_BYTES {
-            match tokio::task::spawn_blocking(move || decode_frame::<WorkerMessage>(&frame)).await {
+        if frame.encoding == Encoding::MessagePack {
+            worker.msgpack_received.fetch_add(1, Ordering::Relaxed);
+        }
+        let message = if frame.body.len() > BLOCKING_DECODE_BYTES {
+            match tokio::task::spawn_blocking(move || frame.decode::<WorkerMessage>()).await {
                 Ok(message) => message,
                 Err(e) => Err(FrameError::Json {
                     message: format!("the decoding task failed: {e}"),
@@ -1156,7 +1198,7 @@ async fn read_frames(worker: Arc<Worker>, mut stdout: BufReader<ChildStdout>) {
                 }),
             }
         } else {
-            decode_frame::<WorkerMessage>(&frame)
+            frame.decode::<WorkerMessage>()
         };
         match message {
             Ok(WorkerMessage::Response(response)) => {

@@ -1,11 +1,12 @@
-//! What a Python worker writes on its stdout: length-prefixed frames, decoded into the
-//! worker's messages and dispatched the way the pool does (responses into operation results,
-//! LM calls into LM requests and request bodies).
+//! What a Python worker writes on its stdout: length-prefixed frames, JSON or MessagePack,
+//! decoded into the worker's messages and dispatched the way the pool does (responses into
+//! operation results, LM calls into LM requests and request bodies).
 
 use super::{same_values, split_first};
 use crate::bridge::protocol::{
-    CallResult, CancelResult, CreateResult, FrameError, PingResult, StateResult, WorkerMessage,
-    decode_frame, encode_frame, read_frame,
+    CallResult, CancelResult, CreateResult, Encoding, Frame, FrameCodec, FrameError, PingResult,
+    StateResult, WorkerMessage, decode_frame, decode_msgpack_frame, encode_frame,
+    encode_msgpack_frame, read_encoded_frame,
 };
 use crate::lm::ModelType;
 use crate::lm::wire::Body;
@@ -42,9 +43,11 @@ impl AsyncRead for CutReader<'_> {
 /// Target `bridge_frames`: the first byte picks how many bytes each read returns (1 to 16, or
 /// all), the rest is a worker's stdout. Frames are read until the end or the first error (a
 /// truncated frame is [`FrameError::Truncated`], never a hang); every frame is decoded as a
-/// [`WorkerMessage`] and dispatched. A decoded message (`stream_chunk` and `status` frames of a
-/// stream included) encodes to a frame that decodes to the same message; an LM call (streamed
-/// or not) that becomes an LM request gives a request body that is JSON.
+/// [`WorkerMessage`] in its encoding (JSON, or MessagePack when its length word has the flag)
+/// and dispatched. A decoded message (`stream_chunk` and `status` frames of a stream included)
+/// encodes to a frame that decodes to the same message, in both encodings and through a
+/// [`FrameCodec`] with a small threshold; an LM call (streamed or not) that becomes an LM request
+/// gives a request body that is JSON.
 pub fn bridge_frames(data: &[u8]) {
     let Some((cut, stream)) = split_first(data) else {
         return;
@@ -55,7 +58,7 @@ pub fn bridge_frames(data: &[u8]) {
     };
     let mut reader = CutReader { data: stream, cut };
     for _ in 0..MAX_FRAMES {
-        let frame = read_frame(&mut reader)
+        let frame = read_encoded_frame(&mut reader)
             .now_or_never()
             .expect("reading frames from bytes at hand never waits");
         match frame {
@@ -74,11 +77,17 @@ pub fn bridge_frames(data: &[u8]) {
     }
 }
 
-fn dispatch(frame: &[u8]) {
-    let message = match decode_frame::<WorkerMessage>(frame) {
+fn dispatch(frame: &Frame) {
+    let message = match frame.decode::<WorkerMessage>() {
         Ok(message) => message,
         Err(FrameError::Json { excerpt, .. }) => {
+            assert_eq!(frame.encoding, Encoding::Json);
             assert!(excerpt.len() <= 200 * 3, "the excerpt is short");
+            return;
+        }
+        Err(FrameError::MessagePack { excerpt, .. }) => {
+            assert_eq!(frame.encoding, Encoding::MessagePack);
+            assert!(excerpt.len() <= 32 * 2 + 3, "the excerpt is short");
             return;
         }
         Err(e) => panic!("decoding fails with {e:?}"),
@@ -111,13 +120,40 @@ fn dispatch(frame: &[u8]) {
     }
 }
 
-/// A message, encoded as a frame and decoded again, is the same message.
+/// A message, encoded as a frame and decoded again, is the same message: as JSON, as
+/// MessagePack, and through a codec that picks by size.
 fn round_trip(message: &WorkerMessage) {
+    let a = serde_json::to_value(message).expect("a message is JSON");
     let frame = encode_frame(message).expect("a decoded message encodes");
     let again: WorkerMessage = decode_frame(&frame[4..]).expect("an encoded message decodes");
-    let (a, b) = (
-        serde_json::to_value(message).expect("a message is JSON"),
-        serde_json::to_value(&again).expect("a message is JSON"),
+    let b = serde_json::to_value(&again).expect("a message is JSON");
+    assert!(same_values(&a, &b), "{a} is re-read from JSON as {b}");
+    let packed = encode_msgpack_frame(message).expect("a decoded message packs");
+    let again: WorkerMessage =
+        decode_msgpack_frame(&packed[4..]).expect("a packed message decodes");
+    let b = serde_json::to_value(&again).expect("a message is JSON");
+    assert!(
+        same_values(&a, &b),
+        "{a} is re-read from MessagePack as {b}"
     );
-    assert!(same_values(&a, &b), "{a} is re-read as {b}");
+    let codec = FrameCodec::msgpack_above(64);
+    let chosen = codec.encode(message).expect("the codec encodes");
+    let expect_packed = frame.len() - 4 > 64;
+    assert_eq!(
+        chosen[0] & 0x80 != 0,
+        expect_packed,
+        "a {}-byte JSON message against a 64-byte threshold",
+        frame.len() - 4
+    );
+    let chosen = read_encoded_frame(&mut &chosen[..])
+        .now_or_never()
+        .expect("bytes at hand")
+        .expect("a frame")
+        .expect("not the end");
+    let again: WorkerMessage = chosen.decode().expect("the codec's frame decodes");
+    let b = serde_json::to_value(&again).expect("a message is JSON");
+    assert!(
+        same_values(&a, &b),
+        "{a} is re-read through the codec as {b}"
+    );
 }

@@ -7,8 +7,9 @@ use super::adapter::{TYPE_NAMES, models};
 use super::wire::loopback;
 use crate::adapter::{Adapter, XMLAdapter};
 use crate::bridge::protocol::{
-    FEATURE_STREAM, LmCall, LmCallRequest, PROTOCOL_VERSION, Ready, RemoteError, Response,
-    StatusUpdate, StreamChunk, WireMessage, WorkerMessage, encode_frame,
+    FEATURE_STREAM, LmCall, LmCallRequest, MSGPACK_FLAG, PROTOCOL_VERSION, Ready, RemoteError,
+    Response, StatusUpdate, StreamChunk, WireMessage, WorkerMessage, encode_frame,
+    encode_msgpack_frame,
 };
 use crate::pycompat::py::{from_json, write_repr};
 use crate::signature::DynSignature;
@@ -354,6 +355,7 @@ fn bridge_frames(fx: &[(String, Value)]) -> Vec<Vec<u8>> {
             python: "3.11.7".into(),
             dspy: Some("3.4.1".into()),
             features: vec![FEATURE_STREAM.into()],
+            encodings: vec!["json".into(), "msgpack".into()],
         }),
         WorkerMessage::StreamChunk(StreamChunk {
             id: 5,
@@ -434,17 +436,49 @@ fn bridge_frames(fx: &[(String, Value)]) -> Vec<Vec<u8>> {
     }
     let mut out = Vec::new();
     let mut all = vec![0u8];
-    for m in &messages {
+    // Both encodings, alternating in one stream too (a worker sends MessagePack above the
+    // threshold, JSON below).
+    let mut mixed = vec![3u8];
+    for (i, m) in messages.iter().enumerate() {
         let Ok(frame) = encode_frame(m) else { continue };
-        let mut one = vec![0u8];
-        one.extend_from_slice(&frame);
-        out.push(one);
-        let mut cut = vec![7u8];
-        cut.extend_from_slice(&frame[..frame.len() - frame.len() / 3]);
-        out.push(cut);
+        let Ok(packed) = encode_msgpack_frame(m) else {
+            continue;
+        };
+        for (selector, f) in [(0u8, &frame), (1u8, &packed)] {
+            let mut one = vec![selector];
+            one.extend_from_slice(f);
+            out.push(one);
+            let mut cut = vec![7u8];
+            cut.extend_from_slice(&f[..f.len() - f.len() / 3]);
+            out.push(cut);
+        }
         all.extend_from_slice(&frame);
+        mixed.extend_from_slice(if i % 2 == 0 { &packed } else { &frame });
     }
     out.push(all);
+    out.push(mixed);
+    // MessagePack bodies that are not messages: `bin` and `ext` values where JSON values go,
+    // a map with an integer key, bytes after the message, a string announcing more bytes than
+    // there are, nesting past the depth limit, a length word over the cap with the flag set.
+    let bodies: [&[u8]; 6] = [
+        b"\x82\xa4kind\xa8response\xa2ok\xc4\x03abc",
+        b"\x82\xa4kind\xa8response\xa2ok\xd4\x01\x02",
+        b"\x83\xa4kind\xa8response\xa2id\x01\xa2ok\x81\x01\x02",
+        b"\x82\xa4kind\xa5ready\xa2id\x01\xc0",
+        b"\x81\xa4kind\xdb\xff\xff\xff\xffab",
+        &[0x91; 300],
+    ];
+    for body in bodies {
+        let mut input = vec![0u8];
+        input.extend_from_slice(
+            &(u32::try_from(body.len()).unwrap_or(0) | MSGPACK_FLAG).to_be_bytes(),
+        );
+        input.extend_from_slice(body);
+        out.push(input);
+    }
+    let mut over = vec![0u8];
+    over.extend_from_slice(&(MSGPACK_FLAG | (64 * 1024 * 1024 + 1)).to_be_bytes());
+    out.push(over);
     out
 }
 

@@ -2,6 +2,7 @@
 //! breaker, retries, the fork server) and [`PoolBuilder::build`].
 
 use super::*;
+use crate::bridge::protocol::DEFAULT_MSGPACK_THRESHOLD;
 
 /// The restart breaker: more than `max_restarts` restarts within `window` pause restarts for
 /// `cooldown`.
@@ -61,6 +62,9 @@ pub struct PoolBuilder {
     pub(super) lm: Option<Arc<dyn LanguageModel>>,
     pub(super) kill_process_group: bool,
     pub(super) fork_server: bool,
+    pub(super) msgpack_threshold: Option<usize>,
+    pub(super) read_only_fs: bool,
+    pub(super) writable_paths: Vec<PathBuf>,
 }
 
 impl std::fmt::Debug for PoolBuilder {
@@ -111,6 +115,9 @@ impl Default for PoolBuilder {
             lm: None,
             kill_process_group: true,
             fork_server: false,
+            msgpack_threshold: Some(DEFAULT_MSGPACK_THRESHOLD),
+            read_only_fs: false,
+            writable_paths: Vec::new(),
         }
     }
 }
@@ -415,6 +422,84 @@ impl PoolBuilder {
         self
     }
 
+    /// Large frames as MessagePack (default on, above
+    /// [`DEFAULT_MSGPACK_THRESHOLD`] = 64 KiB; `None` turns it off): a message whose JSON would
+    /// be over `threshold` bytes goes to the worker as MessagePack instead, and the worker does
+    /// the same for its answers and LM calls (measuring its MessagePack encoding, which it
+    /// builds first). Negotiated per worker: its `ready` announces the encodings it reads, the
+    /// pool answers with the threshold, and a worker that does not announce MessagePack (an
+    /// older `dspex_worker`, or one without the `msgpack` package) keeps sending and getting
+    /// JSON only. The frames' length word tells the encodings apart
+    /// ([`MSGPACK_FLAG`](crate::bridge::protocol::MSGPACK_FLAG)). What is negotiated shows in
+    /// [`WorkerInfo::msgpack_threshold`](crate::bridge::WorkerInfo::msgpack_threshold).
+    ///
+    /// It saves the JSON escaping and parsing of large text (a long document, a data URI of an
+    /// image) on both sides; messages carry JSON values, so bytes still travel as text (an
+    /// image's base64), not as MessagePack `bin`. `BENCHMARKS.md` has the figures of a 1 MiB
+    /// round trip.
+    #[must_use]
+    pub fn msgpack_threshold(mut self, threshold: Option<usize>) -> Self {
+        self.msgpack_threshold = threshold;
+        self
+    }
+
+    /// `--read-only-fs`: each worker sees the file system read-only, but for the paths given to
+    /// [`writable_path`](Self::writable_path) and its own temporary directory (default off).
+    ///
+    /// The worker applies a Landlock ruleset to itself before it runs any operation (with the
+    /// [`fork_server`](Self::fork_server), each forked worker does, after the fork): creating,
+    /// writing, truncating, renaming, linking or removing files and directories fails with
+    /// `PermissionError` (EACCES) outside the writable paths, for the worker and every process it
+    /// starts; reading, listing and executing are unchanged. It cannot be undone from inside.
+    /// Writable besides the named paths:
+    /// - a temporary directory the pool creates for its workers (under the pool's temp dir,
+    ///   removed when the pool is dropped), which the workers get as `TMPDIR` (Python's
+    ///   `tempfile` uses it) and, unless set with [`env`](Self::env), as `DSPY_CACHEDIR`: DSPy
+    ///   opens its on-disk response cache (`~/.dspy_cache` otherwise) when it is imported, and
+    ///   a direct-mode LM writes to it;
+    /// - `/dev/null`.
+    ///
+    /// The ruleset asks for every such right the kernel's Landlock ABI knows: on ABI 1 moving or
+    /// linking a file into another directory is refused everywhere (even between writable
+    /// directories), and truncating by path (`truncate(2)`) is restricted only from ABI 3 on
+    /// (Linux 6.2); opening a file for writing is restricted on every ABI. It combines with
+    /// [`no_network`](Self::no_network). Python's own `.pyc` writes fail silently (it then
+    /// runs from source). It needs Landlock
+    /// (Linux 5.13+, `landlock` among the active LSMs); [`build`](Self::build) runs the worker
+    /// once with `--check-read-only-fs` and fails with [`BridgeError::FilesystemIsolation`] where
+    /// the kernel cannot, or when a writable path does not exist.
+    #[must_use]
+    pub fn read_only_fs(mut self, on: bool) -> Self {
+        self.read_only_fs = on;
+        self
+    }
+
+    /// A path that stays writable under [`read_only_fs`](Self::read_only_fs) (repeatable): a
+    /// directory (writable beneath, recursively) or a file (writable and truncatable). It must
+    /// exist when the pool starts. Without `read_only_fs` it has no effect.
+    #[must_use]
+    pub fn writable_path(mut self, path: impl Into<PathBuf>) -> Self {
+        self.writable_paths.push(path.into());
+        self
+    }
+
+    /// The worker arguments of `read_only_fs` for the writable paths plus `temp`.
+    fn sandbox_args(&self, temp: Option<&std::path::Path>) -> Vec<OsString> {
+        let mut args = Vec::new();
+        if !self.read_only_fs {
+            return args;
+        }
+        args.push("--read-only-fs".into());
+        for path in temp
+            .into_iter()
+            .chain(self.writable_paths.iter().map(PathBuf::as_path))
+        {
+            args.push("--writable".into());
+            args.push(path.as_os_str().to_owned());
+        }
+        args
+    }
+
     fn worker_config(&self) -> WorkerConfig {
         let mut args = self.worker_args.clone();
         if self.eager_import {
@@ -447,6 +532,7 @@ impl PoolBuilder {
                 .unwrap_or(Duration::from_secs(5)),
             max_missed_heartbeats: self.max_missed_heartbeats,
             kill_process_group: self.kill_process_group,
+            msgpack_threshold: self.msgpack_threshold,
         }
     }
 
@@ -457,6 +543,22 @@ impl PoolBuilder {
         if self.no_network {
             check_no_network(&worker_config, &self.worker_args).await?;
         }
+        let fs_temp = if self.read_only_fs {
+            let temp = self.prepare_read_only_fs(&mut worker_config)?;
+            let mut args = self.worker_args.clone();
+            args.push("--check-read-only-fs".into());
+            args.extend(self.sandbox_args(Some(temp.path())));
+            check_read_only_fs(&worker_config, &args).await?;
+            Some(temp)
+        } else {
+            None
+        };
+        let sandbox_args = self.sandbox_args(fs_temp.as_ref().map(tempfile::TempDir::path));
+        // Before the extra arguments (`arg`), which a test worker script may read last.
+        let at = worker_config.args.len() - self.extra_args.len();
+        worker_config
+            .args
+            .splice(at..at, sandbox_args.iter().cloned());
         let fork_server = if self.fork_server {
             let server = ForkServer::start(
                 &worker_config,
@@ -464,6 +566,7 @@ impl PoolBuilder {
                 self.memory_mb,
                 self.cpu_seconds,
                 self.no_network,
+                &sandbox_args,
             )
             .await?;
             worker_config.args.push("--fork-from".into());
@@ -479,6 +582,7 @@ impl PoolBuilder {
             weak: weak.clone(),
             worker_config,
             fork_server,
+            fs_temp,
             config: self,
             state: Mutex::new(State::default()),
             call_breaker,
@@ -524,6 +628,88 @@ impl PoolBuilder {
         tokio::spawn(maintain(Arc::downgrade(&shared)));
         Ok(Pool { shared })
     }
+}
+
+impl PoolBuilder {
+    /// `read_only_fs`: checks the writable paths, creates the workers' temporary directory and
+    /// points `TMPDIR` (and `DSPY_CACHEDIR`, unless set) at it.
+    fn prepare_read_only_fs(
+        &self,
+        config: &mut WorkerConfig,
+    ) -> Result<tempfile::TempDir, BridgeError> {
+        for path in &self.writable_paths {
+            if let Err(e) = std::fs::metadata(path) {
+                return Err(BridgeError::FilesystemIsolation {
+                    reason: format!("the writable path {} cannot be used: {e}", path.display()),
+                });
+            }
+        }
+        let temp = tempfile::Builder::new()
+            .prefix("dspex-workers-")
+            .tempdir()
+            .map_err(|e| BridgeError::FilesystemIsolation {
+                reason: format!("cannot create the workers' temporary directory: {e}"),
+            })?;
+        let dir = temp.path().to_string_lossy().into_owned();
+        config.env.retain(|(k, _)| k != "TMPDIR");
+        config.env.push(("TMPDIR".into(), dir.clone()));
+        if !self.env.iter().any(|(k, _)| k == "DSPY_CACHEDIR") {
+            config
+                .env
+                .push(("DSPY_CACHEDIR".into(), format!("{dir}/dspy_cache")));
+        }
+        Ok(temp)
+    }
+}
+
+/// Runs the worker once with `--check-read-only-fs` (it applies the ruleset to itself and
+/// exits): an error unless it could.
+async fn check_read_only_fs(config: &WorkerConfig, args: &[OsString]) -> Result<(), BridgeError> {
+    let mut cmd = super::super::worker::command(config, args);
+    cmd.stdin(std::process::Stdio::null());
+    let program = config.program.to_string_lossy().into_owned();
+    let output = match tokio::time::timeout(config.start_timeout, cmd.output()).await {
+        Ok(Ok(output)) => output,
+        Ok(Err(e)) => {
+            return Err(BridgeError::Spawn {
+                program,
+                message: format!("cannot run the read_only_fs check: {e}"),
+            });
+        }
+        Err(_) => {
+            return Err(BridgeError::FilesystemIsolation {
+                reason: format!(
+                    "the check did not finish within {:?} (start timeout)",
+                    config.start_timeout
+                ),
+            });
+        }
+    };
+    if output.status.success() {
+        tracing::debug!(target: "dspex::bridge", "read_only_fs: the workers can restrict their file system");
+        return Ok(());
+    }
+    Err(BridgeError::FilesystemIsolation {
+        reason: format!(
+            "the worker's check {}: {}",
+            output.status,
+            last_lines(&output)
+        ),
+    })
+}
+
+/// The last few non-empty lines a check wrote (stderr, then stdout), joined with ` | `.
+fn last_lines(output: &std::process::Output) -> String {
+    let mut said: Vec<String> = String::from_utf8_lossy(&output.stderr)
+        .lines()
+        .chain(String::from_utf8_lossy(&output.stdout).lines())
+        .map(str::to_string)
+        .filter(|l| !l.trim().is_empty())
+        .collect();
+    if said.len() > 5 {
+        said.drain(..said.len() - 5);
+    }
+    said.join(" | ")
 }
 
 /// Runs the worker once with `--check-no-network` (it tries the isolation and exits): an error

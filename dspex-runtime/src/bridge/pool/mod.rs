@@ -177,6 +177,9 @@ pub(crate) struct Shared {
     worker_config: Arc<WorkerConfig>,
     /// The fork server the workers are forked from, if the pool has one.
     fork_server: Option<ForkServer>,
+    /// The workers' temporary directory under `read_only_fs` (removed with the pool).
+    #[allow(dead_code)] // Held for its Drop.
+    fs_temp: Option<tempfile::TempDir>,
     state: Mutex<State>,
     /// The breaker on the call error rate, unless turned off.
     call_breaker: Option<Mutex<Breaker>>,
