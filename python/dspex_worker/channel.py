@@ -20,6 +20,9 @@ from .errors import Cancelled, LmCallFailed
 # inside `dspy.context(dspex_request=<request id>)`, and DSPy hands its settings to the threads it
 # starts (Parallel, Evaluate, optimizers, asyncify), so BridgeLM finds the parent on any of them.
 PARENT_SETTING = "dspex_request"
+# The variables of the session a request runs in (its `session_state`), under the same DSPy
+# setting mechanism, so `dspex_worker.session_state()` finds them on DSPy's threads too.
+SESSION_STATE_SETTING = "dspex_session_state"
 
 _current = None
 

@@ -11,7 +11,7 @@ import math
 import threading
 import warnings
 
-from .channel import PARENT_SETTING
+from .channel import PARENT_SETTING, SESSION_STATE_SETTING
 from .errors import BadRequest, Cancelled, UnknownObject, UnknownOp
 
 log = logging.getLogger("dspex_worker")
@@ -138,8 +138,12 @@ class Operations:
     @staticmethod
     def serving(dspy, request):
         """`dspy.context` naming `request` as the parent of the LM calls made inside it (on any thread
-        DSPy starts from it): see channel.PARENT_SETTING."""
-        return dspy.context(**{PARENT_SETTING: request.get("id")})
+        DSPy starts from it): see channel.PARENT_SETTING; and the variables of the session it runs in
+        (`session_state`), which `dspex_worker.session_state()` reads."""
+        state = request.get("session_state")
+        if state is not None and not isinstance(state, dict):
+            raise BadRequest(f"`session_state` must be an object, not {type(state).__name__}")
+        return dspy.context(**{PARENT_SETTING: request.get("id"), SESSION_STATE_SETTING: state or {}})
 
     def _object(self, request):
         object_id = _arg(request, "object", str)

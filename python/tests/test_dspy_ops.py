@@ -366,3 +366,31 @@ def test_close_session_drops_only_that_sessions_objects(worker):
     # Closing again, or a session the worker never saw, drops nothing.
     assert worker.call("close_session", session="s1") == {"dropped": 0}
     assert worker.error("close_session")["type"] == "BadRequest"
+
+
+def test_the_code_a_call_runs_reads_its_sessions_state(bridged):
+    bridged.call("create", module="ProgramOfThought", signature="question -> answer",
+                 kwargs={"interpreter_factory": "dspex_worker.exec_interpreter:ExecInterpreter"})
+    code = ('```python\nimport dspex_worker\nstate = dspex_worker.session_state()\n'
+            'SUBMIT({"answer": state.get("user", "nobody")})\n```')
+    seen = []
+
+    def lm(request):
+        seen.append(request)
+        if len(seen) % 2:
+            return [chat_completion(reasoning="Read the state.", generated_code=code)]
+        return [chat_completion(reasoning="Done.", answer="ok")]
+
+    def code_output(turn):
+        user = [m for m in seen[2 * turn + 1]["messages"] if m["role"] == "user"][-1]["content"]
+        return user.split("[[ ## code_output ## ]]\n", 1)[1].split("\n", 1)[0]
+
+    bridged.call("call", object="o1", inputs={"question": "Who?"}, session_state={"user": "ada"}, on_lm=lm)
+    assert code_output(0) == '{"answer": "ada"}'
+    # Without a state, and outside any call, the state is empty.
+    bridged.call("call", object="o1", inputs={"question": "Who?"}, on_lm=lm)
+    assert code_output(1) == '{"answer": "nobody"}'
+    import dspex_worker
+
+    assert dict(dspex_worker.session_state()) == {}
+    assert bridged.error("call", object="o1", inputs={}, session_state=["user"])["type"] == "BadRequest"

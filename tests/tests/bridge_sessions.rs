@@ -433,3 +433,63 @@ async fn a_full_store_closes_its_least_recently_active_session() {
     })
     .await;
 }
+
+/// The session's variables reach the Python code its calls run: here the code a
+/// ProgramOfThought generates (run by the worker package's in-process interpreter) reads
+/// `dspex_worker.session_state()`, and the mock LM answers the output step by what the code
+/// printed. Two sessions on one worker see their own variables, and a variable set in Rust
+/// between two calls is seen by the second.
+#[tokio::test]
+async fn python_code_in_a_sessions_calls_reads_its_variables() {
+    use dspex::testing::Rule;
+    const CODE: &str = "[[ ## reasoning ## ]]\nRead the session.\n\n[[ ## generated_code ## ]]\n```python\nimport dspex_worker\nSUBMIT({\"answer\": \"user=\" + dspex_worker.session_state().get(\"user\", \"nobody\")})\n```\n\n[[ ## completed ## ]]";
+    let greeting = |who: &str| {
+        Rule::contains(
+            format!("\"answer\": \"user={who}\""),
+            format!(
+                "[[ ## reasoning ## ]]\nThe code read the session.\n\n[[ ## answer ## ]]\nHello, {who}\n\n[[ ## completed ## ]]"
+            ),
+        )
+    };
+    within(120, async {
+        let server = MockLm::builder()
+            .rule(greeting("ada"))
+            .rule(greeting("bob"))
+            .rule(greeting("cy"))
+            .rule(greeting("nobody"))
+            .rule(Rule::contains("[[ ## generated_code ## ]]", CODE))
+            .start()
+            .await
+            .expect("the mock LM starts");
+        let pool = pool(&server, 1).await;
+        let mut kwargs = Map::new();
+        kwargs.insert(
+            "interpreter_factory".into(),
+            json!("dspex_worker.exec_interpreter:ExecInterpreter"),
+        );
+        let ask = |session: Session| {
+            let kwargs = kwargs.clone();
+            async move {
+                let pot = session
+                    .create("ProgramOfThought", "question -> answer", kwargs)
+                    .await
+                    .expect("create");
+                let out = session
+                    .call(pot, question("Who is asking?"))
+                    .await
+                    .expect("the call answers");
+                out["answer"].as_str().unwrap_or_default().to_string()
+            }
+        };
+        let ada = pool.session_with(SessionOptions::new().var("user", "ada"));
+        let bob = pool.session_with(SessionOptions::new().var("user", "bob"));
+        let plain = pool.session(AffinityMode::StrictQueue);
+        assert_eq!(ask(ada.clone()).await, "Hello, ada");
+        assert_eq!(ask(bob.clone()).await, "Hello, bob");
+        assert_eq!(ask(plain).await, "Hello, nobody");
+        ada.set("user", "cy");
+        assert_eq!(ask(ada.clone()).await, "Hello, cy");
+        pool.shutdown().await;
+    })
+    .await;
+}

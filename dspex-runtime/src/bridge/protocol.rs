@@ -430,7 +430,23 @@ impl FrameCodec {
 
     /// Encodes request `id` for `op` as a frame ([`encode_request`] in this codec).
     pub fn encode_request(&self, id: u64, op: &Op) -> Result<Vec<u8>, FrameError> {
-        self.encode(&RequestFrame { id, op })
+        self.encode_request_in(id, op, None)
+    }
+
+    /// [`encode_request`](Self::encode_request) with the variables of the session the request
+    /// runs in (its `session_state`, which the worker's Python code reads with
+    /// `dspex_worker.session_state()`).
+    pub fn encode_request_in(
+        &self,
+        id: u64,
+        op: &Op,
+        session_state: Option<&Map<String, Value>>,
+    ) -> Result<Vec<u8>, FrameError> {
+        self.encode(&RequestFrame {
+            id,
+            op,
+            session_state,
+        })
     }
 }
 
@@ -1078,11 +1094,19 @@ struct RequestFrame<'a> {
     id: u64,
     #[serde(flatten)]
     op: &'a Op,
+    /// The variables of the session the request runs in (`call` and `stream_call`), which the
+    /// worker's Python code reads with `dspex_worker.session_state()`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    session_state: Option<&'a Map<String, Value>>,
 }
 
 /// Encodes request `id` for `op` as a frame.
 pub fn encode_request(id: u64, op: &Op) -> Result<Vec<u8>, FrameError> {
-    encode_frame(&RequestFrame { id, op })
+    encode_frame(&RequestFrame {
+        id,
+        op,
+        session_state: None,
+    })
 }
 
 /// Which status messages a `stream_call` sends (its `status`).

@@ -28,7 +28,7 @@ use crate::lm::LanguageModel;
 use crate::settings::Settings;
 use futures_util::StreamExt;
 use futures_util::stream::FuturesUnordered;
-use serde_json::Value;
+use serde_json::{Map, Value};
 use std::collections::{HashMap, VecDeque};
 use std::ffi::OsString;
 use std::path::PathBuf;
@@ -763,7 +763,7 @@ impl Worker {
         timeout: Option<Duration>,
         lm: Option<&Arc<dyn LanguageModel>>,
     ) -> Result<Value, BridgeError> {
-        self.request_with_events(op, exclusive, timeout, lm, None)
+        self.request_with_events(op, exclusive, timeout, lm, None, None)
             .await
     }
 
@@ -773,7 +773,8 @@ impl Worker {
     }
 
     /// [`request`](Self::request), with the `stream_chunk` and `status` frames of the request
-    /// sent to `events`. A `stream_call` to a worker without [`FEATURE_STREAM`] fails with
+    /// sent to `events`, and the variables of the session it runs in sent along. A
+    /// `stream_call` to a worker without [`FEATURE_STREAM`] fails with
     /// [`BridgeError::Unsupported`] without being sent.
     pub(crate) async fn request_with_events(
         self: &Arc<Self>,
@@ -782,6 +783,7 @@ impl Worker {
         timeout: Option<Duration>,
         lm: Option<&Arc<dyn LanguageModel>>,
         events: Option<EventSink>,
+        session_state: Option<&Map<String, Value>>,
     ) -> Result<Value, BridgeError> {
         if matches!(op, Op::StreamCall { .. }) && !self.has_feature(FEATURE_STREAM) {
             return Err(BridgeError::Unsupported {
@@ -793,7 +795,7 @@ impl Worker {
         let id = self.request_ids.fetch_add(1, Ordering::Relaxed);
         let frame = self
             .codec
-            .encode_request(id, op)
+            .encode_request_in(id, op, session_state)
             .map_err(|source| BridgeError::Protocol {
                 worker: Some(self.wref),
                 source,

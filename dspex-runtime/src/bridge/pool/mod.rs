@@ -73,6 +73,8 @@ pub struct RequestOptions {
     lm: Option<Arc<dyn LanguageModel>>,
     /// Where a `stream_call`'s chunk and status frames go (a stream's own plumbing).
     events: Option<EventSink>,
+    /// The variables of the session a `call` or `stream_call` runs in.
+    session_state: Option<Arc<Map<String, Value>>>,
 }
 
 impl std::fmt::Debug for RequestOptions {
@@ -117,6 +119,12 @@ impl RequestOptions {
     /// delivered the call is never retried on another worker.
     pub(crate) fn events(mut self, events: EventSink) -> Self {
         self.events = Some(events);
+        self
+    }
+
+    /// Sends the variables of the session the request runs in along with it.
+    pub(crate) fn session_state(mut self, state: Map<String, Value>) -> Self {
+        self.session_state = Some(Arc::new(state));
         self
     }
 
@@ -944,7 +952,14 @@ impl Shared {
             let deadline = *deadline.get_or_insert(now + timeout);
             let left = deadline.saturating_duration_since(now);
             let result = worker
-                .request_with_events(op, true, Some(left), lm, options.events.clone())
+                .request_with_events(
+                    op,
+                    true,
+                    Some(left),
+                    lm,
+                    options.events.clone(),
+                    options.session_state.as_deref(),
+                )
                 .await;
             drop(lease);
             let result = self.cpu_limit_error(&worker, result).await;

@@ -210,8 +210,11 @@ impl Drop for SessionInner {
 /// A session keeps a map of JSON variables for the code that uses it — a chat's history, the
 /// user's settings — set initially with [`SessionOptions::state`] and read and written with
 /// [`get`](Self::get), [`set`](Self::set), [`update`](Self::update) and
-/// [`state`](Self::state). It lives in Rust, with the session (after it closes too); it is
-/// not sent to the worker.
+/// [`state`](Self::state). It lives in Rust, with the session (after it closes too), and a
+/// copy goes along with each `call` and `stream_call` the session makes (never with other
+/// operations): the Python code those calls run — tools, custom modules, the code a
+/// ProgramOfThought generates — reads it with `dspex_worker.session_state()` (read-only there;
+/// a change made in Rust is seen by the next call). Keep it small: it travels with every call.
 ///
 /// ```no_run
 /// use dspex_runtime::bridge::{Pool, SessionOptions};
@@ -430,6 +433,18 @@ impl Session {
             *session = Some(self.inner.name.clone());
         }
         let _in_flight = self.begin()?;
+        // The session's variables go along with the calls that run its Python code.
+        let state = matches!(op, Op::Call { .. } | Op::StreamCall { .. })
+            .then(|| self.state())
+            .filter(|state| !state.is_empty());
+        let with_state;
+        let options = match state {
+            Some(state) => {
+                with_state = options.clone().session_state(state);
+                &with_state
+            }
+            None => options,
+        };
         self.inner
             .pool
             .shared
