@@ -696,7 +696,7 @@ impl From<&DynSignature> for SignatureArg {
 /// **kwargs)`, created in a new strict-queue session, as [`BridgedModule::create`]).
 /// [`force`](Router::force) pins the route, [`strategy`](Router::strategy) decides it otherwise
 /// ([`PreferNative`] by default), [`fallback`](Router::fallback) re-runs failed calls on the
-/// other route (see the [module docs](self)). Cloning is cheap (the pool, the strategy and the
+/// other route (see the [bridge module docs](crate::bridge)). Cloning is cheap (the pool, the strategy and the
 /// counters are shared with the clone).
 ///
 /// ```
