@@ -109,21 +109,13 @@ def main(argv=None):
     if args.check_no_network:
         from . import sandbox
 
-        try:
-            sandbox.isolate_network()
-        except sandbox.IsolationError as exc:
-            log.error("cannot isolate the network: %s", exc)
-            os._exit(sandbox.EXIT_NO_NETWORK)
+        sandbox.isolate_network_or_exit(log)
         os._exit(0)
 
     if args.check_read_only_fs:
         from . import sandbox
 
-        try:
-            abi = sandbox.restrict_filesystem(args.writable)
-        except sandbox.IsolationError as exc:
-            log.error("cannot make the file system read-only: %s", exc)
-            os._exit(sandbox.EXIT_NO_FS)
+        abi = sandbox.restrict_filesystem_or_exit(log, args.writable)
         log.debug("read_only_fs: Landlock ABI %d", abi)
         os._exit(0)
 
@@ -145,11 +137,7 @@ def main(argv=None):
         # isolates itself. A stub the server refused falls through to here.
         from . import sandbox
 
-        try:
-            sandbox.isolate_network()
-        except sandbox.IsolationError as exc:
-            log.error("cannot isolate the network: %s", exc)
-            os._exit(sandbox.EXIT_NO_NETWORK)
+        sandbox.isolate_network_or_exit(log)
         # Entering a user namespace changes the credentials, which may clear the parent-death
         # signal: set it again.
         set_parent_death_signal()
@@ -169,11 +157,7 @@ def main(argv=None):
         # binds this process and whatever it starts.
         from . import sandbox
 
-        try:
-            sandbox.restrict_filesystem(args.writable)
-        except sandbox.IsolationError as exc:
-            log.error("cannot make the file system read-only: %s", exc)
-            os._exit(sandbox.EXIT_NO_FS)
+        sandbox.restrict_filesystem_or_exit(log, args.writable)
 
     from . import ops
     from .worker import Worker, check_cpu_limit

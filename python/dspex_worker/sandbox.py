@@ -191,3 +191,21 @@ def restrict_filesystem(writable):
     finally:
         os.close(ruleset)
     return abi
+
+
+def isolate_network_or_exit(log):
+    """`isolate_network()`, or exit with EXIT_NO_NETWORK (the pool reads the status) after logging why."""
+    try:
+        isolate_network()
+    except IsolationError as exc:
+        log.error("cannot isolate the network: %s", exc)
+        os._exit(EXIT_NO_NETWORK)
+
+
+def restrict_filesystem_or_exit(log, writable):
+    """`restrict_filesystem(writable)` (its Landlock ABI), or exit with EXIT_NO_FS after logging why."""
+    try:
+        return restrict_filesystem(writable)
+    except IsolationError as exc:
+        log.error("cannot make the file system read-only: %s", exc)
+        os._exit(EXIT_NO_FS)
