@@ -66,6 +66,17 @@ fn lm(server: &MockLmServer, cache: CacheConfig) -> LM {
         .expect("the LM builds")
 }
 
+/// An uncached client of the mock server held to the shared `limit`.
+fn limited_lm(server: &MockLmServer, limit: SharedRateLimit) -> LM {
+    LM::builder("openai/mock")
+        .api_base(server.api_base())
+        .api_key(KEY)
+        .cache(false)
+        .shared_rate_limit(limit)
+        .build()
+        .expect("the LM builds")
+}
+
 fn unix_ms() -> u64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
@@ -724,13 +735,10 @@ async fn cluster_round_trip_and_corruption() {
 
     // The shared limit's script runs on the cluster too: 1/s, so the second call waits (the
     // first takes 0.5 s).
-    let limited = LM::builder("openai/mock")
-        .api_base(server.api_base())
-        .api_key(KEY)
-        .cache(false)
-        .shared_rate_limit(SharedRateLimit::new(&url).unwrap().requests_per_second(1.0))
-        .build()
-        .unwrap();
+    let limited = limited_lm(
+        &server,
+        SharedRateLimit::new(&url).unwrap().requests_per_second(1.0),
+    );
     for i in 0..2 {
         limited
             .call(LmRequest::prompt(format!("limited {i}")))
@@ -909,13 +917,7 @@ async fn tls_with_a_private_ca_and_an_untrusted_server_is_an_outage() {
         .tls_root_certificate(ca_pem)
         .unwrap()
         .requests_per_second(1000.0);
-    let limited = LM::builder("openai/mock")
-        .api_base(server.api_base())
-        .api_key(KEY)
-        .cache(false)
-        .shared_rate_limit(limit)
-        .build()
-        .unwrap();
+    let limited = limited_lm(&server, limit);
     for i in 0..3 {
         limited
             .call(LmRequest::prompt(format!("q{i}")))
@@ -946,13 +948,7 @@ async fn the_shared_token_limit_is_corrected_with_the_real_usage() {
     let limit = SharedRateLimit::new(&redis.url())
         .unwrap()
         .tokens_per_minute(6_000);
-    let lm = LM::builder("openai/mock")
-        .api_base(server.api_base())
-        .api_key(KEY)
-        .cache(false)
-        .shared_rate_limit(limit)
-        .build()
-        .unwrap();
+    let lm = limited_lm(&server, limit);
     let mut request = LmRequest::prompt("How many tokens will this take?");
     request.max_tokens = Some(1_000);
     let response = lm.call(request).await.unwrap();
