@@ -494,22 +494,9 @@ async fn no_network_workers_reach_no_network_but_their_lm_calls_work() {
                 assert!(message.contains("NET-PROBE: connected"), "{err}");
             }
             // LM calls go over the pipes, not the network.
-            let lm = lm(&server);
-            let answer = with_settings(Settings::new().lm(lm), async {
-                let predict = BridgedModule::<Question, serde_json::Value>::create(
-                    &pool,
-                    "Predict",
-                    "question -> answer",
-                )
-                .await?;
-                predict
-                    .forward(Question {
-                        question: "What is 2 + 2?".into(),
-                    })
-                    .await
-            })
-            .await
-            .expect("a bridged Predict answers through the pool's LM");
+            let answer = common::bridge::ask_bridged_predict(&pool, &server)
+                .await
+                .expect("a bridged Predict answers through the pool's LM");
             assert!(answer["answer"].is_string(), "{answer}");
             pool.shutdown().await;
         }

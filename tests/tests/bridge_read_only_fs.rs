@@ -7,22 +7,14 @@
 
 mod common;
 
-use common::bridge::{lm, pool, within};
+use common::bridge::{pool, within};
 use common::venv_python;
-use dspex::Program;
 use dspex::bridge::protocol::Op;
-use dspex::bridge::{BridgeError, BridgedModule, Pool};
-use dspex::settings::{Settings, with_settings};
+use dspex::bridge::{BridgeError, Pool};
 use dspex::testing::MockLm;
-use serde::Serialize;
 use serde_json::{Map, json};
 use std::path::PathBuf;
 use std::time::Duration;
-
-#[derive(Debug, Serialize)]
-struct Question {
-    question: String,
-}
 
 /// A fresh directory under the target's temporary directory (not under /tmp, where the pool
 /// makes its workers' temporary directory).
@@ -90,21 +82,9 @@ async fn read_only_fs_workers_write_only_where_allowed_and_still_answer() {
             );
             assert!(inside.join("new.txt").exists(), "fork server {fork_server}");
             // A DSPy module runs a call, its LM call answered over the bridge.
-            let answer = with_settings(Settings::new().lm(lm(&server)), async {
-                let predict = BridgedModule::<Question, serde_json::Value>::create(
-                    &pool,
-                    "Predict",
-                    "question -> answer",
-                )
-                .await?;
-                predict
-                    .forward(Question {
-                        question: "What is 2 + 2?".into(),
-                    })
-                    .await
-            })
-            .await
-            .expect("a bridged Predict answers under read_only_fs");
+            let answer = common::bridge::ask_bridged_predict(&pool, &server)
+                .await
+                .expect("a bridged Predict answers under read_only_fs");
             assert!(answer["answer"].is_string(), "{answer}");
             pool.shutdown().await;
             let _ = std::fs::remove_dir_all(&outside);

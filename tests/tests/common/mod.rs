@@ -109,6 +109,35 @@ pub(crate) mod bridge {
             .expect("the LM builds")
     }
 
+    /// Asks a bridged `dspy.Predict("question -> answer")`, created in `pool`, "What is 2 + 2?"
+    /// with `server`'s LM in the settings (its LM call comes back over the bridge): the
+    /// prediction's fields.
+    pub(crate) async fn ask_bridged_predict(
+        pool: &Pool,
+        server: &MockLmServer,
+    ) -> dspex::Result<serde_json::Value> {
+        #[derive(serde::Serialize)]
+        struct Question {
+            question: String,
+        }
+        dspex::settings::with_settings(dspex::settings::Settings::new().lm(lm(server)), async {
+            let predict = dspex::bridge::BridgedModule::<Question, serde_json::Value>::create(
+                pool,
+                "Predict",
+                "question -> answer",
+            )
+            .await?;
+            dspex::Program::forward(
+                &predict,
+                Question {
+                    question: "What is 2 + 2?".into(),
+                },
+            )
+            .await
+        })
+        .await
+    }
+
     /// `fut`, failing the test instead of hanging past `secs`.
     pub(crate) async fn within<F: Future>(secs: u64, fut: F) -> F::Output {
         tokio::time::timeout(Duration::from_secs(secs), fut)
